@@ -1,0 +1,93 @@
+//! The [`State`] trait: a user struct, its update type and the merge of updates.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::reducer::ReducerKind;
+
+/// The state a graph carries from step to step.
+///
+/// Implement it with `#[derive(State)]` (from the facade crate `agentgraph`), which generates the
+/// [`Update`](State::Update) type (every field optional), its setters, and the merge, with a
+/// reducer per field:
+///
+/// | attribute | field type | merge of one update into the state |
+/// |---|---|---|
+/// | none, or `#[reducer(overwrite)]` | any | replaces the value; two writers in one step is an error |
+/// | `#[reducer(append)]` | `Vec`, `VecDeque`, `String`, any `Extend + IntoIterator` | extends |
+/// | `#[reducer(add)]` | numbers, any `AddAssign` | adds |
+/// | `#[reducer(min)]` / `#[reducer(max)]` | any `PartialOrd` | keeps the smaller / larger |
+/// | `#[reducer(merge)]` | `HashMap`, `BTreeMap` | inserts every entry, later writers win per key |
+/// | `#[reducer(union)]` | `HashSet`, `BTreeSet` | set union |
+/// | `#[reducer(with = path::to::function)]` | any | calls `function(&mut field, value)` |
+///
+/// The updates of one step are merged in a fixed order (task order in the plan, then dynamic
+/// task index), never in completion order, so a run is deterministic.
+///
+/// # Examples
+///
+/// Written by hand (the derive writes the same):
+///
+/// ```
+/// use agentgraph_engine::{State, reducer::{self, ReducerKind}, Field};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct Counter { total: u64 }
+///
+/// #[derive(Default, Serialize, Deserialize)]
+/// struct CounterUpdate { total: Option<u64> }
+///
+/// impl State for Counter {
+///     type Update = CounterUpdate;
+///     const FIELDS: &'static [Field] = &[Field::new("total", ReducerKind::Add)];
+///     fn for_each_written(update: &CounterUpdate, mut f: impl FnMut(usize)) {
+///         if update.total.is_some() { f(0) }
+///     }
+///     fn apply(&mut self, update: CounterUpdate) {
+///         if let Some(v) = update.total { reducer::add(&mut self.total, v) }
+///     }
+/// }
+///
+/// let mut c = Counter::default();
+/// c.apply(CounterUpdate { total: Some(2) });
+/// c.apply(CounterUpdate { total: Some(3) });
+/// assert_eq!(c.total, 5);
+/// ```
+pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
+    /// A partial update of the state: one optional value per field.
+    type Update: Default + Send + Sync + Serialize + DeserializeOwned + 'static;
+
+    /// The fields, in declaration order, with their reducers. Indexes into this slice are the
+    /// field indexes used by [`for_each_written`](State::for_each_written).
+    const FIELDS: &'static [Field];
+
+    /// Calls `f` with the index of every field that `update` writes, in increasing order.
+    fn for_each_written(update: &Self::Update, f: impl FnMut(usize));
+
+    /// Merges one update into the state, field by field, with each field's reducer.
+    fn apply(&mut self, update: Self::Update);
+}
+
+/// One field of a [`State`]: its name and its reducer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Field {
+    /// The field's name, as written in the struct.
+    pub name: &'static str,
+    /// How updates to the field are merged.
+    pub reducer: ReducerKind,
+}
+
+impl Field {
+    /// A field description.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Field, reducer::ReducerKind};
+    /// let f = Field::new("notes", ReducerKind::Append);
+    /// assert!(!f.reducer.is_exclusive());
+    /// ```
+    pub const fn new(name: &'static str, reducer: ReducerKind) -> Self {
+        Field { name, reducer }
+    }
+}
