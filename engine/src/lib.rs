@@ -1,10 +1,31 @@
-//! The agentgraph engine. Most users want the facade crate `agentgraph` and its prelude.
+//! The agentgraph engine: graph builder, compiled plans, the step scheduler, state merging and
+//! events. Most programs use it through the facade crate `agentgraph` and its prelude.
 
 extern crate self as agentgraph_engine;
 
+mod builder;
+mod codec;
+mod config;
+mod context;
+mod error;
+mod event;
+mod graph;
+mod ids;
+mod node;
+mod plan;
 pub mod reducer;
+mod route;
+mod scheduler;
 mod state;
 
+pub use builder::GraphBuilder;
+pub use config::{Mode, RunConfig};
+pub use context::{Context, InputError};
+pub use error::{BoxError, EdgeName, Error, GraphError, Result};
+pub use event::{Event, EventKind, EventStream, Missed, TaskInfo};
+pub use graph::{CompiledGraph, Run, RunHandle};
+pub use ids::{Fingerprint, TaskId};
+pub use route::{Command, END, IntoCommand, Packet, Route, START};
 pub use state::{Field, State};
 
 #[doc(hidden)]
@@ -12,6 +33,7 @@ pub mod __private {
     //! Paths used by code that `#[derive(State)]` generates. Not a public API.
     pub use crate::reducer;
     pub use crate::reducer::ReducerKind;
+    pub use crate::route::{Command, IntoCommand};
     pub use crate::state::{Field, State};
     pub use serde;
 }

@@ -1,0 +1,542 @@
+//! [`GraphBuilder`]: collects nodes and edges, checking each addition as it is made.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::context::Context;
+use crate::error::{BoxError, EdgeName, GraphError};
+use crate::graph::CompiledGraph;
+use crate::ids::NodeId;
+use crate::node::NodeFn;
+use crate::plan::Plan;
+use crate::route::{END, IntoCommand, Route, START};
+use crate::state::State;
+
+/// Where an edge leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Target {
+    Node(NodeId),
+    End,
+}
+
+/// A router: reads the merged state and picks declared targets or sends packets.
+pub(crate) type RouterFn<S> = Arc<dyn Fn(&S) -> Route + Send + Sync>;
+
+pub(crate) struct NodeDef<S: State> {
+    pub(crate) name: Arc<str>,
+    pub(crate) func: NodeFn<S>,
+}
+
+/// An edge as declared. `from` is `None` for `START`.
+pub(crate) enum EdgeDef<S: State> {
+    Static {
+        from: Option<NodeId>,
+        to: Target,
+    },
+    Conditional {
+        from: Option<NodeId>,
+        targets: Vec<(Arc<str>, Target)>,
+        router: RouterFn<S>,
+    },
+    Weighted {
+        from: Option<NodeId>,
+        targets: Vec<(Target, f64)>,
+    },
+}
+
+pub(crate) struct JoinDef {
+    pub(crate) preds: Vec<NodeId>,
+    pub(crate) target: NodeId,
+}
+
+/// Builds a graph of nodes over the state `S`, then [`compile`](GraphBuilder::compile)s it
+/// into an immutable, validated [`CompiledGraph`].
+///
+/// Every `add_*` method checks its addition at once (duplicate or reserved node name, unknown
+/// endpoint, invalid weight). The `try_add_*` twins return that error immediately; the
+/// `add_*` methods keep the first one and `compile` returns it, so a graph can be written as
+/// one chain of calls. Nodes must be added before the edges that name them.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use agentgraph_engine::{BoxError, Context, GraphBuilder, START, END};
+/// # use agentgraph_engine::{Field, State, IntoCommand, Command, reducer::{self, ReducerKind}};
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Count { n: u64 }
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct CountUpdate { n: Option<u64> }
+/// # impl State for Count {
+/// #     type Update = CountUpdate;
+/// #     const FIELDS: &'static [Field] = &[Field::new("n", ReducerKind::Add)];
+/// #     fn for_each_written(u: &CountUpdate, mut f: impl FnMut(usize)) { if u.n.is_some() { f(0) } }
+/// #     fn apply(&mut self, u: CountUpdate) { if let Some(v) = u.n { reducer::add(&mut self.n, v) } }
+/// # }
+/// # impl IntoCommand<Count> for CountUpdate { fn into_command(self) -> Command<Count> { Command::new(self) } }
+///
+/// async fn bump(_: Arc<Count>, _: Context) -> Result<CountUpdate, BoxError> {
+///     Ok(CountUpdate { n: Some(1) })
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut graph = GraphBuilder::<Count>::new();
+/// graph
+///     .add_node("a", bump)
+///     .add_node("b", bump)
+///     .add_edge(START, "a")
+///     .add_edge("a", "b")
+///     .add_edge("b", END);
+/// let graph = graph.compile()?;
+/// assert_eq!(graph.invoke(Count::default()).await?.n, 2);
+/// # Ok(()) }
+/// ```
+pub struct GraphBuilder<S: State> {
+    pub(crate) nodes: Vec<NodeDef<S>>,
+    pub(crate) index: HashMap<Arc<str>, NodeId>,
+    pub(crate) edges: Vec<EdgeDef<S>>,
+    pub(crate) joins: Vec<JoinDef>,
+    pub(crate) gotos: Vec<(NodeId, Vec<(Arc<str>, Target)>)>,
+    first_error: Option<GraphError>,
+}
+
+impl<S: State> Default for GraphBuilder<S> {
+    fn default() -> Self {
+        GraphBuilder {
+            nodes: Vec::new(),
+            index: HashMap::new(),
+            edges: Vec::new(),
+            joins: Vec::new(),
+            gotos: Vec::new(),
+            first_error: None,
+        }
+    }
+}
+
+impl<S: State> fmt::Debug for GraphBuilder<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphBuilder")
+            .field(
+                "nodes",
+                &self.nodes.iter().map(|n| &*n.name).collect::<Vec<_>>(),
+            )
+            .field("edges", &self.edges.len())
+            .field("joins", &self.joins.len())
+            .field("first_error", &self.first_error)
+            .finish()
+    }
+}
+
+impl<S: State> GraphBuilder<S> {
+    /// An empty graph.
+    pub fn new() -> Self {
+        GraphBuilder::default()
+    }
+
+    /// Adds an async node: `async fn(Arc<S>, Context) -> Result<impl IntoCommand<S>, BoxError>`.
+    ///
+    /// The node reads the snapshot of the state taken at the end of the previous step and
+    /// returns an update (or a [`Command`](crate::Command) with a go-to).
+    pub fn add_node<F, Fut, O>(&mut self, name: impl Into<String>, node: F) -> &mut Self
+    where
+        F: Fn(Arc<S>, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, BoxError>> + Send + 'static,
+        O: IntoCommand<S>,
+    {
+        let r = self.try_add_node(name, node).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_node`](GraphBuilder::add_node), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::DuplicateNode`] or [`GraphError::ReservedName`].
+    pub fn try_add_node<F, Fut, O>(
+        &mut self,
+        name: impl Into<String>,
+        node: F,
+    ) -> Result<&mut Self, GraphError>
+    where
+        F: Fn(Arc<S>, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<O, BoxError>> + Send + 'static,
+        O: IntoCommand<S>,
+    {
+        self.insert_node(name.into(), NodeFn::from_async(node))
+    }
+
+    /// Adds a CPU-bound node: a closure that runs on the rayon pool, so that it never blocks
+    /// the async runtime, and in parallel with the other tasks of its step.
+    pub fn add_cpu_node<F, O>(&mut self, name: impl Into<String>, node: F) -> &mut Self
+    where
+        F: Fn(&S, &Context) -> Result<O, BoxError> + Send + Sync + 'static,
+        O: IntoCommand<S>,
+    {
+        let r = self.try_add_cpu_node(name, node).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_cpu_node`](GraphBuilder::add_cpu_node), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::DuplicateNode`] or [`GraphError::ReservedName`].
+    pub fn try_add_cpu_node<F, O>(
+        &mut self,
+        name: impl Into<String>,
+        node: F,
+    ) -> Result<&mut Self, GraphError>
+    where
+        F: Fn(&S, &Context) -> Result<O, BoxError> + Send + Sync + 'static,
+        O: IntoCommand<S>,
+    {
+        self.insert_node(name.into(), NodeFn::from_cpu(node))
+    }
+
+    /// Adds a static edge `from -> to`. `from` may be [`START`]; `to` may be [`END`].
+    pub fn add_edge(&mut self, from: &str, to: &str) -> &mut Self {
+        let r = self.try_add_edge(from, to).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_edge`](GraphBuilder::add_edge), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::UnknownNode`] or [`GraphError::InvalidEndpoint`].
+    pub fn try_add_edge(&mut self, from: &str, to: &str) -> Result<&mut Self, GraphError> {
+        let src = self.source(from, to)?;
+        let dst = self.target(from, to)?;
+        self.edges.push(EdgeDef::Static { from: src, to: dst });
+        Ok(self)
+    }
+
+    /// Fans out: static edges from `from` to each of `targets`, which then run in the same step.
+    pub fn add_edges<'a>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = &'a str>,
+    ) -> &mut Self {
+        let r = self.try_add_edges(from, targets).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_edges`](GraphBuilder::add_edges), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::UnknownNode`] or [`GraphError::InvalidEndpoint`]; no edge is added then.
+    pub fn try_add_edges<'a>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = &'a str>,
+    ) -> Result<&mut Self, GraphError> {
+        let src = self.source(from, "")?;
+        let mut resolved = Vec::new();
+        for to in targets {
+            resolved.push(self.target(from, to)?);
+        }
+        self.edges.extend(
+            resolved
+                .into_iter()
+                .map(|to| EdgeDef::Static { from: src, to }),
+        );
+        Ok(self)
+    }
+
+    /// Adds a conditional edge: after `from`'s step, `router` reads the merged state and
+    /// returns one or more of the declared `targets` (or [`END`]), or packets for them.
+    ///
+    /// A route to a target that is not declared fails the run with
+    /// [`Error::UndeclaredTarget`](crate::Error::UndeclaredTarget).
+    pub fn add_conditional_edges<'a, R, T>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = &'a str>,
+        router: R,
+    ) -> &mut Self
+    where
+        R: Fn(&S) -> T + Send + Sync + 'static,
+        T: Into<Route>,
+    {
+        let r = self
+            .try_add_conditional_edges(from, targets, router)
+            .map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_conditional_edges`](GraphBuilder::add_conditional_edges), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::UnknownNode`], [`GraphError::InvalidEndpoint`] or
+    /// [`GraphError::NoTargets`].
+    pub fn try_add_conditional_edges<'a, R, T>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = &'a str>,
+        router: R,
+    ) -> Result<&mut Self, GraphError>
+    where
+        R: Fn(&S) -> T + Send + Sync + 'static,
+        T: Into<Route>,
+    {
+        let src = self.source(from, "")?;
+        let targets = self.declared_targets(from, "conditional", targets)?;
+        self.edges.push(EdgeDef::Conditional {
+            from: src,
+            targets,
+            router: Arc::new(move |s| router(s).into()),
+        });
+        Ok(self)
+    }
+
+    /// Adds a weighted edge: after `from`'s step, one target is chosen with probability
+    /// proportional to its weight, by a generator seeded from the run's seed and the task, so
+    /// the same seed makes the same choice on every run and replay.
+    pub fn add_weighted_edges<'a>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> &mut Self {
+        let r = self.try_add_weighted_edges(from, targets).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_weighted_edges`](GraphBuilder::add_weighted_edges), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::UnknownNode`], [`GraphError::InvalidEndpoint`], [`GraphError::NoTargets`],
+    /// [`GraphError::InvalidWeight`] or [`GraphError::ZeroWeights`].
+    pub fn try_add_weighted_edges<'a>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = (&'a str, f64)>,
+    ) -> Result<&mut Self, GraphError> {
+        let src = self.source(from, "")?;
+        let mut resolved = Vec::new();
+        for (to, weight) in targets {
+            let target = self.target(from, to)?;
+            if !weight.is_finite() || weight < 0.0 {
+                return Err(GraphError::InvalidWeight {
+                    edge: EdgeName::new(from, to),
+                    weight,
+                });
+            }
+            resolved.push((target, weight));
+        }
+        if resolved.is_empty() {
+            return Err(GraphError::NoTargets {
+                kind: "weighted",
+                from: from.to_owned(),
+            });
+        }
+        if resolved.iter().all(|(_, w)| *w == 0.0) {
+            return Err(GraphError::ZeroWeights(from.to_owned()));
+        }
+        self.edges.push(EdgeDef::Weighted {
+            from: src,
+            targets: resolved,
+        });
+        Ok(self)
+    }
+
+    /// Adds a join: `target` runs once every one of `predecessors` has either finished or been
+    /// decided as skipped in this pass (it can no longer be reached before the join fires), and
+    /// at least one finished.
+    pub fn add_join<'a>(
+        &mut self,
+        predecessors: impl IntoIterator<Item = &'a str>,
+        target: &str,
+    ) -> &mut Self {
+        let r = self.try_add_join(predecessors, target).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_join`](GraphBuilder::add_join), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::UnknownNode`], [`GraphError::InvalidEndpoint`] or [`GraphError::EmptyJoin`].
+    pub fn try_add_join<'a>(
+        &mut self,
+        predecessors: impl IntoIterator<Item = &'a str>,
+        target: &str,
+    ) -> Result<&mut Self, GraphError> {
+        let mut preds = Vec::new();
+        for p in predecessors {
+            let id = match self.source(p, target)? {
+                Some(id) => id,
+                None => return Err(GraphError::InvalidEndpoint(EdgeName::new(p, target))),
+            };
+            if !preds.contains(&id) {
+                preds.push(id);
+            }
+        }
+        let target_id = match self
+            .target("", target)
+            .map_err(|e| self.rename_join_error(e, &preds, target))?
+        {
+            Target::Node(id) => id,
+            Target::End => {
+                let from = preds
+                    .first()
+                    .map_or(START, |p| &*self.nodes[*p as usize].name);
+                return Err(GraphError::InvalidEndpoint(EdgeName::new(from, END)));
+            }
+        };
+        if preds.is_empty() {
+            return Err(GraphError::EmptyJoin(target.to_owned()));
+        }
+        self.joins.push(JoinDef {
+            preds,
+            target: target_id,
+        });
+        Ok(self)
+    }
+
+    /// Declares where node `from` may go when it returns a go-to
+    /// ([`Command::goto`](crate::Command::goto)): a go-to to any other node fails the run.
+    /// Declaring them lets `compile` check reachability and joins.
+    pub fn add_goto_edges<'a>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = &'a str>,
+    ) -> &mut Self {
+        let r = self.try_add_goto_edges(from, targets).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_goto_edges`](GraphBuilder::add_goto_edges), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::UnknownNode`], [`GraphError::InvalidEndpoint`] or [`GraphError::NoTargets`].
+    pub fn try_add_goto_edges<'a>(
+        &mut self,
+        from: &str,
+        targets: impl IntoIterator<Item = &'a str>,
+    ) -> Result<&mut Self, GraphError> {
+        let Some(src) = self.source(from, "")? else {
+            return Err(GraphError::InvalidEndpoint(EdgeName::new(START, "go-to")));
+        };
+        let targets = self.declared_targets(from, "go-to", targets)?;
+        match self.gotos.iter_mut().find(|(id, _)| *id == src) {
+            Some((_, existing)) => {
+                for t in targets {
+                    if !existing.iter().any(|(n, _)| *n == t.0) {
+                        existing.push(t);
+                    }
+                }
+            }
+            None => self.gotos.push((src, targets)),
+        }
+        Ok(self)
+    }
+
+    /// Validates the graph and compiles it into an immutable plan.
+    ///
+    /// # Errors
+    ///
+    /// The first error an `add_*` call met, or: [`GraphError::NoEntry`] (nothing leaves
+    /// `START`), [`GraphError::Unreachable`], [`GraphError::DeadEnd`],
+    /// [`GraphError::JoinUnreachable`].
+    pub fn compile(self) -> Result<CompiledGraph<S>, GraphError> {
+        if let Some(e) = self.first_error {
+            return Err(e);
+        }
+        Plan::compile(self).map(CompiledGraph::new)
+    }
+
+    fn keep(&mut self, result: Result<(), GraphError>) -> &mut Self {
+        if let Err(e) = result {
+            self.first_error.get_or_insert(e);
+        }
+        self
+    }
+
+    fn insert_node(&mut self, name: String, func: NodeFn<S>) -> Result<&mut Self, GraphError> {
+        if name.is_empty() || name == START || name == END {
+            return Err(GraphError::ReservedName(name));
+        }
+        if self.index.contains_key(name.as_str()) {
+            return Err(GraphError::DuplicateNode(name));
+        }
+        let name: Arc<str> = name.into();
+        let id = NodeId::try_from(self.nodes.len()).expect("more than u32::MAX nodes");
+        self.index.insert(name.clone(), id);
+        self.nodes.push(NodeDef { name, func });
+        Ok(self)
+    }
+
+    /// Resolves an edge's source: `None` for `START`.
+    fn source(&self, from: &str, to: &str) -> Result<Option<NodeId>, GraphError> {
+        if from == START {
+            return Ok(None);
+        }
+        if from == END {
+            return Err(GraphError::InvalidEndpoint(EdgeName::new(from, to)));
+        }
+        match self.index.get(from) {
+            Some(id) => Ok(Some(*id)),
+            None => Err(GraphError::UnknownNode {
+                edge: EdgeName::new(from, to),
+                missing: from.to_owned(),
+            }),
+        }
+    }
+
+    fn target(&self, from: &str, to: &str) -> Result<Target, GraphError> {
+        if to == END {
+            return Ok(Target::End);
+        }
+        if to == START {
+            return Err(GraphError::InvalidEndpoint(EdgeName::new(from, to)));
+        }
+        match self.index.get(to) {
+            Some(id) => Ok(Target::Node(*id)),
+            None => Err(GraphError::UnknownNode {
+                edge: EdgeName::new(from, to),
+                missing: to.to_owned(),
+            }),
+        }
+    }
+
+    fn declared_targets<'a>(
+        &self,
+        from: &str,
+        kind: &'static str,
+        targets: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Vec<(Arc<str>, Target)>, GraphError> {
+        let mut out: Vec<(Arc<str>, Target)> = Vec::new();
+        for to in targets {
+            let t = self.target(from, to)?;
+            if !out.iter().any(|(n, _)| &**n == to) {
+                out.push((Arc::from(to), t));
+            }
+        }
+        if out.is_empty() {
+            return Err(GraphError::NoTargets {
+                kind,
+                from: from.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn rename_join_error(&self, e: GraphError, preds: &[NodeId], target: &str) -> GraphError {
+        match e {
+            GraphError::UnknownNode { missing, .. } => {
+                let from = preds
+                    .first()
+                    .map_or(START, |p| &*self.nodes[*p as usize].name);
+                GraphError::UnknownNode {
+                    edge: EdgeName::new(from, target),
+                    missing,
+                }
+            }
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! [`Context`]: what a running node knows about its task, and how it talks to the run.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::event::{EventBus, EventKind};
+use crate::ids::TaskId;
+use crate::route::Packet;
+
+/// What one run shares with its tasks.
+#[derive(Debug)]
+pub(crate) struct RunShared {
+    pub(crate) run_id: Arc<str>,
+    pub(crate) seed: u64,
+    pub(crate) events: EventBus,
+}
+
+/// A node's view of its task: run, step, node, task id (its idempotency key), packet input,
+/// and a way to emit events of its own. Cheap to clone.
+///
+/// # Examples
+///
+/// ```no_run
+/// # use agentgraph_engine::{BoxError, Context};
+/// async fn fetch(ctx: &Context) -> Result<(), BoxError> {
+///     ctx.emit("progress", &serde_json::json!({ "done": 1, "of": 3 }));
+///     let key = ctx.idempotency_key(); // the same if the task runs again after a crash
+///     let page: String = ctx.input()?; // the packet's input, for a dynamic task
+///     # let _ = (key, page);
+///     Ok(())
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<TaskCx>,
+}
+
+struct TaskCx {
+    run: Arc<RunShared>,
+    step: u64,
+    node: Arc<str>,
+    task: TaskId,
+    attempt: u32,
+    input: Option<Arc<[u8]>>,
+}
+
+impl Context {
+    pub(crate) fn new(
+        run: Arc<RunShared>,
+        step: u64,
+        node: Arc<str>,
+        task: TaskId,
+        attempt: u32,
+        input: Option<Arc<[u8]>>,
+    ) -> Self {
+        Context {
+            inner: Arc::new(TaskCx {
+                run,
+                step,
+                node,
+                task,
+                attempt,
+                input,
+            }),
+        }
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.inner.run.run_id
+    }
+
+    /// The step this task runs in, from 1.
+    pub fn step(&self) -> u64 {
+        self.inner.step
+    }
+
+    /// The node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// The task's deterministic id.
+    pub fn task_id(&self) -> TaskId {
+        self.inner.task
+    }
+
+    /// A key that stays the same when this task runs again (a retry, or a resume after a
+    /// crash): pass it to external services to make side effects idempotent.
+    pub fn idempotency_key(&self) -> String {
+        self.inner.task.to_string()
+    }
+
+    /// The attempt, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// The run's seed, for nodes that draw random numbers deterministically.
+    pub fn seed(&self) -> u64 {
+        self.inner.run.seed
+    }
+
+    /// Whether the task was made from a [`Packet`] and so has an input.
+    pub fn has_input(&self) -> bool {
+        self.inner.input.is_some()
+    }
+
+    /// Decodes the input of the [`Packet`] this task was made from.
+    ///
+    /// # Errors
+    ///
+    /// [`InputError::Missing`] when the task was not made from a packet, and
+    /// [`InputError::Decode`] when the input is not a `T`.
+    pub fn input<T: DeserializeOwned>(&self) -> Result<T, InputError> {
+        let bytes = self
+            .inner
+            .input
+            .as_deref()
+            .ok_or_else(|| InputError::Missing {
+                node: self.node().to_owned(),
+            })?;
+        Packet::decode(bytes).map_err(|e| InputError::Decode {
+            node: self.node().to_owned(),
+            expected: std::any::type_name::<T>(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Publishes an event of the node's own (progress, tokens, ...) to the run's subscribers.
+    ///
+    /// A payload that cannot be represented as JSON is published as a string describing the
+    /// error. Costs nothing when no one subscribes.
+    pub fn emit<T: Serialize + ?Sized>(&self, name: impl Into<Cow<'static, str>>, payload: &T) {
+        let cx = &self.inner;
+        cx.run.events.emit(|| EventKind::Custom {
+            step: cx.step,
+            node: cx.node.clone(),
+            task: cx.task,
+            name: name.into(),
+            payload: serde_json::to_value(payload).unwrap_or_else(|e| {
+                serde_json::Value::String(format!("unserializable payload: {e}"))
+            }),
+        });
+    }
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("run_id", &self.run_id())
+            .field("step", &self.step())
+            .field("node", &self.node())
+            .field("task", &self.task_id())
+            .field("attempt", &self.attempt())
+            .finish()
+    }
+}
+
+/// Why [`Context::input`] found no input.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InputError {
+    /// The task was triggered by an edge, not made from a packet.
+    #[error("node `{node}` has no packet input: it was triggered by an edge, not sent a Packet")]
+    Missing {
+        /// The node.
+        node: String,
+    },
+    /// The packet's input is not of the type asked for.
+    #[error("the packet input of node `{node}` is not a `{expected}`: {message}")]
+    Decode {
+        /// The node.
+        node: String,
+        /// The type asked for.
+        expected: &'static str,
+        /// The decoder's message.
+        message: String,
+    },
+}

@@ -1,0 +1,192 @@
+//! Errors: [`GraphError`] when a graph is built or compiled, [`Error`] when it runs.
+
+use std::fmt;
+
+use crate::ids::TaskId;
+
+/// The error a node returns: any error type, boxed.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result of running a graph.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An edge, named by its endpoints, as shown in errors.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EdgeName {
+    /// The source node (or `START`).
+    pub from: String,
+    /// The target node (or `END`).
+    pub to: String,
+}
+
+impl EdgeName {
+    pub(crate) fn new(from: &str, to: &str) -> Self {
+        EdgeName {
+            from: from.to_owned(),
+            to: to.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for EdgeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` -> `{}`", self.from, self.to)
+    }
+}
+
+/// Why a graph could not be built or compiled. Every variant names the node or edge at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    /// Two nodes share a name.
+    #[error("node `{0}` is added twice; node names must be unique")]
+    DuplicateNode(String),
+    /// A node uses a reserved name (`START`, `END`) or an empty one.
+    #[error("`{0}` is reserved and cannot name a node; choose another name")]
+    ReservedName(String),
+    /// An edge names a node that has not been added.
+    #[error(
+        "edge {edge} names node `{missing}`, which does not exist; add the node before its edges"
+    )]
+    UnknownNode {
+        /// The edge.
+        edge: EdgeName,
+        /// The missing node.
+        missing: String,
+    },
+    /// An edge leads into `START` or out of `END`.
+    #[error("edge {0} is not allowed: nothing may lead into START or out of END")]
+    InvalidEndpoint(EdgeName),
+    /// Nothing leaves `START`.
+    #[error("the graph has no entry point; add an edge from START to the first node")]
+    NoEntry,
+    /// No path from `START` reaches the node.
+    #[error("node `{0}` is unreachable from START; add an edge into it or remove it")]
+    Unreachable(String),
+    /// The node has no outgoing edge and is not wired to `END`.
+    #[error("node `{0}` has no way out; add an edge from it (to END if the run finishes there)")]
+    DeadEnd(String),
+    /// A conditional, go-to or weighted edge declares no target.
+    #[error("the {kind} edge from `{from}` declares no target; list at least one")]
+    NoTargets {
+        /// `conditional`, `go-to` or `weighted`.
+        kind: &'static str,
+        /// The source node.
+        from: String,
+    },
+    /// A weighted edge has a non-finite or negative weight.
+    #[error("weighted edge {edge} has weight {weight}; weights must be finite and not negative")]
+    InvalidWeight {
+        /// The edge.
+        edge: EdgeName,
+        /// The weight.
+        weight: f64,
+    },
+    /// Every weight of a weighted edge is zero.
+    #[error(
+        "every weight of the weighted edge from `{0}` is zero; give at least one target a positive weight"
+    )]
+    ZeroWeights(String),
+    /// A join names a predecessor that can never reach it in a pass.
+    #[error(
+        "join into `{target}` waits for `{predecessor}`, which can never reach it \
+         (no path from START leads to `{predecessor}` without passing through `{target}`)"
+    )]
+    JoinUnreachable {
+        /// The node the join fires.
+        target: String,
+        /// The predecessor that can never arrive.
+        predecessor: String,
+    },
+    /// A join lists no predecessor.
+    #[error("the join into `{0}` lists no predecessor")]
+    EmptyJoin(String),
+}
+
+/// Why a run failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A node returned an error.
+    #[error("node `{node}` failed at step {step} (task {task}): {source}")]
+    NodeFailed {
+        /// The node.
+        node: String,
+        /// The step.
+        step: u64,
+        /// The task.
+        task: TaskId,
+        /// The node's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A node panicked.
+    #[error("node `{node}` panicked at step {step} (task {task}): {message}")]
+    NodePanicked {
+        /// The node.
+        node: String,
+        /// The step.
+        step: u64,
+        /// The task.
+        task: TaskId,
+        /// The panic message.
+        message: String,
+    },
+    /// Two tasks of one step wrote the same overwrite field.
+    #[error(
+        "nodes `{first}` and `{second}` both wrote field `{field}` at step {step}; \
+         declare a reducer for the field (for example #[reducer(append)]) or write it from one node. \
+         Nothing of step {step} was applied"
+    )]
+    Conflict {
+        /// The field.
+        field: &'static str,
+        /// The first writer, in task order.
+        first: String,
+        /// The second writer.
+        second: String,
+        /// The step.
+        step: u64,
+    },
+    /// The run needed more steps than its recursion limit allows.
+    #[error(
+        "recursion limit of {limit} steps reached without finishing; \
+         if the graph loops on purpose, raise it with `recursion_limit`"
+    )]
+    RecursionLimit {
+        /// The limit.
+        limit: u64,
+    },
+    /// A router or a node's go-to chose a target that its edge did not declare.
+    #[error(
+        "the {kind} edge from `{from}` chose `{target}`, which it does not declare (declared: {declared})"
+    )]
+    UndeclaredTarget {
+        /// `conditional` or `go-to`.
+        kind: &'static str,
+        /// The source node.
+        from: String,
+        /// The target chosen.
+        target: String,
+        /// The declared targets, comma separated.
+        declared: String,
+    },
+    /// A node chose its next nodes with a go-to, but declares no go-to edge.
+    #[error(
+        "node `{0}` returned a go-to, but the graph declares no go-to edges for it; add them with `add_goto_edges`"
+    )]
+    GotoNotDeclared(String),
+    /// A packet's input could not be encoded.
+    #[error("the packet for `{node}` sent from `{from}` could not be encoded: {message}")]
+    PacketEncode {
+        /// The source node.
+        from: String,
+        /// The packet's target node.
+        node: String,
+        /// The encoder's message.
+        message: String,
+    },
+    /// The task running the graph was lost (the runtime shut down or the task panicked).
+    #[error("the run's task ended abnormally: {0}")]
+    Aborted(String),
+}

@@ -1,0 +1,305 @@
+//! Typed, ordered run events and the stream that delivers them.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskCx, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
+
+use crate::config::Mode;
+use crate::ids::{Fingerprint, TaskId};
+
+/// One event of a run, with its sequence number in the run.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::{Event, EventKind};
+/// # fn show(event: &Event) {
+/// match &event.kind {
+///     EventKind::NodeFinished { node, duration, .. } => println!("{node} took {duration:?}"),
+///     _ => println!("{event}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Event {
+    /// The position of the event in its run, from 0, without gaps.
+    pub seq: u64,
+    /// The run.
+    pub run_id: Arc<str>,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// A task of a step, as listed in [`EventKind::StepStarted`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// The node.
+    pub node: Arc<str>,
+    /// The task id.
+    pub task: TaskId,
+    /// The packet index for dynamic tasks (`None` for a node triggered by edges).
+    pub packet: Option<u32>,
+}
+
+/// What happened. New kinds may be added, so match with a wildcard arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The run started.
+    RunStarted {
+        /// The execution mode.
+        mode: Mode,
+        /// The seed of weighted choices.
+        seed: u64,
+        /// The graph's fingerprint.
+        graph: Fingerprint,
+    },
+    /// A step started; its tasks are listed in merge order.
+    StepStarted {
+        /// The step, from 1.
+        step: u64,
+        /// The tasks.
+        tasks: Vec<TaskInfo>,
+    },
+    /// A node started a task.
+    NodeStarted {
+        /// The step.
+        step: u64,
+        /// The node.
+        node: Arc<str>,
+        /// The task.
+        task: TaskId,
+        /// The attempt, from 1.
+        attempt: u32,
+    },
+    /// A node finished a task.
+    NodeFinished {
+        /// The step.
+        step: u64,
+        /// The node.
+        node: Arc<str>,
+        /// The task.
+        task: TaskId,
+        /// How long the node ran.
+        duration: Duration,
+    },
+    /// A node's task failed.
+    NodeFailed {
+        /// The step.
+        step: u64,
+        /// The node.
+        node: Arc<str>,
+        /// The task.
+        task: TaskId,
+        /// The error, as text.
+        error: String,
+    },
+    /// A node emitted an event of its own through [`Context::emit`](crate::Context::emit).
+    Custom {
+        /// The step.
+        step: u64,
+        /// The node.
+        node: Arc<str>,
+        /// The task.
+        task: TaskId,
+        /// The event's name, chosen by the node.
+        name: Cow<'static, str>,
+        /// The payload.
+        payload: serde_json::Value,
+    },
+    /// A weighted edge chose a target.
+    WeightedChoice {
+        /// The step whose task's edge chose.
+        step: u64,
+        /// The source node (or `START`).
+        from: Arc<str>,
+        /// The target chosen (or `END`).
+        to: Arc<str>,
+        /// The target's weight.
+        weight: f64,
+    },
+    /// The step's updates were merged into the state.
+    StateUpdated {
+        /// The step.
+        step: u64,
+        /// The fields written, in declaration order.
+        fields: Vec<Cow<'static, str>>,
+    },
+    /// The run finished.
+    RunFinished {
+        /// Steps run.
+        steps: u64,
+        /// Wall time of the run.
+        duration: Duration,
+    },
+    /// The run failed.
+    RunFailed {
+        /// The step that failed.
+        step: u64,
+        /// The error, as text.
+        error: String,
+    },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{:<4} ", self.seq)?;
+        match &self.kind {
+            EventKind::RunStarted { mode, seed, .. } => {
+                write!(f, "run {} started ({mode:?}, seed {seed})", self.run_id)
+            }
+            EventKind::StepStarted { step, tasks } => {
+                write!(f, "step {step} started:")?;
+                for t in tasks {
+                    match t.packet {
+                        Some(i) => write!(f, " {}[{i}]", t.node)?,
+                        None => write!(f, " {}", t.node)?,
+                    }
+                }
+                Ok(())
+            }
+            EventKind::NodeStarted {
+                step,
+                node,
+                attempt,
+                ..
+            } => {
+                write!(f, "  {node} started (step {step}, attempt {attempt})")
+            }
+            EventKind::NodeFinished { node, duration, .. } => {
+                write!(f, "  {node} finished in {duration:?}")
+            }
+            EventKind::NodeFailed { node, error, .. } => write!(f, "  {node} failed: {error}"),
+            EventKind::Custom {
+                node,
+                name,
+                payload,
+                ..
+            } => {
+                write!(f, "  {node} says {name}: {payload}")
+            }
+            EventKind::WeightedChoice {
+                from, to, weight, ..
+            } => {
+                write!(
+                    f,
+                    "  weighted edge from {from} chose {to} (weight {weight})"
+                )
+            }
+            EventKind::StateUpdated { step, fields } => {
+                write!(f, "step {step} merged: {}", fields.join(", "))
+            }
+            EventKind::RunFinished { steps, duration } => {
+                write!(f, "run finished after {steps} steps in {duration:?}")
+            }
+            EventKind::RunFailed { step, error } => write!(f, "run failed at step {step}: {error}"),
+        }
+    }
+}
+
+/// Publishes a run's events. Never blocks: a subscriber that falls behind loses the oldest
+/// events and is told how many.
+#[derive(Debug)]
+pub(crate) struct EventBus {
+    run_id: Arc<str>,
+    tx: broadcast::Sender<Event>,
+    /// The next sequence number; the lock keeps sequence order equal to publication order.
+    seq: Mutex<u64>,
+}
+
+impl EventBus {
+    pub(crate) fn new(run_id: Arc<str>, capacity: usize) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        EventBus {
+            run_id,
+            tx,
+            seq: Mutex::new(0),
+        }
+    }
+
+    /// Whether anyone listens; events are not even built otherwise.
+    #[inline]
+    pub(crate) fn enabled(&self) -> bool {
+        self.tx.receiver_count() > 0
+    }
+
+    /// Publishes the event `kind()` builds, if anyone listens.
+    #[inline]
+    pub(crate) fn emit(&self, kind: impl FnOnce() -> EventKind) {
+        if !self.enabled() {
+            return;
+        }
+        let kind = kind();
+        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
+        let event = Event {
+            seq: *seq,
+            run_id: self.run_id.clone(),
+            kind,
+        };
+        *seq += 1;
+        // An error only means every subscriber left meanwhile.
+        let _ = self.tx.send(event);
+    }
+
+    pub(crate) fn subscribe(&self) -> EventStream {
+        EventStream {
+            inner: BroadcastStream::new(self.tx.subscribe()),
+        }
+    }
+}
+
+/// A subscriber fell behind and lost events; it goes on with the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the subscriber fell behind and missed {0} events; subscribe with a larger event capacity to keep up"
+)]
+pub struct Missed(pub u64);
+
+/// The events of one run, as a [`Stream`]. Ends when the run has ended and every event was
+/// delivered.
+///
+/// Items are `Ok(event)`, or `Err(Missed(n))` when the subscriber fell behind by more than
+/// the run's event capacity: publishing never waits for a subscriber.
+///
+/// # Examples
+///
+/// ```no_run
+/// # async fn f(mut events: agentgraph_engine::EventStream) {
+/// use futures_util::StreamExt;
+/// while let Some(item) = events.next().await {
+///     match item {
+///         Ok(event) => println!("{event}"),
+///         Err(missed) => eprintln!("{missed}"),
+///     }
+/// }
+/// # }
+/// ```
+pub struct EventStream {
+    inner: BroadcastStream<Event>,
+}
+
+impl fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventStream").finish_non_exhaustive()
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Event, Missed>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.map_err(|BroadcastStreamRecvError::Lagged(n)| Missed(n))))
+    }
+}

@@ -1,0 +1,233 @@
+//! [`CompiledGraph`] and its runs: [`Run`] and [`RunHandle`].
+
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskCx, Poll};
+
+use tracing::Instrument;
+
+use crate::config::RunConfig;
+use crate::context::RunShared;
+use crate::error::{Error, Result};
+use crate::event::{EventBus, EventStream};
+use crate::ids::Fingerprint;
+use crate::plan::Plan;
+use crate::scheduler::Executor;
+use crate::state::State;
+
+/// An immutable, validated graph, ready to run any number of times, concurrently. Cheap to
+/// clone. Made by [`GraphBuilder::compile`](crate::GraphBuilder::compile).
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use agentgraph_engine::*;
+/// # use agentgraph_engine::reducer::{self, ReducerKind};
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Count { n: u64 }
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct CountUpdate { n: Option<u64> }
+/// # impl State for Count {
+/// #     type Update = CountUpdate;
+/// #     const FIELDS: &'static [Field] = &[Field::new("n", ReducerKind::Add)];
+/// #     fn for_each_written(u: &CountUpdate, mut f: impl FnMut(usize)) { if u.n.is_some() { f(0) } }
+/// #     fn apply(&mut self, u: CountUpdate) { if let Some(v) = u.n { reducer::add(&mut self.n, v) } }
+/// # }
+/// # impl IntoCommand<Count> for CountUpdate { fn into_command(self) -> Command<Count> { Command::new(self) } }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut b = GraphBuilder::<Count>::new();
+/// b.add_node("one", |_, _| async { Ok(CountUpdate { n: Some(1) }) })
+///     .add_edge(START, "one")
+///     .add_edge("one", END);
+/// let graph = b.compile()?;
+///
+/// // Run with the defaults...
+/// assert_eq!(graph.invoke(Count::default()).await?.n, 1);
+///
+/// // ...or choose the mode and seed, and watch the events.
+/// let run = graph.run_with(Count::default(), RunConfig::new().mode(Mode::Sequential).seed(7));
+/// let events = run.events();
+/// let state = run.await?;
+/// assert_eq!(state.n, 1);
+/// # drop(events);
+/// # Ok(()) }
+/// ```
+pub struct CompiledGraph<S: State> {
+    plan: Arc<Plan<S>>,
+}
+
+impl<S: State> Clone for CompiledGraph<S> {
+    fn clone(&self) -> Self {
+        CompiledGraph {
+            plan: self.plan.clone(),
+        }
+    }
+}
+
+impl<S: State> fmt::Debug for CompiledGraph<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompiledGraph")
+            .field("nodes", &self.plan.nodes.len())
+            .field("joins", &self.plan.joins.len())
+            .field("fingerprint", &self.plan.fingerprint)
+            .finish()
+    }
+}
+
+impl<S: State> CompiledGraph<S> {
+    pub(crate) fn new(plan: Plan<S>) -> Self {
+        CompiledGraph {
+            plan: Arc::new(plan),
+        }
+    }
+
+    /// Runs the graph on `input` with the default [`RunConfig`] and returns the final state.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]: a node failing or panicking, a write conflict, the recursion limit, an
+    /// undeclared route.
+    pub async fn invoke(&self, input: S) -> Result<S> {
+        self.run(input).await
+    }
+
+    /// A run of the graph on `input` with the default [`RunConfig`]. Await it, or
+    /// [`spawn`](Run::spawn) it; subscribe to its events first.
+    pub fn run(&self, input: S) -> Run<S> {
+        self.run_with(input, RunConfig::default())
+    }
+
+    /// A run of the graph on `input` with `config`.
+    pub fn run_with(&self, input: S, config: RunConfig) -> Run<S> {
+        let run_id: Arc<str> = match &config.run_id {
+            Some(id) => Arc::from(id.as_str()),
+            None => Arc::from(uuid::Uuid::now_v7().to_string()),
+        };
+        let shared = Arc::new(RunShared {
+            events: EventBus::new(run_id.clone(), config.event_capacity),
+            run_id,
+            seed: config.seed,
+        });
+        Run {
+            plan: self.plan.clone(),
+            input,
+            config,
+            shared,
+        }
+    }
+
+    /// The graph's fingerprint: a stable hash of its nodes, edges and state reducers.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.plan.fingerprint
+    }
+
+    /// The node names, in plan order (the order in which they were added).
+    pub fn node_names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.plan.nodes.iter().map(|n| &*n.name)
+    }
+
+    /// The graph in Graphviz DOT: solid static edges, dashed conditional and weighted edges
+    /// (with their weights), bold joins, dotted go-to edges; CPU-bound nodes drawn as 3-D boxes.
+    pub fn to_dot(&self) -> String {
+        self.plan.to_dot()
+    }
+}
+
+/// One run of a graph, not yet started: subscribe to its [`events`](Run::events), then
+/// `.await` it (in this task) or [`spawn`](Run::spawn) it (on the tokio runtime).
+#[must_use = "a run does nothing until it is awaited or spawned"]
+pub struct Run<S: State> {
+    plan: Arc<Plan<S>>,
+    input: S,
+    config: RunConfig,
+    shared: Arc<RunShared>,
+}
+
+impl<S: State> fmt::Debug for Run<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Run")
+            .field("run_id", &self.shared.run_id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: State> Run<S> {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.shared.run_id
+    }
+
+    /// Subscribes to the run's events, from its first one.
+    pub fn events(&self) -> EventStream {
+        self.shared.events.subscribe()
+    }
+
+    /// Starts the run as a tokio task.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
+    pub fn spawn(self) -> RunHandle<S> {
+        let shared = self.shared.clone();
+        RunHandle {
+            join: tokio::spawn(self.into_future()),
+            shared,
+        }
+    }
+}
+
+impl<S: State> IntoFuture for Run<S> {
+    type Output = Result<S>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Result<S>> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let span =
+            tracing::info_span!("run", run_id = %self.shared.run_id, mode = ?self.config.mode);
+        let executor = Executor::new(self.plan, self.shared, &self.config);
+        Box::pin(executor.run(self.input).instrument(span))
+    }
+}
+
+/// A spawned run. Await it for the final state; subscribe to its events meanwhile.
+pub struct RunHandle<S: State> {
+    join: tokio::task::JoinHandle<Result<S>>,
+    shared: Arc<RunShared>,
+}
+
+impl<S: State> fmt::Debug for RunHandle<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunHandle")
+            .field("run_id", &self.shared.run_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: State> RunHandle<S> {
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.shared.run_id
+    }
+
+    /// Subscribes to the run's events from now on (subscribe on the [`Run`] before spawning
+    /// it to see every event).
+    pub fn events(&self) -> EventStream {
+        self.shared.events.subscribe()
+    }
+
+    /// Whether the run has ended.
+    pub fn is_finished(&self) -> bool {
+        self.join.is_finished()
+    }
+}
+
+impl<S: State> Future for RunHandle<S> {
+    type Output = Result<S>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.join)
+            .poll(cx)
+            .map(|r| r.unwrap_or_else(|e| Err(Error::Aborted(e.to_string()))))
+    }
+}

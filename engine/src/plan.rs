@@ -1,0 +1,371 @@
+//! The compiled plan: dense node ids, edges in flat vectors, every check done once.
+
+use std::sync::Arc;
+
+use fixedbitset::FixedBitSet;
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::visit::{Bfs, NodeFiltered, Reversed, Walker};
+use rand::distr::weighted::WeightedIndex;
+use xxhash_rust::xxh3::Xxh3;
+
+use crate::builder::{EdgeDef, GraphBuilder, RouterFn, Target};
+use crate::error::GraphError;
+use crate::ids::{Fingerprint, NodeId, write_str};
+use crate::node::NodeFn;
+use crate::route::{END, START};
+use crate::state::State;
+
+pub(crate) struct PlanNode<S: State> {
+    pub(crate) name: Arc<str>,
+    pub(crate) func: NodeFn<S>,
+    /// The declared go-to targets, if the node may return a go-to.
+    pub(crate) goto: Option<Vec<(Arc<str>, Target)>>,
+}
+
+pub(crate) enum PlanEdge<S: State> {
+    Static(Target),
+    Conditional {
+        targets: Vec<(Arc<str>, Target)>,
+        router: RouterFn<S>,
+    },
+    Weighted {
+        targets: Vec<(Target, f64)>,
+        dist: WeightedIndex<f64>,
+    },
+    /// The source is predecessor number `pos` of join number `join`.
+    Join {
+        join: u32,
+        pos: u32,
+    },
+}
+
+pub(crate) struct PlanJoin {
+    pub(crate) preds: Vec<NodeId>,
+    pub(crate) target: NodeId,
+    /// For each predecessor: the nodes from which it can still be reached without passing
+    /// through the join's target. While the next step schedules one of them, the join waits.
+    pub(crate) reach: Vec<FixedBitSet>,
+}
+
+/// An immutable, validated plan. Slot 0 is `START`; slot `i + 1` is node `i`.
+pub(crate) struct Plan<S: State> {
+    pub(crate) nodes: Vec<PlanNode<S>>,
+    offsets: Vec<u32>,
+    edges: Vec<PlanEdge<S>>,
+    pub(crate) joins: Vec<PlanJoin>,
+    pub(crate) fingerprint: Fingerprint,
+    /// Whether any field is overwrite-reduced (otherwise conflicts cannot happen).
+    pub(crate) has_exclusive: bool,
+    /// The graph's structure: index 0 is START, `i + 1` node `i`, the last one END.
+    pub(crate) structure: DiGraph<(), EdgeLabel>,
+}
+
+/// How an edge of the structure graph was declared (for DOT).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum EdgeLabel {
+    Static,
+    Conditional,
+    Weighted(f64),
+    Join,
+    Goto,
+}
+
+pub(crate) fn slot(source: Option<NodeId>) -> usize {
+    source.map_or(0, |n| n as usize + 1)
+}
+
+impl<S: State> Plan<S> {
+    /// The outgoing edges of a slot.
+    #[inline]
+    pub(crate) fn out(&self, slot: usize) -> &[PlanEdge<S>] {
+        &self.edges[self.offsets[slot] as usize..self.offsets[slot + 1] as usize]
+    }
+
+    /// The name of a slot's source, for events and messages.
+    pub(crate) fn source_name(&self, slot: usize) -> Arc<str> {
+        match slot {
+            0 => Arc::from(START),
+            s => self.nodes[s - 1].name.clone(),
+        }
+    }
+
+    pub(crate) fn target_name(&self, t: Target) -> Arc<str> {
+        match t {
+            Target::End => Arc::from(END),
+            Target::Node(id) => self.nodes[id as usize].name.clone(),
+        }
+    }
+
+    pub(crate) fn compile(b: GraphBuilder<S>) -> Result<Self, GraphError> {
+        let n = b.nodes.len();
+        let end_ix = NodeIndex::new(n + 1);
+        let ix = |t: Target| match t {
+            Target::Node(id) => NodeIndex::new(id as usize + 1),
+            Target::End => end_ix,
+        };
+
+        // Bucket the edges by source slot (stable: declaration order within a slot).
+        let mut buckets: Vec<Vec<PlanEdge<S>>> = (0..n + 1).map(|_| Vec::new()).collect();
+        let mut structure: DiGraph<(), EdgeLabel> = DiGraph::with_capacity(n + 2, b.edges.len());
+        for _ in 0..n + 2 {
+            structure.add_node(());
+        }
+        for edge in b.edges {
+            match edge {
+                EdgeDef::Static { from, to } => {
+                    structure.add_edge(NodeIndex::new(slot(from)), ix(to), EdgeLabel::Static);
+                    buckets[slot(from)].push(PlanEdge::Static(to));
+                }
+                EdgeDef::Conditional {
+                    from,
+                    targets,
+                    router,
+                } => {
+                    for (_, t) in &targets {
+                        structure.add_edge(
+                            NodeIndex::new(slot(from)),
+                            ix(*t),
+                            EdgeLabel::Conditional,
+                        );
+                    }
+                    buckets[slot(from)].push(PlanEdge::Conditional { targets, router });
+                }
+                EdgeDef::Weighted { from, targets } => {
+                    for (t, w) in &targets {
+                        structure.add_edge(
+                            NodeIndex::new(slot(from)),
+                            ix(*t),
+                            EdgeLabel::Weighted(*w),
+                        );
+                    }
+                    let dist = WeightedIndex::new(targets.iter().map(|(_, w)| *w))
+                        .expect("weights were checked when the edge was added");
+                    buckets[slot(from)].push(PlanEdge::Weighted { targets, dist });
+                }
+            }
+        }
+        for (j, join) in b.joins.iter().enumerate() {
+            for (pos, p) in join.preds.iter().enumerate() {
+                structure.add_edge(
+                    ix(Target::Node(*p)),
+                    ix(Target::Node(join.target)),
+                    EdgeLabel::Join,
+                );
+                buckets[*p as usize + 1].push(PlanEdge::Join {
+                    join: j as u32,
+                    pos: pos as u32,
+                });
+            }
+        }
+        let mut gotos: Vec<Option<Vec<(Arc<str>, Target)>>> = (0..n).map(|_| None).collect();
+        for (from, targets) in b.gotos {
+            for (_, t) in &targets {
+                structure.add_edge(ix(Target::Node(from)), ix(*t), EdgeLabel::Goto);
+            }
+            gotos[from as usize] = Some(targets);
+        }
+
+        if buckets[0].is_empty() {
+            return Err(GraphError::NoEntry);
+        }
+        for (i, node) in b.nodes.iter().enumerate() {
+            if buckets[i + 1].is_empty() && gotos[i].is_none() {
+                return Err(GraphError::DeadEnd(node.name.to_string()));
+            }
+        }
+        let reachable = reach_from(&structure, NodeIndex::new(0), None);
+        if let Some(i) = (0..n).find(|i| !reachable.contains(i + 1)) {
+            return Err(GraphError::Unreachable(b.nodes[i].name.to_string()));
+        }
+
+        let mut joins = Vec::with_capacity(b.joins.len());
+        for join in &b.joins {
+            let target = ix(Target::Node(join.target));
+            let before = reach_from(&structure, NodeIndex::new(0), Some(target));
+            let mut reach = Vec::with_capacity(join.preds.len());
+            for p in &join.preds {
+                let p_ix = ix(Target::Node(*p));
+                if !before.contains(p_ix.index()) {
+                    return Err(GraphError::JoinUnreachable {
+                        target: b.nodes[join.target as usize].name.to_string(),
+                        predecessor: b.nodes[*p as usize].name.to_string(),
+                    });
+                }
+                let filtered = NodeFiltered::from_fn(&structure, |v: NodeIndex| v != target);
+                let mut set = FixedBitSet::with_capacity(n);
+                for v in Bfs::new(Reversed(&filtered), p_ix).iter(Reversed(&filtered)) {
+                    if v.index() >= 1 && v.index() <= n {
+                        set.insert(v.index() - 1);
+                    }
+                }
+                reach.push(set);
+            }
+            joins.push(PlanJoin {
+                preds: join.preds.clone(),
+                target: join.target,
+                reach,
+            });
+        }
+
+        let mut offsets = Vec::with_capacity(n + 2);
+        let mut edges = Vec::with_capacity(buckets.iter().map(Vec::len).sum());
+        offsets.push(0);
+        for bucket in buckets {
+            edges.extend(bucket);
+            offsets.push(u32::try_from(edges.len()).expect("more than u32::MAX edges"));
+        }
+        let nodes: Vec<PlanNode<S>> = b
+            .nodes
+            .into_iter()
+            .zip(gotos)
+            .map(|(def, goto)| PlanNode {
+                name: def.name,
+                func: def.func,
+                goto,
+            })
+            .collect();
+        let mut plan = Plan {
+            nodes,
+            offsets,
+            edges,
+            joins,
+            fingerprint: Fingerprint::from_u128(0),
+            has_exclusive: S::FIELDS.iter().any(|f| f.reducer.is_exclusive()),
+            structure,
+        };
+        plan.fingerprint = plan.compute_fingerprint();
+        Ok(plan)
+    }
+
+    fn compute_fingerprint(&self) -> Fingerprint {
+        let mut h = Xxh3::new();
+        write_str(&mut h, "agentgraph-plan-v1");
+        let target = |h: &mut Xxh3, t: Target| write_str(h, &self.target_name(t));
+        for f in S::FIELDS {
+            write_str(&mut h, f.name);
+            write_str(&mut h, f.reducer.name());
+        }
+        h.update(&(self.nodes.len() as u64).to_le_bytes());
+        for node in &self.nodes {
+            write_str(&mut h, &node.name);
+            write_str(&mut h, node.func.kind());
+            if let Some(goto) = &node.goto {
+                write_str(&mut h, "goto");
+                for (_, t) in goto {
+                    target(&mut h, *t);
+                }
+            }
+        }
+        for slot in 0..=self.nodes.len() {
+            write_str(&mut h, &self.source_name(slot));
+            for edge in self.out(slot) {
+                match edge {
+                    PlanEdge::Static(t) => {
+                        write_str(&mut h, "static");
+                        target(&mut h, *t);
+                    }
+                    PlanEdge::Conditional { targets, .. } => {
+                        write_str(&mut h, "conditional");
+                        for (_, t) in targets {
+                            target(&mut h, *t);
+                        }
+                    }
+                    PlanEdge::Weighted { targets, .. } => {
+                        write_str(&mut h, "weighted");
+                        for (t, w) in targets {
+                            target(&mut h, *t);
+                            h.update(&w.to_bits().to_le_bytes());
+                        }
+                    }
+                    PlanEdge::Join { join, pos } => {
+                        write_str(&mut h, "join");
+                        h.update(&join.to_le_bytes());
+                        h.update(&pos.to_le_bytes());
+                    }
+                }
+            }
+        }
+        for join in &self.joins {
+            target(&mut h, Target::Node(join.target));
+        }
+        Fingerprint::from_u128(h.digest128())
+    }
+
+    /// The graph in Graphviz DOT.
+    pub(crate) fn to_dot(&self) -> String {
+        use std::fmt::Write;
+        let n = self.nodes.len();
+        let mut out = String::from("digraph agentgraph {\n    rankdir=TB;\n");
+        let _ = writeln!(out, "    0 [label=\"START\", shape=circle];");
+        for (i, node) in self.nodes.iter().enumerate() {
+            let shape = match node.func {
+                NodeFn::Async(_) => "box",
+                NodeFn::Cpu(_) => "box3d",
+            };
+            let _ = writeln!(
+                out,
+                "    {} [label={}, shape={shape}];",
+                i + 1,
+                dot_quote(&node.name)
+            );
+        }
+        let _ = writeln!(out, "    {} [label=\"END\", shape=doublecircle];", n + 1);
+        for e in self.structure.raw_edges() {
+            let style = match &e.weight {
+                EdgeLabel::Static => String::new(),
+                EdgeLabel::Conditional => " [style=dashed]".into(),
+                EdgeLabel::Weighted(w) => format!(" [style=dashed, label=\"{w}\"]"),
+                EdgeLabel::Join => " [style=bold, label=\"join\"]".into(),
+                EdgeLabel::Goto => " [style=dotted, label=\"go-to\"]".into(),
+            };
+            let _ = writeln!(
+                out,
+                "    {} -> {}{style};",
+                e.source().index(),
+                e.target().index()
+            );
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// The indexes reachable from `start`, never passing through `blocked`.
+fn reach_from(
+    g: &DiGraph<(), EdgeLabel>,
+    start: NodeIndex,
+    blocked: Option<NodeIndex>,
+) -> FixedBitSet {
+    let filtered = NodeFiltered::from_fn(g, |v: NodeIndex| Some(v) != blocked);
+    let mut seen = FixedBitSet::with_capacity(g.node_count());
+    for v in Bfs::new(&filtered, start).iter(&filtered) {
+        seen.insert(v.index());
+    }
+    seen
+}
+
+/// Quotes a string for DOT, escaping what would end or break the quoted string.
+fn dot_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_quote;
+
+    #[test]
+    fn dot_quotes_escape() {
+        assert_eq!(dot_quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+    }
+}
