@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskCx, Poll};
 use std::time::Duration;
 
@@ -212,17 +212,19 @@ impl fmt::Display for Event {
 #[derive(Debug)]
 pub(crate) struct EventBus {
     run_id: Arc<str>,
-    tx: broadcast::Sender<Event>,
+    capacity: usize,
+    /// Made on the first subscription: a run nobody watches allocates no channel.
+    tx: OnceLock<broadcast::Sender<Event>>,
     /// The next sequence number; the lock keeps sequence order equal to publication order.
     seq: Mutex<u64>,
 }
 
 impl EventBus {
     pub(crate) fn new(run_id: Arc<str>, capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(capacity.max(1));
         EventBus {
             run_id,
-            tx,
+            capacity: capacity.max(1),
+            tx: OnceLock::new(),
             seq: Mutex::new(0),
         }
     }
@@ -230,7 +232,7 @@ impl EventBus {
     /// Whether anyone listens; events are not even built otherwise.
     #[inline]
     pub(crate) fn enabled(&self) -> bool {
-        self.tx.receiver_count() > 0
+        self.tx.get().is_some_and(|tx| tx.receiver_count() > 0)
     }
 
     /// Publishes the event `kind()` builds, if anyone listens.
@@ -239,6 +241,7 @@ impl EventBus {
         if !self.enabled() {
             return;
         }
+        let Some(tx) = self.tx.get() else { return };
         let kind = kind();
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         let event = Event {
@@ -248,12 +251,20 @@ impl EventBus {
         };
         *seq += 1;
         // An error only means every subscriber left meanwhile.
-        let _ = self.tx.send(event);
+        let _ = tx.send(event);
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {
+        let tx = self.tx.get_or_init(|| broadcast::channel(self.capacity).0);
         EventStream {
-            inner: BroadcastStream::new(self.tx.subscribe()),
+            inner: BroadcastStream::new(tx.subscribe()),
+        }
+    }
+
+    /// A stream that has ended: the events of a run that is over.
+    pub(crate) fn ended() -> EventStream {
+        EventStream {
+            inner: BroadcastStream::new(broadcast::channel(1).1),
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context as TaskCx, Poll};
 
 use tracing::Instrument;
@@ -23,7 +23,7 @@ use crate::state::State;
 /// # Examples
 ///
 /// ```
-/// # use std::sync::Arc;
+/// # use std::sync::{Arc, Weak};
 /// # use agentgraph_engine::*;
 /// # use agentgraph_engine::reducer::{self, ReducerKind};
 /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Count { n: u64 }
@@ -170,9 +170,11 @@ impl<S: State> Run<S> {
     ///
     /// Outside a tokio runtime.
     pub fn spawn(self) -> RunHandle<S> {
-        let shared = self.shared.clone();
+        let run_id = self.shared.run_id.clone();
+        let shared = Arc::downgrade(&self.shared);
         RunHandle {
             join: tokio::spawn(self.into_future()),
+            run_id,
             shared,
         }
     }
@@ -193,13 +195,15 @@ impl<S: State> IntoFuture for Run<S> {
 /// A spawned run. Await it for the final state; subscribe to its events meanwhile.
 pub struct RunHandle<S: State> {
     join: tokio::task::JoinHandle<Result<S>>,
-    shared: Arc<RunShared>,
+    run_id: Arc<str>,
+    /// Weak, so that the run's event streams end when the run ends.
+    shared: Weak<RunShared>,
 }
 
 impl<S: State> fmt::Debug for RunHandle<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunHandle")
-            .field("run_id", &self.shared.run_id)
+            .field("run_id", &self.run_id)
             .finish_non_exhaustive()
     }
 }
@@ -207,13 +211,16 @@ impl<S: State> fmt::Debug for RunHandle<S> {
 impl<S: State> RunHandle<S> {
     /// The run's id.
     pub fn run_id(&self) -> &str {
-        &self.shared.run_id
+        &self.run_id
     }
 
     /// Subscribes to the run's events from now on (subscribe on the [`Run`] before spawning
-    /// it to see every event).
+    /// it to see every event). The stream of a run that has ended is empty.
     pub fn events(&self) -> EventStream {
-        self.shared.events.subscribe()
+        match self.shared.upgrade() {
+            Some(shared) => shared.events.subscribe(),
+            None => EventBus::ended(),
+        }
     }
 
     /// Whether the run has ended.

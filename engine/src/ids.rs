@@ -18,7 +18,7 @@ pub(crate) type NodeId = u32;
 /// let id = TaskId::from_u128(0xabc);
 /// assert_eq!(id.to_string(), "00000000000000000000000000000abc");
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(u128);
 
 impl TaskId {
@@ -50,7 +50,7 @@ impl fmt::Display for TaskId {
 /// let f = Fingerprint::from_u128(1);
 /// assert_eq!(f.to_string().len(), 32);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(u128);
 
 impl Fingerprint {
@@ -70,6 +70,41 @@ impl fmt::Display for Fingerprint {
         write!(f, "{:032x}", self.0)
     }
 }
+
+/// 128-bit ids are hex strings in human-readable formats (JSON cannot carry them as numbers)
+/// and integers in binary ones.
+macro_rules! hex_id_serde {
+    ($ty:ident) => {
+        impl Serialize for $ty {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if s.is_human_readable() {
+                    s.collect_str(self)
+                } else {
+                    s.serialize_u128(self.0)
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                if d.is_human_readable() {
+                    let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                    u128::from_str_radix(&text, 16).map($ty).map_err(|e| {
+                        serde::de::Error::custom(format_args!(
+                            "invalid {} `{text}`: {e}",
+                            stringify!($ty)
+                        ))
+                    })
+                } else {
+                    u128::deserialize(d).map($ty)
+                }
+            }
+        }
+    };
+}
+
+hex_id_serde!(TaskId);
+hex_id_serde!(Fingerprint);
 
 /// The part of a task's identity that does not depend on the run: (namespace, step, node,
 /// trigger index). Weighted draws are keyed by it, so the same seed makes the same choices in
@@ -120,6 +155,23 @@ mod tests {
         assert_eq!(base, task_key("", 1, "a", 0));
         assert_ne!(task_id("r1", base), task_id("r2", base));
         assert_eq!(task_id("r1", base), task_id("r1", base));
+    }
+
+    #[test]
+    fn ids_are_hex_in_json() {
+        let id = TaskId::from_u128(u128::MAX - 1);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{id}\""));
+        assert_eq!(serde_json::from_str::<TaskId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<Fingerprint>("\"xyz\"").is_err());
+        let cfg = crate::codec::config();
+        let bytes = bincode::serde::encode_to_vec(id, cfg).unwrap();
+        assert_eq!(
+            bincode::serde::decode_from_slice::<TaskId, _>(&bytes, cfg)
+                .unwrap()
+                .0,
+            id
+        );
     }
 
     #[test]

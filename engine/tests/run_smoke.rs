@@ -1,3 +1,4 @@
+//! Smoke test: a fan-out, a join and a conditional loop, in both modes.
 mod common;
 use agentgraph_engine::*;
 use common::{Trace, TraceUpdate};
