@@ -1,0 +1,7 @@
+use agentgraph::State;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Default, Serialize, Deserialize, State)]
+struct Marker;
+
+fn main() {}

@@ -1,0 +1,10 @@
+use agentgraph::State;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Default, Serialize, Deserialize, State)]
+struct Counter {
+    #[reducer(sum)]
+    total: u64,
+}
+
+fn main() {}

@@ -1,0 +1,71 @@
+//! Generated code passes the lints a strict crate denies.
+#![deny(
+    warnings,
+    missing_docs,
+    unreachable_pub,
+    missing_debug_implementations,
+    unused_qualifications,
+    unused_results,
+    clippy::all
+)]
+
+use agentgraph::State;
+use serde::{Deserialize, Serialize};
+
+/// A public state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
+pub struct Research {
+    /// Overwritten.
+    pub topic: String,
+    /// Appended.
+    #[reducer(append)]
+    pub notes: Vec<String>,
+    /// Added.
+    #[reducer(add)]
+    pub tokens: u64,
+}
+
+/// A state without fields.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
+pub struct Empty {}
+
+mod private {
+    use super::{Deserialize, Serialize, State};
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
+    pub(crate) struct Crate {
+        #[reducer(with = keep_first)]
+        pub(crate) first: Option<u8>,
+    }
+
+    fn keep_first(acc: &mut Option<u8>, update: Option<u8>) {
+        if acc.is_none() {
+            *acc = update;
+        }
+    }
+
+    #[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
+    struct Private {
+        #[reducer(max)]
+        high: i8,
+    }
+
+    pub(crate) fn run() {
+        let mut c = Crate::default();
+        c.apply(CrateUpdate::new().first(1));
+        c.apply(CrateUpdate::new().first(2));
+        assert_eq!(c.first, Some(1));
+
+        let mut p = Private::default();
+        p.apply(PrivateUpdate::new().high(3));
+        assert_eq!(p.high, 3);
+    }
+}
+
+fn main() {
+    let mut r = Research::default();
+    r.apply(ResearchUpdate::new().topic("t").notes(vec!["n".into()]).tokens(2u8));
+    assert_eq!(r.tokens, 2);
+    assert!(EmptyUpdate::new().is_empty());
+    private::run();
+}
