@@ -78,7 +78,7 @@ struct Reps {
 impl Reps {
     /// Small workloads (milliseconds) get more repetitions than large ones (up to a second).
     fn for_size(large: bool, forced: Option<usize>) -> Self {
-        let (warmup, timed) = if large { (1, 5) } else { (3, 15) };
+        let (warmup, timed) = if large { (1, 5) } else { (10, 51) };
         Reps {
             warmup,
             timed: forced.unwrap_or(timed),
@@ -118,7 +118,7 @@ fn usage() -> String {
     format!(
         "usage: agentgraph-benches [WORKLOAD ...] [--reps N]\n\n\
          Runs each WORKLOAD (every one when none is named) and prints one JSON line per mode.\n\
-         --reps N   timed repetitions per workload and mode (default 15, 5 for the large ones)\n\n\
+         --reps N   timed repetitions per workload and mode (default 51, 5 for the large ones)\n\n\
          workloads: {}",
         WORKLOADS.join(", ")
     )
