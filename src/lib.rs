@@ -1,11 +1,91 @@
-//! agentgraph: durable graphs of agents and workflows.
+//! agentgraph runs graphs of agents and workflows: nodes (async functions or CPU-bound
+//! closures) joined by static, conditional, weighted, fan-out/join and go-to edges, compiled
+//! into a validated plan and run step by step, sequentially or in parallel, with the parallel
+//! branches' updates merged deterministically by per-field reducers.
+//!
+//! # Quick start
+//!
+//! ```
+//! use std::sync::Arc;
+//!
+//! use agentgraph::prelude::*;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Default, Serialize, Deserialize, State)]
+//! struct Research {
+//!     topic: String,
+//!     #[reducer(append)]
+//!     notes: Vec<String>,
+//!     #[reducer(add)]
+//!     rounds: u32,
+//! }
+//!
+//! async fn search(state: Arc<Research>, _ctx: Context) -> Result<ResearchUpdate, BoxError> {
+//!     Ok(ResearchUpdate::new().notes(vec![format!("found something on {}", state.topic)]))
+//! }
+//!
+//! async fn review(_state: Arc<Research>, _ctx: Context) -> Result<ResearchUpdate, BoxError> {
+//!     Ok(ResearchUpdate::new().rounds(1u32))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut graph = GraphBuilder::<Research>::new();
+//! graph
+//!     .add_node("search", search)
+//!     .add_node("review", review)
+//!     .add_edge(START, "search")
+//!     .add_edge("search", "review")
+//!     // Loop until two rounds are done.
+//!     .add_conditional_edges("review", ["search", END], |s: &Research| {
+//!         if s.rounds < 2 { "search" } else { END }
+//!     });
+//! let graph = graph.compile()?;
+//!
+//! let input = Research { topic: "graphs".into(), ..Default::default() };
+//! let done = graph.invoke(input).await?;
+//! assert_eq!(done.notes.len(), 2);
+//! assert_eq!(done.rounds, 2);
+//! # Ok(()) }
+//! ```
+//!
+//! # How a run advances
+//!
+//! A run advances in **steps**. The tasks of a step all read the same snapshot of the state
+//! (the state as of the end of the previous step); their updates are merged at the step's
+//! barrier in a fixed order (the plan's node order, then packet order), never in completion
+//! order, so the same graph, input and seed always give the same result in both
+//! [`Mode`]s. Two tasks of one step writing the same overwrite field is an [`Error::Conflict`]
+//! naming the field and both nodes.
+//!
+//! # Features
+//!
+//! | capability | status |
+//! |---|---|
+//! | graphs in Rust: async and CPU-bound (rayon) nodes; static, conditional, weighted, fan-out, join, packet (map-reduce), go-to edges; loops | available |
+//! | `#[derive(State)]` with overwrite, append, add, min, max, merge, union and custom reducers | available |
+//! | compile-time validation with errors naming the node or edge; DOT export; fingerprints | available |
+//! | sequential and parallel modes, deterministic merge, seeded weighted edges, recursion limit | available |
+//! | typed event stream (`Stream`), custom node events, `tracing` spans for run, step and node | available |
+//! | checkpoints to sled and memory, resume after a crash, history and forks | planned |
+//! | retries, timeouts, cancellation, interrupts, subgraphs, middleware | planned |
+//! | monitor server, CLI, metrics, OpenTelemetry | planned |
+//!
+//! This crate has no optional features yet.
 
-pub use agentgraph_engine::{Field, State, reducer};
+pub use agentgraph_engine::{
+    BoxError, Command, CompiledGraph, Context, END, EdgeName, Error, Event, EventKind, EventStream,
+    Field, Fingerprint, GraphBuilder, GraphError, InputError, IntoCommand, Missed, Mode, Packet,
+    Result, Route, Run, RunConfig, RunHandle, START, State, TaskId, TaskInfo, reducer,
+};
 pub use agentgraph_macros::State;
 
-/// The names most programs need.
+/// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {
-    pub use agentgraph_engine::State;
+    pub use agentgraph_engine::{
+        BoxError, Command, CompiledGraph, Context, END, Event, EventKind, GraphBuilder, Mode,
+        Packet, Route, RunConfig, START, State,
+    };
     pub use agentgraph_macros::State;
 }
 
@@ -13,3 +93,8 @@ pub mod prelude {
 pub mod __private {
     pub use agentgraph_engine::__private::*;
 }
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

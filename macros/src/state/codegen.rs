@@ -179,6 +179,13 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
                 #(#merges)*
             }
         }
+
+        #[automatically_derived]
+        impl #private_at_name::IntoCommand<#name> for #update {
+            fn into_command(self) -> #private_at_name::Command<#name> {
+                #private_at_name::Command::new(self)
+            }
+        }
     }
 }
 

@@ -1,0 +1,321 @@
+//! Determinism, by property: for random graphs and random node delays, sequential and parallel
+//! runs give the same final state (or the same error) and the same events per task; and the
+//! same seed always makes the same weighted choices.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use agentgraph::prelude::*;
+use agentgraph::{CompiledGraph, Error, TaskId};
+use futures_util::StreamExt;
+use proptest::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, State)]
+struct Walk {
+    #[reducer(append)]
+    log: Vec<String>,
+    #[reducer(add)]
+    total: u64,
+    #[reducer(max)]
+    highest: u64,
+    /// Overwritten by some nodes: two of them in one step is a conflict, which both modes must
+    /// report the same way.
+    last: String,
+}
+
+/// How a node leaves.
+#[derive(Debug, Clone)]
+enum Exit {
+    /// Static edges to these later nodes (END when empty).
+    Static(Vec<usize>),
+    /// A weighted edge over these later nodes (or END for `None`).
+    Weighted(Vec<(Option<usize>, u8)>),
+    /// A conditional edge choosing by the running total.
+    Conditional(Vec<usize>),
+}
+
+#[derive(Debug, Clone)]
+struct NodeSpec {
+    cpu: bool,
+    delay_ms: u8,
+    writes_last: bool,
+    exit: Exit,
+}
+
+#[derive(Debug, Clone)]
+struct GraphSpec {
+    nodes: Vec<NodeSpec>,
+    entry: Vec<usize>,
+    /// (predecessors, target): target after every predecessor.
+    join: Option<(Vec<usize>, usize)>,
+}
+
+fn later(i: usize, n: usize) -> impl Strategy<Value = Vec<usize>> {
+    if i + 1 >= n {
+        Just(Vec::new()).boxed()
+    } else {
+        proptest::collection::vec(i + 1..n, 0..3).boxed()
+    }
+}
+
+fn node(i: usize, n: usize) -> impl Strategy<Value = NodeSpec> {
+    let exit = prop_oneof![
+        4 => later(i, n).prop_map(Exit::Static),
+        2 => proptest::collection::vec(
+            (proptest::option::of(if i + 1 >= n { (0..1usize).boxed() } else { (i + 1..n).boxed() }), 0u8..4),
+            1..4
+        )
+        .prop_map(move |v| {
+            let mut v: Vec<_> = v.into_iter().map(|(t, w)| (t.filter(|t| *t > i && *t < n), w)).collect();
+            v.sort();
+            v.dedup_by_key(|(t, _)| *t);
+            if v.iter().all(|(_, w)| *w == 0) {
+                v[0].1 = 1;
+            }
+            Exit::Weighted(v)
+        }),
+        2 => later(i, n).prop_map(Exit::Conditional),
+    ];
+    (any::<bool>(), 0u8..3, proptest::bool::weighted(0.2), exit).prop_map(
+        |(cpu, delay_ms, writes_last, exit)| NodeSpec {
+            cpu,
+            delay_ms,
+            writes_last,
+            exit,
+        },
+    )
+}
+
+fn graph_spec() -> impl Strategy<Value = GraphSpec> {
+    (2usize..9).prop_flat_map(|n| {
+        let nodes: Vec<_> = (0..n).map(|i| node(i, n).boxed()).collect();
+        let join = proptest::option::of((
+            proptest::collection::vec(0..n - 1, 1..3),
+            any::<prop::sample::Index>(),
+        ));
+        (nodes, proptest::collection::vec(0..n, 1..3), join).prop_map(
+            move |(nodes, entry, join)| {
+                let join = join.map(|(mut preds, ix)| {
+                    preds.sort();
+                    preds.dedup();
+                    let lowest = preds.iter().max().unwrap() + 1;
+                    (preds, lowest + ix.index(n - lowest))
+                });
+                GraphSpec { nodes, entry, join }
+            },
+        )
+    })
+}
+
+fn name(i: usize) -> String {
+    format!("n{i}")
+}
+
+fn build(spec: &GraphSpec) -> CompiledGraph<Walk> {
+    let n = spec.nodes.len();
+    let mut b = GraphBuilder::<Walk>::new();
+    for (i, node) in spec.nodes.iter().enumerate() {
+        let me = name(i);
+        let writes_last = node.writes_last;
+        let make = move |me: &str| {
+            let u = WalkUpdate::new()
+                .log(vec![me.to_owned()])
+                .total(i as u64 + 1)
+                .highest(i as u64);
+            if writes_last { u.last(me) } else { u }
+        };
+        let delay = Duration::from_millis(u64::from(node.delay_ms));
+        if node.cpu {
+            b.add_cpu_node(me.clone(), move |_: &Walk, ctx: &Context| {
+                ctx.emit("work", &ctx.node());
+                std::thread::sleep(delay);
+                Ok(make(ctx.node()))
+            });
+        } else {
+            b.add_node(me.clone(), move |_: Arc<Walk>, ctx: Context| {
+                let u = make(ctx.node());
+                async move {
+                    ctx.emit("work", &ctx.node());
+                    tokio::time::sleep(delay).await;
+                    ctx.emit("done", &1);
+                    Ok(u)
+                }
+            });
+        }
+    }
+    // Every node must be reachable: the entry, and for each node an edge from an earlier one.
+    let mut reached = vec![false; n];
+    for e in &spec.entry {
+        reached[*e] = true;
+        b.add_edge(START, &name(*e));
+    }
+    let names: Vec<String> = (0..n).map(name).collect();
+    let target_name = |t: Option<usize>| t.map_or(END.to_owned(), name);
+    for (i, node) in spec.nodes.iter().enumerate() {
+        match &node.exit {
+            Exit::Static(ts) if ts.is_empty() => {
+                b.add_edge(&names[i], END);
+            }
+            Exit::Static(ts) => {
+                for t in ts {
+                    reached[*t] = true;
+                    b.add_edge(&names[i], &names[*t]);
+                }
+            }
+            Exit::Weighted(ts) => {
+                let owned: Vec<(String, f64)> = ts
+                    .iter()
+                    .map(|(t, w)| (target_name(*t), f64::from(*w)))
+                    .collect();
+                for (t, _) in ts {
+                    if let Some(t) = t {
+                        reached[*t] = true;
+                    }
+                }
+                b.add_weighted_edges(&names[i], owned.iter().map(|(t, w)| (t.as_str(), *w)));
+            }
+            Exit::Conditional(ts) => {
+                let mut declared: Vec<String> = ts.iter().map(|t| name(*t)).collect();
+                declared.push(END.to_owned());
+                for t in ts {
+                    reached[*t] = true;
+                }
+                let choices = declared.clone();
+                b.add_conditional_edges(
+                    &names[i],
+                    declared.iter().map(String::as_str),
+                    move |s: &Walk| choices[(s.total as usize) % choices.len()].clone(),
+                );
+            }
+        }
+    }
+    for j in 0..n {
+        if !reached[j] {
+            // Any earlier node will do; START if none.
+            let from = if j == 0 {
+                START.to_owned()
+            } else {
+                name(j - 1)
+            };
+            b.add_edge(&from, &names[j]);
+        }
+    }
+    if let Some((preds, target)) = &spec.join {
+        b.add_join(preds.iter().map(|p| names[*p].as_str()), &names[*target]);
+    }
+    b.compile().expect("generated graphs are valid")
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// What a run produced, normalized for comparison: the outcome, the scheduler's own events in
+/// order, and each task's events in order. Durations and the mode are left out.
+#[derive(Debug, PartialEq)]
+struct Observed {
+    outcome: Result<Walk, String>,
+    scheduler: Vec<String>,
+    per_task: BTreeMap<TaskId, Vec<String>>,
+}
+
+fn observe(graph: &CompiledGraph<Walk>, mode: Mode, seed: u64) -> Observed {
+    runtime().block_on(async {
+        let config = RunConfig::new()
+            .mode(mode)
+            .seed(seed)
+            .run_id("prop")
+            .recursion_limit(64);
+        let run = graph.run_with(Walk::default(), config);
+        let events = run.events();
+        let outcome = run.await.map_err(|e: Error| e.to_string());
+        let mut scheduler = Vec::new();
+        let mut per_task: BTreeMap<TaskId, Vec<String>> = BTreeMap::new();
+        let events: Vec<_> = events.collect().await;
+        for e in events {
+            let e = e.expect("no events missed");
+            match e.kind {
+                EventKind::NodeStarted {
+                    task, node, step, ..
+                } => per_task
+                    .entry(task)
+                    .or_default()
+                    .push(format!("start {node} {step}")),
+                EventKind::NodeFinished { task, node, .. } => per_task
+                    .entry(task)
+                    .or_default()
+                    .push(format!("finish {node}")),
+                EventKind::NodeFailed { task, error, .. } => per_task
+                    .entry(task)
+                    .or_default()
+                    .push(format!("failed {error}")),
+                EventKind::Custom {
+                    task,
+                    name,
+                    payload,
+                    ..
+                } => per_task
+                    .entry(task)
+                    .or_default()
+                    .push(format!("{name} {payload}")),
+                EventKind::RunStarted { seed, graph, .. } => {
+                    scheduler.push(format!("run {seed} {graph}"))
+                }
+                EventKind::RunFinished { steps, .. } => scheduler.push(format!("finished {steps}")),
+                other => scheduler.push(format!("{other:?}")),
+            }
+        }
+        Observed {
+            outcome,
+            scheduler,
+            per_task,
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(40))]
+
+    #[test]
+    fn sequential_and_parallel_runs_agree(spec in graph_spec(), seed in any::<u64>()) {
+        let graph = build(&spec);
+        let sequential = observe(&graph, Mode::Sequential, seed);
+        let parallel = observe(&graph, Mode::Parallel, seed);
+        prop_assert_eq!(&sequential, &parallel);
+        prop_assert!(!sequential.per_task.is_empty());
+    }
+
+    #[test]
+    fn the_same_seed_makes_the_same_choices(spec in graph_spec(), seed in any::<u64>()) {
+        let graph = build(&spec);
+        let first = observe(&graph, Mode::Parallel, seed);
+        let again = observe(&graph, Mode::Parallel, seed);
+        prop_assert_eq!(first, again);
+    }
+}
+
+#[test]
+fn different_seeds_can_choose_differently() {
+    let mut b = GraphBuilder::<Walk>::new();
+    for n in ["a", "b"] {
+        b.add_node(n, move |_: Arc<Walk>, _| async move {
+            Ok(WalkUpdate::new().log(vec![n.to_owned()]))
+        });
+        b.add_edge(n, END);
+    }
+    b.add_weighted_edges(START, [("a", 1.0), ("b", 1.0)]);
+    let g = b.compile().unwrap();
+    let logs: std::collections::BTreeSet<Vec<String>> = (0..32)
+        .map(|seed| observe(&g, Mode::Parallel, seed).outcome.unwrap().log)
+        .collect();
+    assert_eq!(logs.len(), 2, "32 seeds all chose the same branch");
+}
