@@ -21,6 +21,9 @@ pub(crate) enum Target {
     End,
 }
 
+/// The targets an edge declares, by name.
+pub(crate) type Declared = Vec<(Arc<str>, Target)>;
+
 /// A router: reads the merged state and picks declared targets or sends packets.
 pub(crate) type RouterFn<S> = Arc<dyn Fn(&S) -> Route + Send + Sync>;
 
@@ -37,7 +40,7 @@ pub(crate) enum EdgeDef<S: State> {
     },
     Conditional {
         from: Option<NodeId>,
-        targets: Vec<(Arc<str>, Target)>,
+        targets: Declared,
         router: RouterFn<S>,
     },
     Weighted {
@@ -96,7 +99,7 @@ pub struct GraphBuilder<S: State> {
     pub(crate) index: HashMap<Arc<str>, NodeId>,
     pub(crate) edges: Vec<EdgeDef<S>>,
     pub(crate) joins: Vec<JoinDef>,
-    pub(crate) gotos: Vec<(NodeId, Vec<(Arc<str>, Target)>)>,
+    pub(crate) gotos: Vec<(NodeId, Declared)>,
     first_error: Option<GraphError>,
 }
 
@@ -508,8 +511,8 @@ impl<S: State> GraphBuilder<S> {
         from: &str,
         kind: &'static str,
         targets: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Vec<(Arc<str>, Target)>, GraphError> {
-        let mut out: Vec<(Arc<str>, Target)> = Vec::new();
+    ) -> Result<Declared, GraphError> {
+        let mut out: Declared = Vec::new();
         for to in targets {
             let t = self.target(from, to)?;
             if !out.iter().any(|(n, _)| &**n == to) {

@@ -196,6 +196,9 @@ impl fmt::Display for Event {
                     "  weighted edge from {from} chose {to} (weight {weight})"
                 )
             }
+            EventKind::StateUpdated { step, fields } if fields.is_empty() => {
+                write!(f, "step {step} merged: nothing written")
+            }
             EventKind::StateUpdated { step, fields } => {
                 write!(f, "step {step} merged: {}", fields.join(", "))
             }

@@ -8,7 +8,7 @@ use petgraph::visit::{Bfs, NodeFiltered, Reversed, Walker};
 use rand::distr::weighted::WeightedIndex;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::builder::{EdgeDef, GraphBuilder, RouterFn, Target};
+use crate::builder::{Declared, EdgeDef, GraphBuilder, RouterFn, Target};
 use crate::error::GraphError;
 use crate::ids::{Fingerprint, NodeId, write_str};
 use crate::node::NodeFn;
@@ -19,13 +19,13 @@ pub(crate) struct PlanNode<S: State> {
     pub(crate) name: Arc<str>,
     pub(crate) func: NodeFn<S>,
     /// The declared go-to targets, if the node may return a go-to.
-    pub(crate) goto: Option<Vec<(Arc<str>, Target)>>,
+    pub(crate) goto: Option<Declared>,
 }
 
 pub(crate) enum PlanEdge<S: State> {
     Static(Target),
     Conditional {
-        targets: Vec<(Arc<str>, Target)>,
+        targets: Declared,
         router: RouterFn<S>,
     },
     Weighted {
@@ -157,7 +157,7 @@ impl<S: State> Plan<S> {
                 });
             }
         }
-        let mut gotos: Vec<Option<Vec<(Arc<str>, Target)>>> = (0..n).map(|_| None).collect();
+        let mut gotos: Vec<Option<Declared>> = (0..n).map(|_| None).collect();
         for (from, targets) in b.gotos {
             for (_, t) in &targets {
                 structure.add_edge(ix(Target::Node(from)), ix(*t), EdgeLabel::Goto);

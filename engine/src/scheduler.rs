@@ -5,12 +5,12 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use fixedbitset::FixedBitSet;
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::SeedableRng;
 use rand::distr::Distribution;
@@ -250,9 +250,8 @@ impl<S: State> Executor<S> {
             }
             return out;
         }
-        let mut running: FuturesUnordered<
-            Pin<Box<dyn Future<Output = (usize, TaskOutcome<S>)> + Send>>,
-        > = FuturesUnordered::new();
+        let mut running: FuturesUnordered<BoxFuture<'static, (usize, TaskOutcome<S>)>> =
+            FuturesUnordered::new();
         for (i, task) in tasks.iter().enumerate() {
             let fut = self.task_future(task, state, step);
             match self.plan.nodes[task.node as usize].func {
