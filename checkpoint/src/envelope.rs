@@ -1,0 +1,353 @@
+//! The envelope around every stored record: magic bytes, format version, codec id, record
+//! kind, payload length and checksum, then the payload.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "AGCP"
+//! 4       2     format version (little endian)
+//! 6       1     codec id (1 = bincode 2, standard configuration)
+//! 7       1     record kind
+//! 8       4     payload length (little endian)
+//! 12      4     CRC-32 of bytes 0..12 and of the payload (little endian)
+//! 16      ...   payload
+//! ```
+//!
+//! A record that is not exactly a valid envelope of the expected kind is a [`FormatError`]:
+//! it is never half-read and decoding never panics.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The first four bytes of every record.
+pub const MAGIC: [u8; 4] = *b"AGCP";
+
+/// The newest format version this build reads and the one it writes.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// The size of the header before the payload.
+pub const HEADER_LEN: usize = 16;
+
+/// The largest payload accepted (a guard against absurd lengths in damaged headers).
+pub const MAX_PAYLOAD: usize = 1 << 30;
+
+/// How a payload is encoded. Kept in every record so the codec can change without breaking
+/// stored runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// bincode 2 with serde, standard configuration (little endian, variable-length integers).
+    Bincode2 = 1,
+}
+
+impl Codec {
+    fn from_byte(b: u8) -> Option<Codec> {
+        match b {
+            1 => Some(Codec::Bincode2),
+            _ => None,
+        }
+    }
+}
+
+/// What a record holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecordKind {
+    /// A run's record ([`RunRecord`](crate::RunRecord)).
+    Run = 1,
+    /// A checkpoint.
+    Checkpoint = 2,
+    /// A field value or delta.
+    Blob = 3,
+    /// A pending write of a finished task.
+    PendingWrite = 4,
+    /// A stored event.
+    Event = 5,
+}
+
+impl RecordKind {
+    fn from_byte(b: u8) -> Option<RecordKind> {
+        Some(match b {
+            1 => RecordKind::Run,
+            2 => RecordKind::Checkpoint,
+            3 => RecordKind::Blob,
+            4 => RecordKind::PendingWrite,
+            5 => RecordKind::Event,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes are not a valid record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The bytes do not start with the magic: not an agentgraph record.
+    #[error("not an agentgraph record (magic {found:02x?}, expected {MAGIC:02x?})")]
+    Foreign {
+        /// The first bytes found.
+        found: Vec<u8>,
+    },
+    /// The record is shorter than its header or its declared length.
+    #[error("truncated record: {len} bytes, {needed} needed")]
+    Truncated {
+        /// The bytes present.
+        len: usize,
+        /// The bytes the header requires.
+        needed: usize,
+    },
+    /// Bytes follow the declared payload.
+    #[error("record has {extra} bytes after its payload")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// The record was written by a newer format version.
+    #[error(
+        "record format version {found} is newer than this build reads ({FORMAT_VERSION}); upgrade agentgraph"
+    )]
+    TooNew {
+        /// The version found.
+        found: u16,
+    },
+    /// The codec id is unknown.
+    #[error("unknown codec id {0}; the record was written by another build")]
+    UnknownCodec(u8),
+    /// The record is of another kind than expected.
+    #[error("expected a {expected:?} record, found kind {found}")]
+    WrongKind {
+        /// The kind expected.
+        expected: RecordKind,
+        /// The kind byte found.
+        found: u8,
+    },
+    /// The declared payload length is beyond [`MAX_PAYLOAD`].
+    #[error("declared payload of {0} bytes is too large")]
+    TooLarge(usize),
+    /// The checksum does not match: the record is corrupt.
+    #[error(
+        "checksum mismatch: stored {stored:08x}, computed {computed:08x}; the record is corrupt"
+    )]
+    Checksum {
+        /// The stored checksum.
+        stored: u32,
+        /// The checksum of the bytes.
+        computed: u32,
+    },
+    /// The payload passed the checksum but does not decode as the expected type.
+    #[error("payload does not decode: {0}")]
+    Decode(String),
+    /// The value could not be encoded.
+    #[error("value does not encode: {0}")]
+    Encode(String),
+}
+
+/// The bincode configuration of [`Codec::Bincode2`].
+pub const fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Wraps `payload` in an envelope of `kind`.
+///
+/// # Panics
+///
+/// If `payload` is longer than [`MAX_PAYLOAD`].
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::envelope::{open, seal, RecordKind};
+/// let record = seal(RecordKind::Blob, b"hello");
+/// assert_eq!(open(RecordKind::Blob, &record).unwrap(), b"hello");
+/// assert!(open(RecordKind::Checkpoint, &record).is_err());
+/// ```
+pub fn seal(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
+    assert!(
+        payload.len() <= MAX_PAYLOAD,
+        "payload of {} bytes is too large",
+        payload.len()
+    );
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.push(Codec::Bincode2 as u8);
+    out.push(kind as u8);
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[..12]);
+    h.update(payload);
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Checks an envelope of `kind` and returns its payload.
+///
+/// # Errors
+///
+/// Any [`FormatError`] but `Decode` and `Encode`.
+pub fn open(kind: RecordKind, bytes: &[u8]) -> Result<&[u8], FormatError> {
+    if bytes.len() < 4 || bytes[..4] != MAGIC {
+        if bytes.len() < 4 && MAGIC.starts_with(bytes) {
+            return Err(FormatError::Truncated {
+                len: bytes.len(),
+                needed: HEADER_LEN,
+            });
+        }
+        return Err(FormatError::Foreign {
+            found: bytes[..bytes.len().min(4)].to_vec(),
+        });
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(FormatError::Truncated {
+            len: bytes.len(),
+            needed: HEADER_LEN,
+        });
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize;
+    let stored = u32::from_le_bytes([bytes[12], bytes[13], bytes[14], bytes[15]]);
+    if len > MAX_PAYLOAD {
+        return Err(FormatError::TooLarge(len));
+    }
+    let needed = HEADER_LEN + len;
+    if bytes.len() < needed {
+        return Err(FormatError::Truncated {
+            len: bytes.len(),
+            needed,
+        });
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[..12]);
+    h.update(&bytes[HEADER_LEN..needed]);
+    let computed = h.finalize();
+    if computed != stored {
+        // A newer version may lay its header out differently: say so before blaming damage.
+        if version > FORMAT_VERSION {
+            return Err(FormatError::TooNew { found: version });
+        }
+        return Err(FormatError::Checksum { stored, computed });
+    }
+    if version > FORMAT_VERSION {
+        return Err(FormatError::TooNew { found: version });
+    }
+    if Codec::from_byte(bytes[6]).is_none() {
+        return Err(FormatError::UnknownCodec(bytes[6]));
+    }
+    if RecordKind::from_byte(bytes[7]) != Some(kind) {
+        return Err(FormatError::WrongKind {
+            expected: kind,
+            found: bytes[7],
+        });
+    }
+    if bytes.len() > needed {
+        return Err(FormatError::TrailingBytes {
+            extra: bytes.len() - needed,
+        });
+    }
+    Ok(&bytes[HEADER_LEN..needed])
+}
+
+/// Encodes `value` with the current codec and seals it.
+///
+/// # Errors
+///
+/// [`FormatError::Encode`] when serde fails.
+pub fn encode<T: Serialize + ?Sized>(kind: RecordKind, value: &T) -> Result<Vec<u8>, FormatError> {
+    let payload = bincode::serde::encode_to_vec(value, bincode_config())
+        .map_err(|e| FormatError::Encode(e.to_string()))?;
+    if payload.len() > MAX_PAYLOAD {
+        return Err(FormatError::TooLarge(payload.len()));
+    }
+    Ok(seal(kind, &payload))
+}
+
+/// Opens a record of `kind` and decodes its whole payload as a `T`.
+///
+/// # Errors
+///
+/// Any [`FormatError`] but `Encode`; a payload with bytes left over after the value is
+/// [`FormatError::Decode`].
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::envelope::{decode, encode, RecordKind, FormatError};
+/// let bytes = encode(RecordKind::Event, &("step", 3u64)).unwrap();
+/// let back: (String, u64) = decode(RecordKind::Event, &bytes).unwrap();
+/// assert_eq!(back, ("step".to_string(), 3));
+/// let mut damaged = bytes.clone();
+/// *damaged.last_mut().unwrap() ^= 1;
+/// assert!(matches!(decode::<(String, u64)>(RecordKind::Event, &damaged), Err(FormatError::Checksum { .. })));
+/// ```
+pub fn decode<T: DeserializeOwned>(kind: RecordKind, bytes: &[u8]) -> Result<T, FormatError> {
+    let payload = open(kind, bytes)?;
+    let (value, read) = bincode::serde::decode_from_slice(payload, bincode_config())
+        .map_err(|e| FormatError::Decode(e.to_string()))?;
+    if read != payload.len() {
+        return Err(FormatError::Decode(format!(
+            "{} bytes left after the value",
+            payload.len() - read
+        )));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_truncation_and_bit_flip_is_an_error() {
+        let record = encode(
+            RecordKind::Checkpoint,
+            &(1u64, "state".to_string(), vec![1u8, 2, 3]),
+        )
+        .unwrap();
+        for cut in 0..record.len() {
+            assert!(
+                open(RecordKind::Checkpoint, &record[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for byte in 0..record.len() {
+            for bit in 0..8 {
+                let mut damaged = record.clone();
+                damaged[byte] ^= 1 << bit;
+                assert!(
+                    decode::<(u64, String, Vec<u8>)>(RecordKind::Checkpoint, &damaged).is_err(),
+                    "flip of bit {bit} of byte {byte} went unnoticed"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn versions_codecs_and_kinds_are_checked() {
+        let mut record = seal(RecordKind::Run, b"x");
+        record[4] = 9; // version 9, with a valid checksum
+        let crc = {
+            let mut h = crc32fast::Hasher::new();
+            h.update(&record[..12]);
+            h.update(&record[HEADER_LEN..]);
+            h.finalize()
+        };
+        record[12..16].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            open(RecordKind::Run, &record),
+            Err(FormatError::TooNew { found: 9 })
+        );
+        assert!(matches!(
+            open(RecordKind::Run, b"PK\x03\x04rest"),
+            Err(FormatError::Foreign { .. })
+        ));
+        assert!(matches!(
+            open(RecordKind::Run, b""),
+            Err(FormatError::Truncated { .. })
+        ));
+        let mut extra = seal(RecordKind::Run, b"x");
+        extra.push(0);
+        assert_eq!(
+            open(RecordKind::Run, &extra),
+            Err(FormatError::TrailingBytes { extra: 1 })
+        );
+    }
+}

@@ -1,0 +1,46 @@
+//! Store errors.
+
+use crate::envelope::FormatError;
+
+/// The result of a store operation.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process has the store open.
+    #[error(
+        "the store at {path} is open in another process; stop it, or give this process another path"
+    )]
+    Locked {
+        /// The store's path.
+        path: String,
+    },
+    /// The run is owned by another run in this process (or, for shared stores, by another worker).
+    #[error("run `{run}` is already running; wait for it to end before resuming it")]
+    RunBusy {
+        /// The run.
+        run: String,
+    },
+    /// A stored record is damaged, truncated, foreign or too new.
+    #[error("{what} is unreadable: {source}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// Why.
+        #[source]
+        source: FormatError,
+    },
+    /// The run id cannot be stored.
+    #[error("invalid run id `{run}`: {reason}")]
+    InvalidRunId {
+        /// The run id (its start).
+        run: String,
+        /// Why.
+        reason: String,
+    },
+    /// The backend failed (I/O, for example).
+    #[error("store backend error: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+}

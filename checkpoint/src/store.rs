@@ -1,0 +1,425 @@
+//! The store trait: what the engine reads and writes, in atomic batches.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StoreError};
+
+/// A boxed future, as the object-safe store methods return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The longest run id accepted, in bytes.
+pub const MAX_RUN_ID_LEN: usize = 512;
+
+/// Where a run stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RunStatus {
+    /// Created (for example by a fork) but not started.
+    Pending,
+    /// Started and not ended, or ended by a crash.
+    Running,
+    /// Finished.
+    Completed,
+    /// Stopped by an error; resumable once the cause is fixed.
+    Failed,
+    /// Stopped at an interrupt, waiting for input.
+    Interrupted,
+}
+
+/// What a store keeps about a run, updated with each checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunRecord {
+    /// The run's id.
+    pub run_id: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// The fingerprint of the graph that runs it.
+    pub fingerprint: u128,
+    /// When the run was created, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When the record was last written, in milliseconds since the Unix epoch.
+    pub updated_at_ms: u64,
+    /// The step of the latest checkpoint, if any.
+    pub last_step: Option<u64>,
+    /// The error that stopped the run, for failed runs.
+    pub error: Option<String>,
+    /// The run and step this run was forked from.
+    pub forked_from: Option<(String, u64)>,
+}
+
+impl RunRecord {
+    /// A record of a run with no checkpoint yet.
+    pub fn new(
+        run_id: impl Into<String>,
+        status: RunStatus,
+        fingerprint: u128,
+        now_ms: u64,
+    ) -> Self {
+        RunRecord {
+            run_id: run_id.into(),
+            status,
+            fingerprint,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+            last_step: None,
+            error: None,
+            forked_from: None,
+        }
+    }
+}
+
+/// One operation of a [`WriteBatch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// Inserts or replaces a run's record.
+    PutRun(RunRecord),
+    /// Inserts or replaces the checkpoint of `run` at `step` (an encoded record).
+    PutCheckpoint {
+        /// The run.
+        run: String,
+        /// The step.
+        step: u64,
+        /// The encoded checkpoint.
+        bytes: Vec<u8>,
+    },
+    /// Inserts or replaces a blob: the value, or a delta, of field `field` written at `version`.
+    PutBlob {
+        /// The run.
+        run: String,
+        /// The field index.
+        field: u32,
+        /// The version (the step that wrote it).
+        version: u64,
+        /// The encoded blob.
+        bytes: Vec<u8>,
+    },
+    /// Inserts or replaces the pending write of task `task` of step `step`.
+    PutPendingWrite {
+        /// The run.
+        run: String,
+        /// The step the task belongs to.
+        step: u64,
+        /// The task's index in its step.
+        task: u32,
+        /// The encoded write.
+        bytes: Vec<u8>,
+    },
+    /// Deletes every pending write of `run` for steps up to and including `step`.
+    DeletePendingWrites {
+        /// The run.
+        run: String,
+        /// The last step whose pending writes go.
+        step: u64,
+    },
+    /// Deletes the checkpoints of `run` before `step`.
+    DeleteCheckpointsBefore {
+        /// The run.
+        run: String,
+        /// The first step kept.
+        step: u64,
+    },
+    /// Deletes the blobs of `run`'s field `field` with versions before `version`.
+    DeleteBlobsBefore {
+        /// The run.
+        run: String,
+        /// The field index.
+        field: u32,
+        /// The first version kept.
+        version: u64,
+    },
+    /// Deletes everything of `run`: record, checkpoints, blobs, pending writes.
+    DeleteRun {
+        /// The run.
+        run: String,
+    },
+}
+
+/// Operations applied together by [`CheckpointStore::commit`]: all of them or none.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::{RunRecord, RunStatus, WriteBatch};
+/// let mut batch = WriteBatch::new();
+/// batch
+///     .put_run(RunRecord::new("run-1", RunStatus::Running, 7, 0))
+///     .put_checkpoint("run-1", 0, vec![1, 2, 3]);
+/// assert_eq!(batch.len(), 2);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        WriteBatch::default()
+    }
+
+    /// The operations, in the order they were added.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Takes the operations out.
+    pub fn into_ops(self) -> Vec<Op> {
+        self.ops
+    }
+
+    /// How many operations.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Adds an operation.
+    pub fn push(&mut self, op: Op) -> &mut Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// See [`Op::PutRun`].
+    pub fn put_run(&mut self, record: RunRecord) -> &mut Self {
+        self.push(Op::PutRun(record))
+    }
+
+    /// See [`Op::PutCheckpoint`].
+    pub fn put_checkpoint(&mut self, run: &str, step: u64, bytes: Vec<u8>) -> &mut Self {
+        self.push(Op::PutCheckpoint {
+            run: run.to_owned(),
+            step,
+            bytes,
+        })
+    }
+
+    /// See [`Op::PutBlob`].
+    pub fn put_blob(&mut self, run: &str, field: u32, version: u64, bytes: Vec<u8>) -> &mut Self {
+        self.push(Op::PutBlob {
+            run: run.to_owned(),
+            field,
+            version,
+            bytes,
+        })
+    }
+
+    /// See [`Op::PutPendingWrite`].
+    pub fn put_pending_write(
+        &mut self,
+        run: &str,
+        step: u64,
+        task: u32,
+        bytes: Vec<u8>,
+    ) -> &mut Self {
+        self.push(Op::PutPendingWrite {
+            run: run.to_owned(),
+            step,
+            task,
+            bytes,
+        })
+    }
+
+    /// See [`Op::DeletePendingWrites`].
+    pub fn delete_pending_writes(&mut self, run: &str, step: u64) -> &mut Self {
+        self.push(Op::DeletePendingWrites {
+            run: run.to_owned(),
+            step,
+        })
+    }
+
+    /// See [`Op::DeleteCheckpointsBefore`].
+    pub fn delete_checkpoints_before(&mut self, run: &str, step: u64) -> &mut Self {
+        self.push(Op::DeleteCheckpointsBefore {
+            run: run.to_owned(),
+            step,
+        })
+    }
+
+    /// See [`Op::DeleteBlobsBefore`].
+    pub fn delete_blobs_before(&mut self, run: &str, field: u32, version: u64) -> &mut Self {
+        self.push(Op::DeleteBlobsBefore {
+            run: run.to_owned(),
+            field,
+            version,
+        })
+    }
+
+    /// See [`Op::DeleteRun`].
+    pub fn delete_run(&mut self, run: &str) -> &mut Self {
+        self.push(Op::DeleteRun {
+            run: run.to_owned(),
+        })
+    }
+}
+
+/// A checkpoint store. Object safe: the engine holds an `Arc<dyn CheckpointStore>`.
+///
+/// Writes go through [`commit`](CheckpointStore::commit), which applies a [`WriteBatch`]
+/// atomically; [`flush`](CheckpointStore::flush) then makes every committed batch durable.
+/// Checkpoints, blobs and pending writes are opaque, enveloped bytes to the store; run
+/// records are typed, and a corrupt one is a [`StoreError::Corrupt`].
+///
+/// Every backend passes the same conformance suite ([`conformance`](crate::conformance)).
+pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
+    /// Applies `batch` atomically, in order: after a crash either every operation took effect
+    /// or none did. Not durable until [`flush`](CheckpointStore::flush).
+    fn commit(&self, batch: WriteBatch) -> BoxFuture<'_, Result<()>>;
+
+    /// Makes every batch committed before the call durable (what "durable" means is the
+    /// backend's: see its docs).
+    fn flush(&self) -> BoxFuture<'_, Result<()>>;
+
+    /// The record of `run`.
+    fn get_run<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<RunRecord>>>;
+
+    /// Up to `limit` run records, ordered by run id, starting after `after`.
+    fn list_runs<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<RunRecord>>>;
+
+    /// The checkpoint of `run` at `step`.
+    fn get_checkpoint<'a>(
+        &'a self,
+        run: &'a str,
+        step: u64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>>>;
+
+    /// The checkpoint of `run` with the highest step, with its step.
+    fn latest_checkpoint<'a>(
+        &'a self,
+        run: &'a str,
+    ) -> BoxFuture<'a, Result<Option<(u64, Vec<u8>)>>>;
+
+    /// Up to `limit` checkpoints of `run` in increasing step order, starting after step `after`.
+    fn list_checkpoints<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>>;
+
+    /// The blobs of `run`'s field `field` with versions in `from..=to`, in increasing version
+    /// order.
+    fn get_blobs<'a>(
+        &'a self,
+        run: &'a str,
+        field: u32,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>>;
+
+    /// The pending writes of `run` for `step`, in increasing task order.
+    fn get_pending_writes<'a>(
+        &'a self,
+        run: &'a str,
+        step: u64,
+    ) -> BoxFuture<'a, Result<Vec<(u32, Vec<u8>)>>>;
+
+    /// Takes ownership of `run` for this process until the lease is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::RunBusy`] when the run is already owned.
+    fn lock_run(&self, run: &str) -> Result<RunLease>;
+}
+
+/// The runs this process owns, for stores whose ownership is per process (the store itself
+/// being locked against other processes).
+#[derive(Debug, Clone, Default)]
+pub struct RunLocks {
+    held: Arc<DashMap<String, ()>>,
+}
+
+impl RunLocks {
+    /// No run owned.
+    pub fn new() -> Self {
+        RunLocks::default()
+    }
+
+    /// Takes `run`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::RunBusy`] when it is taken.
+    pub fn lock(&self, run: &str) -> Result<RunLease> {
+        match self.held.entry(run.to_owned()) {
+            dashmap::Entry::Occupied(_) => Err(StoreError::RunBusy {
+                run: run.to_owned(),
+            }),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(());
+                Ok(RunLease {
+                    run: run.to_owned(),
+                    held: Some(self.held.clone()),
+                })
+            }
+        }
+    }
+}
+
+/// Ownership of one run; released when dropped.
+#[derive(Debug)]
+#[must_use = "the run is released when the lease is dropped"]
+pub struct RunLease {
+    run: String,
+    held: Option<Arc<DashMap<String, ()>>>,
+}
+
+impl RunLease {
+    /// The run.
+    pub fn run(&self) -> &str {
+        &self.run
+    }
+
+    /// A lease that guards nothing, for stores whose ownership is enforced elsewhere.
+    pub fn detached(run: impl Into<String>) -> Self {
+        RunLease {
+            run: run.into(),
+            held: None,
+        }
+    }
+}
+
+impl Drop for RunLease {
+    fn drop(&mut self) {
+        if let Some(held) = &self.held {
+            held.remove(&self.run);
+        }
+    }
+}
+
+/// Checks a run id: 1 to [`MAX_RUN_ID_LEN`] bytes.
+///
+/// # Errors
+///
+/// [`StoreError::InvalidRunId`].
+pub fn check_run_id(run: &str) -> Result<()> {
+    if run.is_empty() || run.len() > MAX_RUN_ID_LEN {
+        return Err(StoreError::InvalidRunId {
+            run: run.chars().take(64).collect(),
+            reason: format!(
+                "a run id has 1 to {MAX_RUN_ID_LEN} bytes, this one {}",
+                run.len()
+            ),
+        });
+    }
+    Ok(())
+}
+
+#[allow(dead_code)]
+fn _object_safe(_: &dyn CheckpointStore) {}
