@@ -34,7 +34,7 @@ async fn plan(state: Arc<Research>, ctx: Context) -> Result<ResearchUpdate, BoxE
         "plan",
         &format!("round {round}: look for '{}'", state.question),
     );
-    Ok(ResearchUpdate::new().rounds(1u32))
+    Ok(ResearchUpdate::new().rounds(1))
 }
 
 async fn search_web(state: Arc<Research>, ctx: Context) -> Result<ResearchUpdate, BoxError> {

@@ -25,7 +25,7 @@
 //! }
 //!
 //! async fn review(_state: Arc<Research>, _ctx: Context) -> Result<ResearchUpdate, BoxError> {
-//!     Ok(ResearchUpdate::new().rounds(1u32))
+//!     Ok(ResearchUpdate::new().rounds(1))
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]

@@ -124,7 +124,11 @@ fn build(spec: &GraphSpec) -> CompiledGraph<Walk> {
                 .log(vec![me.to_owned()])
                 .total(i as u64 + 1)
                 .highest(i as u64);
-            if writes_last { u.last(me) } else { u }
+            if writes_last {
+                u.last(me.to_owned())
+            } else {
+                u
+            }
         };
         let delay = Duration::from_millis(u64::from(node.delay_ms));
         if node.cpu {

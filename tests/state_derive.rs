@@ -91,16 +91,16 @@ fn for_each_written_reports_set_fields_in_order() {
     // Set out of order; reported in field order.
     let update = EverythingUpdate::new()
         .divisor(4u64)
-        .topic("x")
+        .topic("x".to_string())
         .tokens(1u64)
         .notes(vec![]);
     assert_eq!(written(&update), [0, 2, 5, 14]);
 
     let all = EverythingUpdate::new()
-        .topic("t")
+        .topic("t".to_string())
         .round(1u32)
         .notes(vec![])
-        .transcript("")
+        .transcript("".to_string())
         .queue(VecDeque::new())
         .tokens(0u64)
         .cost(0.0)
@@ -110,7 +110,7 @@ fn for_each_written_reports_set_fields_in_order() {
         .headers(HashMap::new())
         .tags(BTreeSet::new())
         .seen(HashSet::new())
-        .longest("")
+        .longest("".to_string())
         .divisor(0u64);
     assert_eq!(
         written(&all),
@@ -127,13 +127,13 @@ fn is_empty_and_new() {
 }
 
 #[test]
-fn setters_take_into() {
+fn setters_take_the_field_type_so_literals_infer() {
     let update = EverythingUpdate::new()
-        .topic("a &str") // &str -> String
-        .tokens(7u8) // u8 -> u64
-        .cost(1.5f32) // f32 -> f64
-        .best_rank(-3i16) // i16 -> i32
-        .queue(vec![1u8, 2]); // Vec -> VecDeque
+        .topic("a &str".to_string())
+        .tokens(7) // an integer literal becomes the field's u64
+        .cost(1.5)
+        .best_rank(-3)
+        .queue(VecDeque::from([1, 2]));
     assert_eq!(update.topic.as_deref(), Some("a &str"));
     assert_eq!(update.tokens, Some(7));
     assert_eq!(update.cost, Some(1.5));
@@ -163,8 +163,12 @@ fn empty_update_changes_nothing() {
 #[test]
 fn overwrite_replaces() {
     let mut state = Everything::default();
-    state.apply(EverythingUpdate::new().topic("first").round(1u32));
-    state.apply(EverythingUpdate::new().topic("second"));
+    state.apply(
+        EverythingUpdate::new()
+            .topic("first".to_string())
+            .round(1u32),
+    );
+    state.apply(EverythingUpdate::new().topic("second".to_string()));
     assert_eq!(state.topic, "second");
     assert_eq!(state.round, 1, "an unwritten field keeps its value");
     state.apply(EverythingUpdate::new().round(0u32));
@@ -177,14 +181,14 @@ fn append_extends_in_order() {
     state.apply(
         EverythingUpdate::new()
             .notes(vec!["a".to_string(), "b".to_string()])
-            .transcript("hello")
-            .queue(vec![1u8]),
+            .transcript("hello".to_string())
+            .queue(VecDeque::from([1])),
     );
     state.apply(
         EverythingUpdate::new()
             .notes(vec!["c".to_string()])
-            .transcript(", world")
-            .queue(vec![2u8, 3]),
+            .transcript(", world".to_string())
+            .queue(VecDeque::from([2, 3])),
     );
     assert_eq!(state.notes, ["a", "b", "c"]);
     assert_eq!(state.transcript, "hello, world");
@@ -270,7 +274,7 @@ fn union_joins_sets() {
 fn custom_reducers_are_called() {
     let mut state = Everything::default();
     for s in ["ab", "abcd", "abc"] {
-        state.apply(EverythingUpdate::new().longest(s));
+        state.apply(EverythingUpdate::new().longest(s.to_string()));
     }
     assert_eq!(state.longest, "abcd");
     for n in [12u64, 18, 30] {
@@ -282,7 +286,7 @@ fn custom_reducers_are_called() {
 #[test]
 fn update_round_trips_through_serde_json() {
     let update = EverythingUpdate::new()
-        .topic("t")
+        .topic("t".to_string())
         .notes(vec!["n".to_string()])
         .tokens(3u64)
         .scores(BTreeMap::from([("a".to_string(), 1)]))
@@ -383,8 +387,8 @@ fn awkward_names_and_types() {
     let mut a = Awkward::default();
     a.apply(
         AwkwardUpdate::new()
-            .r#type("kind")
-            .last(5u8) // u8 -> Option<u8>
+            .r#type("kind".to_string())
+            .last(Some(5))
             .children(vec![Awkward::default()])
             .value(9u16)
             .update(1u8)
@@ -431,4 +435,74 @@ fn derived_states_work_through_the_trait() {
     let mut r = Renamed::default();
     apply_all(&mut r, [Delta::new().n(1), Delta::new().n(2)]);
     assert_eq!(r.n, 3);
+}
+
+fn sample_updates() -> Vec<EverythingUpdate> {
+    vec![
+        EverythingUpdate::new()
+            .topic("first".into())
+            .notes(vec!["a".into()])
+            .transcript("x".into())
+            .tokens(3)
+            .best_rank(5)
+            .scores(BTreeMap::from([("k".into(), 1)]))
+            .longest("ab".into())
+            .divisor(12),
+        EverythingUpdate::new()
+            .round(2)
+            .notes(vec!["b".into(), "c".into()])
+            .queue(VecDeque::from([9]))
+            .cost(0.5)
+            .confidence(0.9)
+            .headers(HashMap::from([("h".into(), "v".into())]))
+            .tags(BTreeSet::from(["t".into()]))
+            .seen(HashSet::from([4]))
+            .divisor(18),
+    ]
+}
+
+#[test]
+fn fields_encode_and_decode_one_by_one() {
+    let mut state = Everything::default();
+    for u in sample_updates() {
+        state.apply(u);
+    }
+    let encoded: Vec<Vec<u8>> = (0..Everything::FIELDS.len())
+        .map(|i| {
+            let mut out = Vec::new();
+            state.encode_field(i, &mut out).unwrap();
+            out
+        })
+        .collect();
+    let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+    assert_eq!(Everything::decode_fields(&slices).unwrap(), state);
+
+    // Wrong arity and damaged bytes are errors naming the field, not panics.
+    assert!(Everything::decode_fields(&slices[1..]).is_err());
+    let mut damaged = slices.clone();
+    damaged[2] = &[0xff, 0xff, 0xff];
+    let e = Everything::decode_fields(&damaged).unwrap_err();
+    assert!(e.to_string().starts_with("field `notes`"), "{e}");
+    assert!(state.encode_field(99, &mut Vec::new()).is_err());
+}
+
+#[test]
+fn encoded_deltas_merge_like_apply() {
+    let mut applied = Everything::default();
+    let mut merged = Everything::default();
+    for u in sample_updates() {
+        for i in 0..Everything::FIELDS.len() {
+            let mut out = Vec::new();
+            Everything::encode_written(&u, i, &mut out).unwrap();
+            let mut written = false;
+            Everything::for_each_written(&u, |f| written |= f == i);
+            assert_eq!(out.is_empty(), !written, "field {i}");
+            if written {
+                merged.merge_encoded(i, &out).unwrap();
+            }
+        }
+        applied.apply(u);
+    }
+    assert_eq!(merged, applied);
+    assert!(merged.merge_encoded(2, &[1, 2, 3, 4, 5]).is_err());
 }

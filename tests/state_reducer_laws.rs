@@ -59,7 +59,7 @@ impl Spec {
             u = u.log(v.clone());
         }
         if let Some(v) = &self.text {
-            u = u.text(v.as_str());
+            u = u.text(v.clone());
         }
         if let Some(v) = self.total {
             u = u.total(v);

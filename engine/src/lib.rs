@@ -4,7 +4,7 @@
 extern crate self as agentgraph_engine;
 
 mod builder;
-mod codec;
+pub mod codec;
 mod config;
 mod context;
 mod error;
@@ -19,6 +19,7 @@ mod scheduler;
 mod state;
 
 pub use builder::GraphBuilder;
+pub use codec::CodecError;
 pub use config::{Mode, RunConfig};
 pub use context::{Context, InputError};
 pub use error::{BoxError, EdgeName, Error, GraphError, Result};
@@ -31,6 +32,7 @@ pub use state::{Field, State};
 #[doc(hidden)]
 pub mod __private {
     //! Paths used by code that `#[derive(State)]` generates. Not a public API.
+    pub use crate::codec::{self, CodecError};
     pub use crate::reducer;
     pub use crate::reducer::ReducerKind;
     pub use crate::route::{Command, IntoCommand};

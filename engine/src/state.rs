@@ -2,6 +2,7 @@
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::codec::CodecError;
 use crate::reducer::ReducerKind;
 
 /// The state a graph carries from step to step.
@@ -28,7 +29,7 @@ use crate::reducer::ReducerKind;
 /// Written by hand (the derive writes the same):
 ///
 /// ```
-/// use agentgraph_engine::{State, reducer::{self, ReducerKind}, Field};
+/// use agentgraph_engine::{codec, CodecError, State, reducer::{self, ReducerKind}, Field};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Clone, Default, Serialize, Deserialize)]
@@ -45,6 +46,25 @@ use crate::reducer::ReducerKind;
 ///     }
 ///     fn apply(&mut self, update: CounterUpdate) {
 ///         if let Some(v) = update.total { reducer::add(&mut self.total, v) }
+///     }
+///     fn encode_field(&self, i: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+///         match i { 0 => codec::encode_into(&self.total, out), _ => Err(CodecError::no_field(i, 1)) }
+///     }
+///     fn encode_written(u: &CounterUpdate, i: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+///         match (i, &u.total) {
+///             (0, Some(v)) => codec::encode_into(v, out),
+///             (0, None) => Ok(()),
+///             _ => Err(CodecError::no_field(i, 1)),
+///         }
+///     }
+///     fn decode_fields(fields: &[&[u8]]) -> Result<Self, CodecError> {
+///         match fields {
+///             [total] => Ok(Counter { total: codec::decode(total)? }),
+///             _ => Err(CodecError::new("expected 1 field")),
+///         }
+///     }
+///     fn merge_encoded(&mut self, i: usize, bytes: &[u8]) -> Result<(), CodecError> {
+///         match i { 0 => Ok(reducer::add(&mut self.total, codec::decode(bytes)?)), _ => Err(CodecError::no_field(i, 1)) }
 ///     }
 /// }
 ///
@@ -66,6 +86,42 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
 
     /// Merges one update into the state, field by field, with each field's reducer.
     fn apply(&mut self, update: Self::Update);
+
+    /// Appends the encoding of field `index` to `out` (checkpoints store fields one by one,
+    /// and only those that changed).
+    ///
+    /// # Errors
+    ///
+    /// When the field's `Serialize` fails, or there is no such field.
+    fn encode_field(&self, index: usize, out: &mut Vec<u8>) -> Result<(), CodecError>;
+
+    /// Appends the encoding of the value `update` writes to field `index` to `out`; appends
+    /// nothing when it writes none. Checkpoints store these values (deltas) for fields whose
+    /// reducer is not `overwrite`, so that a growing list costs its new items, not its length.
+    ///
+    /// # Errors
+    ///
+    /// When the value's `Serialize` fails, or there is no such field.
+    fn encode_written(
+        update: &Self::Update,
+        index: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError>;
+
+    /// Builds a state from the encodings of all its fields, in field order.
+    ///
+    /// # Errors
+    ///
+    /// When the number of fields differs or a field does not decode.
+    fn decode_fields(fields: &[&[u8]]) -> Result<Self, CodecError>;
+
+    /// Decodes a value of field `index`, as [`encode_written`](State::encode_written) made it,
+    /// and merges it into the state with the field's reducer.
+    ///
+    /// # Errors
+    ///
+    /// When the bytes do not decode, or there is no such field.
+    fn merge_encoded(&mut self, index: usize, bytes: &[u8]) -> Result<(), CodecError>;
 }
 
 /// One field of a [`State`]: its name and its reducer.

@@ -41,9 +41,11 @@ async fn events_arrive_in_order_with_contiguous_sequence_numbers() {
     let mut b = GraphBuilder::new();
     b.add_node("a", |_, ctx: Context| async move {
         ctx.emit("progress", &serde_json::json!({"done": 1}));
-        Ok(TraceUpdate::log("a").count(1))
+        Ok(TraceUpdate::note("a").count(1))
     })
-    .add_node("b", |_, _| async { Ok(TraceUpdate::default().last("b")) })
+    .add_node("b", |_, _| async {
+        Ok(TraceUpdate::default().last("b".into()))
+    })
     .add_edge(START, "a")
     .add_edge("a", "b")
     .add_edge("b", END);
@@ -116,7 +118,7 @@ async fn spawned_runs_stream_events_while_they_run() {
             ctx.emit("token", &i);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        Ok(TraceUpdate::log("slow"))
+        Ok(TraceUpdate::note("slow"))
     })
     .add_edge(START, "slow")
     .add_edge("slow", END);
@@ -137,7 +139,7 @@ async fn spawned_runs_stream_events_while_they_run() {
 #[tokio::test]
 async fn events_serialize_as_tagged_json_and_back() {
     let mut b = GraphBuilder::new();
-    b.add_node("a", |_, _| async { Ok(TraceUpdate::log("a")) })
+    b.add_node("a", |_, _| async { Ok(TraceUpdate::note("a")) })
         .add_edge(START, "a")
         .add_edge("a", END);
     let run = b.compile().unwrap().run(Trace::default());
@@ -158,7 +160,7 @@ async fn runs_without_subscribers_build_no_events() {
     // Not observable directly; this checks that a run with no subscriber still works and that
     // a subscriber made after the run ended sees nothing.
     let mut b = GraphBuilder::new();
-    b.add_node("a", |_, _| async { Ok(TraceUpdate::log("a")) })
+    b.add_node("a", |_, _| async { Ok(TraceUpdate::note("a")) })
         .add_edge(START, "a")
         .add_edge("a", END);
     let g = b.compile().unwrap();

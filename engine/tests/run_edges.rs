@@ -16,7 +16,7 @@ const MODES: [Mode; 2] = [Mode::Sequential, Mode::Parallel];
 
 /// An async node that logs its name.
 fn logger(b: &mut GraphBuilder<Trace>, name: &'static str) {
-    b.add_node(name, move |_, _| async move { Ok(TraceUpdate::log(name)) });
+    b.add_node(name, move |_, _| async move { Ok(TraceUpdate::note(name)) });
 }
 
 async fn run(g: &CompiledGraph<Trace>, mode: Mode) -> Result<Trace, Error> {
@@ -102,7 +102,7 @@ async fn router_reads_the_merged_state() {
     let mut b = GraphBuilder::new();
     b.add_node("a", |_, _| async { Ok(TraceUpdate::default().count(1)) })
         .add_node("b", |_, _| async { Ok(TraceUpdate::default().count(2)) })
-        .add_node("three", |_, _| async { Ok(TraceUpdate::log("three")) })
+        .add_node("three", |_, _| async { Ok(TraceUpdate::note("three")) })
         .add_edges(START, ["a", "b"])
         .add_conditional_edges("a", ["three", END], |s: &Trace| {
             if s.count == 3 { "three" } else { END }
@@ -267,7 +267,9 @@ async fn join_does_not_hang_on_a_branch_not_taken() {
 async fn join_bookkeeping_resets_for_each_pass() {
     // A loop through a fan-out and a join: each pass waits for both branches again.
     let mut b = GraphBuilder::new();
-    b.add_node("fan", |_, _| async { Ok(TraceUpdate::log("fan").count(1)) });
+    b.add_node("fan", |_, _| async {
+        Ok(TraceUpdate::note("fan").count(1))
+    });
     logger(&mut b, "fast");
     logger(&mut b, "slow1");
     logger(&mut b, "slow2");
@@ -297,7 +299,7 @@ async fn packets_map_reduce_in_emission_order() {
         let (label, delay_ms): (String, u64) = ctx.input()?;
         // Later packets finish first.
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        Ok(TraceUpdate::log(label).count(1))
+        Ok(TraceUpdate::note(label).count(1))
     });
     logger(&mut b, "reduce");
     b.add_edge(START, "plan")
@@ -346,7 +348,7 @@ async fn packet_input_errors_are_node_errors() {
 async fn goto_replaces_static_edges() {
     let mut b = GraphBuilder::new();
     b.add_node("decide", |s: Arc<Trace>, _| async move {
-        let cmd = Command::new(TraceUpdate::log("decide"));
+        let cmd = Command::new(TraceUpdate::note("decide"));
         Ok(if s.count > 0 {
             cmd.goto("special")
         } else {
@@ -477,7 +479,7 @@ async fn cpu_nodes_run_on_rayon_in_parallel() {
                 }
                 std::hint::spin_loop();
             }
-            Ok(TraceUpdate::log(name))
+            Ok(TraceUpdate::note(name))
         });
     }
     b.add_edges(START, ["left", "right"])

@@ -26,13 +26,13 @@ async fn run_collect(g: &CompiledGraph<Trace>, mode: Mode) -> (Result<Trace, Err
 async fn two_writers_of_an_overwrite_field_conflict() {
     let mut b = GraphBuilder::new();
     b.add_node("first", |_, _| async {
-        Ok(TraceUpdate::log("first").last("first"))
+        Ok(TraceUpdate::note("first").last("first".into()))
     })
     .add_node("second", |_, _| async {
-        Ok(TraceUpdate::log("second").last("second"))
+        Ok(TraceUpdate::note("second").last("second".into()))
     })
     .add_node("other", |_, _| async {
-        Ok(TraceUpdate::log("other").count(1))
+        Ok(TraceUpdate::note("other").count(1))
     })
     .add_edges(START, ["other", "second", "first"])
     .add_edge("first", END)
@@ -79,7 +79,7 @@ async fn reducer_fields_have_no_conflicts() {
     for n in ["a", "b", "c"] {
         b.add_node(
             n,
-            move |_, _| async move { Ok(TraceUpdate::log(n).count(2)) },
+            move |_, _| async move { Ok(TraceUpdate::note(n).count(2)) },
         );
         b.add_edge(START, n).add_edge(n, END);
     }
@@ -100,10 +100,10 @@ async fn a_failing_node_lets_its_siblings_finish() {
         async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             done.store(true, Ordering::SeqCst);
-            Ok(TraceUpdate::log("slow"))
+            Ok(TraceUpdate::note("slow"))
         }
     })
-    .add_node("after", |_, _| async { Ok(TraceUpdate::log("after")) })
+    .add_node("after", |_, _| async { Ok(TraceUpdate::note("after")) })
     .add_edges(START, ["fails", "slow"])
     .add_edge("fails", "after")
     .add_edge("slow", "after")

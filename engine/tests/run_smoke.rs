@@ -6,10 +6,10 @@ use common::{Trace, TraceUpdate};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_join_loop() {
     let mut b = GraphBuilder::<Trace>::new();
-    b.add_node("a", |_, _| async { Ok(TraceUpdate::log("a")) })
-        .add_node("b", |_, _| async { Ok(TraceUpdate::log("b").count(1)) })
-        .add_cpu_node("c", |_, _| Ok(TraceUpdate::log("c").count(2)))
-        .add_node("d", |_, _| async { Ok(TraceUpdate::log("d")) })
+    b.add_node("a", |_, _| async { Ok(TraceUpdate::note("a")) })
+        .add_node("b", |_, _| async { Ok(TraceUpdate::note("b").count(1)) })
+        .add_cpu_node("c", |_, _| Ok(TraceUpdate::note("c").count(2)))
+        .add_node("d", |_, _| async { Ok(TraceUpdate::note("d")) })
         .add_edge(START, "a")
         .add_edges("a", ["b", "c"])
         .add_join(["b", "c"], "d")

@@ -14,7 +14,8 @@ use proc_macro::TokenStream;
 /// - `FooUpdate`, with the visibility of `Foo`: one `pub field: Option<T>` per field of `Foo`
 ///   (`None` leaves the field unchanged), `Default`, `Serialize` and `Deserialize`;
 /// - `FooUpdate::new()` (the empty update), `FooUpdate::is_empty()`, and a setter per field,
-///   `fn field(self, value: impl Into<T>) -> Self`, to build updates by chaining;
+///   `fn field(self, value: T) -> Self` (the field's own type, so literals infer), to build
+///   updates by chaining;
 /// - `impl State for Foo`, whose `apply` merges each written field with its reducer.
 ///
 /// `State` needs `Clone + Serialize + Deserialize` on the struct itself (checkpoints store

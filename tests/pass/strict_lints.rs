@@ -52,8 +52,8 @@ mod private {
 
     pub(crate) fn run() {
         let mut c = Crate::default();
-        c.apply(CrateUpdate::new().first(1));
-        c.apply(CrateUpdate::new().first(2));
+        c.apply(CrateUpdate::new().first(Some(1)));
+        c.apply(CrateUpdate::new().first(Some(2)));
         assert_eq!(c.first, Some(1));
 
         let mut p = Private::default();
@@ -64,7 +64,7 @@ mod private {
 
 fn main() {
     let mut r = Research::default();
-    r.apply(ResearchUpdate::new().topic("t").notes(vec!["n".into()]).tokens(2u8));
+    r.apply(ResearchUpdate::new().topic("t".into()).notes(vec!["n".into()]).tokens(2));
     assert_eq!(r.tokens, 2);
     assert!(EmptyUpdate::new().is_empty());
     private::run();

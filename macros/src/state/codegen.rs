@@ -81,8 +81,8 @@ fn update_impl(def: &StateDef<'_>) -> TokenStream {
         quote! {
             #[doc = #doc]
             #[must_use]
-            pub fn #ident(mut self, value: impl ::core::convert::Into<#ty>) -> Self {
-                self.#ident = ::core::option::Option::Some(value.into());
+            pub fn #ident(mut self, value: #ty) -> Self {
+                self.#ident = ::core::option::Option::Some(value);
                 self
             }
         }
@@ -154,6 +154,63 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
             }
         }
     });
+    let field_count = Literal::usize_unsuffixed(def.fields.len());
+    let encode_field_arms = def.fields.iter().enumerate().map(|(i, field)| {
+        let ident = &field.ident;
+        let name = field.ident.unraw().to_string();
+        let index = Literal::usize_unsuffixed(i);
+        quote! {
+            #index => #private::codec::encode_into(&self.#ident, out).map_err(|e| e.in_field(#name)),
+        }
+    });
+    let encode_written_arms = def.fields.iter().enumerate().map(|(i, field)| {
+        let ident = &field.ident;
+        let name = field.ident.unraw().to_string();
+        let index = Literal::usize_unsuffixed(i);
+        quote! {
+            #index => match &update.#ident {
+                ::core::option::Option::Some(value) => {
+                    #private::codec::encode_into(value, out).map_err(|e| e.in_field(#name))
+                }
+                ::core::option::Option::None => ::core::result::Result::Ok(()),
+            },
+        }
+    });
+    let field_vars: Vec<_> = (0..def.fields.len())
+        .map(|i| format_ident!("__field{}", i))
+        .collect();
+    let decode_inits = def.fields.iter().zip(&field_vars).map(|(field, var)| {
+        let ident = &field.ident;
+        let name = field.ident.unraw().to_string();
+        quote! {
+            #ident: #private::codec::decode(#var).map_err(|e| e.in_field(#name))?,
+        }
+    });
+    let merge_encoded_arms = def.fields.iter().enumerate().map(|(i, field)| {
+        let ident = &field.ident;
+        let name = field.ident.unraw().to_string();
+        let index = Literal::usize_unsuffixed(i);
+        let call = match &field.reducer {
+            Reducer::Builtin(builtin, span) => {
+                let function = format_ident!("{}", builtin.name());
+                respan(
+                    quote!(#private::reducer::#function(&mut self.#ident, value)),
+                    *span,
+                )
+            }
+            Reducer::With(path) => {
+                let args = respan(quote!((&mut self.#ident, value)), path.span());
+                quote!(#path #args)
+            }
+        };
+        quote! {
+            #index => {
+                let value = #private::codec::decode(bytes).map_err(|e| e.in_field(#name))?;
+                #call;
+                ::core::result::Result::Ok(())
+            }
+        }
+    });
     // Unused parameters of a state without fields are `_`.
     let (update_param, f_param) = if def.fields.is_empty() {
         (quote!(_), quote!(_))
@@ -177,6 +234,55 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
 
             fn apply(&mut self, #update_param: Self::Update) {
                 #(#merges)*
+            }
+
+            fn encode_field(
+                &self,
+                index: usize,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), #private_at_name::CodecError> {
+                let _ = &out;
+                match index {
+                    #(#encode_field_arms)*
+                    _ => ::core::result::Result::Err(#private_at_name::CodecError::no_field(index, #field_count)),
+                }
+            }
+
+            fn encode_written(
+                #update_param: &Self::Update,
+                index: usize,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<(), #private_at_name::CodecError> {
+                let _ = &out;
+                match index {
+                    #(#encode_written_arms)*
+                    _ => ::core::result::Result::Err(#private_at_name::CodecError::no_field(index, #field_count)),
+                }
+            }
+
+            fn decode_fields(
+                fields: &[&[u8]],
+            ) -> ::core::result::Result<Self, #private_at_name::CodecError> {
+                match fields {
+                    [#(#field_vars),*] => ::core::result::Result::Ok(Self {
+                        #(#decode_inits)*
+                    }),
+                    _ => ::core::result::Result::Err(#private_at_name::CodecError::new(
+                        ::std::format!("expected {} fields, found {}", #field_count, fields.len()),
+                    )),
+                }
+            }
+
+            fn merge_encoded(
+                &mut self,
+                index: usize,
+                bytes: &[u8],
+            ) -> ::core::result::Result<(), #private_at_name::CodecError> {
+                let _ = bytes;
+                match index {
+                    #(#merge_encoded_arms)*
+                    _ => ::core::result::Result::Err(#private_at_name::CodecError::no_field(index, #field_count)),
+                }
             }
         }
 
