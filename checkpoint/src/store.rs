@@ -136,6 +136,15 @@ pub enum Op {
         /// The first version kept.
         version: u64,
     },
+    /// Deletes what `run` wrote after `step`: checkpoints of later steps, blobs of later
+    /// versions, pending writes of later steps (resuming from an older checkpoint past damage
+    /// drops the timeline that followed it).
+    DeleteAfter {
+        /// The run.
+        run: String,
+        /// The last step kept.
+        step: u64,
+    },
     /// Deletes everything of `run`: record, checkpoints, blobs, pending writes.
     DeleteRun {
         /// The run.
@@ -254,6 +263,14 @@ impl WriteBatch {
             run: run.to_owned(),
             field,
             version,
+        })
+    }
+
+    /// See [`Op::DeleteAfter`].
+    pub fn delete_after(&mut self, run: &str, step: u64) -> &mut Self {
+        self.push(Op::DeleteAfter {
+            run: run.to_owned(),
+            step,
         })
     }
 

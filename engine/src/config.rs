@@ -1,5 +1,8 @@
 //! Run settings: [`Mode`] and [`RunConfig`].
 
+use std::sync::Arc;
+
+use agentgraph_checkpoint::CheckpointStore;
 use serde::{Deserialize, Serialize};
 
 /// How the tasks of a step run. Both modes give the same final state and the same events per
@@ -12,6 +15,27 @@ pub enum Mode {
     /// Concurrently: async nodes as tokio tasks, CPU-bound nodes on the rayon pool.
     #[default]
     Parallel,
+}
+
+/// When checkpoints become durable. In every mode a pending write is durable no later than
+/// the checkpoint that supersedes it, and a run that returns has flushed everything.
+///
+/// What "durable" survives is the store's: with the embedded sled store, a flushed write
+/// survives the process being killed at any instant, but sled's flush does not fsync, so a
+/// power loss or kernel crash may lose about the last 500 ms of acknowledged steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Each checkpoint, and the pending writes before it, is flushed before the next step
+    /// starts: a crash loses no finished step.
+    Sync,
+    /// Checkpoints are committed at once and flushed in the background while the next steps
+    /// run: a crash may lose the last steps, but never corrupts or reorders them.
+    #[default]
+    Async,
+    /// Checkpoints are kept in memory and written when the run completes, fails or is
+    /// interrupted: a crash loses the whole run. The fastest mode.
+    Exit,
 }
 
 /// The settings of one run.
@@ -30,6 +54,9 @@ pub struct RunConfig {
     pub(crate) recursion_limit: u64,
     pub(crate) run_id: Option<String>,
     pub(crate) event_capacity: usize,
+    pub(crate) store: Option<Arc<dyn CheckpointStore>>,
+    pub(crate) durability: Durability,
+    pub(crate) allow_graph_change: bool,
 }
 
 impl Default for RunConfig {
@@ -40,6 +67,9 @@ impl Default for RunConfig {
             recursion_limit: RunConfig::DEFAULT_RECURSION_LIMIT,
             run_id: None,
             event_capacity: 4096,
+            store: None,
+            durability: Durability::default(),
+            allow_graph_change: false,
         }
     }
 }
@@ -48,7 +78,8 @@ impl RunConfig {
     /// The default recursion limit: 10,000 steps.
     pub const DEFAULT_RECURSION_LIMIT: u64 = 10_000;
 
-    /// The defaults: parallel, seed 0, 10,000 steps, a fresh run id, 4,096 buffered events.
+    /// The defaults: parallel, seed 0, 10,000 steps, a fresh run id, 4,096 buffered events, no
+    /// checkpoint store.
     pub fn new() -> Self {
         RunConfig::default()
     }
@@ -85,6 +116,37 @@ impl RunConfig {
     #[must_use]
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events;
+        self
+    }
+
+    /// Checkpoints the run to `store` after every step, so that it can be resumed with
+    /// [`CompiledGraph::resume`](crate::CompiledGraph::resume).
+    #[must_use]
+    pub fn store(mut self, store: impl CheckpointStore) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// [`store`](RunConfig::store) for a store shared with other runs.
+    #[must_use]
+    pub fn shared_store(mut self, store: Arc<dyn CheckpointStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// When checkpoints become durable (default [`Durability::Async`]).
+    #[must_use]
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Lets a run resume with a graph whose fingerprint differs from the one that started it
+    /// (nodes renamed or removed, edges or reducers changed). Without it, that is
+    /// [`Error::GraphChanged`](crate::Error::GraphChanged).
+    #[must_use]
+    pub fn allow_graph_change(mut self, allow: bool) -> Self {
+        self.allow_graph_change = allow;
         self
     }
 

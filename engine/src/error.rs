@@ -186,6 +186,56 @@ pub enum Error {
         /// The encoder's message.
         message: String,
     },
+    /// The checkpoint store failed.
+    #[error("checkpoint store: {0}")]
+    Store(#[from] agentgraph_checkpoint::StoreError),
+    /// No checkpoint of the run can be read: every one is damaged.
+    #[error("run `{run}` has no readable checkpoint: {reason}")]
+    Corrupt {
+        /// The run.
+        run: String,
+        /// What is wrong with the newest checkpoint.
+        reason: String,
+    },
+    /// The state could not be encoded for a checkpoint or pending write.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// Why.
+        #[source]
+        source: crate::codec::CodecError,
+    },
+    /// The run was started by a graph with another fingerprint.
+    #[error(
+        "run `{run}` was started by a different graph (fingerprint {stored}, this graph {current}); \
+         resume it with the graph that started it, or allow the change with `RunConfig::allow_graph_change`"
+    )]
+    GraphChanged {
+        /// The run.
+        run: String,
+        /// The fingerprint stored with the run.
+        stored: crate::ids::Fingerprint,
+        /// This graph's fingerprint.
+        current: crate::ids::Fingerprint,
+    },
+    /// A stored task names a node this graph does not have.
+    #[error("run `{run}` has a task for node `{node}`, which this graph does not have")]
+    MissingNode {
+        /// The run.
+        run: String,
+        /// The node.
+        node: String,
+    },
+    /// The store has no such run.
+    #[error("run `{0}` is not in the store")]
+    RunNotFound(String),
+    /// A new run was given the id of a run already in the store.
+    #[error("run `{0}` already exists in the store; resume it, or choose another run id")]
+    RunExists(String),
+    /// Resuming needs a store.
+    #[error("resuming needs a checkpoint store: set one with `RunConfig::store`")]
+    NoStore,
     /// The task running the graph was lost (the runtime shut down or the task panicked).
     #[error("the run's task ended abnormally: {0}")]
     Aborted(String),

@@ -64,6 +64,16 @@ pub enum EventKind {
         /// The graph's fingerprint.
         graph: Fingerprint,
     },
+    /// A run resumed from its checkpoint of `step`.
+    RunResumed {
+        /// The step of the checkpoint it resumed from.
+        step: u64,
+        /// How many tasks of the next step had already finished (their pending writes are
+        /// applied; they do not run again).
+        restored: usize,
+        /// The graph's fingerprint.
+        graph: Fingerprint,
+    },
     /// A step started; its tasks are listed in merge order.
     StepStarted {
         /// The step, from 1.
@@ -135,6 +145,13 @@ pub enum EventKind {
         /// The fields written, in declaration order.
         fields: Vec<Cow<'static, str>>,
     },
+    /// The checkpoint of a step was written (and, in `Sync` durability, flushed).
+    CheckpointSaved {
+        /// The step.
+        step: u64,
+        /// The bytes written: the checkpoint record and the blobs of the fields that changed.
+        bytes: u64,
+    },
     /// The run finished.
     RunFinished {
         /// Steps run.
@@ -157,6 +174,16 @@ impl fmt::Display for Event {
         match &self.kind {
             EventKind::RunStarted { mode, seed, .. } => {
                 write!(f, "run {} started ({mode:?}, seed {seed})", self.run_id)
+            }
+            EventKind::RunResumed { step, restored, .. } => {
+                write!(
+                    f,
+                    "run {} resumed after step {step} ({restored} finished tasks restored)",
+                    self.run_id
+                )
+            }
+            EventKind::CheckpointSaved { step, bytes } => {
+                write!(f, "checkpoint {step} saved ({bytes} bytes)")
             }
             EventKind::StepStarted { step, tasks } => {
                 write!(f, "step {step} started:")?;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::event::{EventBus, EventStream};
 use crate::ids::Fingerprint;
 use crate::plan::Plan;
-use crate::scheduler::Executor;
+use crate::scheduler::{Executor, Start};
 use crate::state::State;
 
 /// An immutable, validated graph, ready to run any number of times, concurrently. Cheap to
@@ -100,6 +100,26 @@ impl<S: State> CompiledGraph<S> {
 
     /// A run of the graph on `input` with `config`.
     pub fn run_with(&self, input: S, config: RunConfig) -> Run<S> {
+        self.run_with_start(Start::Fresh(input), config)
+    }
+
+    /// The run `run_id` of `config`'s store, resumed from its last checkpoint: tasks of the
+    /// interrupted step that had finished are not run again (their pending writes are
+    /// applied); the others run. Resuming a completed run returns its final state.
+    ///
+    /// The run fails with [`Error::NoStore`] without a store,
+    /// [`Error::RunNotFound`](crate::Error::RunNotFound) for an unknown id,
+    /// [`Error::GraphChanged`] when this graph's fingerprint differs from the one that
+    /// started the run (unless allowed), and [`Error::Store`] with
+    /// `StoreError::RunBusy` when the run is running.
+    pub fn resume(&self, run_id: impl Into<String>, config: RunConfig) -> Run<S> {
+        let config = config.run_id(run_id);
+        let mut run = self.run_with_start(Start::Resume, config);
+        run.resuming = true;
+        run
+    }
+
+    fn run_with_start(&self, start: Start<S>, config: RunConfig) -> Run<S> {
         let run_id: Arc<str> = match &config.run_id {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(uuid::Uuid::now_v7().to_string()),
@@ -111,10 +131,19 @@ impl<S: State> CompiledGraph<S> {
         });
         Run {
             plan: self.plan.clone(),
-            input,
+            start,
             config,
             shared,
+            resuming: false,
         }
+    }
+
+    /// The runs `store` holds for this graph: list, inspect, fork, prune, delete.
+    pub fn history(
+        &self,
+        store: Arc<dyn agentgraph_checkpoint::CheckpointStore>,
+    ) -> crate::history::History<S> {
+        crate::history::History::new(self.clone(), store)
     }
 
     /// The graph's fingerprint: a stable hash of its nodes, edges and state reducers.
@@ -139,9 +168,10 @@ impl<S: State> CompiledGraph<S> {
 #[must_use = "a run does nothing until it is awaited or spawned"]
 pub struct Run<S: State> {
     plan: Arc<Plan<S>>,
-    input: S,
+    start: Start<S>,
     config: RunConfig,
     shared: Arc<RunShared>,
+    resuming: bool,
 }
 
 impl<S: State> fmt::Debug for Run<S> {
@@ -149,6 +179,7 @@ impl<S: State> fmt::Debug for Run<S> {
         f.debug_struct("Run")
             .field("run_id", &self.shared.run_id)
             .field("config", &self.config)
+            .field("resuming", &self.resuming)
             .finish_non_exhaustive()
     }
 }
@@ -188,7 +219,7 @@ impl<S: State> IntoFuture for Run<S> {
         let span =
             tracing::info_span!("run", run_id = %self.shared.run_id, mode = ?self.config.mode);
         let executor = Executor::new(self.plan, self.shared, &self.config);
-        Box::pin(executor.run(self.input).instrument(span))
+        Box::pin(executor.run(self.start).instrument(span))
     }
 }
 

@@ -17,13 +17,19 @@ use rand::distr::Distribution;
 use rand_chacha::ChaCha8Rng;
 use tracing::Instrument;
 
+use std::collections::HashMap;
+
+use agentgraph_checkpoint::{CheckpointStore, RunStatus};
+
 use crate::builder::Target;
-use crate::config::{Mode, RunConfig};
+use crate::config::{Durability, Mode, RunConfig};
 use crate::context::{Context, RunShared};
 use crate::error::{BoxError, Error, Result};
 use crate::event::{EventKind, TaskInfo};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
 use crate::node::NodeFn;
+use crate::persist::record::{JoinRecord, TaskRecord};
+use crate::persist::{Loaded, Persister, command_from};
 use crate::plan::{Plan, PlanEdge, slot};
 use crate::route::{Command, Route};
 use crate::state::State;
@@ -82,6 +88,20 @@ impl Frontier {
             || self.packets.iter().any(|(n, _)| set.contains(*n as usize))
     }
 
+    /// The frontier as stored in a checkpoint: nodes in plan order, then packets.
+    fn records<S: State>(&mut self, plan: &Plan<S>) -> Vec<TaskRecord> {
+        self.plain.sort_unstable();
+        let plain = self.plain.iter().map(|n| TaskRecord {
+            node: plan.nodes[*n as usize].name.to_string(),
+            input: None,
+        });
+        let packets = self.packets.iter().map(|(n, input)| TaskRecord {
+            node: plan.nodes[*n as usize].name.to_string(),
+            input: Some(input.to_vec()),
+        });
+        plain.chain(packets).collect()
+    }
+
     /// Turns the frontier into the step's tasks, in merge order: edge-triggered nodes in plan
     /// order, then packets in the order they were emitted.
     fn take_tasks<S: State>(
@@ -125,12 +145,23 @@ struct JoinPass {
     active: bool,
 }
 
+/// How a run begins.
+pub(crate) enum Start<S> {
+    /// A new run from this input.
+    Fresh(S),
+    /// The run of this id, from its store.
+    Resume,
+}
+
 /// The executor of one run.
 pub(crate) struct Executor<S: State> {
     plan: Arc<Plan<S>>,
     shared: Arc<RunShared>,
     mode: Mode,
     limit: u64,
+    store: Option<Arc<dyn CheckpointStore>>,
+    durability: Durability,
+    allow_graph_change: bool,
     frontier: Frontier,
     joins: Vec<JoinPass>,
 }
@@ -151,32 +182,39 @@ impl<S: State> Executor<S> {
             shared,
             mode: config.mode,
             limit: config.recursion_limit,
+            store: config.store.clone(),
+            durability: config.durability,
+            allow_graph_change: config.allow_graph_change,
             joins,
         }
     }
 
-    /// Runs the graph from `input` to the end.
-    pub(crate) async fn run(mut self, input: S) -> Result<S> {
+    /// Runs the graph to the end: from `input`, or from the run's last checkpoint.
+    pub(crate) async fn run(mut self, start: Start<S>) -> Result<S> {
         let started = Instant::now();
-        let events = &self.shared.events;
-        events.emit(|| EventKind::RunStarted {
-            mode: self.mode,
-            seed: self.shared.seed,
-            graph: self.plan.fingerprint,
-        });
-        let mut state = Arc::new(input);
         let mut step = 0;
-        let result = self.steps(&mut state, &mut step).await;
+        let mut persist = None;
+        let result = self.run_steps(start, &mut step, &mut persist).await;
         let events = &self.shared.events;
         match result {
-            Ok(()) => {
+            Ok(state) => {
                 events.emit(|| EventKind::RunFinished {
                     steps: step,
                     duration: started.elapsed(),
                 });
                 Ok(Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone()))
             }
-            Err(e) => {
+            Err((e, drop_pending)) => {
+                if let Some(p) = persist.as_mut() {
+                    // The failure is recorded; if even that fails, the run's own error says more.
+                    let _ = p
+                        .finish(
+                            RunStatus::Failed,
+                            Some(e.to_string()),
+                            drop_pending.then_some(step),
+                        )
+                        .await;
+                }
                 events.emit(|| EventKind::RunFailed {
                     step,
                     error: e.to_string(),
@@ -186,42 +224,120 @@ impl<S: State> Executor<S> {
         }
     }
 
-    async fn steps(&mut self, state: &mut Arc<S>, step: &mut u64) -> Result<()> {
-        let start_key = task_key("", 0, crate::route::START, 0);
-        self.route(0, start_key, 0, None, state)?;
-        self.resolve_joins();
+    /// The step loop. Errors carry whether the failed step's pending writes must go (they
+    /// would fail the same way again).
+    async fn run_steps(
+        &mut self,
+        start: Start<S>,
+        step: &mut u64,
+        persist: &mut Option<Persister<S>>,
+    ) -> std::result::Result<Arc<S>, (Error, bool)> {
+        let plan = self.plan.clone();
+        let keep = |e: Error| (e, false);
+        let (mut state, mut restored) = match start {
+            Start::Fresh(input) => {
+                self.shared.events.emit(|| EventKind::RunStarted {
+                    mode: self.mode,
+                    seed: self.shared.seed,
+                    graph: plan.fingerprint,
+                });
+                if let Some(store) = &self.store {
+                    let p = Persister::create(
+                        store.clone(),
+                        self.shared.run_id.clone(),
+                        self.durability,
+                        plan.fingerprint,
+                    )
+                    .await
+                    .map_err(keep)?;
+                    *persist = Some(p);
+                }
+                let state = Arc::new(input);
+                let start_key = task_key("", 0, crate::route::START, 0);
+                self.route(0, start_key, 0, None, &state).map_err(keep)?;
+                self.resolve_joins();
+                let all = vec![true; S::FIELDS.len()];
+                self.save(persist, 0, &state, &all).await.map_err(keep)?;
+                (state, Vec::new())
+            }
+            Start::Resume => {
+                let Some(store) = &self.store else {
+                    return Err(keep(Error::NoStore));
+                };
+                let (p, loaded) = Persister::open(
+                    store.clone(),
+                    self.shared.run_id.clone(),
+                    self.durability,
+                    plan.fingerprint,
+                    self.allow_graph_change,
+                )
+                .await
+                .map_err(keep)?;
+                *persist = Some(p);
+                *step = loaded.record.step;
+                let pending = self.restore(&loaded).map_err(keep)?;
+                if self.frontier.is_empty() {
+                    // A completed run: nothing to do but say so again.
+                    if let Some(p) = persist.as_mut() {
+                        p.finish(RunStatus::Completed, None, None)
+                            .await
+                            .map_err(keep)?;
+                    }
+                }
+                let restored = pending.len();
+                self.shared.events.emit(|| EventKind::RunResumed {
+                    step: loaded.record.step,
+                    restored,
+                    graph: plan.fingerprint,
+                });
+                (Arc::new(loaded.state), pending)
+            }
+        };
+
         let mut tasks = Vec::new();
         let mut commands: Vec<Command<S>> = Vec::new();
         let mut gotos: Vec<Option<Route>> = Vec::new();
+        let mut written = vec![false; S::FIELDS.len()];
         while !self.frontier.is_empty() {
             if *step >= self.limit {
-                return Err(Error::RecursionLimit { limit: self.limit });
+                return Err(keep(Error::RecursionLimit { limit: self.limit }));
             }
             *step += 1;
             let step = *step;
             self.frontier
-                .take_tasks(&self.plan, &self.shared.run_id, step, &mut tasks);
+                .take_tasks(&plan, &self.shared.run_id, step, &mut tasks);
             self.shared.events.emit(|| EventKind::StepStarted {
                 step,
                 tasks: tasks
                     .iter()
                     .map(|t| TaskInfo {
-                        node: self.plan.nodes[t.node as usize].name.clone(),
+                        node: plan.nodes[t.node as usize].name.clone(),
                         task: t.id,
                         packet: t.packet,
                     })
                     .collect(),
             });
+            let done = self
+                .restored_commands(&tasks, std::mem::take(&mut restored))
+                .map_err(keep)?;
             let span = tracing::debug_span!("step", step, tasks = tasks.len());
-            let outcomes = self.run_tasks(&tasks, state, step).instrument(span).await;
+            let outcomes = self
+                .run_tasks(&tasks, &state, step, done, persist.as_mut())
+                .instrument(span)
+                .await
+                .map_err(keep)?;
 
             // The barrier: every task has finished. The first failure, in task order, fails
-            // the run; nothing of the step is applied.
+            // the run; nothing of the step is applied, and the finished tasks keep their writes.
             commands.clear();
             let mut failure = None;
-            for (task, outcome) in tasks.iter().zip(outcomes) {
+            let mut finished = Vec::new();
+            for (i, (task, outcome)) in tasks.iter().zip(outcomes).enumerate() {
                 match outcome {
-                    Ok(cmd) => commands.push(cmd),
+                    Ok(cmd) => {
+                        finished.push(i);
+                        commands.push(cmd);
+                    }
                     Err(f) if failure.is_none() => {
                         failure = Some(self.failure_error(task, step, f))
                     }
@@ -229,51 +345,215 @@ impl<S: State> Executor<S> {
                 }
             }
             if let Some(e) = failure {
-                return Err(e);
+                if let Some(p) = persist.as_mut() {
+                    for (cmd, &i) in commands.iter().zip(&finished) {
+                        let task = &tasks[i];
+                        p.pending_write(
+                            step,
+                            i as u32,
+                            task.id,
+                            &plan.nodes[task.node as usize].name,
+                            cmd,
+                        )
+                        .await
+                        .map_err(keep)?;
+                    }
+                }
+                return Err(keep(e));
             }
-            self.check_conflicts(&tasks, &commands, step)?;
-            self.merge(state, &mut commands, &mut gotos, step);
+            if let Err(e) = self.check_conflicts(&tasks, &commands, step) {
+                return Err((e, true));
+            }
+            self.merge(
+                &mut state,
+                &mut commands,
+                &mut gotos,
+                &mut written,
+                persist.as_mut(),
+                step,
+            )
+            .map_err(keep)?;
             for (task, goto) in tasks.iter().zip(gotos.drain(..)) {
-                self.route(slot(Some(task.node)), task.key, step, goto, state)?;
+                self.route(slot(Some(task.node)), task.key, step, goto, &state)
+                    .map_err(keep)?;
             }
             self.resolve_joins();
+            self.save(persist, step, &state, &written)
+                .await
+                .map_err(keep)?;
         }
+        Ok(state)
+    }
+
+    /// Writes the checkpoint of `step`, if the run has a store.
+    async fn save(
+        &mut self,
+        persist: &mut Option<Persister<S>>,
+        step: u64,
+        state: &S,
+        written: &[bool],
+    ) -> Result<()> {
+        let Some(p) = persist.as_mut() else {
+            return Ok(());
+        };
+        let status = self.frontier.is_empty().then_some(RunStatus::Completed);
+        let next = self.frontier.records(&self.plan);
+        let joins = self
+            .joins
+            .iter()
+            .map(|j| JoinRecord {
+                arrived: j.arrived.clone(),
+                active: j.active,
+            })
+            .collect();
+        let bytes = p
+            .checkpoint(step, state, written, next, joins, status)
+            .await?;
+        self.shared
+            .events
+            .emit(|| EventKind::CheckpointSaved { step, bytes });
         Ok(())
     }
 
-    /// Runs the tasks of one step on the same snapshot; returns their outcomes in task order.
-    async fn run_tasks(&self, tasks: &[Task], state: &Arc<S>, step: u64) -> Vec<TaskOutcome<S>> {
-        if self.mode == Mode::Sequential || tasks.len() == 1 {
-            let mut out = Vec::with_capacity(tasks.len());
-            for task in tasks {
-                out.push(self.task_future(task, state, step).await);
+    /// Restores the frontier and joins of a loaded checkpoint; returns its pending writes.
+    fn restore(
+        &mut self,
+        loaded: &Loaded<S>,
+    ) -> Result<Vec<(u32, crate::persist::record::PendingWriteRecord)>> {
+        let by_name: HashMap<&str, NodeId> = self
+            .plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (&*n.name, i as NodeId))
+            .collect();
+        let run = &self.shared.run_id;
+        for t in &loaded.record.next {
+            let Some(&id) = by_name.get(t.node.as_str()) else {
+                return Err(Error::MissingNode {
+                    run: run.to_string(),
+                    node: t.node.clone(),
+                });
+            };
+            match &t.input {
+                None => self.frontier.schedule(id),
+                Some(input) => self
+                    .frontier
+                    .packets
+                    .push((id, Arc::from(input.as_slice()))),
             }
-            return out;
         }
-        let mut running: FuturesUnordered<BoxFuture<'static, (usize, TaskOutcome<S>)>> =
-            FuturesUnordered::new();
-        for (i, task) in tasks.iter().enumerate() {
-            let fut = self.task_future(task, state, step);
-            match self.plan.nodes[task.node as usize].func {
-                NodeFn::Async(_) => {
-                    let handle = tokio::spawn(fut);
-                    running.push(Box::pin(async move {
-                        let outcome = handle
-                            .await
-                            .unwrap_or_else(|e| Err(TaskFailure::Lost(e.to_string())));
-                        (i, outcome)
-                    }));
+        if loaded.record.joins.len() == self.joins.len() {
+            for (pass, rec) in self.joins.iter_mut().zip(&loaded.record.joins) {
+                if rec.arrived.len() == pass.arrived.len() {
+                    pass.arrived.clone_from(&rec.arrived);
+                    pass.active = rec.active;
                 }
-                NodeFn::Cpu(_) => running.push(Box::pin(fut.map(move |o| (i, o)))),
             }
         }
-        let mut out: Vec<Option<TaskOutcome<S>>> = (0..tasks.len()).map(|_| None).collect();
-        while let Some((i, outcome)) = running.next().await {
-            out[i] = Some(outcome);
+        Ok(loaded.pending.clone())
+    }
+
+    /// The commands of tasks restored from pending writes, by task index.
+    fn restored_commands(
+        &self,
+        tasks: &[Task],
+        pending: Vec<(u32, crate::persist::record::PendingWriteRecord)>,
+    ) -> Result<Vec<Option<Command<S>>>> {
+        if pending.is_empty() {
+            return Ok(Vec::new());
         }
-        out.into_iter()
+        let mut done: Vec<Option<Command<S>>> = (0..tasks.len()).map(|_| None).collect();
+        for (index, record) in pending {
+            let Some(task) = tasks.get(index as usize) else {
+                continue;
+            };
+            if task.id.as_u128() == record.task {
+                done[index as usize] = Some(command_from(&self.shared.run_id, &record)?);
+            }
+        }
+        Ok(done)
+    }
+
+    /// Runs the tasks of one step on the same snapshot; returns their outcomes in task order.
+    /// Tasks restored from pending writes (`done`) do not run. Every task that finishes while
+    /// others still run has its result persisted at once as a pending write; the last one's
+    /// goes straight into the checkpoint.
+    async fn run_tasks(
+        &self,
+        tasks: &[Task],
+        state: &Arc<S>,
+        step: u64,
+        mut done: Vec<Option<Command<S>>>,
+        mut persist: Option<&mut Persister<S>>,
+    ) -> Result<Vec<TaskOutcome<S>>> {
+        let mut out: Vec<Option<TaskOutcome<S>>> = (0..tasks.len())
+            .map(|i| done.get_mut(i).and_then(Option::take).map(Ok))
+            .collect();
+        let to_run: Vec<usize> = (0..tasks.len()).filter(|i| out[*i].is_none()).collect();
+        if self.mode == Mode::Sequential || to_run.len() <= 1 {
+            for (n, &i) in to_run.iter().enumerate() {
+                let outcome = self.task_future(&tasks[i], state, step).await;
+                if n + 1 < to_run.len() {
+                    self.persist_finished(&mut persist, tasks, i, step, &outcome)
+                        .await?;
+                }
+                out[i] = Some(outcome);
+            }
+        } else {
+            let mut running: FuturesUnordered<BoxFuture<'static, (usize, TaskOutcome<S>)>> =
+                FuturesUnordered::new();
+            for &i in &to_run {
+                let task = &tasks[i];
+                let fut = self.task_future(task, state, step);
+                match self.plan.nodes[task.node as usize].func {
+                    NodeFn::Async(_) => {
+                        let handle = tokio::spawn(fut);
+                        running.push(Box::pin(async move {
+                            let outcome = handle
+                                .await
+                                .unwrap_or_else(|e| Err(TaskFailure::Lost(e.to_string())));
+                            (i, outcome)
+                        }));
+                    }
+                    NodeFn::Cpu(_) => running.push(Box::pin(fut.map(move |o| (i, o)))),
+                }
+            }
+            while let Some((i, outcome)) = running.next().await {
+                if !running.is_empty() {
+                    self.persist_finished(&mut persist, tasks, i, step, &outcome)
+                        .await?;
+                }
+                out[i] = Some(outcome);
+            }
+        }
+        Ok(out
+            .into_iter()
             .map(|o| o.expect("every task reports once"))
-            .collect()
+            .collect())
+    }
+
+    /// Persists a finished task's result as a pending write.
+    async fn persist_finished(
+        &self,
+        persist: &mut Option<&mut Persister<S>>,
+        tasks: &[Task],
+        i: usize,
+        step: u64,
+        outcome: &TaskOutcome<S>,
+    ) -> Result<()> {
+        if let (Some(p), Ok(cmd)) = (persist.as_deref_mut(), outcome) {
+            let task = &tasks[i];
+            p.pending_write(
+                step,
+                i as u32,
+                task.id,
+                &self.plan.nodes[task.node as usize].name,
+                cmd,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// The future running one task, with its events and span.
@@ -404,38 +684,36 @@ impl<S: State> Executor<S> {
         Ok(())
     }
 
-    /// Applies the step's updates in task order.
+    /// Applies the step's updates in task order; records which fields were written.
     fn merge(
         &self,
         state: &mut Arc<S>,
         commands: &mut Vec<Command<S>>,
         gotos: &mut Vec<Option<Route>>,
+        written: &mut [bool],
+        mut persist: Option<&mut Persister<S>>,
         step: u64,
-    ) {
-        let mut written = self
-            .shared
-            .events
-            .enabled()
-            .then(|| vec![false; S::FIELDS.len()]);
+    ) -> Result<()> {
+        written.iter_mut().for_each(|w| *w = false);
         let st = Arc::make_mut(state);
         for cmd in commands.drain(..) {
-            if let Some(written) = &mut written {
-                S::for_each_written(&cmd.update, |f| written[f] = true);
+            S::for_each_written(&cmd.update, |f| written[f] = true);
+            if let Some(p) = persist.as_deref_mut() {
+                p.capture(&cmd.update)?;
             }
             st.apply(cmd.update);
             gotos.push(cmd.goto);
         }
-        if let Some(written) = written {
-            self.shared.events.emit(|| EventKind::StateUpdated {
-                step,
-                fields: S::FIELDS
-                    .iter()
-                    .zip(written)
-                    .filter(|(_, w)| *w)
-                    .map(|(f, _)| Cow::Borrowed(f.name))
-                    .collect(),
-            });
-        }
+        self.shared.events.emit(|| EventKind::StateUpdated {
+            step,
+            fields: S::FIELDS
+                .iter()
+                .zip(written.iter())
+                .filter(|(_, w)| **w)
+                .map(|(f, _)| Cow::Borrowed(f.name))
+                .collect(),
+        });
+        Ok(())
     }
 
     /// Schedules what follows a finished task (or `START`): its go-to if it returned one,

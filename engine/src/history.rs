@@ -1,0 +1,248 @@
+//! [`History`]: the stored runs of a graph, to list, inspect, fork and prune.
+
+use std::fmt;
+use std::sync::Arc;
+
+use agentgraph_checkpoint::envelope::{self, RecordKind};
+use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
+
+use crate::error::{Error, Result};
+use crate::graph::CompiledGraph;
+use crate::persist::record::{BlobRecord, CheckpointRecord};
+use crate::persist::{decode_record, now_ms, state_at};
+use crate::state::State;
+
+/// One checkpoint of a run, as listed by [`History::checkpoints`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointInfo {
+    /// The step it follows (0 is the input).
+    pub step: u64,
+    /// The previous checkpoint's step.
+    pub parent: Option<u64>,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// The fields the step wrote.
+    pub written: Vec<&'static str>,
+    /// The nodes the next step runs (one entry per task).
+    pub next: Vec<String>,
+    /// The bytes of the blobs written with it.
+    pub blob_bytes: u64,
+}
+
+/// The runs a store holds for a graph: list them and their checkpoints, read the state at any
+/// checkpoint, fork a new run from one (optionally editing the state), prune old checkpoints,
+/// delete runs. Made by [`CompiledGraph::history`].
+pub struct History<S: State> {
+    graph: CompiledGraph<S>,
+    store: Arc<dyn CheckpointStore>,
+}
+
+impl<S: State> fmt::Debug for History<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("History")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: State> History<S> {
+    pub(crate) fn new(graph: CompiledGraph<S>, store: Arc<dyn CheckpointStore>) -> Self {
+        History { graph, store }
+    }
+
+    /// Every run in the store, ordered by run id (time-ordered for generated ids).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn runs(&self) -> Result<Vec<RunRecord>> {
+        let mut out: Vec<RunRecord> = Vec::new();
+        loop {
+            let after = out.last().map(|r| r.run_id.clone());
+            let page = self.store.list_runs(after.as_deref(), 1000).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
+    /// The record of one run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn run(&self, run: &str) -> Result<Option<RunRecord>> {
+        Ok(self.store.get_run(run).await?)
+    }
+
+    /// The checkpoints of `run`, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`], or [`Error::Corrupt`] for a damaged checkpoint.
+    pub async fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointInfo>> {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.store.list_checkpoints(run, after, 1000).await?;
+            let Some(last) = page.last() else {
+                return Ok(out);
+            };
+            after = Some(last.0);
+            for (_, bytes) in page {
+                out.push(info::<S>(&decode_record(run, &bytes)?));
+            }
+        }
+    }
+
+    /// The state of `run` after `step` (the newest checkpoint when `None`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`] when there is no such checkpoint, [`Error::Corrupt`] when it is
+    /// damaged, [`Error::Store`].
+    pub async fn state(&self, run: &str, step: Option<u64>) -> Result<S> {
+        let step = match step {
+            Some(step) => step,
+            None => match self.store.latest_checkpoint(run).await? {
+                Some((step, _)) => step,
+                None => return Err(Error::RunNotFound(run.to_owned())),
+            },
+        };
+        if self.store.get_checkpoint(run, step).await?.is_none() {
+            return Err(Error::RunNotFound(format!("{run}` at step `{step}")));
+        }
+        Ok(state_at::<S>(&*self.store, run, step).await?.0)
+    }
+
+    /// Forks a new run `new_run` from the checkpoint of `run` at `step`, with the state
+    /// changed by `edit` (pass `|_| {}` to keep it). The new run is pending: start it with
+    /// [`CompiledGraph::resume`]. It runs the tasks the original would have run next.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunExists`] when `new_run` is taken, [`Error::RunNotFound`],
+    /// [`Error::Corrupt`], [`Error::Encode`], [`Error::Store`].
+    pub async fn fork(
+        &self,
+        run: &str,
+        step: u64,
+        new_run: &str,
+        edit: impl FnOnce(&mut S),
+    ) -> Result<()> {
+        let _lease = self.store.lock_run(new_run)?;
+        if self.store.get_run(new_run).await?.is_some() {
+            return Err(Error::RunExists(new_run.to_owned()));
+        }
+        let Some(source) = self.store.get_run(run).await? else {
+            return Err(Error::RunNotFound(run.to_owned()));
+        };
+        let (mut state, record) = state_at::<S>(&*self.store, run, step).await?;
+        edit(&mut state);
+        let mut batch = WriteBatch::new();
+        let mut blob_bytes = 0;
+        for f in 0..S::FIELDS.len() {
+            let mut full = Vec::new();
+            state
+                .encode_field(f, &mut full)
+                .map_err(|source| Error::Encode {
+                    what: format!("field `{}`", S::FIELDS[f].name),
+                    source,
+                })?;
+            let bytes = envelope::encode(RecordKind::Blob, &BlobRecord::Full(full))
+                .map_err(record_error)?;
+            blob_bytes += bytes.len() as u64;
+            batch.put_blob(new_run, f as u32, step, bytes);
+        }
+        let forked = CheckpointRecord {
+            parent: None,
+            created_at_ms: now_ms(),
+            bases: vec![step; S::FIELDS.len()],
+            written: (0..S::FIELDS.len() as u32).collect(),
+            blob_bytes,
+            ..record
+        };
+        batch.put_checkpoint(
+            new_run,
+            step,
+            envelope::encode(RecordKind::Checkpoint, &forked).map_err(record_error)?,
+        );
+        let mut rec = RunRecord::new(new_run, RunStatus::Pending, source.fingerprint, now_ms());
+        rec.last_step = Some(step);
+        rec.forked_from = Some((run.to_owned(), step));
+        batch.put_run(rec);
+        self.store.commit(batch).await?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Keeps the newest `keep` checkpoints of `run` and deletes the older ones, with the field
+    /// values only they needed. Returns how many checkpoints were deleted.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`], [`Error::Corrupt`]; `StoreError::RunBusy` when the run is running.
+    pub async fn prune(&self, run: &str, keep: usize) -> Result<usize> {
+        let _lease = self.store.lock_run(run)?;
+        let all = self.checkpoints(run).await?;
+        if all.len() <= keep.max(1) {
+            return Ok(0);
+        }
+        let oldest_kept = all[all.len() - keep.max(1)].step;
+        let Some(bytes) = self.store.get_checkpoint(run, oldest_kept).await? else {
+            return Ok(0);
+        };
+        let record = decode_record(run, &bytes)?;
+        let mut batch = WriteBatch::new();
+        batch.delete_checkpoints_before(run, oldest_kept);
+        for (f, base) in record.bases.iter().enumerate() {
+            batch.delete_blobs_before(run, f as u32, *base);
+        }
+        self.store.commit(batch).await?;
+        self.store.flush().await?;
+        Ok(all.len() - keep.max(1))
+    }
+
+    /// Deletes `run` and everything stored for it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`]; `StoreError::RunBusy` when the run is running.
+    pub async fn delete(&self, run: &str) -> Result<()> {
+        let _lease = self.store.lock_run(run)?;
+        let mut batch = WriteBatch::new();
+        batch.delete_run(run);
+        self.store.commit(batch).await?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// The graph.
+    pub fn graph(&self) -> &CompiledGraph<S> {
+        &self.graph
+    }
+}
+
+fn info<S: State>(r: &CheckpointRecord) -> CheckpointInfo {
+    CheckpointInfo {
+        step: r.step,
+        parent: r.parent,
+        created_at_ms: r.created_at_ms,
+        written: r
+            .written
+            .iter()
+            .filter_map(|f| S::FIELDS.get(*f as usize).map(|f| f.name))
+            .collect(),
+        next: r.next.iter().map(|t| t.node.clone()).collect(),
+        blob_bytes: r.blob_bytes,
+    }
+}
+
+fn record_error(e: envelope::FormatError) -> Error {
+    Error::Encode {
+        what: "a record".to_owned(),
+        source: crate::codec::CodecError::new(e.to_string()),
+    }
+}

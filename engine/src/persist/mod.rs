@@ -1,0 +1,581 @@
+//! Checkpointing a run to a [`CheckpointStore`], and loading it back to resume.
+//!
+//! After each step the engine commits one atomic batch: the blobs of the fields the step wrote,
+//! the checkpoint record, and the deletion of the step's pending writes. A field written by an
+//! `overwrite` reducer is stored whole; any other field is stored as the values its updates
+//! wrote (deltas), until those add up to more than its last full value, when it is stored whole
+//! again (compaction). Cost follows the change, not the size of the state.
+
+pub(crate) mod record;
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use agentgraph_checkpoint::envelope::{self, FormatError, RecordKind};
+use agentgraph_checkpoint::{
+    CheckpointStore, RunLease, RunRecord, RunStatus, StoreError, WriteBatch,
+};
+use tokio::task::JoinHandle;
+
+use crate::codec::{self, CodecError};
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::ids::{Fingerprint, TaskId};
+use crate::route::{Command, Route};
+use crate::state::State;
+use record::{
+    BlobRecord, CheckpointRecord, JoinRecord, PendingWriteRecord, RouteRecord, TaskRecord,
+};
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Where a field's stored value stands.
+#[derive(Debug, Clone, Copy, Default)]
+struct FieldTrack {
+    /// The version of the last full value.
+    base: u64,
+    /// Its size.
+    full_len: usize,
+    /// The size of the deltas stored since.
+    delta_len: usize,
+}
+
+/// The checkpoint writer of one run. Holds the run's lease: one owner at a time.
+pub(crate) struct Persister<S: State> {
+    store: Arc<dyn CheckpointStore>,
+    run_id: Arc<str>,
+    durability: Durability,
+    fingerprint: Fingerprint,
+    created_at_ms: u64,
+    forked_from: Option<(String, u64)>,
+    fields: Vec<FieldTrack>,
+    last_step: Option<u64>,
+    /// The background flush of [`Durability::Async`].
+    flushing: Option<JoinHandle<std::result::Result<(), StoreError>>>,
+    /// What [`Durability::Exit`] has not written yet.
+    held: WriteBatch,
+    /// Per field: the encoded values the current step's updates write.
+    pub(crate) deltas: Vec<Vec<Vec<u8>>>,
+    _lease: RunLease,
+    _state: PhantomData<fn() -> S>,
+}
+
+impl<S: State> std::fmt::Debug for Persister<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persister")
+            .field("run_id", &self.run_id)
+            .field("durability", &self.durability)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A run loaded from its newest intact checkpoint.
+pub(crate) struct Loaded<S> {
+    pub(crate) state: S,
+    pub(crate) record: CheckpointRecord,
+    pub(crate) run: RunRecord,
+    /// Pending writes of the step after the checkpoint, by task index.
+    pub(crate) pending: Vec<(u32, PendingWriteRecord)>,
+    /// Whether newer checkpoints were damaged and skipped.
+    pub(crate) fell_back: bool,
+    fields: Vec<FieldTrack>,
+}
+
+impl<S: State> Persister<S> {
+    /// Starts a new run: fails if the id is taken.
+    pub(crate) async fn create(
+        store: Arc<dyn CheckpointStore>,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+    ) -> Result<Self> {
+        let lease = store.lock_run(&run_id)?;
+        if store.get_run(&run_id).await?.is_some() {
+            return Err(Error::RunExists(run_id.to_string()));
+        }
+        Ok(Persister::new(
+            store,
+            run_id,
+            durability,
+            fingerprint,
+            lease,
+            now_ms(),
+            None,
+        ))
+    }
+
+    fn new(
+        store: Arc<dyn CheckpointStore>,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+        lease: RunLease,
+        created_at_ms: u64,
+        forked_from: Option<(String, u64)>,
+    ) -> Self {
+        Persister {
+            store,
+            run_id,
+            durability,
+            fingerprint,
+            created_at_ms,
+            forked_from,
+            fields: vec![FieldTrack::default(); S::FIELDS.len()],
+            last_step: None,
+            flushing: None,
+            held: WriteBatch::new(),
+            deltas: vec![Vec::new(); S::FIELDS.len()],
+            _lease: lease,
+            _state: PhantomData,
+        }
+    }
+
+    /// Opens an existing run for resuming, and loads it from its newest intact checkpoint.
+    pub(crate) async fn open(
+        store: Arc<dyn CheckpointStore>,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+        allow_graph_change: bool,
+    ) -> Result<(Self, Loaded<S>)> {
+        let lease = store.lock_run(&run_id)?;
+        let loaded = load::<S>(&*store, &run_id).await?;
+        let stored = Fingerprint::from_u128(loaded.run.fingerprint);
+        if stored != fingerprint && !allow_graph_change {
+            return Err(Error::GraphChanged {
+                run: run_id.to_string(),
+                stored,
+                current: fingerprint,
+            });
+        }
+        let mut p = Persister::new(
+            store,
+            run_id,
+            durability,
+            fingerprint,
+            lease,
+            loaded.run.created_at_ms,
+            loaded.run.forked_from.clone(),
+        );
+        p.fields.clone_from(&loaded.fields);
+        p.last_step = Some(loaded.record.step);
+        let mut batch = WriteBatch::new();
+        if loaded.fell_back {
+            batch.delete_after(&p.run_id, loaded.record.step);
+        }
+        batch.put_run(p.run_record(RunStatus::Running, None));
+        p.store.commit(batch).await?;
+        p.store.flush().await?;
+        Ok((p, loaded))
+    }
+
+    fn run_record(&self, status: RunStatus, error: Option<String>) -> RunRecord {
+        let mut r = RunRecord::new(
+            self.run_id.to_string(),
+            status,
+            self.fingerprint.as_u128(),
+            self.created_at_ms,
+        );
+        r.updated_at_ms = now_ms();
+        r.last_step = self.last_step;
+        r.error = error;
+        r.forked_from.clone_from(&self.forked_from);
+        r
+    }
+
+    /// Records that the field `f` is written by an update, before the update is applied.
+    pub(crate) fn capture(&mut self, update: &S::Update) -> Result<()> {
+        let mut failure = None;
+        S::for_each_written(update, |f| {
+            if failure.is_some() || S::FIELDS[f].reducer.is_exclusive() {
+                return;
+            }
+            let mut out = Vec::new();
+            match S::encode_written(update, f, &mut out) {
+                Ok(()) => self.deltas[f].push(out),
+                Err(e) => failure = Some(e),
+            }
+        });
+        match failure {
+            Some(e) => Err(encode_error("an update", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the checkpoint of `step`: the fields in `written` (or every field for the
+    /// first checkpoint of a run), the next tasks and the joins. `status` is the run's status
+    /// if it changes with this checkpoint.
+    pub(crate) async fn checkpoint(
+        &mut self,
+        step: u64,
+        state: &S,
+        written: &[bool],
+        next: Vec<TaskRecord>,
+        joins: Vec<JoinRecord>,
+        status: Option<RunStatus>,
+    ) -> Result<u64> {
+        let first = self.last_step.is_none();
+        let mut batch = std::mem::take(&mut self.held);
+        let mut blob_bytes = 0u64;
+        let mut written_fields = Vec::new();
+        for f in 0..S::FIELDS.len() {
+            if !(first || written[f]) {
+                continue;
+            }
+            written_fields.push(f as u32);
+            let deltas = std::mem::take(&mut self.deltas[f]);
+            let delta_len: usize = deltas.iter().map(Vec::len).sum();
+            let track = &mut self.fields[f];
+            let blob = if !first
+                && !S::FIELDS[f].reducer.is_exclusive()
+                && track.delta_len + delta_len <= track.full_len.max(64)
+            {
+                track.delta_len += delta_len;
+                BlobRecord::Deltas(deltas)
+            } else {
+                let mut full = Vec::new();
+                state
+                    .encode_field(f, &mut full)
+                    .map_err(|e| encode_error(&format!("field `{}`", S::FIELDS[f].name), e))?;
+                *track = FieldTrack {
+                    base: step,
+                    full_len: full.len(),
+                    delta_len: 0,
+                };
+                BlobRecord::Full(full)
+            };
+            let bytes = envelope::encode(RecordKind::Blob, &blob).map_err(format_encode_error)?;
+            blob_bytes += bytes.len() as u64;
+            batch.put_blob(&self.run_id, f as u32, step, bytes);
+        }
+        let record = CheckpointRecord {
+            step,
+            parent: self.last_step,
+            fingerprint: self.fingerprint.as_u128(),
+            created_at_ms: now_ms(),
+            bases: self.fields.iter().map(|t| t.base).collect(),
+            written: written_fields,
+            next,
+            joins,
+            blob_bytes,
+        };
+        let bytes =
+            envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
+        let total = blob_bytes + bytes.len() as u64;
+        batch.put_checkpoint(&self.run_id, step, bytes);
+        batch.delete_pending_writes(&self.run_id, step);
+        self.last_step = Some(step);
+        if first || status.is_some() {
+            batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
+        }
+        self.write(batch, status.is_some()).await?;
+        Ok(total)
+    }
+
+    /// Persists the result of a finished task of `step` (the step after the last checkpoint).
+    pub(crate) async fn pending_write(
+        &mut self,
+        step: u64,
+        index: u32,
+        task: TaskId,
+        node: &str,
+        cmd: &Command<S>,
+    ) -> Result<()> {
+        let mut update = Vec::new();
+        codec::encode_into(&cmd.update, &mut update)
+            .map_err(|e| encode_error(&format!("the update of `{node}`"), e))?;
+        let record = PendingWriteRecord {
+            task: task.as_u128(),
+            node: node.to_owned(),
+            update,
+            goto: cmd.goto.as_ref().map(route_record),
+        };
+        let bytes =
+            envelope::encode(RecordKind::PendingWrite, &record).map_err(format_encode_error)?;
+        let mut batch = WriteBatch::new();
+        batch.put_pending_write(&self.run_id, step, index, bytes);
+        self.write(batch, false).await
+    }
+
+    /// Records how the run ended (after its last checkpoint) and flushes everything. With
+    /// `drop_pending`, the pending writes of that step are deleted (they would fail the same
+    /// way again).
+    pub(crate) async fn finish(
+        &mut self,
+        status: RunStatus,
+        error: Option<String>,
+        drop_pending: Option<u64>,
+    ) -> Result<()> {
+        let mut batch = std::mem::take(&mut self.held);
+        if let Some(step) = drop_pending {
+            batch.delete_pending_writes(&self.run_id, step);
+        }
+        batch.put_run(self.run_record(status, error));
+        self.write(batch, true).await
+    }
+
+    /// Commits `batch` as the durability mode says; `last` forces a flush.
+    async fn write(&mut self, batch: WriteBatch, last: bool) -> Result<()> {
+        match self.durability {
+            Durability::Exit if !last => {
+                for op in batch.into_ops() {
+                    self.held.push(op);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.store.commit(batch).await?;
+        match self.durability {
+            Durability::Sync => self.store.flush().await?,
+            _ if last => {
+                if let Some(flushing) = self.flushing.take() {
+                    flushing
+                        .await
+                        .map_err(|e| Error::Aborted(e.to_string()))??;
+                }
+                self.store.flush().await?;
+            }
+            Durability::Async => {
+                // One background flush at a time; a flush covers every commit before it.
+                if self.flushing.as_ref().is_none_or(JoinHandle::is_finished) {
+                    if let Some(done) = self.flushing.take() {
+                        done.await.map_err(|e| Error::Aborted(e.to_string()))??;
+                    }
+                    let store = self.store.clone();
+                    self.flushing = Some(tokio::spawn(async move { store.flush().await }));
+                }
+            }
+            Durability::Exit => {}
+        }
+        Ok(())
+    }
+}
+
+fn route_record(route: &Route) -> RouteRecord {
+    RouteRecord {
+        targets: route.targets.iter().map(|t| t.to_string()).collect(),
+        packets: route
+            .packets
+            .iter()
+            .map(|p| {
+                (
+                    p.node.to_string(),
+                    p.input.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The command a pending write recorded.
+pub(crate) fn command_from<S: State>(run: &str, record: &PendingWriteRecord) -> Result<Command<S>> {
+    let update: S::Update = codec::decode(&record.update).map_err(|e| Error::Corrupt {
+        run: run.to_owned(),
+        reason: format!(
+            "the pending write of `{}` does not decode: {e}",
+            record.node
+        ),
+    })?;
+    let goto = record.goto.as_ref().map(|r| Route {
+        targets: r.targets.iter().map(|t| t.clone().into()).collect(),
+        packets: r
+            .packets
+            .iter()
+            .map(|(node, input)| crate::route::Packet {
+                node: node.clone().into(),
+                input: Ok(Arc::from(input.as_slice())),
+            })
+            .collect(),
+    });
+    Ok(Command { update, goto })
+}
+
+fn encode_error(what: &str, source: CodecError) -> Error {
+    Error::Encode {
+        what: what.to_owned(),
+        source,
+    }
+}
+
+fn format_encode_error(e: FormatError) -> Error {
+    encode_error("a record", CodecError::new(e.to_string()))
+}
+
+/// Loads the newest checkpoint of `run` whose record and blobs are intact, falling back to
+/// older ones past damage.
+pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Result<Loaded<S>> {
+    let Some(run_record) = store.get_run(run).await? else {
+        return Err(Error::RunNotFound(run.to_owned()));
+    };
+    let mut steps: Vec<u64> = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_checkpoints(run, after, 1024).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        steps.extend(page.iter().map(|(s, _)| *s));
+    }
+    let mut first_problem = None;
+    for step in steps.into_iter().rev() {
+        match load_at::<S>(store, run, step).await {
+            Ok((state, record, fields)) => {
+                let pending = if first_problem.is_none() {
+                    load_pending(store, run, step + 1).await?
+                } else {
+                    // Past damage, the later timeline is not trusted: its writes are dropped.
+                    Vec::new()
+                };
+                return Ok(Loaded {
+                    state,
+                    record,
+                    run: run_record,
+                    pending,
+                    fell_back: first_problem.is_some(),
+                    fields,
+                });
+            }
+            Err(LoadError::Damaged(reason)) => {
+                first_problem.get_or_insert(reason);
+            }
+            Err(LoadError::Fatal(e)) => return Err(e),
+        }
+    }
+    Err(Error::Corrupt {
+        run: run.to_owned(),
+        reason: first_problem.unwrap_or_else(|| "it has no checkpoint".to_owned()),
+    })
+}
+
+enum LoadError {
+    /// This checkpoint is damaged; an older one may do.
+    Damaged(String),
+    Fatal(Error),
+}
+
+impl From<StoreError> for LoadError {
+    fn from(e: StoreError) -> Self {
+        LoadError::Fatal(e.into())
+    }
+}
+
+/// The state and record of the checkpoint of `run` at `step`.
+async fn load_at<S: State>(
+    store: &dyn CheckpointStore,
+    run: &str,
+    step: u64,
+) -> std::result::Result<(S, CheckpointRecord, Vec<FieldTrack>), LoadError> {
+    let Some(bytes) = store.get_checkpoint(run, step).await? else {
+        return Err(LoadError::Damaged(format!("checkpoint {step} vanished")));
+    };
+    let record: CheckpointRecord = envelope::decode(RecordKind::Checkpoint, &bytes)
+        .map_err(|e| LoadError::Damaged(format!("checkpoint {step}: {e}")))?;
+    if record.bases.len() != S::FIELDS.len() {
+        return Err(LoadError::Fatal(Error::Corrupt {
+            run: run.to_owned(),
+            reason: format!(
+                "checkpoint {step} has {} fields, the state type {}",
+                record.bases.len(),
+                S::FIELDS.len()
+            ),
+        }));
+    }
+    let mut fulls = Vec::with_capacity(S::FIELDS.len());
+    let mut deltas = Vec::with_capacity(S::FIELDS.len());
+    let mut tracks = Vec::with_capacity(S::FIELDS.len());
+    for (f, base) in record.bases.iter().enumerate() {
+        let name = S::FIELDS[f].name;
+        let blobs = store.get_blobs(run, f as u32, *base, step).await?;
+        let mut blobs = blobs.into_iter();
+        let damaged =
+            |what: String| LoadError::Damaged(format!("checkpoint {step}, field `{name}`: {what}"));
+        let full = match blobs.next() {
+            Some((v, bytes)) if v == *base => match envelope::decode(RecordKind::Blob, &bytes) {
+                Ok(BlobRecord::Full(full)) => full,
+                Ok(BlobRecord::Deltas(_)) => {
+                    return Err(damaged(format!("version {v} should be a full value")));
+                }
+                Err(e) => return Err(damaged(format!("version {v}: {e}"))),
+            },
+            _ => return Err(damaged(format!("its value at version {base} is missing"))),
+        };
+        let mut track = FieldTrack {
+            base: *base,
+            full_len: full.len(),
+            delta_len: 0,
+        };
+        let mut field_deltas = Vec::new();
+        for (v, bytes) in blobs {
+            match envelope::decode(RecordKind::Blob, &bytes) {
+                Ok(BlobRecord::Deltas(d)) => {
+                    track.delta_len += d.iter().map(Vec::len).sum::<usize>();
+                    field_deltas.extend(d);
+                }
+                Ok(BlobRecord::Full(_)) => {
+                    return Err(damaged(format!("version {v} should be deltas")));
+                }
+                Err(e) => return Err(damaged(format!("version {v}: {e}"))),
+            }
+        }
+        fulls.push(full);
+        deltas.push(field_deltas);
+        tracks.push(track);
+    }
+    let slices: Vec<&[u8]> = fulls.iter().map(Vec::as_slice).collect();
+    let mut state = S::decode_fields(&slices)
+        .map_err(|e| LoadError::Damaged(format!("checkpoint {step}: {e}")))?;
+    for (f, field_deltas) in deltas.iter().enumerate() {
+        for d in field_deltas {
+            state
+                .merge_encoded(f, d)
+                .map_err(|e| LoadError::Damaged(format!("checkpoint {step}: {e}")))?;
+        }
+    }
+    Ok((state, record, tracks))
+}
+
+async fn load_pending(
+    store: &dyn CheckpointStore,
+    run: &str,
+    step: u64,
+) -> Result<Vec<(u32, PendingWriteRecord)>> {
+    let mut out = Vec::new();
+    for (index, bytes) in store.get_pending_writes(run, step).await? {
+        // A damaged pending write is dropped: its task runs again (at-least-once).
+        if let Ok(record) = envelope::decode::<PendingWriteRecord>(RecordKind::PendingWrite, &bytes)
+        {
+            out.push((index, record));
+        }
+    }
+    Ok(out)
+}
+
+/// The state of `run` at the checkpoint of `step`, with its record.
+pub(crate) async fn state_at<S: State>(
+    store: &dyn CheckpointStore,
+    run: &str,
+    step: u64,
+) -> Result<(S, CheckpointRecord)> {
+    match load_at::<S>(store, run, step).await {
+        Ok((state, record, _)) => Ok((state, record)),
+        Err(LoadError::Fatal(e)) => Err(e),
+        Err(LoadError::Damaged(reason)) => Err(Error::Corrupt {
+            run: run.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// Decodes a checkpoint record.
+pub(crate) fn decode_record(run: &str, bytes: &[u8]) -> Result<CheckpointRecord> {
+    envelope::decode(RecordKind::Checkpoint, bytes).map_err(|e| Error::Corrupt {
+        run: run.to_owned(),
+        reason: e.to_string(),
+    })
+}
