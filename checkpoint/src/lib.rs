@@ -33,14 +33,19 @@
 //! | store | feature | durability |
 //! | --- | --- | --- |
 //! | [`MemoryStore`] | always | none: the process's memory |
+//! | `SledStore` | `sled` (default) | survives a killed process; see its docs for power loss |
 //!
 
 pub mod envelope;
 mod error;
 mod memory;
 mod record;
+#[cfg(feature = "sled")]
+mod sled;
 mod store;
 
+#[cfg(feature = "sled")]
+pub use self::sled::SledStore;
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use store::{
