@@ -289,7 +289,15 @@ impl WriteBatch {
 /// Checkpoints, blobs and pending writes are opaque, enveloped bytes to the store; run
 /// records are typed, and a corrupt one is a [`StoreError::Corrupt`].
 ///
-/// Every backend passes the same conformance suite ([`conformance`](crate::conformance)).
+/// Every method that takes a run id (in an operation, a read or [`lock_run`]) rejects an
+/// invalid one ([`check_run_id`]) with [`StoreError::InvalidRunId`]; a batch with one such
+/// operation applies nothing. Reads of a run record that does not decode fail with
+/// [`StoreError::Corrupt`] naming the run, never with a panic.
+///
+/// Every backend passes the same conformance suite (`conformance`).
+///
+/// [`lock_run`]: CheckpointStore::lock_run
+#[allow(clippy::type_complexity)] // the tuple results read best spelled out
 pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// Applies `batch` atomically, in order: after a crash either every operation took effect
     /// or none did. Not durable until [`flush`](CheckpointStore::flush).
