@@ -161,6 +161,27 @@ impl Tables {
                     (run.clone(), field, 0)..(run, field, version),
                 );
             }
+            Op::DeleteAfter { run, step } => {
+                if step < u64::MAX {
+                    remove_range(
+                        &mut self.checkpoints,
+                        (run.clone(), step + 1)..=(run.clone(), u64::MAX),
+                    );
+                    remove_range(
+                        &mut self.pending,
+                        (run.clone(), step + 1, 0)..=(run.clone(), u64::MAX, u32::MAX),
+                    );
+                    let later: Vec<_> = self
+                        .blobs
+                        .range((run.clone(), 0, 0)..=(run.clone(), u32::MAX, u64::MAX))
+                        .filter(|((_, _, version), _)| *version > step)
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in later {
+                        self.blobs.remove(&k);
+                    }
+                }
+            }
             Op::DeleteRun { run } => {
                 self.runs.remove(&run);
                 remove_range(

@@ -14,6 +14,7 @@ pub(crate) fn check_op(op: &Op) -> Result<()> {
         | Op::DeletePendingWrites { run, .. }
         | Op::DeleteCheckpointsBefore { run, .. }
         | Op::DeleteBlobsBefore { run, .. }
+        | Op::DeleteAfter { run, .. }
         | Op::DeleteRun { run } => check_run_id(run),
     }
 }

@@ -366,6 +366,39 @@ impl Staged<'_> {
                     )?;
                 }
             }
+            Op::DeleteAfter { run, step } => {
+                if step < u64::MAX {
+                    self.remove_range(
+                        Bound::Excluded(checkpoint_key(&run, step)),
+                        Bound::Included(checkpoint_key(&run, u64::MAX)),
+                    )?;
+                    self.remove_range(
+                        Bound::Included(pending_key(&run, step + 1, 0)),
+                        Bound::Included(pending_key(&run, u64::MAX, u32::MAX)),
+                    )?;
+                    // Blob keys end with the version: drop the later ones of every field.
+                    let prefix = run_prefix(BLOB, &run);
+                    let version_at = prefix.len() + 4;
+                    let mut later = Vec::new();
+                    for key in self.tree.scan_prefix(&prefix).keys() {
+                        let key = key.map_err(backend)?;
+                        if key_u64(&key, version_at)? > step {
+                            later.push(key.to_vec());
+                        }
+                    }
+                    for (key, value) in self.writes.range_mut(prefix.clone()..) {
+                        if !key.starts_with(&prefix) {
+                            break;
+                        }
+                        if key_u64(key, version_at)? > step {
+                            *value = None;
+                        }
+                    }
+                    for key in later {
+                        self.writes.insert(key, None);
+                    }
+                }
+            }
             Op::DeleteRun { run } => {
                 self.writes.insert(run_key(&run), None);
                 for tag in [CHECKPOINT, BLOB, PENDING] {

@@ -224,8 +224,8 @@ impl<S: State> Persister<S> {
         let mut batch = std::mem::take(&mut self.held);
         let mut blob_bytes = 0u64;
         let mut written_fields = Vec::new();
-        for f in 0..S::FIELDS.len() {
-            if !(first || written[f]) {
+        for (f, &was_written) in written.iter().enumerate() {
+            if !(first || was_written) {
                 continue;
             }
             written_fields.push(f as u32);

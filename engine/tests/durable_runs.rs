@@ -1,0 +1,532 @@
+//! Checkpointed runs: resume after a failure without re-running finished work, ownership,
+//! fingerprints, cost that follows the change, history (fork, prune, delete), durability modes.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use agentgraph_checkpoint::{MemoryStore, SledStore, StoreError, WriteBatch};
+use agentgraph_engine::{
+    BoxError, CheckpointStore, CompiledGraph, Durability, END, Error, EventKind, GraphBuilder,
+    Mode, RunConfig, RunStatus, START,
+};
+use common::{Trace, TraceUpdate};
+use futures_util::StreamExt;
+
+/// Counts how often each node ran.
+#[derive(Default, Clone)]
+struct Calls(Arc<Mutex<BTreeMap<String, usize>>>);
+
+impl Calls {
+    fn hit(&self, node: &str) {
+        *self.0.lock().unwrap().entry(node.to_owned()).or_default() += 1;
+    }
+    fn get(&self, node: &str) -> usize {
+        self.0.lock().unwrap().get(node).copied().unwrap_or(0)
+    }
+}
+
+/// START -> a -> [b, c, flaky] -> join d -> e -> END; `flaky` fails while `fail` is set.
+fn graph(calls: &Calls, fail: &Arc<AtomicBool>) -> CompiledGraph<Trace> {
+    let mut b = GraphBuilder::<Trace>::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        let calls = calls.clone();
+        b.add_node(name, move |_, _| {
+            calls.hit(name);
+            async move { Ok(TraceUpdate::note(name).count(1)) }
+        });
+    }
+    let (calls2, fail2) = (calls.clone(), fail.clone());
+    b.add_cpu_node("flaky", move |_, _| {
+        calls2.hit("flaky");
+        if fail2.load(Ordering::SeqCst) {
+            return Err::<TraceUpdate, BoxError>("the service is down".into());
+        }
+        Ok(TraceUpdate::note("flaky").count(10))
+    });
+    b.add_edge(START, "a")
+        .add_edges("a", ["b", "c", "flaky"])
+        .add_join(["b", "c", "flaky"], "d")
+        .add_edge("d", "e")
+        .add_edge("e", END);
+    b.compile().unwrap()
+}
+
+fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
+    RunConfig::new().shared_store(store.clone()).run_id(run)
+}
+
+fn stores() -> Vec<(Arc<dyn CheckpointStore>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sled: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
+    vec![(Arc::new(MemoryStore::new()), None), (sled, Some(dir))]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_resumes_running_only_the_failed_task() {
+    for (store, _dir) in stores() {
+        for mode in [Mode::Sequential, Mode::Parallel] {
+            let calls = Calls::default();
+            let fail = Arc::new(AtomicBool::new(true));
+            let g = graph(&calls, &fail);
+            let run = format!("flaky-{mode:?}");
+            let e = g
+                .run_with(
+                    Trace::default(),
+                    cfg(&store, &run).mode(mode).durability(Durability::Sync),
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::NodeFailed { node, step: 2, .. } if node == "flaky"),
+                "{e:?}"
+            );
+            let record = store.get_run(&run).await.unwrap().unwrap();
+            assert_eq!(record.status, RunStatus::Failed);
+            assert!(record.error.unwrap().contains("the service is down"));
+            assert_eq!(
+                (calls.get("b"), calls.get("c"), calls.get("flaky")),
+                (1, 1, 1)
+            );
+
+            // The cause is fixed: resume. b and c kept their writes and do not run again.
+            fail.store(false, Ordering::SeqCst);
+            let resumed = g.resume(&run, cfg(&store, &run).mode(mode));
+            let events = resumed.events();
+            let state = resumed.await.unwrap();
+            assert_eq!((calls.get("a"), calls.get("b"), calls.get("c")), (1, 1, 1));
+            assert_eq!(
+                (calls.get("flaky"), calls.get("d"), calls.get("e")),
+                (2, 1, 1)
+            );
+            assert_eq!(state.log, ["a", "b", "c", "flaky", "d", "e"]);
+            assert_eq!(state.count, 15);
+            let events: Vec<_> = events.map(Result::unwrap).collect().await;
+            assert!(
+                matches!(
+                    events[0].kind,
+                    EventKind::RunResumed {
+                        step: 1,
+                        restored: 2,
+                        ..
+                    }
+                ),
+                "{:?}",
+                events[0]
+            );
+            assert_eq!(
+                store.get_run(&run).await.unwrap().unwrap().status,
+                RunStatus::Completed
+            );
+
+            // The same as a run that never failed.
+            let clean = g
+                .run_with(Trace::default(), RunConfig::new().mode(mode))
+                .await
+                .unwrap();
+            assert_eq!(clean, state);
+
+            // Resuming a completed run gives its final state without running anything.
+            let again = g.resume(&run, cfg(&store, &run)).await.unwrap();
+            assert_eq!(again, state);
+            assert_eq!(calls.get("e"), 2, "only the clean run ran e again");
+        }
+    }
+}
+
+#[tokio::test]
+async fn run_ids_are_owned_and_checked() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let g = graph(&Calls::default(), &Arc::new(AtomicBool::new(false)));
+    g.run_with(Trace::default(), cfg(&store, "r1"))
+        .await
+        .unwrap();
+    let e = g
+        .run_with(Trace::default(), cfg(&store, "r1"))
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, Error::RunExists(r) if r == "r1"), "{e:?}");
+    let e = g.resume("nope", cfg(&store, "nope")).await.unwrap_err();
+    assert!(matches!(&e, Error::RunNotFound(r) if r == "nope"), "{e:?}");
+    let e = g.resume("r1", RunConfig::new()).await.unwrap_err();
+    assert!(matches!(e, Error::NoStore), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_cannot_be_resumed_twice() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let entered = Arc::new(tokio::sync::Notify::new());
+    let mut b = GraphBuilder::<Trace>::new();
+    let (g2, e2) = (gate.clone(), entered.clone());
+    b.add_node("wait", move |_, _| {
+        let (gate, entered) = (g2.clone(), e2.clone());
+        async move {
+            entered.notify_one();
+            gate.notified().await;
+            Ok(TraceUpdate::note("waited"))
+        }
+    })
+    .add_edge(START, "wait")
+    .add_edge("wait", END);
+    let g = b.compile().unwrap();
+    let handle = g.run_with(Trace::default(), cfg(&store, "busy")).spawn();
+    entered.notified().await;
+    let e = g.resume("busy", cfg(&store, "busy")).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Store(StoreError::RunBusy { run }) if run == "busy"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("already running"), "{e}");
+    gate.notify_one();
+    handle.await.unwrap();
+    // Released once the run ended.
+    g.resume("busy", cfg(&store, "busy")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_changed_graph_is_refused_unless_allowed() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let fail = Arc::new(AtomicBool::new(true));
+    let g = graph(&Calls::default(), &fail);
+    g.run_with(Trace::default(), cfg(&store, "fp"))
+        .await
+        .unwrap_err();
+    fail.store(false, Ordering::SeqCst);
+
+    // The same nodes with one more edge: another fingerprint.
+    let mut b = GraphBuilder::<Trace>::new();
+    for name in ["a", "b", "c", "d", "e", "flaky"] {
+        b.add_node(name, move |_, _| async move { Ok(TraceUpdate::note(name)) });
+    }
+    b.add_edge(START, "a")
+        .add_edges("a", ["b", "c", "flaky"])
+        .add_join(["b", "c", "flaky"], "d")
+        .add_edge("d", "e")
+        .add_edge("e", END)
+        .add_edge("c", END);
+    let changed = b.compile().unwrap();
+    let e = changed.resume("fp", cfg(&store, "fp")).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::GraphChanged { run, .. } if run == "fp"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("allow_graph_change"), "{e}");
+    let s = changed
+        .resume("fp", cfg(&store, "fp").allow_graph_change(true))
+        .await
+        .unwrap();
+    assert_eq!(s.log, ["a", "b", "c", "flaky", "d", "e"]);
+}
+
+/// A chain of `n` nodes, each appending one 20-character string to a big list.
+fn appender(n: usize) -> CompiledGraph<Trace> {
+    let mut b = GraphBuilder::<Trace>::new();
+    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    for name in &names {
+        b.add_node(name.clone(), |_, ctx| async move {
+            Ok(TraceUpdate::note(format!("{:>20}", ctx.step())))
+        });
+    }
+    b.add_edge(START, &names[0]);
+    for w in names.windows(2) {
+        b.add_edge(&w[0], &w[1]);
+    }
+    b.add_edge(&names[n - 1], END);
+    b.compile().unwrap()
+}
+
+#[tokio::test]
+async fn checkpoint_cost_follows_the_change_not_the_state() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let big = Trace {
+        log: (0..10_000).map(|i| format!("{i:>20}")).collect(),
+        ..Default::default()
+    };
+    let g = appender(100);
+    let run = g.run_with(big.clone(), cfg(&store, "big"));
+    let events = run.events();
+    let state = run.await.unwrap();
+    assert_eq!(state.log.len(), 10_100);
+    let saved: Vec<(u64, u64)> = events
+        .filter_map(|e| async move {
+            match e.unwrap().kind {
+                EventKind::CheckpointSaved { step, bytes } => Some((step, bytes)),
+                _ => None,
+            }
+        })
+        .collect()
+        .await;
+    assert_eq!(saved.len(), 101);
+    assert!(
+        saved[0].1 > 200_000,
+        "the input is stored whole: {:?}",
+        saved[0]
+    );
+    for (step, bytes) in &saved[1..] {
+        assert!(*bytes < 2048, "step {step} wrote {bytes} bytes");
+    }
+    // Every checkpoint reads back exactly.
+    let history = g.history(store.clone());
+    let at_50 = history.state("big", Some(50)).await.unwrap();
+    assert_eq!(at_50.log.len(), 10_050);
+    assert_eq!(at_50.log[10_049], format!("{:>20}", 50));
+    assert_eq!(history.state("big", None).await.unwrap(), state);
+}
+
+#[tokio::test]
+async fn deltas_are_compacted_into_a_full_value_now_and_then() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let g = appender(40);
+    let run = g.run_with(Trace::default(), cfg(&store, "small"));
+    let events = run.events();
+    let state = run.await.unwrap();
+    let sizes: Vec<u64> = events
+        .filter_map(|e| async move {
+            match e.unwrap().kind {
+                EventKind::CheckpointSaved { bytes, .. } => Some(bytes),
+                _ => None,
+            }
+        })
+        .collect()
+        .await;
+    // The list starts empty: deltas soon outgrow it and it is stored whole again, repeatedly.
+    let max = *sizes.iter().max().unwrap();
+    let min = *sizes[1..].iter().min().unwrap();
+    assert!(max > 2 * min, "no compaction seen: {sizes:?}");
+    let history = g.history(store.clone());
+    for step in 0..=40 {
+        assert_eq!(
+            history.state("small", Some(step)).await.unwrap().log.len(),
+            step as usize
+        );
+    }
+    assert_eq!(history.state("small", None).await.unwrap(), state);
+}
+
+#[tokio::test]
+async fn history_lists_forks_prunes_and_deletes() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let g = appender(6);
+    let history = g.history(store.clone());
+    let original = g
+        .run_with(Trace::default(), cfg(&store, "orig"))
+        .await
+        .unwrap();
+
+    let cps = history.checkpoints("orig").await.unwrap();
+    assert_eq!(
+        cps.iter().map(|c| c.step).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4, 5, 6]
+    );
+    assert_eq!(cps[0].next, ["n0"]);
+    assert_eq!(cps[3].written, ["log"]);
+    assert_eq!(cps[3].parent, Some(2));
+    assert!(cps[6].next.is_empty());
+
+    // Fork after step 3 with an edited state, and run the fork.
+    history
+        .fork("orig", 3, "fork", |s| s.log.push("edited".into()))
+        .await
+        .unwrap();
+    let forked = history.run("fork").await.unwrap().unwrap();
+    assert_eq!(forked.status, RunStatus::Pending);
+    assert_eq!(forked.forked_from, Some(("orig".into(), 3)));
+    let f = g.resume("fork", cfg(&store, "fork")).await.unwrap();
+    assert_eq!(f.log[..3], original.log[..3]);
+    assert_eq!(f.log[3], "edited");
+    assert_eq!(f.log[4..], original.log[3..]);
+    assert!(matches!(
+        history.fork("orig", 3, "fork", |_| {}).await,
+        Err(Error::RunExists(_))
+    ));
+
+    // Prune: the newest two remain, and still read back.
+    assert_eq!(history.prune("orig", 2).await.unwrap(), 5);
+    let kept: Vec<u64> = history
+        .checkpoints("orig")
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.step)
+        .collect();
+    assert_eq!(kept, [5, 6]);
+    assert_eq!(history.state("orig", Some(5)).await.unwrap().log.len(), 5);
+    assert_eq!(history.state("orig", None).await.unwrap(), original);
+    assert!(history.state("orig", Some(2)).await.is_err());
+
+    let runs: Vec<String> = history
+        .runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(runs, ["fork", "orig"]);
+    history.delete("orig").await.unwrap();
+    let runs: Vec<String> = history
+        .runs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(runs, ["fork"]);
+    assert!(store.latest_checkpoint("orig").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn durability_modes_write_the_same_checkpoints() {
+    let g = appender(5);
+    let mut seen = Vec::new();
+    for durability in [Durability::Sync, Durability::Async, Durability::Exit] {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        g.run_with(Trace::default(), cfg(&store, "d").durability(durability))
+            .await
+            .unwrap();
+        let blobs = store.get_blobs("d", 0, 0, 100).await.unwrap();
+        let steps: Vec<u64> = g
+            .history(store.clone())
+            .checkpoints("d")
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.step)
+            .collect();
+        seen.push((steps, blobs));
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0], seen[2]);
+}
+
+#[tokio::test]
+async fn exit_durability_writes_nothing_until_the_run_ends() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let probe = store.clone();
+    let checked = Arc::new(AtomicUsize::new(0));
+    let c2 = checked.clone();
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("a", |_, _| async { Ok(TraceUpdate::note("a")) })
+        .add_node("look", move |_, _| {
+            let (probe, checked) = (probe.clone(), c2.clone());
+            async move {
+                checked.store(
+                    probe.list_checkpoints("exit", None, 10).await?.len() + 1,
+                    Ordering::SeqCst,
+                );
+                Ok(TraceUpdate::note("look"))
+            }
+        })
+        .add_edge(START, "a")
+        .add_edge("a", "look")
+        .add_edge("look", END);
+    let g = b.compile().unwrap();
+    g.run_with(
+        Trace::default(),
+        cfg(&store, "exit").durability(Durability::Exit),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        checked.load(Ordering::SeqCst),
+        1,
+        "a checkpoint was written during the run"
+    );
+    assert_eq!(
+        g.history(store.clone())
+            .checkpoints("exit")
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store.get_run("exit").await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
+}
+
+#[tokio::test]
+async fn a_conflict_leaves_the_run_resumable_with_a_fixed_graph() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let build = |both_write: bool| {
+        let mut b = GraphBuilder::<Trace>::new();
+        b.add_node("x", |_, _| async {
+            Ok(TraceUpdate::note("x").last("x".into()))
+        })
+        .add_node("y", move |_, _| async move {
+            let u = TraceUpdate::note("y");
+            Ok(if both_write { u.last("y".into()) } else { u })
+        })
+        .add_edges(START, ["x", "y"])
+        .add_edge("x", END)
+        .add_edge("y", END);
+        b.compile().unwrap()
+    };
+    let e = build(true)
+        .run_with(Trace::default(), cfg(&store, "c"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Conflict { field: "last", .. }), "{e:?}");
+    assert!(store.get_pending_writes("c", 1).await.unwrap().is_empty());
+    let s = build(false)
+        .resume("c", cfg(&store, "c").allow_graph_change(true))
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.log.as_slice(), s.last.as_str()),
+        (&["x".to_string(), "y".to_string()][..], "x")
+    );
+}
+
+#[tokio::test]
+async fn damaged_checkpoints_fall_back_to_the_last_intact_one() {
+    let g = appender(4);
+    let reference = g.run(Trace::default()).await.unwrap();
+    let template: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    g.run_with(Trace::default(), cfg(&template, "t"))
+        .await
+        .unwrap();
+    let (last_step, last) = template.latest_checkpoint("t").await.unwrap().unwrap();
+    assert_eq!(last_step, 4);
+    let blob = template.get_blobs("t", 0, 4, 4).await.unwrap().remove(0).1;
+
+    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    for cut in 0..last.len() {
+        cases.push(("checkpoint", last[..cut].to_vec()));
+    }
+    for byte in 0..last.len() {
+        let mut flipped = last.clone();
+        flipped[byte] ^= 0x10;
+        cases.push(("checkpoint", flipped));
+    }
+    for cut in 0..blob.len() {
+        cases.push(("blob", blob[..cut].to_vec()));
+    }
+    for (what, damaged) in cases {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        g.run_with(Trace::default(), cfg(&store, "r"))
+            .await
+            .unwrap();
+        let mut batch = WriteBatch::new();
+        match what {
+            "checkpoint" => batch.put_checkpoint("r", 4, damaged),
+            _ => batch.put_blob("r", 0, 4, damaged),
+        };
+        store.commit(batch).await.unwrap();
+        // Reading the damaged checkpoint is a typed error...
+        assert!(matches!(
+            g.history(store.clone()).state("r", Some(4)).await,
+            Err(Error::Corrupt { .. })
+        ));
+        // ...and resuming falls back to step 3, re-running step 4.
+        let resumed = g.resume("r", cfg(&store, "r")).await.unwrap();
+        assert_eq!(resumed, reference, "after damaging the {what}");
+        assert_eq!(
+            g.history(store.clone()).state("r", Some(4)).await.unwrap(),
+            reference
+        );
+    }
+}
