@@ -1,10 +1,12 @@
 //! A small research agent: plan, search two sources in parallel (fan-out), wait for both
 //! (join), synthesize on the CPU pool, loop until confident enough (conditional edge), then
-//! pick a writing style at random, reproducibly (weighted edge). Every event is printed as it
-//! happens.
+//! pick a writing style at random, reproducibly (weighted edge). Every step is checkpointed to
+//! the embedded sled store, every event is printed as it happens, and the run's checkpoint
+//! history is listed at the end.
 //!
 //! Run it with `cargo run --example quickstart` (add `-- --seed 7` to change the weighted
-//! choice, `-- --sequential` to run the branches one after another).
+//! choice, `-- --sequential` to run the branches one after another, `-- --store DIR` to keep
+//! the store somewhere else than `target/quickstart-store`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +120,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Mode::Parallel
     };
+    let dir = match args.iter().position(|a| a == "--store") {
+        Some(i) => std::path::PathBuf::from(args.get(i + 1).ok_or("--store takes a directory")?),
+        None => {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/quickstart-store")
+        }
+    };
+    let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(&dir)?);
 
     let graph = graph()?;
     println!(
@@ -130,7 +139,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         question: "durable agent runtimes".into(),
         ..Default::default()
     };
-    let run = graph.run_with(input, RunConfig::new().mode(mode).seed(seed));
+    let config = RunConfig::new()
+        .mode(mode)
+        .seed(seed)
+        .shared_store(store.clone())
+        .durability(Durability::Sync);
+    let run = graph.run_with(input, config);
+    println!("run {} checkpoints to {}\n", run.run_id(), dir.display());
+    let run_id = run.run_id().to_owned();
     let mut events = run.events();
     let handle = run.spawn();
     while let Some(event) = events.next().await {
@@ -140,6 +156,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let state = handle.await?;
-    println!("\n{}", state.report);
+    println!("\n{}\n", state.report);
+
+    let history = graph.history(store);
+    for cp in history.checkpoints(&run_id).await? {
+        println!(
+            "checkpoint {:>2}: wrote {:<28} {:>5} bytes, next: {}",
+            cp.step,
+            cp.written.join(","),
+            cp.blob_bytes,
+            if cp.next.is_empty() {
+                "-".to_string()
+            } else {
+                cp.next.join(",")
+            }
+        );
+    }
+    let runs = history.runs().await?;
+    println!(
+        "\nthe store holds {} run(s); resume any unfinished one with `graph.resume(id, config)`",
+        runs.len()
+    );
     Ok(())
 }

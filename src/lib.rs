@@ -82,9 +82,12 @@ pub use agentgraph_macros::State;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {
+    pub use agentgraph_checkpoint::MemoryStore;
+    #[cfg(feature = "sled")]
+    pub use agentgraph_checkpoint::SledStore;
     pub use agentgraph_engine::{
-        BoxError, Command, CompiledGraph, Context, END, Event, EventKind, GraphBuilder, Mode,
-        Packet, Route, RunConfig, START, State,
+        BoxError, CheckpointStore, Command, CompiledGraph, Context, Durability, END, Event,
+        EventKind, GraphBuilder, Mode, Packet, Route, RunConfig, START, State,
     };
     pub use agentgraph_macros::State;
 }

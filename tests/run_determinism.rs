@@ -1,6 +1,7 @@
 //! Determinism, by property: for random graphs and random node delays, sequential and parallel
-//! runs give the same final state (or the same error) and the same events per task; and the
-//! same seed always makes the same weighted choices.
+//! runs give the same final state (or the same error), the same events per task and the same
+//! checkpoints; the same seed always makes the same weighted choices; and a run stopped at any
+//! step and resumed ends exactly as an uninterrupted one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -91,10 +92,13 @@ fn node(i: usize, n: usize) -> impl Strategy<Value = NodeSpec> {
 fn graph_spec() -> impl Strategy<Value = GraphSpec> {
     (2usize..9).prop_flat_map(|n| {
         let nodes: Vec<_> = (0..n).map(|i| node(i, n).boxed()).collect();
-        let join = proptest::option::of((
-            proptest::collection::vec(0..n - 1, 1..3),
-            any::<prop::sample::Index>(),
-        ));
+        let join = proptest::option::weighted(
+            0.8,
+            (
+                proptest::collection::vec(0..n - 1, 1..3),
+                any::<prop::sample::Index>(),
+            ),
+        );
         (nodes, proptest::collection::vec(0..n, 1..3), join).prop_map(
             move |(nodes, entry, join)| {
                 let join = join.map(|(mut preds, ix)| {
@@ -230,15 +234,21 @@ struct Observed {
     outcome: Result<Walk, String>,
     scheduler: Vec<String>,
     per_task: BTreeMap<TaskId, Vec<String>>,
+    /// Every checkpoint but its timestamp: step, parent, fields written, next tasks, bytes.
+    checkpoints: Vec<(u64, Option<u64>, Vec<&'static str>, Vec<String>, u64)>,
+    /// Every stored field value and delta, by field.
+    blobs: Vec<Vec<(u64, Vec<u8>)>>,
 }
 
 fn observe(graph: &CompiledGraph<Walk>, mode: Mode, seed: u64) -> Observed {
     runtime().block_on(async {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
         let config = RunConfig::new()
             .mode(mode)
             .seed(seed)
             .run_id("prop")
-            .recursion_limit(64);
+            .recursion_limit(64)
+            .shared_store(store.clone());
         let run = graph.run_with(Walk::default(), config);
         let events = run.events();
         let outcome = run.await.map_err(|e: Error| e.to_string());
@@ -278,10 +288,24 @@ fn observe(graph: &CompiledGraph<Walk>, mode: Mode, seed: u64) -> Observed {
                 other => scheduler.push(format!("{other:?}")),
             }
         }
+        let checkpoints = graph
+            .history(store.clone())
+            .checkpoints("prop")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.step, c.parent, c.written, c.next, c.blob_bytes))
+            .collect();
+        let mut blobs = Vec::new();
+        for f in 0..Walk::FIELDS.len() as u32 {
+            blobs.push(store.get_blobs("prop", f, 0, u64::MAX).await.unwrap());
+        }
         Observed {
             outcome,
             scheduler,
             per_task,
+            checkpoints,
+            blobs,
         }
     })
 }
@@ -296,6 +320,39 @@ proptest! {
         let parallel = observe(&graph, Mode::Parallel, seed);
         prop_assert_eq!(&sequential, &parallel);
         prop_assert!(!sequential.per_task.is_empty());
+    }
+
+    #[test]
+    fn a_run_stopped_at_any_step_resumes_to_the_same_result(
+        spec in graph_spec(),
+        seed in any::<u64>(),
+        stop_at in 0u64..12,
+    ) {
+        let graph = build(&spec);
+        let whole = observe(&graph, Mode::Parallel, seed);
+        let resumed = runtime().block_on(async {
+            let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+            let config = || RunConfig::new().seed(seed).run_id("prop").shared_store(store.clone());
+            let first = graph.run_with(Walk::default(), config().recursion_limit(stop_at)).await;
+            let outcome = match first {
+                Err(Error::RecursionLimit { .. }) => graph
+                    .resume("prop", config().recursion_limit(64))
+                    .await
+                    .map_err(|e| e.to_string()),
+                other => other.map_err(|e| e.to_string()),
+            };
+            let mut blobs = Vec::new();
+            for f in 0..Walk::FIELDS.len() as u32 {
+                blobs.push(store.get_blobs("prop", f, 0, u64::MAX).await.unwrap());
+            }
+            (outcome, blobs)
+        });
+        // A run that fails (a conflict) fails the same way; one that finishes ends the same, and
+        // stores the same values.
+        prop_assert_eq!(&resumed.0, &whole.outcome);
+        if whole.outcome.is_ok() {
+            prop_assert_eq!(&resumed.1, &whole.blobs);
+        }
     }
 
     #[test]

@@ -530,3 +530,33 @@ async fn damaged_checkpoints_fall_back_to_the_last_intact_one() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_run_stopped_while_a_join_waits_resumes_into_the_join() {
+    // a -> [b, x], x -> y, y -> c or END, [b, c] -> d. After step 2, b has arrived and the join
+    // waits, because y may still lead to c; at step 3, y goes to END: c is skipped and the join
+    // fires with b alone. The waiting join must survive the stop.
+    let mut b = GraphBuilder::<Trace>::new();
+    for name in ["a", "b", "x", "y", "c", "d"] {
+        b.add_node(name, move |_, _| async move { Ok(TraceUpdate::note(name)) });
+    }
+    b.add_edge(START, "a")
+        .add_edges("a", ["b", "x"])
+        .add_edge("x", "y")
+        .add_conditional_edges("y", ["c", END], |_: &Trace| END)
+        .add_join(["b", "c"], "d")
+        .add_edge("d", END);
+    let g = b.compile().unwrap();
+    let whole = g.run(Trace::default()).await.unwrap();
+    assert_eq!(whole.log, ["a", "b", "x", "y", "d"]);
+    for stop in 1..=3 {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let e = g
+            .run_with(Trace::default(), cfg(&store, "j").recursion_limit(stop))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::RecursionLimit { .. }), "{e:?}");
+        let resumed = g.resume("j", cfg(&store, "j")).await.unwrap();
+        assert_eq!(resumed, whole, "stopped after step {stop}");
+    }
+}
