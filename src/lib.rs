@@ -67,11 +67,19 @@
 //! | compile-time validation with errors naming the node or edge; DOT export; fingerprints | available |
 //! | sequential and parallel modes, deterministic merge, seeded weighted edges, recursion limit | available |
 //! | typed event stream (`Stream`), custom node events, `tracing` spans for run, step and node | available |
-//! | checkpoints to sled and memory, resume after a crash, history and forks | planned |
+//! | checkpoints to sled (default) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
 //! | retries, timeouts, cancellation, interrupts, subgraphs, middleware | planned |
 //! | monitor server, CLI, metrics, OpenTelemetry | planned |
 //!
-//! This crate has no optional features yet.
+//! Cargo features: `sled` (default) enables [`SledStore`], the embedded durable store.
+//!
+//! # Durable runs
+//!
+//! Give a run a store with [`RunConfig::store`] and it is checkpointed after every step;
+//! [`CompiledGraph::resume`] continues it (in the same process or a new one) from its last
+//! checkpoint, applying the results of tasks that had finished and running only the others.
+//! [`CompiledGraph::history`] lists, reads, forks and prunes stored runs. See [`Durability`]
+//! for what each mode survives.
 
 pub use agentgraph_engine::{
     BoxError, Command, CompiledGraph, Context, END, EdgeName, Error, Event, EventKind, EventStream,
