@@ -81,10 +81,15 @@
 //! [`CompiledGraph::history`] lists, reads, forks and prunes stored runs. See [`Durability`]
 //! for what each mode survives.
 
+#[cfg(feature = "sled")]
+pub use agentgraph_checkpoint::SledStore;
+pub use agentgraph_checkpoint::{MemoryStore, RunLease, RunLocks, WriteBatch, envelope};
 pub use agentgraph_engine::{
-    BoxError, Command, CompiledGraph, Context, END, EdgeName, Error, Event, EventKind, EventStream,
-    Field, Fingerprint, GraphBuilder, GraphError, InputError, IntoCommand, Missed, Mode, Packet,
-    Result, Route, Run, RunConfig, RunHandle, START, State, TaskId, TaskInfo, reducer,
+    BoxError, CheckpointInfo, CheckpointStore, CodecError, Command, CompiledGraph, Context,
+    Durability, END, EdgeName, Error, Event, EventKind, EventStream, Field, Fingerprint,
+    GraphBuilder, GraphError, History, InputError, IntoCommand, Missed, Mode, Packet, Result,
+    Route, Run, RunConfig, RunHandle, RunRecord, RunStatus, START, State, StoreError, TaskId,
+    TaskInfo, codec, reducer,
 };
 pub use agentgraph_macros::State;
 
