@@ -227,6 +227,9 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// A checkpoint without its timestamp: step, parent, fields written, next tasks, bytes.
+type CheckpointSummary = (u64, Option<u64>, Vec<&'static str>, Vec<String>, u64);
+
 /// What a run produced, normalized for comparison: the outcome, the scheduler's own events in
 /// order, and each task's events in order. Durations and the mode are left out.
 #[derive(Debug, PartialEq)]
@@ -235,7 +238,7 @@ struct Observed {
     scheduler: Vec<String>,
     per_task: BTreeMap<TaskId, Vec<String>>,
     /// Every checkpoint but its timestamp: step, parent, fields written, next tasks, bytes.
-    checkpoints: Vec<(u64, Option<u64>, Vec<&'static str>, Vec<String>, u64)>,
+    checkpoints: Vec<CheckpointSummary>,
     /// Every stored field value and delta, by field.
     blobs: Vec<Vec<(u64, Vec<u8>)>>,
 }
