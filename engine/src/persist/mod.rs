@@ -414,16 +414,17 @@ pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Re
     let Some(run_record) = store.get_run(run).await? else {
         return Err(Error::RunNotFound(run.to_owned()));
     };
-    let mut steps: Vec<u64> = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.list_checkpoints(run, after, 1024).await?;
-        let Some(last) = page.last() else { break };
-        after = Some(last.0);
-        steps.extend(page.iter().map(|(s, _)| *s));
-    }
+    // The newest checkpoint is almost always intact: try it before listing the others.
+    let Some((newest, _)) = store.latest_checkpoint(run).await? else {
+        return Err(Error::Corrupt {
+            run: run.to_owned(),
+            reason: "it has no checkpoint".to_owned(),
+        });
+    };
+    let mut steps: Vec<u64> = vec![newest];
+    let mut listed = false;
     let mut first_problem = None;
-    for step in steps.into_iter().rev() {
+    while let Some(step) = steps.pop() {
         match load_at::<S>(store, run, step).await {
             Ok((state, record, fields)) => {
                 let pending = if first_problem.is_none() {
@@ -443,6 +444,10 @@ pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Re
             }
             Err(LoadError::Damaged(reason)) => {
                 first_problem.get_or_insert(reason);
+                if !listed {
+                    listed = true;
+                    steps = list_steps(store, run, newest).await?;
+                }
             }
             Err(LoadError::Fatal(e)) => return Err(e),
         }
@@ -451,6 +456,19 @@ pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Re
         run: run.to_owned(),
         reason: first_problem.unwrap_or_else(|| "it has no checkpoint".to_owned()),
     })
+}
+
+/// The steps of `run`'s checkpoints before `before`, oldest first.
+async fn list_steps(store: &dyn CheckpointStore, run: &str, before: u64) -> Result<Vec<u64>> {
+    let mut steps = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_checkpoints(run, after, 1024).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        steps.extend(page.iter().map(|(s, _)| *s).filter(|s| *s < before));
+    }
+    Ok(steps)
 }
 
 enum LoadError {
