@@ -277,7 +277,7 @@ impl WriteBatch {
 /// operation applies nothing. Reads of a run record that does not decode fail with
 /// [`StoreError::Corrupt`] naming the run, never with a panic.
 ///
-/// Every backend passes the same conformance suite (`conformance`).
+/// Every backend passes the same conformance suite ([`conformance`](crate::conformance)).
 ///
 /// [`lock_run`]: CheckpointStore::lock_run
 #[allow(clippy::type_complexity)] // the tuple results read best spelled out
