@@ -16,9 +16,10 @@ use crate::store::{
 /// directory, one process at a time.
 ///
 /// Each [`WriteBatch`] is applied with a single sled batch, so after a crash either all of it
-/// is there or none of it; reads see a batch whole or not at all. Run ownership ([`lock_run`](CheckpointStore::lock_run)) is per
-/// process; sled's file lock keeps every other process out of the directory while a store
-/// is open ([`StoreError::Locked`]). Clones share the same database and run ownership.
+/// is there or none of it; reads see a batch whole or not at all. Run ownership
+/// ([`lock_run`](CheckpointStore::lock_run)) is per process; sled's file lock keeps every
+/// other process out of the directory while a store is open ([`StoreError::Locked`]).
+/// Clones share the same database and run ownership.
 ///
 /// # Durability
 ///
@@ -29,8 +30,8 @@ use crate::store::{
 ///   1,200 SIGKILL cycles without losing an acknowledged record.
 /// - **A power loss or kernel crash may lose the last ~500 ms of flushed batches.** sled's
 ///   `flush` writes with `sync_file_range`, not `fsync`/`fdatasync`; sled calls `fsync`
-///   only in its background flush, every 500 ms by default. The records that survive are
-///   still whole: a batch is never half there.
+///   only in its background flush, every 500 ms by default. sled recovers each batch whole
+///   or not at all.
 ///
 /// If your runs must survive a power loss, use a store that syncs for real.
 ///
