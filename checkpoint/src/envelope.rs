@@ -264,8 +264,8 @@ pub fn encode<T: Serialize + ?Sized>(kind: RecordKind, value: &T) -> Result<Vec<
 ///
 /// # Errors
 ///
-/// Any [`FormatError`] but `Encode`; a payload with bytes left over after the value is
-/// [`FormatError::Decode`].
+/// Any [`FormatError`] but `Encode`; a payload with bytes left over after the value, or
+/// whose lengths claim more than [`MAX_PAYLOAD`] bytes, is [`FormatError::Decode`].
 ///
 /// # Examples
 ///
@@ -280,7 +280,11 @@ pub fn encode<T: Serialize + ?Sized>(kind: RecordKind, value: &T) -> Result<Vec<
 /// ```
 pub fn decode<T: DeserializeOwned>(kind: RecordKind, bytes: &[u8]) -> Result<T, FormatError> {
     let payload = open(kind, bytes)?;
-    let (value, read) = bincode::serde::decode_from_slice(payload, bincode_config())
+    // The limit makes a length prefix that claims more than a payload can hold an error
+    // before anything is allocated (without it, bincode allocates what the prefix claims:
+    // a capacity-overflow panic or an out-of-memory abort). It changes no encoding.
+    let config = bincode_config().with_limit::<MAX_PAYLOAD>();
+    let (value, read) = bincode::serde::decode_from_slice(payload, config)
         .map_err(|e| FormatError::Decode(e.to_string()))?;
     if read != payload.len() {
         return Err(FormatError::Decode(format!(
@@ -317,6 +321,32 @@ mod tests {
                     "flip of bit {bit} of byte {byte} went unnoticed"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn absurd_lengths_in_a_valid_envelope_are_errors_not_allocations() {
+        // bincode varints: 0xfd then a u64, 0xfc then a u32.
+        let mut huge = vec![0xfd];
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        let mut large = vec![0xfd];
+        large.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let mut big = vec![0xfc];
+        big.extend_from_slice(&(MAX_PAYLOAD as u32 - 1).to_le_bytes());
+        for payload in [huge, large, big] {
+            let record = seal(RecordKind::Event, &payload);
+            assert!(matches!(
+                decode::<String>(RecordKind::Event, &record),
+                Err(FormatError::Decode(_))
+            ));
+            assert!(matches!(
+                decode::<Vec<u8>>(RecordKind::Event, &record),
+                Err(FormatError::Decode(_))
+            ));
+            assert!(matches!(
+                decode::<Vec<String>>(RecordKind::Event, &record),
+                Err(FormatError::Decode(_))
+            ));
         }
     }
 

@@ -35,7 +35,9 @@
 //! | [`MemoryStore`] | always | none: the process's memory |
 //! | `SledStore` | `sled` (default) | survives a killed process; see its docs for power loss |
 //!
+//! A new backend proves itself with the [`conformance`] suite.
 
+pub mod conformance;
 pub mod envelope;
 mod error;
 mod memory;

@@ -12,9 +12,10 @@ use crate::store::{
 
 /// A [`CheckpointStore`] in memory: nothing survives the process.
 ///
-/// Clones share the same data and the same run ownership. [`flush`](CheckpointStore::flush)
+/// Batches apply atomically and reads see a batch whole or not at all (one lock guards the
+/// maps). Clones share the same data and the same run ownership. [`flush`](CheckpointStore::flush)
 /// does nothing. Run records are kept enveloped, as a durable store keeps them, so a damaged
-/// one is a [`StoreError::Corrupt`] here too.
+/// one is a [`StoreError::Corrupt`](crate::StoreError::Corrupt) here too.
 ///
 /// # Examples
 ///

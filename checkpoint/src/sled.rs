@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{Result, StoreError};
 use crate::record::{check_op, decode_run, encode_run};
@@ -15,9 +16,10 @@ use crate::store::{
 /// directory, one process at a time.
 ///
 /// Each [`WriteBatch`] is applied with a single sled batch, so after a crash either all of it
-/// is there or none of it. Run ownership ([`lock_run`](CheckpointStore::lock_run)) is per
-/// process; sled's file lock keeps every other process out of the directory while a store
-/// is open ([`StoreError::Locked`]). Clones share the same database and run ownership.
+/// is there or none of it; reads see a batch whole or not at all. Run ownership
+/// ([`lock_run`](CheckpointStore::lock_run)) is per process; sled's file lock keeps every
+/// other process out of the directory while a store is open ([`StoreError::Locked`]).
+/// Clones share the same database and run ownership.
 ///
 /// # Durability
 ///
@@ -28,8 +30,8 @@ use crate::store::{
 ///   1,200 SIGKILL cycles without losing an acknowledged record.
 /// - **A power loss or kernel crash may lose the last ~500 ms of flushed batches.** sled's
 ///   `flush` writes with `sync_file_range`, not `fsync`/`fdatasync`; sled calls `fsync`
-///   only in its background flush, every 500 ms by default. The records that survive are
-///   still whole: a batch is never half there.
+///   only in its background flush, every 500 ms by default. sled recovers each batch whole
+///   or not at all.
 ///
 /// If your runs must survive a power loss, use a store that syncs for real.
 ///
@@ -59,8 +61,10 @@ use crate::store::{
 pub struct SledStore {
     db: ::sled::Db,
     path: PathBuf,
-    /// Serializes commits: a batch's range deletions read the keys it then removes.
-    commit_lock: Arc<Mutex<()>>,
+    /// Written by commits, which must be serial (a batch's range deletions read the keys it
+    /// then removes); read by multi-key reads, so that they see a batch whole or not at all
+    /// (sled isolates single-key reads from a batch, not iterators).
+    commit_lock: Arc<RwLock<()>>,
     locks: RunLocks,
 }
 
@@ -69,8 +73,10 @@ impl SledStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Locked`] when another process has it open; [`StoreError::Backend`] when
-    /// sled cannot open it (I/O error, damaged files).
+    /// [`StoreError::Locked`] when another process (or another `SledStore` of this process)
+    /// has it open, after waiting up to one second for it to be closed: sled may hold the
+    /// lock of a store dropped in this process for a moment after the drop.
+    /// [`StoreError::Backend`] when sled cannot open it (I/O error, damaged files).
     ///
     /// # Examples
     ///
@@ -107,10 +113,21 @@ impl SledStore {
     /// ```
     pub fn open_with(path: impl AsRef<Path>, config: ::sled::Config) -> Result<SledStore> {
         let path = path.as_ref().to_path_buf();
-        let db = config
-            .path(&path)
-            .open()
-            .map_err(|e| open_error(&path, e))?;
+        let config = config.path(&path);
+        // sled's I/O threads may hold the file lock of a store dropped in this process for a
+        // moment after the drop (longer on a loaded machine): wait a little for it.
+        let deadline = Instant::now() + LOCK_WAIT;
+        let mut pause = Duration::from_millis(1);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && Instant::now() + pause < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) => return Err(open_error(&path, e)),
+            }
+        };
         Ok(SledStore {
             db,
             path,
@@ -148,7 +165,7 @@ impl SledStore {
         }
         let _serial = self
             .commit_lock
-            .lock()
+            .write()
             .unwrap_or_else(PoisonError::into_inner);
         let mut staged = Staged {
             tree: &self.db,
@@ -167,6 +184,13 @@ impl SledStore {
         self.db.apply_batch(out).map_err(backend)
     }
 
+    /// Holds off commits while a multi-key read runs.
+    fn no_commit(&self) -> RwLockReadGuard<'_, ()> {
+        self.commit_lock
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn get_run_now(&self, run: &str) -> Result<Option<RunRecord>> {
         check_run_id(run)?;
         match self.db.get(run_key(run)).map_err(backend)? {
@@ -181,6 +205,7 @@ impl SledStore {
             None => Bound::Included(vec![RUN]),
         };
         let end = Bound::Excluded(vec![RUN + 1]);
+        let _read = self.no_commit();
         let mut out = Vec::new();
         for item in self.db.range::<Vec<u8>, _>((start, end)).take(limit) {
             let (key, bytes) = item.map_err(backend)?;
@@ -195,6 +220,7 @@ impl SledStore {
 
     fn latest_checkpoint_now(&self, run: &str) -> Result<Option<(u64, Vec<u8>)>> {
         check_run_id(run)?;
+        let _read = self.no_commit();
         match self.db.scan_prefix(run_prefix(CHECKPOINT, run)).next_back() {
             Some(item) => {
                 let (key, bytes) = item.map_err(backend)?;
@@ -204,13 +230,14 @@ impl SledStore {
         }
     }
 
-    /// The entries of `range` as (number at `at` in the key, value) pairs.
+    /// Up to `limit` entries of `range`, as (`number` of the key, value) pairs.
     fn collect<N>(
         &self,
         range: (Bound<Vec<u8>>, Bound<Vec<u8>>),
         limit: usize,
         number: impl Fn(&[u8]) -> Result<N>,
     ) -> Result<Vec<(N, Vec<u8>)>> {
+        let _read = self.no_commit();
         let mut out = Vec::new();
         for item in self.db.range::<Vec<u8>, _>(range).take(limit) {
             let (key, bytes) = item.map_err(backend)?;
@@ -289,19 +316,25 @@ fn backend(e: ::sled::Error) -> StoreError {
     StoreError::Backend(Box::new(e))
 }
 
-/// Maps an open error: sled 0.34.7 reports a held file lock as an `Io` error of kind
-/// `Other` whose message starts with "could not acquire lock".
+/// How long [`SledStore::open`] waits for a held file lock to be released.
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// Whether sled failed to open because another handle holds the file lock: sled 0.34.7
+/// reports it as an `Io` error of kind `Other` whose message starts with "could not acquire
+/// lock".
+fn is_lock_error(e: &::sled::Error) -> bool {
+    matches!(e, ::sled::Error::Io(io)
+        if io.kind() == std::io::ErrorKind::Other
+            && io.to_string().contains("could not acquire lock"))
+}
+
 fn open_error(path: &Path, e: ::sled::Error) -> StoreError {
-    match e {
-        ::sled::Error::Io(io)
-            if io.kind() == std::io::ErrorKind::Other
-                && io.to_string().contains("could not acquire lock") =>
-        {
-            StoreError::Locked {
-                path: path.display().to_string(),
-            }
+    if is_lock_error(&e) {
+        StoreError::Locked {
+            path: path.display().to_string(),
         }
-        e => backend(e),
+    } else {
+        backend(e)
     }
 }
 

@@ -291,12 +291,14 @@ impl WriteBatch {
 ///
 /// Every method that takes a run id (in an operation, a read or [`lock_run`]) rejects an
 /// invalid one ([`check_run_id`]) with [`StoreError::InvalidRunId`]; a batch with one such
-/// operation applies nothing. Reads of a run record that does not decode fail with
+/// operation applies nothing. (The `after` cursor of [`list_runs`] is not a run id: any
+/// string.) Reads of a run record that does not decode fail with
 /// [`StoreError::Corrupt`] naming the run, never with a panic.
 ///
-/// Every backend passes the same conformance suite (`conformance`).
+/// Every backend passes the same conformance suite ([`conformance`](crate::conformance)).
 ///
 /// [`lock_run`]: CheckpointStore::lock_run
+/// [`list_runs`]: CheckpointStore::list_runs
 #[allow(clippy::type_complexity)] // the tuple results read best spelled out
 pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// Applies `batch` atomically, in order: after a crash either every operation took effect

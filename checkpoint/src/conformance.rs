@@ -1,0 +1,749 @@
+//! The conformance suite every [`CheckpointStore`] passes: run it against a new backend.
+//!
+//! Each check takes an **empty** store, panics with a message naming the check and the
+//! expectation when the store misbehaves, and leaves the store empty again. [`run_all`] runs
+//! them all; the others are public so that a failing one can be run alone.
+//!
+//! One check needs to damage a stored run record, which no trait method can do: the backend
+//! hands [`run_all`] (and [`corrupt_run_record`]) a function that overwrites the raw bytes
+//! stored for a run's record.
+//!
+//! # Examples
+//!
+//! ```
+//! use agentgraph_checkpoint::{MemoryStore, conformance};
+//!
+//! #[tokio::main(flavor = "current_thread")]
+//! async fn main() {
+//!     let store = MemoryStore::new();
+//!     let raw = store.clone();
+//!     conformance::run_all(&store, &move |run: &str, bytes: Vec<u8>| {
+//!         raw.put_raw_run_record(run, bytes)
+//!     })
+//!     .await;
+//! }
+//! ```
+
+use std::fmt::Debug;
+
+use crate::envelope::{self, RecordKind};
+use crate::error::{Result, StoreError};
+use crate::store::{CheckpointStore, MAX_RUN_ID_LEN, Op, RunRecord, RunStatus, WriteBatch};
+
+/// Overwrites the raw bytes a backend stores for a run's record (see the [module](self)).
+pub type PutRawRun<'a> = &'a (dyn Fn(&str, Vec<u8>) + Sync);
+
+/// Runs every check, in order, on an empty `store`.
+///
+/// # Panics
+///
+/// When the store breaks the contract; the message names the check and what went wrong.
+pub async fn run_all(store: &dyn CheckpointStore, put_raw_run: PutRawRun<'_>) {
+    run_records(store).await;
+    checkpoints(store).await;
+    blobs(store).await;
+    pending_writes(store).await;
+    prune(store).await;
+    delete_run_isolation(store).await;
+    batches_apply_in_order(store).await;
+    invalid_run_ids(store).await;
+    run_locks(store).await;
+    corrupt_run_record(store, put_raw_run).await;
+}
+
+/// Unwraps `result`, panicking with `what` and the error.
+fn ok<T>(result: Result<T>, what: &str) -> T {
+    result.unwrap_or_else(|e| panic!("{what}: unexpected error: {e}"))
+}
+
+async fn commit(store: &dyn CheckpointStore, batch: WriteBatch, what: &str) {
+    ok(store.commit(batch).await, what);
+}
+
+async fn expect_empty(store: &dyn CheckpointStore, check: &str) {
+    let runs = ok(store.list_runs(None, usize::MAX).await, check);
+    assert!(
+        runs.is_empty(),
+        "{check}: the store must be empty before (and is left empty after) each check, found runs {:?}",
+        runs.iter().map(|r| &r.run_id).collect::<Vec<_>>()
+    );
+}
+
+async fn delete_runs(store: &dyn CheckpointStore, runs: &[&str], check: &str) {
+    let mut batch = WriteBatch::new();
+    for run in runs {
+        batch.delete_run(run);
+    }
+    commit(store, batch, &format!("{check}: deleting the check's runs")).await;
+    expect_empty(store, check).await;
+}
+
+fn record(run: &str, status: RunStatus, now_ms: u64) -> RunRecord {
+    RunRecord::new(run, status, 0xfeed_beef_u128 << 64 | 42, now_ms)
+}
+
+fn ids<T, U: Debug>(items: &[(T, U)]) -> Vec<&T> {
+    items.iter().map(|(k, _)| k).collect()
+}
+
+fn bytes(tag: &str) -> Vec<u8> {
+    envelope::seal(RecordKind::Checkpoint, tag.as_bytes())
+}
+
+/// Run records: round trip, replace (last wins), ordering and paging of `list_runs`.
+pub async fn run_records(store: &dyn CheckpointStore) {
+    const C: &str = "run_records";
+    expect_empty(store, C).await;
+    assert_eq!(
+        ok(store.get_run("missing").await, C),
+        None,
+        "{C}: a missing run is None"
+    );
+
+    let mut full = record("b", RunStatus::Failed, 5);
+    full.last_step = Some(9);
+    full.updated_at_ms = 6;
+    full.error = Some("boom".into());
+    full.forked_from = Some(("a".into(), 3));
+    let mut batch = WriteBatch::new();
+    batch
+        .put_run(record("c", RunStatus::Running, 1))
+        .put_run(full.clone())
+        .put_run(record("a", RunStatus::Pending, 2));
+    commit(store, batch, C).await;
+    assert_eq!(
+        ok(store.get_run("b").await, C),
+        Some(full),
+        "{C}: a run record reads back as written"
+    );
+
+    let mut replaced = record("c", RunStatus::Completed, 1);
+    replaced.last_step = Some(4);
+    let mut batch = WriteBatch::new();
+    batch
+        .put_run(record("c", RunStatus::Interrupted, 1))
+        .put_run(replaced.clone());
+    commit(store, batch, C).await;
+    assert_eq!(
+        ok(store.get_run("c").await, C),
+        Some(replaced),
+        "{C}: the last record written for a run wins"
+    );
+
+    let all = ok(store.list_runs(None, usize::MAX).await, C);
+    let names: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+    assert_eq!(
+        names,
+        ["a", "b", "c"],
+        "{C}: list_runs lists each run once, by run id"
+    );
+    let page = |after, limit| async move {
+        let runs = ok(store.list_runs(after, limit).await, C);
+        runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+    assert_eq!(page(None, 2).await, ["a", "b"], "{C}: limit 2");
+    assert_eq!(page(Some("b"), 2).await, ["c"], "{C}: after `b`");
+    assert_eq!(
+        page(Some("a0"), 5).await,
+        ["b", "c"],
+        "{C}: after a cursor that is no run"
+    );
+    assert_eq!(
+        page(Some("c"), 5).await,
+        [] as [&str; 0],
+        "{C}: after the last"
+    );
+    assert_eq!(page(None, 0).await, [] as [&str; 0], "{C}: limit 0");
+    delete_runs(store, &["a", "b", "c"], C).await;
+}
+
+/// Checkpoints: round trip, duplicates, `latest_checkpoint`, ordering and paging.
+pub async fn checkpoints(store: &dyn CheckpointStore) {
+    const C: &str = "checkpoints";
+    expect_empty(store, C).await;
+    let r = "ck";
+    assert_eq!(
+        ok(store.latest_checkpoint(r).await, C),
+        None,
+        "{C}: none yet"
+    );
+    let mut batch = WriteBatch::new();
+    batch
+        .put_checkpoint(r, 2, bytes("two"))
+        .put_checkpoint(r, 0, bytes("zero"))
+        .put_checkpoint(r, 10, bytes("ten (old)"))
+        .put_checkpoint(r, 256, bytes("256"))
+        .put_checkpoint(r, u64::MAX, bytes("max"));
+    commit(store, batch, C).await;
+    let mut batch = WriteBatch::new();
+    batch.put_checkpoint(r, 10, bytes("ten"));
+    commit(store, batch, C).await;
+
+    assert_eq!(
+        ok(store.get_checkpoint(r, 2).await, C),
+        Some(bytes("two")),
+        "{C}: round trip"
+    );
+    assert_eq!(
+        ok(store.get_checkpoint(r, 10).await, C),
+        Some(bytes("ten")),
+        "{C}: the last write of a step wins"
+    );
+    assert_eq!(
+        ok(store.get_checkpoint(r, 3).await, C),
+        None,
+        "{C}: a missing step is None"
+    );
+    assert_eq!(
+        ok(store.latest_checkpoint(r).await, C),
+        Some((u64::MAX, bytes("max"))),
+        "{C}: latest is the highest step (steps order as numbers, not as bytes)"
+    );
+    let all = ok(store.list_checkpoints(r, None, usize::MAX).await, C);
+    assert_eq!(
+        ids(&all),
+        [&0, &2, &10, &256, &u64::MAX],
+        "{C}: listed once each, by step"
+    );
+    assert_eq!(all[2].1, bytes("ten"), "{C}: listing gives the last write");
+    let page = |after, limit| async move {
+        let list = ok(store.list_checkpoints(r, after, limit).await, C);
+        list.into_iter().map(|(s, _)| s).collect::<Vec<_>>()
+    };
+    assert_eq!(page(None, 2).await, [0, 2], "{C}: limit 2");
+    assert_eq!(page(Some(2), 2).await, [10, 256], "{C}: after step 2");
+    assert_eq!(
+        page(Some(3), 1).await,
+        [10],
+        "{C}: after a step with no checkpoint"
+    );
+    assert_eq!(
+        page(Some(u64::MAX), 9).await,
+        [] as [u64; 0],
+        "{C}: after the last"
+    );
+    assert_eq!(page(None, 0).await, [] as [u64; 0], "{C}: limit 0");
+    delete_runs(store, &[r], C).await;
+    assert_eq!(
+        ok(store.latest_checkpoint(r).await, C),
+        None,
+        "{C}: deleted with the run"
+    );
+}
+
+/// Blobs: round trip, duplicates, inclusive version ranges, fields kept apart.
+pub async fn blobs(store: &dyn CheckpointStore) {
+    const C: &str = "blobs";
+    expect_empty(store, C).await;
+    let r = "blobs";
+    let mut batch = WriteBatch::new();
+    for v in [1, 3, 5, 7] {
+        batch.put_blob(r, 1, v, bytes(&format!("f1 v{v}")));
+    }
+    batch
+        .put_blob(r, 0, 4, bytes("f0 v4"))
+        .put_blob(r, 2, 4, bytes("f2 v4"))
+        .put_blob(r, u32::MAX, u64::MAX, bytes("max"))
+        .put_blob(r, 1, 5, bytes("f1 v5 (new)"));
+    commit(store, batch, C).await;
+    let get = |field, from, to| async move { ok(store.get_blobs(r, field, from, to).await, C) };
+    let f1 = get(1, 0, u64::MAX).await;
+    assert_eq!(
+        ids(&f1),
+        [&1, &3, &5, &7],
+        "{C}: one field's blobs, by version"
+    );
+    assert_eq!(f1[2].1, bytes("f1 v5 (new)"), "{C}: the last write wins");
+    assert_eq!(f1[0].1, bytes("f1 v1"), "{C}: round trip");
+    assert_eq!(
+        ids(&get(1, 3, 5).await),
+        [&3, &5],
+        "{C}: from..=to includes both ends"
+    );
+    assert_eq!(
+        ids(&get(1, 4, 4).await),
+        [] as [&u64; 0],
+        "{C}: a range holding no version"
+    );
+    assert_eq!(
+        ids(&get(1, 7, 3).await),
+        [] as [&u64; 0],
+        "{C}: from > to is empty"
+    );
+    assert_eq!(
+        ids(&get(0, 0, u64::MAX).await),
+        [&4],
+        "{C}: fields are kept apart"
+    );
+    assert_eq!(
+        get(u32::MAX, u64::MAX, u64::MAX).await,
+        [(u64::MAX, bytes("max"))],
+        "{C}: the largest field and version"
+    );
+    assert_eq!(get(3, 0, u64::MAX).await, [], "{C}: a field never written");
+    delete_runs(store, &[r], C).await;
+    assert_eq!(get(1, 0, u64::MAX).await, [], "{C}: deleted with the run");
+}
+
+/// Pending writes: round trip, task order, duplicates, and [`Op::DeletePendingWrites`]
+/// (every step up to and including the given one) in a new checkpoint's batch.
+pub async fn pending_writes(store: &dyn CheckpointStore) {
+    const C: &str = "pending_writes";
+    expect_empty(store, C).await;
+    let r = "pw";
+    let get = |step| async move { ok(store.get_pending_writes(r, step).await, C) };
+    let mut batch = WriteBatch::new();
+    batch
+        .put_pending_write(r, 4, 2, bytes("4.2"))
+        .put_pending_write(r, 4, 0, bytes("4.0"))
+        .put_pending_write(r, 4, 256, bytes("4.256"))
+        .put_pending_write(r, 3, 0, bytes("3.0"))
+        .put_pending_write(r, 5, 0, bytes("5.0"))
+        .put_pending_write(r, 4, 0, bytes("4.0 (retry)"));
+    commit(store, batch, C).await;
+    let step4 = get(4).await;
+    assert_eq!(
+        ids(&step4),
+        [&0, &2, &256],
+        "{C}: a step's writes, by task, once each"
+    );
+    assert_eq!(step4[0].1, bytes("4.0 (retry)"), "{C}: the last write wins");
+    assert_eq!(step4[1].1, bytes("4.2"), "{C}: round trip");
+    assert_eq!(get(6).await, [], "{C}: a step with no writes");
+
+    let mut batch = WriteBatch::new();
+    batch
+        .put_checkpoint(r, 4, bytes("checkpoint 4"))
+        .delete_pending_writes(r, 4);
+    commit(store, batch, C).await;
+    assert_eq!(
+        get(4).await,
+        [],
+        "{C}: the checkpoint's batch deleted step 4's pending writes"
+    );
+    assert_eq!(
+        get(3).await,
+        [],
+        "{C}: DeletePendingWrites deletes earlier steps too"
+    );
+    assert_eq!(
+        ids(&get(5).await),
+        [&0],
+        "{C}: DeletePendingWrites keeps later steps"
+    );
+    assert_eq!(
+        ok(store.get_checkpoint(r, 4).await, C),
+        Some(bytes("checkpoint 4")),
+        "{C}: the checkpoint of the same batch"
+    );
+    let mut batch = WriteBatch::new();
+    batch.delete_pending_writes(r, u64::MAX);
+    commit(store, batch, C).await;
+    assert_eq!(get(5).await, [], "{C}: DeletePendingWrites up to u64::MAX");
+    delete_runs(store, &[r], C).await;
+}
+
+/// Pruning: [`Op::DeleteCheckpointsBefore`] and [`Op::DeleteBlobsBefore`].
+pub async fn prune(store: &dyn CheckpointStore) {
+    const C: &str = "prune";
+    expect_empty(store, C).await;
+    let r = "prune";
+    let mut batch = WriteBatch::new();
+    for s in 0..6 {
+        batch.put_checkpoint(r, s, bytes(&format!("c{s}")));
+        batch.put_blob(r, 0, s, bytes(&format!("f0 v{s}")));
+        batch.put_blob(r, 1, s, bytes(&format!("f1 v{s}")));
+    }
+    commit(store, batch, C).await;
+    let steps = || async {
+        ids(&ok(store.list_checkpoints(r, None, usize::MAX).await, C))
+            .into_iter()
+            .copied()
+            .collect::<Vec<u64>>()
+    };
+    let versions = |field| async move {
+        let blobs = ok(store.get_blobs(r, field, 0, u64::MAX).await, C);
+        blobs.into_iter().map(|(v, _)| v).collect::<Vec<u64>>()
+    };
+
+    let mut batch = WriteBatch::new();
+    batch
+        .delete_checkpoints_before(r, 0)
+        .delete_blobs_before(r, 0, 0);
+    commit(store, batch, C).await;
+    assert_eq!(
+        steps().await,
+        [0, 1, 2, 3, 4, 5],
+        "{C}: before step 0 deletes nothing"
+    );
+    assert_eq!(
+        versions(0).await,
+        [0, 1, 2, 3, 4, 5],
+        "{C}: before version 0 deletes nothing"
+    );
+
+    let mut batch = WriteBatch::new();
+    batch
+        .delete_checkpoints_before(r, 3)
+        .delete_blobs_before(r, 0, 4);
+    commit(store, batch, C).await;
+    assert_eq!(
+        steps().await,
+        [3, 4, 5],
+        "{C}: DeleteCheckpointsBefore(3) keeps step 3 on"
+    );
+    assert_eq!(
+        ok(store.latest_checkpoint(r).await, C).map(|(s, _)| s),
+        Some(5),
+        "{C}: the latest survives"
+    );
+    assert_eq!(
+        versions(0).await,
+        [4, 5],
+        "{C}: DeleteBlobsBefore(4) keeps version 4 on"
+    );
+    assert_eq!(
+        versions(1).await,
+        [0, 1, 2, 3, 4, 5],
+        "{C}: DeleteBlobsBefore touches only its field"
+    );
+
+    let mut batch = WriteBatch::new();
+    batch
+        .delete_checkpoints_before(r, u64::MAX)
+        .delete_blobs_before(r, 1, u64::MAX);
+    commit(store, batch, C).await;
+    assert_eq!(steps().await, [] as [u64; 0], "{C}: before u64::MAX");
+    assert_eq!(versions(1).await, [] as [u64; 0], "{C}: before u64::MAX");
+    delete_runs(store, &[r], C).await;
+}
+
+/// The runs [`delete_run_isolation`] uses: prefixes of each other, and ids with NUL, `/`,
+/// the highest code point and the longest length.
+fn isolation_runs() -> Vec<String> {
+    let mut runs: Vec<String> = [
+        "r",
+        "run",
+        "run2",
+        "run\0",
+        "run\0\0",
+        "run/",
+        "run/x",
+        "run\u{ff}",
+        "run\u{10ffff}",
+        "\0",
+        "\u{10ffff}",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    runs.push("run".repeat(MAX_RUN_ID_LEN / 3) + &"x".repeat(MAX_RUN_ID_LEN % 3));
+    runs
+}
+
+/// Everything readable about `run`, for comparisons.
+async fn snapshot(store: &dyn CheckpointStore, run: &str, check: &str) -> String {
+    let what = &format!("{check}: reading run {run:?}");
+    let record = ok(store.get_run(run).await, what);
+    let cps = ok(store.list_checkpoints(run, None, usize::MAX).await, what);
+    let blobs = ok(store.get_blobs(run, 1, 0, u64::MAX).await, what);
+    let pending = ok(store.get_pending_writes(run, 1).await, what);
+    format!("{record:?} {cps:?} {blobs:?} {pending:?}")
+}
+
+fn fill(batch: &mut WriteBatch, run: &str) {
+    batch
+        .put_run(record(run, RunStatus::Running, 1))
+        .put_checkpoint(run, 1, bytes(run))
+        .put_blob(run, 1, 1, bytes(run))
+        .put_pending_write(run, 1, 1, bytes(run));
+}
+
+/// [`Op::DeleteRun`] removes everything of its run and nothing of any other, even runs whose
+/// ids share a prefix with it or contain NUL, `/` or high code points; each run's reads see
+/// only its own entries.
+pub async fn delete_run_isolation(store: &dyn CheckpointStore) {
+    const C: &str = "delete_run_isolation";
+    expect_empty(store, C).await;
+    let runs = isolation_runs();
+    let mut batch = WriteBatch::new();
+    for run in &runs {
+        fill(&mut batch, run);
+    }
+    commit(store, batch, C).await;
+    let mut expected = Vec::new();
+    for run in &runs {
+        let cps = ok(store.list_checkpoints(run, None, usize::MAX).await, C);
+        assert_eq!(
+            cps,
+            [(1, bytes(run))],
+            "{C}: run {run:?} sees exactly its own checkpoints"
+        );
+        let pending = ok(store.get_pending_writes(run, 1).await, C);
+        assert_eq!(
+            pending,
+            [(1, bytes(run))],
+            "{C}: run {run:?} sees exactly its own pending writes"
+        );
+        let blobs = ok(store.get_blobs(run, 1, 0, u64::MAX).await, C);
+        assert_eq!(
+            blobs,
+            [(1, bytes(run))],
+            "{C}: run {run:?} sees exactly its own blobs"
+        );
+        expected.push(snapshot(store, run, C).await);
+    }
+    let mut sorted = runs.clone();
+    sorted.sort();
+    let listed: Vec<String> = ok(store.list_runs(None, usize::MAX).await, C)
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(listed, sorted, "{C}: list_runs orders run ids as bytes");
+
+    for (i, victim) in runs.iter().enumerate() {
+        let mut batch = WriteBatch::new();
+        batch.delete_run(victim);
+        commit(store, batch, C).await;
+        let gone = snapshot(store, victim, C).await;
+        assert_eq!(
+            gone, "None [] [] []",
+            "{C}: DeleteRun({victim:?}) leaves nothing of it"
+        );
+        for (j, other) in runs.iter().enumerate().skip(i + 1) {
+            assert_eq!(
+                snapshot(store, other, C).await,
+                expected[j],
+                "{C}: DeleteRun({victim:?}) must not touch run {other:?}"
+            );
+        }
+    }
+    expect_empty(store, C).await;
+}
+
+/// A batch applies its operations in order, all of them: later operations see the earlier
+/// ones of the same batch.
+pub async fn batches_apply_in_order(store: &dyn CheckpointStore) {
+    const C: &str = "batches_apply_in_order";
+    expect_empty(store, C).await;
+    let (a, b) = ("order-a", "order-b");
+    let mut batch = WriteBatch::new();
+    fill(&mut batch, a);
+    fill(&mut batch, b);
+    batch
+        .put_checkpoint(a, 0, bytes("a0"))
+        .delete_checkpoints_before(a, 1)
+        .put_pending_write(a, 2, 0, bytes("a2"))
+        .delete_pending_writes(a, 2)
+        .put_blob(a, 1, 0, bytes("a v0"))
+        .delete_blobs_before(a, 1, 1)
+        .delete_run(b)
+        .put_run(record(b, RunStatus::Completed, 2))
+        .put_checkpoint(b, 7, bytes("b7"));
+    commit(store, batch, C).await;
+    assert_eq!(
+        ok(store.list_checkpoints(a, None, usize::MAX).await, C),
+        [(1, bytes(a))],
+        "{C}: a prune removes the checkpoints written earlier in its batch, keeps step 1"
+    );
+    assert_eq!(
+        ok(store.get_pending_writes(a, 2).await, C),
+        [],
+        "{C}: DeletePendingWrites removes the writes of its own batch"
+    );
+    assert_eq!(
+        ok(store.get_pending_writes(a, 1).await, C),
+        [],
+        "{C}: DeletePendingWrites removes the earlier steps' writes of its own batch"
+    );
+    assert_eq!(
+        ok(store.get_blobs(a, 1, 0, u64::MAX).await, C),
+        [(1, bytes(a))],
+        "{C}: DeleteBlobsBefore removes the blobs of its own batch, keeps version 1"
+    );
+    assert_eq!(
+        ok(store.get_run(b).await, C).map(|r| r.status),
+        Some(RunStatus::Completed),
+        "{C}: a record put after DeleteRun in the same batch stays"
+    );
+    assert_eq!(
+        ok(store.list_checkpoints(b, None, usize::MAX).await, C),
+        [(7, bytes("b7"))],
+        "{C}: DeleteRun removed what came before it in the batch, not what came after"
+    );
+    assert_eq!(
+        ok(store.get_pending_writes(b, 1).await, C),
+        [],
+        "{C}: DeleteRun removed the pending writes of its own batch"
+    );
+    assert_eq!(
+        ok(store.get_run(a).await, C).map(|r| r.status),
+        Some(RunStatus::Running),
+        "{C}: every operation of the batch is visible after commit"
+    );
+    commit(store, WriteBatch::new(), &format!("{C}: an empty batch")).await;
+    delete_runs(store, &[a, b], C).await;
+}
+
+fn expect_invalid<T: Debug>(result: Result<T>, what: &str) {
+    match result {
+        Err(StoreError::InvalidRunId { .. }) => {}
+        other => panic!("invalid_run_ids: {what} must fail with InvalidRunId, got {other:?}"),
+    }
+}
+
+/// Run ids that are empty or longer than [`MAX_RUN_ID_LEN`] are rejected by every write,
+/// read and [`lock_run`](CheckpointStore::lock_run), and a batch holding one applies nothing.
+pub async fn invalid_run_ids(store: &dyn CheckpointStore) {
+    const C: &str = "invalid_run_ids";
+    expect_empty(store, C).await;
+    let long = "x".repeat(MAX_RUN_ID_LEN + 1);
+    for bad in ["", long.as_str()] {
+        let ops = [
+            Op::PutRun(record(bad, RunStatus::Running, 0)),
+            Op::PutCheckpoint {
+                run: bad.into(),
+                step: 0,
+                bytes: bytes("x"),
+            },
+            Op::PutBlob {
+                run: bad.into(),
+                field: 0,
+                version: 0,
+                bytes: bytes("x"),
+            },
+            Op::PutPendingWrite {
+                run: bad.into(),
+                step: 0,
+                task: 0,
+                bytes: bytes("x"),
+            },
+            Op::DeletePendingWrites {
+                run: bad.into(),
+                step: 0,
+            },
+            Op::DeleteCheckpointsBefore {
+                run: bad.into(),
+                step: 0,
+            },
+            Op::DeleteBlobsBefore {
+                run: bad.into(),
+                field: 0,
+                version: 0,
+            },
+            Op::DeleteRun { run: bad.into() },
+        ];
+        for op in ops {
+            let mut batch = WriteBatch::new();
+            batch
+                .put_run(record("valid", RunStatus::Running, 0))
+                .put_checkpoint("valid", 0, bytes("x"));
+            let what = format!("a batch with {op:?}");
+            batch.push(op);
+            expect_invalid(store.commit(batch).await, &what);
+            assert_eq!(
+                ok(store.get_run("valid").await, C),
+                None,
+                "{C}: {what} applied its valid operations"
+            );
+            assert_eq!(
+                ok(store.get_checkpoint("valid", 0).await, C),
+                None,
+                "{C}: {what} applied its valid operations"
+            );
+        }
+        let n = bad.len();
+        expect_invalid(store.get_run(bad).await, &format!("get_run of {n} bytes"));
+        expect_invalid(store.get_checkpoint(bad, 0).await, "get_checkpoint");
+        expect_invalid(store.latest_checkpoint(bad).await, "latest_checkpoint");
+        expect_invalid(
+            store.list_checkpoints(bad, None, 9).await,
+            "list_checkpoints",
+        );
+        expect_invalid(store.get_blobs(bad, 0, 0, 9).await, "get_blobs");
+        expect_invalid(store.get_pending_writes(bad, 0).await, "get_pending_writes");
+        expect_invalid(store.lock_run(bad), "lock_run");
+    }
+    let longest = "y".repeat(MAX_RUN_ID_LEN);
+    let mut batch = WriteBatch::new();
+    batch.put_run(record(&longest, RunStatus::Running, 0));
+    commit(
+        store,
+        batch,
+        &format!("{C}: a run id of {MAX_RUN_ID_LEN} bytes is valid"),
+    )
+    .await;
+    assert!(
+        ok(store.get_run(&longest).await, C).is_some(),
+        "{C}: the longest valid id reads back"
+    );
+    delete_runs(store, &[&longest], C).await;
+}
+
+/// [`lock_run`](CheckpointStore::lock_run): one owner per run, released with the lease.
+pub async fn run_locks(store: &dyn CheckpointStore) {
+    const C: &str = "run_locks";
+    let lease = ok(store.lock_run("locked"), C);
+    assert_eq!(lease.run(), "locked", "{C}: the lease names its run");
+    match store.lock_run("locked") {
+        Err(StoreError::RunBusy { run }) => {
+            assert_eq!(run, "locked", "{C}: RunBusy names the run")
+        }
+        other => panic!("{C}: a second lock_run must fail with RunBusy, got {other:?}"),
+    }
+    let other = ok(
+        store.lock_run("locked2"),
+        &format!("{C}: another run is free"),
+    );
+    drop(lease);
+    let again = ok(
+        store.lock_run("locked"),
+        &format!("{C}: lock_run after the lease is dropped"),
+    );
+    drop((again, other));
+}
+
+/// A damaged run record is [`StoreError::Corrupt`] naming the run, from `get_run` and from
+/// `list_runs`, never a panic; a record stored under another run's id is damage too; and
+/// [`Op::DeleteRun`] still removes it.
+///
+/// `put_raw_run` overwrites the raw bytes stored for a run's record.
+pub async fn corrupt_run_record(store: &dyn CheckpointStore, put_raw_run: PutRawRun<'_>) {
+    const C: &str = "corrupt_run_record";
+    expect_empty(store, C).await;
+    let r = "damaged/run";
+    let mut batch = WriteBatch::new();
+    batch.put_run(record(r, RunStatus::Running, 0));
+    commit(store, batch, C).await;
+    let good = envelope::encode(RecordKind::Run, &record(r, RunStatus::Running, 0))
+        .expect("a record encodes");
+    let mut flipped = good.clone();
+    *flipped.last_mut().expect("not empty") ^= 0x10;
+    let foreign = envelope::encode(RecordKind::Run, &record("other", RunStatus::Running, 0))
+        .expect("a record encodes");
+    let damages: [(&str, Vec<u8>); 5] = [
+        ("empty", Vec::new()),
+        ("truncated", good[..good.len() - 1].to_vec()),
+        ("bit flip", flipped),
+        ("foreign bytes", b"{\"run_id\": \"damaged/run\"}".to_vec()),
+        ("another run's record", foreign),
+    ];
+    for (damage, raw) in damages {
+        put_raw_run(r, raw);
+        for (how, result) in [
+            ("get_run", store.get_run(r).await.map(|_| ())),
+            ("list_runs", store.list_runs(None, 10).await.map(|_| ())),
+        ] {
+            match result {
+                Err(StoreError::Corrupt { what, .. }) => assert!(
+                    what.contains(r),
+                    "{C}: {how} of a record with damage `{damage}`: the error must name the run, got {what:?}"
+                ),
+                other => panic!(
+                    "{C}: {how} of a record with damage `{damage}` must fail with Corrupt, got {other:?}"
+                ),
+            }
+        }
+    }
+    delete_runs(store, &[r], C).await;
+}

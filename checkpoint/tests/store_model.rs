@@ -1,0 +1,468 @@
+//! Model test: random sequences of batches and reads, applied to a plain reference model
+//! and to every backend; every read must agree. The sled store is also closed and reopened
+//! mid-sequence (after a flush) and must still agree.
+
+use std::collections::BTreeMap;
+
+use agentgraph_checkpoint::{CheckpointStore, MemoryStore, RunRecord, RunStatus, WriteBatch};
+use proptest::prelude::*;
+
+/// Run ids sharing prefixes, with NUL and `/`, so isolation between runs is exercised.
+const RUNS: [&str; 5] = ["a", "ab", "a\0", "a/", "b"];
+/// Cursors for `list_runs`: run ids and strings between them.
+const CURSORS: [&str; 5] = ["", "a", "a\0\0", "ab", "c"];
+
+#[derive(Debug, Clone)]
+enum Write {
+    Run {
+        run: usize,
+        status: u8,
+        now: u64,
+    },
+    Checkpoint {
+        run: usize,
+        step: u64,
+        value: u8,
+    },
+    Blob {
+        run: usize,
+        field: u32,
+        version: u64,
+        value: u8,
+    },
+    Pending {
+        run: usize,
+        step: u64,
+        task: u32,
+        value: u8,
+    },
+    DeletePending {
+        run: usize,
+        step: u64,
+    },
+    PruneCheckpoints {
+        run: usize,
+        step: u64,
+    },
+    PruneBlobs {
+        run: usize,
+        field: u32,
+        version: u64,
+    },
+    DeleteRun {
+        run: usize,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Read {
+    Run(usize),
+    ListRuns {
+        after: Option<usize>,
+        limit: usize,
+    },
+    Checkpoint(usize, u64),
+    Latest(usize),
+    ListCheckpoints {
+        run: usize,
+        after: Option<u64>,
+        limit: usize,
+    },
+    Blobs {
+        run: usize,
+        field: u32,
+        from: u64,
+        to: u64,
+    },
+    Pending(usize, u64),
+}
+
+#[derive(Debug, Clone)]
+enum Action {
+    Commit(Vec<Write>),
+    Read(Read),
+    Reopen,
+}
+
+fn run() -> impl Strategy<Value = usize> {
+    0..RUNS.len()
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    let step = 0..6u64;
+    prop_oneof![
+        1 => (run(), 0..5u8, 0..4u64).prop_map(|(run, status, now)| Write::Run { run, status, now }),
+        3 => (run(), step.clone(), any::<u8>())
+            .prop_map(|(run, step, value)| Write::Checkpoint { run, step, value }),
+        3 => (run(), 0..3u32, step.clone(), any::<u8>())
+            .prop_map(|(run, field, version, value)| Write::Blob { run, field, version, value }),
+        3 => (run(), step.clone(), 0..3u32, any::<u8>())
+            .prop_map(|(run, step, task, value)| Write::Pending { run, step, task, value }),
+        1 => (run(), step.clone()).prop_map(|(run, step)| Write::DeletePending { run, step }),
+        1 => (run(), step.clone()).prop_map(|(run, step)| Write::PruneCheckpoints { run, step }),
+        1 => (run(), 0..3u32, step)
+            .prop_map(|(run, field, version)| Write::PruneBlobs { run, field, version }),
+        1 => run().prop_map(|run| Write::DeleteRun { run }),
+    ]
+}
+
+fn read() -> impl Strategy<Value = Read> {
+    let step = 0..7u64;
+    prop_oneof![
+        run().prop_map(Read::Run),
+        (proptest::option::of(0..CURSORS.len()), 0..4usize)
+            .prop_map(|(after, limit)| Read::ListRuns { after, limit }),
+        (run(), step.clone()).prop_map(|(r, s)| Read::Checkpoint(r, s)),
+        run().prop_map(Read::Latest),
+        (run(), proptest::option::of(step.clone()), 0..4usize)
+            .prop_map(|(run, after, limit)| Read::ListCheckpoints { run, after, limit }),
+        (run(), 0..3u32, step.clone(), step.clone()).prop_map(|(run, field, from, to)| {
+            Read::Blobs {
+                run,
+                field,
+                from,
+                to,
+            }
+        }),
+        (run(), step).prop_map(|(r, s)| Read::Pending(r, s)),
+    ]
+}
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![
+        4 => proptest::collection::vec(write(), 1..6).prop_map(Action::Commit),
+        4 => read().prop_map(Action::Read),
+        1 => Just(Action::Reopen),
+    ]
+}
+
+fn status(n: u8) -> RunStatus {
+    [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+    ][n as usize % 5]
+}
+
+fn record(run: usize, st: u8, now: u64) -> RunRecord {
+    let mut r = RunRecord::new(RUNS[run], status(st), u128::from(st) << 100 | 5, now);
+    r.last_step = now.checked_sub(1);
+    r
+}
+
+/// The reference: plain nested maps, nothing shared with the stores' code.
+#[derive(Debug, Default)]
+struct Model {
+    runs: BTreeMap<String, RunRecord>,
+    checkpoints: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
+    blobs: BTreeMap<String, BTreeMap<u32, BTreeMap<u64, Vec<u8>>>>,
+    pending: BTreeMap<String, BTreeMap<u64, BTreeMap<u32, Vec<u8>>>>,
+}
+
+fn value(v: u8) -> Vec<u8> {
+    vec![v; 1 + v as usize % 3]
+}
+
+impl Model {
+    fn apply(&mut self, w: &Write) {
+        match *w {
+            Write::Run { run, status, now } => {
+                self.runs.insert(RUNS[run].into(), record(run, status, now));
+            }
+            Write::Checkpoint {
+                run,
+                step,
+                value: v,
+            } => {
+                let m = self.checkpoints.entry(RUNS[run].into()).or_default();
+                m.insert(step, value(v));
+            }
+            Write::Blob {
+                run,
+                field,
+                version,
+                value: v,
+            } => {
+                let m = self.blobs.entry(RUNS[run].into()).or_default();
+                m.entry(field).or_default().insert(version, value(v));
+            }
+            Write::Pending {
+                run,
+                step,
+                task,
+                value: v,
+            } => {
+                let m = self.pending.entry(RUNS[run].into()).or_default();
+                m.entry(step).or_default().insert(task, value(v));
+            }
+            Write::DeletePending { run, step } => {
+                if let Some(m) = self.pending.get_mut(RUNS[run]) {
+                    m.retain(|s, _| *s > step);
+                }
+            }
+            Write::PruneCheckpoints { run, step } => {
+                if let Some(m) = self.checkpoints.get_mut(RUNS[run]) {
+                    m.retain(|s, _| *s >= step);
+                }
+            }
+            Write::PruneBlobs {
+                run,
+                field,
+                version,
+            } => {
+                if let Some(m) = self
+                    .blobs
+                    .get_mut(RUNS[run])
+                    .and_then(|m| m.get_mut(&field))
+                {
+                    m.retain(|v, _| *v >= version);
+                }
+            }
+            Write::DeleteRun { run } => {
+                self.runs.remove(RUNS[run]);
+                self.checkpoints.remove(RUNS[run]);
+                self.blobs.remove(RUNS[run]);
+                self.pending.remove(RUNS[run]);
+            }
+        }
+    }
+
+    fn read(&self, r: &Read) -> String {
+        let cps = |run: usize| self.checkpoints.get(RUNS[run]).cloned().unwrap_or_default();
+        match *r {
+            Read::Run(run) => format!("{:?}", self.runs.get(RUNS[run])),
+            Read::ListRuns { after, limit } => {
+                let list: Vec<&RunRecord> = self
+                    .runs
+                    .iter()
+                    .filter(|(id, _)| after.is_none_or(|a| id.as_str() > CURSORS[a]))
+                    .take(limit)
+                    .map(|(_, r)| r)
+                    .collect();
+                format!("{list:?}")
+            }
+            Read::Checkpoint(run, step) => format!("{:?}", cps(run).get(&step)),
+            Read::Latest(run) => format!("{:?}", cps(run).into_iter().next_back()),
+            Read::ListCheckpoints { run, after, limit } => {
+                let list: Vec<(u64, Vec<u8>)> = cps(run)
+                    .into_iter()
+                    .filter(|(s, _)| after.is_none_or(|a| *s > a))
+                    .take(limit)
+                    .collect();
+                format!("{list:?}")
+            }
+            Read::Blobs {
+                run,
+                field,
+                from,
+                to,
+            } => {
+                let list: Vec<(u64, Vec<u8>)> = self
+                    .blobs
+                    .get(RUNS[run])
+                    .and_then(|m| m.get(&field))
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(v, _)| from <= **v && **v <= to)
+                            .map(|(v, b)| (*v, b.clone()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("{list:?}")
+            }
+            Read::Pending(run, step) => {
+                let list: Vec<(u32, Vec<u8>)> = self
+                    .pending
+                    .get(RUNS[run])
+                    .and_then(|m| m.get(&step))
+                    .map(|m| m.iter().map(|(t, b)| (*t, b.clone())).collect())
+                    .unwrap_or_default();
+                format!("{list:?}")
+            }
+        }
+    }
+}
+
+fn batch(writes: &[Write]) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    for w in writes {
+        match *w {
+            Write::Run { run, status, now } => b.put_run(record(run, status, now)),
+            Write::Checkpoint {
+                run,
+                step,
+                value: v,
+            } => b.put_checkpoint(RUNS[run], step, value(v)),
+            Write::Blob {
+                run,
+                field,
+                version,
+                value: v,
+            } => b.put_blob(RUNS[run], field, version, value(v)),
+            Write::Pending {
+                run,
+                step,
+                task,
+                value: v,
+            } => b.put_pending_write(RUNS[run], step, task, value(v)),
+            Write::DeletePending { run, step } => b.delete_pending_writes(RUNS[run], step),
+            Write::PruneCheckpoints { run, step } => b.delete_checkpoints_before(RUNS[run], step),
+            Write::PruneBlobs {
+                run,
+                field,
+                version,
+            } => b.delete_blobs_before(RUNS[run], field, version),
+            Write::DeleteRun { run } => b.delete_run(RUNS[run]),
+        };
+    }
+    b
+}
+
+async fn read_store(store: &dyn CheckpointStore, r: &Read) -> String {
+    match *r {
+        Read::Run(run) => format!("{:?}", store.get_run(RUNS[run]).await.unwrap()),
+        Read::ListRuns { after, limit } => {
+            format!(
+                "{:?}",
+                store
+                    .list_runs(after.map(|a| CURSORS[a]), limit)
+                    .await
+                    .unwrap()
+            )
+        }
+        Read::Checkpoint(run, step) => {
+            format!(
+                "{:?}",
+                store
+                    .get_checkpoint(RUNS[run], step)
+                    .await
+                    .unwrap()
+                    .as_ref()
+            )
+        }
+        Read::Latest(run) => format!("{:?}", store.latest_checkpoint(RUNS[run]).await.unwrap()),
+        Read::ListCheckpoints { run, after, limit } => format!(
+            "{:?}",
+            store
+                .list_checkpoints(RUNS[run], after, limit)
+                .await
+                .unwrap()
+        ),
+        Read::Blobs {
+            run,
+            field,
+            from,
+            to,
+        } => {
+            format!(
+                "{:?}",
+                store.get_blobs(RUNS[run], field, from, to).await.unwrap()
+            )
+        }
+        Read::Pending(run, step) => {
+            format!(
+                "{:?}",
+                store.get_pending_writes(RUNS[run], step).await.unwrap()
+            )
+        }
+    }
+}
+
+/// Every read of everything, to compare whole stores at the end.
+fn every_read() -> Vec<Read> {
+    let mut reads = vec![Read::ListRuns {
+        after: None,
+        limit: usize::MAX,
+    }];
+    for run in 0..RUNS.len() {
+        reads.push(Read::Run(run));
+        reads.push(Read::ListCheckpoints {
+            run,
+            after: None,
+            limit: usize::MAX,
+        });
+        for field in 0..3 {
+            reads.push(Read::Blobs {
+                run,
+                field,
+                from: 0,
+                to: u64::MAX,
+            });
+        }
+        for step in 0..6 {
+            reads.push(Read::Pending(run, step));
+        }
+    }
+    reads
+}
+
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(256)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn stores_agree_with_the_model(actions in proptest::collection::vec(action(), 1..48)) {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut model = Model::default();
+        let memory = MemoryStore::new();
+        #[cfg(feature = "sled")]
+        let dir = tempfile::tempdir().unwrap();
+        #[cfg(feature = "sled")]
+        let mut sled = Some(agentgraph_checkpoint::SledStore::open(dir.path()).unwrap());
+
+        rt.block_on(async {
+            let mut stores: Vec<(&str, &dyn CheckpointStore)>;
+            for (i, action) in actions.iter().enumerate() {
+                stores = vec![("memory", &memory)];
+                #[cfg(feature = "sled")]
+                stores.push(("sled", sled.as_ref().unwrap()));
+                match action {
+                    Action::Commit(writes) => {
+                        for w in writes {
+                            model.apply(w);
+                        }
+                        for (_, store) in &stores {
+                            store.commit(batch(writes)).await.unwrap();
+                        }
+                    }
+                    Action::Read(r) => {
+                        let expected = model.read(r);
+                        for (name, store) in &stores {
+                            let got = read_store(*store, r).await;
+                            prop_assert_eq!(&got, &expected, "{} disagrees at action {}: {:?}", name, i, r);
+                        }
+                    }
+                    Action::Reopen => {
+                        #[cfg(feature = "sled")]
+                        {
+                            drop(stores);
+                            let store = sled.take().unwrap();
+                            store.flush().await.unwrap();
+                            drop(store);
+                            sled = Some(agentgraph_checkpoint::SledStore::open(dir.path()).unwrap());
+                        }
+                    }
+                }
+            }
+            stores = vec![("memory", &memory)];
+            #[cfg(feature = "sled")]
+            stores.push(("sled", sled.as_ref().unwrap()));
+            for r in every_read() {
+                let expected = model.read(&r);
+                for (name, store) in &stores {
+                    let got = read_store(*store, &r).await;
+                    prop_assert_eq!(&got, &expected, "{} disagrees at the end: {:?}", name, r);
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
