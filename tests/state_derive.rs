@@ -60,21 +60,21 @@ mod folds {
 #[test]
 fn fields_list_names_and_reducers_in_order() {
     let expected = [
-        Field::new("topic", ReducerKind::Overwrite),
-        Field::new("round", ReducerKind::Overwrite),
-        Field::new("notes", ReducerKind::Append),
-        Field::new("transcript", ReducerKind::Append),
-        Field::new("queue", ReducerKind::Append),
-        Field::new("tokens", ReducerKind::Add),
-        Field::new("cost", ReducerKind::Add),
-        Field::new("best_rank", ReducerKind::Min),
-        Field::new("confidence", ReducerKind::Max),
-        Field::new("scores", ReducerKind::Merge),
-        Field::new("headers", ReducerKind::Merge),
-        Field::new("tags", ReducerKind::Union),
-        Field::new("seen", ReducerKind::Union),
-        Field::new("longest", ReducerKind::Custom("longest")),
-        Field::new("divisor", ReducerKind::Custom("folds::gcd")),
+        Field::new("topic", ReducerKind::Overwrite).with_type("String"),
+        Field::new("round", ReducerKind::Overwrite).with_type("u32"),
+        Field::new("notes", ReducerKind::Append).with_type("Vec<String>"),
+        Field::new("transcript", ReducerKind::Append).with_type("String"),
+        Field::new("queue", ReducerKind::Append).with_type("VecDeque<u8>"),
+        Field::new("tokens", ReducerKind::Add).with_type("u64"),
+        Field::new("cost", ReducerKind::Add).with_type("f64"),
+        Field::new("best_rank", ReducerKind::Min).with_type("i32"),
+        Field::new("confidence", ReducerKind::Max).with_type("f32"),
+        Field::new("scores", ReducerKind::Merge).with_type("BTreeMap<String,u32>"),
+        Field::new("headers", ReducerKind::Merge).with_type("HashMap<String,String>"),
+        Field::new("tags", ReducerKind::Union).with_type("BTreeSet<String>"),
+        Field::new("seen", ReducerKind::Union).with_type("HashSet<u32>"),
+        Field::new("longest", ReducerKind::Custom("longest")).with_type("String"),
+        Field::new("divisor", ReducerKind::Custom("folds::gcd")).with_type("u64"),
     ];
     assert_eq!(Everything::FIELDS, expected);
 }

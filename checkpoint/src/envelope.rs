@@ -12,8 +12,10 @@
 //! 16      ...   payload
 //! ```
 //!
-//! A record that is not exactly a valid envelope of the expected kind is a [`FormatError`]:
-//! it is never half-read and decoding never panics.
+//! The header layout and the checksum are the same in every format version: a checksum
+//! mismatch is always damage ([`FormatError::Checksum`]), and an intact record of a newer
+//! version is [`FormatError::TooNew`]. A record that is not exactly a valid envelope of the
+//! expected kind is a [`FormatError`]: it is never half-read and decoding never panics.
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -220,10 +222,8 @@ pub fn open(kind: RecordKind, bytes: &[u8]) -> Result<&[u8], FormatError> {
     h.update(&bytes[HEADER_LEN..needed]);
     let computed = h.finalize();
     if computed != stored {
-        // A newer version may lay its header out differently: say so before blaming damage.
-        if version > FORMAT_VERSION {
-            return Err(FormatError::TooNew { found: version });
-        }
+        // The header layout and checksum are the same in every format version, so a mismatch
+        // is damage, whatever the version bytes say.
         return Err(FormatError::Checksum { stored, computed });
     }
     if version > FORMAT_VERSION {

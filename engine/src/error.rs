@@ -132,6 +132,14 @@ pub enum Error {
         /// The panic message.
         message: String,
     },
+    /// User code outside a node panicked: a router or a reducer.
+    #[error("{what} panicked: {message}")]
+    Panicked {
+        /// Where.
+        what: String,
+        /// The panic message.
+        message: String,
+    },
     /// Two tasks of one step wrote the same overwrite field.
     #[error(
         "nodes `{first}` and `{second}` both wrote field `{field}` at step {step}; \
@@ -195,6 +203,15 @@ pub enum Error {
         /// The run.
         run: String,
         /// What is wrong with the newest checkpoint.
+        reason: String,
+    },
+    /// A stored record is intact but cannot be read by this build: written by a newer
+    /// format version or codec, or for a state type whose fields changed.
+    #[error("run `{run}` cannot be resumed by this build: {reason}")]
+    Incompatible {
+        /// The run.
+        run: String,
+        /// What does not match.
         reason: String,
     },
     /// The state could not be encoded for a checkpoint or pending write.

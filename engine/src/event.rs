@@ -259,29 +259,33 @@ impl EventBus {
         }
     }
 
-    /// Whether anyone listens; events are not even built otherwise.
-    #[inline]
-    pub(crate) fn enabled(&self) -> bool {
-        self.tx.get().is_some_and(|tx| tx.receiver_count() > 0)
-    }
-
-    /// Publishes the event `kind()` builds, if anyone listens.
+    /// Publishes the event `kind()` builds, if anyone listens. The sequence number advances
+    /// either way, so that it is the event's position in the run for every subscriber.
     #[inline]
     pub(crate) fn emit(&self, kind: impl FnOnce() -> EventKind) {
-        if !self.enabled() {
-            return;
-        }
-        let Some(tx) = self.tx.get() else { return };
-        let kind = kind();
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        let event = Event {
-            seq: *seq,
-            run_id: self.run_id.clone(),
-            kind,
-        };
+        let this = *seq;
         *seq += 1;
+        let Some(tx) = self.tx.get().filter(|tx| tx.receiver_count() > 0) else {
+            return;
+        };
+        let event = Event {
+            seq: this,
+            run_id: self.run_id.clone(),
+            kind: kind(),
+        };
         // An error only means every subscriber left meanwhile.
         let _ = tx.send(event);
+    }
+
+    /// The sequence number of the next event.
+    pub(crate) fn next_seq(&self) -> u64 {
+        *self.seq.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Continues the numbering of a resumed run.
+    pub(crate) fn set_next_seq(&self, seq: u64) {
+        *self.seq.lock().unwrap_or_else(|e| e.into_inner()) = seq;
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {

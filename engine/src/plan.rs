@@ -243,6 +243,7 @@ impl<S: State> Plan<S> {
         let target = |h: &mut Xxh3, t: Target| write_str(h, &self.target_name(t));
         for f in S::FIELDS {
             write_str(&mut h, f.name);
+            write_str(&mut h, f.ty);
             write_str(&mut h, f.reducer.name());
         }
         h.update(&(self.nodes.len() as u64).to_le_bytes());

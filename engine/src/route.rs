@@ -180,10 +180,8 @@ impl Packet {
     }
 
     /// Decodes the input.
-    pub(crate) fn decode<T: DeserializeOwned>(
-        bytes: &[u8],
-    ) -> Result<T, bincode::error::DecodeError> {
-        bincode::serde::decode_from_slice(bytes, crate::codec::config()).map(|(v, _)| v)
+    pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, crate::codec::CodecError> {
+        crate::codec::decode(bytes)
     }
 }
 

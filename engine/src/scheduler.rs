@@ -29,7 +29,7 @@ use crate::event::{EventKind, TaskInfo};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
 use crate::node::NodeFn;
 use crate::persist::record::{JoinRecord, TaskRecord};
-use crate::persist::{Loaded, Persister, command_from};
+use crate::persist::{Loaded, Persister, Position, command_from};
 use crate::plan::{Plan, PlanEdge, slot};
 use crate::route::{Command, Route};
 use crate::state::State;
@@ -51,6 +51,8 @@ enum TaskFailure {
     Error(BoxError),
     Panic(String),
     Lost(String),
+    /// Its go-to is invalid.
+    Route(Error),
 }
 
 type TaskOutcome<S> = std::result::Result<Command<S>, TaskFailure>;
@@ -285,6 +287,7 @@ impl<S: State> Executor<S> {
                     }
                 }
                 let restored = pending.len();
+                self.shared.events.set_next_seq(loaded.record.events);
                 self.shared.events.emit(|| EventKind::RunResumed {
                     step: loaded.record.step,
                     restored,
@@ -406,12 +409,17 @@ impl<S: State> Executor<S> {
                 active: j.active,
             })
             .collect();
-        let bytes = p
-            .checkpoint(step, state, written, next, joins, status)
-            .await?;
-        self.shared
-            .events
-            .emit(|| EventKind::CheckpointSaved { step, bytes });
+        let position = Position {
+            next,
+            joins,
+            events: self.shared.events.next_seq(),
+        };
+        let saved = p.checkpoint(step, state, written, position, status).await?;
+        if let Some(bytes) = saved {
+            self.shared
+                .events
+                .emit(|| EventKind::CheckpointSaved { step, bytes });
+        }
         Ok(())
     }
 
@@ -463,13 +471,11 @@ impl<S: State> Executor<S> {
         if pending.is_empty() {
             return Ok(Vec::new());
         }
+        // Matched by task id, not index: a changed graph may order the step's tasks otherwise.
         let mut done: Vec<Option<Command<S>>> = (0..tasks.len()).map(|_| None).collect();
-        for (index, record) in pending {
-            let Some(task) = tasks.get(index as usize) else {
-                continue;
-            };
-            if task.id.as_u128() == record.task {
-                done[index as usize] = Some(command_from(&self.shared.run_id, &record)?);
+        for (_, record) in pending {
+            if let Some(i) = tasks.iter().position(|t| t.id.as_u128() == record.task) {
+                done[i] = Some(command_from(&self.shared.run_id, &record)?);
             }
         }
         Ok(done)
@@ -519,12 +525,21 @@ impl<S: State> Executor<S> {
                     NodeFn::Cpu(_) => running.push(Box::pin(fut.map(move |o| (i, o)))),
                 }
             }
+            // A store error does not abandon the running tasks: they finish, then it is reported.
+            let mut store_error = None;
             while let Some((i, outcome)) = running.next().await {
-                if !running.is_empty() {
-                    self.persist_finished(&mut persist, tasks, i, step, &outcome)
-                        .await?;
+                if !running.is_empty()
+                    && store_error.is_none()
+                    && let Err(e) = self
+                        .persist_finished(&mut persist, tasks, i, step, &outcome)
+                        .await
+                {
+                    store_error = Some(e);
                 }
                 out[i] = Some(outcome);
+            }
+            if let Some(e) = store_error {
+                return Err(e);
             }
         }
         Ok(out
@@ -576,6 +591,8 @@ impl<S: State> Executor<S> {
         );
         let state = state.clone();
         let shared = self.shared.clone();
+        let plan = self.plan.clone();
+        let node_id = task.node;
         let task_id = task.id;
         let span = tracing::info_span!("node", node = %name, step, task = %task_id);
         async move {
@@ -587,7 +604,11 @@ impl<S: State> Executor<S> {
             });
             let started = Instant::now();
             let outcome = match func {
-                NodeFn::Async(f) => match AssertUnwindSafe(f(state, ctx)).catch_unwind().await {
+                // The closure's synchronous part runs inside the guard too.
+                NodeFn::Async(f) => match AssertUnwindSafe(async move { f(state, ctx).await })
+                    .catch_unwind()
+                    .await
+                {
                     Ok(Ok(cmd)) => Ok(cmd),
                     Ok(Err(e)) => Err(TaskFailure::Error(e)),
                     Err(panic) => Err(TaskFailure::Panic(panic_message(panic))),
@@ -610,6 +631,15 @@ impl<S: State> Executor<S> {
                     }
                 }
             };
+            // A go-to is checked when the task ends, so that a bad one fails the task and is
+            // never stored as a pending write to fail every resume again.
+            let outcome = match outcome {
+                Ok(cmd) => match cmd.goto.as_ref().map(|g| check_goto(&plan, node_id, g)) {
+                    Some(Err(e)) => Err(TaskFailure::Route(e)),
+                    _ => Ok(cmd),
+                },
+                failed => failed,
+            };
             match &outcome {
                 Ok(_) => shared.events.emit(|| EventKind::NodeFinished {
                     step,
@@ -625,6 +655,7 @@ impl<S: State> Executor<S> {
                         TaskFailure::Error(e) => e.to_string(),
                         TaskFailure::Panic(m) => format!("panicked: {m}"),
                         TaskFailure::Lost(m) => m.clone(),
+                        TaskFailure::Route(e) => e.to_string(),
                     },
                 }),
             }
@@ -651,6 +682,7 @@ impl<S: State> Executor<S> {
             TaskFailure::Lost(message) => {
                 Error::Aborted(format!("task of node `{node}` at step {step}: {message}"))
             }
+            TaskFailure::Route(e) => e,
         }
     }
 
@@ -701,7 +733,15 @@ impl<S: State> Executor<S> {
             if let Some(p) = persist.as_deref_mut() {
                 p.capture(&cmd.update)?;
             }
-            st.apply(cmd.update);
+            // A panicking reducer (a user function) fails the run; its store still holds the
+            // previous checkpoint, so nothing half-merged is ever saved.
+            let update = cmd.update;
+            std::panic::catch_unwind(AssertUnwindSafe(|| st.apply(update))).map_err(|panic| {
+                Error::Panicked {
+                    what: format!("a reducer, merging step {step}"),
+                    message: panic_message(panic),
+                }
+            })?;
             gotos.push(cmd.goto);
         }
         self.shared.events.emit(|| EventKind::StateUpdated {
@@ -732,14 +772,28 @@ impl<S: State> Executor<S> {
             let Some(declared) = &node.goto else {
                 return Err(Error::GotoNotDeclared(node.name.to_string()));
             };
-            return self.follow(route, declared, "go-to", from);
+            self.follow(route, declared, "go-to", from)?;
+            // A go-to replaces the node's routing edges, not its arrival at joins: it finished.
+            for edge in plan.out(from) {
+                if let PlanEdge::Join { join, pos } = edge {
+                    self.arrive(*join, *pos);
+                }
+            }
+            return Ok(());
         }
         for (e, edge) in plan.out(from).iter().enumerate() {
             match edge {
                 PlanEdge::Static(Target::Node(n)) => self.frontier.schedule(*n),
                 PlanEdge::Static(Target::End) => {}
                 PlanEdge::Conditional { targets, router } => {
-                    let route = router(state);
+                    let route = std::panic::catch_unwind(AssertUnwindSafe(|| router(state)))
+                        .map_err(|panic| Error::Panicked {
+                            what: format!(
+                                "the router of the conditional edge from `{}`",
+                                plan.source_name(from)
+                            ),
+                            message: panic_message(panic),
+                        })?;
                     self.follow(route, targets, "conditional", from)?;
                 }
                 PlanEdge::Weighted { targets, dist } => {
@@ -755,11 +809,7 @@ impl<S: State> Executor<S> {
                         self.frontier.schedule(n);
                     }
                 }
-                PlanEdge::Join { join, pos } => {
-                    let pass = &mut self.joins[*join as usize];
-                    pass.arrived[*pos as usize] = true;
-                    pass.active = true;
-                }
+                PlanEdge::Join { join, pos } => self.arrive(*join, *pos),
             }
         }
         Ok(())
@@ -809,33 +859,98 @@ impl<S: State> Executor<S> {
         Ok(())
     }
 
+    fn arrive(&mut self, join: u32, pos: u32) {
+        let pass = &mut self.joins[join as usize];
+        pass.arrived[pos as usize] = true;
+        pass.active = true;
+    }
+
     /// Fires every join whose predecessors have all finished or can no longer arrive in this
-    /// pass (none of the nodes that lead to them is scheduled), and at least one finished.
+    /// pass, and at least one finished. A predecessor can still arrive while a node that leads
+    /// to it is scheduled, or while another join that has begun its pass (and so will fire)
+    /// targets such a node: nested joins fire inner first, whatever order they were declared.
     fn resolve_joins(&mut self) {
+        let plan = self.plan.clone();
+        let joins = &plan.joins;
         loop {
             let mut fired = false;
-            for (j, spec) in self.plan.joins.iter().enumerate() {
-                let pass = &mut self.joins[j];
-                if !pass.active {
+            for (j, spec) in joins.iter().enumerate() {
+                if !self.joins[j].active {
                     continue;
                 }
+                let pending =
+                    |reach: &FixedBitSet| {
+                        self.frontier.meets(reach)
+                            || joins.iter().zip(&self.joins).enumerate().any(
+                                |(k, (other, pass))| {
+                                    k != j && pass.active && reach.contains(other.target as usize)
+                                },
+                            )
+                    };
                 let waiting = spec
                     .reach
                     .iter()
-                    .zip(&pass.arrived)
-                    .any(|(reach, arrived)| !arrived && self.frontier.meets(reach));
+                    .zip(&self.joins[j].arrived)
+                    .any(|(reach, arrived)| !arrived && pending(reach));
                 if !waiting {
-                    pass.active = false;
-                    pass.arrived.iter_mut().for_each(|a| *a = false);
-                    self.frontier.schedule(spec.target);
+                    self.fire(j);
                     fired = true;
                 }
             }
-            if !fired {
-                return;
+            if fired {
+                continue;
+            }
+            // Joins that wait only on one another would wait forever: release the first.
+            match self.joins.iter().position(|p| p.active) {
+                Some(j) if self.frontier.is_empty() => self.fire(j),
+                _ => return,
             }
         }
     }
+
+    fn fire(&mut self, j: usize) {
+        let pass = &mut self.joins[j];
+        pass.active = false;
+        pass.arrived.iter_mut().for_each(|a| *a = false);
+        self.frontier.schedule(self.plan.joins[j].target);
+    }
+}
+
+/// Checks a node's go-to against its declared go-to edges.
+fn check_goto<S: State>(plan: &Plan<S>, node: NodeId, route: &Route) -> Result<()> {
+    let spec = &plan.nodes[node as usize];
+    let Some(declared) = &spec.goto else {
+        return Err(Error::GotoNotDeclared(spec.name.to_string()));
+    };
+    let undeclared = |target: &str| Error::UndeclaredTarget {
+        kind: "go-to",
+        from: spec.name.to_string(),
+        target: target.to_owned(),
+        declared: declared
+            .iter()
+            .map(|(n, _)| &**n)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let find = |name: &str| declared.iter().find(|(n, _)| &**n == name).map(|(_, t)| *t);
+    for name in &route.targets {
+        if find(name).is_none() {
+            return Err(undeclared(name));
+        }
+    }
+    for packet in &route.packets {
+        if !matches!(find(&packet.node), Some(Target::Node(_))) {
+            return Err(undeclared(&packet.node));
+        }
+        if let Err(message) = &packet.input {
+            return Err(Error::PacketEncode {
+                from: spec.name.to_string(),
+                node: packet.node.to_string(),
+                message: message.to_string(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn panic_message(panic: Box<dyn Any + Send>) -> String {

@@ -131,6 +131,9 @@ pub struct Field {
     pub name: &'static str,
     /// How updates to the field are merged.
     pub reducer: ReducerKind,
+    /// The field's type as written in the struct (empty when unknown). Part of the graph's
+    /// fingerprint, so that resuming a run whose state type changed is detected.
+    pub ty: &'static str,
 }
 
 impl Field {
@@ -144,6 +147,25 @@ impl Field {
     /// assert!(!f.reducer.is_exclusive());
     /// ```
     pub const fn new(name: &'static str, reducer: ReducerKind) -> Self {
-        Field { name, reducer }
+        Field {
+            name,
+            reducer,
+            ty: "",
+        }
+    }
+
+    /// The same field, with its type as written (the derive records it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Field, reducer::ReducerKind};
+    /// const F: Field = Field::new("notes", ReducerKind::Append).with_type("Vec<String>");
+    /// assert_eq!(F.ty, "Vec<String>");
+    /// ```
+    #[must_use]
+    pub const fn with_type(mut self, ty: &'static str) -> Self {
+        self.ty = ty;
+        self
     }
 }

@@ -34,6 +34,15 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Where a run stands after a step, besides its state: the next step's tasks, the joins'
+/// bookkeeping, and the number of its next event.
+#[derive(Debug)]
+pub(crate) struct Position {
+    pub(crate) next: Vec<TaskRecord>,
+    pub(crate) joins: Vec<JoinRecord>,
+    pub(crate) events: u64,
+}
+
 /// Where a field's stored value stands.
 #[derive(Debug, Clone, Copy, Default)]
 struct FieldTrack {
@@ -145,8 +154,12 @@ impl<S: State> Persister<S> {
         allow_graph_change: bool,
     ) -> Result<(Self, Loaded<S>)> {
         let lease = store.lock_run(&run_id)?;
-        let loaded = load::<S>(&*store, &run_id).await?;
-        let stored = Fingerprint::from_u128(loaded.run.fingerprint);
+        // The fingerprint first: a changed graph or state type is said as such, before any
+        // attempt to decode its state.
+        let Some(record) = store.get_run(&run_id).await? else {
+            return Err(Error::RunNotFound(run_id.to_string()));
+        };
+        let stored = Fingerprint::from_u128(record.fingerprint);
         if stored != fingerprint && !allow_graph_change {
             return Err(Error::GraphChanged {
                 run: run_id.to_string(),
@@ -154,6 +167,7 @@ impl<S: State> Persister<S> {
                 current: fingerprint,
             });
         }
+        let loaded = load::<S>(&*store, &run_id).await?;
         let mut p = Persister::new(
             store,
             run_id,
@@ -216,10 +230,14 @@ impl<S: State> Persister<S> {
         step: u64,
         state: &S,
         written: &[bool],
-        next: Vec<TaskRecord>,
-        joins: Vec<JoinRecord>,
+        position: Position,
         status: Option<RunStatus>,
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
+        let Position {
+            next,
+            joins,
+            events,
+        } = position;
         let first = self.last_step.is_none();
         let mut batch = std::mem::take(&mut self.held);
         let mut blob_bytes = 0u64;
@@ -264,6 +282,7 @@ impl<S: State> Persister<S> {
             next,
             joins,
             blob_bytes,
+            events,
         };
         let bytes =
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
@@ -271,11 +290,11 @@ impl<S: State> Persister<S> {
         batch.put_checkpoint(&self.run_id, step, bytes);
         batch.delete_pending_writes(&self.run_id, step);
         self.last_step = Some(step);
-        if first || status.is_some() {
-            batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
-        }
-        self.write(batch, status.is_some()).await?;
-        Ok(total)
+        batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
+        let last = status.is_some();
+        self.write(batch, last).await?;
+        // Exit durability holds checkpoints back until the run ends.
+        Ok((self.durability != Durability::Exit || last).then_some(total))
     }
 
     /// Persists the result of a finished task of `step` (the step after the last checkpoint).
@@ -313,6 +332,12 @@ impl<S: State> Persister<S> {
         drop_pending: Option<u64>,
     ) -> Result<()> {
         let mut batch = std::mem::take(&mut self.held);
+        if self.last_step.is_none() {
+            // Nothing was checkpointed: there is nothing to resume, and the id stays free.
+            let mut batch = WriteBatch::new();
+            batch.delete_run(&self.run_id);
+            return self.write(batch, true).await;
+        }
         if let Some(step) = drop_pending {
             batch.delete_pending_writes(&self.run_id, step);
         }
@@ -477,6 +502,25 @@ enum LoadError {
     Fatal(Error),
 }
 
+impl LoadError {
+    /// Damage (a checksum mismatch, a truncated, cut or overwritten record) lets an older
+    /// checkpoint serve; a record that is intact but newer, of another codec or another shape
+    /// stops the resume: falling back would re-run steps another build already ran.
+    fn from_format(run: &str, what: String, e: FormatError) -> Self {
+        match e {
+            FormatError::Truncated { .. }
+            | FormatError::Checksum { .. }
+            | FormatError::Foreign { .. }
+            | FormatError::TrailingBytes { .. }
+            | FormatError::TooLarge(_) => LoadError::Damaged(format!("{what}: {e}")),
+            _ => LoadError::Fatal(Error::Incompatible {
+                run: run.to_owned(),
+                reason: format!("{what}: {e}"),
+            }),
+        }
+    }
+}
+
 impl From<StoreError> for LoadError {
     fn from(e: StoreError) -> Self {
         LoadError::Fatal(e.into())
@@ -493,9 +537,9 @@ async fn load_at<S: State>(
         return Err(LoadError::Damaged(format!("checkpoint {step} vanished")));
     };
     let record: CheckpointRecord = envelope::decode(RecordKind::Checkpoint, &bytes)
-        .map_err(|e| LoadError::Damaged(format!("checkpoint {step}: {e}")))?;
+        .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e))?;
     if record.bases.len() != S::FIELDS.len() {
-        return Err(LoadError::Fatal(Error::Corrupt {
+        return Err(LoadError::Fatal(Error::Incompatible {
             run: run.to_owned(),
             reason: format!(
                 "checkpoint {step} has {} fields, the state type {}",
@@ -513,13 +557,20 @@ async fn load_at<S: State>(
         let mut blobs = blobs.into_iter();
         let damaged =
             |what: String| LoadError::Damaged(format!("checkpoint {step}, field `{name}`: {what}"));
+        let format = |v: u64, e| {
+            LoadError::from_format(
+                run,
+                format!("checkpoint {step}, field `{name}`, version {v}"),
+                e,
+            )
+        };
         let full = match blobs.next() {
             Some((v, bytes)) if v == *base => match envelope::decode(RecordKind::Blob, &bytes) {
                 Ok(BlobRecord::Full(full)) => full,
                 Ok(BlobRecord::Deltas(_)) => {
                     return Err(damaged(format!("version {v} should be a full value")));
                 }
-                Err(e) => return Err(damaged(format!("version {v}: {e}"))),
+                Err(e) => return Err(format(v, e)),
             },
             _ => return Err(damaged(format!("its value at version {base} is missing"))),
         };
@@ -538,7 +589,7 @@ async fn load_at<S: State>(
                 Ok(BlobRecord::Full(_)) => {
                     return Err(damaged(format!("version {v} should be deltas")));
                 }
-                Err(e) => return Err(damaged(format!("version {v}: {e}"))),
+                Err(e) => return Err(format(v, e)),
             }
         }
         fulls.push(full);
@@ -546,13 +597,18 @@ async fn load_at<S: State>(
         tracks.push(track);
     }
     let slices: Vec<&[u8]> = fulls.iter().map(Vec::as_slice).collect();
-    let mut state = S::decode_fields(&slices)
-        .map_err(|e| LoadError::Damaged(format!("checkpoint {step}: {e}")))?;
+    // The bytes passed their checksums: a value that does not decode means the state type
+    // changed, not that the store is damaged. Older checkpoints would not decode either.
+    let incompatible = |e: CodecError| {
+        LoadError::Fatal(Error::Incompatible {
+            run: run.to_owned(),
+            reason: format!("checkpoint {step}: {e}"),
+        })
+    };
+    let mut state = S::decode_fields(&slices).map_err(incompatible)?;
     for (f, field_deltas) in deltas.iter().enumerate() {
         for d in field_deltas {
-            state
-                .merge_encoded(f, d)
-                .map_err(|e| LoadError::Damaged(format!("checkpoint {step}: {e}")))?;
+            state.merge_encoded(f, d).map_err(incompatible)?;
         }
     }
     Ok((state, record, tracks))

@@ -21,6 +21,8 @@ pub(crate) struct CheckpointRecord {
     pub(crate) joins: Vec<JoinRecord>,
     /// The bytes of the blobs written with this checkpoint.
     pub(crate) blob_bytes: u64,
+    /// The sequence number of the run's next event.
+    pub(crate) events: u64,
 }
 
 /// A task to run, by node name (names are stable across builds; ids are not).

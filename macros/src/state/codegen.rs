@@ -124,7 +124,9 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
                 quote!(#private::ReducerKind::Custom(#text))
             }
         };
-        quote!(#private::Field::new(#text, #kind))
+        let ty = &field.ty;
+        let ty_text = tokens_text(quote!(#ty));
+        quote!(#private::Field::new(#text, #kind).with_type(#ty_text))
     });
     let written = def.fields.iter().enumerate().map(|(i, field)| {
         let ident = &field.ident;
