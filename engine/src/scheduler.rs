@@ -823,37 +823,19 @@ impl<S: State> Executor<S> {
         kind: &'static str,
         from: usize,
     ) -> Result<()> {
-        let find = |name: &str| declared.iter().find(|(n, _)| &**n == name).map(|(_, t)| *t);
-        let undeclared = |target: &str| Error::UndeclaredTarget {
-            kind,
-            from: self.plan.source_name(from).to_string(),
-            target: target.to_owned(),
-            declared: declared
-                .iter()
-                .map(|(n, _)| &**n)
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
+        check_route(&route, declared, kind, || {
+            self.plan.source_name(from).to_string()
+        })?;
         for name in &route.targets {
-            match find(name) {
-                Some(Target::Node(n)) => self.frontier.schedule(n),
-                Some(Target::End) => {}
-                None => return Err(undeclared(name)),
+            if let Some(Target::Node(n)) = find_target(declared, name) {
+                self.frontier.schedule(n);
             }
         }
         for packet in route.packets {
-            let Some(Target::Node(n)) = find(&packet.node) else {
-                return Err(undeclared(&packet.node));
-            };
-            match packet.input {
-                Ok(input) => self.frontier.packets.push((n, input)),
-                Err(message) => {
-                    return Err(Error::PacketEncode {
-                        from: self.plan.source_name(from).to_string(),
-                        node: packet.node.into_owned(),
-                        message: message.to_string(),
-                    });
-                }
+            if let (Some(Target::Node(n)), Ok(input)) =
+                (find_target(declared, &packet.node), packet.input)
+            {
+                self.frontier.packets.push((n, input));
             }
         }
         Ok(())
@@ -922,9 +904,23 @@ fn check_goto<S: State>(plan: &Plan<S>, node: NodeId, route: &Route) -> Result<(
     let Some(declared) = &spec.goto else {
         return Err(Error::GotoNotDeclared(spec.name.to_string()));
     };
+    check_route(route, declared, "go-to", || spec.name.to_string())
+}
+
+fn find_target(declared: &[(Arc<str>, Target)], name: &str) -> Option<Target> {
+    declared.iter().find(|(n, _)| &**n == name).map(|(_, t)| *t)
+}
+
+/// Checks that every target and packet of `route` is declared and every packet encoded.
+fn check_route(
+    route: &Route,
+    declared: &[(Arc<str>, Target)],
+    kind: &'static str,
+    from: impl Fn() -> String,
+) -> Result<()> {
     let undeclared = |target: &str| Error::UndeclaredTarget {
-        kind: "go-to",
-        from: spec.name.to_string(),
+        kind,
+        from: from(),
         target: target.to_owned(),
         declared: declared
             .iter()
@@ -932,19 +928,18 @@ fn check_goto<S: State>(plan: &Plan<S>, node: NodeId, route: &Route) -> Result<(
             .collect::<Vec<_>>()
             .join(", "),
     };
-    let find = |name: &str| declared.iter().find(|(n, _)| &**n == name).map(|(_, t)| *t);
     for name in &route.targets {
-        if find(name).is_none() {
+        if find_target(declared, name).is_none() {
             return Err(undeclared(name));
         }
     }
     for packet in &route.packets {
-        if !matches!(find(&packet.node), Some(Target::Node(_))) {
+        if !matches!(find_target(declared, &packet.node), Some(Target::Node(_))) {
             return Err(undeclared(&packet.node));
         }
         if let Err(message) = &packet.input {
             return Err(Error::PacketEncode {
-                from: spec.name.to_string(),
+                from: from(),
                 node: packet.node.to_string(),
                 message: message.to_string(),
             });

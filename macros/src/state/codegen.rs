@@ -135,21 +135,7 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
     });
     let merges = def.fields.iter().map(|field| {
         let ident = &field.ident;
-        // The call carries the span of the reducer in the attribute, so that a reducer that does
-        // not fit the field's type is reported there.
-        let call = match &field.reducer {
-            Reducer::Builtin(builtin, span) => {
-                let function = format_ident!("{}", builtin.name());
-                respan(
-                    quote!(#private::reducer::#function(&mut self.#ident, value)),
-                    *span,
-                )
-            }
-            Reducer::With(path) => {
-                let args = respan(quote!((&mut self.#ident, value)), path.span());
-                quote!(#path #args)
-            }
-        };
+        let call = reducer_call(field, &private);
         quote! {
             if let ::core::option::Option::Some(value) = update.#ident {
                 #call;
@@ -189,22 +175,9 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
         }
     });
     let merge_encoded_arms = def.fields.iter().enumerate().map(|(i, field)| {
-        let ident = &field.ident;
         let name = field.ident.unraw().to_string();
         let index = Literal::usize_unsuffixed(i);
-        let call = match &field.reducer {
-            Reducer::Builtin(builtin, span) => {
-                let function = format_ident!("{}", builtin.name());
-                respan(
-                    quote!(#private::reducer::#function(&mut self.#ident, value)),
-                    *span,
-                )
-            }
-            Reducer::With(path) => {
-                let args = respan(quote!((&mut self.#ident, value)), path.span());
-                quote!(#path #args)
-            }
-        };
+        let call = reducer_call(field, &private);
         quote! {
             #index => {
                 let value = #private::codec::decode(bytes).map_err(|e| e.in_field(#name))?;
@@ -293,6 +266,26 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
             fn into_command(self) -> #private_at_name::Command<#name> {
                 #private_at_name::Command::new(self)
             }
+        }
+    }
+}
+
+/// `reducer(&mut self.field, value)`, the merge of one written `value` into the field. The call
+/// carries the span of the reducer in the attribute, so that a reducer that does not fit the
+/// field's type is reported there.
+fn reducer_call(field: &StateField, private: &TokenStream) -> TokenStream {
+    let ident = &field.ident;
+    match &field.reducer {
+        Reducer::Builtin(builtin, span) => {
+            let function = format_ident!("{}", builtin.name());
+            respan(
+                quote!(#private::reducer::#function(&mut self.#ident, value)),
+                *span,
+            )
+        }
+        Reducer::With(path) => {
+            let args = respan(quote!((&mut self.#ident, value)), path.span());
+            quote!(#path #args)
         }
     }
 }
