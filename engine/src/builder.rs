@@ -67,19 +67,12 @@ pub(crate) struct JoinDef {
 /// ```
 /// use std::sync::Arc;
 /// use agentgraph_engine::{BoxError, Context, GraphBuilder, START, END};
-/// # use agentgraph_engine::{Field, State, IntoCommand, Command, reducer::{self, ReducerKind}};
-/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Count { n: u64 }
-/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct CountUpdate { n: Option<u64> }
-/// # impl State for Count {
-/// #     type Update = CountUpdate;
-/// #     const FIELDS: &'static [Field] = &[Field::new("n", ReducerKind::Add)];
-/// #     fn for_each_written(u: &CountUpdate, mut f: impl FnMut(usize)) { if u.n.is_some() { f(0) } }
-/// #     fn apply(&mut self, u: CountUpdate) { if let Some(v) = u.n { reducer::add(&mut self.n, v) } }
-/// # }
-/// # impl IntoCommand<Count> for CountUpdate { fn into_command(self) -> Command<Count> { Command::new(self) } }
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
 ///
 /// async fn bump(_: Arc<Count>, _: Context) -> Result<CountUpdate, BoxError> {
-///     Ok(CountUpdate { n: Some(1) })
+///     Ok(CountUpdate::new().n(1))
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {

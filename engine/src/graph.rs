@@ -25,19 +25,12 @@ use crate::state::State;
 /// ```
 /// # use std::sync::{Arc, Weak};
 /// # use agentgraph_engine::*;
-/// # use agentgraph_engine::reducer::{self, ReducerKind};
-/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct Count { n: u64 }
-/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct CountUpdate { n: Option<u64> }
-/// # impl State for Count {
-/// #     type Update = CountUpdate;
-/// #     const FIELDS: &'static [Field] = &[Field::new("n", ReducerKind::Add)];
-/// #     fn for_each_written(u: &CountUpdate, mut f: impl FnMut(usize)) { if u.n.is_some() { f(0) } }
-/// #     fn apply(&mut self, u: CountUpdate) { if let Some(v) = u.n { reducer::add(&mut self.n, v) } }
-/// # }
-/// # impl IntoCommand<Count> for CountUpdate { fn into_command(self) -> Command<Count> { Command::new(self) } }
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut b = GraphBuilder::<Count>::new();
-/// b.add_node("one", |_, _| async { Ok(CountUpdate { n: Some(1) }) })
+/// b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) })
 ///     .add_edge(START, "one")
 ///     .add_edge("one", END);
 /// let graph = b.compile()?;

@@ -207,16 +207,11 @@ impl fmt::Debug for Packet {
 /// # Examples
 ///
 /// ```
-/// use agentgraph_engine::{Command, State};
-/// # use agentgraph_engine::{Field, reducer::ReducerKind};
-/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
-/// # impl State for S {
-/// #     type Update = ();
-/// #     const FIELDS: &'static [Field] = &[];
-/// #     fn for_each_written(_: &(), _: impl FnMut(usize)) {}
-/// #     fn apply(&mut self, _: ()) {}
-/// # }
-/// let cmd: Command<S> = Command::new(()).goto("review");
+/// use agentgraph_engine::Command;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Draft { text: String }
+/// let cmd: Command<Draft> = Command::new(DraftUpdate::new().text("v2".into())).goto("review");
 /// assert!(cmd.has_goto());
 /// ```
 pub struct Command<S: State> {
@@ -269,22 +264,14 @@ impl<S: State> fmt::Debug for Command<S> {
 /// # Examples
 ///
 /// ```
-/// use agentgraph_engine::{Command, IntoCommand, State};
-/// # use agentgraph_engine::{Field, reducer::ReducerKind};
-/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
-/// # #[derive(Default, serde::Serialize, serde::Deserialize)] struct U;
-/// # impl State for S {
-/// #     type Update = U;
-/// #     const FIELDS: &'static [Field] = &[];
-/// #     fn for_each_written(_: &U, _: impl FnMut(usize)) {}
-/// #     fn apply(&mut self, _: U) {}
-/// # }
-/// impl IntoCommand<S> for U {
-///     fn into_command(self) -> Command<S> {
-///         Command::new(self)
-///     }
-/// }
-/// assert!(!U.into_command().has_goto());
+/// use agentgraph_engine::{Command, IntoCommand};
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Draft { text: String }
+/// // The derive made `DraftUpdate: IntoCommand<Draft>`; a hand-written `State` implements it
+/// // with `Command::new(self)`.
+/// let cmd: Command<Draft> = DraftUpdate::new().text("v1".into()).into_command();
+/// assert!(!cmd.has_goto());
 /// ```
 pub trait IntoCommand<S: State> {
     /// Converts into a command.
