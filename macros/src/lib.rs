@@ -78,9 +78,9 @@ use proc_macro::TokenStream;
 /// let mut state = Research::default();
 /// state.apply(
 ///     ResearchUpdate::new()
-///         .topic("rust")
+///         .topic("rust".into())
 ///         .notes(vec!["fast".to_string()])
-///         .tokens_used(10u32) // any `Into<u64>`
+///         .tokens_used(10) // the field's own type, so the literal is a u64
 ///         .confidence(0.5),
 /// );
 /// state.apply(ResearchUpdate::new().notes(vec!["safe".to_string()]).tokens_used(5u64));
@@ -117,8 +117,8 @@ use proc_macro::TokenStream;
 /// }
 ///
 /// let mut essay = Essay::default();
-/// essay.apply(Draft::new().best("a long draft"));
-/// essay.apply(Draft::new().best("short"));
+/// essay.apply(Draft::new().best("a long draft".into()));
+/// essay.apply(Draft::new().best("short".into()));
 /// assert_eq!(essay.best, "a long draft");
 /// assert_eq!(Essay::FIELDS[0].reducer, ReducerKind::Custom("fold::longest"));
 /// ```
