@@ -14,15 +14,20 @@
 //! assert!(took.as_nanos() > 0);
 //! ```
 
+mod durable;
 mod measure;
 mod states;
 mod workloads;
 
+pub use durable::{
+    BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, ResumeTiming, SledBaseline,
+    fill_store, run_checkpointed, time_resume, time_runs_each,
+};
 pub use measure::{median, run_counting_steps, runtime, time_runs};
-pub use states::{Counter, CounterUpdate, Items, ItemsUpdate};
+pub use states::{Big, BigUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 pub use workloads::{
-    SEED, calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, cpu_work, fanout,
-    two_node_loop,
+    BIG_ITEM_LEN, BIG_ITEMS, Flaky, SEED, big_chain, big_input, big_item, calibrate_cpu_work,
+    chain, chain_builder, config, cpu_fanout, cpu_work, fanout, flaky_chain, two_node_loop,
 };
 
 #[cfg(test)]
@@ -49,6 +54,52 @@ mod tests {
                 run_counting_steps(&rt, &cpu_fanout(2, 1_000), Counter::default(), &cfg);
             assert_eq!((s.n, steps), (2, 1));
         }
+    }
+
+    #[test]
+    fn durable_workloads_write_checkpoints_and_resume() {
+        use agentgraph_engine::Durability;
+        let rt = runtime();
+        let cfg = config(Mode::Parallel, 10_000);
+        for store in [BenchStore::memory("t"), BenchStore::sled("t")] {
+            let run = run_checkpointed(&rt, &chain(20), Counter::default(), store.config(&cfg));
+            assert_eq!((run.state.n, run.steps), (20, 20));
+            assert_eq!(run.checkpoints.len(), 21);
+            assert!(run.step0_bytes() > 0 && run.bytes_per_step() > 0.0);
+            let took = time_runs_each(&rt, &chain(20), Counter::default, store.configs(&cfg, 2));
+            assert!(took.as_nanos() > 0);
+        }
+
+        let store = BenchStore::sled("big");
+        for append in [true, false] {
+            let run = run_checkpointed(&rt, &big_chain(5, append), big_input(), store.config(&cfg));
+            let items = if append { BIG_ITEMS + 5 } else { BIG_ITEMS };
+            assert_eq!(run.state.items.len(), items);
+            assert_eq!(run.state.n, if append { 0 } else { 5 });
+            assert!(run.step0_bytes() > (BIG_ITEMS * BIG_ITEM_LEN) as u64);
+            assert!(run.bytes_per_step_after_step0() < 2048.0);
+        }
+
+        let flaky = Flaky::new(10);
+        let graph = flaky_chain(10, 5, &flaky);
+        let store = BenchStore::sled("resume");
+        fill_store(&rt, &store, &cfg, 3);
+        let base = cfg.clone().durability(Durability::Async);
+        let t = time_resume(&rt, &graph, &flaky, 5, &store, &base, true);
+        assert_eq!((t.resumed_after, t.steps_run), (Some(4), Some(6)));
+        assert!(t.to_first_node <= t.total);
+    }
+
+    #[test]
+    fn the_sled_baseline_samples_each_kind() {
+        let rt = runtime();
+        let mut baseline = SledBaseline::new();
+        let mut samples = BaselineSamples::default();
+        baseline.sample(&rt, 3, &mut samples);
+        baseline.sample(&rt, 2, &mut samples);
+        assert_eq!(samples.insert_flush_async.len(), 5);
+        assert_eq!(samples.insert_flush.len(), 5);
+        assert_eq!(samples.store_commit_flush.len(), 5);
     }
 
     #[test]

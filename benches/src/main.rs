@@ -13,10 +13,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use agentgraph_benches::{
-    Counter, Items, calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout, median,
-    run_counting_steps, runtime, time_runs, two_node_loop,
+    BIG_ITEMS, BaselineSamples, BenchStore, CheckpointedRun, Counter, Flaky, Items, SledBaseline,
+    big_chain, big_input, calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout,
+    fill_store, flaky_chain, median, run_checkpointed, run_counting_steps, runtime, time_resume,
+    time_runs, time_runs_each, two_node_loop,
 };
-use agentgraph_engine::{CompiledGraph, Mode, State};
+use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
@@ -29,7 +31,22 @@ const WORKLOADS: &[&str] = &[
     "compile_100000",
     "chain_100000",
     "cpu_fanout_2",
+    "big_state_append",
+    "big_state_untouched",
+    "resume_100",
 ];
+
+/// The raw baseline samples taken before each timed `durable_sync` run.
+const BASELINE_SAMPLES_PER_REP: usize = 20;
+
+/// The nodes of the `big_state_*` and `resume_100` chains.
+const SHORT_CHAIN: u64 = 100;
+
+/// The node of `resume_100` that fails on its first attempt (nodes are `n1` to `n100`).
+const FAIL_AT: u64 = 50;
+
+/// The other runs the store of `resume_100` holds.
+const OTHER_RUNS: u64 = 1_000;
 
 /// The wall time of each CPU-bound branch of `cpu_fanout_2`.
 const CPU_BRANCH_TIME: Duration = Duration::from_millis(200);
@@ -55,6 +72,20 @@ struct Line {
     iterations: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     speedup: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    durability: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step0_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_raw: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_durable_async: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume_to_first_node_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    other_runs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reps: Option<usize>,
 }
@@ -99,9 +130,22 @@ fn main() -> ExitCode {
         }
     };
     let rt = runtime();
+    // The per-step time of `chain_1000` durable_async, once measured: what the big-state
+    // lines are compared with.
+    let mut durable_async_us = None;
     for workload in workloads {
         match workload {
-            "chain_1000" => run_chain(&rt, "chain_1000", 1_000, Reps::for_size(false, reps)),
+            "chain_1000" => {
+                run_chain(&rt, "chain_1000", 1_000, Reps::for_size(false, reps));
+                durable_async_us = Some(run_chain_durable(&rt, 1_000, Reps::for_size(false, reps)));
+            }
+            "big_state_append" => {
+                run_big_state(&rt, true, durable_async_us, Reps::for_size(false, reps))
+            }
+            "big_state_untouched" => {
+                run_big_state(&rt, false, durable_async_us, Reps::for_size(false, reps))
+            }
+            "resume_100" => run_resume(&rt, Reps::for_size(false, reps)),
             "fanout_100" => run_fanout(&rt, 100, Reps::for_size(false, reps)),
             "loop_1000" => run_loop(&rt, 1_000, Reps::for_size(false, reps)),
             "compile_1000" => run_compile("compile_1000", 1_000, Reps::for_size(false, reps)),
@@ -301,6 +345,256 @@ fn run_cpu_fanout(rt: &Runtime, branches: u64, reps: Reps) {
         workload: "cpu_fanout_2",
         mode: "speedup",
         speedup: Some(medians[0].as_secs_f64() / medians[1].as_secs_f64()),
+        ..Line::default()
+    }
+    .print();
+}
+
+/// Measures a checkpointed workload: one untimed run with a subscriber (checked with
+/// `check`, its steps and checkpoint bytes counted; the store must then hold it as
+/// completed), `reps.warmup - 1` untimed runs, then `reps.timed` timed runs, each on a fresh
+/// run id and without a subscriber. `before_each` runs before each timed run, untimed.
+/// Returns the counting run and the median.
+#[allow(clippy::too_many_arguments)]
+fn measure_durable<S: State>(
+    rt: &Runtime,
+    graph: &CompiledGraph<S>,
+    input: fn() -> S,
+    store: &BenchStore,
+    base: &RunConfig,
+    reps: Reps,
+    check: impl Fn(&S),
+    mut before_each: impl FnMut(),
+) -> (CheckpointedRun<S>, Duration) {
+    let (id, cfg) = store.named_config(base);
+    let counted = run_checkpointed(rt, graph, input(), cfg);
+    check(&counted.state);
+    let record = rt
+        .block_on(store.store().get_run(&id))
+        .expect("the store reads")
+        .expect("the store holds the run");
+    assert_eq!(
+        record.status,
+        RunStatus::Completed,
+        "the stored run completed"
+    );
+    let warmup = store.configs(base, reps.warmup.saturating_sub(1) as u64);
+    time_runs_each(rt, graph, input, warmup);
+    let mut samples: Vec<Duration> = (0..reps.timed)
+        .map(|_| {
+            before_each();
+            time_runs_each(rt, graph, input, vec![store.config(base)])
+        })
+        .collect();
+    (counted, median(&mut samples))
+}
+
+fn durability_name(durability: Durability) -> &'static str {
+    match durability {
+        Durability::Sync => "sync",
+        Durability::Async => "async",
+        Durability::Exit => "exit",
+    }
+}
+
+/// The line of a checkpointed run of `steps` steps.
+fn durable_line<S>(
+    workload: &'static str,
+    mode: &'static str,
+    store: &'static str,
+    durability: Durability,
+    counted: &CheckpointedRun<S>,
+    med: Duration,
+    reps: Reps,
+) -> Line {
+    Line {
+        workload,
+        mode,
+        steps: Some(counted.steps),
+        median_s: Some(med.as_secs_f64()),
+        per_step_us: Some(med.as_secs_f64() / counted.steps as f64 * 1e6),
+        bytes_per_step: Some(counted.bytes_per_step()),
+        step0_bytes: Some(counted.step0_bytes()),
+        store: Some(store),
+        durability: Some(durability_name(durability)),
+        reps: Some(reps.timed),
+        ..Line::default()
+    }
+}
+
+/// `chain_1000` with a checkpoint store: `memory`, `durable_async`, then `durable_sync` with
+/// the raw sled baselines sampled between its runs. Returns the per-step time of
+/// `durable_async`, in µs.
+fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
+    let graph = chain(nodes as usize);
+    let check = |s: &Counter| assert_eq!(s.n, nodes, "chain_1000: every node ran once");
+    let mut async_us = 0.0;
+    for (mode, store, store_name) in [
+        ("memory", BenchStore::memory("memory"), "memory"),
+        ("durable_async", BenchStore::sled("async"), "sled"),
+    ] {
+        let base = config(Mode::Parallel, nodes + 1).durability(Durability::Async);
+        let (counted, med) = measure_durable(
+            rt,
+            &graph,
+            Counter::default,
+            &store,
+            &base,
+            reps,
+            check,
+            || {},
+        );
+        let line = durable_line(
+            "chain_1000",
+            mode,
+            store_name,
+            Durability::Async,
+            &counted,
+            med,
+            reps,
+        );
+        if mode == "durable_async" {
+            async_us = line.per_step_us.expect("a per-step time");
+        }
+        line.print();
+    }
+
+    let store = BenchStore::sled("sync");
+    let base = config(Mode::Parallel, nodes + 1).durability(Durability::Sync);
+    let mut baseline = SledBaseline::new();
+    let mut samples = BaselineSamples::default();
+    // Warm the baseline database up; these samples are dropped.
+    baseline.sample(
+        rt,
+        BASELINE_SAMPLES_PER_REP,
+        &mut BaselineSamples::default(),
+    );
+    let (counted, med) = measure_durable(
+        rt,
+        &graph,
+        Counter::default,
+        &store,
+        &base,
+        reps,
+        check,
+        || baseline.sample(rt, BASELINE_SAMPLES_PER_REP, &mut samples),
+    );
+    let raw = median(&mut samples.insert_flush_async);
+    let mut line = durable_line(
+        "chain_1000",
+        "durable_sync",
+        "sled",
+        Durability::Sync,
+        &counted,
+        med,
+        reps,
+    );
+    line.ratio_to_raw = Some(med.as_secs_f64() / counted.steps as f64 / raw.as_secs_f64());
+    line.print();
+    for (mode, samples) in [
+        ("raw", &mut samples.insert_flush_async),
+        ("raw_blocking_flush", &mut samples.insert_flush),
+        ("store", &mut samples.store_commit_flush),
+    ] {
+        let med = median(samples);
+        Line {
+            workload: "sled_insert_flush_1k",
+            mode,
+            steps: Some(1),
+            median_s: Some(med.as_secs_f64()),
+            per_step_us: Some(med.as_secs_f64() * 1e6),
+            store: Some("sled"),
+            reps: Some(samples.len()),
+            ..Line::default()
+        }
+        .print();
+    }
+    async_us
+}
+
+/// `big_state_append` or `big_state_untouched`: a 100-node chain over 10,000 strings, on
+/// sled with async durability. `bytes_per_step` leaves out step 0's checkpoint (the whole
+/// input), reported as `step0_bytes`.
+fn run_big_state(rt: &Runtime, append: bool, durable_async_us: Option<f64>, reps: Reps) {
+    let workload = if append {
+        "big_state_append"
+    } else {
+        "big_state_untouched"
+    };
+    let graph = big_chain(SHORT_CHAIN as usize, append);
+    let store = BenchStore::sled(workload);
+    let base = config(Mode::Parallel, SHORT_CHAIN + 1).durability(Durability::Async);
+    let check = |s: &agentgraph_benches::Big| {
+        let added = if append { SHORT_CHAIN as usize } else { 0 };
+        assert_eq!(s.items.len(), BIG_ITEMS + added, "{workload}: the list");
+        assert_eq!(
+            s.n,
+            if append { 0 } else { SHORT_CHAIN },
+            "{workload}: the counter"
+        );
+    };
+    let (counted, med) = measure_durable(rt, &graph, big_input, &store, &base, reps, check, || {});
+    let mut line = durable_line(
+        workload,
+        "durable_async",
+        "sled",
+        Durability::Async,
+        &counted,
+        med,
+        reps,
+    );
+    line.bytes_per_step = Some(counted.bytes_per_step_after_step0());
+    line.ratio_to_durable_async =
+        durable_async_us.map(|us| line.per_step_us.expect("a per-step time") / us);
+    line.print();
+}
+
+/// `resume_100`: a 100-node chain whose node 50 fails once, resumed from a sled store that
+/// holds 1,000 other completed runs, async durability.
+fn run_resume(rt: &Runtime, reps: Reps) {
+    let flaky = Flaky::new(SHORT_CHAIN as usize);
+    let graph = flaky_chain(SHORT_CHAIN as usize, FAIL_AT as usize, &flaky);
+    let store = BenchStore::sled("resume");
+    fill_store(rt, &store, &config(Mode::Parallel, 11), OTHER_RUNS);
+    let runs = rt
+        .block_on(store.store().list_runs(None, 2 * OTHER_RUNS as usize))
+        .expect("the store lists its runs");
+    assert_eq!(
+        runs.len() as u64,
+        OTHER_RUNS,
+        "the store holds the other runs"
+    );
+    let base = config(Mode::Parallel, SHORT_CHAIN + 1).durability(Durability::Async);
+
+    let checked = time_resume(rt, &graph, &flaky, FAIL_AT, &store, &base, true);
+    assert_eq!(
+        checked.resumed_after,
+        Some(FAIL_AT - 1),
+        "resumed after step 49"
+    );
+    let steps = checked.steps_run.expect("steps counted");
+    assert_eq!(steps, SHORT_CHAIN - FAIL_AT + 1, "the resume ran 51 steps");
+    for _ in 1..reps.warmup {
+        time_resume(rt, &graph, &flaky, FAIL_AT, &store, &base, false);
+    }
+    let (mut first, mut total): (Vec<_>, Vec<_>) = (0..reps.timed)
+        .map(|_| {
+            let t = time_resume(rt, &graph, &flaky, FAIL_AT, &store, &base, false);
+            (t.to_first_node, t.total)
+        })
+        .unzip();
+    let (first, total) = (median(&mut first), median(&mut total));
+    Line {
+        workload: "resume_100",
+        mode: "durable_async",
+        steps: Some(steps),
+        median_s: Some(total.as_secs_f64()),
+        per_step_us: Some(total.as_secs_f64() / steps as f64 * 1e6),
+        resume_to_first_node_ms: Some(first.as_secs_f64() * 1e3),
+        other_runs: Some(OTHER_RUNS),
+        store: Some("sled"),
+        durability: Some(durability_name(Durability::Async)),
+        reps: Some(reps.timed),
         ..Line::default()
     }
     .print();

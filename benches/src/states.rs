@@ -40,3 +40,27 @@ impl ItemsUpdate {
         ItemsUpdate::new().n(v)
     }
 }
+
+/// A large list (`append` reducer) and a counter (`add` reducer): the state of the
+/// `big_state_*` workloads, whose input holds 10,000 strings of 20 characters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, State)]
+pub struct Big {
+    /// The list the `big_state_append` nodes append to.
+    #[reducer(append)]
+    pub items: Vec<String>,
+    /// The sum of every update: what the `big_state_untouched` nodes write instead.
+    #[reducer(add)]
+    pub n: u64,
+}
+
+impl BigUpdate {
+    /// An update appending one item.
+    pub fn push(item: String) -> Self {
+        BigUpdate::new().items(vec![item])
+    }
+
+    /// An update adding `v` to the counter.
+    pub fn add(v: u64) -> Self {
+        BigUpdate::new().n(v)
+    }
+}

@@ -2,11 +2,13 @@
 //! benches.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use agentgraph_engine::{CompiledGraph, END, GraphBuilder, Mode, RunConfig, START};
+use agentgraph_engine::{BoxError, CompiledGraph, END, GraphBuilder, Mode, RunConfig, START};
 
-use crate::states::{Counter, CounterUpdate, Items, ItemsUpdate};
+use crate::states::{Big, BigUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 
 /// The seed of every benchmark run, so that runs are reproducible.
 pub const SEED: u64 = 0x5EED_A6E7;
@@ -158,4 +160,152 @@ pub fn calibrate_cpu_work(target: Duration) -> u64 {
         }
         probe *= 2;
     }
+}
+
+/// The number of strings in the input of the `big_state_*` workloads.
+pub const BIG_ITEMS: usize = 10_000;
+
+/// The length of each string of the `big_state_*` workloads.
+pub const BIG_ITEM_LEN: usize = 20;
+
+/// The `i`-th string of the `big_state_*` workloads: `i` in decimal, zero-padded to
+/// [`BIG_ITEM_LEN`] characters.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(agentgraph_benches::big_item(42), "00000000000000000042");
+/// ```
+pub fn big_item(i: u64) -> String {
+    format!("{i:0width$}", width = BIG_ITEM_LEN)
+}
+
+/// The input of the `big_state_*` workloads: [`BIG_ITEMS`] strings of [`BIG_ITEM_LEN`]
+/// characters, `n == 0`.
+pub fn big_input() -> Big {
+    Big {
+        items: (0..BIG_ITEMS as u64).map(big_item).collect(),
+        n: 0,
+    }
+}
+
+/// A chain of `nodes` nodes over [`Big`]: `START -> n0 -> ... -> END`. With `append`, each
+/// node appends one string of [`BIG_ITEM_LEN`] characters to [`Big::items`]
+/// (`big_state_append`); without, each adds 1 to [`Big::n`] and leaves the list alone
+/// (`big_state_untouched`). `nodes` steps.
+///
+/// # Panics
+///
+/// If `nodes` is 0, or the engine rejects the graph.
+pub fn big_chain(nodes: usize, append: bool) -> CompiledGraph<Big> {
+    assert!(nodes > 0, "a chain needs at least one node");
+    let names: Vec<String> = (0..nodes).map(|i| format!("n{i}")).collect();
+    let mut b = GraphBuilder::new();
+    for (i, name) in names.iter().enumerate() {
+        let item = (BIG_ITEMS + i) as u64;
+        if append {
+            b.add_node(name.as_str(), move |_, _| async move {
+                Ok(BigUpdate::push(big_item(item)))
+            });
+        } else {
+            b.add_node(name.as_str(), |_, _| async { Ok(BigUpdate::add(1)) });
+        }
+    }
+    b.add_edge(START, &names[0]);
+    for pair in names.windows(2) {
+        b.add_edge(&pair[0], &pair[1]);
+    }
+    b.add_edge(&names[nodes - 1], END);
+    b.compile().expect("the big-state chain compiles")
+}
+
+/// The switch, counters and clock shared by the nodes of a [`flaky_chain`] and the benchmark
+/// that runs it. Clones share them.
+#[derive(Debug, Clone)]
+pub struct Flaky {
+    /// While set, the failing node fails.
+    pub fail: Arc<AtomicBool>,
+    /// How many times each node ran: node `n{i}` at index `i - 1`.
+    pub calls: Arc<[AtomicU32]>,
+    /// When the failing node last started.
+    pub started: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Flaky {
+    /// The shared cells of a chain of `nodes` nodes: failing, no call counted, no start seen.
+    pub fn new(nodes: usize) -> Self {
+        Flaky {
+            fail: Arc::new(AtomicBool::new(true)),
+            calls: (0..nodes).map(|_| AtomicU32::new(0)).collect(),
+            started: Arc::default(),
+        }
+    }
+
+    /// Sets whether the failing node fails.
+    pub fn set_failing(&self, fail: bool) {
+        self.fail.store(fail, Ordering::SeqCst);
+    }
+
+    /// Forgets the calls counted and the start seen.
+    pub fn reset(&self) {
+        for c in self.calls.iter() {
+            c.store(0, Ordering::SeqCst);
+        }
+        *self.started.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// How many times each node ran, in chain order.
+    pub fn calls(&self) -> Vec<u32> {
+        self.calls
+            .iter()
+            .map(|c| c.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// When the failing node last started.
+    pub fn started(&self) -> Option<Instant> {
+        *self.started.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A chain of `nodes` trivial nodes named `n1` to `n{nodes}` (each adds 1 to
+/// [`Counter::n`] and counts its call in `flaky`), in which node `n{fail_at}` records when it
+/// starts in `flaky` and fails while `flaky` says so: the `resume_100` workload.
+///
+/// # Panics
+///
+/// If `fail_at` is not in `1..=nodes`, `flaky` counts another number of nodes, or the engine
+/// rejects the graph.
+pub fn flaky_chain(nodes: usize, fail_at: usize, flaky: &Flaky) -> CompiledGraph<Counter> {
+    assert!(
+        (1..=nodes).contains(&fail_at),
+        "the failing node is in the chain"
+    );
+    assert_eq!(flaky.calls.len(), nodes, "one call counter per node");
+    let names: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    let mut b = GraphBuilder::new();
+    for (i, name) in (1..=nodes).zip(&names) {
+        let flaky = flaky.clone();
+        b.add_node(name.as_str(), move |_, _| {
+            let failing = i == fail_at;
+            if failing {
+                *flaky.started.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Instant::now());
+            }
+            flaky.calls[i - 1].fetch_add(1, Ordering::SeqCst);
+            let fail = failing && flaky.fail.load(Ordering::SeqCst);
+            async move {
+                if fail {
+                    return Err::<CounterUpdate, BoxError>("the flaky node failed".into());
+                }
+                Ok(CounterUpdate::add(1))
+            }
+        });
+    }
+    b.add_edge(START, &names[0]);
+    for pair in names.windows(2) {
+        b.add_edge(&pair[0], &pair[1]);
+    }
+    b.add_edge(&names[nodes - 1], END);
+    b.compile().expect("the flaky chain compiles")
 }
