@@ -282,6 +282,12 @@ impl WriteBatch {
     }
 }
 
+impl Extend<Op> for WriteBatch {
+    fn extend<I: IntoIterator<Item = Op>>(&mut self, ops: I) {
+        self.ops.extend(ops);
+    }
+}
+
 /// A checkpoint store. Object safe: the engine holds an `Arc<dyn CheckpointStore>`.
 ///
 /// Writes go through [`commit`](CheckpointStore::commit), which applies a [`WriteBatch`]

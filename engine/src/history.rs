@@ -151,7 +151,7 @@ impl<S: State> History<S> {
                     what: format!("field `{}`", S::FIELDS[f].name),
                     source,
                 })?;
-            let bytes = envelope::encode(RecordKind::Blob, &BlobRecord::Full(full))
+            let bytes = envelope::encode(RecordKind::Blob, &BlobRecord::Full(full.into()))
                 .map_err(record_error)?;
             blob_bytes += bytes.len() as u64;
             batch.put_blob(new_run, f as u32, step, bytes);

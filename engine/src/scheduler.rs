@@ -99,7 +99,7 @@ impl Frontier {
         });
         let packets = self.packets.iter().map(|(n, input)| TaskRecord {
             node: plan.nodes[*n as usize].name.to_string(),
-            input: Some(input.to_vec()),
+            input: Some(input.to_vec().into()),
         });
         plain.chain(packets).collect()
     }

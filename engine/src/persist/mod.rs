@@ -24,6 +24,8 @@ use crate::error::{Error, Result};
 use crate::ids::{Fingerprint, TaskId};
 use crate::route::{Command, Route};
 use crate::state::State;
+use serde_bytes::ByteBuf;
+
 use record::{
     BlobRecord, CheckpointRecord, JoinRecord, PendingWriteRecord, RouteRecord, TaskRecord,
 };
@@ -64,10 +66,13 @@ pub(crate) struct Persister<S: State> {
     forked_from: Option<(String, u64)>,
     fields: Vec<FieldTrack>,
     last_step: Option<u64>,
-    /// The background flush of [`Durability::Async`].
-    flushing: Option<JoinHandle<std::result::Result<(), StoreError>>>,
-    /// What [`Durability::Exit`] has not written yet.
+    /// The background writer of [`Durability::Async`]: it commits and flushes one group.
+    writer: Option<JoinHandle<std::result::Result<(), StoreError>>>,
+    /// Writes not committed yet: the next group of [`Durability::Async`], everything of
+    /// [`Durability::Exit`].
     held: WriteBatch,
+    /// Whether pending writes may exist for the step after the last checkpoint.
+    pending: bool,
     /// Per field: the encoded values the current step's updates write.
     pub(crate) deltas: Vec<Vec<Vec<u8>>>,
     _lease: RunLease,
@@ -137,8 +142,9 @@ impl<S: State> Persister<S> {
             forked_from,
             fields: vec![FieldTrack::default(); S::FIELDS.len()],
             last_step: None,
-            flushing: None,
+            writer: None,
             held: WriteBatch::new(),
+            pending: false,
             deltas: vec![Vec::new(); S::FIELDS.len()],
             _lease: lease,
             _state: PhantomData,
@@ -179,6 +185,7 @@ impl<S: State> Persister<S> {
         );
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
+        p.pending = true;
         let mut batch = WriteBatch::new();
         if loaded.fell_back {
             batch.delete_after(&p.run_id, loaded.record.step);
@@ -239,7 +246,7 @@ impl<S: State> Persister<S> {
             events,
         } = position;
         let first = self.last_step.is_none();
-        let mut batch = std::mem::take(&mut self.held);
+        let mut batch = WriteBatch::new();
         let mut blob_bytes = 0u64;
         let mut written_fields = Vec::new();
         for (f, &was_written) in written.iter().enumerate() {
@@ -255,7 +262,7 @@ impl<S: State> Persister<S> {
                 && track.delta_len + delta_len <= track.full_len.max(64)
             {
                 track.delta_len += delta_len;
-                BlobRecord::Deltas(deltas)
+                BlobRecord::Deltas(deltas.into_iter().map(ByteBuf::from).collect())
             } else {
                 let mut full = Vec::new();
                 state
@@ -266,7 +273,7 @@ impl<S: State> Persister<S> {
                     full_len: full.len(),
                     delta_len: 0,
                 };
-                BlobRecord::Full(full)
+                BlobRecord::Full(ByteBuf::from(full))
             };
             let bytes = envelope::encode(RecordKind::Blob, &blob).map_err(format_encode_error)?;
             blob_bytes += bytes.len() as u64;
@@ -288,7 +295,9 @@ impl<S: State> Persister<S> {
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
         let total = blob_bytes + bytes.len() as u64;
         batch.put_checkpoint(&self.run_id, step, bytes);
-        batch.delete_pending_writes(&self.run_id, step);
+        if std::mem::take(&mut self.pending) {
+            batch.delete_pending_writes(&self.run_id, step);
+        }
         self.last_step = Some(step);
         batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
         let last = status.is_some();
@@ -319,6 +328,7 @@ impl<S: State> Persister<S> {
             envelope::encode(RecordKind::PendingWrite, &record).map_err(format_encode_error)?;
         let mut batch = WriteBatch::new();
         batch.put_pending_write(&self.run_id, step, index, bytes);
+        self.pending = true;
         self.write(batch, false).await
     }
 
@@ -331,7 +341,7 @@ impl<S: State> Persister<S> {
         error: Option<String>,
         drop_pending: Option<u64>,
     ) -> Result<()> {
-        let mut batch = std::mem::take(&mut self.held);
+        let mut batch = WriteBatch::new();
         if self.last_step.is_none() {
             // Nothing was checkpointed: there is nothing to resume, and the id stays free.
             let mut batch = WriteBatch::new();
@@ -345,39 +355,54 @@ impl<S: State> Persister<S> {
         self.write(batch, true).await
     }
 
-    /// Commits `batch` as the durability mode says; `last` forces a flush.
+    /// Writes `batch` as the durability mode says; `last` commits everything and flushes.
+    ///
+    /// Every write goes through `held`, in order, so a group commit never reorders writes:
+    /// `Sync` commits and flushes at once; `Async` hands everything held to a background writer
+    /// whenever the previous one is done (group commit: the run never waits for the disk);
+    /// `Exit` holds everything until the end.
     async fn write(&mut self, batch: WriteBatch, last: bool) -> Result<()> {
-        match self.durability {
-            Durability::Exit if !last => {
-                for op in batch.into_ops() {
-                    self.held.push(op);
-                }
-                return Ok(());
-            }
-            _ => {}
+        self.held.extend(batch.into_ops());
+        if last {
+            self.wait_writer().await?;
+            let held = std::mem::take(&mut self.held);
+            self.store.commit(held).await?;
+            self.store.flush().await?;
+            return Ok(());
         }
-        self.store.commit(batch).await?;
         match self.durability {
-            Durability::Sync => self.store.flush().await?,
-            _ if last => {
-                if let Some(flushing) = self.flushing.take() {
-                    flushing
-                        .await
-                        .map_err(|e| Error::Aborted(e.to_string()))??;
-                }
+            Durability::Sync => {
+                let held = std::mem::take(&mut self.held);
+                self.store.commit(held).await?;
                 self.store.flush().await?;
             }
             Durability::Async => {
-                // One background flush at a time; a flush covers every commit before it.
-                if self.flushing.as_ref().is_none_or(JoinHandle::is_finished) {
-                    if let Some(done) = self.flushing.take() {
-                        done.await.map_err(|e| Error::Aborted(e.to_string()))??;
-                    }
+                if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
+                    self.wait_writer().await?;
+                    let group = std::mem::take(&mut self.held);
                     let store = self.store.clone();
-                    self.flushing = Some(tokio::spawn(async move { store.flush().await }));
+                    let runtime = tokio::runtime::Handle::current();
+                    // Stores may block (sled does): the writer runs on the blocking pool, so it
+                    // proceeds while this task runs the next steps.
+                    self.writer = Some(tokio::task::spawn_blocking(move || {
+                        runtime.block_on(async {
+                            store.commit(group).await?;
+                            store.flush().await
+                        })
+                    }));
                 }
             }
             Durability::Exit => {}
+        }
+        Ok(())
+    }
+
+    /// Waits for the background writer, and reports its error.
+    async fn wait_writer(&mut self) -> Result<()> {
+        if let Some(writer) = self.writer.take() {
+            writer
+                .await
+                .map_err(|e| Error::Aborted(format!("the checkpoint writer: {e}")))??;
         }
         Ok(())
     }
@@ -392,7 +417,7 @@ fn route_record(route: &Route) -> RouteRecord {
             .map(|p| {
                 (
                     p.node.to_string(),
-                    p.input.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
+                    ByteBuf::from(p.input.as_deref().map(<[u8]>::to_vec).unwrap_or_default()),
                 )
             })
             .collect(),
@@ -583,7 +608,7 @@ async fn load_at<S: State>(
         for (v, bytes) in blobs {
             match envelope::decode(RecordKind::Blob, &bytes) {
                 Ok(BlobRecord::Deltas(d)) => {
-                    track.delta_len += d.iter().map(Vec::len).sum::<usize>();
+                    track.delta_len += d.iter().map(|b| b.len()).sum::<usize>();
                     field_deltas.extend(d);
                 }
                 Ok(BlobRecord::Full(_)) => {
@@ -596,7 +621,7 @@ async fn load_at<S: State>(
         deltas.push(field_deltas);
         tracks.push(track);
     }
-    let slices: Vec<&[u8]> = fulls.iter().map(Vec::as_slice).collect();
+    let slices: Vec<&[u8]> = fulls.iter().map(|b| b.as_slice()).collect();
     // The bytes passed their checksums: a value that does not decode means the state type
     // changed, not that the store is damaged. Older checkpoints would not decode either.
     let incompatible = |e: CodecError| {

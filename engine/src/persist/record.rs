@@ -1,6 +1,11 @@
 //! What a checkpoint stores, as enveloped bincode records.
 
+//!
+//! Byte strings are `ByteBuf`s (or `serde_bytes` fields): serde would otherwise encode them one
+//! element at a time, which costs milliseconds for a large field.
+
 use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
 
 /// A checkpoint: everything but the field values (which live in blobs) needed to resume after
 /// `step`.
@@ -30,7 +35,7 @@ pub(crate) struct CheckpointRecord {
 pub(crate) struct TaskRecord {
     pub(crate) node: String,
     /// The packet's input, for dynamic tasks.
-    pub(crate) input: Option<Vec<u8>>,
+    pub(crate) input: Option<ByteBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,8 +47,8 @@ pub(crate) struct JoinRecord {
 /// The value of one field at a version, or the values written to it (merged with its reducer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum BlobRecord {
-    Full(Vec<u8>),
-    Deltas(Vec<Vec<u8>>),
+    Full(ByteBuf),
+    Deltas(Vec<ByteBuf>),
 }
 
 /// The result of a finished task of a step that has no checkpoint yet.
@@ -52,6 +57,7 @@ pub(crate) struct PendingWriteRecord {
     pub(crate) task: u128,
     pub(crate) node: String,
     /// The encoded update.
+    #[serde(with = "serde_bytes")]
     pub(crate) update: Vec<u8>,
     pub(crate) goto: Option<RouteRecord>,
 }
@@ -59,5 +65,5 @@ pub(crate) struct PendingWriteRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RouteRecord {
     pub(crate) targets: Vec<String>,
-    pub(crate) packets: Vec<(String, Vec<u8>)>,
+    pub(crate) packets: Vec<(String, ByteBuf)>,
 }
