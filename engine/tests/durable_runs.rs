@@ -4,6 +4,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -558,5 +559,83 @@ async fn a_run_stopped_while_a_join_waits_resumes_into_the_join() {
         assert!(matches!(e, Error::RecursionLimit { .. }), "{e:?}");
         let resumed = g.resume("j", cfg(&store, "j")).await.unwrap();
         assert_eq!(resumed, whole, "stopped after step {stop}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_async_run_resumes_without_racing_its_writer() {
+    // Each invocation writes its own generation into the state, as a real (non-deterministic)
+    // node would: if the dropped run's writer could still commit after the resume began, the
+    // stored history would mix the two timelines.
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
+    let generation = Arc::new(AtomicUsize::new(0));
+    let mut b = GraphBuilder::<Trace>::new();
+    let names: Vec<String> = (0..300).map(|i| format!("n{i}")).collect();
+    for name in &names {
+        let generation = generation.clone();
+        b.add_node(name.clone(), move |_, ctx| {
+            let g = generation.load(Ordering::SeqCst);
+            async move {
+                if ctx.step() % 50 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                Ok(TraceUpdate::note(format!("{g}:{}", ctx.step())).count(1))
+            }
+        });
+    }
+    b.add_edge(START, &names[0]);
+    for w in names.windows(2) {
+        b.add_edge(&w[0], &w[1]);
+    }
+    b.add_edge(&names[299], END);
+    let g = b.compile().unwrap();
+    let history = g.history(store.clone());
+    for attempt in 0..5u64 {
+        let run = format!("dropped-{attempt}");
+        let config = || cfg(&store, &run).durability(Durability::Async);
+        generation.fetch_add(1, Ordering::SeqCst);
+        // Dropped mid-run: its writer may still be committing a group.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_micros(500 + attempt * 700),
+            g.run_with(Trace::default(), config()).into_future(),
+        )
+        .await;
+        generation.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let state = loop {
+            match g.resume(&run, config()).await {
+                Err(Error::Store(StoreError::RunBusy { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+                Err(Error::RunNotFound(_)) => {
+                    // Dropped before its first checkpoint was handed over: start it again.
+                    break g.run_with(Trace::default(), config()).await.unwrap();
+                }
+                other => break other.unwrap(),
+            }
+        };
+        assert_eq!(
+            (state.count, state.log.len()),
+            (300, 300),
+            "attempt {attempt}"
+        );
+        // The stored history is one timeline: every checkpoint's log is a prefix of the last.
+        assert_eq!(
+            history.state(&run, None).await.unwrap(),
+            state,
+            "attempt {attempt}"
+        );
+        for cp in history.checkpoints(&run).await.unwrap() {
+            let at = history.state(&run, Some(cp.step)).await.unwrap();
+            assert_eq!(
+                at.log[..],
+                state.log[..at.log.len()],
+                "attempt {attempt}, step {}",
+                cp.step
+            );
+        }
     }
 }

@@ -75,7 +75,9 @@ pub(crate) struct Persister<S: State> {
     pending: bool,
     /// Per field: the encoded values the current step's updates write.
     pub(crate) deltas: Vec<Vec<Vec<u8>>>,
-    _lease: RunLease,
+    /// Ownership of the run, shared with the background writer: the run is released only when
+    /// both are done, so a resume never races a group still being written.
+    lease: Arc<RunLease>,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -146,7 +148,7 @@ impl<S: State> Persister<S> {
             held: WriteBatch::new(),
             pending: false,
             deltas: vec![Vec::new(); S::FIELDS.len()],
-            _lease: lease,
+            lease: Arc::new(lease),
             _state: PhantomData,
         }
     }
@@ -381,10 +383,12 @@ impl<S: State> Persister<S> {
                     self.wait_writer().await?;
                     let group = std::mem::take(&mut self.held);
                     let store = self.store.clone();
+                    let lease = self.lease.clone();
                     let runtime = tokio::runtime::Handle::current();
                     // Stores may block (sled does): the writer runs on the blocking pool, so it
                     // proceeds while this task runs the next steps.
                     self.writer = Some(tokio::task::spawn_blocking(move || {
+                        let _lease = lease;
                         runtime.block_on(async {
                             store.commit(group).await?;
                             store.flush().await
