@@ -263,19 +263,22 @@ impl EventBus {
     /// either way, so that it is the event's position in the run for every subscriber.
     #[inline]
     pub(crate) fn emit(&self, kind: impl FnOnce() -> EventKind) {
+        // The event is built before the lock is taken: building it may run user code (a custom
+        // event's `Serialize`), which must not hold up, or re-enter, other tasks' events.
+        let tx = self.tx.get().filter(|tx| tx.receiver_count() > 0);
+        let kind = tx.map(|_| kind());
         let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
         let this = *seq;
         *seq += 1;
-        let Some(tx) = self.tx.get().filter(|tx| tx.receiver_count() > 0) else {
-            return;
-        };
-        let event = Event {
-            seq: this,
-            run_id: self.run_id.clone(),
-            kind: kind(),
-        };
-        // An error only means every subscriber left meanwhile.
-        let _ = tx.send(event);
+        if let (Some(tx), Some(kind)) = (tx, kind) {
+            // Sent under the lock, so that sequence order is delivery order. An error only
+            // means every subscriber left meanwhile.
+            let _ = tx.send(Event {
+                seq: this,
+                run_id: self.run_id.clone(),
+                kind,
+            });
+        }
     }
 
     /// The sequence number of the next event.

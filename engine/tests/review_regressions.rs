@@ -381,3 +381,170 @@ async fn exit_durability_reports_checkpoints_only_when_written() {
         .await;
     assert_eq!(saved, [2]);
 }
+
+/// A memory store whose commit number `fail_at` fails, as a full disk would.
+#[derive(Debug)]
+struct FailingStore {
+    inner: MemoryStore,
+    commits: std::sync::atomic::AtomicUsize,
+    fail_at: usize,
+}
+
+impl FailingStore {
+    fn new(inner: &MemoryStore, fail_at: usize) -> Arc<dyn CheckpointStore> {
+        Arc::new(FailingStore {
+            inner: inner.clone(),
+            commits: std::sync::atomic::AtomicUsize::new(0),
+            fail_at,
+        })
+    }
+}
+
+type StoreFuture<'a, T> =
+    agentgraph_checkpoint::BoxFuture<'a, Result<T, agentgraph_checkpoint::StoreError>>;
+
+impl CheckpointStore for FailingStore {
+    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, ()> {
+        if self.commits.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+            return Box::pin(async {
+                Err(agentgraph_checkpoint::StoreError::Backend(
+                    "the disk is full".into(),
+                ))
+            });
+        }
+        self.inner.commit(batch)
+    }
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        self.inner.flush()
+    }
+    fn get_run<'a>(
+        &'a self,
+        run: &'a str,
+    ) -> StoreFuture<'a, Option<agentgraph_checkpoint::RunRecord>> {
+        self.inner.get_run(run)
+    }
+    fn list_runs<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<agentgraph_checkpoint::RunRecord>> {
+        self.inner.list_runs(after, limit)
+    }
+    fn get_checkpoint<'a>(&'a self, run: &'a str, step: u64) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.get_checkpoint(run, step)
+    }
+    fn latest_checkpoint<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<(u64, Vec<u8>)>> {
+        self.inner.latest_checkpoint(run)
+    }
+    fn list_checkpoints<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
+        self.inner.list_checkpoints(run, after, limit)
+    }
+    fn get_blobs<'a>(
+        &'a self,
+        run: &'a str,
+        field: u32,
+        from: u64,
+        to: u64,
+    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
+        self.inner.get_blobs(run, field, from, to)
+    }
+    fn get_pending_writes<'a>(
+        &'a self,
+        run: &'a str,
+        step: u64,
+    ) -> StoreFuture<'a, Vec<(u32, Vec<u8>)>> {
+        self.inner.get_pending_writes(run, step)
+    }
+    fn lock_run(
+        &self,
+        run: &str,
+    ) -> Result<agentgraph_checkpoint::RunLease, agentgraph_checkpoint::StoreError> {
+        self.inner.lock_run(run)
+    }
+}
+
+fn counting_chain(n: usize) -> agentgraph_engine::CompiledGraph<Trace> {
+    let mut b = GraphBuilder::<Trace>::new();
+    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
+    for name in &names {
+        b.add_node(name.clone(), |_, ctx| async move {
+            Ok(TraceUpdate::note(ctx.step().to_string()).count(1))
+        });
+    }
+    b.add_edge(START, &names[0]);
+    for w in names.windows(2) {
+        b.add_edge(&w[0], &w[1]);
+    }
+    b.add_edge(&names[n - 1], END);
+    b.compile().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_is_never_followed_by_later_ones() {
+    let g = counting_chain(40);
+    let whole = g.run(Trace::default()).await.unwrap();
+    for durability in [Durability::Async, Durability::Sync] {
+        for fail_at in 0..4 {
+            let memory = MemoryStore::new();
+            let failing = FailingStore::new(&memory, fail_at);
+            let e = g
+                .run_with(Trace::default(), cfg(&failing, "w").durability(durability))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::Store(_)),
+                "{durability:?} {fail_at}: {e:?}"
+            );
+            // What is stored is one consistent prefix: every checkpoint's count is its step.
+            let store: Arc<dyn CheckpointStore> = Arc::new(memory.clone());
+            let history = g.history(store.clone());
+            let cps = history.checkpoints("w").await.unwrap();
+            for (i, cp) in cps.iter().enumerate() {
+                assert_eq!(cp.step, i as u64, "{durability:?} {fail_at}: a gap");
+                let s = history.state("w", Some(cp.step)).await.unwrap();
+                assert_eq!(
+                    s.count, cp.step,
+                    "{durability:?} {fail_at}: step {}",
+                    cp.step
+                );
+            }
+            match store.get_run("w").await.unwrap() {
+                // Nothing was committed: the id is free again.
+                None => assert!(cps.is_empty()),
+                Some(record) => {
+                    assert_eq!(record.status, RunStatus::Failed);
+                    assert_eq!(record.last_step, cps.last().map(|c| c.step));
+                    let resumed = g.resume("w", cfg(&store, "w")).await.unwrap();
+                    assert_eq!(resumed, whole, "{durability:?} {fail_at}");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_run_numbers_its_events_after_the_last_checkpoint() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let g = counting_chain(3);
+    let run = g.run_with(Trace::default(), cfg(&store, "e").recursion_limit(2));
+    let first = run.events();
+    run.await.unwrap_err();
+    let first: Vec<_> = first.map(Result::unwrap).collect().await;
+    let saved = first
+        .iter()
+        .rev()
+        .find(|e| matches!(e.kind, EventKind::CheckpointSaved { step: 2, .. }))
+        .unwrap()
+        .seq;
+    let run = g.resume("e", cfg(&store, "e"));
+    let events = run.events();
+    run.await.unwrap();
+    let resumed = events.map(Result::unwrap).collect::<Vec<_>>().await;
+    assert!(matches!(resumed[0].kind, EventKind::RunResumed { .. }));
+    assert_eq!(resumed[0].seq, saved + 1);
+}

@@ -66,8 +66,16 @@ pub(crate) struct Persister<S: State> {
     forked_from: Option<(String, u64)>,
     fields: Vec<FieldTrack>,
     last_step: Option<u64>,
-    /// The background writer of [`Durability::Async`]: it commits and flushes one group.
-    writer: Option<JoinHandle<std::result::Result<(), StoreError>>>,
+    /// The background writer of [`Durability::Async`]: it commits and flushes one group and
+    /// returns the newest checkpoint step in it.
+    writer: Option<JoinHandle<std::result::Result<Option<u64>, StoreError>>>,
+    /// The newest checkpoint step in `held`.
+    held_step: Option<u64>,
+    /// The newest checkpoint step known to be committed.
+    committed: Option<u64>,
+    /// A write failed: nothing more is committed, so that nothing is stored on top of a
+    /// missing step.
+    broken: bool,
     /// Writes not committed yet: the next group of [`Durability::Async`], everything of
     /// [`Durability::Exit`].
     held: WriteBatch,
@@ -145,6 +153,9 @@ impl<S: State> Persister<S> {
             fields: vec![FieldTrack::default(); S::FIELDS.len()],
             last_step: None,
             writer: None,
+            held_step: None,
+            committed: None,
+            broken: false,
             held: WriteBatch::new(),
             pending: false,
             deltas: vec![Vec::new(); S::FIELDS.len()],
@@ -187,6 +198,7 @@ impl<S: State> Persister<S> {
         );
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
+        p.committed = Some(loaded.record.step);
         p.pending = true;
         let mut batch = WriteBatch::new();
         if loaded.fell_back {
@@ -291,7 +303,8 @@ impl<S: State> Persister<S> {
             next,
             joins,
             blob_bytes,
-            events,
+            // `CheckpointSaved` takes the next number, when it is emitted now.
+            events: events + u64::from(self.durability != Durability::Exit || status.is_some()),
         };
         let bytes =
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
@@ -303,7 +316,7 @@ impl<S: State> Persister<S> {
         self.last_step = Some(step);
         batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
         let last = status.is_some();
-        self.write(batch, last).await?;
+        self.write(batch, last, Some(step)).await?;
         // Exit durability holds checkpoints back until the run ends.
         Ok((self.durability != Durability::Exit || last).then_some(total))
     }
@@ -331,7 +344,7 @@ impl<S: State> Persister<S> {
         let mut batch = WriteBatch::new();
         batch.put_pending_write(&self.run_id, step, index, bytes);
         self.pending = true;
-        self.write(batch, false).await
+        self.write(batch, false, None).await
     }
 
     /// Records how the run ended (after its last checkpoint) and flushes everything. With
@@ -344,17 +357,32 @@ impl<S: State> Persister<S> {
         drop_pending: Option<u64>,
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
+        if self.broken {
+            // A write failed, so what was held after it is gone: record the failure at the
+            // newest checkpoint that was committed (or free the id if there is none).
+            self.wait_writer().await.ok();
+            match self.committed {
+                None => batch.delete_run(&self.run_id),
+                Some(step) => {
+                    let mut record = self.run_record(RunStatus::Failed, error);
+                    record.last_step = Some(step);
+                    batch.put_run(record)
+                }
+            };
+            self.store.commit(batch).await?;
+            self.store.flush().await?;
+            return Ok(());
+        }
         if self.last_step.is_none() {
             // Nothing was checkpointed: there is nothing to resume, and the id stays free.
-            let mut batch = WriteBatch::new();
             batch.delete_run(&self.run_id);
-            return self.write(batch, true).await;
+            return self.write(batch, true, None).await;
         }
         if let Some(step) = drop_pending {
             batch.delete_pending_writes(&self.run_id, step);
         }
         batch.put_run(self.run_record(status, error));
-        self.write(batch, true).await
+        self.write(batch, true, None).await
     }
 
     /// Writes `batch` as the durability mode says; `last` commits everything and flushes.
@@ -363,25 +391,39 @@ impl<S: State> Persister<S> {
     /// `Sync` commits and flushes at once; `Async` hands everything held to a background writer
     /// whenever the previous one is done (group commit: the run never waits for the disk);
     /// `Exit` holds everything until the end.
-    async fn write(&mut self, batch: WriteBatch, last: bool) -> Result<()> {
+    ///
+    /// After a failed write nothing more is committed (see `broken`).
+    async fn write(&mut self, batch: WriteBatch, last: bool, step: Option<u64>) -> Result<()> {
+        if self.broken {
+            return Err(Error::Aborted(
+                "an earlier checkpoint write failed; nothing more is written".to_owned(),
+            ));
+        }
         self.held.extend(batch.into_ops());
+        if step.is_some() {
+            self.held_step = step;
+        }
+        let result = self.write_held(last).await;
+        if result.is_err() {
+            self.broken = true;
+            self.held = WriteBatch::new();
+            self.held_step = None;
+        }
+        result
+    }
+
+    async fn write_held(&mut self, last: bool) -> Result<()> {
         if last {
             self.wait_writer().await?;
-            let held = std::mem::take(&mut self.held);
-            self.store.commit(held).await?;
-            self.store.flush().await?;
-            return Ok(());
+            return self.commit_held().await;
         }
         match self.durability {
-            Durability::Sync => {
-                let held = std::mem::take(&mut self.held);
-                self.store.commit(held).await?;
-                self.store.flush().await?;
-            }
+            Durability::Sync => self.commit_held().await?,
             Durability::Async => {
                 if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
                     self.wait_writer().await?;
                     let group = std::mem::take(&mut self.held);
+                    let group_step = self.held_step.take();
                     let store = self.store.clone();
                     let lease = self.lease.clone();
                     let runtime = tokio::runtime::Handle::current();
@@ -391,7 +433,8 @@ impl<S: State> Persister<S> {
                         let _lease = lease;
                         runtime.block_on(async {
                             store.commit(group).await?;
-                            store.flush().await
+                            store.flush().await?;
+                            Ok(group_step)
                         })
                     }));
                 }
@@ -401,12 +444,23 @@ impl<S: State> Persister<S> {
         Ok(())
     }
 
+    /// Commits and flushes everything held.
+    async fn commit_held(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        let step = self.held_step.take();
+        self.store.commit(held).await?;
+        self.store.flush().await?;
+        self.committed = step.or(self.committed);
+        Ok(())
+    }
+
     /// Waits for the background writer, and reports its error.
     async fn wait_writer(&mut self) -> Result<()> {
         if let Some(writer) = self.writer.take() {
-            writer
+            let step = writer
                 .await
                 .map_err(|e| Error::Aborted(format!("the checkpoint writer: {e}")))??;
+            self.committed = step.or(self.committed);
         }
         Ok(())
     }
