@@ -391,7 +391,7 @@ struct FailingStore {
 }
 
 impl FailingStore {
-    fn new(inner: &MemoryStore, fail_at: usize) -> Arc<dyn CheckpointStore> {
+    fn shared(inner: &MemoryStore, fail_at: usize) -> Arc<dyn CheckpointStore> {
         Arc::new(FailingStore {
             inner: inner.clone(),
             commits: std::sync::atomic::AtomicUsize::new(0),
@@ -491,7 +491,7 @@ async fn a_failed_write_is_never_followed_by_later_ones() {
     for durability in [Durability::Async, Durability::Sync] {
         for fail_at in 0..4 {
             let memory = MemoryStore::new();
-            let failing = FailingStore::new(&memory, fail_at);
+            let failing = FailingStore::shared(&memory, fail_at);
             let e = g
                 .run_with(Trace::default(), cfg(&failing, "w").durability(durability))
                 .await
