@@ -224,19 +224,9 @@ async fn a_changed_graph_is_refused_unless_allowed() {
 
 /// A chain of `n` nodes, each appending one 20-character string to a big list.
 fn appender(n: usize) -> CompiledGraph<Trace> {
-    let mut b = GraphBuilder::<Trace>::new();
-    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
-    for name in &names {
-        b.add_node(name.clone(), |_, ctx| async move {
-            Ok(TraceUpdate::note(format!("{:>20}", ctx.step())))
-        });
-    }
-    b.add_edge(START, &names[0]);
-    for w in names.windows(2) {
-        b.add_edge(&w[0], &w[1]);
-    }
-    b.add_edge(&names[n - 1], END);
-    b.compile().unwrap()
+    common::chain(n, |_, ctx| async move {
+        Ok(TraceUpdate::note(format!("{:>20}", ctx.step())))
+    })
 }
 
 #[tokio::test]
@@ -570,26 +560,16 @@ async fn a_dropped_async_run_resumes_without_racing_its_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
     let generation = Arc::new(AtomicUsize::new(0));
-    let mut b = GraphBuilder::<Trace>::new();
-    let names: Vec<String> = (0..300).map(|i| format!("n{i}")).collect();
-    for name in &names {
-        let generation = generation.clone();
-        b.add_node(name.clone(), move |_, ctx| {
-            let g = generation.load(Ordering::SeqCst);
-            async move {
-                if ctx.step() % 50 == 0 {
-                    tokio::task::yield_now().await;
-                }
-                Ok(TraceUpdate::note(format!("{g}:{}", ctx.step())).count(1))
+    let gen2 = generation.clone();
+    let g = common::chain(300, move |_, ctx| {
+        let g = gen2.load(Ordering::SeqCst);
+        async move {
+            if ctx.step() % 50 == 0 {
+                tokio::task::yield_now().await;
             }
-        });
-    }
-    b.add_edge(START, &names[0]);
-    for w in names.windows(2) {
-        b.add_edge(&w[0], &w[1]);
-    }
-    b.add_edge(&names[299], END);
-    let g = b.compile().unwrap();
+            Ok(TraceUpdate::note(format!("{g}:{}", ctx.step())).count(1))
+        }
+    });
     let history = g.history(store.clone());
     for attempt in 0..5u64 {
         let run = format!("dropped-{attempt}");

@@ -469,19 +469,9 @@ impl CheckpointStore for FailingStore {
 }
 
 fn counting_chain(n: usize) -> agentgraph_engine::CompiledGraph<Trace> {
-    let mut b = GraphBuilder::<Trace>::new();
-    let names: Vec<String> = (0..n).map(|i| format!("n{i}")).collect();
-    for name in &names {
-        b.add_node(name.clone(), |_, ctx| async move {
-            Ok(TraceUpdate::note(ctx.step().to_string()).count(1))
-        });
-    }
-    b.add_edge(START, &names[0]);
-    for w in names.windows(2) {
-        b.add_edge(&w[0], &w[1]);
-    }
-    b.add_edge(&names[n - 1], END);
-    b.compile().unwrap()
+    common::chain(n, |_, ctx| async move {
+        Ok(TraceUpdate::note(ctx.step().to_string()).count(1))
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
