@@ -1,6 +1,6 @@
 //! Timing runs: the runtime, the timed loop, the step count of a run, the median.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentgraph_engine::{CompiledGraph, EventKind, RunConfig, State};
 use futures_util::StreamExt;
@@ -32,23 +32,8 @@ pub fn time_runs<S: State>(
     config: &RunConfig,
     iters: u64,
 ) -> Duration {
-    let graph = graph.clone();
-    let config = config.clone();
-    rt.block_on(async move {
-        tokio::spawn(async move {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let (input, config) = (input(), config.clone());
-                let started = Instant::now();
-                let result = graph.run_with(input, config).await;
-                total += started.elapsed();
-                drop(result.expect("a benchmark run failed"));
-            }
-            total
-        })
-        .await
-        .expect("the timing task panicked")
-    })
+    let configs = (0..iters).map(|_| config.clone()).collect();
+    crate::time_runs_each(rt, graph, input, configs)
 }
 
 /// Runs `graph` once, untimed, on a runtime worker, and returns the final state with the

@@ -356,7 +356,6 @@ impl CheckpointStore for MemoryStore {
     }
 
     fn lock_run(&self, run: &str) -> Result<RunLease> {
-        check_run_id(run)?;
         self.locks.lock(run)
     }
 }

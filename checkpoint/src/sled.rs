@@ -572,7 +572,6 @@ impl CheckpointStore for SledStore {
     }
 
     fn lock_run(&self, run: &str) -> Result<RunLease> {
-        check_run_id(run)?;
         self.locks.lock(run)
     }
 }

@@ -388,8 +388,10 @@ impl RunLocks {
     ///
     /// # Errors
     ///
-    /// [`StoreError::RunBusy`] when it is taken.
+    /// [`StoreError::InvalidRunId`] for an id no store accepts, [`StoreError::RunBusy`] when it
+    /// is taken.
     pub fn lock(&self, run: &str) -> Result<RunLease> {
+        check_run_id(run)?;
         match self.held.entry(run.to_owned()) {
             dashmap::Entry::Occupied(_) => Err(StoreError::RunBusy {
                 run: run.to_owned(),

@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context as TaskCx, Poll};
 use std::time::Duration;
@@ -245,8 +246,11 @@ pub(crate) struct EventBus {
     capacity: usize,
     /// Made on the first subscription: a run nobody watches allocates no channel.
     tx: OnceLock<broadcast::Sender<Event>>,
-    /// The next sequence number; the lock keeps sequence order equal to publication order.
-    seq: Mutex<u64>,
+    /// The next sequence number. It advances with every event, watched or not.
+    seq: AtomicU64,
+    /// Held while numbering and sending a watched event, so that sequence order is delivery
+    /// order; an unwatched event only advances `seq`.
+    order: Mutex<()>,
 }
 
 impl EventBus {
@@ -255,7 +259,8 @@ impl EventBus {
             run_id,
             capacity: capacity.max(1),
             tx: OnceLock::new(),
-            seq: Mutex::new(0),
+            seq: AtomicU64::new(0),
+            order: Mutex::new(()),
         }
     }
 
@@ -265,30 +270,29 @@ impl EventBus {
     pub(crate) fn emit(&self, kind: impl FnOnce() -> EventKind) {
         // The event is built before the lock is taken: building it may run user code (a custom
         // event's `Serialize`), which must not hold up, or re-enter, other tasks' events.
-        let tx = self.tx.get().filter(|tx| tx.receiver_count() > 0);
-        let kind = tx.map(|_| kind());
-        let mut seq = self.seq.lock().unwrap_or_else(|e| e.into_inner());
-        let this = *seq;
-        *seq += 1;
-        if let (Some(tx), Some(kind)) = (tx, kind) {
-            // Sent under the lock, so that sequence order is delivery order. An error only
-            // means every subscriber left meanwhile.
-            let _ = tx.send(Event {
-                seq: this,
-                run_id: self.run_id.clone(),
-                kind,
-            });
-        }
+        let Some(tx) = self.tx.get().filter(|tx| tx.receiver_count() > 0) else {
+            self.seq.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let kind = kind();
+        let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
+        let event = Event {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+            run_id: self.run_id.clone(),
+            kind,
+        };
+        // An error only means every subscriber left meanwhile.
+        let _ = tx.send(event);
     }
 
     /// The sequence number of the next event.
     pub(crate) fn next_seq(&self) -> u64 {
-        *self.seq.lock().unwrap_or_else(|e| e.into_inner())
+        self.seq.load(Ordering::Relaxed)
     }
 
     /// Continues the numbering of a resumed run.
     pub(crate) fn set_next_seq(&self, seq: u64) {
-        *self.seq.lock().unwrap_or_else(|e| e.into_inner()) = seq;
+        self.seq.store(seq, Ordering::Relaxed);
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {

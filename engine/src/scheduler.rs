@@ -333,37 +333,26 @@ impl<S: State> Executor<S> {
             // The barrier: every task has finished. The first failure, in task order, fails
             // the run; nothing of the step is applied, and the finished tasks keep their writes.
             commands.clear();
-            let mut failure = None;
-            let mut finished = Vec::new();
-            for (i, (task, outcome)) in tasks.iter().zip(outcomes).enumerate() {
-                match outcome {
-                    Ok(cmd) => {
-                        finished.push(i);
-                        commands.push(cmd);
-                    }
-                    Err(f) if failure.is_none() => {
-                        failure = Some(self.failure_error(task, step, f))
-                    }
-                    Err(_) => {}
-                }
-            }
-            if let Some(e) = failure {
-                if let Some(p) = persist.as_mut() {
-                    for (cmd, &i) in commands.iter().zip(&finished) {
-                        let task = &tasks[i];
-                        p.pending_write(
-                            step,
-                            i as u32,
-                            task.id,
-                            &plan.nodes[task.node as usize].name,
-                            cmd,
-                        )
-                        .await
-                        .map_err(keep)?;
+            if outcomes.iter().any(Result::is_err) {
+                let mut failure = None;
+                for (i, (task, outcome)) in tasks.iter().zip(outcomes).enumerate() {
+                    match outcome {
+                        Ok(cmd) => {
+                            if let Some(p) = persist.as_mut() {
+                                let name = &plan.nodes[task.node as usize].name;
+                                p.pending_write(step, i as u32, task.id, name, &cmd)
+                                    .await
+                                    .map_err(keep)?;
+                            }
+                        }
+                        Err(f) => {
+                            failure.get_or_insert_with(|| self.failure_error(task, step, f));
+                        }
                     }
                 }
-                return Err(keep(e));
+                return Err(keep(failure.expect("a task failed")));
             }
+            commands.extend(outcomes.into_iter().flatten());
             if let Err(e) = self.check_conflicts(&tasks, &commands, step) {
                 return Err((e, true));
             }
@@ -496,11 +485,15 @@ impl<S: State> Executor<S> {
         let mut out: Vec<Option<TaskOutcome<S>>> = (0..tasks.len())
             .map(|i| done.get_mut(i).and_then(Option::take).map(Ok))
             .collect();
-        let to_run: Vec<usize> = (0..tasks.len()).filter(|i| out[*i].is_none()).collect();
-        if self.mode == Mode::Sequential || to_run.len() <= 1 {
-            for (n, &i) in to_run.iter().enumerate() {
+        let mut to_run = out.iter().filter(|o| o.is_none()).count();
+        if self.mode == Mode::Sequential || to_run <= 1 {
+            for i in 0..tasks.len() {
+                if out[i].is_some() {
+                    continue;
+                }
                 let outcome = self.task_future(&tasks[i], state, step).await;
-                if n + 1 < to_run.len() {
+                to_run -= 1;
+                if to_run > 0 {
                     self.persist_finished(&mut persist, tasks, i, step, &outcome)
                         .await?;
                 }
@@ -509,8 +502,10 @@ impl<S: State> Executor<S> {
         } else {
             let mut running: FuturesUnordered<BoxFuture<'static, (usize, TaskOutcome<S>)>> =
                 FuturesUnordered::new();
-            for &i in &to_run {
-                let task = &tasks[i];
+            for (i, task) in tasks.iter().enumerate() {
+                if out[i].is_some() {
+                    continue;
+                }
                 let fut = self.task_future(task, state, step);
                 match self.plan.nodes[task.node as usize].func {
                     NodeFn::Async(_) => {

@@ -156,15 +156,60 @@ async fn events_serialize_as_tagged_json_and_back() {
 }
 
 #[tokio::test]
-async fn runs_without_subscribers_build_no_events() {
-    // Not observable directly; this checks that a run with no subscriber still works and that
-    // a subscriber made after the run ended sees nothing.
+async fn numbering_goes_on_unwatched_and_a_late_stream_of_an_ended_run_is_empty() {
     let mut b = GraphBuilder::new();
     b.add_node("a", |_, _| async { Ok(TraceUpdate::note("a")) })
+        .add_node("b", |_, _| async { Ok(TraceUpdate::note("b")) })
         .add_edge(START, "a")
-        .add_edge("a", END);
+        .add_edge("a", "b")
+        .add_edge("b", END);
     let g = b.compile().unwrap();
-    let run = g.run(Trace::default());
-    let state = run.await.unwrap();
-    assert_eq!(state.log, ["a"]);
+    let handle = g.run(Trace::default()).spawn();
+    let state = handle.await;
+    assert_eq!(state.unwrap().log, ["a", "b"]);
+
+    // A subscriber that joins mid-run sees numbers that count the events it missed.
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut b = GraphBuilder::new();
+    let g2 = gate.clone();
+    b.add_node("first", |_, _| async { Ok(TraceUpdate::note("first")) })
+        .add_node("wait", move |_, _| {
+            let gate = g2.clone();
+            async move {
+                gate.notified().await;
+                Ok(TraceUpdate::note("wait"))
+            }
+        })
+        .add_edge(START, "first")
+        .add_edge("first", "wait")
+        .add_edge("wait", END);
+    let handle = b.compile().unwrap().run(Trace::default()).spawn();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let late = handle.events();
+    gate.notify_one();
+    let late: Vec<Event> = late.map(Result::unwrap).collect().await;
+    assert!(
+        late[0].seq >= 6,
+        "unwatched events were not counted: {}",
+        late[0].seq
+    );
+    assert!(matches!(
+        late.last().unwrap().kind,
+        EventKind::RunFinished { .. }
+    ));
+
+    // Once the run has ended, a new stream is empty and ends at once.
+    let handle_events = {
+        let g = g.clone();
+        let handle = g.run(Trace::default()).spawn();
+        while !handle.is_finished() {
+            tokio::task::yield_now().await;
+        }
+        handle.events()
+    };
+    let after: Vec<_> =
+        tokio::time::timeout(Duration::from_secs(5), handle_events.collect::<Vec<_>>())
+            .await
+            .expect("the stream of an ended run never ended");
+    assert!(after.is_empty());
 }
