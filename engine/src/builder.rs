@@ -9,7 +9,7 @@ use crate::context::Context;
 use crate::error::{BoxError, EdgeName, GraphError};
 use crate::graph::CompiledGraph;
 use crate::ids::NodeId;
-use crate::node::NodeFn;
+use crate::node::{Node, NodeFn, NodeKind, async_node, cpu_node};
 use crate::plan::Plan;
 use crate::route::{END, IntoCommand, Route, START};
 use crate::state::State;
@@ -137,7 +137,7 @@ impl<S: State> GraphBuilder<S> {
     where
         F: Fn(Arc<S>, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, BoxError>> + Send + 'static,
-        O: IntoCommand<S>,
+        O: IntoCommand<S> + 'static,
     {
         let r = self.try_add_node(name, node).map(drop);
         self.keep(r)
@@ -156,9 +156,9 @@ impl<S: State> GraphBuilder<S> {
     where
         F: Fn(Arc<S>, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<O, BoxError>> + Send + 'static,
-        O: IntoCommand<S>,
+        O: IntoCommand<S> + 'static,
     {
-        self.insert_node(name.into(), NodeFn::from_async(node))
+        self.insert_node(name.into(), NodeFn::new(async_node(node), NodeKind::Async))
     }
 
     /// Adds a CPU-bound node: a closure that runs on the rayon pool, so that it never blocks
@@ -166,7 +166,7 @@ impl<S: State> GraphBuilder<S> {
     pub fn add_cpu_node<F, O>(&mut self, name: impl Into<String>, node: F) -> &mut Self
     where
         F: Fn(&S, &Context) -> Result<O, BoxError> + Send + Sync + 'static,
-        O: IntoCommand<S>,
+        O: IntoCommand<S> + 'static,
     {
         let r = self.try_add_cpu_node(name, node).map(drop);
         self.keep(r)
@@ -184,9 +184,29 @@ impl<S: State> GraphBuilder<S> {
     ) -> Result<&mut Self, GraphError>
     where
         F: Fn(&S, &Context) -> Result<O, BoxError> + Send + Sync + 'static,
-        O: IntoCommand<S>,
+        O: IntoCommand<S> + 'static,
     {
-        self.insert_node(name.into(), NodeFn::from_cpu(node))
+        self.insert_node(name.into(), NodeFn::new(cpu_node(node), NodeKind::Cpu))
+    }
+
+    /// Adds a node given as a [`Node`] value: a node wrapped in layers by
+    /// [`NodeBuilder`](crate::NodeBuilder), or a type of your own.
+    pub fn add_node_with(&mut self, name: impl Into<String>, node: impl Node<S>) -> &mut Self {
+        let r = self.try_add_node_with(name, node).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_node_with`](GraphBuilder::add_node_with), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::DuplicateNode`] or [`GraphError::ReservedName`].
+    pub fn try_add_node_with(
+        &mut self,
+        name: impl Into<String>,
+        node: impl Node<S>,
+    ) -> Result<&mut Self, GraphError> {
+        self.insert_node(name.into(), NodeFn::new(node, NodeKind::Custom))
     }
 
     /// Adds a static edge `from -> to`. `from` may be [`START`]; `to` may be [`END`].

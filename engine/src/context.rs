@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::sync::CancellationToken;
 
 use crate::event::{EventBus, EventKind};
 use crate::ids::TaskId;
@@ -45,6 +46,7 @@ struct TaskCx {
     task: TaskId,
     attempt: u32,
     input: Option<Arc<[u8]>>,
+    cancel: CancellationToken,
 }
 
 impl Context {
@@ -55,6 +57,7 @@ impl Context {
         task: TaskId,
         attempt: u32,
         input: Option<Arc<[u8]>>,
+        cancel: CancellationToken,
     ) -> Self {
         Context {
             inner: Arc::new(TaskCx {
@@ -64,6 +67,7 @@ impl Context {
                 task,
                 attempt,
                 input,
+                cancel,
             }),
         }
     }
@@ -128,6 +132,21 @@ impl Context {
             expected: std::any::type_name::<T>(),
             message: e.to_string(),
         })
+    }
+
+    /// Whether this attempt has been cancelled: it timed out, its step or run timed out, its
+    /// run was cancelled, or a sibling failed under
+    /// [`FailurePolicy::CancelSiblings`](crate::FailurePolicy::CancelSiblings). Its result
+    /// will be discarded. A long CPU-bound node should check it now and then and return early;
+    /// an async node is simply dropped.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancel.is_cancelled()
+    }
+
+    /// Completes when this attempt is cancelled (see [`is_cancelled`](Context::is_cancelled)):
+    /// for nodes that hand work to threads of their own or must clean up.
+    pub async fn cancelled(&self) {
+        self.inner.cancel.cancelled().await;
     }
 
     /// Publishes an event of the node's own (progress, tokens, ...) to the run's subscribers.

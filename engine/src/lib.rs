@@ -30,6 +30,9 @@ pub use event::{Event, EventKind, EventStream, Missed, TaskInfo};
 pub use graph::{CompiledGraph, Run, RunHandle};
 pub use history::{CheckpointInfo, History};
 pub use ids::{Fingerprint, TaskId};
+pub use node::{
+    AsyncNode, CpuNode, Identity, Layer, Node, NodeBuilder, NodeFuture, Stack, async_node, cpu_node,
+};
 pub use route::{Command, END, IntoCommand, Packet, Route, START};
 pub use state::{Field, State};
 

@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::builder::{Declared, EdgeDef, GraphBuilder, RouterFn, Target};
 use crate::error::GraphError;
 use crate::ids::{Fingerprint, NodeId, write_str};
-use crate::node::NodeFn;
+use crate::node::{NodeFn, NodeKind};
 use crate::route::{END, START};
 use crate::state::State;
 
@@ -299,9 +299,9 @@ impl<S: State> Plan<S> {
         let mut out = String::from("digraph agentgraph {\n    rankdir=TB;\n");
         let _ = writeln!(out, "    0 [label=\"START\", shape=circle];");
         for (i, node) in self.nodes.iter().enumerate() {
-            let shape = match node.func {
-                NodeFn::Async(_) => "box",
-                NodeFn::Cpu(_) => "box3d",
+            let shape = match node.func.kind {
+                NodeKind::Async | NodeKind::Custom => "box",
+                NodeKind::Cpu => "box3d",
             };
             let _ = writeln!(
                 out,

@@ -27,7 +27,6 @@ use crate::context::{Context, RunShared};
 use crate::error::{BoxError, Error, Result};
 use crate::event::{EventKind, TaskInfo};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
-use crate::node::NodeFn;
 use crate::persist::record::{JoinRecord, TaskRecord};
 use crate::persist::{Loaded, Persister, Position, command_from};
 use crate::plan::{Plan, PlanEdge, slot};
@@ -507,18 +506,13 @@ impl<S: State> Executor<S> {
                     continue;
                 }
                 let fut = self.task_future(task, state, step);
-                match self.plan.nodes[task.node as usize].func {
-                    NodeFn::Async(_) => {
-                        let handle = tokio::spawn(fut);
-                        running.push(Box::pin(async move {
-                            let outcome = handle
-                                .await
-                                .unwrap_or_else(|e| Err(TaskFailure::Lost(e.to_string())));
-                            (i, outcome)
-                        }));
-                    }
-                    NodeFn::Cpu(_) => running.push(Box::pin(fut.map(move |o| (i, o)))),
-                }
+                let handle = tokio::spawn(fut);
+                running.push(Box::pin(async move {
+                    let outcome = handle
+                        .await
+                        .unwrap_or_else(|e| Err(TaskFailure::Lost(e.to_string())));
+                    (i, outcome)
+                }));
             }
             // A store error does not abandon the running tasks: they finish, then it is reported.
             let mut store_error = None;
@@ -583,6 +577,7 @@ impl<S: State> Executor<S> {
             task.id,
             1,
             task.input.clone(),
+            tokio_util::sync::CancellationToken::new(),
         );
         let state = state.clone();
         let shared = self.shared.clone();
@@ -598,33 +593,14 @@ impl<S: State> Executor<S> {
                 attempt: 1,
             });
             let started = Instant::now();
-            let outcome = match func {
-                // The closure's synchronous part runs inside the guard too.
-                NodeFn::Async(f) => match AssertUnwindSafe(async move { f(state, ctx).await })
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(Ok(cmd)) => Ok(cmd),
-                    Ok(Err(e)) => Err(TaskFailure::Error(e)),
-                    Err(panic) => Err(TaskFailure::Panic(panic_message(panic))),
-                },
-                NodeFn::Cpu(f) => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    let span = tracing::Span::current();
-                    rayon::spawn(move || {
-                        let result = span.in_scope(|| {
-                            std::panic::catch_unwind(AssertUnwindSafe(|| f(&state, &ctx)))
-                        });
-                        drop(state);
-                        let _ = tx.send(result);
-                    });
-                    match rx.await {
-                        Ok(Ok(Ok(cmd))) => Ok(cmd),
-                        Ok(Ok(Err(e))) => Err(TaskFailure::Error(e)),
-                        Ok(Err(panic)) => Err(TaskFailure::Panic(panic_message(panic))),
-                        Err(_) => Err(TaskFailure::Lost("the rayon pool dropped the task".into())),
-                    }
-                }
+            // The node's synchronous part runs inside the guard too.
+            let outcome = match AssertUnwindSafe(async move { func.node.call(state, ctx).await })
+                .catch_unwind()
+                .await
+            {
+                Ok(Ok(cmd)) => Ok(cmd),
+                Ok(Err(e)) => Err(TaskFailure::Error(e)),
+                Err(panic) => Err(TaskFailure::Panic(panic_message(panic))),
             };
             // A go-to is checked when the task ends, so that a bad one fails the task and is
             // never stored as a pending write to fail every resume again.
