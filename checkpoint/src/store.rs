@@ -31,6 +31,8 @@ pub enum RunStatus {
     Failed,
     /// Stopped at an interrupt, waiting for input.
     Interrupted,
+    /// Cancelled from outside; resumable.
+    Cancelled,
 }
 
 /// What a store keeps about a run, updated with each checkpoint.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::context::Context;
 use crate::error::{BoxError, EdgeName, GraphError};
@@ -11,6 +12,7 @@ use crate::graph::CompiledGraph;
 use crate::ids::NodeId;
 use crate::node::{Node, NodeFn, NodeKind, async_node, cpu_node};
 use crate::plan::Plan;
+use crate::retry::RetryPolicy;
 use crate::route::{END, IntoCommand, Route, START};
 use crate::state::State;
 
@@ -30,6 +32,16 @@ pub(crate) type RouterFn<S> = Arc<dyn Fn(&S) -> Route + Send + Sync>;
 pub(crate) struct NodeDef<S: State> {
     pub(crate) name: Arc<str>,
     pub(crate) func: NodeFn<S>,
+    pub(crate) settings: NodeSettings,
+}
+
+/// A node's retry policy, timeout and interrupts.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeSettings {
+    pub(crate) retry: Option<Arc<RetryPolicy>>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) interrupt_before: bool,
+    pub(crate) interrupt_after: bool,
 }
 
 /// An edge as declared. `from` is `None` for `START`.
@@ -93,6 +105,8 @@ pub struct GraphBuilder<S: State> {
     pub(crate) edges: Vec<EdgeDef<S>>,
     pub(crate) joins: Vec<JoinDef>,
     pub(crate) gotos: Vec<(NodeId, Declared)>,
+    pub(crate) default_retry: Option<Arc<RetryPolicy>>,
+    pub(crate) default_timeout: Option<Duration>,
     first_error: Option<GraphError>,
 }
 
@@ -104,6 +118,8 @@ impl<S: State> Default for GraphBuilder<S> {
             edges: Vec::new(),
             joins: Vec::new(),
             gotos: Vec::new(),
+            default_retry: None,
+            default_timeout: None,
             first_error: None,
         }
     }
@@ -451,6 +467,96 @@ impl<S: State> GraphBuilder<S> {
         Ok(self)
     }
 
+    /// Retries the node's failed attempts by `policy` (overrides
+    /// [`default_retry`](GraphBuilder::default_retry)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("fetch", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .retry("fetch", RetryPolicy::new(4).backoff(Duration::from_millis(200), Duration::from_secs(5)))
+    ///     .timeout("fetch", Duration::from_secs(30))
+    ///     .add_edge(START, "fetch")
+    ///     .add_edge("fetch", END);
+    /// b.compile()?;
+    /// # Ok::<(), GraphError>(())
+    /// ```
+    pub fn retry(&mut self, node: &str, policy: RetryPolicy) -> &mut Self {
+        let policy = Arc::new(policy);
+        let r = self.settings(node, "retry", |s| s.retry = Some(policy));
+        self.keep(r)
+    }
+
+    /// The retry policy of every node without one of its own (by default, none: one attempt).
+    pub fn default_retry(&mut self, policy: RetryPolicy) -> &mut Self {
+        self.default_retry = Some(Arc::new(policy));
+        self
+    }
+
+    /// Limits each attempt of the node to `timeout` (overrides
+    /// [`default_timeout`](GraphBuilder::default_timeout)). A timed-out async node is
+    /// dropped; a CPU-bound node is told through [`Context::is_cancelled`] and its late result
+    /// is discarded. The attempt fails with [`NodeTimedOut`](crate::NodeTimedOut), which the
+    /// node's [`RetryPolicy`] may retry.
+    pub fn timeout(&mut self, node: &str, timeout: Duration) -> &mut Self {
+        let r = self.settings(node, "timeout", |s| s.timeout = Some(timeout));
+        self.keep(r)
+    }
+
+    /// The attempt timeout of every node without one of its own (by default, none).
+    pub fn default_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// Stops the run before any step in which one of `nodes` would run: the run is
+    /// checkpointed and fails with [`Error::Interrupted`](crate::Error::Interrupted) (an
+    /// [`InterruptKind::Before`](crate::InterruptKind::Before) per such task); resuming runs
+    /// the step.
+    pub fn interrupt_before<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        for node in nodes {
+            let r = self.settings(node, "interrupt_before", |s| s.interrupt_before = true);
+            self.keep(r);
+        }
+        self
+    }
+
+    /// Stops the run after any step in which one of `nodes` ran, once that step is
+    /// checkpointed (unless the run has finished): it fails with
+    /// [`Error::Interrupted`](crate::Error::Interrupted) (an
+    /// [`InterruptKind::After`](crate::InterruptKind::After) per such task); resuming goes on.
+    pub fn interrupt_after<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>) -> &mut Self {
+        for node in nodes {
+            let r = self.settings(node, "interrupt_after", |s| s.interrupt_after = true);
+            self.keep(r);
+        }
+        self
+    }
+
+    fn settings(
+        &mut self,
+        node: &str,
+        setting: &'static str,
+        set: impl FnOnce(&mut NodeSettings),
+    ) -> Result<(), GraphError> {
+        match self.index.get(node) {
+            Some(&id) => {
+                set(&mut self.nodes[id as usize].settings);
+                Ok(())
+            }
+            None => Err(GraphError::NoSuchNode {
+                setting,
+                node: node.to_owned(),
+            }),
+        }
+    }
+
     /// Validates the graph and compiles it into an immutable plan.
     ///
     /// # Errors
@@ -482,7 +588,11 @@ impl<S: State> GraphBuilder<S> {
         let name: Arc<str> = name.into();
         let id = NodeId::try_from(self.nodes.len()).expect("more than u32::MAX nodes");
         self.index.insert(name.clone(), id);
-        self.nodes.push(NodeDef { name, func });
+        self.nodes.push(NodeDef {
+            name,
+            func,
+            settings: NodeSettings::default(),
+        });
         Ok(self)
     }
 

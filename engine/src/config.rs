@@ -1,6 +1,7 @@
 //! Run settings: [`Mode`] and [`RunConfig`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentgraph_checkpoint::CheckpointStore;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,23 @@ pub enum Durability {
     Exit,
 }
 
+/// What happens to a step's other tasks when one fails for good (after its retries).
+///
+/// In both cases the tasks that finished keep their writes (as pending writes, with a store),
+/// the run stops as failed at that step, and resuming it runs only the tasks that did not
+/// finish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailurePolicy {
+    /// The other tasks finish (with their retries) and keep their writes.
+    #[default]
+    FinishSiblings,
+    /// The other tasks are cancelled at once: async ones dropped, CPU-bound ones told through
+    /// their [`Context::is_cancelled`](crate::Context::is_cancelled).
+    CancelSiblings,
+}
+
 /// The settings of one run.
 ///
 /// # Examples
@@ -57,6 +75,9 @@ pub struct RunConfig {
     pub(crate) store: Option<Arc<dyn CheckpointStore>>,
     pub(crate) durability: Durability,
     pub(crate) allow_graph_change: bool,
+    pub(crate) on_failure: FailurePolicy,
+    pub(crate) step_timeout: Option<Duration>,
+    pub(crate) run_timeout: Option<Duration>,
 }
 
 impl Default for RunConfig {
@@ -70,6 +91,9 @@ impl Default for RunConfig {
             store: None,
             durability: Durability::default(),
             allow_graph_change: false,
+            on_failure: FailurePolicy::default(),
+            step_timeout: None,
+            run_timeout: None,
         }
     }
 }
@@ -147,6 +171,32 @@ impl RunConfig {
     #[must_use]
     pub fn allow_graph_change(mut self, allow: bool) -> Self {
         self.allow_graph_change = allow;
+        self
+    }
+
+    /// What happens to a step's other tasks when one fails for good (default
+    /// [`FailurePolicy::FinishSiblings`]).
+    #[must_use]
+    pub fn on_failure(mut self, policy: FailurePolicy) -> Self {
+        self.on_failure = policy;
+        self
+    }
+
+    /// The longest a step may take, retries included. When it is exceeded, the step's
+    /// unfinished tasks are cancelled, the finished ones keep their writes, and the run fails
+    /// with [`Error::StepTimedOut`](crate::Error::StepTimedOut), resumable.
+    #[must_use]
+    pub fn step_timeout(mut self, timeout: Duration) -> Self {
+        self.step_timeout = Some(timeout);
+        self
+    }
+
+    /// The longest this run may take, from when it starts (or is resumed) until it ends. When
+    /// it is exceeded, the running tasks are cancelled, the finished ones keep their writes,
+    /// and the run fails with [`Error::RunTimedOut`](crate::Error::RunTimedOut), resumable.
+    #[must_use]
+    pub fn run_timeout(mut self, timeout: Duration) -> Self {
+        self.run_timeout = Some(timeout);
         self
     }
 

@@ -3,12 +3,15 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
+use crate::error::BoxError;
 use crate::event::{EventBus, EventKind};
 use crate::ids::TaskId;
+use crate::interrupt::Interruption;
 use crate::route::Packet;
 
 /// What one run shares with its tasks.
@@ -17,6 +20,8 @@ pub(crate) struct RunShared {
     pub(crate) run_id: Arc<str>,
     pub(crate) seed: u64,
     pub(crate) events: EventBus,
+    /// Cancels the run (through its handle).
+    pub(crate) cancel: CancellationToken,
 }
 
 /// A node's view of its task: run, step, node, task id (its idempotency key), packet input,
@@ -47,9 +52,14 @@ struct TaskCx {
     attempt: u32,
     input: Option<Arc<[u8]>>,
     cancel: CancellationToken,
+    /// Answers to this task's interrupts, by index (JSON).
+    answers: Arc<[(u32, String)]>,
+    /// The index of the next `interrupt` call.
+    next_interrupt: AtomicU32,
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         run: Arc<RunShared>,
         step: u64,
@@ -58,6 +68,7 @@ impl Context {
         attempt: u32,
         input: Option<Arc<[u8]>>,
         cancel: CancellationToken,
+        answers: Arc<[(u32, String)]>,
     ) -> Self {
         Context {
             inner: Arc::new(TaskCx {
@@ -68,6 +79,8 @@ impl Context {
                 attempt,
                 input,
                 cancel,
+                answers,
+                next_interrupt: AtomicU32::new(0),
             }),
         }
     }
@@ -147,6 +160,53 @@ impl Context {
     /// for nodes that hand work to threads of their own or must clean up.
     pub async fn cancelled(&self) {
         self.inner.cancel.cancelled().await;
+    }
+
+    /// Asks a person (or any outside party) for a value: the run stops at this interrupt with
+    /// `payload` (as JSON), and when it is resumed with an answer for the interrupt's id, the
+    /// node runs again and this call returns the answer.
+    ///
+    /// Return the error with `?`: it is an [`Interruption`] the engine recognises. A node may
+    /// call `interrupt` several times; the calls are told apart by their order, so keep it
+    /// deterministic. Work done before the call is done again when the node runs again:
+    /// interrupt first, or make that work idempotent.
+    ///
+    /// # Errors
+    ///
+    /// An [`Interruption`] when there is no answer yet; an error when the answer does not
+    /// decode as an `R` or `payload` cannot be represented as JSON.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Draft { text: String, approved: bool }
+    /// async fn review(state: Arc<Draft>, ctx: Context) -> Result<DraftUpdate, BoxError> {
+    ///     let approved: bool = ctx.interrupt(&serde_json::json!({ "approve?": state.text }))?;
+    ///     Ok(DraftUpdate::new().approved(approved))
+    /// }
+    /// ```
+    pub fn interrupt<T, R>(&self, payload: &T) -> Result<R, BoxError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let index = self.inner.next_interrupt.fetch_add(1, Ordering::Relaxed);
+        if let Some((_, answer)) = self.inner.answers.iter().find(|(i, _)| *i == index) {
+            return serde_json::from_str(answer).map_err(|e| {
+                format!(
+                    "the answer to interrupt #{index} of node `{}` is not a `{}`: {e}",
+                    self.node(),
+                    std::any::type_name::<R>()
+                )
+                .into()
+            });
+        }
+        let payload = serde_json::to_value(payload)?;
+        Err(Box::new(Interruption { index, payload }))
     }
 
     /// Publishes an event of the node's own (progress, tokens, ...) to the run's subscribers.

@@ -34,6 +34,31 @@ impl fmt::Display for EdgeName {
     }
 }
 
+/// An error and its sources, joined by `: `.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        source = e.source();
+    }
+    out
+}
+
+/// The error of a node attempt that took longer than its timeout
+/// ([`GraphBuilder::timeout`](crate::GraphBuilder::timeout)). A [`RetryPolicy`](crate::RetryPolicy)
+/// retries it unless its predicate refuses (`e.is::<NodeTimedOut>()`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("node `{node}` timed out after {after:?}")]
+#[non_exhaustive]
+pub struct NodeTimedOut {
+    /// The node.
+    pub node: String,
+    /// The timeout.
+    pub after: std::time::Duration,
+}
+
 /// Why a graph could not be built or compiled. Every variant names the node or edge at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
@@ -53,6 +78,14 @@ pub enum GraphError {
         edge: EdgeName,
         /// The missing node.
         missing: String,
+    },
+    /// A setting (retry, timeout, interrupt) names a node that has not been added.
+    #[error("{setting} names node `{node}`, which does not exist; add the node first")]
+    NoSuchNode {
+        /// The setting.
+        setting: &'static str,
+        /// The node.
+        node: String,
     },
     /// An edge leads into `START` or out of `END`.
     #[error("edge {0} is not allowed: nothing may lead into START or out of END")]
@@ -107,8 +140,12 @@ pub enum GraphError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A node returned an error.
-    #[error("node `{node}` failed at step {step} (task {task}): {source}")]
+    /// A node failed for good: it returned an error that its retry policy does not retry, or
+    /// every attempt failed. The message shows the error's whole cause chain.
+    #[error(
+        "node `{node}` failed at step {step} (task {task}) after {attempts} attempt(s): {}",
+        chain(source.as_ref())
+    )]
     NodeFailed {
         /// The node.
         node: String,
@@ -116,7 +153,9 @@ pub enum Error {
         step: u64,
         /// The task.
         task: TaskId,
-        /// The node's error.
+        /// How many attempts were made (across resumes).
+        attempts: u32,
+        /// The last attempt's error ([`NodeTimedOut`](crate::NodeTimedOut) for a timeout).
         #[source]
         source: BoxError,
     },
@@ -253,6 +292,58 @@ pub enum Error {
     /// Resuming needs a store.
     #[error("resuming needs a checkpoint store: set one with `RunConfig::store`")]
     NoStore,
+    /// The run stopped at interrupts and waits for answers: it is checkpointed, with status
+    /// `Interrupted`. Resume it with [`CompiledGraph::resume_with`](crate::CompiledGraph::resume_with).
+    #[error("{0}")]
+    Interrupted(Box<crate::interrupt::Interrupted>),
+    /// A resume answered an interrupt the run does not wait on.
+    #[error("run `{run}` does not wait on interrupt `{id}` (it waits on: {pending})")]
+    UnknownInterrupt {
+        /// The run.
+        run: String,
+        /// The id given.
+        id: String,
+        /// The ids it waits on, comma separated.
+        pending: String,
+    },
+    /// A resume's answer could not be represented as JSON.
+    #[error("the answer to interrupt `{id}` cannot be encoded: {message}")]
+    AnswerEncode {
+        /// The interrupt.
+        id: String,
+        /// The encoder's message.
+        message: String,
+    },
+    /// The run was cancelled through its handle. Its finished work is checkpointed and it
+    /// can be resumed.
+    #[error("run cancelled at step {step}; resume it to go on")]
+    Cancelled {
+        /// The step that was running.
+        step: u64,
+    },
+    /// A step took longer than [`RunConfig::step_timeout`](crate::RunConfig::step_timeout).
+    #[error(
+        "step {step} timed out after {after:?} with {unfinished} unfinished: their tasks were cancelled; \
+         the finished ones kept their writes, and the run can be resumed"
+    )]
+    StepTimedOut {
+        /// The step.
+        step: u64,
+        /// The timeout.
+        after: std::time::Duration,
+        /// The nodes whose tasks did not finish, comma separated.
+        unfinished: String,
+    },
+    /// The run took longer than [`RunConfig::run_timeout`](crate::RunConfig::run_timeout).
+    #[error(
+        "the run timed out after {after:?} at step {step}; its finished work is checkpointed and it can be resumed"
+    )]
+    RunTimedOut {
+        /// The step that was running.
+        step: u64,
+        /// The timeout.
+        after: std::time::Duration,
+    },
     /// The task running the graph was lost (the runtime shut down or the task panicked).
     #[error("the run's task ended abnormally: {0}")]
     Aborted(String),

@@ -104,7 +104,8 @@ pub enum EventKind {
         /// How long the node ran.
         duration: Duration,
     },
-    /// A node's task failed.
+    /// An attempt of a node's task failed (a [`RetryScheduled`](EventKind::RetryScheduled)
+    /// follows if it will be retried).
     NodeFailed {
         /// The step.
         step: u64,
@@ -112,8 +113,40 @@ pub enum EventKind {
         node: Arc<str>,
         /// The task.
         task: TaskId,
-        /// The error, as text.
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The error, as text, with its cause chain.
         error: String,
+    },
+    /// A failed attempt will be retried after `delay`.
+    RetryScheduled {
+        /// The step.
+        step: u64,
+        /// The node.
+        node: Arc<str>,
+        /// The task.
+        task: TaskId,
+        /// The attempt that comes next.
+        attempt: u32,
+        /// The wait before it.
+        delay: Duration,
+    },
+    /// A task was cancelled before it finished: its step or run timed out, the run was
+    /// cancelled, or a sibling failed under `FailurePolicy::CancelSiblings`.
+    NodeCancelled {
+        /// The step.
+        step: u64,
+        /// The node.
+        node: Arc<str>,
+        /// The task.
+        task: TaskId,
+    },
+    /// The run stopped at interrupts; it is checkpointed and waits to be resumed.
+    RunInterrupted {
+        /// The step.
+        step: u64,
+        /// What it waits on.
+        interrupts: Vec<crate::interrupt::Interrupt>,
     },
     /// A node emitted an event of its own through [`Context::emit`](crate::Context::emit).
     Custom {
@@ -207,7 +240,26 @@ impl fmt::Display for Event {
             EventKind::NodeFinished { node, duration, .. } => {
                 write!(f, "  {node} finished in {duration:?}")
             }
-            EventKind::NodeFailed { node, error, .. } => write!(f, "  {node} failed: {error}"),
+            EventKind::NodeFailed {
+                node,
+                error,
+                attempt,
+                ..
+            } => write!(f, "  {node} failed (attempt {attempt}): {error}"),
+            EventKind::RetryScheduled {
+                node,
+                attempt,
+                delay,
+                ..
+            } => write!(f, "  {node} retries in {delay:?} (attempt {attempt})"),
+            EventKind::NodeCancelled { node, .. } => write!(f, "  {node} cancelled"),
+            EventKind::RunInterrupted { step, interrupts } => {
+                write!(f, "run interrupted at step {step}, waiting on:")?;
+                for i in interrupts {
+                    write!(f, " {} ({:?}, id {})", i.node, i.kind, i.id)?;
+                }
+                Ok(())
+            }
             EventKind::Custom {
                 node,
                 name,

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context as TaskCx, Poll};
 
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::RunConfig;
@@ -13,6 +14,7 @@ use crate::context::RunShared;
 use crate::error::{Error, Result};
 use crate::event::{EventBus, EventStream};
 use crate::ids::Fingerprint;
+use crate::interrupt::Resume;
 use crate::plan::Plan;
 use crate::scheduler::{Executor, Start};
 use crate::state::State;
@@ -106,8 +108,56 @@ impl<S: State> CompiledGraph<S> {
     /// started the run (unless allowed), and [`Error::Store`] with
     /// `StoreError::RunBusy` when the run is running.
     pub fn resume(&self, run_id: impl Into<String>, config: RunConfig) -> Run<S> {
+        self.resume_with(run_id, Resume::new(), config)
+    }
+
+    /// [`resume`](CompiledGraph::resume) with answers to the run's interrupts and an edit of
+    /// its state (see [`Resume`]). Both are stored before anything runs, so a crash of the
+    /// resumed run does not lose them.
+    ///
+    /// A run stopped at interrupts ([`Error::Interrupted`]) goes on past its
+    /// `interrupt_before` and `interrupt_after` gates; a node that called
+    /// [`Context::interrupt`](crate::Context::interrupt) runs again, and gets the answer given
+    /// for the interrupt's id (without one, it interrupts again). The interrupts a run waits
+    /// on are listed by [`History::interrupts`](crate::History::interrupts).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Doc { approved: bool }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Doc>::new();
+    /// b.add_node("review", |_, ctx: Context| async move {
+    ///     let ok: bool = ctx.interrupt("approve the document?")?;
+    ///     Ok(DocUpdate::new().approved(ok))
+    /// })
+    /// .add_edge(START, "review")
+    /// .add_edge("review", END);
+    /// let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = || RunConfig::new().run_id("doc-1").shared_store(store.clone());
+    ///
+    /// let Err(Error::Interrupted(stop)) = graph.run_with(Doc::default(), config()).await else {
+    ///     panic!("the run should wait for a review");
+    /// };
+    /// assert_eq!(stop.interrupts[0].payload, "approve the document?");
+    ///
+    /// let resume = Resume::new().answer(&stop.interrupts[0].id, true);
+    /// assert!(graph.resume_with("doc-1", resume, config()).await?.approved);
+    /// # Ok(()) }
+    /// ```
+    pub fn resume_with(
+        &self,
+        run_id: impl Into<String>,
+        resume: Resume<S>,
+        config: RunConfig,
+    ) -> Run<S> {
         let config = config.run_id(run_id);
-        let mut run = self.run_with_start(Start::Resume, config);
+        let mut run = self.run_with_start(Start::Resume(resume), config);
         run.resuming = true;
         run
     }
@@ -121,6 +171,7 @@ impl<S: State> CompiledGraph<S> {
             events: EventBus::new(run_id.clone(), config.event_capacity),
             run_id,
             seed: config.seed,
+            cancel: CancellationToken::new(),
         });
         Run {
             plan: self.plan.clone(),
@@ -188,6 +239,14 @@ impl<S: State> Run<S> {
         self.shared.events.subscribe()
     }
 
+    /// A handle that cancels the run from elsewhere (another task, a signal handler), for a
+    /// run that is awaited rather than spawned.
+    pub fn cancel_handle(&self) -> CancelHandle {
+        CancelHandle {
+            token: self.shared.cancel.clone(),
+        }
+    }
+
     /// Starts the run as a tokio task.
     ///
     /// # Panics
@@ -250,6 +309,59 @@ impl<S: State> RunHandle<S> {
     /// Whether the run has ended.
     pub fn is_finished(&self) -> bool {
         self.join.is_finished()
+    }
+
+    /// Cancels the run: see [`CancelHandle::cancel`].
+    pub fn cancel(&self) {
+        if let Some(shared) = self.shared.upgrade() {
+            shared.cancel.cancel();
+        }
+    }
+}
+
+/// Cancels a run from outside. Cheap to clone.
+///
+/// The running tasks of the current step are cancelled (async nodes dropped, CPU-bound nodes
+/// told through [`Context::is_cancelled`](crate::Context::is_cancelled)); the tasks that
+/// finished keep their writes; the run ends with [`Error::Cancelled`] and status `Cancelled`,
+/// and [`CompiledGraph::resume`] goes on from there, running only the unfinished tasks.
+///
+/// # Examples
+///
+/// ```
+/// # use std::{sync::Arc, time::Duration};
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut b = GraphBuilder::<Count>::new();
+/// b.add_node("slow", |_, _| async {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+///     Ok(CountUpdate::new().n(1))
+/// })
+/// .add_edge(START, "slow")
+/// .add_edge("slow", END);
+/// let run = b.compile()?.run(Count::default());
+/// let cancel = run.cancel_handle();
+/// tokio::spawn(async move { cancel.cancel() });
+/// assert!(matches!(run.await, Err(Error::Cancelled { step: 1 })));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct CancelHandle {
+    token: CancellationToken,
+}
+
+impl CancelHandle {
+    /// Cancels the run. Idempotent; does nothing once the run has ended.
+    pub fn cancel(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether the run was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.token.is_cancelled()
     }
 }
 

@@ -8,8 +8,9 @@ use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 
 use crate::error::{Error, Result};
 use crate::graph::CompiledGraph;
+use crate::interrupt::Interrupt;
 use crate::persist::record::{BlobRecord, CheckpointRecord};
-use crate::persist::{decode_record, now_ms, state_at};
+use crate::persist::{decode_record, load, now_ms, pending_interrupts, state_at};
 use crate::state::State;
 
 /// One checkpoint of a run, as listed by [`History::checkpoints`].
@@ -95,6 +96,24 @@ impl<S: State> History<S> {
                 out.push(info::<S>(&decode_record(run, &bytes)?));
             }
         }
+    }
+
+    /// The interrupts `run` waits on (empty unless it stopped at some), to answer with
+    /// [`Resume::answer`](crate::Resume::answer).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`], [`Error::Corrupt`], [`Error::Store`].
+    pub async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
+        let Some(record) = self.store.get_run(run).await? else {
+            return Err(Error::RunNotFound(run.to_owned()));
+        };
+        let loaded = load::<S>(&*self.store, run).await?;
+        let gates = record.status == RunStatus::Interrupted;
+        Ok(pending_interrupts(&loaded.record, &loaded.pending, gates)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect())
     }
 
     /// The state of `run` after `step` (the newest checkpoint when `None`).

@@ -12,10 +12,12 @@ mod event;
 mod graph;
 mod history;
 mod ids;
+mod interrupt;
 mod node;
 mod persist;
 mod plan;
 pub mod reducer;
+mod retry;
 mod route;
 mod scheduler;
 mod state;
@@ -23,16 +25,18 @@ mod state;
 pub use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, StoreError};
 pub use builder::GraphBuilder;
 pub use codec::CodecError;
-pub use config::{Durability, Mode, RunConfig};
+pub use config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use context::{Context, InputError};
-pub use error::{BoxError, EdgeName, Error, GraphError, Result};
+pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result};
 pub use event::{Event, EventKind, EventStream, Missed, TaskInfo};
-pub use graph::{CompiledGraph, Run, RunHandle};
+pub use graph::{CancelHandle, CompiledGraph, Run, RunHandle};
 pub use history::{CheckpointInfo, History};
 pub use ids::{Fingerprint, TaskId};
+pub use interrupt::{Interrupt, InterruptKind, Interrupted, Interruption, Resume};
 pub use node::{
     AsyncNode, CpuNode, Identity, Layer, Node, NodeBuilder, NodeFuture, Stack, async_node, cpu_node,
 };
+pub use retry::RetryPolicy;
 pub use route::{Command, END, IntoCommand, Packet, Route, START};
 pub use state::{Field, State};
 

@@ -1,6 +1,7 @@
 //! The compiled plan: dense node ids, edges in flat vectors, every check done once.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use fixedbitset::FixedBitSet;
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -12,6 +13,7 @@ use crate::builder::{Declared, EdgeDef, GraphBuilder, RouterFn, Target};
 use crate::error::GraphError;
 use crate::ids::{Fingerprint, NodeId, write_str};
 use crate::node::{NodeFn, NodeKind};
+use crate::retry::RetryPolicy;
 use crate::route::{END, START};
 use crate::state::State;
 
@@ -20,6 +22,10 @@ pub(crate) struct PlanNode<S: State> {
     pub(crate) func: NodeFn<S>,
     /// The declared go-to targets, if the node may return a go-to.
     pub(crate) goto: Option<Declared>,
+    pub(crate) retry: Option<Arc<RetryPolicy>>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) interrupt_before: bool,
+    pub(crate) interrupt_after: bool,
 }
 
 pub(crate) enum PlanEdge<S: State> {
@@ -214,6 +220,7 @@ impl<S: State> Plan<S> {
             edges.extend(bucket);
             offsets.push(u32::try_from(edges.len()).expect("more than u32::MAX edges"));
         }
+        let (default_retry, default_timeout) = (b.default_retry, b.default_timeout);
         let nodes: Vec<PlanNode<S>> = b
             .nodes
             .into_iter()
@@ -222,6 +229,10 @@ impl<S: State> Plan<S> {
                 name: def.name,
                 func: def.func,
                 goto,
+                retry: def.settings.retry.or_else(|| default_retry.clone()),
+                timeout: def.settings.timeout.or(default_timeout),
+                interrupt_before: def.settings.interrupt_before,
+                interrupt_after: def.settings.interrupt_after,
             })
             .collect();
         let mut plan = Plan {

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fixedbitset::FixedBitSet;
 use futures_util::FutureExt;
@@ -15,6 +15,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::SeedableRng;
 use rand::distr::Distribution;
 use rand_chacha::ChaCha8Rng;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use std::collections::HashMap;
@@ -22,13 +23,19 @@ use std::collections::HashMap;
 use agentgraph_checkpoint::{CheckpointStore, RunStatus};
 
 use crate::builder::Target;
-use crate::config::{Durability, Mode, RunConfig};
+use crate::config::{Durability, FailurePolicy, Mode, RunConfig};
 use crate::context::{Context, RunShared};
+use crate::error::NodeTimedOut;
 use crate::error::{BoxError, Error, Result};
 use crate::event::{EventKind, TaskInfo};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
-use crate::persist::record::{JoinRecord, TaskRecord};
-use crate::persist::{Loaded, Persister, Position, command_from};
+use crate::interrupt::{Interrupt, InterruptKind, Interrupted, Interruption, Resume};
+use crate::persist::record::{
+    GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
+};
+use crate::persist::{
+    Loaded, Persister, Position, command_from, gate_interrupt, now_ms, pending_interrupts,
+};
 use crate::plan::{Plan, PlanEdge, slot};
 use crate::route::{Command, Route};
 use crate::state::State;
@@ -45,13 +52,31 @@ pub(crate) struct Task {
     pub(crate) id: TaskId,
 }
 
-/// Why a task failed.
+/// Why a task did not finish with a result.
 enum TaskFailure {
+    /// The node returned an error (or its attempt timed out).
     Error(BoxError),
     Panic(String),
     Lost(String),
     /// Its go-to is invalid.
     Route(Error),
+    /// It stopped at an interrupt.
+    Interrupted(Interruption),
+    /// It was cancelled before it finished.
+    Cancelled,
+}
+
+impl TaskFailure {
+    fn describe(&self) -> String {
+        match self {
+            TaskFailure::Error(e) => crate::error::chain(e.as_ref()),
+            TaskFailure::Panic(m) => format!("panicked: {m}"),
+            TaskFailure::Lost(m) => m.clone(),
+            TaskFailure::Route(e) => e.to_string(),
+            TaskFailure::Interrupted(i) => i.to_string(),
+            TaskFailure::Cancelled => "cancelled".to_owned(),
+        }
+    }
 }
 
 type TaskOutcome<S> = std::result::Result<Command<S>, TaskFailure>;
@@ -147,11 +172,77 @@ struct JoinPass {
 }
 
 /// How a run begins.
-pub(crate) enum Start<S> {
+pub(crate) enum Start<S: State> {
     /// A new run from this input.
     Fresh(S),
-    /// The run of this id, from its store.
-    Resume,
+    /// The run of this id, from its store, with answers and an edit.
+    Resume(Resume<S>),
+}
+
+/// How a task starts in its step: its attempt, a wait before it (a retry's delay left over
+/// from before a crash), the answers to its interrupts, and whether it passed its
+/// `interrupt_before` gate.
+#[derive(Debug, Clone)]
+struct TaskStart {
+    attempt: u32,
+    wait: Duration,
+    answers: Arc<[(u32, String)]>,
+    released: bool,
+}
+
+impl Default for TaskStart {
+    fn default() -> Self {
+        TaskStart {
+            attempt: 1,
+            wait: Duration::ZERO,
+            answers: Arc::from(Vec::new()),
+            released: false,
+        }
+    }
+}
+
+/// What a step starts from: per task, its restored result (from a pending write), and how it
+/// starts otherwise.
+struct Prior<S: State> {
+    done: Vec<Option<(Command<S>, u32)>>,
+    starts: Vec<TaskStart>,
+}
+
+/// Why a step stopped before all its tasks finished.
+enum Stop {
+    Cancelled,
+    RunTimeout(Duration),
+    StepTimeout(Duration),
+    /// A task failed for good under `FailurePolicy::CancelSiblings`.
+    Sibling,
+}
+
+/// A spawned attempt, aborted when dropped (a cancelled step drops its running attempts).
+struct Spawned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Spawned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> Future for Spawned<T> {
+    type Output = std::result::Result<T, tokio::task::JoinError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+/// Completes at `at`, or never.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The executor of one run.
@@ -163,6 +254,11 @@ pub(crate) struct Executor<S: State> {
     store: Option<Arc<dyn CheckpointStore>>,
     durability: Durability,
     allow_graph_change: bool,
+    on_failure: FailurePolicy,
+    step_timeout: Option<Duration>,
+    run_timeout: Option<Duration>,
+    /// When the run must end (from `run_timeout`).
+    deadline: Option<Instant>,
     frontier: Frontier,
     joins: Vec<JoinPass>,
 }
@@ -186,6 +282,10 @@ impl<S: State> Executor<S> {
             store: config.store.clone(),
             durability: config.durability,
             allow_graph_change: config.allow_graph_change,
+            on_failure: config.on_failure,
+            step_timeout: config.step_timeout,
+            run_timeout: config.run_timeout,
+            deadline: None,
             joins,
         }
     }
@@ -193,6 +293,7 @@ impl<S: State> Executor<S> {
     /// Runs the graph to the end: from `input`, or from the run's last checkpoint.
     pub(crate) async fn run(mut self, start: Start<S>) -> Result<S> {
         let started = Instant::now();
+        self.deadline = self.run_timeout.map(|t| started + t);
         let mut step = 0;
         let mut persist = None;
         let result = self.run_steps(start, &mut step, &mut persist).await;
@@ -206,20 +307,25 @@ impl<S: State> Executor<S> {
                 Ok(Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone()))
             }
             Err((e, drop_pending)) => {
+                let (status, error) = match &e {
+                    Error::Interrupted(_) => (RunStatus::Interrupted, None),
+                    Error::Cancelled { .. } => (RunStatus::Cancelled, Some(e.to_string())),
+                    _ => (RunStatus::Failed, Some(e.to_string())),
+                };
                 if let Some(p) = persist.as_mut() {
-                    // The failure is recorded; if even that fails, the run's own error says more.
-                    let _ = p
-                        .finish(
-                            RunStatus::Failed,
-                            Some(e.to_string()),
-                            drop_pending.then_some(step),
-                        )
-                        .await;
+                    // The end is recorded; if even that fails, the run's own error says more.
+                    let _ = p.finish(status, error, drop_pending.then_some(step)).await;
                 }
-                events.emit(|| EventKind::RunFailed {
-                    step,
-                    error: e.to_string(),
-                });
+                match &e {
+                    Error::Interrupted(stop) => events.emit(|| EventKind::RunInterrupted {
+                        step: stop.step,
+                        interrupts: stop.interrupts.clone(),
+                    }),
+                    _ => events.emit(|| EventKind::RunFailed {
+                        step,
+                        error: e.to_string(),
+                    }),
+                }
                 Err(e)
             }
         }
@@ -258,14 +364,16 @@ impl<S: State> Executor<S> {
                 self.route(0, start_key, 0, None, &state).map_err(keep)?;
                 self.resolve_joins();
                 let all = vec![true; S::FIELDS.len()];
-                self.save(persist, 0, &state, &all).await.map_err(keep)?;
+                self.save(persist, 0, &state, &all, Vec::new())
+                    .await
+                    .map_err(keep)?;
                 (state, Vec::new())
             }
-            Start::Resume => {
+            Start::Resume(resume) => {
                 let Some(store) = &self.store else {
                     return Err(keep(Error::NoStore));
                 };
-                let (p, loaded) = Persister::open(
+                let (p, mut loaded) = Persister::open(
                     store.clone(),
                     self.shared.run_id.clone(),
                     self.durability,
@@ -274,18 +382,22 @@ impl<S: State> Executor<S> {
                 )
                 .await
                 .map_err(keep)?;
-                *persist = Some(p);
+                let p = persist.insert(p);
+                self.apply_resume(resume, &mut loaded, p)
+                    .await
+                    .map_err(keep)?;
                 *step = loaded.record.step;
                 let pending = self.restore(&loaded).map_err(keep)?;
                 if self.frontier.is_empty() {
                     // A completed run: nothing to do but say so again.
-                    if let Some(p) = persist.as_mut() {
-                        p.finish(RunStatus::Completed, None, None)
-                            .await
-                            .map_err(keep)?;
-                    }
+                    p.finish(RunStatus::Completed, None, None)
+                        .await
+                        .map_err(keep)?;
                 }
-                let restored = pending.len();
+                let restored = pending
+                    .iter()
+                    .filter(|(_, r)| matches!(r.outcome, PendingOutcome::Done { .. }))
+                    .count();
                 self.shared.events.set_next_seq(loaded.record.events);
                 self.shared.events.emit(|| EventKind::RunResumed {
                     step: loaded.record.step,
@@ -304,6 +416,17 @@ impl<S: State> Executor<S> {
             if *step >= self.limit {
                 return Err(keep(Error::RecursionLimit { limit: self.limit }));
             }
+            if self.shared.cancel.is_cancelled() {
+                return Err(keep(Error::Cancelled { step: *step + 1 }));
+            }
+            if let (Some(at), Some(after)) = (self.deadline, self.run_timeout)
+                && Instant::now() >= at
+            {
+                return Err(keep(Error::RunTimedOut {
+                    step: *step + 1,
+                    after,
+                }));
+            }
             *step += 1;
             let step = *step;
             self.frontier
@@ -319,12 +442,15 @@ impl<S: State> Executor<S> {
                     })
                     .collect(),
             });
-            let done = self
-                .restored_commands(&tasks, std::mem::take(&mut restored))
+            let mut prior = self
+                .prior(&tasks, std::mem::take(&mut restored))
+                .map_err(keep)?;
+            self.gate_before(&tasks, &prior, step, persist.as_mut())
+                .await
                 .map_err(keep)?;
             let span = tracing::debug_span!("step", step, tasks = tasks.len());
-            let outcomes = self
-                .run_tasks(&tasks, &state, step, done, persist.as_mut())
+            let (outcomes, stop) = self
+                .run_tasks(&tasks, &state, step, &mut prior, persist.as_mut())
                 .instrument(span)
                 .await
                 .map_err(keep)?;
@@ -332,26 +458,13 @@ impl<S: State> Executor<S> {
             // The barrier: every task has finished. The first failure, in task order, fails
             // the run; nothing of the step is applied, and the finished tasks keep their writes.
             commands.clear();
-            if outcomes.iter().any(Result::is_err) {
-                let mut failure = None;
-                for (i, (task, outcome)) in tasks.iter().zip(outcomes).enumerate() {
-                    match outcome {
-                        Ok(cmd) => {
-                            if let Some(p) = persist.as_mut() {
-                                let name = &plan.nodes[task.node as usize].name;
-                                p.pending_write(step, i as u32, task.id, name, &cmd)
-                                    .await
-                                    .map_err(keep)?;
-                            }
-                        }
-                        Err(f) => {
-                            failure.get_or_insert_with(|| self.failure_error(task, step, f));
-                        }
-                    }
-                }
-                return Err(keep(failure.expect("a task failed")));
+            if stop.is_some() || outcomes.iter().any(|(o, _)| o.is_err()) {
+                let e = self
+                    .stop_step(&tasks, outcomes, &prior, stop, step, persist.as_mut())
+                    .await;
+                return Err(keep(e));
             }
-            commands.extend(outcomes.into_iter().flatten());
+            commands.extend(outcomes.into_iter().filter_map(|(o, _)| o.ok()));
             if let Err(e) = self.check_conflicts(&tasks, &commands, step) {
                 return Err((e, true));
             }
@@ -369,11 +482,218 @@ impl<S: State> Executor<S> {
                     .map_err(keep)?;
             }
             self.resolve_joins();
-            self.save(persist, step, &state, &written)
+            let gates: Vec<GateRecord> = if self.frontier.is_empty() {
+                Vec::new()
+            } else {
+                tasks
+                    .iter()
+                    .filter(|t| plan.nodes[t.node as usize].interrupt_after)
+                    .map(|t| GateRecord {
+                        node: plan.nodes[t.node as usize].name.to_string(),
+                        task: t.id.as_u128(),
+                    })
+                    .collect()
+            };
+            let interrupts: Vec<Interrupt> = gates
+                .iter()
+                .map(|g| gate_interrupt(g, InterruptKind::After, step))
+                .collect();
+            self.save(persist, step, &state, &written, gates)
                 .await
                 .map_err(keep)?;
+            if !interrupts.is_empty() {
+                return Err(keep(self.interrupted(step, interrupts)));
+            }
         }
         Ok(state)
+    }
+
+    fn interrupted(&self, step: u64, interrupts: Vec<Interrupt>) -> Error {
+        Error::Interrupted(Box::new(Interrupted {
+            run_id: self.shared.run_id.to_string(),
+            step,
+            interrupts,
+        }))
+    }
+
+    /// Applies a resume's answers and state edit to the loaded run, durably.
+    async fn apply_resume(
+        &self,
+        resume: Resume<S>,
+        loaded: &mut Loaded<S>,
+        p: &mut Persister<S>,
+    ) -> Result<()> {
+        let Resume { answers, update } = resume;
+        let run = &self.shared.run_id;
+        let mut answered = Vec::new();
+        if !answers.is_empty() {
+            let waiting = pending_interrupts(&loaded.record, &loaded.pending, true);
+            for (id, value) in answers {
+                let value = value.map_err(|message| Error::AnswerEncode {
+                    id: id.clone(),
+                    message,
+                })?;
+                let Some((interrupt, at)) = waiting.iter().find(|(i, _)| i.id == id) else {
+                    return Err(Error::UnknownInterrupt {
+                        run: run.to_string(),
+                        id,
+                        pending: waiting
+                            .iter()
+                            .map(|(i, _)| i.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                };
+                // Gates need no value; a node's interrupt gets it.
+                if let (InterruptKind::Node, Some(at)) = (interrupt.kind, *at)
+                    && let PendingOutcome::Interrupted { index, answers, .. } =
+                        &mut loaded.pending[at].1.outcome
+                {
+                    answers.retain(|(i, _)| i != index);
+                    answers.push((*index, value));
+                    answered.push(at);
+                }
+            }
+        }
+        let mut edited = None;
+        if let Some(update) = update {
+            let mut written = vec![false; S::FIELDS.len()];
+            S::for_each_written(&update, |f| written[f] = true);
+            let state = &mut loaded.state;
+            std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(update))).map_err(
+                |panic| Error::Panicked {
+                    what: "a reducer, applying the resume's state edit".to_owned(),
+                    message: panic_message(panic),
+                },
+            )?;
+            edited = Some(written);
+        }
+        if !answered.is_empty() || edited.is_some() {
+            p.amend(loaded, &answered, edited.as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the run before a step in which a node gated by `interrupt_before` would run,
+    /// unless a resume released it.
+    async fn gate_before(
+        &self,
+        tasks: &[Task],
+        prior: &Prior<S>,
+        step: u64,
+        mut persist: Option<&mut Persister<S>>,
+    ) -> Result<()> {
+        let gated = |i: usize| {
+            self.plan.nodes[tasks[i].node as usize].interrupt_before
+                && !prior.starts[i].released
+                && prior.done[i].is_none()
+        };
+        if !(0..tasks.len()).any(gated) {
+            return Ok(());
+        }
+        let mut interrupts = Vec::new();
+        for (i, task) in tasks.iter().enumerate().filter(|(i, _)| gated(*i)) {
+            let name = &self.plan.nodes[task.node as usize].name;
+            if let Some(p) = persist.as_deref_mut() {
+                let outcome = PendingOutcome::Interrupted {
+                    kind: InterruptKind::Before,
+                    index: 0,
+                    payload: "null".to_owned(),
+                    answers: Vec::new(),
+                };
+                p.pending_outcome(step, i as u32, task.id, name, 0, outcome)
+                    .await?;
+            }
+            let gate = GateRecord {
+                node: name.to_string(),
+                task: task.id.as_u128(),
+            };
+            interrupts.push(gate_interrupt(&gate, InterruptKind::Before, step));
+        }
+        Err(self.interrupted(step, interrupts))
+    }
+
+    /// Ends a step some of whose tasks did not finish: persists what each task came to
+    /// (results, failures, interrupts) and returns the error the run stops with.
+    async fn stop_step(
+        &self,
+        tasks: &[Task],
+        outcomes: Vec<(TaskOutcome<S>, u32)>,
+        prior: &Prior<S>,
+        stop: Option<Stop>,
+        step: u64,
+        mut persist: Option<&mut Persister<S>>,
+    ) -> Error {
+        let mut failure = None;
+        let mut interrupts = Vec::new();
+        let mut unfinished = Vec::new();
+        for (i, (task, (outcome, attempts))) in tasks.iter().zip(outcomes).enumerate() {
+            let name = &self.plan.nodes[task.node as usize].name;
+            let (index, id) = (i as u32, task.id);
+            let saved = match outcome {
+                Ok(cmd) => match persist.as_deref_mut() {
+                    Some(p) => p.pending_write(step, index, id, name, attempts, &cmd).await,
+                    None => Ok(()),
+                },
+                Err(TaskFailure::Cancelled) => {
+                    unfinished.push(name.to_string());
+                    Ok(())
+                }
+                Err(TaskFailure::Interrupted(signal)) => {
+                    interrupts.push(Interrupt {
+                        id: Interrupt::id_for(id, InterruptKind::Node, signal.index),
+                        kind: InterruptKind::Node,
+                        node: name.to_string(),
+                        step,
+                        task: id,
+                        payload: signal.payload.clone(),
+                    });
+                    let outcome = PendingOutcome::Interrupted {
+                        kind: InterruptKind::Node,
+                        index: signal.index,
+                        payload: signal.payload.to_string(),
+                        answers: prior.starts[i].answers.to_vec(),
+                    };
+                    match persist.as_deref_mut() {
+                        Some(p) => {
+                            p.pending_outcome(step, index, id, name, attempts, outcome)
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                }
+                Err(f) => {
+                    let e = self.failure_error(task, step, attempts, f);
+                    let outcome = PendingOutcome::Failed {
+                        error: e.to_string(),
+                    };
+                    failure.get_or_insert(e);
+                    match persist.as_deref_mut() {
+                        Some(p) => {
+                            p.pending_outcome(step, index, id, name, attempts, outcome)
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = saved {
+                return e;
+            }
+        }
+        if let Some(e) = failure {
+            return e;
+        }
+        match stop {
+            Some(Stop::Cancelled) => Error::Cancelled { step },
+            Some(Stop::RunTimeout(after)) => Error::RunTimedOut { step, after },
+            Some(Stop::StepTimeout(after)) => Error::StepTimedOut {
+                step,
+                after,
+                unfinished: unfinished.join(", "),
+            },
+            Some(Stop::Sibling) | None => self.interrupted(step, interrupts),
+        }
     }
 
     /// Writes the checkpoint of `step`, if the run has a store.
@@ -383,11 +703,18 @@ impl<S: State> Executor<S> {
         step: u64,
         state: &S,
         written: &[bool],
+        interrupts: Vec<GateRecord>,
     ) -> Result<()> {
         let Some(p) = persist.as_mut() else {
             return Ok(());
         };
-        let status = self.frontier.is_empty().then_some(RunStatus::Completed);
+        let status = if self.frontier.is_empty() {
+            Some(RunStatus::Completed)
+        } else if !interrupts.is_empty() {
+            Some(RunStatus::Interrupted)
+        } else {
+            None
+        };
         let next = self.frontier.records(&self.plan);
         let joins = self
             .joins
@@ -401,6 +728,7 @@ impl<S: State> Executor<S> {
             next,
             joins,
             events: self.shared.events.next_seq(),
+            interrupts,
         };
         let saved = p.checkpoint(step, state, written, position, status).await?;
         if let Some(bytes) = saved {
@@ -412,10 +740,7 @@ impl<S: State> Executor<S> {
     }
 
     /// Restores the frontier and joins of a loaded checkpoint; returns its pending writes.
-    fn restore(
-        &mut self,
-        loaded: &Loaded<S>,
-    ) -> Result<Vec<(u32, crate::persist::record::PendingWriteRecord)>> {
+    fn restore(&mut self, loaded: &Loaded<S>) -> Result<Vec<(u32, PendingWriteRecord)>> {
         let by_name: HashMap<&str, NodeId> = self
             .plan
             .nodes
@@ -450,166 +775,300 @@ impl<S: State> Executor<S> {
         Ok(loaded.pending.clone())
     }
 
-    /// The commands of tasks restored from pending writes, by task index.
-    fn restored_commands(
-        &self,
-        tasks: &[Task],
-        pending: Vec<(u32, crate::persist::record::PendingWriteRecord)>,
-    ) -> Result<Vec<Option<Command<S>>>> {
-        if pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Matched by task id, not index: a changed graph may order the step's tasks otherwise.
-        let mut done: Vec<Option<Command<S>>> = (0..tasks.len()).map(|_| None).collect();
+    /// Where each task of the step starts, from the records a resume restored (matched by
+    /// task id, not index: a changed graph may order the step's tasks otherwise).
+    fn prior(&self, tasks: &[Task], pending: Vec<(u32, PendingWriteRecord)>) -> Result<Prior<S>> {
+        let mut prior = Prior {
+            done: (0..tasks.len()).map(|_| None).collect(),
+            starts: vec![TaskStart::default(); tasks.len()],
+        };
         for (_, record) in pending {
-            if let Some(i) = tasks.iter().position(|t| t.id.as_u128() == record.task) {
-                done[i] = Some(command_from(&self.shared.run_id, &record)?);
+            let Some(i) = tasks.iter().position(|t| t.id.as_u128() == record.task) else {
+                continue;
+            };
+            let start = &mut prior.starts[i];
+            match &record.outcome {
+                PendingOutcome::Done { update, goto } => {
+                    let cmd = command_from(&self.shared.run_id, &record, update, goto.as_ref())?;
+                    prior.done[i] = Some((cmd, record.attempts));
+                }
+                PendingOutcome::Retrying { retry_at_ms, .. } => {
+                    start.attempt = record.attempts + 1;
+                    start.wait = Duration::from_millis(retry_at_ms.saturating_sub(now_ms()));
+                }
+                // Resumed after the cause was fixed: a fresh set of attempts.
+                PendingOutcome::Failed { .. } => {}
+                PendingOutcome::Interrupted {
+                    kind: InterruptKind::Before,
+                    ..
+                } => start.released = true,
+                PendingOutcome::Interrupted { answers, .. } => {
+                    start.answers = Arc::from(answers.as_slice());
+                }
             }
         }
-        Ok(done)
+        Ok(prior)
     }
 
-    /// Runs the tasks of one step on the same snapshot; returns their outcomes in task order.
-    /// Tasks restored from pending writes (`done`) do not run. Every task that finishes while
-    /// others still run has its result persisted at once as a pending write; the last one's
-    /// goes straight into the checkpoint.
+    /// Runs the tasks of one step on the same snapshot; returns their outcomes in task order,
+    /// with the attempts each made, and why the step stopped early, if it did.
+    ///
+    /// Tasks restored from pending writes do not run. A failed attempt that its node's retry
+    /// policy retries is persisted as such, then started again after its delay. Every task
+    /// that finishes while others still run has its result persisted at once as a pending
+    /// write; the last one's goes straight into the checkpoint. A cancelled run, a step or run
+    /// timeout, or a failure under `CancelSiblings` drops the attempts still running (and
+    /// tells CPU-bound ones through their cancellation token).
     async fn run_tasks(
         &self,
         tasks: &[Task],
         state: &Arc<S>,
         step: u64,
-        mut done: Vec<Option<Command<S>>>,
+        prior: &mut Prior<S>,
         mut persist: Option<&mut Persister<S>>,
-    ) -> Result<Vec<TaskOutcome<S>>> {
-        let mut out: Vec<Option<TaskOutcome<S>>> = (0..tasks.len())
-            .map(|i| done.get_mut(i).and_then(Option::take).map(Ok))
+    ) -> Result<(Vec<(TaskOutcome<S>, u32)>, Option<Stop>)> {
+        let done = std::mem::take(&mut prior.done);
+        let prior = &*prior;
+        let mut out: Vec<Option<(TaskOutcome<S>, u32)>> = done
+            .iter()
+            .map(|d| d.as_ref().map(|_| (Err(TaskFailure::Cancelled), 0)))
             .collect();
-        let mut to_run = out.iter().filter(|o| o.is_none()).count();
-        if self.mode == Mode::Sequential || to_run <= 1 {
-            for i in 0..tasks.len() {
-                if out[i].is_some() {
-                    continue;
-                }
-                let outcome = self.task_future(&tasks[i], state, step).await;
-                to_run -= 1;
-                if to_run > 0 {
-                    self.persist_finished(&mut persist, tasks, i, step, &outcome)
-                        .await?;
-                }
-                out[i] = Some(outcome);
-            }
-        } else {
-            let mut running: FuturesUnordered<BoxFuture<'static, (usize, TaskOutcome<S>)>> =
-                FuturesUnordered::new();
-            for (i, task) in tasks.iter().enumerate() {
-                if out[i].is_some() {
-                    continue;
-                }
-                let fut = self.task_future(task, state, step);
-                let handle = tokio::spawn(fut);
-                running.push(Box::pin(async move {
+        let mut attempts: Vec<u32> = prior.starts.iter().map(|s| s.attempt - 1).collect();
+        let mut queue = (0..tasks.len()).filter(|i| done[*i].is_none());
+        let mut remaining = out.iter().filter(|o| o.is_none()).count();
+        let parallel = self.mode == Mode::Parallel && remaining > 1;
+        let step_token = CancellationToken::new();
+        let mut running: FuturesUnordered<BoxFuture<'static, (usize, u32, TaskOutcome<S>)>> =
+            FuturesUnordered::new();
+        let start = |i: usize, attempt: u32, wait: Duration| {
+            let fut = self.attempt_future(
+                &tasks[i],
+                state,
+                step,
+                attempt,
+                wait,
+                prior.starts[i].answers.clone(),
+                &step_token,
+            );
+            if parallel {
+                let handle = Spawned(tokio::spawn(fut));
+                Box::pin(async move {
                     let outcome = handle
                         .await
                         .unwrap_or_else(|e| Err(TaskFailure::Lost(e.to_string())));
-                    (i, outcome)
-                }));
+                    (i, attempt, outcome)
+                }) as BoxFuture<'static, _>
+            } else {
+                Box::pin(fut.map(move |o| (i, attempt, o)))
             }
-            // A store error does not abandon the running tasks: they finish, then it is reported.
-            let mut store_error = None;
-            while let Some((i, outcome)) = running.next().await {
-                if !running.is_empty()
-                    && store_error.is_none()
-                    && let Err(e) = self
-                        .persist_finished(&mut persist, tasks, i, step, &outcome)
+        };
+        let launch = |i: usize, running: &mut FuturesUnordered<_>| {
+            let s = &prior.starts[i];
+            running.push(start(i, s.attempt, s.wait));
+        };
+        if parallel {
+            queue.by_ref().for_each(|i| launch(i, &mut running));
+        } else if let Some(i) = queue.next() {
+            launch(i, &mut running);
+        }
+
+        let step_deadline = self.step_timeout.map(|t| Instant::now() + t);
+        let step_sleep = sleep_until(step_deadline);
+        let run_sleep = sleep_until(self.deadline);
+        let cancelled = self.shared.cancel.cancelled();
+        tokio::pin!(step_sleep, run_sleep, cancelled);
+        // A store error does not abandon the running tasks: they finish, then it is reported.
+        let mut store_error = None;
+        let mut stop = None;
+        while remaining > 0 {
+            let (i, attempt, outcome) = tokio::select! {
+                biased;
+                Some(done) = running.next() => done,
+                () = &mut cancelled => {
+                    stop = Some(Stop::Cancelled);
+                    break;
+                }
+                () = &mut run_sleep => {
+                    stop = self.run_timeout.map(Stop::RunTimeout);
+                    break;
+                }
+                () = &mut step_sleep => {
+                    stop = self.step_timeout.map(Stop::StepTimeout);
+                    break;
+                }
+            };
+            attempts[i] = attempt;
+            if let Some(delay) = self.retry_delay(&tasks[i], attempt, &outcome) {
+                let task = &tasks[i];
+                let name = &self.plan.nodes[task.node as usize].name;
+                if let (Some(p), None, Err(TaskFailure::Error(e))) =
+                    (persist.as_deref_mut(), &store_error, &outcome)
+                {
+                    let retry_at_ms = now_ms() + delay.as_millis() as u64;
+                    let error = crate::error::chain(e.as_ref());
+                    let outcome = PendingOutcome::Retrying { error, retry_at_ms };
+                    if let Err(e) = p
+                        .pending_outcome(step, i as u32, task.id, name, attempt, outcome)
                         .await
+                    {
+                        store_error = Some(e);
+                    }
+                }
+                self.shared.events.emit(|| EventKind::RetryScheduled {
+                    step,
+                    node: name.clone(),
+                    task: task.id,
+                    attempt: attempt + 1,
+                    delay,
+                });
+                running.push(start(i, attempt + 1, delay));
+                continue;
+            }
+            remaining -= 1;
+            let failed = matches!(
+                &outcome,
+                Err(f) if !matches!(f, TaskFailure::Interrupted(_) | TaskFailure::Cancelled)
+            );
+            if remaining > 0
+                && store_error.is_none()
+                && let (Some(p), Ok(cmd)) = (persist.as_deref_mut(), &outcome)
+            {
+                let task = &tasks[i];
+                let name = &self.plan.nodes[task.node as usize].name;
+                if let Err(e) = p
+                    .pending_write(step, i as u32, task.id, name, attempt, cmd)
+                    .await
                 {
                     store_error = Some(e);
                 }
-                out[i] = Some(outcome);
             }
-            if let Some(e) = store_error {
-                return Err(e);
+            out[i] = Some((outcome, attempt));
+            if failed && self.on_failure == FailurePolicy::CancelSiblings && remaining > 0 {
+                stop = Some(Stop::Sibling);
+                break;
+            }
+            if !parallel && let Some(next) = queue.next() {
+                launch(next, &mut running);
             }
         }
-        Ok(out
+        // Dropping the running attempts aborts them; CPU-bound ones learn it from the token.
+        drop(running);
+        step_token.cancel();
+        if let Some(e) = store_error {
+            return Err(e);
+        }
+        let outcomes = out
             .into_iter()
-            .map(|o| o.expect("every task reports once"))
-            .collect())
+            .zip(attempts)
+            .zip(done)
+            .enumerate()
+            .map(|(i, ((o, attempts), restored))| match (restored, o) {
+                (Some((cmd, n)), _) => (Ok(cmd), n),
+                (None, Some(o)) => o,
+                (None, None) => {
+                    let task = &tasks[i];
+                    self.shared.events.emit(|| EventKind::NodeCancelled {
+                        step,
+                        node: self.plan.nodes[task.node as usize].name.clone(),
+                        task: task.id,
+                    });
+                    (Err(TaskFailure::Cancelled), attempts)
+                }
+            })
+            .collect();
+        Ok((outcomes, stop))
     }
 
-    /// Persists a finished task's result as a pending write.
-    async fn persist_finished(
-        &self,
-        persist: &mut Option<&mut Persister<S>>,
-        tasks: &[Task],
-        i: usize,
-        step: u64,
-        outcome: &TaskOutcome<S>,
-    ) -> Result<()> {
-        if let (Some(p), Ok(cmd)) = (persist.as_deref_mut(), outcome) {
-            let task = &tasks[i];
-            p.pending_write(
-                step,
-                i as u32,
-                task.id,
-                &self.plan.nodes[task.node as usize].name,
-                cmd,
-            )
-            .await?;
+    /// The delay before retrying a failed attempt, if its node's policy retries it.
+    fn retry_delay(&self, task: &Task, attempt: u32, outcome: &TaskOutcome<S>) -> Option<Duration> {
+        let Err(TaskFailure::Error(e)) = outcome else {
+            return None;
+        };
+        let policy = self.plan.nodes[task.node as usize].retry.as_ref()?;
+        if attempt >= policy.max_attempts() || !policy.should_retry(e) {
+            return None;
         }
-        Ok(())
+        let seed = draw_seed(self.shared.seed, task.key, attempt as usize);
+        Some(policy.delay(attempt, seed))
     }
 
-    /// The future running one task, with its events and span.
-    fn task_future(
+    /// The future running one attempt of a task, with its events and span.
+    #[allow(clippy::too_many_arguments)]
+    fn attempt_future(
         &self,
         task: &Task,
         state: &Arc<S>,
         step: u64,
+        attempt: u32,
+        wait: Duration,
+        answers: Arc<[(u32, String)]>,
+        step_token: &CancellationToken,
     ) -> impl Future<Output = TaskOutcome<S>> + Send + 'static {
         let node = &self.plan.nodes[task.node as usize];
         let name = node.name.clone();
         let func = node.func.clone();
+        let timeout = node.timeout;
+        // An attempt with a timeout has a token of its own, cancelled when it times out.
+        let token = match timeout {
+            Some(_) => step_token.child_token(),
+            None => step_token.clone(),
+        };
         let ctx = Context::new(
             self.shared.clone(),
             step,
             name.clone(),
             task.id,
-            1,
+            attempt,
             task.input.clone(),
-            tokio_util::sync::CancellationToken::new(),
+            token.clone(),
+            answers,
         );
         let state = state.clone();
         let shared = self.shared.clone();
         let plan = self.plan.clone();
         let node_id = task.node;
         let task_id = task.id;
-        let span = tracing::info_span!("node", node = %name, step, task = %task_id);
+        let span = tracing::info_span!("node", node = %name, step, task = %task_id, attempt);
         async move {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
             shared.events.emit(|| EventKind::NodeStarted {
                 step,
                 node: name.clone(),
                 task: task_id,
-                attempt: 1,
+                attempt,
             });
             let started = Instant::now();
             // The node's synchronous part runs inside the guard too.
-            let outcome = match AssertUnwindSafe(async move { func.node.call(state, ctx).await })
-                .catch_unwind()
-                .await
-            {
-                Ok(Ok(cmd)) => Ok(cmd),
-                Ok(Err(e)) => Err(TaskFailure::Error(e)),
-                Err(panic) => Err(TaskFailure::Panic(panic_message(panic))),
+            let call =
+                AssertUnwindSafe(async move { func.node.call(state, ctx).await }).catch_unwind();
+            let result = match timeout {
+                None => call.await,
+                Some(after) => match tokio::time::timeout(after, call).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        token.cancel();
+                        let e = NodeTimedOut {
+                            node: name.to_string(),
+                            after,
+                        };
+                        Ok(Err(Box::new(e) as BoxError))
+                    }
+                },
             };
-            // A go-to is checked when the task ends, so that a bad one fails the task and is
-            // never stored as a pending write to fail every resume again.
-            let outcome = match outcome {
-                Ok(cmd) => match cmd.goto.as_ref().map(|g| check_goto(&plan, node_id, g)) {
+            let outcome = match result {
+                Ok(Ok(cmd)) => match cmd.goto.as_ref().map(|g| check_goto(&plan, node_id, g)) {
+                    // A go-to is checked when the task ends, so that a bad one fails the task
+                    // and is never stored as a pending write to fail every resume again.
                     Some(Err(e)) => Err(TaskFailure::Route(e)),
                     _ => Ok(cmd),
                 },
-                failed => failed,
+                Ok(Err(e)) => match e.downcast::<Interruption>() {
+                    Ok(signal) => Err(TaskFailure::Interrupted(*signal)),
+                    Err(e) => Err(TaskFailure::Error(e)),
+                },
+                Err(panic) => Err(TaskFailure::Panic(panic_message(panic))),
             };
             match &outcome {
                 Ok(_) => shared.events.emit(|| EventKind::NodeFinished {
@@ -618,16 +1077,13 @@ impl<S: State> Executor<S> {
                     task: task_id,
                     duration: started.elapsed(),
                 }),
+                Err(TaskFailure::Interrupted(_) | TaskFailure::Cancelled) => {}
                 Err(f) => shared.events.emit(|| EventKind::NodeFailed {
                     step,
                     node: name.clone(),
                     task: task_id,
-                    error: match f {
-                        TaskFailure::Error(e) => e.to_string(),
-                        TaskFailure::Panic(m) => format!("panicked: {m}"),
-                        TaskFailure::Lost(m) => m.clone(),
-                        TaskFailure::Route(e) => e.to_string(),
-                    },
+                    attempt,
+                    error: f.describe(),
                 }),
             }
             outcome
@@ -635,13 +1091,14 @@ impl<S: State> Executor<S> {
         .instrument(span)
     }
 
-    fn failure_error(&self, task: &Task, step: u64, failure: TaskFailure) -> Error {
+    fn failure_error(&self, task: &Task, step: u64, attempts: u32, failure: TaskFailure) -> Error {
         let node = self.plan.nodes[task.node as usize].name.to_string();
         match failure {
             TaskFailure::Error(source) => Error::NodeFailed {
                 node,
                 step,
                 task: task.id,
+                attempts,
                 source,
             },
             TaskFailure::Panic(message) => Error::NodePanicked {
@@ -654,6 +1111,9 @@ impl<S: State> Executor<S> {
                 Error::Aborted(format!("task of node `{node}` at step {step}: {message}"))
             }
             TaskFailure::Route(e) => e,
+            TaskFailure::Interrupted(_) | TaskFailure::Cancelled => Error::Aborted(format!(
+                "task of node `{node}` at step {step} did not finish"
+            )),
         }
     }
 

@@ -22,12 +22,14 @@ use crate::codec::{self, CodecError};
 use crate::config::Durability;
 use crate::error::{Error, Result};
 use crate::ids::{Fingerprint, TaskId};
+use crate::interrupt::{Interrupt, InterruptKind};
 use crate::route::{Command, Route};
 use crate::state::State;
 use serde_bytes::ByteBuf;
 
 use record::{
-    BlobRecord, CheckpointRecord, JoinRecord, PendingWriteRecord, RouteRecord, TaskRecord,
+    BlobRecord, CheckpointRecord, GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord,
+    RouteRecord, TaskRecord,
 };
 
 pub(crate) fn now_ms() -> u64 {
@@ -43,6 +45,7 @@ pub(crate) struct Position {
     pub(crate) next: Vec<TaskRecord>,
     pub(crate) joins: Vec<JoinRecord>,
     pub(crate) events: u64,
+    pub(crate) interrupts: Vec<GateRecord>,
 }
 
 /// Where a field's stored value stands.
@@ -258,6 +261,7 @@ impl<S: State> Persister<S> {
             next,
             joins,
             events,
+            interrupts,
         } = position;
         let first = self.last_step.is_none();
         let mut batch = WriteBatch::new();
@@ -305,6 +309,7 @@ impl<S: State> Persister<S> {
             blob_bytes,
             // `CheckpointSaved` takes the next number, when it is emitted now.
             events: events + u64::from(self.durability != Durability::Exit || status.is_some()),
+            interrupts,
         };
         let bytes =
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
@@ -328,23 +333,95 @@ impl<S: State> Persister<S> {
         index: u32,
         task: TaskId,
         node: &str,
+        attempts: u32,
         cmd: &Command<S>,
     ) -> Result<()> {
         let mut update = Vec::new();
         codec::encode_into(&cmd.update, &mut update)
             .map_err(|e| encode_error(&format!("the update of `{node}`"), e))?;
-        let record = PendingWriteRecord {
-            task: task.as_u128(),
-            node: node.to_owned(),
+        let outcome = PendingOutcome::Done {
             update,
             goto: cmd.goto.as_ref().map(route_record),
         };
-        let bytes =
-            envelope::encode(RecordKind::PendingWrite, &record).map_err(format_encode_error)?;
+        self.pending_outcome(step, index, task, node, attempts, outcome)
+            .await
+    }
+
+    /// Persists where a task of `step` stands: retrying, failed or interrupted.
+    pub(crate) async fn pending_outcome(
+        &mut self,
+        step: u64,
+        index: u32,
+        task: TaskId,
+        node: &str,
+        attempts: u32,
+        outcome: PendingOutcome,
+    ) -> Result<()> {
+        let record = PendingWriteRecord {
+            task: task.as_u128(),
+            node: node.to_owned(),
+            attempts,
+            outcome,
+        };
         let mut batch = WriteBatch::new();
+        self.put_pending(&mut batch, step, index, &record)?;
+        self.write(batch, false, None).await
+    }
+
+    fn put_pending(
+        &mut self,
+        batch: &mut WriteBatch,
+        step: u64,
+        index: u32,
+        record: &PendingWriteRecord,
+    ) -> Result<()> {
+        let bytes =
+            envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?;
         batch.put_pending_write(&self.run_id, step, index, bytes);
         self.pending = true;
-        self.write(batch, false, None).await
+        Ok(())
+    }
+
+    /// Applies what a resume was given, durably, before anything runs: pending records with
+    /// new answers (rewritten in place), and an edit of the state of the last checkpoint
+    /// (`written` fields stored whole at that step, the checkpoint record rewritten).
+    pub(crate) async fn amend(
+        &mut self,
+        loaded: &mut Loaded<S>,
+        answered: &[usize],
+        edited: Option<&[bool]>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        let step = loaded.record.step;
+        for &i in answered {
+            let (index, record) = &loaded.pending[i];
+            self.put_pending(&mut batch, step + 1, *index, record)?;
+        }
+        if let Some(written) = edited {
+            for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
+                let mut full = Vec::new();
+                loaded
+                    .state
+                    .encode_field(f, &mut full)
+                    .map_err(|e| encode_error(&format!("field `{}`", S::FIELDS[f].name), e))?;
+                self.fields[f] = FieldTrack {
+                    base: step,
+                    full_len: full.len(),
+                    delta_len: 0,
+                };
+                let blob = BlobRecord::Full(ByteBuf::from(full));
+                let bytes =
+                    envelope::encode(RecordKind::Blob, &blob).map_err(format_encode_error)?;
+                batch.put_blob(&self.run_id, f as u32, step, bytes);
+            }
+            loaded.record.bases = self.fields.iter().map(|t| t.base).collect();
+            let bytes = envelope::encode(RecordKind::Checkpoint, &loaded.record)
+                .map_err(format_encode_error)?;
+            batch.put_checkpoint(&self.run_id, step, bytes);
+        }
+        self.store.commit(batch).await?;
+        self.store.flush().await?;
+        Ok(())
     }
 
     /// Records how the run ended (after its last checkpoint) and flushes everything. With
@@ -466,6 +543,60 @@ impl<S: State> Persister<S> {
     }
 }
 
+/// An interrupt at a gate (`interrupt_before`, `interrupt_after`).
+pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) -> Interrupt {
+    let task = TaskId::from_u128(gate.task);
+    Interrupt {
+        id: Interrupt::id_for(task, kind, 0),
+        kind,
+        node: gate.node.clone(),
+        step,
+        task,
+        payload: serde_json::Value::Null,
+    }
+}
+
+/// The interrupts a run loaded from `record` and its `pending` records waits on, each with the
+/// index of its pending record: the `interrupt_after` gates of the checkpoint (with `gates`),
+/// then tasks stopped before their node or by their node's `interrupt` call.
+pub(crate) fn pending_interrupts(
+    record: &CheckpointRecord,
+    pending: &[(u32, PendingWriteRecord)],
+    gates: bool,
+) -> Vec<(Interrupt, Option<usize>)> {
+    let mut out: Vec<(Interrupt, Option<usize>)> = Vec::new();
+    if gates {
+        out.extend(
+            record
+                .interrupts
+                .iter()
+                .map(|g| (gate_interrupt(g, InterruptKind::After, record.step), None)),
+        );
+    }
+    for (at, (_, p)) in pending.iter().enumerate() {
+        if let PendingOutcome::Interrupted {
+            kind,
+            index,
+            payload,
+            ..
+        } = &p.outcome
+        {
+            let task = TaskId::from_u128(p.task);
+            let interrupt = Interrupt {
+                id: Interrupt::id_for(task, *kind, *index),
+                kind: *kind,
+                node: p.node.clone(),
+                step: record.step + 1,
+                task,
+                payload: serde_json::from_str(payload)
+                    .unwrap_or_else(|_| serde_json::Value::String(payload.clone())),
+            };
+            out.push((interrupt, Some(at)));
+        }
+    }
+    out
+}
+
 fn route_record(route: &Route) -> RouteRecord {
     RouteRecord {
         targets: route.targets.iter().map(|t| t.to_string()).collect(),
@@ -483,15 +614,20 @@ fn route_record(route: &Route) -> RouteRecord {
 }
 
 /// The command a pending write recorded.
-pub(crate) fn command_from<S: State>(run: &str, record: &PendingWriteRecord) -> Result<Command<S>> {
-    let update: S::Update = codec::decode(&record.update).map_err(|e| Error::Corrupt {
+pub(crate) fn command_from<S: State>(
+    run: &str,
+    record: &PendingWriteRecord,
+    update: &[u8],
+    goto: Option<&RouteRecord>,
+) -> Result<Command<S>> {
+    let update: S::Update = codec::decode(update).map_err(|e| Error::Corrupt {
         run: run.to_owned(),
         reason: format!(
             "the pending write of `{}` does not decode: {e}",
             record.node
         ),
     })?;
-    let goto = record.goto.as_ref().map(|r| Route {
+    let goto = goto.map(|r| Route {
         targets: r.targets.iter().map(|t| t.clone().into()).collect(),
         packets: r
             .packets

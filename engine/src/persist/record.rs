@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
+use crate::interrupt::InterruptKind;
+
 /// A checkpoint: everything but the field values (which live in blobs) needed to resume after
 /// `step`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +30,16 @@ pub(crate) struct CheckpointRecord {
     pub(crate) blob_bytes: u64,
     /// The sequence number of the run's next event.
     pub(crate) events: u64,
+    /// The tasks of this step after which the run stopped (`interrupt_after`); a resume
+    /// passes them.
+    pub(crate) interrupts: Vec<GateRecord>,
+}
+
+/// A task of a step whose node is gated by `interrupt_after`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GateRecord {
+    pub(crate) node: String,
+    pub(crate) task: u128,
 }
 
 /// A task to run, by node name (names are stable across builds; ids are not).
@@ -51,15 +63,38 @@ pub(crate) enum BlobRecord {
     Deltas(Vec<ByteBuf>),
 }
 
-/// The result of a finished task of a step that has no checkpoint yet.
+/// Where a task of a step that has no checkpoint yet stands: finished (its result), waiting
+/// to be retried, failed for good, or stopped at an interrupt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PendingWriteRecord {
     pub(crate) task: u128,
     pub(crate) node: String,
-    /// The encoded update.
-    #[serde(with = "serde_bytes")]
-    pub(crate) update: Vec<u8>,
-    pub(crate) goto: Option<RouteRecord>,
+    /// The attempts made so far.
+    pub(crate) attempts: u32,
+    pub(crate) outcome: PendingOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum PendingOutcome {
+    /// The task finished: its encoded update and go-to.
+    Done {
+        #[serde(with = "serde_bytes")]
+        update: Vec<u8>,
+        goto: Option<RouteRecord>,
+    },
+    /// An attempt failed and the next one is due at `retry_at_ms` (Unix ms).
+    Retrying { error: String, retry_at_ms: u64 },
+    /// The task failed for good; a resume starts it afresh.
+    Failed { error: String },
+    /// The task waits at an interrupt: before its node ran (`Before`), or raised by the node
+    /// (`Node`, the `index`th call, with its JSON payload). `answers` holds the JSON answers
+    /// given so far, by call index.
+    Interrupted {
+        kind: InterruptKind,
+        index: u32,
+        payload: String,
+        answers: Vec<(u32, String)>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
