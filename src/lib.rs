@@ -85,11 +85,13 @@
 pub use agentgraph_checkpoint::SledStore;
 pub use agentgraph_checkpoint::{MemoryStore, RunLease, RunLocks, WriteBatch, envelope};
 pub use agentgraph_engine::{
-    BoxError, CheckpointInfo, CheckpointStore, CodecError, Command, CompiledGraph, Context,
-    Durability, END, EdgeName, Error, Event, EventKind, EventStream, Field, Fingerprint,
-    GraphBuilder, GraphError, History, InputError, IntoCommand, Missed, Mode, Packet, Result,
-    Route, Run, RunConfig, RunHandle, RunRecord, RunStatus, START, State, StoreError, TaskId,
-    TaskInfo, codec, reducer,
+    AsyncNode, BoxError, CancelHandle, CheckpointInfo, CheckpointStore, CodecError, Command,
+    CompiledGraph, Context, CpuNode, Durability, END, EdgeName, Error, Event, EventKind,
+    EventStream, FailurePolicy, Field, Fingerprint, GraphBuilder, GraphError, History, Identity,
+    InputError, Interrupt, InterruptKind, Interrupted, Interruption, IntoCommand, Layer, Missed,
+    Mode, Node, NodeBuilder, NodeFuture, NodeTimedOut, Packet, Result, Resume, RetryPolicy, Route,
+    Run, RunConfig, RunHandle, RunRecord, RunStatus, START, Stack, State, StoreError, TaskId,
+    TaskInfo, async_node, codec, cpu_node, reducer,
 };
 pub use agentgraph_macros::State;
 
@@ -99,8 +101,9 @@ pub mod prelude {
     #[cfg(feature = "sled")]
     pub use agentgraph_checkpoint::SledStore;
     pub use agentgraph_engine::{
-        BoxError, CheckpointStore, Command, CompiledGraph, Context, Durability, END, Event,
-        EventKind, GraphBuilder, Mode, Packet, Route, RunConfig, START, State,
+        BoxError, CheckpointStore, Command, CompiledGraph, Context, Durability, END, Error, Event,
+        EventKind, FailurePolicy, GraphBuilder, Interrupt, Mode, Node, NodeBuilder, Packet, Resume,
+        RetryPolicy, Route, RunConfig, START, State,
     };
     pub use agentgraph_macros::State;
 }

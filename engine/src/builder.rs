@@ -15,6 +15,7 @@ use crate::plan::Plan;
 use crate::retry::RetryPolicy;
 use crate::route::{END, IntoCommand, Route, START};
 use crate::state::State;
+use crate::subgraph::SubgraphNode;
 
 /// Where an edge leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -223,6 +224,88 @@ impl<S: State> GraphBuilder<S> {
         node: impl Node<S>,
     ) -> Result<&mut Self, GraphError> {
         self.insert_node(name.into(), NodeFn::new(node, NodeKind::Custom))
+    }
+
+    /// Adds a subgraph: `graph` runs as this node, on a state of its own. `input` makes the
+    /// child's state from the parent's snapshot; `output` turns the child's final state into an
+    /// update of the parent's.
+    ///
+    /// With a checkpoint store, the child run is stored under the parent's, as
+    /// `{parent run}/{node}/{task id}`, with the parent's durability: a parent resumed after a
+    /// crash resumes the child where it stopped (a finished child does not run again).
+    /// Interrupts inside the child stop the parent; their [`Interrupt::path`](crate::Interrupt)
+    /// names this node, and answers given to the parent's resume reach them. The child's
+    /// events reach the parent's subscribers as
+    /// [`EventKind::Subgraph`](crate::EventKind::Subgraph). The parent's fingerprint includes
+    /// the child's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// struct Research { question: String, #[reducer(append)] notes: Vec<String> }
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// struct Search { query: String, hits: Vec<String> }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut child = GraphBuilder::<Search>::new();
+    /// child
+    ///     .add_node("search", |s: Arc<Search>, _| async move {
+    ///         Ok(SearchUpdate::new().hits(vec![format!("a page about {}", s.query)]))
+    ///     })
+    ///     .add_edge(START, "search")
+    ///     .add_edge("search", END);
+    ///
+    /// let mut parent = GraphBuilder::<Research>::new();
+    /// parent
+    ///     .add_subgraph(
+    ///         "search",
+    ///         child.compile()?,
+    ///         |r: &Research| Search { query: r.question.clone(), ..Search::default() },
+    ///         |s: Search| ResearchUpdate::new().notes(s.hits),
+    ///     )
+    ///     .add_edge(START, "search")
+    ///     .add_edge("search", END);
+    /// let input = Research { question: "rust".into(), ..Research::default() };
+    /// let done = parent.compile()?.invoke(input).await?;
+    /// assert_eq!(done.notes, ["a page about rust"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn add_subgraph<C: State>(
+        &mut self,
+        name: impl Into<String>,
+        graph: CompiledGraph<C>,
+        input: impl Fn(&S) -> C + Send + Sync + 'static,
+        output: impl Fn(C) -> S::Update + Send + Sync + 'static,
+    ) -> &mut Self {
+        let r = self.try_add_subgraph(name, graph, input, output).map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_subgraph`](GraphBuilder::add_subgraph), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::DuplicateNode`] or [`GraphError::ReservedName`].
+    pub fn try_add_subgraph<C: State>(
+        &mut self,
+        name: impl Into<String>,
+        graph: CompiledGraph<C>,
+        input: impl Fn(&S) -> C + Send + Sync + 'static,
+        output: impl Fn(C) -> S::Update + Send + Sync + 'static,
+    ) -> Result<&mut Self, GraphError> {
+        let kind = NodeKind::Subgraph(graph.fingerprint().as_u128());
+        let node = SubgraphNode {
+            graph,
+            input: Arc::new(input),
+            output: Arc::new(output),
+        };
+        self.insert_node(name.into(), NodeFn::new(node, kind))
     }
 
     /// Adds a static edge `from -> to`. `from` may be [`START`]; `to` may be [`END`].

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::BoxError;
 use crate::event::{EventBus, EventKind};
 use crate::ids::TaskId;
-use crate::interrupt::Interruption;
+use crate::interrupt::{Interrupt, InterruptKind, Interruption};
 use crate::route::Packet;
 
 /// What one run shares with its tasks.
@@ -22,6 +22,11 @@ pub(crate) struct RunShared {
     pub(crate) events: EventBus,
     /// Cancels the run (through its handle).
     pub(crate) cancel: CancellationToken,
+    /// What subgraph runs inherit.
+    pub(crate) store: Option<Arc<dyn agentgraph_checkpoint::CheckpointStore>>,
+    pub(crate) mode: crate::config::Mode,
+    pub(crate) durability: crate::config::Durability,
+    pub(crate) recursion_limit: u64,
 }
 
 /// A node's view of its task: run, step, node, task id (its idempotency key), packet input,
@@ -52,8 +57,8 @@ struct TaskCx {
     attempt: u32,
     input: Option<Arc<[u8]>>,
     cancel: CancellationToken,
-    /// Answers to this task's interrupts, by index (JSON).
-    answers: Arc<[(u32, String)]>,
+    /// Answers to this task's interrupts (and its subgraph's), by interrupt id (JSON).
+    answers: Arc<[(String, String)]>,
     /// The index of the next `interrupt` call.
     next_interrupt: AtomicU32,
 }
@@ -68,7 +73,7 @@ impl Context {
         attempt: u32,
         input: Option<Arc<[u8]>>,
         cancel: CancellationToken,
-        answers: Arc<[(u32, String)]>,
+        answers: Arc<[(String, String)]>,
     ) -> Self {
         Context {
             inner: Arc::new(TaskCx {
@@ -83,6 +88,15 @@ impl Context {
                 next_interrupt: AtomicU32::new(0),
             }),
         }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<RunShared> {
+        &self.inner.run
+    }
+
+    /// The answers given to this task's interrupts (and its subgraph's), by interrupt id.
+    pub(crate) fn answers(&self) -> &[(String, String)] {
+        &self.inner.answers
     }
 
     /// The run's id.
@@ -195,7 +209,8 @@ impl Context {
         R: DeserializeOwned,
     {
         let index = self.inner.next_interrupt.fetch_add(1, Ordering::Relaxed);
-        if let Some((_, answer)) = self.inner.answers.iter().find(|(i, _)| *i == index) {
+        let id = Interrupt::id_for(self.inner.task, InterruptKind::Node, index);
+        if let Some((_, answer)) = self.inner.answers.iter().find(|(i, _)| *i == id) {
             return serde_json::from_str(answer).map_err(|e| {
                 format!(
                     "the answer to interrupt #{index} of node `{}` is not a `{}`: {e}",

@@ -141,6 +141,18 @@ pub enum EventKind {
         /// The task.
         task: TaskId,
     },
+    /// An event of a subgraph's run, passed on by the subgraph node running it (nested
+    /// subgraphs nest these).
+    Subgraph {
+        /// The parent's step.
+        step: u64,
+        /// The subgraph node.
+        node: Arc<str>,
+        /// The parent's task running it.
+        task: TaskId,
+        /// The child run's event (with the child's run id and sequence number).
+        event: Box<Event>,
+    },
     /// The run stopped at interrupts; it is checkpointed and waits to be resumed.
     RunInterrupted {
         /// The step.
@@ -253,6 +265,7 @@ impl fmt::Display for Event {
                 ..
             } => write!(f, "  {node} retries in {delay:?} (attempt {attempt})"),
             EventKind::NodeCancelled { node, .. } => write!(f, "  {node} cancelled"),
+            EventKind::Subgraph { node, event, .. } => write!(f, "  [{node}] {event}"),
             EventKind::RunInterrupted { step, interrupts } => {
                 write!(f, "run interrupted at step {step}, waiting on:")?;
                 for i in interrupts {
@@ -319,6 +332,11 @@ impl EventBus {
     /// Publishes the event `kind()` builds, if anyone listens. The sequence number advances
     /// either way, so that it is the event's position in the run for every subscriber.
     #[inline]
+    /// Whether anyone subscribes.
+    pub(crate) fn is_watched(&self) -> bool {
+        self.tx.get().is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     pub(crate) fn emit(&self, kind: impl FnOnce() -> EventKind) {
         // The event is built before the lock is taken: building it may run user code (a custom
         // event's `Serialize`), which must not hold up, or re-enter, other tasks' events.

@@ -172,6 +172,10 @@ impl<S: State> CompiledGraph<S> {
             run_id,
             seed: config.seed,
             cancel: CancellationToken::new(),
+            store: config.store.clone(),
+            mode: config.mode,
+            durability: config.durability,
+            recursion_limit: config.recursion_limit,
         });
         Run {
             plan: self.plan.clone(),

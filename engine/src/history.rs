@@ -224,7 +224,8 @@ impl<S: State> History<S> {
         Ok(all.len() - keep.max(1))
     }
 
-    /// Deletes `run` and everything stored for it.
+    /// Deletes `run` and everything stored for it, with the runs of its subgraphs (the runs
+    /// named `{run}/...`).
     ///
     /// # Errors
     ///
@@ -233,6 +234,22 @@ impl<S: State> History<S> {
         let _lease = self.store.lock_run(run)?;
         let mut batch = WriteBatch::new();
         batch.delete_run(run);
+        let prefix = format!("{run}/");
+        let mut after = prefix.clone();
+        loop {
+            let page = self.store.list_runs(Some(&after), 256).await?;
+            let children: Vec<_> = page
+                .iter()
+                .take_while(|r| r.run_id.starts_with(&prefix))
+                .collect();
+            for child in &children {
+                batch.delete_run(&child.run_id);
+            }
+            match children.last() {
+                Some(last) if children.len() == page.len() => after.clone_from(&last.run_id),
+                _ => break,
+            }
+        }
         self.store.commit(batch).await?;
         self.store.flush().await?;
         Ok(())

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TaskId;
+use crate::persist::record::RaisedRecord;
 use crate::state::State;
 
 /// Where an interrupt comes from.
@@ -55,9 +56,36 @@ pub struct Interrupt {
     pub task: TaskId,
     /// What the node asked, as JSON (`null` for `Before` and `After`).
     pub payload: serde_json::Value,
+    /// The subgraph nodes it is inside, outermost first (empty for the run's own nodes).
+    pub path: Vec<String>,
 }
 
 impl Interrupt {
+    pub(crate) fn to_record(&self) -> RaisedRecord {
+        RaisedRecord {
+            id: self.id.clone(),
+            kind: self.kind,
+            node: self.node.clone(),
+            step: self.step,
+            task: self.task.as_u128(),
+            path: self.path.clone(),
+            payload: self.payload.to_string(),
+        }
+    }
+
+    pub(crate) fn from_record(r: &RaisedRecord) -> Self {
+        Interrupt {
+            id: r.id.clone(),
+            kind: r.kind,
+            node: r.node.clone(),
+            step: r.step,
+            task: TaskId::from_u128(r.task),
+            path: r.path.clone(),
+            payload: serde_json::from_str(&r.payload)
+                .unwrap_or_else(|_| serde_json::Value::String(r.payload.clone())),
+        }
+    }
+
     pub(crate) fn id_for(task: TaskId, kind: InterruptKind, index: u32) -> String {
         match kind {
             InterruptKind::Before => format!("{task}:before"),
@@ -91,7 +119,8 @@ impl fmt::Display for Interrupted {
             self.interrupts.len()
         )?;
         for i in &self.interrupts {
-            write!(f, " `{}` ({:?}, id {})", i.node, i.kind, i.id)?;
+            let path: String = i.path.iter().map(|p| format!("{p}/")).collect();
+            write!(f, " `{path}{}` ({:?}, id {})", i.node, i.kind, i.id)?;
         }
         f.write_str("; resume it with `resume_with`")
     }
@@ -117,6 +146,18 @@ impl fmt::Display for Interruption {
 }
 
 impl std::error::Error for Interruption {}
+
+/// The signal of a subgraph node whose child run stopped at interrupts.
+#[derive(Debug)]
+pub(crate) struct SubgraphInterrupted(pub(crate) Vec<Interrupt>);
+
+impl fmt::Display for SubgraphInterrupted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the subgraph stopped at {} interrupt(s)", self.0.len())
+    }
+}
+
+impl std::error::Error for SubgraphInterrupted {}
 
 /// What a resumed run is given: answers to its interrupts, by id, and an edit of its state.
 ///

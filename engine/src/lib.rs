@@ -21,6 +21,7 @@ mod retry;
 mod route;
 mod scheduler;
 mod state;
+mod subgraph;
 
 pub use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, StoreError};
 pub use builder::GraphBuilder;

@@ -315,6 +315,8 @@ pub(crate) enum NodeKind {
     Cpu,
     /// A [`Node`] value (possibly layered).
     Custom,
+    /// A subgraph, with the child graph's fingerprint.
+    Subgraph(u128),
 }
 
 /// A node as the plan holds it.
@@ -352,6 +354,7 @@ impl<S: State> NodeFn<S> {
             NodeKind::Async => "async",
             NodeKind::Cpu => "cpu",
             NodeKind::Custom => "node",
+            NodeKind::Subgraph(_) => "subgraph",
         }
     }
 }

@@ -261,6 +261,9 @@ impl<S: State> Plan<S> {
         for node in &self.nodes {
             write_str(&mut h, &node.name);
             write_str(&mut h, node.func.kind());
+            if let NodeKind::Subgraph(child) = node.func.kind {
+                h.update(&child.to_le_bytes());
+            }
             if let Some(goto) = &node.goto {
                 write_str(&mut h, "goto");
                 for (_, t) in goto {
@@ -312,6 +315,7 @@ impl<S: State> Plan<S> {
         for (i, node) in self.nodes.iter().enumerate() {
             let shape = match node.func.kind {
                 NodeKind::Async | NodeKind::Custom => "box",
+                NodeKind::Subgraph(_) => "component",
                 NodeKind::Cpu => "box3d",
             };
             let _ = writeln!(

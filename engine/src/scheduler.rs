@@ -29,7 +29,9 @@ use crate::error::NodeTimedOut;
 use crate::error::{BoxError, Error, Result};
 use crate::event::{EventKind, TaskInfo};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
-use crate::interrupt::{Interrupt, InterruptKind, Interrupted, Interruption, Resume};
+use crate::interrupt::{
+    Interrupt, InterruptKind, Interrupted, Interruption, Resume, SubgraphInterrupted,
+};
 use crate::persist::record::{
     GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
 };
@@ -60,8 +62,8 @@ enum TaskFailure {
     Lost(String),
     /// Its go-to is invalid.
     Route(Error),
-    /// It stopped at an interrupt.
-    Interrupted(Interruption),
+    /// It stopped at interrupts (its own, or its subgraph's).
+    Interrupted(Vec<Interrupt>),
     /// It was cancelled before it finished.
     Cancelled,
 }
@@ -73,7 +75,7 @@ impl TaskFailure {
             TaskFailure::Panic(m) => format!("panicked: {m}"),
             TaskFailure::Lost(m) => m.clone(),
             TaskFailure::Route(e) => e.to_string(),
-            TaskFailure::Interrupted(i) => i.to_string(),
+            TaskFailure::Interrupted(i) => format!("interrupted at {} interrupt(s)", i.len()),
             TaskFailure::Cancelled => "cancelled".to_owned(),
         }
     }
@@ -186,7 +188,7 @@ pub(crate) enum Start<S: State> {
 struct TaskStart {
     attempt: u32,
     wait: Duration,
-    answers: Arc<[(u32, String)]>,
+    answers: Arc<[(String, String)]>,
     released: bool,
 }
 
@@ -544,13 +546,15 @@ impl<S: State> Executor<S> {
                             .join(", "),
                     });
                 };
-                // Gates need no value; a node's interrupt gets it.
-                if let (InterruptKind::Node, Some(at)) = (interrupt.kind, *at)
-                    && let PendingOutcome::Interrupted { index, answers, .. } =
+                // A gate of this run needs no value; a node's interrupt (or its subgraph's)
+                // gets it when the task runs again.
+                let own_gate = interrupt.path.is_empty() && interrupt.kind != InterruptKind::Node;
+                if let (false, Some(at)) = (own_gate, *at)
+                    && let PendingOutcome::Interrupted { answers, .. } =
                         &mut loaded.pending[at].1.outcome
                 {
-                    answers.retain(|(i, _)| i != index);
-                    answers.push((*index, value));
+                    answers.retain(|(i, _)| *i != id);
+                    answers.push((id, value));
                     answered.push(at);
                 }
             }
@@ -594,21 +598,20 @@ impl<S: State> Executor<S> {
         let mut interrupts = Vec::new();
         for (i, task) in tasks.iter().enumerate().filter(|(i, _)| gated(*i)) {
             let name = &self.plan.nodes[task.node as usize].name;
+            let gate = GateRecord {
+                node: name.to_string(),
+                task: task.id.as_u128(),
+            };
+            let interrupt = gate_interrupt(&gate, InterruptKind::Before, step);
             if let Some(p) = persist.as_deref_mut() {
                 let outcome = PendingOutcome::Interrupted {
-                    kind: InterruptKind::Before,
-                    index: 0,
-                    payload: "null".to_owned(),
+                    raised: vec![interrupt.to_record()],
                     answers: Vec::new(),
                 };
                 p.pending_outcome(step, i as u32, task.id, name, 0, outcome)
                     .await?;
             }
-            let gate = GateRecord {
-                node: name.to_string(),
-                task: task.id.as_u128(),
-            };
-            interrupts.push(gate_interrupt(&gate, InterruptKind::Before, step));
+            interrupts.push(interrupt);
         }
         Err(self.interrupted(step, interrupts))
     }
@@ -639,21 +642,12 @@ impl<S: State> Executor<S> {
                     unfinished.push(name.to_string());
                     Ok(())
                 }
-                Err(TaskFailure::Interrupted(signal)) => {
-                    interrupts.push(Interrupt {
-                        id: Interrupt::id_for(id, InterruptKind::Node, signal.index),
-                        kind: InterruptKind::Node,
-                        node: name.to_string(),
-                        step,
-                        task: id,
-                        payload: signal.payload.clone(),
-                    });
+                Err(TaskFailure::Interrupted(raised)) => {
                     let outcome = PendingOutcome::Interrupted {
-                        kind: InterruptKind::Node,
-                        index: signal.index,
-                        payload: signal.payload.to_string(),
+                        raised: raised.iter().map(Interrupt::to_record).collect(),
                         answers: prior.starts[i].answers.to_vec(),
                     };
+                    interrupts.extend(raised);
                     match persist.as_deref_mut() {
                         Some(p) => {
                             p.pending_outcome(step, index, id, name, attempts, outcome)
@@ -798,11 +792,10 @@ impl<S: State> Executor<S> {
                 }
                 // Resumed after the cause was fixed: a fresh set of attempts.
                 PendingOutcome::Failed { .. } => {}
-                PendingOutcome::Interrupted {
-                    kind: InterruptKind::Before,
-                    ..
-                } => start.released = true,
-                PendingOutcome::Interrupted { answers, .. } => {
+                PendingOutcome::Interrupted { raised, answers } => {
+                    start.released = raised
+                        .iter()
+                        .any(|r| r.kind == InterruptKind::Before && r.path.is_empty());
                     start.answers = Arc::from(answers.as_slice());
                 }
             }
@@ -1001,7 +994,7 @@ impl<S: State> Executor<S> {
         step: u64,
         attempt: u32,
         wait: Duration,
-        answers: Arc<[(u32, String)]>,
+        answers: Arc<[(String, String)]>,
         step_token: &CancellationToken,
     ) -> impl Future<Output = TaskOutcome<S>> + Send + 'static {
         let node = &self.plan.nodes[task.node as usize];
@@ -1064,8 +1057,8 @@ impl<S: State> Executor<S> {
                     Some(Err(e)) => Err(TaskFailure::Route(e)),
                     _ => Ok(cmd),
                 },
-                Ok(Err(e)) => match e.downcast::<Interruption>() {
-                    Ok(signal) => Err(TaskFailure::Interrupted(*signal)),
+                Ok(Err(e)) => match raised_interrupts(e, &name, step, task_id) {
+                    Ok(raised) => Err(TaskFailure::Interrupted(raised)),
                     Err(e) => Err(TaskFailure::Error(e)),
                 },
                 Err(panic) => Err(TaskFailure::Panic(panic_message(panic))),
@@ -1377,6 +1370,41 @@ fn check_route(
         }
     }
     Ok(())
+}
+
+/// The interrupts a node's error signals: its own [`Interruption`], or those of its
+/// subgraph (placed under this node); the error itself otherwise.
+fn raised_interrupts(
+    e: BoxError,
+    node: &str,
+    step: u64,
+    task: TaskId,
+) -> std::result::Result<Vec<Interrupt>, BoxError> {
+    let e = match e.downcast::<Interruption>() {
+        Ok(signal) => {
+            return Ok(vec![Interrupt {
+                id: Interrupt::id_for(task, InterruptKind::Node, signal.index),
+                kind: InterruptKind::Node,
+                node: node.to_owned(),
+                step,
+                task,
+                payload: signal.payload,
+                path: Vec::new(),
+            }]);
+        }
+        Err(e) => e,
+    };
+    match e.downcast::<SubgraphInterrupted>() {
+        Ok(child) => Ok(child
+            .0
+            .into_iter()
+            .map(|mut i| {
+                i.path.insert(0, node.to_owned());
+                i
+            })
+            .collect()),
+        Err(e) => Err(e),
+    }
 }
 
 fn panic_message(panic: Box<dyn Any + Send>) -> String {

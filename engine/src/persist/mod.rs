@@ -553,12 +553,14 @@ pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) 
         step,
         task,
         payload: serde_json::Value::Null,
+        path: Vec::new(),
     }
 }
 
 /// The interrupts a run loaded from `record` and its `pending` records waits on, each with the
 /// index of its pending record: the `interrupt_after` gates of the checkpoint (with `gates`),
-/// then tasks stopped before their node or by their node's `interrupt` call.
+/// then what tasks raised (gates before their node, their node's `interrupt` calls, their
+/// subgraph's interrupts).
 pub(crate) fn pending_interrupts(
     record: &CheckpointRecord,
     pending: &[(u32, PendingWriteRecord)],
@@ -574,24 +576,8 @@ pub(crate) fn pending_interrupts(
         );
     }
     for (at, (_, p)) in pending.iter().enumerate() {
-        if let PendingOutcome::Interrupted {
-            kind,
-            index,
-            payload,
-            ..
-        } = &p.outcome
-        {
-            let task = TaskId::from_u128(p.task);
-            let interrupt = Interrupt {
-                id: Interrupt::id_for(task, *kind, *index),
-                kind: *kind,
-                node: p.node.clone(),
-                step: record.step + 1,
-                task,
-                payload: serde_json::from_str(payload)
-                    .unwrap_or_else(|_| serde_json::Value::String(payload.clone())),
-            };
-            out.push((interrupt, Some(at)));
+        if let PendingOutcome::Interrupted { raised, .. } = &p.outcome {
+            out.extend(raised.iter().map(|r| (Interrupt::from_record(r), Some(at))));
         }
     }
     out

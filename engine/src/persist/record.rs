@@ -86,15 +86,26 @@ pub(crate) enum PendingOutcome {
     Retrying { error: String, retry_at_ms: u64 },
     /// The task failed for good; a resume starts it afresh.
     Failed { error: String },
-    /// The task waits at an interrupt: before its node ran (`Before`), or raised by the node
-    /// (`Node`, the `index`th call, with its JSON payload). `answers` holds the JSON answers
-    /// given so far, by call index.
+    /// The task waits at interrupts: before its node ran (one `Before`), raised by the node,
+    /// or raised inside the subgraph it runs. `answers` holds the JSON answers given so far,
+    /// by interrupt id.
     Interrupted {
-        kind: InterruptKind,
-        index: u32,
-        payload: String,
-        answers: Vec<(u32, String)>,
+        raised: Vec<RaisedRecord>,
+        answers: Vec<(String, String)>,
     },
+}
+
+/// An interrupt a task raised (or a subgraph it runs raised).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RaisedRecord {
+    pub(crate) id: String,
+    pub(crate) kind: InterruptKind,
+    pub(crate) node: String,
+    pub(crate) step: u64,
+    pub(crate) task: u128,
+    pub(crate) path: Vec<String>,
+    /// JSON.
+    pub(crate) payload: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
