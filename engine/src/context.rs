@@ -58,7 +58,7 @@ struct TaskCx {
     input: Option<Arc<[u8]>>,
     cancel: CancellationToken,
     /// Answers to this task's interrupts (and its subgraph's), by interrupt id (JSON).
-    answers: Arc<[(String, String)]>,
+    answers: Option<Arc<[(String, String)]>>,
     /// The index of the next `interrupt` call.
     next_interrupt: AtomicU32,
 }
@@ -73,7 +73,7 @@ impl Context {
         attempt: u32,
         input: Option<Arc<[u8]>>,
         cancel: CancellationToken,
-        answers: Arc<[(String, String)]>,
+        answers: Option<Arc<[(String, String)]>>,
     ) -> Self {
         Context {
             inner: Arc::new(TaskCx {
@@ -96,7 +96,7 @@ impl Context {
 
     /// The answers given to this task's interrupts (and its subgraph's), by interrupt id.
     pub(crate) fn answers(&self) -> &[(String, String)] {
-        &self.inner.answers
+        self.inner.answers.as_deref().unwrap_or_default()
     }
 
     /// The run's id.
@@ -210,7 +210,7 @@ impl Context {
     {
         let index = self.inner.next_interrupt.fetch_add(1, Ordering::Relaxed);
         let id = Interrupt::id_for(self.inner.task, InterruptKind::Node, index);
-        if let Some((_, answer)) = self.inner.answers.iter().find(|(i, _)| *i == id) {
+        if let Some((_, answer)) = self.answers().iter().find(|(i, _)| *i == id) {
             return serde_json::from_str(answer).map_err(|e| {
                 format!(
                     "the answer to interrupt #{index} of node `{}` is not a `{}`: {e}",

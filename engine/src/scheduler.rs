@@ -188,26 +188,36 @@ pub(crate) enum Start<S: State> {
 struct TaskStart {
     attempt: u32,
     wait: Duration,
-    answers: Arc<[(String, String)]>,
+    answers: Option<Arc<[(String, String)]>>,
     released: bool,
 }
 
-impl Default for TaskStart {
-    fn default() -> Self {
-        TaskStart {
-            attempt: 1,
-            wait: Duration::ZERO,
-            answers: Arc::from(Vec::new()),
-            released: false,
-        }
-    }
+impl TaskStart {
+    /// A first attempt, at once.
+    const FIRST: TaskStart = TaskStart {
+        attempt: 1,
+        wait: Duration::ZERO,
+        answers: None,
+        released: false,
+    };
 }
 
 /// What a step starts from: per task, its restored result (from a pending write), and how it
-/// starts otherwise.
+/// starts otherwise. Both are empty (every task starts afresh) unless a resume restored
+/// records for the step, so an ordinary step allocates nothing for them.
 struct Prior<S: State> {
     done: Vec<Option<(Command<S>, u32)>>,
     starts: Vec<TaskStart>,
+}
+
+impl<S: State> Prior<S> {
+    fn start(&self, i: usize) -> &TaskStart {
+        self.starts.get(i).unwrap_or(&TaskStart::FIRST)
+    }
+
+    fn is_done(&self, i: usize) -> bool {
+        self.done.get(i).is_some_and(Option::is_some)
+    }
 }
 
 /// Why a step stopped before all its tasks finished.
@@ -261,8 +271,19 @@ pub(crate) struct Executor<S: State> {
     run_timeout: Option<Duration>,
     /// When the run must end (from `run_timeout`).
     deadline: Option<Instant>,
+    /// The cancellation token of the run's attempts (attempts with a timeout get a child):
+    /// cancelled when a step stops early, which ends the run.
+    tasks_token: CancellationToken,
     frontier: Frontier,
     joins: Vec<JoinPass>,
+}
+
+impl<S: State> Drop for Executor<S> {
+    /// A run dropped mid-step (its future dropped, or a subgraph's parent attempt cancelled)
+    /// tells the CPU-bound attempts still running that their results will be discarded.
+    fn drop(&mut self) {
+        self.tasks_token.cancel();
+    }
 }
 
 impl<S: State> Executor<S> {
@@ -288,6 +309,7 @@ impl<S: State> Executor<S> {
             step_timeout: config.step_timeout,
             run_timeout: config.run_timeout,
             deadline: None,
+            tasks_token: CancellationToken::new(),
             joins,
         }
     }
@@ -589,8 +611,8 @@ impl<S: State> Executor<S> {
     ) -> Result<()> {
         let gated = |i: usize| {
             self.plan.nodes[tasks[i].node as usize].interrupt_before
-                && !prior.starts[i].released
-                && prior.done[i].is_none()
+                && !prior.start(i).released
+                && !prior.is_done(i)
         };
         if !(0..tasks.len()).any(gated) {
             return Ok(());
@@ -645,7 +667,12 @@ impl<S: State> Executor<S> {
                 Err(TaskFailure::Interrupted(raised)) => {
                     let outcome = PendingOutcome::Interrupted {
                         raised: raised.iter().map(Interrupt::to_record).collect(),
-                        answers: prior.starts[i].answers.to_vec(),
+                        answers: prior
+                            .start(i)
+                            .answers
+                            .as_deref()
+                            .unwrap_or_default()
+                            .to_vec(),
                     };
                     interrupts.extend(raised);
                     match persist.as_deref_mut() {
@@ -773,9 +800,14 @@ impl<S: State> Executor<S> {
     /// task id, not index: a changed graph may order the step's tasks otherwise).
     fn prior(&self, tasks: &[Task], pending: Vec<(u32, PendingWriteRecord)>) -> Result<Prior<S>> {
         let mut prior = Prior {
-            done: (0..tasks.len()).map(|_| None).collect(),
-            starts: vec![TaskStart::default(); tasks.len()],
+            done: Vec::new(),
+            starts: Vec::new(),
         };
+        if pending.is_empty() {
+            return Ok(prior);
+        }
+        prior.done = (0..tasks.len()).map(|_| None).collect();
+        prior.starts = vec![TaskStart::FIRST; tasks.len()];
         for (_, record) in pending {
             let Some(i) = tasks.iter().position(|t| t.id.as_u128() == record.task) else {
                 continue;
@@ -796,7 +828,7 @@ impl<S: State> Executor<S> {
                     start.released = raised
                         .iter()
                         .any(|r| r.kind == InterruptKind::Before && r.path.is_empty());
-                    start.answers = Arc::from(answers.as_slice());
+                    start.answers = Some(Arc::from(answers.as_slice()));
                 }
             }
         }
@@ -820,17 +852,19 @@ impl<S: State> Executor<S> {
         prior: &mut Prior<S>,
         mut persist: Option<&mut Persister<S>>,
     ) -> Result<(Vec<(TaskOutcome<S>, u32)>, Option<Stop>)> {
-        let done = std::mem::take(&mut prior.done);
-        let prior = &*prior;
-        let mut out: Vec<Option<(TaskOutcome<S>, u32)>> = done
-            .iter()
-            .map(|d| d.as_ref().map(|_| (Err(TaskFailure::Cancelled), 0)))
+        // Per task: its outcome once final, and the attempts it made.
+        let mut out: Vec<(Option<TaskOutcome<S>>, u32)> = (0..tasks.len())
+            .map(|i| (None, prior.start(i).attempt - 1))
             .collect();
-        let mut attempts: Vec<u32> = prior.starts.iter().map(|s| s.attempt - 1).collect();
-        let mut queue = (0..tasks.len()).filter(|i| done[*i].is_none());
-        let mut remaining = out.iter().filter(|o| o.is_none()).count();
+        for (slot, done) in out.iter_mut().zip(prior.done.iter_mut()) {
+            if let Some((cmd, attempts)) = done.take() {
+                *slot = (Some(Ok(cmd)), attempts);
+            }
+        }
+        let prior = &*prior;
+        let mut remaining = out.iter().filter(|o| o.0.is_none()).count();
         let parallel = self.mode == Mode::Parallel && remaining > 1;
-        let step_token = CancellationToken::new();
+        let token = &self.tasks_token;
         let mut running: FuturesUnordered<BoxFuture<'static, (usize, u32, TaskOutcome<S>)>> =
             FuturesUnordered::new();
         let start = |i: usize, attempt: u32, wait: Duration| {
@@ -840,8 +874,8 @@ impl<S: State> Executor<S> {
                 step,
                 attempt,
                 wait,
-                prior.starts[i].answers.clone(),
-                &step_token,
+                prior.start(i).answers.clone(),
+                token,
             );
             if parallel {
                 let handle = Spawned(tokio::spawn(fut));
@@ -856,12 +890,25 @@ impl<S: State> Executor<S> {
             }
         };
         let launch = |i: usize, running: &mut FuturesUnordered<_>| {
-            let s = &prior.starts[i];
+            let s = prior.start(i);
             running.push(start(i, s.attempt, s.wait));
         };
+        // The tasks not started yet, in order (sequential mode starts one at a time).
+        let mut cursor = 0;
+        let mut next_unstarted = |out: &[(Option<TaskOutcome<S>>, u32)]| {
+            while cursor < out.len() {
+                cursor += 1;
+                if out[cursor - 1].0.is_none() {
+                    return Some(cursor - 1);
+                }
+            }
+            None
+        };
         if parallel {
-            queue.by_ref().for_each(|i| launch(i, &mut running));
-        } else if let Some(i) = queue.next() {
+            while let Some(i) = next_unstarted(&out) {
+                launch(i, &mut running);
+            }
+        } else if let Some(i) = next_unstarted(&out) {
             launch(i, &mut running);
         }
 
@@ -890,7 +937,7 @@ impl<S: State> Executor<S> {
                     break;
                 }
             };
-            attempts[i] = attempt;
+            out[i].1 = attempt;
             if let Some(delay) = self.retry_delay(&tasks[i], attempt, &outcome) {
                 let task = &tasks[i];
                 let name = &self.plan.nodes[task.node as usize].name;
@@ -935,30 +982,30 @@ impl<S: State> Executor<S> {
                     store_error = Some(e);
                 }
             }
-            out[i] = Some((outcome, attempt));
+            out[i].0 = Some(outcome);
             if failed && self.on_failure == FailurePolicy::CancelSiblings && remaining > 0 {
                 stop = Some(Stop::Sibling);
                 break;
             }
-            if !parallel && let Some(next) = queue.next() {
+            if !parallel && let Some(next) = next_unstarted(&out) {
                 launch(next, &mut running);
             }
         }
-        // Dropping the running attempts aborts them; CPU-bound ones learn it from the token.
-        drop(running);
-        step_token.cancel();
+        if remaining > 0 {
+            // Dropping the running attempts aborts them; CPU-bound ones learn it from the
+            // token. The run ends with this step, so the token is not needed again.
+            drop(running);
+            token.cancel();
+        }
         if let Some(e) = store_error {
             return Err(e);
         }
         let outcomes = out
             .into_iter()
-            .zip(attempts)
-            .zip(done)
             .enumerate()
-            .map(|(i, ((o, attempts), restored))| match (restored, o) {
-                (Some((cmd, n)), _) => (Ok(cmd), n),
-                (None, Some(o)) => o,
-                (None, None) => {
+            .map(|(i, (outcome, attempts))| match outcome {
+                Some(o) => (o, attempts),
+                None => {
                     let task = &tasks[i];
                     self.shared.events.emit(|| EventKind::NodeCancelled {
                         step,
@@ -994,7 +1041,7 @@ impl<S: State> Executor<S> {
         step: u64,
         attempt: u32,
         wait: Duration,
-        answers: Arc<[(String, String)]>,
+        answers: Option<Arc<[(String, String)]>>,
         step_token: &CancellationToken,
     ) -> impl Future<Output = TaskOutcome<S>> + Send + 'static {
         let node = &self.plan.nodes[task.node as usize];
