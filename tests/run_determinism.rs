@@ -42,6 +42,8 @@ struct NodeSpec {
     cpu: bool,
     delay_ms: u8,
     writes_last: bool,
+    /// The node fails its first `fails` attempts (the graph retries up to 3).
+    fails: u32,
     exit: Exit,
 }
 
@@ -79,14 +81,21 @@ fn node(i: usize, n: usize) -> impl Strategy<Value = NodeSpec> {
         }),
         2 => later(i, n).prop_map(Exit::Conditional),
     ];
-    (any::<bool>(), 0u8..3, proptest::bool::weighted(0.2), exit).prop_map(
-        |(cpu, delay_ms, writes_last, exit)| NodeSpec {
+    let fails = prop_oneof![6 => Just(0u32), 1 => Just(1u32), 1 => Just(2u32)];
+    (
+        any::<bool>(),
+        0u8..3,
+        proptest::bool::weighted(0.2),
+        fails,
+        exit,
+    )
+        .prop_map(|(cpu, delay_ms, writes_last, fails, exit)| NodeSpec {
             cpu,
             delay_ms,
             writes_last,
+            fails,
             exit,
-        },
-    )
+        })
 }
 
 fn graph_spec() -> impl Strategy<Value = GraphSpec> {
@@ -135,8 +144,12 @@ fn build(spec: &GraphSpec) -> CompiledGraph<Walk> {
             }
         };
         let delay = Duration::from_millis(u64::from(node.delay_ms));
+        let fails = node.fails;
         if node.cpu {
             b.add_cpu_node(me.clone(), move |_: &Walk, ctx: &Context| {
+                if ctx.attempt() <= fails {
+                    return Err(format!("flaky attempt {}", ctx.attempt()).into());
+                }
                 ctx.emit("work", &ctx.node());
                 std::thread::sleep(delay);
                 Ok(make(ctx.node()))
@@ -145,6 +158,9 @@ fn build(spec: &GraphSpec) -> CompiledGraph<Walk> {
             b.add_node(me.clone(), move |_: Arc<Walk>, ctx: Context| {
                 let u = make(ctx.node());
                 async move {
+                    if ctx.attempt() <= fails {
+                        return Err(format!("flaky attempt {}", ctx.attempt()).into());
+                    }
                     ctx.emit("work", &ctx.node());
                     tokio::time::sleep(delay).await;
                     ctx.emit("done", &1);
@@ -153,6 +169,11 @@ fn build(spec: &GraphSpec) -> CompiledGraph<Walk> {
             });
         }
     }
+    b.default_retry(
+        RetryPolicy::new(3)
+            .backoff(Duration::ZERO, Duration::ZERO)
+            .jitter(false),
+    );
     // Every node must be reachable: the entry, and for each node an edge from an earlier one.
     let mut reached = vec![false; n];
     for e in &spec.entry {
@@ -262,19 +283,31 @@ fn observe(graph: &CompiledGraph<Walk>, mode: Mode, seed: u64) -> Observed {
             let e = e.expect("no events missed");
             match e.kind {
                 EventKind::NodeStarted {
-                    task, node, step, ..
+                    task,
+                    node,
+                    step,
+                    attempt,
                 } => per_task
                     .entry(task)
                     .or_default()
-                    .push(format!("start {node} {step}")),
+                    .push(format!("start {node} {step} #{attempt}")),
+                EventKind::RetryScheduled { task, attempt, .. } => per_task
+                    .entry(task)
+                    .or_default()
+                    .push(format!("retry #{attempt}")),
                 EventKind::NodeFinished { task, node, .. } => per_task
                     .entry(task)
                     .or_default()
                     .push(format!("finish {node}")),
-                EventKind::NodeFailed { task, error, .. } => per_task
+                EventKind::NodeFailed {
+                    task,
+                    error,
+                    attempt,
+                    ..
+                } => per_task
                     .entry(task)
                     .or_default()
-                    .push(format!("failed {error}")),
+                    .push(format!("failed #{attempt} {error}")),
                 EventKind::Custom {
                     task,
                     name,
