@@ -140,6 +140,33 @@ impl Context {
         self.inner.input.is_some()
     }
 
+    /// The encoded input of the [`Packet`] this task was made from, or `None` when the task
+    /// was triggered by an edge. For middleware that keys on the input without knowing its
+    /// type (a cache); a node reads its input with [`input`](Context::input).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Sizes { #[reducer(append)] sizes: Vec<usize> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Sizes>::new();
+    /// b.add_node("measure", |_, ctx: Context| async move {
+    ///     let size = ctx.input_bytes().map_or(0, <[u8]>::len);
+    ///     Ok(SizesUpdate::new().sizes(vec![size]))
+    /// })
+    /// .add_conditional_edges(START, ["measure"], |_: &Sizes| Packet::new("measure", "abc"))
+    /// .add_edge("measure", END);
+    /// let done = b.compile()?.invoke(Sizes::default()).await?;
+    /// assert!(done.sizes[0] > 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn input_bytes(&self) -> Option<&[u8]> {
+        self.inner.input.as_deref()
+    }
+
     /// Decodes the input of the [`Packet`] this task was made from.
     ///
     /// # Errors

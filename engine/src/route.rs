@@ -244,6 +244,23 @@ impl<S: State> Command<S> {
         self.goto.is_some()
     }
 
+    /// The go-to route, if the command carries one (see [`goto`](Command::goto)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::Command;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Draft { text: String }
+    /// let cmd: Command<Draft> = Command::new(DraftUpdate::new()).goto("review");
+    /// let route = cmd.get_goto().expect("a go-to");
+    /// assert_eq!(route.targets().collect::<Vec<_>>(), ["review"]);
+    /// ```
+    pub fn get_goto(&self) -> Option<&Route> {
+        self.goto.as_ref()
+    }
+
     /// The update.
     pub fn update(&self) -> &S::Update {
         &self.update
