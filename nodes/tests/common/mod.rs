@@ -25,6 +25,13 @@ pub struct Tally {
     pub calls: u64,
 }
 
+impl TallyUpdate {
+    /// An update appending one entry to the log.
+    pub fn note(item: impl Into<String>) -> Self {
+        TallyUpdate::new().log(vec![item.into()])
+    }
+}
+
 /// Counts calls in flight and remembers the most there were at once.
 #[derive(Debug, Default)]
 pub struct Gauge {
