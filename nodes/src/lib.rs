@@ -53,3 +53,14 @@ pub use error::{Error, Limit, Result};
 pub use governor::Quota;
 pub use limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use rate::{RateLimit, RateLimitLayer};
+
+/// The layers and their nodes can be shared between threads (checked at compile time).
+const _: fn() = || {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<ConcurrencyLimitLayer>();
+    send_sync::<ConcurrencyLimit<()>>();
+    send_sync::<RateLimitLayer>();
+    send_sync::<RateLimit<()>>();
+    send_sync::<CacheLayer>();
+    send_sync::<Cached<(), DefaultKey>>();
+};
