@@ -68,10 +68,12 @@
 //! | sequential and parallel modes, deterministic merge, seeded weighted edges, recursion limit | available |
 //! | typed event stream (`Stream`), custom node events, `tracing` spans for run, step and node | available |
 //! | checkpoints to sled (default) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
-//! | retries, timeouts, cancellation, interrupts, subgraphs, middleware | planned |
+//! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
+//! | retries, timeouts, cancellation, interrupts, subgraphs | planned |
 //! | monitor server, CLI, metrics, OpenTelemetry | planned |
 //!
-//! Cargo features: `sled` (default) enables [`SledStore`], the embedded durable store.
+//! Cargo features (both on by default): `sled` enables [`SledStore`], the embedded durable
+//! store; `nodes` enables [`nodes`], the node middleware (it brings in governor and moka).
 //!
 //! # Durable runs
 //!
@@ -94,6 +96,9 @@ pub use agentgraph_engine::{
     TaskInfo, async_node, codec, cpu_node, reducer,
 };
 pub use agentgraph_macros::State;
+#[cfg(feature = "nodes")]
+#[doc(inline)]
+pub use agentgraph_nodes as nodes;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {
