@@ -602,6 +602,31 @@ impl<S: State> GraphBuilder<S> {
     /// checkpointed and fails with [`Error::Interrupted`](crate::Error::Interrupted) (an
     /// [`InterruptKind::Before`](crate::InterruptKind::Before) per such task); resuming runs
     /// the step.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("pay", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .interrupt_before(["pay"])
+    ///     .add_edge(START, "pay")
+    ///     .add_edge("pay", END);
+    /// let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = || RunConfig::new().shared_store(store.clone()).run_id("order-1");
+    /// let Err(Error::Interrupted(stop)) = graph.run_with(Count::default(), config()).await else {
+    ///     panic!("the run stops before paying");
+    /// };
+    /// assert_eq!(stop.interrupts[0].kind, InterruptKind::Before);
+    /// assert_eq!(graph.resume("order-1", config()).await?.n, 1); // approved: it pays
+    /// # Ok(()) }
+    /// ```
     pub fn interrupt_before<'a>(&mut self, nodes: impl IntoIterator<Item = &'a str>) -> &mut Self {
         for node in nodes {
             let r = self.settings(node, "interrupt_before", |s| s.interrupt_before = true);

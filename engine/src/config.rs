@@ -44,6 +44,20 @@ pub enum Durability {
 /// In both cases the tasks that finished keep their writes (as pending writes, with a store),
 /// the run stops as failed at that step, and resuming it runs only the tasks that did not
 /// finish.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use agentgraph_engine::{FailurePolicy, RunConfig};
+///
+/// // Fail fast: one failed branch cancels the others, and no step may take over a minute.
+/// let config = RunConfig::new()
+///     .on_failure(FailurePolicy::CancelSiblings)
+///     .step_timeout(Duration::from_secs(60))
+///     .run_timeout(Duration::from_secs(3600));
+/// # let _ = config;
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

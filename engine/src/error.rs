@@ -49,6 +49,30 @@ pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
 /// The error of a node attempt that took longer than its timeout
 /// ([`GraphBuilder::timeout`](crate::GraphBuilder::timeout)). A [`RetryPolicy`](crate::RetryPolicy)
 /// retries it unless its predicate refuses (`e.is::<NodeTimedOut>()`).
+///
+/// # Examples
+///
+/// ```
+/// # use std::time::Duration;
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut b = GraphBuilder::<Count>::new();
+/// b.add_node("hang", |_, _| async {
+///     std::future::pending::<()>().await;
+///     Ok(CountUpdate::new())
+/// })
+/// .timeout("hang", Duration::from_millis(10))
+/// .add_edge(START, "hang")
+/// .add_edge("hang", END);
+/// match b.compile()?.invoke(Count::default()).await {
+///     Err(Error::NodeFailed { source, .. }) => assert!(source.is::<NodeTimedOut>()),
+///     other => panic!("{:?}", other.map(|c| c.n)),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("node `{node}` timed out after {after:?}")]
 #[non_exhaustive]

@@ -205,7 +205,20 @@ impl<L> NodeBuilder<L> {
 
 /// An async closure as a [`Node`]: `Fn(Arc<S>, Context) -> impl Future<Output = Result<impl
 /// IntoCommand<S>, BoxError>>`. What [`GraphBuilder::add_node`](crate::GraphBuilder::add_node)
-/// makes of its closure.
+/// makes of its closure; use it to wrap a closure in [`Layer`]s.
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
+/// let node = async_node(|_: Arc<Count>, _: Context| async { Ok(CountUpdate::new().n(1)) });
+/// let mut b = GraphBuilder::<Count>::new();
+/// b.add_node_with("one", NodeBuilder::new().layer(Identity).node(node));
+/// ```
 pub fn async_node<S, F, Fut, O>(f: F) -> AsyncNode<F, O>
 where
     S: State,
@@ -250,6 +263,27 @@ where
 ///
 /// When its attempt times out or the run is cancelled, the closure is not stopped (no thread
 /// can be), but its [`Context::is_cancelled`] turns true and its result is discarded.
+///
+/// # Examples
+///
+/// ```
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
+/// let node = cpu_node(|s: &Count, ctx: &Context| {
+///     let mut sum = 0;
+///     for i in 0..1_000_000u64 {
+///         if i % 10_000 == 0 && ctx.is_cancelled() {
+///             return Err("cancelled".into()); // discarded anyway; stop working
+///         }
+///         sum += i % 7;
+///     }
+///     Ok(CountUpdate::new().n(s.n + sum % 2))
+/// });
+/// let mut b = GraphBuilder::<Count>::new();
+/// b.add_node_with("crunch", node);
+/// ```
 pub fn cpu_node<S, F, O>(f: F) -> CpuNode<F, O>
 where
     S: State,
