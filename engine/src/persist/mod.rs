@@ -558,16 +558,17 @@ pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) 
 }
 
 /// The interrupts a run loaded from `record` and its `pending` records waits on, each with the
-/// index of its pending record: the `interrupt_after` gates of the checkpoint (with `gates`),
-/// then what tasks raised (gates before their node, their node's `interrupt` calls, their
-/// subgraph's interrupts).
+/// index of its pending record: the `interrupt_after` gates of the checkpoint (with `gates`,
+/// and only while the next step has no record: a step that began has passed them), then what
+/// tasks raised (gates before their node, their node's `interrupt` calls, their subgraph's
+/// interrupts).
 pub(crate) fn pending_interrupts(
     record: &CheckpointRecord,
     pending: &[(u32, PendingWriteRecord)],
     gates: bool,
 ) -> Vec<(Interrupt, Option<usize>)> {
     let mut out: Vec<(Interrupt, Option<usize>)> = Vec::new();
-    if gates {
+    if gates && pending.is_empty() {
         out.extend(
             record
                 .interrupts
