@@ -317,7 +317,8 @@ impl<S: State> Executor<S> {
     /// Runs the graph to the end: from `input`, or from the run's last checkpoint.
     pub(crate) async fn run(mut self, start: Start<S>) -> Result<S> {
         let started = Instant::now();
-        self.deadline = self.run_timeout.map(|t| started + t);
+        // A timeout too long to be an instant (`Duration::MAX`) is no limit.
+        self.deadline = self.run_timeout.and_then(|t| started.checked_add(t));
         let mut step = 0;
         let mut persist = None;
         let result = self.run_steps(start, &mut step, &mut persist).await;
@@ -407,9 +408,14 @@ impl<S: State> Executor<S> {
                 .await
                 .map_err(keep)?;
                 let p = persist.insert(p);
-                self.apply_resume(resume, &mut loaded, p)
-                    .await
-                    .map_err(keep)?;
+                if let Err(e) = self.apply_resume(resume, &mut loaded, p).await {
+                    // A rejected resume (an unknown interrupt id, an answer that does not
+                    // encode) leaves the run as it was: waiting where it waited.
+                    let (status, error) = (loaded.run.status, loaded.run.error.clone());
+                    let _ = p.finish(status, error, None).await;
+                    *persist = None;
+                    return Err(keep(e));
+                }
                 *step = loaded.record.step;
                 let pending = self.restore(&loaded).map_err(keep)?;
                 if self.frontier.is_empty() {
@@ -912,7 +918,9 @@ impl<S: State> Executor<S> {
             launch(i, &mut running);
         }
 
-        let step_deadline = self.step_timeout.map(|t| Instant::now() + t);
+        let step_deadline = self
+            .step_timeout
+            .and_then(|t| Instant::now().checked_add(t));
         let step_sleep = sleep_until(step_deadline);
         let run_sleep = sleep_until(self.deadline);
         let cancelled = self.shared.cancel.cancelled();
