@@ -819,21 +819,28 @@ impl<S: State> Executor<S> {
                 continue;
             };
             let start = &mut prior.starts[i];
+            // A task with a record has passed its `interrupt_before` gate: the gate stopped it
+            // (a `Before` record), or it ran (any other record).
+            start.released = true;
             match &record.outcome {
                 PendingOutcome::Done { update, goto } => {
                     let cmd = command_from(&self.shared.run_id, &record, update, goto.as_ref())?;
                     prior.done[i] = Some((cmd, record.attempts));
                 }
-                PendingOutcome::Retrying { retry_at_ms, .. } => {
+                PendingOutcome::Retrying {
+                    retry_at_ms,
+                    answers,
+                    ..
+                } => {
                     start.attempt = record.attempts + 1;
                     start.wait = Duration::from_millis(retry_at_ms.saturating_sub(now_ms()));
+                    if !answers.is_empty() {
+                        start.answers = Some(Arc::from(answers.as_slice()));
+                    }
                 }
                 // Resumed after the cause was fixed: a fresh set of attempts.
                 PendingOutcome::Failed { .. } => {}
-                PendingOutcome::Interrupted { raised, answers } => {
-                    start.released = raised
-                        .iter()
-                        .any(|r| r.kind == InterruptKind::Before && r.path.is_empty());
+                PendingOutcome::Interrupted { answers, .. } => {
                     start.answers = Some(Arc::from(answers.as_slice()));
                 }
             }
@@ -954,7 +961,12 @@ impl<S: State> Executor<S> {
                 {
                     let retry_at_ms = now_ms() + delay.as_millis() as u64;
                     let error = crate::error::chain(e.as_ref());
-                    let outcome = PendingOutcome::Retrying { error, retry_at_ms };
+                    let answers = prior.start(i).answers.as_deref().unwrap_or_default();
+                    let outcome = PendingOutcome::Retrying {
+                        error,
+                        retry_at_ms,
+                        answers: answers.to_vec(),
+                    };
                     if let Err(e) = p
                         .pending_outcome(step, i as u32, task.id, name, attempt, outcome)
                         .await
