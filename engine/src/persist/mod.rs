@@ -126,6 +126,20 @@ impl<S: State> Persister<S> {
         if store.get_run(&run_id).await?.is_some() {
             return Err(Error::RunExists(run_id.to_string()));
         }
+        // Subgraph runs are found by their id alone (`{run}/{node}/{task}`): those of an earlier
+        // run of this id that was lost (a crash under `Durability::Exit`, a freed id) are not
+        // this run's.
+        let children = child_runs(&*store, &run_id).await?;
+        if !children.is_empty() {
+            let mut leases = Vec::with_capacity(children.len());
+            let mut batch = WriteBatch::new();
+            for child in &children {
+                leases.push(store.lock_run(child)?);
+                batch.delete_run(child);
+            }
+            store.commit(batch).await?;
+            store.flush().await?;
+        }
         Ok(Persister::new(
             store,
             run_id,
@@ -540,6 +554,25 @@ impl<S: State> Persister<S> {
             self.committed = step.or(self.committed);
         }
         Ok(())
+    }
+}
+
+/// The ids of the runs stored under `run` (its subgraphs' runs, nested ones too).
+pub(crate) async fn child_runs(store: &dyn CheckpointStore, run: &str) -> Result<Vec<String>> {
+    let prefix = format!("{run}/");
+    let mut after = prefix.clone();
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_runs(Some(&after), 256).await?;
+        let children: Vec<_> = page
+            .iter()
+            .take_while(|r| r.run_id.starts_with(&prefix))
+            .collect();
+        out.extend(children.iter().map(|r| r.run_id.clone()));
+        match children.last() {
+            Some(last) if children.len() == page.len() => after.clone_from(&last.run_id),
+            _ => return Ok(out),
+        }
     }
 }
 
