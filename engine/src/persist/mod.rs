@@ -398,7 +398,8 @@ impl<S: State> Persister<S> {
 
     /// Applies what a resume was given, durably, before anything runs: pending records with
     /// new answers (rewritten in place), and an edit of the state of the last checkpoint
-    /// (`written` fields stored whole at that step, the checkpoint record rewritten).
+    /// (`written` fields stored whole at that step, the checkpoint record rewritten, the
+    /// results of the next step's finished tasks dropped).
     pub(crate) async fn amend(
         &mut self,
         loaded: &mut Loaded<S>,
@@ -407,9 +408,21 @@ impl<S: State> Persister<S> {
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         let step = loaded.record.step;
-        for &i in answered {
-            let (index, record) = &loaded.pending[i];
-            self.put_pending(&mut batch, step + 1, *index, record)?;
+        if edited.is_some() {
+            // The tasks of a step read one snapshot: results computed from the state before the
+            // edit are dropped, and their tasks run again on the edited state (at-least-once).
+            batch.delete_pending_writes(&self.run_id, step + 1);
+            loaded
+                .pending
+                .retain(|(_, r)| !matches!(r.outcome, PendingOutcome::Done { .. }));
+            for (index, record) in &loaded.pending {
+                self.put_pending(&mut batch, step + 1, *index, record)?;
+            }
+        } else {
+            for &i in answered {
+                let (index, record) = &loaded.pending[i];
+                self.put_pending(&mut batch, step + 1, *index, record)?;
+            }
         }
         if let Some(written) = edited {
             for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
