@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use fixedbitset::FixedBitSet;
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, OptionFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::SeedableRng;
 use rand::distr::Distribution;
@@ -82,6 +82,9 @@ impl TaskFailure {
 }
 
 type TaskOutcome<S> = std::result::Result<Command<S>, TaskFailure>;
+
+/// A finished attempt: the task's index, the attempt, its outcome.
+type Finished<S> = (usize, u32, TaskOutcome<S>);
 
 /// The nodes scheduled for the next step: edge-triggered nodes (deduplicated) and packets.
 struct Frontier {
@@ -878,10 +881,8 @@ impl<S: State> Executor<S> {
         let mut remaining = out.iter().filter(|o| o.0.is_none()).count();
         let parallel = self.mode == Mode::Parallel && remaining > 1;
         let token = &self.tasks_token;
-        let mut running: FuturesUnordered<BoxFuture<'static, (usize, u32, TaskOutcome<S>)>> =
-            FuturesUnordered::new();
-        let start = |i: usize, attempt: u32, wait: Duration| {
-            let fut = self.attempt_future(
+        let attempt = |i: usize, attempt: u32, wait: Duration| {
+            self.attempt_future(
                 &tasks[i],
                 state,
                 step,
@@ -889,23 +890,39 @@ impl<S: State> Executor<S> {
                 wait,
                 prior.start(i).answers.clone(),
                 token,
-            );
-            if parallel {
-                let handle = Spawned(tokio::spawn(fut));
-                Box::pin(async move {
-                    let outcome = handle
-                        .await
-                        .unwrap_or_else(|e| Err(TaskFailure::Lost(e.to_string())));
-                    (i, attempt, outcome)
-                }) as BoxFuture<'static, _>
-            } else {
-                Box::pin(fut.map(move |o| (i, attempt, o)))
-            }
+            )
+            .map(move |o| (i, attempt, o))
         };
-        let launch = |i: usize, running: &mut FuturesUnordered<_>| {
-            let s = prior.start(i);
-            running.push(start(i, s.attempt, s.wait));
-        };
+        // Parallel mode spawns its attempts. Sequential mode (and a step of one task) runs one
+        // attempt at a time, held in `single` without a box, so that a plain step allocates
+        // nothing for it.
+        let mut running: Option<FuturesUnordered<BoxFuture<'static, Finished<S>>>> = None;
+        let mut single = std::pin::pin!(None);
+        macro_rules! launch_attempt {
+            ($i:expr, $attempt:expr, $wait:expr) => {{
+                let (i, n): (usize, u32) = ($i, $attempt);
+                let fut = attempt(i, n, $wait);
+                if parallel {
+                    let handle = Spawned(tokio::spawn(fut));
+                    running
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(Box::pin(async move {
+                            handle
+                                .await
+                                .unwrap_or_else(|e| (i, n, Err(TaskFailure::Lost(e.to_string()))))
+                        }));
+                } else {
+                    single.set(Some(fut));
+                }
+            }};
+        }
+        macro_rules! launch {
+            ($i:expr) => {{
+                let i: usize = $i;
+                let s = prior.start(i);
+                launch_attempt!(i, s.attempt, s.wait);
+            }};
+        }
         // The tasks not started yet, in order (sequential mode starts one at a time).
         let mut cursor = 0;
         let mut next_unstarted = |out: &[(Option<TaskOutcome<S>>, u32)]| {
@@ -919,10 +936,10 @@ impl<S: State> Executor<S> {
         };
         if parallel {
             while let Some(i) = next_unstarted(&out) {
-                launch(i, &mut running);
+                launch!(i);
             }
         } else if let Some(i) = next_unstarted(&out) {
-            launch(i, &mut running);
+            launch!(i);
         }
 
         let step_deadline = self
@@ -938,7 +955,16 @@ impl<S: State> Executor<S> {
         while remaining > 0 {
             let (i, attempt, outcome) = tokio::select! {
                 biased;
-                Some(done) = running.next() => done,
+                Some(Some(done)) = OptionFuture::from(running.as_mut().map(StreamExt::next)),
+                    if parallel => done,
+                done = std::future::poll_fn(|cx| {
+                    let Some(fut) = single.as_mut().as_pin_mut() else {
+                        return std::task::Poll::Pending;
+                    };
+                    let done = std::task::ready!(fut.poll(cx));
+                    single.set(None);
+                    std::task::Poll::Ready(done)
+                }), if !parallel => done,
                 () = &mut cancelled => {
                     stop = Some(Stop::Cancelled);
                     break;
@@ -981,7 +1007,7 @@ impl<S: State> Executor<S> {
                     attempt: attempt + 1,
                     delay,
                 });
-                running.push(start(i, attempt + 1, delay));
+                launch_attempt!(i, attempt + 1, delay);
                 continue;
             }
             remaining -= 1;
@@ -1008,13 +1034,14 @@ impl<S: State> Executor<S> {
                 break;
             }
             if !parallel && let Some(next) = next_unstarted(&out) {
-                launch(next, &mut running);
+                launch!(next);
             }
         }
         if remaining > 0 {
             // Dropping the running attempts aborts them; CPU-bound ones learn it from the
             // token. The run ends with this step, so the token is not needed again.
             drop(running);
+            single.set(None);
             token.cancel();
         }
         if let Some(e) = store_error {
