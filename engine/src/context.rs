@@ -27,6 +27,11 @@ pub(crate) struct RunShared {
     pub(crate) mode: crate::config::Mode,
     pub(crate) durability: crate::config::Durability,
     pub(crate) recursion_limit: u64,
+    /// Whether the run may resume with a changed graph: its subgraphs' runs may too (a changed
+    /// child changes the parent's fingerprint).
+    pub(crate) allow_graph_change: bool,
+    /// How many events a subscriber may fall behind: the relay of a subgraph's events too.
+    pub(crate) event_capacity: usize,
 }
 
 /// A node's view of its task: run, step, node, task id (its idempotency key), packet input,

@@ -176,6 +176,8 @@ impl<S: State> CompiledGraph<S> {
             mode: config.mode,
             durability: config.durability,
             recursion_limit: config.recursion_limit,
+            allow_graph_change: config.allow_graph_change,
+            event_capacity: config.event_capacity,
         });
         Run {
             plan: self.plan.clone(),

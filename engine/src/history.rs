@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::graph::CompiledGraph;
 use crate::interrupt::Interrupt;
 use crate::persist::record::{BlobRecord, CheckpointRecord};
-use crate::persist::{decode_record, load, now_ms, pending_interrupts, state_at};
+use crate::persist::{child_runs, decode_record, load, now_ms, pending_interrupts, state_at};
 use crate::state::State;
 
 /// One checkpoint of a run, as listed by [`History::checkpoints`].
@@ -234,21 +234,8 @@ impl<S: State> History<S> {
         let _lease = self.store.lock_run(run)?;
         let mut batch = WriteBatch::new();
         batch.delete_run(run);
-        let prefix = format!("{run}/");
-        let mut after = prefix.clone();
-        loop {
-            let page = self.store.list_runs(Some(&after), 256).await?;
-            let children: Vec<_> = page
-                .iter()
-                .take_while(|r| r.run_id.starts_with(&prefix))
-                .collect();
-            for child in &children {
-                batch.delete_run(&child.run_id);
-            }
-            match children.last() {
-                Some(last) if children.len() == page.len() => after.clone_from(&last.run_id),
-                _ => break,
-            }
+        for child in child_runs(&*self.store, run).await? {
+            batch.delete_run(&child);
         }
         self.store.commit(batch).await?;
         self.store.flush().await?;

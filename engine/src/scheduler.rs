@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use fixedbitset::FixedBitSet;
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, OptionFuture};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::SeedableRng;
 use rand::distr::Distribution;
@@ -82,6 +82,9 @@ impl TaskFailure {
 }
 
 type TaskOutcome<S> = std::result::Result<Command<S>, TaskFailure>;
+
+/// A finished attempt: the task's index, the attempt, its outcome.
+type Finished<S> = (usize, u32, TaskOutcome<S>);
 
 /// The nodes scheduled for the next step: edge-triggered nodes (deduplicated) and packets.
 struct Frontier {
@@ -317,7 +320,8 @@ impl<S: State> Executor<S> {
     /// Runs the graph to the end: from `input`, or from the run's last checkpoint.
     pub(crate) async fn run(mut self, start: Start<S>) -> Result<S> {
         let started = Instant::now();
-        self.deadline = self.run_timeout.map(|t| started + t);
+        // A timeout too long to be an instant (`Duration::MAX`) is no limit.
+        self.deadline = self.run_timeout.and_then(|t| started.checked_add(t));
         let mut step = 0;
         let mut persist = None;
         let result = self.run_steps(start, &mut step, &mut persist).await;
@@ -407,9 +411,14 @@ impl<S: State> Executor<S> {
                 .await
                 .map_err(keep)?;
                 let p = persist.insert(p);
-                self.apply_resume(resume, &mut loaded, p)
-                    .await
-                    .map_err(keep)?;
+                if let Err(e) = self.apply_resume(resume, &mut loaded, p).await {
+                    // A rejected resume (an unknown interrupt id, an answer that does not
+                    // encode) leaves the run as it was: waiting where it waited.
+                    let (status, error) = (loaded.run.status, loaded.run.error.clone());
+                    let _ = p.finish(status, error, None).await;
+                    *persist = None;
+                    return Err(keep(e));
+                }
                 *step = loaded.record.step;
                 let pending = self.restore(&loaded).map_err(keep)?;
                 if self.frontier.is_empty() {
@@ -813,21 +822,28 @@ impl<S: State> Executor<S> {
                 continue;
             };
             let start = &mut prior.starts[i];
+            // A task with a record has passed its `interrupt_before` gate: the gate stopped it
+            // (a `Before` record), or it ran (any other record).
+            start.released = true;
             match &record.outcome {
                 PendingOutcome::Done { update, goto } => {
                     let cmd = command_from(&self.shared.run_id, &record, update, goto.as_ref())?;
                     prior.done[i] = Some((cmd, record.attempts));
                 }
-                PendingOutcome::Retrying { retry_at_ms, .. } => {
+                PendingOutcome::Retrying {
+                    retry_at_ms,
+                    answers,
+                    ..
+                } => {
                     start.attempt = record.attempts + 1;
                     start.wait = Duration::from_millis(retry_at_ms.saturating_sub(now_ms()));
+                    if !answers.is_empty() {
+                        start.answers = Some(Arc::from(answers.as_slice()));
+                    }
                 }
                 // Resumed after the cause was fixed: a fresh set of attempts.
                 PendingOutcome::Failed { .. } => {}
-                PendingOutcome::Interrupted { raised, answers } => {
-                    start.released = raised
-                        .iter()
-                        .any(|r| r.kind == InterruptKind::Before && r.path.is_empty());
+                PendingOutcome::Interrupted { answers, .. } => {
                     start.answers = Some(Arc::from(answers.as_slice()));
                 }
             }
@@ -865,10 +881,8 @@ impl<S: State> Executor<S> {
         let mut remaining = out.iter().filter(|o| o.0.is_none()).count();
         let parallel = self.mode == Mode::Parallel && remaining > 1;
         let token = &self.tasks_token;
-        let mut running: FuturesUnordered<BoxFuture<'static, (usize, u32, TaskOutcome<S>)>> =
-            FuturesUnordered::new();
-        let start = |i: usize, attempt: u32, wait: Duration| {
-            let fut = self.attempt_future(
+        let attempt = |i: usize, attempt: u32, wait: Duration| {
+            self.attempt_future(
                 &tasks[i],
                 state,
                 step,
@@ -876,23 +890,39 @@ impl<S: State> Executor<S> {
                 wait,
                 prior.start(i).answers.clone(),
                 token,
-            );
-            if parallel {
-                let handle = Spawned(tokio::spawn(fut));
-                Box::pin(async move {
-                    let outcome = handle
-                        .await
-                        .unwrap_or_else(|e| Err(TaskFailure::Lost(e.to_string())));
-                    (i, attempt, outcome)
-                }) as BoxFuture<'static, _>
-            } else {
-                Box::pin(fut.map(move |o| (i, attempt, o)))
-            }
+            )
+            .map(move |o| (i, attempt, o))
         };
-        let launch = |i: usize, running: &mut FuturesUnordered<_>| {
-            let s = prior.start(i);
-            running.push(start(i, s.attempt, s.wait));
-        };
+        // Parallel mode spawns its attempts. Sequential mode (and a step of one task) runs one
+        // attempt at a time, held in `single` without a box, so that a plain step allocates
+        // nothing for it.
+        let mut running: Option<FuturesUnordered<BoxFuture<'static, Finished<S>>>> = None;
+        let mut single = std::pin::pin!(None);
+        macro_rules! launch_attempt {
+            ($i:expr, $attempt:expr, $wait:expr) => {{
+                let (i, n): (usize, u32) = ($i, $attempt);
+                let fut = attempt(i, n, $wait);
+                if parallel {
+                    let handle = Spawned(tokio::spawn(fut));
+                    running
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(Box::pin(async move {
+                            handle
+                                .await
+                                .unwrap_or_else(|e| (i, n, Err(TaskFailure::Lost(e.to_string()))))
+                        }));
+                } else {
+                    single.set(Some(fut));
+                }
+            }};
+        }
+        macro_rules! launch {
+            ($i:expr) => {{
+                let i: usize = $i;
+                let s = prior.start(i);
+                launch_attempt!(i, s.attempt, s.wait);
+            }};
+        }
         // The tasks not started yet, in order (sequential mode starts one at a time).
         let mut cursor = 0;
         let mut next_unstarted = |out: &[(Option<TaskOutcome<S>>, u32)]| {
@@ -906,13 +936,15 @@ impl<S: State> Executor<S> {
         };
         if parallel {
             while let Some(i) = next_unstarted(&out) {
-                launch(i, &mut running);
+                launch!(i);
             }
         } else if let Some(i) = next_unstarted(&out) {
-            launch(i, &mut running);
+            launch!(i);
         }
 
-        let step_deadline = self.step_timeout.map(|t| Instant::now() + t);
+        let step_deadline = self
+            .step_timeout
+            .and_then(|t| Instant::now().checked_add(t));
         let step_sleep = sleep_until(step_deadline);
         let run_sleep = sleep_until(self.deadline);
         let cancelled = self.shared.cancel.cancelled();
@@ -923,7 +955,16 @@ impl<S: State> Executor<S> {
         while remaining > 0 {
             let (i, attempt, outcome) = tokio::select! {
                 biased;
-                Some(done) = running.next() => done,
+                Some(Some(done)) = OptionFuture::from(running.as_mut().map(StreamExt::next)),
+                    if parallel => done,
+                done = std::future::poll_fn(|cx| {
+                    let Some(fut) = single.as_mut().as_pin_mut() else {
+                        return std::task::Poll::Pending;
+                    };
+                    let done = std::task::ready!(fut.poll(cx));
+                    single.set(None);
+                    std::task::Poll::Ready(done)
+                }), if !parallel => done,
                 () = &mut cancelled => {
                     stop = Some(Stop::Cancelled);
                     break;
@@ -946,7 +987,12 @@ impl<S: State> Executor<S> {
                 {
                     let retry_at_ms = now_ms() + delay.as_millis() as u64;
                     let error = crate::error::chain(e.as_ref());
-                    let outcome = PendingOutcome::Retrying { error, retry_at_ms };
+                    let answers = prior.start(i).answers.as_deref().unwrap_or_default();
+                    let outcome = PendingOutcome::Retrying {
+                        error,
+                        retry_at_ms,
+                        answers: answers.to_vec(),
+                    };
                     if let Err(e) = p
                         .pending_outcome(step, i as u32, task.id, name, attempt, outcome)
                         .await
@@ -961,7 +1007,7 @@ impl<S: State> Executor<S> {
                     attempt: attempt + 1,
                     delay,
                 });
-                running.push(start(i, attempt + 1, delay));
+                launch_attempt!(i, attempt + 1, delay);
                 continue;
             }
             remaining -= 1;
@@ -988,13 +1034,14 @@ impl<S: State> Executor<S> {
                 break;
             }
             if !parallel && let Some(next) = next_unstarted(&out) {
-                launch(next, &mut running);
+                launch!(next);
             }
         }
         if remaining > 0 {
             // Dropping the running attempts aborts them; CPU-bound ones learn it from the
             // token. The run ends with this step, so the token is not needed again.
             drop(running);
+            single.set(None);
             token.cancel();
         }
         if let Some(e) = store_error {

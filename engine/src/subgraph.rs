@@ -51,7 +51,9 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
                 .mode(shared.mode)
                 .seed(shared.seed)
                 .recursion_limit(shared.recursion_limit)
-                .durability(shared.durability);
+                .durability(shared.durability)
+                .allow_graph_change(shared.allow_graph_change)
+                .event_capacity(shared.event_capacity);
             if let Some(store) = &shared.store {
                 config = config.shared_store(store.clone());
             }
@@ -130,11 +132,16 @@ async fn run_forwarding<C: State>(
         }
     };
     // Everything the child emitted is buffered by now: pass it on without waiting for the
-    // stream to close (a cancelled CPU-bound node may still hold the child's bus).
-    while let Some(Some(event)) = events.next().now_or_never() {
-        if let Ok(event) = event {
-            forward(event);
+    // stream to close (a cancelled CPU-bound node may still hold the child's bus). Outside
+    // tokio's cooperative budget, which would otherwise cut the drain short after about 128
+    // events (a child that never waits emits all of its events in one poll).
+    tokio::task::unconstrained(async {
+        while let Some(Some(event)) = events.next().now_or_never() {
+            if let Ok(event) = event {
+                forward(event);
+            }
         }
-    }
+    })
+    .await;
     result
 }

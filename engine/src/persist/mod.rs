@@ -126,6 +126,20 @@ impl<S: State> Persister<S> {
         if store.get_run(&run_id).await?.is_some() {
             return Err(Error::RunExists(run_id.to_string()));
         }
+        // Subgraph runs are found by their id alone (`{run}/{node}/{task}`): those of an earlier
+        // run of this id that was lost (a crash under `Durability::Exit`, a freed id) are not
+        // this run's.
+        let children = child_runs(&*store, &run_id).await?;
+        if !children.is_empty() {
+            let mut leases = Vec::with_capacity(children.len());
+            let mut batch = WriteBatch::new();
+            for child in &children {
+                leases.push(store.lock_run(child)?);
+                batch.delete_run(child);
+            }
+            store.commit(batch).await?;
+            store.flush().await?;
+        }
         Ok(Persister::new(
             store,
             run_id,
@@ -384,7 +398,8 @@ impl<S: State> Persister<S> {
 
     /// Applies what a resume was given, durably, before anything runs: pending records with
     /// new answers (rewritten in place), and an edit of the state of the last checkpoint
-    /// (`written` fields stored whole at that step, the checkpoint record rewritten).
+    /// (`written` fields stored whole at that step, the checkpoint record rewritten, the
+    /// results of the next step's finished tasks dropped).
     pub(crate) async fn amend(
         &mut self,
         loaded: &mut Loaded<S>,
@@ -393,9 +408,21 @@ impl<S: State> Persister<S> {
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         let step = loaded.record.step;
-        for &i in answered {
-            let (index, record) = &loaded.pending[i];
-            self.put_pending(&mut batch, step + 1, *index, record)?;
+        if edited.is_some() {
+            // The tasks of a step read one snapshot: results computed from the state before the
+            // edit are dropped, and their tasks run again on the edited state (at-least-once).
+            batch.delete_pending_writes(&self.run_id, step + 1);
+            loaded
+                .pending
+                .retain(|(_, r)| !matches!(r.outcome, PendingOutcome::Done { .. }));
+            for (index, record) in &loaded.pending {
+                self.put_pending(&mut batch, step + 1, *index, record)?;
+            }
+        } else {
+            for &i in answered {
+                let (index, record) = &loaded.pending[i];
+                self.put_pending(&mut batch, step + 1, *index, record)?;
+            }
         }
         if let Some(written) = edited {
             for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
@@ -543,6 +570,25 @@ impl<S: State> Persister<S> {
     }
 }
 
+/// The ids of the runs stored under `run` (its subgraphs' runs, nested ones too).
+pub(crate) async fn child_runs(store: &dyn CheckpointStore, run: &str) -> Result<Vec<String>> {
+    let prefix = format!("{run}/");
+    let mut after = prefix.clone();
+    let mut out = Vec::new();
+    loop {
+        let page = store.list_runs(Some(&after), 256).await?;
+        let children: Vec<_> = page
+            .iter()
+            .take_while(|r| r.run_id.starts_with(&prefix))
+            .collect();
+        out.extend(children.iter().map(|r| r.run_id.clone()));
+        match children.last() {
+            Some(last) if children.len() == page.len() => after.clone_from(&last.run_id),
+            _ => return Ok(out),
+        }
+    }
+}
+
 /// An interrupt at a gate (`interrupt_before`, `interrupt_after`).
 pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) -> Interrupt {
     let task = TaskId::from_u128(gate.task);
@@ -558,16 +604,17 @@ pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) 
 }
 
 /// The interrupts a run loaded from `record` and its `pending` records waits on, each with the
-/// index of its pending record: the `interrupt_after` gates of the checkpoint (with `gates`),
-/// then what tasks raised (gates before their node, their node's `interrupt` calls, their
-/// subgraph's interrupts).
+/// index of its pending record: the `interrupt_after` gates of the checkpoint (with `gates`,
+/// and only while the next step has no record: a step that began has passed them), then what
+/// tasks raised (gates before their node, their node's `interrupt` calls, their subgraph's
+/// interrupts).
 pub(crate) fn pending_interrupts(
     record: &CheckpointRecord,
     pending: &[(u32, PendingWriteRecord)],
     gates: bool,
 ) -> Vec<(Interrupt, Option<usize>)> {
     let mut out: Vec<(Interrupt, Option<usize>)> = Vec::new();
-    if gates {
+    if gates && pending.is_empty() {
         out.extend(
             record
                 .interrupts

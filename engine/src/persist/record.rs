@@ -82,8 +82,13 @@ pub(crate) enum PendingOutcome {
         update: Vec<u8>,
         goto: Option<RouteRecord>,
     },
-    /// An attempt failed and the next one is due at `retry_at_ms` (Unix ms).
-    Retrying { error: String, retry_at_ms: u64 },
+    /// An attempt failed and the next one is due at `retry_at_ms` (Unix ms). `answers` keeps
+    /// the answers the task was given (see `Interrupted`): the next attempt needs them too.
+    Retrying {
+        error: String,
+        retry_at_ms: u64,
+        answers: Vec<(String, String)>,
+    },
     /// The task failed for good; a resume starts it afresh.
     Failed { error: String },
     /// The task waits at interrupts: before its node ran (one `Before`), raised by the node,
