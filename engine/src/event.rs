@@ -332,9 +332,11 @@ impl EventBus {
     /// Publishes the event `kind()` builds, if anyone listens. The sequence number advances
     /// either way, so that it is the event's position in the run for every subscriber.
     #[inline]
-    /// Whether anyone subscribes.
+    /// Whether anyone has subscribed (and so may subscribe again): a subgraph relays its
+    /// child's events from then on, so that a subscriber that comes and goes, or a second
+    /// one that joins later, still sees them.
     pub(crate) fn is_watched(&self) -> bool {
-        self.tx.get().is_some_and(|tx| tx.receiver_count() > 0)
+        self.tx.get().is_some()
     }
 
     pub(crate) fn emit(&self, kind: impl FnOnce() -> EventKind) {
