@@ -2,7 +2,7 @@
 
 mod values;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
@@ -197,43 +197,43 @@ impl SledStore {
         for op in batch.into_ops() {
             staged.apply(op)?;
         }
+        let mut owners = self.values.owners();
         let (mut created, mut removed) = (Vec::new(), Vec::new());
         let result = self
-            .sled_batch(staged.writes, &mut created, &mut removed)
+            .sled_batch(staged.writes, &owners, &mut created, &mut removed)
             .and_then(|out| self.db.apply_batch(out).map_err(backend));
         match result {
-            Ok(()) => self.values.committed(created, removed),
-            Err(_) => self.values.discard(&created),
+            Ok(()) => self.values.committed(&mut owners, created, removed),
+            Err(_) => self
+                .values
+                .discard(&created.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
         }
         result
     }
 
     /// The sled batch of a staged one: a value of at least [`FILE_MIN`] bytes goes to a new
     /// file (`created`) and the tree keeps an empty value plus a reference to the file. The
-    /// references of the values written or removed go; their files (`removed`) are deleted
-    /// after the next flush.
+    /// references of the entries written or removed that had one go (`removed`; their files
+    /// are deleted after the next flush).
     fn sled_batch(
         &self,
         writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-        created: &mut Vec<u64>,
-        removed: &mut Vec<u64>,
+        owners: &HashMap<Vec<u8>, Option<u64>>,
+        created: &mut Vec<(Vec<u8>, u64)>,
+        removed: &mut Vec<Vec<u8>>,
     ) -> Result<::sled::Batch> {
         let mut out = ::sled::Batch::default();
-        let any_files = self.values.any();
         for (key, value) in writes {
+            if owners.contains_key(&key) {
+                out.remove(ref_key(&key));
+                removed.push(key.clone());
+            }
             // Run records are small: always in the tree.
             let may_be_file = key.first() != Some(&RUN);
-            if may_be_file && any_files {
-                let reference = ref_key(&key);
-                if let Some(old) = self.db.get(&reference).map_err(backend)? {
-                    removed.extend(FileRef::decode(&old).map(|r| r.id));
-                    out.remove(reference);
-                }
-            }
             if may_be_file && let Some(v) = value.as_ref().filter(|v| v.len() >= FILE_MIN) {
                 let id = self.db.generate_id().map_err(backend)?;
                 let file = self.values.write(id, v)?;
-                created.push(id);
+                created.push((key.clone(), id));
                 out.insert(ref_key(&key), &file.encode()[..]);
                 out.insert(key, &[][..]);
                 continue;

@@ -18,12 +18,12 @@
 //! New files are synced (`fdatasync`, then the directory) by a background thread shortly after
 //! they are written, off the commit and flush path; a failed sync fails the next flush.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::envelope::FormatError;
 use crate::error::{Result, StoreError};
@@ -77,9 +77,10 @@ impl FileRef {
 #[derive(Debug)]
 pub(super) struct ValueFiles {
     dir: PathBuf,
-    /// How many files the tree refers to. While none, no stored value can be a reference and
-    /// commits skip looking for the ones they replace. Changed under the commit lock.
-    live: AtomicUsize,
+    /// The keys of the entries whose values are in files, with the file's id (`None` for a
+    /// reference that does not decode), as the tree says: a commit finds the files of the
+    /// values it replaces or removes here rather than in the tree. Changed by commits only.
+    owners: Mutex<HashMap<Vec<u8>, Option<u64>>>,
     /// Files whose references committed batches removed: deleted once a flush made the
     /// removal durable.
     doomed: Mutex<Vec<u64>>,
@@ -96,13 +97,13 @@ impl ValueFiles {
     pub(super) fn open(path: &Path, db: &::sled::Db) -> Result<ValueFiles> {
         let dir = path.join("values");
         std::fs::create_dir_all(&dir).map_err(io)?;
-        // A reference that does not decode still counts: reading its entry reports it.
-        let (mut refs, mut ids) = (0, std::collections::HashSet::new());
+        let mut owners = HashMap::new();
         for item in db.scan_prefix([FILE_REF]) {
-            let (_, value) = item.map_err(super::backend)?;
-            refs += 1;
-            ids.extend(FileRef::decode(&value).map(|r| r.id));
+            let (key, value) = item.map_err(super::backend)?;
+            // A reference that does not decode stays: reading its entry reports it.
+            owners.insert(key[1..].to_vec(), FileRef::decode(&value).map(|r| r.id));
         }
+        let ids: HashSet<u64> = owners.values().flatten().copied().collect();
         for entry in std::fs::read_dir(&dir).map_err(io)? {
             let entry = entry.map_err(io)?;
             let name = entry.file_name();
@@ -113,16 +114,17 @@ impl ValueFiles {
         }
         Ok(ValueFiles {
             dir,
-            live: AtomicUsize::new(refs),
+            owners: Mutex::new(owners),
             doomed: Mutex::default(),
             syncer: Mutex::default(),
             sync_failure: Arc::default(),
         })
     }
 
-    /// Whether the tree may refer to a file.
-    pub(super) fn any(&self) -> bool {
-        self.live.load(Ordering::Acquire) > 0
+    /// The entries whose values are in files (see `owners`). Commits hold it while they
+    /// stage, under the commit lock.
+    pub(super) fn owners(&self) -> MutexGuard<'_, HashMap<Vec<u8>, Option<u64>>> {
+        lock(&self.owners)
     }
 
     fn path(&self, id: u64) -> PathBuf {
@@ -157,17 +159,29 @@ impl ValueFiles {
         }
     }
 
-    /// Records a committed batch: it referred to the files `created` and removed the
-    /// references to the files `removed`.
-    pub(super) fn committed(&self, created: Vec<u64>, removed: Vec<u64>) {
-        let live =
-            (self.live.load(Ordering::Acquire) + created.len()).saturating_sub(removed.len());
-        self.live.store(live, Ordering::Release);
-        if !removed.is_empty() {
-            lock(&self.doomed).extend(removed);
+    /// Records a committed batch in `owners`: it removed the references of the entries
+    /// `removed` (their files go after the next flush), then referred the entries `created`
+    /// to new files.
+    pub(super) fn committed(
+        &self,
+        owners: &mut HashMap<Vec<u8>, Option<u64>>,
+        created: Vec<(Vec<u8>, u64)>,
+        removed: Vec<Vec<u8>>,
+    ) {
+        let mut doomed = Vec::new();
+        for key in removed {
+            doomed.extend(owners.remove(&key).flatten());
         }
-        if !created.is_empty() {
-            self.sync(created);
+        if !doomed.is_empty() {
+            lock(&self.doomed).extend(doomed);
+        }
+        let mut new = Vec::with_capacity(created.len());
+        for (key, id) in created {
+            owners.insert(key, Some(id));
+            new.push(id);
+        }
+        if !new.is_empty() {
+            self.sync(new);
         }
     }
 
@@ -302,7 +316,7 @@ fn sync_files(dir: &Path, receiver: &Receiver<u64>, failure: &Mutex<Option<std::
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
