@@ -175,6 +175,40 @@ pub fn seal(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Seals a payload that `record` holds after `room` bytes, but for its first bytes, `prefix`:
+/// the envelope is built in the payload's own buffer (for a large value, no second buffer to
+/// fill and copy into), the unused room dropped.
+///
+/// # Panics
+///
+/// If `room` is shorter than [`HEADER_LEN`] plus the prefix, or the payload is longer than
+/// [`MAX_PAYLOAD`].
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::envelope::{HEADER_LEN, RecordKind, seal, seal_in_place};
+/// let room = HEADER_LEN + 8;
+/// let mut buf = vec![0; room];
+/// buf.extend_from_slice(b"world");
+/// let record = seal_in_place(RecordKind::Blob, buf, room, b"hello ");
+/// assert_eq!(record, seal(RecordKind::Blob, b"hello world"));
+/// ```
+pub fn seal_in_place(kind: RecordKind, mut record: Vec<u8>, room: usize, prefix: &[u8]) -> Vec<u8> {
+    let start = room
+        .checked_sub(HEADER_LEN + prefix.len())
+        .expect("room for the header and the prefix");
+    record[room - prefix.len()..room].copy_from_slice(prefix);
+    record.drain(..start);
+    assert!(
+        record.len() - HEADER_LEN <= MAX_PAYLOAD,
+        "payload of {} bytes is too large",
+        record.len() - HEADER_LEN
+    );
+    fill_header(&mut record, kind);
+    record
+}
+
 /// Fills in the header of `record`, whose first [`HEADER_LEN`] bytes are room for it and whose
 /// rest is the payload (at most [`MAX_PAYLOAD`] bytes).
 fn fill_header(record: &mut [u8], kind: RecordKind) {
