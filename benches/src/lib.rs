@@ -26,8 +26,9 @@ pub use durable::{
 pub use measure::{median, run_counting_steps, runtime, time_runs};
 pub use states::{Big, BigUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 pub use workloads::{
-    BIG_ITEM_LEN, BIG_ITEMS, Flaky, SEED, big_chain, big_input, big_item, calibrate_cpu_work,
-    chain, chain_builder, config, cpu_fanout, cpu_work, fanout, flaky_chain, two_node_loop,
+    BIG_ITEM_LEN, BIG_ITEMS, Flaky, SEED, SMALL_ITEMS, big_chain, big_input, big_item,
+    calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, cpu_work, fanout, flaky_chain,
+    small_input, two_node_loop,
 };
 
 #[cfg(test)]

@@ -13,10 +13,11 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use agentgraph_benches::{
-    BIG_ITEMS, BaselineSamples, BenchStore, CheckpointedRun, Counter, Flaky, Items, SledBaseline,
-    big_chain, big_input, calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout,
-    fill_store, flaky_chain, median, run_checkpointed, run_counting_steps, runtime, time_resume,
-    time_runs, time_runs_each, two_node_loop,
+    BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky, Items,
+    SMALL_ITEMS, SledBaseline, big_chain, big_input, calibrate_cpu_work, chain, chain_builder,
+    config, cpu_fanout, fanout, fill_store, flaky_chain, median, run_checkpointed,
+    run_counting_steps, runtime, small_input, time_resume, time_runs, time_runs_each,
+    two_node_loop,
 };
 use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;
@@ -514,7 +515,8 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
 
 /// `big_state_append` or `big_state_untouched`: a 100-node chain over 10,000 strings, on
 /// sled with async durability. `bytes_per_step` leaves out step 0's checkpoint (the whole
-/// input), reported as `step0_bytes`.
+/// input), reported as `step0_bytes`. Then the control, mode `durable_async_small_input`: the
+/// same runs from a 100-string input, in a store of their own.
 fn run_big_state(rt: &Runtime, append: bool, durable_async_us: Option<f64>, reps: Reps) {
     let workload = if append {
         "big_state_append"
@@ -522,31 +524,36 @@ fn run_big_state(rt: &Runtime, append: bool, durable_async_us: Option<f64>, reps
         "big_state_untouched"
     };
     let graph = big_chain(SHORT_CHAIN as usize, append);
-    let store = BenchStore::sled(workload);
     let base = config(Mode::Parallel, SHORT_CHAIN + 1).durability(Durability::Async);
-    let check = |s: &agentgraph_benches::Big| {
-        let added = if append { SHORT_CHAIN as usize } else { 0 };
-        assert_eq!(s.items.len(), BIG_ITEMS + added, "{workload}: the list");
-        assert_eq!(
-            s.n,
-            if append { 0 } else { SHORT_CHAIN },
-            "{workload}: the counter"
+    for (mode, input, items) in [
+        ("durable_async", big_input as fn() -> Big, BIG_ITEMS),
+        ("durable_async_small_input", small_input, SMALL_ITEMS),
+    ] {
+        let store = BenchStore::sled(workload);
+        let check = |s: &Big| {
+            let added = if append { SHORT_CHAIN as usize } else { 0 };
+            assert_eq!(s.items.len(), items + added, "{workload} {mode}: the list");
+            assert_eq!(
+                s.n,
+                if append { 0 } else { SHORT_CHAIN },
+                "{workload} {mode}: the counter"
+            );
+        };
+        let (counted, med) = measure_durable(rt, &graph, input, &store, &base, reps, check, || {});
+        let mut line = durable_line(
+            workload,
+            mode,
+            "sled",
+            Durability::Async,
+            &counted,
+            med,
+            reps,
         );
-    };
-    let (counted, med) = measure_durable(rt, &graph, big_input, &store, &base, reps, check, || {});
-    let mut line = durable_line(
-        workload,
-        "durable_async",
-        "sled",
-        Durability::Async,
-        &counted,
-        med,
-        reps,
-    );
-    line.bytes_per_step = Some(counted.bytes_per_step_after_step0());
-    line.ratio_to_durable_async =
-        durable_async_us.map(|us| line.per_step_us.expect("a per-step time") / us);
-    line.print();
+        line.bytes_per_step = Some(counted.bytes_per_step_after_step0());
+        line.ratio_to_durable_async =
+            durable_async_us.map(|us| line.per_step_us.expect("a per-step time") / us);
+        line.print();
+    }
 }
 
 /// `resume_100`: a 100-node chain whose node 50 fails once, resumed from a sled store that

@@ -189,6 +189,18 @@ pub fn big_input() -> Big {
     }
 }
 
+/// The number of strings in [`small_input`].
+pub const SMALL_ITEMS: usize = 100;
+
+/// The control input of the `big_state_*` workloads: [`SMALL_ITEMS`] strings of
+/// [`BIG_ITEM_LEN`] characters (2 KB), `n == 0`: the same runs without the large input.
+pub fn small_input() -> Big {
+    Big {
+        items: (0..SMALL_ITEMS as u64).map(big_item).collect(),
+        n: 0,
+    }
+}
+
 /// A chain of `nodes` nodes over [`Big`]: `START -> n0 -> ... -> END`. With `append`, each
 /// node appends one string of [`BIG_ITEM_LEN`] characters to [`Big::items`]
 /// (`big_state_append`); without, each adds 1 to [`Big::n`] and leaves the list alone

@@ -17,6 +17,7 @@
 //! version is [`FormatError::TooNew`]. A record that is not exactly a valid envelope of the
 //! expected kind is a [`FormatError`]: it is never half-read and decoding never panics.
 
+use bincode::enc::write::{SizeWriter, Writer};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The first four bytes of every record.
@@ -168,17 +169,60 @@ pub fn seal(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
         payload.len()
     );
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.push(Codec::Bincode2 as u8);
-    out.push(kind as u8);
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&out[..12]);
-    h.update(payload);
-    out.extend_from_slice(&h.finalize().to_le_bytes());
+    out.extend_from_slice(&[0; HEADER_LEN]);
     out.extend_from_slice(payload);
+    fill_header(&mut out, kind);
     out
+}
+
+/// Seals a payload that `record` holds after `room` bytes, but for its first bytes, `prefix`:
+/// the envelope is built in the payload's own buffer (for a large value, no second buffer to
+/// fill and copy into), the unused room dropped.
+///
+/// # Panics
+///
+/// If `room` is shorter than [`HEADER_LEN`] plus the prefix, or the payload is longer than
+/// [`MAX_PAYLOAD`].
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::envelope::{HEADER_LEN, RecordKind, seal, seal_in_place};
+/// let room = HEADER_LEN + 8;
+/// let mut buf = vec![0; room];
+/// buf.extend_from_slice(b"world");
+/// let record = seal_in_place(RecordKind::Blob, buf, room, b"hello ");
+/// assert_eq!(record, seal(RecordKind::Blob, b"hello world"));
+/// ```
+pub fn seal_in_place(kind: RecordKind, mut record: Vec<u8>, room: usize, prefix: &[u8]) -> Vec<u8> {
+    let start = room
+        .checked_sub(HEADER_LEN + prefix.len())
+        .expect("room for the header and the prefix");
+    record[room - prefix.len()..room].copy_from_slice(prefix);
+    record.drain(..start);
+    assert!(
+        record.len() - HEADER_LEN <= MAX_PAYLOAD,
+        "payload of {} bytes is too large",
+        record.len() - HEADER_LEN
+    );
+    fill_header(&mut record, kind);
+    record
+}
+
+/// Fills in the header of `record`, whose first [`HEADER_LEN`] bytes are room for it and whose
+/// rest is the payload (at most [`MAX_PAYLOAD`] bytes).
+fn fill_header(record: &mut [u8], kind: RecordKind) {
+    let len = (record.len() - HEADER_LEN) as u32;
+    let (header, payload) = record.split_at_mut(HEADER_LEN);
+    header[..4].copy_from_slice(&MAGIC);
+    header[4..6].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[6] = Codec::Bincode2 as u8;
+    header[7] = kind as u8;
+    header[8..12].copy_from_slice(&len.to_le_bytes());
+    let mut h = crc32fast::Hasher::new();
+    h.update(&header[..12]);
+    h.update(payload);
+    header[12..].copy_from_slice(&h.finalize().to_le_bytes());
 }
 
 /// Checks an envelope of `kind` and returns its payload.
@@ -252,12 +296,37 @@ pub fn open(kind: RecordKind, bytes: &[u8]) -> Result<&[u8], FormatError> {
 ///
 /// [`FormatError::Encode`] when serde fails.
 pub fn encode<T: Serialize + ?Sized>(kind: RecordKind, value: &T) -> Result<Vec<u8>, FormatError> {
-    let payload = bincode::serde::encode_to_vec(value, bincode_config())
-        .map_err(|e| FormatError::Encode(e.to_string()))?;
-    if payload.len() > MAX_PAYLOAD {
-        return Err(FormatError::TooLarge(payload.len()));
+    // Two passes over the value, one buffer: its size first, then the payload itself, written
+    // after room for the header. A large field value is copied once, not grown and copied.
+    let failed = |e: bincode::error::EncodeError| FormatError::Encode(e.to_string());
+    let mut size = SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, bincode_config()).map_err(failed)?;
+    let len = size.bytes_written;
+    if len > MAX_PAYLOAD {
+        return Err(FormatError::TooLarge(len));
     }
-    Ok(seal(kind, &payload))
+    let mut out = Vec::with_capacity(HEADER_LEN + len);
+    out.extend_from_slice(&[0; HEADER_LEN]);
+    bincode::serde::encode_into_writer(value, Append(&mut out), bincode_config())
+        .map_err(failed)?;
+    if out.len() != HEADER_LEN + len {
+        return Err(FormatError::Encode(format!(
+            "the value encoded to {len} bytes, then to {}",
+            out.len() - HEADER_LEN
+        )));
+    }
+    fill_header(&mut out, kind);
+    Ok(out)
+}
+
+/// A bincode writer appending to a vector.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Writer for Append<'_> {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
 }
 
 /// Opens a record of `kind` and decodes its whole payload as a `T`.
@@ -322,6 +391,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn encoding_seals_the_bincode_payload() {
+        let big: Vec<String> = (0..1_000).map(|i| format!("{i:020}")).collect();
+        let payload = bincode::serde::encode_to_vec(&big, bincode_config()).unwrap();
+        let record = encode(RecordKind::Blob, &big).unwrap();
+        assert_eq!(record, seal(RecordKind::Blob, &payload));
+        assert_eq!(open(RecordKind::Blob, &record).unwrap(), payload);
+        let empty = encode(RecordKind::Event, &()).unwrap();
+        assert_eq!(empty, seal(RecordKind::Event, &[]));
     }
 
     #[test]

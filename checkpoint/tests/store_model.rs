@@ -161,8 +161,15 @@ struct Model {
     pending: BTreeMap<String, BTreeMap<u64, BTreeMap<u32, Vec<u8>>>>,
 }
 
+/// The value a write of `v` stores: a few bytes, or for one write in 32 more than 64 KiB (which
+/// the sled store keeps in a file of its own).
 fn value(v: u8) -> Vec<u8> {
-    vec![v; 1 + v as usize % 3]
+    let len = if v % 32 == 31 {
+        (64 << 10) + usize::from(v)
+    } else {
+        1 + v as usize % 3
+    };
+    vec![v; len]
 }
 
 impl Model {
@@ -227,6 +234,26 @@ impl Model {
                 self.pending.remove(RUNS[run]);
             }
         }
+    }
+
+    /// How many stored values have 64 KiB or more.
+    #[cfg_attr(not(feature = "sled"), allow(dead_code))]
+    fn large_values(&self) -> usize {
+        let large = |v: &Vec<u8>| v.len() >= 64 << 10;
+        let checkpoints = self.checkpoints.values().flat_map(|m| m.values());
+        let blobs = self
+            .blobs
+            .values()
+            .flat_map(|m| m.values().flat_map(|m| m.values()));
+        let pending = self
+            .pending
+            .values()
+            .flat_map(|m| m.values().flat_map(|m| m.values()));
+        checkpoints
+            .chain(blobs)
+            .chain(pending)
+            .filter(|v| large(v))
+            .count()
     }
 
     fn read(&self, r: &Read) -> String {
@@ -461,6 +488,13 @@ proptest! {
                     let got = read_store(*store, &r).await;
                     prop_assert_eq!(&got, &expected, "{} disagrees at the end: {:?}", name, r);
                 }
+            }
+            #[cfg(feature = "sled")]
+            {
+                let store = sled.as_ref().unwrap();
+                store.flush().await.unwrap();
+                let files = std::fs::read_dir(store.path().join("values")).unwrap().count();
+                prop_assert_eq!(files, model.large_values(), "sled: one value file per value of 64 KiB or more, after a flush");
             }
             Ok(())
         })?;

@@ -6,6 +6,7 @@
 //! wrote (deltas), until those add up to more than its last full value, when it is stored whole
 //! again (compaction). Cost follows the change, not the size of the state.
 
+mod full;
 pub(crate) mod record;
 
 use std::marker::PhantomData;
@@ -27,6 +28,7 @@ use crate::route::{Command, Route};
 use crate::state::State;
 use serde_bytes::ByteBuf;
 
+use full::{FULL_ROOM, seal_full};
 use record::{
     BlobRecord, CheckpointRecord, GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord,
     RouteRecord, TaskRecord,
@@ -289,25 +291,28 @@ impl<S: State> Persister<S> {
             let deltas = std::mem::take(&mut self.deltas[f]);
             let delta_len: usize = deltas.iter().map(Vec::len).sum();
             let track = &mut self.fields[f];
-            let blob = if !first
+            let bytes = if !first
                 && !S::FIELDS[f].reducer.is_exclusive()
                 && track.delta_len + delta_len <= track.full_len.max(64)
             {
                 track.delta_len += delta_len;
-                BlobRecord::Deltas(deltas.into_iter().map(ByteBuf::from).collect())
+                let blob = BlobRecord::Deltas(deltas.into_iter().map(ByteBuf::from).collect());
+                envelope::encode(RecordKind::Blob, &blob).map_err(format_encode_error)?
             } else {
-                let mut full = Vec::new();
+                // Encoded straight into its record, after room for what goes in front, in a
+                // buffer sized for the last full value and the deltas since.
+                let mut record = Vec::with_capacity(FULL_ROOM + track.full_len + delta_len);
+                record.resize(FULL_ROOM, 0);
                 state
-                    .encode_field(f, &mut full)
+                    .encode_field(f, &mut record)
                     .map_err(|e| encode_error(&format!("field `{}`", S::FIELDS[f].name), e))?;
                 *track = FieldTrack {
                     base: step,
-                    full_len: full.len(),
+                    full_len: record.len() - FULL_ROOM,
                     delta_len: 0,
                 };
-                BlobRecord::Full(ByteBuf::from(full))
+                seal_full(record)?
             };
-            let bytes = envelope::encode(RecordKind::Blob, &blob).map_err(format_encode_error)?;
             blob_bytes += bytes.len() as u64;
             batch.put_blob(&self.run_id, f as u32, step, bytes);
         }

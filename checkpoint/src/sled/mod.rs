@@ -1,6 +1,8 @@
 //! The embedded sled store (feature `sled`).
 
-use std::collections::BTreeMap;
+mod values;
+
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
@@ -11,6 +13,7 @@ use crate::record::{check_op, decode_run, encode_run};
 use crate::store::{
     BoxFuture, CheckpointStore, Op, RunLease, RunLocks, RunRecord, WriteBatch, check_run_id,
 };
+use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 
 /// A [`CheckpointStore`] in an embedded [sled](https://docs.rs/sled/0.34.7) database: one
 /// directory, one process at a time.
@@ -32,8 +35,24 @@ use crate::store::{
 ///   `flush` writes with `sync_file_range`, not `fsync`/`fdatasync`; sled calls `fsync`
 ///   only in its background flush, every 500 ms by default. sled recovers each batch whole
 ///   or not at all.
+/// - **Values of 64 KiB or more** (a large field's full value, a large update) live in files of
+///   their own (below). A file is written before the batch that refers to it and synced
+///   (`fdatasync`, then its directory) by a background thread moments later, off the commit
+///   and flush path; a failed sync fails the next `flush`. Until that sync, a power loss can
+///   lose the file (sled itself never syncs the files it writes for pages over 128 KiB).
 ///
 /// If your runs must survive a power loss, use a store that syncs for real.
+///
+/// # Large values
+///
+/// sled keeps values inside its tree's leaves and logs a whole leaf again every tenth change
+/// to it and at each split, so a large value sharing a leaf with the small entries written
+/// after it would be written out several times over. Checkpoints, blobs and pending writes of
+/// 64 KiB or more are therefore written once, each to a file in `values/` of the store's
+/// directory, and the tree refers to the file (with its length and CRC-32, checked on every
+/// read: a damaged file is [`StoreError::Corrupt`]). A file is deleted after the flush that
+/// follows its entry's removal; a file nothing refers to (left by a crash) is deleted when the
+/// store is next opened.
 ///
 /// # Examples
 ///
@@ -66,6 +85,8 @@ pub struct SledStore {
     /// (sled isolates single-key reads from a batch, not iterators).
     commit_lock: Arc<RwLock<()>>,
     locks: RunLocks,
+    /// Values of at least [`FILE_MIN`] bytes, kept in files of their own.
+    values: Arc<ValueFiles>,
 }
 
 impl SledStore {
@@ -128,11 +149,13 @@ impl SledStore {
                 Err(e) => return Err(open_error(&path, e)),
             }
         };
+        let values = Arc::new(ValueFiles::open(&path, &db)?);
         Ok(SledStore {
             db,
             path,
             commit_lock: Arc::default(),
             locks: RunLocks::new(),
+            values,
         })
     }
 
@@ -174,14 +197,71 @@ impl SledStore {
         for op in batch.into_ops() {
             staged.apply(op)?;
         }
+        let mut owners = self.values.owners();
+        let (mut created, mut removed) = (Vec::new(), Vec::new());
+        let result = self
+            .sled_batch(staged.writes, &owners, &mut created, &mut removed)
+            .and_then(|out| self.db.apply_batch(out).map_err(backend));
+        match result {
+            Ok(()) => self.values.committed(&mut owners, created, removed),
+            Err(_) => self
+                .values
+                .discard(&created.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
+        }
+        result
+    }
+
+    /// The sled batch of a staged one: a value of at least [`FILE_MIN`] bytes goes to a new
+    /// file (`created`) and the tree keeps an empty value plus a reference to the file. The
+    /// references of the entries written or removed that had one go (`removed`; their files
+    /// are deleted after the next flush).
+    fn sled_batch(
+        &self,
+        writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        owners: &HashMap<Vec<u8>, Option<u64>>,
+        created: &mut Vec<(Vec<u8>, u64)>,
+        removed: &mut Vec<Vec<u8>>,
+    ) -> Result<::sled::Batch> {
         let mut out = ::sled::Batch::default();
-        for (key, value) in staged.writes {
+        for (key, value) in writes {
+            if owners.contains_key(&key) {
+                out.remove(ref_key(&key));
+                removed.push(key.clone());
+            }
+            // Run records are small: always in the tree.
+            let may_be_file = key.first() != Some(&RUN);
+            if may_be_file && let Some(v) = value.as_ref().filter(|v| v.len() >= FILE_MIN) {
+                let id = self.db.generate_id().map_err(backend)?;
+                let file = self.values.write(id, v)?;
+                created.push((key.clone(), id));
+                out.insert(ref_key(&key), &file.encode()[..]);
+                out.insert(key, &[][..]);
+                continue;
+            }
             match value {
                 Some(v) => out.insert(key, v),
                 None => out.remove(key),
             }
         }
-        self.db.apply_batch(out).map_err(backend)
+        Ok(out)
+    }
+
+    /// The value of the entry under `key`, whose bytes in the tree are `stored`: those bytes,
+    /// or, when empty, those of the entry's value file if it has one. Callers hold
+    /// [`no_commit`](SledStore::no_commit) while they read, so that no file they are about to
+    /// read is deleted.
+    fn value(&self, key: &[u8], stored: ::sled::IVec) -> Result<Vec<u8>> {
+        if !stored.is_empty() {
+            return Ok(stored.to_vec());
+        }
+        let reference = ref_key(key);
+        match self.db.get(&reference).map_err(backend)? {
+            None => Ok(Vec::new()),
+            Some(r) => {
+                let file = FileRef::decode(&r).ok_or_else(|| corrupt_ref(&reference))?;
+                self.values.read(&file)
+            }
+        }
     }
 
     /// Holds off commits while a multi-key read runs.
@@ -224,7 +304,10 @@ impl SledStore {
         match self.db.scan_prefix(run_prefix(CHECKPOINT, run)).next_back() {
             Some(item) => {
                 let (key, bytes) = item.map_err(backend)?;
-                Ok(Some((key_u64(&key, key.len() - 8)?, bytes.to_vec())))
+                Ok(Some((
+                    key_u64(&key, key.len() - 8)?,
+                    self.value(&key, bytes)?,
+                )))
             }
             None => Ok(None),
         }
@@ -241,7 +324,7 @@ impl SledStore {
         let mut out = Vec::new();
         for item in self.db.range::<Vec<u8>, _>(range).take(limit) {
             let (key, bytes) = item.map_err(backend)?;
-            out.push((number(&key)?, bytes.to_vec()));
+            out.push((number(&key)?, self.value(&key, bytes)?));
         }
         Ok(out)
     }
@@ -477,7 +560,12 @@ impl CheckpointStore for SledStore {
 
     fn flush(&self) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            self.db.flush_async().await.map_err(backend)?;
+            // The files whose references were removed before the flush go once it made the
+            // removal durable.
+            let removed = self.values.before_flush()?;
+            let flushed = self.db.flush_async().await;
+            self.values.after_flush(removed, flushed.is_ok());
+            flushed.map_err(backend)?;
             Ok(())
         })
     }
@@ -501,8 +589,12 @@ impl CheckpointStore for SledStore {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>>> {
         Box::pin(async move {
             check_run_id(run)?;
-            let value = self.db.get(checkpoint_key(run, step)).map_err(backend)?;
-            Ok(value.map(|v| v.to_vec()))
+            let key = checkpoint_key(run, step);
+            let _read = self.no_commit();
+            match self.db.get(&key).map_err(backend)? {
+                Some(stored) => self.value(&key, stored).map(Some),
+                None => Ok(None),
+            }
         })
     }
 
