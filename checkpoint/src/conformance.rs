@@ -43,6 +43,7 @@ pub async fn run_all(store: &dyn CheckpointStore, put_raw_run: PutRawRun<'_>) {
     checkpoints(store).await;
     blobs(store).await;
     pending_writes(store).await;
+    events(store).await;
     prune(store).await;
     value_sizes(store).await;
     delete_run_isolation(store).await;
@@ -342,6 +343,84 @@ pub async fn pending_writes(store: &dyn CheckpointStore) {
     commit(store, batch, C).await;
     assert_eq!(get(5).await, [], "{C}: DeletePendingWrites up to u64::MAX");
     delete_runs(store, &[r], C).await;
+}
+
+/// Events: round trip, ordering and paging by sequence number, the last one, replacement,
+/// isolation between runs whose ids share a prefix, kept by every deletion but the run's.
+pub async fn events(store: &dyn CheckpointStore) {
+    const C: &str = "events";
+    expect_empty(store, C).await;
+    let (r, other) = ("ev", "ev/child");
+    let get = |after, limit| async move { ok(store.get_events(r, after, limit).await, C) };
+    assert_eq!(get(None, 10).await, [], "{C}: a run with no events");
+    assert_eq!(ok(store.last_event(r).await, C), None, "{C}: no last event");
+    let mut batch = WriteBatch::new();
+    batch
+        .put_run(record(r, RunStatus::Running, 1))
+        .put_event(r, 2, bytes("e2"))
+        .put_event(r, 0, bytes("e0"))
+        .put_event(r, 1, bytes("e1"))
+        .put_event(r, 256, bytes("e256"))
+        .put_event(other, 7, bytes("other"))
+        .put_event(r, 1, bytes("e1 again"));
+    commit(store, batch, C).await;
+    let all = get(None, usize::MAX).await;
+    assert_eq!(
+        ids(&all),
+        [&0, &1, &2, &256],
+        "{C}: in sequence order, once each"
+    );
+    assert_eq!(all[1].1, bytes("e1 again"), "{C}: the last write wins");
+    assert_eq!(all[3].1, bytes("e256"), "{C}: round trip");
+    assert_eq!(
+        ids(&get(Some(0), 2).await),
+        [&1, &2],
+        "{C}: paging after a number"
+    );
+    assert_eq!(
+        ids(&get(Some(2), 10).await),
+        [&256],
+        "{C}: after skips a gap"
+    );
+    assert_eq!(get(Some(256), 10).await, [], "{C}: after the last");
+    assert_eq!(get(Some(u64::MAX), 10).await, [], "{C}: after u64::MAX");
+    assert_eq!(get(None, 0).await, [], "{C}: a limit of 0");
+    assert_eq!(
+        ok(store.last_event(r).await, C),
+        Some(256),
+        "{C}: the last event"
+    );
+    assert_eq!(
+        ok(store.last_event(other).await, C),
+        Some(7),
+        "{C}: another run's last"
+    );
+
+    let mut batch = WriteBatch::new();
+    batch
+        .delete_pending_writes(r, u64::MAX)
+        .delete_after(r, 0)
+        .delete_checkpoints_before(r, u64::MAX);
+    commit(store, batch, C).await;
+    assert_eq!(
+        get(None, usize::MAX).await.len(),
+        4,
+        "{C}: only deleting the run deletes its events"
+    );
+    let mut batch = WriteBatch::new();
+    batch.delete_run(r);
+    commit(store, batch, C).await;
+    assert_eq!(get(None, 10).await, [], "{C}: DeleteRun deletes the events");
+    assert_eq!(ok(store.last_event(r).await, C), None, "{C}: none left");
+    assert_eq!(
+        ids(&ok(store.get_events(other, None, 10).await, C)),
+        [&7],
+        "{C}: DeleteRun keeps a run whose id it prefixes"
+    );
+    let mut batch = WriteBatch::new();
+    batch.delete_run(other);
+    commit(store, batch, C).await;
+    expect_empty(store, C).await;
 }
 
 /// Pruning: [`Op::DeleteCheckpointsBefore`] and [`Op::DeleteBlobsBefore`].

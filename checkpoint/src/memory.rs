@@ -52,6 +52,7 @@ struct Tables {
     checkpoints: BTreeMap<(String, u64), Vec<u8>>,
     blobs: BTreeMap<(String, u32, u64), Vec<u8>>,
     pending: BTreeMap<(String, u64, u32), Vec<u8>>,
+    events: BTreeMap<(String, u64), Vec<u8>>,
 }
 
 /// An operation checked and encoded, ready to be applied without failing.
@@ -143,6 +144,9 @@ impl Tables {
             } => {
                 self.pending.insert((run, step, task), bytes);
             }
+            Op::PutEvent { run, seq, bytes } => {
+                self.events.insert((run, seq), bytes);
+            }
             Op::DeletePendingWrites { run, step } => {
                 remove_range(
                     &mut self.pending,
@@ -195,8 +199,9 @@ impl Tables {
                 );
                 remove_range(
                     &mut self.pending,
-                    (run.clone(), 0, 0)..=(run, u64::MAX, u32::MAX),
+                    (run.clone(), 0, 0)..=(run.clone(), u64::MAX, u32::MAX),
                 );
+                remove_range(&mut self.events, (run.clone(), 0)..=(run, u64::MAX));
             }
         }
     }
@@ -352,6 +357,37 @@ impl CheckpointStore for MemoryStore {
                 .range(range)
                 .map(|((_, _, task), b)| (*task, b.clone()))
                 .collect())
+        })
+    }
+
+    fn get_events<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else {
+                return Ok(Vec::new());
+            };
+            let t = self.tables();
+            Ok(t.events
+                .range((run.to_owned(), from)..=(run.to_owned(), u64::MAX))
+                .take(limit)
+                .map(|((_, seq), b)| (*seq, b.clone()))
+                .collect())
+        })
+    }
+
+    fn last_event<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            let t = self.tables();
+            Ok(t.events
+                .range((run.to_owned(), 0)..=(run.to_owned(), u64::MAX))
+                .next_back()
+                .map(|((_, seq), _)| *seq))
         })
     }
 

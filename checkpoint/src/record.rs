@@ -11,6 +11,7 @@ pub(crate) fn check_op(op: &Op) -> Result<()> {
         Op::PutCheckpoint { run, .. }
         | Op::PutBlob { run, .. }
         | Op::PutPendingWrite { run, .. }
+        | Op::PutEvent { run, .. }
         | Op::DeletePendingWrites { run, .. }
         | Op::DeleteCheckpointsBefore { run, .. }
         | Op::DeleteBlobsBefore { run, .. }

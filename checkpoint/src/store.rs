@@ -115,6 +115,16 @@ pub enum Op {
         /// The encoded write.
         bytes: Vec<u8>,
     },
+    /// Inserts or replaces event number `seq` of `run` (an encoded record). Events are kept
+    /// until the run is deleted.
+    PutEvent {
+        /// The run.
+        run: String,
+        /// The event's sequence number.
+        seq: u64,
+        /// The encoded event.
+        bytes: Vec<u8>,
+    },
     /// Deletes every pending write of `run` for steps up to and including `step`.
     DeletePendingWrites {
         /// The run.
@@ -147,7 +157,7 @@ pub enum Op {
         /// The last step kept.
         step: u64,
     },
-    /// Deletes everything of `run`: record, checkpoints, blobs, pending writes.
+    /// Deletes everything of `run`: record, checkpoints, blobs, pending writes, events.
     DeleteRun {
         /// The run.
         run: String,
@@ -239,6 +249,15 @@ impl WriteBatch {
             run: run.to_owned(),
             step,
             task,
+            bytes,
+        })
+    }
+
+    /// See [`Op::PutEvent`].
+    pub fn put_event(&mut self, run: &str, seq: u64, bytes: Vec<u8>) -> &mut Self {
+        self.push(Op::PutEvent {
+            run: run.to_owned(),
+            seq,
             bytes,
         })
     }
@@ -364,6 +383,17 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
         run: &'a str,
         step: u64,
     ) -> BoxFuture<'a, Result<Vec<(u32, Vec<u8>)>>>;
+
+    /// Up to `limit` events of `run` in increasing sequence order, starting after `after`.
+    fn get_events<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>>;
+
+    /// The highest sequence number of `run`'s stored events.
+    fn last_event<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
 
     /// Takes ownership of `run` for this process until the lease is dropped.
     ///

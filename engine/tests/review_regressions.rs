@@ -469,6 +469,17 @@ impl CheckpointStore for FailingStore {
     ) -> StoreFuture<'a, Vec<(u32, Vec<u8>)>> {
         self.inner.get_pending_writes(run, step)
     }
+    fn get_events<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
+        self.inner.get_events(run, after, limit)
+    }
+    fn last_event<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<u64>> {
+        self.inner.last_event(run)
+    }
     fn lock_run(
         &self,
         run: &str,

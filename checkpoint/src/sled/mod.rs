@@ -335,6 +335,7 @@ const RUN: u8 = b'R';
 const CHECKPOINT: u8 = b'C';
 const BLOB: u8 = b'B';
 const PENDING: u8 = b'P';
+const EVENT: u8 = b'E';
 
 /// `R` + run id: runs list in run id order.
 fn run_key(run: &str) -> Vec<u8> {
@@ -365,6 +366,12 @@ fn blob_key(run: &str, field: u32, version: u64) -> Vec<u8> {
     let mut k = run_prefix(BLOB, run);
     k.extend_from_slice(&field.to_be_bytes());
     k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+fn event_key(run: &str, seq: u64) -> Vec<u8> {
+    let mut k = run_prefix(EVENT, run);
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -458,6 +465,9 @@ impl Staged<'_> {
                 self.writes
                     .insert(pending_key(&run, step, task), Some(bytes));
             }
+            Op::PutEvent { run, seq, bytes } => {
+                self.writes.insert(event_key(&run, seq), Some(bytes));
+            }
             Op::DeletePendingWrites { run, step } => self.remove_range(
                 Bound::Included(pending_key(&run, 0, 0)),
                 Bound::Included(pending_key(&run, step, u32::MAX)),
@@ -517,7 +527,7 @@ impl Staged<'_> {
             }
             Op::DeleteRun { run } => {
                 self.writes.insert(run_key(&run), None);
-                for tag in [CHECKPOINT, BLOB, PENDING] {
+                for tag in [CHECKPOINT, BLOB, PENDING, EVENT] {
                     self.remove_prefix(run_prefix(tag, &run))?;
                 }
             }
@@ -660,6 +670,36 @@ impl CheckpointStore for SledStore {
             );
             let at = run_prefix(PENDING, run).len() + 8;
             self.collect(range, usize::MAX, |key| key_u32(key, at))
+        })
+    }
+
+    fn get_events<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            let start = match after {
+                Some(seq) => Bound::Excluded(event_key(run, seq)),
+                None => Bound::Included(event_key(run, 0)),
+            };
+            let range = (start, Bound::Included(event_key(run, u64::MAX)));
+            let at = run_prefix(EVENT, run).len();
+            self.collect(range, limit, |key| key_u64(key, at))
+        })
+    }
+
+    fn last_event<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<u64>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            let prefix = run_prefix(EVENT, run);
+            let _read = self.no_commit();
+            match self.db.scan_prefix(&prefix).keys().next_back() {
+                Some(key) => Ok(Some(key_u64(&key.map_err(backend)?, prefix.len())?)),
+                None => Ok(None),
+            }
         })
     }
 
