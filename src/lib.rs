@@ -70,7 +70,8 @@
 //! | checkpoints to sled (default) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
-//! | persisted event log, monitor server and page, CLI, metrics, OpenTelemetry | planned |
+//! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
+//! | monitor server and page, CLI, metrics, OpenTelemetry | planned |
 //!
 //! Cargo features (both on by default): `sled` enables [`SledStore`], the embedded durable
 //! store; `nodes` enables [`nodes`], the node middleware (it brings in governor and moka).

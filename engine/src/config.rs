@@ -89,6 +89,7 @@ pub struct RunConfig {
     pub(crate) store: Option<Arc<dyn CheckpointStore>>,
     pub(crate) durability: Durability,
     pub(crate) allow_graph_change: bool,
+    pub(crate) store_events: bool,
     pub(crate) on_failure: FailurePolicy,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) run_timeout: Option<Duration>,
@@ -105,6 +106,7 @@ impl Default for RunConfig {
             store: None,
             durability: Durability::default(),
             allow_graph_change: false,
+            store_events: false,
             on_failure: FailurePolicy::default(),
             step_timeout: None,
             run_timeout: None,
@@ -176,6 +178,40 @@ impl RunConfig {
     #[must_use]
     pub fn durability(mut self, durability: Durability) -> Self {
         self.durability = durability;
+        self
+    }
+
+    /// Stores the run's events with its checkpoints (off by default): every event, numbered
+    /// in order, is written in the same commit as the checkpoint that follows it (the events
+    /// that end the run, with its last write), so that a monitor can replay the run, also
+    /// after a crash, and a resumed run numbers its events after the stored ones. Read them
+    /// with [`History::events`](crate::History::events). Needs a [`store`](RunConfig::store);
+    /// subgraphs inherit it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = RunConfig::new().shared_store(store.clone()).run_id("r").store_events(true);
+    /// graph.run_with(Count::default(), config).await?;
+    /// let events = graph.history(store).events("r", None, 100).await?;
+    /// assert!(matches!(events[0].kind, EventKind::RunStarted { .. }));
+    /// assert!(matches!(events.last().unwrap().kind, EventKind::RunFinished { .. }));
+    /// assert!(events.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn store_events(mut self, store: bool) -> Self {
+        self.store_events = store;
         self
     }
 

@@ -30,6 +30,7 @@ pub(crate) struct RunShared {
     /// Whether the run may resume with a changed graph: its subgraphs' runs may too (a changed
     /// child changes the parent's fingerprint).
     pub(crate) allow_graph_change: bool,
+    pub(crate) store_events: bool,
     /// How many events a subscriber may fall behind: the relay of a subgraph's events too.
     pub(crate) event_capacity: usize,
 }

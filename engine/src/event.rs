@@ -316,6 +316,8 @@ pub(crate) struct EventBus {
     /// Held while numbering and sending a watched event, so that sequence order is delivery
     /// order; an unwatched event only advances `seq`.
     order: Mutex<()>,
+    /// The events not stored yet, for a run that stores its events.
+    journal: Option<Mutex<Vec<Event>>>,
 }
 
 impl EventBus {
@@ -326,12 +328,10 @@ impl EventBus {
             tx: OnceLock::new(),
             seq: AtomicU64::new(0),
             order: Mutex::new(()),
+            journal: None,
         }
     }
 
-    /// Publishes the event `kind()` builds, if anyone listens. The sequence number advances
-    /// either way, so that it is the event's position in the run for every subscriber.
-    #[inline]
     /// Whether anyone has subscribed (and so may subscribe again): a subgraph relays its
     /// child's events from then on, so that a subscriber that comes and goes, or a second
     /// one that joins later, still sees them.
@@ -339,13 +339,47 @@ impl EventBus {
         self.tx.get().is_some()
     }
 
+    /// Keeps every event from now on, for the checkpoint writer to store
+    /// ([`take_journal`](EventBus::take_journal)).
+    pub(crate) fn keep_journal(&mut self) {
+        self.journal = Some(Mutex::new(Vec::new()));
+    }
+
+    /// The events kept since the last call, in sequence order.
+    pub(crate) fn take_journal(&self) -> Vec<Event> {
+        match &self.journal {
+            Some(j) => std::mem::take(&mut *j.lock().unwrap_or_else(|e| e.into_inner())),
+            None => Vec::new(),
+        }
+    }
+
+    /// Whether events are kept for the store.
+    pub(crate) fn journals(&self) -> bool {
+        self.journal.is_some()
+    }
+
+    /// Publishes the event `kind()` builds, if anyone listens (or the run stores its events).
+    /// The sequence number advances either way, so that it is the event's position in the run
+    /// for every subscriber.
+    #[inline]
     pub(crate) fn emit(&self, kind: impl FnOnce() -> EventKind) {
-        // The event is built before the lock is taken: building it may run user code (a custom
-        // event's `Serialize`), which must not hold up, or re-enter, other tasks' events.
-        let Some(tx) = self.tx.get().filter(|tx| tx.receiver_count() > 0) else {
+        self.publish(kind, true);
+    }
+
+    /// [`emit`](EventBus::emit) for an event the checkpoint writer stored itself.
+    pub(crate) fn emit_stored(&self, kind: impl FnOnce() -> EventKind) {
+        self.publish(kind, false);
+    }
+
+    fn publish(&self, kind: impl FnOnce() -> EventKind, journal: bool) {
+        let journal = self.journal.as_ref().filter(|_| journal);
+        let tx = self.tx.get().filter(|tx| tx.receiver_count() > 0);
+        if tx.is_none() && journal.is_none() {
             self.seq.fetch_add(1, Ordering::Relaxed);
             return;
-        };
+        }
+        // The event is built before the lock is taken: building it may run user code (a custom
+        // event's `Serialize`), which must not hold up, or re-enter, other tasks' events.
         let kind = kind();
         let _order = self.order.lock().unwrap_or_else(|e| e.into_inner());
         let event = Event {
@@ -353,8 +387,15 @@ impl EventBus {
             run_id: self.run_id.clone(),
             kind,
         };
-        // An error only means every subscriber left meanwhile.
-        let _ = tx.send(event);
+        if let Some(j) = journal {
+            j.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(event.clone());
+        }
+        if let Some(tx) = tx {
+            // An error only means every subscriber left meanwhile.
+            let _ = tx.send(event);
+        }
     }
 
     /// The sequence number of the next event.

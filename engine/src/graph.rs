@@ -167,8 +167,12 @@ impl<S: State> CompiledGraph<S> {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(uuid::Uuid::now_v7().to_string()),
         };
+        let mut events = EventBus::new(run_id.clone(), config.event_capacity);
+        if config.store_events && config.store.is_some() {
+            events.keep_journal();
+        }
         let shared = Arc::new(RunShared {
-            events: EventBus::new(run_id.clone(), config.event_capacity),
+            events,
             run_id,
             seed: config.seed,
             cancel: CancellationToken::new(),
@@ -177,6 +181,7 @@ impl<S: State> CompiledGraph<S> {
             durability: config.durability,
             recursion_limit: config.recursion_limit,
             allow_graph_change: config.allow_graph_change,
+            store_events: config.store_events,
             event_capacity: config.event_capacity,
         });
         Run {

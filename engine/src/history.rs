@@ -7,10 +7,13 @@ use agentgraph_checkpoint::envelope::{self, RecordKind};
 use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 
 use crate::error::{Error, Result};
+use crate::event::Event;
 use crate::graph::CompiledGraph;
 use crate::interrupt::Interrupt;
 use crate::persist::record::{BlobRecord, CheckpointRecord};
-use crate::persist::{child_runs, decode_record, load, now_ms, pending_interrupts, state_at};
+use crate::persist::{
+    child_runs, decode_event, decode_record, load, now_ms, pending_interrupts, state_at,
+};
 use crate::state::State;
 
 /// One checkpoint of a run, as listed by [`History::checkpoints`].
@@ -114,6 +117,22 @@ impl<S: State> History<S> {
             .into_iter()
             .map(|(i, _)| i)
             .collect())
+    }
+
+    /// Up to `limit` stored events of `run` (see
+    /// [`RunConfig::store_events`](crate::RunConfig::store_events)), in sequence order, after
+    /// number `after`: a monitor that saw event `n` asks for `Some(n)` and misses nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Corrupt`] for an event that does not decode, [`Error::Store`].
+    pub async fn events(&self, run: &str, after: Option<u64>, limit: usize) -> Result<Vec<Event>> {
+        self.store
+            .get_events(run, after, limit)
+            .await?
+            .into_iter()
+            .map(|(seq, bytes)| decode_event(run, seq, &bytes))
+            .collect()
     }
 
     /// The state of `run` after `step` (the newest checkpoint when `None`).

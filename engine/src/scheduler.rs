@@ -332,6 +332,9 @@ impl<S: State> Executor<S> {
                     steps: step,
                     duration: started.elapsed(),
                 });
+                if let Some(p) = persist.as_mut() {
+                    p.store_log(events.take_journal()).await?;
+                }
                 Ok(Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone()))
             }
             Err((e, drop_pending)) => {
@@ -340,10 +343,7 @@ impl<S: State> Executor<S> {
                     Error::Cancelled { .. } => (RunStatus::Cancelled, Some(e.to_string())),
                     _ => (RunStatus::Failed, Some(e.to_string())),
                 };
-                if let Some(p) = persist.as_mut() {
-                    // The end is recorded; if even that fails, the run's own error says more.
-                    let _ = p.finish(status, error, drop_pending.then_some(step)).await;
-                }
+                // The last event first, so that a run that stores its events stores it too.
                 match &e {
                     Error::Interrupted(stop) => events.emit(|| EventKind::RunInterrupted {
                         step: stop.step,
@@ -353,6 +353,13 @@ impl<S: State> Executor<S> {
                         step,
                         error: e.to_string(),
                     }),
+                }
+                if let Some(p) = persist.as_mut() {
+                    // The end is recorded; if even that fails, the run's own error says more.
+                    let log = events.take_journal();
+                    let _ = p
+                        .finish(status, error, drop_pending.then_some(step), log)
+                        .await;
                 }
                 Err(e)
             }
@@ -385,6 +392,8 @@ impl<S: State> Executor<S> {
                     )
                     .await
                     .map_err(keep)?;
+                    let mut p = p;
+                    p.store_events = self.shared.events.journals();
                     *persist = Some(p);
                 }
                 let state = Arc::new(input);
@@ -398,7 +407,7 @@ impl<S: State> Executor<S> {
                 (state, Vec::new())
             }
             Start::Resume(resume) => {
-                let Some(store) = &self.store else {
+                let Some(store) = self.store.clone() else {
                     return Err(keep(Error::NoStore));
                 };
                 let (p, mut loaded) = Persister::open(
@@ -411,11 +420,14 @@ impl<S: State> Executor<S> {
                 .await
                 .map_err(keep)?;
                 let p = persist.insert(p);
+                p.store_events = self.shared.events.journals();
                 if let Err(e) = self.apply_resume(resume, &mut loaded, p).await {
                     // A rejected resume (an unknown interrupt id, an answer that does not
                     // encode) leaves the run as it was: waiting where it waited.
                     let (status, error) = (loaded.run.status, loaded.run.error.clone());
-                    let _ = p.finish(status, error, None).await;
+                    let _ = p
+                        .finish(status, error, None, self.shared.events.take_journal())
+                        .await;
                     *persist = None;
                     return Err(keep(e));
                 }
@@ -423,7 +435,7 @@ impl<S: State> Executor<S> {
                 let pending = self.restore(&loaded).map_err(keep)?;
                 if self.frontier.is_empty() {
                     // A completed run: nothing to do but say so again.
-                    p.finish(RunStatus::Completed, None, None)
+                    p.finish(RunStatus::Completed, None, None, Vec::new())
                         .await
                         .map_err(keep)?;
                 }
@@ -431,7 +443,14 @@ impl<S: State> Executor<S> {
                     .iter()
                     .filter(|(_, r)| matches!(r.outcome, PendingOutcome::Done { .. }))
                     .count();
-                self.shared.events.set_next_seq(loaded.record.events);
+                // After the checkpoint's events, and after any stored since (how the run
+                // ended), so that stored numbers are never used twice.
+                let stored = store
+                    .last_event(&self.shared.run_id)
+                    .await
+                    .map_err(|e| keep(e.into()))?;
+                let next = stored.map_or(0, |s| s + 1).max(loaded.record.events);
+                self.shared.events.set_next_seq(next);
                 self.shared.events.emit(|| EventKind::RunResumed {
                     step: loaded.record.step,
                     restored,
@@ -759,12 +778,13 @@ impl<S: State> Executor<S> {
             joins,
             events: self.shared.events.next_seq(),
             interrupts,
+            log: self.shared.events.take_journal(),
         };
         let saved = p.checkpoint(step, state, written, position, status).await?;
         if let Some(bytes) = saved {
             self.shared
                 .events
-                .emit(|| EventKind::CheckpointSaved { step, bytes });
+                .emit_stored(|| EventKind::CheckpointSaved { step, bytes });
         }
         Ok(())
     }

@@ -53,6 +53,7 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
                 .recursion_limit(shared.recursion_limit)
                 .durability(shared.durability)
                 .allow_graph_change(shared.allow_graph_change)
+                .store_events(shared.store_events)
                 .event_capacity(shared.event_capacity);
             if let Some(store) = &shared.store {
                 config = config.shared_store(store.clone());
@@ -107,7 +108,7 @@ async fn run_forwarding<C: State>(
     ctx: &Context,
 ) -> crate::error::Result<C> {
     let shared = ctx.shared();
-    if !shared.events.is_watched() {
+    if !shared.events.is_watched() && !shared.events.journals() {
         return run.await;
     }
     let mut events = run.events();

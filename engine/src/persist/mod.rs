@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::codec::{self, CodecError};
 use crate::config::Durability;
 use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
 use crate::ids::{Fingerprint, TaskId};
 use crate::interrupt::{Interrupt, InterruptKind};
 use crate::route::{Command, Route};
@@ -48,6 +49,8 @@ pub(crate) struct Position {
     pub(crate) joins: Vec<JoinRecord>,
     pub(crate) events: u64,
     pub(crate) interrupts: Vec<GateRecord>,
+    /// The events since the last checkpoint, for a run that stores its events.
+    pub(crate) log: Vec<Event>,
 }
 
 /// Where a field's stored value stands.
@@ -91,6 +94,8 @@ pub(crate) struct Persister<S: State> {
     /// Ownership of the run, shared with the background writer: the run is released only when
     /// both are done, so a resume never races a group still being written.
     lease: Arc<RunLease>,
+    /// Whether the run's events are stored with its checkpoints.
+    pub(crate) store_events: bool,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -179,6 +184,7 @@ impl<S: State> Persister<S> {
             pending: false,
             deltas: vec![Vec::new(); S::FIELDS.len()],
             lease: Arc::new(lease),
+            store_events: false,
             _state: PhantomData,
         }
     }
@@ -278,6 +284,7 @@ impl<S: State> Persister<S> {
             joins,
             events,
             interrupts,
+            log,
         } = position;
         let first = self.last_step.is_none();
         let mut batch = WriteBatch::new();
@@ -334,6 +341,19 @@ impl<S: State> Persister<S> {
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
         let total = blob_bytes + bytes.len() as u64;
         batch.put_checkpoint(&self.run_id, step, bytes);
+        if self.store_events {
+            put_events(&mut batch, &self.run_id, &log)?;
+            if self.durability != Durability::Exit || status.is_some() {
+                // The `CheckpointSaved` the run emits once this is written, with the number
+                // reserved for it: stored in the same commit, so a crash leaves no gap.
+                let saved = Event {
+                    seq: events,
+                    run_id: self.run_id.clone(),
+                    kind: EventKind::CheckpointSaved { step, bytes: total },
+                };
+                put_events(&mut batch, &self.run_id, std::slice::from_ref(&saved))?;
+            }
+        }
         if std::mem::take(&mut self.pending) {
             batch.delete_pending_writes(&self.run_id, step);
         }
@@ -464,8 +484,12 @@ impl<S: State> Persister<S> {
         status: RunStatus,
         error: Option<String>,
         drop_pending: Option<u64>,
+        log: Vec<Event>,
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
+        if self.store_events && !self.broken && self.last_step.is_some() {
+            put_events(&mut batch, &self.run_id, &log)?;
+        }
         if self.broken {
             // A write failed, so what was held after it is gone: record the failure at the
             // newest checkpoint that was committed (or free the id if there is none).
@@ -491,6 +515,17 @@ impl<S: State> Persister<S> {
             batch.delete_pending_writes(&self.run_id, step);
         }
         batch.put_run(self.run_record(status, error));
+        self.write(batch, true, None).await
+    }
+
+    /// Stores the events of a run that ended after its last checkpoint (its `RunFinished`),
+    /// and flushes.
+    pub(crate) async fn store_log(&mut self, log: Vec<Event>) -> Result<()> {
+        if !self.store_events || log.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        put_events(&mut batch, &self.run_id, &log)?;
         self.write(batch, true, None).await
     }
 
@@ -633,6 +668,30 @@ pub(crate) fn pending_interrupts(
         }
     }
     out
+}
+
+/// Adds `log` to `batch`, each event enveloped as JSON (its payloads are JSON values).
+fn put_events(batch: &mut WriteBatch, run: &str, log: &[Event]) -> Result<()> {
+    for event in log {
+        let json = serde_json::to_string(event).map_err(|e| Error::Encode {
+            what: format!("event {}", event.seq),
+            source: CodecError::new(e.to_string()),
+        })?;
+        let bytes = envelope::encode(RecordKind::Event, &json).map_err(format_encode_error)?;
+        batch.put_event(run, event.seq, bytes);
+    }
+    Ok(())
+}
+
+/// Opens a stored event.
+pub(crate) fn decode_event(run: &str, seq: u64, bytes: &[u8]) -> Result<Event> {
+    let corrupt = |reason: String| Error::Corrupt {
+        run: run.to_owned(),
+        reason: format!("event {seq}: {reason}"),
+    };
+    let json: String =
+        envelope::decode(RecordKind::Event, bytes).map_err(|e| corrupt(e.to_string()))?;
+    serde_json::from_str(&json).map_err(|e| corrupt(e.to_string()))
 }
 
 fn route_record(route: &Route) -> RouteRecord {
