@@ -18,21 +18,11 @@ use crate::route::Packet;
 #[derive(Debug)]
 pub(crate) struct RunShared {
     pub(crate) run_id: Arc<str>,
-    pub(crate) seed: u64,
     pub(crate) events: EventBus,
     /// Cancels the run (through its handle).
     pub(crate) cancel: CancellationToken,
-    /// What subgraph runs inherit.
-    pub(crate) store: Option<Arc<dyn agentgraph_checkpoint::CheckpointStore>>,
-    pub(crate) mode: crate::config::Mode,
-    pub(crate) durability: crate::config::Durability,
-    pub(crate) recursion_limit: u64,
-    /// Whether the run may resume with a changed graph: its subgraphs' runs may too (a changed
-    /// child changes the parent's fingerprint).
-    pub(crate) allow_graph_change: bool,
-    pub(crate) store_events: bool,
-    /// How many events a subscriber may fall behind: the relay of a subgraph's events too.
-    pub(crate) event_capacity: usize,
+    /// The run's settings (its subgraphs' runs inherit most of them).
+    pub(crate) config: crate::config::RunConfig,
 }
 
 /// A node's view of its task: run, step, node, task id (its idempotency key), packet input,
@@ -138,7 +128,7 @@ impl Context {
 
     /// The run's seed, for nodes that draw random numbers deterministically.
     pub fn seed(&self) -> u64 {
-        self.inner.run.seed
+        self.inner.run.config.seed
     }
 
     /// Whether the task was made from a [`Packet`] and so has an input.

@@ -174,20 +174,12 @@ impl<S: State> CompiledGraph<S> {
         let shared = Arc::new(RunShared {
             events,
             run_id,
-            seed: config.seed,
             cancel: CancellationToken::new(),
-            store: config.store.clone(),
-            mode: config.mode,
-            durability: config.durability,
-            recursion_limit: config.recursion_limit,
-            allow_graph_change: config.allow_graph_change,
-            store_events: config.store_events,
-            event_capacity: config.event_capacity,
+            config,
         });
         Run {
             plan: self.plan.clone(),
             start,
-            config,
             shared,
             resuming: false,
         }
@@ -224,7 +216,6 @@ impl<S: State> CompiledGraph<S> {
 pub struct Run<S: State> {
     plan: Arc<Plan<S>>,
     start: Start<S>,
-    config: RunConfig,
     shared: Arc<RunShared>,
     resuming: bool,
 }
@@ -233,7 +224,7 @@ impl<S: State> fmt::Debug for Run<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Run")
             .field("run_id", &self.shared.run_id)
-            .field("config", &self.config)
+            .field("config", &self.shared.config)
             .field("resuming", &self.resuming)
             .finish_non_exhaustive()
     }
@@ -279,9 +270,8 @@ impl<S: State> IntoFuture for Run<S> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<S>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let span =
-            tracing::info_span!("run", run_id = %self.shared.run_id, mode = ?self.config.mode);
-        let executor = Executor::new(self.plan, self.shared, &self.config);
+        let span = tracing::info_span!("run", run_id = %self.shared.run_id, mode = ?self.shared.config.mode);
+        let executor = Executor::new(self.plan, self.shared);
         Box::pin(executor.run(self.start).instrument(span))
     }
 }

@@ -20,10 +20,10 @@ use tracing::Instrument;
 
 use std::collections::HashMap;
 
-use agentgraph_checkpoint::{CheckpointStore, RunStatus};
+use agentgraph_checkpoint::RunStatus;
 
 use crate::builder::Target;
-use crate::config::{Durability, FailurePolicy, Mode, RunConfig};
+use crate::config::{FailurePolicy, Mode, RunConfig};
 use crate::context::{Context, RunShared};
 use crate::error::NodeTimedOut;
 use crate::error::{BoxError, Error, Result};
@@ -264,14 +264,6 @@ async fn sleep_until(at: Option<Instant>) {
 pub(crate) struct Executor<S: State> {
     plan: Arc<Plan<S>>,
     shared: Arc<RunShared>,
-    mode: Mode,
-    limit: u64,
-    store: Option<Arc<dyn CheckpointStore>>,
-    durability: Durability,
-    allow_graph_change: bool,
-    on_failure: FailurePolicy,
-    step_timeout: Option<Duration>,
-    run_timeout: Option<Duration>,
     /// When the run must end (from `run_timeout`).
     deadline: Option<Instant>,
     /// The cancellation token of the run's attempts (attempts with a timeout get a child):
@@ -290,7 +282,7 @@ impl<S: State> Drop for Executor<S> {
 }
 
 impl<S: State> Executor<S> {
-    pub(crate) fn new(plan: Arc<Plan<S>>, shared: Arc<RunShared>, config: &RunConfig) -> Self {
+    pub(crate) fn new(plan: Arc<Plan<S>>, shared: Arc<RunShared>) -> Self {
         let joins = plan
             .joins
             .iter()
@@ -303,25 +295,26 @@ impl<S: State> Executor<S> {
             frontier: Frontier::new(plan.nodes.len()),
             plan,
             shared,
-            mode: config.mode,
-            limit: config.recursion_limit,
-            store: config.store.clone(),
-            durability: config.durability,
-            allow_graph_change: config.allow_graph_change,
-            on_failure: config.on_failure,
-            step_timeout: config.step_timeout,
-            run_timeout: config.run_timeout,
             deadline: None,
             tasks_token: CancellationToken::new(),
             joins,
         }
     }
 
+    /// The run's settings.
+    fn config(&self) -> &RunConfig {
+        &self.shared.config
+    }
+
     /// Runs the graph to the end: from `input`, or from the run's last checkpoint.
     pub(crate) async fn run(mut self, start: Start<S>) -> Result<S> {
         let started = Instant::now();
         // A timeout too long to be an instant (`Duration::MAX`) is no limit.
-        self.deadline = self.run_timeout.and_then(|t| started.checked_add(t));
+        self.deadline = self
+            .shared
+            .config
+            .run_timeout
+            .and_then(|t| started.checked_add(t));
         let mut step = 0;
         let mut persist = None;
         let result = self.run_steps(start, &mut step, &mut persist).await;
@@ -379,15 +372,15 @@ impl<S: State> Executor<S> {
         let (mut state, mut restored) = match start {
             Start::Fresh(input) => {
                 self.shared.events.emit(|| EventKind::RunStarted {
-                    mode: self.mode,
-                    seed: self.shared.seed,
+                    mode: self.config().mode,
+                    seed: self.config().seed,
                     graph: plan.fingerprint,
                 });
-                if let Some(store) = &self.store {
+                if let Some(store) = &self.config().store {
                     let p = Persister::create(
                         store.clone(),
                         self.shared.run_id.clone(),
-                        self.durability,
+                        self.config().durability,
                         plan.fingerprint,
                     )
                     .await
@@ -407,15 +400,15 @@ impl<S: State> Executor<S> {
                 (state, Vec::new())
             }
             Start::Resume(resume) => {
-                let Some(store) = self.store.clone() else {
+                let Some(store) = self.config().store.clone() else {
                     return Err(keep(Error::NoStore));
                 };
                 let (p, mut loaded) = Persister::open(
                     store.clone(),
                     self.shared.run_id.clone(),
-                    self.durability,
+                    self.config().durability,
                     plan.fingerprint,
-                    self.allow_graph_change,
+                    self.config().allow_graph_change,
                 )
                 .await
                 .map_err(keep)?;
@@ -465,13 +458,15 @@ impl<S: State> Executor<S> {
         let mut gotos: Vec<Option<Route>> = Vec::new();
         let mut written = vec![false; S::FIELDS.len()];
         while !self.frontier.is_empty() {
-            if *step >= self.limit {
-                return Err(keep(Error::RecursionLimit { limit: self.limit }));
+            if *step >= self.config().recursion_limit {
+                return Err(keep(Error::RecursionLimit {
+                    limit: self.config().recursion_limit,
+                }));
             }
             if self.shared.cancel.is_cancelled() {
                 return Err(keep(Error::Cancelled { step: *step + 1 }));
             }
-            if let (Some(at), Some(after)) = (self.deadline, self.run_timeout)
+            if let (Some(at), Some(after)) = (self.deadline, self.config().run_timeout)
                 && Instant::now() >= at
             {
                 return Err(keep(Error::RunTimedOut {
@@ -899,7 +894,7 @@ impl<S: State> Executor<S> {
         }
         let prior = &*prior;
         let mut remaining = out.iter().filter(|o| o.0.is_none()).count();
-        let parallel = self.mode == Mode::Parallel && remaining > 1;
+        let parallel = self.config().mode == Mode::Parallel && remaining > 1;
         let token = &self.tasks_token;
         let attempt = |i: usize, attempt: u32, wait: Duration| {
             self.attempt_future(
@@ -963,6 +958,7 @@ impl<S: State> Executor<S> {
         }
 
         let step_deadline = self
+            .config()
             .step_timeout
             .and_then(|t| Instant::now().checked_add(t));
         let step_sleep = sleep_until(step_deadline);
@@ -990,11 +986,11 @@ impl<S: State> Executor<S> {
                     break;
                 }
                 () = &mut run_sleep => {
-                    stop = self.run_timeout.map(Stop::RunTimeout);
+                    stop = self.config().run_timeout.map(Stop::RunTimeout);
                     break;
                 }
                 () = &mut step_sleep => {
-                    stop = self.step_timeout.map(Stop::StepTimeout);
+                    stop = self.config().step_timeout.map(Stop::StepTimeout);
                     break;
                 }
             };
@@ -1049,7 +1045,8 @@ impl<S: State> Executor<S> {
                 }
             }
             out[i].0 = Some(outcome);
-            if failed && self.on_failure == FailurePolicy::CancelSiblings && remaining > 0 {
+            if failed && self.config().on_failure == FailurePolicy::CancelSiblings && remaining > 0
+            {
                 stop = Some(Stop::Sibling);
                 break;
             }
@@ -1095,7 +1092,7 @@ impl<S: State> Executor<S> {
         if attempt >= policy.max_attempts() || !policy.should_retry(e) {
             return None;
         }
-        let seed = draw_seed(self.shared.seed, task.key, attempt as usize);
+        let seed = draw_seed(self.config().seed, task.key, attempt as usize);
         Some(policy.delay(attempt, seed))
     }
 
@@ -1335,7 +1332,7 @@ impl<S: State> Executor<S> {
                     self.follow(route, targets, "conditional", from)?;
                 }
                 PlanEdge::Weighted { targets, dist } => {
-                    let mut rng = ChaCha8Rng::seed_from_u64(draw_seed(self.shared.seed, key, e));
+                    let mut rng = ChaCha8Rng::seed_from_u64(draw_seed(self.config().seed, key, e));
                     let (target, weight) = targets[dist.sample(&mut rng)];
                     self.shared.events.emit(|| EventKind::WeightedChoice {
                         step,

@@ -47,25 +47,24 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
         Box::pin(async move {
             let shared = ctx.shared().clone();
             let child_id = format!("{}/{}/{}", ctx.run_id(), ctx.node(), ctx.task_id());
-            let mut config = RunConfig::new()
-                .mode(shared.mode)
-                .seed(shared.seed)
-                .recursion_limit(shared.recursion_limit)
-                .durability(shared.durability)
-                .allow_graph_change(shared.allow_graph_change)
-                .store_events(shared.store_events)
-                .event_capacity(shared.event_capacity);
-            if let Some(store) = &shared.store {
-                config = config.shared_store(store.clone());
-            }
+            // The parent's store, mode, seed, durability, limits and event settings; not its
+            // id, its timeouts (the parent's bound the child) or its failure policy.
+            let config = RunConfig {
+                run_id: None,
+                step_timeout: None,
+                run_timeout: None,
+                on_failure: Default::default(),
+                ..shared.config.clone()
+            };
             let started = std::time::Instant::now();
             let result = loop {
-                let existing = match &shared.store {
+                let existing = match &shared.config.store {
                     Some(store) => store.get_run(&child_id).await?.is_some(),
                     None => false,
                 };
                 let run = if existing {
                     let store = shared
+                        .config
                         .store
                         .clone()
                         .expect("a stored child run has a store");
