@@ -1,0 +1,277 @@
+//! Interrupts, failures and resumes: the gates, what a stopped step stores, and what a
+//! resumed run starts from.
+
+use super::*;
+
+impl<S: State> Executor<S> {
+    pub(super) fn interrupted(&self, step: u64, interrupts: Vec<Interrupt>) -> Error {
+        Error::Interrupted(Box::new(Interrupted {
+            run_id: self.shared.run_id.to_string(),
+            step,
+            interrupts,
+        }))
+    }
+
+    /// Applies a resume's answers and state edit to the loaded run, durably.
+    pub(super) async fn apply_resume(
+        &self,
+        resume: Resume<S>,
+        loaded: &mut Loaded<S>,
+        p: &mut Persister<S>,
+    ) -> Result<()> {
+        let Resume { answers, update } = resume;
+        let run = &self.shared.run_id;
+        let mut answered = Vec::new();
+        if !answers.is_empty() {
+            let waiting = pending_interrupts(&loaded.record, &loaded.pending, true);
+            for (id, value) in answers {
+                let value = value.map_err(|message| Error::AnswerEncode {
+                    id: id.clone(),
+                    message,
+                })?;
+                let Some((interrupt, at)) = waiting.iter().find(|(i, _)| i.id == id) else {
+                    return Err(Error::UnknownInterrupt {
+                        run: run.to_string(),
+                        id,
+                        pending: waiting
+                            .iter()
+                            .map(|(i, _)| i.id.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                };
+                // A gate of this run needs no value; a node's interrupt (or its subgraph's)
+                // gets it when the task runs again.
+                let own_gate = interrupt.path.is_empty() && interrupt.kind != InterruptKind::Node;
+                if let (false, Some(at)) = (own_gate, *at)
+                    && let PendingOutcome::Interrupted { answers, .. } =
+                        &mut loaded.pending[at].1.outcome
+                {
+                    answers.retain(|(i, _)| *i != id);
+                    answers.push((id, value));
+                    answered.push(at);
+                }
+            }
+        }
+        let mut edited = None;
+        if let Some(update) = update {
+            let mut written = vec![false; S::FIELDS.len()];
+            S::for_each_written(&update, |f| written[f] = true);
+            let state = &mut loaded.state;
+            std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(update))).map_err(
+                |panic| Error::Panicked {
+                    what: "a reducer, applying the resume's state edit".to_owned(),
+                    message: panic_message(panic),
+                },
+            )?;
+            edited = Some(written);
+        }
+        if !answered.is_empty() || edited.is_some() {
+            p.amend(loaded, &answered, edited.as_deref()).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops the run before a step in which a node gated by `interrupt_before` would run,
+    /// unless a resume released it.
+    pub(super) async fn gate_before(
+        &self,
+        tasks: &[Task],
+        prior: &Prior<S>,
+        step: u64,
+        mut persist: Option<&mut Persister<S>>,
+    ) -> Result<()> {
+        let gated = |i: usize| {
+            self.plan.nodes[tasks[i].node as usize].interrupt_before
+                && !prior.start(i).released
+                && !prior.is_done(i)
+        };
+        if !(0..tasks.len()).any(gated) {
+            return Ok(());
+        }
+        let mut interrupts = Vec::new();
+        for (i, task) in tasks.iter().enumerate().filter(|(i, _)| gated(*i)) {
+            let name = &self.plan.nodes[task.node as usize].name;
+            let gate = GateRecord {
+                node: name.to_string(),
+                task: task.id.as_u128(),
+            };
+            let interrupt = gate_interrupt(&gate, InterruptKind::Before, step);
+            if let Some(p) = persist.as_deref_mut() {
+                let outcome = PendingOutcome::Interrupted {
+                    raised: vec![interrupt.to_record()],
+                    answers: Vec::new(),
+                };
+                p.pending_outcome(step, i as u32, task.id, name, 0, outcome)
+                    .await?;
+            }
+            interrupts.push(interrupt);
+        }
+        Err(self.interrupted(step, interrupts))
+    }
+
+    /// Ends a step some of whose tasks did not finish: persists what each task came to
+    /// (results, failures, interrupts) and returns the error the run stops with.
+    pub(super) async fn stop_step(
+        &self,
+        tasks: &[Task],
+        outcomes: Vec<(TaskOutcome<S>, u32)>,
+        prior: &Prior<S>,
+        stop: Option<Stop>,
+        step: u64,
+        mut persist: Option<&mut Persister<S>>,
+    ) -> Error {
+        let mut failure = None;
+        let mut interrupts = Vec::new();
+        let mut unfinished = Vec::new();
+        for (i, (task, (outcome, attempts))) in tasks.iter().zip(outcomes).enumerate() {
+            let name = &self.plan.nodes[task.node as usize].name;
+            let (index, id) = (i as u32, task.id);
+            let saved = match outcome {
+                Ok(cmd) => match persist.as_deref_mut() {
+                    Some(p) => p.pending_write(step, index, id, name, attempts, &cmd).await,
+                    None => Ok(()),
+                },
+                Err(TaskFailure::Cancelled) => {
+                    unfinished.push(name.to_string());
+                    Ok(())
+                }
+                Err(TaskFailure::Interrupted(raised)) => {
+                    let outcome = PendingOutcome::Interrupted {
+                        raised: raised.iter().map(Interrupt::to_record).collect(),
+                        answers: prior
+                            .start(i)
+                            .answers
+                            .as_deref()
+                            .unwrap_or_default()
+                            .to_vec(),
+                    };
+                    interrupts.extend(raised);
+                    match persist.as_deref_mut() {
+                        Some(p) => {
+                            p.pending_outcome(step, index, id, name, attempts, outcome)
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                }
+                Err(f) => {
+                    let e = self.failure_error(task, step, attempts, f);
+                    let outcome = PendingOutcome::Failed {
+                        error: e.to_string(),
+                    };
+                    failure.get_or_insert(e);
+                    match persist.as_deref_mut() {
+                        Some(p) => {
+                            p.pending_outcome(step, index, id, name, attempts, outcome)
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                }
+            };
+            if let Err(e) = saved {
+                return e;
+            }
+        }
+        if let Some(e) = failure {
+            return e;
+        }
+        match stop {
+            Some(Stop::Cancelled) => Error::Cancelled { step },
+            Some(Stop::RunTimeout(after)) => Error::RunTimedOut { step, after },
+            Some(Stop::StepTimeout(after)) => Error::StepTimedOut {
+                step,
+                after,
+                unfinished: unfinished.join(", "),
+            },
+            Some(Stop::Sibling) | None => self.interrupted(step, interrupts),
+        }
+    }
+
+    /// Restores the frontier and joins of a loaded checkpoint; returns its pending writes.
+    pub(super) fn restore(&mut self, loaded: &Loaded<S>) -> Result<Vec<(u32, PendingWriteRecord)>> {
+        let by_name: HashMap<&str, NodeId> = self
+            .plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (&*n.name, i as NodeId))
+            .collect();
+        let run = &self.shared.run_id;
+        for t in &loaded.record.next {
+            let Some(&id) = by_name.get(t.node.as_str()) else {
+                return Err(Error::MissingNode {
+                    run: run.to_string(),
+                    node: t.node.clone(),
+                });
+            };
+            match &t.input {
+                None => self.frontier.schedule(id),
+                Some(input) => self
+                    .frontier
+                    .packets
+                    .push((id, Arc::from(input.as_slice()))),
+            }
+        }
+        if loaded.record.joins.len() == self.joins.len() {
+            for (pass, rec) in self.joins.iter_mut().zip(&loaded.record.joins) {
+                if rec.arrived.len() == pass.arrived.len() {
+                    pass.arrived.clone_from(&rec.arrived);
+                    pass.active = rec.active;
+                }
+            }
+        }
+        Ok(loaded.pending.clone())
+    }
+
+    /// Where each task of the step starts, from the records a resume restored (matched by
+    /// task id, not index: a changed graph may order the step's tasks otherwise).
+    pub(super) fn prior(
+        &self,
+        tasks: &[Task],
+        pending: Vec<(u32, PendingWriteRecord)>,
+    ) -> Result<Prior<S>> {
+        let mut prior = Prior {
+            done: Vec::new(),
+            starts: Vec::new(),
+        };
+        if pending.is_empty() {
+            return Ok(prior);
+        }
+        prior.done = (0..tasks.len()).map(|_| None).collect();
+        prior.starts = vec![TaskStart::FIRST; tasks.len()];
+        for (_, record) in pending {
+            let Some(i) = tasks.iter().position(|t| t.id.as_u128() == record.task) else {
+                continue;
+            };
+            let start = &mut prior.starts[i];
+            // A task with a record has passed its `interrupt_before` gate: the gate stopped it
+            // (a `Before` record), or it ran (any other record).
+            start.released = true;
+            match &record.outcome {
+                PendingOutcome::Done { update, goto } => {
+                    let cmd = command_from(&self.shared.run_id, &record, update, goto.as_ref())?;
+                    prior.done[i] = Some((cmd, record.attempts));
+                }
+                PendingOutcome::Retrying {
+                    retry_at_ms,
+                    answers,
+                    ..
+                } => {
+                    start.attempt = record.attempts + 1;
+                    start.wait = Duration::from_millis(retry_at_ms.saturating_sub(now_ms()));
+                    if !answers.is_empty() {
+                        start.answers = Some(Arc::from(answers.as_slice()));
+                    }
+                }
+                // Resumed after the cause was fixed: a fresh set of attempts.
+                PendingOutcome::Failed { .. } => {}
+                PendingOutcome::Interrupted { answers, .. } => {
+                    start.answers = Some(Arc::from(answers.as_slice()));
+                }
+            }
+        }
+        Ok(prior)
+    }
+}

@@ -1,0 +1,196 @@
+//! Routing after a step: edges, go-tos, packets and joins.
+
+use super::*;
+
+impl<S: State> Executor<S> {
+    /// Schedules what follows a finished task (or `START`): its go-to if it returned one,
+    /// else each of its edges.
+    pub(super) fn route(
+        &mut self,
+        from: usize,
+        key: u64,
+        step: u64,
+        goto: Option<Route>,
+        state: &S,
+    ) -> Result<()> {
+        let plan = self.plan.clone();
+        if let Some(route) = goto {
+            let node = &plan.nodes[from - 1];
+            let Some(declared) = &node.goto else {
+                return Err(Error::GotoNotDeclared(node.name.to_string()));
+            };
+            self.follow(route, declared, "go-to", from)?;
+            // A go-to replaces the node's routing edges, not its arrival at joins: it finished.
+            for edge in plan.out(from) {
+                if let PlanEdge::Join { join, pos } = edge {
+                    self.arrive(*join, *pos);
+                }
+            }
+            return Ok(());
+        }
+        for (e, edge) in plan.out(from).iter().enumerate() {
+            match edge {
+                PlanEdge::Static(Target::Node(n)) => self.frontier.schedule(*n),
+                PlanEdge::Static(Target::End) => {}
+                PlanEdge::Conditional { targets, router } => {
+                    let route = std::panic::catch_unwind(AssertUnwindSafe(|| router(state)))
+                        .map_err(|panic| Error::Panicked {
+                            what: format!(
+                                "the router of the conditional edge from `{}`",
+                                plan.source_name(from)
+                            ),
+                            message: panic_message(panic),
+                        })?;
+                    self.follow(route, targets, "conditional", from)?;
+                }
+                PlanEdge::Weighted { targets, dist } => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(draw_seed(self.config().seed, key, e));
+                    let (target, weight) = targets[dist.sample(&mut rng)];
+                    self.shared.events.emit(|| EventKind::WeightedChoice {
+                        step,
+                        from: plan.source_name(from),
+                        to: plan.target_name(target),
+                        weight,
+                    });
+                    if let Target::Node(n) = target {
+                        self.frontier.schedule(n);
+                    }
+                }
+                PlanEdge::Join { join, pos } => self.arrive(*join, *pos),
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules a route's targets and packets, each of which must be declared.
+    pub(super) fn follow(
+        &mut self,
+        route: Route,
+        declared: &[(Arc<str>, Target)],
+        kind: &'static str,
+        from: usize,
+    ) -> Result<()> {
+        check_route(&route, declared, kind, || {
+            self.plan.source_name(from).to_string()
+        })?;
+        for name in &route.targets {
+            if let Some(Target::Node(n)) = find_target(declared, name) {
+                self.frontier.schedule(n);
+            }
+        }
+        for packet in route.packets {
+            if let (Some(Target::Node(n)), Ok(input)) =
+                (find_target(declared, &packet.node), packet.input)
+            {
+                self.frontier.packets.push((n, input));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn arrive(&mut self, join: u32, pos: u32) {
+        let pass = &mut self.joins[join as usize];
+        pass.arrived[pos as usize] = true;
+        pass.active = true;
+    }
+
+    /// Fires every join whose predecessors have all finished or can no longer arrive in this
+    /// pass, and at least one finished. A predecessor can still arrive while a node that leads
+    /// to it is scheduled, or while another join that has begun its pass (and so will fire)
+    /// targets such a node: nested joins fire inner first, whatever order they were declared.
+    pub(super) fn resolve_joins(&mut self) {
+        let plan = self.plan.clone();
+        let joins = &plan.joins;
+        loop {
+            let mut fired = false;
+            for (j, spec) in joins.iter().enumerate() {
+                if !self.joins[j].active {
+                    continue;
+                }
+                let pending =
+                    |reach: &FixedBitSet| {
+                        self.frontier.meets(reach)
+                            || joins.iter().zip(&self.joins).enumerate().any(
+                                |(k, (other, pass))| {
+                                    k != j && pass.active && reach.contains(other.target as usize)
+                                },
+                            )
+                    };
+                let waiting = spec
+                    .reach
+                    .iter()
+                    .zip(&self.joins[j].arrived)
+                    .any(|(reach, arrived)| !arrived && pending(reach));
+                if !waiting {
+                    self.fire(j);
+                    fired = true;
+                }
+            }
+            if fired {
+                continue;
+            }
+            // Joins that wait only on one another would wait forever: release the first.
+            match self.joins.iter().position(|p| p.active) {
+                Some(j) if self.frontier.is_empty() => self.fire(j),
+                _ => return,
+            }
+        }
+    }
+
+    pub(super) fn fire(&mut self, j: usize) {
+        let pass = &mut self.joins[j];
+        pass.active = false;
+        pass.arrived.iter_mut().for_each(|a| *a = false);
+        self.frontier.schedule(self.plan.joins[j].target);
+    }
+}
+
+/// Checks a node's go-to against its declared go-to edges.
+pub(super) fn check_goto<S: State>(plan: &Plan<S>, node: NodeId, route: &Route) -> Result<()> {
+    let spec = &plan.nodes[node as usize];
+    let Some(declared) = &spec.goto else {
+        return Err(Error::GotoNotDeclared(spec.name.to_string()));
+    };
+    check_route(route, declared, "go-to", || spec.name.to_string())
+}
+
+fn find_target(declared: &[(Arc<str>, Target)], name: &str) -> Option<Target> {
+    declared.iter().find(|(n, _)| &**n == name).map(|(_, t)| *t)
+}
+
+/// Checks that every target and packet of `route` is declared and every packet encoded.
+fn check_route(
+    route: &Route,
+    declared: &[(Arc<str>, Target)],
+    kind: &'static str,
+    from: impl Fn() -> String,
+) -> Result<()> {
+    let undeclared = |target: &str| Error::UndeclaredTarget {
+        kind,
+        from: from(),
+        target: target.to_owned(),
+        declared: declared
+            .iter()
+            .map(|(n, _)| &**n)
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    for name in &route.targets {
+        if find_target(declared, name).is_none() {
+            return Err(undeclared(name));
+        }
+    }
+    for packet in &route.packets {
+        if !matches!(find_target(declared, &packet.node), Some(Target::Node(_))) {
+            return Err(undeclared(&packet.node));
+        }
+        if let Err(message) = &packet.input {
+            return Err(Error::PacketEncode {
+                from: from(),
+                node: packet.node.to_string(),
+                message: message.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
