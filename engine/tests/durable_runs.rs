@@ -3,31 +3,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use agentgraph_checkpoint::{MemoryStore, SledStore, StoreError, WriteBatch};
 use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Durability, END, Error, EventKind, GraphBuilder,
     Mode, RunConfig, RunStatus, START,
 };
-use common::{Trace, TraceUpdate};
+use common::{Calls, Trace, TraceUpdate, stores};
 use futures_util::StreamExt;
-
-/// Counts how often each node ran.
-#[derive(Default, Clone)]
-struct Calls(Arc<Mutex<BTreeMap<String, usize>>>);
-
-impl Calls {
-    fn hit(&self, node: &str) {
-        *self.0.lock().unwrap().entry(node.to_owned()).or_default() += 1;
-    }
-    fn get(&self, node: &str) -> usize {
-        self.0.lock().unwrap().get(node).copied().unwrap_or(0)
-    }
-}
 
 /// START -> a -> [b, c, flaky] -> join d -> e -> END; `flaky` fails while `fail` is set.
 fn graph(calls: &Calls, fail: &Arc<AtomicBool>) -> CompiledGraph<Trace> {
@@ -57,12 +43,6 @@ fn graph(calls: &Calls, fail: &Arc<AtomicBool>) -> CompiledGraph<Trace> {
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
     RunConfig::new().shared_store(store.clone()).run_id(run)
-}
-
-fn stores() -> Vec<(Arc<dyn CheckpointStore>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sled: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
-    vec![(Arc::new(MemoryStore::new()), None), (sled, Some(dir))]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

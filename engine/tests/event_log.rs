@@ -13,14 +13,8 @@ use agentgraph_engine::{
     BoxError, CheckpointStore, Durability, END, Event, EventKind, GraphBuilder, Mode, RunConfig,
     START,
 };
-use common::{Trace, TraceUpdate};
+use common::{Trace, TraceUpdate, stores};
 use futures_util::StreamExt;
-
-fn stores() -> Vec<(Arc<dyn CheckpointStore>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sled: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
-    vec![(Arc::new(MemoryStore::new()), None), (sled, Some(dir))]
-}
 
 /// START -> a -> [b, c] -> join d -> END; `c` fails while `fail` is set.
 fn graph(fail: &Arc<AtomicBool>) -> agentgraph_engine::CompiledGraph<Trace> {

@@ -3,34 +3,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use agentgraph_checkpoint::{MemoryStore, SledStore};
+use agentgraph_checkpoint::MemoryStore;
 use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, END, Error, EventKind, GraphBuilder,
     Interrupt, InterruptKind, Mode, Resume, RunConfig, RunStatus, START,
 };
-use common::{Trace, TraceUpdate};
+use common::{Calls, Trace, TraceUpdate, stores};
 use futures_util::StreamExt;
-
-#[derive(Default, Clone)]
-struct Calls(Arc<Mutex<BTreeMap<String, u32>>>);
-
-impl Calls {
-    fn hit(&self, node: &str) {
-        *self.0.lock().unwrap().entry(node.to_owned()).or_default() += 1;
-    }
-    fn get(&self, node: &str) -> u32 {
-        self.0.lock().unwrap().get(node).copied().unwrap_or(0)
-    }
-}
-
-fn stores() -> Vec<(Arc<dyn CheckpointStore>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sled: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
-    vec![(Arc::new(MemoryStore::new()), None), (sled, Some(dir))]
-}
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
     RunConfig::new().shared_store(store.clone()).run_id(run)

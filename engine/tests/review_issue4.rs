@@ -4,9 +4,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentgraph_checkpoint::MemoryStore;
@@ -14,24 +13,9 @@ use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, Error, EventKind,
     GraphBuilder, Interrupt, InterruptKind, Mode, Resume, RetryPolicy, RunConfig, RunStatus, START,
 };
-use common::{Trace, TraceUpdate};
+use common::{Calls, Trace, TraceUpdate};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
-
-#[derive(Default, Clone)]
-struct Calls(Arc<Mutex<BTreeMap<String, u32>>>);
-
-impl Calls {
-    fn hit(&self, node: &str) -> u32 {
-        let mut m = self.0.lock().unwrap();
-        let n = m.entry(node.to_owned()).or_default();
-        *n += 1;
-        *n
-    }
-    fn get(&self, node: &str) -> u32 {
-        self.0.lock().unwrap().get(node).copied().unwrap_or(0)
-    }
-}
 
 fn memory() -> Arc<dyn CheckpointStore> {
     Arc::new(MemoryStore::new())

@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentgraph_checkpoint::{MemoryStore, SledStore};
@@ -13,25 +12,9 @@ use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, Error, Event, EventKind,
     FailurePolicy, GraphBuilder, Mode, NodeTimedOut, RetryPolicy, RunConfig, RunStatus, START,
 };
-use common::{Trace, TraceUpdate};
+use common::{Calls, Trace, TraceUpdate};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
-
-/// Counts how often each node ran.
-#[derive(Default, Clone)]
-struct Calls(Arc<Mutex<BTreeMap<String, u32>>>);
-
-impl Calls {
-    fn hit(&self, node: &str) -> u32 {
-        let mut m = self.0.lock().unwrap();
-        let n = m.entry(node.to_owned()).or_default();
-        *n += 1;
-        *n
-    }
-    fn get(&self, node: &str) -> u32 {
-        self.0.lock().unwrap().get(node).copied().unwrap_or(0)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 #[error("the service said 503")]

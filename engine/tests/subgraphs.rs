@@ -3,17 +3,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::future::IntoFuture;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
 use agentgraph_checkpoint::{MemoryStore, SledStore};
 use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, Error, EventKind,
     GraphBuilder, InterruptKind, Mode, Resume, RunConfig, RunStatus, START,
 };
-use common::{Trace, TraceUpdate};
+use common::{Calls, Trace, TraceUpdate};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
@@ -23,18 +22,6 @@ struct Inner {
     topic: String,
     #[reducer(append)]
     steps: Vec<String>,
-}
-
-#[derive(Default, Clone)]
-struct Calls(Arc<Mutex<BTreeMap<String, u32>>>);
-
-impl Calls {
-    fn hit(&self, node: &str) {
-        *self.0.lock().unwrap().entry(node.to_owned()).or_default() += 1;
-    }
-    fn get(&self, node: &str) -> u32 {
-        self.0.lock().unwrap().get(node).copied().unwrap_or(0)
-    }
 }
 
 /// START -> one -> two -> three -> END over `Inner`; `two` asks for a value when `ask` is set.
