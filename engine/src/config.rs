@@ -90,6 +90,7 @@ pub struct RunConfig {
     pub(crate) durability: Durability,
     pub(crate) allow_graph_change: bool,
     pub(crate) store_events: bool,
+    pub(crate) state_views: bool,
     pub(crate) on_failure: FailurePolicy,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) run_timeout: Option<Duration>,
@@ -107,6 +108,7 @@ impl Default for RunConfig {
             durability: Durability::default(),
             allow_graph_change: false,
             store_events: false,
+            state_views: false,
             on_failure: FailurePolicy::default(),
             step_timeout: None,
             run_timeout: None,
@@ -213,6 +215,51 @@ impl RunConfig {
     pub fn store_events(mut self, store: bool) -> Self {
         self.store_events = store;
         self
+    }
+
+    /// Makes the run describe itself in its events: an [`EventKind::Graph`] with the graph as
+    /// data after it starts or resumes, and [`EventKind::StateView`] events with JSON views of
+    /// its state (every field after it starts or resumes, then the fields each step wrote; a
+    /// field that grows is sent as what was appended). With
+    /// [`store_events`](RunConfig::store_events), that is what lets a monitor or the
+    /// `agentgraph` command-line tool draw the graph and show the state at any step without
+    /// the program's types. Off by default: each step serializes the state to JSON.
+    ///
+    /// [`EventKind::Graph`]: crate::EventKind::Graph
+    /// [`EventKind::StateView`]: crate::EventKind::StateView
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Notes { #[reducer(append)] items: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Notes>::new();
+    /// # b.add_node("one", |_, _| async { Ok(NotesUpdate::new().items(vec!["x".into()])) })
+    /// #     .add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// graph.run_with(Notes::default(), RunConfig::new().shared_store(store.clone()).run_id("r").monitored()).await?;
+    ///
+    /// let inspector = Inspector::new(store);
+    /// let state = inspector.state_json("r", None).await?;
+    /// assert_eq!(state, serde_json::json!({ "items": ["x"] }));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn state_views(mut self, views: bool) -> Self {
+        self.state_views = views;
+        self
+    }
+
+    /// What a monitored run needs: [`store_events`](RunConfig::store_events) and
+    /// [`state_views`](RunConfig::state_views).
+    #[must_use]
+    pub fn monitored(self) -> Self {
+        self.store_events(true).state_views(true)
     }
 
     /// Lets a run resume with a graph whose fingerprint differs from the one that started it

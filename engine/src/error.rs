@@ -310,6 +310,11 @@ pub enum Error {
     /// The store has no such run.
     #[error("run `{0}` is not in the store")]
     RunNotFound(String),
+    /// The state of a run was asked for as JSON, but the run stored no views of it.
+    #[error(
+        "run `{0}` stored no views of its state; run it with `RunConfig::monitored()` (store_events and state_views) to read its state without its program, or read it with `History::state`"
+    )]
+    NoStateViews(String),
     /// A new run was given the id of a run already in the store.
     #[error("run `{0}` already exists in the store; resume it, or choose another run id")]
     RunExists(String),

@@ -198,6 +198,23 @@ pub enum EventKind {
         /// The bytes written: the checkpoint record and the blobs of the fields that changed.
         bytes: u64,
     },
+    /// The graph the run runs, as data (with
+    /// [`RunConfig::state_views`](crate::RunConfig::state_views), after the run started or
+    /// resumed): a monitor draws it.
+    Graph {
+        /// The graph.
+        graph: Arc<crate::describe::GraphDescription>,
+    },
+    /// JSON views of the state's fields (with
+    /// [`RunConfig::state_views`](crate::RunConfig::state_views)): every field after the run
+    /// started or resumed, then the fields each step wrote. [`StateJson`](crate::StateJson)
+    /// folds them into the state at any step.
+    StateView {
+        /// The step whose state this is (its checkpoint's step).
+        step: u64,
+        /// The fields that changed.
+        fields: Vec<crate::view::FieldView>,
+    },
     /// The run finished.
     RunFinished {
         /// Steps run.
@@ -299,6 +316,21 @@ impl fmt::Display for Event {
                 write!(f, "run finished after {steps} steps in {duration:?}")
             }
             EventKind::RunFailed { step, error } => write!(f, "run failed at step {step}: {error}"),
+            EventKind::Graph { graph } => write!(
+                f,
+                "graph {} ({} nodes, {} edges)",
+                graph.fingerprint,
+                graph.nodes.len(),
+                graph.edges.len()
+            ),
+            EventKind::StateView { step, fields } => {
+                write!(f, "state view after step {step}:")?;
+                for (i, view) in fields.iter().enumerate() {
+                    let sep = if i == 0 { " " } else { ", " };
+                    write!(f, "{sep}{}", view.field)?;
+                }
+                Ok(())
+            }
         }
     }
 }

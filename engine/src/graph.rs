@@ -206,7 +206,13 @@ impl<S: State> CompiledGraph<S> {
     /// The graph in Graphviz DOT: solid static edges, dashed conditional and weighted edges
     /// (with their weights), bold joins, dotted go-to edges; CPU-bound nodes drawn as 3-D boxes.
     pub fn to_dot(&self) -> String {
-        self.plan.to_dot()
+        self.plan.describe().to_dot()
+    }
+
+    /// The graph as plain data (nodes, edges, state fields), to serialize for monitors and
+    /// the `agentgraph` command-line tool. See [`GraphDescription`](crate::GraphDescription).
+    pub fn describe(&self) -> crate::describe::GraphDescription {
+        self.plan.describe()
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`History`]: the stored runs of a graph, to list, inspect, fork and prune.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -9,11 +10,10 @@ use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::graph::CompiledGraph;
+use crate::inspect::Inspector;
 use crate::interrupt::Interrupt;
 use crate::persist::record::{BlobRecord, CheckpointRecord};
-use crate::persist::{
-    child_runs, decode_event, decode_record, load, now_ms, pending_interrupts, state_at,
-};
+use crate::persist::{now_ms, state_at};
 use crate::state::State;
 
 /// One checkpoint of a run, as listed by [`History::checkpoints`].
@@ -27,7 +27,7 @@ pub struct CheckpointInfo {
     /// When it was written, in milliseconds since the Unix epoch.
     pub created_at_ms: u64,
     /// The fields the step wrote.
-    pub written: Vec<&'static str>,
+    pub written: Vec<Cow<'static, str>>,
     /// The nodes the next step runs (one entry per task).
     pub next: Vec<String>,
     /// The bytes of the blobs written with it.
@@ -61,15 +61,7 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Store`].
     pub async fn runs(&self) -> Result<Vec<RunRecord>> {
-        let mut out: Vec<RunRecord> = Vec::new();
-        loop {
-            let after = out.last().map(|r| r.run_id.clone());
-            let page = self.store.list_runs(after.as_deref(), 1000).await?;
-            if page.is_empty() {
-                return Ok(out);
-            }
-            out.extend(page);
-        }
+        self.inspector().runs().await
     }
 
     /// The record of one run.
@@ -87,18 +79,12 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Store`], or [`Error::Corrupt`] for a damaged checkpoint.
     pub async fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointInfo>> {
-        let mut out = Vec::new();
-        let mut after = None;
-        loop {
-            let page = self.store.list_checkpoints(run, after, 1000).await?;
-            let Some(last) = page.last() else {
-                return Ok(out);
-            };
-            after = Some(last.0);
-            for (_, bytes) in page {
-                out.push(info::<S>(&decode_record(run, &bytes)?));
-            }
-        }
+        let name = |f: u32| Cow::Borrowed(S::FIELDS.get(f as usize).map_or("?", |f| f.name));
+        Ok(crate::inspect::records(&*self.store, run)
+            .await?
+            .iter()
+            .map(|r| crate::inspect::info(r, name))
+            .collect())
     }
 
     /// The interrupts `run` waits on (empty unless it stopped at some), to answer with
@@ -108,15 +94,7 @@ impl<S: State> History<S> {
     ///
     /// [`Error::RunNotFound`], [`Error::Corrupt`], [`Error::Store`].
     pub async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
-        let Some(record) = self.store.get_run(run).await? else {
-            return Err(Error::RunNotFound(run.to_owned()));
-        };
-        let loaded = load::<S>(&*self.store, run).await?;
-        let gates = record.status == RunStatus::Interrupted;
-        Ok(pending_interrupts(&loaded.record, &loaded.pending, gates)
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect())
+        self.inspector().interrupts(run).await
     }
 
     /// Up to `limit` stored events of `run` (see
@@ -127,12 +105,7 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Corrupt`] for an event that does not decode, [`Error::Store`].
     pub async fn events(&self, run: &str, after: Option<u64>, limit: usize) -> Result<Vec<Event>> {
-        self.store
-            .get_events(run, after, limit)
-            .await?
-            .into_iter()
-            .map(|(seq, bytes)| decode_event(run, seq, &bytes))
-            .collect()
+        self.inspector().events(run, after, limit).await
     }
 
     /// The state of `run` after `step` (the newest checkpoint when `None`).
@@ -223,24 +196,7 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Store`], [`Error::Corrupt`]; `StoreError::RunBusy` when the run is running.
     pub async fn prune(&self, run: &str, keep: usize) -> Result<usize> {
-        let _lease = self.store.lock_run(run)?;
-        let all = self.checkpoints(run).await?;
-        if all.len() <= keep.max(1) {
-            return Ok(0);
-        }
-        let oldest_kept = all[all.len() - keep.max(1)].step;
-        let Some(bytes) = self.store.get_checkpoint(run, oldest_kept).await? else {
-            return Ok(0);
-        };
-        let record = decode_record(run, &bytes)?;
-        let mut batch = WriteBatch::new();
-        batch.delete_checkpoints_before(run, oldest_kept);
-        for (f, base) in record.bases.iter().enumerate() {
-            batch.delete_blobs_before(run, f as u32, *base);
-        }
-        self.store.commit(batch).await?;
-        self.store.flush().await?;
-        Ok(all.len() - keep.max(1))
+        self.inspector().prune(run, keep).await
     }
 
     /// Deletes `run` and everything stored for it, with the runs of its subgraphs (the runs
@@ -250,35 +206,17 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Store`]; `StoreError::RunBusy` when the run is running.
     pub async fn delete(&self, run: &str) -> Result<()> {
-        let _lease = self.store.lock_run(run)?;
-        let mut batch = WriteBatch::new();
-        batch.delete_run(run);
-        for child in child_runs(&*self.store, run).await? {
-            batch.delete_run(&child);
-        }
-        self.store.commit(batch).await?;
-        self.store.flush().await?;
-        Ok(())
+        self.inspector().delete(run).await
     }
 
     /// The graph.
     pub fn graph(&self) -> &CompiledGraph<S> {
         &self.graph
     }
-}
 
-fn info<S: State>(r: &CheckpointRecord) -> CheckpointInfo {
-    CheckpointInfo {
-        step: r.step,
-        parent: r.parent,
-        created_at_ms: r.created_at_ms,
-        written: r
-            .written
-            .iter()
-            .filter_map(|f| S::FIELDS.get(*f as usize).map(|f| f.name))
-            .collect(),
-        next: r.next.iter().map(|t| t.node.clone()).collect(),
-        blob_bytes: r.blob_bytes,
+    /// The same store, read without the state type (state as JSON, the stored graph).
+    pub fn inspector(&self) -> Inspector {
+        Inspector::new(self.store.clone())
     }
 }
 

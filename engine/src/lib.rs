@@ -7,11 +7,13 @@ mod builder;
 pub mod codec;
 mod config;
 mod context;
+mod describe;
 mod error;
 mod event;
 mod graph;
 mod history;
 mod ids;
+mod inspect;
 mod interrupt;
 mod node;
 mod persist;
@@ -22,17 +24,22 @@ mod route;
 mod scheduler;
 mod state;
 mod subgraph;
+mod view;
 
 pub use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, StoreError};
 pub use builder::GraphBuilder;
 pub use codec::CodecError;
 pub use config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use context::{Context, InputError};
+pub use describe::{
+    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
+};
 pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result};
 pub use event::{Event, EventKind, EventStream, Missed, TaskInfo};
 pub use graph::{CancelHandle, CompiledGraph, Run, RunHandle};
 pub use history::{CheckpointInfo, History};
 pub use ids::{Fingerprint, TaskId};
+pub use inspect::Inspector;
 pub use interrupt::{Interrupt, InterruptKind, Interrupted, Interruption, Resume};
 pub use node::{
     AsyncNode, CpuNode, Identity, Layer, Node, NodeBuilder, NodeFuture, Stack, async_node, cpu_node,
@@ -40,6 +47,7 @@ pub use node::{
 pub use retry::RetryPolicy;
 pub use route::{Command, END, IntoCommand, Packet, Route, START};
 pub use state::{Field, State};
+pub use view::{FieldView, StateJson, ViewChange};
 
 #[doc(hidden)]
 pub mod __private {

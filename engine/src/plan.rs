@@ -10,6 +10,9 @@ use rand::distr::weighted::WeightedIndex;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::builder::{Declared, EdgeDef, GraphBuilder, RouterFn, Target};
+use crate::describe::{
+    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
+};
 use crate::error::GraphError;
 use crate::ids::{Fingerprint, NodeId, write_str};
 use crate::node::{NodeFn, NodeKind};
@@ -306,43 +309,60 @@ impl<S: State> Plan<S> {
         Fingerprint::from_u128(h.digest128())
     }
 
-    /// The graph in Graphviz DOT.
-    pub(crate) fn to_dot(&self) -> String {
-        use std::fmt::Write;
+    /// The graph as plain data.
+    pub(crate) fn describe(&self) -> GraphDescription {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|node| NodeDescription {
+                name: node.name.to_string(),
+                kind: node.func.kind().to_owned(),
+                interrupt_before: node.interrupt_before,
+                interrupt_after: node.interrupt_after,
+            })
+            .collect();
         let n = self.nodes.len();
-        let mut out = String::from("digraph agentgraph {\n    rankdir=TB;\n");
-        let _ = writeln!(out, "    0 [label=\"START\", shape=circle];");
-        for (i, node) in self.nodes.iter().enumerate() {
-            let shape = match node.func.kind {
-                NodeKind::Async | NodeKind::Custom => "box",
-                NodeKind::Subgraph(_) => "component",
-                NodeKind::Cpu => "box3d",
-            };
-            let _ = writeln!(
-                out,
-                "    {} [label={}, shape={shape}];",
-                i + 1,
-                dot_quote(&node.name)
-            );
+        let name = |ix: usize| -> String {
+            match ix {
+                0 => START.to_owned(),
+                i if i == n + 1 => END.to_owned(),
+                i => self.nodes[i - 1].name.to_string(),
+            }
+        };
+        let edges = self
+            .structure
+            .raw_edges()
+            .iter()
+            .map(|e| {
+                let (kind, weight) = match &e.weight {
+                    EdgeLabel::Static => (EdgeKind::Static, None),
+                    EdgeLabel::Conditional => (EdgeKind::Conditional, None),
+                    EdgeLabel::Weighted(w) => (EdgeKind::Weighted, Some(*w)),
+                    EdgeLabel::Join => (EdgeKind::Join, None),
+                    EdgeLabel::Goto => (EdgeKind::Goto, None),
+                };
+                EdgeDescription {
+                    from: name(e.source().index()),
+                    to: name(e.target().index()),
+                    kind,
+                    weight,
+                }
+            })
+            .collect();
+        let fields = S::FIELDS
+            .iter()
+            .map(|f| FieldDescription {
+                name: f.name.to_owned(),
+                reducer: f.reducer.name().to_owned(),
+                ty: f.ty.to_owned(),
+            })
+            .collect();
+        GraphDescription {
+            fingerprint: self.fingerprint,
+            nodes,
+            edges,
+            fields,
         }
-        let _ = writeln!(out, "    {} [label=\"END\", shape=doublecircle];", n + 1);
-        for e in self.structure.raw_edges() {
-            let style = match &e.weight {
-                EdgeLabel::Static => String::new(),
-                EdgeLabel::Conditional => " [style=dashed]".into(),
-                EdgeLabel::Weighted(w) => format!(" [style=dashed, label=\"{w}\"]"),
-                EdgeLabel::Join => " [style=bold, label=\"join\"]".into(),
-                EdgeLabel::Goto => " [style=dotted, label=\"go-to\"]".into(),
-            };
-            let _ = writeln!(
-                out,
-                "    {} -> {}{style};",
-                e.source().index(),
-                e.target().index()
-            );
-        }
-        out.push_str("}\n");
-        out
     }
 }
 
@@ -358,30 +378,4 @@ fn reach_from(
         seen.insert(v.index());
     }
     seen
-}
-
-/// Quotes a string for DOT, escaping what would end or break the quoted string.
-fn dot_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::dot_quote;
-
-    #[test]
-    fn dot_quotes_escape() {
-        assert_eq!(dot_quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
-    }
 }

@@ -930,7 +930,7 @@ async fn load_at<S: State>(
     Ok((state, record, tracks))
 }
 
-async fn load_pending(
+pub(crate) async fn load_pending(
     store: &dyn CheckpointStore,
     run: &str,
     step: u64,

@@ -41,6 +41,7 @@ use crate::persist::{
 use crate::plan::{Plan, PlanEdge, slot};
 use crate::route::{Command, Route};
 use crate::state::State;
+use crate::view::Views;
 
 mod resume;
 mod routing;
@@ -277,6 +278,8 @@ pub(crate) struct Executor<S: State> {
     tasks_token: CancellationToken,
     frontier: Frontier,
     joins: Vec<JoinPass>,
+    /// The state's JSON views sent so far (with `RunConfig::state_views`).
+    views: Option<Views>,
 }
 
 impl<S: State> Drop for Executor<S> {
@@ -299,6 +302,7 @@ impl<S: State> Executor<S> {
             .collect();
         Executor {
             frontier: Frontier::new(plan.nodes.len()),
+            views: shared.config.state_views.then(Views::default),
             plan,
             shared,
             deadline: None,
@@ -396,6 +400,7 @@ impl<S: State> Executor<S> {
                     *persist = Some(p);
                 }
                 let state = Arc::new(input);
+                self.describe(&state, 0);
                 let start_key = task_key("", 0, crate::route::START, 0);
                 self.route(0, start_key, 0, None, &state).map_err(keep)?;
                 self.resolve_joins();
@@ -455,6 +460,7 @@ impl<S: State> Executor<S> {
                     restored,
                     graph: plan.fingerprint,
                 });
+                self.describe(&loaded.state, loaded.record.step);
                 (Arc::new(loaded.state), pending)
             }
         };
@@ -635,9 +641,19 @@ impl<S: State> Executor<S> {
         Ok(())
     }
 
+    /// With `RunConfig::state_views`: the graph, and the whole state after `step`, as events.
+    fn describe(&mut self, state: &S, step: u64) {
+        if let Some(views) = &mut self.views {
+            let graph = Arc::new(self.plan.describe());
+            self.shared.events.emit(|| EventKind::Graph { graph });
+            let view = views.changes(state, None, step);
+            self.shared.events.emit(|| view);
+        }
+    }
+
     /// Applies the step's updates in task order; records which fields were written.
     fn merge(
-        &self,
+        &mut self,
         state: &mut Arc<S>,
         commands: &mut Vec<Command<S>>,
         gotos: &mut Vec<Option<Route>>,
@@ -672,6 +688,10 @@ impl<S: State> Executor<S> {
                 .map(|(f, _)| Cow::Borrowed(f.name))
                 .collect(),
         });
+        if let Some(views) = &mut self.views {
+            let view = views.changes(&**state, Some(written), step);
+            self.shared.events.emit(|| view);
+        }
         Ok(())
     }
 }

@@ -1,0 +1,192 @@
+//! [`GraphDescription`]: a compiled graph as plain data (nodes, edges, state fields), for
+//! monitors, the command-line tool and DOT.
+
+use std::fmt::Write;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::Fingerprint;
+use crate::route::{END, START};
+
+/// A compiled graph as plain data: what a monitor draws and the command-line tool reads.
+/// Made by [`CompiledGraph::describe`](crate::CompiledGraph::describe); serializes to JSON
+/// with serde, and renders as Graphviz DOT with [`to_dot`](GraphDescription::to_dot).
+///
+/// Runs with [`RunConfig::state_views`](crate::RunConfig::state_views) also store it in their
+/// event log ([`EventKind::Graph`](crate::EventKind::Graph)), so a store can be inspected
+/// without the program that made it.
+///
+/// # Examples
+///
+/// ```
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct S { n: u32 }
+/// let mut b = GraphBuilder::<S>::new();
+/// b.add_node("a", |_, _| async { Ok(SUpdate::new().n(1)) })
+///     .add_edge(START, "a")
+///     .add_edge("a", END);
+/// let graph = b.compile()?;
+///
+/// let description = graph.describe();
+/// assert_eq!(description.nodes[0].name, "a");
+/// assert_eq!(description.fields[0].name, "n");
+///
+/// // Export it for `agentgraph dot graph.json`, and read it back.
+/// let json = serde_json::to_string(&description)?;
+/// let back: GraphDescription = serde_json::from_str(&json)?;
+/// assert_eq!(back, description);
+/// assert!(back.to_dot().contains("\"a\""));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct GraphDescription {
+    /// The graph's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// The nodes, in plan order (`START` and `END` are not listed).
+    pub nodes: Vec<NodeDescription>,
+    /// The edges, by node name; `START` and `END` appear as [`START`] and [`END`].
+    pub edges: Vec<EdgeDescription>,
+    /// The state's fields, in declaration order.
+    pub fields: Vec<FieldDescription>,
+}
+
+/// A node of a [`GraphDescription`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NodeDescription {
+    /// The node's name.
+    pub name: String,
+    /// How it runs: `async`, `cpu`, `node` (a [`Node`](crate::Node) value) or `subgraph`.
+    pub kind: String,
+    /// Whether the run stops before it (`interrupt_before`).
+    pub interrupt_before: bool,
+    /// Whether the run stops after it (`interrupt_after`).
+    pub interrupt_after: bool,
+}
+
+/// How an edge was declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EdgeKind {
+    /// `add_edge`.
+    Static,
+    /// One target of `add_conditional_edges`.
+    Conditional,
+    /// One target of `add_weighted_edges`.
+    Weighted,
+    /// From a predecessor of a join to its target.
+    Join,
+    /// A declared go-to target of a node.
+    Goto,
+}
+
+/// An edge of a [`GraphDescription`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct EdgeDescription {
+    /// The source node (or [`START`]).
+    pub from: String,
+    /// The target node (or [`END`]).
+    pub to: String,
+    /// How it was declared.
+    pub kind: EdgeKind,
+    /// The weight of a weighted edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+}
+
+/// A state field of a [`GraphDescription`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct FieldDescription {
+    /// The field's name.
+    pub name: String,
+    /// Its reducer: `overwrite`, `append`, `add`, `min`, `max`, `merge`, `union`, or the path
+    /// of a custom function.
+    pub reducer: String,
+    /// Its type as written in the struct (empty when unknown).
+    pub ty: String,
+}
+
+impl GraphDescription {
+    /// The graph in Graphviz DOT: solid static edges, dashed conditional and weighted edges
+    /// (with their weights), bold joins, dotted go-to edges; CPU-bound nodes drawn as 3-D
+    /// boxes, subgraphs as components.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphDescription`].
+    pub fn to_dot(&self) -> String {
+        let n = self.nodes.len();
+        let id = |name: &str| -> usize {
+            match name {
+                START => 0,
+                END => n + 1,
+                _ => self
+                    .nodes
+                    .iter()
+                    .position(|node| node.name == name)
+                    .map_or(n + 2, |i| i + 1),
+            }
+        };
+        let mut out = String::from("digraph agentgraph {\n    rankdir=TB;\n");
+        let _ = writeln!(out, "    0 [label=\"START\", shape=circle];");
+        for (i, node) in self.nodes.iter().enumerate() {
+            let shape = match node.kind.as_str() {
+                "subgraph" => "component",
+                "cpu" => "box3d",
+                _ => "box",
+            };
+            let _ = writeln!(
+                out,
+                "    {} [label={}, shape={shape}];",
+                i + 1,
+                dot_quote(&node.name)
+            );
+        }
+        let _ = writeln!(out, "    {} [label=\"END\", shape=doublecircle];", n + 1);
+        for e in &self.edges {
+            let style = match (e.kind, e.weight) {
+                (EdgeKind::Static, _) => String::new(),
+                (EdgeKind::Weighted, Some(w)) => format!(" [style=dashed, label=\"{w}\"]"),
+                (EdgeKind::Conditional | EdgeKind::Weighted, _) => " [style=dashed]".into(),
+                (EdgeKind::Join, _) => " [style=bold, label=\"join\"]".into(),
+                (EdgeKind::Goto, _) => " [style=dotted, label=\"go-to\"]".into(),
+            };
+            let _ = writeln!(out, "    {} -> {}{style};", id(&e.from), id(&e.to));
+        }
+        out.push_str("}\n");
+        out
+    }
+}
+
+/// Quotes a string for DOT, escaping what would end or break the quoted string.
+fn dot_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dot_quote;
+
+    #[test]
+    fn dot_quotes_escape() {
+        assert_eq!(dot_quote("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+    }
+}
