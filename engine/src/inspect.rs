@@ -330,10 +330,10 @@ async fn newest_record(store: &dyn CheckpointStore, run: &str) -> Result<Checkpo
                     let Some(last) = page.last() else { break };
                     after = Some(last.0);
                     for (s, bytes) in page {
-                        if s < step {
-                            if let Ok(record) = decode_record(run, &bytes) {
-                                intact = Some(record);
-                            }
+                        if s < step
+                            && let Ok(record) = decode_record(run, &bytes)
+                        {
+                            intact = Some(record);
                         }
                     }
                 }

@@ -101,10 +101,10 @@ impl StateJson {
         step: Option<u64>,
     ) {
         for event in events {
-            if let EventKind::StateView { step: s, fields } = &event.kind {
-                if step.is_none_or(|step| *s <= step) {
-                    self.apply(fields);
-                }
+            if let EventKind::StateView { step: s, fields } = &event.kind
+                && step.is_none_or(|step| *s <= step)
+            {
+                self.apply(fields);
             }
         }
     }
