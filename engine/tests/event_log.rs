@@ -188,3 +188,55 @@ async fn without_the_option_nothing_is_stored() {
     .unwrap();
     assert!(store.get_events("n", None, 10).await.unwrap().is_empty());
 }
+
+/// Under `Durability::Async`, the steps before a node that runs for long reach the store
+/// while it runs: the background writer drains what queued, rather than waiting for the
+/// run's next write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_writes_reach_the_store_while_a_long_node_runs() {
+    for (store, _dir) in stores() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let gate = release.clone();
+        let g = common::chain(8, move |_, ctx| {
+            let gate = gate.clone();
+            async move {
+                if ctx.step() == 6 {
+                    gate.notified().await;
+                }
+                Ok(TraceUpdate::note(ctx.node()).count(1))
+            }
+        });
+        let config = RunConfig::new()
+            .shared_store(store.clone())
+            .run_id("long")
+            .durability(Durability::Async)
+            .store_events(true);
+        let run = tokio::spawn(g.run_with(Trace::default(), config).into_future());
+        // Steps 1 to 5 were written in groups; the last group must not wait for step 6.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let latest = store.latest_checkpoint("long").await.unwrap().map(|c| c.0);
+            let events = store.last_event("long").await.unwrap();
+            let stored = g
+                .history(store.clone())
+                .events("long", None, 1000)
+                .await
+                .unwrap();
+            let saved5 = stored
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::CheckpointSaved { step: 5, .. }));
+            if latest == Some(5) && saved5 {
+                contiguous(&stored);
+                assert_eq!(events, stored.last().map(|e| e.seq));
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "step 5 never reached the store while step 6 ran (newest: {latest:?})"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        release.notify_one();
+        assert_eq!(run.await.unwrap().unwrap().count, 8);
+    }
+}

@@ -8,6 +8,7 @@
 
 mod full;
 pub(crate) mod record;
+mod writer;
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use agentgraph_checkpoint::envelope::{self, FormatError, RecordKind};
 use agentgraph_checkpoint::{
     CheckpointStore, RunLease, RunRecord, RunStatus, StoreError, WriteBatch,
 };
-use tokio::task::JoinHandle;
 
 use crate::codec::{self, CodecError};
 use crate::config::Durability;
@@ -74,9 +74,8 @@ pub(crate) struct Persister<S: State> {
     forked_from: Option<(String, u64)>,
     fields: Vec<FieldTrack>,
     last_step: Option<u64>,
-    /// The background writer of [`Durability::Async`]: it commits and flushes one group and
-    /// returns the newest checkpoint step in it.
-    writer: Option<JoinHandle<std::result::Result<Option<u64>, StoreError>>>,
+    /// The background writer of [`Durability::Async`].
+    writer: writer::GroupWriter,
     /// The newest checkpoint step in `held`.
     held_step: Option<u64>,
     /// The newest checkpoint step known to be committed.
@@ -176,7 +175,7 @@ impl<S: State> Persister<S> {
             forked_from,
             fields: vec![FieldTrack::default(); S::FIELDS.len()],
             last_step: None,
-            writer: None,
+            writer: writer::GroupWriter::default(),
             held_step: None,
             committed: None,
             broken: false,
@@ -532,8 +531,9 @@ impl<S: State> Persister<S> {
     /// Writes `batch` as the durability mode says; `last` commits everything and flushes.
     ///
     /// Every write goes through `held`, in order, so a group commit never reorders writes:
-    /// `Sync` commits and flushes at once; `Async` hands everything held to a background writer
-    /// whenever the previous one is done (group commit: the run never waits for the disk);
+    /// `Sync` commits and flushes at once; `Async` queues everything held for a background
+    /// writer that commits whatever has queued until nothing has (group commit: the run never
+    /// waits for the disk, and a finished step never waits for the run's next write);
     /// `Exit` holds everything until the end.
     ///
     /// After a failed write nothing more is committed (see `broken`).
@@ -564,24 +564,9 @@ impl<S: State> Persister<S> {
         match self.durability {
             Durability::Sync => self.commit_held().await?,
             Durability::Async => {
-                if self.writer.as_ref().is_none_or(JoinHandle::is_finished) {
-                    self.wait_writer().await?;
-                    let group = std::mem::take(&mut self.held);
-                    let group_step = self.held_step.take();
-                    let store = self.store.clone();
-                    let lease = self.lease.clone();
-                    let runtime = tokio::runtime::Handle::current();
-                    // Stores may block (sled does): the writer runs on the blocking pool, so it
-                    // proceeds while this task runs the next steps.
-                    self.writer = Some(tokio::task::spawn_blocking(move || {
-                        let _lease = lease;
-                        runtime.block_on(async {
-                            store.commit(group).await?;
-                            store.flush().await?;
-                            Ok(group_step)
-                        })
-                    }));
-                }
+                let group = std::mem::take(&mut self.held);
+                let step = self.held_step.take();
+                self.writer.push(group, step, &self.store, &self.lease)?;
             }
             Durability::Exit => {}
         }
@@ -600,13 +585,9 @@ impl<S: State> Persister<S> {
 
     /// Waits for the background writer, and reports its error.
     async fn wait_writer(&mut self) -> Result<()> {
-        if let Some(writer) = self.writer.take() {
-            let step = writer
-                .await
-                .map_err(|e| Error::Aborted(format!("the checkpoint writer: {e}")))??;
-            self.committed = step.or(self.committed);
-        }
-        Ok(())
+        let result = self.writer.drain().await;
+        self.committed = self.writer.committed().or(self.committed);
+        result
     }
 }
 
