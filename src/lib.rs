@@ -71,10 +71,14 @@
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
-//! | monitor server and page, CLI, metrics, OpenTelemetry | planned |
+//! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
+//! | monitor server and page, CLI, metrics | planned |
 //!
-//! Cargo features (both on by default): `sled` enables [`SledStore`], the embedded durable
-//! store; `nodes` enables [`nodes`], the node middleware (it brings in governor and moka).
+//! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
+//! `nodes` (on by default) enables [`nodes`], the node middleware (it brings in governor and
+//! moka); `otel` (off by default) enables `agentgraph::otel`, a `tracing-subscriber` layer
+//! that sends the spans to an OpenTelemetry collector (it brings in opentelemetry and
+//! reqwest).
 //!
 //! # Durable runs
 //!
@@ -83,6 +87,9 @@
 //! checkpoint, applying the results of tasks that had finished and running only the others.
 //! [`CompiledGraph::history`] lists, reads, forks and prunes stored runs. See [`Durability`]
 //! for what each mode survives.
+
+#[cfg(feature = "otel")]
+pub mod otel;
 
 #[cfg(feature = "sled")]
 pub use agentgraph_checkpoint::SledStore;
