@@ -73,12 +73,15 @@
 //! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
 //! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`Inspector`]) | available |
 //! | metrics with the `metrics` facade (feature `metrics`) | available |
-//! | monitor server and page, CLI, OpenTelemetry | planned |
+//! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
+//! | monitor server and page, CLI | planned |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
 //! `nodes` (on by default) enables [`nodes`], the node middleware (it brings in governor and
 //! moka); `metrics` records metrics of runs, steps, nodes and checkpoints with the `metrics`
-//! facade.
+//! facade; `otel` (off by default) enables `agentgraph::otel`, a `tracing-subscriber` layer
+//! that sends the spans to an OpenTelemetry collector (it brings in opentelemetry and
+//! reqwest).
 //!
 //! # Durable runs
 //!
@@ -87,6 +90,9 @@
 //! checkpoint, applying the results of tasks that had finished and running only the others.
 //! [`CompiledGraph::history`] lists, reads, forks and prunes stored runs. See [`Durability`]
 //! for what each mode survives.
+
+#[cfg(feature = "otel")]
+pub mod otel;
 
 #[cfg(feature = "sled")]
 pub use agentgraph_checkpoint::SledStore;
