@@ -120,7 +120,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunsArgs) -> Result<()> {
             (
                 r.error
                     .as_deref()
-                    .map(|e| summary(e, 60))
+                    .map(|e| summary(e, 120))
                     .unwrap_or_default(),
                 Default::default(),
             ),
