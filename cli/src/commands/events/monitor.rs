@@ -6,7 +6,9 @@
 //! last event it printed, so that the server sends what came after: nothing is missed, and an
 //! event sent twice is printed once (events are numbered without gaps, so anything at or
 //! below the last number printed is a repeat). It stops at the run's last event (finished,
-//! failed, interrupted), or when the server ends the stream.
+//! failed, interrupted), or when the server ends the stream (its `end` message, sent when
+//! the run has ended or was deleted, or the end of the response). A `stream_error` message
+//! (the server could not read the store) is an error.
 
 use std::time::Duration;
 
@@ -130,6 +132,20 @@ async fn connect(
             Ok(message) => message,
             Err(e) => return Ok(End::Dropped(anyhow!("the event stream broke: {e}"))),
         };
+        // The monitor's own messages: the stream's end (with the run's status), or a failure
+        // on its side.
+        match message.event.as_str() {
+            "end" => return Ok(End::Done),
+            "stream_error" => {
+                let detail: serde_json::Value =
+                    serde_json::from_str(&message.data).unwrap_or_default();
+                bail!(
+                    "the monitor could not read the run's events: {}",
+                    detail["error"].as_str().unwrap_or(&message.data)
+                );
+            }
+            _ => {}
+        }
         let event: Event = match serde_json::from_str(&message.data) {
             Ok(event) => event,
             Err(e) => {
