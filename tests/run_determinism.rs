@@ -249,7 +249,13 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// A checkpoint without its timestamp: step, parent, fields written, next tasks, bytes.
-type CheckpointSummary = (u64, Option<u64>, Vec<std::borrow::Cow<'static, str>>, Vec<String>, u64);
+type CheckpointSummary = (
+    u64,
+    Option<u64>,
+    Vec<std::borrow::Cow<'static, str>>,
+    Vec<String>,
+    u64,
+);
 
 /// What a run produced, normalized for comparison: the outcome, the scheduler's own events in
 /// order, and each task's events in order. Durations and the mode are left out.
