@@ -71,10 +71,13 @@
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
-//! | monitor server and page, CLI, metrics, OpenTelemetry | planned |
+//! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` ([`monitor`], feature `monitor`) | available |
+//! | CLI, OpenTelemetry | planned |
 //!
-//! Cargo features (both on by default): `sled` enables [`SledStore`], the embedded durable
-//! store; `nodes` enables [`nodes`], the node middleware (it brings in governor and moka).
+//! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
+//! `nodes` (on by default) enables [`nodes`], the node middleware (it brings in governor and
+//! moka); `monitor` (off by default) enables `monitor`, the monitor server and page (it
+//! brings in axum, hyper, tower-http and metrics-exporter-prometheus).
 //!
 //! # Durable runs
 //!
@@ -97,6 +100,9 @@ pub use agentgraph_engine::{
     TaskInfo, async_node, codec, cpu_node, reducer,
 };
 pub use agentgraph_macros::State;
+#[cfg(feature = "monitor")]
+#[doc(inline)]
+pub use agentgraph_monitor as monitor;
 #[cfg(feature = "nodes")]
 #[doc(inline)]
 pub use agentgraph_nodes as nodes;
