@@ -68,6 +68,11 @@ pub(crate) enum Command {
     /// Print a graph as Graphviz DOT, from the JSON of its description that a program
     /// exported (`serde_json::to_string(&graph.describe())`).
     Dot(DotArgs),
+    /// Serve the monitor over the store: the live web page, the JSON API, each run's events
+    /// over SSE and Prometheus metrics, for runs no program is running any more (a program
+    /// serves its own runs with `agentgraph::monitor`). Runs until Ctrl-C.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
 }
 
 /// A command about one run.
@@ -147,6 +152,25 @@ pub(crate) struct PruneArgs {
 pub(crate) struct DotArgs {
     /// The JSON file of a graph description, or `-` to read it from stdin.
     pub(crate) file: PathBuf,
+}
+
+/// `serve`.
+#[cfg(feature = "serve")]
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on (port 0 picks a free one). An address other than loopback
+    /// needs `--token`.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub(crate) addr: std::net::SocketAddr,
+    /// A bearer token that clients must send (`Authorization: Bearer TOKEN`); the page asks
+    /// for it.
+    #[arg(
+        long,
+        env = "AGENTGRAPH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
 }
 
 /// A run status, as `--status` takes it.

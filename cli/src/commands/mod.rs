@@ -6,6 +6,8 @@ mod events;
 mod history;
 mod prune;
 mod runs;
+#[cfg(feature = "serve")]
+mod serve;
 mod show;
 mod state;
 
@@ -50,5 +52,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune::run(&mut ctx, args).await,
         Command::Delete(args) => delete::run(&mut ctx, &args.run).await,
         Command::Dot(args) => dot::run(&mut ctx, &args.file),
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::run(&mut ctx, args).await,
     }
 }

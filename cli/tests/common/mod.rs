@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 /// The state of the test graph.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, State)]
 pub struct Work {
-    /// What to do: `fail` makes `check` fail, `ask` makes it interrupt, `slow` makes `tick` wait.
+    /// What to do: `fail` makes `check` fail, `ask` makes it interrupt; `slow` and `steady`
+    /// make `tick` loop (1,000 and 40 times), waiting 40 ms each time.
     pub topic: String,
     /// One line per node run.
     #[reducer(append)]
@@ -25,8 +26,17 @@ pub struct Work {
     pub n: u64,
 }
 
+/// How many steps a run of `topic` takes.
+fn rounds(topic: &str) -> u64 {
+    match topic {
+        "slow" => 1000,
+        "steady" => 40,
+        _ => 1,
+    }
+}
+
 /// START -> fetch -> check -> tick -> END, where `tick` loops back to itself while `n` is
-/// below `rounds` of a slow run.
+/// below the [`rounds`] of the topic.
 pub fn graph() -> CompiledGraph<Work> {
     let mut b = GraphBuilder::<Work>::new();
     b.add_node("fetch", |s: Arc<Work>, _| async move {
@@ -45,7 +55,7 @@ pub fn graph() -> CompiledGraph<Work> {
         }
     })
     .add_node("tick", |s: Arc<Work>, _| async move {
-        if s.topic == "slow" {
+        if rounds(&s.topic) > 1 {
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
         Ok(WorkUpdate::new().log(vec![format!("tick {}", s.n)]).n(1))
@@ -54,7 +64,7 @@ pub fn graph() -> CompiledGraph<Work> {
     .add_edge("fetch", "check")
     .add_edge("check", "tick")
     .add_conditional_edges("tick", ["tick", END], |s: &Work| {
-        if s.topic == "slow" && s.n < 1000 {
+        if s.n < rounds(&s.topic) {
             Route::to(["tick"])
         } else {
             Route::end()

@@ -7,8 +7,9 @@
 //! event sent twice is printed once (events are numbered without gaps, so anything at or
 //! below the last number printed is a repeat). It stops at the run's last event (finished,
 //! failed, interrupted), or when the server ends the stream (its `end` message, sent when
-//! the run has ended or was deleted, or the end of the response). A `stream_error` message
-//! (the server could not read the store) is an error.
+//! the run has ended or was deleted, or the end of the response); an `end` with status
+//! `shutdown` (the server is stopping) counts as a drop. A `stream_error` message (the server
+//! could not read the store) is an error.
 
 use std::time::Duration;
 
@@ -135,7 +136,16 @@ async fn connect(
         // The monitor's own messages: the stream's end (with the run's status), or a failure
         // on its side.
         match message.event.as_str() {
-            "end" => return Ok(End::Done),
+            "end" => {
+                let detail: serde_json::Value =
+                    serde_json::from_str(&message.data).unwrap_or_default();
+                // A monitor that shuts down mid-run may be back in a moment.
+                return Ok(if detail["status"] == "shutdown" {
+                    End::Dropped(anyhow!("the monitor shut down"))
+                } else {
+                    End::Done
+                });
+            }
             "stream_error" => {
                 let detail: serde_json::Value =
                     serde_json::from_str(&message.data).unwrap_or_default();
