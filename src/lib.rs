@@ -71,7 +71,7 @@
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
-//! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` ([`monitor`], feature `monitor`) | available |
+//! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` (`agentgraph::monitor`, feature `monitor`) | available |
 //! | CLI, OpenTelemetry | planned |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
