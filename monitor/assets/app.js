@@ -1,5 +1,6 @@
 // The agentgraph monitor page. No framework, no build step. Everything shown is built with
-// createElement/textContent (never innerHTML), so run data cannot inject markup or script.
+// createElement and textContent, never parsed as HTML, so run data cannot inject markup or
+// script.
 'use strict';
 
 (function () {
