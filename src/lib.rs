@@ -71,13 +71,16 @@
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
-//! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` ([`monitor`], feature `monitor`) | available |
+//! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`Inspector`]) | available |
+//! | metrics with the `metrics` facade (feature `metrics`) | available |
+//! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` (`agentgraph::monitor`, feature `monitor`) | available |
 //! | CLI, OpenTelemetry | planned |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
 //! `nodes` (on by default) enables [`nodes`], the node middleware (it brings in governor and
-//! moka); `monitor` (off by default) enables `monitor`, the monitor server and page (it
-//! brings in axum, hyper, tower-http and metrics-exporter-prometheus).
+//! moka); `metrics` records metrics of runs, steps, nodes and checkpoints with the `metrics`
+//! facade; `monitor` enables `agentgraph::monitor`, the monitor server and page (with
+//! `metrics`; it brings in axum, hyper, tower-http and metrics-exporter-prometheus).
 //!
 //! # Durable runs
 //!
@@ -92,12 +95,13 @@ pub use agentgraph_checkpoint::SledStore;
 pub use agentgraph_checkpoint::{MemoryStore, RunLease, RunLocks, WriteBatch, envelope};
 pub use agentgraph_engine::{
     AsyncNode, BoxError, CancelHandle, CheckpointInfo, CheckpointStore, CodecError, Command,
-    CompiledGraph, Context, CpuNode, Durability, END, EdgeName, Error, Event, EventKind,
-    EventStream, FailurePolicy, Field, Fingerprint, GraphBuilder, GraphError, History, Identity,
-    InputError, Interrupt, InterruptKind, Interrupted, Interruption, IntoCommand, Layer, Missed,
-    Mode, Node, NodeBuilder, NodeFuture, NodeTimedOut, Packet, Result, Resume, RetryPolicy, Route,
-    Run, RunConfig, RunHandle, RunRecord, RunStatus, START, Stack, State, StoreError, TaskId,
-    TaskInfo, async_node, codec, cpu_node, reducer,
+    CompiledGraph, Context, CpuNode, Durability, END, EdgeDescription, EdgeKind, EdgeName, Error,
+    Event, EventKind, EventStream, FailurePolicy, Field, FieldDescription, FieldView, Fingerprint,
+    GraphBuilder, GraphDescription, GraphError, History, Identity, InputError, Inspector,
+    Interrupt, InterruptKind, Interrupted, Interruption, IntoCommand, Layer, Missed, Mode, Node,
+    NodeBuilder, NodeDescription, NodeFuture, NodeTimedOut, Packet, Result, Resume, RetryPolicy,
+    Route, Run, RunConfig, RunHandle, RunRecord, RunStatus, START, Stack, State, StateJson,
+    StoreError, TaskId, TaskInfo, ViewChange, async_node, codec, cpu_node, reducer,
 };
 pub use agentgraph_macros::State;
 #[cfg(feature = "monitor")]
@@ -114,8 +118,8 @@ pub mod prelude {
     pub use agentgraph_checkpoint::SledStore;
     pub use agentgraph_engine::{
         BoxError, CheckpointStore, Command, CompiledGraph, Context, Durability, END, Error, Event,
-        EventKind, FailurePolicy, GraphBuilder, Interrupt, Mode, Node, NodeBuilder, Packet, Resume,
-        RetryPolicy, Route, RunConfig, START, State,
+        EventKind, FailurePolicy, GraphBuilder, Inspector, Interrupt, Mode, Node, NodeBuilder,
+        Packet, Resume, RetryPolicy, Route, RunConfig, START, State,
     };
     pub use agentgraph_macros::State;
 }

@@ -49,6 +49,27 @@ impl fmt::Display for CodecError {
 
 impl std::error::Error for CodecError {}
 
+/// A JSON value (what [`to_json`] makes).
+pub type JsonValue = serde_json::Value;
+
+/// `value` as JSON, for views of the state (see
+/// [`RunConfig::state_views`](crate::RunConfig::state_views)).
+///
+/// # Errors
+///
+/// When the value's `Serialize` fails or makes what JSON cannot hold (a map with keys that
+/// are not strings or numbers, say).
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::codec;
+/// assert_eq!(codec::to_json(&vec![1, 2]).unwrap(), serde_json::json!([1, 2]));
+/// ```
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<JsonValue, CodecError> {
+    serde_json::to_value(value).map_err(|e| CodecError(e.to_string()))
+}
+
 /// Appends the encoding of `value` to `out`.
 ///
 /// # Errors

@@ -223,7 +223,7 @@ impl RunConfig {
     /// field that grows is sent as what was appended). With
     /// [`store_events`](RunConfig::store_events), that is what lets a monitor or the
     /// `agentgraph` command-line tool draw the graph and show the state at any step without
-    /// the program's types. Off by default: each step serializes the state to JSON.
+    /// the program's types. Off by default: each step serializes the fields it wrote to JSON.
     ///
     /// [`EventKind::Graph`]: crate::EventKind::Graph
     /// [`EventKind::StateView`]: crate::EventKind::StateView

@@ -15,6 +15,7 @@ mod history;
 mod ids;
 mod inspect;
 mod interrupt;
+mod metrics;
 mod node;
 mod persist;
 mod plan;

@@ -95,6 +95,29 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// When the field's `Serialize` fails, or there is no such field.
     fn encode_field(&self, index: usize, out: &mut Vec<u8>) -> Result<(), CodecError>;
 
+    /// Field `index` as JSON, for views of the state (see
+    /// [`RunConfig::state_views`](crate::RunConfig::state_views)). The derive serializes the
+    /// field alone; this default serializes the whole state and takes the field by name.
+    ///
+    /// # Errors
+    ///
+    /// When the field's `Serialize` fails, JSON cannot hold what it makes, or there is no such
+    /// field.
+    fn field_json(&self, index: usize) -> Result<serde_json::Value, CodecError> {
+        let Some(field) = Self::FIELDS.get(index) else {
+            return Err(CodecError::no_field(index, Self::FIELDS.len()));
+        };
+        match crate::codec::to_json(self)? {
+            serde_json::Value::Object(mut map) => map.remove(field.name).ok_or_else(|| {
+                CodecError::new("the state serializes without a field of that name")
+                    .in_field(field.name)
+            }),
+            _ => Err(CodecError::new(
+                "the state does not serialize as a JSON object",
+            )),
+        }
+    }
+
     /// Appends the encoding of the value `update` writes to field `index` to `out`; appends
     /// nothing when it writes none. Checkpoints store these values (deltas) for fields whose
     /// reducer is not `overwrite`, so that a growing list costs its new items, not its length.

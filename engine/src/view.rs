@@ -144,22 +144,12 @@ impl Views {
         if self.last.len() != S::FIELDS.len() {
             self.last = vec![None; S::FIELDS.len()];
         }
-        let whole = serde_json::to_value(state);
         let mut fields = Vec::new();
         for (i, field) in S::FIELDS.iter().enumerate() {
             if written.is_some_and(|w| !w[i]) {
                 continue;
             }
-            let value = match &whole {
-                Ok(Value::Object(map)) => map.get(field.name).cloned().ok_or_else(|| {
-                    format!(
-                        "the state serializes without a field named `{}`",
-                        field.name
-                    )
-                }),
-                Ok(_) => Err("the state does not serialize as a JSON object".to_owned()),
-                Err(e) => Err(e.to_string()),
-            };
+            let value = state.field_json(i).map_err(|e| e.to_string());
             let change = match value {
                 Ok(value) => {
                     let change = match (&self.last[i], &value) {

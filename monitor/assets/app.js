@@ -1,5 +1,6 @@
 // The agentgraph monitor page. No framework, no build step. Everything shown is built with
-// createElement/textContent (never innerHTML), so run data cannot inject markup or script.
+// createElement and textContent, never parsed as HTML, so run data cannot inject markup or
+// script.
 'use strict';
 
 (function () {
@@ -154,8 +155,8 @@
       el('span', { class: 'id' }, run.run_id),
       el('span', { class: 'meta' },
         el('span', { class: 'badge', 'data-status': run.status }, run.status),
-        run.last_step == null ? 'no checkpoint' : `step ${run.last_step}`,
-        time(run.updated_at_ms)));
+        el('span', {}, run.last_step == null ? 'no checkpoint' : `step ${run.last_step}`),
+        el('span', {}, time(run.updated_at_ms))));
       button.addEventListener('click', () => select(run.run_id));
       list.append(el('li', {}, button));
     }

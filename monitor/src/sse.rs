@@ -147,6 +147,11 @@ impl Follow {
             return self.end("deleted");
         };
         if is_final(status) {
+            if !self.ended && self.quiet_since.is_none() {
+                // A client that starts past the last event (or saw it before reconnecting)
+                // ends at once too when that event ends the run.
+                self.ended = self.last_stored_ends_run().await;
+            }
             let now = Instant::now();
             let since = *self.quiet_since.get_or_insert(now);
             if self.ended || now - since >= QUIET {
@@ -161,12 +166,29 @@ impl Follow {
         }
     }
 
+    /// Whether the newest stored event is a `run_finished` or `run_failed` that this stream
+    /// is past.
+    async fn last_stored_ends_run(&self) -> bool {
+        let Ok(Some(last)) = self.state.inspector.last_event(&self.run).await else {
+            return false;
+        };
+        if self.after.is_none_or(|after| after < last) {
+            return false;
+        }
+        match self
+            .state
+            .inspector
+            .events(&self.run, last.checked_sub(1), 1)
+            .await
+        {
+            Ok(page) => page.first().is_some_and(|e| ends_run(&e.kind)),
+            Err(_) => false,
+        }
+    }
+
     fn push(&mut self, event: &Event) {
         self.after = Some(event.seq);
-        self.ended = matches!(
-            event.kind,
-            EventKind::RunFinished { .. } | EventKind::RunFailed { .. }
-        );
+        self.ended = ends_run(&event.kind);
         let value = match serde_json::to_value(event) {
             Ok(value) => value,
             Err(e) => return self.fail(&format!("event {} does not serialize: {e}", event.seq)),
@@ -197,6 +219,13 @@ impl Follow {
             .push_back(SseEvent::default().event("stream_error").data(data));
         self.done = true;
     }
+}
+
+fn ends_run(kind: &EventKind) -> bool {
+    matches!(
+        kind,
+        EventKind::RunFinished { .. } | EventKind::RunFailed { .. }
+    )
 }
 
 /// Statuses in which a stream ends once every event is sent. An interrupted run keeps its

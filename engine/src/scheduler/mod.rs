@@ -331,6 +331,7 @@ impl<S: State> Executor<S> {
         let events = &self.shared.events;
         match result {
             Ok(state) => {
+                crate::metrics::run_ended("finished");
                 events.emit(|| EventKind::RunFinished {
                     steps: step,
                     duration: started.elapsed(),
@@ -346,6 +347,11 @@ impl<S: State> Executor<S> {
                     Error::Cancelled { .. } => (RunStatus::Cancelled, Some(e.to_string())),
                     _ => (RunStatus::Failed, Some(e.to_string())),
                 };
+                crate::metrics::run_ended(match status {
+                    RunStatus::Interrupted => "interrupted",
+                    RunStatus::Cancelled => "cancelled",
+                    _ => "failed",
+                });
                 // The last event first, so that a run that stores its events stores it too.
                 match &e {
                     Error::Interrupted(stop) => events.emit(|| EventKind::RunInterrupted {
@@ -381,6 +387,7 @@ impl<S: State> Executor<S> {
         let keep = |e: Error| (e, false);
         let (mut state, mut restored) = match start {
             Start::Fresh(input) => {
+                crate::metrics::run_started(false);
                 self.shared.events.emit(|| EventKind::RunStarted {
                     mode: self.config().mode,
                     seed: self.config().seed,
@@ -455,6 +462,7 @@ impl<S: State> Executor<S> {
                     .map_err(|e| keep(e.into()))?;
                 let next = stored.map_or(0, |s| s + 1).max(loaded.record.events);
                 self.shared.events.set_next_seq(next);
+                crate::metrics::run_started(true);
                 self.shared.events.emit(|| EventKind::RunResumed {
                     step: loaded.record.step,
                     restored,
@@ -490,6 +498,7 @@ impl<S: State> Executor<S> {
             let step = *step;
             self.frontier
                 .take_tasks(&plan, &self.shared.run_id, step, &mut tasks);
+            crate::metrics::step();
             self.shared.events.emit(|| EventKind::StepStarted {
                 step,
                 tasks: tasks
@@ -602,8 +611,10 @@ impl<S: State> Executor<S> {
             interrupts,
             log: self.shared.events.take_journal(),
         };
+        let began = Instant::now();
         let saved = p.checkpoint(step, state, written, position, status).await?;
         if let Some(bytes) = saved {
+            crate::metrics::checkpoint(bytes, began.elapsed());
             self.shared
                 .events
                 .emit_stored(|| EventKind::CheckpointSaved { step, bytes });

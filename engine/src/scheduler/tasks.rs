@@ -153,6 +153,7 @@ impl<S: State> Executor<S> {
                         store_error = Some(e);
                     }
                 }
+                crate::metrics::retry(name);
                 self.shared.events.emit(|| EventKind::RetryScheduled {
                     step,
                     node: name.clone(),
@@ -317,20 +318,27 @@ impl<S: State> Executor<S> {
                 Err(panic) => Err(TaskFailure::Panic(panic_message(panic))),
             };
             match &outcome {
-                Ok(_) => shared.events.emit(|| EventKind::NodeFinished {
-                    step,
-                    node: name.clone(),
-                    task: task_id,
-                    duration: started.elapsed(),
-                }),
+                Ok(_) => {
+                    let duration = started.elapsed();
+                    crate::metrics::node_finished(&name, duration);
+                    shared.events.emit(|| EventKind::NodeFinished {
+                        step,
+                        node: name.clone(),
+                        task: task_id,
+                        duration,
+                    });
+                }
                 Err(TaskFailure::Interrupted(_) | TaskFailure::Cancelled) => {}
-                Err(f) => shared.events.emit(|| EventKind::NodeFailed {
-                    step,
-                    node: name.clone(),
-                    task: task_id,
-                    attempt,
-                    error: f.describe(),
-                }),
+                Err(f) => {
+                    crate::metrics::node_failed(&name);
+                    shared.events.emit(|| EventKind::NodeFailed {
+                        step,
+                        node: name.clone(),
+                        task: task_id,
+                        attempt,
+                        error: f.describe(),
+                    });
+                }
             }
             outcome
         }

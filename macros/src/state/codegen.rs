@@ -151,6 +151,14 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
             #index => #private::codec::encode_into(&self.#ident, out).map_err(|e| e.in_field(#name)),
         }
     });
+    let field_json_arms = def.fields.iter().enumerate().map(|(i, field)| {
+        let ident = &field.ident;
+        let name = field.ident.unraw().to_string();
+        let index = Literal::usize_unsuffixed(i);
+        quote! {
+            #index => #private::codec::to_json(&self.#ident).map_err(|e| e.in_field(#name)),
+        }
+    });
     let encode_written_arms = def.fields.iter().enumerate().map(|(i, field)| {
         let ident = &field.ident;
         let name = field.ident.unraw().to_string();
@@ -219,6 +227,16 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
                 let _ = &out;
                 match index {
                     #(#encode_field_arms)*
+                    _ => ::core::result::Result::Err(#private_at_name::CodecError::no_field(index, #field_count)),
+                }
+            }
+
+            fn field_json(
+                &self,
+                index: usize,
+            ) -> ::core::result::Result<#private_at_name::codec::JsonValue, #private_at_name::CodecError> {
+                match index {
+                    #(#field_json_arms)*
                     _ => ::core::result::Result::Err(#private_at_name::CodecError::no_field(index, #field_count)),
                 }
             }

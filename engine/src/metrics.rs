@@ -1,0 +1,87 @@
+//! Metrics, recorded with the `metrics` facade when the `metrics` feature is on (and costing
+//! nothing when it is off). The program chooses the recorder: the monitor installs a
+//! Prometheus one.
+//!
+//! | metric | kind | labels |
+//! |---|---|---|
+//! | `agentgraph_runs_started_total`, `agentgraph_runs_resumed_total` | counter | |
+//! | `agentgraph_runs_finished_total`, `agentgraph_runs_failed_total`, `agentgraph_runs_interrupted_total`, `agentgraph_runs_cancelled_total` | counter | |
+//! | `agentgraph_steps_total` | counter | |
+//! | `agentgraph_node_duration_seconds` | histogram | `node` |
+//! | `agentgraph_node_failures_total`, `agentgraph_retries_total` | counter | `node` |
+//! | `agentgraph_checkpoint_bytes` | histogram | |
+//! | `agentgraph_checkpoint_duration_seconds` | histogram | |
+
+#[cfg(feature = "metrics")]
+mod on {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use metrics::{SharedString, counter, histogram};
+
+    fn node_label(node: &Arc<str>) -> SharedString {
+        SharedString::from_shared(node.clone())
+    }
+
+    pub(crate) fn run_started(resumed: bool) {
+        if resumed {
+            counter!("agentgraph_runs_resumed_total").increment(1);
+        } else {
+            counter!("agentgraph_runs_started_total").increment(1);
+        }
+    }
+
+    pub(crate) fn run_ended(outcome: &'static str) {
+        match outcome {
+            "finished" => counter!("agentgraph_runs_finished_total").increment(1),
+            "interrupted" => counter!("agentgraph_runs_interrupted_total").increment(1),
+            "cancelled" => counter!("agentgraph_runs_cancelled_total").increment(1),
+            _ => counter!("agentgraph_runs_failed_total").increment(1),
+        }
+    }
+
+    pub(crate) fn step() {
+        counter!("agentgraph_steps_total").increment(1);
+    }
+
+    pub(crate) fn node_finished(node: &Arc<str>, duration: Duration) {
+        histogram!("agentgraph_node_duration_seconds", "node" => node_label(node))
+            .record(duration.as_secs_f64());
+    }
+
+    pub(crate) fn node_failed(node: &Arc<str>) {
+        counter!("agentgraph_node_failures_total", "node" => node_label(node)).increment(1);
+    }
+
+    pub(crate) fn retry(node: &Arc<str>) {
+        counter!("agentgraph_retries_total", "node" => node_label(node)).increment(1);
+    }
+
+    pub(crate) fn checkpoint(bytes: u64, duration: Duration) {
+        histogram!("agentgraph_checkpoint_bytes").record(bytes as f64);
+        histogram!("agentgraph_checkpoint_duration_seconds").record(duration.as_secs_f64());
+    }
+}
+
+#[cfg(not(feature = "metrics"))]
+mod on {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[inline(always)]
+    pub(crate) fn run_started(_: bool) {}
+    #[inline(always)]
+    pub(crate) fn run_ended(_: &'static str) {}
+    #[inline(always)]
+    pub(crate) fn step() {}
+    #[inline(always)]
+    pub(crate) fn node_finished(_: &Arc<str>, _: Duration) {}
+    #[inline(always)]
+    pub(crate) fn node_failed(_: &Arc<str>) {}
+    #[inline(always)]
+    pub(crate) fn retry(_: &Arc<str>) {}
+    #[inline(always)]
+    pub(crate) fn checkpoint(_: u64, _: Duration) {}
+}
+
+pub(crate) use on::*;
