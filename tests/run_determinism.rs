@@ -374,7 +374,14 @@ proptest! {
         let whole = observe(&graph, Mode::Parallel, seed);
         let resumed = runtime().block_on(async {
             let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
-            let config = || RunConfig::new().seed(seed).run_id("prop").shared_store(store.clone());
+            // Monitored, so that the JSON views of the state are checked across the stop too.
+            let config = || {
+                RunConfig::new()
+                    .seed(seed)
+                    .run_id("prop")
+                    .shared_store(store.clone())
+                    .monitored()
+            };
             let first = graph.run_with(Walk::default(), config().recursion_limit(stop_at)).await;
             let outcome = match first {
                 Err(Error::RecursionLimit { .. }) => graph
@@ -387,8 +394,20 @@ proptest! {
             for f in 0..Walk::FIELDS.len() as u32 {
                 blobs.push(store.get_blobs("prop", f, 0, u64::MAX).await.unwrap());
             }
-            (outcome, blobs)
+            // The JSON state a monitor reads is the typed state at every checkpoint.
+            let history = graph.history(store.clone());
+            let inspector = history.inspector();
+            let mut views = Vec::new();
+            for cp in history.checkpoints("prop").await.unwrap() {
+                let typed = history.state("prop", Some(cp.step)).await.unwrap();
+                let json = inspector.state_json("prop", Some(cp.step)).await.unwrap();
+                views.push((cp.step, serde_json::to_value(typed).unwrap(), json));
+            }
+            (outcome, blobs, views)
         });
+        for (step, typed, json) in &resumed.2 {
+            prop_assert_eq!(json, typed, "the JSON state after step {}", step);
+        }
         // A run that fails (a conflict) fails the same way; one that finishes ends the same, and
         // stores the same values.
         prop_assert_eq!(&resumed.0, &whole.outcome);
