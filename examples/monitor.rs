@@ -46,7 +46,7 @@ async fn plan(state: Arc<Research>, _ctx: Context) -> Result<ResearchUpdate, Box
 /// Fails its first attempt every other round: the retry policy runs it again.
 async fn search(state: Arc<Research>, ctx: Context) -> Result<ResearchUpdate, BoxError> {
     pause(1200).await;
-    if state.rounds % 2 == 0 && ctx.attempt() == 1 {
+    if state.rounds.is_multiple_of(2) && ctx.attempt() == 1 {
         return Err("the search service timed out".into());
     }
     Ok(ResearchUpdate::new().findings(vec![format!("found sources on {}", state.question)]))

@@ -57,16 +57,14 @@ impl Gate {
     }
 }
 
+/// What a demo node returns.
+type NodeFuture = std::pin::Pin<Box<dyn Future<Output = Result<DocUpdate, BoxError>> + Send>>;
+
+/// A node that waits for the gate, then appends `text` to the notes.
 fn note(
     gate: &Gate,
     text: &'static str,
-) -> impl Fn(
-    Arc<Doc>,
-    Context,
-) -> std::pin::Pin<Box<dyn Future<Output = Result<DocUpdate, BoxError>> + Send>>
-+ Send
-+ Sync
-+ 'static {
+) -> impl Fn(Arc<Doc>, Context) -> NodeFuture + Send + Sync + 'static {
     let gate = gate.clone();
     move |_state, _ctx| {
         let gate = gate.clone();
