@@ -73,15 +73,17 @@
 //! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
 //! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`Inspector`]) | available |
 //! | metrics with the `metrics` facade (feature `metrics`) | available |
+//! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` (`agentgraph::monitor`, feature `monitor`) | available |
+//! | command-line tool `agentgraph` over a store (crate `agentgraph-cli`) | available |
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
-//! | monitor server and page, CLI | planned |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
 //! `nodes` (on by default) enables [`nodes`], the node middleware (it brings in governor and
 //! moka); `metrics` records metrics of runs, steps, nodes and checkpoints with the `metrics`
-//! facade; `otel` (off by default) enables `agentgraph::otel`, a `tracing-subscriber` layer
-//! that sends the spans to an OpenTelemetry collector (it brings in opentelemetry and
-//! reqwest).
+//! facade; `monitor` enables `agentgraph::monitor`, the monitor server and page (with
+//! `metrics`; it brings in axum, hyper, tower-http and metrics-exporter-prometheus); `otel`
+//! (off by default) enables `agentgraph::otel`, a `tracing-subscriber` layer that sends the
+//! spans to an OpenTelemetry collector (it brings in opentelemetry and reqwest).
 //!
 //! # Durable runs
 //!
@@ -108,6 +110,9 @@ pub use agentgraph_engine::{
     StoreError, TaskId, TaskInfo, ViewChange, async_node, codec, cpu_node, reducer,
 };
 pub use agentgraph_macros::State;
+#[cfg(feature = "monitor")]
+#[doc(inline)]
+pub use agentgraph_monitor as monitor;
 #[cfg(feature = "nodes")]
 #[doc(inline)]
 pub use agentgraph_nodes as nodes;

@@ -1,0 +1,218 @@
+//! The command line, as clap parses it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use agentgraph_engine::RunStatus;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Inspect, follow, prune and serve the runs of an agentgraph checkpoint store.
+///
+/// Most commands read a store: the directory of a `SledStore`, given with `--store` or the
+/// `AGENTGRAPH_STORE` environment variable. A sled store is open in one process at a time:
+/// while a program runs on it, read its runs through that program's monitor instead
+/// (`agentgraph events RUN --follow --monitor URL`).
+#[derive(Debug, Parser)]
+#[command(name = "agentgraph", version, propagate_version = true)]
+#[command(after_help = "Examples:
+  agentgraph --store ./runs.db runs
+  agentgraph --store ./runs.db show run-42
+  agentgraph --store ./runs.db state run-42 --step 3 --json
+  agentgraph events run-42 --follow --monitor http://127.0.0.1:7070
+  agentgraph dot graph.json | dot -Tsvg > graph.svg")]
+pub(crate) struct Cli {
+    /// The store's directory (a sled store written by an agentgraph program).
+    #[arg(long, global = true, env = "AGENTGRAPH_STORE", value_name = "PATH")]
+    pub(crate) store: Option<PathBuf>,
+
+    /// Print JSON for scripts instead of text: one document per command on stdout (JSON
+    /// lines for `events`), no colours, no progress bars.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List the runs of the store: status, last step, when each was last written, and the
+    /// error of failed runs. Subgraph runs (`{run}/{node}/{task}`) are hidden unless `--all`
+    /// is given, which shows them indented under their parents.
+    Runs(RunsArgs),
+    /// Show one run: its status, times, last step, last error, the interrupts it waits on
+    /// (with their ids and payloads), how many checkpoints and events it stored, its graph's
+    /// fingerprint, the run it was forked from and its subgraph runs.
+    Show(RunArg),
+    /// List a run's checkpoints, oldest first: step, parent step, time, the fields the step
+    /// wrote, the nodes the next step runs, and the bytes of values written with it.
+    History(RunArg),
+    /// Print a run's state as JSON: after its newest checkpoint, or after `--step N`. Needs a
+    /// run made with `RunConfig::monitored()` (it stores JSON views of its state).
+    State(StateArgs),
+    /// Print a run's stored events (runs made with `RunConfig::store_events(true)` or
+    /// `monitored()`), one per line, or as JSON lines with `--json`.
+    ///
+    /// With `--follow`, keep printing new events until the run finishes, fails or stops at an
+    /// interrupt. A program that is running a run holds its (sled) store, so follow such a run
+    /// through the program's monitor with `--monitor URL`; without `--monitor`, the events are
+    /// read from the store.
+    Events(EventsArgs),
+    /// Delete old checkpoints: keep the newest `--keep N` of one run, or of every run with
+    /// `--all`. Events, and the values the kept checkpoints need, stay.
+    Prune(PruneArgs),
+    /// Delete a run and everything stored for it, with its subgraph runs.
+    Delete(RunArg),
+    /// Print a graph as Graphviz DOT, from the JSON of its description that a program
+    /// exported (`serde_json::to_string(&graph.describe())`).
+    Dot(DotArgs),
+    /// Serve the monitor over the store: the live web page, the JSON API, each run's events
+    /// over SSE and Prometheus metrics, for runs no program is running any more (a program
+    /// serves its own runs with `agentgraph::monitor`). Runs until Ctrl-C.
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+}
+
+/// A command about one run.
+#[derive(Debug, Args)]
+pub(crate) struct RunArg {
+    /// The run's id (as `agentgraph runs` lists it).
+    pub(crate) run: String,
+}
+
+/// `runs`.
+#[derive(Debug, Args)]
+pub(crate) struct RunsArgs {
+    /// Only runs with this status (repeat it for several).
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub(crate) status: Vec<StatusArg>,
+    /// Also list subgraph runs, indented under their parents.
+    #[arg(long)]
+    pub(crate) all: bool,
+}
+
+/// `state`.
+#[derive(Debug, Args)]
+pub(crate) struct StateArgs {
+    /// The run's id.
+    pub(crate) run: String,
+    /// The state after this step's checkpoint (0 is the input) instead of the newest.
+    #[arg(long, value_name = "N")]
+    pub(crate) step: Option<u64>,
+}
+
+/// `events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// The run's id.
+    pub(crate) run: String,
+    /// Only events after sequence number N.
+    #[arg(long, value_name = "N")]
+    pub(crate) after: Option<u64>,
+    /// Keep printing events as they come until the run ends or stops at an interrupt.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+    /// Follow through the monitor server of the program running the run (for example
+    /// `http://127.0.0.1:7070`) instead of the store. Reconnects when the connection drops,
+    /// resuming after the last event printed.
+    #[arg(long, value_name = "URL", requires = "follow")]
+    pub(crate) monitor: Option<String>,
+    /// The monitor's bearer token.
+    #[arg(
+        long,
+        env = "AGENTGRAPH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+    /// How often to look for new events when following a store.
+    #[arg(long, value_name = "DURATION", default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub(crate) poll: Duration,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).args(["run", "all"]))]
+pub(crate) struct PruneArgs {
+    /// The run to prune.
+    pub(crate) run: Option<String>,
+    /// Prune every run of the store (subgraph runs too).
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// How many of the newest checkpoints to keep (at least 1; `agentgraph delete` removes a
+    /// whole run).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) keep: u64,
+}
+
+/// `dot`.
+#[derive(Debug, Args)]
+pub(crate) struct DotArgs {
+    /// The JSON file of a graph description, or `-` to read it from stdin.
+    pub(crate) file: PathBuf,
+}
+
+/// `serve`.
+#[cfg(feature = "serve")]
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on (port 0 picks a free one). An address other than loopback
+    /// needs `--token`.
+    #[arg(long, default_value = "127.0.0.1:7070", value_name = "ADDR")]
+    pub(crate) addr: std::net::SocketAddr,
+    /// A bearer token that clients must send (`Authorization: Bearer TOKEN`); the page asks
+    /// for it.
+    #[arg(
+        long,
+        env = "AGENTGRAPH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub(crate) token: Option<String>,
+}
+
+/// A run status, as `--status` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatusArg {
+    /// Created (by a fork) and not started.
+    Pending,
+    /// Running, or ended by a crash.
+    Running,
+    /// Finished.
+    Completed,
+    /// Stopped by an error.
+    Failed,
+    /// Stopped at an interrupt, waiting for input.
+    Interrupted,
+    /// Cancelled from outside.
+    Cancelled,
+}
+
+impl StatusArg {
+    /// Whether `status` is this one.
+    pub(crate) fn matches(self, status: RunStatus) -> bool {
+        matches!(
+            (self, status),
+            (StatusArg::Pending, RunStatus::Pending)
+                | (StatusArg::Running, RunStatus::Running)
+                | (StatusArg::Completed, RunStatus::Completed)
+                | (StatusArg::Failed, RunStatus::Failed)
+                | (StatusArg::Interrupted, RunStatus::Interrupted)
+                | (StatusArg::Cancelled, RunStatus::Cancelled)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

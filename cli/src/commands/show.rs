@@ -1,0 +1,171 @@
+//! `agentgraph show RUN`: one run in full.
+
+use std::collections::HashSet;
+use std::io::Write;
+
+use agentgraph_engine::{Fingerprint, Interrupt};
+use anyhow::Result;
+use serde::Serialize;
+
+use super::Ctx;
+use super::runs::{RunJson, parent_of};
+use crate::output::{self, BOLD, ago, status_name, status_style, timestamp};
+use crate::store::engine_error;
+
+/// A run as `show --json` prints it.
+#[derive(Debug, Serialize)]
+struct ShowJson {
+    run: RunJson,
+    checkpoints: usize,
+    /// How many events the run stored.
+    events: u64,
+    /// The sequence number of its newest stored event.
+    last_event: Option<u64>,
+    /// The interrupts it waits on.
+    interrupts: Vec<Interrupt>,
+    /// Its subgraph runs, and theirs.
+    subgraph_runs: Vec<String>,
+    /// The graph it stored (runs made with `RunConfig::monitored()`).
+    graph: Option<GraphJson>,
+}
+
+/// The size of a stored graph.
+#[derive(Debug, Serialize)]
+struct GraphJson {
+    fingerprint: String,
+    nodes: usize,
+    edges: usize,
+}
+
+pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
+    let store = ctx.open_store()?;
+    let record = store.run(run).await?;
+    let inspector = &store.inspector;
+    let checkpoints = inspector
+        .checkpoints(run)
+        .await
+        .map_err(|e| engine_error(run, e))?;
+    let interrupts = if checkpoints.is_empty() {
+        Vec::new()
+    } else {
+        inspector
+            .interrupts(run)
+            .await
+            .map_err(|e| engine_error(run, e))?
+    };
+    let first_event = inspector.events(run, None, 1).await?.first().map(|e| e.seq);
+    let last_event = inspector.last_event(run).await?;
+    let events = match (first_event, last_event) {
+        (Some(first), Some(last)) => last - first + 1,
+        _ => 0,
+    };
+    let graph = inspector.graph(run).await?.map(|g| GraphJson {
+        fingerprint: g.fingerprint.to_string(),
+        nodes: g.nodes.len(),
+        edges: g.edges.len(),
+    });
+    let all = inspector.runs().await?;
+    let ids: HashSet<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+    let prefix = format!("{run}/");
+    let subgraph_runs: Vec<String> = all
+        .iter()
+        .filter(|r| r.run_id.starts_with(&prefix))
+        .map(|r| r.run_id.clone())
+        .collect();
+    let show = ShowJson {
+        run: RunJson::new(&record, parent_of(run, &ids)),
+        checkpoints: checkpoints.len(),
+        events,
+        last_event,
+        interrupts,
+        subgraph_runs,
+        graph,
+    };
+    if ctx.json {
+        return Ok(output::json(&mut ctx.out, &show)?);
+    }
+
+    let out = &mut ctx.out;
+    let now = output::now_ms();
+    let label = |out: &mut output::Out, name: &str| write!(out, "{BOLD}{name:<13}{BOLD:#}");
+    label(out, "run")?;
+    writeln!(out, "{}", record.run_id)?;
+    if let Some(parent) = &show.run.parent {
+        label(out, "subgraph of")?;
+        writeln!(out, "{parent}")?;
+    }
+    let style = status_style(record.status);
+    label(out, "status")?;
+    writeln!(out, "{style}{}{style:#}", status_name(record.status))?;
+    label(out, "last step")?;
+    writeln!(
+        out,
+        "{}",
+        record
+            .last_step
+            .map_or("none (no checkpoint)".to_owned(), |s| s.to_string())
+    )?;
+    label(out, "created")?;
+    writeln!(
+        out,
+        "{} ({})",
+        timestamp(record.created_at_ms),
+        ago(record.created_at_ms, now)
+    )?;
+    label(out, "updated")?;
+    writeln!(
+        out,
+        "{} ({})",
+        timestamp(record.updated_at_ms),
+        ago(record.updated_at_ms, now)
+    )?;
+    label(out, "checkpoints")?;
+    writeln!(out, "{}", show.checkpoints)?;
+    label(out, "events")?;
+    match (first_event, last_event) {
+        (Some(first), Some(last)) => writeln!(out, "{events} stored (#{first} to #{last})")?,
+        _ => writeln!(
+            out,
+            "none stored (run with `RunConfig::store_events(true)` or `monitored()` to keep them)"
+        )?,
+    }
+    label(out, "fingerprint")?;
+    writeln!(out, "{}", Fingerprint::from_u128(record.fingerprint))?;
+    if let Some(graph) = &show.graph {
+        label(out, "graph")?;
+        writeln!(out, "{} nodes, {} edges", graph.nodes, graph.edges)?;
+    }
+    if let Some((from, step)) = &record.forked_from {
+        label(out, "forked from")?;
+        writeln!(out, "{from} at step {step}")?;
+    }
+    if let Some(error) = &record.error {
+        label(out, "error")?;
+        writeln!(out, "{error}")?;
+    }
+    if !show.interrupts.is_empty() {
+        writeln!(out, "{BOLD}waiting on{BOLD:#}")?;
+        for i in &show.interrupts {
+            let path = if i.path.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", i.path.join(" > "))
+            };
+            writeln!(
+                out,
+                "  {} at step {} ({:?}{path}): id {}",
+                i.node, i.step, i.kind, i.id
+            )?;
+            if !i.payload.is_null() {
+                writeln!(out, "    payload: {}", i.payload)?;
+            }
+        }
+    }
+    if !show.subgraph_runs.is_empty() {
+        writeln!(out, "{BOLD}subgraph runs{BOLD:#}")?;
+        for child in &show.subgraph_runs {
+            writeln!(out, "  {child}")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! `agentgraph`: the command-line tool of agentgraph. It reads the checkpoint store a program
+//! wrote (a `SledStore` directory) without the program's types, and follows running runs
+//! through the program's monitor.
+//!
+//! | command | what it does |
+//! | --- | --- |
+//! | `runs [--status S] [--all]` | the runs, with status, last step, last write and error |
+//! | `show RUN` | one run: summary, last error, pending interrupts, counts, fingerprint, fork |
+//! | `history RUN` | its checkpoints: step, parent, time, fields written, next nodes, bytes |
+//! | `state RUN [--step N]` | its state as JSON (runs made with `RunConfig::monitored()`) |
+//! | `events RUN [--after N] [--follow [--monitor URL]]` | its stored events, or live ones |
+//! | `prune RUN --keep N`, `prune --all --keep N` | deletes old checkpoints |
+//! | `delete RUN` | deletes a run and its subgraph runs |
+//! | `dot FILE` | a graph description exported by a program, as Graphviz DOT |
+//!
+//! The store comes from `--store PATH` or `AGENTGRAPH_STORE`. `--json` prints one JSON
+//! document per command (JSON lines for `events`) for scripts. Errors go to stderr with exit
+//! code 1 (2 for a command line that does not parse).
+//!
+//! A sled store is open in one process at a time: while a program runs, the tool cannot open
+//! its store and says so; follow the program's runs with
+//! `agentgraph events RUN --follow --monitor URL` instead.
+//!
+//! Install it with `cargo install --path cli`, or run it from the workspace with
+//! `cargo run -p agentgraph-cli -- --store PATH runs`.
+
+mod cli;
+mod commands;
+mod output;
+mod store;
+
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(&anyhow::anyhow!(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+/// Prints `error` and its causes on stderr; exit code 1.
+fn fail(error: &anyhow::Error) -> ExitCode {
+    let style = anstyle::Style::new()
+        .bold()
+        .fg_color(Some(anstyle::AnsiColor::Red.into()));
+    let mut err = anstream::stderr();
+    let _ = writeln!(err, "{style}error:{style:#} {error:#}");
+    ExitCode::FAILURE
+}
+
+/// Whether the error is stdout closed by its reader (`agentgraph events r | head`), which ends
+/// the command quietly.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<io::Error>())
+        .any(|e| e.kind() == io::ErrorKind::BrokenPipe)
+}

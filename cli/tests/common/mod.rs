@@ -1,0 +1,170 @@
+//! What the CLI tests share: a small graph, stores made by real runs of it, and running the
+//! `agentgraph` binary.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgraph::prelude::*;
+use assert_cmd::Command;
+use serde::{Deserialize, Serialize};
+
+/// The state of the test graph.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, State)]
+pub struct Work {
+    /// What to do: `fail` makes `check` fail, `ask` makes it interrupt; `slow` and `steady`
+    /// make `tick` loop (1,000 and 40 times), waiting 40 ms each time.
+    pub topic: String,
+    /// One line per node run.
+    #[reducer(append)]
+    pub log: Vec<String>,
+    /// Steps run (each node adds one).
+    #[reducer(add)]
+    pub n: u64,
+}
+
+/// How many steps a run of `topic` takes.
+fn rounds(topic: &str) -> u64 {
+    match topic {
+        "slow" => 1000,
+        "steady" => 40,
+        _ => 1,
+    }
+}
+
+/// START -> fetch -> check -> tick -> END, where `tick` loops back to itself while `n` is
+/// below the [`rounds`] of the topic.
+pub fn graph() -> CompiledGraph<Work> {
+    let mut b = GraphBuilder::<Work>::new();
+    b.add_node("fetch", |s: Arc<Work>, _| async move {
+        Ok(WorkUpdate::new()
+            .log(vec![format!("fetched {}", s.topic)])
+            .n(1))
+    })
+    .add_node("check", |s: Arc<Work>, ctx: Context| async move {
+        match s.topic.as_str() {
+            "fail" => Err("the checker is down".into()),
+            "ask" => {
+                let ok: bool = ctx.interrupt(&serde_json::json!({ "question": "publish?" }))?;
+                Ok(WorkUpdate::new().log(vec![format!("answer {ok}")]).n(1))
+            }
+            _ => Ok(WorkUpdate::new().log(vec!["checked".to_owned()]).n(1)),
+        }
+    })
+    .add_node("tick", |s: Arc<Work>, _| async move {
+        if rounds(&s.topic) > 1 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        Ok(WorkUpdate::new().log(vec![format!("tick {}", s.n)]).n(1))
+    })
+    .add_edge(START, "fetch")
+    .add_edge("fetch", "check")
+    .add_edge("check", "tick")
+    .add_conditional_edges("tick", ["tick", END], |s: &Work| {
+        if s.n < rounds(&s.topic) {
+            Route::to(["tick"])
+        } else {
+            Route::end()
+        }
+    });
+    b.compile().expect("the test graph compiles")
+}
+
+/// Runs `topic` as run `run` on `store`, monitored; returns its result.
+pub async fn run(
+    store: &Arc<dyn CheckpointStore>,
+    run: &str,
+    topic: &str,
+) -> agentgraph::Result<Work> {
+    let config = RunConfig::new()
+        .shared_store(store.clone())
+        .run_id(run)
+        .monitored();
+    graph()
+        .run_with(
+            Work {
+                topic: topic.to_owned(),
+                ..Work::default()
+            },
+            config,
+        )
+        .await
+}
+
+/// A store at `dir` with a completed run `done`, a failed run `failed` and a run `asked`
+/// waiting at an interrupt; the store is closed when it returns.
+pub fn standard_store(dir: &Path) {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir).unwrap());
+        run(&store, "done", "rust").await.unwrap();
+        let failed = run(&store, "failed", "fail").await.unwrap_err();
+        assert!(
+            failed.to_string().contains("the checker is down"),
+            "{failed}"
+        );
+        let asked = run(&store, "asked", "ask").await.unwrap_err();
+        assert!(matches!(asked, Error::Interrupted(_)), "{asked}");
+    });
+}
+
+/// The `agentgraph` binary, on the store at `store`, without colours.
+pub fn agentgraph(store: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentgraph"));
+    cmd.arg("--store")
+        .arg(store)
+        .env_remove("AGENTGRAPH_STORE")
+        .env_remove("AGENTGRAPH_TOKEN")
+        .env("NO_COLOR", "1");
+    cmd
+}
+
+/// Runs `agentgraph --store store args...`, expects success, returns stdout.
+pub fn stdout(store: &Path, args: &[&str]) -> String {
+    let output = agentgraph(store).args(args).output().unwrap();
+    assert_success(&output, args);
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `agentgraph --json --store store args...`, expects success, parses stdout.
+pub fn json(store: &Path, args: &[&str]) -> serde_json::Value {
+    let output = agentgraph(store).arg("--json").args(args).output().unwrap();
+    assert_success(&output, args);
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "`{}` printed no JSON document ({e}):\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// Runs `agentgraph --store store args...`, expects exit code 1 with no stdout, returns
+/// stderr.
+pub fn failure(store: &Path, args: &[&str]) -> String {
+    let output = agentgraph(store).args(args).output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "`{}` should fail with code 1; stderr:\n{stderr}",
+        args.join(" ")
+    );
+    assert!(output.stdout.is_empty(), "stdout: {:?}", output.stdout);
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains(" { "), "a Debug dump: {stderr}");
+    stderr
+}
+
+fn assert_success(output: &Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "`{}` failed: {}\nstderr:\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

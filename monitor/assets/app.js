@@ -1,0 +1,641 @@
+// The agentgraph monitor page. No framework, no build step. Everything shown is built with
+// createElement and textContent, never parsed as HTML, so run data cannot inject markup or
+// script.
+'use strict';
+
+(function () {
+  const START = '__start__';
+  const END = '__end__';
+  const SVG = 'http://www.w3.org/2000/svg';
+  const STATES = ['pending', 'running', 'retrying', 'done', 'failed', 'interrupted'];
+  const KINDS = [
+    'run_started', 'run_resumed', 'step_started', 'node_started', 'node_finished', 'node_failed',
+    'retry_scheduled', 'node_cancelled', 'subgraph', 'run_interrupted', 'custom',
+    'weighted_choice', 'state_updated', 'checkpoint_saved', 'graph', 'state_view',
+    'run_finished', 'run_failed', 'event',
+  ];
+  const FINAL = ['completed', 'failed', 'cancelled'];
+  const MAX_ROWS = 1000;
+  const RUNS_EVERY_MS = 2000;
+
+  const $ = (id) => document.getElementById(id);
+
+  // ---- the token: from `#token=...` once, then kept for this tab only ----
+  let token = sessionStorage.getItem('agentgraph-monitor-token') || '';
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (hash.has('token')) {
+    token = hash.get('token');
+    sessionStorage.setItem('agentgraph-monitor-token', token);
+    hash.delete('token');
+    history.replaceState(null, '', location.pathname + location.search + (hash.toString() ? '#' + hash : ''));
+  }
+
+  // ---- DOM helpers: text only ----
+  function el(tag, attrs, ...children) {
+    const e = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === undefined || v === null) continue;
+      if (k === 'class') e.className = v;
+      else e.setAttribute(k, String(v));
+    }
+    for (const c of children) {
+      if (c === undefined || c === null) continue;
+      e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    }
+    return e;
+  }
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = String(text);
+    return e;
+  }
+  function clear(node) {
+    while (node.firstChild) node.firstChild.remove();
+  }
+
+  // ---- the API ----
+  const runPath = (id) => '/api/runs/' + encodeURIComponent(id);
+  async function api(path) {
+    const headers = token ? { Authorization: 'Bearer ' + token } : {};
+    const response = await fetch(path, { headers, cache: 'no-store' });
+    if (response.status === 401) {
+      $('token-form').hidden = false;
+      throw new Error('this monitor needs its token');
+    }
+    if (!response.ok) {
+      let message = response.statusText;
+      try { message = (await response.json()).error || message; } catch (_) { /* not JSON */ }
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
+    }
+    return response.json();
+  }
+
+  $('token-form').addEventListener('submit', (e) => {
+    e.preventDefault();
+    token = $('token-input').value.trim();
+    sessionStorage.setItem('agentgraph-monitor-token', token);
+    $('token-form').hidden = true;
+    refreshRuns();
+    if (current) select(current.id);
+  });
+
+  // ---- formatting ----
+  const dur = (d) => {
+    if (!d) return '';
+    const ms = d.secs * 1000 + d.nanos / 1e6;
+    return ms < 1000 ? ms.toFixed(ms < 10 ? 2 : 0) + ' ms' : (ms / 1000).toFixed(2) + ' s';
+  };
+  const time = (ms) => new Date(ms).toLocaleTimeString();
+  const bytes = (n) => n < 1024 ? n + ' B' : n < 1048576 ? (n / 1024).toFixed(1) + ' KiB' : (n / 1048576).toFixed(1) + ' MiB';
+  const json = (v) => JSON.stringify(v);
+
+  function summary(kind) {
+    switch (kind.type) {
+      case 'run_started': return `mode ${kind.mode}, seed ${kind.seed}`;
+      case 'run_resumed': return `from step ${kind.step} (${kind.restored} finished tasks restored)`;
+      case 'step_started': return `step ${kind.step}: ${kind.tasks.map((t) => t.packet == null ? t.node : `${t.node}[${t.packet}]`).join(', ')}`;
+      case 'node_started': return `${kind.node} (step ${kind.step}, attempt ${kind.attempt})`;
+      case 'node_finished': return `${kind.node} in ${dur(kind.duration)}`;
+      case 'node_failed': return `${kind.node} (attempt ${kind.attempt}): ${kind.error}`;
+      case 'retry_scheduled': return `${kind.node} retries in ${dur(kind.delay)} (attempt ${kind.attempt})`;
+      case 'node_cancelled': return `${kind.node} (step ${kind.step})`;
+      case 'subgraph': return `[${kind.node}] ${kind.event.kind.type}: ${summary(kind.event.kind)}`;
+      case 'run_interrupted': return `step ${kind.step}, waiting on ${kind.interrupts.map((i) => i.node).join(', ')}`;
+      case 'custom': return `${kind.node}: ${kind.name} ${json(kind.payload)}`;
+      case 'weighted_choice': return `${kind.from} → ${kind.to} (weight ${kind.weight})`;
+      case 'state_updated': return `step ${kind.step}: ${kind.fields.length ? kind.fields.join(', ') : 'nothing written'}`;
+      case 'checkpoint_saved': return `step ${kind.step}, ${bytes(kind.bytes)}`;
+      case 'graph': return `${kind.graph.nodes.length} nodes, ${kind.graph.edges.length} edges`;
+      case 'state_view': return `step ${kind.step}: ${kind.fields.map((f) => f.field).join(', ')}`;
+      case 'run_finished': return `${kind.steps} steps in ${dur(kind.duration)}`;
+      case 'run_failed': return `step ${kind.step}: ${kind.error}`;
+      default: return json(kind);
+    }
+  }
+
+  // ---- the runs list ----
+  let runs = [];
+  async function refreshRuns() {
+    try {
+      const page = await api('/api/runs?limit=1000');
+      runs = page.runs;
+      $('runs-error').hidden = true;
+      renderRuns();
+      if (current) {
+        const run = runs.find((r) => r.run_id === current.id);
+        if (run && run.status !== current.status) onStatus(run.status);
+      }
+    } catch (e) {
+      $('runs-error').textContent = e.message;
+      $('runs-error').hidden = false;
+    }
+  }
+  function renderRuns() {
+    const list = $('runs');
+    clear(list);
+    $('runs-count').textContent = `(${runs.length})`;
+    // Newest first (generated ids are time-ordered), subgraph runs under their parent.
+    const sorted = runs.slice().sort((a, b) => {
+      const pa = a.run_id.split('/')[0];
+      const pb = b.run_id.split('/')[0];
+      if (pa !== pb) return b.created_at_ms - a.created_at_ms || (pa < pb ? 1 : -1);
+      return a.run_id < b.run_id ? -1 : 1;
+    });
+    for (const run of sorted) {
+      const child = run.run_id.includes('/');
+      const button = el('button', {
+        class: 'run-item' + (child ? ' child' : ''),
+        type: 'button',
+        'data-run': run.run_id,
+        'aria-current': current && current.id === run.run_id ? 'true' : 'false',
+      },
+      el('span', { class: 'id' }, run.run_id),
+      el('span', { class: 'meta' },
+        el('span', { class: 'badge', 'data-status': run.status }, run.status),
+        el('span', {}, run.last_step == null ? 'no checkpoint' : `step ${run.last_step}`),
+        el('span', {}, time(run.updated_at_ms))));
+      button.addEventListener('click', () => select(run.run_id));
+      list.append(el('li', {}, button));
+    }
+  }
+
+  // ---- the selected run ----
+  let current = null;
+
+  function newRun(id) {
+    return {
+      id,
+      status: null,
+      detail: null,
+      graph: null,
+      layout: null,
+      lastSeq: null,
+      events: 0,
+      nodes: new Map(), // name -> { state, runs }
+      steps: new Map(), // step -> { tasks, fields, bytes, status }
+      selectedStep: null,
+      source: null,
+      ended: false,
+    };
+  }
+
+  async function select(id) {
+    if (current && current.source) current.source.close();
+    current = newRun(id);
+    const run = current;
+    history.replaceState(null, '', '#run=' + encodeURIComponent(id));
+    renderRuns();
+    $('empty').hidden = true;
+    $('run').hidden = false;
+    $('run-id').textContent = id;
+    clear($('events'));
+    clear($('timeline'));
+    clear($('graph'));
+    $('state').textContent = '';
+    $('state-step').textContent = '';
+    try {
+      run.graph = await api(runPath(id) + '/graph');
+    } catch (e) {
+      run.graph = null;
+      $('graph').append(el('p', { class: 'muted' }, e.message));
+    }
+    if (current !== run) return;
+    if (run.graph) drawGraph(run);
+    await refreshDetail(run);
+    if (current !== run) return;
+    loadState(run, null);
+    follow(run);
+  }
+
+  function follow(run) {
+    const query = [];
+    if (run.lastSeq != null) query.push('after=' + run.lastSeq);
+    if (token) query.push('token=' + encodeURIComponent(token));
+    const source = new EventSource(runPath(run.id) + '/events' + (query.length ? '?' + query.join('&') : ''));
+    run.source = source;
+    run.ended = false;
+    setConn('replaying');
+    source.onopen = () => { if (current === run) setConn('live'); };
+    for (const kind of KINDS) {
+      source.addEventListener(kind, (e) => {
+        if (current !== run) return;
+        apply(run, JSON.parse(e.data));
+      });
+    }
+    source.addEventListener('end', (e) => {
+      source.close();
+      if (current !== run) return;
+      run.ended = true;
+      setConn('ended');
+      const why = JSON.parse(e.data).status;
+      if (why === 'shutdown') setConn('closed');
+      refreshDetail(run);
+    });
+    source.addEventListener('stream_error', (e) => {
+      source.close();
+      if (current !== run) return;
+      run.ended = true;
+      setConn('closed');
+      showError(JSON.parse(e.data).error);
+    });
+    source.onerror = () => {
+      if (current !== run || run.ended) return;
+      // The browser reconnects by itself, sending Last-Event-ID.
+      setConn(source.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting');
+    };
+  }
+
+  function onStatus(status) {
+    const run = current;
+    if (!run) return;
+    // A run that ended and runs again (resumed): follow it again from where we are.
+    if (run.ended && !FINAL.includes(status)) follow(run);
+    refreshDetail(run);
+  }
+
+  function setConn(state) {
+    const conn = $('conn');
+    conn.dataset.state = state;
+    conn.textContent = state;
+  }
+
+  function showError(message) {
+    const box = $('run-error');
+    box.textContent = message || '';
+    box.hidden = !message;
+  }
+
+  // Refreshes the run's record (status, error, interrupts, next step); at most one request
+  // in flight, and one more queued behind it.
+  function refreshDetail(run) {
+    if (run.detailBusy) { run.detailAgain = true; return Promise.resolve(); }
+    run.detailBusy = true;
+    return api(runPath(run.id)).then((detail) => {
+      if (current !== run) return;
+      run.detail = detail;
+      run.status = detail.status;
+      renderDetail(run);
+      paintNodes(run);
+    }).catch((e) => {
+      if (current === run) showError(e.message);
+    }).finally(() => {
+      run.detailBusy = false;
+      if (run.detailAgain) { run.detailAgain = false; refreshDetail(run); }
+    });
+  }
+
+  function renderDetail(run) {
+    const d = run.detail;
+    const status = $('run-status');
+    status.textContent = d.status;
+    status.dataset.status = d.status;
+    const facts = $('run-facts');
+    clear(facts);
+    const fact = (k, v) => facts.append(el('div', {}, el('dt', {}, k), el('dd', {}, v)));
+    fact('step', d.last_step == null ? '–' : d.last_step);
+    fact('checkpoints', d.checkpoints);
+    fact('events', d.last_event == null ? 0 : d.last_event + 1);
+    fact('started', new Date(d.created_at_ms).toLocaleString());
+    fact('updated', time(d.updated_at_ms));
+    if (d.forked_from) fact('forked from', `${d.forked_from.run} @ ${d.forked_from.step}`);
+    showError(d.error);
+    const box = $('run-interrupts');
+    clear(box);
+    box.hidden = d.interrupts.length === 0;
+    for (const i of d.interrupts) {
+      box.append(el('div', {},
+        el('strong', {}, `Waiting on ${i.node}`), ` (${i.kind}, step ${i.step}, id ${i.id})`,
+        el('pre', {}, JSON.stringify(i.payload, null, 2))));
+    }
+  }
+
+  // ---- events ----
+  function nodeState(run, name) {
+    let n = run.nodes.get(name);
+    if (!n) { n = { state: 'pending', runs: 0 }; run.nodes.set(name, n); }
+    return n;
+  }
+  function step(run, s) {
+    let st = run.steps.get(s);
+    if (!st) { st = { tasks: [], fields: null, bytes: null, status: 'running' }; run.steps.set(s, st); }
+    return st;
+  }
+
+  function apply(run, event) {
+    if (run.lastSeq != null && event.seq <= run.lastSeq) return; // already shown
+    run.lastSeq = event.seq;
+    run.events += 1;
+    const k = event.kind;
+    let redrawSteps = false;
+    switch (k.type) {
+      case 'graph':
+        if (!run.graph || run.graph.fingerprint !== k.graph.fingerprint) {
+          run.graph = k.graph;
+          drawGraph(run);
+        }
+        break;
+      case 'step_started':
+        step(run, k.step).tasks = k.tasks.map((t) => t.node);
+        for (const t of k.tasks) nodeState(run, t.node).state = 'running';
+        redrawSteps = true;
+        break;
+      case 'node_started':
+        nodeState(run, k.node).state = k.attempt > 1 ? 'retrying' : 'running';
+        break;
+      case 'retry_scheduled':
+        nodeState(run, k.node).state = 'retrying';
+        break;
+      case 'node_failed':
+        nodeState(run, k.node).state = 'failed';
+        break;
+      case 'node_cancelled':
+        nodeState(run, k.node).state = 'failed';
+        break;
+      case 'node_finished': {
+        const n = nodeState(run, k.node);
+        n.state = 'done';
+        n.runs += 1;
+        break;
+      }
+      case 'run_interrupted':
+        for (const i of k.interrupts) {
+          nodeState(run, i.path.length ? i.path[0] : i.node).state = 'interrupted';
+        }
+        if (run.steps.has(k.step)) run.steps.get(k.step).status = 'interrupted';
+        redrawSteps = true;
+        break;
+      case 'state_updated':
+        step(run, k.step).fields = k.fields;
+        redrawSteps = true;
+        break;
+      case 'checkpoint_saved': {
+        const st = step(run, k.step);
+        st.bytes = k.bytes;
+        st.status = 'done';
+        redrawSteps = true;
+        refreshDetail(run);
+        if (run.selectedStep == null) loadState(run, null);
+        break;
+      }
+      case 'run_failed':
+        if (run.steps.has(k.step) && run.steps.get(k.step).status !== 'done') run.steps.get(k.step).status = 'failed';
+        redrawSteps = true;
+        refreshDetail(run);
+        break;
+      case 'run_finished':
+        refreshDetail(run);
+        break;
+      default:
+        break;
+    }
+    logEvent(run, event);
+    if (redrawSteps) renderTimeline(run);
+    paintNodes(run);
+  }
+
+  function logEvent(run, event) {
+    const body = $('events');
+    const row = el('tr', { 'data-type': event.kind.type, 'data-seq': event.seq },
+      el('td', {}, event.seq),
+      el('td', {}, event.kind.type),
+      el('td', {}, summary(event.kind)));
+    body.prepend(row);
+    while (body.childElementCount > MAX_ROWS) body.lastElementChild.remove();
+    $('events-count').textContent = `(${run.events}${run.events > MAX_ROWS ? `, newest ${MAX_ROWS} shown` : ''})`;
+  }
+
+  // ---- timeline ----
+  function renderTimeline(run) {
+    const list = $('timeline');
+    clear(list);
+    const steps = Array.from(run.steps.keys()).sort((a, b) => a - b);
+    for (const s of steps) {
+      const st = run.steps.get(s);
+      const button = el('button', {
+        class: 'step',
+        type: 'button',
+        'data-step': s,
+        'data-status': st.status,
+        'aria-pressed': run.selectedStep === s ? 'true' : 'false',
+      },
+      el('div', { class: 'n' }, s === 0 ? 'step 0 · input' : `step ${s}`),
+      el('div', { class: 'tasks' }, st.tasks.length ? st.tasks.join(', ') : (s === 0 ? 'the input' : '')),
+      el('div', { class: 'fields' },
+        st.fields == null ? '' : (st.fields.length ? 'wrote ' + st.fields.join(', ') : 'wrote nothing'),
+        st.bytes == null ? '' : ` · ${bytes(st.bytes)}`));
+      button.addEventListener('click', () => {
+        run.selectedStep = run.selectedStep === s ? null : s;
+        renderTimeline(run);
+        loadState(run, run.selectedStep);
+      });
+      list.append(el('li', {}, button));
+    }
+  }
+
+  // ---- state ----
+  function loadState(run, s) {
+    const seq = (run.stateSeq || 0) + 1;
+    run.stateSeq = seq;
+    const query = s == null ? '' : '?step=' + s;
+    api(runPath(run.id) + '/state' + query).then((state) => {
+      if (current !== run || run.stateSeq !== seq) return;
+      $('state-step').textContent = s == null ? '(latest)' : `(after step ${s})`;
+      $('state').textContent = JSON.stringify(state, null, 2);
+    }).catch((e) => {
+      if (current !== run || run.stateSeq !== seq) return;
+      $('state-step').textContent = '';
+      $('state').textContent = e.message;
+    });
+  }
+
+  // ---- the graph ----
+  function legend() {
+    const list = $('legend');
+    clear(list);
+    for (const s of STATES) {
+      list.append(el('li', {}, el('span', { class: 'swatch', 'data-state': s }), s));
+    }
+    list.append(el('li', {}, el('span', { class: 'edge-key' }), 'edge'));
+    list.append(el('li', {}, el('span', { class: 'edge-key back' }), 'loop back'));
+  }
+
+  // Layers by longest path from START over the graph without its back edges (found by a
+  // depth-first search from START); END below everything; each layer ordered by the mean
+  // position of its predecessors.
+  function layout(graph) {
+    const names = [START, ...graph.nodes.map((n) => n.name), END];
+    const index = new Map(names.map((n, i) => [n, i]));
+    const out = names.map(() => []);
+    const edges = [];
+    for (const e of graph.edges) {
+      const from = index.get(e.from);
+      const to = index.get(e.to);
+      if (from === undefined || to === undefined) continue;
+      const edge = { from, to, kind: e.kind, weight: e.weight, back: false };
+      edges.push(edge);
+      out[from].push(edge);
+    }
+    // Back edges: to a node on the depth-first search's stack.
+    const color = names.map(() => 0); // 0 new, 1 on the stack, 2 done
+    const visit = (root) => {
+      const stack = [[root, 0]];
+      color[root] = 1;
+      while (stack.length) {
+        const top = stack[stack.length - 1];
+        const [v, i] = top;
+        if (i < out[v].length) {
+          top[1] += 1;
+          const e = out[v][i];
+          if (color[e.to] === 1) e.back = true;
+          else if (color[e.to] === 0) { color[e.to] = 1; stack.push([e.to, 0]); }
+        } else {
+          color[v] = 2;
+          stack.pop();
+        }
+      }
+    };
+    visit(0);
+    for (let i = 0; i < names.length; i++) if (color[i] === 0) visit(i);
+    // Longest path layering over the forward edges (Kahn's order).
+    const indeg = names.map(() => 0);
+    for (const e of edges) if (!e.back && e.from !== e.to) indeg[e.to] += 1;
+    const layer = names.map(() => 0);
+    const queue = names.map((_, i) => i).filter((i) => indeg[i] === 0);
+    while (queue.length) {
+      const v = queue.shift();
+      for (const e of out[v]) {
+        if (e.back || e.from === e.to) continue;
+        layer[e.to] = Math.max(layer[e.to], layer[v] + 1);
+        if (--indeg[e.to] === 0) queue.push(e.to);
+      }
+    }
+    const endIndex = names.length - 1;
+    layer[0] = 0;
+    layer[endIndex] = Math.max(0, ...layer.slice(0, endIndex)) + 1;
+    const layers = [];
+    names.forEach((_, i) => { (layers[layer[i]] = layers[layer[i]] || []).push(i); });
+    // Order each layer by the mean position of its predecessors in the layer above.
+    const pos = names.map(() => 0);
+    layers.forEach((members, l) => {
+      if (l > 0) {
+        const key = (v) => {
+          const preds = edges.filter((e) => e.to === v && !e.back && layer[e.from] < l).map((e) => pos[e.from]);
+          return preds.length ? preds.reduce((a, b) => a + b, 0) / preds.length : v;
+        };
+        const keys = new Map(members.map((v) => [v, key(v)]));
+        members.sort((a, b) => keys.get(a) - keys.get(b) || a - b);
+      }
+      members.forEach((v, i) => { pos[v] = i; });
+    });
+    // Coordinates.
+    const width = (i) => (i === 0 || i === endIndex) ? 16 : Math.max(90, names[i].length * 8 + 28);
+    const gap = 28;
+    const layerWidths = layers.map((m) => (m || []).reduce((w, v) => w + width(v), 0) + gap * Math.max(0, (m || []).length - 1));
+    const total = Math.max(240, ...layerWidths) + 140; // room for loop-back arcs on the right
+    const boxes = names.map(() => null);
+    layers.forEach((members, l) => {
+      let x = (total - 140 - layerWidths[l]) / 2 + 20;
+      for (const v of members || []) {
+        const w = width(v);
+        const h = (v === 0 || v === endIndex) ? 16 : 36;
+        const y = 24 + l * 84 + (36 - h) / 2;
+        boxes[v] = { x, y, w, h, cx: x + w / 2, cy: y + h / 2 };
+        x += w + gap;
+      }
+    });
+    const height = 24 + layers.length * 84;
+    return { names, edges, boxes, total, height, endIndex };
+  }
+
+  function drawGraph(run) {
+    const graph = run.graph;
+    const L = layout(graph);
+    run.layout = L;
+    const root = $('graph');
+    clear(root);
+    const s = svg('svg', { width: L.total, height: L.height, viewBox: `0 0 ${L.total} ${L.height}`, role: 'img', 'aria-label': 'graph of the run' });
+    const defs = svg('defs');
+    for (const [id, cls] of [['arrow', 'arrow'], ['arrow-back', 'arrow back']]) {
+      const marker = svg('marker', { id, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
+      marker.append(svg('path', { d: 'M 0 0 L 10 5 L 0 10 z', class: cls }));
+      defs.append(marker);
+    }
+    s.append(defs);
+    const edgeLayer = svg('g');
+    const nodeLayer = svg('g');
+    s.append(edgeLayer, nodeLayer);
+    let backs = 0;
+    for (const e of L.edges) {
+      const a = L.boxes[e.from];
+      const b = L.boxes[e.to];
+      let d;
+      if (e.back || e.from === e.to) {
+        // Out of the right side of the source, around, into the right side of the target.
+        const bulge = Math.max(a.x + a.w, b.x + b.w) + 30 + 14 * (backs++ % 5);
+        d = `M ${a.x + a.w} ${a.cy} C ${bulge} ${a.cy}, ${bulge} ${b.cy}, ${b.x + b.w + 2} ${b.cy}`;
+      } else {
+        const x1 = a.cx;
+        const y1 = a.y + a.h;
+        const x2 = b.cx;
+        const y2 = b.y - 2;
+        const my = (y1 + y2) / 2;
+        d = `M ${x1} ${y1} C ${x1} ${my}, ${x2} ${my}, ${x2} ${y2}`;
+      }
+      const back = e.back || e.from === e.to;
+      const path = svg('path', { d, class: `edge ${e.kind}${back ? ' back' : ''}`, 'marker-end': `url(#${back ? 'arrow-back' : 'arrow'})` });
+      path.append(svg('title', {}, `${L.names[e.from]} → ${L.names[e.to]} (${e.kind}${back ? ', loops back' : ''})`));
+      edgeLayer.append(path);
+      if (e.weight != null) {
+        edgeLayer.append(svg('text', { x: (a.cx + b.cx) / 2 + 6, y: (a.y + a.h + b.y) / 2, class: 'edge-label' }, e.weight));
+      }
+    }
+    L.names.forEach((name, i) => {
+      const box = L.boxes[i];
+      if (i === 0 || i === L.endIndex) {
+        const g = svg('g', { class: 'terminal' });
+        g.append(svg('circle', { cx: box.cx, cy: box.cy, r: 7 }));
+        g.append(svg('text', { x: box.cx + 12, y: box.cy + 4 }, i === 0 ? 'start' : 'end'));
+        nodeLayer.append(g);
+        return;
+      }
+      const info = graph.nodes[i - 1];
+      const g = svg('g', { class: 'node', 'data-node': name, 'data-state': 'pending' });
+      g.append(svg('rect', { x: box.x, y: box.y, width: box.w, height: box.h, rx: 8 }));
+      g.append(svg('text', { x: box.cx, y: box.cy + 5, 'text-anchor': 'middle' }, name));
+      g.append(svg('text', { x: box.x + box.w - 4, y: box.y - 4, 'text-anchor': 'end', class: 'count' }, ''));
+      g.append(svg('title', {}, `${name} (${info.kind}${info.interrupt_before ? ', interrupt before' : ''}${info.interrupt_after ? ', interrupt after' : ''})`));
+      nodeLayer.append(g);
+    });
+    root.append(s);
+    paintNodes(run);
+  }
+
+  // Colours the nodes: what the events say, and, while the run runs, the nodes of the step
+  // after its newest checkpoint as running (a step's events are stored with its checkpoint).
+  function paintNodes(run) {
+    if (!run.layout) return;
+    const running = run.detail && run.detail.status === 'running' ? new Set(run.detail.next) : new Set();
+    const waiting = run.detail && run.detail.status === 'interrupted'
+      ? new Set(run.detail.interrupts.map((i) => i.path.length ? i.path[0] : i.node)) : new Set();
+    for (const g of $('graph').querySelectorAll('g.node')) {
+      const name = g.getAttribute('data-node');
+      const n = run.nodes.get(name) || { state: 'pending', runs: 0 };
+      let state = n.state;
+      if (waiting.has(name)) state = 'interrupted';
+      else if (running.has(name) && state !== 'retrying') state = 'running';
+      g.setAttribute('data-state', state);
+      g.querySelector('.count').textContent = n.runs > 1 ? `×${n.runs}` : '';
+    }
+  }
+
+  // ---- start ----
+  legend();
+  refreshRuns().then(() => {
+    const wanted = new URLSearchParams(location.hash.slice(1)).get('run');
+    if (wanted && runs.some((r) => r.run_id === wanted)) select(wanted);
+  });
+  setInterval(refreshRuns, RUNS_EVERY_MS);
+})();

@@ -1,0 +1,320 @@
+//! The JSON API: runs, a run, its checkpoints, its state at a step, its graph.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use agentgraph_checkpoint::{MAX_RUN_ID_LEN, RunRecord, RunStatus};
+use agentgraph_engine::{CheckpointInfo, Error as EngineError, Interrupt};
+
+use crate::app::AppState;
+
+/// Runs listed per page when the request does not say.
+const DEFAULT_LIMIT: usize = 100;
+/// The most runs one page lists.
+pub(crate) const MAX_LIMIT: usize = 1000;
+
+/// An error answer: a status and a message, sent as `{"error": "..."}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match &e {
+            EngineError::RunNotFound(_) => ApiError::not_found(e.to_string()),
+            EngineError::NoStateViews(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            _ => {
+                tracing::warn!(error = %e, "monitor: reading the store failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        #[derive(Serialize)]
+        struct Body {
+            error: String,
+        }
+        (
+            self.status,
+            Json(Body {
+                error: self.message,
+            }),
+        )
+            .into_response()
+    }
+}
+
+/// Checks a run id taken from a request: 1 to 512 bytes, no control characters (so `%00` or a
+/// newline in a path never reaches the store or a log line).
+pub(crate) fn check_run(run: &str) -> Result<(), ApiError> {
+    if agentgraph_checkpoint::check_run_id(run).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "a run id has 1 to {MAX_RUN_ID_LEN} bytes, this one has {}",
+            run.len()
+        )));
+    }
+    if run.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("a run id has no control characters"));
+    }
+    Ok(())
+}
+
+/// The record of `run`, or 404.
+pub(crate) async fn record(state: &AppState, run: &str) -> Result<RunRecord, ApiError> {
+    check_run(run)?;
+    state
+        .inspector
+        .run(run)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run `{run}` in the store")))
+}
+
+/// A run as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunView {
+    run_id: String,
+    status: RunStatus,
+    last_step: Option<u64>,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    error: Option<String>,
+    forked_from: Option<ForkView>,
+    /// Hex, as in events: JSON numbers cannot carry 128 bits.
+    fingerprint: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ForkView {
+    run: String,
+    step: u64,
+}
+
+impl From<RunRecord> for RunView {
+    fn from(r: RunRecord) -> Self {
+        RunView {
+            fingerprint: format!("{:032x}", r.fingerprint),
+            run_id: r.run_id,
+            status: r.status,
+            last_step: r.last_step,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            error: r.error,
+            forked_from: r.forked_from.map(|(run, step)| ForkView { run, step }),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RunsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+struct RunsPage {
+    runs: Vec<RunView>,
+    /// The `after` of the next page, when this one is full.
+    next: Option<String>,
+}
+
+/// `GET /api/runs?after=&limit=`.
+pub(crate) async fn runs(
+    State(state): State<AppState>,
+    Query(q): Query<RunsQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(after) = &q.after {
+        check_run(after)?;
+    }
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let page = state.inspector.runs_page(q.after.as_deref(), limit).await?;
+    let next = (page.len() == limit)
+        .then(|| page.last().map(|r| r.run_id.clone()))
+        .flatten();
+    let runs = page.into_iter().map(RunView::from).collect();
+    Ok(Json(RunsPage { runs, next }).into_response())
+}
+
+#[derive(Debug, Serialize)]
+struct RunDetail {
+    #[serde(flatten)]
+    run: RunView,
+    /// The interrupts the run waits on.
+    interrupts: Vec<Interrupt>,
+    /// The sequence number of its newest stored event.
+    last_event: Option<u64>,
+    /// The nodes of the step after its newest checkpoint: running now, if the run is.
+    next: Vec<String>,
+    /// How many checkpoints it has.
+    checkpoints: usize,
+}
+
+/// `GET /api/runs/{run}`.
+pub(crate) async fn run(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = record(&state, &run).await?;
+    let interrupts = if record.status == RunStatus::Interrupted {
+        state.inspector.interrupts(&run).await?
+    } else {
+        Vec::new()
+    };
+    let last_event = state.inspector.last_event(&run).await?;
+    let checkpoints = state.inspector.checkpoints(&run).await?;
+    let next = checkpoints
+        .last()
+        .map(|c| c.next.clone())
+        .unwrap_or_default();
+    Ok(Json(RunDetail {
+        run: record.into(),
+        interrupts,
+        last_event,
+        next,
+        checkpoints: checkpoints.len(),
+    })
+    .into_response())
+}
+
+/// A checkpoint as the API shows it.
+#[derive(Debug, Serialize)]
+struct CheckpointView {
+    step: u64,
+    parent: Option<u64>,
+    created_at_ms: u64,
+    written: Vec<String>,
+    next: Vec<String>,
+    blob_bytes: u64,
+}
+
+impl From<CheckpointInfo> for CheckpointView {
+    fn from(c: CheckpointInfo) -> Self {
+        CheckpointView {
+            step: c.step,
+            parent: c.parent,
+            created_at_ms: c.created_at_ms,
+            written: c.written.into_iter().map(Into::into).collect(),
+            next: c.next,
+            blob_bytes: c.blob_bytes,
+        }
+    }
+}
+
+/// `GET /api/runs/{run}/checkpoints`.
+pub(crate) async fn checkpoints(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
+    record(&state, &run).await?;
+    let list: Vec<CheckpointView> = state
+        .inspector
+        .checkpoints(&run)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct StateQuery {
+    step: Option<u64>,
+}
+
+/// `GET /api/runs/{run}/state?step=N`.
+pub(crate) async fn state_at(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+    Query(q): Query<StateQuery>,
+) -> Result<Response, ApiError> {
+    record(&state, &run).await?;
+    match state.inspector.state_json(&run, q.step).await {
+        Ok(value) => Ok(Json(value).into_response()),
+        Err(EngineError::RunNotFound(_)) if q.step.is_some() => Err(ApiError::not_found(format!(
+            "run `{run}` has no checkpoint at step {}",
+            q.step.unwrap_or(0)
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `GET /api/runs/{run}/graph`.
+pub(crate) async fn graph(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
+    record(&state, &run).await?;
+    match state.inspector.graph(&run).await? {
+        Some(graph) => Ok(Json(graph).into_response()),
+        None => Err(no_graph(&run)),
+    }
+}
+
+/// `GET /api/runs/{run}/graph.dot`.
+pub(crate) async fn graph_dot(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
+    record(&state, &run).await?;
+    match state.inspector.graph(&run).await? {
+        Some(graph) => Ok((
+            [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
+            graph.to_dot(),
+        )
+            .into_response()),
+        None => Err(no_graph(&run)),
+    }
+}
+
+fn no_graph(run: &str) -> ApiError {
+    ApiError::not_found(format!(
+        "run `{run}` stored no graph: run it with `RunConfig::monitored()`"
+    ))
+}
+
+/// `GET /metrics`.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let Some(handle) = &state.prometheus else {
+        return Err(ApiError::not_found(
+            "this monitor serves no metrics (`Monitor::metrics(false)`)",
+        ));
+    };
+    handle.run_upkeep();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response())
+}
+
+/// Anything else: 404.
+pub(crate) async fn fallback() -> ApiError {
+    ApiError::not_found("no such page")
+}

@@ -1,0 +1,84 @@
+//! The router: routes, shared state and the layers around them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use agentgraph_engine::Inspector;
+
+use crate::{api, auth, page, sse};
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState {
+    pub(crate) inspector: Inspector,
+    pub(crate) poll: Duration,
+    pub(crate) token: Option<Arc<str>>,
+    pub(crate) prometheus: Option<PrometheusHandle>,
+    /// Cancelled when the server shuts down, so that open event streams end and a graceful
+    /// shutdown does not wait for them forever.
+    pub(crate) shutdown: CancellationToken,
+}
+
+/// The page's policy: its own scripts, styles and connections only; nothing inline, nothing
+/// framed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                   connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                   frame-ancestors 'none'";
+
+/// How long a request may take to produce its response head (an event stream's head comes
+/// at once; its body is not limited).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest request body accepted (every route is a `GET`).
+const BODY_LIMIT: usize = 4096;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/api/runs", get(api::runs))
+        .route("/api/runs/{run}", get(api::run))
+        .route("/api/runs/{run}/checkpoints", get(api::checkpoints))
+        .route("/api/runs/{run}/state", get(api::state_at))
+        .route("/api/runs/{run}/graph", get(api::graph))
+        .route("/api/runs/{run}/graph.dot", get(api::graph_dot))
+        .route("/api/runs/{run}/events", get(sse::events))
+        .route("/metrics", get(api::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+    Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/app.css", get(page::style))
+        .merge(protected)
+        .fallback(api::fallback)
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            HeaderName::from_static("x-frame-options"),
+            HeaderValue::from_static("DENY"),
+        ))
+}

@@ -1,0 +1,293 @@
+//! [`Monitor`]: the builder, and [`serve`], the one call.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgraph_checkpoint::CheckpointStore;
+use agentgraph_engine::Inspector;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppState};
+use crate::error::{Error, Result};
+use crate::server::Server;
+
+/// The address a monitor binds by default: loopback, port 7070.
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 7070);
+
+/// How often a followed run's store is polled for new events by default.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// The longest token accepted.
+const MAX_TOKEN_LEN: usize = 512;
+
+/// A monitor over a checkpoint store: the web page, the JSON API, the event streams and
+/// `/metrics`. Set it up, then [`serve`](Monitor::serve) it, or take its
+/// [`router`](Monitor::router) into a server of your own.
+///
+/// It reads the store only (through [`Inspector`]); runs show in it when they are run with
+/// [`RunConfig::monitored`](agentgraph_engine::RunConfig::monitored) on the same store (or
+/// on a store the same files back, in another process).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use agentgraph_monitor::Monitor;
+///
+/// let store = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+/// let server = Monitor::new(store)
+///     .bind(([127, 0, 0, 1], 0).into())
+///     .token("correct-horse-battery-staple")
+///     .poll_interval(Duration::from_millis(100))
+///     .serve()
+///     .await?;
+/// println!("monitor at {}", server.url());
+/// server.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[must_use = "a monitor does nothing until it is served"]
+pub struct Monitor {
+    store: Arc<dyn CheckpointStore>,
+    addr: SocketAddr,
+    token: Option<String>,
+    poll: Duration,
+    prometheus: Option<PrometheusHandle>,
+    metrics: bool,
+}
+
+impl fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Monitor")
+            .field("store", &self.store)
+            .field("addr", &self.addr)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("poll", &self.poll)
+            .field("metrics", &self.metrics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Monitor {
+    /// A monitor of `store`, to bind to [`DEFAULT_ADDR`] (127.0.0.1:7070), without a token,
+    /// polling every [`DEFAULT_POLL_INTERVAL`], with `/metrics` from a process-wide
+    /// Prometheus recorder it installs.
+    ///
+    /// # Examples
+    ///
+    /// See [`Monitor`].
+    pub fn new(store: Arc<dyn CheckpointStore>) -> Self {
+        Monitor {
+            store,
+            addr: DEFAULT_ADDR,
+            token: None,
+            poll: DEFAULT_POLL_INTERVAL,
+            prometheus: None,
+            metrics: true,
+        }
+    }
+
+    /// The address to listen on. Port 0 picks a free port ([`Server::local_addr`] says
+    /// which). An address other than loopback needs a [`token`](Monitor::token).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let monitor = agentgraph_monitor::Monitor::new(store).bind("127.0.0.1:8080".parse().unwrap());
+    /// # drop(monitor);
+    /// ```
+    pub fn bind(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` on the API, the event streams and
+    /// `/metrics`; event streams also take it as `?token=` (a browser's `EventSource`
+    /// cannot set headers). The page itself (HTML, script, style: no data) stays public and
+    /// asks for the token; it also takes it from its address as `/#token=...` (a fragment
+    /// never reaches the server or its logs). Compared in constant time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let token = std::env::var("MONITOR_TOKEN").unwrap_or_else(|_| "a-long-random-string".into());
+    /// let monitor = agentgraph_monitor::Monitor::new(store)
+    ///     .bind(([0, 0, 0, 0], 7070).into())
+    ///     .token(token);
+    /// # drop(monitor);
+    /// ```
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// How often a followed run's store is read for new events (default 200 ms). Events are
+    /// read from the store, so a run written by another process is followed the same way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let monitor = agentgraph_monitor::Monitor::new(store)
+    ///     .poll_interval(std::time::Duration::from_millis(500));
+    /// # drop(monitor);
+    /// ```
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Serves `/metrics` from this Prometheus recorder (one the application installed)
+    /// instead of installing one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// use metrics_exporter_prometheus::PrometheusBuilder;
+    /// // A recorder that is not installed globally: only what is recorded through it shows.
+    /// let recorder = PrometheusBuilder::new().build_recorder();
+    /// let monitor = agentgraph_monitor::Monitor::new(store).prometheus(recorder.handle());
+    /// # drop(monitor);
+    /// ```
+    pub fn prometheus(mut self, handle: PrometheusHandle) -> Self {
+        self.prometheus = Some(handle);
+        self.metrics = true;
+        self
+    }
+
+    /// Whether to serve `/metrics` (default yes). Without it no recorder is installed, for
+    /// an application that records its metrics another way.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let monitor = agentgraph_monitor::Monitor::new(store).metrics(false);
+    /// # drop(monitor);
+    /// ```
+    pub fn metrics(mut self, serve: bool) -> Self {
+        self.metrics = serve;
+        if !serve {
+            self.prometheus = None;
+        }
+        self
+    }
+
+    /// The monitor's routes, to serve from an application's own axum server (nest it, or
+    /// merge it at the root: the page's files are at `/`). The address is not used and not
+    /// checked: exposing the router beyond loopback without a token is the caller's call.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidToken`]; [`Error::Recorder`] when `/metrics` is served, no handle
+    /// was given and another `metrics` recorder is installed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let app = axum::Router::new()
+    ///     .route("/health", axum::routing::get(|| async { "ok" }))
+    ///     .merge(agentgraph_monitor::Monitor::new(store).router()?);
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    /// # serving.abort();
+    /// # Ok(()) }
+    /// ```
+    pub fn router(self) -> Result<axum::Router> {
+        let state = self.state(CancellationToken::new())?;
+        Ok(app::router(state))
+    }
+
+    /// Binds the address, starts serving on a tokio task and returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Exposed`] for an address other than loopback without a token;
+    /// [`Error::Bind`] when the address cannot be bound; the errors of
+    /// [`router`](Monitor::router).
+    ///
+    /// # Examples
+    ///
+    /// See [`Monitor`].
+    pub async fn serve(self) -> Result<Server> {
+        let addr = self.addr;
+        if !addr.ip().is_loopback() && self.token.is_none() {
+            return Err(Error::Exposed { addr });
+        }
+        let stop = CancellationToken::new();
+        let router = app::router(self.state(stop.clone())?);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| Error::Bind { addr, source })?;
+        let signal = stop.clone();
+        let join = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { signal.cancelled().await })
+                .await
+        });
+        tracing::info!(url = %format!("http://{local}/"), "monitor: serving");
+        Ok(Server::new(local, stop, join))
+    }
+
+    fn state(self, shutdown: CancellationToken) -> Result<AppState> {
+        let token = match self.token {
+            Some(t) => {
+                let valid = !t.is_empty()
+                    && t.len() <= MAX_TOKEN_LEN
+                    && t.bytes().all(|b| b.is_ascii_graphic());
+                if !valid {
+                    return Err(Error::InvalidToken);
+                }
+                Some(Arc::from(t))
+            }
+            None => None,
+        };
+        let prometheus = match (self.metrics, self.prometheus) {
+            (false, _) => None,
+            (true, Some(handle)) => Some(handle),
+            (true, None) => Some(crate::prom::global()?),
+        };
+        Ok(AppState {
+            inspector: Inspector::new(self.store),
+            poll: self.poll,
+            token,
+            prometheus,
+            shutdown,
+        })
+    }
+}
+
+/// Serves a monitor of `store` on `addr` with the defaults of [`Monitor::new`]: the one call.
+/// `addr` must be a loopback address (use [`Monitor::token`] to serve beyond it).
+///
+/// # Errors
+///
+/// See [`Monitor::serve`].
+///
+/// # Examples
+///
+/// ```no_run
+/// # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// let store = Arc::new(agentgraph_checkpoint::SledStore::open("target/runs")?);
+/// let server = agentgraph_monitor::serve(([127, 0, 0, 1], 7070).into(), store).await?;
+/// println!("open {}", server.url());
+/// server.wait().await?;
+/// # Ok(()) }
+/// ```
+pub async fn serve(addr: SocketAddr, store: Arc<dyn CheckpointStore>) -> Result<Server> {
+    Monitor::new(store).bind(addr).serve().await
+}

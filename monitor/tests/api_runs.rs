@@ -1,0 +1,222 @@
+//! The JSON API over real runs: the runs list, a run's detail with its interrupts, its
+//! checkpoints, its state at each step, its graph as JSON and DOT, and `/metrics`.
+
+mod common;
+
+use std::sync::Arc;
+
+use agentgraph_engine::{
+    BoxError, Context, Durability, END, GraphBuilder, GraphDescription, RunConfig, START,
+};
+use common::{Doc, DocUpdate, Gate, demo, monitor, store, url};
+use serde_json::{Value, json};
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    let response = reqwest::get(url(addr, path)).await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_checkpoints_state_and_graph() {
+    let store = store();
+    let gate = Gate::open();
+    let graph = demo(&gate);
+    for id in ["run-a", "run-b", "run-c"] {
+        let input = Doc {
+            title: format!("title of {id}"),
+            target: 2,
+            ..Doc::default()
+        };
+        let config = RunConfig::new()
+            .shared_store(store.clone())
+            .run_id(id)
+            .monitored();
+        graph.run_with(input, config).await.unwrap();
+    }
+    let server = monitor(store.clone()).await;
+    let addr = server.local_addr();
+
+    // The list, then its pages.
+    let (status, all) = get(addr, "/api/runs").await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = all["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["run-a", "run-b", "run-c"]);
+    assert_eq!(all["runs"][0]["status"], "completed");
+    assert_eq!(all["runs"][0]["last_step"], 6);
+    assert_eq!(all["runs"][0]["fingerprint"].as_str().unwrap().len(), 32);
+    assert_eq!(all["next"], Value::Null);
+    let (_, page) = get(addr, "/api/runs?limit=2").await;
+    assert_eq!(page["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(page["next"], "run-b");
+    let (_, page) = get(addr, "/api/runs?after=run-b&limit=2").await;
+    assert_eq!(page["runs"][0]["run_id"], "run-c");
+    assert_eq!(page["next"], Value::Null);
+    // A limit is capped, not refused.
+    let (status, _) = get(addr, "/api/runs?limit=99999999").await;
+    assert_eq!(status, 200);
+
+    // A run's detail.
+    let (status, run) = get(addr, "/api/runs/run-b").await;
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["interrupts"], json!([]));
+    assert_eq!(run["checkpoints"], 7);
+    assert_eq!(run["next"], json!([]));
+    let last = store.last_event("run-b").await.unwrap().unwrap();
+    assert_eq!(run["last_event"], last);
+
+    // Checkpoints: 0 (the input) to 6, with what each wrote and what comes next.
+    let (status, checkpoints) = get(addr, "/api/runs/run-b/checkpoints").await;
+    assert_eq!(status, 200);
+    let steps: Vec<u64> = checkpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 1, 2, 3, 4, 5, 6]);
+    assert_eq!(checkpoints[0]["next"], json!(["plan"]));
+    assert_eq!(checkpoints[1]["next"], json!(["search", "write"]));
+    assert_eq!(checkpoints[3]["written"], json!(["notes", "rounds"]));
+
+    // The state at every step is the typed state, as JSON.
+    let history = graph.history(store.clone());
+    for step in 0..=6 {
+        let typed = history.state("run-b", Some(step)).await.unwrap();
+        let (status, state) = get(addr, &format!("/api/runs/run-b/state?step={step}")).await;
+        assert_eq!(status, 200);
+        assert_eq!(state, serde_json::to_value(&typed).unwrap(), "step {step}");
+    }
+    let (_, latest) = get(addr, "/api/runs/run-b/state").await;
+    assert_eq!(latest["rounds"], 2);
+    assert_eq!(latest["title"], "title of run-b");
+
+    // The graph, as JSON and as DOT.
+    let (status, described) = get(addr, "/api/runs/run-b/graph").await;
+    assert_eq!(status, 200);
+    let described: GraphDescription = serde_json::from_value(described).unwrap();
+    assert_eq!(described, graph.describe());
+    let response = reqwest::get(url(addr, "/api/runs/run-b/graph.dot"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/vnd.graphviz")
+    );
+    assert_eq!(response.text().await.unwrap(), graph.describe().to_dot());
+
+    // `/metrics`: the engine's metrics, recorded by the runs above.
+    let response = reqwest::get(url(addr, "/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().await.unwrap();
+    for name in [
+        "agentgraph_runs_started_total",
+        "agentgraph_runs_finished_total",
+        "agentgraph_steps_total",
+        "agentgraph_node_duration_seconds_bucket{node=\"plan\"",
+        "agentgraph_checkpoint_bytes_bucket",
+        "agentgraph_checkpoint_duration_seconds_bucket",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_run_shows_what_it_waits_on() {
+    #[derive(serde::Serialize)]
+    struct Question<'a> {
+        draft: &'a str,
+    }
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("draft", |_s: Arc<Doc>, _c: Context| async {
+        Ok::<_, BoxError>(DocUpdate::new().notes(vec!["drafted".into()]))
+    })
+    .add_node("review", |_s: Arc<Doc>, ctx: Context| async move {
+        let answer: String = ctx.interrupt(&Question { draft: "v1" })?;
+        Ok::<_, BoxError>(DocUpdate::new().notes(vec![answer]))
+    })
+    .add_edge(START, "draft")
+    .add_edge("draft", "review")
+    .add_edge("review", END);
+    let graph = b.compile().unwrap();
+    let store = store();
+    let config = RunConfig::new()
+        .shared_store(store.clone())
+        .run_id("asks")
+        .monitored()
+        .durability(Durability::Sync);
+    let stopped = graph.run_with(Doc::default(), config).await;
+    assert!(matches!(
+        stopped,
+        Err(agentgraph_engine::Error::Interrupted(_))
+    ));
+
+    let server = monitor(store).await;
+    let (status, run) = get(server.local_addr(), "/api/runs/asks").await;
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "interrupted");
+    let interrupts = run["interrupts"].as_array().unwrap();
+    assert_eq!(interrupts.len(), 1);
+    assert_eq!(interrupts[0]["node"], "review");
+    assert_eq!(interrupts[0]["kind"], "node");
+    assert_eq!(interrupts[0]["payload"], json!({ "draft": "v1" }));
+    assert!(!interrupts[0]["id"].as_str().unwrap().is_empty());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subgraph_runs_are_reached_with_an_encoded_slash() {
+    let child = demo(&Gate::open());
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_subgraph("inner", child, Doc::clone, |done: Doc| {
+        DocUpdate::new().rounds(done.rounds)
+    })
+    .add_edge(START, "inner")
+    .add_edge("inner", END);
+    let graph = b.compile().unwrap();
+    let store = store();
+    let config = RunConfig::new()
+        .shared_store(store.clone())
+        .run_id("outer")
+        .monitored();
+    graph
+        .run_with(
+            Doc {
+                target: 1,
+                ..Doc::default()
+            },
+            config,
+        )
+        .await
+        .unwrap();
+    let server = monitor(store).await;
+    let (_, all) = get(server.local_addr(), "/api/runs").await;
+    let child_id = all["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_owned())
+        .find(|id| id.starts_with("outer/inner/"))
+        .expect("the subgraph's run is listed");
+    let encoded = child_id.replace('/', "%2F");
+    let (status, run) = get(server.local_addr(), &format!("/api/runs/{encoded}")).await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["run_id"], child_id.as_str());
+    let (status, _) = get(
+        server.local_addr(),
+        &format!("/api/runs/{encoded}/checkpoints"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}

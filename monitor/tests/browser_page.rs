@@ -1,0 +1,296 @@
+//! The page in a real browser: headless Chromium driven over WebDriver (fantoccini, with a
+//! chromedriver this test starts on a free port). A demo run whose nodes wait for the test's
+//! permission is followed live: the test checks through the DOM that nodes go from pending
+//! to running to done as it lets them run, that markup in the state is shown as text, and
+//! writes a screenshot. Needs Debian's `chromium` and `chromium-driver`; fails (never skips)
+//! without them.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agentgraph_engine::{Durability, RunConfig};
+use common::{Doc, Gate, demo, monitor, store};
+use fantoccini::{Client, ClientBuilder, Locator};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const XSS: &str = "<script>alert(1)</script><img src=x onerror=\"window.__xss=1\">";
+
+/// chromedriver, killed when dropped.
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_browser() -> (Driver, Client) {
+    for path in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: the browser test needs Debian's Chromium and its driver; \
+             install them with: apt-get install chromium chromium-driver"
+        );
+    }
+    let port = free_port();
+    let driver = Driver(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts"),
+    );
+    let profile = tempfile::tempdir().unwrap().keep();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--window-size=1440,1000", "--hide-scrollbars",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let webdriver = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    loop {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(caps.clone())
+            .connect(&webdriver)
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(e) if started.elapsed() < Duration::from_secs(30) => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot start a Chromium session through chromedriver: {e}"),
+        }
+    }
+}
+
+/// Waits until `probe` returns `Some`, up to 20 s: the page follows the run over SSE and the
+/// store is polled, so a change shows after a few hundred milliseconds.
+async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The colour state the page gives `node`.
+async fn node_state(client: &Client, node: &str) -> Option<String> {
+    let css = format!("g.node[data-node=\"{node}\"]");
+    let g = client.find(Locator::Css(&css)).await.ok()?;
+    g.attr("data-state").await.ok()?
+}
+
+async fn expect_states(client: &Client, want: &[(&str, &str)]) {
+    let what = format!("node states {want:?}");
+    until(&what, || async {
+        for (node, state) in want {
+            if node_state(client, node).await.as_deref() != Some(*state) {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_a_run_live_and_shows_state_as_text() {
+    let started = Instant::now();
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let gate = Gate::closed();
+    let graph = demo(&gate);
+    let input = Doc {
+        title: XSS.to_owned(),
+        target: 2,
+        ..Doc::default()
+    };
+    // Sync durability: each step's checkpoint (and events) is in the store before the next
+    // step starts, so what the page shows follows the gate exactly.
+    let config = RunConfig::new()
+        .shared_store(store.clone())
+        .run_id("browser-demo")
+        .monitored()
+        .durability(Durability::Sync);
+    let run = tokio::spawn(async move { graph.run_with(input, config).await });
+
+    let (_driver, client) = start_browser().await;
+    client.goto(&server.url()).await.unwrap();
+    let item = until("the run in the list", || async {
+        client
+            .find(Locator::Css("button.run-item[data-run=\"browser-demo\"]"))
+            .await
+            .ok()
+    })
+    .await;
+    item.click().await.unwrap();
+
+    // Step 1 (plan) is under way; nothing else has run.
+    expect_states(
+        &client,
+        &[
+            ("plan", "running"),
+            ("search", "pending"),
+            ("write", "pending"),
+            ("review", "pending"),
+        ],
+    )
+    .await;
+    gate.release(1);
+    expect_states(
+        &client,
+        &[
+            ("plan", "done"),
+            ("search", "running"),
+            ("write", "running"),
+        ],
+    )
+    .await;
+    gate.release(2);
+    expect_states(
+        &client,
+        &[("search", "done"), ("write", "done"), ("review", "running")],
+    )
+    .await;
+    gate.release(1);
+    // Round 2 starts: plan runs again, the first round is done.
+    expect_states(
+        &client,
+        &[("review", "done"), ("plan", "running"), ("search", "done")],
+    )
+    .await;
+
+    // The state, with the markup in its title, is text: no element was made from it.
+    let state = until("the state panel", || async {
+        let text = client
+            .find(Locator::Id("state"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("alert(1)").then_some(text)
+    })
+    .await;
+    assert!(state.contains("<script>alert(1)</script>"), "{state}");
+    assert!(state.contains("<img src=x onerror="), "{state}");
+    let made = client.find_all(Locator::Css("#state *")).await.unwrap();
+    assert!(made.is_empty(), "the state made {} elements", made.len());
+    let injected = client
+        .find_all(Locator::Css("img, .run-panel script"))
+        .await
+        .unwrap();
+    assert!(injected.is_empty(), "an element was injected");
+    let flagged = client
+        .execute("return window.__xss === undefined;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(flagged, serde_json::json!(true), "the onerror handler ran");
+
+    // Selecting a step shows the state after it.
+    client
+        .find(Locator::Css("button.step[data-step=\"1\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("the state after step 1", || async {
+        let label = client
+            .find(Locator::Id("state-step"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let text = client
+            .find(Locator::Id("state"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (label.contains("after step 1") && text.contains("planned") && !text.contains("searched"))
+            .then_some(())
+    })
+    .await;
+
+    let shot = client.screenshot().await.unwrap();
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("monitor.png");
+    std::fs::write(&path, &shot).unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    eprintln!("screenshot: {}", path.display());
+
+    // The rest of the run, to its end.
+    gate.release(100);
+    run.await.unwrap().expect("the run finishes");
+    expect_states(
+        &client,
+        &[
+            ("plan", "done"),
+            ("search", "done"),
+            ("write", "done"),
+            ("review", "done"),
+        ],
+    )
+    .await;
+    until("the completed status", || async {
+        let text = client
+            .find(Locator::Id("run-status"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        (text == "completed").then_some(())
+    })
+    .await;
+    let count = client
+        .find(Locator::Css("g.node[data-node=\"plan\"] .count"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(count, "×2", "plan ran twice");
+
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+    eprintln!("browser test took {:?}", started.elapsed());
+}

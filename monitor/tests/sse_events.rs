@@ -1,0 +1,278 @@
+//! The event stream: replay, live follow, reconnect with `Last-Event-ID` without gaps or
+//! duplicates, the end of a finished run, and the events of a crashed run.
+
+mod common;
+
+use std::time::Duration;
+
+use agentgraph_engine::{Durability, Event, EventKind, Inspector, RunConfig, RunStatus};
+use common::{Doc, Gate, SseReader, demo, monitor, store, url};
+
+/// Reads events until one matches `stop`, checking each frame against its data.
+async fn read_until(reader: &mut SseReader, out: &mut Vec<Event>, stop: impl Fn(&Event) -> bool) {
+    while let Some(sse) = reader.next().await {
+        assert_ne!(sse.event.as_deref(), Some("end"), "the stream ended early");
+        let event: Event = serde_json::from_str(&sse.data).expect("data is an Event");
+        assert_eq!(
+            sse.id,
+            Some(event.seq.to_string()),
+            "id is the sequence number"
+        );
+        let tag = serde_json::to_value(&event).unwrap()["kind"]["type"].clone();
+        assert_eq!(
+            sse.event.as_deref(),
+            tag.as_str(),
+            "event is the kind's tag"
+        );
+        let done = stop(&event);
+        out.push(event);
+        if done {
+            return;
+        }
+    }
+    panic!("the stream ended before the awaited event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnecting_client_gets_every_event_once_in_order() {
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let gate = Gate::closed();
+    let graph = demo(&gate);
+    let input = Doc {
+        target: 3,
+        ..Doc::default()
+    };
+    let config = RunConfig::new()
+        .shared_store(store.clone())
+        .run_id("reconnect")
+        .monitored()
+        .durability(Durability::Sync);
+    let run = tokio::spawn(async move { graph.run_with(input, config).await });
+    let client = reqwest::Client::new();
+    let events_url = url(server.local_addr(), "/api/runs/reconnect/events");
+
+    // Wait for the run to exist (its first checkpoint), then follow it.
+    let inspector = Inspector::new(store.clone());
+    while inspector.run("reconnect").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut first = SseReader::new(client.get(&events_url).send().await.unwrap());
+    let mut seen = Vec::new();
+    // Step 1 (plan) runs once the gate lets it; its checkpoint's events then arrive live.
+    gate.release(1);
+    read_until(&mut first, &mut seen, |e| {
+        matches!(e.kind, EventKind::CheckpointSaved { step: 1, .. })
+    })
+    .await;
+    drop(first);
+
+    // While no one listens, the run goes on to its end.
+    gate.release(100);
+    let done = run.await.unwrap().expect("the run finishes");
+    assert_eq!(done.rounds, 3);
+
+    let last = seen.last().unwrap().seq;
+    let mut second = SseReader::new(
+        client
+            .get(&events_url)
+            .header("Last-Event-ID", last.to_string())
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut rest = Vec::new();
+    read_until(&mut second, &mut rest, |e| {
+        matches!(e.kind, EventKind::RunFinished { .. })
+    })
+    .await;
+    // Then the stream ends, saying why.
+    let end = second.next().await.expect("an end event");
+    assert_eq!(end.event.as_deref(), Some("end"));
+    assert_eq!(end.data, r#"{"status":"completed"}"#);
+    assert!(
+        second.next().await.is_none(),
+        "the stream is closed after `end`"
+    );
+
+    // The union is the run's whole stored log: from 0, no gap, no duplicate, in order.
+    let union: Vec<Event> = seen.into_iter().chain(rest).collect();
+    for (i, event) in union.iter().enumerate() {
+        assert_eq!(event.seq, i as u64, "gap or duplicate at {i}");
+    }
+    let stored = inspector.events("reconnect", None, 100_000).await.unwrap();
+    assert_eq!(union, stored);
+    assert!(matches!(union[0].kind, EventKind::RunStarted { .. }));
+    assert!(matches!(
+        union.last().unwrap().kind,
+        EventKind::RunFinished { .. }
+    ));
+
+    // `?after=` starts there too; a number past the end of a finished run just ends.
+    let mut tail = SseReader::new(
+        client
+            .get(format!("{events_url}?after={}", last + 2))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let next = tail.next().await.unwrap();
+    assert_eq!(next.id, Some((last + 3).to_string()));
+    let mut beyond = SseReader::new(
+        client
+            .get(format!("{events_url}?after={}", u64::MAX))
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(beyond.next().await.unwrap().event.as_deref(), Some("end"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_a_crashed_run_are_readable_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn agentgraph_engine::CheckpointStore> =
+        std::sync::Arc::new(agentgraph_checkpoint::SledStore::open(dir.path()).unwrap());
+    let gate = Gate::closed();
+    let graph = demo(&gate);
+    let config = RunConfig::new()
+        .shared_store(store.clone())
+        .run_id("crashed")
+        .monitored()
+        // Each checkpoint is written before the next step starts, so the test knows what the
+        // store holds when it drops the run (`Async` may hold steps back while a node runs).
+        .durability(Durability::Sync);
+    let input = Doc {
+        target: 5,
+        ..Doc::default()
+    };
+    let inspector = Inspector::new(store.clone());
+    {
+        // Steps 1 (plan) and 2 (search, write) run; review waits on the gate forever, and the
+        // run's future is dropped there: a crash, as far as the store can tell.
+        gate.release(3);
+        let run = tokio::spawn(std::future::IntoFuture::into_future(
+            graph.run_with(input, config),
+        ));
+        let reached = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let at = inspector
+                    .run("crashed")
+                    .await
+                    .unwrap()
+                    .and_then(|r| r.last_step);
+                if at == Some(2) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        run.abort();
+        assert!(run.await.unwrap_err().is_cancelled());
+        reached.expect("the run reaches step 2");
+    }
+    let record = inspector.run("crashed").await.unwrap().unwrap();
+    assert_eq!(
+        record.status,
+        RunStatus::Running,
+        "a crashed run reads as running"
+    );
+
+    let server = monitor(store.clone()).await;
+    let client = reqwest::Client::new();
+    let mut reader = SseReader::new(
+        client
+            .get(url(server.local_addr(), "/api/runs/crashed/events"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut got = Vec::new();
+    read_until(&mut reader, &mut got, |e| {
+        matches!(e.kind, EventKind::CheckpointSaved { step: 2, .. })
+    })
+    .await;
+    let stored = inspector.events("crashed", None, 10_000).await.unwrap();
+    assert_eq!(
+        got, stored,
+        "every stored event, through the last checkpoint"
+    );
+    let finished: Vec<&str> = got
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::NodeFinished { node, .. } => Some(&**node),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, ["plan", "search", "write"]);
+
+    // The state and the run's record read too.
+    let state: serde_json::Value = client
+        .get(url(server.local_addr(), "/api/runs/crashed/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        state["notes"],
+        serde_json::json!(["planned", "searched", "wrote"])
+    );
+    let detail: serde_json::Value = client
+        .get(url(server.local_addr(), "/api/runs/crashed"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["status"], "running");
+    assert_eq!(detail["next"], serde_json::json!(["review"]));
+    drop(reader);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_open_streams() {
+    let store = store();
+    let gate = Gate::closed();
+    let graph = demo(&gate);
+    let config = RunConfig::new()
+        .shared_store(store.clone())
+        .run_id("waiting")
+        .monitored();
+    let run = tokio::spawn(async move { graph.run_with(Doc::default(), config).await });
+    let inspector = Inspector::new(store.clone());
+    while inspector.run("waiting").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let server = monitor(store).await;
+    let mut reader = SseReader::new(
+        reqwest::get(url(server.local_addr(), "/api/runs/waiting/events"))
+            .await
+            .unwrap(),
+    );
+    let first = reader.next().await.unwrap();
+    assert_eq!(first.event.as_deref(), Some("run_started"));
+    let stopping = tokio::spawn(server.shutdown());
+    // Whatever was stored is sent, then `end` with `shutdown`.
+    loop {
+        let sse = reader
+            .next()
+            .await
+            .expect("an end event before the stream closes");
+        if sse.event.as_deref() == Some("end") {
+            assert_eq!(sse.data, r#"{"status":"shutdown"}"#);
+            break;
+        }
+    }
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown does not wait for open streams")
+        .unwrap()
+        .unwrap();
+    run.abort();
+}
