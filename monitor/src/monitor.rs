@@ -76,7 +76,8 @@ impl fmt::Debug for Monitor {
 impl Monitor {
     /// A monitor of `store`, to bind to [`DEFAULT_ADDR`] (127.0.0.1:7070), without a token,
     /// polling every [`DEFAULT_POLL_INTERVAL`], with `/metrics` from a process-wide
-    /// Prometheus recorder it installs.
+    /// Prometheus recorder it installs when it is served (or its router made). Metrics
+    /// recorded before a recorder is installed are lost: start the monitor before the runs.
     ///
     /// # Examples
     ///

@@ -20,6 +20,10 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_checkpoints_state_and_graph() {
     let store = store();
+    // First the monitor: it installs the process's Prometheus recorder, and what is recorded
+    // before a recorder is installed is lost.
+    let server = monitor(store.clone()).await;
+    let addr = server.local_addr();
     let gate = Gate::open();
     let graph = demo(&gate);
     for id in ["run-a", "run-b", "run-c"] {
@@ -34,8 +38,6 @@ async fn runs_checkpoints_state_and_graph() {
             .monitored();
         graph.run_with(input, config).await.unwrap();
     }
-    let server = monitor(store.clone()).await;
-    let addr = server.local_addr();
 
     // The list, then its pages.
     let (status, all) = get(addr, "/api/runs").await;
