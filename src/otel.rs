@@ -48,10 +48,10 @@
 //!
 //! # Failed nodes
 //!
-//! A node that fails is not marked on its span: the engine records the failure in its events
-//! ([`EventKind::NodeFailed`](crate::EventKind::NodeFailed)) and in the run's error, not on
-//! the span, so the span's status stays unset. An `ERROR` event that a node logs itself
-//! (`tracing::error!`) inside its span does mark the span as an error.
+//! A failed attempt marks its `node` span as an error, with the error's text in its `error`
+//! attribute (as [`EventKind::NodeFailed`](crate::EventKind::NodeFailed) says it), and a
+//! failed run marks its `run` span. Node spans are exported as `node {name}`. An `ERROR` event
+//! that a node logs itself (`tracing::error!`) inside its span marks the span too.
 
 use std::collections::HashMap;
 use std::fmt;

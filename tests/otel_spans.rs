@@ -79,7 +79,6 @@ fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
 fn int(span: &SpanData, key: &str) -> i64 {
     match attr(span, key) {
         Some(Value::I64(v)) => *v,
-        Some(Value::String(v)) if v.as_str().parse::<i64>().is_ok() => v.as_str().parse().unwrap(),
         other => panic!("span `{}` has {key} = {other:?}, not an integer", span.name),
     }
 }
@@ -91,8 +90,17 @@ fn text(span: &SpanData, key: &str) -> String {
     }
 }
 
+/// The spans of a kind: `run` and `step`, or `node` (exported as `node {name}`).
 fn named<'a>(spans: &'a [SpanData], name: &str) -> Vec<&'a SpanData> {
-    spans.iter().filter(|s| s.name == name).collect()
+    spans
+        .iter()
+        .filter(|s| {
+            s.name == name
+                || s.name
+                    .strip_prefix(name)
+                    .is_some_and(|r| r.starts_with(' '))
+        })
+        .collect()
 }
 
 fn id(span: &SpanData) -> SpanId {
@@ -172,7 +180,7 @@ fn at_info_level_step_spans_are_left_out_and_nodes_hang_from_the_run() {
 }
 
 #[test]
-fn each_attempt_of_a_failing_node_is_a_span_whose_status_the_engine_leaves_unset() {
+fn each_attempt_of_a_failing_node_is_a_span_marked_as_an_error() {
     let mut b = GraphBuilder::<Research>::new();
     b.add_node("plan", |_, _| async { Ok(note("plan")) })
         .add_node("broken", |_, _| async {
@@ -209,12 +217,17 @@ fn each_attempt_of_a_failing_node_is_a_span_whose_status_the_engine_leaves_unset
     assert_eq!(attempts, [1, 2], "one span per attempt");
     for span in &broken {
         assert_eq!(span.parent_span_id, id(step));
-        // The engine reports a failure in its events and the run's error, not on the node's
-        // span: nothing marks the span. (An engine change recording it, e.g. by an ERROR event
-        // or `otel.status_code`, would make this Status::Error.)
-        assert_eq!(span.status, Status::Unset);
+        // A failed attempt marks its span, with the error.
+        assert!(matches!(span.status, Status::Error { .. }), "{span:#?}");
+        assert!(
+            text(span, "error").contains("the search service is down"),
+            "{span:#?}"
+        );
+        assert_eq!(span.name, "node broken");
     }
-    assert_eq!(named(&spans, "run")[0].status, Status::Unset);
+    // So does the failed run.
+    let run = named(&spans, "run")[0];
+    assert!(matches!(run.status, Status::Error { .. }), "{run:#?}");
     // A node that logs an ERROR event inside its span marks it itself.
     let loud = named(&spans, "node")
         .into_iter()
@@ -387,7 +400,14 @@ fn the_otlp_exporter_posts_the_spans_to_the_collector() {
     assert_eq!(
         names,
         [
-            "node", "node", "node", "node", "run", "step", "step", "step"
+            "node plan",
+            "node review",
+            "node search_papers",
+            "node search_web",
+            "run",
+            "step",
+            "step",
+            "step"
         ]
     );
     assert!(

@@ -276,7 +276,13 @@ impl<S: State> IntoFuture for Run<S> {
     type IntoFuture = Pin<Box<dyn Future<Output = Result<S>> + Send>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let span = tracing::info_span!("run", run_id = %self.shared.run_id, mode = ?self.shared.config.mode);
+        let span = tracing::info_span!(
+            "run",
+            run_id = %self.shared.run_id,
+            mode = ?self.shared.config.mode,
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
         let executor = Executor::new(self.plan, self.shared);
         Box::pin(executor.run(self.start).instrument(span))
     }

@@ -67,9 +67,9 @@ fn runs_steps_and_nodes_are_spans() {
         [
             "- > run run_id=traced mode=Sequential",
             "run > step step=1 tasks=1",
-            "step > node node=a step=1",
+            "step > node otel.name=node a node=a step=1",
             "run > step step=2 tasks=1",
-            "step > node node=b step=2",
+            "step > node otel.name=node b node=b step=2",
         ],
         "{spans:#?}"
     );

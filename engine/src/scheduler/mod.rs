@@ -347,6 +347,13 @@ impl<S: State> Executor<S> {
                     Error::Cancelled { .. } => (RunStatus::Cancelled, Some(e.to_string())),
                     _ => (RunStatus::Failed, Some(e.to_string())),
                 };
+                if status == RunStatus::Failed {
+                    let span = tracing::Span::current();
+                    if !span.is_disabled() {
+                        span.record("otel.status_code", "ERROR");
+                        span.record("error", error.as_deref().unwrap_or_default());
+                    }
+                }
                 crate::metrics::run_ended(match status {
                     RunStatus::Interrupted => "interrupted",
                     RunStatus::Cancelled => "cancelled",
@@ -516,7 +523,7 @@ impl<S: State> Executor<S> {
             self.gate_before(&tasks, &prior, step, persist.as_mut())
                 .await
                 .map_err(keep)?;
-            let span = tracing::debug_span!("step", step, tasks = tasks.len());
+            let span = tracing::debug_span!("step", step = step as i64, tasks = tasks.len() as i64);
             let (outcomes, stop) = self
                 .run_tasks(&tasks, &state, step, &mut prior, persist.as_mut())
                 .instrument(span)

@@ -275,7 +275,19 @@ impl<S: State> Executor<S> {
         let plan = self.plan.clone();
         let node_id = task.node;
         let task_id = task.id;
-        let span = tracing::info_span!("node", node = %name, step, task = %task_id, attempt);
+        // Numbers as i64 (OpenTelemetry has no unsigned integers); a failed attempt records
+        // `otel.status_code` and `error`, which tracing-opentelemetry turns into the span's
+        // status.
+        let span = tracing::info_span!(
+            "node",
+            otel.name = %format_args!("node {name}"),
+            node = %name,
+            step = step as i64,
+            task = %task_id,
+            attempt = i64::from(attempt),
+            otel.status_code = tracing::field::Empty,
+            error = tracing::field::Empty,
+        );
         async move {
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -331,6 +343,11 @@ impl<S: State> Executor<S> {
                 Err(TaskFailure::Interrupted(_) | TaskFailure::Cancelled) => {}
                 Err(f) => {
                     crate::metrics::node_failed(&name);
+                    let span = tracing::Span::current();
+                    if !span.is_disabled() {
+                        span.record("otel.status_code", "ERROR");
+                        span.record("error", f.describe().as_str());
+                    }
                     shared.events.emit(|| EventKind::NodeFailed {
                         step,
                         node: name.clone(),
