@@ -224,12 +224,8 @@ impl Inspector {
         let mut state = StateJson::new();
         let mut seen = false;
         self.each_event(run, |event| {
-            if let EventKind::StateView { step: s, fields } = &event.kind {
-                seen = true;
-                if *s <= step {
-                    state.apply(fields);
-                }
-            }
+            seen |= matches!(event.kind, EventKind::StateView { .. });
+            state.apply_events([event], Some(step));
         })
         .await?;
         if !seen {
@@ -297,54 +293,50 @@ impl Inspector {
     }
 }
 
+/// The stored checkpoints of `run` (step and bytes), oldest first.
+async fn raw_checkpoints(store: &dyn CheckpointStore, run: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+    loop {
+        let after = out.last().map(|(step, _)| *step);
+        let page = store.list_checkpoints(run, after, 1000).await?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
+}
+
 /// The checkpoint records of `run`, oldest first.
 pub(crate) async fn records(
     store: &dyn CheckpointStore,
     run: &str,
 ) -> Result<Vec<CheckpointRecord>> {
-    let mut out = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store.list_checkpoints(run, after, 1000).await?;
-        let Some(last) = page.last() else {
-            return Ok(out);
-        };
-        after = Some(last.0);
-        for (_, bytes) in page {
-            out.push(decode_record(run, &bytes)?);
-        }
-    }
+    raw_checkpoints(store, run)
+        .await?
+        .iter()
+        .map(|(_, bytes)| decode_record(run, bytes))
+        .collect()
 }
 
-/// The newest checkpoint record of `run` that decodes.
+/// The newest checkpoint record of `run` that decodes (resume falls back past a damaged
+/// newest one the same way).
 async fn newest_record(store: &dyn CheckpointStore, run: &str) -> Result<CheckpointRecord> {
-    if let Some((step, bytes)) = store.latest_checkpoint(run).await? {
-        match decode_record(run, &bytes) {
-            Ok(record) => return Ok(record),
-            Err(first) => {
-                // A damaged newest checkpoint: resume falls back to the newest intact one.
-                let mut after = None;
-                let mut intact = None;
-                loop {
-                    let page = store.list_checkpoints(run, after, 1000).await?;
-                    let Some(last) = page.last() else { break };
-                    after = Some(last.0);
-                    for (s, bytes) in page {
-                        if s < step
-                            && let Ok(record) = decode_record(run, &bytes)
-                        {
-                            intact = Some(record);
-                        }
-                    }
-                }
-                return intact.ok_or(first);
-            }
-        }
-    }
-    Err(Error::Corrupt {
-        run: run.to_owned(),
-        reason: "it has no checkpoint".to_owned(),
-    })
+    let Some((_, bytes)) = store.latest_checkpoint(run).await? else {
+        return Err(Error::Corrupt {
+            run: run.to_owned(),
+            reason: "it has no checkpoint".to_owned(),
+        });
+    };
+    let damaged = match decode_record(run, &bytes) {
+        Ok(record) => return Ok(record),
+        Err(e) => e,
+    };
+    raw_checkpoints(store, run)
+        .await?
+        .iter()
+        .rev()
+        .find_map(|(_, bytes)| decode_record(run, bytes).ok())
+        .ok_or(damaged)
 }
 
 /// A checkpoint record as listed, with the written fields named by `name`.

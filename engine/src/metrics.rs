@@ -15,7 +15,9 @@
 #[cfg(feature = "metrics")]
 mod on {
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    use agentgraph_checkpoint::RunStatus;
 
     use metrics::{SharedString, counter, histogram};
 
@@ -31,13 +33,18 @@ mod on {
         }
     }
 
-    pub(crate) fn run_ended(outcome: &'static str) {
-        match outcome {
-            "finished" => counter!("agentgraph_runs_finished_total").increment(1),
-            "interrupted" => counter!("agentgraph_runs_interrupted_total").increment(1),
-            "cancelled" => counter!("agentgraph_runs_cancelled_total").increment(1),
+    pub(crate) fn run_ended(status: RunStatus) {
+        match status {
+            RunStatus::Completed => counter!("agentgraph_runs_finished_total").increment(1),
+            RunStatus::Interrupted => counter!("agentgraph_runs_interrupted_total").increment(1),
+            RunStatus::Cancelled => counter!("agentgraph_runs_cancelled_total").increment(1),
             _ => counter!("agentgraph_runs_failed_total").increment(1),
         }
+    }
+
+    /// When a timed operation began.
+    pub(crate) fn now() -> Option<Instant> {
+        Some(Instant::now())
     }
 
     pub(crate) fn step() {
@@ -57,21 +64,31 @@ mod on {
         counter!("agentgraph_retries_total", "node" => node_label(node)).increment(1);
     }
 
-    pub(crate) fn checkpoint(bytes: u64, duration: Duration) {
+    pub(crate) fn checkpoint(bytes: u64, began: Option<Instant>) {
         histogram!("agentgraph_checkpoint_bytes").record(bytes as f64);
-        histogram!("agentgraph_checkpoint_duration_seconds").record(duration.as_secs_f64());
+        if let Some(began) = began {
+            histogram!("agentgraph_checkpoint_duration_seconds")
+                .record(began.elapsed().as_secs_f64());
+        }
     }
 }
 
+/// Without the feature: nothing, not even a clock read.
 #[cfg(not(feature = "metrics"))]
 mod on {
     use std::sync::Arc;
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
+
+    use agentgraph_checkpoint::RunStatus;
 
     #[inline(always)]
     pub(crate) fn run_started(_: bool) {}
     #[inline(always)]
-    pub(crate) fn run_ended(_: &'static str) {}
+    pub(crate) fn run_ended(_: RunStatus) {}
+    #[inline(always)]
+    pub(crate) fn now() -> Option<Instant> {
+        None
+    }
     #[inline(always)]
     pub(crate) fn step() {}
     #[inline(always)]
@@ -81,7 +98,7 @@ mod on {
     #[inline(always)]
     pub(crate) fn retry(_: &Arc<str>) {}
     #[inline(always)]
-    pub(crate) fn checkpoint(_: u64, _: Duration) {}
+    pub(crate) fn checkpoint(_: u64, _: Option<Instant>) {}
 }
 
 pub(crate) use on::*;

@@ -109,6 +109,11 @@ where
     }
 }
 
+/// The text of the first element `css` selects, if there is one yet.
+async fn text_of(client: &Client, css: &str) -> Option<String> {
+    client.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
 /// The colour state the page gives `node`.
 async fn node_state(client: &Client, node: &str) -> Option<String> {
     let css = format!("g.node[data-node=\"{node}\"]");
@@ -198,13 +203,7 @@ async fn the_page_follows_a_run_live_and_shows_state_as_text() {
 
     // The state, with the markup in its title, is text: no element was made from it.
     let state = until("the state panel", || async {
-        let text = client
-            .find(Locator::Id("state"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = text_of(&client, "#state").await?;
         text.contains("alert(1)").then_some(text)
     })
     .await;
@@ -232,20 +231,8 @@ async fn the_page_follows_a_run_live_and_shows_state_as_text() {
         .await
         .unwrap();
     until("the state after step 1", || async {
-        let label = client
-            .find(Locator::Id("state-step"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let text = client
-            .find(Locator::Id("state"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let label = text_of(&client, "#state-step").await?;
+        let text = text_of(&client, "#state").await?;
         (label.contains("after step 1") && text.contains("planned") && !text.contains("searched"))
             .then_some(())
     })
@@ -271,23 +258,13 @@ async fn the_page_follows_a_run_live_and_shows_state_as_text() {
     )
     .await;
     until("the completed status", || async {
-        let text = client
-            .find(Locator::Id("run-status"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = text_of(&client, "#run-status").await?;
         (text == "completed").then_some(())
     })
     .await;
-    let count = client
-        .find(Locator::Css("g.node[data-node=\"plan\"] .count"))
+    let count = text_of(&client, "g.node[data-node=\"plan\"] .count")
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .expect("plan shows its run count");
     assert_eq!(count, "×2", "plan ran twice");
 
     client.close().await.unwrap();

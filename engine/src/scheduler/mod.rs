@@ -331,7 +331,7 @@ impl<S: State> Executor<S> {
         let events = &self.shared.events;
         match result {
             Ok(state) => {
-                crate::metrics::run_ended("finished");
+                crate::metrics::run_ended(RunStatus::Completed);
                 events.emit(|| EventKind::RunFinished {
                     steps: step,
                     duration: started.elapsed(),
@@ -354,11 +354,7 @@ impl<S: State> Executor<S> {
                         span.record("error", error.as_deref().unwrap_or_default());
                     }
                 }
-                crate::metrics::run_ended(match status {
-                    RunStatus::Interrupted => "interrupted",
-                    RunStatus::Cancelled => "cancelled",
-                    _ => "failed",
-                });
+                crate::metrics::run_ended(status);
                 // The last event first, so that a run that stores its events stores it too.
                 match &e {
                     Error::Interrupted(stop) => events.emit(|| EventKind::RunInterrupted {
@@ -618,10 +614,10 @@ impl<S: State> Executor<S> {
             interrupts,
             log: self.shared.events.take_journal(),
         };
-        let began = Instant::now();
+        let began = crate::metrics::now();
         let saved = p.checkpoint(step, state, written, position, status).await?;
         if let Some(bytes) = saved {
-            crate::metrics::checkpoint(bytes, began.elapsed());
+            crate::metrics::checkpoint(bytes, began);
             self.shared
                 .events
                 .emit_stored(|| EventKind::CheckpointSaved { step, bytes });
