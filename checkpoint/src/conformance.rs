@@ -966,11 +966,11 @@ pub async fn corrupt_run_record(store: &dyn CheckpointStore, put_raw_run: PutRaw
     let mut batch = WriteBatch::new();
     batch.put_run(record(r, RunStatus::Running, 0));
     commit(store, batch, C).await;
-    let good = envelope::encode(RecordKind::Run, &record(r, RunStatus::Running, 0))
-        .expect("a record encodes");
+    let good =
+        crate::record::encode_run(&record(r, RunStatus::Running, 0)).expect("a record encodes");
     let mut flipped = good.clone();
     *flipped.last_mut().expect("not empty") ^= 0x10;
-    let foreign = envelope::encode(RecordKind::Run, &record("other", RunStatus::Running, 0))
+    let foreign = crate::record::encode_run(&record("other", RunStatus::Running, 0))
         .expect("a record encodes");
     let damages: [(&str, Vec<u8>); 5] = [
         ("empty", Vec::new()),

@@ -50,6 +50,7 @@ mod store;
 pub use self::sled::SledStore;
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
+pub use record::{decode_run, encode_run};
 pub use store::{
     BoxFuture, CheckpointStore, MAX_RUN_ID_LEN, Op, RunLease, RunLocks, RunRecord, RunStatus,
     WriteBatch, check_run_id,

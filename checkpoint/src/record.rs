@@ -1,8 +1,89 @@
 //! What every backend does the same way: checking operations, enveloping run records.
 
+use serde::{Deserialize, Serialize};
+
 use crate::envelope::{self, RecordKind};
 use crate::error::{Result, StoreError};
-use crate::store::{Op, RunRecord, check_run_id};
+use crate::store::{Op, RunRecord, RunStatus, check_run_id};
+
+/// A run record as stores keep it: its own type, so that the public [`RunRecord`] and
+/// [`RunStatus`] (whose serde shape is the JSON API's) can change without changing stored
+/// bytes. Fields are encoded in this order, with bincode.
+#[derive(Serialize, Deserialize)]
+struct StoredRun {
+    run_id: String,
+    status: StoredStatus,
+    fingerprint: u128,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    last_step: Option<u64>,
+    error: Option<String>,
+    forked_from: Option<(String, u64)>,
+}
+
+/// A run status as stores keep it: the variant's index is the stored tag, so variants are
+/// only ever added at the end.
+#[derive(Serialize, Deserialize)]
+enum StoredStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Interrupted,
+    Cancelled,
+}
+
+impl From<RunStatus> for StoredStatus {
+    fn from(status: RunStatus) -> Self {
+        match status {
+            RunStatus::Pending => StoredStatus::Pending,
+            RunStatus::Running => StoredStatus::Running,
+            RunStatus::Completed => StoredStatus::Completed,
+            RunStatus::Failed => StoredStatus::Failed,
+            RunStatus::Interrupted => StoredStatus::Interrupted,
+            RunStatus::Cancelled => StoredStatus::Cancelled,
+        }
+    }
+}
+
+impl From<StoredStatus> for RunStatus {
+    fn from(status: StoredStatus) -> Self {
+        match status {
+            StoredStatus::Pending => RunStatus::Pending,
+            StoredStatus::Running => RunStatus::Running,
+            StoredStatus::Completed => RunStatus::Completed,
+            StoredStatus::Failed => RunStatus::Failed,
+            StoredStatus::Interrupted => RunStatus::Interrupted,
+            StoredStatus::Cancelled => RunStatus::Cancelled,
+        }
+    }
+}
+
+impl From<&RunRecord> for StoredRun {
+    fn from(r: &RunRecord) -> Self {
+        StoredRun {
+            run_id: r.run_id.clone(),
+            status: r.status.into(),
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            last_step: r.last_step,
+            error: r.error.clone(),
+            forked_from: r.forked_from.clone(),
+        }
+    }
+}
+
+impl From<StoredRun> for RunRecord {
+    fn from(r: StoredRun) -> Self {
+        let mut record = RunRecord::new(r.run_id, r.status.into(), r.fingerprint, r.created_at_ms);
+        record.updated_at_ms = r.updated_at_ms;
+        record.last_step = r.last_step;
+        record.error = r.error;
+        record.forked_from = r.forked_from;
+        record
+    }
+}
 
 /// Checks the run id of an operation.
 pub(crate) fn check_op(op: &Op) -> Result<()> {
@@ -20,21 +101,49 @@ pub(crate) fn check_op(op: &Op) -> Result<()> {
     }
 }
 
-/// Envelopes a run record.
-pub(crate) fn encode_run(record: &RunRecord) -> Result<Vec<u8>> {
-    envelope::encode(RecordKind::Run, record).map_err(|source| StoreError::Corrupt {
-        what: run_what(&record.run_id),
-        source,
+/// Encodes a run record as stores keep it: its own binary form (independent of
+/// [`RunRecord`]'s serde shape, which is the JSON API's), in an [envelope](crate::envelope).
+/// For backends; [`decode_run`] reads it back.
+///
+/// # Errors
+///
+/// [`StoreError::Corrupt`] when the record does not encode (larger than a record may be).
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::{RunRecord, RunStatus, decode_run, encode_run};
+///
+/// let record = RunRecord::new("run-1", RunStatus::Running, 7, 0);
+/// let bytes = encode_run(&record)?;
+/// assert_eq!(decode_run("run-1", &bytes)?, record);
+/// // A record stored under another run's id is damage.
+/// assert!(decode_run("run-2", &bytes).is_err());
+/// # Ok::<(), agentgraph_checkpoint::StoreError>(())
+/// ```
+pub fn encode_run(record: &RunRecord) -> Result<Vec<u8>> {
+    envelope::encode(RecordKind::Run, &StoredRun::from(record)).map_err(|source| {
+        StoreError::Corrupt {
+            what: run_what(&record.run_id),
+            source,
+        }
     })
 }
 
-/// Opens an enveloped run record stored under `run`.
-pub(crate) fn decode_run(run: &str, bytes: &[u8]) -> Result<RunRecord> {
+/// Decodes a run record that [`encode_run`] encoded and a backend stored under `run`.
+///
+/// # Errors
+///
+/// [`StoreError::Corrupt`] naming the run when the bytes are damaged, foreign, too new, or
+/// the record of another run.
+pub fn decode_run(run: &str, bytes: &[u8]) -> Result<RunRecord> {
     let corrupt = |source| StoreError::Corrupt {
         what: run_what(run),
         source,
     };
-    let record: RunRecord = envelope::decode(RecordKind::Run, bytes).map_err(corrupt)?;
+    let record: RunRecord = envelope::decode::<StoredRun>(RecordKind::Run, bytes)
+        .map_err(corrupt)?
+        .into();
     if record.run_id != run {
         return Err(corrupt(envelope::FormatError::Decode(format!(
             "the record names run {:?}",

@@ -17,6 +17,21 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub const MAX_RUN_ID_LEN: usize = 512;
 
 /// Where a run stands.
+///
+/// In JSON (the monitor's API, the command-line tool's `--json`) a status is its
+/// [`as_str`](RunStatus::as_str) name: `"pending"`, `"running"`, `"completed"`, `"failed"`,
+/// `"interrupted"` or `"cancelled"`.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::RunStatus;
+///
+/// assert_eq!(RunStatus::Interrupted.as_str(), "interrupted");
+/// assert_eq!(RunStatus::Completed.to_string(), "completed");
+/// assert_eq!("failed".parse::<RunStatus>(), Ok(RunStatus::Failed));
+/// assert!(RunStatus::Failed.is_resumable());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -35,7 +50,110 @@ pub enum RunStatus {
     Cancelled,
 }
 
+impl RunStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [RunStatus; 6] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Interrupted,
+        RunStatus::Cancelled,
+    ];
+
+    /// The status's name, as JSON spells it: `"pending"`, `"running"`, `"completed"`,
+    /// `"failed"`, `"interrupted"` or `"cancelled"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::RunStatus;
+    /// assert_eq!(RunStatus::Running.as_str(), "running");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run has ended for now and can be resumed (failed, interrupted or
+    /// cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::RunStatus;
+    /// assert!(RunStatus::Cancelled.is_resumable());
+    /// assert!(!RunStatus::Completed.is_resumable());
+    /// ```
+    pub const fn is_resumable(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Failed | RunStatus::Interrupted | RunStatus::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not a [`RunStatus`]'s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownStatus(pub String);
+
+impl fmt::Display for UnknownStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown run status `{}` (expected one of: pending, running, completed, failed, interrupted, cancelled)",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownStatus {}
+
+impl std::str::FromStr for RunStatus {
+    type Err = UnknownStatus;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| UnknownStatus(s.to_owned()))
+    }
+}
+
 /// What a store keeps about a run, updated with each checkpoint.
+///
+/// Its serde shape is the API's: the monitor's `/api/runs` and the command-line tool's
+/// `--json` print it as is. The fingerprint is 32 hex digits (JSON numbers cannot carry 128
+/// bits), `forked_from` is `{"run_id": .., "step": ..}` or `null`, the status is its
+/// [`RunStatus::as_str`] name. Stores keep their own, binary form of it.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::{RunRecord, RunStatus};
+///
+/// let mut record = RunRecord::new("run-1", RunStatus::Completed, 0xabc, 1_700_000_000_000);
+/// record.forked_from = Some(("run-0".into(), 3));
+/// let json = serde_json::to_value(&record).unwrap();
+/// assert_eq!(json["status"], "completed");
+/// assert_eq!(json["fingerprint"], "00000000000000000000000000000abc");
+/// assert_eq!(json["forked_from"]["run_id"], "run-0");
+/// assert_eq!(json["forked_from"]["step"], 3);
+/// let back: RunRecord = serde_json::from_value(json).unwrap();
+/// assert_eq!(back, record);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct RunRecord {
@@ -44,6 +162,7 @@ pub struct RunRecord {
     /// Where it stands.
     pub status: RunStatus,
     /// The fingerprint of the graph that runs it.
+    #[serde(with = "json_shape::fingerprint")]
     pub fingerprint: u128,
     /// When the run was created, in milliseconds since the Unix epoch.
     pub created_at_ms: u64,
@@ -54,7 +173,57 @@ pub struct RunRecord {
     /// The error that stopped the run, for failed runs.
     pub error: Option<String>,
     /// The run and step this run was forked from.
+    #[serde(with = "json_shape::forked_from")]
     pub forked_from: Option<(String, u64)>,
+}
+
+/// How [`RunRecord`]'s fields that JSON cannot spell as Rust holds them are written.
+mod json_shape {
+    /// A 128-bit fingerprint as 32 hex digits.
+    pub(super) mod fingerprint {
+        use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+        pub(crate) fn serialize<S: Serializer>(value: &u128, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&format_args!("{value:032x}"))
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+            let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+            u128::from_str_radix(&text, 16)
+                .map_err(|e| D::Error::custom(format!("fingerprint {text:?}: {e}")))
+        }
+    }
+
+    /// The run and step a run was forked from, as `{"run_id": .., "step": ..}`.
+    pub(super) mod forked_from {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[derive(Serialize, Deserialize)]
+        struct Fork<R> {
+            run_id: R,
+            step: u64,
+        }
+
+        pub(crate) fn serialize<S: Serializer>(
+            value: &Option<(String, u64)>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            value
+                .as_ref()
+                .map(|(run_id, step)| Fork {
+                    run_id: run_id.as_str(),
+                    step: *step,
+                })
+                .serialize(s)
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<(String, u64)>, D::Error> {
+            let fork = Option::<Fork<String>>::deserialize(d)?;
+            Ok(fork.map(|f| (f.run_id, f.step)))
+        }
+    }
 }
 
 impl RunRecord {

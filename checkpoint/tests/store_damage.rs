@@ -135,11 +135,8 @@ fn foreign_bytes_are_corrupt() {
         ),
         (
             "another run's record",
-            envelope::encode(
-                RecordKind::Run,
-                &RunRecord::new(NEIGHBOUR, RunStatus::Running, 1, 0),
-            )
-            .unwrap(),
+            agentgraph_checkpoint::encode_run(&RunRecord::new(NEIGHBOUR, RunStatus::Running, 1, 0))
+                .unwrap(),
         ),
     ];
     for (what, bytes) in cases {
@@ -195,11 +192,8 @@ fn damage_survives_reopening_and_stays_corrupt() {
         rt.block_on(store.flush()).unwrap();
     }
     let store = SledStore::open(dir.path()).unwrap();
-    let good = envelope::encode(
-        RecordKind::Run,
-        &RunRecord::new(VICTIM, RunStatus::Running, 0, 0),
-    )
-    .unwrap();
+    let good = agentgraph_checkpoint::encode_run(&RunRecord::new(VICTIM, RunStatus::Running, 0, 0))
+        .unwrap();
     let damaged = store.raw_run_record(VICTIM).unwrap();
     check(&rt, &store, damaged, "after reopening");
     // A damaged run can still be deleted, and rewritten.

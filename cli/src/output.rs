@@ -22,19 +22,6 @@ pub(crate) fn json(out: &mut impl Write, value: &impl Serialize) -> io::Result<(
     writeln!(out)
 }
 
-/// The name of a status, as `--status` and `--json` spell it.
-pub(crate) fn status_name(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Pending => "pending",
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-        RunStatus::Interrupted => "interrupted",
-        RunStatus::Cancelled => "cancelled",
-        _ => "unknown",
-    }
-}
-
 /// The colour of a status.
 pub(crate) fn status_style(status: RunStatus) -> Style {
     let colour = match status {

@@ -94,6 +94,19 @@ fn runs_lists_every_run_with_its_status() {
         stdout(dir.path(), &["runs", "--status", "cancelled"]),
         "no run matches\n"
     );
+    // One JSON shape per object: a run is the engine's record as it serializes (the
+    // monitor's API serves the same), plus the CLI's `parent`.
+    let records = with_store(dir.path(), async |store| {
+        agentgraph_engine::Inspector::new(store)
+            .runs()
+            .await
+            .unwrap()
+    });
+    for (printed, record) in runs.iter().zip(&records) {
+        let mut printed = printed.clone();
+        printed.as_object_mut().unwrap().remove("parent");
+        assert_eq!(printed, serde_json::to_value(record).unwrap());
+    }
 }
 
 #[test]
@@ -190,7 +203,7 @@ fn history_lists_checkpoints() {
     assert_eq!(history[1]["written"], json!(["log", "n"]));
     assert_eq!(history[1]["next"], json!(["check"]));
     assert_eq!(history[3]["next"], json!([]));
-    assert!(history[0]["bytes"].as_u64().unwrap() > 0);
+    assert!(history[0]["blob_bytes"].as_u64().unwrap() > 0);
 }
 
 #[test]

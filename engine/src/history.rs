@@ -17,7 +17,11 @@ use crate::persist::{now_ms, state_at};
 use crate::state::State;
 
 /// One checkpoint of a run, as listed by [`History::checkpoints`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its serde shape is the API's (the monitor's `/api/runs/{run}/checkpoints`, the
+/// command-line tool's `history --json`): `{"step", "parent", "created_at_ms", "written",
+/// "next", "blob_bytes"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CheckpointInfo {
     /// The step it follows (0 is the input).

@@ -300,7 +300,7 @@
     fact('events', d.last_event == null ? 0 : d.last_event + 1);
     fact('started', new Date(d.created_at_ms).toLocaleString());
     fact('updated', time(d.updated_at_ms));
-    if (d.forked_from) fact('forked from', `${d.forked_from.run} @ ${d.forked_from.step}`);
+    if (d.forked_from) fact('forked from', `${d.forked_from.run_id} @ ${d.forked_from.step}`);
     showError(d.error);
     const box = $('run-interrupts');
     clear(box);

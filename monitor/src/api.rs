@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use agentgraph_checkpoint::{MAX_RUN_ID_LEN, RunRecord, RunStatus};
-use agentgraph_engine::{CheckpointInfo, Error as EngineError, Interrupt};
+use agentgraph_engine::{Error as EngineError, Interrupt};
 
 use crate::app::AppState;
 
@@ -94,41 +94,6 @@ pub(crate) async fn record(state: &AppState, run: &str) -> Result<RunRecord, Api
         .ok_or_else(|| ApiError::not_found(format!("no run `{run}` in the store")))
 }
 
-/// A run as the API shows it.
-#[derive(Debug, Serialize)]
-pub(crate) struct RunView {
-    run_id: String,
-    status: RunStatus,
-    last_step: Option<u64>,
-    created_at_ms: u64,
-    updated_at_ms: u64,
-    error: Option<String>,
-    forked_from: Option<ForkView>,
-    /// Hex, as in events: JSON numbers cannot carry 128 bits.
-    fingerprint: String,
-}
-
-#[derive(Debug, Serialize)]
-struct ForkView {
-    run: String,
-    step: u64,
-}
-
-impl From<RunRecord> for RunView {
-    fn from(r: RunRecord) -> Self {
-        RunView {
-            fingerprint: format!("{:032x}", r.fingerprint),
-            run_id: r.run_id,
-            status: r.status,
-            last_step: r.last_step,
-            created_at_ms: r.created_at_ms,
-            updated_at_ms: r.updated_at_ms,
-            error: r.error,
-            forked_from: r.forked_from.map(|(run, step)| ForkView { run, step }),
-        }
-    }
-}
-
 #[derive(Debug, Deserialize)]
 pub(crate) struct RunsQuery {
     after: Option<String>,
@@ -137,7 +102,7 @@ pub(crate) struct RunsQuery {
 
 #[derive(Debug, Serialize)]
 struct RunsPage {
-    runs: Vec<RunView>,
+    runs: Vec<RunRecord>,
     /// The `after` of the next page, when this one is full.
     next: Option<String>,
 }
@@ -155,14 +120,13 @@ pub(crate) async fn runs(
     let next = (page.len() == limit)
         .then(|| page.last().map(|r| r.run_id.clone()))
         .flatten();
-    let runs = page.into_iter().map(RunView::from).collect();
-    Ok(Json(RunsPage { runs, next }).into_response())
+    Ok(Json(RunsPage { runs: page, next }).into_response())
 }
 
 #[derive(Debug, Serialize)]
 struct RunDetail {
     #[serde(flatten)]
-    run: RunView,
+    run: RunRecord,
     /// The interrupts the run waits on.
     interrupts: Vec<Interrupt>,
     /// The sequence number of its newest stored event.
@@ -191,7 +155,7 @@ pub(crate) async fn run(
         .map(|c| c.next.clone())
         .unwrap_or_default();
     Ok(Json(RunDetail {
-        run: record.into(),
+        run: record,
         interrupts,
         last_event,
         next,
@@ -200,44 +164,13 @@ pub(crate) async fn run(
     .into_response())
 }
 
-/// A checkpoint as the API shows it.
-#[derive(Debug, Serialize)]
-struct CheckpointView {
-    step: u64,
-    parent: Option<u64>,
-    created_at_ms: u64,
-    written: Vec<String>,
-    next: Vec<String>,
-    blob_bytes: u64,
-}
-
-impl From<CheckpointInfo> for CheckpointView {
-    fn from(c: CheckpointInfo) -> Self {
-        CheckpointView {
-            step: c.step,
-            parent: c.parent,
-            created_at_ms: c.created_at_ms,
-            written: c.written.into_iter().map(Into::into).collect(),
-            next: c.next,
-            blob_bytes: c.blob_bytes,
-        }
-    }
-}
-
 /// `GET /api/runs/{run}/checkpoints`.
 pub(crate) async fn checkpoints(
     State(state): State<AppState>,
     Path(run): Path<String>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
-    let list: Vec<CheckpointView> = state
-        .inspector
-        .checkpoints(&run)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect();
-    Ok(Json(list).into_response())
+    Ok(Json(state.inspector.checkpoints(&run).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]

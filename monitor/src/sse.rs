@@ -155,7 +155,7 @@ impl Follow {
             let now = Instant::now();
             let since = *self.quiet_since.get_or_insert(now);
             if self.ended || now - since >= QUIET {
-                return self.end(status_name(status));
+                return self.end(status.as_str());
             }
         } else {
             self.quiet_since = None;
@@ -235,18 +235,6 @@ fn is_final(status: RunStatus) -> bool {
         status,
         RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
     )
-}
-
-fn status_name(status: RunStatus) -> &'static str {
-    match status {
-        RunStatus::Pending => "pending",
-        RunStatus::Running => "running",
-        RunStatus::Completed => "completed",
-        RunStatus::Failed => "failed",
-        RunStatus::Interrupted => "interrupted",
-        RunStatus::Cancelled => "cancelled",
-        _ => "unknown",
-    }
 }
 
 /// The event's `type` tag, read from its JSON (`{"kind":{"type":"node_started",...}}`).

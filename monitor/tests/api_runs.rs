@@ -53,6 +53,13 @@ async fn runs_checkpoints_state_and_graph() {
     assert_eq!(all["runs"][0]["last_step"], 6);
     assert_eq!(all["runs"][0]["fingerprint"].as_str().unwrap().len(), 32);
     assert_eq!(all["next"], Value::Null);
+    // One JSON shape per object: the API serves the engine's records as they serialize.
+    let inspector = agentgraph_engine::Inspector::new(store.clone());
+    let records = inspector.runs().await.unwrap();
+    assert_eq!(all["runs"], serde_json::to_value(&records).unwrap());
+    let (_, listed) = get(addr, "/api/runs/run-a/checkpoints").await;
+    let checkpoints = inspector.checkpoints("run-a").await.unwrap();
+    assert_eq!(listed, serde_json::to_value(&checkpoints).unwrap());
     let (_, page) = get(addr, "/api/runs?limit=2").await;
     assert_eq!(page["runs"].as_array().unwrap().len(), 2);
     assert_eq!(page["next"], "run-b");

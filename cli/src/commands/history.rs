@@ -1,39 +1,10 @@
 //! `agentgraph history RUN`: a run's checkpoints.
 
-use agentgraph_engine::CheckpointInfo;
 use anyhow::Result;
-use serde::Serialize;
 
 use super::Ctx;
 use crate::output::{self, Table, timestamp};
 use crate::store::engine_error;
-
-/// A checkpoint as `history --json` prints it.
-#[derive(Debug, Serialize)]
-struct CheckpointJson<'a> {
-    step: u64,
-    parent: Option<u64>,
-    created_at_ms: u64,
-    /// The fields the step wrote.
-    written: Vec<&'a str>,
-    /// The nodes the next step runs, one per task.
-    next: &'a [String],
-    /// The bytes of the values written with the checkpoint.
-    bytes: u64,
-}
-
-impl<'a> From<&'a CheckpointInfo> for CheckpointJson<'a> {
-    fn from(c: &'a CheckpointInfo) -> Self {
-        CheckpointJson {
-            step: c.step,
-            parent: c.parent,
-            created_at_ms: c.created_at_ms,
-            written: c.written.iter().map(|w| w.as_ref()).collect(),
-            next: &c.next,
-            bytes: c.blob_bytes,
-        }
-    }
-}
 
 pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
     let store = ctx.open_store()?;
@@ -44,8 +15,7 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
         .await
         .map_err(|e| engine_error(run, e))?;
     if ctx.json {
-        let list: Vec<CheckpointJson<'_>> = checkpoints.iter().map(Into::into).collect();
-        return Ok(output::json(&mut ctx.out, &list)?);
+        return Ok(output::json(&mut ctx.out, &checkpoints)?);
     }
     let mut table = Table::new(vec!["STEP", "PARENT", "TIME", "WRITTEN", "NEXT", "BYTES"]);
     for c in &checkpoints {

@@ -3,54 +3,28 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
-use agentgraph_engine::{Fingerprint, RunRecord};
+use agentgraph_engine::RunRecord;
 use anyhow::Result;
 use serde::Serialize;
 
 use super::Ctx;
 use crate::cli::RunsArgs;
-use crate::output::{self, Table, ago, status_name, status_style, summary};
+use crate::output::{self, Table, ago, status_style, summary};
 
-/// A run as `--json` prints it.
+/// A run as `--json` prints it: the engine's [`RunRecord`] (the API's shape, as the monitor
+/// serves it) and the run whose subgraph node made it.
 #[derive(Debug, Serialize)]
-pub(crate) struct RunJson {
-    run_id: String,
-    status: &'static str,
-    last_step: Option<u64>,
-    created_at_ms: u64,
-    updated_at_ms: u64,
-    error: Option<String>,
-    /// Hex, as the engine prints fingerprints.
-    fingerprint: String,
-    forked_from: Option<ForkJson>,
+pub(crate) struct RunJson<'a> {
+    #[serde(flatten)]
+    run: &'a RunRecord,
     /// The run whose subgraph node made this run.
     pub(crate) parent: Option<String>,
 }
 
-/// Where a fork came from.
-#[derive(Debug, Serialize)]
-struct ForkJson {
-    run_id: String,
-    step: u64,
-}
-
-impl RunJson {
+impl<'a> RunJson<'a> {
     /// The JSON of `record`, whose parent run (for a subgraph run) is `parent`.
-    pub(crate) fn new(record: &RunRecord, parent: Option<String>) -> Self {
-        RunJson {
-            run_id: record.run_id.clone(),
-            status: status_name(record.status),
-            last_step: record.last_step,
-            created_at_ms: record.created_at_ms,
-            updated_at_ms: record.updated_at_ms,
-            error: record.error.clone(),
-            fingerprint: Fingerprint::from_u128(record.fingerprint).to_string(),
-            forked_from: record.forked_from.as_ref().map(|(run, step)| ForkJson {
-                run_id: run.clone(),
-                step: *step,
-            }),
-            parent,
-        }
+    pub(crate) fn new(run: &'a RunRecord, parent: Option<String>) -> Self {
+        RunJson { run, parent }
     }
 }
 
@@ -111,7 +85,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunsArgs) -> Result<()> {
                 format!("{}{}", "  ".repeat(depth), r.run_id),
                 Default::default(),
             ),
-            (status_name(r.status).to_owned(), status_style(r.status)),
+            (r.status.as_str().to_owned(), status_style(r.status)),
             (
                 r.last_step.map_or("-".to_owned(), |s| s.to_string()),
                 Default::default(),

@@ -9,13 +9,13 @@ use serde::Serialize;
 
 use super::Ctx;
 use super::runs::{RunJson, parent_of};
-use crate::output::{self, BOLD, ago, status_name, status_style, timestamp};
+use crate::output::{self, BOLD, ago, status_style, timestamp};
 use crate::store::engine_error;
 
 /// A run as `show --json` prints it.
 #[derive(Debug, Serialize)]
-struct ShowJson {
-    run: RunJson,
+struct ShowJson<'a> {
+    run: RunJson<'a>,
     checkpoints: usize,
     /// How many events the run stored.
     events: u64,
@@ -96,7 +96,7 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
     }
     let style = status_style(record.status);
     label(out, "status")?;
-    writeln!(out, "{style}{}{style:#}", status_name(record.status))?;
+    writeln!(out, "{style}{}{style:#}", record.status.as_str())?;
     label(out, "last step")?;
     writeln!(
         out,

@@ -63,7 +63,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: EventsArgs) -> Result<()> {
                  it crashed or was killed after step {}; resume it from its program, and follow it \
                  then with `--monitor URL`",
                 args.run,
-                output::status_name(record.status),
+                record.status.as_str(),
                 record
                     .last_step
                     .map_or("none".to_owned(), |s| s.to_string())
