@@ -151,7 +151,9 @@ impl RunConfig {
         self
     }
 
-    /// Names the run (a fresh time-ordered id otherwise).
+    /// Names the run (a fresh time-ordered id otherwise). An id containing `/@` is reserved for
+    /// the runs of subgraphs: a new run given one fails with
+    /// [`Error::ReservedRunId`](crate::Error::ReservedRunId).
     #[must_use]
     pub fn run_id(mut self, id: impl Into<String>) -> Self {
         self.run_id = Some(id.into());
