@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use agentgraph_checkpoint::SledStore;
 use agentgraph_engine::{
-    BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, GraphBuilder, RunConfig,
-    RunStatus, START,
+    BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, GraphBuilder, Packet,
+    Route, RunConfig, RunStatus, START,
 };
 use common::{Calls, Trace, TraceUpdate, chain};
 
@@ -169,5 +169,68 @@ async fn a_damaged_pending_write_file_runs_its_task_again() {
             .unwrap_or_else(|e| panic!("{damage}: {e}"));
         assert_eq!((s.count, s.last.len()), (11, BIG), "{damage}");
         assert_eq!(calls.get("big"), big + 1, "{damage}: `big` runs again");
+    }
+}
+
+/// A damaged value file of the newest checkpoint's record itself (a record of 64 KiB or more:
+/// its next task's packet input is large): reading the run's interrupts and resuming both fall
+/// back to the checkpoint before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_checkpoint_record_file_falls_back_too() {
+    let calls = Calls::default();
+    let fail = Arc::new(AtomicBool::new(true));
+    let mut b = GraphBuilder::<Trace>::new();
+    let c = calls.clone();
+    b.add_node("plan", move |_, _| {
+        c.hit("plan");
+        async move { Ok::<_, BoxError>(TraceUpdate::note("plan")) }
+    });
+    let (c, f) = (calls.clone(), fail.clone());
+    b.add_node("work", move |_, ctx: Context| {
+        c.hit("work");
+        let fail = f.load(Ordering::SeqCst);
+        async move {
+            let input: String = ctx.input()?;
+            if fail {
+                return Err::<TraceUpdate, BoxError>("the service is down".into());
+            }
+            Ok(TraceUpdate::new().count(1).last(input))
+        }
+    });
+    b.add_edge(START, "plan")
+        .add_conditional_edges("plan", ["work"], |_: &Trace| {
+            Route::packets([Packet::new("work", &"w".repeat(BIG))])
+        })
+        .add_edge("work", END);
+    let g = b.compile().unwrap();
+
+    for damage in ["flip", "cut", "delete"] {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        fail.store(true, Ordering::SeqCst);
+        g.run_with(Trace::default(), cfg(&store)).await.unwrap_err();
+        // The only value file: the record of checkpoint 1, whose next task carries the packet.
+        let file = newest_value_file(dir.path());
+        let mut bytes = std::fs::read(&file).unwrap();
+        assert!(bytes.len() >= BIG, "{} bytes", bytes.len());
+        match damage {
+            "flip" => {
+                bytes[7] ^= 1;
+                std::fs::write(&file, bytes).unwrap();
+            }
+            "cut" => std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap(),
+            _ => std::fs::remove_file(&file).unwrap(),
+        }
+        let history = g.history(store.clone());
+        assert_eq!(history.interrupts("r").await.unwrap(), [], "{damage}");
+        fail.store(false, Ordering::SeqCst);
+        let plan = calls.get("plan");
+        let s = g
+            .resume("r", cfg(&store))
+            .await
+            .unwrap_or_else(|e| panic!("{damage}: {e}"));
+        assert_eq!((s.count, s.last.len()), (1, BIG), "{damage}");
+        assert_eq!(s.log, ["plan"], "{damage}");
+        assert_eq!(calls.get("plan"), plan + 1, "{damage}: `plan` runs again");
     }
 }

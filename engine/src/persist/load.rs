@@ -34,68 +34,143 @@ pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Re
     let Some(run_record) = store.get_run(run).await? else {
         return Err(Error::RunNotFound(run.to_owned()));
     };
-    let mut first_problem = None;
-    // The newest checkpoint is almost always intact: try it before listing the others.
-    let newest = match store.latest_checkpoint(run).await {
-        Ok(Some((newest, _))) => Some(newest),
-        Ok(None) => {
-            return Err(Error::Corrupt {
-                run: run.to_owned(),
-                reason: "it has no checkpoint".to_owned(),
-            });
-        }
-        Err(e @ StoreError::Corrupt { .. }) => {
-            first_problem = Some(e.to_string());
-            None
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let (mut steps, mut listed) = match newest {
-        Some(newest) => (vec![newest], false),
-        // Its record is unreadable: every checkpoint up to the run's last step is a candidate.
-        None => (
-            candidates(store, run, None, run_record.last_step).await?,
-            true,
-        ),
-    };
-    while let Some(step) = steps.pop() {
+    let mut candidates = Candidates::new(store, run, run_record.last_step).await?;
+    while let Some(step) = candidates.next().await? {
         match load_at::<S>(store, run, step).await {
             Ok((state, record, fields)) => {
-                let pending = if first_problem.is_none() {
-                    load_pending(store, run, step + 1).await?
-                } else {
+                let fell_back = candidates.fell_back();
+                let pending = if fell_back {
                     // Past damage, the later timeline is not trusted: its writes are dropped.
                     Vec::new()
+                } else {
+                    load_pending(store, run, step + 1).await?
                 };
                 return Ok(Loaded {
                     state,
                     record,
                     run: run_record,
                     pending,
-                    fell_back: first_problem.is_some(),
+                    fell_back,
                     fields,
                 });
             }
-            Err(LoadError::Damaged(reason)) => {
-                first_problem.get_or_insert(reason);
-                if !listed {
-                    listed = true;
-                    steps = candidates(store, run, newest, run_record.last_step).await?;
-                }
-            }
+            Err(LoadError::Damaged(reason)) => candidates.damaged(reason),
             Err(LoadError::Fatal(e)) => return Err(e),
         }
     }
-    Err(Error::Corrupt {
-        run: run.to_owned(),
-        reason: first_problem.unwrap_or_else(|| "it has no checkpoint".to_owned()),
-    })
+    Err(candidates.exhausted())
 }
 
-/// The steps of `run`'s checkpoints before `before` (all of them for `None`), oldest first: the
-/// candidates to fall back to. When a checkpoint cannot be listed (a damaged value), every step
-/// up to `before` (or the run's `last_step`) is, and those that do not exist are passed over.
-async fn candidates(
+/// The newest checkpoint record of `run` that is intact (resume falls back past a damaged
+/// newest one the same way), with the run's record.
+pub(crate) async fn newest_record(
+    store: &dyn CheckpointStore,
+    run: &str,
+) -> Result<(RunRecord, CheckpointRecord)> {
+    let Some(run_record) = store.get_run(run).await? else {
+        return Err(Error::RunNotFound(run.to_owned()));
+    };
+    let mut candidates = Candidates::new(store, run, run_record.last_step).await?;
+    while let Some(step) = candidates.next().await? {
+        let read = match store.get_checkpoint(run, step).await {
+            Ok(Some(bytes)) => envelope::decode(RecordKind::Checkpoint, &bytes)
+                .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e)),
+            Ok(None) => Err(LoadError::Damaged(format!("checkpoint {step} vanished"))),
+            Err(e) => Err(e.into()),
+        };
+        match read {
+            Ok(record) => return Ok((run_record, record)),
+            Err(LoadError::Damaged(reason)) => candidates.damaged(reason),
+            Err(LoadError::Fatal(e)) => return Err(e),
+        }
+    }
+    Err(candidates.exhausted())
+}
+
+/// The checkpoints of a run to load, newest first: the newest alone (it is almost always
+/// intact: the others are not listed for it), then, once something was damaged, the older ones.
+struct Candidates<'a> {
+    store: &'a dyn CheckpointStore,
+    run: &'a str,
+    /// The run record's last step.
+    last_step: Option<u64>,
+    /// The newest checkpoint's step, unless even its listing was damaged.
+    newest: Option<u64>,
+    /// The steps still to try, oldest first.
+    steps: Vec<u64>,
+    listed: bool,
+    /// The first damage found.
+    problem: Option<String>,
+}
+
+impl<'a> Candidates<'a> {
+    async fn new(
+        store: &'a dyn CheckpointStore,
+        run: &'a str,
+        last_step: Option<u64>,
+    ) -> Result<Self> {
+        let mut c = Candidates {
+            store,
+            run,
+            last_step,
+            newest: None,
+            steps: Vec::new(),
+            listed: false,
+            problem: None,
+        };
+        match store.latest_checkpoint(run).await {
+            Ok(Some((newest, _))) => {
+                c.newest = Some(newest);
+                c.steps.push(newest);
+            }
+            Ok(None) => {
+                return Err(Error::Corrupt {
+                    run: run.to_owned(),
+                    reason: "it has no checkpoint".to_owned(),
+                });
+            }
+            // Its record is unreadable: every checkpoint up to the run's last step is a
+            // candidate.
+            Err(e @ StoreError::Corrupt { .. }) => c.damaged(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(c)
+    }
+
+    /// The next step to try.
+    async fn next(&mut self) -> Result<Option<u64>> {
+        if self.problem.is_some() && !self.listed {
+            self.listed = true;
+            self.steps = steps_before(self.store, self.run, self.newest, self.last_step).await?;
+        }
+        Ok(self.steps.pop())
+    }
+
+    /// The step last tried is damaged.
+    fn damaged(&mut self, reason: String) {
+        self.problem.get_or_insert(reason);
+    }
+
+    /// Whether a newer checkpoint was damaged.
+    fn fell_back(&self) -> bool {
+        self.problem.is_some()
+    }
+
+    /// The error when no checkpoint is intact.
+    fn exhausted(self) -> Error {
+        Error::Corrupt {
+            run: self.run.to_owned(),
+            reason: self
+                .problem
+                .unwrap_or_else(|| "it has no checkpoint".to_owned()),
+        }
+    }
+}
+
+/// The steps of `run`'s checkpoints before `before` (all of them for `None`), oldest first.
+/// When a checkpoint cannot be listed (a damaged value), every step up to `before` (or the
+/// run's `last_step`) is given, and those that do not exist are passed over as damaged.
+async fn steps_before(
     store: &dyn CheckpointStore,
     run: &str,
     before: Option<u64>,

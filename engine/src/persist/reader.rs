@@ -7,7 +7,7 @@ use std::sync::Arc;
 use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus};
 
 use super::events::decode_event;
-use super::load::{decode_record, load_pending, state_at};
+use super::load::{decode_record, load_pending, newest_record, state_at};
 use super::pending::pending_interrupts;
 use super::record::CheckpointRecord;
 use super::runs::child_runs;
@@ -83,31 +83,9 @@ impl Reader {
             .collect())
     }
 
-    /// The newest checkpoint record of `run` that decodes (resume falls back past a damaged
-    /// newest one the same way).
-    async fn newest_record(&self, run: &str) -> Result<CheckpointRecord> {
-        let Some((_, bytes)) = self.store.latest_checkpoint(run).await? else {
-            return Err(Error::Corrupt {
-                run: run.to_owned(),
-                reason: "it has no checkpoint".to_owned(),
-            });
-        };
-        let damaged = match decode_record(run, &bytes) {
-            Ok(record) => return Ok(record),
-            Err(e) => e,
-        };
-        self.raw_checkpoints(run)
-            .await?
-            .iter()
-            .rev()
-            .find_map(|(_, bytes)| decode_record(run, bytes).ok())
-            .ok_or(damaged)
-    }
-
     /// The interrupts `run` waits on.
     pub(crate) async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
-        let record = self.run(run).await?;
-        let checkpoint = self.newest_record(run).await?;
+        let (record, checkpoint) = newest_record(&*self.store, run).await?;
         let pending = load_pending(&*self.store, run, checkpoint.step + 1).await?;
         let gates = record.status == RunStatus::Interrupted;
         Ok(pending_interrupts(&checkpoint, &pending, gates)
