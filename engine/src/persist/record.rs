@@ -125,8 +125,10 @@ pub(crate) struct RouteRecord {
     pub(crate) packets: Vec<(String, ByteBuf)>,
 }
 
-/// The stored tag of an [`InterruptKind`].
+/// The stored tag of an [`InterruptKind`] (by variant index in records, by name in stored
+/// events' JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub(crate) enum StoredInterruptKind {
     Before,
     After,
