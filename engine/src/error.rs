@@ -312,7 +312,9 @@ pub enum Error {
     RunNotFound(String),
     /// The run is in the store, but has no checkpoint at this step (it never reached it, or
     /// the checkpoint was pruned).
-    #[error("run `{run}` has no checkpoint at step {step}")]
+    #[error(
+        "run `{run}` has no checkpoint at step {step}; its checkpoints are listed by `History::checkpoints` (older ones may have been pruned)"
+    )]
     CheckpointNotFound {
         /// The run.
         run: String,

@@ -101,6 +101,33 @@ impl Inspector {
     /// The runs of `run`'s subgraphs, nested ones too (the runs named `{run}/@...`), in id
     /// order.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut inner = GraphBuilder::<Count>::new();
+    /// inner.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_edge(START, "one").add_edge("one", END);
+    /// let mut outer = GraphBuilder::<Count>::new();
+    /// outer.add_subgraph("sub", inner.compile()?, Count::clone, |c: Count| CountUpdate::new().n(c.n))
+    ///     .add_edge(START, "sub").add_edge("sub", END);
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = RunConfig::new().shared_store(store.clone()).run_id("team");
+    /// outer.compile()?.run_with(Count { n: 1 }, config).await?;
+    ///
+    /// let inspector = Inspector::new(store);
+    /// let children = inspector.subgraph_runs("team").await?;
+    /// assert_eq!(children.len(), 1);
+    /// assert!(children[0].starts_with("team/@sub/"));
+    /// assert_eq!(Inspector::parent_run(&children[0]), Some("team"));
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     ///
     /// [`Error::Store`].
