@@ -39,7 +39,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// List the runs of the store: status, last step, when each was last written, and the
-    /// error of failed runs. Subgraph runs (`{run}/{node}/{task}`) are hidden unless `--all`
+    /// error of failed runs. Subgraph runs (`{run}/@{node}/{task}`) are hidden unless `--all`
     /// is given, which shows them indented under their parents.
     Runs(RunsArgs),
     /// Show one run: its status, times, last step, last error, the interrupts it waits on

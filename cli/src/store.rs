@@ -91,10 +91,10 @@ pub(crate) fn not_found(run: &str) -> anyhow::Error {
     anyhow!("no run `{run}` in the store (list them with `agentgraph runs`)")
 }
 
-/// An engine error, with [`Error::RunNotFound`] said the command-line way.
+/// An engine error, with [`Error::RunNotFound`] of `run` said the command-line way.
 pub(crate) fn engine_error(run: &str, e: Error) -> anyhow::Error {
     match e {
-        Error::RunNotFound(what) if what == run => not_found(run),
+        Error::RunNotFound(missing) if missing == run => not_found(run),
         other => anyhow!(other),
     }
 }

@@ -448,7 +448,7 @@ fn subgraph_runs_are_shown_under_their_parents_with_all() {
     let all = json(dir.path(), &["runs", "--all"]);
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
     let child = all[1]["run_id"].as_str().unwrap().to_owned();
-    assert!(child.starts_with("outer/inner/"), "{child}");
+    assert!(child.starts_with("outer/@inner/"), "{child}");
     assert_eq!(all[1]["parent"], "outer");
 
     let text = stdout(dir.path(), &["runs", "--all"]);

@@ -231,8 +231,10 @@ impl<S: State> GraphBuilder<S> {
     /// update of the parent's.
     ///
     /// With a checkpoint store, the child run is stored under the parent's, as
-    /// `{parent run}/{node}/{task id}`, with the parent's durability: a parent resumed after a
-    /// crash resumes the child where it stopped (a finished child does not run again).
+    /// `{parent run}/@{node}/{task id}` (`/@` is reserved for these runs: a run id that contains
+    /// it is refused with [`Error::ReservedRunId`](crate::Error::ReservedRunId)), with the
+    /// parent's durability: a parent resumed after a crash resumes the child where it stopped
+    /// (a finished child does not run again).
     /// Interrupts inside the child stop the parent; their [`Interrupt::path`](crate::Interrupt)
     /// names this node, and answers given to the parent's resume reach them. The child's
     /// events reach the parent's subscribers as

@@ -94,6 +94,9 @@ pub struct RunConfig {
     pub(crate) on_failure: FailurePolicy,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) run_timeout: Option<Duration>,
+    /// Whether the run is a subgraph's child run, whose id may have the mark reserved for
+    /// those (see `persist::runs`).
+    pub(crate) subgraph_run: bool,
 }
 
 impl Default for RunConfig {
@@ -112,6 +115,7 @@ impl Default for RunConfig {
             on_failure: FailurePolicy::default(),
             step_timeout: None,
             run_timeout: None,
+            subgraph_run: false,
         }
     }
 }
@@ -147,7 +151,9 @@ impl RunConfig {
         self
     }
 
-    /// Names the run (a fresh time-ordered id otherwise).
+    /// Names the run (a fresh time-ordered id otherwise). An id containing `/@` is reserved for
+    /// the runs of subgraphs: a new run given one fails with
+    /// [`Error::ReservedRunId`](crate::Error::ReservedRunId).
     #[must_use]
     pub fn run_id(mut self, id: impl Into<String>) -> Self {
         self.run_id = Some(id.into());

@@ -310,6 +310,17 @@ pub enum Error {
     /// The store has no such run.
     #[error("run `{0}` is not in the store")]
     RunNotFound(String),
+    /// The run is in the store, but has no checkpoint at this step (it never reached it, or
+    /// the checkpoint was pruned).
+    #[error(
+        "run `{run}` has no checkpoint at step {step}; its checkpoints are listed by `History::checkpoints` (older ones may have been pruned)"
+    )]
+    CheckpointNotFound {
+        /// The run.
+        run: String,
+        /// The step asked for.
+        step: u64,
+    },
     /// The state of a run was asked for as JSON, but the run stored no views of it.
     #[error(
         "run `{0}` stored no views of its state; run it with `RunConfig::monitored()` (store_events and state_views) to read its state without its program, or read it with `History::state`"
@@ -318,6 +329,12 @@ pub enum Error {
     /// A new run was given the id of a run already in the store.
     #[error("run `{0}` already exists in the store; resume it, or choose another run id")]
     RunExists(String),
+    /// A new run (or fork) was given an id containing `/@`, which marks the runs of subgraphs
+    /// (`{run}/@{node}/{task}`): only those may have it.
+    #[error(
+        "run id `{0}` contains `/@`, which is reserved for the runs of subgraphs; choose another run id"
+    )]
+    ReservedRunId(String),
     /// Resuming needs a store.
     #[error("resuming needs a checkpoint store: set one with `RunConfig::store`")]
     NoStore,

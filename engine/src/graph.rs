@@ -283,8 +283,24 @@ impl<S: State> IntoFuture for Run<S> {
             otel.status_code = tracing::field::Empty,
             error = tracing::field::Empty,
         );
+        // A new run may not take an id reserved for subgraph runs.
+        let refused = match &self.start {
+            Start::Fresh(_) if !self.shared.config.subgraph_run => {
+                crate::persist::runs::check_new_run_id(&self.shared.run_id).err()
+            }
+            _ => None,
+        };
         let executor = Executor::new(self.plan, self.shared);
-        Box::pin(executor.run(self.start).instrument(span))
+        let run = executor.run(self.start);
+        Box::pin(
+            async move {
+                match refused {
+                    Some(e) => Err(e),
+                    None => run.await,
+                }
+            }
+            .instrument(span),
+        )
     }
 }
 

@@ -1,19 +1,20 @@
-//! [`History`]: the stored runs of a graph, to list, inspect, fork and prune.
+//! [`History`]: the stored runs of a graph, to list, inspect, fork and prune: a typed view over
+//! an [`Inspector`], which adds the graph's state type (typed states, forks).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use agentgraph_checkpoint::envelope::{self, RecordKind};
-use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
+use agentgraph_checkpoint::{CheckpointStore, RunRecord};
 
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::Error;
+use crate::error::Result;
 use crate::event::Event;
 use crate::graph::CompiledGraph;
 use crate::inspect::Inspector;
 use crate::interrupt::Interrupt;
-use crate::persist::record::{BlobRecord, CheckpointRecord};
-use crate::persist::{now_ms, state_at};
+use crate::persist::fork;
 use crate::state::State;
 
 /// One checkpoint of a run, as listed by [`History::checkpoints`].
@@ -41,22 +42,28 @@ pub struct CheckpointInfo {
 /// The runs a store holds for a graph: list them and their checkpoints, read the state at any
 /// checkpoint, fork a new run from one (optionally editing the state), prune old checkpoints,
 /// delete runs. Made by [`CompiledGraph::history`].
+///
+/// The typed view of a store: what does not need the state type is the
+/// [`inspector`](History::inspector)'s, to which it delegates.
 pub struct History<S: State> {
     graph: CompiledGraph<S>,
-    store: Arc<dyn CheckpointStore>,
+    inspector: Inspector,
 }
 
 impl<S: State> fmt::Debug for History<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("History")
-            .field("store", &self.store)
+            .field("store", self.inspector.store())
             .finish_non_exhaustive()
     }
 }
 
 impl<S: State> History<S> {
     pub(crate) fn new(graph: CompiledGraph<S>, store: Arc<dyn CheckpointStore>) -> Self {
-        History { graph, store }
+        History {
+            graph,
+            inspector: Inspector::new(store),
+        }
     }
 
     /// Every run in the store, ordered by run id (time-ordered for generated ids).
@@ -65,7 +72,7 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Store`].
     pub async fn runs(&self) -> Result<Vec<RunRecord>> {
-        self.inspector().runs().await
+        self.inspector.runs().await
     }
 
     /// The record of one run.
@@ -74,7 +81,7 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Store`].
     pub async fn run(&self, run: &str) -> Result<Option<RunRecord>> {
-        Ok(self.store.get_run(run).await?)
+        self.inspector.run(run).await
     }
 
     /// The checkpoints of `run`, oldest first.
@@ -84,11 +91,7 @@ impl<S: State> History<S> {
     /// [`Error::Store`], or [`Error::Corrupt`] for a damaged checkpoint.
     pub async fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointInfo>> {
         let name = |f: u32| Cow::Borrowed(S::FIELDS.get(f as usize).map_or("?", |f| f.name));
-        Ok(crate::inspect::records(&*self.store, run)
-            .await?
-            .iter()
-            .map(|r| crate::inspect::info(r, name))
-            .collect())
+        self.inspector.reader().checkpoints(run, name).await
     }
 
     /// The interrupts `run` waits on (empty unless it stopped at some), to answer with
@@ -98,7 +101,7 @@ impl<S: State> History<S> {
     ///
     /// [`Error::RunNotFound`], [`Error::Corrupt`], [`Error::Store`].
     pub async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
-        self.inspector().interrupts(run).await
+        self.inspector.interrupts(run).await
     }
 
     /// Up to `limit` stored events of `run` (see
@@ -109,27 +112,18 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Corrupt`] for an event that does not decode, [`Error::Store`].
     pub async fn events(&self, run: &str, after: Option<u64>, limit: usize) -> Result<Vec<Event>> {
-        self.inspector().events(run, after, limit).await
+        self.inspector.events(run, after, limit).await
     }
 
     /// The state of `run` after `step` (the newest checkpoint when `None`).
     ///
     /// # Errors
     ///
-    /// [`Error::RunNotFound`] when there is no such checkpoint, [`Error::Corrupt`] when it is
-    /// damaged, [`Error::Store`].
+    /// [`Error::RunNotFound`] when there is no such run (or it has no checkpoint),
+    /// [`Error::CheckpointNotFound`] when it has no checkpoint at `step`, [`Error::Corrupt`]
+    /// when the checkpoint is damaged, [`Error::Store`].
     pub async fn state(&self, run: &str, step: Option<u64>) -> Result<S> {
-        let step = match step {
-            Some(step) => step,
-            None => match self.store.latest_checkpoint(run).await? {
-                Some((step, _)) => step,
-                None => return Err(Error::RunNotFound(run.to_owned())),
-            },
-        };
-        if self.store.get_checkpoint(run, step).await?.is_none() {
-            return Err(Error::RunNotFound(format!("{run}` at step `{step}")));
-        }
-        Ok(state_at::<S>(&*self.store, run, step).await?.0)
+        Ok(self.inspector.reader().state::<S>(run, step).await?.0)
     }
 
     /// Forks a new run `new_run` from the checkpoint of `run` at `step`, with the state
@@ -138,8 +132,9 @@ impl<S: State> History<S> {
     ///
     /// # Errors
     ///
-    /// [`Error::RunExists`] when `new_run` is taken, [`Error::RunNotFound`],
-    /// [`Error::Corrupt`], [`Error::Encode`], [`Error::Store`].
+    /// [`Error::RunExists`] when `new_run` is taken, [`Error::ReservedRunId`] when it contains
+    /// `/@`, [`Error::RunNotFound`], [`Error::CheckpointNotFound`], [`Error::Corrupt`],
+    /// [`Error::Encode`], [`Error::Store`].
     pub async fn fork(
         &self,
         run: &str,
@@ -147,50 +142,7 @@ impl<S: State> History<S> {
         new_run: &str,
         edit: impl FnOnce(&mut S),
     ) -> Result<()> {
-        let _lease = self.store.lock_run(new_run)?;
-        if self.store.get_run(new_run).await?.is_some() {
-            return Err(Error::RunExists(new_run.to_owned()));
-        }
-        let Some(source) = self.store.get_run(run).await? else {
-            return Err(Error::RunNotFound(run.to_owned()));
-        };
-        let (mut state, record) = state_at::<S>(&*self.store, run, step).await?;
-        edit(&mut state);
-        let mut batch = WriteBatch::new();
-        let mut blob_bytes = 0;
-        for f in 0..S::FIELDS.len() {
-            let mut full = Vec::new();
-            state
-                .encode_field(f, &mut full)
-                .map_err(|source| Error::Encode {
-                    what: format!("field `{}`", S::FIELDS[f].name),
-                    source,
-                })?;
-            let bytes = envelope::encode(RecordKind::Blob, &BlobRecord::Full(full.into()))
-                .map_err(record_error)?;
-            blob_bytes += bytes.len() as u64;
-            batch.put_blob(new_run, f as u32, step, bytes);
-        }
-        let forked = CheckpointRecord {
-            parent: None,
-            created_at_ms: now_ms(),
-            bases: vec![step; S::FIELDS.len()],
-            written: (0..S::FIELDS.len() as u32).collect(),
-            blob_bytes,
-            ..record
-        };
-        batch.put_checkpoint(
-            new_run,
-            step,
-            envelope::encode(RecordKind::Checkpoint, &forked).map_err(record_error)?,
-        );
-        let mut rec = RunRecord::new(new_run, RunStatus::Pending, source.fingerprint, now_ms());
-        rec.last_step = Some(step);
-        rec.forked_from = Some((run.to_owned(), step));
-        batch.put_run(rec);
-        self.store.commit(batch).await?;
-        self.store.flush().await?;
-        Ok(())
+        fork::fork(self.inspector.reader(), run, step, new_run, edit).await
     }
 
     /// Keeps the newest `keep` checkpoints of `run` and deletes the older ones, with the field
@@ -200,17 +152,17 @@ impl<S: State> History<S> {
     ///
     /// [`Error::Store`], [`Error::Corrupt`]; `StoreError::RunBusy` when the run is running.
     pub async fn prune(&self, run: &str, keep: usize) -> Result<usize> {
-        self.inspector().prune(run, keep).await
+        self.inspector.prune(run, keep).await
     }
 
     /// Deletes `run` and everything stored for it, with the runs of its subgraphs (the runs
-    /// named `{run}/...`).
+    /// named `{run}/@...`).
     ///
     /// # Errors
     ///
     /// [`Error::Store`]; `StoreError::RunBusy` when the run is running.
     pub async fn delete(&self, run: &str) -> Result<()> {
-        self.inspector().delete(run).await
+        self.inspector.delete(run).await
     }
 
     /// The graph.
@@ -220,13 +172,6 @@ impl<S: State> History<S> {
 
     /// The same store, read without the state type (state as JSON, the stored graph).
     pub fn inspector(&self) -> Inspector {
-        Inspector::new(self.store.clone())
-    }
-}
-
-fn record_error(e: envelope::FormatError) -> Error {
-    Error::Encode {
-        what: "a record".to_owned(),
-        source: crate::codec::CodecError::new(e.to_string()),
+        self.inspector.clone()
     }
 }

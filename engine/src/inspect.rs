@@ -5,15 +5,15 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
+use agentgraph_checkpoint::{CheckpointStore, RunRecord};
 
 use crate::describe::GraphDescription;
 use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::history::CheckpointInfo;
 use crate::interrupt::Interrupt;
-use crate::persist::record::CheckpointRecord;
-use crate::persist::{child_runs, decode_event, decode_record, load_pending, pending_interrupts};
+use crate::persist::reader::Reader;
+use crate::persist::{prune, runs};
 use crate::view::StateJson;
 
 /// How many events a page of [`Inspector`] reads at a time.
@@ -53,13 +53,13 @@ const PAGE: usize = 1024;
 /// ```
 #[derive(Clone)]
 pub struct Inspector {
-    store: Arc<dyn CheckpointStore>,
+    reader: Reader,
 }
 
 impl fmt::Debug for Inspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Inspector")
-            .field("store", &self.store)
+            .field("store", self.reader.store())
             .finish()
     }
 }
@@ -67,16 +67,76 @@ impl fmt::Debug for Inspector {
 impl Inspector {
     /// An inspector of `store`.
     pub fn new(store: Arc<dyn CheckpointStore>) -> Self {
-        Inspector { store }
+        Inspector {
+            reader: Reader::new(store),
+        }
     }
 
     /// The store.
     pub fn store(&self) -> &Arc<dyn CheckpointStore> {
-        &self.store
+        self.reader.store()
+    }
+
+    pub(crate) fn reader(&self) -> &Reader {
+        &self.reader
+    }
+
+    /// The run whose subgraph node made `run`, when `run` is a subgraph run: subgraph runs are
+    /// named `{parent}/@{node}/{task}`, and `/@` is reserved for them
+    /// ([`Error::ReservedRunId`]), so a run a user named (`team/1`) is never taken for one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::Inspector;
+    ///
+    /// let child = "team/1/@review/0196b0c4a1e07a3c9d5e6f708192a3b4";
+    /// assert_eq!(Inspector::parent_run(child), Some("team/1"));
+    /// assert_eq!(Inspector::parent_run("team/1"), None);
+    /// ```
+    pub fn parent_run(run: &str) -> Option<&str> {
+        runs::parent_run(run)
+    }
+
+    /// The runs of `run`'s subgraphs, nested ones too (the runs named `{run}/@...`), in id
+    /// order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut inner = GraphBuilder::<Count>::new();
+    /// inner.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_edge(START, "one").add_edge("one", END);
+    /// let mut outer = GraphBuilder::<Count>::new();
+    /// outer.add_subgraph("sub", inner.compile()?, Count::clone, |c: Count| CountUpdate::new().n(c.n))
+    ///     .add_edge(START, "sub").add_edge("sub", END);
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = RunConfig::new().shared_store(store.clone()).run_id("team");
+    /// outer.compile()?.run_with(Count { n: 1 }, config).await?;
+    ///
+    /// let inspector = Inspector::new(store);
+    /// let children = inspector.subgraph_runs("team").await?;
+    /// assert_eq!(children.len(), 1);
+    /// assert!(children[0].starts_with("team/@sub/"));
+    /// assert_eq!(Inspector::parent_run(&children[0]), Some("team"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn subgraph_runs(&self, run: &str) -> Result<Vec<String>> {
+        self.reader.child_runs(run).await
     }
 
     /// Every run in the store, ordered by run id (time-ordered for generated ids). Subgraph
-    /// runs are listed too, as `{run}/{node}/{task}`.
+    /// runs are listed too, as `{run}/@{node}/{task}`.
     ///
     /// # Errors
     ///
@@ -85,7 +145,7 @@ impl Inspector {
         let mut out: Vec<RunRecord> = Vec::new();
         loop {
             let after = out.last().map(|r| r.run_id.clone());
-            let page = self.store.list_runs(after.as_deref(), 1000).await?;
+            let page = self.store().list_runs(after.as_deref(), 1000).await?;
             if page.is_empty() {
                 return Ok(out);
             }
@@ -100,7 +160,7 @@ impl Inspector {
     ///
     /// [`Error::Store`].
     pub async fn runs_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        Ok(self.store.list_runs(after, limit).await?)
+        Ok(self.store().list_runs(after, limit).await?)
     }
 
     /// The record of one run.
@@ -109,7 +169,7 @@ impl Inspector {
     ///
     /// [`Error::Store`].
     pub async fn run(&self, run: &str) -> Result<Option<RunRecord>> {
-        Ok(self.store.get_run(run).await?)
+        Ok(self.store().get_run(run).await?)
     }
 
     /// The checkpoints of `run`, oldest first. Written fields are named after the run's
@@ -123,16 +183,12 @@ impl Inspector {
         let names: Vec<String> = graph
             .map(|g| g.fields.into_iter().map(|f| f.name).collect())
             .unwrap_or_default();
-        let records = records(&*self.store, run).await?;
-        Ok(records
-            .iter()
-            .map(|r| {
-                info(r, |f| match names.get(f as usize) {
-                    Some(name) => Cow::Owned(name.clone()),
-                    None => Cow::Owned(format!("#{f}")),
-                })
+        self.reader
+            .checkpoints(run, |f| match names.get(f as usize) {
+                Some(name) => Cow::Owned(name.clone()),
+                None => Cow::Owned(format!("#{f}")),
             })
-            .collect())
+            .await
     }
 
     /// The interrupts `run` waits on (empty unless it stopped at some).
@@ -142,16 +198,7 @@ impl Inspector {
     /// [`Error::RunNotFound`], [`Error::Corrupt`] when no checkpoint of the run decodes,
     /// [`Error::Store`].
     pub async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
-        let Some(record) = self.store.get_run(run).await? else {
-            return Err(Error::RunNotFound(run.to_owned()));
-        };
-        let checkpoint = newest_record(&*self.store, run).await?;
-        let pending = load_pending(&*self.store, run, checkpoint.step + 1).await?;
-        let gates = record.status == RunStatus::Interrupted;
-        Ok(pending_interrupts(&checkpoint, &pending, gates)
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect())
+        self.reader.interrupts(run).await
     }
 
     /// Up to `limit` stored events of `run` (see
@@ -162,12 +209,7 @@ impl Inspector {
     ///
     /// [`Error::Corrupt`] for an event that does not decode, [`Error::Store`].
     pub async fn events(&self, run: &str, after: Option<u64>, limit: usize) -> Result<Vec<Event>> {
-        self.store
-            .get_events(run, after, limit)
-            .await?
-            .into_iter()
-            .map(|(seq, bytes)| decode_event(run, seq, &bytes))
-            .collect()
+        self.reader.events(run, after, limit).await
     }
 
     /// The sequence number of the newest stored event of `run`.
@@ -176,7 +218,7 @@ impl Inspector {
     ///
     /// [`Error::Store`].
     pub async fn last_event(&self, run: &str) -> Result<Option<u64>> {
-        Ok(self.store.last_event(run).await?)
+        Ok(self.store().last_event(run).await?)
     }
 
     /// The graph `run` ran, as its newest [`EventKind::Graph`] event says (runs with
@@ -204,23 +246,13 @@ impl Inspector {
     ///
     /// # Errors
     ///
-    /// [`Error::RunNotFound`] when there is no such run or checkpoint,
+    /// [`Error::RunNotFound`] when there is no such run (or it has no checkpoint),
+    /// [`Error::CheckpointNotFound`] when it has no checkpoint at `step`,
     /// [`Error::NoStateViews`] when the run did not store views of its state (run it with
     /// [`RunConfig::monitored`](crate::RunConfig::monitored)), [`Error::Corrupt`] for an event
     /// that does not decode, [`Error::Store`].
     pub async fn state_json(&self, run: &str, step: Option<u64>) -> Result<serde_json::Value> {
-        let step = match step {
-            Some(step) => {
-                if self.store.get_checkpoint(run, step).await?.is_none() {
-                    return Err(Error::RunNotFound(format!("{run}` at step `{step}")));
-                }
-                step
-            }
-            None => match self.store.latest_checkpoint(run).await? {
-                Some((step, _)) => step,
-                None => return Err(Error::RunNotFound(run.to_owned())),
-            },
-        };
+        let step = self.reader.checkpoint_step(run, step).await?;
         let mut state = StateJson::new();
         let mut seen = false;
         self.each_event(run, |event| {
@@ -241,39 +273,17 @@ impl Inspector {
     ///
     /// [`Error::Store`], [`Error::Corrupt`]; `StoreError::RunBusy` when the run is running.
     pub async fn prune(&self, run: &str, keep: usize) -> Result<usize> {
-        let _lease = self.store.lock_run(run)?;
-        let all = records(&*self.store, run).await?;
-        let keep = keep.max(1);
-        if all.len() <= keep {
-            return Ok(0);
-        }
-        let oldest_kept = &all[all.len() - keep];
-        let mut batch = WriteBatch::new();
-        batch.delete_checkpoints_before(run, oldest_kept.step);
-        for (f, base) in oldest_kept.bases.iter().enumerate() {
-            batch.delete_blobs_before(run, f as u32, *base);
-        }
-        self.store.commit(batch).await?;
-        self.store.flush().await?;
-        Ok(all.len() - keep)
+        prune::prune(&self.reader, run, keep).await
     }
 
     /// Deletes `run` and everything stored for it, with the runs of its subgraphs (the runs
-    /// named `{run}/...`).
+    /// named `{run}/@...`).
     ///
     /// # Errors
     ///
     /// [`Error::Store`]; `StoreError::RunBusy` when the run is running.
     pub async fn delete(&self, run: &str) -> Result<()> {
-        let _lease = self.store.lock_run(run)?;
-        let mut batch = WriteBatch::new();
-        batch.delete_run(run);
-        for child in child_runs(&*self.store, run).await? {
-            batch.delete_run(&child);
-        }
-        self.store.commit(batch).await?;
-        self.store.flush().await?;
-        Ok(())
+        prune::delete(&self.reader, run).await
     }
 
     /// Calls `f` with every stored event of `run`, in order, a page at a time.
@@ -290,66 +300,5 @@ impl Inspector {
                 return Ok(());
             }
         }
-    }
-}
-
-/// The stored checkpoints of `run` (step and bytes), oldest first.
-async fn raw_checkpoints(store: &dyn CheckpointStore, run: &str) -> Result<Vec<(u64, Vec<u8>)>> {
-    let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
-    loop {
-        let after = out.last().map(|(step, _)| *step);
-        let page = store.list_checkpoints(run, after, 1000).await?;
-        if page.is_empty() {
-            return Ok(out);
-        }
-        out.extend(page);
-    }
-}
-
-/// The checkpoint records of `run`, oldest first.
-pub(crate) async fn records(
-    store: &dyn CheckpointStore,
-    run: &str,
-) -> Result<Vec<CheckpointRecord>> {
-    raw_checkpoints(store, run)
-        .await?
-        .iter()
-        .map(|(_, bytes)| decode_record(run, bytes))
-        .collect()
-}
-
-/// The newest checkpoint record of `run` that decodes (resume falls back past a damaged
-/// newest one the same way).
-async fn newest_record(store: &dyn CheckpointStore, run: &str) -> Result<CheckpointRecord> {
-    let Some((_, bytes)) = store.latest_checkpoint(run).await? else {
-        return Err(Error::Corrupt {
-            run: run.to_owned(),
-            reason: "it has no checkpoint".to_owned(),
-        });
-    };
-    let damaged = match decode_record(run, &bytes) {
-        Ok(record) => return Ok(record),
-        Err(e) => e,
-    };
-    raw_checkpoints(store, run)
-        .await?
-        .iter()
-        .rev()
-        .find_map(|(_, bytes)| decode_record(run, bytes).ok())
-        .ok_or(damaged)
-}
-
-/// A checkpoint record as listed, with the written fields named by `name`.
-pub(crate) fn info(
-    r: &CheckpointRecord,
-    name: impl Fn(u32) -> Cow<'static, str>,
-) -> CheckpointInfo {
-    CheckpointInfo {
-        step: r.step,
-        parent: r.parent,
-        created_at_ms: r.created_at_ms,
-        written: r.written.iter().map(|f| name(*f)).collect(),
-        next: r.next.iter().map(|t| t.node.clone()).collect(),
-        blob_bytes: r.blob_bytes,
     }
 }

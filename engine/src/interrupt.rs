@@ -6,7 +6,6 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TaskId;
-use crate::persist::record::RaisedRecord;
 use crate::state::State;
 
 /// Where an interrupt comes from.
@@ -61,31 +60,6 @@ pub struct Interrupt {
 }
 
 impl Interrupt {
-    pub(crate) fn to_record(&self) -> RaisedRecord {
-        RaisedRecord {
-            id: self.id.clone(),
-            kind: self.kind,
-            node: self.node.clone(),
-            step: self.step,
-            task: self.task.as_u128(),
-            path: self.path.clone(),
-            payload: self.payload.to_string(),
-        }
-    }
-
-    pub(crate) fn from_record(r: &RaisedRecord) -> Self {
-        Interrupt {
-            id: r.id.clone(),
-            kind: r.kind,
-            node: r.node.clone(),
-            step: r.step,
-            task: TaskId::from_u128(r.task),
-            path: r.path.clone(),
-            payload: serde_json::from_str(&r.payload)
-                .unwrap_or_else(|_| serde_json::Value::String(r.payload.clone())),
-        }
-    }
-
     pub(crate) fn id_for(task: TaskId, kind: InterruptKind, index: u32) -> String {
         match kind {
             InterruptKind::Before => format!("{task}:before"),

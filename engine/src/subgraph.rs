@@ -14,6 +14,7 @@ use crate::event::EventKind;
 use crate::graph::CompiledGraph;
 use crate::interrupt::{Resume, SubgraphInterrupted};
 use crate::node::{Node, NodeFuture};
+use crate::persist::runs::child_run_id;
 use crate::route::Command;
 use crate::state::State;
 
@@ -23,7 +24,8 @@ type MapOut<P, C> = dyn Fn(C) -> <P as State>::Update + Send + Sync;
 /// A node that runs a child graph: the parent's state mapped into the child's, the child's
 /// final state mapped back into an update of the parent's.
 ///
-/// The child run is named `{parent run}/{node}/{task id}` and checkpointed to the parent's
+/// The child run is named `{parent run}/@{node}/{task id}` (`/@` is reserved for child runs:
+/// see `persist::runs`) and checkpointed to the parent's
 /// store, so it is found again when the task runs again (after a crash, or to answer an
 /// interrupt): a finished child is not run again, an unfinished one is resumed. The child's
 /// interrupts stop the parent (with the subgraph node in their `path`), and answers given to
@@ -46,7 +48,7 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
         let output = self.output.clone();
         Box::pin(async move {
             let shared = ctx.shared().clone();
-            let child_id = format!("{}/{}/{}", ctx.run_id(), ctx.node(), ctx.task_id());
+            let child_id = child_run_id(ctx.run_id(), ctx.node(), ctx.task_id());
             // The parent's store, mode, seed, durability, limits and event settings; not its
             // id, its timeouts (the parent's bound the child) or its failure policy.
             let config = RunConfig {
@@ -54,6 +56,7 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
                 step_timeout: None,
                 run_timeout: None,
                 on_failure: Default::default(),
+                subgraph_run: true,
                 ..shared.config.clone()
             };
             let started = std::time::Instant::now();

@@ -308,7 +308,7 @@ async fn fields_json_cannot_show_are_marked_and_runs_without_views_say_so() {
     assert_eq!(inspector.graph("plain").await.unwrap(), None);
     assert!(matches!(
         inspector.state_json("plain", Some(99)).await,
-        Err(Error::RunNotFound(_))
+        Err(Error::CheckpointNotFound { ref run, step: 99 }) if run == "plain"
     ));
     assert!(matches!(
         inspector.state_json("nope", None).await,

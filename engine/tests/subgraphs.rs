@@ -167,7 +167,7 @@ async fn a_crash_inside_a_subgraph_resumes_the_child_where_it_stopped() {
     let runs = g.history(store.clone()).runs().await.unwrap();
     let ids: Vec<_> = runs.iter().map(|r| r.run_id.as_str()).collect();
     assert_eq!(ids.len(), 2, "{ids:?}");
-    assert!(ids[1].starts_with("parent/sub/"), "{ids:?}");
+    assert!(ids[1].starts_with("parent/@sub/"), "{ids:?}");
 
     gate.store(true, Ordering::SeqCst);
     let state = loop {
@@ -239,4 +239,112 @@ async fn an_interrupt_inside_a_subgraph_stops_the_parent_and_takes_its_answer() 
     );
     // `one` finished in the child before the interrupt and did not run again.
     assert_eq!((calls.get("one"), calls.get("two")), (1, 2));
+}
+
+/// Defect 12: starting run `team` deleted run `team/1`, taken for one of its subgraph runs.
+/// Subgraph runs are named `{run}/@{node}/{task}` and `/@` is reserved for them: starting a
+/// run deletes the subgraph runs an earlier, lost run of its id left, and nothing else.
+#[tokio::test]
+async fn starting_a_run_deletes_only_the_subgraph_runs_of_its_id() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let calls = Calls::default();
+    let g = parent(&calls, child(&calls, false, &open()));
+    let config = |id: &str| RunConfig::new().shared_store(store.clone()).run_id(id);
+    let history = g.history(store.clone());
+    let ids = || async {
+        let runs = history.runs().await.unwrap();
+        runs.into_iter().map(|r| r.run_id).collect::<Vec<_>>()
+    };
+
+    let first = g
+        .run_with(Trace::default(), config("team/1"))
+        .await
+        .unwrap();
+    let stored = ids().await;
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored[1].starts_with("team/1/@sub/"), "{stored:?}");
+    // The subgraph run an earlier run `team` left when it was lost.
+    let stale = "team/@sub/00000000000000000000000000000000";
+    let mut batch = agentgraph_checkpoint::WriteBatch::new();
+    batch.put_run(agentgraph_engine::RunRecord::new(
+        stale,
+        RunStatus::Running,
+        0,
+        0,
+    ));
+    store.commit(batch).await.unwrap();
+
+    let second = g.run_with(Trace::default(), config("team")).await.unwrap();
+    assert_eq!(second, first);
+    let stored = ids().await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    assert_eq!(stored[0], "team");
+    assert!(stored[1].starts_with("team/1"), "{stored:?}");
+    assert!(stored[2].starts_with("team/1/@sub/"), "{stored:?}");
+    assert!(stored[3].starts_with("team/@sub/"), "{stored:?}");
+    assert!(!stored.iter().any(|id| id == stale), "{stored:?}");
+    assert_eq!(history.state("team/1", None).await.unwrap(), first);
+    assert_eq!(
+        agentgraph_engine::Inspector::parent_run(&stored[2]),
+        Some("team/1")
+    );
+    assert_eq!(
+        history.inspector().subgraph_runs("team").await.unwrap(),
+        [stored[3].clone()]
+    );
+
+    // Deleting `team` deletes its subgraph run, not `team/1` or its subgraph run.
+    history.delete("team").await.unwrap();
+    assert_eq!(ids().await, stored[1..3]);
+}
+
+/// An id with the subgraph mark `/@` is refused for a new run and a fork, with a typed error,
+/// before anything is stored.
+#[tokio::test]
+async fn a_run_id_with_the_subgraph_mark_is_refused() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let calls = Calls::default();
+    let g = parent(&calls, child(&calls, false, &open()));
+    let config = |id: &str| RunConfig::new().shared_store(store.clone()).run_id(id);
+    for id in ["team/@sub/1", "/@", "a/@"] {
+        let e = g.run_with(Trace::default(), config(id)).await.unwrap_err();
+        assert!(
+            matches!(&e, Error::ReservedRunId(run) if run == id),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("reserved"), "{e}");
+    }
+    // Without a store too: the id is the same whether or not it is stored.
+    let e = g
+        .run_with(Trace::default(), RunConfig::new().run_id("x/@y"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ReservedRunId(_)), "{e:?}");
+    assert_eq!(calls.get("before"), 0);
+    let history = g.history(store.clone());
+    assert!(history.runs().await.unwrap().is_empty());
+
+    // Ids with `@` or `/` elsewhere are a user's to choose; a fork into a marked id is refused.
+    g.run_with(Trace::default(), config("me@team/1"))
+        .await
+        .unwrap();
+    let e = history
+        .fork("me@team/1", 0, "me@team/1/@fork", |_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::ReservedRunId(_)), "{e:?}");
+    // A checkpoint the run does not have is told apart from a run the store does not have.
+    let e = history
+        .fork("me@team/1", 99, "copy", |_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::CheckpointNotFound { run, step: 99 } if run == "me@team/1"),
+        "{e:?}"
+    );
+    let e = history.state("nope", Some(1)).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::RunNotFound(run) if run == "nope"),
+        "{e:?}"
+    );
 }

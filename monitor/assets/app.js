@@ -137,15 +137,16 @@
     const list = $('runs');
     clear(list);
     $('runs-count').textContent = `(${runs.length})`;
-    // Newest first (generated ids are time-ordered), subgraph runs under their parent.
+    // Newest first (generated ids are time-ordered), subgraph runs under their parent: a
+    // subgraph run is named `{parent}/@{node}/{task}`, and only those have `/@` in their id.
     const sorted = runs.slice().sort((a, b) => {
-      const pa = a.run_id.split('/')[0];
-      const pb = b.run_id.split('/')[0];
+      const pa = a.run_id.split('/@')[0];
+      const pb = b.run_id.split('/@')[0];
       if (pa !== pb) return b.created_at_ms - a.created_at_ms || (pa < pb ? 1 : -1);
       return a.run_id < b.run_id ? -1 : 1;
     });
     for (const run of sorted) {
-      const child = run.run_id.includes('/');
+      const child = run.run_id.includes('/@');
       const button = el('button', {
         class: 'run-item' + (child ? ' child' : ''),
         type: 'button',

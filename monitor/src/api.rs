@@ -43,7 +43,9 @@ impl ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         match &e {
-            EngineError::RunNotFound(_) => ApiError::not_found(e.to_string()),
+            EngineError::RunNotFound(_) | EngineError::CheckpointNotFound { .. } => {
+                ApiError::not_found(e.to_string())
+            }
             EngineError::NoStateViews(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             _ => {
                 tracing::warn!(error = %e, "monitor: reading the store failed");
@@ -185,14 +187,7 @@ pub(crate) async fn state_at(
     Query(q): Query<StateQuery>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
-    match state.inspector.state_json(&run, q.step).await {
-        Ok(value) => Ok(Json(value).into_response()),
-        Err(EngineError::RunNotFound(_)) if q.step.is_some() => Err(ApiError::not_found(format!(
-            "run `{run}` has no checkpoint at step {}",
-            q.step.unwrap_or(0)
-        ))),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Json(state.inspector.state_json(&run, q.step).await?).into_response())
 }
 
 /// `GET /api/runs/{run}/graph`.

@@ -215,7 +215,7 @@ async fn subgraph_runs_are_reached_with_an_encoded_slash() {
         .unwrap()
         .iter()
         .map(|r| r["run_id"].as_str().unwrap().to_owned())
-        .find(|id| id.starts_with("outer/inner/"))
+        .find(|id| id.starts_with("outer/@inner/"))
         .expect("the subgraph's run is listed");
     let encoded = child_id.replace('/', "%2F");
     let (status, run) = get(server.local_addr(), &format!("/api/runs/{encoded}")).await;

@@ -19,17 +19,8 @@ struct DeletedJson {
 pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
     let store = ctx.open_store()?;
     store.run(run).await?;
-    let prefix = format!("{run}/");
     let mut deleted = vec![run.to_owned()];
-    deleted.extend(
-        store
-            .inspector
-            .runs()
-            .await?
-            .into_iter()
-            .filter(|r| r.run_id.starts_with(&prefix))
-            .map(|r| r.run_id),
-    );
+    deleted.extend(store.inspector.subgraph_runs(run).await?);
     store
         .inspector
         .delete(run)

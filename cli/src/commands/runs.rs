@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
-use agentgraph_engine::RunRecord;
+use agentgraph_engine::{Inspector, RunRecord};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -29,10 +29,9 @@ impl<'a> RunJson<'a> {
 }
 
 /// The run whose subgraph made `run`, among `ids`: subgraph runs are named
-/// `{parent}/{node}/{task}`.
+/// `{parent}/@{node}/{task}` (see [`Inspector::parent_run`]).
 pub(crate) fn parent_of(run: &str, ids: &HashSet<&str>) -> Option<String> {
-    let (rest, _task) = run.rsplit_once('/')?;
-    let (parent, _node) = rest.rsplit_once('/')?;
+    let parent = Inspector::parent_run(run)?;
     ids.contains(parent).then(|| parent.to_owned())
 }
 
@@ -113,16 +112,17 @@ mod tests {
 
     #[test]
     fn subgraph_runs_find_their_parents() {
-        let ids: HashSet<&str> = ["a", "a/sub/1f", "a/sub/1f/inner/2e", "x/y"]
+        let ids: HashSet<&str> = ["a", "a/@sub/1f", "a/@sub/1f/@inner/2e", "x/y", "a/b/c"]
             .into_iter()
             .collect();
         assert_eq!(parent_of("a", &ids), None);
-        assert_eq!(parent_of("a/sub/1f", &ids).as_deref(), Some("a"));
+        assert_eq!(parent_of("a/@sub/1f", &ids).as_deref(), Some("a"));
         assert_eq!(
-            parent_of("a/sub/1f/inner/2e", &ids).as_deref(),
-            Some("a/sub/1f")
+            parent_of("a/@sub/1f/@inner/2e", &ids).as_deref(),
+            Some("a/@sub/1f")
         );
-        // A run id with a slash whose prefix is no run is a run of its own.
+        // A run id with slashes is a run of its own, whether its prefix is a run or not.
         assert_eq!(parent_of("x/y", &ids), None);
+        assert_eq!(parent_of("a/b/c", &ids), None);
     }
 }

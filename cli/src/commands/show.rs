@@ -66,12 +66,7 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
     });
     let all = inspector.runs().await?;
     let ids: HashSet<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
-    let prefix = format!("{run}/");
-    let subgraph_runs: Vec<String> = all
-        .iter()
-        .filter(|r| r.run_id.starts_with(&prefix))
-        .map(|r| r.run_id.clone())
-        .collect();
+    let subgraph_runs = inspector.subgraph_runs(run).await?;
     let show = ShowJson {
         run: RunJson::new(&record, parent_of(run, &ids)),
         checkpoints: checkpoints.len(),

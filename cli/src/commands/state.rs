@@ -21,14 +21,20 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str, step: Option<u64>) -> Result<(
                  program with `History::state`"
             ));
         }
-        Err(Error::RunNotFound(_)) => {
-            return Err(match (step, record.last_step) {
-                (_, None) => anyhow!("run `{run}` has no checkpoint yet, so it has no state"),
-                (Some(step), Some(last)) => anyhow!(
+        Err(Error::CheckpointNotFound { step, .. }) => {
+            return Err(match record.last_step {
+                Some(last) => anyhow!(
                     "run `{run}` has no checkpoint at step {step} (its last step is {last}; \
                      `agentgraph history {run}` lists its checkpoints, some may have been pruned)"
                 ),
-                (None, Some(_)) => anyhow!("run `{run}` has no checkpoint"),
+                None => anyhow!("run `{run}` has no checkpoint yet, so it has no state"),
+            });
+        }
+        // The run is in the store (read above): it has no checkpoint.
+        Err(Error::RunNotFound(missing)) if missing == run => {
+            return Err(match record.last_step {
+                None => anyhow!("run `{run}` has no checkpoint yet, so it has no state"),
+                Some(_) => anyhow!("run `{run}` has no checkpoint"),
             });
         }
         Err(e) => return Err(engine_error(run, e)),

@@ -1,5 +1,10 @@
 //! What a checkpoint stores, as enveloped bincode records.
-
+//!
+//! The records are this module's own types: no public type is serialized into them, so a
+//! public type can be renamed or reshaped without touching stored runs (a public type that a
+//! record needs has a stored twin here, converted explicitly, as [`StoredInterruptKind`] is for
+//! [`InterruptKind`]). Bincode encodes an enum's variant by its index: variants are only ever
+//! added at the end.
 //!
 //! Byte strings are `ByteBuf`s (or `serde_bytes` fields): serde would otherwise encode them one
 //! element at a time, which costs milliseconds for a large field.
@@ -7,7 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
-use crate::interrupt::InterruptKind;
+use crate::ids::TaskId;
+use crate::interrupt::{Interrupt, InterruptKind};
 
 /// A checkpoint: everything but the field values (which live in blobs) needed to resume after
 /// `step`.
@@ -104,7 +110,7 @@ pub(crate) enum PendingOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct RaisedRecord {
     pub(crate) id: String,
-    pub(crate) kind: InterruptKind,
+    pub(crate) kind: StoredInterruptKind,
     pub(crate) node: String,
     pub(crate) step: u64,
     pub(crate) task: u128,
@@ -117,4 +123,87 @@ pub(crate) struct RaisedRecord {
 pub(crate) struct RouteRecord {
     pub(crate) targets: Vec<String>,
     pub(crate) packets: Vec<(String, ByteBuf)>,
+}
+
+/// The stored tag of an [`InterruptKind`] (by variant index in records, by name in stored
+/// events' JSON).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum StoredInterruptKind {
+    Before,
+    After,
+    Node,
+}
+
+impl From<InterruptKind> for StoredInterruptKind {
+    fn from(kind: InterruptKind) -> Self {
+        match kind {
+            InterruptKind::Before => StoredInterruptKind::Before,
+            InterruptKind::After => StoredInterruptKind::After,
+            InterruptKind::Node => StoredInterruptKind::Node,
+        }
+    }
+}
+
+impl From<StoredInterruptKind> for InterruptKind {
+    fn from(kind: StoredInterruptKind) -> Self {
+        match kind {
+            StoredInterruptKind::Before => InterruptKind::Before,
+            StoredInterruptKind::After => InterruptKind::After,
+            StoredInterruptKind::Node => InterruptKind::Node,
+        }
+    }
+}
+
+impl Interrupt {
+    /// The record of a raised interrupt.
+    pub(crate) fn to_record(&self) -> RaisedRecord {
+        RaisedRecord {
+            id: self.id.clone(),
+            kind: self.kind.into(),
+            node: self.node.clone(),
+            step: self.step,
+            task: self.task.as_u128(),
+            path: self.path.clone(),
+            payload: self.payload.to_string(),
+        }
+    }
+
+    /// The interrupt a record holds.
+    pub(crate) fn from_record(r: &RaisedRecord) -> Self {
+        Interrupt {
+            id: r.id.clone(),
+            kind: r.kind.into(),
+            node: r.node.clone(),
+            step: r.step,
+            task: TaskId::from_u128(r.task),
+            path: r.path.clone(),
+            payload: serde_json::from_str(&r.payload)
+                .unwrap_or_else(|_| serde_json::Value::String(r.payload.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    /// The stored tags are the bytes the public kinds were stored as before they had their own.
+    #[test]
+    fn interrupt_kinds_keep_their_stored_bytes() {
+        for (kind, index) in [
+            (InterruptKind::Before, 0u32),
+            (InterruptKind::After, 1),
+            (InterruptKind::Node, 2),
+        ] {
+            let stored = StoredInterruptKind::from(kind);
+            let bytes = bincode::serde::encode_to_vec(stored, codec::config()).unwrap();
+            assert_eq!(
+                bytes,
+                bincode::serde::encode_to_vec(index, codec::config()).unwrap()
+            );
+            assert_eq!(InterruptKind::from(stored), kind);
+        }
+    }
 }

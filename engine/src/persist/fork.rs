@@ -1,0 +1,59 @@
+//! Forking: a new run from a checkpoint of another, its state optionally edited.
+
+use agentgraph_checkpoint::envelope::{self, RecordKind};
+use agentgraph_checkpoint::{RunRecord, RunStatus, WriteBatch};
+
+use super::reader::Reader;
+use super::record::CheckpointRecord;
+use super::runs::check_new_run_id;
+use super::{blob, format_encode_error, lease, now_ms};
+use crate::error::{Error, Result};
+use crate::state::State;
+
+/// Forks `new_run` from the checkpoint of `run` at `step`, with the state changed by `edit`:
+/// a pending run whose first checkpoint is `step`, every field stored whole, that runs the
+/// tasks the original would have run next.
+pub(crate) async fn fork<S: State>(
+    reader: &Reader,
+    run: &str,
+    step: u64,
+    new_run: &str,
+    edit: impl FnOnce(&mut S),
+) -> Result<()> {
+    check_new_run_id(new_run)?;
+    let store = reader.store();
+    let _lease = lease(&**store, new_run)?;
+    if store.get_run(new_run).await?.is_some() {
+        return Err(Error::RunExists(new_run.to_owned()));
+    }
+    let source = reader.run(run).await?;
+    let (mut state, record) = reader.state::<S>(run, Some(step)).await?;
+    edit(&mut state);
+    let mut batch = WriteBatch::new();
+    let mut blob_bytes = 0;
+    for f in 0..S::FIELDS.len() {
+        let (bytes, _) = blob::full(&state, f, step, 0)?;
+        blob_bytes += bytes.len() as u64;
+        batch.put_blob(new_run, f as u32, step, bytes);
+    }
+    let forked = CheckpointRecord {
+        parent: None,
+        created_at_ms: now_ms(),
+        bases: vec![step; S::FIELDS.len()],
+        written: (0..S::FIELDS.len() as u32).collect(),
+        blob_bytes,
+        ..record
+    };
+    batch.put_checkpoint(
+        new_run,
+        step,
+        envelope::encode(RecordKind::Checkpoint, &forked).map_err(format_encode_error)?,
+    );
+    let mut rec = RunRecord::new(new_run, RunStatus::Pending, source.fingerprint, now_ms());
+    rec.last_step = Some(step);
+    rec.forked_from = Some((run.to_owned(), step));
+    batch.put_run(rec);
+    store.commit(batch).await?;
+    store.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,370 @@
+//! The loader: a run's newest intact checkpoint, its state and pending writes.
+//!
+//! Damage found while loading, whether a record that fails its checksum or a value the store
+//! cannot read back intact (`StoreError::Corrupt`: a damaged, cut or missing value file), makes
+//! the loader fall back to the newest older checkpoint that is intact; a damaged pending write
+//! is dropped (its task runs again). A record that is intact but of another format version,
+//! codec or state type stops the load instead: falling back would re-run steps another build
+//! already ran.
+
+use agentgraph_checkpoint::envelope::{self, FormatError, RecordKind};
+use agentgraph_checkpoint::{CheckpointStore, RunRecord, StoreError};
+
+use super::blob::FieldTrack;
+use super::record::{BlobRecord, CheckpointRecord, PendingWriteRecord};
+use crate::codec::CodecError;
+use crate::error::{Error, Result};
+use crate::state::State;
+
+/// A run loaded from its newest intact checkpoint.
+pub(crate) struct Loaded<S> {
+    pub(crate) state: S,
+    pub(crate) record: CheckpointRecord,
+    pub(crate) run: RunRecord,
+    /// Pending writes of the step after the checkpoint, by task index.
+    pub(crate) pending: Vec<(u32, PendingWriteRecord)>,
+    /// Whether newer checkpoints were damaged and skipped.
+    pub(crate) fell_back: bool,
+    pub(super) fields: Vec<FieldTrack>,
+}
+
+/// Loads the newest checkpoint of `run` whose record and blobs are intact, falling back to
+/// older ones past damage.
+pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Result<Loaded<S>> {
+    let Some(run_record) = store.get_run(run).await? else {
+        return Err(Error::RunNotFound(run.to_owned()));
+    };
+    let mut candidates = Candidates::new(store, run, run_record.last_step).await?;
+    while let Some(step) = candidates.next().await? {
+        match load_at::<S>(store, run, step).await {
+            Ok((state, record, fields)) => {
+                let fell_back = candidates.fell_back();
+                let pending = if fell_back {
+                    // Past damage, the later timeline is not trusted: its writes are dropped.
+                    Vec::new()
+                } else {
+                    load_pending(store, run, step + 1).await?
+                };
+                return Ok(Loaded {
+                    state,
+                    record,
+                    run: run_record,
+                    pending,
+                    fell_back,
+                    fields,
+                });
+            }
+            Err(LoadError::Damaged(reason)) => candidates.damaged(reason),
+            Err(LoadError::Fatal(e)) => return Err(e),
+        }
+    }
+    Err(candidates.exhausted())
+}
+
+/// The newest checkpoint record of `run` that is intact (resume falls back past a damaged
+/// newest one the same way), with the run's record.
+pub(crate) async fn newest_record(
+    store: &dyn CheckpointStore,
+    run: &str,
+) -> Result<(RunRecord, CheckpointRecord)> {
+    let Some(run_record) = store.get_run(run).await? else {
+        return Err(Error::RunNotFound(run.to_owned()));
+    };
+    let mut candidates = Candidates::new(store, run, run_record.last_step).await?;
+    while let Some(step) = candidates.next().await? {
+        let read = match store.get_checkpoint(run, step).await {
+            Ok(Some(bytes)) => envelope::decode(RecordKind::Checkpoint, &bytes)
+                .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e)),
+            Ok(None) => Err(LoadError::Damaged(format!("checkpoint {step} vanished"))),
+            Err(e) => Err(e.into()),
+        };
+        match read {
+            Ok(record) => return Ok((run_record, record)),
+            Err(LoadError::Damaged(reason)) => candidates.damaged(reason),
+            Err(LoadError::Fatal(e)) => return Err(e),
+        }
+    }
+    Err(candidates.exhausted())
+}
+
+/// The checkpoints of a run to load, newest first: the newest alone (it is almost always
+/// intact: the others are not listed for it), then, once something was damaged, the older ones.
+struct Candidates<'a> {
+    store: &'a dyn CheckpointStore,
+    run: &'a str,
+    /// The run record's last step.
+    last_step: Option<u64>,
+    /// The newest checkpoint's step, unless even its listing was damaged.
+    newest: Option<u64>,
+    /// The steps still to try, oldest first.
+    steps: Vec<u64>,
+    listed: bool,
+    /// The first damage found.
+    problem: Option<String>,
+}
+
+impl<'a> Candidates<'a> {
+    async fn new(
+        store: &'a dyn CheckpointStore,
+        run: &'a str,
+        last_step: Option<u64>,
+    ) -> Result<Self> {
+        let mut c = Candidates {
+            store,
+            run,
+            last_step,
+            newest: None,
+            steps: Vec::new(),
+            listed: false,
+            problem: None,
+        };
+        match store.latest_checkpoint(run).await {
+            Ok(Some((newest, _))) => {
+                c.newest = Some(newest);
+                c.steps.push(newest);
+            }
+            Ok(None) => {
+                return Err(Error::Corrupt {
+                    run: run.to_owned(),
+                    reason: "it has no checkpoint".to_owned(),
+                });
+            }
+            // Its record is unreadable: every checkpoint up to the run's last step is a
+            // candidate.
+            Err(e @ StoreError::Corrupt { .. }) => c.damaged(e.to_string()),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(c)
+    }
+
+    /// The next step to try.
+    async fn next(&mut self) -> Result<Option<u64>> {
+        if self.problem.is_some() && !self.listed {
+            self.listed = true;
+            self.steps = steps_before(self.store, self.run, self.newest, self.last_step).await?;
+        }
+        Ok(self.steps.pop())
+    }
+
+    /// The step last tried is damaged.
+    fn damaged(&mut self, reason: String) {
+        self.problem.get_or_insert(reason);
+    }
+
+    /// Whether a newer checkpoint was damaged.
+    fn fell_back(&self) -> bool {
+        self.problem.is_some()
+    }
+
+    /// The error when no checkpoint is intact.
+    fn exhausted(self) -> Error {
+        Error::Corrupt {
+            run: self.run.to_owned(),
+            reason: self
+                .problem
+                .unwrap_or_else(|| "it has no checkpoint".to_owned()),
+        }
+    }
+}
+
+/// The steps of `run`'s checkpoints before `before` (all of them for `None`), oldest first.
+/// When a checkpoint cannot be listed (a damaged value), every step up to `before` (or the
+/// run's `last_step`) is given, and those that do not exist are passed over as damaged.
+async fn steps_before(
+    store: &dyn CheckpointStore,
+    run: &str,
+    before: Option<u64>,
+    last_step: Option<u64>,
+) -> Result<Vec<u64>> {
+    let mut steps = Vec::new();
+    let mut after = None;
+    loop {
+        let page = match store.list_checkpoints(run, after, 1024).await {
+            Ok(page) => page,
+            Err(StoreError::Corrupt { .. }) => {
+                let Some(top) = before.map(|b| b.checked_sub(1)).unwrap_or(last_step) else {
+                    return Ok(Vec::new());
+                };
+                return Ok((0..=top).collect());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        steps.extend(
+            page.iter()
+                .map(|(s, _)| *s)
+                .filter(|s| before.is_none_or(|b| *s < b)),
+        );
+    }
+    Ok(steps)
+}
+
+enum LoadError {
+    /// This checkpoint is damaged; an older one may do.
+    Damaged(String),
+    Fatal(Error),
+}
+
+impl LoadError {
+    /// Damage (a checksum mismatch, a truncated, cut or overwritten record) lets an older
+    /// checkpoint serve; a record that is intact but newer, of another codec or another shape
+    /// stops the resume: falling back would re-run steps another build already ran.
+    fn from_format(run: &str, what: String, e: FormatError) -> Self {
+        match e {
+            FormatError::Truncated { .. }
+            | FormatError::Checksum { .. }
+            | FormatError::Foreign { .. }
+            | FormatError::TrailingBytes { .. }
+            | FormatError::TooLarge(_) => LoadError::Damaged(format!("{what}: {e}")),
+            _ => LoadError::Fatal(Error::Incompatible {
+                run: run.to_owned(),
+                reason: format!("{what}: {e}"),
+            }),
+        }
+    }
+}
+
+impl From<StoreError> for LoadError {
+    /// A value the store cannot read back intact is damage, as a damaged record is.
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Corrupt { .. } => LoadError::Damaged(e.to_string()),
+            e => LoadError::Fatal(e.into()),
+        }
+    }
+}
+
+/// The state and record of the checkpoint of `run` at `step`.
+async fn load_at<S: State>(
+    store: &dyn CheckpointStore,
+    run: &str,
+    step: u64,
+) -> std::result::Result<(S, CheckpointRecord, Vec<FieldTrack>), LoadError> {
+    let Some(bytes) = store.get_checkpoint(run, step).await? else {
+        return Err(LoadError::Damaged(format!("checkpoint {step} vanished")));
+    };
+    let record: CheckpointRecord = envelope::decode(RecordKind::Checkpoint, &bytes)
+        .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e))?;
+    if record.bases.len() != S::FIELDS.len() {
+        return Err(LoadError::Fatal(Error::Incompatible {
+            run: run.to_owned(),
+            reason: format!(
+                "checkpoint {step} has {} fields, the state type {}",
+                record.bases.len(),
+                S::FIELDS.len()
+            ),
+        }));
+    }
+    let mut fulls = Vec::with_capacity(S::FIELDS.len());
+    let mut deltas = Vec::with_capacity(S::FIELDS.len());
+    let mut tracks = Vec::with_capacity(S::FIELDS.len());
+    for (f, base) in record.bases.iter().enumerate() {
+        let name = S::FIELDS[f].name;
+        let blobs = store.get_blobs(run, f as u32, *base, step).await?;
+        let mut blobs = blobs.into_iter();
+        let damaged =
+            |what: String| LoadError::Damaged(format!("checkpoint {step}, field `{name}`: {what}"));
+        let format = |v: u64, e| {
+            LoadError::from_format(
+                run,
+                format!("checkpoint {step}, field `{name}`, version {v}"),
+                e,
+            )
+        };
+        let full = match blobs.next() {
+            Some((v, bytes)) if v == *base => match envelope::decode(RecordKind::Blob, &bytes) {
+                Ok(BlobRecord::Full(full)) => full,
+                Ok(BlobRecord::Deltas(_)) => {
+                    return Err(damaged(format!("version {v} should be a full value")));
+                }
+                Err(e) => return Err(format(v, e)),
+            },
+            _ => return Err(damaged(format!("its value at version {base} is missing"))),
+        };
+        let mut track = FieldTrack {
+            base: *base,
+            full_len: full.len(),
+            delta_len: 0,
+        };
+        let mut field_deltas = Vec::new();
+        for (v, bytes) in blobs {
+            match envelope::decode(RecordKind::Blob, &bytes) {
+                Ok(BlobRecord::Deltas(d)) => {
+                    track.delta_len += d.iter().map(|b| b.len()).sum::<usize>();
+                    field_deltas.extend(d);
+                }
+                Ok(BlobRecord::Full(_)) => {
+                    return Err(damaged(format!("version {v} should be deltas")));
+                }
+                Err(e) => return Err(format(v, e)),
+            }
+        }
+        fulls.push(full);
+        deltas.push(field_deltas);
+        tracks.push(track);
+    }
+    let slices: Vec<&[u8]> = fulls.iter().map(|b| b.as_slice()).collect();
+    // The bytes passed their checksums: a value that does not decode means the state type
+    // changed, not that the store is damaged. Older checkpoints would not decode either.
+    let incompatible = |e: CodecError| {
+        LoadError::Fatal(Error::Incompatible {
+            run: run.to_owned(),
+            reason: format!("checkpoint {step}: {e}"),
+        })
+    };
+    let mut state = S::decode_fields(&slices).map_err(incompatible)?;
+    for (f, field_deltas) in deltas.iter().enumerate() {
+        for d in field_deltas {
+            state.merge_encoded(f, d).map_err(incompatible)?;
+        }
+    }
+    Ok((state, record, tracks))
+}
+
+/// The pending writes of `run`'s `step`, by task index.
+pub(crate) async fn load_pending(
+    store: &dyn CheckpointStore,
+    run: &str,
+    step: u64,
+) -> Result<Vec<(u32, PendingWriteRecord)>> {
+    let mut out = Vec::new();
+    let stored = match store.get_pending_writes(run, step).await {
+        Ok(stored) => stored,
+        // Which one is damaged is not known: all are dropped, and their tasks run again.
+        Err(StoreError::Corrupt { .. }) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    for (index, bytes) in stored {
+        // A damaged pending write is dropped: its task runs again (at-least-once).
+        if let Ok(record) = envelope::decode::<PendingWriteRecord>(RecordKind::PendingWrite, &bytes)
+        {
+            out.push((index, record));
+        }
+    }
+    Ok(out)
+}
+
+/// The state of `run` at the checkpoint of `step`, with its record.
+pub(crate) async fn state_at<S: State>(
+    store: &dyn CheckpointStore,
+    run: &str,
+    step: u64,
+) -> Result<(S, CheckpointRecord)> {
+    match load_at::<S>(store, run, step).await {
+        Ok((state, record, _)) => Ok((state, record)),
+        Err(LoadError::Fatal(e)) => Err(e),
+        Err(LoadError::Damaged(reason)) => Err(Error::Corrupt {
+            run: run.to_owned(),
+            reason,
+        }),
+    }
+}
+
+/// Decodes a checkpoint record.
+pub(crate) fn decode_record(run: &str, bytes: &[u8]) -> Result<CheckpointRecord> {
+    envelope::decode(RecordKind::Checkpoint, bytes).map_err(|e| Error::Corrupt {
+        run: run.to_owned(),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,530 @@
+//! [`Persister`]: the checkpoint writer of one run.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use agentgraph_checkpoint::envelope::{self, RecordKind};
+use agentgraph_checkpoint::{CheckpointStore, RunLease, RunRecord, RunStatus, WriteBatch};
+
+use super::blob::{self, FieldTrack};
+use super::events::put_events;
+use super::load::{Loaded, load};
+use super::pending::route_record;
+use super::record::{
+    CheckpointRecord, GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
+};
+use super::runs::child_runs;
+use super::{encode_error, format_encode_error, lease, now_ms};
+use crate::codec;
+use crate::config::Durability;
+use crate::error::{Error, Result};
+use crate::event::{Event, EventKind};
+use crate::ids::{Fingerprint, TaskId};
+use crate::route::Command;
+use crate::state::State;
+
+/// Where a run stands after a step, besides its state: the next step's tasks, the joins'
+/// bookkeeping, and the number of its next event.
+#[derive(Debug)]
+pub(crate) struct Position {
+    pub(crate) next: Vec<TaskRecord>,
+    pub(crate) joins: Vec<JoinRecord>,
+    pub(crate) events: u64,
+    pub(crate) interrupts: Vec<GateRecord>,
+    /// The events since the last checkpoint, for a run that stores its events.
+    pub(crate) log: Vec<Event>,
+}
+
+/// The checkpoint writer of one run. Holds the run's lease: one owner at a time.
+pub(crate) struct Persister<S: State> {
+    store: Arc<dyn CheckpointStore>,
+    run_id: Arc<str>,
+    durability: Durability,
+    fingerprint: Fingerprint,
+    created_at_ms: u64,
+    forked_from: Option<(String, u64)>,
+    fields: Vec<FieldTrack>,
+    last_step: Option<u64>,
+    /// The background writer of [`Durability::Async`].
+    writer: super::writer::GroupWriter,
+    /// The newest checkpoint step in `held`.
+    held_step: Option<u64>,
+    /// The newest checkpoint step known to be committed.
+    committed: Option<u64>,
+    /// A write failed: nothing more is committed, so that nothing is stored on top of a
+    /// missing step.
+    broken: bool,
+    /// Writes not committed yet: the next group of [`Durability::Async`], everything of
+    /// [`Durability::Exit`].
+    held: WriteBatch,
+    /// Whether pending writes may exist for the step after the last checkpoint.
+    pending: bool,
+    /// Per field: the encoded values the current step's updates write.
+    pub(crate) deltas: Vec<Vec<Vec<u8>>>,
+    /// Ownership of the run, shared with the background writer: the run is released only when
+    /// both are done, so a resume never races a group still being written.
+    lease: Arc<RunLease>,
+    /// Whether the run's events are stored with its checkpoints.
+    pub(crate) store_events: bool,
+    _state: PhantomData<fn() -> S>,
+}
+
+impl<S: State> std::fmt::Debug for Persister<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persister")
+            .field("run_id", &self.run_id)
+            .field("durability", &self.durability)
+            .field("last_step", &self.last_step)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: State> Persister<S> {
+    /// Starts a new run: fails if the id is taken.
+    pub(crate) async fn create(
+        store: Arc<dyn CheckpointStore>,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+    ) -> Result<Self> {
+        let lease = lease(&*store, &run_id)?;
+        if store.get_run(&run_id).await?.is_some() {
+            return Err(Error::RunExists(run_id.to_string()));
+        }
+        // Subgraph runs are found by their id alone (`{run}/@{node}/{task}`, see `runs`): those
+        // of an earlier run of this id that was lost (a crash under `Durability::Exit`, a freed
+        // id) are not this run's.
+        let children = child_runs(&*store, &run_id).await?;
+        if !children.is_empty() {
+            let mut leases = Vec::with_capacity(children.len());
+            let mut batch = WriteBatch::new();
+            for child in &children {
+                leases.push(super::lease(&*store, child)?);
+                batch.delete_run(child);
+            }
+            store.commit(batch).await?;
+            store.flush().await?;
+        }
+        Ok(Persister::new(
+            store,
+            run_id,
+            durability,
+            fingerprint,
+            lease,
+            now_ms(),
+            None,
+        ))
+    }
+
+    fn new(
+        store: Arc<dyn CheckpointStore>,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+        lease: RunLease,
+        created_at_ms: u64,
+        forked_from: Option<(String, u64)>,
+    ) -> Self {
+        Persister {
+            store,
+            run_id,
+            durability,
+            fingerprint,
+            created_at_ms,
+            forked_from,
+            fields: vec![FieldTrack::default(); S::FIELDS.len()],
+            last_step: None,
+            writer: super::writer::GroupWriter::default(),
+            held_step: None,
+            committed: None,
+            broken: false,
+            held: WriteBatch::new(),
+            pending: false,
+            deltas: vec![Vec::new(); S::FIELDS.len()],
+            lease: Arc::new(lease),
+            store_events: false,
+            _state: PhantomData,
+        }
+    }
+
+    /// Opens an existing run for resuming, and loads it from its newest intact checkpoint.
+    pub(crate) async fn open(
+        store: Arc<dyn CheckpointStore>,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+        allow_graph_change: bool,
+    ) -> Result<(Self, Loaded<S>)> {
+        let lease = lease(&*store, &run_id)?;
+        // The fingerprint first: a changed graph or state type is said as such, before any
+        // attempt to decode its state.
+        let Some(record) = store.get_run(&run_id).await? else {
+            return Err(Error::RunNotFound(run_id.to_string()));
+        };
+        let stored = Fingerprint::from_u128(record.fingerprint);
+        if stored != fingerprint && !allow_graph_change {
+            return Err(Error::GraphChanged {
+                run: run_id.to_string(),
+                stored,
+                current: fingerprint,
+            });
+        }
+        let loaded = load::<S>(&*store, &run_id).await?;
+        let mut p = Persister::new(
+            store,
+            run_id,
+            durability,
+            fingerprint,
+            lease,
+            loaded.run.created_at_ms,
+            loaded.run.forked_from.clone(),
+        );
+        p.fields.clone_from(&loaded.fields);
+        p.last_step = Some(loaded.record.step);
+        p.committed = Some(loaded.record.step);
+        p.pending = true;
+        let mut batch = WriteBatch::new();
+        if loaded.fell_back {
+            batch.delete_after(&p.run_id, loaded.record.step);
+        }
+        batch.put_run(p.run_record(RunStatus::Running, None));
+        p.store.commit(batch).await?;
+        p.store.flush().await?;
+        Ok((p, loaded))
+    }
+
+    fn run_record(&self, status: RunStatus, error: Option<String>) -> RunRecord {
+        let mut r = RunRecord::new(
+            self.run_id.to_string(),
+            status,
+            self.fingerprint.as_u128(),
+            self.created_at_ms,
+        );
+        r.updated_at_ms = now_ms();
+        r.last_step = self.last_step;
+        r.error = error;
+        r.forked_from.clone_from(&self.forked_from);
+        r
+    }
+
+    /// Records that the field `f` is written by an update, before the update is applied.
+    pub(crate) fn capture(&mut self, update: &S::Update) -> Result<()> {
+        let mut failure = None;
+        S::for_each_written(update, |f| {
+            if failure.is_some() || S::FIELDS[f].reducer.is_exclusive() {
+                return;
+            }
+            let mut out = Vec::new();
+            match S::encode_written(update, f, &mut out) {
+                Ok(()) => self.deltas[f].push(out),
+                Err(e) => failure = Some(e),
+            }
+        });
+        match failure {
+            Some(e) => Err(encode_error("an update", e)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the checkpoint of `step`: the fields in `written` (or every field for the
+    /// first checkpoint of a run), the next tasks and the joins. `status` is the run's status
+    /// if it changes with this checkpoint.
+    pub(crate) async fn checkpoint(
+        &mut self,
+        step: u64,
+        state: &S,
+        written: &[bool],
+        position: Position,
+        status: Option<RunStatus>,
+    ) -> Result<Option<u64>> {
+        let Position {
+            next,
+            joins,
+            events,
+            interrupts,
+            log,
+        } = position;
+        let first = self.last_step.is_none();
+        let mut batch = WriteBatch::new();
+        let mut blob_bytes = 0u64;
+        let mut written_fields = Vec::new();
+        for (f, &was_written) in written.iter().enumerate() {
+            if !(first || was_written) {
+                continue;
+            }
+            written_fields.push(f as u32);
+            let deltas = std::mem::take(&mut self.deltas[f]);
+            let delta_len: usize = deltas.iter().map(Vec::len).sum();
+            let track = &mut self.fields[f];
+            let bytes = if !first
+                && !S::FIELDS[f].reducer.is_exclusive()
+                && track.takes_deltas(delta_len)
+            {
+                track.delta_len += delta_len;
+                blob::deltas(deltas)?
+            } else {
+                // In a buffer sized for the last full value and the deltas since.
+                let (bytes, new_track) = blob::full(state, f, step, track.full_len + delta_len)?;
+                *track = new_track;
+                bytes
+            };
+            blob_bytes += bytes.len() as u64;
+            batch.put_blob(&self.run_id, f as u32, step, bytes);
+        }
+        let record = CheckpointRecord {
+            step,
+            parent: self.last_step,
+            fingerprint: self.fingerprint.as_u128(),
+            created_at_ms: now_ms(),
+            bases: self.fields.iter().map(|t| t.base).collect(),
+            written: written_fields,
+            next,
+            joins,
+            blob_bytes,
+            // `CheckpointSaved` takes the next number, when it is emitted now.
+            events: events + u64::from(self.durability != Durability::Exit || status.is_some()),
+            interrupts,
+        };
+        let bytes =
+            envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
+        let total = blob_bytes + bytes.len() as u64;
+        batch.put_checkpoint(&self.run_id, step, bytes);
+        if self.store_events {
+            put_events(&mut batch, &self.run_id, &log)?;
+            if self.durability != Durability::Exit || status.is_some() {
+                // The `CheckpointSaved` the run emits once this is written, with the number
+                // reserved for it: stored in the same commit, so a crash leaves no gap.
+                let saved = Event {
+                    seq: events,
+                    run_id: self.run_id.clone(),
+                    kind: EventKind::CheckpointSaved { step, bytes: total },
+                };
+                put_events(&mut batch, &self.run_id, std::slice::from_ref(&saved))?;
+            }
+        }
+        if std::mem::take(&mut self.pending) {
+            batch.delete_pending_writes(&self.run_id, step);
+        }
+        self.last_step = Some(step);
+        batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
+        let last = status.is_some();
+        self.write(batch, last, Some(step)).await?;
+        // Exit durability holds checkpoints back until the run ends.
+        Ok((self.durability != Durability::Exit || last).then_some(total))
+    }
+
+    /// Persists the result of a finished task of `step` (the step after the last checkpoint).
+    pub(crate) async fn pending_write(
+        &mut self,
+        step: u64,
+        index: u32,
+        task: TaskId,
+        node: &str,
+        attempts: u32,
+        cmd: &Command<S>,
+    ) -> Result<()> {
+        let mut update = Vec::new();
+        codec::encode_into(&cmd.update, &mut update)
+            .map_err(|e| encode_error(&format!("the update of `{node}`"), e))?;
+        let outcome = PendingOutcome::Done {
+            update,
+            goto: cmd.goto.as_ref().map(route_record),
+        };
+        self.pending_outcome(step, index, task, node, attempts, outcome)
+            .await
+    }
+
+    /// Persists where a task of `step` stands: retrying, failed or interrupted.
+    pub(crate) async fn pending_outcome(
+        &mut self,
+        step: u64,
+        index: u32,
+        task: TaskId,
+        node: &str,
+        attempts: u32,
+        outcome: PendingOutcome,
+    ) -> Result<()> {
+        let record = PendingWriteRecord {
+            task: task.as_u128(),
+            node: node.to_owned(),
+            attempts,
+            outcome,
+        };
+        let mut batch = WriteBatch::new();
+        self.put_pending(&mut batch, step, index, &record)?;
+        self.write(batch, false, None).await
+    }
+
+    fn put_pending(
+        &mut self,
+        batch: &mut WriteBatch,
+        step: u64,
+        index: u32,
+        record: &PendingWriteRecord,
+    ) -> Result<()> {
+        let bytes =
+            envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?;
+        batch.put_pending_write(&self.run_id, step, index, bytes);
+        self.pending = true;
+        Ok(())
+    }
+
+    /// Applies what a resume was given, durably, before anything runs: pending records with
+    /// new answers (rewritten in place), and an edit of the state of the last checkpoint
+    /// (`written` fields stored whole at that step, the checkpoint record rewritten, the
+    /// results of the next step's finished tasks dropped).
+    pub(crate) async fn amend(
+        &mut self,
+        loaded: &mut Loaded<S>,
+        answered: &[usize],
+        edited: Option<&[bool]>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        let step = loaded.record.step;
+        if edited.is_some() {
+            // The tasks of a step read one snapshot: results computed from the state before the
+            // edit are dropped, and their tasks run again on the edited state (at-least-once).
+            batch.delete_pending_writes(&self.run_id, step + 1);
+            loaded
+                .pending
+                .retain(|(_, r)| !matches!(r.outcome, PendingOutcome::Done { .. }));
+            for (index, record) in &loaded.pending {
+                self.put_pending(&mut batch, step + 1, *index, record)?;
+            }
+        } else {
+            for &i in answered {
+                let (index, record) = &loaded.pending[i];
+                self.put_pending(&mut batch, step + 1, *index, record)?;
+            }
+        }
+        if let Some(written) = edited {
+            for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
+                let (bytes, track) = blob::full(&loaded.state, f, step, 0)?;
+                self.fields[f] = track;
+                batch.put_blob(&self.run_id, f as u32, step, bytes);
+            }
+            loaded.record.bases = self.fields.iter().map(|t| t.base).collect();
+            let bytes = envelope::encode(RecordKind::Checkpoint, &loaded.record)
+                .map_err(format_encode_error)?;
+            batch.put_checkpoint(&self.run_id, step, bytes);
+        }
+        self.store.commit(batch).await?;
+        self.store.flush().await?;
+        Ok(())
+    }
+
+    /// Records how the run ended (after its last checkpoint) and flushes everything. With
+    /// `drop_pending`, the pending writes of that step are deleted (they would fail the same
+    /// way again).
+    pub(crate) async fn finish(
+        &mut self,
+        status: RunStatus,
+        error: Option<String>,
+        drop_pending: Option<u64>,
+        log: Vec<Event>,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        if self.store_events && !self.broken && self.last_step.is_some() {
+            put_events(&mut batch, &self.run_id, &log)?;
+        }
+        if self.broken {
+            // A write failed, so what was held after it is gone: record the failure at the
+            // newest checkpoint that was committed (or free the id if there is none).
+            self.wait_writer().await.ok();
+            match self.committed {
+                None => batch.delete_run(&self.run_id),
+                Some(step) => {
+                    let mut record = self.run_record(RunStatus::Failed, error);
+                    record.last_step = Some(step);
+                    batch.put_run(record)
+                }
+            };
+            self.store.commit(batch).await?;
+            self.store.flush().await?;
+            return Ok(());
+        }
+        if self.last_step.is_none() {
+            // Nothing was checkpointed: there is nothing to resume, and the id stays free.
+            batch.delete_run(&self.run_id);
+            return self.write(batch, true, None).await;
+        }
+        if let Some(step) = drop_pending {
+            batch.delete_pending_writes(&self.run_id, step);
+        }
+        batch.put_run(self.run_record(status, error));
+        self.write(batch, true, None).await
+    }
+
+    /// Stores the events of a run that ended after its last checkpoint (its `RunFinished`),
+    /// and flushes.
+    pub(crate) async fn store_log(&mut self, log: Vec<Event>) -> Result<()> {
+        if !self.store_events || log.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::new();
+        put_events(&mut batch, &self.run_id, &log)?;
+        self.write(batch, true, None).await
+    }
+
+    /// Writes `batch` as the durability mode says; `last` commits everything and flushes.
+    ///
+    /// Every write goes through `held`, in order, so a group commit never reorders writes:
+    /// `Sync` commits and flushes at once; `Async` queues everything held for a background
+    /// writer that commits whatever has queued until nothing has (group commit: the run never
+    /// waits for the disk, and a finished step never waits for the run's next write);
+    /// `Exit` holds everything until the end.
+    ///
+    /// After a failed write nothing more is committed (see `broken`).
+    async fn write(&mut self, batch: WriteBatch, last: bool, step: Option<u64>) -> Result<()> {
+        if self.broken {
+            return Err(Error::Aborted(
+                "an earlier checkpoint write failed; nothing more is written".to_owned(),
+            ));
+        }
+        self.held.extend(batch.into_ops());
+        if step.is_some() {
+            self.held_step = step;
+        }
+        let result = self.write_held(last).await;
+        if result.is_err() {
+            self.broken = true;
+            self.held = WriteBatch::new();
+            self.held_step = None;
+        }
+        result
+    }
+
+    async fn write_held(&mut self, last: bool) -> Result<()> {
+        if last {
+            self.wait_writer().await?;
+            return self.commit_held().await;
+        }
+        match self.durability {
+            Durability::Sync => self.commit_held().await?,
+            Durability::Async => {
+                let group = std::mem::take(&mut self.held);
+                let step = self.held_step.take();
+                self.writer.push(group, step, &self.store, &self.lease)?;
+            }
+            Durability::Exit => {}
+        }
+        Ok(())
+    }
+
+    /// Commits and flushes everything held.
+    async fn commit_held(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        let step = self.held_step.take();
+        self.store.commit(held).await?;
+        self.store.flush().await?;
+        self.committed = step.or(self.committed);
+        Ok(())
+    }
+
+    /// Waits for the background writer, and reports its error.
+    async fn wait_writer(&mut self) -> Result<()> {
+        let result = self.writer.drain().await;
+        self.committed = self.writer.committed().or(self.committed);
+        result
+    }
+}

@@ -1,0 +1,43 @@
+//! Pruning a run's old checkpoints, and deleting runs.
+
+use agentgraph_checkpoint::WriteBatch;
+
+use super::lease;
+use super::reader::Reader;
+use crate::error::Result;
+
+/// Keeps the newest `keep` checkpoints of `run` (at least one) and deletes the older ones, with
+/// the field values only they needed: the values of each field before the version (base) the
+/// oldest kept checkpoint starts from. Returns how many checkpoints were deleted.
+pub(crate) async fn prune(reader: &Reader, run: &str, keep: usize) -> Result<usize> {
+    let store = reader.store();
+    let _lease = lease(&**store, run)?;
+    let all = reader.records(run).await?;
+    let keep = keep.max(1);
+    if all.len() <= keep {
+        return Ok(0);
+    }
+    let oldest_kept = &all[all.len() - keep];
+    let mut batch = WriteBatch::new();
+    batch.delete_checkpoints_before(run, oldest_kept.step);
+    for (f, base) in oldest_kept.bases.iter().enumerate() {
+        batch.delete_blobs_before(run, f as u32, *base);
+    }
+    store.commit(batch).await?;
+    store.flush().await?;
+    Ok(all.len() - keep)
+}
+
+/// Deletes `run` and everything stored for it, with the runs of its subgraphs.
+pub(crate) async fn delete(reader: &Reader, run: &str) -> Result<()> {
+    let store = reader.store();
+    let _lease = lease(&**store, run)?;
+    let mut batch = WriteBatch::new();
+    batch.delete_run(run);
+    for child in reader.child_runs(run).await? {
+        batch.delete_run(&child);
+    }
+    store.commit(batch).await?;
+    store.flush().await?;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! [`Reader`]: a read-only view of a store's runs, decoded from their records. What
+//! [`Inspector`](crate::Inspector) and [`History`](crate::History) read through.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus};
+
+use super::events::decode_event;
+use super::load::{decode_record, load_pending, newest_record, state_at};
+use super::pending::pending_interrupts;
+use super::record::CheckpointRecord;
+use super::runs::child_runs;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::history::CheckpointInfo;
+use crate::interrupt::Interrupt;
+use crate::state::State;
+
+/// Reads a store's runs; never writes.
+#[derive(Clone)]
+pub(crate) struct Reader {
+    store: Arc<dyn CheckpointStore>,
+}
+
+impl Reader {
+    pub(crate) fn new(store: Arc<dyn CheckpointStore>) -> Self {
+        Reader { store }
+    }
+
+    pub(crate) fn store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.store
+    }
+
+    /// The record of `run`, or [`Error::RunNotFound`].
+    pub(crate) async fn run(&self, run: &str) -> Result<RunRecord> {
+        self.store
+            .get_run(run)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run.to_owned()))
+    }
+
+    /// The stored checkpoints of `run` (step and bytes), oldest first.
+    async fn raw_checkpoints(&self, run: &str) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        loop {
+            let after = out.last().map(|(step, _)| *step);
+            let page = self.store.list_checkpoints(run, after, 1000).await?;
+            if page.is_empty() {
+                return Ok(out);
+            }
+            out.extend(page);
+        }
+    }
+
+    /// The checkpoint records of `run`, oldest first.
+    pub(crate) async fn records(&self, run: &str) -> Result<Vec<CheckpointRecord>> {
+        self.raw_checkpoints(run)
+            .await?
+            .iter()
+            .map(|(_, bytes)| decode_record(run, bytes))
+            .collect()
+    }
+
+    /// The checkpoints of `run`, oldest first, with the written fields named by `name`.
+    pub(crate) async fn checkpoints(
+        &self,
+        run: &str,
+        name: impl Fn(u32) -> Cow<'static, str>,
+    ) -> Result<Vec<CheckpointInfo>> {
+        Ok(self
+            .records(run)
+            .await?
+            .iter()
+            .map(|r| CheckpointInfo {
+                step: r.step,
+                parent: r.parent,
+                created_at_ms: r.created_at_ms,
+                written: r.written.iter().map(|f| name(*f)).collect(),
+                next: r.next.iter().map(|t| t.node.clone()).collect(),
+                blob_bytes: r.blob_bytes,
+            })
+            .collect())
+    }
+
+    /// The interrupts `run` waits on.
+    pub(crate) async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
+        let (record, checkpoint) = newest_record(&*self.store, run).await?;
+        let pending = load_pending(&*self.store, run, checkpoint.step + 1).await?;
+        let gates = record.status == RunStatus::Interrupted;
+        Ok(pending_interrupts(&checkpoint, &pending, gates)
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect())
+    }
+
+    /// Up to `limit` stored events of `run` after number `after`.
+    pub(crate) async fn events(
+        &self,
+        run: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<Event>> {
+        self.store
+            .get_events(run, after, limit)
+            .await?
+            .into_iter()
+            .map(|(seq, bytes)| decode_event(run, seq, &bytes))
+            .collect()
+    }
+
+    /// The step of `run`'s checkpoint `step`, or of its newest one for `None`:
+    /// [`Error::CheckpointNotFound`] when the run has no such checkpoint,
+    /// [`Error::RunNotFound`] when there is no such run (or, for `None`, no checkpoint).
+    pub(crate) async fn checkpoint_step(&self, run: &str, step: Option<u64>) -> Result<u64> {
+        match step {
+            Some(step) => {
+                if self.store.get_checkpoint(run, step).await?.is_some() {
+                    return Ok(step);
+                }
+                self.run(run).await?;
+                Err(Error::CheckpointNotFound {
+                    run: run.to_owned(),
+                    step,
+                })
+            }
+            None => match self.store.latest_checkpoint(run).await? {
+                Some((step, _)) => Ok(step),
+                None => Err(Error::RunNotFound(run.to_owned())),
+            },
+        }
+    }
+
+    /// The typed state of `run` after `step` (the newest checkpoint for `None`), with the
+    /// checkpoint's record.
+    pub(crate) async fn state<S: State>(
+        &self,
+        run: &str,
+        step: Option<u64>,
+    ) -> Result<(S, CheckpointRecord)> {
+        let step = self.checkpoint_step(run, step).await?;
+        state_at::<S>(&*self.store, run, step).await
+    }
+
+    /// The runs of `run`'s subgraphs (nested ones too).
+    pub(crate) async fn child_runs(&self, run: &str) -> Result<Vec<String>> {
+        child_runs(&*self.store, run).await
+    }
+}
