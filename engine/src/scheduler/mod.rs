@@ -1,5 +1,10 @@
 //! The step loop: run a step's tasks on one snapshot, merge their updates in a fixed order at
 //! the barrier, then route to the next step's tasks.
+//!
+//! [`Scheduler::run`] is a run from start to end; `executor` runs one step's tasks (attempts,
+//! retries, timeouts, cancellation) and hands what must be kept to `sink`; `resume` holds the
+//! interrupt gates, what a stopped step stores and what a resumed run starts from; `routing`
+//! picks the next step's tasks.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -354,14 +359,13 @@ impl<S: State> Scheduler<S> {
                     graph: plan.fingerprint,
                 });
                 if let Some(store) = &self.config().store {
-                    let p = Persister::create(
+                    let mut p = Persister::create(
                         store.clone(),
                         self.shared.run_id.clone(),
                         self.config().durability,
                         plan.fingerprint,
                     )
                     .await?;
-                    let mut p = p;
                     p.store_events = self.shared.events.journals();
                     *persist = Some(p);
                 }
