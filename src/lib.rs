@@ -106,8 +106,9 @@ pub use agentgraph_engine::{
     GraphBuilder, GraphDescription, GraphError, History, Identity, InputError, Inspector,
     Interrupt, InterruptKind, Interrupted, Interruption, IntoCommand, Layer, Missed, Mode, Node,
     NodeBuilder, NodeDescription, NodeFuture, NodeTimedOut, Packet, Result, Resume, RetryPolicy,
-    Route, Run, RunConfig, RunHandle, RunRecord, RunStatus, START, Stack, State, StateJson,
-    StoreError, TaskId, TaskInfo, ViewChange, async_node, codec, cpu_node, reducer,
+    Route, Run, RunConfig, RunHandle, RunOutcome, RunRecord, RunStatus, START, Stack, State,
+    StateJson, StoreError, TaskEnd, TaskId, TaskInfo, ViewChange, async_node, codec, cpu_node,
+    reducer,
 };
 pub use agentgraph_macros::State;
 #[cfg(feature = "monitor")]
@@ -125,7 +126,7 @@ pub mod prelude {
     pub use agentgraph_engine::{
         BoxError, CheckpointStore, Command, CompiledGraph, Context, Durability, END, Error, Event,
         EventKind, FailurePolicy, GraphBuilder, Inspector, Interrupt, Mode, Node, NodeBuilder,
-        Packet, Resume, RetryPolicy, Route, RunConfig, START, State,
+        Packet, Resume, RetryPolicy, Route, RunConfig, RunOutcome, START, State,
     };
     pub use agentgraph_macros::State;
 }

@@ -390,7 +390,132 @@ pub enum Error {
         /// The timeout.
         after: std::time::Duration,
     },
-    /// The task running the graph was lost (the runtime shut down or the task panicked).
-    #[error("the run's task ended abnormally: {0}")]
-    Aborted(String),
+    /// The tokio task running an attempt of a node (in [`Mode::Parallel`](crate::Mode::Parallel))
+    /// ended without a result: it panicked outside the node's own code (a node's panic is
+    /// [`Error::NodePanicked`]), for example while formatting the error the node returned, or
+    /// it was cancelled. Nothing of the step was applied; the step's finished tasks kept their
+    /// writes.
+    #[error(
+        "the tokio task running node `{node}` at step {step} (task {task}) {end}; \
+         nothing of step {step} was applied and its finished tasks kept their writes: \
+         fix the cause and resume the run"
+    )]
+    TaskLost {
+        /// The node.
+        node: String,
+        /// The step.
+        step: u64,
+        /// The task.
+        task: TaskId,
+        /// How the tokio task ended.
+        end: TaskEnd,
+    },
+    /// The background checkpoint writer of [`Durability::Async`](crate::Durability::Async)
+    /// ended without finishing its writes.
+    #[error(
+        "the background checkpoint writer {end}; what it had not written yet is lost: \
+         resume the run from its newest checkpoint"
+    )]
+    WriterLost {
+        /// How the writer's task ended.
+        end: TaskEnd,
+    },
+    /// A write of the run to its store failed earlier, so nothing more is written for it
+    /// (a later write could leave the store out of order). The store holds the run up to its
+    /// last written checkpoint.
+    #[error(
+        "run `{run}`: an earlier checkpoint write failed, so nothing more is written for it; \
+         fix the store and resume the run from its newest checkpoint"
+    )]
+    WritesStopped {
+        /// The run.
+        run: String,
+    },
+    /// The tokio task running a spawned run ([`Run::spawn`](crate::Run::spawn)) ended without
+    /// a result: it panicked outside the code that catches a node's panics, or its runtime
+    /// shut down. With a store, the run's finished steps are checkpointed.
+    #[error("the tokio task running run `{run}` {end}; resume the run to go on")]
+    RunLost {
+        /// The run.
+        run: String,
+        /// How the tokio task ended.
+        end: TaskEnd,
+    },
+}
+
+/// How a tokio task ended without finishing its work: see [`Error::TaskLost`],
+/// [`Error::WriterLost`] and [`Error::RunLost`].
+///
+/// # Examples
+///
+/// A spawned run whose runtime shuts down before it ends:
+///
+/// ```
+/// # use std::time::Duration;
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut b = GraphBuilder::<Count>::new();
+/// b.add_node("slow", |_, _| async {
+///     tokio::time::sleep(Duration::from_secs(3600)).await;
+///     Ok(CountUpdate::new().n(1))
+/// })
+/// .add_edge(START, "slow")
+/// .add_edge("slow", END);
+/// let graph = b.compile()?;
+///
+/// let runtime = tokio::runtime::Runtime::new()?;
+/// let handle = {
+///     let _inside = runtime.enter();
+///     graph.run(Count::default()).spawn()
+/// };
+/// drop(runtime);
+///
+/// let result = tokio::runtime::Builder::new_current_thread().build()?.block_on(handle);
+/// assert!(matches!(result, Err(Error::RunLost { end: TaskEnd::Cancelled, .. })));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskEnd {
+    /// It panicked, with this message.
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+    /// It was cancelled: aborted, or its runtime shut down.
+    Cancelled,
+}
+
+impl fmt::Display for TaskEnd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskEnd::Panicked { message } => write!(f, "panicked: {message}"),
+            TaskEnd::Cancelled => f.write_str("was cancelled (aborted, or its runtime shut down)"),
+        }
+    }
+}
+
+impl From<tokio::task::JoinError> for TaskEnd {
+    fn from(e: tokio::task::JoinError) -> Self {
+        match e.try_into_panic() {
+            Ok(payload) => TaskEnd::Panicked {
+                message: panic_message(payload),
+            },
+            Err(_) => TaskEnd::Cancelled,
+        }
+    }
+}
+
+/// The message of a panic's payload.
+pub(crate) fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(s) => *s,
+        Err(panic) => match panic.downcast::<&'static str>() {
+            Ok(s) => (*s).to_owned(),
+            Err(_) => "a panic without a message".to_owned(),
+        },
+    }
 }

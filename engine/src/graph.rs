@@ -1,4 +1,4 @@
-//! [`CompiledGraph`] and its runs: [`Run`] and [`RunHandle`].
+//! [`CompiledGraph`] and its runs: [`Run`], [`RunHandle`] and how they end, [`RunOutcome`].
 
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -14,9 +14,9 @@ use crate::context::RunShared;
 use crate::error::{Error, Result};
 use crate::event::{EventBus, EventStream};
 use crate::ids::Fingerprint;
-use crate::interrupt::Resume;
+use crate::interrupt::{Interrupted, Resume};
 use crate::plan::Plan;
-use crate::scheduler::{Executor, Start};
+use crate::scheduler::{Scheduler, Start};
 use crate::state::State;
 
 /// An immutable, validated graph, ready to run any number of times, concurrently. Cheap to
@@ -255,6 +255,39 @@ impl<S: State> Run<S> {
         }
     }
 
+    /// Runs to the end, like `.await`, but returns a stop at interrupts as
+    /// [`RunOutcome::Interrupted`] rather than as [`Error::Interrupted`].
+    ///
+    /// # Errors
+    ///
+    /// Every other error of the run: see [`Error`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_node("two", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_edge(START, "one")
+    ///     .add_edge("one", "two")
+    ///     .add_edge("two", END)
+    ///     .interrupt_after(["one"]);
+    /// let graph = b.compile()?;
+    /// match graph.run(Count::default()).outcome().await? {
+    ///     RunOutcome::Interrupted(stop) => assert_eq!(stop.interrupts[0].node, "one"),
+    ///     RunOutcome::Completed(_) => panic!("the run should stop after `one`"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn outcome(self) -> Result<RunOutcome<S>> {
+        RunOutcome::from_result(self.await)
+    }
+
     /// Starts the run as a tokio task.
     ///
     /// # Panics
@@ -290,8 +323,8 @@ impl<S: State> IntoFuture for Run<S> {
             }
             _ => None,
         };
-        let executor = Executor::new(self.plan, self.shared);
-        let run = executor.run(self.start);
+        let scheduler = Scheduler::new(self.plan, self.shared);
+        let run = scheduler.run(self.start);
         Box::pin(
             async move {
                 match refused {
@@ -338,6 +371,33 @@ impl<S: State> RunHandle<S> {
     /// Whether the run has ended.
     pub fn is_finished(&self) -> bool {
         self.join.is_finished()
+    }
+
+    /// Waits for the run to end, like `.await`, but returns a stop at interrupts as
+    /// [`RunOutcome::Interrupted`] rather than as [`Error::Interrupted`].
+    ///
+    /// # Errors
+    ///
+    /// Every other error of the run: see [`Error`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_edge(START, "one")
+    ///     .add_edge("one", END);
+    /// let handle = b.compile()?.run(Count::default()).spawn();
+    /// assert_eq!(handle.outcome().await?.completed().map(|c| c.n), Some(1));
+    /// # Ok(()) }
+    /// ```
+    pub async fn outcome(self) -> Result<RunOutcome<S>> {
+        RunOutcome::from_result(self.await)
     }
 
     /// Cancels the run: see [`CancelHandle::cancel`].
@@ -398,8 +458,94 @@ impl<S: State> Future for RunHandle<S> {
     type Output = Result<S>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut TaskCx<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.join)
-            .poll(cx)
-            .map(|r| r.unwrap_or_else(|e| Err(Error::Aborted(e.to_string()))))
+        let result = std::task::ready!(Pin::new(&mut self.join).poll(cx));
+        Poll::Ready(result.unwrap_or_else(|e| {
+            Err(Error::RunLost {
+                run: self.run_id.to_string(),
+                end: e.into(),
+            })
+        }))
+    }
+}
+
+/// How a run ended when stopping at interrupts is one of its expected ends: its final state,
+/// or the interrupts it waits on. [`Run::outcome`] and [`RunHandle::outcome`] return it; a
+/// plain `.await` returns the same stop as [`Error::Interrupted`].
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Doc { approved: bool }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut b = GraphBuilder::<Doc>::new();
+/// b.add_node("review", |_, ctx: Context| async move {
+///     let ok: bool = ctx.interrupt("approve the document?")?;
+///     Ok(DocUpdate::new().approved(ok))
+/// })
+/// .add_edge(START, "review")
+/// .add_edge("review", END);
+/// let graph = b.compile()?;
+/// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+/// let config = || RunConfig::new().run_id("doc-1").shared_store(store.clone());
+///
+/// let mut outcome = graph.run_with(Doc::default(), config()).outcome().await?;
+/// while let RunOutcome::Interrupted(stop) = outcome {
+///     let resume = Resume::new().answer(&stop.interrupts[0].id, true);
+///     outcome = graph.resume_with("doc-1", resume, config()).outcome().await?;
+/// }
+/// assert!(outcome.completed().is_some_and(|doc| doc.approved));
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub enum RunOutcome<S> {
+    /// The run finished: its final state.
+    Completed(S),
+    /// The run stopped at interrupts and waits for answers: it is checkpointed, with status
+    /// `Interrupted`. Resume it with [`CompiledGraph::resume_with`].
+    Interrupted(Interrupted),
+}
+
+impl<S> RunOutcome<S> {
+    /// The final state of a completed run; `None` for an interrupted one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::RunOutcome;
+    /// assert_eq!(RunOutcome::Completed(7).completed(), Some(7));
+    /// ```
+    pub fn completed(self) -> Option<S> {
+        match self {
+            RunOutcome::Completed(state) => Some(state),
+            RunOutcome::Interrupted(_) => None,
+        }
+    }
+
+    /// The interrupts an interrupted run waits on; `None` for a completed one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::RunOutcome;
+    /// assert!(RunOutcome::Completed(7).interrupted().is_none());
+    /// ```
+    pub fn interrupted(&self) -> Option<&Interrupted> {
+        match self {
+            RunOutcome::Completed(_) => None,
+            RunOutcome::Interrupted(stop) => Some(stop),
+        }
+    }
+
+    /// A run's result, with a stop at interrupts taken out of the errors.
+    fn from_result(result: Result<S>) -> Result<RunOutcome<S>> {
+        match result {
+            Ok(state) => Ok(RunOutcome::Completed(state)),
+            Err(Error::Interrupted(stop)) => Ok(RunOutcome::Interrupted(*stop)),
+            Err(e) => Err(e),
+        }
     }
 }

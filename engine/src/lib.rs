@@ -35,9 +35,9 @@ pub use context::{Context, InputError};
 pub use describe::{
     EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
 };
-pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result};
+pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result, TaskEnd};
 pub use event::{Event, EventKind, EventStream, Missed, TaskInfo};
-pub use graph::{CancelHandle, CompiledGraph, Run, RunHandle};
+pub use graph::{CancelHandle, CompiledGraph, Run, RunHandle, RunOutcome};
 pub use history::{CheckpointInfo, History};
 pub use ids::{Fingerprint, TaskId};
 pub use inspect::Inspector;

@@ -477,9 +477,9 @@ impl<S: State> Persister<S> {
     /// After a failed write nothing more is committed (see `broken`).
     async fn write(&mut self, batch: WriteBatch, last: bool, step: Option<u64>) -> Result<()> {
         if self.broken {
-            return Err(Error::Aborted(
-                "an earlier checkpoint write failed; nothing more is written".to_owned(),
-            ));
+            return Err(Error::WritesStopped {
+                run: self.run_id.to_string(),
+            });
         }
         self.held.extend(batch.into_ops());
         if step.is_some() {

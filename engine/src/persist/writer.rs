@@ -105,7 +105,7 @@ impl GroupWriter {
         if let Some(handle) = self.handle.take() {
             handle
                 .await
-                .map_err(|e| Error::Aborted(format!("the checkpoint writer: {e}")))?;
+                .map_err(|e| Error::WriterLost { end: e.into() })?;
         }
         match lock(&self.queue).error.take() {
             Some(e) => Err(e.into()),

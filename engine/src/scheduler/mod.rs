@@ -1,37 +1,33 @@
 //! The step loop: run a step's tasks on one snapshot, merge their updates in a fixed order at
 //! the barrier, then route to the next step's tasks.
+//!
+//! [`Scheduler::run`] is a run from start to end; `executor` runs one step's tasks (attempts,
+//! retries, timeouts, cancellation) and hands what must be kept to `sink`; `resume` holds the
+//! interrupt gates, what a stopped step stores and what a resumed run starts from; `routing`
+//! picks the next step's tasks.
 
-use std::any::Any;
 use std::borrow::Cow;
-use std::future::Future;
+use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fixedbitset::FixedBitSet;
-use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, OptionFuture};
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use rand::SeedableRng;
 use rand::distr::Distribution;
 use rand_chacha::ChaCha8Rng;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use std::collections::HashMap;
-
 use agentgraph_checkpoint::RunStatus;
 
 use crate::builder::Target;
-use crate::config::{FailurePolicy, Mode, RunConfig};
-use crate::context::{Context, RunShared};
-use crate::error::NodeTimedOut;
-use crate::error::{BoxError, Error, Result};
+use crate::config::RunConfig;
+use crate::context::RunShared;
+use crate::error::{Error, Result, panic_message};
 use crate::event::{EventKind, TaskInfo};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
-use crate::interrupt::{
-    Interrupt, InterruptKind, Interrupted, Interruption, Resume, SubgraphInterrupted,
-};
+use crate::interrupt::{Interrupt, InterruptKind, Interrupted, Resume};
 use crate::persist::record::{
     GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
 };
@@ -43,11 +39,13 @@ use crate::route::{Command, Route};
 use crate::state::State;
 use crate::view::Views;
 
+mod executor;
 mod resume;
 mod routing;
-mod tasks;
+mod sink;
 
-use routing::check_goto;
+use executor::{StepOutcomes, Stop, TaskFailure, TaskOutcome};
+use sink::StoreSink;
 
 /// One task of a step.
 #[derive(Debug, Clone)]
@@ -60,38 +58,6 @@ pub(crate) struct Task {
     pub(crate) key: u64,
     pub(crate) id: TaskId,
 }
-
-/// Why a task did not finish with a result.
-enum TaskFailure {
-    /// The node returned an error (or its attempt timed out).
-    Error(BoxError),
-    Panic(String),
-    Lost(String),
-    /// Its go-to is invalid.
-    Route(Error),
-    /// It stopped at interrupts (its own, or its subgraph's).
-    Interrupted(Vec<Interrupt>),
-    /// It was cancelled before it finished.
-    Cancelled,
-}
-
-impl TaskFailure {
-    fn describe(&self) -> String {
-        match self {
-            TaskFailure::Error(e) => crate::error::chain(e.as_ref()),
-            TaskFailure::Panic(m) => format!("panicked: {m}"),
-            TaskFailure::Lost(m) => m.clone(),
-            TaskFailure::Route(e) => e.to_string(),
-            TaskFailure::Interrupted(i) => format!("interrupted at {} interrupt(s)", i.len()),
-            TaskFailure::Cancelled => "cancelled".to_owned(),
-        }
-    }
-}
-
-type TaskOutcome<S> = std::result::Result<Command<S>, TaskFailure>;
-
-/// A finished attempt: the task's index, the attempt, its outcome.
-type Finished<S> = (usize, u32, TaskOutcome<S>);
 
 /// The nodes scheduled for the next step: edge-triggered nodes (deduplicated) and packets.
 struct Frontier {
@@ -230,45 +196,42 @@ impl<S: State> Prior<S> {
     }
 }
 
-/// Why a step stopped before all its tasks finished.
-enum Stop {
-    Cancelled,
-    RunTimeout(Duration),
-    StepTimeout(Duration),
-    /// A task failed for good under `FailurePolicy::CancelSiblings`.
-    Sibling,
+/// Why the step loop ended without finishing the run, and what becomes of the pending writes
+/// of the step it stopped at.
+struct Stopped {
+    error: Error,
+    pending: PendingWrites,
 }
 
-/// A spawned attempt, aborted when dropped (a cancelled step drops its running attempts).
-struct Spawned<T>(tokio::task::JoinHandle<T>);
+/// What becomes of the pending writes of the step a run stopped at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingWrites {
+    /// They stay, so that a resume does not run the step's finished tasks again: every stop
+    /// but a conflict.
+    Keep,
+    /// They are deleted: applied together again, they would fail the same way (two tasks of
+    /// the step wrote one overwrite field).
+    Discard,
+}
 
-impl<T> Drop for Spawned<T> {
-    fn drop(&mut self) {
-        self.0.abort();
+impl PendingWrites {
+    /// The step whose pending writes the run's end deletes, if any.
+    fn discarded_at(self, step: u64) -> Option<u64> {
+        (self == PendingWrites::Discard).then_some(step)
     }
 }
 
-impl<T> Future for Spawned<T> {
-    type Output = std::result::Result<T, tokio::task::JoinError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx)
+impl From<Error> for Stopped {
+    fn from(error: Error) -> Self {
+        Stopped {
+            error,
+            pending: PendingWrites::Keep,
+        }
     }
 }
 
-/// Completes at `at`, or never.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// The executor of one run.
-pub(crate) struct Executor<S: State> {
+/// The scheduler of one run: its step loop, from the first step to the last checkpoint.
+pub(crate) struct Scheduler<S: State> {
     plan: Arc<Plan<S>>,
     shared: Arc<RunShared>,
     /// When the run must end (from `run_timeout`).
@@ -282,7 +245,7 @@ pub(crate) struct Executor<S: State> {
     views: Option<Views>,
 }
 
-impl<S: State> Drop for Executor<S> {
+impl<S: State> Drop for Scheduler<S> {
     /// A run dropped mid-step (its future dropped, or a subgraph's parent attempt cancelled)
     /// tells the CPU-bound attempts still running that their results will be discarded.
     fn drop(&mut self) {
@@ -290,7 +253,7 @@ impl<S: State> Drop for Executor<S> {
     }
 }
 
-impl<S: State> Executor<S> {
+impl<S: State> Scheduler<S> {
     pub(crate) fn new(plan: Arc<Plan<S>>, shared: Arc<RunShared>) -> Self {
         let joins = plan
             .joins
@@ -300,7 +263,7 @@ impl<S: State> Executor<S> {
                 active: false,
             })
             .collect();
-        Executor {
+        Scheduler {
             frontier: Frontier::new(plan.nodes.len()),
             views: shared.config.state_views.then(Views::default),
             plan,
@@ -341,7 +304,7 @@ impl<S: State> Executor<S> {
                 }
                 Ok(Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone()))
             }
-            Err((e, drop_pending)) => {
+            Err(Stopped { error: e, pending }) => {
                 let (status, error) = match &e {
                     Error::Interrupted(_) => (RunStatus::Interrupted, None),
                     Error::Cancelled { .. } => (RunStatus::Cancelled, Some(e.to_string())),
@@ -370,7 +333,7 @@ impl<S: State> Executor<S> {
                     // The end is recorded; if even that fails, the run's own error says more.
                     let log = events.take_journal();
                     let _ = p
-                        .finish(status, error, drop_pending.then_some(step), log)
+                        .finish(status, error, pending.discarded_at(step), log)
                         .await;
                 }
                 Err(e)
@@ -378,16 +341,15 @@ impl<S: State> Executor<S> {
         }
     }
 
-    /// The step loop. Errors carry whether the failed step's pending writes must go (they
-    /// would fail the same way again).
+    /// The step loop: the final state, or why the run stopped and what becomes of its
+    /// stopped step's pending writes.
     async fn run_steps(
         &mut self,
         start: Start<S>,
         step: &mut u64,
         persist: &mut Option<Persister<S>>,
-    ) -> std::result::Result<Arc<S>, (Error, bool)> {
+    ) -> std::result::Result<Arc<S>, Stopped> {
         let plan = self.plan.clone();
-        let keep = |e: Error| (e, false);
         let (mut state, mut restored) = match start {
             Start::Fresh(input) => {
                 crate::metrics::run_started(false);
@@ -397,32 +359,28 @@ impl<S: State> Executor<S> {
                     graph: plan.fingerprint,
                 });
                 if let Some(store) = &self.config().store {
-                    let p = Persister::create(
+                    let mut p = Persister::create(
                         store.clone(),
                         self.shared.run_id.clone(),
                         self.config().durability,
                         plan.fingerprint,
                     )
-                    .await
-                    .map_err(keep)?;
-                    let mut p = p;
+                    .await?;
                     p.store_events = self.shared.events.journals();
                     *persist = Some(p);
                 }
                 let state = Arc::new(input);
                 self.describe(&state, 0);
                 let start_key = task_key("", 0, crate::route::START, 0);
-                self.route(0, start_key, 0, None, &state).map_err(keep)?;
+                self.route(0, start_key, 0, None, &state)?;
                 self.resolve_joins();
                 let all = vec![true; S::FIELDS.len()];
-                self.save(persist, 0, &state, &all, Vec::new())
-                    .await
-                    .map_err(keep)?;
+                self.save(persist, 0, &state, &all, Vec::new()).await?;
                 (state, Vec::new())
             }
             Start::Resume(resume) => {
                 let Some(store) = self.config().store.clone() else {
-                    return Err(keep(Error::NoStore));
+                    return Err(Error::NoStore.into());
                 };
                 let (p, mut loaded) = Persister::open(
                     store.clone(),
@@ -431,8 +389,7 @@ impl<S: State> Executor<S> {
                     plan.fingerprint,
                     self.config().allow_graph_change,
                 )
-                .await
-                .map_err(keep)?;
+                .await?;
                 let p = persist.insert(p);
                 p.store_events = self.shared.events.journals();
                 if let Err(e) = self.apply_resume(resume, &mut loaded, p).await {
@@ -443,15 +400,14 @@ impl<S: State> Executor<S> {
                         .finish(status, error, None, self.shared.events.take_journal())
                         .await;
                     *persist = None;
-                    return Err(keep(e));
+                    return Err(e.into());
                 }
                 *step = loaded.record.step;
-                let pending = self.restore(&loaded).map_err(keep)?;
+                let pending = self.restore(&loaded)?;
                 if self.frontier.is_empty() {
                     // A completed run: nothing to do but say so again.
                     p.finish(RunStatus::Completed, None, None, Vec::new())
-                        .await
-                        .map_err(keep)?;
+                        .await?;
                 }
                 let restored = pending
                     .iter()
@@ -462,7 +418,7 @@ impl<S: State> Executor<S> {
                 let stored = store
                     .last_event(&self.shared.run_id)
                     .await
-                    .map_err(|e| keep(e.into()))?;
+                    .map_err(Error::from)?;
                 let next = stored.map_or(0, |s| s + 1).max(loaded.record.events);
                 self.shared.events.set_next_seq(next);
                 crate::metrics::run_started(true);
@@ -482,20 +438,22 @@ impl<S: State> Executor<S> {
         let mut written = vec![false; S::FIELDS.len()];
         while !self.frontier.is_empty() {
             if *step >= self.config().recursion_limit {
-                return Err(keep(Error::RecursionLimit {
+                return Err(Error::RecursionLimit {
                     limit: self.config().recursion_limit,
-                }));
+                }
+                .into());
             }
             if self.shared.cancel.is_cancelled() {
-                return Err(keep(Error::Cancelled { step: *step + 1 }));
+                return Err(Error::Cancelled { step: *step + 1 }.into());
             }
             if let (Some(at), Some(after)) = (self.deadline, self.config().run_timeout)
                 && Instant::now() >= at
             {
-                return Err(keep(Error::RunTimedOut {
+                return Err(Error::RunTimedOut {
                     step: *step + 1,
                     after,
-                }));
+                }
+                .into());
             }
             *step += 1;
             let step = *step;
@@ -513,18 +471,15 @@ impl<S: State> Executor<S> {
                     })
                     .collect(),
             });
-            let mut prior = self
-                .prior(&tasks, std::mem::take(&mut restored))
-                .map_err(keep)?;
+            let mut prior = self.prior(&tasks, std::mem::take(&mut restored))?;
             self.gate_before(&tasks, &prior, step, persist.as_mut())
-                .await
-                .map_err(keep)?;
+                .await?;
             let span = tracing::debug_span!("step", step = step as i64, tasks = tasks.len() as i64);
-            let (outcomes, stop) = self
-                .run_tasks(&tasks, &state, step, &mut prior, persist.as_mut())
+            let mut sink = StoreSink(persist.as_mut());
+            let StepOutcomes { outcomes, stop } = self
+                .run_tasks(&tasks, &state, step, &mut prior, &mut sink)
                 .instrument(span)
-                .await
-                .map_err(keep)?;
+                .await?;
 
             // The barrier: every task has finished. The first failure, in task order, fails
             // the run; nothing of the step is applied, and the finished tasks keep their writes.
@@ -533,11 +488,14 @@ impl<S: State> Executor<S> {
                 let e = self
                     .stop_step(&tasks, outcomes, &prior, stop, step, persist.as_mut())
                     .await;
-                return Err(keep(e));
+                return Err(e.into());
             }
             commands.extend(outcomes.into_iter().filter_map(|(o, _)| o.ok()));
-            if let Err(e) = self.check_conflicts(&tasks, &commands, step) {
-                return Err((e, true));
+            if let Err(error) = self.check_conflicts(&tasks, &commands, step) {
+                return Err(Stopped {
+                    error,
+                    pending: PendingWrites::Discard,
+                });
             }
             self.merge(
                 &mut state,
@@ -546,11 +504,9 @@ impl<S: State> Executor<S> {
                 &mut written,
                 persist.as_mut(),
                 step,
-            )
-            .map_err(keep)?;
+            )?;
             for (task, goto) in tasks.iter().zip(gotos.drain(..)) {
-                self.route(slot(Some(task.node)), task.key, step, goto, &state)
-                    .map_err(keep)?;
+                self.route(slot(Some(task.node)), task.key, step, goto, &state)?;
             }
             self.resolve_joins();
             let gates: Vec<GateRecord> = if self.frontier.is_empty() {
@@ -569,11 +525,9 @@ impl<S: State> Executor<S> {
                 .iter()
                 .map(|g| gate_interrupt(g, InterruptKind::After, step))
                 .collect();
-            self.save(persist, step, &state, &written, gates)
-                .await
-                .map_err(keep)?;
+            self.save(persist, step, &state, &written, gates).await?;
             if !interrupts.is_empty() {
-                return Err(keep(self.interrupted(step, interrupts)));
+                return Err(self.interrupted(step, interrupts).into());
             }
         }
         Ok(state)
@@ -707,15 +661,5 @@ impl<S: State> Executor<S> {
             self.shared.events.emit(|| view);
         }
         Ok(())
-    }
-}
-
-fn panic_message(panic: Box<dyn Any + Send>) -> String {
-    match panic.downcast::<String>() {
-        Ok(s) => *s,
-        Err(panic) => match panic.downcast::<&'static str>() {
-            Ok(s) => (*s).to_owned(),
-            Err(_) => "a panic without a message".to_owned(),
-        },
     }
 }

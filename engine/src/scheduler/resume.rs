@@ -3,7 +3,7 @@
 
 use super::*;
 
-impl<S: State> Executor<S> {
+impl<S: State> Scheduler<S> {
     pub(super) fn interrupted(&self, step: u64, interrupts: Vec<Interrupt>) -> Error {
         Error::Interrupted(Box::new(Interrupted {
             run_id: self.shared.run_id.to_string(),
@@ -155,7 +155,7 @@ impl<S: State> Executor<S> {
                         None => Ok(()),
                     }
                 }
-                Err(f) => {
+                Err(TaskFailure::Failed(f)) => {
                     let e = self.failure_error(task, step, attempts, f);
                     let outcome = PendingOutcome::Failed {
                         error: e.to_string(),

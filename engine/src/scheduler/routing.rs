@@ -2,7 +2,7 @@
 
 use super::*;
 
-impl<S: State> Executor<S> {
+impl<S: State> Scheduler<S> {
     /// Schedules what follows a finished task (or `START`): its go-to if it returned one,
     /// else each of its edges.
     pub(super) fn route(

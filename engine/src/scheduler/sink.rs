@@ -1,0 +1,44 @@
+//! [`StoreSink`]: where the step executor's outcomes go in a run's store.
+
+use std::time::Duration;
+
+use super::executor::{OutcomeSink, TaskAt};
+use crate::error::{BoxError, Result};
+use crate::persist::record::PendingOutcome;
+use crate::persist::{Persister, now_ms};
+use crate::route::Command;
+use crate::state::State;
+
+/// Keeps a step's outcomes as the run's pending writes; keeps nothing for a run without a
+/// store.
+pub(super) struct StoreSink<'a, S: State>(pub(super) Option<&'a mut Persister<S>>);
+
+impl<S: State> OutcomeSink<S> for StoreSink<'_, S> {
+    async fn finished(&mut self, at: TaskAt<'_>, attempts: u32, cmd: &Command<S>) -> Result<()> {
+        let Some(p) = self.0.as_deref_mut() else {
+            return Ok(());
+        };
+        p.pending_write(at.step, at.index, at.task, at.node, attempts, cmd)
+            .await
+    }
+
+    async fn retrying(
+        &mut self,
+        at: TaskAt<'_>,
+        attempt: u32,
+        error: &BoxError,
+        delay: Duration,
+        answers: &[(String, String)],
+    ) -> Result<()> {
+        let Some(p) = self.0.as_deref_mut() else {
+            return Ok(());
+        };
+        let outcome = PendingOutcome::Retrying {
+            error: crate::error::chain(error.as_ref()),
+            retry_at_ms: now_ms() + delay.as_millis() as u64,
+            answers: answers.to_vec(),
+        };
+        p.pending_outcome(at.step, at.index, at.task, at.node, attempt, outcome)
+            .await
+    }
+}
