@@ -94,6 +94,7 @@ pub struct RunConfig {
     pub(crate) on_failure: FailurePolicy,
     pub(crate) step_timeout: Option<Duration>,
     pub(crate) run_timeout: Option<Duration>,
+    pub(crate) lease_ttl: Duration,
 }
 
 impl Default for RunConfig {
@@ -112,6 +113,7 @@ impl Default for RunConfig {
             on_failure: FailurePolicy::default(),
             step_timeout: None,
             run_timeout: None,
+            lease_ttl: RunConfig::DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -119,6 +121,9 @@ impl Default for RunConfig {
 impl RunConfig {
     /// The default recursion limit: 10,000 steps.
     pub const DEFAULT_RECURSION_LIMIT: u64 = 10_000;
+
+    /// The default lease time to live: 30 seconds.
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
     /// The defaults: parallel, seed 0, 10,000 steps, a fresh run id, 4,096 buffered events, no
     /// checkpoint store.
@@ -294,6 +299,30 @@ impl RunConfig {
     #[must_use]
     pub fn run_timeout(mut self, timeout: Duration) -> Self {
         self.run_timeout = Some(timeout);
+        self
+    }
+
+    /// How long the run's lease in its store lasts without renewal (default
+    /// [`DEFAULT_LEASE_TTL`](RunConfig::DEFAULT_LEASE_TTL)). A stored run is owned by one
+    /// writer at a time, through a lease with a fencing epoch
+    /// ([`CheckpointStore::acquire_lease`]); the run renews its lease every third of this
+    /// time while it is alive. If it fails to (a process paused past it, a lost connection to
+    /// a shared store), another owner may take the run over once the lease expires, and the
+    /// run's next write is refused whole with
+    /// [`Error::Store`](crate::Error::Store)`(`[`StoreError::Fenced`](agentgraph_checkpoint::StoreError::Fenced)`)`.
+    /// Embedded stores release a run as soon as it ends; the TTL matters for stores shared
+    /// between processes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = agentgraph_engine::RunConfig::new().lease_ttl(Duration::from_secs(10));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
         self
     }
 

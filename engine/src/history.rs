@@ -13,6 +13,7 @@ use crate::graph::CompiledGraph;
 use crate::inspect::Inspector;
 use crate::interrupt::Interrupt;
 use crate::persist::record::{BlobRecord, CheckpointRecord};
+use crate::persist::lease::{RunOwnership, SHORT_TTL};
 use crate::persist::{now_ms, state_at};
 use crate::state::State;
 
@@ -143,7 +144,7 @@ impl<S: State> History<S> {
         new_run: &str,
         edit: impl FnOnce(&mut S),
     ) -> Result<()> {
-        let _lease = self.store.lock_run(new_run)?;
+        let owner = RunOwnership::acquire(&self.store, new_run, SHORT_TTL).await?;
         if self.store.get_run(new_run).await?.is_some() {
             return Err(Error::RunExists(new_run.to_owned()));
         }
@@ -183,8 +184,9 @@ impl<S: State> History<S> {
         let mut rec = RunRecord::new(new_run, RunStatus::Pending, source.fingerprint, now_ms());
         rec.last_step = Some(step);
         rec.forked_from = Some((run.to_owned(), step));
+        rec.graph = self.graph.name().map(str::to_owned);
         batch.put_run(rec);
-        self.store.commit(batch).await?;
+        owner.store().commit(batch).await?;
         self.store.flush().await?;
         Ok(())
     }

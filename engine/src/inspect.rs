@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::event::{Event, EventKind};
 use crate::history::CheckpointInfo;
 use crate::interrupt::Interrupt;
+use crate::persist::lease::{RunOwnership, SHORT_TTL};
 use crate::persist::record::CheckpointRecord;
 use crate::persist::{child_runs, decode_event, decode_record, load_pending, pending_interrupts};
 use crate::view::StateJson;
@@ -241,7 +242,7 @@ impl Inspector {
     ///
     /// [`Error::Store`], [`Error::Corrupt`]; `StoreError::RunBusy` when the run is running.
     pub async fn prune(&self, run: &str, keep: usize) -> Result<usize> {
-        let _lease = self.store.lock_run(run)?;
+        let owner = RunOwnership::acquire(&self.store, run, SHORT_TTL).await?;
         let all = records(&*self.store, run).await?;
         let keep = keep.max(1);
         if all.len() <= keep {
@@ -253,7 +254,7 @@ impl Inspector {
         for (f, base) in oldest_kept.bases.iter().enumerate() {
             batch.delete_blobs_before(run, f as u32, *base);
         }
-        self.store.commit(batch).await?;
+        owner.store().commit(batch).await?;
         self.store.flush().await?;
         Ok(all.len() - keep)
     }
@@ -265,13 +266,13 @@ impl Inspector {
     ///
     /// [`Error::Store`]; `StoreError::RunBusy` when the run is running.
     pub async fn delete(&self, run: &str) -> Result<()> {
-        let _lease = self.store.lock_run(run)?;
+        let owner = RunOwnership::acquire(&self.store, run, SHORT_TTL).await?;
         let mut batch = WriteBatch::new();
         batch.delete_run(run);
         for child in child_runs(&*self.store, run).await? {
             batch.delete_run(&child);
         }
-        self.store.commit(batch).await?;
+        owner.store().commit(batch).await?;
         self.store.flush().await?;
         Ok(())
     }

@@ -7,6 +7,7 @@
 //! again (compaction). Cost follows the change, not the size of the state.
 
 mod full;
+pub(crate) mod lease;
 pub(crate) mod record;
 mod writer;
 
@@ -16,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentgraph_checkpoint::envelope::{self, FormatError, RecordKind};
 use agentgraph_checkpoint::{
-    CheckpointStore, RunLease, RunRecord, RunStatus, StoreError, WriteBatch,
+    CheckpointStore, RunRecord, RunStatus, StoreError, WriteBatch,
 };
 
 use crate::codec::{self, CodecError};
@@ -30,6 +31,7 @@ use crate::state::State;
 use serde_bytes::ByteBuf;
 
 use full::{FULL_ROOM, seal_full};
+use lease::RunOwnership;
 use record::{
     BlobRecord, CheckpointRecord, GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord,
     RouteRecord, TaskRecord,
@@ -92,7 +94,9 @@ pub(crate) struct Persister<S: State> {
     pub(crate) deltas: Vec<Vec<Vec<u8>>>,
     /// Ownership of the run, shared with the background writer: the run is released only when
     /// both are done, so a resume never races a group still being written.
-    lease: Arc<RunLease>,
+    lease: Arc<RunOwnership>,
+    /// The graph's name, for the run record.
+    pub(crate) graph: Option<Arc<str>>,
     /// Whether the run's events are stored with its checkpoints.
     pub(crate) store_events: bool,
     _state: PhantomData<fn() -> S>,
@@ -127,8 +131,11 @@ impl<S: State> Persister<S> {
         run_id: Arc<str>,
         durability: Durability,
         fingerprint: Fingerprint,
+        graph: Option<Arc<str>>,
+        lease_ttl: std::time::Duration,
     ) -> Result<Self> {
-        let lease = store.lock_run(&run_id)?;
+        let lease = RunOwnership::acquire(&store, &run_id, lease_ttl).await?;
+        let store = lease.store().clone();
         if store.get_run(&run_id).await?.is_some() {
             return Err(Error::RunExists(run_id.to_string()));
         }
@@ -140,13 +147,15 @@ impl<S: State> Persister<S> {
             let mut leases = Vec::with_capacity(children.len());
             let mut batch = WriteBatch::new();
             for child in &children {
-                leases.push(store.lock_run(child)?);
+                let owner = RunOwnership::acquire(&store, child, lease_ttl).await?;
+                owner.fence(&mut batch);
+                leases.push(owner);
                 batch.delete_run(child);
             }
             store.commit(batch).await?;
             store.flush().await?;
         }
-        Ok(Persister::new(
+        let mut p = Persister::new(
             store,
             run_id,
             durability,
@@ -154,7 +163,9 @@ impl<S: State> Persister<S> {
             lease,
             now_ms(),
             None,
-        ))
+        );
+        p.graph = graph;
+        Ok(p)
     }
 
     fn new(
@@ -162,7 +173,7 @@ impl<S: State> Persister<S> {
         run_id: Arc<str>,
         durability: Durability,
         fingerprint: Fingerprint,
-        lease: RunLease,
+        lease: RunOwnership,
         created_at_ms: u64,
         forked_from: Option<(String, u64)>,
     ) -> Self {
@@ -183,6 +194,7 @@ impl<S: State> Persister<S> {
             pending: false,
             deltas: vec![Vec::new(); S::FIELDS.len()],
             lease: Arc::new(lease),
+            graph: None,
             store_events: false,
             _state: PhantomData,
         }
@@ -195,8 +207,11 @@ impl<S: State> Persister<S> {
         durability: Durability,
         fingerprint: Fingerprint,
         allow_graph_change: bool,
+        graph: Option<Arc<str>>,
+        lease_ttl: std::time::Duration,
     ) -> Result<(Self, Loaded<S>)> {
-        let lease = store.lock_run(&run_id)?;
+        let lease = RunOwnership::acquire(&store, &run_id, lease_ttl).await?;
+        let store = lease.store().clone();
         // The fingerprint first: a changed graph or state type is said as such, before any
         // attempt to decode its state.
         let Some(record) = store.get_run(&run_id).await? else {
@@ -220,6 +235,7 @@ impl<S: State> Persister<S> {
             loaded.run.created_at_ms,
             loaded.run.forked_from.clone(),
         );
+        p.graph = graph;
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
         p.committed = Some(loaded.record.step);
@@ -245,6 +261,7 @@ impl<S: State> Persister<S> {
         r.last_step = self.last_step;
         r.error = error;
         r.forked_from.clone_from(&self.forked_from);
+        r.graph = self.graph.as_deref().map(str::to_owned);
         r
     }
 

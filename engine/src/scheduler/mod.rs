@@ -402,6 +402,8 @@ impl<S: State> Executor<S> {
                         self.shared.run_id.clone(),
                         self.config().durability,
                         plan.fingerprint,
+                        plan.name.clone(),
+                        self.config().lease_ttl,
                     )
                     .await
                     .map_err(keep)?;
@@ -430,6 +432,8 @@ impl<S: State> Executor<S> {
                     self.config().durability,
                     plan.fingerprint,
                     self.config().allow_graph_change,
+                    plan.name.clone(),
+                    self.config().lease_ttl,
                 )
                 .await
                 .map_err(keep)?;
