@@ -12,8 +12,8 @@ use crate::event::Event;
 use crate::graph::CompiledGraph;
 use crate::inspect::Inspector;
 use crate::interrupt::Interrupt;
-use crate::persist::record::{BlobRecord, CheckpointRecord};
 use crate::persist::lease::{RunOwnership, SHORT_TTL};
+use crate::persist::record::{BlobRecord, CheckpointRecord};
 use crate::persist::{now_ms, state_at};
 use crate::state::State;
 

@@ -196,7 +196,11 @@ impl CheckpointStore for FencedStore {
         self.inner.acquire_lease(run, ttl)
     }
 
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, StoreResult<()>> {
+    fn renew_lease<'a>(
+        &'a self,
+        lease: &'a Lease,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>> {
         self.inner.renew_lease(lease, ttl)
     }
 

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentgraph_checkpoint::envelope::{self, FormatError, RecordKind};
-use agentgraph_checkpoint::{
-    CheckpointStore, RunRecord, RunStatus, StoreError, WriteBatch,
-};
+use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, StoreError, WriteBatch};
 
 use crate::codec::{self, CodecError};
 use crate::config::Durability;
