@@ -1,5 +1,6 @@
 //! The embedded sled store (feature `sled`).
 
+mod snapshots;
 mod values;
 
 use std::collections::{BTreeMap, HashMap};
@@ -43,6 +44,16 @@ use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 ///   lose the file (sled itself never syncs the files it writes for pages over 128 KiB).
 ///
 /// If your runs must survive a power loss, use a store that syncs for real.
+///
+/// # Recovery at open
+///
+/// sled 0.34.7 writes a snapshot of its page table while it opens a store, to a
+/// `snap.<LSN>.generating` file renamed once complete, and refuses to open a store whose
+/// lexically last `snap.*` file is such a leftover, empty or torn, of a process killed while
+/// writing it (spacejam/sled#1527). [`open`](SledStore::open) removes those leftovers (only
+/// files of exactly that name, never a complete snapshot, and only while no other handle
+/// holds the store's lock), logging each with `tracing` at `warn`: the store then opens from
+/// its previous snapshot and its log, as after a crash just before the snapshot began.
 ///
 /// # Large values
 ///
@@ -141,9 +152,16 @@ impl SledStore {
         let deadline = Instant::now() + LOCK_WAIT;
         let mut pause = Duration::from_millis(1);
         let db = loop {
+            // A snapshot file a killed process left half-written would make sled refuse the
+            // store for ever: removed first, when no live sled holds the store.
+            let cleared = snapshots::remove_unfinished(&path)
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
             match config.open() {
                 Ok(db) => break db,
-                Err(e) if is_lock_error(&e) && Instant::now() + pause < deadline => {
+                Err(e)
+                    if (is_lock_error(&e) || cleared == snapshots::Cleared::Busy)
+                        && Instant::now() + pause < deadline =>
+                {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
