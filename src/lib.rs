@@ -98,7 +98,7 @@ pub mod otel;
 
 #[cfg(feature = "sled")]
 pub use agentgraph_checkpoint::SledStore;
-pub use agentgraph_checkpoint::{MemoryStore, RunLease, RunLocks, WriteBatch, envelope};
+pub use agentgraph_checkpoint::{Lease, MemoryStore, WriteBatch, envelope};
 pub use agentgraph_engine::{
     AsyncNode, BoxError, CancelHandle, CheckpointInfo, CheckpointStore, CodecError, Command,
     CompiledGraph, Context, CpuNode, Durability, END, EdgeDescription, EdgeKind, EdgeName, Error,

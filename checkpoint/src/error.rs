@@ -17,11 +17,25 @@ pub enum StoreError {
         /// The store's path.
         path: String,
     },
-    /// The run is owned by another run in this process (or, for shared stores, by another worker).
+    /// The run is leased by another owner: another run of this process, or, for shared stores,
+    /// another worker.
     #[error("run `{run}` is already running; wait for it to end before resuming it")]
     RunBusy {
         /// The run.
         run: String,
+    },
+    /// A write or a renewal carried a lease epoch that is no longer the run's: another owner
+    /// took the run over. Nothing of the batch was applied; the old owner must stop.
+    #[error(
+        "run `{run}` was taken over: this writer's lease epoch {epoch} is stale (the run's is {current}); nothing of the write was applied"
+    )]
+    Fenced {
+        /// The run.
+        run: String,
+        /// The epoch the writer held.
+        epoch: u64,
+        /// The run's current epoch.
+        current: u64,
     },
     /// A stored record is damaged, truncated, foreign or too new.
     #[error("{what} is unreadable: {source}")]

@@ -40,6 +40,7 @@
 pub mod conformance;
 pub mod envelope;
 mod error;
+mod lease;
 mod memory;
 mod record;
 #[cfg(feature = "sled")]
@@ -52,6 +53,6 @@ pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use record::{decode_run, encode_run};
 pub use store::{
-    BoxFuture, CheckpointStore, MAX_RUN_ID_LEN, Op, RunLease, RunLocks, RunRecord, RunStatus,
-    WriteBatch, check_run_id,
+    BoxFuture, CheckpointStore, Lease, MAX_RUN_ID_LEN, Op, RunRecord, RunStatus, WriteBatch,
+    check_run_id,
 };

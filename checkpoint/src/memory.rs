@@ -1,19 +1,20 @@
 //! The in-memory store: for tests, examples and runs that need no durability.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::error::Result;
+use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
-use crate::store::{
-    BoxFuture, CheckpointStore, Op, RunLease, RunLocks, RunRecord, WriteBatch, check_run_id,
-};
+use crate::store::{BoxFuture, CheckpointStore, Lease, Op, RunRecord, WriteBatch, check_run_id};
 
 /// A [`CheckpointStore`] in memory: nothing survives the process.
 ///
 /// Batches apply atomically and reads see a batch whole or not at all (one lock guards the
-/// maps). Clones share the same data and the same run ownership. [`flush`](CheckpointStore::flush)
+/// maps). Clones share the same data and the same run leases; a dropped [`Lease`] is released
+/// at once. [`flush`](CheckpointStore::flush)
 /// does nothing. Run records are kept enveloped, as a durable store keeps them, so a damaged
 /// one is a [`StoreError::Corrupt`](crate::StoreError::Corrupt) here too.
 ///
@@ -41,7 +42,7 @@ use crate::store::{
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     tables: Arc<Mutex<Tables>>,
-    locks: RunLocks,
+    leases: Holders,
 }
 
 /// Everything stored, one map per table, keyed as the sled store keys them.
@@ -53,6 +54,8 @@ struct Tables {
     blobs: BTreeMap<(String, u32, u64), Vec<u8>>,
     pending: BTreeMap<(String, u64, u32), Vec<u8>>,
     events: BTreeMap<(String, u64), Vec<u8>>,
+    /// The newest lease epoch of each run that had a lease.
+    epochs: HashMap<String, u64>,
 }
 
 /// An operation checked and encoded, ready to be applied without failing.
@@ -96,6 +99,7 @@ impl MemoryStore {
 
     fn commit_now(&self, batch: WriteBatch) -> Result<()> {
         let mut ready = Vec::with_capacity(batch.len());
+        let mut fences = Vec::new();
         for op in batch.into_ops() {
             check_op(&op)?;
             ready.push(match op {
@@ -103,10 +107,17 @@ impl MemoryStore {
                     let bytes = encode_run(&record)?;
                     Ready::Run(record.run_id, bytes)
                 }
+                Op::Fence { run, epoch } => {
+                    fences.push((run, epoch));
+                    continue;
+                }
                 op => Ready::Other(op),
             });
         }
         let mut t = self.tables();
+        for (run, epoch) in &fences {
+            check_fence(run, *epoch, t.epochs.get(run).copied().unwrap_or(0))?;
+        }
         for op in ready {
             t.apply(op);
         }
@@ -124,7 +135,9 @@ impl Tables {
             Ready::Other(op) => op,
         };
         match op {
-            Op::PutRun(_) => unreachable!("run records are encoded before the lock is taken"),
+            Op::PutRun(_) | Op::Fence { .. } => {
+                unreachable!("run records and fences are handled before the lock is taken")
+            }
             Op::PutCheckpoint { run, step, bytes } => {
                 self.checkpoints.insert((run, step), bytes);
             }
@@ -391,8 +404,28 @@ impl CheckpointStore for MemoryStore {
         })
     }
 
-    fn lock_run(&self, run: &str) -> Result<RunLease> {
-        self.locks.lock(run)
+    fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move {
+            self.leases.acquire(run, ttl, || {
+                let mut t = self.tables();
+                let epoch = t.epochs.entry(run.to_owned()).or_insert(0);
+                *epoch += 1;
+                Ok(*epoch)
+            })
+        })
+    }
+
+    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.leases.renew(lease, ttl, || {
+                Ok(self.tables().epochs.get(lease.run()).copied().unwrap_or(0))
+            })
+        })
+    }
+
+    fn release_lease(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {
+        drop(lease);
+        Box::pin(async { Ok(()) })
     }
 }
 

@@ -19,6 +19,38 @@ struct StoredRun {
     last_step: Option<u64>,
     error: Option<String>,
     forked_from: Option<(String, u64)>,
+    /// Added after the first layout, at the end: see [`StoredRunV1`].
+    graph: Option<String>,
+}
+
+/// A run record as written before graphs had names: [`StoredRun`] but `graph`, which it lacks
+/// at the end of its payload (so no payload reads as both). Read only.
+#[derive(Deserialize)]
+struct StoredRunV1 {
+    run_id: String,
+    status: StoredStatus,
+    fingerprint: u128,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    last_step: Option<u64>,
+    error: Option<String>,
+    forked_from: Option<(String, u64)>,
+}
+
+impl From<StoredRunV1> for StoredRun {
+    fn from(r: StoredRunV1) -> Self {
+        StoredRun {
+            run_id: r.run_id,
+            status: r.status,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            last_step: r.last_step,
+            error: r.error,
+            forked_from: r.forked_from,
+            graph: None,
+        }
+    }
 }
 
 /// A run status as stores keep it: the variant's index is the stored tag, so variants are
@@ -70,6 +102,7 @@ impl From<&RunRecord> for StoredRun {
             last_step: r.last_step,
             error: r.error.clone(),
             forked_from: r.forked_from.clone(),
+            graph: r.graph.clone(),
         }
     }
 }
@@ -81,6 +114,7 @@ impl From<StoredRun> for RunRecord {
         record.last_step = r.last_step;
         record.error = r.error;
         record.forked_from = r.forked_from;
+        record.graph = r.graph;
         record
     }
 }
@@ -97,7 +131,8 @@ pub(crate) fn check_op(op: &Op) -> Result<()> {
         | Op::DeleteCheckpointsBefore { run, .. }
         | Op::DeleteBlobsBefore { run, .. }
         | Op::DeleteAfter { run, .. }
-        | Op::DeleteRun { run } => check_run_id(run),
+        | Op::DeleteRun { run }
+        | Op::Fence { run, .. } => check_run_id(run),
     }
 }
 
@@ -141,9 +176,16 @@ pub fn decode_run(run: &str, bytes: &[u8]) -> Result<RunRecord> {
         what: run_what(run),
         source,
     };
-    let record: RunRecord = envelope::decode::<StoredRun>(RecordKind::Run, bytes)
-        .map_err(corrupt)?
-        .into();
+    let stored = match envelope::decode::<StoredRun>(RecordKind::Run, bytes) {
+        Ok(stored) => stored,
+        Err(e @ envelope::FormatError::Decode(_)) => {
+            envelope::decode::<StoredRunV1>(RecordKind::Run, bytes)
+                .map(StoredRun::from)
+                .map_err(|_| corrupt(e))?
+        }
+        Err(e) => return Err(corrupt(e)),
+    };
+    let record = RunRecord::from(stored);
     if record.run_id != run {
         return Err(corrupt(envelope::FormatError::Decode(format!(
             "the record names run {:?}",
@@ -156,4 +198,56 @@ pub fn decode_run(run: &str, bytes: &[u8]) -> Result<RunRecord> {
 /// How errors name the record of `run`.
 pub(crate) fn run_what(run: &str) -> String {
     format!("the record of run {run:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Serialize;
+
+    /// The layout of run records before graph names, as it was written.
+    #[derive(Serialize)]
+    struct Old {
+        run_id: String,
+        status: u32,
+        fingerprint: u128,
+        created_at_ms: u64,
+        updated_at_ms: u64,
+        last_step: Option<u64>,
+        error: Option<String>,
+        forked_from: Option<(String, u64)>,
+    }
+
+    #[test]
+    fn records_without_a_graph_name_still_decode() {
+        let old = Old {
+            run_id: "r".into(),
+            status: 3,
+            fingerprint: 9,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            last_step: Some(3),
+            error: Some("boom".into()),
+            forked_from: Some(("p".into(), 4)),
+        };
+        let bytes = envelope::encode(RecordKind::Run, &old).unwrap();
+        let record = decode_run("r", &bytes).unwrap();
+        let mut expected = RunRecord::new("r", RunStatus::Failed, 9, 1);
+        expected.updated_at_ms = 2;
+        expected.last_step = Some(3);
+        expected.error = Some("boom".into());
+        expected.forked_from = Some(("p".into(), 4));
+        assert_eq!(record, expected);
+        // The current layout round-trips, with and without a name.
+        for graph in [None, Some("g".to_owned())] {
+            let mut current = expected.clone();
+            current.graph = graph;
+            assert_eq!(
+                decode_run("r", &encode_run(&current).unwrap()).unwrap(),
+                current
+            );
+        }
+        // Damage is still damage.
+        assert!(decode_run("r", &bytes[..bytes.len() - 1]).is_err());
+    }
 }

@@ -3,9 +3,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::time::Duration;
 
-use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
@@ -175,6 +174,10 @@ pub struct RunRecord {
     /// The run and step this run was forked from.
     #[serde(with = "json_shape::forked_from")]
     pub forked_from: Option<(String, u64)>,
+    /// The name of the graph that runs it, when the graph has one
+    /// (`GraphBuilder::named`). Records written before graphs had names read back
+    /// with `None`.
+    pub graph: Option<String>,
 }
 
 /// How [`RunRecord`]'s fields that JSON cannot spell as Rust holds them are written.
@@ -243,7 +246,22 @@ impl RunRecord {
             last_step: None,
             error: None,
             forked_from: None,
+            graph: None,
         }
+    }
+
+    /// Sets the name of the graph that runs the run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::{RunRecord, RunStatus};
+    /// let record = RunRecord::new("run-1", RunStatus::Running, 7, 0).with_graph("triage");
+    /// assert_eq!(record.graph.as_deref(), Some("triage"));
+    /// ```
+    pub fn with_graph(mut self, graph: impl Into<String>) -> Self {
+        self.graph = Some(graph.into());
+        self
     }
 }
 
@@ -326,10 +344,23 @@ pub enum Op {
         /// The last step kept.
         step: u64,
     },
-    /// Deletes everything of `run`: record, checkpoints, blobs, pending writes, events.
+    /// Deletes everything of `run`: record, checkpoints, blobs, pending writes, events. The
+    /// run's lease epoch is kept, so that a run created again under the same id never reuses
+    /// an epoch.
     DeleteRun {
         /// The run.
         run: String,
+    },
+    /// Applies the batch only if `epoch` is the current lease epoch of `run` (see
+    /// [`CheckpointStore::acquire_lease`]). Every fence of a batch is checked before anything
+    /// of it is applied, in the same atomic commit: a stale epoch fails the whole batch with
+    /// [`StoreError::Fenced`] and applies nothing. Where the fence stands in the batch does
+    /// not matter.
+    Fence {
+        /// The run.
+        run: String,
+        /// The lease epoch the writer holds.
+        epoch: u64,
     },
 }
 
@@ -470,6 +501,24 @@ impl WriteBatch {
             run: run.to_owned(),
         })
     }
+
+    /// Makes the batch conditional on `epoch` being `run`'s current lease epoch: see
+    /// [`Op::Fence`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::{Op, WriteBatch};
+    /// let mut batch = WriteBatch::new();
+    /// batch.fence("run-1", 3).put_checkpoint("run-1", 0, vec![1]);
+    /// assert_eq!(batch.ops()[0], Op::Fence { run: "run-1".into(), epoch: 3 });
+    /// ```
+    pub fn fence(&mut self, run: &str, epoch: u64) -> &mut Self {
+        self.push(Op::Fence {
+            run: run.to_owned(),
+            epoch,
+        })
+    }
 }
 
 impl Extend<Op> for WriteBatch {
@@ -485,7 +534,7 @@ impl Extend<Op> for WriteBatch {
 /// Checkpoints, blobs and pending writes are opaque, enveloped bytes to the store; run
 /// records are typed, and a corrupt one is a [`StoreError::Corrupt`].
 ///
-/// Every method that takes a run id (in an operation, a read or [`lock_run`]) rejects an
+/// Every method that takes a run id (in an operation, a read or [`acquire_lease`]) rejects an
 /// invalid one ([`check_run_id`]) with [`StoreError::InvalidRunId`]; a batch with one such
 /// operation applies nothing. (The `after` cursor of [`list_runs`] is not a run id: any
 /// string.) Reads of a run record that does not decode fail with
@@ -493,7 +542,24 @@ impl Extend<Op> for WriteBatch {
 ///
 /// Every backend passes the same conformance suite ([`conformance`](crate::conformance)).
 ///
-/// [`lock_run`]: CheckpointStore::lock_run
+/// # Owning a run
+///
+/// One writer at a time owns a run, by a [`Lease`]: [`acquire_lease`] takes a free or expired
+/// run and gives it a new **fencing epoch**, greater than every earlier epoch of the run (kept
+/// by the store, across reopening, and through [`Op::DeleteRun`]); the owner renews the lease
+/// before it expires ([`renew_lease`]) and stamps every batch it commits with its epoch
+/// ([`WriteBatch::fence`]). Once another owner has taken the run over, the old owner's batches
+/// fail whole with [`StoreError::Fenced`] and its renewals fail the same way. A lease that
+/// expired but was not taken over still writes and renews: its epoch is still the run's.
+/// Batches without a fence are not checked (tools and tests write that way); the engine
+/// fences every write of a run.
+///
+/// Dropping a [`Lease`] without [`release_lease`] lets the store release it at once if it can
+/// do so without waiting (the embedded stores do); otherwise the lease expires after its TTL.
+///
+/// [`acquire_lease`]: CheckpointStore::acquire_lease
+/// [`renew_lease`]: CheckpointStore::renew_lease
+/// [`release_lease`]: CheckpointStore::release_lease
 /// [`list_runs`]: CheckpointStore::list_runs
 #[allow(clippy::type_complexity)] // the tuple results read best spelled out
 pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
@@ -564,77 +630,112 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// The highest sequence number of `run`'s stored events.
     fn last_event<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Option<u64>>>;
 
-    /// Takes ownership of `run` for this process until the lease is dropped.
+    /// Takes `run` for `ttl`, with a new fencing epoch (see the trait's docs). A run whose
+    /// last lease expired is free.
     ///
     /// # Errors
     ///
-    /// [`StoreError::RunBusy`] when the run is already owned.
-    fn lock_run(&self, run: &str) -> Result<RunLease>;
-}
+    /// [`StoreError::RunBusy`] when another lease of the run is live,
+    /// [`StoreError::InvalidRunId`].
+    fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Lease>>;
 
-/// The runs this process owns, for stores whose ownership is per process (the store itself
-/// being locked against other processes).
-#[derive(Debug, Clone, Default)]
-pub struct RunLocks {
-    held: Arc<DashMap<String, ()>>,
-}
-
-impl RunLocks {
-    /// No run owned.
-    pub fn new() -> Self {
-        RunLocks::default()
-    }
-
-    /// Takes `run`.
+    /// Extends `lease` to `ttl` from now.
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidRunId`] for an id no store accepts, [`StoreError::RunBusy`] when it
-    /// is taken.
-    pub fn lock(&self, run: &str) -> Result<RunLease> {
-        check_run_id(run)?;
-        match self.held.entry(run.to_owned()) {
-            dashmap::Entry::Occupied(_) => Err(StoreError::RunBusy {
-                run: run.to_owned(),
-            }),
-            dashmap::Entry::Vacant(v) => {
-                v.insert(());
-                Ok(RunLease {
-                    run: run.to_owned(),
-                    held: Some(self.held.clone()),
-                })
-            }
+    /// [`StoreError::Fenced`] when the run was taken over (its epoch is no longer the
+    /// lease's): the holder must stop writing.
+    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, Result<()>>;
+
+    /// Gives `run` up at once. Releasing a lease that was taken over does nothing.
+    fn release_lease(&self, lease: Lease) -> BoxFuture<'_, Result<()>>;
+}
+
+/// What a lease's holder runs when the lease is dropped (see [`Lease::on_drop`]).
+type OnDrop = Box<dyn FnOnce(&str, u64) + Send + Sync>;
+
+/// Ownership of a run for a while, with its fencing epoch: see
+/// [`CheckpointStore::acquire_lease`].
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use agentgraph_checkpoint::{CheckpointStore, MemoryStore, StoreError, WriteBatch};
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> agentgraph_checkpoint::Result<()> {
+///     let store = MemoryStore::new();
+///     let ttl = Duration::from_secs(30);
+///     let lease = store.acquire_lease("run-1", ttl).await?;
+///     assert!(matches!(
+///         store.acquire_lease("run-1", ttl).await,
+///         Err(StoreError::RunBusy { .. })
+///     ));
+///     let mut batch = WriteBatch::new();
+///     batch.fence("run-1", lease.epoch()).put_checkpoint("run-1", 0, vec![1]);
+///     store.commit(batch).await?;
+///     store.renew_lease(&lease, ttl).await?;
+///     store.release_lease(lease).await?;
+///     Ok(())
+/// }
+/// ```
+#[must_use = "the run is released when the lease is dropped"]
+pub struct Lease {
+    run: String,
+    epoch: u64,
+    ttl: Duration,
+    on_drop: Option<OnDrop>,
+}
+
+impl Lease {
+    /// A lease of `run` with `epoch`, taken for `ttl`: for store authors.
+    pub fn new(run: impl Into<String>, epoch: u64, ttl: Duration) -> Self {
+        Lease {
+            run: run.into(),
+            epoch,
+            ttl,
+            on_drop: None,
         }
     }
-}
 
-/// Ownership of one run; released when dropped.
-#[derive(Debug)]
-#[must_use = "the run is released when the lease is dropped"]
-pub struct RunLease {
-    run: String,
-    held: Option<Arc<DashMap<String, ()>>>,
-}
+    /// Runs `f` with the run and the epoch when the lease is dropped (an embedded store
+    /// releases the run there): for store authors.
+    pub fn on_drop(mut self, f: impl FnOnce(&str, u64) + Send + Sync + 'static) -> Self {
+        self.on_drop = Some(Box::new(f));
+        self
+    }
 
-impl RunLease {
     /// The run.
     pub fn run(&self) -> &str {
         &self.run
     }
 
-    /// A lease that guards nothing, for stores whose ownership is enforced elsewhere.
-    pub fn detached(run: impl Into<String>) -> Self {
-        RunLease {
-            run: run.into(),
-            held: None,
-        }
+    /// The fencing epoch: stamp it on every batch of the run ([`WriteBatch::fence`]).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The time to live the lease was taken with.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 }
 
-impl Drop for RunLease {
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("run", &self.run)
+            .field("epoch", &self.epoch)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(held) = &self.held {
-            held.remove(&self.run);
+        if let Some(f) = self.on_drop.take() {
+            f(&self.run, self.epoch);
         }
     }
 }

@@ -44,3 +44,41 @@ async fn sled_store_conforms_after_reopening() {
     })
     .await;
 }
+
+#[cfg(feature = "sled")]
+#[tokio::test]
+async fn sled_lease_epochs_keep_growing_across_reopening() {
+    use std::time::Duration;
+
+    use agentgraph_checkpoint::{CheckpointStore, SledStore, StoreError, WriteBatch};
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = Duration::from_secs(600);
+    let mut last = 0;
+    for round in 0..3 {
+        let store = SledStore::open(dir.path()).unwrap();
+        // A lease held when the store was closed (the process died) does not outlive it.
+        let lease = store.acquire_lease("r", ttl).await.unwrap();
+        assert!(
+            lease.epoch() > last,
+            "round {round}: epoch {} after {last}",
+            lease.epoch()
+        );
+        if last > 0 {
+            // The previous store's epoch is stale in this one.
+            let mut batch = WriteBatch::new();
+            batch.fence("r", last).put_checkpoint("r", round, vec![1]);
+            assert!(matches!(
+                store.commit(batch).await,
+                Err(StoreError::Fenced { epoch, current, .. }) if epoch == last && current == lease.epoch()
+            ));
+        }
+        let mut batch = WriteBatch::new();
+        batch
+            .fence("r", lease.epoch())
+            .put_checkpoint("r", round, vec![1]);
+        store.commit(batch).await.unwrap();
+        last = lease.epoch();
+        std::mem::forget(lease); // as a killed process would
+        store.flush().await.unwrap();
+    }
+}

@@ -1,10 +1,19 @@
 //! Model test: random sequences of batches and reads, applied to a plain reference model
 //! and to every backend; every read must agree. The sled store is also closed and reopened
 //! mid-sequence (after a flush) and must still agree.
+//!
+//! Run ownership is modelled too: leases taken and released, and batches fenced with a
+//! lease's epoch, which apply only while no later lease of the run was taken. Reopening the
+//! sled store ends every lease (its process would be gone): the sequence releases them all
+//! first, in every store.
 
 use std::collections::BTreeMap;
 
-use agentgraph_checkpoint::{CheckpointStore, MemoryStore, RunRecord, RunStatus, WriteBatch};
+use std::time::Duration;
+
+use agentgraph_checkpoint::{
+    CheckpointStore, Lease, MemoryStore, RunRecord, RunStatus, StoreError, WriteBatch,
+};
 use proptest::prelude::*;
 
 /// Run ids sharing prefixes, with NUL and `/`, so isolation between runs is exercised.
@@ -82,6 +91,12 @@ enum Action {
     Commit(Vec<Write>),
     Read(Read),
     Reopen,
+    /// Takes a lease of a run.
+    Acquire(usize),
+    /// Releases lease number `n` (modulo the leases taken so far).
+    Release(usize),
+    /// Commits the writes fenced with the epoch of lease number `n` (modulo the leases taken).
+    Fenced(usize, Vec<Write>),
 }
 
 fn run() -> impl Strategy<Value = usize> {
@@ -133,6 +148,10 @@ fn action() -> impl Strategy<Value = Action> {
         4 => proptest::collection::vec(write(), 1..6).prop_map(Action::Commit),
         4 => read().prop_map(Action::Read),
         1 => Just(Action::Reopen),
+        1 => run().prop_map(Action::Acquire),
+        1 => (0..8usize).prop_map(Action::Release),
+        2 => (0..8usize, proptest::collection::vec(write(), 1..4))
+            .prop_map(|(n, writes)| Action::Fenced(n, writes)),
     ]
 }
 
@@ -159,6 +178,10 @@ struct Model {
     checkpoints: BTreeMap<String, BTreeMap<u64, Vec<u8>>>,
     blobs: BTreeMap<String, BTreeMap<u32, BTreeMap<u64, Vec<u8>>>>,
     pending: BTreeMap<String, BTreeMap<u64, BTreeMap<u32, Vec<u8>>>>,
+    /// The run of every lease taken, in order.
+    leases: Vec<usize>,
+    /// Per run: its latest lease (whose epoch is the run's), and whether it is held.
+    latest: BTreeMap<usize, (usize, bool)>,
 }
 
 /// The value a write of `v` stores: a few bytes, or for one write in 32 more than 64 KiB (which
@@ -234,6 +257,33 @@ impl Model {
                 self.pending.remove(RUNS[run]);
             }
         }
+    }
+
+    /// Takes a lease of `run`: its number, or `None` when the run is held.
+    fn acquire(&mut self, run: usize) -> Option<usize> {
+        if self.latest.get(&run).is_some_and(|(_, held)| *held) {
+            return None;
+        }
+        self.leases.push(run);
+        let n = self.leases.len() - 1;
+        self.latest.insert(run, (n, true));
+        Some(n)
+    }
+
+    fn release(&mut self, n: usize) {
+        let run = self.leases[n];
+        if let Some((latest, held)) = self.latest.get_mut(&run)
+            && *latest == n
+        {
+            *held = false;
+        }
+    }
+
+    /// Whether lease `n`'s epoch is still its run's.
+    fn current(&self, n: usize) -> bool {
+        self.latest
+            .get(&self.leases[n])
+            .is_some_and(|(l, _)| *l == n)
     }
 
     /// How many stored values have 64 KiB or more.
@@ -444,6 +494,11 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         #[cfg(feature = "sled")]
         let mut sled = Some(agentgraph_checkpoint::SledStore::open(dir.path()).unwrap());
+        // Per store (in the order of `stores`), the leases taken, by number.
+        let mut leases: Vec<Vec<Option<Lease>>> = vec![Vec::new(), Vec::new()];
+        // And their epochs, kept after a release.
+        let mut epochs: Vec<Vec<u64>> = vec![Vec::new(), Vec::new()];
+        let long = Duration::from_secs(3600);
 
         rt.block_on(async {
             let mut stores: Vec<(&str, &dyn CheckpointStore)>;
@@ -467,7 +522,63 @@ proptest! {
                             prop_assert_eq!(&got, &expected, "{} disagrees at action {}: {:?}", name, i, r);
                         }
                     }
+                    Action::Acquire(run) => {
+                        let expected = model.acquire(*run);
+                        for (s, (name, store)) in stores.iter().enumerate() {
+                            match (store.acquire_lease(RUNS[*run], long).await, expected) {
+                                (Ok(lease), Some(n)) => {
+                                    leases[s].resize_with(n + 1, || None);
+                                    epochs[s].resize(n + 1, 0);
+                                    epochs[s][n] = lease.epoch();
+                                    leases[s][n] = Some(lease);
+                                }
+                                (Err(StoreError::RunBusy { .. }), None) => {}
+                                (got, _) => prop_assert!(false, "{} at action {}: acquiring {:?} gave {:?}, the model {:?}", name, i, RUNS[*run], got, expected),
+                            }
+                        }
+                    }
+                    Action::Release(n) => {
+                        if model.leases.is_empty() {
+                            continue;
+                        }
+                        let n = n % model.leases.len();
+                        model.release(n);
+                        for (s, (_, store)) in stores.iter().enumerate() {
+                            if let Some(lease) = leases[s].get_mut(n).and_then(Option::take) {
+                                store.release_lease(lease).await.unwrap();
+                            }
+                        }
+                    }
+                    Action::Fenced(n, writes) => {
+                        if model.leases.is_empty() {
+                            continue;
+                        }
+                        let n = n % model.leases.len();
+                        let current = model.current(n);
+                        if current {
+                            for w in writes {
+                                model.apply(w);
+                            }
+                        }
+                        for (s, (name, store)) in stores.iter().enumerate() {
+                            let mut b = batch(writes);
+                            b.fence(RUNS[model.leases[n]], epochs[s][n]);
+                            match (store.commit(b).await, current) {
+                                (Ok(()), true) | (Err(StoreError::Fenced { .. }), false) => {}
+                                (got, _) => prop_assert!(false, "{} at action {}: a batch fenced with lease {} (current: {}) gave {:?}", name, i, n, current, got),
+                            }
+                        }
+                    }
                     Action::Reopen => {
+                        // The sled store's leases end with it; every store's go.
+                        for n in 0..model.leases.len() {
+                            model.release(n);
+                        }
+                        for (s, (_, store)) in stores.iter().enumerate() {
+                            for lease in leases[s].iter_mut().filter_map(Option::take) {
+                                store.release_lease(lease).await.unwrap();
+                            }
+                        }
                         #[cfg(feature = "sled")]
                         {
                             drop(stores);

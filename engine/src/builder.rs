@@ -108,6 +108,8 @@ pub struct GraphBuilder<S: State> {
     pub(crate) gotos: Vec<(NodeId, Declared)>,
     pub(crate) default_retry: Option<Arc<RetryPolicy>>,
     pub(crate) default_timeout: Option<Duration>,
+    /// The graph's name, stored on the records of its runs.
+    pub(crate) name: Option<Arc<str>>,
     first_error: Option<GraphError>,
 }
 
@@ -121,6 +123,7 @@ impl<S: State> Default for GraphBuilder<S> {
             gotos: Vec::new(),
             default_retry: None,
             default_timeout: None,
+            name: None,
             first_error: None,
         }
     }
@@ -135,6 +138,7 @@ impl<S: State> fmt::Debug for GraphBuilder<S> {
             )
             .field("edges", &self.edges.len())
             .field("joins", &self.joins.len())
+            .field("name", &self.name)
             .field("first_error", &self.first_error)
             .finish()
     }
@@ -144,6 +148,33 @@ impl<S: State> GraphBuilder<S> {
     /// An empty graph.
     pub fn new() -> Self {
         GraphBuilder::default()
+    }
+
+    /// Names the graph. The name is stored on the record of every run of the compiled graph
+    /// (`RunRecord::graph`), so that a tool, or a worker that holds graphs by name, knows
+    /// which graph a stored run belongs to. It is not part of the
+    /// [fingerprint](CompiledGraph::fingerprint): renaming a graph does not stop its runs
+    /// from resuming.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agentgraph_engine::{BoxError, Context, GraphBuilder, START, END};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// async fn bump(_: Arc<Count>, _: Context) -> Result<CountUpdate, BoxError> {
+    ///     Ok(CountUpdate::new().n(1))
+    /// }
+    /// let mut graph = GraphBuilder::<Count>::new();
+    /// graph.named("counter").add_node("a", bump).add_edge(START, "a").add_edge("a", END);
+    /// let graph = graph.compile().unwrap();
+    /// assert_eq!(graph.name(), Some("counter"));
+    /// ```
+    pub fn named(&mut self, name: impl Into<String>) -> &mut Self {
+        self.name = Some(Arc::from(name.into()));
+        self
     }
 
     /// Adds an async node: `async fn(Arc<S>, Context) -> Result<impl IntoCommand<S>, BoxError>`.

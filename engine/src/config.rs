@@ -97,6 +97,7 @@ pub struct RunConfig {
     /// Whether the run is a subgraph's child run, whose id may have the mark reserved for
     /// those (see `persist::runs`).
     pub(crate) subgraph_run: bool,
+    pub(crate) lease_ttl: Duration,
 }
 
 impl Default for RunConfig {
@@ -116,6 +117,7 @@ impl Default for RunConfig {
             step_timeout: None,
             run_timeout: None,
             subgraph_run: false,
+            lease_ttl: RunConfig::DEFAULT_LEASE_TTL,
         }
     }
 }
@@ -123,6 +125,9 @@ impl Default for RunConfig {
 impl RunConfig {
     /// The default recursion limit: 10,000 steps.
     pub const DEFAULT_RECURSION_LIMIT: u64 = 10_000;
+
+    /// The default lease time to live: 30 seconds.
+    pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
     /// The defaults: parallel, seed 0, 10,000 steps, a fresh run id, 4,096 buffered events, no
     /// checkpoint store.
@@ -300,6 +305,30 @@ impl RunConfig {
     #[must_use]
     pub fn run_timeout(mut self, timeout: Duration) -> Self {
         self.run_timeout = Some(timeout);
+        self
+    }
+
+    /// How long the run's lease in its store lasts without renewal (default
+    /// [`DEFAULT_LEASE_TTL`](RunConfig::DEFAULT_LEASE_TTL)). A stored run is owned by one
+    /// writer at a time, through a lease with a fencing epoch
+    /// ([`CheckpointStore::acquire_lease`]); the run renews its lease every third of this
+    /// time while it is alive. If it fails to (a process paused past it, a lost connection to
+    /// a shared store), another owner may take the run over once the lease expires, and the
+    /// run's next write is refused whole with
+    /// [`Error::Store`](crate::Error::Store)`(`[`StoreError::Fenced`](agentgraph_checkpoint::StoreError::Fenced)`)`.
+    /// Embedded stores release a run as soon as it ends; the TTL matters for stores shared
+    /// between processes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = agentgraph_engine::RunConfig::new().lease_ttl(Duration::from_secs(10));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
         self
     }
 

@@ -198,6 +198,11 @@ impl<S: State> CompiledGraph<S> {
         self.plan.fingerprint
     }
 
+    /// The graph's name, if it was given one ([`GraphBuilder::named`](crate::GraphBuilder::named)).
+    pub fn name(&self) -> Option<&str> {
+        self.plan.name.as_deref()
+    }
+
     /// The node names, in plan order (the order in which they were added).
     pub fn node_names(&self) -> impl ExactSizeIterator<Item = &str> {
         self.plan.nodes.iter().map(|n| &*n.name)

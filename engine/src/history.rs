@@ -142,7 +142,15 @@ impl<S: State> History<S> {
         new_run: &str,
         edit: impl FnOnce(&mut S),
     ) -> Result<()> {
-        fork::fork(self.inspector.reader(), run, step, new_run, edit).await
+        fork::fork(
+            self.inspector.reader(),
+            self.graph.name(),
+            run,
+            step,
+            new_run,
+            edit,
+        )
+        .await
     }
 
     /// Keeps the newest `keep` checkpoints of `run` and deletes the older ones, with the field

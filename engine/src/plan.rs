@@ -63,6 +63,8 @@ pub(crate) struct Plan<S: State> {
     edges: Vec<PlanEdge<S>>,
     pub(crate) joins: Vec<PlanJoin>,
     pub(crate) fingerprint: Fingerprint,
+    /// The graph's name (`GraphBuilder::named`); not part of the fingerprint.
+    pub(crate) name: Option<Arc<str>>,
     /// Whether any field is overwrite-reduced (otherwise conflicts cannot happen).
     pub(crate) has_exclusive: bool,
     /// The graph's structure: index 0 is START, `i + 1` node `i`, the last one END.
@@ -106,6 +108,7 @@ impl<S: State> Plan<S> {
     }
 
     pub(crate) fn compile(b: GraphBuilder<S>) -> Result<Self, GraphError> {
+        let name = b.name.clone();
         let n = b.nodes.len();
         let end_ix = NodeIndex::new(n + 1);
         let ix = |t: Target| match t {
@@ -244,6 +247,7 @@ impl<S: State> Plan<S> {
             edges,
             joins,
             fingerprint: Fingerprint::from_u128(0),
+            name,
             has_exclusive: S::FIELDS.iter().any(|f| f.reducer.is_exclusive()),
             structure,
         };

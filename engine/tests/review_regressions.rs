@@ -480,11 +480,22 @@ impl CheckpointStore for FailingStore {
     fn last_event<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<u64>> {
         self.inner.last_event(run)
     }
-    fn lock_run(
-        &self,
-        run: &str,
-    ) -> Result<agentgraph_checkpoint::RunLease, agentgraph_checkpoint::StoreError> {
-        self.inner.lock_run(run)
+    fn acquire_lease<'a>(
+        &'a self,
+        run: &'a str,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, agentgraph_checkpoint::Lease> {
+        self.inner.acquire_lease(run, ttl)
+    }
+    fn renew_lease<'a>(
+        &'a self,
+        lease: &'a agentgraph_checkpoint::Lease,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.renew_lease(lease, ttl)
+    }
+    fn release_lease(&self, lease: agentgraph_checkpoint::Lease) -> StoreFuture<'_, ()> {
+        self.inner.release_lease(lease)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agentgraph_checkpoint::{BoxFuture, MemoryStore, RunLease, RunRecord, StoreError, WriteBatch};
+use agentgraph_checkpoint::{BoxFuture, Lease, MemoryStore, RunRecord, StoreError, WriteBatch};
 use agentgraph_engine::{
     BoxError, CheckpointStore, Durability, END, Error, GraphBuilder, Mode, RunConfig, RunStatus,
     START, TaskEnd,
@@ -199,8 +199,14 @@ impl CheckpointStore for PanickingStore {
     fn last_event<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<u64>> {
         self.inner.last_event(run)
     }
-    fn lock_run(&self, run: &str) -> Result<RunLease, StoreError> {
-        self.inner.lock_run(run)
+    fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
+        self.inner.acquire_lease(run, ttl)
+    }
+    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, ()> {
+        self.inner.renew_lease(lease, ttl)
+    }
+    fn release_lease(&self, lease: Lease) -> StoreFuture<'_, ()> {
+        self.inner.release_lease(lease)
     }
 }
 

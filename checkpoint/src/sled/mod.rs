@@ -1,5 +1,6 @@
 //! The embedded sled store (feature `sled`).
 
+mod snapshots;
 mod values;
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,20 +10,21 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, StoreError};
+use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
-use crate::store::{
-    BoxFuture, CheckpointStore, Op, RunLease, RunLocks, RunRecord, WriteBatch, check_run_id,
-};
+use crate::store::{BoxFuture, CheckpointStore, Lease, Op, RunRecord, WriteBatch, check_run_id};
 use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 
 /// A [`CheckpointStore`] in an embedded [sled](https://docs.rs/sled/0.34.7) database: one
 /// directory, one process at a time.
 ///
 /// Each [`WriteBatch`] is applied with a single sled batch, so after a crash either all of it
-/// is there or none of it; reads see a batch whole or not at all. Run ownership
-/// ([`lock_run`](CheckpointStore::lock_run)) is per process; sled's file lock keeps every
-/// other process out of the directory while a store is open ([`StoreError::Locked`]).
-/// Clones share the same database and run ownership.
+/// is there or none of it; reads see a batch whole or not at all. sled's file lock keeps every
+/// other process out of the directory while a store is open ([`StoreError::Locked`]), so run
+/// leases ([`acquire_lease`](CheckpointStore::acquire_lease)) are held in the process: a
+/// dropped [`Lease`] is released at once, and reopening the store frees every run (the process
+/// that held them is gone). Lease epochs are stored in the tree, with the batches they fence:
+/// they keep growing across reopening. Clones share the same database and leases.
 ///
 /// # Durability
 ///
@@ -42,6 +44,16 @@ use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 ///   lose the file (sled itself never syncs the files it writes for pages over 128 KiB).
 ///
 /// If your runs must survive a power loss, use a store that syncs for real.
+///
+/// # Recovery at open
+///
+/// sled 0.34.7 writes a snapshot of its page table while it opens a store, to a
+/// `snap.<LSN>.generating` file renamed once complete, and refuses to open a store whose
+/// lexically last `snap.*` file is such a leftover, empty or torn, of a process killed while
+/// writing it (spacejam/sled#1527). [`open`](SledStore::open) removes those leftovers (only
+/// files of exactly that name, never a complete snapshot, and only while no other handle
+/// holds the store's lock), logging each with `tracing` at `warn`: the store then opens from
+/// its previous snapshot and its log, as after a crash just before the snapshot began.
 ///
 /// # Large values
 ///
@@ -84,7 +96,7 @@ pub struct SledStore {
     /// then removes); read by multi-key reads, so that they see a batch whole or not at all
     /// (sled isolates single-key reads from a batch, not iterators).
     commit_lock: Arc<RwLock<()>>,
-    locks: RunLocks,
+    leases: Holders,
     /// Values of at least [`FILE_MIN`] bytes, kept in files of their own.
     values: Arc<ValueFiles>,
 }
@@ -140,9 +152,16 @@ impl SledStore {
         let deadline = Instant::now() + LOCK_WAIT;
         let mut pause = Duration::from_millis(1);
         let db = loop {
+            // A snapshot file a killed process left half-written would make sled refuse the
+            // store for ever: removed first, when no live sled holds the store.
+            let cleared = snapshots::remove_unfinished(&path)
+                .map_err(|e| StoreError::Backend(Box::new(e)))?;
             match config.open() {
                 Ok(db) => break db,
-                Err(e) if is_lock_error(&e) && Instant::now() + pause < deadline => {
+                Err(e)
+                    if (is_lock_error(&e) || cleared == snapshots::Cleared::Busy)
+                        && Instant::now() + pause < deadline =>
+                {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_millis(50));
                 }
@@ -154,7 +173,7 @@ impl SledStore {
             db,
             path,
             commit_lock: Arc::default(),
-            locks: RunLocks::new(),
+            leases: Holders::default(),
             values,
         })
     }
@@ -190,6 +209,13 @@ impl SledStore {
             .commit_lock
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        // Fences first, under the commit lock that acquisitions take too: no lease changes
+        // hands between the check and the batch.
+        for op in batch.ops() {
+            if let Op::Fence { run, epoch } = op {
+                check_fence(run, *epoch, self.epoch_now(run)?)?;
+            }
+        }
         let mut staged = Staged {
             tree: &self.db,
             writes: BTreeMap::new(),
@@ -264,6 +290,32 @@ impl SledStore {
         }
     }
 
+    /// The stored lease epoch of `run` (0 before its first lease).
+    fn epoch_now(&self, run: &str) -> Result<u64> {
+        match self.db.get(lease_key(run)).map_err(backend)? {
+            None => Ok(0),
+            Some(v) => <[u8; 8]>::try_from(&v[..])
+                .map(u64::from_be_bytes)
+                .map_err(|_| malformed_key(&lease_key(run))),
+        }
+    }
+
+    /// Stores and returns `run`'s next lease epoch, serial with commits.
+    fn bump_epoch(&self, run: &str) -> Result<u64> {
+        let _serial = self
+            .commit_lock
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = self.epoch_now(run)? + 1;
+        // Not flushed here: every batch fenced with the epoch is committed after it, and sled
+        // recovers a prefix of its writes, so an epoch lost to a crash fenced nothing that
+        // survived it.
+        self.db
+            .insert(lease_key(run), &epoch.to_be_bytes())
+            .map_err(backend)?;
+        Ok(epoch)
+    }
+
     /// Holds off commits while a multi-key read runs.
     fn no_commit(&self) -> RwLockReadGuard<'_, ()> {
         self.commit_lock
@@ -336,6 +388,15 @@ const CHECKPOINT: u8 = b'C';
 const BLOB: u8 = b'B';
 const PENDING: u8 = b'P';
 const EVENT: u8 = b'E';
+const LEASE: u8 = b'L';
+
+/// `L` + run id: the run's newest lease epoch (u64 BE). Kept when the run is deleted.
+fn lease_key(run: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + run.len());
+    k.push(LEASE);
+    k.extend_from_slice(run.as_bytes());
+    k
+}
 
 /// `R` + run id: runs list in run id order.
 fn run_key(run: &str) -> Vec<u8> {
@@ -525,6 +586,7 @@ impl Staged<'_> {
                     }
                 }
             }
+            Op::Fence { .. } => {} // checked before staging
             Op::DeleteRun { run } => {
                 self.writes.insert(run_key(&run), None);
                 for tag in [CHECKPOINT, BLOB, PENDING, EVENT] {
@@ -703,8 +765,20 @@ impl CheckpointStore for SledStore {
         })
     }
 
-    fn lock_run(&self, run: &str) -> Result<RunLease> {
-        self.locks.lock(run)
+    fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Lease>> {
+        Box::pin(async move { self.leases.acquire(run, ttl, || self.bump_epoch(run)) })
+    }
+
+    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            self.leases
+                .renew(lease, ttl, || self.epoch_now(lease.run()))
+        })
+    }
+
+    fn release_lease(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {
+        drop(lease);
+        Box::pin(async { Ok(()) })
     }
 }
 

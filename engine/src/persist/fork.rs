@@ -6,23 +6,24 @@ use agentgraph_checkpoint::{RunRecord, RunStatus, WriteBatch};
 use super::reader::Reader;
 use super::record::CheckpointRecord;
 use super::runs::check_new_run_id;
-use super::{blob, format_encode_error, lease, now_ms};
+use super::{SHORT_TTL, blob, format_encode_error, lease, now_ms};
 use crate::error::{Error, Result};
 use crate::state::State;
 
 /// Forks `new_run` from the checkpoint of `run` at `step`, with the state changed by `edit`:
 /// a pending run whose first checkpoint is `step`, every field stored whole, that runs the
-/// tasks the original would have run next.
+/// tasks the original would have run next. `graph` is the name of the graph that forks it.
 pub(crate) async fn fork<S: State>(
     reader: &Reader,
+    graph: Option<&str>,
     run: &str,
     step: u64,
     new_run: &str,
     edit: impl FnOnce(&mut S),
 ) -> Result<()> {
     check_new_run_id(new_run)?;
-    let store = reader.store();
-    let _lease = lease(&**store, new_run)?;
+    let owner = lease(reader.store(), new_run, SHORT_TTL).await?;
+    let store = owner.store();
     if store.get_run(new_run).await?.is_some() {
         return Err(Error::RunExists(new_run.to_owned()));
     }
@@ -52,6 +53,7 @@ pub(crate) async fn fork<S: State>(
     let mut rec = RunRecord::new(new_run, RunStatus::Pending, source.fingerprint, now_ms());
     rec.last_step = Some(step);
     rec.forked_from = Some((run.to_owned(), step));
+    rec.graph = graph.map(str::to_owned);
     batch.put_run(rec);
     store.commit(batch).await?;
     store.flush().await?;

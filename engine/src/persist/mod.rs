@@ -24,6 +24,7 @@
 pub(crate) mod blob;
 pub(crate) mod events;
 pub(crate) mod fork;
+pub(crate) mod lease;
 pub(crate) mod load;
 pub(crate) mod pending;
 pub(crate) mod persister;
@@ -36,11 +37,15 @@ mod writer;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use agentgraph_checkpoint::envelope::FormatError;
-use agentgraph_checkpoint::{CheckpointStore, RunLease};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgraph_checkpoint::CheckpointStore;
 
 use crate::codec::CodecError;
 use crate::error::{Error, Result};
 
+pub(crate) use lease::{RunOwnership, SHORT_TTL};
 pub(crate) use load::Loaded;
 pub(crate) use pending::{command_from, gate_interrupt, pending_interrupts};
 pub(crate) use persister::{Persister, Position};
@@ -51,10 +56,16 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Takes ownership of `run` in `store`: the one place a run's lease is taken (to write it, fork
-/// into it, prune or delete it).
-pub(crate) fn lease(store: &dyn CheckpointStore, run: &str) -> Result<RunLease> {
-    Ok(store.lock_run(run)?)
+/// Takes ownership of `run` in `store` for `ttl` (renewed in the background while the
+/// ownership lives): the one place a run's lease is taken (to write it, fork into it, prune or
+/// delete it). Write through [`RunOwnership::store`]: it fences every batch with the lease's
+/// epoch.
+pub(crate) async fn lease(
+    store: &Arc<dyn CheckpointStore>,
+    run: &str,
+    ttl: Duration,
+) -> Result<RunOwnership> {
+    RunOwnership::acquire(store, run, ttl).await
 }
 
 fn encode_error(what: &str, source: CodecError) -> Error {

@@ -2,9 +2,10 @@
 
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentgraph_checkpoint::envelope::{self, RecordKind};
-use agentgraph_checkpoint::{CheckpointStore, RunLease, RunRecord, RunStatus, WriteBatch};
+use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 
 use super::blob::{self, FieldTrack};
 use super::events::put_events;
@@ -14,7 +15,7 @@ use super::record::{
     CheckpointRecord, GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
 };
 use super::runs::child_runs;
-use super::{encode_error, format_encode_error, lease, now_ms};
+use super::{RunOwnership, encode_error, format_encode_error, lease, now_ms};
 use crate::codec;
 use crate::config::Durability;
 use crate::error::{Error, Result};
@@ -63,7 +64,9 @@ pub(crate) struct Persister<S: State> {
     pub(crate) deltas: Vec<Vec<Vec<u8>>>,
     /// Ownership of the run, shared with the background writer: the run is released only when
     /// both are done, so a resume never races a group still being written.
-    lease: Arc<RunLease>,
+    lease: Arc<RunOwnership>,
+    /// The graph's name, for the run record.
+    pub(crate) graph: Option<Arc<str>>,
     /// Whether the run's events are stored with its checkpoints.
     pub(crate) store_events: bool,
     _state: PhantomData<fn() -> S>,
@@ -86,8 +89,11 @@ impl<S: State> Persister<S> {
         run_id: Arc<str>,
         durability: Durability,
         fingerprint: Fingerprint,
+        graph: Option<Arc<str>>,
+        lease_ttl: Duration,
     ) -> Result<Self> {
-        let lease = lease(&*store, &run_id)?;
+        let lease = lease(&store, &run_id, lease_ttl).await?;
+        let store = lease.store().clone();
         if store.get_run(&run_id).await?.is_some() {
             return Err(Error::RunExists(run_id.to_string()));
         }
@@ -99,13 +105,15 @@ impl<S: State> Persister<S> {
             let mut leases = Vec::with_capacity(children.len());
             let mut batch = WriteBatch::new();
             for child in &children {
-                leases.push(super::lease(&*store, child)?);
+                let owner = super::lease(&store, child, lease_ttl).await?;
+                owner.fence(&mut batch);
+                leases.push(owner);
                 batch.delete_run(child);
             }
             store.commit(batch).await?;
             store.flush().await?;
         }
-        Ok(Persister::new(
+        let mut p = Persister::new(
             store,
             run_id,
             durability,
@@ -113,7 +121,9 @@ impl<S: State> Persister<S> {
             lease,
             now_ms(),
             None,
-        ))
+        );
+        p.graph = graph;
+        Ok(p)
     }
 
     fn new(
@@ -121,7 +131,7 @@ impl<S: State> Persister<S> {
         run_id: Arc<str>,
         durability: Durability,
         fingerprint: Fingerprint,
-        lease: RunLease,
+        lease: RunOwnership,
         created_at_ms: u64,
         forked_from: Option<(String, u64)>,
     ) -> Self {
@@ -142,6 +152,7 @@ impl<S: State> Persister<S> {
             pending: false,
             deltas: vec![Vec::new(); S::FIELDS.len()],
             lease: Arc::new(lease),
+            graph: None,
             store_events: false,
             _state: PhantomData,
         }
@@ -154,8 +165,11 @@ impl<S: State> Persister<S> {
         durability: Durability,
         fingerprint: Fingerprint,
         allow_graph_change: bool,
+        graph: Option<Arc<str>>,
+        lease_ttl: Duration,
     ) -> Result<(Self, Loaded<S>)> {
-        let lease = lease(&*store, &run_id)?;
+        let lease = lease(&store, &run_id, lease_ttl).await?;
+        let store = lease.store().clone();
         // The fingerprint first: a changed graph or state type is said as such, before any
         // attempt to decode its state.
         let Some(record) = store.get_run(&run_id).await? else {
@@ -179,6 +193,7 @@ impl<S: State> Persister<S> {
             loaded.run.created_at_ms,
             loaded.run.forked_from.clone(),
         );
+        p.graph = graph;
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
         p.committed = Some(loaded.record.step);
@@ -204,6 +219,7 @@ impl<S: State> Persister<S> {
         r.last_step = self.last_step;
         r.error = error;
         r.forked_from.clone_from(&self.forked_from);
+        r.graph = self.graph.as_deref().map(str::to_owned);
         r
     }
 

@@ -2,16 +2,16 @@
 
 use agentgraph_checkpoint::WriteBatch;
 
-use super::lease;
 use super::reader::Reader;
+use super::{SHORT_TTL, lease};
 use crate::error::Result;
 
 /// Keeps the newest `keep` checkpoints of `run` (at least one) and deletes the older ones, with
 /// the field values only they needed: the values of each field before the version (base) the
 /// oldest kept checkpoint starts from. Returns how many checkpoints were deleted.
 pub(crate) async fn prune(reader: &Reader, run: &str, keep: usize) -> Result<usize> {
-    let store = reader.store();
-    let _lease = lease(&**store, run)?;
+    let owner = lease(reader.store(), run, SHORT_TTL).await?;
+    let store = owner.store();
     let all = reader.records(run).await?;
     let keep = keep.max(1);
     if all.len() <= keep {
@@ -30,8 +30,8 @@ pub(crate) async fn prune(reader: &Reader, run: &str, keep: usize) -> Result<usi
 
 /// Deletes `run` and everything stored for it, with the runs of its subgraphs.
 pub(crate) async fn delete(reader: &Reader, run: &str) -> Result<()> {
-    let store = reader.store();
-    let _lease = lease(&**store, run)?;
+    let owner = lease(reader.store(), run, SHORT_TTL).await?;
+    let store = owner.store();
     let mut batch = WriteBatch::new();
     batch.delete_run(run);
     for child in reader.child_runs(run).await? {

@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use agentgraph_checkpoint::{CheckpointStore, RunLease, StoreError, WriteBatch};
+use agentgraph_checkpoint::{CheckpointStore, StoreError, WriteBatch};
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ impl GroupWriter {
         batch: WriteBatch,
         step: Option<u64>,
         store: &Arc<dyn CheckpointStore>,
-        lease: &Arc<RunLease>,
+        lease: &Arc<super::RunOwnership>,
     ) -> Result<()> {
         let mut queue = lock(&self.queue);
         if let Some(e) = queue.error.take() {

@@ -364,6 +364,8 @@ impl<S: State> Scheduler<S> {
                         self.shared.run_id.clone(),
                         self.config().durability,
                         plan.fingerprint,
+                        plan.name.clone(),
+                        self.config().lease_ttl,
                     )
                     .await?;
                     p.store_events = self.shared.events.journals();
@@ -388,6 +390,8 @@ impl<S: State> Scheduler<S> {
                     self.config().durability,
                     plan.fingerprint,
                     self.config().allow_graph_change,
+                    plan.name.clone(),
+                    self.config().lease_ttl,
                 )
                 .await?;
                 let p = persist.insert(p);

@@ -1,0 +1,210 @@
+//! Owning a run: the store's lease, renewed in the background while the run is alive, and a
+//! view of the store that stamps every batch of the run with the lease's fencing epoch.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use agentgraph_checkpoint::{
+    BoxFuture, CheckpointStore, Lease, Result as StoreResult, RunRecord, StoreError, WriteBatch,
+};
+use tokio::task::JoinHandle;
+
+use crate::error::Result;
+
+/// The lease time to live of the engine's short operations (fork, prune, delete).
+pub(crate) const SHORT_TTL: Duration = Duration::from_secs(30);
+
+/// How many heartbeats fit in a lease's time to live: a lease is renewed every third of it,
+/// so that two renewals can fail (a slow store, a busy runtime) before it expires.
+const BEATS_PER_TTL: u32 = 3;
+
+/// The engine's ownership of one run. While it lives, a heartbeat renews the lease; when it
+/// is dropped, the heartbeat stops and the lease is dropped (an embedded store releases the
+/// run at once; any other lets it expire).
+pub(crate) struct RunOwnership {
+    lease: Arc<Lease>,
+    /// The store, fencing every batch with the lease's epoch.
+    fenced: Arc<dyn CheckpointStore>,
+    heartbeat: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for RunOwnership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOwnership")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RunOwnership {
+    /// Takes `run` in `store` for `ttl`, renewed every third of it.
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::RunBusy` when another owner holds the run.
+    pub(crate) async fn acquire(
+        store: &Arc<dyn CheckpointStore>,
+        run: &str,
+        ttl: Duration,
+    ) -> Result<RunOwnership> {
+        let lease = Arc::new(store.acquire_lease(run, ttl).await?);
+        let fenced: Arc<dyn CheckpointStore> = Arc::new(FencedStore {
+            inner: store.clone(),
+            run: run.into(),
+            epoch: lease.epoch(),
+        });
+        let heartbeat = tokio::spawn(heartbeat(store.clone(), Arc::downgrade(&lease), ttl));
+        Ok(RunOwnership {
+            lease,
+            fenced,
+            heartbeat,
+        })
+    }
+
+    /// The store as this owner writes it: every batch committed through it carries the
+    /// lease's epoch, and fails whole with `StoreError::Fenced` once the run was taken over.
+    pub(crate) fn store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.fenced
+    }
+
+    /// Stamps `batch` with this owner's epoch (for a batch committed through another run's
+    /// store).
+    pub(crate) fn fence(&self, batch: &mut WriteBatch) {
+        batch.fence(self.lease.run(), self.lease.epoch());
+    }
+}
+
+impl Drop for RunOwnership {
+    fn drop(&mut self) {
+        self.heartbeat.abort();
+    }
+}
+
+/// Renews the lease every third of its time to live, until the owner drops it or it is lost.
+/// A lost lease only stops the heartbeat: the run's next write is refused as fenced.
+async fn heartbeat(store: Arc<dyn CheckpointStore>, lease: Weak<Lease>, ttl: Duration) {
+    let period = (ttl / BEATS_PER_TTL).max(Duration::from_millis(1));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(lease) = lease.upgrade() else {
+            return;
+        };
+        match store.renew_lease(&lease, ttl).await {
+            Ok(()) => {}
+            Err(e @ StoreError::Fenced { .. }) => {
+                tracing::warn!(run = lease.run(), error = %e, "run lease lost");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(run = lease.run(), error = %e, "run lease renewal failed; retrying");
+            }
+        }
+    }
+}
+
+/// A store whose commits are fenced with one run's lease epoch; everything else passes
+/// through.
+#[derive(Debug)]
+struct FencedStore {
+    inner: Arc<dyn CheckpointStore>,
+    run: Arc<str>,
+    epoch: u64,
+}
+
+impl CheckpointStore for FencedStore {
+    fn commit(&self, mut batch: WriteBatch) -> BoxFuture<'_, StoreResult<()>> {
+        batch.fence(&self.run, self.epoch);
+        self.inner.commit(batch)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.flush()
+    }
+
+    fn get_run<'a>(&'a self, run: &'a str) -> BoxFuture<'a, StoreResult<Option<RunRecord>>> {
+        self.inner.get_run(run)
+    }
+
+    fn list_runs<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<RunRecord>>> {
+        self.inner.list_runs(after, limit)
+    }
+
+    fn get_checkpoint<'a>(
+        &'a self,
+        run: &'a str,
+        step: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<Vec<u8>>>> {
+        self.inner.get_checkpoint(run, step)
+    }
+
+    fn latest_checkpoint<'a>(
+        &'a self,
+        run: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<(u64, Vec<u8>)>>> {
+        self.inner.latest_checkpoint(run)
+    }
+
+    fn list_checkpoints<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<(u64, Vec<u8>)>>> {
+        self.inner.list_checkpoints(run, after, limit)
+    }
+
+    fn get_blobs<'a>(
+        &'a self,
+        run: &'a str,
+        field: u32,
+        from: u64,
+        to: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<(u64, Vec<u8>)>>> {
+        self.inner.get_blobs(run, field, from, to)
+    }
+
+    fn get_pending_writes<'a>(
+        &'a self,
+        run: &'a str,
+        step: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<(u32, Vec<u8>)>>> {
+        self.inner.get_pending_writes(run, step)
+    }
+
+    fn get_events<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<(u64, Vec<u8>)>>> {
+        self.inner.get_events(run, after, limit)
+    }
+
+    fn last_event<'a>(&'a self, run: &'a str) -> BoxFuture<'a, StoreResult<Option<u64>>> {
+        self.inner.last_event(run)
+    }
+
+    fn acquire_lease<'a>(
+        &'a self,
+        run: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<Lease>> {
+        self.inner.acquire_lease(run, ttl)
+    }
+
+    fn renew_lease<'a>(
+        &'a self,
+        lease: &'a Lease,
+        ttl: Duration,
+    ) -> BoxFuture<'a, StoreResult<()>> {
+        self.inner.renew_lease(lease, ttl)
+    }
+
+    fn release_lease(&self, lease: Lease) -> BoxFuture<'_, StoreResult<()>> {
+        self.inner.release_lease(lease)
+    }
+}
