@@ -45,9 +45,14 @@ fn per_step(mode: Mode) -> f64 {
 
 /// Allocations per plain chain step (sequential, parallel), from this file: 3 at 9726ef5 (before
 /// issue 4), 4 at d792be4 (nodes as values: `AsyncNode::call` boxes its future), 12 at 360f2ac
-/// and 7 at e7a2c40 (issue 4: a `FuturesUnordered` and a boxed attempt per task), 3 at d97f701
-/// (measured before issue 10 restructured the step executor, which must keep it).
-const BASELINE: (f64, f64) = (3.0, 3.0);
+/// and 7 at e7a2c40 (issue 4: a `FuturesUnordered` and a boxed attempt per task). Measured on
+/// d97f701, before issue 10 restructured the step executor, which must keep them: 3 without the
+/// `metrics` feature, 4 with it (as in a workspace build, where the monitor enables it).
+const BASELINE: (f64, f64) = if cfg!(feature = "metrics") {
+    (4.0, 4.0)
+} else {
+    (3.0, 3.0)
+};
 
 #[test]
 fn a_plain_chain_step_allocates_no_more_than_before_issue_4() {
