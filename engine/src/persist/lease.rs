@@ -25,7 +25,9 @@ pub(crate) struct RunOwnership {
     lease: Arc<Lease>,
     /// The store, fencing every batch with the lease's epoch.
     fenced: Arc<dyn CheckpointStore>,
-    heartbeat: JoinHandle<()>,
+    /// `None` outside a tokio runtime (an inspection driven by another executor): the lease
+    /// then lives its TTL unrenewed.
+    heartbeat: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RunOwnership {
@@ -53,7 +55,9 @@ impl RunOwnership {
             run: run.into(),
             epoch: lease.epoch(),
         });
-        let heartbeat = tokio::spawn(heartbeat(store.clone(), Arc::downgrade(&lease), ttl));
+        let heartbeat = tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(heartbeat(store.clone(), Arc::downgrade(&lease), ttl)));
         Ok(RunOwnership {
             lease,
             fenced,
@@ -76,7 +80,9 @@ impl RunOwnership {
 
 impl Drop for RunOwnership {
     fn drop(&mut self) {
-        self.heartbeat.abort();
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.abort();
+        }
     }
 }
 
