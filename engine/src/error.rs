@@ -341,7 +341,7 @@ pub enum Error {
     /// The run stopped at interrupts and waits for answers: it is checkpointed, with status
     /// `Interrupted`. Resume it with [`CompiledGraph::resume_with`](crate::CompiledGraph::resume_with).
     #[error("{0}")]
-    Interrupted(Box<crate::interrupt::Interrupted>),
+    Interrupted(Box<crate::run::interrupt::Interrupted>),
     /// A resume answered an interrupt the run does not wait on.
     #[error("run `{run}` does not wait on interrupt `{id}` (it waits on: {pending})")]
     UnknownInterrupt {

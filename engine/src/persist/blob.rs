@@ -8,8 +8,8 @@ use serde_bytes::ByteBuf;
 use super::record::BlobRecord;
 use super::{encode_error, format_encode_error};
 use crate::codec;
+use crate::define::state::State;
 use crate::error::Result;
-use crate::state::State;
 
 /// Where a field's stored value stands.
 #[derive(Debug, Clone, Copy, Default)]

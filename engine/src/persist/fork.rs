@@ -7,8 +7,8 @@ use super::reader::Reader;
 use super::record::CheckpointRecord;
 use super::runs::check_new_run_id;
 use super::{SHORT_TTL, blob, format_encode_error, lease, now_ms};
+use crate::define::state::State;
 use crate::error::{Error, Result};
-use crate::state::State;
 
 /// Forks `new_run` from the checkpoint of `run` at `step`, with the state changed by `edit`:
 /// a pending run whose first checkpoint is `step`, every field stored whole, that runs the

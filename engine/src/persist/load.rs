@@ -13,8 +13,8 @@ use agentgraph_checkpoint::{CheckpointStore, RunRecord, StoreError};
 use super::blob::FieldTrack;
 use super::record::{BlobRecord, CheckpointRecord, PendingWriteRecord};
 use crate::codec::CodecError;
+use crate::define::state::State;
 use crate::error::{Error, Result};
-use crate::state::State;
 
 /// A run loaded from its newest intact checkpoint.
 pub(crate) struct Loaded<S> {

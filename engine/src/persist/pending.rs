@@ -9,11 +9,11 @@ use super::record::{
     CheckpointRecord, GateRecord, PendingOutcome, PendingWriteRecord, RouteRecord,
 };
 use crate::codec;
+use crate::define::route::{Command, Route};
+use crate::define::state::State;
 use crate::error::{Error, Result};
 use crate::ids::TaskId;
-use crate::interrupt::{Interrupt, InterruptKind};
-use crate::route::{Command, Route};
-use crate::state::State;
+use crate::run::interrupt::{Interrupt, InterruptKind};
 
 /// An interrupt at a gate (`interrupt_before`, `interrupt_after`).
 pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) -> Interrupt {
@@ -92,7 +92,7 @@ pub(crate) fn command_from<S: State>(
         packets: r
             .packets
             .iter()
-            .map(|(node, input)| crate::route::Packet {
+            .map(|(node, input)| crate::define::route::Packet {
                 node: node.clone().into(),
                 input: Ok(Arc::from(input.as_slice())),
             })

@@ -17,12 +17,12 @@ use super::record::{
 use super::runs::child_runs;
 use super::{RunOwnership, encode_error, format_encode_error, lease, now_ms};
 use crate::codec;
-use crate::config::Durability;
+use crate::define::route::Command;
+use crate::define::state::State;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventKind};
 use crate::ids::{Fingerprint, TaskId};
-use crate::route::Command;
-use crate::state::State;
+use crate::observe::event::{Event, EventKind};
+use crate::run::config::Durability;
 
 /// Where a run stands after a step, besides its state: the next step's tasks, the joins'
 /// bookkeeping, and the number of its next event.

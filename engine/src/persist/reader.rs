@@ -11,11 +11,11 @@ use super::load::{decode_record, load_pending, newest_record, state_at};
 use super::pending::pending_interrupts;
 use super::record::CheckpointRecord;
 use super::runs::child_runs;
+use crate::define::state::State;
 use crate::error::{Error, Result};
-use crate::event::Event;
-use crate::history::CheckpointInfo;
-use crate::interrupt::Interrupt;
-use crate::state::State;
+use crate::inspect::history::CheckpointInfo;
+use crate::observe::event::Event;
+use crate::run::interrupt::Interrupt;
 
 /// Reads a store's runs; never writes.
 #[derive(Clone)]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
 use crate::ids::TaskId;
-use crate::interrupt::{Interrupt, InterruptKind};
+use crate::run::interrupt::{Interrupt, InterruptKind};
 
 /// A checkpoint: everything but the field values (which live in blobs) needed to resume after
 /// `step`.

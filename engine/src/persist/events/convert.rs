@@ -7,14 +7,14 @@ use super::stored::{
     Hex, StoredEdge, StoredEdgeKind, StoredEvent, StoredField, StoredFieldView, StoredGraph,
     StoredInterrupt, StoredKind, StoredMode, StoredNode, StoredTask, StoredViewChange,
 };
-use crate::config::Mode;
-use crate::describe::{
+use crate::ids::{Fingerprint, TaskId};
+use crate::observe::event::{Event, EventKind, TaskInfo};
+use crate::observe::view::{FieldView, ViewChange};
+use crate::plan::describe::{
     EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
 };
-use crate::event::{Event, EventKind, TaskInfo};
-use crate::ids::{Fingerprint, TaskId};
-use crate::interrupt::Interrupt;
-use crate::view::{FieldView, ViewChange};
+use crate::run::config::Mode;
+use crate::run::interrupt::Interrupt;
 
 impl From<&Event> for StoredEvent {
     fn from(e: &Event) -> Self {

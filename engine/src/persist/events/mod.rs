@@ -14,7 +14,7 @@ use agentgraph_checkpoint::envelope::{self, RecordKind};
 use super::format_encode_error;
 use crate::codec::CodecError;
 use crate::error::{Error, Result};
-use crate::event::Event;
+use crate::observe::event::Event;
 use stored::StoredEvent;
 
 /// Adds `log` to `batch`.
@@ -52,14 +52,14 @@ mod tests {
     use agentgraph_checkpoint::Op;
 
     use super::*;
-    use crate::config::Mode;
-    use crate::describe::{
+    use crate::ids::{Fingerprint, TaskId};
+    use crate::observe::event::{EventKind, TaskInfo};
+    use crate::observe::view::{FieldView, ViewChange};
+    use crate::plan::describe::{
         EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
     };
-    use crate::event::{EventKind, TaskInfo};
-    use crate::ids::{Fingerprint, TaskId};
-    use crate::interrupt::{Interrupt, InterruptKind};
-    use crate::view::{FieldView, ViewChange};
+    use crate::run::config::Mode;
+    use crate::run::interrupt::{Interrupt, InterruptKind};
 
     fn event(seq: u64, kind: EventKind) -> Event {
         Event {

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 use agentgraph_checkpoint::{CheckpointStore, RunRecord};
 
-use crate::describe::GraphDescription;
 use crate::error::{Error, Result};
-use crate::event::{Event, EventKind};
-use crate::history::CheckpointInfo;
-use crate::interrupt::Interrupt;
+use crate::inspect::history::CheckpointInfo;
+use crate::observe::event::{Event, EventKind};
+use crate::observe::view::StateJson;
 use crate::persist::reader::Reader;
 use crate::persist::{prune, runs};
-use crate::view::StateJson;
+use crate::plan::describe::GraphDescription;
+use crate::run::interrupt::Interrupt;
 
 /// How many events a page of [`Inspector`] reads at a time.
 const PAGE: usize = 1024;

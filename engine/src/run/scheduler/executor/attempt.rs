@@ -10,14 +10,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{Failure, TaskFailure, TaskOutcome};
-use crate::context::Context;
+use crate::define::state::State;
 use crate::error::{BoxError, Error, NodeTimedOut, panic_message};
-use crate::event::EventKind;
 use crate::ids::{TaskId, draw_seed};
-use crate::interrupt::{Interrupt, InterruptKind, Interruption, SubgraphInterrupted};
-use crate::scheduler::routing::check_goto;
-use crate::scheduler::{Scheduler, Task};
-use crate::state::State;
+use crate::observe::event::EventKind;
+use crate::run::context::Context;
+use crate::run::interrupt::{Interrupt, InterruptKind, Interruption, SubgraphInterrupted};
+use crate::run::scheduler::routing::check_goto;
+use crate::run::scheduler::{Scheduler, Task};
 
 impl<S: State> Scheduler<S> {
     /// The delay before retrying a failed attempt, if its node's policy retries it.
@@ -131,7 +131,7 @@ impl<S: State> Scheduler<S> {
             match &outcome {
                 Ok(_) => {
                     let duration = started.elapsed();
-                    crate::metrics::node_finished(&name, duration);
+                    crate::observe::metrics::node_finished(&name, duration);
                     shared.events.emit(|| EventKind::NodeFinished {
                         step,
                         node: name.clone(),
@@ -141,7 +141,7 @@ impl<S: State> Scheduler<S> {
                 }
                 Err(TaskFailure::Interrupted(_) | TaskFailure::Cancelled) => {}
                 Err(f) => {
-                    crate::metrics::node_failed(&name);
+                    crate::observe::metrics::node_failed(&name);
                     let span = tracing::Span::current();
                     if !span.is_disabled() {
                         span.record("otel.status_code", "ERROR");
@@ -162,7 +162,7 @@ impl<S: State> Scheduler<S> {
     }
 
     /// The error a task that failed for good fails its run with.
-    pub(in crate::scheduler) fn failure_error(
+    pub(in crate::run::scheduler) fn failure_error(
         &self,
         task: &Task,
         step: u64,

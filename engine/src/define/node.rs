@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use crate::context::Context;
+use crate::define::route::{Command, IntoCommand};
+use crate::define::state::State;
 use crate::error::BoxError;
-use crate::route::{Command, IntoCommand};
-use crate::state::State;
+use crate::run::context::Context;
 
 /// The future a [`Node`] returns.
 pub type NodeFuture<S> = BoxFuture<'static, Result<Command<S>, BoxError>>;

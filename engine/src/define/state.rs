@@ -3,7 +3,7 @@
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::codec::CodecError;
-use crate::reducer::ReducerKind;
+use crate::define::reducer::ReducerKind;
 
 /// The state a graph carries from step to step.
 ///

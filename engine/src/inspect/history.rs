@@ -7,15 +7,15 @@ use std::sync::Arc;
 
 use agentgraph_checkpoint::{CheckpointStore, RunRecord};
 
+use crate::define::state::State;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
-use crate::event::Event;
-use crate::graph::CompiledGraph;
-use crate::inspect::Inspector;
-use crate::interrupt::Interrupt;
+use crate::inspect::inspector::Inspector;
+use crate::observe::event::Event;
 use crate::persist::fork;
-use crate::state::State;
+use crate::plan::compiled::CompiledGraph;
+use crate::run::interrupt::Interrupt;
 
 /// One checkpoint of a run, as listed by [`History::checkpoints`].
 ///

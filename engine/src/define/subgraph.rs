@@ -7,16 +7,16 @@ use std::time::Duration;
 use agentgraph_checkpoint::StoreError;
 use futures_util::{FutureExt, StreamExt};
 
-use crate::config::RunConfig;
-use crate::context::Context;
+use crate::define::node::{Node, NodeFuture};
+use crate::define::route::Command;
+use crate::define::state::State;
 use crate::error::{BoxError, Error};
-use crate::event::EventKind;
-use crate::graph::CompiledGraph;
-use crate::interrupt::{Resume, SubgraphInterrupted};
-use crate::node::{Node, NodeFuture};
+use crate::observe::event::EventKind;
 use crate::persist::runs::child_run_id;
-use crate::route::Command;
-use crate::state::State;
+use crate::plan::compiled::CompiledGraph;
+use crate::run::config::RunConfig;
+use crate::run::context::Context;
+use crate::run::interrupt::{Resume, SubgraphInterrupted};
 
 type InputFn<P, C> = dyn Fn(&P) -> C + Send + Sync;
 type MapOut<P, C> = dyn Fn(C) -> <P as State>::Update + Send + Sync;
@@ -106,7 +106,7 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
 
 /// Runs the child, passing its events on to the parent's subscribers (if it has any).
 async fn run_forwarding<C: State>(
-    run: crate::graph::Run<C>,
+    run: crate::run::handle::Run<C>,
     ctx: &Context,
 ) -> crate::error::Result<C> {
     let shared = ctx.shared();
@@ -114,7 +114,7 @@ async fn run_forwarding<C: State>(
         return run.await;
     }
     let mut events = run.events();
-    let forward = |event: crate::event::Event| {
+    let forward = |event: crate::observe::event::Event| {
         shared.events.emit(|| EventKind::Subgraph {
             step: ctx.step(),
             node: ctx.node().into(),

@@ -3,11 +3,11 @@
 use std::time::Duration;
 
 use super::executor::{OutcomeSink, TaskAt};
+use crate::define::route::Command;
+use crate::define::state::State;
 use crate::error::{BoxError, Result};
 use crate::persist::record::PendingOutcome;
 use crate::persist::{Persister, now_ms};
-use crate::route::Command;
-use crate::state::State;
 
 /// Keeps a step's outcomes as the run's pending writes; keeps nothing for a run without a
 /// store.

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use super::{Finished, TaskOutcome, TaskRunner};
-use crate::state::State;
+use crate::define::state::State;
 
 /// Runs one attempt at a time, polled in place by the run's own task: the attempt lives in a
 /// slot the caller pinned (on its stack), so a step allocates nothing to run it. Used in

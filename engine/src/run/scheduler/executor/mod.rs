@@ -18,14 +18,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crate::config::{FailurePolicy, Mode};
+use crate::define::route::Command;
+use crate::define::state::State;
 use crate::error::{BoxError, Error, Result, TaskEnd};
-use crate::event::EventKind;
 use crate::ids::TaskId;
-use crate::interrupt::Interrupt;
-use crate::route::Command;
-use crate::scheduler::{Prior, Scheduler, Task};
-use crate::state::State;
+use crate::observe::event::EventKind;
+use crate::run::config::{FailurePolicy, Mode};
+use crate::run::interrupt::Interrupt;
+use crate::run::scheduler::{Prior, Scheduler, Task};
 
 use parallel::Parallel;
 use sequential::Sequential;
@@ -354,7 +354,7 @@ impl<'a, S: State> StepRun<'a, S> {
             }
         }
         let name = &self.scheduler.plan.nodes[self.tasks[i].node as usize].name;
-        crate::metrics::retry(name);
+        crate::observe::metrics::retry(name);
         self.scheduler
             .shared
             .events

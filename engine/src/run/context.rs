@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
 
+use crate::define::route::Packet;
 use crate::error::BoxError;
-use crate::event::{EventBus, EventKind};
 use crate::ids::TaskId;
-use crate::interrupt::{Interrupt, InterruptKind, Interruption};
-use crate::route::Packet;
+use crate::observe::event::{EventBus, EventKind};
+use crate::run::interrupt::{Interrupt, InterruptKind, Interruption};
 
 /// What one run shares with its tasks.
 #[derive(Debug)]
@@ -22,7 +22,7 @@ pub(crate) struct RunShared {
     /// Cancels the run (through its handle).
     pub(crate) cancel: CancellationToken,
     /// The run's settings (its subgraphs' runs inherit most of them).
-    pub(crate) config: crate::config::RunConfig,
+    pub(crate) config: crate::run::config::RunConfig,
 }
 
 /// A node's view of its task: run, step, node, task id (its idempotency key), packet input,

@@ -6,29 +6,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::context::Context;
+use crate::define::node::{Node, NodeFn, NodeKind, async_node, cpu_node};
+use crate::define::retry::RetryPolicy;
+use crate::define::route::{END, IntoCommand, Route, START};
+use crate::define::state::State;
+use crate::define::subgraph::SubgraphNode;
 use crate::error::{BoxError, EdgeName, GraphError};
-use crate::graph::CompiledGraph;
 use crate::ids::NodeId;
-use crate::node::{Node, NodeFn, NodeKind, async_node, cpu_node};
 use crate::plan::Plan;
-use crate::retry::RetryPolicy;
-use crate::route::{END, IntoCommand, Route, START};
-use crate::state::State;
-use crate::subgraph::SubgraphNode;
-
-/// Where an edge leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) enum Target {
-    Node(NodeId),
-    End,
-}
-
-/// The targets an edge declares, by name.
-pub(crate) type Declared = Vec<(Arc<str>, Target)>;
-
-/// A router: reads the merged state and picks declared targets or sends packets.
-pub(crate) type RouterFn<S> = Arc<dyn Fn(&S) -> Route + Send + Sync>;
+use crate::plan::compiled::CompiledGraph;
+use crate::plan::{Declared, RouterFn, Target};
+use crate::run::context::Context;
 
 pub(crate) struct NodeDef<S: State> {
     pub(crate) name: Arc<str>,

@@ -1,4 +1,12 @@
-//! The compiled plan: dense node ids, edges in flat vectors, every check done once.
+//! The compiled plan: dense node ids, edges in flat vectors, every check done once; the
+//! [`CompiledGraph`](crate::CompiledGraph) that holds it, its description as data and its
+//! fingerprint.
+
+pub(crate) mod compiled;
+pub(crate) mod describe;
+mod targets;
+
+pub(crate) use targets::{Declared, RouterFn, Target};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,16 +17,16 @@ use petgraph::visit::{Bfs, NodeFiltered, Reversed, Walker};
 use rand::distr::weighted::WeightedIndex;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::builder::{Declared, EdgeDef, GraphBuilder, RouterFn, Target};
-use crate::describe::{
-    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
-};
+use crate::define::builder::{EdgeDef, GraphBuilder};
+use crate::define::node::{NodeFn, NodeKind};
+use crate::define::retry::RetryPolicy;
+use crate::define::route::{END, START};
+use crate::define::state::State;
 use crate::error::GraphError;
 use crate::ids::{Fingerprint, NodeId, write_str};
-use crate::node::{NodeFn, NodeKind};
-use crate::retry::RetryPolicy;
-use crate::route::{END, START};
-use crate::state::State;
+use crate::plan::describe::{
+    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
+};
 
 pub(crate) struct PlanNode<S: State> {
     pub(crate) name: Arc<str>,

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::{BroadcastStream, errors::BroadcastStreamRecvError};
 
-use crate::config::Mode;
 use crate::ids::{Fingerprint, TaskId};
+use crate::run::config::Mode;
 
 /// One event of a run, with its sequence number in the run.
 ///
@@ -158,7 +158,7 @@ pub enum EventKind {
         /// The step.
         step: u64,
         /// What it waits on.
-        interrupts: Vec<crate::interrupt::Interrupt>,
+        interrupts: Vec<crate::run::interrupt::Interrupt>,
     },
     /// A node emitted an event of its own through [`Context::emit`](crate::Context::emit).
     Custom {
@@ -203,7 +203,7 @@ pub enum EventKind {
     /// resumed): a monitor draws it.
     Graph {
         /// The graph.
-        graph: Arc<crate::describe::GraphDescription>,
+        graph: Arc<crate::plan::describe::GraphDescription>,
     },
     /// JSON views of the state's fields (with
     /// [`RunConfig::state_views`](crate::RunConfig::state_views)): every field after the run
@@ -213,7 +213,7 @@ pub enum EventKind {
         /// The step whose state this is (its checkpoint's step).
         step: u64,
         /// The fields that changed.
-        fields: Vec<crate::view::FieldView>,
+        fields: Vec<crate::observe::view::FieldView>,
     },
     /// The run finished.
     RunFinished {

@@ -21,23 +21,23 @@ use tracing::Instrument;
 
 use agentgraph_checkpoint::RunStatus;
 
-use crate::builder::Target;
-use crate::config::RunConfig;
-use crate::context::RunShared;
+use crate::define::route::{Command, Route};
+use crate::define::state::State;
 use crate::error::{Error, Result, panic_message};
-use crate::event::{EventKind, TaskInfo};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
-use crate::interrupt::{Interrupt, InterruptKind, Interrupted, Resume};
+use crate::observe::event::{EventKind, TaskInfo};
+use crate::observe::view::Views;
 use crate::persist::record::{
     GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
 };
 use crate::persist::{
     Loaded, Persister, Position, command_from, gate_interrupt, now_ms, pending_interrupts,
 };
+use crate::plan::Target;
 use crate::plan::{Plan, PlanEdge, slot};
-use crate::route::{Command, Route};
-use crate::state::State;
-use crate::view::Views;
+use crate::run::config::RunConfig;
+use crate::run::context::RunShared;
+use crate::run::interrupt::{Interrupt, InterruptKind, Interrupted, Resume};
 
 mod executor;
 mod resume;
@@ -294,7 +294,7 @@ impl<S: State> Scheduler<S> {
         let events = &self.shared.events;
         match result {
             Ok(state) => {
-                crate::metrics::run_ended(RunStatus::Completed);
+                crate::observe::metrics::run_ended(RunStatus::Completed);
                 events.emit(|| EventKind::RunFinished {
                     steps: step,
                     duration: started.elapsed(),
@@ -317,7 +317,7 @@ impl<S: State> Scheduler<S> {
                         span.record("error", error.as_deref().unwrap_or_default());
                     }
                 }
-                crate::metrics::run_ended(status);
+                crate::observe::metrics::run_ended(status);
                 // The last event first, so that a run that stores its events stores it too.
                 match &e {
                     Error::Interrupted(stop) => events.emit(|| EventKind::RunInterrupted {
@@ -352,7 +352,7 @@ impl<S: State> Scheduler<S> {
         let plan = self.plan.clone();
         let (mut state, mut restored) = match start {
             Start::Fresh(input) => {
-                crate::metrics::run_started(false);
+                crate::observe::metrics::run_started(false);
                 self.shared.events.emit(|| EventKind::RunStarted {
                     mode: self.config().mode,
                     seed: self.config().seed,
@@ -373,7 +373,7 @@ impl<S: State> Scheduler<S> {
                 }
                 let state = Arc::new(input);
                 self.describe(&state, 0);
-                let start_key = task_key("", 0, crate::route::START, 0);
+                let start_key = task_key("", 0, crate::define::route::START, 0);
                 self.route(0, start_key, 0, None, &state)?;
                 self.resolve_joins();
                 let all = vec![true; S::FIELDS.len()];
@@ -425,7 +425,7 @@ impl<S: State> Scheduler<S> {
                     .map_err(Error::from)?;
                 let next = stored.map_or(0, |s| s + 1).max(loaded.record.events);
                 self.shared.events.set_next_seq(next);
-                crate::metrics::run_started(true);
+                crate::observe::metrics::run_started(true);
                 self.shared.events.emit(|| EventKind::RunResumed {
                     step: loaded.record.step,
                     restored,
@@ -463,7 +463,7 @@ impl<S: State> Scheduler<S> {
             let step = *step;
             self.frontier
                 .take_tasks(&plan, &self.shared.run_id, step, &mut tasks);
-            crate::metrics::step();
+            crate::observe::metrics::step();
             self.shared.events.emit(|| EventKind::StepStarted {
                 step,
                 tasks: tasks
@@ -572,10 +572,10 @@ impl<S: State> Scheduler<S> {
             interrupts,
             log: self.shared.events.take_journal(),
         };
-        let began = crate::metrics::now();
+        let began = crate::observe::metrics::now();
         let saved = p.checkpoint(step, state, written, position, status).await?;
         if let Some(bytes) = saved {
-            crate::metrics::checkpoint(bytes, began);
+            crate::observe::metrics::checkpoint(bytes, began);
             self.shared
                 .events
                 .emit_stored(|| EventKind::CheckpointSaved { step, bytes });

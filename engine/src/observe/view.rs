@@ -7,8 +7,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::event::{Event, EventKind};
-use crate::state::State;
+use crate::define::state::State;
+use crate::observe::event::{Event, EventKind};
 
 /// How one field's JSON view changed at a step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

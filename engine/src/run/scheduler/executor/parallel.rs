@@ -8,7 +8,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::task::JoinHandle;
 
 use super::{Failure, Finished, TaskFailure, TaskOutcome, TaskRunner};
-use crate::state::State;
+use crate::define::state::State;
 
 /// Spawns each attempt as a tokio task, so that a step's tasks run on every worker thread;
 /// attempts finish in any order. Dropping it aborts the attempts still running.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::state::State;
+use crate::define::state::State;
 
 /// The name of the virtual node every run starts from. Edges from `START` are the entry.
 pub const START: &str = "__start__";

@@ -5,8 +5,8 @@ use std::fmt::Write;
 
 use serde::{Deserialize, Serialize};
 
+use crate::define::route::{END, START};
 use crate::ids::Fingerprint;
-use crate::route::{END, START};
 
 /// A compiled graph as plain data: what a monitor draws and the command-line tool reads.
 /// Made by [`CompiledGraph::describe`](crate::CompiledGraph::describe); serializes to JSON

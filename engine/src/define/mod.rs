@@ -1,0 +1,10 @@
+//! Defining a graph: the builder, nodes and their layers, routes, the state and its reducers,
+//! retry policies, subgraphs.
+
+pub(crate) mod builder;
+pub(crate) mod node;
+pub mod reducer;
+pub(crate) mod retry;
+pub(crate) mod route;
+pub(crate) mod state;
+pub(crate) mod subgraph;
