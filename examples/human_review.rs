@@ -145,7 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let history = graph.history(store.clone());
     let config = || {
         RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .durability(Durability::Sync)
     };
 

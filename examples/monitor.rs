@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentgraph::prelude::*;
-use agentgraph::{Inspector, RunStatus};
+use agentgraph::{RunStatus, StoreInspector};
 use agentgraph_monitor as monitor;
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,7 @@ fn graph() -> Result<CompiledGraph<Research>, agentgraph::GraphError> {
 
 fn config(store: &Arc<dyn CheckpointStore>) -> RunConfig {
     RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .monitored()
         // Each step is in the store as soon as it is done, so the page shows it at once.
         .durability(Durability::Sync)
@@ -134,7 +134,7 @@ async fn one_run(
 
 /// Deletes all but the newest `KEEP` finished runs.
 async fn prune(store: &Arc<dyn CheckpointStore>) -> Result<(), agentgraph::Error> {
-    let inspector = Inspector::new(store.clone());
+    let inspector = StoreInspector::new(store.clone());
     let mut runs: Vec<_> = inspector
         .runs()
         .await?

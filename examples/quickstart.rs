@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = RunConfig::new()
         .mode(mode)
         .seed(seed)
-        .shared_store(store.clone())
+        .store(store.clone())
         .durability(Durability::Sync);
     let run = graph.run_with(input, config);
     println!("run {} checkpoints to {}\n", run.run_id(), dir.display());

@@ -122,7 +122,7 @@ fn input() -> Article {
 
 fn config(store: &Arc<dyn CheckpointStore>) -> RunConfig {
     RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id(RUN)
         .durability(Durability::Sync)
 }

@@ -70,8 +70,8 @@
 //! | checkpoints to sled (default) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
-//! | persisted event log (`RunConfig::store_events`, `History::events`) | available |
-//! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`Inspector`]) | available |
+//! | persisted event log (`RunConfig::store_events`, `GraphHistory::events`) | available |
+//! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`StoreInspector`]) | available |
 //! | metrics with the `metrics` facade (feature `metrics`) | available |
 //! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` (`agentgraph::monitor`, feature `monitor`) | available |
 //! | command-line tool `agentgraph` over a store (crate `agentgraph-cli`) | available |
@@ -103,12 +103,12 @@ pub use agentgraph_engine::{
     AsyncNode, BoxError, CancelHandle, CheckpointInfo, CheckpointStore, CodecError, Command,
     CompiledGraph, Context, CpuNode, Durability, END, EdgeDescription, EdgeKind, EdgeName, Error,
     Event, EventKind, EventStream, FailurePolicy, Field, FieldDescription, FieldView, Fingerprint,
-    GraphBuilder, GraphDescription, GraphError, History, Identity, InputError, Inspector,
-    Interrupt, InterruptKind, Interrupted, Interruption, IntoCommand, Layer, Missed, Mode, Node,
+    GraphBuilder, GraphDescription, GraphError, GraphHistory, Identity, InputError, Interrupt,
+    InterruptKind, InterruptSignal, Interrupted, IntoCommand, Layer, Missed, Mode, Node,
     NodeBuilder, NodeDescription, NodeFuture, NodeTimedOut, Packet, Result, Resume, RetryPolicy,
     Route, Run, RunConfig, RunHandle, RunOutcome, RunRecord, RunStatus, START, Stack, State,
-    StateJson, StoreError, TaskEnd, TaskId, TaskInfo, ViewChange, async_node, codec, cpu_node,
-    reducer,
+    StateJson, StoreError, StoreInspector, TaskEnd, TaskId, TaskInfo, ViewChange, async_node,
+    codec, cpu_node, reducer,
 };
 pub use agentgraph_macros::State;
 #[cfg(feature = "monitor")]
@@ -125,8 +125,8 @@ pub mod prelude {
     pub use agentgraph_checkpoint::SledStore;
     pub use agentgraph_engine::{
         BoxError, CheckpointStore, Command, CompiledGraph, Context, Durability, END, Error, Event,
-        EventKind, FailurePolicy, GraphBuilder, Inspector, Interrupt, Mode, Node, NodeBuilder,
-        Packet, Resume, RetryPolicy, Route, RunConfig, RunOutcome, START, State,
+        EventKind, FailurePolicy, GraphBuilder, Interrupt, Mode, Node, NodeBuilder, Packet, Resume,
+        RetryPolicy, Route, RunConfig, RunOutcome, START, State, StoreInspector,
     };
     pub use agentgraph_macros::State;
 }

@@ -95,7 +95,7 @@ fn graph(dir: &Path) -> CompiledGraph<Order> {
 
 fn config(store: &Arc<dyn CheckpointStore>) -> RunConfig {
     RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("order-7")
         .durability(Durability::Sync)
 }

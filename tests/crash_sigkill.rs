@@ -169,7 +169,7 @@ fn graph(effects: Effects) -> CompiledGraph<Tally> {
 
 fn config(store: &Arc<dyn CheckpointStore>) -> RunConfig {
     RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id(RUN)
         .mode(Mode::Parallel)
         .durability(Durability::Sync)

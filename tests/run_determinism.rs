@@ -278,7 +278,7 @@ fn observe(graph: &CompiledGraph<Walk>, mode: Mode, seed: u64) -> Observed {
             .seed(seed)
             .run_id("prop")
             .recursion_limit(64)
-            .shared_store(store.clone());
+            .store(store.clone());
         let run = graph.run_with(Walk::default(), config);
         let events = run.events();
         let outcome = run.await.map_err(|e: Error| e.to_string());
@@ -379,7 +379,7 @@ proptest! {
                 RunConfig::new()
                     .seed(seed)
                     .run_id("prop")
-                    .shared_store(store.clone())
+                    .store(store.clone())
                     .monitored()
             };
             let first = graph.run_with(Walk::default(), config().recursion_limit(stop_at)).await;

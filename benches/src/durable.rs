@@ -79,10 +79,7 @@ impl BenchStore {
     /// `base` with this store and a fresh run id, which comes first.
     pub fn named_config(&self, base: &RunConfig) -> (String, RunConfig) {
         let id = self.next_run_id();
-        let config = base
-            .clone()
-            .shared_store(self.store.clone())
-            .run_id(id.clone());
+        let config = base.clone().store(self.store.clone()).run_id(id.clone());
         (id, config)
     }
 
@@ -252,7 +249,7 @@ pub fn time_resume(
     watch: bool,
 ) -> ResumeTiming {
     let (graph, flaky) = (graph.clone(), flaky.clone());
-    let resuming = base.clone().shared_store(store.store().clone());
+    let resuming = base.clone().store(store.store().clone());
     let (run_id, failing) = store.named_config(base);
     let nodes = flaky.calls.len() as u64;
     rt.block_on(async move {

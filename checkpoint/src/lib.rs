@@ -53,6 +53,6 @@ pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use record::{decode_run, encode_run};
 pub use store::{
-    BoxFuture, CheckpointStore, Lease, MAX_RUN_ID_LEN, Op, RunRecord, RunStatus, WriteBatch,
-    check_run_id,
+    BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, Op, RunRecord, RunStatus,
+    WriteBatch, check_run_id,
 };

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -756,6 +757,47 @@ pub fn check_run_id(run: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A store as the engine holds it, shared: `Arc<dyn CheckpointStore>`. Implemented for every
+/// [`CheckpointStore`] by value, for an `Arc` of one, and for `Arc<dyn CheckpointStore>`, so
+/// that `RunConfig::store`, `StoreInspector::new`, `CompiledGraph::history` and the monitor
+/// take any of them.
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use agentgraph_checkpoint::{CheckpointStore, IntoStore, MemoryStore};
+///
+/// let owned: Arc<dyn CheckpointStore> = MemoryStore::new().into_store();
+/// let shared = Arc::new(MemoryStore::new());
+/// let same = shared.clone().into_store();
+/// let erased: Arc<dyn CheckpointStore> = shared;
+/// assert!(Arc::ptr_eq(&erased.clone().into_store(), &erased));
+/// # let _ = (owned, same);
+/// ```
+pub trait IntoStore {
+    /// The store, shared.
+    fn into_store(self) -> Arc<dyn CheckpointStore>;
+}
+
+impl<T: CheckpointStore> IntoStore for T {
+    fn into_store(self) -> Arc<dyn CheckpointStore> {
+        Arc::new(self)
+    }
+}
+
+impl<T: CheckpointStore> IntoStore for Arc<T> {
+    fn into_store(self) -> Arc<dyn CheckpointStore> {
+        self
+    }
+}
+
+impl IntoStore for Arc<dyn CheckpointStore> {
+    fn into_store(self) -> Arc<dyn CheckpointStore> {
+        self
+    }
 }
 
 #[allow(dead_code)]

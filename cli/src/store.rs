@@ -4,14 +4,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agentgraph_checkpoint::SledStore;
-use agentgraph_engine::{CheckpointStore, Error, Inspector, RunRecord, StoreError};
+use agentgraph_engine::{CheckpointStore, Error, RunRecord, StoreError, StoreInspector};
 use anyhow::{Context as _, Result, anyhow, bail};
 
 /// An open store.
 #[derive(Debug)]
 pub(crate) struct Store {
     /// The reader of its runs.
-    pub(crate) inspector: Inspector,
+    pub(crate) inspector: StoreInspector,
     /// Whether this process is the only one that can write to it (a sled store is open in one
     /// process at a time): a run marked running there is not advancing.
     pub(crate) exclusive: bool,
@@ -40,7 +40,7 @@ pub(crate) fn open(path: Option<&Path>) -> Result<Store> {
     })?;
     let store: Arc<dyn CheckpointStore> = Arc::new(store);
     Ok(Store {
-        inspector: Inspector::new(store),
+        inspector: StoreInspector::new(store),
         exclusive: true,
     })
 }

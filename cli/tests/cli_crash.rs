@@ -29,7 +29,7 @@ fn crash_child() {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir).unwrap());
         let config = RunConfig::new()
-            .shared_store(store)
+            .store(store)
             .run_id("crashed")
             .durability(Durability::Sync)
             .monitored();

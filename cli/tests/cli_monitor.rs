@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentgraph::prelude::*;
-use agentgraph_engine::Inspector;
+use agentgraph_engine::StoreInspector;
 use agentgraph_monitor::{Monitor, Server};
 use common::{Work, failure, graph, json, standard_store, stdout};
 use serde_json::Value;
@@ -77,7 +77,7 @@ async fn follow_prints_every_event_once_across_a_monitor_restart() {
     let first = monitor(&store, "127.0.0.1:0".parse().unwrap(), None).await;
     let addr = first.local_addr();
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("live")
         .monitored();
     let input = Work {
@@ -104,7 +104,7 @@ async fn follow_prints_every_event_once_across_a_monitor_restart() {
     let output = follower.await.unwrap();
     let printed = events(&output, "live");
     assert_eq!(printed.last().unwrap()["kind"]["type"], "run_finished");
-    let stored = Inspector::new(store.clone())
+    let stored = StoreInspector::new(store.clone())
         .last_event("live")
         .await
         .unwrap()

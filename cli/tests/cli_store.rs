@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use agentgraph::prelude::*;
-use agentgraph_engine::Inspector;
+use agentgraph_engine::StoreInspector;
 use assert_cmd::Command;
 use common::{Work, WorkUpdate, agentgraph, failure, graph, json, standard_store, stdout};
 use predicates::prelude::*;
@@ -97,7 +97,7 @@ fn runs_lists_every_run_with_its_status() {
     // One JSON shape per object: a run is the engine's record as it serializes (the
     // monitor's API serves the same), plus the CLI's `parent`.
     let records = with_store(dir.path(), async |store| {
-        agentgraph_engine::Inspector::new(store)
+        agentgraph_engine::StoreInspector::new(store)
             .runs()
             .await
             .unwrap()
@@ -152,7 +152,10 @@ fn show_summarises_a_run() {
 fn show_lists_the_interrupts_a_run_waits_on() {
     let dir = store();
     let waiting = with_store(dir.path(), async |store| {
-        Inspector::new(store).interrupts("asked").await.unwrap()
+        StoreInspector::new(store)
+            .interrupts("asked")
+            .await
+            .unwrap()
     });
     assert_eq!(waiting.len(), 1);
     let id = &waiting[0].id;
@@ -246,7 +249,7 @@ fn state_is_the_typed_state_as_json() {
 fn state_of_a_run_without_views_says_how_to_get_them() {
     let dir = tempfile::tempdir().unwrap();
     with_store(dir.path(), async |store| {
-        let config = RunConfig::new().shared_store(store).run_id("plain");
+        let config = RunConfig::new().store(store).run_id("plain");
         graph().run_with(Work::default(), config).await.unwrap();
     });
     let err = failure(dir.path(), &["state", "plain"]);
@@ -435,10 +438,7 @@ fn subgraph_runs_are_shown_under_their_parents_with_all() {
         .add_edge(START, "inner")
         .add_edge("inner", END);
         let outer = b.compile().unwrap();
-        let config = RunConfig::new()
-            .shared_store(store)
-            .run_id("outer")
-            .monitored();
+        let config = RunConfig::new().store(store).run_id("outer").monitored();
         outer.run_with(Work::default(), config).await.unwrap();
     });
     let runs = json(dir.path(), &["runs"]);

@@ -313,7 +313,7 @@ pub enum Error {
     /// The run is in the store, but has no checkpoint at this step (it never reached it, or
     /// the checkpoint was pruned).
     #[error(
-        "run `{run}` has no checkpoint at step {step}; its checkpoints are listed by `History::checkpoints` (older ones may have been pruned)"
+        "run `{run}` has no checkpoint at step {step}; its checkpoints are listed by `GraphHistory::checkpoints` (older ones may have been pruned)"
     )]
     CheckpointNotFound {
         /// The run.
@@ -323,7 +323,7 @@ pub enum Error {
     },
     /// The state of a run was asked for as JSON, but the run stored no views of it.
     #[error(
-        "run `{0}` stored no views of its state; run it with `RunConfig::monitored()` (store_events and state_views) to read its state without its program, or read it with `History::state`"
+        "run `{0}` stored no views of its state; run it with `RunConfig::monitored()` (store_events and state_views) to read its state without its program, or read it with `GraphHistory::state`"
     )]
     NoStateViews(String),
     /// A new run was given the id of a run already in the store.

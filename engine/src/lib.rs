@@ -15,7 +15,7 @@ mod run;
 pub mod codec;
 pub use define::reducer;
 
-pub use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, StoreError};
+pub use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunRecord, RunStatus, StoreError};
 pub use codec::CodecError;
 pub use define::builder::GraphBuilder;
 pub use define::node::{
@@ -26,8 +26,8 @@ pub use define::route::{Command, END, IntoCommand, Packet, Route, START};
 pub use define::state::{Field, State};
 pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result, TaskEnd};
 pub use ids::{Fingerprint, TaskId};
-pub use inspect::history::{CheckpointInfo, History};
-pub use inspect::inspector::Inspector;
+pub use inspect::history::{CheckpointInfo, GraphHistory};
+pub use inspect::inspector::StoreInspector;
 pub use observe::event::{Event, EventKind, EventStream, Missed, TaskInfo};
 pub use observe::view::{FieldView, StateJson, ViewChange};
 pub use plan::compiled::CompiledGraph;
@@ -37,7 +37,7 @@ pub use plan::describe::{
 pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};
 pub use run::handle::{CancelHandle, Run, RunHandle, RunOutcome};
-pub use run::interrupt::{Interrupt, InterruptKind, Interrupted, Interruption, Resume};
+pub use run::interrupt::{Interrupt, InterruptKind, InterruptSignal, Interrupted, Resume};
 
 #[doc(hidden)]
 pub mod __private {

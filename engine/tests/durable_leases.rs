@@ -14,7 +14,7 @@ use common::{Trace, TraceUpdate, stores};
 use tokio::sync::Notify;
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().shared_store(store.clone()).run_id(run)
+    RunConfig::new().store(store.clone()).run_id(run)
 }
 
 /// START -> a -> wait -> END: `wait` says it started, then waits for the gate (once `fail` is

@@ -42,7 +42,7 @@ fn graph(calls: &Calls, fail: &Arc<AtomicBool>) -> CompiledGraph<Trace> {
 }
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().shared_store(store.clone()).run_id(run)
+    RunConfig::new().store(store.clone()).run_id(run)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -35,7 +35,7 @@ fn graph(calls: &Calls) -> CompiledGraph<Trace> {
 
 fn cfg(store: &Arc<dyn CheckpointStore>) -> RunConfig {
     RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("r")
         .durability(Durability::Sync)
 }

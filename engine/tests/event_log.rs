@@ -57,7 +57,7 @@ async fn the_stored_log_is_the_live_stream() {
                 let g = graph(&Arc::new(AtomicBool::new(false)));
                 let id = format!("{durability:?}-{mode:?}");
                 let config = RunConfig::new()
-                    .shared_store(store.clone())
+                    .store(store.clone())
                     .run_id(&id)
                     .mode(mode)
                     .durability(durability)
@@ -92,7 +92,7 @@ async fn a_failed_and_resumed_run_numbers_on_after_its_stored_end() {
         let g = graph(&fail);
         let config = || {
             RunConfig::new()
-                .shared_store(store.clone())
+                .store(store.clone())
                 .run_id("f")
                 .store_events(true)
         };
@@ -134,7 +134,7 @@ async fn a_crashed_run_leaves_a_log_without_gaps() {
     });
     let config = || {
         RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .run_id("crash")
             .durability(Durability::Sync)
             .store_events(true)
@@ -182,7 +182,7 @@ async fn without_the_option_nothing_is_stored() {
     let g = graph(&Arc::new(AtomicBool::new(false)));
     g.run_with(
         Trace::default(),
-        RunConfig::new().shared_store(store.clone()).run_id("n"),
+        RunConfig::new().store(store.clone()).run_id("n"),
     )
     .await
     .unwrap();
@@ -207,7 +207,7 @@ async fn async_writes_reach_the_store_while_a_long_node_runs() {
             }
         });
         let config = RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .run_id("long")
             .durability(Durability::Async)
             .store_events(true);

@@ -14,7 +14,7 @@ use common::{Calls, Trace, TraceUpdate, stores};
 use futures_util::StreamExt;
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().shared_store(store.clone()).run_id(run)
+    RunConfig::new().store(store.clone()).run_id(run)
 }
 
 fn stopped(e: Error) -> Vec<Interrupt> {

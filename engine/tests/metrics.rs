@@ -102,7 +102,7 @@ fn a_run_records_its_metrics() {
             let config = || {
                 RunConfig::new()
                     .mode(Mode::Sequential)
-                    .shared_store(store.clone())
+                    .store(store.clone())
                     .durability(Durability::Sync)
             };
             g.run_with(Trace::default(), config()).await.unwrap();

@@ -23,7 +23,7 @@ fn memory() -> Arc<dyn CheckpointStore> {
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
     RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id(run)
         .durability(Durability::Sync)
 }
@@ -254,7 +254,7 @@ async fn answers_survive_a_crash_during_a_retry_of_the_answered_node() {
 
 // ---------------------------------------------------------------------------------------------
 // 3. A resume that fails before anything runs (an unknown interrupt id: a typo) records the run
-//    as `Failed`, and `History::interrupts` then no longer lists its `interrupt_after` gate.
+//    as `Failed`, and `GraphHistory::interrupts` then no longer lists its `interrupt_after` gate.
 // ---------------------------------------------------------------------------------------------
 
 /// START -> draft -> review -> publish -> END.
@@ -300,7 +300,7 @@ async fn an_unknown_interrupt_id_leaves_the_run_waiting_where_it_was() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// 4. `History::interrupts` lists the `interrupt_after` gates of the last checkpoint whenever
+// 4. `GraphHistory::interrupts` lists the `interrupt_after` gates of the last checkpoint whenever
 //    the run is `Interrupted`, even after a resume passed them and the run stopped again at a
 //    later interrupt of the next step: it disagrees with `Error::Interrupted`.
 // ---------------------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ async fn history_does_not_list_an_after_gate_that_was_passed() {
     assert_eq!(
         kinds(&listed),
         kinds(&second),
-        "History::interrupts lists a gate the run already passed"
+        "GraphHistory::interrupts lists a gate the run already passed"
     );
 }
 
@@ -582,7 +582,7 @@ async fn a_new_run_never_takes_the_child_runs_of_a_lost_run_of_the_same_id() {
     let g = b.compile().unwrap();
     let config = || {
         RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .run_id("job")
             .durability(Durability::Exit)
     };

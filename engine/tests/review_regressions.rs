@@ -15,7 +15,7 @@ use futures_util::{FutureExt, StreamExt};
 use serde::{Deserialize, Serialize};
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().shared_store(store.clone()).run_id(run)
+    RunConfig::new().store(store.clone()).run_id(run)
 }
 
 fn note(b: &mut GraphBuilder<Trace>, name: &'static str) {

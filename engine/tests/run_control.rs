@@ -306,7 +306,7 @@ async fn a_run_cancelled_mid_step_resumes_only_its_unfinished_task() {
     let g = pair_graph(&calls, &started, &release);
     let config = || {
         RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .run_id("cancel-me")
             .durability(Durability::Sync)
     };
@@ -366,7 +366,7 @@ async fn a_step_timeout_cancels_the_unfinished_tasks_and_keeps_the_finished() {
         let g = pair_graph(&calls, &started, &release);
         let config = || {
             RunConfig::new()
-                .shared_store(store.clone())
+                .store(store.clone())
                 .run_id("slow-step")
                 .mode(mode)
         };
@@ -405,11 +405,7 @@ async fn a_run_timeout_stops_the_run_resumably() {
             Ok(TraceUpdate::note(ctx.node()).count(1))
         }
     });
-    let config = || {
-        RunConfig::new()
-            .shared_store(store.clone())
-            .run_id("deadline")
-    };
+    let config = || RunConfig::new().store(store.clone()).run_id("deadline");
     let e = g
         .run_with(
             Trace::default(),
@@ -512,7 +508,7 @@ async fn a_crash_during_backoff_resumes_at_the_next_attempt() {
     let g = b.compile().unwrap();
     let config = || {
         RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .run_id("backoff")
             .durability(Durability::Sync)
     };

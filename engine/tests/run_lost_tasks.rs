@@ -56,7 +56,7 @@ async fn a_parallel_attempt_that_panics_outside_its_node_is_a_lost_task() {
     let config = RunConfig::new()
         .mode(Mode::Parallel)
         .run_id("lost")
-        .shared_store(store.clone());
+        .store(store.clone());
     let run = fan_out().run_with(Trace::default(), config);
     // A subscriber makes the run build its events, and so format the node's error.
     let _events = run.events();
@@ -217,7 +217,7 @@ async fn a_checkpoint_writer_that_panics_is_a_lost_writer() {
     let config = RunConfig::new()
         .durability(Durability::Async)
         .run_id("w")
-        .shared_store(store.clone());
+        .store(store.clone());
     let e = graph.run_with(Trace::default(), config).await.unwrap_err();
     let Error::WriterLost { end } = &e else {
         panic!("expected a lost writer, got {e:?}");

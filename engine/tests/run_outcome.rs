@@ -13,7 +13,7 @@ use agentgraph_engine::{
 use common::{Trace, TraceUpdate};
 
 fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().shared_store(store.clone()).run_id(run)
+    RunConfig::new().store(store.clone()).run_id(run)
 }
 
 /// START -> ask -> END: `ask` interrupts, then notes the answer.

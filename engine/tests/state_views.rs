@@ -1,5 +1,5 @@
 //! Runs that describe themselves (`RunConfig::monitored`): the stored graph, and JSON views
-//! of the state that `Inspector::state_json` folds into the same state `History::state`
+//! of the state that `StoreInspector::state_json` folds into the same state `GraphHistory::state`
 //! decodes, at every checkpoint, across failures, crashes, edits and forks.
 
 mod common;
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, Error, EventKind,
-    GraphBuilder, Inspector, Mode, Resume, RunConfig, START, State, ViewChange,
+    GraphBuilder, Mode, Resume, RunConfig, START, State, StoreInspector, ViewChange,
 };
 use common::{Trace, TraceUpdate, chain, stores};
 use futures_util::StreamExt;
@@ -51,7 +51,7 @@ fn graph(fail: &Arc<AtomicBool>) -> CompiledGraph<Trace> {
 /// Every checkpoint's JSON state equals the typed state it decodes to.
 async fn views_match<S: State>(g: &CompiledGraph<S>, store: &Arc<dyn CheckpointStore>, run: &str) {
     let history = g.history(store.clone());
-    let inspector = Inspector::new(store.clone());
+    let inspector = StoreInspector::new(store.clone());
     let checkpoints = history.checkpoints(run).await.unwrap();
     assert!(!checkpoints.is_empty());
     for cp in checkpoints {
@@ -70,7 +70,7 @@ async fn the_json_state_is_the_typed_state_at_every_checkpoint() {
             let g = graph(&Arc::new(AtomicBool::new(false)));
             let id = format!("{mode:?}");
             let config = RunConfig::new()
-                .shared_store(store.clone())
+                .store(store.clone())
                 .run_id(&id)
                 .mode(mode)
                 .monitored();
@@ -82,7 +82,7 @@ async fn the_json_state_is_the_typed_state_at_every_checkpoint() {
             views_match(&g, &store, &id).await;
 
             // The graph is stored as the one that ran.
-            let inspector = Inspector::new(store.clone());
+            let inspector = StoreInspector::new(store.clone());
             assert_eq!(inspector.graph(&id).await.unwrap(), Some(g.describe()));
             // The checkpoints name the fields they wrote.
             let cps = inspector.checkpoints(&id).await.unwrap();
@@ -99,7 +99,7 @@ async fn a_growing_list_is_sent_as_its_new_items() {
         Ok(TraceUpdate::note(format!("entry {}", ctx.step())))
     });
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("grow")
         .monitored();
     let run = g.run_with(Trace::default(), config);
@@ -140,7 +140,7 @@ async fn failed_crashed_and_resumed_runs_keep_matching_views() {
         let g = graph(&fail);
         let config = || {
             RunConfig::new()
-                .shared_store(store.clone())
+                .store(store.clone())
                 .run_id("failed")
                 .monitored()
         };
@@ -159,7 +159,7 @@ async fn failed_crashed_and_resumed_runs_keep_matching_views() {
         });
         let config = || {
             RunConfig::new()
-                .shared_store(store.clone())
+                .store(store.clone())
                 .run_id("crashed")
                 .durability(Durability::Sync)
                 .monitored()
@@ -217,14 +217,14 @@ async fn edits_and_forks_show_in_the_json_state() {
         let g = b.compile().unwrap();
         let config = || {
             RunConfig::new()
-                .shared_store(store.clone())
+                .store(store.clone())
                 .run_id("doc")
                 .monitored()
         };
         let Err(Error::Interrupted(stop)) = g.run_with(Review::default(), config()).await else {
             panic!("the run should wait at the review");
         };
-        let inspector = Inspector::new(store.clone());
+        let inspector = StoreInspector::new(store.clone());
         assert_eq!(inspector.interrupts("doc").await.unwrap(), stop.interrupts);
         assert_eq!(
             inspector.interrupts("doc").await.unwrap(),
@@ -248,7 +248,7 @@ async fn edits_and_forks_show_in_the_json_state() {
             .await
             .unwrap();
         let config = RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .run_id("doc-fork")
             .monitored();
         // The fork's tasks have ids of their own: it asks again.
@@ -280,11 +280,11 @@ async fn fields_json_cannot_show_are_marked_and_runs_without_views_say_so() {
     .add_edge("one", END);
     let g = b.compile().unwrap();
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("odd")
         .monitored();
     g.run_with(Odd::default(), config).await.unwrap();
-    let inspector = Inspector::new(store.clone());
+    let inspector = StoreInspector::new(store.clone());
     let json = inspector.state_json("odd", None).await.unwrap();
     assert_eq!(json["n"], 1);
     assert!(
@@ -295,7 +295,7 @@ async fn fields_json_cannot_show_are_marked_and_runs_without_views_say_so() {
     );
 
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("plain")
         .store_events(true);
     g.run_with(Odd::default(), config).await.unwrap();

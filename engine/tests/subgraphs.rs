@@ -140,7 +140,7 @@ async fn a_crash_inside_a_subgraph_resumes_the_child_where_it_stopped() {
     let g = parent(&calls, child(&calls, false, &gate));
     let config = || {
         RunConfig::new()
-            .shared_store(store.clone())
+            .store(store.clone())
             .run_id("parent")
             .durability(Durability::Sync)
     };
@@ -205,7 +205,7 @@ async fn an_interrupt_inside_a_subgraph_stops_the_parent_and_takes_its_answer() 
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
     let calls = Calls::default();
     let g = parent(&calls, child(&calls, true, &open()));
-    let config = || RunConfig::new().shared_store(store.clone()).run_id("asks");
+    let config = || RunConfig::new().store(store.clone()).run_id("asks");
     let e = g.run_with(Trace::default(), config()).await.unwrap_err();
     let Error::Interrupted(stop) = e else {
         panic!("{e:?}")
@@ -249,7 +249,7 @@ async fn starting_a_run_deletes_only_the_subgraph_runs_of_its_id() {
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
     let calls = Calls::default();
     let g = parent(&calls, child(&calls, false, &open()));
-    let config = |id: &str| RunConfig::new().shared_store(store.clone()).run_id(id);
+    let config = |id: &str| RunConfig::new().store(store.clone()).run_id(id);
     let history = g.history(store.clone());
     let ids = || async {
         let runs = history.runs().await.unwrap();
@@ -285,7 +285,7 @@ async fn starting_a_run_deletes_only_the_subgraph_runs_of_its_id() {
     assert!(!stored.iter().any(|id| id == stale), "{stored:?}");
     assert_eq!(history.state("team/1", None).await.unwrap(), first);
     assert_eq!(
-        agentgraph_engine::Inspector::parent_run(&stored[2]),
+        agentgraph_engine::StoreInspector::parent_run(&stored[2]),
         Some("team/1")
     );
     assert_eq!(
@@ -305,7 +305,7 @@ async fn a_run_id_with_the_subgraph_mark_is_refused() {
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
     let calls = Calls::default();
     let g = parent(&calls, child(&calls, false, &open()));
-    let config = |id: &str| RunConfig::new().shared_store(store.clone()).run_id(id);
+    let config = |id: &str| RunConfig::new().store(store.clone()).run_id(id);
     for id in ["team/@sub/1", "/@", "a/@"] {
         let e = g.run_with(Trace::default(), config(id)).await.unwrap_err();
         assert!(

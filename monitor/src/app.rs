@@ -13,14 +13,14 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use agentgraph_engine::Inspector;
+use agentgraph_engine::StoreInspector;
 
 use crate::{api, auth, page, sse};
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
 pub(crate) struct AppState {
-    pub(crate) inspector: Inspector,
+    pub(crate) inspector: StoreInspector,
     pub(crate) poll: Duration,
     pub(crate) token: Option<Arc<str>>,
     pub(crate) prometheus: Option<PrometheusHandle>,

@@ -14,7 +14,7 @@
 //! use agentgraph_engine::CheckpointStore;
 //!
 //! let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
-//! // Runs started with `RunConfig::new().shared_store(store.clone()).monitored()` show up.
+//! // Runs started with `RunConfig::new().store(store.clone()).monitored()` show up.
 //! let server = agentgraph_monitor::serve(([127, 0, 0, 1], 0).into(), store).await?;
 //! println!("monitor at {}", server.url());
 //! server.shutdown().await?;

@@ -5,8 +5,8 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgraph_checkpoint::CheckpointStore;
-use agentgraph_engine::Inspector;
+use agentgraph_checkpoint::{CheckpointStore, IntoStore};
+use agentgraph_engine::StoreInspector;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,7 +28,7 @@ const MAX_TOKEN_LEN: usize = 512;
 /// `/metrics`. Set it up, then [`serve`](Monitor::serve) it, or take its
 /// [`router`](Monitor::router) into a server of your own.
 ///
-/// It reads the store only (through [`Inspector`]); runs show in it when they are run with
+/// It reads the store only (through [`StoreInspector`]); runs show in it when they are run with
 /// [`RunConfig::monitored`](agentgraph_engine::RunConfig::monitored) on the same store (or
 /// on a store the same files back, in another process).
 ///
@@ -82,9 +82,9 @@ impl Monitor {
     /// # Examples
     ///
     /// See [`Monitor`].
-    pub fn new(store: Arc<dyn CheckpointStore>) -> Self {
+    pub fn new(store: impl IntoStore) -> Self {
         Monitor {
-            store,
+            store: store.into_store(),
             addr: DEFAULT_ADDR,
             token: None,
             poll: DEFAULT_POLL_INTERVAL,
@@ -262,7 +262,7 @@ impl Monitor {
             (true, None) => Some(crate::prom::global()?),
         };
         Ok(AppState {
-            inspector: Inspector::new(self.store),
+            inspector: StoreInspector::new(self.store),
             poll: self.poll,
             token,
             prometheus,
@@ -289,6 +289,6 @@ impl Monitor {
 /// server.wait().await?;
 /// # Ok(()) }
 /// ```
-pub async fn serve(addr: SocketAddr, store: Arc<dyn CheckpointStore>) -> Result<Server> {
+pub async fn serve(addr: SocketAddr, store: impl IntoStore) -> Result<Server> {
     Monitor::new(store).bind(addr).serve().await
 }

@@ -28,7 +28,7 @@ async fn raw(addr: std::net::SocketAddr, target: &str, headers: &str) -> u16 {
 async fn finished_run() -> std::sync::Arc<dyn agentgraph_engine::CheckpointStore> {
     let store = store();
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("ok")
         .monitored();
     demo(&Gate::open())

@@ -32,10 +32,7 @@ async fn runs_checkpoints_state_and_graph() {
             target: 2,
             ..Doc::default()
         };
-        let config = RunConfig::new()
-            .shared_store(store.clone())
-            .run_id(id)
-            .monitored();
+        let config = RunConfig::new().store(store.clone()).run_id(id).monitored();
         graph.run_with(input, config).await.unwrap();
     }
 
@@ -54,7 +51,7 @@ async fn runs_checkpoints_state_and_graph() {
     assert_eq!(all["runs"][0]["fingerprint"].as_str().unwrap().len(), 32);
     assert_eq!(all["next"], Value::Null);
     // One JSON shape per object: the API serves the engine's records as they serialize.
-    let inspector = agentgraph_engine::Inspector::new(store.clone());
+    let inspector = agentgraph_engine::StoreInspector::new(store.clone());
     let records = inspector.runs().await.unwrap();
     assert_eq!(all["runs"], serde_json::to_value(&records).unwrap());
     let (_, listed) = get(addr, "/api/runs/run-a/checkpoints").await;
@@ -160,7 +157,7 @@ async fn an_interrupted_run_shows_what_it_waits_on() {
     let graph = b.compile().unwrap();
     let store = store();
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("asks")
         .monitored()
         .durability(Durability::Sync);
@@ -195,7 +192,7 @@ async fn subgraph_runs_are_reached_with_an_encoded_slash() {
     let graph = b.compile().unwrap();
     let store = store();
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("outer")
         .monitored();
     graph

@@ -149,7 +149,7 @@ async fn the_page_follows_a_run_live_and_shows_state_as_text() {
     // Sync durability: each step's checkpoint (and events) is in the store before the next
     // step starts, so what the page shows follows the gate exactly.
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("browser-demo")
         .monitored()
         .durability(Durability::Sync);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use agentgraph_engine::{Durability, Event, EventKind, Inspector, RunConfig, RunStatus};
+use agentgraph_engine::{Durability, Event, EventKind, RunConfig, RunStatus, StoreInspector};
 use common::{Doc, Gate, SseReader, demo, monitor, store, url};
 
 /// Reads events until one matches `stop`, checking each frame against its data.
@@ -44,7 +44,7 @@ async fn a_reconnecting_client_gets_every_event_once_in_order() {
         ..Doc::default()
     };
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("reconnect")
         .monitored()
         .durability(Durability::Sync);
@@ -53,7 +53,7 @@ async fn a_reconnecting_client_gets_every_event_once_in_order() {
     let events_url = url(server.local_addr(), "/api/runs/reconnect/events");
 
     // Wait for the run to exist (its first checkpoint), then follow it.
-    let inspector = Inspector::new(store.clone());
+    let inspector = StoreInspector::new(store.clone());
     while inspector.run("reconnect").await.unwrap().is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -137,7 +137,7 @@ async fn the_events_of_a_crashed_run_are_readable_afterwards() {
     let gate = Gate::closed();
     let graph = demo(&gate);
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("crashed")
         .monitored()
         // Each checkpoint is written before the next step starts, so the test knows what the
@@ -147,7 +147,7 @@ async fn the_events_of_a_crashed_run_are_readable_afterwards() {
         target: 5,
         ..Doc::default()
     };
-    let inspector = Inspector::new(store.clone());
+    let inspector = StoreInspector::new(store.clone());
     {
         // Steps 1 (plan) and 2 (search, write) run; review waits on the gate forever, and the
         // run's future is dropped there: a crash, as far as the store can tell.
@@ -243,11 +243,11 @@ async fn shutdown_ends_open_streams() {
     let gate = Gate::closed();
     let graph = demo(&gate);
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id("waiting")
         .monitored();
     let run = tokio::spawn(async move { graph.run_with(Doc::default(), config).await });
-    let inspector = Inspector::new(store.clone());
+    let inspector = StoreInspector::new(store.clone());
     while inspector.run("waiting").await.unwrap().is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
-use agentgraph_engine::{Inspector, RunRecord};
+use agentgraph_engine::{RunRecord, StoreInspector};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -29,9 +29,9 @@ impl<'a> RunJson<'a> {
 }
 
 /// The run whose subgraph made `run`, among `ids`: subgraph runs are named
-/// `{parent}/@{node}/{task}` (see [`Inspector::parent_run`]).
+/// `{parent}/@{node}/{task}` (see [`StoreInspector::parent_run`]).
 pub(crate) fn parent_of(run: &str, ids: &HashSet<&str>) -> Option<String> {
-    let parent = Inspector::parent_run(run)?;
+    let parent = StoreInspector::parent_run(run)?;
     ids.contains(parent).then(|| parent.to_owned())
 }
 

@@ -80,7 +80,7 @@ pub async fn run(
     topic: &str,
 ) -> agentgraph::Result<Work> {
     let config = RunConfig::new()
-        .shared_store(store.clone())
+        .store(store.clone())
         .run_id(run)
         .monitored();
     graph()

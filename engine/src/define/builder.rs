@@ -640,7 +640,7 @@ impl<S: State> GraphBuilder<S> {
     ///     .add_edge("pay", END);
     /// let graph = b.compile()?;
     /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
-    /// let config = || RunConfig::new().shared_store(store.clone()).run_id("order-1");
+    /// let config = || RunConfig::new().store(store.clone()).run_id("order-1");
     /// let Err(Error::Interrupted(stop)) = graph.run_with(Count::default(), config()).await else {
     ///     panic!("the run stops before paying");
     /// };

@@ -254,10 +254,10 @@ impl<S: State> Command<S> {
     /// # #[state(crate = agentgraph_engine)]
     /// # struct Draft { text: String }
     /// let cmd: Command<Draft> = Command::new(DraftUpdate::new()).goto("review");
-    /// let route = cmd.get_goto().expect("a go-to");
+    /// let route = cmd.route().expect("a go-to");
     /// assert_eq!(route.targets().collect::<Vec<_>>(), ["review"]);
     /// ```
-    pub fn get_goto(&self) -> Option<&Route> {
+    pub fn route(&self) -> Option<&Route> {
         self.goto.as_ref()
     }
 

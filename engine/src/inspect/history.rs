@@ -1,5 +1,5 @@
-//! [`History`]: the stored runs of a graph, to list, inspect, fork and prune: a typed view over
-//! an [`Inspector`], which adds the graph's state type (typed states, forks).
+//! [`GraphHistory`]: the stored runs of a graph, to list, inspect, fork and prune: a typed view over
+//! an [`StoreInspector`], which adds the graph's state type (typed states, forks).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -11,13 +11,13 @@ use crate::define::state::State;
 #[cfg(doc)]
 use crate::error::Error;
 use crate::error::Result;
-use crate::inspect::inspector::Inspector;
+use crate::inspect::inspector::StoreInspector;
 use crate::observe::event::Event;
 use crate::persist::fork;
 use crate::plan::compiled::CompiledGraph;
 use crate::run::interrupt::Interrupt;
 
-/// One checkpoint of a run, as listed by [`History::checkpoints`].
+/// One checkpoint of a run, as listed by [`GraphHistory::checkpoints`].
 ///
 /// Its serde shape is the API's (the monitor's `/api/runs/{run}/checkpoints`, the
 /// command-line tool's `history --json`): `{"step", "parent", "created_at_ms", "written",
@@ -44,25 +44,25 @@ pub struct CheckpointInfo {
 /// delete runs. Made by [`CompiledGraph::history`].
 ///
 /// The typed view of a store: what does not need the state type is the
-/// [`inspector`](History::inspector)'s, to which it delegates.
-pub struct History<S: State> {
+/// [`inspector`](GraphHistory::inspector)'s, to which it delegates.
+pub struct GraphHistory<S: State> {
     graph: CompiledGraph<S>,
-    inspector: Inspector,
+    inspector: StoreInspector,
 }
 
-impl<S: State> fmt::Debug for History<S> {
+impl<S: State> fmt::Debug for GraphHistory<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("History")
+        f.debug_struct("GraphHistory")
             .field("store", self.inspector.store())
             .finish_non_exhaustive()
     }
 }
 
-impl<S: State> History<S> {
+impl<S: State> GraphHistory<S> {
     pub(crate) fn new(graph: CompiledGraph<S>, store: Arc<dyn CheckpointStore>) -> Self {
-        History {
+        GraphHistory {
             graph,
-            inspector: Inspector::new(store),
+            inspector: StoreInspector::new(store),
         }
     }
 
@@ -179,7 +179,7 @@ impl<S: State> History<S> {
     }
 
     /// The same store, read without the state type (state as JSON, the stored graph).
-    pub fn inspector(&self) -> Inspector {
+    pub fn inspector(&self) -> StoreInspector {
         self.inspector.clone()
     }
 }

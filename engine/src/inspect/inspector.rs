@@ -1,11 +1,11 @@
-//! [`Inspector`]: a store's runs, read without the program's types, for monitors and the
+//! [`StoreInspector`]: a store's runs, read without the program's types, for monitors and the
 //! command-line tool.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use agentgraph_checkpoint::{CheckpointStore, RunRecord};
+use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunRecord};
 
 use crate::error::{Error, Result};
 use crate::inspect::history::CheckpointInfo;
@@ -16,14 +16,14 @@ use crate::persist::{prune, runs};
 use crate::plan::describe::GraphDescription;
 use crate::run::interrupt::Interrupt;
 
-/// How many events a page of [`Inspector`] reads at a time.
+/// How many events a page of [`StoreInspector`] reads at a time.
 const PAGE: usize = 1024;
 
 /// The runs of a store, read without the state type of the program that made them: their
 /// records, checkpoints, interrupts and events, the graph they ran and their state as JSON
 /// (for runs with [`RunConfig::monitored`](crate::RunConfig::monitored)); and prune or
 /// delete them. What the monitor server and the `agentgraph` command-line tool are built on;
-/// a program that has the state type uses [`History`](crate::History), which adds typed
+/// a program that has the state type uses [`GraphHistory`](crate::GraphHistory), which adds typed
 /// states and forks.
 ///
 /// # Examples
@@ -40,10 +40,10 @@ const PAGE: usize = 1024;
 /// #     .add_edge(START, "one").add_edge("one", END);
 /// # let graph = b.compile()?;
 /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
-/// let config = RunConfig::new().shared_store(store.clone()).run_id("r").monitored();
+/// let config = RunConfig::new().store(store.clone()).run_id("r").monitored();
 /// graph.run_with(Count { n: 41 }, config).await?;
 ///
-/// let inspector = Inspector::new(store);
+/// let inspector = StoreInspector::new(store);
 /// assert_eq!(inspector.runs().await?[0].status, RunStatus::Completed);
 /// assert_eq!(inspector.checkpoints("r").await?.len(), 2);
 /// assert_eq!(inspector.state_json("r", Some(0)).await?, serde_json::json!({ "n": 41 }));
@@ -52,23 +52,23 @@ const PAGE: usize = 1024;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct Inspector {
+pub struct StoreInspector {
     reader: Reader,
 }
 
-impl fmt::Debug for Inspector {
+impl fmt::Debug for StoreInspector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Inspector")
+        f.debug_struct("StoreInspector")
             .field("store", self.reader.store())
             .finish()
     }
 }
 
-impl Inspector {
-    /// An inspector of `store`.
-    pub fn new(store: Arc<dyn CheckpointStore>) -> Self {
-        Inspector {
-            reader: Reader::new(store),
+impl StoreInspector {
+    /// An inspector of `store` (by value or shared: see [`IntoStore`]).
+    pub fn new(store: impl IntoStore) -> Self {
+        StoreInspector {
+            reader: Reader::new(store.into_store()),
         }
     }
 
@@ -88,11 +88,11 @@ impl Inspector {
     /// # Examples
     ///
     /// ```
-    /// use agentgraph_engine::Inspector;
+    /// use agentgraph_engine::StoreInspector;
     ///
     /// let child = "team/1/@review/0196b0c4a1e07a3c9d5e6f708192a3b4";
-    /// assert_eq!(Inspector::parent_run(child), Some("team/1"));
-    /// assert_eq!(Inspector::parent_run("team/1"), None);
+    /// assert_eq!(StoreInspector::parent_run(child), Some("team/1"));
+    /// assert_eq!(StoreInspector::parent_run("team/1"), None);
     /// ```
     pub fn parent_run(run: &str) -> Option<&str> {
         runs::parent_run(run)
@@ -117,14 +117,14 @@ impl Inspector {
     /// outer.add_subgraph("sub", inner.compile()?, Count::clone, |c: Count| CountUpdate::new().n(c.n))
     ///     .add_edge(START, "sub").add_edge("sub", END);
     /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
-    /// let config = RunConfig::new().shared_store(store.clone()).run_id("team");
+    /// let config = RunConfig::new().store(store.clone()).run_id("team");
     /// outer.compile()?.run_with(Count { n: 1 }, config).await?;
     ///
-    /// let inspector = Inspector::new(store);
+    /// let inspector = StoreInspector::new(store);
     /// let children = inspector.subgraph_runs("team").await?;
     /// assert_eq!(children.len(), 1);
     /// assert!(children[0].starts_with("team/@sub/"));
-    /// assert_eq!(Inspector::parent_run(&children[0]), Some("team"));
+    /// assert_eq!(StoreInspector::parent_run(&children[0]), Some("team"));
     /// # Ok(()) }
     /// ```
     ///
@@ -154,7 +154,7 @@ impl Inspector {
     }
 
     /// Up to `limit` runs after run id `after`, in run id order: a page of
-    /// [`runs`](Inspector::runs).
+    /// [`runs`](StoreInspector::runs).
     ///
     /// # Errors
     ///
@@ -173,7 +173,7 @@ impl Inspector {
     }
 
     /// The checkpoints of `run`, oldest first. Written fields are named after the run's
-    /// stored graph ([`graph`](Inspector::graph)), or `#index` when it has none.
+    /// stored graph ([`graph`](StoreInspector::graph)), or `#index` when it has none.
     ///
     /// # Errors
     ///

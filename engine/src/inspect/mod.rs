@@ -1,5 +1,5 @@
-//! Reading stored runs: the [`Inspector`](crate::Inspector), which needs no types, and the
-//! typed [`History`](crate::History) of one graph over it.
+//! Reading stored runs: the [`StoreInspector`](crate::StoreInspector), which needs no types, and the
+//! typed [`GraphHistory`](crate::GraphHistory) of one graph over it.
 
 pub(crate) mod history;
 pub(crate) mod inspector;

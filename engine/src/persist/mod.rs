@@ -17,7 +17,7 @@
 //! | [`load`] | the loader: the newest intact checkpoint of a run, past damage |
 //! | [`pending`] | what pending writes mean: commands, interrupts |
 //! | [`events`] | stored events: their own shape (`stored`), converted to and from `Event` (`convert`) |
-//! | [`reader`] | a read-only view of a store's runs, for `Inspector` and `History` |
+//! | [`reader`] | a read-only view of a store's runs, for `StoreInspector` and `GraphHistory` |
 //! | [`fork`], [`prune`] | new runs from a checkpoint; pruning and deleting runs |
 //! | [`runs`] | run ids: subgraph runs and the ids reserved for them |
 

@@ -1,5 +1,5 @@
 //! [`Reader`]: a read-only view of a store's runs, decoded from their records. What
-//! [`Inspector`](crate::Inspector) and [`History`](crate::History) read through.
+//! [`StoreInspector`](crate::StoreInspector) and [`GraphHistory`](crate::GraphHistory) read through.
 
 use std::borrow::Cow;
 use std::sync::Arc;

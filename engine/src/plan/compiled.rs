@@ -116,7 +116,7 @@ impl<S: State> CompiledGraph<S> {
     /// `interrupt_before` and `interrupt_after` gates; a node that called
     /// [`Context::interrupt`](crate::Context::interrupt) runs again, and gets the answer given
     /// for the interrupt's id (without one, it interrupts again). The interrupts a run waits
-    /// on are listed by [`History::interrupts`](crate::History::interrupts).
+    /// on are listed by [`GraphHistory::interrupts`](crate::GraphHistory::interrupts).
     ///
     /// # Examples
     ///
@@ -136,7 +136,7 @@ impl<S: State> CompiledGraph<S> {
     /// .add_edge("review", END);
     /// let graph = b.compile()?;
     /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
-    /// let config = || RunConfig::new().run_id("doc-1").shared_store(store.clone());
+    /// let config = || RunConfig::new().run_id("doc-1").store(store.clone());
     ///
     /// let Err(Error::Interrupted(stop)) = graph.run_with(Doc::default(), config()).await else {
     ///     panic!("the run should wait for a review");
@@ -185,9 +185,9 @@ impl<S: State> CompiledGraph<S> {
     /// The runs `store` holds for this graph: list, inspect, fork, prune, delete.
     pub fn history(
         &self,
-        store: Arc<dyn agentgraph_checkpoint::CheckpointStore>,
-    ) -> crate::inspect::history::History<S> {
-        crate::inspect::history::History::new(self.clone(), store)
+        store: impl agentgraph_checkpoint::IntoStore,
+    ) -> crate::inspect::history::GraphHistory<S> {
+        crate::inspect::history::GraphHistory::new(self.clone(), store.into_store())
     }
 
     /// The graph's fingerprint: a stable hash of its nodes, edges and state reducers.

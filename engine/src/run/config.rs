@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgraph_checkpoint::CheckpointStore;
+use agentgraph_checkpoint::{CheckpointStore, IntoStore};
 use serde::{Deserialize, Serialize};
 
 /// How the tasks of a step run. Both modes give the same final state and the same events per
@@ -77,7 +77,8 @@ pub enum FailurePolicy {
 /// ```
 /// use agentgraph_engine::{Mode, RunConfig};
 /// let config = RunConfig::new().mode(Mode::Sequential).seed(7).recursion_limit(50);
-/// assert_eq!(config.get_seed(), 7);
+/// // Settings are written, not read back: a run's configuration shows in its `Debug` form.
+/// assert!(format!("{config:?}").contains("seed: 7"));
 /// ```
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -175,15 +176,25 @@ impl RunConfig {
     /// Checkpoints the run to `store` after every step, so that it can be resumed with
     /// [`CompiledGraph::resume`](crate::CompiledGraph::resume).
     #[must_use]
-    pub fn store(mut self, store: impl CheckpointStore) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// [`store`](RunConfig::store) for a store shared with other runs.
-    #[must_use]
-    pub fn shared_store(mut self, store: Arc<dyn CheckpointStore>) -> Self {
-        self.store = Some(store);
+    ///
+    /// Takes a store by value (`SledStore`, `MemoryStore`, any [`CheckpointStore`]) or shared
+    /// (an `Arc` of one, or an `Arc<dyn CheckpointStore>` other runs and a monitor use too):
+    /// see [`IntoStore`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agentgraph_checkpoint::{CheckpointStore, MemoryStore};
+    /// use agentgraph_engine::RunConfig;
+    ///
+    /// let owned = RunConfig::new().store(MemoryStore::new());
+    /// let shared: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    /// let config = RunConfig::new().store(shared.clone());
+    /// # let _ = (owned, config);
+    /// ```
+    pub fn store(mut self, store: impl IntoStore) -> Self {
+        self.store = Some(store.into_store());
         self
     }
 
@@ -198,7 +209,7 @@ impl RunConfig {
     /// in order, is written in the same commit as the checkpoint that follows it (the events
     /// that end the run, with its last write), so that a monitor can replay the run, also
     /// after a crash, and a resumed run numbers its events after the stored ones. Read them
-    /// with [`History::events`](crate::History::events). Needs a [`store`](RunConfig::store);
+    /// with [`GraphHistory::events`](crate::GraphHistory::events). Needs a [`store`](RunConfig::store);
     /// subgraphs inherit it.
     ///
     /// # Examples
@@ -214,7 +225,7 @@ impl RunConfig {
     /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
     /// # let graph = b.compile()?;
     /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
-    /// let config = RunConfig::new().shared_store(store.clone()).run_id("r").store_events(true);
+    /// let config = RunConfig::new().store(store.clone()).run_id("r").store_events(true);
     /// graph.run_with(Count::default(), config).await?;
     /// let events = graph.history(store).events("r", None, 100).await?;
     /// assert!(matches!(events[0].kind, EventKind::RunStarted { .. }));
@@ -253,9 +264,9 @@ impl RunConfig {
     /// #     .add_edge(START, "one").add_edge("one", END);
     /// # let graph = b.compile()?;
     /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
-    /// graph.run_with(Notes::default(), RunConfig::new().shared_store(store.clone()).run_id("r").monitored()).await?;
+    /// graph.run_with(Notes::default(), RunConfig::new().store(store.clone()).run_id("r").monitored()).await?;
     ///
-    /// let inspector = Inspector::new(store);
+    /// let inspector = StoreInspector::new(store);
     /// let state = inspector.state_json("r", None).await?;
     /// assert_eq!(state, serde_json::json!({ "items": ["x"] }));
     /// # Ok(()) }
@@ -330,20 +341,5 @@ impl RunConfig {
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
-    }
-
-    /// The execution mode.
-    pub fn get_mode(&self) -> Mode {
-        self.mode
-    }
-
-    /// The seed.
-    pub fn get_seed(&self) -> u64 {
-        self.seed
-    }
-
-    /// The recursion limit.
-    pub fn get_recursion_limit(&self) -> u64 {
-        self.recursion_limit
     }
 }

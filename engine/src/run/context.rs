@@ -12,7 +12,7 @@ use crate::define::route::Packet;
 use crate::error::BoxError;
 use crate::ids::TaskId;
 use crate::observe::event::{EventBus, EventKind};
-use crate::run::interrupt::{Interrupt, InterruptKind, Interruption};
+use crate::run::interrupt::{Interrupt, InterruptKind, InterruptSignal};
 
 /// What one run shares with its tasks.
 #[derive(Debug)]
@@ -203,14 +203,14 @@ impl Context {
     /// `payload` (as JSON), and when it is resumed with an answer for the interrupt's id, the
     /// node runs again and this call returns the answer.
     ///
-    /// Return the error with `?`: it is an [`Interruption`] the engine recognises. A node may
+    /// Return the error with `?`: it is an [`InterruptSignal`] the engine recognises. A node may
     /// call `interrupt` several times; the calls are told apart by their order, so keep it
     /// deterministic. Work done before the call is done again when the node runs again:
     /// interrupt first, or make that work idempotent.
     ///
     /// # Errors
     ///
-    /// An [`Interruption`] when there is no answer yet; an error when the answer does not
+    /// An [`InterruptSignal`] when there is no answer yet; an error when the answer does not
     /// decode as an `R` or `payload` cannot be represented as JSON.
     ///
     /// # Examples
@@ -244,7 +244,7 @@ impl Context {
             });
         }
         let payload = serde_json::to_value(payload)?;
-        Err(Box::new(Interruption { index, payload }))
+        Err(Box::new(InterruptSignal { index, payload }))
     }
 
     /// Publishes an event of the node's own (progress, tokens, ...) to the run's subscribers.

@@ -291,7 +291,7 @@ impl<S: State> Future for RunHandle<S> {
 /// .add_edge("review", END);
 /// let graph = b.compile()?;
 /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
-/// let config = || RunConfig::new().run_id("doc-1").shared_store(store.clone());
+/// let config = || RunConfig::new().run_id("doc-1").store(store.clone());
 ///
 /// let mut outcome = graph.run_with(Doc::default(), config()).outcome().await?;
 /// while let RunOutcome::Interrupted(stop) = outcome {

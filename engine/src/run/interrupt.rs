@@ -104,12 +104,12 @@ impl fmt::Display for Interrupted {
 /// when the interrupt has no answer yet. Return it from the node (the `?` operator does): the
 /// engine stops the run at the interrupt. Do not wrap it in another error.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Interruption {
+pub struct InterruptSignal {
     pub(crate) index: u32,
     pub(crate) payload: serde_json::Value,
 }
 
-impl fmt::Display for Interruption {
+impl fmt::Display for InterruptSignal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -119,7 +119,7 @@ impl fmt::Display for Interruption {
     }
 }
 
-impl std::error::Error for Interruption {}
+impl std::error::Error for InterruptSignal {}
 
 /// The signal of a subgraph node whose child run stopped at interrupts.
 #[derive(Debug)]
@@ -149,7 +149,7 @@ impl std::error::Error for SubgraphInterrupted {}
 ///     .answer(&pending[0].id, "approved")
 ///     .update(DraftUpdate::new().text("the edited draft".into()));
 /// let state = graph
-///     .resume_with("run-1", resume, RunConfig::new().shared_store(store))
+///     .resume_with("run-1", resume, RunConfig::new().store(store))
 ///     .await?;
 /// # Ok(()) }
 /// ```

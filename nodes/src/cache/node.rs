@@ -159,7 +159,7 @@ fn encode<S: State>(cmd: &Command<S>) -> Result<Entry, CodecError> {
     codec::encode_into(cmd.update(), &mut update)?;
     Ok(Entry {
         update: update.into(),
-        goto: cmd.get_goto().cloned(),
+        goto: cmd.route().cloned(),
     })
 }
 

@@ -15,7 +15,7 @@ use crate::error::{BoxError, Error, NodeTimedOut, panic_message};
 use crate::ids::{TaskId, draw_seed};
 use crate::observe::event::EventKind;
 use crate::run::context::Context;
-use crate::run::interrupt::{Interrupt, InterruptKind, Interruption, SubgraphInterrupted};
+use crate::run::interrupt::{Interrupt, InterruptKind, InterruptSignal, SubgraphInterrupted};
 use crate::run::scheduler::routing::check_goto;
 use crate::run::scheduler::{Scheduler, Task};
 
@@ -195,7 +195,7 @@ impl<S: State> Scheduler<S> {
     }
 }
 
-/// The interrupts a node's error signals: its own [`Interruption`], or those of its
+/// The interrupts a node's error signals: its own [`InterruptSignal`], or those of its
 /// subgraph (placed under this node); the error itself otherwise.
 fn raised_interrupts(
     e: BoxError,
@@ -203,7 +203,7 @@ fn raised_interrupts(
     step: u64,
     task: TaskId,
 ) -> std::result::Result<Vec<Interrupt>, BoxError> {
-    let e = match e.downcast::<Interruption>() {
+    let e = match e.downcast::<InterruptSignal>() {
         Ok(signal) => {
             return Ok(vec![Interrupt {
                 id: Interrupt::id_for(task, InterruptKind::Node, signal.index),
