@@ -12,7 +12,7 @@ use agentgraph_engine::{
     BoxError, Command, CompiledGraph, Context, END, GraphBuilder, Layer, Mode, Node, Packet, Route,
     RunConfig, START, async_node,
 };
-use agentgraph_nodes::{CacheLayer, Error};
+use agentgraph_layers::{CacheLayer, Error};
 use common::{Report, Shielded, Tally, TallyUpdate};
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -10,7 +10,7 @@ use agentgraph_engine::{
     CompiledGraph, Context, END, Error as EngineError, GraphBuilder, Layer, Mode, Node,
     NodeBuilder, Packet, Route, RunConfig, START, async_node, cpu_node,
 };
-use agentgraph_nodes::{ConcurrencyLimitLayer, Limit};
+use agentgraph_layers::{ConcurrencyLimitLayer, Limit};
 use common::{Gauge, Report, Shielded, Tally, TallyUpdate};
 
 /// An async node that stays in flight for 10 ms (of tokio's clock) and counts itself.

@@ -18,7 +18,7 @@
 //! use std::time::Duration;
 //!
 //! use agentgraph_engine::*;
-//! use agentgraph_nodes::{CacheLayer, ConcurrencyLimitLayer, RateLimitLayer};
+//! use agentgraph_layers::{CacheLayer, ConcurrencyLimitLayer, RateLimitLayer};
 //! # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
 //! # #[state(crate = agentgraph_engine)]
 //! # struct Search { query: String, #[reducer(append)] hits: Vec<String> }

@@ -35,7 +35,7 @@ use super::{Cached, DefaultKey, Store};
 /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
 /// # #[state(crate = agentgraph_engine)]
 /// # struct Search { query: String, #[reducer(append)] hits: Vec<String> }
-/// use agentgraph_nodes::CacheLayer;
+/// use agentgraph_layers::CacheLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let calls = Arc::new(AtomicU32::new(0));
@@ -80,7 +80,7 @@ impl CacheLayer {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     ///
     /// let cache = CacheLayer::new(10_000, Duration::from_secs(3600));
     /// assert_eq!(cache.max_capacity(), 10_000);
@@ -115,7 +115,7 @@ impl<K> CacheLayer<K> {
     /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
     /// # #[state(crate = agentgraph_engine)]
     /// # struct Search { query: String, #[reducer(append)] hits: Vec<String> }
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     ///
     /// let cache = CacheLayer::new(1_000, Duration::from_secs(600))
     ///     .with_key(|s: &Search, _: &Context| s.query.clone());
@@ -139,7 +139,7 @@ impl<K> CacheLayer<K> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     /// assert_eq!(CacheLayer::new(5, Duration::from_secs(1)).max_capacity(), 5);
     /// ```
     pub fn max_capacity(&self) -> u64 {
@@ -152,7 +152,7 @@ impl<K> CacheLayer<K> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     /// let ttl = Duration::from_secs(60);
     /// assert_eq!(CacheLayer::new(5, ttl).time_to_live(), ttl);
     /// ```
@@ -168,7 +168,7 @@ impl<K> CacheLayer<K> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     /// assert_eq!(CacheLayer::new(5, Duration::from_secs(1)).entry_count(), 0);
     /// ```
     pub fn entry_count(&self) -> u64 {
@@ -181,7 +181,7 @@ impl<K> CacheLayer<K> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let cache = CacheLayer::new(5, Duration::from_secs(1));
     /// cache.invalidate_all();
@@ -200,7 +200,7 @@ impl<K> CacheLayer<K> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let cache = CacheLayer::new(5, Duration::from_secs(1));
     /// cache.run_pending_tasks().await;

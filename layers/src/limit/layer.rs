@@ -32,7 +32,7 @@ use super::ConcurrencyLimit;
 /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
 /// # #[state(crate = agentgraph_engine)]
 /// # struct Count { #[reducer(add)] n: u64 }
-/// use agentgraph_nodes::ConcurrencyLimitLayer;
+/// use agentgraph_layers::ConcurrencyLimitLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let one_at_a_time = ConcurrencyLimitLayer::new(1);
@@ -64,7 +64,7 @@ impl ConcurrencyLimitLayer {
     /// # Examples
     ///
     /// ```
-    /// use agentgraph_nodes::ConcurrencyLimitLayer;
+    /// use agentgraph_layers::ConcurrencyLimitLayer;
     /// let limit = ConcurrencyLimitLayer::new(4);
     /// assert_eq!(limit.max(), 4);
     /// ```
@@ -84,7 +84,7 @@ impl ConcurrencyLimitLayer {
     /// # Examples
     ///
     /// ```
-    /// use agentgraph_nodes::ConcurrencyLimitLayer;
+    /// use agentgraph_layers::ConcurrencyLimitLayer;
     /// assert_eq!(ConcurrencyLimitLayer::new(2).max(), 2);
     /// ```
     pub fn max(&self) -> usize {
@@ -97,7 +97,7 @@ impl ConcurrencyLimitLayer {
     /// # Examples
     ///
     /// ```
-    /// use agentgraph_nodes::ConcurrencyLimitLayer;
+    /// use agentgraph_layers::ConcurrencyLimitLayer;
     /// assert_eq!(ConcurrencyLimitLayer::new(2).available(), 2);
     /// ```
     pub fn available(&self) -> usize {

@@ -19,7 +19,7 @@ use crate::error::{Error, Limit};
 /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
 /// # #[state(crate = agentgraph_engine)]
 /// # struct Count { #[reducer(add)] n: u64 }
-/// use agentgraph_nodes::{RateLimit, RateLimitLayer};
+/// use agentgraph_layers::{RateLimit, RateLimitLayer};
 ///
 /// let node: RateLimit<_> = NodeBuilder::new()
 ///     .layer(RateLimitLayer::per_second(5))
@@ -45,7 +45,7 @@ impl<N> RateLimit<N> {
     ///
     /// ```
     /// use agentgraph_engine::Layer;
-    /// use agentgraph_nodes::RateLimitLayer;
+    /// use agentgraph_layers::RateLimitLayer;
     /// let node = RateLimitLayer::per_second(1).layer("any value");
     /// assert_eq!(*node.get_ref(), "any value");
     /// ```

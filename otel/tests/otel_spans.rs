@@ -1,8 +1,7 @@
-//! OpenTelemetry export (`--features otel`; `scripts/test` runs with it): a real graph's run,
-//! step and node spans reach an in-memory exporter as one trace, nested and with their
-//! attributes, through the same `otel::layer` users call; and the OTLP/HTTP exporter really
-//! posts them to a collector (a small receiver on 127.0.0.1 here).
-#![cfg(feature = "otel")]
+//! OpenTelemetry export: a real graph's run, step and node spans reach an in-memory exporter
+//! as one trace, nested and with their attributes, through the same `otel::layer` users call;
+//! and the OTLP/HTTP exporter really posts them to a collector (a small receiver on 127.0.0.1
+//! here).
 
 use std::future::{Future, IntoFuture};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use agentgraph::otel::{self, Level, OtelConfig};
 use agentgraph::prelude::*;
+use agentgraph_otel::{self as otel, Level, OtelConfig};
 use opentelemetry::trace::{SpanId, Status};
 use opentelemetry::{Key, Value};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;

@@ -35,7 +35,7 @@ use super::RateLimit;
 /// # struct Count { #[reducer(add)] n: u64 }
 /// use std::num::NonZeroU32;
 ///
-/// use agentgraph_nodes::{Quota, RateLimitLayer};
+/// use agentgraph_layers::{Quota, RateLimitLayer};
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// // 10 calls a second, in bursts of up to 5.
@@ -64,7 +64,7 @@ impl RateLimitLayer {
     /// use std::num::NonZeroU32;
     /// use std::time::Duration;
     ///
-    /// use agentgraph_nodes::{Quota, RateLimitLayer};
+    /// use agentgraph_layers::{Quota, RateLimitLayer};
     ///
     /// let quota = Quota::with_period(Duration::from_millis(250)).unwrap();
     /// let layer = RateLimitLayer::new(quota);
@@ -86,7 +86,7 @@ impl RateLimitLayer {
     /// # Examples
     ///
     /// ```
-    /// use agentgraph_nodes::RateLimitLayer;
+    /// use agentgraph_layers::RateLimitLayer;
     /// let layer = RateLimitLayer::per_second(20);
     /// assert_eq!(layer.quota().burst_size().get(), 20);
     /// ```
@@ -104,7 +104,7 @@ impl RateLimitLayer {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use agentgraph_nodes::RateLimitLayer;
+    /// use agentgraph_layers::RateLimitLayer;
     /// let layer = RateLimitLayer::per_minute(60);
     /// assert_eq!(layer.quota().replenish_interval(), Duration::from_secs(1));
     /// ```
@@ -117,7 +117,7 @@ impl RateLimitLayer {
     /// # Examples
     ///
     /// ```
-    /// use agentgraph_nodes::RateLimitLayer;
+    /// use agentgraph_layers::RateLimitLayer;
     /// assert_eq!(RateLimitLayer::per_minute(3).quota().burst_size().get(), 3);
     /// ```
     pub fn quota(&self) -> Quota {

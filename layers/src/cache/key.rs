@@ -26,7 +26,7 @@ use xxhash_rust::xxh3::Xxh3Default;
 /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
 /// # #[state(crate = agentgraph_engine)]
 /// # struct Search { query: String, #[reducer(append)] hits: Vec<String> }
-/// use agentgraph_nodes::CacheLayer;
+/// use agentgraph_layers::CacheLayer;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let calls = Arc::new(AtomicU32::new(0));
@@ -67,7 +67,7 @@ pub trait CacheKey<S>: Send + Sync + 'static {
 ///
 /// ```
 /// use std::time::Duration;
-/// use agentgraph_nodes::{CacheLayer, DefaultKey};
+/// use agentgraph_layers::{CacheLayer, DefaultKey};
 ///
 /// // What `CacheLayer::new` keys by.
 /// let cache: CacheLayer<DefaultKey> = CacheLayer::new(100, Duration::from_secs(60));

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentgraph_engine::{Context, Node, NodeFuture};
-use agentgraph_nodes::{Error, Limit};
+use agentgraph_layers::{Error, Limit};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 

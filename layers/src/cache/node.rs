@@ -22,7 +22,7 @@ use crate::error::Error;
 /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
 /// # #[state(crate = agentgraph_engine)]
 /// # struct Count { #[reducer(add)] n: u64 }
-/// use agentgraph_nodes::{CacheLayer, Cached, DefaultKey};
+/// use agentgraph_layers::{CacheLayer, Cached, DefaultKey};
 ///
 /// let node: Cached<_, DefaultKey> = NodeBuilder::new()
 ///     .layer(CacheLayer::new(100, Duration::from_secs(60)))
@@ -51,7 +51,7 @@ impl<N, K> Cached<N, K> {
     /// ```
     /// use std::time::Duration;
     /// use agentgraph_engine::Layer;
-    /// use agentgraph_nodes::CacheLayer;
+    /// use agentgraph_layers::CacheLayer;
     /// let node = CacheLayer::new(1, Duration::from_secs(1)).layer("any value");
     /// assert_eq!(*node.get_ref(), "any value");
     /// ```

@@ -19,7 +19,7 @@ use crate::error::{Error, Limit};
 /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
 /// # #[state(crate = agentgraph_engine)]
 /// # struct Count { #[reducer(add)] n: u64 }
-/// use agentgraph_nodes::{ConcurrencyLimit, ConcurrencyLimitLayer};
+/// use agentgraph_layers::{ConcurrencyLimit, ConcurrencyLimitLayer};
 ///
 /// let node: ConcurrencyLimit<_> = NodeBuilder::new()
 ///     .layer(ConcurrencyLimitLayer::new(2))
@@ -46,7 +46,7 @@ impl<N> ConcurrencyLimit<N> {
     ///
     /// ```
     /// use agentgraph_engine::Layer;
-    /// use agentgraph_nodes::ConcurrencyLimitLayer;
+    /// use agentgraph_layers::ConcurrencyLimitLayer;
     /// let node = ConcurrencyLimitLayer::new(1).layer("any value");
     /// assert_eq!(*node.get_ref(), "any value");
     /// ```

@@ -8,7 +8,7 @@ use agentgraph_engine::CodecError;
 /// # Examples
 ///
 /// ```
-/// use agentgraph_nodes::{Error, Limit};
+/// use agentgraph_layers::{Error, Limit};
 ///
 /// let e = Error::Cancelled { node: "fetch".into(), limit: Limit::Rate };
 /// assert!(e.to_string().starts_with("node `fetch` was cancelled"));
@@ -84,7 +84,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// # Examples
 ///
 /// ```
-/// use agentgraph_nodes::Limit;
+/// use agentgraph_layers::Limit;
 /// assert_eq!(Limit::Concurrency.to_string(), "a concurrency-limit permit");
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -17,7 +17,7 @@ use agentgraph_engine::{
     Context, END, Error as EngineError, GraphBuilder, Layer, Mode, Node, Packet, Route, RunConfig,
     START, async_node,
 };
-use agentgraph_nodes::{Limit, Quota, RateLimitLayer};
+use agentgraph_layers::{Limit, Quota, RateLimitLayer};
 use common::{Report, Shielded, Tally, TallyUpdate};
 use tokio::sync::mpsc;
 
