@@ -1,5 +1,5 @@
-//! Crash safety under SIGKILL. A child process (this test binary, run again as the ignored test
-//! `crash_child`) runs a checkpointed graph on sled with `Durability::Sync`: rounds of three
+//! Crash safety under SIGKILL. A child process (the binary `crash_child` of this package)
+//! runs a checkpointed graph on sled with `Durability::Sync`: rounds of three
 //! parallel branches (two async nodes, one CPU node) joined by a tally node that loops back.
 //! Every node, when it runs, appends `step,node,task` to a log: the side effect whose
 //! repetitions are counted. The parent kills the child with SIGKILL at random instants and
@@ -21,212 +21,20 @@
 //! 50 kills by default. `AGENTGRAPH_CRASH_KILLS=1000` sets the number of kills (the long
 //! version); `AGENTGRAPH_CRASH_SEED=<n>` replays the kill instants of a printed seed.
 
+#[path = "../src/crash.rs"]
+mod crash;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agentgraph::prelude::*;
 use agentgraph_checkpoint::RunStatus;
-use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
-
-/// The id of the run every child works on.
-const RUN: &str = "crash";
-/// Rounds of the loop: two steps each (the branches, then the tally).
-const ROUNDS: u64 = 30;
-/// The parallel branches; `crunch` is the CPU node.
-const BRANCHES: [&str; 3] = ["fetch", "score", "crunch"];
-/// The most tasks of one step: what one kill can make run again.
-const WIDTH: usize = BRANCHES.len();
-/// Tells the child where to work.
-const CHILD_DIR: &str = "AGENTGRAPH_CRASH_CHILD_DIR";
-/// Tells the child its number, which names its log files.
-const CHILD_ID: &str = "AGENTGRAPH_CRASH_CHILD_ID";
-/// One kill in four lands within this many milliseconds of the spawn: while the child starts,
-/// opens (recovers) the store and loads the run.
-const START_WINDOW_MS: u64 = 60;
-/// The others land within this many milliseconds of the run's start (the whole run takes
-/// about 150 ms), so that a run takes several kills to complete.
-const RUN_WINDOW_MS: u64 = 40;
-/// The padding of every other summary: large values take another path in the sled store.
-const LARGE_SUMMARY: usize = 70_000;
-/// The longest a child may take to finish a run uninterrupted.
-const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, State)]
-struct Tally {
-    /// (step, node) of every update merged.
-    #[reducer(append)]
-    trace: Vec<(u64, String)>,
-    #[reducer(add)]
-    total: u64,
-    #[reducer(add)]
-    rounds: u64,
-    #[reducer(max)]
-    last_step: u64,
-    /// Overwritten by the tally node alone.
-    summary: String,
-}
-
-/// One run of a node, as its side effect recorded it.
-#[derive(Debug, Clone)]
-struct Effect {
-    step: u64,
-    node: String,
-    task: String,
-}
-
-/// Where nodes record that they ran.
-#[derive(Clone)]
-enum Effects {
-    /// Appends a `step,node,task` line to a file, in one write (the child).
-    File(Arc<PathBuf>),
-    /// Collects them (the uninterrupted reference run).
-    Memory(Arc<Mutex<Vec<Effect>>>),
-}
-
-impl Effects {
-    fn record(&self, ctx: &Context) {
-        let effect = Effect {
-            step: ctx.step(),
-            node: ctx.node().to_owned(),
-            task: ctx.task_id().to_string(),
-        };
-        match self {
-            Effects::File(path) => {
-                let line = format!("{},{},{}\n", effect.step, effect.node, effect.task);
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&**path)
-                    .and_then(|mut f| f.write_all(line.as_bytes()))
-                    .expect("append to the effects log");
-            }
-            Effects::Memory(all) => all.lock().unwrap().push(effect),
-        }
-    }
-}
-
-/// A node's pause, 0 to 3 ms, the same in every run, so that kills land mid-step.
-fn pause(step: u64, weight: u64) -> Duration {
-    Duration::from_millis((step * 7 + weight * 3) % 4)
-}
-
-fn update(step: u64, node: &str, weight: u64) -> TallyUpdate {
-    TallyUpdate::new()
-        .trace(vec![(step, node.to_owned())])
-        .total(step * weight)
-        .last_step(step)
-}
-
-/// START -> [fetch, score, crunch] -> join tally -> back to the branches until ROUNDS are done.
-fn graph(effects: Effects) -> CompiledGraph<Tally> {
-    let mut b = GraphBuilder::<Tally>::new();
-    for (weight, name) in [(1, "fetch"), (2, "score")] {
-        let effects = effects.clone();
-        b.add_node(name, move |_, ctx: Context| {
-            effects.record(&ctx);
-            async move {
-                tokio::time::sleep(pause(ctx.step(), weight)).await;
-                Ok(update(ctx.step(), name, weight))
-            }
-        });
-    }
-    let crunch = effects.clone();
-    b.add_cpu_node("crunch", move |_, ctx| {
-        crunch.record(ctx);
-        std::thread::sleep(pause(ctx.step(), 3));
-        Ok(update(ctx.step(), "crunch", 3))
-    });
-    b.add_node("tally", move |state: Arc<Tally>, ctx: Context| {
-        effects.record(&ctx);
-        async move {
-            let round = state.rounds + 1;
-            let mut summary = format!("round {round}, total {}", state.total);
-            if round % 2 == 1 {
-                // Over 64 KiB: the sled store keeps the blob of this summary in a file.
-                summary.push_str(&"~".repeat(LARGE_SUMMARY));
-            }
-            Ok(update(ctx.step(), "tally", 4).rounds(1).summary(summary))
-        }
-    });
-    b.add_edges(START, BRANCHES)
-        .add_join(BRANCHES, "tally")
-        .add_conditional_edges("tally", ["fetch", "score", "crunch", END], |s: &Tally| {
-            if s.rounds < ROUNDS {
-                Route::to(BRANCHES)
-            } else {
-                Route::end()
-            }
-        });
-    b.compile().expect("the crash graph compiles")
-}
-
-fn config(store: &Arc<dyn CheckpointStore>) -> RunConfig {
-    RunConfig::new()
-        .shared_store(store.clone())
-        .run_id(RUN)
-        .mode(Mode::Parallel)
-        .durability(Durability::Sync)
-}
-
-/// The child: runs or resumes the run in `$AGENTGRAPH_CRASH_CHILD_DIR/store`, and appends the
-/// step of every `CheckpointSaved` event to `acked-<id>.log`. Run on its own, it does nothing.
-#[test]
-#[ignore = "the child process of `sigkill_at_random_instants_loses_no_acknowledged_step`"]
-fn crash_child() {
-    let (Some(dir), Ok(id)) = (std::env::var_os(CHILD_DIR), std::env::var(CHILD_ID)) else {
-        return;
-    };
-    let dir = PathBuf::from(dir);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(child(&dir, &id));
-}
-
-async fn child(dir: &Path, id: &str) {
-    let store = SledStore::open(dir.join("store"))
-        .unwrap_or_else(|e| panic!("sled does not open after a SIGKILL: {e}"));
-    let store: Arc<dyn CheckpointStore> = Arc::new(store);
-    let graph = graph(Effects::File(Arc::new(
-        dir.join(format!("effects-{id}.log")),
-    )));
-    let started = store.get_run(RUN).await.expect("read the run record");
-    let run = match started {
-        Some(_) => graph.resume(RUN, config(&store)),
-        None => graph.run_with(Tally::default(), config(&store)),
-    };
-    let mut events = run.events();
-    let acked = dir.join(format!("acked-{id}.log"));
-    let acks = tokio::spawn(async move {
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(acked)
-            .expect("open the acknowledgement log");
-        while let Some(event) = events.next().await {
-            // A missed event only makes the acknowledgements a lower bound.
-            if let Ok(Event {
-                kind: EventKind::CheckpointSaved { step, .. },
-                ..
-            }) = event
-            {
-                log.write_all(format!("{step}\n").as_bytes())
-                    .expect("append to the acknowledgement log");
-            }
-        }
-    });
-    run.await.expect("the run finishes");
-    acks.await.unwrap();
-}
+use crash::*;
 
 /// What the store holds once a child is dead.
 #[derive(Debug, Clone, Default)]
@@ -364,9 +172,7 @@ impl Place {
 
 fn spawn_child(dir: &Path, id: usize) -> Child {
     let stderr = fs::File::create(dir.join(format!("child-{id}.err"))).unwrap();
-    Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
-        .args(["--test-threads", "1"])
+    Command::new(env!("CARGO_BIN_EXE_crash_child"))
         .env(CHILD_DIR, dir)
         .env(CHILD_ID, id.to_string())
         .stdin(Stdio::null())
