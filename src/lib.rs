@@ -68,7 +68,7 @@
 //! | sequential and parallel modes, deterministic merge, seeded weighted edges, recursion limit | available |
 //! | typed event stream (`Stream`), custom node events, `tracing` spans for run, step and node | available |
 //! | checkpoints to sled (default) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
-//! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`nodes`]) | available |
+//! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`layers`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `GraphHistory::events`) | available |
 //! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`StoreInspector`]) | available |
@@ -78,7 +78,7 @@
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
-//! `nodes` (on by default) enables [`nodes`], the node middleware (it brings in governor and
+//! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and
 //! moka); `metrics` records metrics of runs, steps, nodes and checkpoints with the `metrics`
 //! facade; `monitor` enables `agentgraph::monitor`, the monitor server and page (with
 //! `metrics`; it brings in axum, hyper, tower-http and metrics-exporter-prometheus); `otel`
@@ -92,9 +92,6 @@
 //! checkpoint, applying the results of tasks that had finished and running only the others.
 //! [`CompiledGraph::history`] lists, reads, forks and prunes stored runs. See [`Durability`]
 //! for what each mode survives.
-
-#[cfg(feature = "otel")]
-pub mod otel;
 
 #[cfg(feature = "sled")]
 pub use agentgraph_checkpoint::SledStore;
@@ -110,13 +107,16 @@ pub use agentgraph_engine::{
     StateJson, StoreError, StoreInspector, TaskEnd, TaskId, TaskInfo, ViewChange, async_node,
     codec, cpu_node, reducer,
 };
+#[cfg(feature = "layers")]
+#[doc(inline)]
+pub use agentgraph_layers as layers;
 pub use agentgraph_macros::State;
 #[cfg(feature = "monitor")]
 #[doc(inline)]
 pub use agentgraph_monitor as monitor;
-#[cfg(feature = "nodes")]
+#[cfg(feature = "otel")]
 #[doc(inline)]
-pub use agentgraph_nodes as nodes;
+pub use agentgraph_otel as otel;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {

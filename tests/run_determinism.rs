@@ -4,6 +4,7 @@
 //! step and resumed ends exactly as an uninterrupted one.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use agentgraph::prelude::*;
 use agentgraph::{CompiledGraph, Error, TaskId};
 use futures_util::StreamExt;
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, State)]
@@ -365,13 +367,51 @@ proptest! {
     }
 
     #[test]
-    fn a_run_stopped_at_any_step_resumes_to_the_same_result(
-        spec in graph_spec(),
-        seed in any::<u64>(),
-        stop_at in 0u64..12,
-    ) {
+    fn the_same_seed_makes_the_same_choices(spec in graph_spec(), seed in any::<u64>()) {
+        let graph = build(&spec);
+        let first = observe(&graph, Mode::Parallel, seed);
+        let again = observe(&graph, Mode::Parallel, seed);
+        prop_assert_eq!(first, again);
+    }
+}
+
+#[test]
+fn different_seeds_can_choose_differently() {
+    let mut b = GraphBuilder::<Walk>::new();
+    for n in ["a", "b"] {
+        b.add_node(n, move |_: Arc<Walk>, _| async move {
+            Ok(WalkUpdate::new().log(vec![n.to_owned()]))
+        });
+        b.add_edge(n, END);
+    }
+    b.add_weighted_edges(START, [("a", 1.0), ("b", 1.0)]);
+    let g = b.compile().unwrap();
+    let logs: std::collections::BTreeSet<Vec<String>> = (0..32)
+        .map(|seed| observe(&g, Mode::Parallel, seed).outcome.unwrap().log)
+        .collect();
+    assert_eq!(logs.len(), 2, "32 seeds all chose the same branch");
+}
+
+/// A run stopped at a step (by a recursion limit) and resumed ends as an uninterrupted run
+/// ends: same outcome, same stored values, JSON views equal to the typed state. Run with an
+/// explicit runner so that it can count the cases that really stopped and resumed (a stop
+/// past the run's last step stops nothing), and require a good share of them.
+#[test]
+fn a_run_stopped_at_any_step_resumes_to_the_same_result() {
+    const CASES: u32 = 40;
+    let cases = AtomicU32::new(0);
+    let resumed_cases = AtomicU32::new(0);
+    let config = ProptestConfig {
+        source_file: Some(file!()),
+        ..ProptestConfig::with_cases(CASES)
+    };
+    let strategy = (graph_spec(), any::<u64>(), 0u64..12);
+    let result = TestRunner::new(config).run(&strategy, |(spec, seed, stop_at)| {
+        cases.fetch_add(1, Ordering::Relaxed);
         let graph = build(&spec);
         let whole = observe(&graph, Mode::Parallel, seed);
+        // A stop within the run: a limit past its last step would stop nothing.
+        let stop_at = stop_at % (whole.checkpoints.len() as u64).max(1);
         let resumed = runtime().block_on(async {
             let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
             // Monitored, so that the JSON views of the state are checked across the stop too.
@@ -382,12 +422,17 @@ proptest! {
                     .store(store.clone())
                     .monitored()
             };
-            let first = graph.run_with(Walk::default(), config().recursion_limit(stop_at)).await;
+            let first = graph
+                .run_with(Walk::default(), config().recursion_limit(stop_at))
+                .await;
             let outcome = match first {
-                Err(Error::RecursionLimit { .. }) => graph
-                    .resume("prop", config().recursion_limit(64))
-                    .await
-                    .map_err(|e| e.to_string()),
+                Err(Error::RecursionLimit { .. }) => {
+                    resumed_cases.fetch_add(1, Ordering::Relaxed);
+                    graph
+                        .resume("prop", config().recursion_limit(64))
+                        .await
+                        .map_err(|e| e.to_string())
+                }
                 other => other.map_err(|e| e.to_string()),
             };
             let mut blobs = Vec::new();
@@ -414,30 +459,14 @@ proptest! {
         if whole.outcome.is_ok() {
             prop_assert_eq!(&resumed.1, &whole.blobs);
         }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
-
-    #[test]
-    fn the_same_seed_makes_the_same_choices(spec in graph_spec(), seed in any::<u64>()) {
-        let graph = build(&spec);
-        let first = observe(&graph, Mode::Parallel, seed);
-        let again = observe(&graph, Mode::Parallel, seed);
-        prop_assert_eq!(first, again);
-    }
-}
-
-#[test]
-fn different_seeds_can_choose_differently() {
-    let mut b = GraphBuilder::<Walk>::new();
-    for n in ["a", "b"] {
-        b.add_node(n, move |_: Arc<Walk>, _| async move {
-            Ok(WalkUpdate::new().log(vec![n.to_owned()]))
-        });
-        b.add_edge(n, END);
-    }
-    b.add_weighted_edges(START, [("a", 1.0), ("b", 1.0)]);
-    let g = b.compile().unwrap();
-    let logs: std::collections::BTreeSet<Vec<String>> = (0..32)
-        .map(|seed| observe(&g, Mode::Parallel, seed).outcome.unwrap().log)
-        .collect();
-    assert_eq!(logs.len(), 2, "32 seeds all chose the same branch");
+    let (cases, resumed_cases) = (cases.into_inner(), resumed_cases.into_inner());
+    assert!(
+        resumed_cases * 3 >= cases,
+        "only {resumed_cases} of {cases} generated cases stopped and resumed (at least a third must)"
+    );
 }

@@ -1,5 +1,5 @@
-//! The `agentgraph` binary on the store of a crashed run. A child process (this test binary,
-//! run again as the ignored test `crash_child`) runs a long monitored run on a sled store and
+//! The `agentgraph` binary on the store of a crashed run. A child process (the binary
+//! `agentgraph-cli-crash-child`, tests/bin/crash_child.rs) runs a long monitored run on a sled store and
 //! announces each durable checkpoint; the test kills it with SIGKILL mid-run, then reads the
 //! store with the tool: the run shows as running at its last durable step, its events are a
 //! gap-free prefix of a run, and its state is its last checkpoint's.
@@ -11,50 +11,18 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use agentgraph::prelude::*;
-use common::{Work, agentgraph, graph, json, stdout};
-use futures_util::StreamExt;
+use common::{agentgraph, graph, json, stdout};
 use serde_json::Value;
 
-/// Tells the child where the store is.
+/// Tells the child where the store is (the child reads the same name).
 const CHILD_DIR: &str = "AGENTGRAPH_CLI_CRASH_DIR";
 /// The durable checkpoint after which the child is killed.
 const KILL_AFTER: u64 = 6;
 
 #[test]
-#[ignore = "the process the crash test kills; it starts it itself"]
-fn crash_child() {
-    let Some(dir) = std::env::var_os(CHILD_DIR) else {
-        return;
-    };
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir).unwrap());
-        let config = RunConfig::new()
-            .store(store)
-            .run_id("crashed")
-            .durability(Durability::Sync)
-            .monitored();
-        let input = Work {
-            topic: "slow".to_owned(),
-            ..Work::default()
-        };
-        let run = graph().run_with(input, config);
-        let mut events = run.events();
-        let _handle = run.spawn();
-        while let Some(Ok(event)) = events.next().await {
-            if let EventKind::CheckpointSaved { step, .. } = event.kind {
-                // Emitted after the flush: the checkpoint is durable.
-                println!("saved {step}");
-            }
-        }
-        unreachable!("the run takes 1,000 steps: the test kills it long before");
-    });
-}
-
-#[test]
 fn a_crashed_run_reads_as_running_at_its_last_durable_step() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["crash_child", "--exact", "--ignored", "--nocapture"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agentgraph-cli-crash-child"))
         .env(CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .spawn()

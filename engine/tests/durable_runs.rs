@@ -12,8 +12,9 @@ use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Durability, END, Error, EventKind, GraphBuilder,
     Mode, RunConfig, RunStatus, START,
 };
-use common::{Calls, Trace, TraceUpdate, stores};
+use common::{Calls, Trace, TraceUpdate, cfg, counting_chain, logger, stores};
 use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
 
 /// START -> a -> [b, c, flaky] -> join d -> e -> END; `flaky` fails while `fail` is set.
 fn graph(calls: &Calls, fail: &Arc<AtomicBool>) -> CompiledGraph<Trace> {
@@ -39,10 +40,6 @@ fn graph(calls: &Calls, fail: &Arc<AtomicBool>) -> CompiledGraph<Trace> {
         .add_edge("d", "e")
         .add_edge("e", END);
     b.compile().unwrap()
-}
-
-fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().store(store.clone()).run_id(run)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,6 +593,301 @@ async fn a_dropped_async_run_resumes_without_racing_its_writer() {
                 "attempt {attempt}, step {}",
                 cp.step
             );
+        }
+    }
+}
+
+/// The same field names and reducers as `Trace`, but `log` holds numbers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, agentgraph_macros::State)]
+#[state(crate = agentgraph_engine)]
+struct Numbers {
+    #[reducer(append)]
+    log: Vec<u32>,
+    #[reducer(add)]
+    count: u64,
+    last: String,
+}
+
+#[tokio::test]
+async fn a_changed_field_type_is_refused_and_never_destroys_history() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let mut b = GraphBuilder::<Numbers>::new();
+    b.add_node("a", |_, _| async { Ok(NumbersUpdate::new().log(vec![7])) })
+        .add_edge(START, "a")
+        .add_edge("a", END);
+    b.compile()
+        .unwrap()
+        .run_with(Numbers::default(), cfg(&store, "n"))
+        .await
+        .unwrap();
+
+    let mut b = GraphBuilder::<Trace>::new();
+    logger(&mut b, "a");
+    b.add_edge(START, "a").add_edge("a", END);
+    let g = b.compile().unwrap();
+    let e = g.resume("n", cfg(&store, "n")).await.unwrap_err();
+    assert!(
+        matches!(e, Error::GraphChanged { .. }),
+        "the field type is in the fingerprint: {e:?}"
+    );
+    let e = g
+        .resume("n", cfg(&store, "n").allow_graph_change(true))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Incompatible { .. }), "{e:?}");
+    // Nothing was deleted or re-run.
+    assert_eq!(store.latest_checkpoint("n").await.unwrap().unwrap().0, 1);
+}
+
+#[tokio::test]
+async fn a_checkpoint_from_a_newer_format_stops_the_resume() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let mut b = GraphBuilder::<Trace>::new();
+    logger(&mut b, "a");
+    logger(&mut b, "b");
+    b.add_edge(START, "a").add_edge("a", "b").add_edge("b", END);
+    let g = b.compile().unwrap();
+    g.run_with(Trace::default(), cfg(&store, "v"))
+        .await
+        .unwrap();
+    let (step, mut bytes) = store.latest_checkpoint("v").await.unwrap().unwrap();
+    bytes[4] = 2; // format version 2, with a valid checksum
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[..12]);
+    h.update(&bytes[16..]);
+    let crc = h.finalize();
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    let mut batch = WriteBatch::new();
+    batch.put_checkpoint("v", step, bytes.clone());
+    store.commit(batch).await.unwrap();
+    let e = g.resume("v", cfg(&store, "v")).await.unwrap_err();
+    assert!(
+        matches!(&e, Error::Incompatible { reason, .. } if reason.contains("newer")),
+        "{e:?}"
+    );
+    assert_eq!(store.get_checkpoint("v", step).await.unwrap(), Some(bytes));
+}
+
+#[tokio::test]
+async fn a_run_that_fails_before_its_first_checkpoint_frees_its_id() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let mut b = GraphBuilder::<Trace>::new();
+    logger(&mut b, "a");
+    logger(&mut b, "b");
+    b.add_conditional_edges(START, ["a"], |_: &Trace| "b")
+        .add_edge("a", "b")
+        .add_edge("b", END);
+    let g = b.compile().unwrap();
+    let e = g
+        .run_with(Trace::default(), cfg(&store, "r"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::UndeclaredTarget { .. }), "{e:?}");
+    assert!(store.get_run("r").await.unwrap().is_none());
+    let e = g
+        .run_with(Trace::default(), cfg(&store, "r"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::UndeclaredTarget { .. }),
+        "the id is free again: {e:?}"
+    );
+}
+
+#[tokio::test]
+async fn exit_durability_reports_checkpoints_only_when_written() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let mut b = GraphBuilder::<Trace>::new();
+    logger(&mut b, "a");
+    logger(&mut b, "b");
+    b.add_edge(START, "a").add_edge("a", "b").add_edge("b", END);
+    let run = b.compile().unwrap().run_with(
+        Trace::default(),
+        cfg(&store, "x").durability(Durability::Exit),
+    );
+    let events = run.events();
+    run.await.unwrap();
+    let saved: Vec<u64> = events
+        .filter_map(|e| async move {
+            match e.unwrap().kind {
+                EventKind::CheckpointSaved { step, .. } => Some(step),
+                _ => None,
+            }
+        })
+        .collect()
+        .await;
+    assert_eq!(saved, [2]);
+}
+
+/// A memory store whose commit number `fail_at` fails, as a full disk would.
+#[derive(Debug)]
+struct FailingStore {
+    inner: MemoryStore,
+    commits: Arc<std::sync::atomic::AtomicUsize>,
+    fail_at: usize,
+}
+
+impl FailingStore {
+    /// The store, and the number of commits asked of it so far.
+    fn counted(
+        inner: &MemoryStore,
+        fail_at: usize,
+    ) -> (
+        Arc<dyn CheckpointStore>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let store = Arc::new(FailingStore {
+            inner: inner.clone(),
+            commits: commits.clone(),
+            fail_at,
+        });
+        (store, commits)
+    }
+}
+
+type StoreFuture<'a, T> =
+    agentgraph_checkpoint::BoxFuture<'a, Result<T, agentgraph_checkpoint::StoreError>>;
+
+impl CheckpointStore for FailingStore {
+    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, ()> {
+        if self.commits.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+            return Box::pin(async {
+                Err(agentgraph_checkpoint::StoreError::Backend(
+                    "the disk is full".into(),
+                ))
+            });
+        }
+        self.inner.commit(batch)
+    }
+    fn flush(&self) -> StoreFuture<'_, ()> {
+        self.inner.flush()
+    }
+    fn get_run<'a>(
+        &'a self,
+        run: &'a str,
+    ) -> StoreFuture<'a, Option<agentgraph_checkpoint::RunRecord>> {
+        self.inner.get_run(run)
+    }
+    fn list_runs<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<agentgraph_checkpoint::RunRecord>> {
+        self.inner.list_runs(after, limit)
+    }
+    fn get_checkpoint<'a>(&'a self, run: &'a str, step: u64) -> StoreFuture<'a, Option<Vec<u8>>> {
+        self.inner.get_checkpoint(run, step)
+    }
+    fn latest_checkpoint<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<(u64, Vec<u8>)>> {
+        self.inner.latest_checkpoint(run)
+    }
+    fn list_checkpoints<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
+        self.inner.list_checkpoints(run, after, limit)
+    }
+    fn get_blobs<'a>(
+        &'a self,
+        run: &'a str,
+        field: u32,
+        from: u64,
+        to: u64,
+    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
+        self.inner.get_blobs(run, field, from, to)
+    }
+    fn get_pending_writes<'a>(
+        &'a self,
+        run: &'a str,
+        step: u64,
+    ) -> StoreFuture<'a, Vec<(u32, Vec<u8>)>> {
+        self.inner.get_pending_writes(run, step)
+    }
+    fn get_events<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
+        self.inner.get_events(run, after, limit)
+    }
+    fn last_event<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<u64>> {
+        self.inner.last_event(run)
+    }
+    fn acquire_lease<'a>(
+        &'a self,
+        run: &'a str,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, agentgraph_checkpoint::Lease> {
+        self.inner.acquire_lease(run, ttl)
+    }
+    fn renew_lease<'a>(
+        &'a self,
+        lease: &'a agentgraph_checkpoint::Lease,
+        ttl: std::time::Duration,
+    ) -> StoreFuture<'a, ()> {
+        self.inner.renew_lease(lease, ttl)
+    }
+    fn release_lease(&self, lease: agentgraph_checkpoint::Lease) -> StoreFuture<'_, ()> {
+        self.inner.release_lease(lease)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_is_never_followed_by_later_ones() {
+    let g = counting_chain(40);
+    let whole = g.run(Trace::default()).await.unwrap();
+    for durability in [Durability::Async, Durability::Sync] {
+        for fail_at in 0..4 {
+            let memory = MemoryStore::new();
+            let (failing, commits) = FailingStore::counted(&memory, fail_at);
+            let result = g
+                .run_with(Trace::default(), cfg(&failing, "w").durability(durability))
+                .await;
+            let e = match result {
+                // Group commit may write the whole run in fewer commits than `fail_at + 1`
+                // (how many depends on timing): then no write failed, and the run is whole.
+                Ok(state) => {
+                    assert_eq!(durability, Durability::Async);
+                    assert!(
+                        commits.load(Ordering::SeqCst) <= fail_at,
+                        "a write failed unseen"
+                    );
+                    assert_eq!(state, whole);
+                    continue;
+                }
+                Err(e) => e,
+            };
+            assert!(
+                matches!(e, Error::Store(_)),
+                "{durability:?} {fail_at}: {e:?}"
+            );
+            // What is stored is one consistent prefix: every checkpoint's count is its step.
+            let store: Arc<dyn CheckpointStore> = Arc::new(memory.clone());
+            let history = g.history(store.clone());
+            let cps = history.checkpoints("w").await.unwrap();
+            for (i, cp) in cps.iter().enumerate() {
+                assert_eq!(cp.step, i as u64, "{durability:?} {fail_at}: a gap");
+                let s = history.state("w", Some(cp.step)).await.unwrap();
+                assert_eq!(
+                    s.count, cp.step,
+                    "{durability:?} {fail_at}: step {}",
+                    cp.step
+                );
+            }
+            match store.get_run("w").await.unwrap() {
+                // Nothing was committed: the id is free again.
+                None => assert!(cps.is_empty()),
+                Some(record) => {
+                    assert_eq!(record.status, RunStatus::Failed);
+                    assert_eq!(record.last_step, cps.last().map(|c| c.step));
+                    let resumed = g.resume("w", cfg(&store, "w")).await.unwrap();
+                    assert_eq!(resumed, whole, "{durability:?} {fail_at}");
+                }
+            }
         }
     }
 }

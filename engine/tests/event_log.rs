@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use agentgraph_checkpoint::{MemoryStore, SledStore};
 use agentgraph_engine::{
     BoxError, CheckpointStore, Durability, END, Event, EventKind, GraphBuilder, Mode, RunConfig,
-    START,
+    RunStatus, START,
 };
-use common::{Trace, TraceUpdate, stores};
+use common::{Trace, TraceUpdate, cfg, counting_chain, logger, stores};
 use futures_util::StreamExt;
 
 /// START -> a -> [b, c] -> join d -> END; `c` fails while `fail` is set.
@@ -239,4 +239,65 @@ async fn async_writes_reach_the_store_while_a_long_node_runs() {
         release.notify_one();
         assert_eq!(run.await.unwrap().unwrap().count, 8);
     }
+}
+
+#[tokio::test]
+async fn sequence_numbers_are_positions_in_the_run_and_survive_a_resume() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let mut b = GraphBuilder::<Trace>::new();
+    for n in ["a", "b", "c"] {
+        logger(&mut b, n);
+    }
+    b.add_edge(START, "a")
+        .add_edge("a", "b")
+        .add_edge("b", "c")
+        .add_edge("c", END);
+    let g = b.compile().unwrap();
+    // Unobserved, then stopped after step 2.
+    g.run_with(Trace::default(), cfg(&store, "s").recursion_limit(2))
+        .await
+        .unwrap_err();
+    let record = store.get_run("s").await.unwrap().unwrap();
+    assert_eq!(
+        (record.status, record.last_step),
+        (RunStatus::Failed, Some(2))
+    );
+    let run = g.resume("s", cfg(&store, "s"));
+    let events = run.events();
+    run.await.unwrap();
+    let events: Vec<_> = events.map(Result::unwrap).collect().await;
+    assert!(matches!(
+        events[0].kind,
+        EventKind::RunResumed { step: 2, .. }
+    ));
+    assert!(
+        events[0].seq > 10,
+        "numbering continues after the first run's events: {}",
+        events[0].seq
+    );
+    for w in events.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1);
+    }
+}
+
+#[tokio::test]
+async fn a_resumed_run_numbers_its_events_after_the_last_checkpoint() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let g = counting_chain(3);
+    let run = g.run_with(Trace::default(), cfg(&store, "e").recursion_limit(2));
+    let first = run.events();
+    run.await.unwrap_err();
+    let first: Vec<_> = first.map(Result::unwrap).collect().await;
+    let saved = first
+        .iter()
+        .rev()
+        .find(|e| matches!(e.kind, EventKind::CheckpointSaved { step: 2, .. }))
+        .unwrap()
+        .seq;
+    let run = g.resume("e", cfg(&store, "e"));
+    let events = run.events();
+    run.await.unwrap();
+    let resumed = events.map(Result::unwrap).collect::<Vec<_>>().await;
+    assert!(matches!(resumed[0].kind, EventKind::RunResumed { .. }));
+    assert_eq!(resumed[0].seq, saved + 1);
 }

@@ -8,21 +8,10 @@ use std::sync::Arc;
 use agentgraph_checkpoint::MemoryStore;
 use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, END, Error, EventKind, GraphBuilder,
-    Interrupt, InterruptKind, Mode, Resume, RunConfig, RunStatus, START,
+    InterruptKind, Mode, Resume, RunStatus, START,
 };
-use common::{Calls, Trace, TraceUpdate, stores};
+use common::{Calls, Trace, TraceUpdate, cfg, stopped, stores};
 use futures_util::StreamExt;
-
-fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().store(store.clone()).run_id(run)
-}
-
-fn stopped(e: Error) -> Vec<Interrupt> {
-    match e {
-        Error::Interrupted(stop) => stop.interrupts,
-        other => panic!("expected an interrupt, got {other:?}"),
-    }
-}
 
 /// START -> draft -> review -> publish -> END, each node noting its name.
 fn pipeline(calls: &Calls) -> GraphBuilder<Trace> {

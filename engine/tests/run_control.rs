@@ -3,16 +3,17 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agentgraph_checkpoint::{MemoryStore, SledStore};
+use agentgraph_checkpoint::SledStore;
 use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, Error, Event, EventKind,
     FailurePolicy, GraphBuilder, Mode, NodeTimedOut, RetryPolicy, RunConfig, RunStatus, START,
 };
-use common::{Calls, Trace, TraceUpdate};
+use common::{Calls, Trace, TraceUpdate, memory};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
@@ -294,10 +295,6 @@ fn pair_graph(calls: &Calls, started: &Arc<Notify>, release: &Arc<Notify>) -> Co
     b.compile().unwrap()
 }
 
-fn memory() -> Arc<dyn CheckpointStore> {
-    Arc::new(MemoryStore::new())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cancelled_mid_step_resumes_only_its_unfinished_task() {
     let store = memory();
@@ -541,4 +538,33 @@ async fn a_crash_during_backoff_resumes_at_the_next_attempt() {
         [3, 4],
         "the attempt count continues"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Panics on odd input: a step or run timeout of `Duration::MAX` ("no limit, in effect")
+//    overflows `Instant + Duration` in the scheduler.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_step_timeout_of_duration_max_does_not_panic() {
+    let g = common::chain(2, |_, _| async { Ok(TraceUpdate::new().count(1)) });
+    let run = g.run_with(
+        Trace::default(),
+        RunConfig::new().step_timeout(Duration::MAX),
+    );
+    let result = tokio::spawn(run.into_future()).await;
+    assert!(result.is_ok(), "the run panicked: {:?}", result.err());
+    assert_eq!(result.unwrap().unwrap().count, 2);
+}
+
+#[tokio::test]
+async fn a_run_timeout_of_duration_max_does_not_panic() {
+    let g = common::chain(2, |_, _| async { Ok(TraceUpdate::new().count(1)) });
+    let run = g.run_with(
+        Trace::default(),
+        RunConfig::new().run_timeout(Duration::MAX),
+    );
+    let result = tokio::spawn(run.into_future()).await;
+    assert!(result.is_ok(), "the run panicked: {:?}", result.err());
+    assert_eq!(result.unwrap().unwrap().count, 2);
 }

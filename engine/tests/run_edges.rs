@@ -9,15 +9,10 @@ use agentgraph_engine::{
     BoxError, Command, CompiledGraph, Context, END, Error, EventKind, GraphBuilder, Mode, Packet,
     Route, RunConfig, START,
 };
-use common::{Trace, TraceUpdate};
+use common::{Trace, TraceUpdate, logger};
 use futures_util::StreamExt;
 
 const MODES: [Mode; 2] = [Mode::Sequential, Mode::Parallel];
-
-/// An async node that logs its name.
-fn logger(b: &mut GraphBuilder<Trace>, name: &'static str) {
-    b.add_node(name, move |_, _| async move { Ok(TraceUpdate::note(name)) });
-}
 
 async fn run(g: &CompiledGraph<Trace>, mode: Mode) -> Result<Trace, Error> {
     g.run_with(Trace::default(), RunConfig::new().mode(mode))
@@ -488,4 +483,87 @@ async fn cpu_nodes_run_on_rayon_in_parallel() {
     let g = b.compile().unwrap();
     let s = run(&g, Mode::Parallel).await.unwrap();
     assert_eq!(s.log, ["left", "right"]);
+}
+
+#[tokio::test]
+async fn nested_joins_fire_inner_first_whatever_the_declaration_order() {
+    for inner_first in [true, false] {
+        let mut b = GraphBuilder::<Trace>::new();
+        for n in ["a", "b", "c", "d", "e"] {
+            logger(&mut b, n);
+        }
+        b.add_edges(START, ["a", "b", "c"]).add_edge("e", END);
+        if inner_first {
+            b.add_join(["a", "b"], "d").add_join(["d", "c"], "e");
+        } else {
+            b.add_join(["d", "c"], "e").add_join(["a", "b"], "d");
+        }
+        let g = b.compile().unwrap();
+        for mode in [Mode::Sequential, Mode::Parallel] {
+            let s = g
+                .run_with(Trace::default(), RunConfig::new().mode(mode))
+                .await
+                .unwrap();
+            assert_eq!(
+                s.log,
+                ["a", "b", "c", "d", "e"],
+                "inner first: {inner_first}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn joins_waiting_on_each_other_are_released_and_loop_like_any_cycle() {
+    // d waits for a and e; e waits for b and d: each join's target is the other's predecessor.
+    // Neither can fire first by the rule, so the first declared is released; then each firing
+    // arms the other, which is a loop, bounded by the recursion limit like any other.
+    let mut b = GraphBuilder::<Trace>::new();
+    for n in ["a", "b", "d", "e"] {
+        logger(&mut b, n);
+    }
+    b.add_edges(START, ["a", "b"])
+        .add_join(["a", "e"], "d")
+        .add_join(["b", "d"], "e")
+        .add_edge("d", END)
+        .add_edge("e", END);
+    let g = b.compile().unwrap();
+    let run = g.run_with(Trace::default(), RunConfig::new().recursion_limit(7));
+    let events = run.events();
+    let e = run.await.unwrap_err();
+    assert!(matches!(e, Error::RecursionLimit { limit: 7 }), "{e:?}");
+    let steps: Vec<String> = events
+        .filter_map(|e| async move {
+            match e.unwrap().kind {
+                EventKind::StepStarted { tasks, .. } => {
+                    Some(tasks.iter().map(|t| t.node.to_string()).collect())
+                }
+                _ => None,
+            }
+        })
+        .collect()
+        .await;
+    assert_eq!(steps, ["ab", "d", "e", "d", "e", "d", "e"]);
+}
+
+#[tokio::test]
+async fn a_go_to_from_a_join_predecessor_still_arrives() {
+    let mut b = GraphBuilder::<Trace>::new();
+    logger(&mut b, "a");
+    b.add_node("b", |_, _| async {
+        Ok(Command::new(TraceUpdate::note("b")).goto("z"))
+    });
+    for n in ["c", "d", "z"] {
+        logger(&mut b, n);
+    }
+    b.add_edge(START, "a")
+        .add_conditional_edges("a", ["b", "c"], |_: &Trace| "b")
+        .add_goto_edges("b", ["z"])
+        .add_join(["b", "c"], "d")
+        .add_edge("c", END)
+        .add_edge("d", END)
+        .add_edge("z", END);
+    // b went to z and arrived at the join; c was not taken: d fires with z, merged in plan order.
+    let s = b.compile().unwrap().invoke(Trace::default()).await.unwrap();
+    assert_eq!(s.log, ["a", "b", "d", "z"]);
 }

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use agentgraph_checkpoint::MemoryStore;
 use agentgraph_engine::{
-    BoxError, CompiledGraph, END, Error, Event, EventKind, GraphBuilder, Mode, Packet, Route,
-    RunConfig, START,
+    BoxError, CheckpointStore, Command, CompiledGraph, END, Error, Event, EventKind, GraphBuilder,
+    Mode, Packet, Route, RunConfig, RunStatus, START,
 };
-use common::{Trace, TraceUpdate};
-use futures_util::StreamExt;
+use common::{Trace, TraceUpdate, cfg, logger};
+use futures_util::{FutureExt, StreamExt};
+use serde::Serialize;
 
 const MODES: [Mode; 2] = [Mode::Sequential, Mode::Parallel];
 
@@ -225,4 +227,120 @@ async fn packets_must_target_declared_nodes() {
         matches!(&e, Error::UndeclaredTarget { target, .. } if target == "other"),
         "{e:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panics_outside_the_node_future_are_errors_in_both_modes() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    for mode in [Mode::Sequential, Mode::Parallel] {
+        // A panic in the closure's synchronous part, before its future.
+        let mut b = GraphBuilder::<Trace>::new();
+        b.add_node("boom", |_, _| {
+            if true {
+                panic!("before the future");
+            }
+            async { Ok(TraceUpdate::default()) }
+        })
+        .add_edge(START, "boom")
+        .add_edge("boom", END);
+        let run = b
+            .compile()
+            .unwrap()
+            .run_with(Trace::default(), RunConfig::new().mode(mode));
+        let r = std::panic::AssertUnwindSafe(run.into_future())
+            .catch_unwind()
+            .await;
+        assert!(
+            matches!(&r, Ok(Err(Error::NodePanicked { node, message, .. })) if node == "boom" && message == "before the future"),
+            "{mode:?}: {:?}",
+            r.as_ref()
+                .map(|r| r.as_ref().err().map(ToString::to_string))
+        );
+
+        // A panicking router fails the run, which is recorded as failed.
+        let mut b = GraphBuilder::<Trace>::new();
+        logger(&mut b, "a");
+        b.add_edge(START, "a")
+            .add_conditional_edges("a", [END], |_: &Trace| -> &'static str {
+                panic!("router bug")
+            });
+        let id = format!("router-{mode:?}");
+        let run = b
+            .compile()
+            .unwrap()
+            .run_with(Trace::default(), cfg(&store, &id).mode(mode));
+        let r = std::panic::AssertUnwindSafe(run.into_future())
+            .catch_unwind()
+            .await;
+        assert!(
+            matches!(&r, Ok(Err(Error::Panicked { message, .. })) if message == "router bug"),
+            "{mode:?}"
+        );
+        assert_eq!(
+            store.get_run(&id).await.unwrap().unwrap().status,
+            RunStatus::Failed
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_go_to_fails_its_task_and_does_not_poison_the_resume() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let typo = Arc::new(AtomicBool::new(true));
+    let t2 = typo.clone();
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("x", move |_, _| {
+        let target = if t2.load(Ordering::SeqCst) {
+            "revew"
+        } else {
+            "review"
+        };
+        async move { Ok(Command::new(TraceUpdate::note("x")).goto(target)) }
+    });
+    logger(&mut b, "y");
+    logger(&mut b, "review");
+    b.add_edges(START, ["x", "y"])
+        .add_goto_edges("x", ["review"])
+        .add_edge("y", END)
+        .add_edge("review", END);
+    let g = b.compile().unwrap();
+    let run = g.run_with(Trace::default(), cfg(&store, "g").mode(Mode::Sequential));
+    let events = run.events();
+    let e = run.await.unwrap_err();
+    assert!(
+        matches!(&e, Error::UndeclaredTarget { target, .. } if target == "revew"),
+        "{e:?}"
+    );
+    let events: Vec<_> = events.map(Result::unwrap).collect().await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(&e.kind, EventKind::NodeFailed { node, .. } if &**node == "x"))
+    );
+    typo.store(false, Ordering::SeqCst);
+    let s = g.resume("g", cfg(&store, "g")).await.unwrap();
+    assert_eq!(s.log, ["x", "y", "review"]);
+
+    // A go-to packet whose input cannot be encoded fails its task the same way.
+    struct Bad;
+    impl Serialize for Bad {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no"))
+        }
+    }
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("p", |_, _| async {
+        Ok(Command::new(TraceUpdate::note("p")).goto(Packet::new("q", &Bad)))
+    });
+    logger(&mut b, "q");
+    b.add_edge(START, "p")
+        .add_goto_edges("p", ["q"])
+        .add_edge("q", END);
+    let e = b
+        .compile()
+        .unwrap()
+        .invoke(Trace::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PacketEncode { .. }), "{e:?}");
 }

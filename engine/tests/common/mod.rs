@@ -1,16 +1,19 @@
 //! What the engine's integration tests share: their state, a chain builder, a call counter,
-//! and the stores every durable behaviour is checked on.
+//! the stores every durable behaviour is checked on, run configurations, and simulated
+//! crashes.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::{Arc, Mutex};
 
 use agentgraph_checkpoint::{MemoryStore, SledStore};
 use agentgraph_engine::{
-    BoxError, CheckpointStore, CompiledGraph, Context, END, GraphBuilder, START,
+    BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, Error, GraphBuilder,
+    Interrupt, RunConfig, START,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, agentgraph_macros::State)]
 #[state(crate = agentgraph_engine)]
@@ -72,4 +75,56 @@ pub fn stores() -> Vec<(Arc<dyn CheckpointStore>, Option<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let sled: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path().join("db")).unwrap());
     vec![(Arc::new(MemoryStore::new()), None), (sled, Some(dir))]
+}
+
+/// A memory store.
+pub fn memory() -> Arc<dyn CheckpointStore> {
+    Arc::new(MemoryStore::new())
+}
+
+/// Run `run`, checkpointed to `store`.
+pub fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
+    RunConfig::new().store(store.clone()).run_id(run)
+}
+
+/// Run `run`, checkpointed to `store` with `Durability::Sync`: what a simulated crash leaves
+/// is what was written.
+pub fn sync_cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
+    RunConfig::new()
+        .store(store.clone())
+        .run_id(run)
+        .durability(Durability::Sync)
+}
+
+/// The interrupts a run stopped at; panics if it ended otherwise.
+pub fn stopped(e: Error) -> Vec<Interrupt> {
+    match e {
+        Error::Interrupted(stop) => stop.interrupts,
+        other => panic!("expected an interrupt, got {other:?}"),
+    }
+}
+
+/// Runs `run` until `reached` is notified, then drops it, as a crash would leave it (nothing
+/// more is written: the store is `Sync`, so what was written is durable).
+pub async fn crash_when<S: agentgraph_engine::State>(
+    run: agentgraph_engine::Run<S>,
+    reached: &Notify,
+) {
+    let fut = run.into_future();
+    tokio::select! {
+        r = fut => panic!("the run ended before the crash: {:?}", r.err()),
+        () = reached.notified() => {}
+    }
+}
+
+/// Adds `name`, an async node that logs its name.
+pub fn logger(b: &mut GraphBuilder<Trace>, name: &'static str) {
+    b.add_node(name, move |_, _| async move { Ok(TraceUpdate::note(name)) });
+}
+
+/// A chain of `n` nodes, each noting the step it runs in and counting 1.
+pub fn counting_chain(n: usize) -> CompiledGraph<Trace> {
+    chain(n, |_, ctx| async move {
+        Ok(TraceUpdate::note(ctx.step().to_string()).count(1))
+    })
 }
