@@ -80,7 +80,7 @@ async fn publish(state: Arc<Release>, _ctx: Context) -> Result<ReleaseUpdate, Bo
     Ok(ReleaseUpdate::new().published(true))
 }
 
-fn graph() -> Result<CompiledGraph<Release>, agentgraph::GraphError> {
+fn graph() -> Result<CompiledGraph<Release>, agentgraph::graph::GraphError> {
     let mut b = GraphBuilder::<Release>::new();
     b.add_node("write", write)
         .add_node("review", review)
@@ -102,7 +102,7 @@ fn graph() -> Result<CompiledGraph<Release>, agentgraph::GraphError> {
 }
 
 /// Runs `run` to its end or its next stop, printing its events.
-async fn drive(run: agentgraph::Run<Release>) -> agentgraph::Result<Release> {
+async fn drive(run: agentgraph::run::Run<Release>) -> agentgraph::Result<Release> {
     let mut events = run.events();
     let handle = run.spawn();
     while let Some(event) = events.next().await {

@@ -15,8 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentgraph::inspect::{RunStatus, StoreInspector};
 use agentgraph::prelude::*;
-use agentgraph::{RunStatus, StoreInspector};
 use agentgraph_monitor as monitor;
 use serde::{Deserialize, Serialize};
 
@@ -72,7 +72,7 @@ async fn approve(state: Arc<Research>, ctx: Context) -> Result<ResearchUpdate, B
     Ok(ResearchUpdate::new().approved_by(reviewer))
 }
 
-fn graph() -> Result<CompiledGraph<Research>, agentgraph::GraphError> {
+fn graph() -> Result<CompiledGraph<Research>, agentgraph::graph::GraphError> {
     let mut b = GraphBuilder::<Research>::new();
     b.add_node("plan", plan)
         .add_node("search", search)

@@ -86,7 +86,7 @@ async fn write_detailed(state: Arc<Research>, _ctx: Context) -> Result<ResearchU
     )))
 }
 
-fn graph() -> Result<CompiledGraph<Research>, agentgraph::GraphError> {
+fn graph() -> Result<CompiledGraph<Research>, agentgraph::graph::GraphError> {
     let mut graph = GraphBuilder::<Research>::new();
     graph
         .add_node("plan", plan)

@@ -85,7 +85,7 @@ async fn publish(state: Arc<Article>, _ctx: Context) -> Result<ArticleUpdate, Bo
     )))
 }
 
-fn graph() -> Result<CompiledGraph<Article>, agentgraph::GraphError> {
+fn graph() -> Result<CompiledGraph<Article>, agentgraph::graph::GraphError> {
     let branches = ["search_web", "search_archive", "count_words"];
     let mut graph = GraphBuilder::<Article>::new();
     graph

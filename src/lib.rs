@@ -55,7 +55,7 @@
 //! (the state as of the end of the previous step); their updates are merged at the step's
 //! barrier in a fixed order (the plan's node order, then packet order), never in completion
 //! order, so the same graph, input and seed always give the same result in both
-//! [`Mode`]s. Two tasks of one step writing the same overwrite field is an [`Error::Conflict`]
+//! [`Mode`](run::Mode)s. Two tasks of one step writing the same overwrite field is an [`Error::Conflict`]
 //! naming the field and both nodes.
 //!
 //! # Features
@@ -71,13 +71,13 @@
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`layers`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `GraphHistory::events`) | available |
-//! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`StoreInspector`]) | available |
+//! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`StoreInspector`](inspect::StoreInspector)) | available |
 //! | metrics with the `metrics` facade (feature `metrics`) | available |
 //! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` (`agentgraph::monitor`, feature `monitor`) | available |
 //! | command-line tool `agentgraph` over a store (crate `agentgraph-cli`) | available |
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
 //!
-//! Cargo features: `sled` (on by default) enables [`SledStore`], the embedded durable store;
+//! Cargo features: `sled` (on by default) enables [`SledStore`](store::SledStore), the embedded durable store;
 //! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and
 //! moka); `metrics` records metrics of runs, steps, nodes and checkpoints with the `metrics`
 //! facade; `monitor` enables `agentgraph::monitor`, the monitor server and page (with
@@ -90,44 +90,124 @@
 //! Give a run a store with [`RunConfig::store`] and it is checkpointed after every step;
 //! [`CompiledGraph::resume`] continues it (in the same process or a new one) from its last
 //! checkpoint, applying the results of tasks that had finished and running only the others.
-//! [`CompiledGraph::history`] lists, reads, forks and prunes stored runs. See [`Durability`]
+//! [`CompiledGraph::history`] lists, reads, forks and prunes stored runs. See [`Durability`](run::Durability)
 //! for what each mode survives.
 
-#[cfg(feature = "sled")]
-pub use agentgraph_checkpoint::SledStore;
-pub use agentgraph_checkpoint::{Lease, MemoryStore, WriteBatch, envelope};
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+// The names almost every program uses; the rest are grouped in the modules below, and
+// `prelude` brings the common ones in at once.
 pub use agentgraph_engine::{
-    AsyncNode, BoxError, CancelHandle, CheckpointInfo, CheckpointStore, CodecError, Command,
-    CompiledGraph, Context, CpuNode, Durability, END, EdgeDescription, EdgeKind, EdgeName, Error,
-    Event, EventKind, EventStream, FailurePolicy, Field, FieldDescription, FieldView, Fingerprint,
-    GraphBuilder, GraphDescription, GraphError, GraphHistory, Identity, InputError, Interrupt,
-    InterruptKind, InterruptSignal, Interrupted, IntoCommand, Layer, Missed, Mode, Node,
-    NodeBuilder, NodeDescription, NodeFuture, NodeTimedOut, Packet, Result, Resume, RetryPolicy,
-    Route, Run, RunConfig, RunHandle, RunOutcome, RunRecord, RunStatus, START, Stack, State,
-    StateJson, StoreError, StoreInspector, TaskEnd, TaskId, TaskInfo, ViewChange, async_node,
-    codec, cpu_node, reducer,
+    BoxError, CompiledGraph, Context, END, Error, GraphBuilder, Result, RunConfig, START, State,
 };
+pub use agentgraph_macros::State;
+
+pub mod graph {
+    //! Defining and describing graphs: the builder, the compiled graph, where edges and nodes
+    //! route ([`Command`], [`Route`], [`Packet`]), build errors, and the graph as data.
+    pub use agentgraph_engine::{
+        Command, CompiledGraph, END, EdgeDescription, EdgeKind, EdgeName, FieldDescription,
+        Fingerprint, GraphBuilder, GraphDescription, GraphError, IntoCommand, NodeDescription,
+        Packet, Route, START,
+    };
+}
+
+pub mod node {
+    //! Nodes: functions of the state and a [`Context`], made from closures
+    //! ([`async_node`], [`cpu_node`]) or any [`Node`], wrapped in tower-like [`Layer`]s stacked
+    //! by a [`NodeBuilder`], retried by a [`RetryPolicy`].
+    pub use agentgraph_engine::{
+        AsyncNode, BoxError, Context, CpuNode, Identity, InputError, Layer, Node, NodeBuilder,
+        NodeFuture, NodeTimedOut, RetryPolicy, Stack, TaskId, async_node, cpu_node,
+    };
+}
+
+pub mod state {
+    //! The state of a run: the [`State`] trait and its derive, per-field reducers and the
+    //! field codec.
+    pub use agentgraph_engine::{CodecError, Field, State, codec, reducer};
+    pub use agentgraph_macros::State;
+}
+
+pub mod run {
+    //! Running a graph: the configuration of a run, the run and its handle, and how it ends.
+    pub use agentgraph_engine::{
+        CancelHandle, Durability, FailurePolicy, Mode, Run, RunConfig, RunHandle, RunOutcome,
+        TaskEnd,
+    };
+}
+
+pub mod interrupt {
+    //! Interrupts: a run stopped before or after a node, or by a node asking for input, and
+    //! the answers that resume it.
+    pub use agentgraph_engine::{Interrupt, InterruptKind, InterruptSignal, Interrupted, Resume};
+}
+
+pub mod event {
+    //! What a run tells while it runs: typed events, and JSON views of its state.
+    pub use agentgraph_engine::{
+        Event, EventKind, EventStream, FieldView, Missed, StateJson, TaskInfo, ViewChange,
+    };
+}
+
+pub mod inspect {
+    //! Reading stored runs: a graph's runs with its state type ([`GraphHistory`]), or any
+    //! store's runs without types ([`StoreInspector`]).
+    pub use agentgraph_engine::{
+        CheckpointInfo, EventPages, GraphHistory, RunRecord, RunStatus, StoreInspector,
+    };
+}
+
+pub mod store {
+    //! Checkpoint stores: the [`CheckpointStore`] trait, the embedded stores, and what a store
+    //! author needs (batches, leases, the record envelope, the conformance suite).
+    #[cfg(feature = "sled")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
+    pub use agentgraph_checkpoint::SledStore;
+    pub use agentgraph_checkpoint::{
+        BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, MemoryStore, Op, RunRecord,
+        RunStatus, StoreError, WriteBatch, check_run_id, conformance, decode_run, encode_run,
+        envelope,
+    };
+}
+
+pub mod error {
+    //! The errors: [`Error`] of runs, [`GraphError`] of graphs that do not compile, and
+    //! [`BoxError`], what nodes return.
+    pub use agentgraph_engine::{
+        BoxError, CodecError, EdgeName, Error, GraphError, NodeTimedOut, Result, StoreError,
+        TaskEnd,
+    };
+}
+
 #[cfg(feature = "layers")]
+#[cfg_attr(docsrs, doc(cfg(feature = "layers")))]
 #[doc(inline)]
 pub use agentgraph_layers as layers;
-pub use agentgraph_macros::State;
 #[cfg(feature = "monitor")]
+#[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 #[doc(inline)]
 pub use agentgraph_monitor as monitor;
 #[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 #[doc(inline)]
 pub use agentgraph_otel as otel;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {
-    pub use agentgraph_checkpoint::MemoryStore;
     #[cfg(feature = "sled")]
+    #[doc(no_inline)]
     pub use agentgraph_checkpoint::SledStore;
+    #[doc(no_inline)]
+    pub use agentgraph_checkpoint::{CheckpointStore, MemoryStore};
+    #[doc(no_inline)]
     pub use agentgraph_engine::{
-        BoxError, CheckpointStore, Command, CompiledGraph, Context, Durability, END, Error, Event,
-        EventKind, FailurePolicy, GraphBuilder, Interrupt, Mode, Node, NodeBuilder, Packet, Resume,
-        RetryPolicy, Route, RunConfig, RunOutcome, START, State, StoreInspector,
+        BoxError, Command, CompiledGraph, Context, Durability, END, Error, Event, EventKind,
+        FailurePolicy, GraphBuilder, GraphHistory, Interrupt, Mode, Node, NodeBuilder, Packet,
+        Resume, RetryPolicy, Route, RunConfig, RunOutcome, START, State, StoreInspector,
+        async_node, cpu_node,
     };
+    #[doc(no_inline)]
     pub use agentgraph_macros::State;
 }
 

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use agentgraph::node::TaskId;
 use agentgraph::prelude::*;
-use agentgraph::{CompiledGraph, Error, TaskId};
+use agentgraph::{CompiledGraph, Error};
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;

@@ -4,8 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use agentgraph::prelude::*;
-use agentgraph::reducer::ReducerKind;
-use agentgraph::{Field, reducer};
+use agentgraph::state::reducer::ReducerKind;
+use agentgraph::state::{Field, reducer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, State)]

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use agentgraph::prelude::*;
-use agentgraph::reducer;
+use agentgraph::state::reducer;
 use proptest::collection::{btree_map, btree_set, vec};
 use proptest::option;
 use proptest::prelude::*;

@@ -27,7 +27,7 @@ pub use define::state::{Field, State};
 pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result, TaskEnd};
 pub use ids::{Fingerprint, TaskId};
 pub use inspect::history::{CheckpointInfo, GraphHistory};
-pub use inspect::inspector::StoreInspector;
+pub use inspect::inspector::{EventPages, StoreInspector};
 pub use observe::event::{Event, EventKind, EventStream, Missed, TaskInfo};
 pub use observe::view::{FieldView, StateJson, ViewChange};
 pub use plan::compiled::CompiledGraph;

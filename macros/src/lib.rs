@@ -97,7 +97,8 @@ use proc_macro::TokenStream;
 /// A reducer of your own, and a renamed update type:
 ///
 /// ```
-/// use agentgraph::{State, reducer::ReducerKind};
+/// use agentgraph::State;
+/// use agentgraph::state::reducer::ReducerKind;
 /// use serde::{Deserialize, Serialize};
 ///
 /// mod fold {

@@ -288,17 +288,82 @@ impl StoreInspector {
 
     /// Calls `f` with every stored event of `run`, in order, a page at a time.
     async fn each_event(&self, run: &str, mut f: impl FnMut(&Event)) -> Result<()> {
-        let mut after = None;
-        loop {
-            let page = self.events(run, after, PAGE).await?;
-            let Some(last) = page.last() else {
-                return Ok(());
-            };
-            after = Some(last.seq);
+        let mut pages = self.event_pages(run, None);
+        while let Some(page) = pages.next_page().await? {
             page.iter().for_each(&mut f);
-            if page.len() < PAGE {
-                return Ok(());
-            }
         }
+        Ok(())
+    }
+
+    /// The stored events of `run` after sequence number `after` (all of them for `None`), read
+    /// a page at a time: the one pager of events, for the monitor, the command-line tool and
+    /// whoever reads a run's log.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::*;
+    /// # async fn show(inspector: &StoreInspector) -> Result<()> {
+    /// let mut pages = inspector.event_pages("run-1", None);
+    /// while let Some(page) = pages.next_page().await? {
+    ///     for event in page {
+    ///         println!("{event}");
+    ///     }
+    /// }
+    /// // The cursor remembers where it stopped: later events come with the next call.
+    /// let _last = pages.after();
+    /// # Ok(()) }
+    /// ```
+    pub fn event_pages(&self, run: &str, after: Option<u64>) -> EventPages<'_> {
+        EventPages {
+            inspector: self,
+            run: run.to_owned(),
+            after,
+            page_size: PAGE,
+        }
+    }
+}
+
+/// A cursor over the stored events of one run, a page at a time: made by
+/// [`StoreInspector::event_pages`].
+#[derive(Debug)]
+pub struct EventPages<'a> {
+    inspector: &'a StoreInspector,
+    run: String,
+    after: Option<u64>,
+    page_size: usize,
+}
+
+impl EventPages<'_> {
+    /// The events after the last one returned (at most a page), or `None` when there are none
+    /// yet. A run that is still going may store more: calling again later returns them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`], [`Error::Corrupt`] for an event that does not decode.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<Event>>> {
+        let page = self
+            .inspector
+            .events(&self.run, self.after, self.page_size)
+            .await?;
+        match page.last() {
+            Some(last) => {
+                self.after = Some(last.seq);
+                Ok(Some(page))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The sequence number of the last event returned (or the `after` it started from).
+    pub fn after(&self) -> Option<u64> {
+        self.after
+    }
+
+    /// Sets how many events a page holds at most (1,024 by default).
+    #[must_use]
+    pub fn page_size(mut self, events: usize) -> Self {
+        self.page_size = events.max(1);
+        self
     }
 }

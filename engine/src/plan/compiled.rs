@@ -78,7 +78,7 @@ impl<S: State> CompiledGraph<S> {
     ///
     /// # Errors
     ///
-    /// See [`Error`]: a node failing or panicking, a write conflict, the recursion limit, an
+    /// See [`Error`](crate::Error): a node failing or panicking, a write conflict, the recursion limit, an
     /// undeclared route.
     pub async fn invoke(&self, input: S) -> Result<S> {
         self.run(input).await
@@ -99,10 +99,10 @@ impl<S: State> CompiledGraph<S> {
     /// interrupted step that had finished are not run again (their pending writes are
     /// applied); the others run. Resuming a completed run returns its final state.
     ///
-    /// The run fails with [`Error::NoStore`] without a store,
+    /// The run fails with [`Error::NoStore`](crate::Error::NoStore) without a store,
     /// [`Error::RunNotFound`](crate::Error::RunNotFound) for an unknown id,
-    /// [`Error::GraphChanged`] when this graph's fingerprint differs from the one that
-    /// started the run (unless allowed), and [`Error::Store`] with
+    /// [`Error::GraphChanged`](crate::Error::GraphChanged) when this graph's fingerprint differs from the one that
+    /// started the run (unless allowed), and [`Error::Store`](crate::Error::Store) with
     /// `StoreError::RunBusy` when the run is running.
     pub fn resume(&self, run_id: impl Into<String>, config: RunConfig) -> Run<S> {
         self.resume_with(run_id, Resume::new(), config)
@@ -112,7 +112,7 @@ impl<S: State> CompiledGraph<S> {
     /// its state (see [`Resume`]). Both are stored before anything runs, so a crash of the
     /// resumed run does not lose them.
     ///
-    /// A run stopped at interrupts ([`Error::Interrupted`]) goes on past its
+    /// A run stopped at interrupts ([`Error::Interrupted`](crate::Error::Interrupted)) goes on past its
     /// `interrupt_before` and `interrupt_after` gates; a node that called
     /// [`Context::interrupt`](crate::Context::interrupt) runs again, and gets the answer given
     /// for the interrupt's id (without one, it interrupts again). The interrupts a run waits

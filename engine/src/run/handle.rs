@@ -214,7 +214,7 @@ impl<S: State> RunHandle<S> {
 /// The running tasks of the current step are cancelled (async nodes dropped, CPU-bound nodes
 /// told through [`Context::is_cancelled`](crate::Context::is_cancelled)); the tasks that
 /// finished keep their writes; the run ends with [`Error::Cancelled`] and status `Cancelled`,
-/// and [`CompiledGraph::resume`] goes on from there, running only the unfinished tasks.
+/// and [`CompiledGraph::resume`](crate::CompiledGraph::resume) goes on from there, running only the unfinished tasks.
 ///
 /// # Examples
 ///
@@ -306,7 +306,7 @@ pub enum RunOutcome<S> {
     /// The run finished: its final state.
     Completed(S),
     /// The run stopped at interrupts and waits for answers: it is checkpointed, with status
-    /// `Interrupted`. Resume it with [`CompiledGraph::resume_with`].
+    /// `Interrupted`. Resume it with [`CompiledGraph::resume_with`](crate::CompiledGraph::resume_with).
     Interrupted(Interrupted),
 }
 

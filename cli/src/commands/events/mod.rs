@@ -13,9 +13,6 @@ use super::Ctx;
 use crate::cli::EventsArgs;
 use crate::output::{self, Out};
 
-/// Events read from the store at a time.
-const PAGE: usize = 1024;
-
 /// How long to wait before looking for new events in a store again.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -29,20 +26,14 @@ pub(crate) async fn run(ctx: &mut Ctx, args: EventsArgs) -> Result<()> {
     let mut printed_any = false;
     loop {
         // Everything stored after `after`, a page at a time.
-        loop {
-            let page = store.inspector.events(&args.run, after, PAGE).await?;
+        let mut pages = store.inspector.event_pages(&args.run, after);
+        while let Some(page) = pages.next_page().await? {
             for event in &page {
                 print_event(&mut ctx.out, ctx.json, event)?;
                 printed_any = true;
             }
-            match page.last() {
-                Some(last) => after = Some(last.seq),
-                None => break,
-            }
-            if page.len() < PAGE {
-                break;
-            }
         }
+        after = pages.after();
         if !args.follow {
             if !printed_any && !ctx.json && store.inspector.last_event(&args.run).await?.is_none() {
                 eprintln!(
