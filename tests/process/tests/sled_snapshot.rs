@@ -6,48 +6,20 @@
 //! file, a half-written `.generating` one included, and then refuses the store for ever.
 //! `SledStore::open` removes such leftovers. Two proofs: leftovers planted in a real store
 //! (empty, torn), and real child processes killed with SIGKILL while they open their store.
-#![cfg(feature = "sled")]
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use agentgraph_checkpoint::{
-    CheckpointStore, RunRecord, RunStatus, SledStore, StoreError, WriteBatch,
-};
+#[path = "../src/sled_snapshot.rs"]
+mod sled_snapshot;
 
-const RUN: &str = "snap";
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
-fn step_bytes(step: u64) -> Vec<u8> {
-    format!("checkpoint of step {step}").into_bytes()
-}
-
-/// Commits and flushes the checkpoints `steps` of [`RUN`].
-fn write_steps(store: &SledStore, steps: std::ops::Range<u64>) {
-    block_on(async {
-        for step in steps {
-            let mut batch = WriteBatch::new();
-            let mut record = RunRecord::new(RUN, RunStatus::Running, 1, 0);
-            record.last_step = Some(step);
-            batch
-                .put_run(record)
-                .put_checkpoint(RUN, step, step_bytes(step));
-            store.commit(batch).await.unwrap();
-            store.flush().await.unwrap();
-        }
-    });
-}
+use agentgraph::store::{CheckpointStore, RunRecord, RunStatus, SledStore, StoreError, WriteBatch};
+use sled_snapshot::{ACKED, CHILD_DIR, OPEN, OPENING, RUN, block_on, step_bytes, write_steps};
 
 /// Writes `n` small checkpoints of another run, so that sled's page table (its snapshot)
 /// is large enough to take a while to write.
@@ -189,41 +161,9 @@ fn a_leftover_of_a_store_open_elsewhere_is_left_alone() {
 
 // The crash test.
 
-const CHILD_DIR: &str = "AGENTGRAPH_SNAPSHOT_CHILD_DIR";
-/// The child's lines: before it opens the store, once it is open, after each durable step.
-const OPENING: &str = "opening";
-const OPEN: &str = "open";
-const ACKED: &str = "acked ";
 /// Kills land within this many milliseconds of the line they are aimed at.
 const WINDOW_MS: u64 = 40;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The child process: opens the store in `$AGENTGRAPH_SNAPSHOT_CHILD_DIR`, then writes and
-/// flushes one checkpoint after another, saying so on its standard output, until it is
-/// killed. It fails when run without its parent.
-#[test]
-#[ignore = "the child process of `kills_while_the_store_opens_never_leave_it_unopenable`"]
-fn snapshot_crash_child() {
-    let dir = std::env::var_os(CHILD_DIR).expect(
-        "snapshot_crash_child is the child process of \
-         kills_while_the_store_opens_never_leave_it_unopenable: run that test instead",
-    );
-    let mut out = std::io::stdout().lock();
-    // On a line of its own: the test harness has printed the test's name without a newline.
-    writeln!(out, "\n{OPENING}").unwrap();
-    out.flush().unwrap();
-    let store = SledStore::open(&dir).unwrap_or_else(|e| panic!("the store does not open: {e}"));
-    writeln!(out, "{OPEN}").unwrap();
-    out.flush().unwrap();
-    let next = block_on(store.latest_checkpoint(RUN))
-        .unwrap()
-        .map_or(0, |(step, _)| step + 1);
-    for step in next.. {
-        write_steps(&store, step..step + 1);
-        writeln!(out, "{ACKED}{step}").unwrap();
-        out.flush().unwrap();
-    }
-}
 
 /// SplitMix64, for the kill instants.
 struct Rng(u64);
@@ -259,14 +199,7 @@ impl Drop for Running {
 }
 
 fn spawn_child(dir: &Path) -> Running {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "snapshot_crash_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .args(["--test-threads", "1"])
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sled_snapshot_child"))
         .env(CHILD_DIR, dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
