@@ -149,7 +149,7 @@ async fn a_parent_allowed_a_graph_change_resumes_its_changed_subgraph() {
     }
 }
 
-/// A child run is found by its id alone (`{run}/{node}/{task id}`, all derived from the parent's
+/// A child run is found by its id alone (`{run}/@{node}/{task id}`, all derived from the parent's
 /// run id), so a child left by an earlier parent of the same id is taken for this parent's own.
 /// With `Durability::Exit` a crash loses the whole parent ("a crash loses the whole run"), but
 /// the child, which completed, wrote itself at its end: a new run under the same id (with a

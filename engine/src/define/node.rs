@@ -73,7 +73,7 @@ impl<S: State, N: Node<S> + ?Sized> Node<S> for Box<N> {
 /// Stack layers with [`NodeBuilder`]. The engine itself provides retries and timeouts (see
 /// [`RetryPolicy`](crate::RetryPolicy) and
 /// [`GraphBuilder::timeout`](crate::GraphBuilder::timeout)), because they must survive a
-/// crash; ready-made layers live in the `agentgraph-nodes` crate.
+/// crash; ready-made layers live in the `agentgraph-layers` crate (`agentgraph::layers`).
 ///
 /// # Examples
 ///
@@ -161,7 +161,7 @@ impl<N, Inner: Layer<N>, Outer: Layer<Inner::Node>> Layer<N> for Stack<Inner, Ou
 /// # #[state(crate = agentgraph_engine)]
 /// # struct Count { #[reducer(add)] n: u64 }
 /// let node = NodeBuilder::new()
-///     .layer(Identity) // a rate limit, a cache, ... from `agentgraph-nodes`
+///     .layer(Identity) // a rate limit, a cache, ... from `agentgraph-layers`
 ///     .node(cpu_node(|_: &Count, _: &Context| Ok(CountUpdate::new().n(1))));
 /// let mut b = GraphBuilder::<Count>::new();
 /// b.add_node_with("one", node);
