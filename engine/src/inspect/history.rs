@@ -123,7 +123,7 @@ impl<S: State> GraphHistory<S> {
     /// [`Error::CheckpointNotFound`] when it has no checkpoint at `step`, [`Error::Corrupt`]
     /// when the checkpoint is damaged, [`Error::Store`].
     pub async fn state(&self, run: &str, step: Option<u64>) -> Result<S> {
-        Ok(self.inspector.reader().state::<S>(run, step).await?.0)
+        self.inspector.reader().state::<S>(run, step).await
     }
 
     /// Forks a new run `new_run` from the checkpoint of `run` at `step`, with the state

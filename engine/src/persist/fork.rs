@@ -28,7 +28,7 @@ pub(crate) async fn fork<S: State>(
         return Err(Error::RunExists(new_run.to_owned()));
     }
     let source = reader.run(run).await?;
-    let (mut state, record) = reader.state::<S>(run, Some(step)).await?;
+    let (mut state, record) = reader.state_and_record::<S>(run, Some(step)).await?;
     edit(&mut state);
     let mut batch = WriteBatch::new();
     let mut blob_bytes = 0;

@@ -11,21 +11,53 @@ use agentgraph_checkpoint::envelope::{self, FormatError, RecordKind};
 use agentgraph_checkpoint::{CheckpointStore, RunRecord, StoreError};
 
 use super::blob::FieldTrack;
-use super::record::{BlobRecord, CheckpointRecord, PendingWriteRecord};
+use super::pending::pending_interrupts;
+use super::record::{BlobRecord, CheckpointRecord, PendingOutcome, PendingWriteRecord};
 use crate::codec::CodecError;
 use crate::define::state::State;
 use crate::error::{Error, Result};
+use crate::run::interrupt::Interrupt;
 
 /// A run loaded from its newest intact checkpoint.
 pub(crate) struct Loaded<S> {
     pub(crate) state: S,
-    pub(crate) record: CheckpointRecord,
+    pub(super) record: CheckpointRecord,
     pub(crate) run: RunRecord,
     /// Pending writes of the step after the checkpoint, by task index.
-    pub(crate) pending: Vec<(u32, PendingWriteRecord)>,
+    pub(super) pending: Vec<(u32, PendingWriteRecord)>,
     /// Whether newer checkpoints were damaged and skipped.
-    pub(crate) fell_back: bool,
+    pub(super) fell_back: bool,
     pub(super) fields: Vec<FieldTrack>,
+}
+
+impl<S> Loaded<S> {
+    /// The step of the checkpoint.
+    pub(crate) fn step(&self) -> u64 {
+        self.record.step
+    }
+
+    /// The sequence number of the run's next event, as the checkpoint stored it.
+    pub(crate) fn next_event(&self) -> u64 {
+        self.record.events
+    }
+
+    /// The interrupts the run waits on, each with the index of the pending record of the task
+    /// that raised it (none for an `interrupt_after` gate of the checkpoint).
+    pub(crate) fn waiting(&self) -> Vec<(Interrupt, Option<usize>)> {
+        pending_interrupts(&self.record, &self.pending, true)
+    }
+
+    /// Gives the answer `value` to the interrupt `id`, raised by the task of pending record
+    /// `at` (an index from [`Loaded::waiting`]); false (nothing given) if that task is not
+    /// waiting at interrupts.
+    pub(crate) fn answer(&mut self, at: usize, id: String, value: String) -> bool {
+        let PendingOutcome::Interrupted { answers, .. } = &mut self.pending[at].1.outcome else {
+            return false;
+        };
+        answers.retain(|(i, _)| *i != id);
+        answers.push((id, value));
+        true
+    }
 }
 
 /// Loads the newest checkpoint of `run` whose record and blobs are intact, falling back to
@@ -63,7 +95,7 @@ pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Re
 
 /// The newest checkpoint record of `run` that is intact (resume falls back past a damaged
 /// newest one the same way), with the run's record.
-pub(crate) async fn newest_record(
+pub(super) async fn newest_record(
     store: &dyn CheckpointStore,
     run: &str,
 ) -> Result<(RunRecord, CheckpointRecord)> {
@@ -323,7 +355,7 @@ async fn load_at<S: State>(
 }
 
 /// The pending writes of `run`'s `step`, by task index.
-pub(crate) async fn load_pending(
+pub(super) async fn load_pending(
     store: &dyn CheckpointStore,
     run: &str,
     step: u64,
@@ -346,7 +378,7 @@ pub(crate) async fn load_pending(
 }
 
 /// The state of `run` at the checkpoint of `step`, with its record.
-pub(crate) async fn state_at<S: State>(
+pub(super) async fn state_at<S: State>(
     store: &dyn CheckpointStore,
     run: &str,
     step: u64,
@@ -362,7 +394,7 @@ pub(crate) async fn state_at<S: State>(
 }
 
 /// Decodes a checkpoint record.
-pub(crate) fn decode_record(run: &str, bytes: &[u8]) -> Result<CheckpointRecord> {
+pub(super) fn decode_record(run: &str, bytes: &[u8]) -> Result<CheckpointRecord> {
     envelope::decode(RecordKind::Checkpoint, bytes).map_err(|e| Error::Corrupt {
         run: run.to_owned(),
         reason: e.to_string(),

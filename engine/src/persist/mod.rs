@@ -16,6 +16,7 @@
 //! | [`writer`] | the background group commit of `Durability::Async` |
 //! | [`load`] | the loader: the newest intact checkpoint of a run, past damage |
 //! | [`pending`] | what pending writes mean: commands, interrupts |
+//! | [`restored`] | what a loaded checkpoint restores, in the scheduler's terms |
 //! | [`events`] | stored events: their own shape (`stored`), converted to and from `Event` (`convert`) |
 //! | [`reader`] | a read-only view of a store's runs, for `StoreInspector` and `GraphHistory` |
 //! | [`fork`], [`prune`] | new runs from a checkpoint; pruning and deleting runs |
@@ -30,7 +31,8 @@ pub(crate) mod pending;
 pub(crate) mod persister;
 pub(crate) mod prune;
 pub(crate) mod reader;
-pub(crate) mod record;
+mod record;
+mod restored;
 pub(crate) mod runs;
 mod writer;
 
@@ -47,8 +49,8 @@ use crate::error::{Error, Result};
 
 pub(crate) use lease::{RunOwnership, SHORT_TTL};
 pub(crate) use load::Loaded;
-pub(crate) use pending::{command_from, gate_interrupt, pending_interrupts};
-pub(crate) use persister::{Persister, Position};
+pub(crate) use persister::{Persister, Position, Unfinished};
+pub(crate) use restored::{RestoredTask, Standing};
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

@@ -15,18 +15,9 @@ use crate::error::{Error, Result};
 use crate::ids::TaskId;
 use crate::run::interrupt::{Interrupt, InterruptKind};
 
-/// An interrupt at a gate (`interrupt_before`, `interrupt_after`).
-pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) -> Interrupt {
-    let task = TaskId::from_u128(gate.task);
-    Interrupt {
-        id: Interrupt::id_for(task, kind, 0),
-        kind,
-        node: gate.node.clone(),
-        step,
-        task,
-        payload: serde_json::Value::Null,
-        path: Vec::new(),
-    }
+/// The interrupt of a stored gate.
+fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) -> Interrupt {
+    Interrupt::at_gate(gate.node.clone(), TaskId::from_u128(gate.task), kind, step)
 }
 
 /// The interrupts a run loaded from `record` and its `pending` records waits on, each with the
@@ -34,7 +25,7 @@ pub(crate) fn gate_interrupt(gate: &GateRecord, kind: InterruptKind, step: u64) 
 /// and only while the next step has no record: a step that began has passed them), then what
 /// tasks raised (gates before their node, their node's `interrupt` calls, their subgraph's
 /// interrupts).
-pub(crate) fn pending_interrupts(
+pub(super) fn pending_interrupts(
     record: &CheckpointRecord,
     pending: &[(u32, PendingWriteRecord)],
     gates: bool,
@@ -57,7 +48,7 @@ pub(crate) fn pending_interrupts(
 }
 
 /// The record of a go-to.
-pub(crate) fn route_record(route: &Route) -> RouteRecord {
+pub(super) fn route_record(route: &Route) -> RouteRecord {
     RouteRecord {
         targets: route.targets.iter().map(|t| t.to_string()).collect(),
         packets: route
@@ -74,18 +65,15 @@ pub(crate) fn route_record(route: &Route) -> RouteRecord {
 }
 
 /// The command a pending write recorded.
-pub(crate) fn command_from<S: State>(
+pub(super) fn command_from<S: State>(
     run: &str,
-    record: &PendingWriteRecord,
+    node: &str,
     update: &[u8],
     goto: Option<&RouteRecord>,
 ) -> Result<Command<S>> {
     let update: S::Update = codec::decode(update).map_err(|e| Error::Corrupt {
         run: run.to_owned(),
-        reason: format!(
-            "the pending write of `{}` does not decode: {e}",
-            record.node
-        ),
+        reason: format!("the pending write of `{node}` does not decode: {e}"),
     })?;
     let goto = goto.map(|r| Route {
         targets: r.targets.iter().map(|t| t.clone().into()).collect(),

@@ -20,20 +20,107 @@ use crate::codec;
 use crate::define::route::Command;
 use crate::define::state::State;
 use crate::error::{Error, Result};
-use crate::ids::{Fingerprint, TaskId};
+use crate::ids::{Fingerprint, NodeId, TaskId};
 use crate::observe::event::{Event, EventKind};
+use crate::plan::Plan;
 use crate::run::config::Durability;
+use crate::run::interrupt::Interrupt;
+use crate::run::scheduler::JoinPass;
 
 /// Where a run stands after a step, besides its state: the next step's tasks, the joins'
-/// bookkeeping, and the number of its next event.
-#[derive(Debug)]
-pub(crate) struct Position {
-    pub(crate) next: Vec<TaskRecord>,
-    pub(crate) joins: Vec<JoinRecord>,
+/// bookkeeping, the number of its next event, and the `interrupt_after` gates it stops at.
+/// The scheduler's own terms: the records are built from it only when a checkpoint is written.
+pub(crate) struct Position<'a, S: State> {
+    /// The plan, for the nodes' names.
+    pub(crate) plan: &'a Plan<S>,
+    /// The edge-triggered nodes of the next step, in plan order.
+    pub(crate) nodes: &'a [NodeId],
+    /// The packets of the next step, in the order they were emitted.
+    pub(crate) packets: &'a [(NodeId, Arc<[u8]>)],
+    /// Every join's current pass.
+    pub(crate) joins: &'a [JoinPass],
     pub(crate) events: u64,
-    pub(crate) interrupts: Vec<GateRecord>,
+    /// The `interrupt_after` interrupts of this step's tasks, after which the run stops.
+    pub(crate) interrupts: &'a [Interrupt],
     /// The events since the last checkpoint, for a run that stores its events.
     pub(crate) log: Vec<Event>,
+}
+
+impl<S: State> Position<'_, S> {
+    /// The next step's tasks as stored: nodes in plan order, then packets.
+    fn next(&self) -> Vec<TaskRecord> {
+        let name = |n: NodeId| self.plan.nodes[n as usize].name.to_string();
+        let nodes = self.nodes.iter().map(|n| TaskRecord {
+            node: name(*n),
+            input: None,
+        });
+        let packets = self.packets.iter().map(|(n, input)| TaskRecord {
+            node: name(*n),
+            input: Some(input.to_vec().into()),
+        });
+        nodes.chain(packets).collect()
+    }
+
+    fn joins(&self) -> Vec<JoinRecord> {
+        self.joins
+            .iter()
+            .map(|j| JoinRecord {
+                arrived: j.arrived.clone(),
+                active: j.active,
+            })
+            .collect()
+    }
+
+    fn gates(&self) -> Vec<GateRecord> {
+        self.interrupts
+            .iter()
+            .map(|i| GateRecord {
+                node: i.node.clone(),
+                task: i.task.as_u128(),
+            })
+            .collect()
+    }
+}
+
+/// Where a task of a step that did not finish stands, to be kept as a pending write.
+#[derive(Debug)]
+pub(crate) enum Unfinished<'a> {
+    /// An attempt failed (`error`) and the next one is due after `delay`, with the answers
+    /// the task was given.
+    Retrying {
+        error: String,
+        delay: Duration,
+        answers: &'a [(String, String)],
+    },
+    /// The task failed for good.
+    Failed { error: String },
+    /// The task waits at the interrupts it `raised` (or its gate raised), with the answers
+    /// it was given.
+    Interrupted {
+        raised: &'a [Interrupt],
+        answers: &'a [(String, String)],
+    },
+}
+
+impl Unfinished<'_> {
+    fn outcome(self) -> PendingOutcome {
+        match self {
+            Unfinished::Retrying {
+                error,
+                delay,
+                answers,
+            } => PendingOutcome::Retrying {
+                error,
+                retry_at_ms: now_ms() + delay.as_millis() as u64,
+                answers: answers.to_vec(),
+            },
+            Unfinished::Failed { error } => PendingOutcome::Failed { error },
+            Unfinished::Interrupted { raised, answers } => PendingOutcome::Interrupted {
+                raised: raised.iter().map(Interrupt::to_record).collect(),
+                answers: answers.to_vec(),
+            },
+        }
+    }
 }
 
 /// The checkpoint writer of one run. Holds the run's lease: one owner at a time.
@@ -250,16 +337,10 @@ impl<S: State> Persister<S> {
         step: u64,
         state: &S,
         written: &[bool],
-        position: Position,
+        position: Position<'_, S>,
         status: Option<RunStatus>,
     ) -> Result<Option<u64>> {
-        let Position {
-            next,
-            joins,
-            events,
-            interrupts,
-            log,
-        } = position;
+        let (events, log) = (position.events, &position.log);
         let first = self.last_step.is_none();
         let mut batch = WriteBatch::new();
         let mut blob_bytes = 0u64;
@@ -294,19 +375,19 @@ impl<S: State> Persister<S> {
             created_at_ms: now_ms(),
             bases: self.fields.iter().map(|t| t.base).collect(),
             written: written_fields,
-            next,
-            joins,
+            next: position.next(),
+            joins: position.joins(),
             blob_bytes,
             // `CheckpointSaved` takes the next number, when it is emitted now.
             events: events + u64::from(self.durability != Durability::Exit || status.is_some()),
-            interrupts,
+            interrupts: position.gates(),
         };
         let bytes =
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
         let total = blob_bytes + bytes.len() as u64;
         batch.put_checkpoint(&self.run_id, step, bytes);
         if self.store_events {
-            put_events(&mut batch, &self.run_id, &log)?;
+            put_events(&mut batch, &self.run_id, log)?;
             if self.durability != Durability::Exit || status.is_some() {
                 // The `CheckpointSaved` the run emits once this is written, with the number
                 // reserved for it: stored in the same commit, so a crash leaves no gap.
@@ -350,8 +431,24 @@ impl<S: State> Persister<S> {
             .await
     }
 
-    /// Persists where a task of `step` stands: retrying, failed or interrupted.
-    pub(crate) async fn pending_outcome(
+    /// Persists where a task of `step` that did not finish stands: retrying, failed or
+    /// interrupted.
+    pub(crate) async fn unfinished(
+        &mut self,
+        step: u64,
+        index: u32,
+        task: TaskId,
+        node: &str,
+        attempts: u32,
+        unfinished: Unfinished<'_>,
+    ) -> Result<()> {
+        let outcome = unfinished.outcome();
+        self.pending_outcome(step, index, task, node, attempts, outcome)
+            .await
+    }
+
+    /// Persists where a task of `step` stands.
+    async fn pending_outcome(
         &mut self,
         step: u64,
         index: u32,

@@ -54,7 +54,7 @@ impl Reader {
     }
 
     /// The checkpoint records of `run`, oldest first.
-    pub(crate) async fn records(&self, run: &str) -> Result<Vec<CheckpointRecord>> {
+    pub(super) async fn records(&self, run: &str) -> Result<Vec<CheckpointRecord>> {
         self.raw_checkpoints(run)
             .await?
             .iter()
@@ -131,9 +131,14 @@ impl Reader {
         }
     }
 
+    /// The typed state of `run` after `step` (the newest checkpoint for `None`).
+    pub(crate) async fn state<S: State>(&self, run: &str, step: Option<u64>) -> Result<S> {
+        Ok(self.state_and_record::<S>(run, step).await?.0)
+    }
+
     /// The typed state of `run` after `step` (the newest checkpoint for `None`), with the
     /// checkpoint's record.
-    pub(crate) async fn state<S: State>(
+    pub(super) async fn state_and_record<S: State>(
         &self,
         run: &str,
         step: Option<u64>,

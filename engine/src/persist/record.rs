@@ -18,53 +18,53 @@ use crate::run::interrupt::{Interrupt, InterruptKind};
 /// A checkpoint: everything but the field values (which live in blobs) needed to resume after
 /// `step`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct CheckpointRecord {
-    pub(crate) step: u64,
-    pub(crate) parent: Option<u64>,
-    pub(crate) fingerprint: u128,
-    pub(crate) created_at_ms: u64,
+pub(super) struct CheckpointRecord {
+    pub(super) step: u64,
+    pub(super) parent: Option<u64>,
+    pub(super) fingerprint: u128,
+    pub(super) created_at_ms: u64,
     /// For each field: the version (step) of its last full value. Blobs of the field with
     /// later versions, up to `step`, are deltas to merge on top of it.
-    pub(crate) bases: Vec<u64>,
+    pub(super) bases: Vec<u64>,
     /// The fields this step wrote.
-    pub(crate) written: Vec<u32>,
+    pub(super) written: Vec<u32>,
     /// The tasks of the next step: edge-triggered nodes in plan order, then packets.
-    pub(crate) next: Vec<TaskRecord>,
+    pub(super) next: Vec<TaskRecord>,
     /// Join bookkeeping of the current pass of every join.
-    pub(crate) joins: Vec<JoinRecord>,
+    pub(super) joins: Vec<JoinRecord>,
     /// The bytes of the blobs written with this checkpoint.
-    pub(crate) blob_bytes: u64,
+    pub(super) blob_bytes: u64,
     /// The sequence number of the run's next event.
-    pub(crate) events: u64,
+    pub(super) events: u64,
     /// The tasks of this step after which the run stopped (`interrupt_after`); a resume
     /// passes them.
-    pub(crate) interrupts: Vec<GateRecord>,
+    pub(super) interrupts: Vec<GateRecord>,
 }
 
 /// A task of a step whose node is gated by `interrupt_after`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct GateRecord {
-    pub(crate) node: String,
-    pub(crate) task: u128,
+pub(super) struct GateRecord {
+    pub(super) node: String,
+    pub(super) task: u128,
 }
 
 /// A task to run, by node name (names are stable across builds; ids are not).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct TaskRecord {
-    pub(crate) node: String,
+pub(super) struct TaskRecord {
+    pub(super) node: String,
     /// The packet's input, for dynamic tasks.
-    pub(crate) input: Option<ByteBuf>,
+    pub(super) input: Option<ByteBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct JoinRecord {
-    pub(crate) arrived: Vec<bool>,
-    pub(crate) active: bool,
+pub(super) struct JoinRecord {
+    pub(super) arrived: Vec<bool>,
+    pub(super) active: bool,
 }
 
 /// The value of one field at a version, or the values written to it (merged with its reducer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum BlobRecord {
+pub(super) enum BlobRecord {
     Full(ByteBuf),
     Deltas(Vec<ByteBuf>),
 }
@@ -72,16 +72,16 @@ pub(crate) enum BlobRecord {
 /// Where a task of a step that has no checkpoint yet stands: finished (its result), waiting
 /// to be retried, failed for good, or stopped at an interrupt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct PendingWriteRecord {
-    pub(crate) task: u128,
-    pub(crate) node: String,
+pub(super) struct PendingWriteRecord {
+    pub(super) task: u128,
+    pub(super) node: String,
     /// The attempts made so far.
-    pub(crate) attempts: u32,
-    pub(crate) outcome: PendingOutcome,
+    pub(super) attempts: u32,
+    pub(super) outcome: PendingOutcome,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) enum PendingOutcome {
+pub(super) enum PendingOutcome {
     /// The task finished: its encoded update and go-to.
     Done {
         #[serde(with = "serde_bytes")]
@@ -108,28 +108,28 @@ pub(crate) enum PendingOutcome {
 
 /// An interrupt a task raised (or a subgraph it runs raised).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RaisedRecord {
-    pub(crate) id: String,
-    pub(crate) kind: StoredInterruptKind,
-    pub(crate) node: String,
-    pub(crate) step: u64,
-    pub(crate) task: u128,
-    pub(crate) path: Vec<String>,
+pub(super) struct RaisedRecord {
+    pub(super) id: String,
+    pub(super) kind: StoredInterruptKind,
+    pub(super) node: String,
+    pub(super) step: u64,
+    pub(super) task: u128,
+    pub(super) path: Vec<String>,
     /// JSON.
-    pub(crate) payload: String,
+    pub(super) payload: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct RouteRecord {
-    pub(crate) targets: Vec<String>,
-    pub(crate) packets: Vec<(String, ByteBuf)>,
+pub(super) struct RouteRecord {
+    pub(super) targets: Vec<String>,
+    pub(super) packets: Vec<(String, ByteBuf)>,
 }
 
 /// The stored tag of an [`InterruptKind`] (by variant index in records, by name in stored
 /// events' JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum StoredInterruptKind {
+pub(super) enum StoredInterruptKind {
     Before,
     After,
     Node,
@@ -157,7 +157,7 @@ impl From<StoredInterruptKind> for InterruptKind {
 
 impl Interrupt {
     /// The record of a raised interrupt.
-    pub(crate) fn to_record(&self) -> RaisedRecord {
+    pub(super) fn to_record(&self) -> RaisedRecord {
         RaisedRecord {
             id: self.id.clone(),
             kind: self.kind.into(),
@@ -170,7 +170,7 @@ impl Interrupt {
     }
 
     /// The interrupt a record holds.
-    pub(crate) fn from_record(r: &RaisedRecord) -> Self {
+    pub(super) fn from_record(r: &RaisedRecord) -> Self {
         Interrupt {
             id: r.id.clone(),
             kind: r.kind.into(),

@@ -67,6 +67,20 @@ impl Interrupt {
             InterruptKind::Node => format!("{task}:{index}"),
         }
     }
+
+    /// The interrupt of the task `task` of `node` at a gate (`interrupt_before`,
+    /// `interrupt_after`) of `step`.
+    pub(crate) fn at_gate(node: String, task: TaskId, kind: InterruptKind, step: u64) -> Self {
+        Interrupt {
+            id: Interrupt::id_for(task, kind, 0),
+            kind,
+            node,
+            step,
+            task,
+            payload: serde_json::Value::Null,
+            path: Vec::new(),
+        }
+    }
 }
 
 /// Why a run stopped at interrupts: carried by [`Error::Interrupted`](crate::Error::Interrupted).

@@ -7,7 +7,6 @@
 //! picks the next step's tasks.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,12 +26,7 @@ use crate::error::{Error, Result, panic_message};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
 use crate::observe::event::{EventKind, TaskInfo};
 use crate::observe::view::Views;
-use crate::persist::record::{
-    GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
-};
-use crate::persist::{
-    Loaded, Persister, Position, command_from, gate_interrupt, now_ms, pending_interrupts,
-};
+use crate::persist::{Loaded, Persister, Position, RestoredTask, Standing, Unfinished, now_ms};
 use crate::plan::Target;
 use crate::plan::{Plan, PlanEdge, slot};
 use crate::run::config::RunConfig;
@@ -92,18 +86,9 @@ impl Frontier {
             || self.packets.iter().any(|(n, _)| set.contains(*n as usize))
     }
 
-    /// The frontier as stored in a checkpoint: nodes in plan order, then packets.
-    fn records<S: State>(&mut self, plan: &Plan<S>) -> Vec<TaskRecord> {
+    /// Puts the edge-triggered nodes in plan order, as a checkpoint stores them.
+    fn sort(&mut self) {
         self.plain.sort_unstable();
-        let plain = self.plain.iter().map(|n| TaskRecord {
-            node: plan.nodes[*n as usize].name.to_string(),
-            input: None,
-        });
-        let packets = self.packets.iter().map(|(n, input)| TaskRecord {
-            node: plan.nodes[*n as usize].name.to_string(),
-            input: Some(input.to_vec().into()),
-        });
-        plain.chain(packets).collect()
     }
 
     /// Turns the frontier into the step's tasks, in merge order: edge-triggered nodes in plan
@@ -144,9 +129,10 @@ impl Frontier {
 
 /// Join bookkeeping for one pass through a join.
 #[derive(Debug, Clone)]
-struct JoinPass {
-    arrived: Vec<bool>,
-    active: bool,
+pub(crate) struct JoinPass {
+    /// Per predecessor: whether it arrived in this pass.
+    pub(crate) arrived: Vec<bool>,
+    pub(crate) active: bool,
 }
 
 /// How a run begins.
@@ -377,7 +363,7 @@ impl<S: State> Scheduler<S> {
                 self.route(0, start_key, 0, None, &state)?;
                 self.resolve_joins();
                 let all = vec![true; S::FIELDS.len()];
-                self.save(persist, 0, &state, &all, Vec::new()).await?;
+                self.save(persist, 0, &state, &all, &[]).await?;
                 (state, Vec::new())
             }
             Start::Resume(resume) => {
@@ -406,32 +392,29 @@ impl<S: State> Scheduler<S> {
                     *persist = None;
                     return Err(e.into());
                 }
-                *step = loaded.record.step;
+                *step = loaded.step();
                 let pending = self.restore(&loaded)?;
                 if self.frontier.is_empty() {
                     // A completed run: nothing to do but say so again.
                     p.finish(RunStatus::Completed, None, None, Vec::new())
                         .await?;
                 }
-                let restored = pending
-                    .iter()
-                    .filter(|(_, r)| matches!(r.outcome, PendingOutcome::Done { .. }))
-                    .count();
+                let restored = pending.iter().filter(|t| t.standing.is_done()).count();
                 // After the checkpoint's events, and after any stored since (how the run
                 // ended), so that stored numbers are never used twice.
                 let stored = store
                     .last_event(&self.shared.run_id)
                     .await
                     .map_err(Error::from)?;
-                let next = stored.map_or(0, |s| s + 1).max(loaded.record.events);
+                let next = stored.map_or(0, |s| s + 1).max(loaded.next_event());
                 self.shared.events.set_next_seq(next);
                 crate::observe::metrics::run_started(true);
                 self.shared.events.emit(|| EventKind::RunResumed {
-                    step: loaded.record.step,
+                    step: loaded.step(),
                     restored,
                     graph: plan.fingerprint,
                 });
-                self.describe(&loaded.state, loaded.record.step);
+                self.describe(&loaded.state, loaded.step());
                 (Arc::new(loaded.state), pending)
             }
         };
@@ -513,23 +496,20 @@ impl<S: State> Scheduler<S> {
                 self.route(slot(Some(task.node)), task.key, step, goto, &state)?;
             }
             self.resolve_joins();
-            let gates: Vec<GateRecord> = if self.frontier.is_empty() {
+            let interrupts: Vec<Interrupt> = if self.frontier.is_empty() {
                 Vec::new()
             } else {
                 tasks
                     .iter()
                     .filter(|t| plan.nodes[t.node as usize].interrupt_after)
-                    .map(|t| GateRecord {
-                        node: plan.nodes[t.node as usize].name.to_string(),
-                        task: t.id.as_u128(),
+                    .map(|t| {
+                        let node = plan.nodes[t.node as usize].name.to_string();
+                        Interrupt::at_gate(node, t.id, InterruptKind::After, step)
                     })
                     .collect()
             };
-            let interrupts: Vec<Interrupt> = gates
-                .iter()
-                .map(|g| gate_interrupt(g, InterruptKind::After, step))
-                .collect();
-            self.save(persist, step, &state, &written, gates).await?;
+            self.save(persist, step, &state, &written, &interrupts)
+                .await?;
             if !interrupts.is_empty() {
                 return Err(self.interrupted(step, interrupts).into());
             }
@@ -544,7 +524,7 @@ impl<S: State> Scheduler<S> {
         step: u64,
         state: &S,
         written: &[bool],
-        interrupts: Vec<GateRecord>,
+        interrupts: &[Interrupt],
     ) -> Result<()> {
         let Some(p) = persist.as_mut() else {
             return Ok(());
@@ -556,18 +536,12 @@ impl<S: State> Scheduler<S> {
         } else {
             None
         };
-        let next = self.frontier.records(&self.plan);
-        let joins = self
-            .joins
-            .iter()
-            .map(|j| JoinRecord {
-                arrived: j.arrived.clone(),
-                active: j.active,
-            })
-            .collect();
+        self.frontier.sort();
         let position = Position {
-            next,
-            joins,
+            plan: &self.plan,
+            nodes: &self.frontier.plain,
+            packets: &self.frontier.packets,
+            joins: &self.joins,
             events: self.shared.events.next_seq(),
             interrupts,
             log: self.shared.events.take_journal(),

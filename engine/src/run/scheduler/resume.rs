@@ -23,7 +23,7 @@ impl<S: State> Scheduler<S> {
         let run = &self.shared.run_id;
         let mut answered = Vec::new();
         if !answers.is_empty() {
-            let waiting = pending_interrupts(&loaded.record, &loaded.pending, true);
+            let waiting = loaded.waiting();
             for (id, value) in answers {
                 let value = value.map_err(|message| Error::AnswerEncode {
                     id: id.clone(),
@@ -44,11 +44,8 @@ impl<S: State> Scheduler<S> {
                 // gets it when the task runs again.
                 let own_gate = interrupt.path.is_empty() && interrupt.kind != InterruptKind::Node;
                 if let (false, Some(at)) = (own_gate, *at)
-                    && let PendingOutcome::Interrupted { answers, .. } =
-                        &mut loaded.pending[at].1.outcome
+                    && loaded.answer(at, id, value)
                 {
-                    answers.retain(|(i, _)| *i != id);
-                    answers.push((id, value));
                     answered.push(at);
                 }
             }
@@ -92,17 +89,14 @@ impl<S: State> Scheduler<S> {
         let mut interrupts = Vec::new();
         for (i, task) in tasks.iter().enumerate().filter(|(i, _)| gated(*i)) {
             let name = &self.plan.nodes[task.node as usize].name;
-            let gate = GateRecord {
-                node: name.to_string(),
-                task: task.id.as_u128(),
-            };
-            let interrupt = gate_interrupt(&gate, InterruptKind::Before, step);
+            let interrupt =
+                Interrupt::at_gate(name.to_string(), task.id, InterruptKind::Before, step);
             if let Some(p) = persist.as_deref_mut() {
-                let outcome = PendingOutcome::Interrupted {
-                    raised: vec![interrupt.to_record()],
-                    answers: Vec::new(),
+                let unfinished = Unfinished::Interrupted {
+                    raised: std::slice::from_ref(&interrupt),
+                    answers: &[],
                 };
-                p.pending_outcome(step, i as u32, task.id, name, 0, outcome)
+                p.unfinished(step, i as u32, task.id, name, 0, unfinished)
                     .await?;
             }
             interrupts.push(interrupt);
@@ -137,33 +131,29 @@ impl<S: State> Scheduler<S> {
                     Ok(())
                 }
                 Err(TaskFailure::Interrupted(raised)) => {
-                    let outcome = PendingOutcome::Interrupted {
-                        raised: raised.iter().map(Interrupt::to_record).collect(),
-                        answers: prior
-                            .start(i)
-                            .answers
-                            .as_deref()
-                            .unwrap_or_default()
-                            .to_vec(),
-                    };
-                    interrupts.extend(raised);
-                    match persist.as_deref_mut() {
+                    let saved = match persist.as_deref_mut() {
                         Some(p) => {
-                            p.pending_outcome(step, index, id, name, attempts, outcome)
+                            let unfinished = Unfinished::Interrupted {
+                                raised: &raised,
+                                answers: prior.start(i).answers.as_deref().unwrap_or_default(),
+                            };
+                            p.unfinished(step, index, id, name, attempts, unfinished)
                                 .await
                         }
                         None => Ok(()),
-                    }
+                    };
+                    interrupts.extend(raised);
+                    saved
                 }
                 Err(TaskFailure::Failed(f)) => {
                     let e = self.failure_error(task, step, attempts, f);
-                    let outcome = PendingOutcome::Failed {
+                    let unfinished = Unfinished::Failed {
                         error: e.to_string(),
                     };
                     failure.get_or_insert(e);
                     match persist.as_deref_mut() {
                         Some(p) => {
-                            p.pending_outcome(step, index, id, name, attempts, outcome)
+                            p.unfinished(step, index, id, name, attempts, unfinished)
                                 .await
                         }
                         None => Ok(()),
@@ -189,49 +179,27 @@ impl<S: State> Scheduler<S> {
         }
     }
 
-    /// Restores the frontier and joins of a loaded checkpoint; returns its pending writes.
-    pub(super) fn restore(&mut self, loaded: &Loaded<S>) -> Result<Vec<(u32, PendingWriteRecord)>> {
-        let by_name: HashMap<&str, NodeId> = self
-            .plan
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (&*n.name, i as NodeId))
-            .collect();
-        let run = &self.shared.run_id;
-        for t in &loaded.record.next {
-            let Some(&id) = by_name.get(t.node.as_str()) else {
-                return Err(Error::MissingNode {
-                    run: run.to_string(),
-                    node: t.node.clone(),
-                });
-            };
-            match &t.input {
-                None => self.frontier.schedule(id),
-                Some(input) => self
-                    .frontier
-                    .packets
-                    .push((id, Arc::from(input.as_slice()))),
-            }
+    /// Restores the frontier and joins of a loaded checkpoint; returns what the tasks of the
+    /// next step that began came to.
+    pub(super) fn restore(&mut self, loaded: &Loaded<S>) -> Result<Vec<RestoredTask<S>>> {
+        let restored = loaded.restore(&self.plan, &self.shared.run_id)?;
+        for node in restored.nodes {
+            self.frontier.schedule(node);
         }
-        if loaded.record.joins.len() == self.joins.len() {
-            for (pass, rec) in self.joins.iter_mut().zip(&loaded.record.joins) {
-                if rec.arrived.len() == pass.arrived.len() {
-                    pass.arrived.clone_from(&rec.arrived);
-                    pass.active = rec.active;
+        self.frontier.packets.extend(restored.packets);
+        if restored.joins.len() == self.joins.len() {
+            for (pass, stored) in self.joins.iter_mut().zip(restored.joins) {
+                if stored.arrived.len() == pass.arrived.len() {
+                    *pass = stored;
                 }
             }
         }
-        Ok(loaded.pending.clone())
+        Ok(restored.tasks)
     }
 
     /// Where each task of the step starts, from the records a resume restored (matched by
     /// task id, not index: a changed graph may order the step's tasks otherwise).
-    pub(super) fn prior(
-        &self,
-        tasks: &[Task],
-        pending: Vec<(u32, PendingWriteRecord)>,
-    ) -> Result<Prior<S>> {
+    pub(super) fn prior(&self, tasks: &[Task], pending: Vec<RestoredTask<S>>) -> Result<Prior<S>> {
         let mut prior = Prior {
             done: Vec::new(),
             starts: Vec::new(),
@@ -241,34 +209,33 @@ impl<S: State> Scheduler<S> {
         }
         prior.done = (0..tasks.len()).map(|_| None).collect();
         prior.starts = vec![TaskStart::FIRST; tasks.len()];
-        for (_, record) in pending {
-            let Some(i) = tasks.iter().position(|t| t.id.as_u128() == record.task) else {
+        for restored in pending {
+            let Some(i) = tasks.iter().position(|t| t.id == restored.task) else {
                 continue;
             };
             let start = &mut prior.starts[i];
             // A task with a record has passed its `interrupt_before` gate: the gate stopped it
             // (a `Before` record), or it ran (any other record).
             start.released = true;
-            match &record.outcome {
-                PendingOutcome::Done { update, goto } => {
-                    let cmd = command_from(&self.shared.run_id, &record, update, goto.as_ref())?;
-                    prior.done[i] = Some((cmd, record.attempts));
+            match restored.standing {
+                Standing::Done(finished) => {
+                    let cmd = finished.command(&self.shared.run_id)?;
+                    prior.done[i] = Some((cmd, restored.attempts));
                 }
-                PendingOutcome::Retrying {
+                Standing::Retrying {
                     retry_at_ms,
                     answers,
-                    ..
                 } => {
-                    start.attempt = record.attempts + 1;
+                    start.attempt = restored.attempts + 1;
                     start.wait = Duration::from_millis(retry_at_ms.saturating_sub(now_ms()));
                     if !answers.is_empty() {
-                        start.answers = Some(Arc::from(answers.as_slice()));
+                        start.answers = Some(Arc::from(answers));
                     }
                 }
                 // Resumed after the cause was fixed: a fresh set of attempts.
-                PendingOutcome::Failed { .. } => {}
-                PendingOutcome::Interrupted { answers, .. } => {
-                    start.answers = Some(Arc::from(answers.as_slice()));
+                Standing::Failed => {}
+                Standing::Interrupted { answers } => {
+                    start.answers = Some(Arc::from(answers));
                 }
             }
         }

@@ -6,8 +6,7 @@ use super::executor::{OutcomeSink, TaskAt};
 use crate::define::route::Command;
 use crate::define::state::State;
 use crate::error::{BoxError, Result};
-use crate::persist::record::PendingOutcome;
-use crate::persist::{Persister, now_ms};
+use crate::persist::{Persister, Unfinished};
 
 /// Keeps a step's outcomes as the run's pending writes; keeps nothing for a run without a
 /// store.
@@ -33,12 +32,12 @@ impl<S: State> OutcomeSink<S> for StoreSink<'_, S> {
         let Some(p) = self.0.as_deref_mut() else {
             return Ok(());
         };
-        let outcome = PendingOutcome::Retrying {
+        let unfinished = Unfinished::Retrying {
             error: crate::error::chain(error.as_ref()),
-            retry_at_ms: now_ms() + delay.as_millis() as u64,
-            answers: answers.to_vec(),
+            delay,
+            answers,
         };
-        p.pending_outcome(at.step, at.index, at.task, at.node, attempt, outcome)
+        p.unfinished(at.step, at.index, at.task, at.node, attempt, unfinished)
             .await
     }
 }
