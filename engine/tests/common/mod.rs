@@ -1,7 +1,9 @@
 //! What the engine's integration tests share: their state, a chain builder, a call counter,
-//! the stores every durable behaviour is checked on, run configurations, and simulated
-//! crashes.
+//! the stores every durable behaviour is checked on, a store with hooks ([`store::Hooked`]), run
+//! configurations, and simulated crashes.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
