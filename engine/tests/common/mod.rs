@@ -98,6 +98,16 @@ pub fn sync_cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
         .durability(Durability::Sync)
 }
 
+/// The error a run of `b`, compiled, from the default state ends with; panics if `b` does not
+/// compile or the run succeeds.
+pub async fn invoke_err(b: GraphBuilder<Trace>) -> Error {
+    b.compile()
+        .unwrap()
+        .invoke(Trace::default())
+        .await
+        .unwrap_err()
+}
+
 /// The interrupts a run stopped at; panics if it ended otherwise.
 pub fn stopped(e: Error) -> Vec<Interrupt> {
     match e {
