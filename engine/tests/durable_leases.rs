@@ -8,14 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agentgraph_checkpoint::{BoxFuture, Lease, MemoryStore, RunRecord, StoreError, WriteBatch};
-use agentgraph_engine::{CheckpointStore, Durability, END, Error, GraphBuilder, RunConfig, START};
-use common::{Trace, TraceUpdate, stores};
+use agentgraph_checkpoint::{MemoryStore, StoreError, WriteBatch};
+use agentgraph_engine::{CheckpointStore, Durability, END, Error, GraphBuilder, START};
+use common::store::Hooked;
+use common::{Trace, TraceUpdate, cfg, stores};
 use tokio::sync::Notify;
-
-fn cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
-    RunConfig::new().store(store.clone()).run_id(run)
-}
 
 /// START -> a -> wait -> END: `wait` says it started, then waits for the gate (once `fail` is
 /// false; while it is true, it fails).
@@ -71,87 +68,17 @@ async fn a_second_resume_of_a_running_run_is_busy() {
     }
 }
 
-/// A store whose lease renewals can be held back, as if the process that owns a run were
-/// paused (GC, SIGSTOP, a network partition) past its lease.
-#[derive(Debug)]
-struct Pausable {
-    inner: Arc<dyn CheckpointStore>,
-    paused: AtomicBool,
-}
-
-type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
-
-impl CheckpointStore for Pausable {
-    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, ()> {
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> StoreFuture<'_, ()> {
-        self.inner.flush()
-    }
-    fn get_run<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
-        self.inner.get_run(run)
-    }
-    fn list_runs<'a>(
-        &'a self,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<RunRecord>> {
-        self.inner.list_runs(after, limit)
-    }
-    fn get_checkpoint<'a>(&'a self, run: &'a str, step: u64) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.inner.get_checkpoint(run, step)
-    }
-    fn latest_checkpoint<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<(u64, Vec<u8>)>> {
-        self.inner.latest_checkpoint(run)
-    }
-    fn list_checkpoints<'a>(
-        &'a self,
-        run: &'a str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.list_checkpoints(run, after, limit)
-    }
-    fn get_blobs<'a>(
-        &'a self,
-        run: &'a str,
-        field: u32,
-        from: u64,
-        to: u64,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.get_blobs(run, field, from, to)
-    }
-    fn get_pending_writes<'a>(
-        &'a self,
-        run: &'a str,
-        step: u64,
-    ) -> StoreFuture<'a, Vec<(u32, Vec<u8>)>> {
-        self.inner.get_pending_writes(run, step)
-    }
-    fn get_events<'a>(
-        &'a self,
-        run: &'a str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.get_events(run, after, limit)
-    }
-    fn last_event<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<u64>> {
-        self.inner.last_event(run)
-    }
-    fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
-        self.inner.acquire_lease(run, ttl)
-    }
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, ()> {
-        if self.paused.load(Ordering::SeqCst) {
-            // The renewal never reaches the store.
-            return Box::pin(async { Ok(()) });
-        }
-        self.inner.renew_lease(lease, ttl)
-    }
-    fn release_lease(&self, lease: Lease) -> StoreFuture<'_, ()> {
-        self.inner.release_lease(lease)
-    }
+/// `inner`, whose lease renewals are held back while `paused` is set, as if the process that
+/// owns a run were paused (GC, SIGSTOP, a network partition) past its lease.
+fn pausable(
+    inner: &Arc<dyn CheckpointStore>,
+    paused: &Arc<AtomicBool>,
+) -> Arc<dyn CheckpointStore> {
+    let paused = paused.clone();
+    Arc::new(Hooked::new(inner.clone()).on_renew_lease(move || {
+        // While paused, the renewal never reaches the store.
+        paused.load(Ordering::SeqCst).then_some(Ok(()))
+    }))
 }
 
 /// Everything stored for `run` that a write of its next step could change.
@@ -177,11 +104,8 @@ async fn a_run_taken_over_after_its_lease_expired_writes_nothing_more() {
     let ttl = Duration::from_millis(150);
     for durability in [Durability::Sync, Durability::Async] {
         for (inner, _dir) in stores() {
-            let pausable = Arc::new(Pausable {
-                inner: inner.clone(),
-                paused: AtomicBool::new(false),
-            });
-            let store: Arc<dyn CheckpointStore> = pausable.clone();
+            let paused = Arc::new(AtomicBool::new(false));
+            let store = pausable(&inner, &paused);
             let (entered, gate) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
             let g = waiting_graph(&entered, &gate, &Arc::new(AtomicBool::new(false)));
             let config = cfg(&store, "taken")
@@ -197,7 +121,7 @@ async fn a_run_taken_over_after_its_lease_expired_writes_nothing_more() {
                 Err(StoreError::RunBusy { .. })
             ));
             // The owner is paused past its lease; another takes the run over.
-            pausable.paused.store(true, Ordering::SeqCst);
+            paused.store(true, Ordering::SeqCst);
             tokio::time::sleep(ttl * 4).await;
             let before = snapshot(&*inner, "taken").await;
             let taker = inner

@@ -12,6 +12,7 @@ use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Durability, END, Error, EventKind, GraphBuilder,
     Mode, RunConfig, RunStatus, START,
 };
+use common::store::Hooked;
 use common::{Calls, Trace, TraceUpdate, cfg, counting_chain, logger, stores};
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -719,121 +720,19 @@ async fn exit_durability_reports_checkpoints_only_when_written() {
     assert_eq!(saved, [2]);
 }
 
-/// A memory store whose commit number `fail_at` fails, as a full disk would.
-#[derive(Debug)]
-struct FailingStore {
-    inner: MemoryStore,
-    commits: Arc<std::sync::atomic::AtomicUsize>,
+/// `inner`, whose commit number `fail_at` fails, as a full disk would; with the number of
+/// commits asked of it so far.
+fn failing_store(
+    inner: &MemoryStore,
     fail_at: usize,
-}
-
-impl FailingStore {
-    /// The store, and the number of commits asked of it so far.
-    fn counted(
-        inner: &MemoryStore,
-        fail_at: usize,
-    ) -> (
-        Arc<dyn CheckpointStore>,
-        Arc<std::sync::atomic::AtomicUsize>,
-    ) {
-        let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let store = Arc::new(FailingStore {
-            inner: inner.clone(),
-            commits: commits.clone(),
-            fail_at,
-        });
-        (store, commits)
-    }
-}
-
-type StoreFuture<'a, T> =
-    agentgraph_checkpoint::BoxFuture<'a, Result<T, agentgraph_checkpoint::StoreError>>;
-
-impl CheckpointStore for FailingStore {
-    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, ()> {
-        if self.commits.fetch_add(1, Ordering::SeqCst) == self.fail_at {
-            return Box::pin(async {
-                Err(agentgraph_checkpoint::StoreError::Backend(
-                    "the disk is full".into(),
-                ))
-            });
-        }
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> StoreFuture<'_, ()> {
-        self.inner.flush()
-    }
-    fn get_run<'a>(
-        &'a self,
-        run: &'a str,
-    ) -> StoreFuture<'a, Option<agentgraph_checkpoint::RunRecord>> {
-        self.inner.get_run(run)
-    }
-    fn list_runs<'a>(
-        &'a self,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<agentgraph_checkpoint::RunRecord>> {
-        self.inner.list_runs(after, limit)
-    }
-    fn get_checkpoint<'a>(&'a self, run: &'a str, step: u64) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.inner.get_checkpoint(run, step)
-    }
-    fn latest_checkpoint<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<(u64, Vec<u8>)>> {
-        self.inner.latest_checkpoint(run)
-    }
-    fn list_checkpoints<'a>(
-        &'a self,
-        run: &'a str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.list_checkpoints(run, after, limit)
-    }
-    fn get_blobs<'a>(
-        &'a self,
-        run: &'a str,
-        field: u32,
-        from: u64,
-        to: u64,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.get_blobs(run, field, from, to)
-    }
-    fn get_pending_writes<'a>(
-        &'a self,
-        run: &'a str,
-        step: u64,
-    ) -> StoreFuture<'a, Vec<(u32, Vec<u8>)>> {
-        self.inner.get_pending_writes(run, step)
-    }
-    fn get_events<'a>(
-        &'a self,
-        run: &'a str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.get_events(run, after, limit)
-    }
-    fn last_event<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<u64>> {
-        self.inner.last_event(run)
-    }
-    fn acquire_lease<'a>(
-        &'a self,
-        run: &'a str,
-        ttl: std::time::Duration,
-    ) -> StoreFuture<'a, agentgraph_checkpoint::Lease> {
-        self.inner.acquire_lease(run, ttl)
-    }
-    fn renew_lease<'a>(
-        &'a self,
-        lease: &'a agentgraph_checkpoint::Lease,
-        ttl: std::time::Duration,
-    ) -> StoreFuture<'a, ()> {
-        self.inner.renew_lease(lease, ttl)
-    }
-    fn release_lease(&self, lease: agentgraph_checkpoint::Lease) -> StoreFuture<'_, ()> {
-        self.inner.release_lease(lease)
-    }
+) -> (Arc<dyn CheckpointStore>, Arc<AtomicUsize>) {
+    let commits = Arc::new(AtomicUsize::new(0));
+    let counted = commits.clone();
+    let store = Hooked::new(Arc::new(inner.clone())).on_commit(move || {
+        (counted.fetch_add(1, Ordering::SeqCst) == fail_at)
+            .then(|| Err(StoreError::Backend("the disk is full".into())))
+    });
+    (Arc::new(store), commits)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -843,7 +742,7 @@ async fn a_failed_write_is_never_followed_by_later_ones() {
     for durability in [Durability::Async, Durability::Sync] {
         for fail_at in 0..4 {
             let memory = MemoryStore::new();
-            let (failing, commits) = FailingStore::counted(&memory, fail_at);
+            let (failing, commits) = failing_store(&memory, fail_at);
             let result = g
                 .run_with(Trace::default(), cfg(&failing, "w").durability(durability))
                 .await;

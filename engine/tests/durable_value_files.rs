@@ -49,6 +49,31 @@ fn newest_value_file(dir: &Path) -> PathBuf {
         .expect("the store has value files")
 }
 
+/// A sled store in a new directory, holding run `r` of `g` failed: `fail` is set for it.
+async fn failed_run(
+    g: &CompiledGraph<Trace>,
+    fail: &AtomicBool,
+) -> (tempfile::TempDir, Arc<dyn CheckpointStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    fail.store(true, Ordering::SeqCst);
+    g.run_with(Trace::default(), cfg(&store)).await.unwrap_err();
+    (dir, store)
+}
+
+/// Damages `file`, which holds `bytes`, as `how` says: `"flip"` flips the low bit of the byte
+/// at `flip_at`, `"cut"` cuts the file to `cut_to` bytes, anything else deletes it.
+fn damage_file(file: &Path, mut bytes: Vec<u8>, how: &str, flip_at: usize, cut_to: usize) {
+    match how {
+        "flip" => {
+            bytes[flip_at] ^= 1;
+            std::fs::write(file, bytes).unwrap();
+        }
+        "cut" => std::fs::write(file, &bytes[..cut_to]).unwrap(),
+        _ => std::fs::remove_file(file).unwrap(),
+    }
+}
+
 /// Every byte of the newest checkpoint's value file flipped (a dense sample of them, see
 /// below), the file cut short and the file deleted: each time, resuming falls back to the
 /// checkpoint before (running only the last node again) and ends with the right state.
@@ -145,22 +170,12 @@ async fn a_damaged_pending_write_file_runs_its_task_again() {
     let g = b.compile().unwrap();
 
     for damage in ["flip", "cut", "delete"] {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
-        fail.store(true, Ordering::SeqCst);
-        g.run_with(Trace::default(), cfg(&store)).await.unwrap_err();
+        let (dir, store) = failed_run(&g, &fail).await;
         // The only value file: the pending write of `big`.
         let file = newest_value_file(dir.path());
-        let mut bytes = std::fs::read(&file).unwrap();
-        match damage {
-            "flip" => {
-                let middle = bytes.len() / 2;
-                bytes[middle] ^= 1;
-                std::fs::write(&file, bytes).unwrap();
-            }
-            "cut" => std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap(),
-            _ => std::fs::remove_file(&file).unwrap(),
-        }
+        let bytes = std::fs::read(&file).unwrap();
+        let len = bytes.len();
+        damage_file(&file, bytes, damage, len / 2, len - 1);
         fail.store(false, Ordering::SeqCst);
         let big = calls.get("big");
         let s = g
@@ -205,22 +220,13 @@ async fn a_damaged_checkpoint_record_file_falls_back_too() {
     let g = b.compile().unwrap();
 
     for damage in ["flip", "cut", "delete"] {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
-        fail.store(true, Ordering::SeqCst);
-        g.run_with(Trace::default(), cfg(&store)).await.unwrap_err();
+        let (dir, store) = failed_run(&g, &fail).await;
         // The only value file: the record of checkpoint 1, whose next task carries the packet.
         let file = newest_value_file(dir.path());
-        let mut bytes = std::fs::read(&file).unwrap();
-        assert!(bytes.len() >= BIG, "{} bytes", bytes.len());
-        match damage {
-            "flip" => {
-                bytes[7] ^= 1;
-                std::fs::write(&file, bytes).unwrap();
-            }
-            "cut" => std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap(),
-            _ => std::fs::remove_file(&file).unwrap(),
-        }
+        let bytes = std::fs::read(&file).unwrap();
+        let len = bytes.len();
+        assert!(len >= BIG, "{len} bytes");
+        damage_file(&file, bytes, damage, 7, len / 2);
         let history = g.history(store.clone());
         assert_eq!(history.interrupts("r").await.unwrap(), [], "{damage}");
         fail.store(false, Ordering::SeqCst);

@@ -7,6 +7,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentgraph_engine::{
@@ -26,6 +27,37 @@ fn kinds(interrupts: &[Interrupt]) -> Vec<(InterruptKind, &str)> {
 #[derive(Debug, thiserror::Error)]
 #[error("the service said 503")]
 struct Unavailable;
+
+/// Where a node's process dies: while armed, a node that gets there says so (`reached`) and
+/// waits forever, for [`crash_when`] to drop its run.
+#[derive(Clone)]
+struct CrashPoint {
+    reached: Arc<Notify>,
+    armed: Arc<AtomicBool>,
+}
+
+impl CrashPoint {
+    /// An armed crash point.
+    fn new() -> Self {
+        CrashPoint {
+            reached: Arc::new(Notify::new()),
+            armed: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// Crashes here while armed; returns at once otherwise.
+    async fn pass(&self) {
+        if self.armed.load(Ordering::SeqCst) {
+            self.reached.notify_one();
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// From now on nodes pass this point, as in the process that resumes the run.
+    fn disarm(&self) {
+        self.armed.store(false, Ordering::SeqCst);
+    }
+}
 
 /// A retry policy with a 1 ms delay.
 fn quick_retry() -> RetryPolicy {
@@ -126,21 +158,17 @@ async fn a_gated_node_answered_once_is_not_asked_again_forever() {
 async fn a_gated_node_killed_during_its_retries_resumes_at_its_next_attempt_not_its_gate() {
     let store = memory();
     let calls = Calls::default();
-    let second_attempt = Arc::new(Notify::new());
-    let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let second_attempt = CrashPoint::new();
     let mut b = GraphBuilder::<Trace>::new();
-    let (c, reached, h) = (calls.clone(), second_attempt.clone(), hang.clone());
+    let (c, crash) = (calls.clone(), second_attempt.clone());
     b.add_node("act", move |_, ctx: Context| {
         c.hit("act");
-        let (reached, hang) = (reached.clone(), h.clone());
+        let crash = crash.clone();
         async move {
             match ctx.attempt() {
                 1 => Err::<TraceUpdate, BoxError>(Box::new(Unavailable)),
                 n => {
-                    if hang.load(std::sync::atomic::Ordering::SeqCst) {
-                        reached.notify_one();
-                        std::future::pending::<()>().await;
-                    }
+                    crash.pass().await;
                     Ok(TraceUpdate::note(format!("attempt {n}")))
                 }
             }
@@ -158,10 +186,14 @@ async fn a_gated_node_killed_during_its_retries_resumes_at_its_next_attempt_not_
     );
     assert_eq!(kinds(&first), [(InterruptKind::Before, "act")]);
     // Passed: attempt 1 fails, the retry is persisted, attempt 2 runs and the process dies.
-    crash_when(g.resume("gr", sync_cfg(&store, "gr")), &second_attempt).await;
+    crash_when(
+        g.resume("gr", sync_cfg(&store, "gr")),
+        &second_attempt.reached,
+    )
+    .await;
     assert_eq!(calls.get("act"), 2);
 
-    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    second_attempt.disarm();
     let result = g.resume("gr", sync_cfg(&store, "gr")).await;
     match result {
         Ok(state) => assert_eq!(state.log, ["attempt 2"], "the attempt count goes on"),
@@ -180,23 +212,19 @@ async fn a_gated_node_killed_during_its_retries_resumes_at_its_next_attempt_not_
 async fn answers_survive_a_crash_during_a_retry_of_the_answered_node() {
     let store = memory();
     let calls = Calls::default();
-    let second_attempt = Arc::new(Notify::new());
-    let hang = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let second_attempt = CrashPoint::new();
     let mut b = GraphBuilder::<Trace>::new();
-    let (c, reached, h) = (calls.clone(), second_attempt.clone(), hang.clone());
+    let (c, crash) = (calls.clone(), second_attempt.clone());
     b.add_node("ask", move |_, ctx: Context| {
         c.hit("ask");
-        let (reached, hang) = (reached.clone(), h.clone());
+        let crash = crash.clone();
         async move {
             let name: String = ctx.interrupt("name?")?;
             // With its answer, the node calls a flaky service: the first call fails.
             if ctx.attempt() == 1 {
                 return Err::<TraceUpdate, BoxError>(Box::new(Unavailable));
             }
-            if hang.load(std::sync::atomic::Ordering::SeqCst) {
-                reached.notify_one();
-                std::future::pending::<()>().await;
-            }
+            crash.pass().await;
             Ok(TraceUpdate::note(name))
         }
     })
@@ -212,11 +240,11 @@ async fn answers_survive_a_crash_during_a_retry_of_the_answered_node() {
     let resume = Resume::new().answer(&asked[0].id, "Ada");
     crash_when(
         g.resume_with("ar", resume, sync_cfg(&store, "ar")),
-        &second_attempt,
+        &second_attempt.reached,
     )
     .await;
 
-    hang.store(false, std::sync::atomic::Ordering::SeqCst);
+    second_attempt.disarm();
     match g.resume("ar", sync_cfg(&store, "ar")).await {
         Ok(state) => assert_eq!(state.log, ["Ada"]),
         Err(e) => panic!("the answer was lost in the crash: {e}"),

@@ -13,7 +13,7 @@ use agentgraph_engine::{
     BoxError, CheckpointStore, CompiledGraph, Context, Durability, END, Error, Event, EventKind,
     FailurePolicy, GraphBuilder, Mode, NodeTimedOut, RetryPolicy, RunConfig, RunStatus, START,
 };
-use common::{Calls, Trace, TraceUpdate, memory};
+use common::{Calls, Trace, TraceUpdate, invoke_err, memory};
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
@@ -128,12 +128,7 @@ async fn a_non_retryable_error_fails_at_once_and_shows_its_cause_chain() {
     .default_retry(fast_retry(5).retry_if(|e| !e.is::<FetchFailed>()))
     .add_edge(START, "fetch")
     .add_edge("fetch", END);
-    let e = b
-        .compile()
-        .unwrap()
-        .invoke(Trace::default())
-        .await
-        .unwrap_err();
+    let e = invoke_err(b).await;
     assert_eq!(calls.get("fetch"), 1);
     assert!(matches!(&e, Error::NodeFailed { attempts: 1, .. }), "{e:?}");
     assert_eq!(
@@ -165,12 +160,7 @@ async fn panics_are_not_retried() {
     .retry("boom", fast_retry(5))
     .add_edge(START, "boom")
     .add_edge("boom", END);
-    let e = b
-        .compile()
-        .unwrap()
-        .invoke(Trace::default())
-        .await
-        .unwrap_err();
+    let e = invoke_err(b).await;
     assert!(matches!(e, Error::NodePanicked { .. }), "{e:?}");
     assert_eq!(calls.get("boom"), 1);
 }
@@ -261,12 +251,7 @@ async fn timed_out_attempts_are_retried_by_policy() {
     .default_retry(fast_retry(3).retry_if(|e| !e.is::<NodeTimedOut>()))
     .add_edge(START, "hang")
     .add_edge("hang", END);
-    let e = b
-        .compile()
-        .unwrap()
-        .invoke(Trace::default())
-        .await
-        .unwrap_err();
+    let e = invoke_err(b).await;
     assert!(matches!(e, Error::NodeFailed { attempts: 1, .. }), "{e:?}");
 }
 

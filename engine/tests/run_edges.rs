@@ -9,7 +9,7 @@ use agentgraph_engine::{
     BoxError, Command, CompiledGraph, Context, END, Error, EventKind, GraphBuilder, Mode, Packet,
     Route, RunConfig, START,
 };
-use common::{Trace, TraceUpdate, logger};
+use common::{Trace, TraceUpdate, invoke_err, logger};
 use futures_util::StreamExt;
 
 const MODES: [Mode; 2] = [Mode::Sequential, Mode::Parallel];
@@ -439,12 +439,7 @@ async fn an_unbounded_loop_hits_the_default_limit() {
     b.add_node("spin", |_, _| async { Ok(TraceUpdate::default()) })
         .add_edge(START, "spin")
         .add_conditional_edges("spin", ["spin", END], |_: &Trace| "spin");
-    let e = b
-        .compile()
-        .unwrap()
-        .invoke(Trace::default())
-        .await
-        .unwrap_err();
+    let e = invoke_err(b).await;
     assert!(
         matches!(e, Error::RecursionLimit { limit: 10_000 }),
         "{e:?}"

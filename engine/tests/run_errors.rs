@@ -11,7 +11,7 @@ use agentgraph_engine::{
     BoxError, CheckpointStore, Command, CompiledGraph, END, Error, Event, EventKind, GraphBuilder,
     Mode, Packet, Route, RunConfig, RunStatus, START,
 };
-use common::{Trace, TraceUpdate, cfg, logger};
+use common::{Trace, TraceUpdate, cfg, invoke_err, logger};
 use futures_util::{FutureExt, StreamExt};
 use serde::Serialize;
 
@@ -194,12 +194,7 @@ async fn unencodable_packets_fail_the_run() {
             Route::packets([Packet::new("work", &Unencodable)])
         })
         .add_edge("work", END);
-    let e = b
-        .compile()
-        .unwrap()
-        .invoke(Trace::default())
-        .await
-        .unwrap_err();
+    let e = invoke_err(b).await;
     assert!(
         matches!(&e, Error::PacketEncode { from, node, message } if from == "plan" && node == "work" && message.contains("cannot encode this")),
         "{e:?}"
@@ -217,12 +212,7 @@ async fn packets_must_target_declared_nodes() {
         .add_conditional_edges("plan", ["work"], |_: &Trace| Packet::new("other", &1u8))
         .add_edge("work", END)
         .add_edge("other", END);
-    let e = b
-        .compile()
-        .unwrap()
-        .invoke(Trace::default())
-        .await
-        .unwrap_err();
+    let e = invoke_err(b).await;
     assert!(
         matches!(&e, Error::UndeclaredTarget { target, .. } if target == "other"),
         "{e:?}"
@@ -336,11 +326,6 @@ async fn a_bad_go_to_fails_its_task_and_does_not_poison_the_resume() {
     b.add_edge(START, "p")
         .add_goto_edges("p", ["q"])
         .add_edge("q", END);
-    let e = b
-        .compile()
-        .unwrap()
-        .invoke(Trace::default())
-        .await
-        .unwrap_err();
+    let e = invoke_err(b).await;
     assert!(matches!(e, Error::PacketEncode { .. }), "{e:?}");
 }

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use agentgraph_checkpoint::{BoxFuture, Lease, MemoryStore, RunRecord, StoreError, WriteBatch};
+use agentgraph_checkpoint::MemoryStore;
 use agentgraph_engine::{
     BoxError, CheckpointStore, Durability, END, Error, GraphBuilder, Mode, RunConfig, RunStatus,
     START, TaskEnd,
 };
+use common::store::Hooked;
 use common::{Trace, TraceUpdate};
 
 /// A node error whose message cannot be shown: formatting it (for the `NodeFailed` event)
@@ -130,89 +131,19 @@ fn a_spawned_run_whose_runtime_shuts_down_is_a_lost_run() {
 }
 
 /// A memory store whose first commit panics, as a store with a bug would.
-#[derive(Debug, Default)]
-struct PanickingStore {
-    inner: MemoryStore,
-    panicked: AtomicBool,
-}
-
-type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
-
-impl CheckpointStore for PanickingStore {
-    fn commit(&self, batch: WriteBatch) -> StoreFuture<'_, ()> {
-        if !self.panicked.swap(true, Ordering::SeqCst) {
+fn panicking_store() -> Arc<dyn CheckpointStore> {
+    let panicked = AtomicBool::new(false);
+    Arc::new(Hooked::new(common::memory()).on_commit(move || {
+        if !panicked.swap(true, Ordering::SeqCst) {
             panic!("the store cannot commit");
         }
-        self.inner.commit(batch)
-    }
-    fn flush(&self) -> StoreFuture<'_, ()> {
-        self.inner.flush()
-    }
-    fn get_run<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
-        self.inner.get_run(run)
-    }
-    fn list_runs<'a>(
-        &'a self,
-        after: Option<&'a str>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<RunRecord>> {
-        self.inner.list_runs(after, limit)
-    }
-    fn get_checkpoint<'a>(&'a self, run: &'a str, step: u64) -> StoreFuture<'a, Option<Vec<u8>>> {
-        self.inner.get_checkpoint(run, step)
-    }
-    fn latest_checkpoint<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<(u64, Vec<u8>)>> {
-        self.inner.latest_checkpoint(run)
-    }
-    fn list_checkpoints<'a>(
-        &'a self,
-        run: &'a str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.list_checkpoints(run, after, limit)
-    }
-    fn get_blobs<'a>(
-        &'a self,
-        run: &'a str,
-        field: u32,
-        from: u64,
-        to: u64,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.get_blobs(run, field, from, to)
-    }
-    fn get_pending_writes<'a>(
-        &'a self,
-        run: &'a str,
-        step: u64,
-    ) -> StoreFuture<'a, Vec<(u32, Vec<u8>)>> {
-        self.inner.get_pending_writes(run, step)
-    }
-    fn get_events<'a>(
-        &'a self,
-        run: &'a str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> StoreFuture<'a, Vec<(u64, Vec<u8>)>> {
-        self.inner.get_events(run, after, limit)
-    }
-    fn last_event<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<u64>> {
-        self.inner.last_event(run)
-    }
-    fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> StoreFuture<'a, Lease> {
-        self.inner.acquire_lease(run, ttl)
-    }
-    fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> StoreFuture<'a, ()> {
-        self.inner.renew_lease(lease, ttl)
-    }
-    fn release_lease(&self, lease: Lease) -> StoreFuture<'_, ()> {
-        self.inner.release_lease(lease)
-    }
+        None
+    }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_writer_that_panics_is_a_lost_writer() {
-    let store: Arc<dyn CheckpointStore> = Arc::new(PanickingStore::default());
+    let store = panicking_store();
     let graph = common::chain(3, |_, _| async { Ok(TraceUpdate::new().count(1)) });
     let config = RunConfig::new()
         .durability(Durability::Async)

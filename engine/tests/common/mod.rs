@@ -1,7 +1,9 @@
 //! What the engine's integration tests share: their state, a chain builder, a call counter,
-//! the stores every durable behaviour is checked on, run configurations, and simulated
-//! crashes.
+//! the stores every durable behaviour is checked on, a store with hooks ([`store::Hooked`]), run
+//! configurations, and simulated crashes.
 #![allow(dead_code, unreachable_pub)]
+
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::future::{Future, IntoFuture};
@@ -94,6 +96,16 @@ pub fn sync_cfg(store: &Arc<dyn CheckpointStore>, run: &str) -> RunConfig {
         .store(store.clone())
         .run_id(run)
         .durability(Durability::Sync)
+}
+
+/// The error a run of `b`, compiled, from the default state ends with; panics if `b` does not
+/// compile or the run succeeds.
+pub async fn invoke_err(b: GraphBuilder<Trace>) -> Error {
+    b.compile()
+        .unwrap()
+        .invoke(Trace::default())
+        .await
+        .unwrap_err()
 }
 
 /// The interrupts a run stopped at; panics if it ended otherwise.
