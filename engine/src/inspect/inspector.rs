@@ -9,6 +9,7 @@ use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunRecord};
 
 use crate::error::{Error, Result};
 use crate::inspect::history::CheckpointInfo;
+use crate::inspect::pending::PendingTask;
 use crate::observe::event::{Event, EventKind};
 use crate::observe::view::StateJson;
 use crate::persist::reader::Reader;
@@ -199,6 +200,21 @@ impl StoreInspector {
     /// [`Error::Store`].
     pub async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
         self.reader.interrupts(run).await
+    }
+
+    /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's order:
+    /// empty unless the run stopped (or is running) in the middle of a step. A
+    /// [`Done`](crate::PendingStatus::Done) task's write is saved but not committed; its
+    /// [`written`](PendingTask::written) fields are `None` here (naming them needs the state
+    /// type: [`GraphHistory::pending`](crate::GraphHistory::pending)). See [`PendingTask`] for
+    /// an example.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`], [`Error::Corrupt`] when no checkpoint of the run decodes,
+    /// [`Error::Store`].
+    pub async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
+        self.reader.pending(run).await
     }
 
     /// Up to `limit` stored events of `run` (see
