@@ -140,7 +140,34 @@ impl<S: State> GraphHistory<S> {
     /// empty unless the run stopped (or is running) in the middle of a step. Those that are
     /// [`Done`](crate::PendingStatus::Done) name the fields they wrote; their writes are saved,
     /// not committed: [`pending_state`](GraphHistory::pending_state) shows the state with them.
-    /// See [`PendingTask`] for an example.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, Debug, PartialEq, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Notes { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Notes>::new();
+    /// # b.add_node("ask", |_, ctx: Context| async move {
+    /// #     let answer: String = ctx.interrupt(&"name?")?;
+    /// #     Ok::<_, BoxError>(NotesUpdate::new().log(vec![answer]))
+    /// # })
+    /// # .add_node("write", |_, _| async { Ok(NotesUpdate::new().log(vec!["draft".into()])) })
+    /// # .add_edge(START, "ask").add_edge(START, "write").add_edge("ask", END).add_edge("write", END);
+    /// # let graph = b.compile()?;
+    /// # let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// // `ask` and `write` run in step 1: `write` finishes, `ask` stops at an interrupt.
+    /// let config = RunConfig::new().store(store.clone()).run_id("r");
+    /// assert!(graph.run_with(Notes::default(), config).await.is_err());
+    /// let pending = graph.history(store).pending("r").await?;
+    /// assert_eq!(pending[1].node, "write");
+    /// assert_eq!(pending[1].status, PendingStatus::Done);
+    /// assert_eq!(pending[1].written.as_deref(), Some(&["log".into()][..]));
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///
@@ -153,7 +180,35 @@ impl<S: State> GraphHistory<S> {
     /// The state of `run` after its newest checkpoint with the saved writes of the next step's
     /// finished tasks merged in, as a resume would start from it: [`Tentative`], not
     /// committed. Equal to [`state`](GraphHistory::state)`(run, None)` when no task of the
-    /// next step finished. See [`Tentative`] for an example.
+    /// next step finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, Debug, PartialEq, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Notes { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Notes>::new();
+    /// # b.add_node("ask", |_, ctx: Context| async move {
+    /// #     let answer: String = ctx.interrupt(&"name?")?;
+    /// #     Ok::<_, BoxError>(NotesUpdate::new().log(vec![answer]))
+    /// # })
+    /// # .add_node("write", |_, _| async { Ok(NotesUpdate::new().log(vec!["draft".into()])) })
+    /// # .add_edge(START, "ask").add_edge(START, "write").add_edge("ask", END).add_edge("write", END);
+    /// # let graph = b.compile()?;
+    /// # let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// // `ask` and `write` run in step 1: `write` finishes, `ask` stops at an interrupt.
+    /// let config = RunConfig::new().store(store.clone()).run_id("r");
+    /// assert!(graph.run_with(Notes::default(), config).await.is_err());
+    /// let history = graph.history(store);
+    /// let tentative = history.pending_state("r").await?;
+    /// assert_eq!(tentative.state.log, ["draft"]);
+    /// assert!(history.state("r", None).await?.log.is_empty());
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     ///

@@ -89,6 +89,16 @@ pub struct PendingTask {
 
 /// Where a [`PendingTask`] stands. Serialized in `snake_case` (`"done"`, `"retrying"`, ...).
 /// New states may be added, so match with a wildcard arm.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::PendingStatus;
+///
+/// let json = serde_json::to_value(PendingStatus::Retrying).unwrap();
+/// assert_eq!(json, "retrying");
+/// assert_eq!(serde_json::from_value::<PendingStatus>(json).unwrap(), PendingStatus::Retrying);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
