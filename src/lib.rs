@@ -154,7 +154,8 @@ pub mod inspect {
     //! Reading stored runs: a graph's runs with its state type ([`GraphHistory`]), or any
     //! store's runs without types ([`StoreInspector`]).
     pub use agentgraph_engine::{
-        CheckpointInfo, EventPages, GraphHistory, RunRecord, RunStatus, StoreInspector,
+        CheckpointInfo, EventPages, GraphHistory, PendingStatus, PendingTask, RunRecord, RunStatus,
+        StoreInspector, Tentative,
     };
 }
 

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(after_help = "Examples:
   agentgraph --store ./runs.db runs
   agentgraph --store ./runs.db show run-42
+  agentgraph --store ./runs.db pending run-42 --json
   agentgraph --store ./runs.db state run-42 --step 3 --json
   agentgraph events run-42 --follow --monitor http://127.0.0.1:7070
   agentgraph dot graph.json | dot -Tsvg > graph.svg")]
@@ -43,11 +44,13 @@ pub(crate) enum Command {
     /// is given, which shows them indented under their parents.
     Runs(RunsArgs),
     /// Show one run: its status, times, last step, last error, the interrupts it waits on
-    /// (with their ids and payloads), how many checkpoints and events it stored, its graph's
-    /// fingerprint, the run it was forked from and its subgraph runs.
+    /// (with their ids and payloads), the tasks of the step it stopped in (as `pending` lists
+    /// them), how many checkpoints and events it stored, its graph's fingerprint, the run it
+    /// was forked from and its subgraph runs.
     Show(RunArg),
     /// List a run's checkpoints, oldest first: step, parent step, time, the fields the step
-    /// wrote, the nodes the next step runs, and the bytes of values written with it.
+    /// wrote, the nodes the next step runs (for a run stopped in that step, those still to
+    /// run, then `(done: ...)` those that finished), and the bytes of values written with it.
     History(RunArg),
     /// Print a run's state as JSON: after its newest checkpoint, or after `--step N`. Needs a
     /// run made with `RunConfig::monitored()` (it stores JSON views of its state).
@@ -63,6 +66,11 @@ pub(crate) enum Command {
     /// Delete old checkpoints: keep the newest `--keep N` of one run, or of every run with
     /// `--all`. Events, and the values the kept checkpoints need, stay.
     Prune(PruneArgs),
+    /// List the tasks of the step a run stopped in (or is running): the step after its newest
+    /// checkpoint. For each: node, task id, attempts, and where it stands: `done` (its write is
+    /// saved, not committed; a resume applies it without running the task again), `retrying`,
+    /// `failed` or `interrupted`. Empty for a run that stopped between steps.
+    Pending(RunArg),
     /// Delete a run and everything stored for it, with its subgraph runs.
     Delete(RunArg),
     /// Print a graph as Graphviz DOT, from the JSON of its description that a program

@@ -562,3 +562,66 @@ fn usage_errors_exit_with_code_2() {
             "agentgraph events run-42 --follow --monitor http://127.0.0.1:7070",
         ));
 }
+
+/// A run whose step stopped in one branch (an interrupt) while the other finished: `pending`
+/// and `show` list both tasks, `history` shows the finished one apart from what will run.
+#[test]
+fn a_stopped_step_shows_its_finished_task() {
+    let dir = tempfile::tempdir().unwrap();
+    with_store(dir.path(), async |store| {
+        let mut b = GraphBuilder::<Work>::new();
+        b.add_node("ask", |_, ctx: Context| async move {
+            let topic: String = ctx.interrupt(&"topic?")?;
+            Ok::<_, BoxError>(WorkUpdate::new().topic(topic))
+        })
+        .add_node("note", |_, _| async {
+            Ok(WorkUpdate::new().log(vec!["noted".into()]).n(1))
+        })
+        .add_edge(START, "ask")
+        .add_edge(START, "note")
+        .add_edge("ask", END)
+        .add_edge("note", END);
+        let config = RunConfig::new().store(store).run_id("half").monitored();
+        let stopped = b.compile().unwrap().run_with(Work::default(), config).await;
+        assert!(matches!(stopped, Err(Error::Interrupted(_))));
+    });
+
+    let tasks = json(dir.path(), &["pending", "half"]);
+    let tasks = tasks.as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{tasks:?}");
+    assert_eq!(tasks[0]["node"], "ask");
+    assert_eq!(tasks[0]["status"], "interrupted");
+    assert_eq!(tasks[0]["interrupts"].as_array().unwrap().len(), 1);
+    assert_eq!(tasks[1]["node"], "note");
+    assert_eq!(tasks[1]["status"], "done");
+    assert_eq!(tasks[1]["step"], 1);
+    assert_eq!(tasks[1]["attempts"], 1);
+
+    let text = stdout(dir.path(), &["pending", "half"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("STEP  NODE  STATUS"), "{text}");
+    assert!(lines[1].starts_with("1     ask   interrupted  1"), "{text}");
+    assert!(lines[1].contains("waiting on "), "{text}");
+    assert!(lines[2].starts_with("1     note  done         1"), "{text}");
+    assert!(lines[2].contains("write saved, not committed"), "{text}");
+
+    let show = json(dir.path(), &["show", "half"]);
+    assert_eq!(show["pending"], Value::Array(tasks.clone()));
+    let text = stdout(dir.path(), &["show", "half"]);
+    assert!(text.contains("stopped in step 1"), "{text}");
+    assert!(text.contains("  1     note  done"), "{text}");
+
+    let history = json(dir.path(), &["history", "half"]);
+    assert_eq!(history[0]["next"], json!(["ask"]));
+    assert_eq!(history[0]["finished"], json!(["note"]));
+    let text = stdout(dir.path(), &["history", "half"]);
+    assert!(text.contains("ask (done: note)"), "{text}");
+
+    // A run that stopped between steps, or finished, has none.
+    let dir = store();
+    assert_eq!(json(dir.path(), &["pending", "done"]), json!([]));
+    let text = stdout(dir.path(), &["pending", "done"]);
+    assert!(text.contains("stopped between steps"), "{text}");
+    let show = json(dir.path(), &["show", "done"]);
+    assert_eq!(show["pending"], json!([]));
+}

@@ -28,6 +28,7 @@ pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result, Tas
 pub use ids::{Fingerprint, TaskId};
 pub use inspect::history::{CheckpointInfo, GraphHistory};
 pub use inspect::inspector::{EventPages, StoreInspector};
+pub use inspect::pending::{PendingStatus, PendingTask, Tentative};
 pub use observe::event::{Event, EventKind, EventStream, Missed, TaskInfo};
 pub use observe::view::{FieldView, StateJson, ViewChange};
 pub use plan::compiled::CompiledGraph;

@@ -302,6 +302,10 @@
     fact('started', new Date(d.created_at_ms).toLocaleString());
     fact('updated', time(d.updated_at_ms));
     if (d.forked_from) fact('forked from', `${d.forked_from.run_id} @ ${d.forked_from.step}`);
+    // The tasks of a stopped step: those done have saved writes, not yet committed.
+    if (d.pending && d.pending.length) {
+      fact(`step ${d.pending[0].step} (not committed)`, d.pending.map((t) => `${t.node}: ${t.status}`).join(', '));
+    }
     showError(d.error);
     const box = $('run-interrupts');
     clear(box);

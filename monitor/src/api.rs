@@ -1,4 +1,5 @@
-//! The JSON API: runs, a run, its checkpoints, its state at a step, its graph.
+//! The JSON API: runs, a run, its checkpoints, its stopped step's pending tasks, its state at a
+//! step, its graph.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -7,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use agentgraph_checkpoint::{MAX_RUN_ID_LEN, RunRecord, RunStatus};
-use agentgraph_engine::{Error as EngineError, Interrupt};
+use agentgraph_engine::{Error as EngineError, Interrupt, PendingTask};
 
 use crate::app::AppState;
 
@@ -133,8 +134,14 @@ struct RunDetail {
     interrupts: Vec<Interrupt>,
     /// The sequence number of its newest stored event.
     last_event: Option<u64>,
-    /// The nodes of the step after its newest checkpoint: running now, if the run is.
+    /// The nodes of the step after its newest checkpoint that will run (running now, if the
+    /// run is): not those that finished.
     next: Vec<String>,
+    /// The nodes of that step whose tasks finished: their writes are saved, not committed.
+    finished: Vec<String>,
+    /// What each task of that step that began came to (empty unless the run stopped, or is
+    /// running, in the middle of it): as `/api/runs/{run}/pending` lists them.
+    pending: Vec<PendingTask>,
     /// How many checkpoints it has.
     checkpoints: usize,
 }
@@ -152,15 +159,22 @@ pub(crate) async fn run(
     };
     let last_event = state.inspector.last_event(&run).await?;
     let checkpoints = state.inspector.checkpoints(&run).await?;
-    let next = checkpoints
+    let (next, finished) = checkpoints
         .last()
-        .map(|c| c.next.clone())
+        .map(|c| (c.next.clone(), c.finished.clone()))
         .unwrap_or_default();
+    let pending = if record.status == RunStatus::Completed || checkpoints.is_empty() {
+        Vec::new()
+    } else {
+        state.inspector.pending(&run).await?
+    };
     Ok(Json(RunDetail {
         run: record,
         interrupts,
         last_event,
         next,
+        finished,
+        pending,
         checkpoints: checkpoints.len(),
     })
     .into_response())
@@ -173,6 +187,19 @@ pub(crate) async fn checkpoints(
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
     Ok(Json(state.inspector.checkpoints(&run).await?).into_response())
+}
+
+/// `GET /api/runs/{run}/pending`: what the tasks of the step after the run's newest
+/// checkpoint came to (finished with a saved write, retrying, failed, interrupted).
+pub(crate) async fn pending(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
+    let record = record(&state, &run).await?;
+    if record.last_step.is_none() {
+        return Ok(Json(Vec::<PendingTask>::new()).into_response());
+    }
+    Ok(Json(state.inspector.pending(&run).await?).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -47,6 +47,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/runs", get(api::runs))
         .route("/api/runs/{run}", get(api::run))
         .route("/api/runs/{run}/checkpoints", get(api::checkpoints))
+        .route("/api/runs/{run}/pending", get(api::pending))
         .route("/api/runs/{run}/state", get(api::state_at))
         .route("/api/runs/{run}/graph", get(api::graph))
         .route("/api/runs/{run}/graph.dot", get(api::graph_dot))

@@ -180,6 +180,71 @@ async fn an_interrupted_run_shows_what_it_waits_on() {
     server.shutdown().await.unwrap();
 }
 
+/// A step stopped in one branch (an interrupt) while another finished: the detail's `next`
+/// leaves the finished one out, `finished` and `pending` list it, and `/pending` shows what
+/// each task came to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_step_shows_its_finished_tasks() {
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("review", |_s: Arc<Doc>, ctx: Context| async move {
+        let answer: String = ctx.interrupt(&"ok?")?;
+        Ok::<_, BoxError>(DocUpdate::new().notes(vec![answer]))
+    })
+    .add_node("draft", |_s: Arc<Doc>, _c: Context| async {
+        Ok::<_, BoxError>(DocUpdate::new().notes(vec!["drafted".into()]))
+    })
+    .add_edge(START, "review")
+    .add_edge(START, "draft")
+    .add_edge("review", END)
+    .add_edge("draft", END);
+    let graph = b.compile().unwrap();
+    let store = store();
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("half")
+        .monitored();
+    assert!(graph.run_with(Doc::default(), config).await.is_err());
+
+    let server = monitor(store.clone()).await;
+    let addr = server.local_addr();
+    let (status, run) = get(addr, "/api/runs/half").await;
+    assert_eq!(status, 200);
+    assert_eq!(run["status"], "interrupted");
+    assert_eq!(run["next"], json!(["review"]));
+    assert_eq!(run["finished"], json!(["draft"]));
+    let (status, pending) = get(addr, "/api/runs/half/pending").await;
+    assert_eq!(status, 200);
+    assert_eq!(run["pending"], pending);
+    let inspector = agentgraph_engine::StoreInspector::new(store.clone());
+    let tasks = inspector.pending("half").await.unwrap();
+    assert_eq!(pending, serde_json::to_value(&tasks).unwrap());
+    let by_node = |node: &str| {
+        pending
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["node"] == node)
+            .unwrap()
+            .clone()
+    };
+    let draft = by_node("draft");
+    assert_eq!(draft["status"], "done");
+    assert_eq!(draft["step"], 1);
+    assert_eq!(draft["attempts"], 1);
+    assert_eq!(draft["task"].as_str().unwrap().len(), 32);
+    let review = by_node("review");
+    assert_eq!(review["status"], "interrupted");
+    assert_eq!(review["interrupts"], json!([run["interrupts"][0]["id"]]));
+    // The checkpoints say the same.
+    let (_, checkpoints) = get(addr, "/api/runs/half/checkpoints").await;
+    assert_eq!(checkpoints[0]["next"], json!(["review"]));
+    assert_eq!(checkpoints[0]["finished"], json!(["draft"]));
+    // No such run: 404.
+    let (status, _) = get(addr, "/api/runs/nope/pending").await;
+    assert_eq!(status, 404);
+    server.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subgraph_runs_are_reached_with_an_encoded_slash() {
     let child = demo(&Gate::open());

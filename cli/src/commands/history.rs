@@ -28,10 +28,13 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
             } else {
                 c.written.join(", ")
             },
-            if c.next.is_empty() {
-                "(end)".to_owned()
-            } else {
-                c.next.join(", ")
+            match (c.next.is_empty(), c.finished.is_empty()) {
+                (true, true) => "(end)".to_owned(),
+                (_, true) => c.next.join(", "),
+                // The tasks of a stopped step that finished: saved, not committed.
+                (_, false) => format!("{} (done: {})", c.next.join(", "), c.finished.join(", "))
+                    .trim_start()
+                    .to_owned(),
             },
             output::bytes(c.blob_bytes),
         ]);

@@ -4,6 +4,7 @@ mod delete;
 mod dot;
 mod events;
 mod history;
+mod pending;
 mod prune;
 mod runs;
 #[cfg(feature = "serve")]
@@ -50,6 +51,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::State(args) => state::run(&mut ctx, &args.run, args.step).await,
         Command::Events(args) => events::run(&mut ctx, args).await,
         Command::Prune(args) => prune::run(&mut ctx, args).await,
+        Command::Pending(args) => pending::run(&mut ctx, &args.run).await,
         Command::Delete(args) => delete::run(&mut ctx, &args.run).await,
         Command::Dot(args) => dot::run(&mut ctx, &args.file),
         #[cfg(feature = "serve")]

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 
-use agentgraph_engine::{Fingerprint, Interrupt};
+use agentgraph_engine::{Fingerprint, Interrupt, PendingTask, RunStatus};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -23,6 +23,8 @@ struct ShowJson<'a> {
     last_event: Option<u64>,
     /// The interrupts it waits on.
     interrupts: Vec<Interrupt>,
+    /// The tasks of the step it stopped in (or is running), as `pending` lists them.
+    pending: Vec<PendingTask>,
     /// Its subgraph runs, and theirs.
     subgraph_runs: Vec<String>,
     /// The graph it stored (runs made with `RunConfig::monitored()`).
@@ -53,6 +55,14 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
             .await
             .map_err(|e| engine_error(run, e))?
     };
+    let pending = if checkpoints.is_empty() || record.status == RunStatus::Completed {
+        Vec::new()
+    } else {
+        inspector
+            .pending(run)
+            .await
+            .map_err(|e| engine_error(run, e))?
+    };
     let first_event = inspector.events(run, None, 1).await?.first().map(|e| e.seq);
     let last_event = inspector.last_event(run).await?;
     let events = match (first_event, last_event) {
@@ -73,6 +83,7 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
         events,
         last_event,
         interrupts,
+        pending,
         subgraph_runs,
         graph,
     };
@@ -155,6 +166,14 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
                 writeln!(out, "    payload: {}", i.payload)?;
             }
         }
+    }
+    if !show.pending.is_empty() {
+        writeln!(
+            out,
+            "{BOLD}stopped in step {} (done tasks' writes are saved, not committed){BOLD:#}",
+            show.pending[0].step
+        )?;
+        super::pending::print(out, &show.pending, "  ")?;
     }
     if !show.subgraph_runs.is_empty() {
         writeln!(out, "{BOLD}subgraph runs{BOLD:#}")?;

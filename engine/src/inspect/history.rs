@@ -12,6 +12,7 @@ use crate::define::state::State;
 use crate::error::Error;
 use crate::error::Result;
 use crate::inspect::inspector::StoreInspector;
+use crate::inspect::pending::{PendingTask, Tentative};
 use crate::observe::event::Event;
 use crate::persist::fork;
 use crate::plan::compiled::CompiledGraph;
@@ -21,7 +22,7 @@ use crate::run::interrupt::Interrupt;
 ///
 /// Its serde shape is the API's (the monitor's `/api/runs/{run}/checkpoints`, the
 /// command-line tool's `history --json`): `{"step", "parent", "created_at_ms", "written",
-/// "next", "blob_bytes"}`.
+/// "next", "finished", "blob_bytes"}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CheckpointInfo {
@@ -33,8 +34,17 @@ pub struct CheckpointInfo {
     pub created_at_ms: u64,
     /// The fields the step wrote.
     pub written: Vec<Cow<'static, str>>,
-    /// The nodes the next step runs (one entry per task).
+    /// The nodes the next step runs (one entry per task), in the step's order. For the newest
+    /// checkpoint of a run that stopped (or is running) in the middle of that step, only the
+    /// tasks that will still run: those that finished are in
+    /// [`finished`](CheckpointInfo::finished).
     pub next: Vec<String>,
+    /// The nodes of the next step whose tasks finished before the run stopped (one entry per
+    /// task): their writes are saved but not committed (see
+    /// [`GraphHistory::pending`]), and a resume applies them without running the tasks again.
+    /// Empty but for the newest checkpoint of a stopped or running run.
+    #[serde(default)]
+    pub finished: Vec<String>,
     /// The bytes of the blobs written with it.
     pub blob_bytes: u64,
 }
@@ -124,6 +134,89 @@ impl<S: State> GraphHistory<S> {
     /// when the checkpoint is damaged, [`Error::Store`].
     pub async fn state(&self, run: &str, step: Option<u64>) -> Result<S> {
         self.inspector.reader().state::<S>(run, step).await
+    }
+
+    /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's order:
+    /// empty unless the run stopped (or is running) in the middle of a step. Those that are
+    /// [`Done`](crate::PendingStatus::Done) name the fields they wrote; their writes are saved,
+    /// not committed: [`pending_state`](GraphHistory::pending_state) shows the state with them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, Debug, PartialEq, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Notes { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Notes>::new();
+    /// # b.add_node("ask", |_, ctx: Context| async move {
+    /// #     let answer: String = ctx.interrupt(&"name?")?;
+    /// #     Ok::<_, BoxError>(NotesUpdate::new().log(vec![answer]))
+    /// # })
+    /// # .add_node("write", |_, _| async { Ok(NotesUpdate::new().log(vec!["draft".into()])) })
+    /// # .add_edge(START, "ask").add_edge(START, "write").add_edge("ask", END).add_edge("write", END);
+    /// # let graph = b.compile()?;
+    /// # let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// // `ask` and `write` run in step 1: `write` finishes, `ask` stops at an interrupt.
+    /// let config = RunConfig::new().store(store.clone()).run_id("r");
+    /// assert!(graph.run_with(Notes::default(), config).await.is_err());
+    /// let pending = graph.history(store).pending("r").await?;
+    /// assert_eq!(pending[1].node, "write");
+    /// assert_eq!(pending[1].status, PendingStatus::Done);
+    /// assert_eq!(pending[1].written.as_deref(), Some(&["log".into()][..]));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`], [`Error::Corrupt`] when no checkpoint of the run decodes or a
+    /// saved write does not decode as this graph's update, [`Error::Store`].
+    pub async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
+        self.inspector.reader().pending_typed::<S>(run).await
+    }
+
+    /// The state of `run` after its newest checkpoint with the saved writes of the next step's
+    /// finished tasks merged in, as a resume would start from it: [`Tentative`], not
+    /// committed. Equal to [`state`](GraphHistory::state)`(run, None)` when no task of the
+    /// next step finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, Debug, PartialEq, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Notes { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Notes>::new();
+    /// # b.add_node("ask", |_, ctx: Context| async move {
+    /// #     let answer: String = ctx.interrupt(&"name?")?;
+    /// #     Ok::<_, BoxError>(NotesUpdate::new().log(vec![answer]))
+    /// # })
+    /// # .add_node("write", |_, _| async { Ok(NotesUpdate::new().log(vec!["draft".into()])) })
+    /// # .add_edge(START, "ask").add_edge(START, "write").add_edge("ask", END).add_edge("write", END);
+    /// # let graph = b.compile()?;
+    /// # let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// // `ask` and `write` run in step 1: `write` finishes, `ask` stops at an interrupt.
+    /// let config = RunConfig::new().store(store.clone()).run_id("r");
+    /// assert!(graph.run_with(Notes::default(), config).await.is_err());
+    /// let history = graph.history(store);
+    /// let tentative = history.pending_state("r").await?;
+    /// assert_eq!(tentative.state.log, ["draft"]);
+    /// assert!(history.state("r", None).await?.log.is_empty());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`], [`Error::Corrupt`] when no checkpoint decodes or a saved write
+    /// does not, [`Error::Incompatible`] when the checkpoint is of another state type,
+    /// [`Error::Panicked`] when a reducer panics, [`Error::Store`].
+    pub async fn pending_state(&self, run: &str) -> Result<Tentative<S>> {
+        self.inspector.reader().pending_state::<S>(run).await
     }
 
     /// Forks a new run `new_run` from the checkpoint of `run` at `step`, with the state

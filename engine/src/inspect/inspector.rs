@@ -9,6 +9,7 @@ use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunRecord};
 
 use crate::error::{Error, Result};
 use crate::inspect::history::CheckpointInfo;
+use crate::inspect::pending::PendingTask;
 use crate::observe::event::{Event, EventKind};
 use crate::observe::view::StateJson;
 use crate::persist::reader::Reader;
@@ -199,6 +200,48 @@ impl StoreInspector {
     /// [`Error::Store`].
     pub async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
         self.reader.interrupts(run).await
+    }
+
+    /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's order:
+    /// empty unless the run stopped (or is running) in the middle of a step. A
+    /// [`Done`](crate::PendingStatus::Done) task's write is saved but not committed; its
+    /// [`written`](PendingTask::written) fields are `None` here (naming them needs the state
+    /// type: [`GraphHistory::pending`](crate::GraphHistory::pending)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, Debug, PartialEq, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Notes { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Notes>::new();
+    /// # b.add_node("ask", |_, ctx: Context| async move {
+    /// #     let answer: String = ctx.interrupt(&"name?")?;
+    /// #     Ok::<_, BoxError>(NotesUpdate::new().log(vec![answer]))
+    /// # })
+    /// # .add_node("write", |_, _| async { Ok(NotesUpdate::new().log(vec!["draft".into()])) })
+    /// # .add_edge(START, "ask").add_edge(START, "write").add_edge("ask", END).add_edge("write", END);
+    /// # let graph = b.compile()?;
+    /// # let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// // `ask` and `write` run in step 1: `write` finishes, `ask` stops at an interrupt.
+    /// let config = RunConfig::new().store(store.clone()).run_id("r");
+    /// assert!(graph.run_with(Notes::default(), config).await.is_err());
+    /// let pending = StoreInspector::new(store).pending("r").await?;
+    /// let status: Vec<_> = pending.iter().map(|t| (t.node.as_str(), t.status)).collect();
+    /// assert_eq!(status, [("ask", PendingStatus::Interrupted), ("write", PendingStatus::Done)]);
+    /// assert_eq!(pending[1].written, None);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`], [`Error::Corrupt`] when no checkpoint of the run decodes,
+    /// [`Error::Store`].
+    pub async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
+        self.reader.pending(run).await
     }
 
     /// Up to `limit` stored events of `run` (see

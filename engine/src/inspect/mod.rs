@@ -3,3 +3,4 @@
 
 pub(crate) mod history;
 pub(crate) mod inspector;
+pub(crate) mod pending;

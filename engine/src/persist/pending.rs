@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use serde_bytes::ByteBuf;
 
+use std::borrow::Cow;
+
 use super::record::{
-    CheckpointRecord, GateRecord, PendingOutcome, PendingWriteRecord, RouteRecord,
+    CheckpointRecord, GateRecord, PendingOutcome, PendingWriteRecord, RouteRecord, TaskRecord,
 };
 use crate::codec;
 use crate::define::route::{Command, Route};
 use crate::define::state::State;
 use crate::error::{Error, Result};
 use crate::ids::TaskId;
+use crate::inspect::pending::{PendingStatus, PendingTask};
 use crate::run::interrupt::{Interrupt, InterruptKind};
 
 /// The interrupt of a stored gate.
@@ -87,4 +90,93 @@ pub(super) fn command_from<S: State>(
             .collect(),
     });
     Ok(Command { update, goto })
+}
+
+/// The view of a pending write of `step`: `written` names the fields of a finished task's
+/// update (`None` when the state type is not known).
+pub(super) fn pending_task(
+    step: u64,
+    record: &PendingWriteRecord,
+    written: Option<Vec<Cow<'static, str>>>,
+) -> PendingTask {
+    let (status, error, retry_at_ms, interrupts) = match &record.outcome {
+        PendingOutcome::Done { .. } => (PendingStatus::Done, None, None, Vec::new()),
+        PendingOutcome::Retrying {
+            error, retry_at_ms, ..
+        } => (
+            PendingStatus::Retrying,
+            Some(error.clone()),
+            Some(*retry_at_ms),
+            Vec::new(),
+        ),
+        PendingOutcome::Failed { error } => {
+            (PendingStatus::Failed, Some(error.clone()), None, Vec::new())
+        }
+        PendingOutcome::Interrupted { raised, .. } => (
+            PendingStatus::Interrupted,
+            None,
+            None,
+            raised.iter().map(|r| r.id.clone()).collect(),
+        ),
+    };
+    PendingTask {
+        step,
+        node: record.node.clone(),
+        task: TaskId::from_u128(record.task),
+        attempts: record.attempts,
+        status,
+        written: written.filter(|_| status == PendingStatus::Done),
+        error,
+        retry_at_ms,
+        interrupts,
+    }
+}
+
+/// The names of the fields a finished task's stored update writes (none for another
+/// outcome); [`Error::Corrupt`] if the update does not decode as an `S::Update`.
+pub(super) fn written_fields<S: State>(
+    run: &str,
+    record: &PendingWriteRecord,
+) -> Result<Option<Vec<Cow<'static, str>>>> {
+    let PendingOutcome::Done { update, goto } = &record.outcome else {
+        return Ok(None);
+    };
+    let cmd = command_from::<S>(run, &record.node, update, goto.as_ref())?;
+    let mut names = Vec::new();
+    S::for_each_written(&cmd.update, |f| {
+        names.push(Cow::Borrowed(S::FIELDS[f].name))
+    });
+    Ok(Some(names))
+}
+
+/// Splits the tasks of a checkpoint's next step into those that will run and those that
+/// finished (a `Done` pending write), by node name, each in the step's order. A pending
+/// write's index is its task's position in the step, which is its entry's in `next`; an
+/// entry of another node there (a record from another build) is matched by name instead.
+pub(super) fn split_next(
+    next: &[TaskRecord],
+    pending: &[(u32, PendingWriteRecord)],
+) -> (Vec<String>, Vec<String>) {
+    let mut done = vec![false; next.len()];
+    for (index, p) in pending {
+        if !matches!(p.outcome, PendingOutcome::Done { .. }) {
+            continue;
+        }
+        let at = usize::try_from(*index)
+            .ok()
+            .filter(|&i| next.get(i).is_some_and(|t| t.node == p.node) && !done[i])
+            .or_else(|| (0..next.len()).find(|&i| !done[i] && next[i].node == p.node));
+        if let Some(i) = at {
+            done[i] = true;
+        }
+    }
+    let (mut will_run, mut finished) = (Vec::new(), Vec::new());
+    for (t, done) in next.iter().zip(done) {
+        if done {
+            finished.push(t.node.clone());
+        } else {
+            will_run.push(t.node.clone());
+        }
+    }
+    (will_run, finished)
 }

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus};
 
 use super::events::decode_event;
-use super::load::{decode_record, load_pending, newest_record, state_at};
-use super::pending::pending_interrupts;
-use super::record::CheckpointRecord;
+use super::load::{decode_record, load, load_pending, newest_record, state_at};
+use super::pending::{pending_interrupts, pending_task, split_next, written_fields};
+use super::record::{CheckpointRecord, PendingOutcome, PendingWriteRecord};
 use super::runs::child_runs;
 use crate::define::state::State;
 use crate::error::{Error, Result};
 use crate::inspect::history::CheckpointInfo;
+use crate::inspect::pending::{PendingTask, Tentative};
 use crate::observe::event::Event;
 use crate::run::interrupt::Interrupt;
 
@@ -62,25 +63,103 @@ impl Reader {
             .collect()
     }
 
-    /// The checkpoints of `run`, oldest first, with the written fields named by `name`.
+    /// The checkpoints of `run`, oldest first, with the written fields named by `name`. The
+    /// newest one's `next` leaves out the tasks that finished (their writes are pending), which
+    /// its `finished` lists.
     pub(crate) async fn checkpoints(
         &self,
         run: &str,
         name: impl Fn(u32) -> Cow<'static, str>,
     ) -> Result<Vec<CheckpointInfo>> {
-        Ok(self
-            .records(run)
-            .await?
+        let records = self.records(run).await?;
+        let pending = match records.last() {
+            Some(last) => load_pending(&*self.store, run, last.step + 1).await?,
+            None => Vec::new(),
+        };
+        let newest = records.len().checked_sub(1);
+        Ok(records
             .iter()
-            .map(|r| CheckpointInfo {
-                step: r.step,
-                parent: r.parent,
-                created_at_ms: r.created_at_ms,
-                written: r.written.iter().map(|f| name(*f)).collect(),
-                next: r.next.iter().map(|t| t.node.clone()).collect(),
-                blob_bytes: r.blob_bytes,
+            .enumerate()
+            .map(|(i, r)| {
+                let (next, finished) = if Some(i) == newest {
+                    split_next(&r.next, &pending)
+                } else {
+                    (r.next.iter().map(|t| t.node.clone()).collect(), Vec::new())
+                };
+                CheckpointInfo {
+                    step: r.step,
+                    parent: r.parent,
+                    created_at_ms: r.created_at_ms,
+                    written: r.written.iter().map(|f| name(*f)).collect(),
+                    next,
+                    finished,
+                    blob_bytes: r.blob_bytes,
+                }
             })
             .collect())
+    }
+
+    /// The pending writes of the step after `run`'s newest intact checkpoint, with that
+    /// checkpoint's step, by task index.
+    async fn newest_pending(&self, run: &str) -> Result<(u64, Vec<(u32, PendingWriteRecord)>)> {
+        let (_, checkpoint) = newest_record(&*self.store, run).await?;
+        let mut pending = load_pending(&*self.store, run, checkpoint.step + 1).await?;
+        pending.sort_by_key(|(index, _)| *index);
+        Ok((checkpoint.step, pending))
+    }
+
+    /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's
+    /// order, without naming the fields finished tasks wrote.
+    pub(crate) async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
+        let (step, pending) = self.newest_pending(run).await?;
+        Ok(pending
+            .iter()
+            .map(|(_, p)| pending_task(step + 1, p, None))
+            .collect())
+    }
+
+    /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's
+    /// order, with the fields finished tasks wrote named after `S`'s.
+    pub(crate) async fn pending_typed<S: State>(&self, run: &str) -> Result<Vec<PendingTask>> {
+        let (step, pending) = self.newest_pending(run).await?;
+        pending
+            .iter()
+            .map(|(_, p)| Ok(pending_task(step + 1, p, written_fields::<S>(run, p)?)))
+            .collect()
+    }
+
+    /// The state of `run` as the loader restores it for a resume (its newest intact
+    /// checkpoint), with the writes of the next step's finished tasks merged in, in the step's
+    /// order.
+    pub(crate) async fn pending_state<S: State>(&self, run: &str) -> Result<Tentative<S>> {
+        let loaded = load::<S>(&*self.store, run).await?;
+        let step = loaded.step();
+        let mut state = loaded.state;
+        let mut pending = loaded.pending;
+        pending.sort_by_key(|(index, _)| *index);
+        let mut applied = Vec::new();
+        for (_, p) in &pending {
+            let PendingOutcome::Done { update, goto } = &p.outcome else {
+                continue;
+            };
+            let cmd = super::pending::command_from::<S>(run, &p.node, update, goto.as_ref())?;
+            let mut names = Vec::new();
+            S::for_each_written(&cmd.update, |f| {
+                names.push(Cow::Borrowed(S::FIELDS[f].name))
+            });
+            let update = cmd.update;
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.apply(update)))
+                .map_err(|panic| Error::Panicked {
+                    what: format!("a reducer, applying the pending write of `{}`", p.node),
+                    message: crate::error::panic_message(panic),
+                })?;
+            applied.push(pending_task(step + 1, p, Some(names)));
+        }
+        Ok(Tentative {
+            state,
+            step,
+            applied,
+        })
     }
 
     /// The interrupts `run` waits on.
