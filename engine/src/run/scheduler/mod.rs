@@ -92,7 +92,14 @@ impl Frontier {
             if !self.held.contains(&node) {
                 self.held.push(node);
             }
-        } else if !self.marked.put(node as usize) {
+        } else {
+            self.put(node);
+        }
+    }
+
+    /// Schedules a node for the next step, deferred or not.
+    fn put(&mut self, node: NodeId) {
+        if !self.marked.put(node as usize) {
             self.plain.push(node);
         }
     }
@@ -123,9 +130,7 @@ impl Frontier {
     /// Schedules the held deferred nodes and packets for the next step.
     fn release(&mut self) {
         for node in std::mem::take(&mut self.held) {
-            if !self.marked.put(node as usize) {
-                self.plain.push(node);
-            }
+            self.put(node);
         }
         self.packets.append(&mut self.held_packets);
     }
