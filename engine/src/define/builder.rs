@@ -536,8 +536,10 @@ impl<S: State> GraphBuilder<S> {
     /// assert_eq!(done.log, ["quick", "slow", "slower", "report", "slowest"]);
     ///
     /// // A quorum of 0, or of more than the predecessors, names the join.
-    /// let e = b.try_add_join_with(["quick", "slow"], "report", JoinPolicy::quorum(3)).unwrap_err();
-    /// assert!(matches!(e, GraphError::InvalidQuorum { quorum: 3, .. }));
+    /// let mut b = GraphBuilder::<Log>::new();
+    /// b.add_node("x", |_, _| async { Ok(LogUpdate::new()) });
+    /// let e = b.try_add_join_with(["x"], "x", JoinPolicy::quorum(2)).map(drop).unwrap_err();
+    /// assert!(matches!(e, GraphError::InvalidQuorum { quorum: 2, .. }));
     /// # Ok(()) }
     /// ```
     pub fn add_join_with<'a>(
@@ -783,8 +785,10 @@ impl<S: State> GraphBuilder<S> {
     /// let done = b.compile()?.invoke(Log::default()).await?;
     /// assert_eq!(done.log, ["a", "b", "c", "b2", "d"]); // `d` once, after the longer branch
     ///
+    /// let mut unknown = GraphBuilder::<Log>::new();
+    /// unknown.defer("nowhere");
     /// assert!(matches!(
-    ///     GraphBuilder::<Log>::new().defer("nowhere").compile(),
+    ///     unknown.compile(),
     ///     Err(GraphError::NoSuchNode { setting: "defer", .. })
     /// ));
     /// # Ok(()) }
