@@ -54,7 +54,7 @@ async fn stop_and_resume_everywhere(
 ) {
     for mode in MODES {
         for (store, _dir) in stores() {
-            for stop in 1..steps {
+            for stop in 0..steps {
                 let calls = Calls::default();
                 let g = build(&calls);
                 let id = format!("stop{stop}");
