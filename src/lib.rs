@@ -107,8 +107,8 @@ pub mod graph {
     //! route ([`Command`], [`Route`], [`Packet`]), build errors, and the graph as data.
     pub use agentgraph_engine::{
         Command, CompiledGraph, END, EdgeDescription, EdgeKind, EdgeName, FieldDescription,
-        Fingerprint, GraphBuilder, GraphDescription, GraphError, IntoCommand, NodeDescription,
-        Packet, Route, START,
+        Fingerprint, GraphBuilder, GraphDescription, GraphError, IntoCommand, JoinDescription,
+        JoinPolicy, NodeDescription, Packet, Route, START,
     };
 }
 
@@ -204,8 +204,8 @@ pub mod prelude {
     #[doc(no_inline)]
     pub use agentgraph_engine::{
         BoxError, Command, CompiledGraph, Context, Durability, END, Error, Event, EventKind,
-        FailurePolicy, GraphBuilder, GraphHistory, Interrupt, Mode, Node, NodeBuilder, Packet,
-        Resume, RetryPolicy, Route, RunConfig, RunOutcome, START, State, StoreInspector,
+        FailurePolicy, GraphBuilder, GraphHistory, Interrupt, JoinPolicy, Mode, Node, NodeBuilder,
+        Packet, Resume, RetryPolicy, Route, RunConfig, RunOutcome, START, State, StoreInspector,
         async_node, cpu_node,
     };
     #[doc(no_inline)]

@@ -1,13 +1,15 @@
 //! Determinism, by property: for random graphs and random node delays, sequential and parallel
 //! runs give the same final state (or the same error), the same events per task and the same
 //! checkpoints; the same seed always makes the same weighted choices; and a run stopped at any
-//! step and resumed ends exactly as an uninterrupted one.
+//! step and resumed ends exactly as an uninterrupted one. The graphs may hold a join (of all its
+//! predecessors, a quorum of them, with or without a timeout in steps) and a deferred node.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use agentgraph::graph::JoinPolicy;
 use agentgraph::node::TaskId;
 use agentgraph::prelude::*;
 use agentgraph::{CompiledGraph, Error};
@@ -54,8 +56,10 @@ struct NodeSpec {
 struct GraphSpec {
     nodes: Vec<NodeSpec>,
     entry: Vec<usize>,
-    /// (predecessors, target): target after every predecessor.
-    join: Option<(Vec<usize>, usize)>,
+    /// (predecessors, target, policy): target after its predecessors, by the policy.
+    join: Option<(Vec<usize>, usize, JoinPolicy)>,
+    /// A node that waits, once triggered, until nothing else is left to run.
+    deferred: Option<usize>,
 }
 
 fn later(i: usize, n: usize) -> impl Strategy<Value = Vec<usize>> {
@@ -107,19 +111,36 @@ fn graph_spec() -> impl Strategy<Value = GraphSpec> {
         let join = proptest::option::weighted(
             0.8,
             (
-                proptest::collection::vec(0..n - 1, 1..3),
+                proptest::collection::vec(0..n - 1, 1..4),
                 any::<prop::sample::Index>(),
+                proptest::option::of(any::<prop::sample::Index>()),
+                proptest::option::of(1u32..4),
             ),
         );
-        (nodes, proptest::collection::vec(0..n, 1..3), join).prop_map(
-            move |(nodes, entry, join)| {
-                let join = join.map(|(mut preds, ix)| {
+        let deferred = proptest::option::weighted(0.5, any::<prop::sample::Index>());
+        (nodes, proptest::collection::vec(0..n, 1..3), join, deferred).prop_map(
+            move |(nodes, entry, join, deferred)| {
+                let join = join.map(|(mut preds, ix, quorum, timeout)| {
                     preds.sort();
                     preds.dedup();
                     let lowest = preds.iter().max().unwrap() + 1;
-                    (preds, lowest + ix.index(n - lowest))
+                    let policy = match quorum {
+                        Some(k) => JoinPolicy::quorum(1 + k.index(preds.len())),
+                        None => JoinPolicy::all(),
+                    };
+                    let policy = match timeout {
+                        Some(t) => policy.timeout_steps(t),
+                        None => policy,
+                    };
+                    (preds, lowest + ix.index(n - lowest), policy)
                 });
-                GraphSpec { nodes, entry, join }
+                let deferred = deferred.map(|ix| ix.index(n));
+                GraphSpec {
+                    nodes,
+                    entry,
+                    join,
+                    deferred,
+                }
             },
         )
     })
@@ -234,8 +255,15 @@ fn build(spec: &GraphSpec) -> CompiledGraph<Walk> {
             b.add_edge(&from, &names[j]);
         }
     }
-    if let Some((preds, target)) = &spec.join {
-        b.add_join(preds.iter().map(|p| names[*p].as_str()), &names[*target]);
+    if let Some((preds, target, policy)) = &spec.join {
+        b.add_join_with(
+            preds.iter().map(|p| names[*p].as_str()),
+            &names[*target],
+            *policy,
+        );
+    }
+    if let Some(d) = spec.deferred {
+        b.defer(&names[d]);
     }
     b.compile().expect("generated graphs are valid")
 }

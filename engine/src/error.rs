@@ -158,6 +158,27 @@ pub enum GraphError {
     /// A join lists no predecessor.
     #[error("the join into `{0}` lists no predecessor")]
     EmptyJoin(String),
+    /// A quorum join asks for none of its predecessors, or for more than it has.
+    #[error(
+        "the join [{predecessors}] -> `{target}` has a quorum of {quorum}; \
+         a quorum is at least 1 and at most the number of predecessors"
+    )]
+    InvalidQuorum {
+        /// The node the join fires.
+        target: String,
+        /// Its predecessors, comma-separated.
+        predecessors: String,
+        /// The quorum asked for.
+        quorum: usize,
+    },
+    /// A join's timeout is 0 steps.
+    #[error("the join [{predecessors}] -> `{target}` has a timeout of 0 steps; give it at least 1")]
+    InvalidJoinTimeout {
+        /// The node the join fires.
+        target: String,
+        /// Its predecessors, comma-separated.
+        predecessors: String,
+    },
 }
 
 /// Why a run failed.

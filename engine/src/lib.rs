@@ -18,6 +18,7 @@ pub use define::reducer;
 pub use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunRecord, RunStatus, StoreError};
 pub use codec::CodecError;
 pub use define::builder::GraphBuilder;
+pub use define::join::JoinPolicy;
 pub use define::node::{
     AsyncNode, CpuNode, Identity, Layer, Node, NodeBuilder, NodeFuture, Stack, async_node, cpu_node,
 };
@@ -33,7 +34,7 @@ pub use observe::event::{Event, EventKind, EventStream, Missed, TaskInfo};
 pub use observe::view::{FieldView, StateJson, ViewChange};
 pub use plan::compiled::CompiledGraph;
 pub use plan::describe::{
-    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
+    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, JoinDescription, NodeDescription,
 };
 pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};

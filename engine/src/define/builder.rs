@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::define::join::JoinPolicy;
 use crate::define::node::{Node, NodeFn, NodeKind, async_node, cpu_node};
 use crate::define::retry::RetryPolicy;
 use crate::define::route::{END, IntoCommand, Route, START};
@@ -31,6 +32,8 @@ pub(crate) struct NodeSettings {
     pub(crate) timeout: Option<Duration>,
     pub(crate) interrupt_before: bool,
     pub(crate) interrupt_after: bool,
+    /// The node waits, once triggered, until no other task is left (`GraphBuilder::defer`).
+    pub(crate) deferred: bool,
 }
 
 /// An edge as declared. `from` is `None` for `START`.
@@ -53,6 +56,7 @@ pub(crate) enum EdgeDef<S: State> {
 pub(crate) struct JoinDef {
     pub(crate) preds: Vec<NodeId>,
     pub(crate) target: NodeId,
+    pub(crate) policy: JoinPolicy,
 }
 
 /// Builds a graph of nodes over the state `S`, then [`compile`](GraphBuilder::compile)s it
@@ -480,14 +484,14 @@ impl<S: State> GraphBuilder<S> {
 
     /// Adds a join: `target` runs once every one of `predecessors` has either finished or been
     /// decided as skipped in this pass (it can no longer be reached before the join fires), and
-    /// at least one finished.
+    /// at least one finished. [`add_join_with`](GraphBuilder::add_join_with) fires on a quorum
+    /// or a timeout.
     pub fn add_join<'a>(
         &mut self,
         predecessors: impl IntoIterator<Item = &'a str>,
         target: &str,
     ) -> &mut Self {
-        let r = self.try_add_join(predecessors, target).map(drop);
-        self.keep(r)
+        self.add_join_with(predecessors, target, JoinPolicy::all())
     }
 
     /// [`add_join`](GraphBuilder::add_join), failing at once.
@@ -499,6 +503,68 @@ impl<S: State> GraphBuilder<S> {
         &mut self,
         predecessors: impl IntoIterator<Item = &'a str>,
         target: &str,
+    ) -> Result<&mut Self, GraphError> {
+        self.try_add_join_with(predecessors, target, JoinPolicy::all())
+    }
+
+    /// Adds a join that fires by `policy`: after all of `predecessors` (as
+    /// [`add_join`](GraphBuilder::add_join)), after a quorum of them, or at the latest some
+    /// steps after the first one arrived. See [`JoinPolicy`] for what becomes of the
+    /// predecessors that arrive after it fired (they are ignored, not cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Log { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Log>::new();
+    /// for name in ["quick", "slow", "report", "slower", "slowest"] {
+    ///     b.add_node(name, move |_, _| async move { Ok(LogUpdate::new().log(vec![name.to_owned()])) });
+    /// }
+    /// b.add_edges(START, ["quick", "slow"])
+    ///     .add_edge("slow", "slower")
+    ///     .add_edge("slower", "slowest")
+    ///     .add_edge("quick", END)
+    ///     .add_edge("slowest", END)
+    ///     // `report` waits at most one step after `quick` for `slowest`, which needs two more.
+    ///     .add_join_with(["quick", "slowest"], "report", JoinPolicy::all().timeout_steps(1))
+    ///     .add_edge("report", END);
+    /// let done = b.compile()?.invoke(Log::default()).await?;
+    /// assert_eq!(done.log, ["quick", "slow", "slower", "report", "slowest"]);
+    ///
+    /// // A quorum of 0, or of more than the predecessors, names the join.
+    /// let mut b = GraphBuilder::<Log>::new();
+    /// b.add_node("x", |_, _| async { Ok(LogUpdate::new()) });
+    /// let e = b.try_add_join_with(["x"], "x", JoinPolicy::quorum(2)).map(drop).unwrap_err();
+    /// assert!(matches!(e, GraphError::InvalidQuorum { quorum: 2, .. }));
+    /// # Ok(()) }
+    /// ```
+    pub fn add_join_with<'a>(
+        &mut self,
+        predecessors: impl IntoIterator<Item = &'a str>,
+        target: &str,
+        policy: JoinPolicy,
+    ) -> &mut Self {
+        let r = self
+            .try_add_join_with(predecessors, target, policy)
+            .map(drop);
+        self.keep(r)
+    }
+
+    /// [`add_join_with`](GraphBuilder::add_join_with), failing at once.
+    ///
+    /// # Errors
+    ///
+    /// [`GraphError::UnknownNode`], [`GraphError::InvalidEndpoint`], [`GraphError::EmptyJoin`],
+    /// [`GraphError::InvalidQuorum`] or [`GraphError::InvalidJoinTimeout`].
+    pub fn try_add_join_with<'a>(
+        &mut self,
+        predecessors: impl IntoIterator<Item = &'a str>,
+        target: &str,
+        policy: JoinPolicy,
     ) -> Result<&mut Self, GraphError> {
         let mut preds = Vec::new();
         for p in predecessors {
@@ -525,9 +591,32 @@ impl<S: State> GraphBuilder<S> {
         if preds.is_empty() {
             return Err(GraphError::EmptyJoin(target.to_owned()));
         }
+        let names = || {
+            preds
+                .iter()
+                .map(|p| &*self.nodes[*p as usize].name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if let Some(k) = policy.quorum
+            && (k == 0 || k > preds.len())
+        {
+            return Err(GraphError::InvalidQuorum {
+                target: target.to_owned(),
+                predecessors: names(),
+                quorum: k,
+            });
+        }
+        if policy.timeout_steps == Some(0) {
+            return Err(GraphError::InvalidJoinTimeout {
+                target: target.to_owned(),
+                predecessors: names(),
+            });
+        }
         self.joins.push(JoinDef {
             preds,
             target: target_id,
+            policy,
         });
         Ok(self)
     }
@@ -666,6 +755,47 @@ impl<S: State> GraphBuilder<S> {
             self.keep(r);
         }
         self
+    }
+
+    /// Defers `node`: once triggered, it waits until no other task of the run is left to run,
+    /// then runs once, however often it was triggered meanwhile (packets sent to it wait too,
+    /// and run each once): the end of a map-reduce whose branches have different lengths.
+    /// A join waiting on a branch that leads through a deferred node waits for it. The
+    /// deferral is checkpointed with the run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Log { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Log>::new();
+    /// for name in ["a", "b", "b2", "c", "d"] {
+    ///     b.add_node(name, move |_, _| async move { Ok(LogUpdate::new().log(vec![name.to_owned()])) });
+    /// }
+    /// b.add_edge(START, "a")
+    ///     .add_edges("a", ["b", "c"])
+    ///     .add_edge("b", "b2")
+    ///     .add_edge("b2", "d")
+    ///     .add_edge("c", "d")
+    ///     .add_edge("d", END)
+    ///     .defer("d");
+    /// let done = b.compile()?.invoke(Log::default()).await?;
+    /// assert_eq!(done.log, ["a", "b", "c", "b2", "d"]); // `d` once, after the longer branch
+    ///
+    /// let mut unknown = GraphBuilder::<Log>::new();
+    /// unknown.defer("nowhere");
+    /// assert!(matches!(
+    ///     unknown.compile(),
+    ///     Err(GraphError::NoSuchNode { setting: "defer", .. })
+    /// ));
+    /// # Ok(()) }
+    /// ```
+    pub fn defer(&mut self, node: &str) -> &mut Self {
+        let r = self.settings(node, "defer", |s| s.deferred = true);
+        self.keep(r)
     }
 
     fn settings(

@@ -2,6 +2,7 @@
 //! retry policies, subgraphs.
 
 pub(crate) mod builder;
+pub(crate) mod join;
 pub(crate) mod node;
 pub mod reducer;
 pub(crate) mod retry;

@@ -105,7 +105,7 @@ pub(super) async fn newest_record(
     let mut candidates = Candidates::new(store, run, run_record.last_step).await?;
     while let Some(step) = candidates.next().await? {
         let read = match store.get_checkpoint(run, step).await {
-            Ok(Some(bytes)) => envelope::decode(RecordKind::Checkpoint, &bytes)
+            Ok(Some(bytes)) => CheckpointRecord::decode(&bytes)
                 .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e)),
             Ok(None) => Err(LoadError::Damaged(format!("checkpoint {step} vanished"))),
             Err(e) => Err(e.into()),
@@ -276,7 +276,7 @@ async fn load_at<S: State>(
     let Some(bytes) = store.get_checkpoint(run, step).await? else {
         return Err(LoadError::Damaged(format!("checkpoint {step} vanished")));
     };
-    let record: CheckpointRecord = envelope::decode(RecordKind::Checkpoint, &bytes)
+    let record = CheckpointRecord::decode(&bytes)
         .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e))?;
     if record.bases.len() != S::FIELDS.len() {
         return Err(LoadError::Fatal(Error::Incompatible {
@@ -395,7 +395,7 @@ pub(super) async fn state_at<S: State>(
 
 /// Decodes a checkpoint record.
 pub(super) fn decode_record(run: &str, bytes: &[u8]) -> Result<CheckpointRecord> {
-    envelope::decode(RecordKind::Checkpoint, bytes).map_err(|e| Error::Corrupt {
+    CheckpointRecord::decode(bytes).map_err(|e| Error::Corrupt {
         run: run.to_owned(),
         reason: e.to_string(),
     })

@@ -12,7 +12,8 @@ use super::events::put_events;
 use super::load::{Loaded, load};
 use super::pending::route_record;
 use super::record::{
-    CheckpointRecord, GateRecord, JoinRecord, PendingOutcome, PendingWriteRecord, TaskRecord,
+    CheckpointRecord, GateRecord, JoinRecord, PassRecord, PendingOutcome, PendingWriteRecord,
+    TaskRecord,
 };
 use super::runs::child_runs;
 use super::{RunOwnership, encode_error, format_encode_error, lease, now_ms};
@@ -37,6 +38,10 @@ pub(crate) struct Position<'a, S: State> {
     pub(crate) nodes: &'a [NodeId],
     /// The packets of the next step, in the order they were emitted.
     pub(crate) packets: &'a [(NodeId, Arc<[u8]>)],
+    /// The deferred nodes held until nothing else is left, in plan order.
+    pub(crate) held: &'a [NodeId],
+    /// The packets to deferred nodes held, in the order they were emitted.
+    pub(crate) held_packets: &'a [(NodeId, Arc<[u8]>)],
     /// Every join's current pass.
     pub(crate) joins: &'a [JoinPass],
     pub(crate) events: u64,
@@ -49,12 +54,21 @@ pub(crate) struct Position<'a, S: State> {
 impl<S: State> Position<'_, S> {
     /// The next step's tasks as stored: nodes in plan order, then packets.
     fn next(&self) -> Vec<TaskRecord> {
+        self.tasks(self.nodes, self.packets)
+    }
+
+    /// The held deferred tasks as stored: nodes in plan order, then packets.
+    fn deferred(&self) -> Vec<TaskRecord> {
+        self.tasks(self.held, self.held_packets)
+    }
+
+    fn tasks(&self, nodes: &[NodeId], packets: &[(NodeId, Arc<[u8]>)]) -> Vec<TaskRecord> {
         let name = |n: NodeId| self.plan.nodes[n as usize].name.to_string();
-        let nodes = self.nodes.iter().map(|n| TaskRecord {
+        let nodes = nodes.iter().map(|n| TaskRecord {
             node: name(*n),
             input: None,
         });
-        let packets = self.packets.iter().map(|(n, input)| TaskRecord {
+        let packets = packets.iter().map(|(n, input)| TaskRecord {
             node: name(*n),
             input: Some(input.to_vec().into()),
         });
@@ -67,6 +81,21 @@ impl<S: State> Position<'_, S> {
             .map(|j| JoinRecord {
                 arrived: j.arrived.clone(),
                 active: j.active,
+            })
+            .collect()
+    }
+
+    /// The joins' passes besides their arrivals; none when no pass fired early or began
+    /// (what a graph without quorum or timeout joins stores).
+    fn passes(&self) -> Vec<PassRecord> {
+        if self.joins.iter().all(|j| !j.fired && !j.active) {
+            return Vec::new();
+        }
+        self.joins
+            .iter()
+            .map(|j| PassRecord {
+                fired: j.fired,
+                began: j.began,
             })
             .collect()
     }
@@ -381,6 +410,8 @@ impl<S: State> Persister<S> {
             // `CheckpointSaved` takes the next number, when it is emitted now.
             events: events + u64::from(self.durability != Durability::Exit || status.is_some()),
             interrupts: position.gates(),
+            deferred: position.deferred(),
+            passes: position.passes(),
         };
         let bytes =
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;

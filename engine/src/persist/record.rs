@@ -9,6 +9,7 @@
 //! Byte strings are `ByteBuf`s (or `serde_bytes` fields): serde would otherwise encode them one
 //! element at a time, which costs milliseconds for a large field.
 
+use agentgraph_checkpoint::envelope::{self, FormatError, RecordKind};
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
 
@@ -39,6 +40,73 @@ pub(super) struct CheckpointRecord {
     /// The tasks of this step after which the run stopped (`interrupt_after`); a resume
     /// passes them.
     pub(super) interrupts: Vec<GateRecord>,
+    /// Deferred tasks held until nothing else is left to run: nodes in plan order, then
+    /// packets. Fields from here on were added after the first layout (issue 11): a record
+    /// written before has none, and decodes through [`CheckpointRecordV1`].
+    pub(super) deferred: Vec<TaskRecord>,
+    /// For each join, in the order of `joins`: whether its pass fired early and the step it
+    /// began.
+    pub(super) passes: Vec<PassRecord>,
+}
+
+impl CheckpointRecord {
+    /// Decodes a checkpoint record, of this layout or of the first one (whose held deferred
+    /// tasks and join passes are empty).
+    pub(super) fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
+        match envelope::decode(RecordKind::Checkpoint, bytes) {
+            Ok(record) => Ok(record),
+            Err(FormatError::Decode(e)) => {
+                envelope::decode::<CheckpointRecordV1>(RecordKind::Checkpoint, bytes)
+                    .map(CheckpointRecord::from)
+                    .map_err(|_| FormatError::Decode(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The first layout of [`CheckpointRecord`], before deferred tasks and join passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointRecordV1 {
+    step: u64,
+    parent: Option<u64>,
+    fingerprint: u128,
+    created_at_ms: u64,
+    bases: Vec<u64>,
+    written: Vec<u32>,
+    next: Vec<TaskRecord>,
+    joins: Vec<JoinRecord>,
+    blob_bytes: u64,
+    events: u64,
+    interrupts: Vec<GateRecord>,
+}
+
+impl From<CheckpointRecordV1> for CheckpointRecord {
+    fn from(r: CheckpointRecordV1) -> Self {
+        CheckpointRecord {
+            step: r.step,
+            parent: r.parent,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            bases: r.bases,
+            written: r.written,
+            next: r.next,
+            joins: r.joins,
+            blob_bytes: r.blob_bytes,
+            events: r.events,
+            interrupts: r.interrupts,
+            deferred: Vec::new(),
+            passes: Vec::new(),
+        }
+    }
+}
+
+/// Where a join's pass stands besides its arrivals: whether it fired early (a quorum or a
+/// timeout) and the step its first predecessor finished in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct PassRecord {
+    pub(super) fired: bool,
+    pub(super) began: u64,
 }
 
 /// A task of a step whose node is gated by `interrupt_after`.
@@ -188,6 +256,48 @@ impl Interrupt {
 mod tests {
     use super::*;
     use crate::codec;
+
+    /// A checkpoint of the first layout still decodes, with nothing deferred.
+    #[test]
+    fn first_layout_checkpoints_decode() {
+        let old = CheckpointRecordV1 {
+            step: 3,
+            parent: Some(2),
+            fingerprint: 7,
+            created_at_ms: 1,
+            bases: vec![0, 2],
+            written: vec![1],
+            next: vec![TaskRecord {
+                node: "b".into(),
+                input: None,
+            }],
+            joins: vec![JoinRecord {
+                arrived: vec![true, false],
+                active: true,
+            }],
+            blob_bytes: 10,
+            events: 4,
+            interrupts: Vec::new(),
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
+        let record = CheckpointRecord::decode(&bytes).unwrap();
+        assert_eq!(record, CheckpointRecord::from(old));
+        assert!(record.deferred.is_empty() && record.passes.is_empty());
+        let new = CheckpointRecord {
+            deferred: vec![TaskRecord {
+                node: "d".into(),
+                input: None,
+            }],
+            passes: vec![PassRecord {
+                fired: true,
+                began: 2,
+            }],
+            ..record
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();
+        assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
+        assert!(CheckpointRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
 
     /// The stored tags are the bytes the public kinds were stored as before they had their own.
     #[test]

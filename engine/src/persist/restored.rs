@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::load::Loaded;
 use super::pending::command_from;
-use super::record::{PendingOutcome, PendingWriteRecord, RouteRecord};
+use super::record::{PendingOutcome, PendingWriteRecord, RouteRecord, TaskRecord};
 use crate::define::route::Command;
 use crate::define::state::State;
 use crate::error::{Error, Result};
@@ -22,6 +22,10 @@ pub(crate) struct Restored<S: State> {
     pub(crate) nodes: Vec<NodeId>,
     /// Packets of the next step, in the order they were emitted.
     pub(crate) packets: Vec<(NodeId, Arc<[u8]>)>,
+    /// Deferred nodes held until nothing else is left, as stored (in plan order).
+    pub(crate) held: Vec<NodeId>,
+    /// Packets to deferred nodes held, in the order they were emitted.
+    pub(crate) held_packets: Vec<(NodeId, Arc<[u8]>)>,
     /// Every join's current pass, in plan order.
     pub(crate) joins: Vec<JoinPass>,
     /// The pending writes of the next step, in the order they are stored.
@@ -84,27 +88,41 @@ impl<S: State> Loaded<S> {
             .enumerate()
             .map(|(i, n)| (&*n.name, i as NodeId))
             .collect();
-        let mut nodes = Vec::new();
-        let mut packets = Vec::new();
-        for t in &self.record.next {
-            let Some(&id) = by_name.get(t.node.as_str()) else {
-                return Err(Error::MissingNode {
-                    run: run.to_owned(),
-                    node: t.node.clone(),
-                });
-            };
-            match &t.input {
-                None => nodes.push(id),
-                Some(input) => packets.push((id, Arc::from(input.as_slice()))),
+        let tasks = |records: &[TaskRecord]| {
+            let mut nodes = Vec::new();
+            let mut packets = Vec::new();
+            for t in records {
+                let Some(&id) = by_name.get(t.node.as_str()) else {
+                    return Err(Error::MissingNode {
+                        run: run.to_owned(),
+                        node: t.node.clone(),
+                    });
+                };
+                match &t.input {
+                    None => nodes.push(id),
+                    Some(input) => packets.push((id, Arc::from(input.as_slice()))),
+                }
             }
-        }
+            Ok((nodes, packets))
+        };
+        let (nodes, packets) = tasks(&self.record.next)?;
+        let (held, held_packets) = tasks(&self.record.deferred)?;
+        // A first-layout record (or one whose passes all stood still) has no passes: a pass
+        // is then taken as not fired, begun at this checkpoint's step.
+        let step = self.record.step;
         let joins = self
             .record
             .joins
             .iter()
-            .map(|j| JoinPass {
-                arrived: j.arrived.clone(),
-                active: j.active,
+            .enumerate()
+            .map(|(i, j)| {
+                let pass = self.record.passes.get(i);
+                JoinPass {
+                    arrived: j.arrived.clone(),
+                    active: j.active,
+                    fired: pass.is_some_and(|p| p.fired),
+                    began: pass.map_or(if j.active { step } else { 0 }, |p| p.began),
+                }
             })
             .collect();
         let tasks = self
@@ -119,6 +137,8 @@ impl<S: State> Loaded<S> {
         Ok(Restored {
             nodes,
             packets,
+            held,
+            held_packets,
             joins,
             tasks,
         })

@@ -51,6 +51,10 @@ pub struct GraphDescription {
     pub edges: Vec<EdgeDescription>,
     /// The state's fields, in declaration order.
     pub fields: Vec<FieldDescription>,
+    /// The joins, in declaration order (their edges are also in `edges`, as
+    /// [`EdgeKind::Join`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub joins: Vec<JoinDescription>,
 }
 
 /// A node of a [`GraphDescription`].
@@ -65,6 +69,65 @@ pub struct NodeDescription {
     pub interrupt_before: bool,
     /// Whether the run stops after it (`interrupt_after`).
     pub interrupt_after: bool,
+    /// Whether it is deferred ([`GraphBuilder::defer`](crate::GraphBuilder::defer)).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deferred: bool,
+}
+
+/// A join of a [`GraphDescription`]: its predecessors, its target and when it fires
+/// ([`JoinPolicy`](crate::JoinPolicy)).
+///
+/// # Examples
+///
+/// ```
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct S { n: u32 }
+/// let mut b = GraphBuilder::<S>::new();
+/// for name in ["a", "b", "c", "d"] {
+///     b.add_node(name, |_, _| async { Ok(SUpdate::new()) });
+/// }
+/// b.add_edges(START, ["a", "b", "c"])
+///     .add_join_with(["a", "b", "c"], "d", JoinPolicy::quorum(2).timeout_steps(3))
+///     .add_edge("d", END)
+///     .defer("d");
+/// let description = b.compile()?.describe();
+/// let join = &description.joins[0];
+/// assert_eq!((join.target.as_str(), join.quorum, join.timeout_steps), ("d", 2, Some(3)));
+/// assert_eq!(join.predecessors, ["a", "b", "c"]);
+/// assert!(description.nodes[3].deferred);
+/// let dot = description.to_dot();
+/// assert!(dot.contains("join 2 of 3, timeout 3 steps"));
+/// assert!(dot.contains("xlabel=\"deferred\""));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct JoinDescription {
+    /// The node the join fires.
+    pub target: String,
+    /// Its predecessors, in the order given.
+    pub predecessors: Vec<String>,
+    /// How many predecessors fire it early (all of them for an ordinary join).
+    pub quorum: usize,
+    /// The steps after its first predecessor at the end of which it fires at the latest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_steps: Option<u32>,
+}
+
+impl JoinDescription {
+    /// The label of the join's edges in DOT: `join`, `join 2 of 3`, `join, timeout 3 steps`.
+    fn label(&self) -> String {
+        let mut label = String::from("join");
+        if self.quorum != self.predecessors.len() {
+            let _ = write!(label, " {} of {}", self.quorum, self.predecessors.len());
+        }
+        if let Some(t) = self.timeout_steps {
+            let _ = write!(label, ", timeout {t} step{}", if t == 1 { "" } else { "s" });
+        }
+        label
+    }
 }
 
 /// How an edge was declared.
@@ -114,8 +177,9 @@ pub struct FieldDescription {
 
 impl GraphDescription {
     /// The graph in Graphviz DOT: solid static edges, dashed conditional and weighted edges
-    /// (with their weights), bold joins, dotted go-to edges; CPU-bound nodes drawn as 3-D
-    /// boxes, subgraphs as components.
+    /// (with their weights), bold joins (labelled with their quorum and timeout), dotted go-to
+    /// edges; CPU-bound nodes drawn as 3-D boxes, subgraphs as components, deferred nodes
+    /// dashed with the outside label `deferred`.
     ///
     /// # Examples
     ///
@@ -141,9 +205,14 @@ impl GraphDescription {
                 "cpu" => "box3d",
                 _ => "box",
             };
+            let deferred = if node.deferred {
+                ", style=dashed, xlabel=\"deferred\""
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "    {} [label={}, shape={shape}];",
+                "    {} [label={}, shape={shape}{deferred}];",
                 i + 1,
                 dot_quote(&node.name)
             );
@@ -154,7 +223,14 @@ impl GraphDescription {
                 (EdgeKind::Static, _) => String::new(),
                 (EdgeKind::Weighted, Some(w)) => format!(" [style=dashed, label=\"{w}\"]"),
                 (EdgeKind::Conditional | EdgeKind::Weighted, _) => " [style=dashed]".into(),
-                (EdgeKind::Join, _) => " [style=bold, label=\"join\"]".into(),
+                (EdgeKind::Join, _) => {
+                    let label = self
+                        .joins
+                        .iter()
+                        .find(|j| j.target == e.to && j.predecessors.contains(&e.from))
+                        .map_or_else(|| "join".to_owned(), JoinDescription::label);
+                    format!(" [style=bold, label={}]", dot_quote(&label))
+                }
                 (EdgeKind::Goto, _) => " [style=dotted, label=\"go-to\"]".into(),
             };
             let _ = writeln!(out, "    {} -> {}{style};", id(&e.from), id(&e.to));

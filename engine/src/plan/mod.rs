@@ -25,7 +25,7 @@ use crate::define::state::State;
 use crate::error::GraphError;
 use crate::ids::{Fingerprint, NodeId, write_str};
 use crate::plan::describe::{
-    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
+    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, JoinDescription, NodeDescription,
 };
 
 pub(crate) struct PlanNode<S: State> {
@@ -37,6 +37,8 @@ pub(crate) struct PlanNode<S: State> {
     pub(crate) timeout: Option<Duration>,
     pub(crate) interrupt_before: bool,
     pub(crate) interrupt_after: bool,
+    /// Once triggered, the node waits until no other task is left (`GraphBuilder::defer`).
+    pub(crate) deferred: bool,
 }
 
 pub(crate) enum PlanEdge<S: State> {
@@ -62,6 +64,10 @@ pub(crate) struct PlanJoin {
     /// For each predecessor: the nodes from which it can still be reached without passing
     /// through the join's target. While the next step schedules one of them, the join waits.
     pub(crate) reach: Vec<FixedBitSet>,
+    /// How many predecessors fire the join early (`preds.len()` for an ordinary join).
+    pub(crate) quorum: usize,
+    /// The steps after its pass began at the end of which the join fires at the latest.
+    pub(crate) timeout: Option<u32>,
 }
 
 /// An immutable, validated plan. Slot 0 is `START`; slot `i + 1` is node `i`.
@@ -70,6 +76,8 @@ pub(crate) struct Plan<S: State> {
     offsets: Vec<u32>,
     edges: Vec<PlanEdge<S>>,
     pub(crate) joins: Vec<PlanJoin>,
+    /// The deferred nodes (empty when there are none).
+    pub(crate) deferred: FixedBitSet,
     pub(crate) fingerprint: Fingerprint,
     /// The graph's name (`GraphBuilder::named`); not part of the fingerprint.
     pub(crate) name: Option<Arc<str>>,
@@ -224,6 +232,8 @@ impl<S: State> Plan<S> {
                 preds: join.preds.clone(),
                 target: join.target,
                 reach,
+                quorum: join.policy.quorum.unwrap_or(join.preds.len()),
+                timeout: join.policy.timeout_steps,
             });
         }
 
@@ -247,13 +257,22 @@ impl<S: State> Plan<S> {
                 timeout: def.settings.timeout.or(default_timeout),
                 interrupt_before: def.settings.interrupt_before,
                 interrupt_after: def.settings.interrupt_after,
+                deferred: def.settings.deferred,
             })
             .collect();
+        let mut deferred = FixedBitSet::new();
+        if nodes.iter().any(|node| node.deferred) {
+            deferred.grow(n);
+            for (i, node) in nodes.iter().enumerate() {
+                deferred.set(i, node.deferred);
+            }
+        }
         let mut plan = Plan {
             nodes,
             offsets,
             edges,
             joins,
+            deferred,
             fingerprint: Fingerprint::from_u128(0),
             name,
             has_exclusive: S::FIELDS.iter().any(|f| f.reducer.is_exclusive()),
@@ -278,6 +297,10 @@ impl<S: State> Plan<S> {
             write_str(&mut h, node.func.kind());
             if let NodeKind::Subgraph(child) = node.func.kind {
                 h.update(&child.to_le_bytes());
+            }
+            // Written only when set, so that graphs without them keep their fingerprints.
+            if node.deferred {
+                write_str(&mut h, "deferred");
             }
             if let Some(goto) = &node.goto {
                 write_str(&mut h, "goto");
@@ -317,6 +340,14 @@ impl<S: State> Plan<S> {
         }
         for join in &self.joins {
             target(&mut h, Target::Node(join.target));
+            if join.quorum != join.preds.len() {
+                write_str(&mut h, "quorum");
+                h.update(&(join.quorum as u64).to_le_bytes());
+            }
+            if let Some(steps) = join.timeout {
+                write_str(&mut h, "timeout");
+                h.update(&steps.to_le_bytes());
+            }
         }
         Fingerprint::from_u128(h.digest128())
     }
@@ -331,6 +362,7 @@ impl<S: State> Plan<S> {
                 kind: node.func.kind().to_owned(),
                 interrupt_before: node.interrupt_before,
                 interrupt_after: node.interrupt_after,
+                deferred: node.deferred,
             })
             .collect();
         let n = self.nodes.len();
@@ -369,11 +401,26 @@ impl<S: State> Plan<S> {
                 ty: f.ty.to_owned(),
             })
             .collect();
+        let joins = self
+            .joins
+            .iter()
+            .map(|j| JoinDescription {
+                target: self.nodes[j.target as usize].name.to_string(),
+                predecessors: j
+                    .preds
+                    .iter()
+                    .map(|p| self.nodes[*p as usize].name.to_string())
+                    .collect(),
+                quorum: j.quorum,
+                timeout_steps: j.timeout,
+            })
+            .collect();
         GraphDescription {
             fingerprint: self.fingerprint,
             nodes,
             edges,
             fields,
+            joins,
         }
     }
 }

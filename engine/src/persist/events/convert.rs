@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use super::stored::{
     Hex, StoredEdge, StoredEdgeKind, StoredEvent, StoredField, StoredFieldView, StoredGraph,
-    StoredInterrupt, StoredKind, StoredMode, StoredNode, StoredTask, StoredViewChange,
+    StoredInterrupt, StoredJoin, StoredKind, StoredMode, StoredNode, StoredTask, StoredViewChange,
 };
 use crate::ids::{Fingerprint, TaskId};
 use crate::observe::event::{Event, EventKind, TaskInfo};
 use crate::observe::view::{FieldView, ViewChange};
 use crate::plan::describe::{
-    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, NodeDescription,
+    EdgeDescription, EdgeKind, FieldDescription, GraphDescription, JoinDescription, NodeDescription,
 };
 use crate::run::config::Mode;
 use crate::run::interrupt::Interrupt;
@@ -190,6 +190,7 @@ impl From<&EventKind> for StoredKind {
                             kind: n.kind.clone(),
                             interrupt_before: n.interrupt_before,
                             interrupt_after: n.interrupt_after,
+                            deferred: n.deferred,
                         })
                         .collect(),
                     edges: graph
@@ -215,6 +216,16 @@ impl From<&EventKind> for StoredKind {
                             name: f.name.clone(),
                             reducer: f.reducer.clone(),
                             ty: f.ty.clone(),
+                        })
+                        .collect(),
+                    joins: graph
+                        .joins
+                        .iter()
+                        .map(|j| StoredJoin {
+                            target: j.target.clone(),
+                            predecessors: j.predecessors.clone(),
+                            quorum: j.quorum,
+                            timeout_steps: j.timeout_steps,
                         })
                         .collect(),
                 },
@@ -405,6 +416,7 @@ impl From<StoredKind> for EventKind {
                             kind: n.kind,
                             interrupt_before: n.interrupt_before,
                             interrupt_after: n.interrupt_after,
+                            deferred: n.deferred,
                         })
                         .collect(),
                     edges: graph
@@ -430,6 +442,16 @@ impl From<StoredKind> for EventKind {
                             name: f.name,
                             reducer: f.reducer,
                             ty: f.ty,
+                        })
+                        .collect(),
+                    joins: graph
+                        .joins
+                        .into_iter()
+                        .map(|j| JoinDescription {
+                            target: j.target,
+                            predecessors: j.predecessors,
+                            quorum: j.quorum,
+                            timeout_steps: j.timeout_steps,
                         })
                         .collect(),
                 }),

@@ -184,6 +184,7 @@ mod tests {
                         kind: "async".to_owned(),
                         interrupt_before: true,
                         interrupt_after: false,
+                        deferred: false,
                     }],
                     edges: [
                         (EdgeKind::Static, None),
@@ -205,6 +206,7 @@ mod tests {
                         reducer: "append".to_owned(),
                         ty: "Vec<String>".to_owned(),
                     }],
+                    joins: Vec::new(),
                 }),
             },
             EventKind::StateView {

@@ -102,6 +102,8 @@ pub(super) struct StoredGraph {
     pub(super) nodes: Vec<StoredNode>,
     pub(super) edges: Vec<StoredEdge>,
     pub(super) fields: Vec<StoredField>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(super) joins: Vec<StoredJoin>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -110,6 +112,17 @@ pub(super) struct StoredNode {
     pub(super) kind: String,
     pub(super) interrupt_before: bool,
     pub(super) interrupt_after: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(super) deferred: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct StoredJoin {
+    pub(super) target: String,
+    pub(super) predecessors: Vec<String>,
+    pub(super) quorum: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) timeout_steps: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]

@@ -53,42 +53,100 @@ pub(crate) struct Task {
     pub(crate) id: TaskId,
 }
 
-/// The nodes scheduled for the next step: edge-triggered nodes (deduplicated) and packets.
+/// The nodes scheduled for the next step: edge-triggered nodes (deduplicated) and packets;
+/// and the deferred nodes and packets held until nothing else is left to run.
 struct Frontier {
     marked: FixedBitSet,
     plain: Vec<NodeId>,
     packets: Vec<(NodeId, Arc<[u8]>)>,
+    /// The plan's deferred nodes (empty when it has none).
+    deferrable: FixedBitSet,
+    /// Deferred nodes triggered and held (each once).
+    held: Vec<NodeId>,
+    /// Packets to deferred nodes, held, in the order they were emitted.
+    held_packets: Vec<(NodeId, Arc<[u8]>)>,
 }
 
 impl Frontier {
-    fn new(nodes: usize) -> Self {
+    fn new(nodes: usize, deferrable: FixedBitSet) -> Self {
         Frontier {
             marked: FixedBitSet::with_capacity(nodes),
             plain: Vec::new(),
             packets: Vec::new(),
+            deferrable,
+            held: Vec::new(),
+            held_packets: Vec::new(),
         }
     }
 
+    /// Whether no task is scheduled for the next step. Once a step is routed, deferred tasks
+    /// are held only while others are scheduled: then this means the run is done.
     fn is_empty(&self) -> bool {
         self.plain.is_empty() && self.packets.is_empty()
     }
 
-    /// Schedules a node; a node scheduled twice for one step runs once.
+    /// Schedules a node; a node scheduled twice for one step runs once. A deferred node is
+    /// held instead (once, however often it is triggered).
     fn schedule(&mut self, node: NodeId) {
+        if self.deferrable.contains(node as usize) {
+            if !self.held.contains(&node) {
+                self.held.push(node);
+            }
+        } else {
+            self.put(node);
+        }
+    }
+
+    /// Schedules a node for the next step, deferred or not.
+    fn put(&mut self, node: NodeId) {
         if !self.marked.put(node as usize) {
             self.plain.push(node);
         }
     }
 
-    /// Whether a node of the frontier is in `set`.
+    /// Schedules a packet; one to a deferred node is held.
+    fn send(&mut self, node: NodeId, input: Arc<[u8]>) {
+        if self.deferrable.contains(node as usize) {
+            self.held_packets.push((node, input));
+        } else {
+            self.packets.push((node, input));
+        }
+    }
+
+    /// Whether a deferred node or packet is held.
+    fn holds(&self) -> bool {
+        !self.held.is_empty() || !self.held_packets.is_empty()
+    }
+
+    /// Whether a held deferred node or packet is in `set`.
+    fn holds_in(&self, set: &FixedBitSet) -> bool {
+        self.held.iter().any(|n| set.contains(*n as usize))
+            || self
+                .held_packets
+                .iter()
+                .any(|(n, _)| set.contains(*n as usize))
+    }
+
+    /// Schedules the held deferred nodes and packets for the next step.
+    fn release(&mut self) {
+        for node in std::mem::take(&mut self.held) {
+            self.put(node);
+        }
+        self.packets.append(&mut self.held_packets);
+    }
+
+    /// Whether a node of the frontier, scheduled or held, is in `set`.
     fn meets(&self, set: &FixedBitSet) -> bool {
         self.plain.iter().any(|n| set.contains(*n as usize))
             || self.packets.iter().any(|(n, _)| set.contains(*n as usize))
+            || self.holds_in(set)
     }
 
-    /// Puts the edge-triggered nodes in plan order, as a checkpoint stores them.
+    /// Puts the edge-triggered nodes (scheduled and held) in plan order, as a checkpoint
+    /// stores them.
     fn sort(&mut self) {
         self.plain.sort_unstable();
+        self.held.sort_unstable();
     }
 
     /// Turns the frontier into the step's tasks, in merge order: edge-triggered nodes in plan
@@ -133,6 +191,30 @@ pub(crate) struct JoinPass {
     /// Per predecessor: whether it arrived in this pass.
     pub(crate) arrived: Vec<bool>,
     pub(crate) active: bool,
+    /// Whether the join fired early in this pass (a quorum or a timeout): the predecessors
+    /// still to come are ignored until the pass ends.
+    pub(crate) fired: bool,
+    /// The step in which the pass's first predecessor finished.
+    pub(crate) began: u64,
+}
+
+impl JoinPass {
+    fn new(preds: usize) -> Self {
+        JoinPass {
+            arrived: vec![false; preds],
+            active: false,
+            fired: false,
+            began: 0,
+        }
+    }
+
+    /// Ends the pass.
+    fn reset(&mut self) {
+        self.arrived.iter_mut().for_each(|a| *a = false);
+        self.active = false;
+        self.fired = false;
+        self.began = 0;
+    }
 }
 
 /// How a run begins.
@@ -244,13 +326,10 @@ impl<S: State> Scheduler<S> {
         let joins = plan
             .joins
             .iter()
-            .map(|j| JoinPass {
-                arrived: vec![false; j.preds.len()],
-                active: false,
-            })
+            .map(|j| JoinPass::new(j.preds.len()))
             .collect();
         Scheduler {
-            frontier: Frontier::new(plan.nodes.len()),
+            frontier: Frontier::new(plan.nodes.len(), plan.deferred.clone()),
             views: shared.config.state_views.then(Views::default),
             plan,
             shared,
@@ -361,7 +440,7 @@ impl<S: State> Scheduler<S> {
                 self.describe(&state, 0);
                 let start_key = task_key("", 0, crate::define::route::START, 0);
                 self.route(0, start_key, 0, None, &state)?;
-                self.resolve_joins();
+                self.resolve_joins(0);
                 let all = vec![true; S::FIELDS.len()];
                 self.save(persist, 0, &state, &all, &[]).await?;
                 (state, Vec::new())
@@ -495,7 +574,7 @@ impl<S: State> Scheduler<S> {
             for (task, goto) in tasks.iter().zip(gotos.drain(..)) {
                 self.route(slot(Some(task.node)), task.key, step, goto, &state)?;
             }
-            self.resolve_joins();
+            self.resolve_joins(step);
             let interrupts: Vec<Interrupt> = if self.frontier.is_empty() {
                 Vec::new()
             } else {
@@ -541,6 +620,8 @@ impl<S: State> Scheduler<S> {
             plan: &self.plan,
             nodes: &self.frontier.plain,
             packets: &self.frontier.packets,
+            held: &self.frontier.held,
+            held_packets: &self.frontier.held_packets,
             joins: &self.joins,
             events: self.shared.events.next_seq(),
             interrupts,

@@ -183,10 +183,14 @@ impl<S: State> Scheduler<S> {
     /// next step that began came to.
     pub(super) fn restore(&mut self, loaded: &Loaded<S>) -> Result<Vec<RestoredTask<S>>> {
         let restored = loaded.restore(&self.plan, &self.shared.run_id)?;
+        // The next step's tasks as they were scheduled: a deferred node among them was
+        // released.
         for node in restored.nodes {
-            self.frontier.schedule(node);
+            self.frontier.put(node);
         }
         self.frontier.packets.extend(restored.packets);
+        self.frontier.held.extend(restored.held);
+        self.frontier.held_packets.extend(restored.held_packets);
         if restored.joins.len() == self.joins.len() {
             for (pass, stored) in self.joins.iter_mut().zip(restored.joins) {
                 if stored.arrived.len() == pass.arrived.len() {

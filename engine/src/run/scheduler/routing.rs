@@ -1,4 +1,5 @@
-//! Routing after a step: edges, go-tos, packets and joins.
+//! Routing after a step: edges, go-tos, packets, joins (all, quorum, timeout) and deferred
+//! nodes.
 
 use super::*;
 
@@ -23,7 +24,7 @@ impl<S: State> Scheduler<S> {
             // A go-to replaces the node's routing edges, not its arrival at joins: it finished.
             for edge in plan.out(from) {
                 if let PlanEdge::Join { join, pos } = edge {
-                    self.arrive(*join, *pos);
+                    self.arrive(*join, *pos, step);
                 }
             }
             return Ok(());
@@ -56,7 +57,7 @@ impl<S: State> Scheduler<S> {
                         self.frontier.schedule(n);
                     }
                 }
-                PlanEdge::Join { join, pos } => self.arrive(*join, *pos),
+                PlanEdge::Join { join, pos } => self.arrive(*join, *pos, step),
             }
         }
         Ok(())
@@ -82,65 +83,113 @@ impl<S: State> Scheduler<S> {
             if let (Some(Target::Node(n)), Ok(input)) =
                 (find_target(declared, &packet.node), packet.input)
             {
-                self.frontier.packets.push((n, input));
+                self.frontier.send(n, input);
             }
         }
         Ok(())
     }
 
-    pub(super) fn arrive(&mut self, join: u32, pos: u32) {
+    /// A predecessor arrives at a join in `step`. After the join fired early, a predecessor
+    /// that already arrived in the pass begins a new one.
+    pub(super) fn arrive(&mut self, join: u32, pos: u32, step: u64) {
         let pass = &mut self.joins[join as usize];
+        if pass.fired && pass.arrived[pos as usize] {
+            pass.reset();
+        }
+        if !pass.active {
+            pass.active = true;
+            pass.began = step;
+        }
         pass.arrived[pos as usize] = true;
-        pass.active = true;
     }
 
-    /// Fires every join whose predecessors have all finished or can no longer arrive in this
-    /// pass, and at least one finished. A predecessor can still arrive while a node that leads
-    /// to it is scheduled, or while another join that has begun its pass (and so will fire)
-    /// targets such a node: nested joins fire inner first, whatever order they were declared.
-    pub(super) fn resolve_joins(&mut self) {
+    /// After routing `step`: fires every join whose predecessors have all finished or can no
+    /// longer arrive in this pass (if at least one finished), or that reached its quorum or
+    /// its timeout; ends the passes of joins that fired early once nothing more can arrive;
+    /// and, when nothing else is left to run, releases the deferred nodes.
+    ///
+    /// A predecessor can still arrive while a node that leads to it is scheduled or held, or
+    /// while another join that has begun its pass (and so will fire) targets such a node:
+    /// nested joins fire inner first, whatever order they were declared. When nothing is
+    /// scheduled, joins that wait only on one another are released first (the first in plan
+    /// order), then the deferred nodes.
+    pub(super) fn resolve_joins(&mut self, step: u64) {
         let plan = self.plan.clone();
-        let joins = &plan.joins;
         loop {
             let mut fired = false;
-            for (j, spec) in joins.iter().enumerate() {
-                if !self.joins[j].active {
+            for (j, spec) in plan.joins.iter().enumerate() {
+                let pass = &self.joins[j];
+                if !pass.active {
                     continue;
                 }
-                let pending =
-                    |reach: &FixedBitSet| {
-                        self.frontier.meets(reach)
-                            || joins.iter().zip(&self.joins).enumerate().any(
-                                |(k, (other, pass))| {
-                                    k != j && pass.active && reach.contains(other.target as usize)
-                                },
-                            )
-                    };
-                let waiting = spec
-                    .reach
-                    .iter()
-                    .zip(&self.joins[j].arrived)
-                    .any(|(reach, arrived)| !arrived && pending(reach));
+                let waiting = self.waiting(j, |reach| self.frontier.meets(reach), true);
+                let pass = &self.joins[j];
+                if pass.fired {
+                    if !waiting {
+                        // The pass ends: its late predecessors were ignored.
+                        self.joins[j].reset();
+                    }
+                    continue;
+                }
+                let arrived = pass.arrived.iter().filter(|a| **a).count();
+                let timed_out = spec
+                    .timeout
+                    .is_some_and(|t| step >= pass.began.saturating_add(u64::from(t)));
                 if !waiting {
                     self.fire(j);
+                    fired = true;
+                } else if arrived >= spec.quorum || timed_out {
+                    self.frontier.schedule(spec.target);
+                    self.joins[j].fired = true;
                     fired = true;
                 }
             }
             if fired {
                 continue;
             }
-            // Joins that wait only on one another would wait forever: release the first.
-            match self.joins.iter().position(|p| p.active) {
-                Some(j) if self.frontier.is_empty() => self.fire(j),
-                _ => return,
+            if !self.frontier.is_empty() {
+                return;
+            }
+            // Nothing is scheduled. Joins that wait only on one another would wait forever:
+            // release the first; then the deferred nodes.
+            let free = (0..plan.joins.len()).find(|&j| {
+                self.joins[j].active
+                    && !self.waiting(j, |reach| self.frontier.holds_in(reach), false)
+            });
+            match free {
+                Some(j) if self.joins[j].fired => self.joins[j].reset(),
+                Some(j) => self.fire(j),
+                None if self.frontier.holds() => self.frontier.release(),
+                None => return,
             }
         }
     }
 
+    /// Whether join `j` waits for a predecessor that has not arrived and that `pending` says
+    /// can still arrive, or (with `joins`) that another join yet to fire leads to.
+    fn waiting(&self, j: usize, pending: impl Fn(&FixedBitSet) -> bool, joins: bool) -> bool {
+        let joins_ahead =
+            |reach: &FixedBitSet| {
+                joins
+                    && self.plan.joins.iter().zip(&self.joins).enumerate().any(
+                        |(k, (other, pass))| {
+                            k != j
+                                && pass.active
+                                && !pass.fired
+                                && reach.contains(other.target as usize)
+                        },
+                    )
+            };
+        self.plan.joins[j]
+            .reach
+            .iter()
+            .zip(&self.joins[j].arrived)
+            .any(|(reach, arrived)| !arrived && (pending(reach) || joins_ahead(reach)))
+    }
+
+    /// Fires join `j` at the end of its pass.
     pub(super) fn fire(&mut self, j: usize) {
-        let pass = &mut self.joins[j];
-        pass.active = false;
-        pass.arrived.iter_mut().for_each(|a| *a = false);
+        self.joins[j].reset();
         self.frontier.schedule(self.plan.joins[j].target);
     }
 }
