@@ -219,13 +219,26 @@ pub enum Error {
         /// The step.
         step: u64,
     },
-    /// The run needed more steps than its recursion limit allows.
+    /// An invocation of the run (a fresh run or a resume) needed more steps than its
+    /// [`RunConfig::recursion_limit`](crate::RunConfig::recursion_limit) allows. Its last step
+    /// is checkpointed: resuming it goes on, for up to the limit again.
     #[error(
-        "recursion limit of {limit} steps reached without finishing; \
-         if the graph loops on purpose, raise it with `recursion_limit`"
+        "recursion limit of {limit} steps per invocation reached without finishing; \
+         if the graph loops on purpose, raise it with `recursion_limit` (resuming the run goes on)"
     )]
     RecursionLimit {
         /// The limit.
+        limit: u64,
+    },
+    /// The run reached its budget of steps across all its invocations
+    /// ([`RunConfig::max_total_steps`](crate::RunConfig::max_total_steps)) without finishing.
+    /// Its last step is checkpointed: resuming it with a higher budget goes on.
+    #[error(
+        "the run used its budget of {limit} steps in all without finishing; \
+         resume it with a higher `max_total_steps` to go on"
+    )]
+    TotalStepsLimit {
+        /// The budget.
         limit: u64,
     },
     /// A router or a node's go-to chose a target that its edge did not declare.
