@@ -365,6 +365,30 @@ pub enum Error {
         /// The ids it waits on, comma separated.
         pending: String,
     },
+    /// A resume's [`Resume::value`](crate::Resume::value) could answer more than one interrupt:
+    /// the run waits on several that are not answered by id. Answer them by id
+    /// ([`Resume::answer`](crate::Resume::answer)). Nothing was stored; the run waits as before.
+    #[error(
+        "run `{run}` waits on {} interrupts not answered by id, so `Resume::value` cannot tell which one it answers: {}; answer them by id with `Resume::answer`",
+        waiting.len(),
+        waiting.iter().map(|i| format!("`{}` (id {})", i.node, i.id)).collect::<Vec<_>>().join(", ")
+    )]
+    AmbiguousResumeValue {
+        /// The run.
+        run: String,
+        /// The interrupts left unanswered, in the order the run lists them.
+        waiting: Vec<crate::run::interrupt::Interrupt>,
+    },
+    /// A resume's [`Resume::value`](crate::Resume::value) has no interrupt to answer: the run
+    /// waits on none, or the answers by id answer every one. Nothing was stored; the run is as
+    /// before.
+    #[error(
+        "run `{run}` waits on no interrupt that `Resume::value` could answer (none is pending, or every one is answered by id)"
+    )]
+    NoInterruptToAnswer {
+        /// The run.
+        run: String,
+    },
     /// A resume's answer could not be represented as JSON.
     #[error("the answer to interrupt `{id}` cannot be encoded: {message}")]
     AnswerEncode {
