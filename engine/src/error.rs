@@ -240,13 +240,26 @@ pub enum Error {
         /// The step.
         step: u64,
     },
-    /// The run needed more steps than its recursion limit allows.
+    /// An invocation of the run (a fresh run or a resume) needed more steps than its
+    /// [`RunConfig::recursion_limit`](crate::RunConfig::recursion_limit) allows. Its last step
+    /// is checkpointed: resuming it goes on, for up to the limit again.
     #[error(
-        "recursion limit of {limit} steps reached without finishing; \
-         if the graph loops on purpose, raise it with `recursion_limit`"
+        "recursion limit of {limit} steps per invocation reached without finishing; \
+         if the graph loops on purpose, raise it with `recursion_limit` (resuming the run goes on)"
     )]
     RecursionLimit {
         /// The limit.
+        limit: u64,
+    },
+    /// The run reached its budget of steps across all its invocations
+    /// ([`RunConfig::max_total_steps`](crate::RunConfig::max_total_steps)) without finishing.
+    /// Its last step is checkpointed: resuming it with a higher budget goes on.
+    #[error(
+        "the run used its budget of {limit} steps in all without finishing; \
+         resume it with a higher `max_total_steps` to go on"
+    )]
+    TotalStepsLimit {
+        /// The budget.
         limit: u64,
     },
     /// A router or a node's go-to chose a target that its edge did not declare.
@@ -372,6 +385,30 @@ pub enum Error {
         id: String,
         /// The ids it waits on, comma separated.
         pending: String,
+    },
+    /// A resume's [`Resume::value`](crate::Resume::value) could answer more than one interrupt:
+    /// the run waits on several that are not answered by id. Answer them by id
+    /// ([`Resume::answer`](crate::Resume::answer)). Nothing was stored; the run waits as before.
+    #[error(
+        "run `{run}` waits on {} interrupts not answered by id, so `Resume::value` cannot tell which one it answers: {}; answer them by id with `Resume::answer`",
+        waiting.len(),
+        waiting.iter().map(|i| format!("`{}` (id {})", i.node, i.id)).collect::<Vec<_>>().join(", ")
+    )]
+    AmbiguousResumeValue {
+        /// The run.
+        run: String,
+        /// The interrupts left unanswered, in the order the run lists them.
+        waiting: Vec<crate::run::interrupt::Interrupt>,
+    },
+    /// A resume's [`Resume::value`](crate::Resume::value) has no interrupt to answer: the run
+    /// waits on none, or the answers by id answer every one. Nothing was stored; the run is as
+    /// before.
+    #[error(
+        "run `{run}` waits on no interrupt that `Resume::value` could answer (none is pending, or every one is answered by id)"
+    )]
+    NoInterruptToAnswer {
+        /// The run.
+        run: String,
     },
     /// A resume's answer could not be represented as JSON.
     #[error("the answer to interrupt `{id}` cannot be encoded: {message}")]

@@ -115,7 +115,8 @@ impl<S: State> CompiledGraph<S> {
     /// A run stopped at interrupts ([`Error::Interrupted`](crate::Error::Interrupted)) goes on past its
     /// `interrupt_before` and `interrupt_after` gates; a node that called
     /// [`Context::interrupt`](crate::Context::interrupt) runs again, and gets the answer given
-    /// for the interrupt's id (without one, it interrupts again). The interrupts a run waits
+    /// for the interrupt's id (without one, it interrupts again), or the
+    /// [`Resume::value`] when it is the one interrupt left. The interrupts a run waits
     /// on are listed by [`GraphHistory::interrupts`](crate::GraphHistory::interrupts).
     ///
     /// # Examples

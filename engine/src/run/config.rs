@@ -85,6 +85,7 @@ pub struct RunConfig {
     pub(crate) mode: Mode,
     pub(crate) seed: u64,
     pub(crate) recursion_limit: u64,
+    pub(crate) max_total_steps: Option<u64>,
     pub(crate) run_id: Option<String>,
     pub(crate) event_capacity: usize,
     pub(crate) store: Option<Arc<dyn CheckpointStore>>,
@@ -107,6 +108,7 @@ impl Default for RunConfig {
             mode: Mode::Parallel,
             seed: 0,
             recursion_limit: RunConfig::DEFAULT_RECURSION_LIMIT,
+            max_total_steps: None,
             run_id: None,
             event_capacity: 4096,
             store: None,
@@ -124,14 +126,14 @@ impl Default for RunConfig {
 }
 
 impl RunConfig {
-    /// The default recursion limit: 10,000 steps.
+    /// The default recursion limit: 10,000 steps per invocation.
     pub const DEFAULT_RECURSION_LIMIT: u64 = 10_000;
 
     /// The default lease time to live: 30 seconds.
     pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 
-    /// The defaults: parallel, seed 0, 10,000 steps, a fresh run id, 4,096 buffered events, no
-    /// checkpoint store.
+    /// The defaults: parallel, seed 0, 10,000 steps per invocation and no budget for the whole
+    /// run, a fresh run id, 4,096 buffered events, no checkpoint store.
     pub fn new() -> Self {
         RunConfig::default()
     }
@@ -150,10 +152,86 @@ impl RunConfig {
         self
     }
 
-    /// Sets the most steps the run may take; a limit of N lets a run of exactly N steps finish.
+    /// Sets the most steps one **invocation** may take (default
+    /// [`DEFAULT_RECURSION_LIMIT`](RunConfig::DEFAULT_RECURSION_LIMIT)): a fresh run, or a
+    /// resume. A limit of N lets an invocation of exactly N steps finish; before step N + 1 of
+    /// the invocation, the run stops with [`Error::RecursionLimit`](crate::Error::RecursionLimit),
+    /// its last step checkpointed. It can be resumed, and the resume is an invocation of its
+    /// own, with a limit of its own (its configuration's).
+    ///
+    /// The count of an invocation starts at 0 whatever the run's step number: a loop that
+    /// stops at an interrupt every few steps never reaches the limit, however many times it
+    /// is answered. A step that a resume runs again (the step an interrupt or a failure
+    /// stopped) counts for the resume. To bound the run's steps across all its invocations,
+    /// see [`max_total_steps`](RunConfig::max_total_steps).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A loop of 5 steps.
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("tick", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_edge(START, "tick")
+    ///     .add_conditional_edges("tick", ["tick", END], |c: &Count| if c.n < 5 { "tick" } else { END });
+    /// let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = || RunConfig::new().store(store.clone()).run_id("r").recursion_limit(3);
+    ///
+    /// // The first invocation stops after 3 steps; the resume has 3 more.
+    /// let e = graph.run_with(Count::default(), config()).await.unwrap_err();
+    /// assert!(matches!(e, Error::RecursionLimit { limit: 3 }));
+    /// assert_eq!(graph.resume("r", config()).await?.n, 5);
+    /// # Ok(()) }
+    /// ```
     #[must_use]
     pub fn recursion_limit(mut self, steps: u64) -> Self {
         self.recursion_limit = steps;
+        self
+    }
+
+    /// Bounds the steps of the whole run, across all its invocations (none by default): a
+    /// budget of N lets the run reach step N, as numbered in its checkpoints (a step that a
+    /// resume runs again counts once). Before step N + 1, the run stops with
+    /// [`Error::TotalStepsLimit`](crate::Error::TotalStepsLimit), its last step checkpointed;
+    /// resuming it with a higher budget (or none) lets it go on. Each invocation's
+    /// configuration sets the budget it runs under, and the
+    /// [`recursion_limit`](RunConfig::recursion_limit) still bounds each invocation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // A loop of 5 steps.
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("tick", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_edge(START, "tick")
+    ///     .add_conditional_edges("tick", ["tick", END], |c: &Count| if c.n < 5 { "tick" } else { END });
+    /// let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = || RunConfig::new().store(store.clone()).run_id("r");
+    ///
+    /// let e = graph.run_with(Count::default(), config().max_total_steps(4)).await.unwrap_err();
+    /// assert!(matches!(e, Error::TotalStepsLimit { limit: 4 }));
+    /// // The same budget stops it again at once; a higher one lets it finish.
+    /// let e = graph.resume("r", config().max_total_steps(4)).await.unwrap_err();
+    /// assert!(matches!(e, Error::TotalStepsLimit { limit: 4 }));
+    /// assert_eq!(graph.resume("r", config().max_total_steps(5)).await?.n, 5);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn max_total_steps(mut self, steps: u64) -> Self {
+        self.max_total_steps = Some(steps);
         self
     }
 

@@ -147,7 +147,8 @@ impl fmt::Display for SubgraphInterrupted {
 
 impl std::error::Error for SubgraphInterrupted {}
 
-/// What a resumed run is given: answers to its interrupts, by id, and an edit of its state.
+/// What a resumed run is given: answers to its interrupts (by id, or one [`value`](Resume::value)
+/// for the one it waits on) and an edit of its state.
 ///
 /// # Examples
 ///
@@ -169,6 +170,8 @@ impl std::error::Error for SubgraphInterrupted {}
 /// ```
 pub struct Resume<S: State> {
     pub(crate) answers: Vec<(String, Result<String, String>)>,
+    /// The answer to the one interrupt the answers by id leave ([`Resume::value`]).
+    pub(crate) value: Option<Result<String, String>>,
     pub(crate) update: Option<S::Update>,
 }
 
@@ -179,6 +182,7 @@ impl<S: State> fmt::Debug for Resume<S> {
                 "answers",
                 &self.answers.iter().map(|(id, _)| id).collect::<Vec<_>>(),
             )
+            .field("value", &self.value.is_some())
             .field("update", &self.update.is_some())
             .finish()
     }
@@ -188,6 +192,7 @@ impl<S: State> Default for Resume<S> {
     fn default() -> Self {
         Resume {
             answers: Vec::new(),
+            value: None,
             update: None,
         }
     }
@@ -198,6 +203,53 @@ impl<S: State> Resume<S> {
     /// from inside nodes are raised again.
     pub fn new() -> Self {
         Resume::default()
+    }
+
+    /// Answers the one interrupt the run waits on, without its id: the node's
+    /// [`Context::interrupt`](crate::Context::interrupt) call returns `value` (a gate, from
+    /// `interrupt_before` or `interrupt_after`, is passed). Chain [`answer`](Resume::answer)
+    /// and [`update`](Resume::update) as with [`Resume::new`].
+    ///
+    /// The value answers the interrupt that is left once the answers by id are taken out:
+    /// with one interrupt pending, that one; with several, the only one not answered by id.
+    /// When more than one is left, the resume fails with
+    /// [`Error::AmbiguousResumeValue`](crate::Error::AmbiguousResumeValue), which lists them
+    /// (ids, nodes); when none is (the run waits on nothing, or every interrupt is answered by
+    /// id), with [`Error::NoInterruptToAnswer`](crate::Error::NoInterruptToAnswer). Either way
+    /// nothing is stored and the run stays as it was.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Doc { approved: bool }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Doc>::new();
+    /// b.add_node("review", |_, ctx: Context| async move {
+    ///     let ok: bool = ctx.interrupt("approve the document?")?;
+    ///     Ok(DocUpdate::new().approved(ok))
+    /// })
+    /// .add_edge(START, "review")
+    /// .add_edge("review", END);
+    /// let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = || RunConfig::new().run_id("doc-1").store(store.clone());
+    ///
+    /// let outcome = graph.run_with(Doc::default(), config()).outcome().await?;
+    /// assert!(matches!(outcome, RunOutcome::Interrupted(_)));
+    /// // It waits on one interrupt: answer it without its id.
+    /// let doc = graph.resume_with("doc-1", Resume::value(true), config()).await?;
+    /// assert!(doc.approved);
+    /// # Ok(()) }
+    /// ```
+    pub fn value(value: impl Serialize) -> Self {
+        Resume {
+            value: Some(serde_json::to_string(&value).map_err(|e| e.to_string())),
+            ..Resume::default()
+        }
     }
 
     /// Answers the interrupt `id`: the node's

@@ -502,8 +502,16 @@ impl<S: State> Scheduler<S> {
         let mut commands: Vec<Command<S>> = Vec::new();
         let mut gotos: Vec<Option<Route>> = Vec::new();
         let mut written = vec![false; S::FIELDS.len()];
+        // The steps of this invocation: the recursion limit bounds them, whatever the run's
+        // step number (which goes on across invocations, and bounds the total budget).
+        let mut taken: u64 = 0;
         while !self.frontier.is_empty() {
-            if *step >= self.config().recursion_limit {
+            if let Some(limit) = self.config().max_total_steps
+                && *step >= limit
+            {
+                return Err(Error::TotalStepsLimit { limit }.into());
+            }
+            if taken >= self.config().recursion_limit {
                 return Err(Error::RecursionLimit {
                     limit: self.config().recursion_limit,
                 }
@@ -522,6 +530,7 @@ impl<S: State> Scheduler<S> {
                 .into());
             }
             *step += 1;
+            taken += 1;
             let step = *step;
             self.frontier
                 .take_tasks(&plan, &self.shared.run_id, step, &mut tasks);

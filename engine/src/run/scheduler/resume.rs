@@ -19,26 +19,59 @@ impl<S: State> Scheduler<S> {
         loaded: &mut Loaded<S>,
         p: &mut Persister<S>,
     ) -> Result<()> {
-        let Resume { answers, update } = resume;
+        let Resume {
+            mut answers,
+            value,
+            update,
+        } = resume;
         let run = &self.shared.run_id;
         let mut answered = Vec::new();
-        if !answers.is_empty() {
+        if !answers.is_empty() || value.is_some() {
             let waiting = loaded.waiting();
+            let unknown = |id: String| Error::UnknownInterrupt {
+                run: run.to_string(),
+                id,
+                pending: waiting
+                    .iter()
+                    .map(|(i, _)| i.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            if let Some(value) = value {
+                // The value answers the one interrupt the answers by id leave, once they are
+                // known to name interrupts the run waits on.
+                let known = |id: &String| waiting.iter().any(|(i, _)| i.id == *id);
+                if let Some((id, _)) = answers.iter().find(|(id, _)| !known(id)) {
+                    return Err(unknown(id.clone()));
+                }
+                let mut left: Vec<Interrupt> = waiting
+                    .iter()
+                    .map(|(i, _)| i)
+                    .filter(|i| !answers.iter().any(|(id, _)| *id == i.id))
+                    .cloned()
+                    .collect();
+                match left.len() {
+                    0 => {
+                        return Err(Error::NoInterruptToAnswer {
+                            run: run.to_string(),
+                        });
+                    }
+                    1 => answers.push((left.swap_remove(0).id, value)),
+                    _ => {
+                        return Err(Error::AmbiguousResumeValue {
+                            run: run.to_string(),
+                            waiting: left,
+                        });
+                    }
+                }
+            }
             for (id, value) in answers {
                 let value = value.map_err(|message| Error::AnswerEncode {
                     id: id.clone(),
                     message,
                 })?;
                 let Some((interrupt, at)) = waiting.iter().find(|(i, _)| i.id == id) else {
-                    return Err(Error::UnknownInterrupt {
-                        run: run.to_string(),
-                        id,
-                        pending: waiting
-                            .iter()
-                            .map(|(i, _)| i.id.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
+                    return Err(unknown(id));
                 };
                 // A gate of this run needs no value; a node's interrupt (or its subgraph's)
                 // gets it when the task runs again.
