@@ -69,20 +69,20 @@ async fn inspect(dir: &Path) -> Result<Durable, String> {
     let latest = checkpoints
         .last()
         .ok_or("a run record without checkpoints")?;
-    let mut finished = BTreeSet::new();
-    let pending = store
-        .get_pending_writes(RUN, latest.step + 1)
+    // The tasks of the step after the newest checkpoint whose writes are stored (pending
+    // writes): `next` lists only the tasks still to run, these are the others.
+    let finished: BTreeSet<String> = history
+        .pending(RUN)
         .await
-        .map_err(|e| e.to_string())?;
-    for (index, _) in pending {
-        let node = latest.next.get(index as usize).ok_or_else(|| {
-            format!(
-                "a pending write of task {index} of step {}, which has {} tasks",
-                latest.step + 1,
-                latest.next.len()
-            )
-        })?;
-        finished.insert(node.clone());
+        .map_err(|e| format!("the pending writes do not read back: {e}"))?
+        .into_iter()
+        .map(|task| task.node)
+        .collect();
+    if let Some(stray) = finished.iter().find(|node| latest.next.contains(node)) {
+        return Err(format!(
+            "`{stray}` has a stored pending write of step {} but is listed among the tasks to run",
+            latest.step + 1
+        ));
     }
     let last_state = match record.status {
         RunStatus::Completed => Some(
