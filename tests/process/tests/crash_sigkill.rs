@@ -23,6 +23,8 @@
 
 #[path = "../src/crash.rs"]
 mod crash;
+#[path = "../src/kills.rs"]
+mod kills;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use agentgraph::prelude::*;
 use agentgraph_checkpoint::RunStatus;
 use crash::*;
+use kills::{Draws, env_u64};
 
 /// What the store holds once a child is dead.
 #[derive(Debug, Clone, Default)]
@@ -131,28 +134,6 @@ fn shown(step: Option<u64>) -> String {
     step.map_or_else(|| "none".to_owned(), |s| s.to_string())
 }
 
-/// SplitMix64: the kill instants, from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a whole number")),
-    )
-}
-
 /// Where a check stands, for failure messages.
 struct Place {
     seed: u64,
@@ -236,7 +217,7 @@ fn sigkill_at_random_instants_loses_no_acknowledged_step() {
         now.as_nanos() as u64 ^ u64::from(std::process::id())
     });
     eprintln!("crash test: {budget} kills, seed {seed} (AGENTGRAPH_CRASH_SEED={seed} replays)");
-    let mut rng = Rng(seed);
+    let mut rng = Draws::new(seed);
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

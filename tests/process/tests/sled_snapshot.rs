@@ -15,10 +15,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+#[path = "../src/kills.rs"]
+mod kills;
 #[path = "../src/sled_snapshot.rs"]
 mod sled_snapshot;
 
 use agentgraph::store::{CheckpointStore, RunRecord, RunStatus, SledStore, StoreError, WriteBatch};
+use kills::{Draws, env_u64};
 use sled_snapshot::{ACKED, CHILD_DIR, OPEN, OPENING, RUN, block_on, step_bytes, write_steps};
 
 /// Writes `n` small checkpoints of another run, so that sled's page table (its snapshot)
@@ -165,26 +168,6 @@ fn a_leftover_of_a_store_open_elsewhere_is_left_alone() {
 const WINDOW_MS: u64 = 40;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// SplitMix64, for the kill instants.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number"))
-    })
-}
-
 /// A child and the lines it prints, each with when it arrived.
 struct Running {
     child: Child,
@@ -276,7 +259,7 @@ fn kills_while_the_store_opens_never_leave_it_unopenable() {
             .as_nanos() as u64
     });
     eprintln!("seed {seed} (replay with AGENTGRAPH_SNAPSHOT_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Draws::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let store_dir: PathBuf = dir.path().join("store");
     {
