@@ -30,7 +30,6 @@ pub const MAX_RUN_ID_LEN: usize = 512;
 /// assert_eq!(RunStatus::Interrupted.as_str(), "interrupted");
 /// assert_eq!(RunStatus::Completed.to_string(), "completed");
 /// assert_eq!("failed".parse::<RunStatus>(), Ok(RunStatus::Failed));
-/// assert!(RunStatus::Failed.is_resumable());
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,23 +78,6 @@ impl RunStatus {
             RunStatus::Interrupted => "interrupted",
             RunStatus::Cancelled => "cancelled",
         }
-    }
-
-    /// Whether the run has ended for now and can be resumed (failed, interrupted or
-    /// cancelled).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use agentgraph_checkpoint::RunStatus;
-    /// assert!(RunStatus::Cancelled.is_resumable());
-    /// assert!(!RunStatus::Completed.is_resumable());
-    /// ```
-    pub const fn is_resumable(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Failed | RunStatus::Interrupted | RunStatus::Cancelled
-        )
     }
 }
 

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use agentgraph_engine::RunStatus;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{Args, Parser, Subcommand};
 
 /// Inspect, follow, prune and serve the runs of an agentgraph checkpoint store.
 ///
@@ -94,8 +95,8 @@ pub(crate) struct RunArg {
 #[derive(Debug, Args)]
 pub(crate) struct RunsArgs {
     /// Only runs with this status (repeat it for several).
-    #[arg(long, value_enum, value_name = "STATUS")]
-    pub(crate) status: Vec<StatusArg>,
+    #[arg(long, value_name = "STATUS", value_parser = status_parser())]
+    pub(crate) status: Vec<RunStatus>,
     /// Also list subgraph runs, indented under their parents.
     #[arg(long)]
     pub(crate) all: bool,
@@ -181,36 +182,10 @@ pub(crate) struct ServeArgs {
     pub(crate) token: Option<String>,
 }
 
-/// A run status, as `--status` takes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum StatusArg {
-    /// Created (by a fork) and not started.
-    Pending,
-    /// Running, or ended by a crash.
-    Running,
-    /// Finished.
-    Completed,
-    /// Stopped by an error.
-    Failed,
-    /// Stopped at an interrupt, waiting for input.
-    Interrupted,
-    /// Cancelled from outside.
-    Cancelled,
-}
-
-impl StatusArg {
-    /// Whether `status` is this one.
-    pub(crate) fn matches(self, status: RunStatus) -> bool {
-        matches!(
-            (self, status),
-            (StatusArg::Pending, RunStatus::Pending)
-                | (StatusArg::Running, RunStatus::Running)
-                | (StatusArg::Completed, RunStatus::Completed)
-                | (StatusArg::Failed, RunStatus::Failed)
-                | (StatusArg::Interrupted, RunStatus::Interrupted)
-                | (StatusArg::Cancelled, RunStatus::Cancelled)
-        )
-    }
+/// `--status`: the names of [`RunStatus`] (its `as_str`), offered as the possible values.
+fn status_parser() -> impl TypedValueParser<Value = RunStatus> {
+    PossibleValuesParser::new(RunStatus::ALL.map(RunStatus::as_str))
+        .try_map(|name| name.parse::<RunStatus>())
 }
 
 #[cfg(test)]

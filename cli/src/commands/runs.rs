@@ -44,7 +44,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunsArgs) -> Result<()> {
         .map(|r| (r, parent_of(&r.run_id, &ids)))
         .filter(|(r, parent)| {
             (args.all || parent.is_none())
-                && (args.status.is_empty() || args.status.iter().any(|s| s.matches(r.status)))
+                && (args.status.is_empty() || args.status.contains(&r.status))
         })
         .collect();
 
