@@ -363,6 +363,19 @@ pub enum Error {
     /// A new run was given the id of a run already in the store.
     #[error("run `{0}` already exists in the store; resume it, or choose another run id")]
     RunExists(String),
+    /// A thread was given its next input, but its last invocation did not end: it waits at
+    /// interrupts (answer them with [`CompiledGraph::resume_with`](crate::CompiledGraph::resume_with)),
+    /// failed, was cancelled or was stopped mid-step (resume it with
+    /// [`CompiledGraph::resume`](crate::CompiledGraph::resume)). Nothing was written.
+    #[error(
+        "thread `{thread}` is {status}: its last invocation did not end; resume it (answering its interrupts, if it waits on any) before giving it a new input"
+    )]
+    ThreadNotReady {
+        /// The thread (its run id).
+        thread: String,
+        /// Its run's status.
+        status: agentgraph_checkpoint::RunStatus,
+    },
     /// A new run (or fork) was given an id containing `/@`, which marks the runs of subgraphs
     /// (`{run}/@{node}/{task}`): only those may have it.
     #[error(
@@ -499,6 +512,26 @@ pub enum Error {
         /// How the tokio task ended.
         end: TaskEnd,
     },
+}
+
+impl Error {
+    /// Whether the run is busy: another process or task runs it now (it holds the run's
+    /// lease), as when two invocations of one thread race. Try again later.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Error, StoreError};
+    /// let busy = Error::Store(StoreError::RunBusy { run: "chat-1".into() });
+    /// assert!(busy.is_busy());
+    /// assert!(!Error::NoStore.is_busy());
+    /// ```
+    pub fn is_busy(&self) -> bool {
+        matches!(
+            self,
+            Error::Store(agentgraph_checkpoint::StoreError::RunBusy { .. })
+        )
+    }
 }
 
 /// How a tokio task ended without finishing its work: see [`Error::TaskLost`],

@@ -22,7 +22,7 @@ use crate::run::interrupt::Interrupt;
 ///
 /// Its serde shape is the API's (the monitor's `/api/runs/{run}/checkpoints`, the
 /// command-line tool's `history --json`): `{"step", "parent", "created_at_ms", "written",
-/// "next", "finished", "blob_bytes"}`.
+/// "next", "finished", "blob_bytes", "invocation"}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct CheckpointInfo {
@@ -47,6 +47,15 @@ pub struct CheckpointInfo {
     pub finished: Vec<String>,
     /// The bytes of the blobs written with it.
     pub blob_bytes: u64,
+    /// The invocation it belongs to: the thread's turn, from 1 (see
+    /// [`CompiledGraph::invoke_thread`](crate::CompiledGraph::invoke_thread)). An invocation's
+    /// first checkpoint holds its input; a run that is not a thread has only invocation 1.
+    #[serde(default = "first_invocation")]
+    pub invocation: u32,
+}
+
+fn first_invocation() -> u32 {
+    1
 }
 
 /// The runs a store holds for a graph: list them and their checkpoints, read the state at any

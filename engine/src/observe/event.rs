@@ -75,6 +75,19 @@ pub enum EventKind {
         /// The graph's fingerprint.
         graph: Fingerprint,
     },
+    /// A thread took its next input (an invocation of
+    /// [`CompiledGraph::invoke_thread`](crate::CompiledGraph::invoke_thread)): the checkpoint of
+    /// `step` holds the input applied to the state the thread's last invocation left.
+    ThreadInvoked {
+        /// The invocation, from 1: the thread's turn.
+        invocation: u32,
+        /// The step of the checkpoint that holds the input.
+        step: u64,
+        /// The fields the input wrote, in declaration order.
+        fields: Vec<Cow<'static, str>>,
+        /// The graph's fingerprint.
+        graph: Fingerprint,
+    },
     /// A step started; its tasks are listed in merge order.
     StepStarted {
         /// The step, from 1.
@@ -245,6 +258,21 @@ impl fmt::Display for Event {
                     self.run_id
                 )
             }
+            EventKind::ThreadInvoked {
+                invocation,
+                step,
+                fields,
+                ..
+            } => write!(
+                f,
+                "thread {} invocation {invocation}: input written to {} (checkpoint {step})",
+                self.run_id,
+                if fields.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    fields.join(", ")
+                }
+            ),
             EventKind::CheckpointSaved { step, bytes } => {
                 write!(f, "checkpoint {step} saved ({bytes} bytes)")
             }

@@ -36,6 +36,21 @@ impl<S> Loaded<S> {
         self.record.step
     }
 
+    /// The invocation (the thread's turn, from 1) the checkpoint belongs to.
+    pub(crate) fn invocation(&self) -> u32 {
+        self.record.invocation
+    }
+
+    /// Whether the run rests between invocations: its checkpoint has no task left to run,
+    /// held or waiting at a gate, and no task of a next step left a result or a failure.
+    pub(crate) fn at_rest(&self) -> bool {
+        let r = &self.record;
+        r.next.is_empty()
+            && r.deferred.is_empty()
+            && r.interrupts.is_empty()
+            && self.pending.is_empty()
+    }
+
     /// The sequence number of the run's next event, as the checkpoint stored it.
     pub(crate) fn next_event(&self) -> u64 {
         self.record.events

@@ -49,6 +49,8 @@ pub(crate) struct Position<'a, S: State> {
     pub(crate) interrupts: &'a [Interrupt],
     /// The events since the last checkpoint, for a run that stores its events.
     pub(crate) log: Vec<Event>,
+    /// The run's invocation (its thread's turn, from 1).
+    pub(crate) invocation: u32,
 }
 
 impl<S: State> Position<'_, S> {
@@ -209,10 +211,22 @@ impl<S: State> Persister<S> {
         lease_ttl: Duration,
     ) -> Result<Self> {
         let lease = lease(&store, &run_id, lease_ttl).await?;
-        let store = lease.store().clone();
-        if store.get_run(&run_id).await?.is_some() {
+        if lease.store().get_run(&run_id).await?.is_some() {
             return Err(Error::RunExists(run_id.to_string()));
         }
+        Self::start_new(lease, run_id, durability, fingerprint, graph, lease_ttl).await
+    }
+
+    /// Starts a new run whose lease is taken and whose id is free.
+    async fn start_new(
+        lease: RunOwnership,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+        graph: Option<Arc<str>>,
+        lease_ttl: Duration,
+    ) -> Result<Self> {
+        let store = lease.store().clone();
         // Subgraph runs are found by their id alone (`{run}/@{node}/{task}`, see `runs`): those
         // of an earlier run of this id that was lost (a crash under `Durability::Exit`, a freed
         // id) are not this run's.
@@ -285,12 +299,96 @@ impl<S: State> Persister<S> {
         lease_ttl: Duration,
     ) -> Result<(Self, Loaded<S>)> {
         let lease = lease(&store, &run_id, lease_ttl).await?;
+        let Some(record) = lease.store().get_run(&run_id).await? else {
+            return Err(Error::RunNotFound(run_id.to_string()));
+        };
+        let open = Opening {
+            run_id,
+            durability,
+            fingerprint,
+            allow_graph_change,
+            graph,
+        };
+        open.open(lease, record, |_, _| Ok(())).await
+    }
+
+    /// Opens the thread `run_id` for its next invocation: the run's latest checkpoint, if the
+    /// thread has one (`None` for a new thread, then started like a new run).
+    ///
+    /// # Errors
+    ///
+    /// `StoreError::RunBusy` (in [`Error::Store`]) while another invocation or a resume runs
+    /// it; [`Error::ThreadNotReady`] when the thread's last invocation did not end (it waits at
+    /// interrupts, failed, was cancelled, or stopped mid-step): it must be resumed first.
+    pub(crate) async fn thread(
+        store: Arc<dyn CheckpointStore>,
+        run_id: Arc<str>,
+        durability: Durability,
+        fingerprint: Fingerprint,
+        allow_graph_change: bool,
+        graph: Option<Arc<str>>,
+        lease_ttl: Duration,
+    ) -> Result<(Self, Option<Loaded<S>>)> {
+        let lease = lease(&store, &run_id, lease_ttl).await?;
+        let Some(record) = lease.store().get_run(&run_id).await? else {
+            let p =
+                Self::start_new(lease, run_id, durability, fingerprint, graph, lease_ttl).await?;
+            return Ok((p, None));
+        };
+        let thread = run_id.clone();
+        let open = Opening {
+            run_id,
+            durability,
+            fingerprint,
+            allow_graph_change,
+            graph,
+        };
+        let (p, loaded) = open
+            .open(lease, record, |run, loaded| {
+                // A completed run, or a fork (pending) of a checkpoint where a run ended.
+                let ended = matches!(run.status, RunStatus::Completed | RunStatus::Pending);
+                if ended && loaded.at_rest() {
+                    Ok(())
+                } else {
+                    Err(Error::ThreadNotReady {
+                        thread: thread.to_string(),
+                        status: run.status,
+                    })
+                }
+            })
+            .await?;
+        Ok((p, Some(loaded)))
+    }
+}
+
+/// What opening a stored run needs besides its lease and record.
+struct Opening {
+    run_id: Arc<str>,
+    durability: Durability,
+    fingerprint: Fingerprint,
+    allow_graph_change: bool,
+    graph: Option<Arc<str>>,
+}
+
+impl Opening {
+    /// Checks the run's graph, loads its newest intact checkpoint, checks it with `ready`
+    /// (before anything is written: a refused run stays as it was), and marks the run running.
+    async fn open<S: State>(
+        self,
+        lease: RunOwnership,
+        record: RunRecord,
+        ready: impl FnOnce(&RunRecord, &Loaded<S>) -> Result<()>,
+    ) -> Result<(Persister<S>, Loaded<S>)> {
+        let Opening {
+            run_id,
+            durability,
+            fingerprint,
+            allow_graph_change,
+            graph,
+        } = self;
         let store = lease.store().clone();
         // The fingerprint first: a changed graph or state type is said as such, before any
         // attempt to decode its state.
-        let Some(record) = store.get_run(&run_id).await? else {
-            return Err(Error::RunNotFound(run_id.to_string()));
-        };
         let stored = Fingerprint::from_u128(record.fingerprint);
         if stored != fingerprint && !allow_graph_change {
             return Err(Error::GraphChanged {
@@ -300,6 +398,7 @@ impl<S: State> Persister<S> {
             });
         }
         let loaded = load::<S>(&*store, &run_id).await?;
+        ready(&record, &loaded)?;
         let mut p = Persister::new(
             store,
             run_id,
@@ -323,7 +422,9 @@ impl<S: State> Persister<S> {
         p.store.flush().await?;
         Ok((p, loaded))
     }
+}
 
+impl<S: State> Persister<S> {
     fn run_record(&self, status: RunStatus, error: Option<String>) -> RunRecord {
         let mut r = RunRecord::new(
             self.run_id.to_string(),
@@ -412,6 +513,7 @@ impl<S: State> Persister<S> {
             interrupts: position.gates(),
             deferred: position.deferred(),
             passes: position.passes(),
+            invocation: position.invocation,
         };
         let bytes =
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;

@@ -94,6 +94,7 @@ impl Reader {
                     next,
                     finished,
                     blob_bytes: r.blob_bytes,
+                    invocation: r.invocation,
                 }
             })
             .collect())

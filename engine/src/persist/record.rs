@@ -47,20 +47,68 @@ pub(super) struct CheckpointRecord {
     /// For each join, in the order of `joins`: whether its pass fired early and the step it
     /// began.
     pub(super) passes: Vec<PassRecord>,
+    /// The invocation of the run (its thread's turn, from 1) this checkpoint belongs to.
+    /// Added after the second layout ([`CheckpointRecordV2`]): a record without it belongs to
+    /// the first invocation.
+    pub(super) invocation: u32,
 }
 
 impl CheckpointRecord {
-    /// Decodes a checkpoint record, of this layout or of the first one (whose held deferred
-    /// tasks and join passes are empty).
+    /// Decodes a checkpoint record, of this layout or of an earlier one (the first has no held
+    /// deferred tasks or join passes, the first two belong to the first invocation).
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         match envelope::decode(RecordKind::Checkpoint, bytes) {
             Ok(record) => Ok(record),
             Err(FormatError::Decode(e)) => {
-                envelope::decode::<CheckpointRecordV1>(RecordKind::Checkpoint, bytes)
+                envelope::decode::<CheckpointRecordV2>(RecordKind::Checkpoint, bytes)
                     .map(CheckpointRecord::from)
+                    .or_else(|_| {
+                        envelope::decode::<CheckpointRecordV1>(RecordKind::Checkpoint, bytes)
+                            .map(CheckpointRecordV2::from)
+                            .map(CheckpointRecord::from)
+                    })
                     .map_err(|_| FormatError::Decode(e))
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// The second layout of [`CheckpointRecord`], before invocations (threads).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointRecordV2 {
+    step: u64,
+    parent: Option<u64>,
+    fingerprint: u128,
+    created_at_ms: u64,
+    bases: Vec<u64>,
+    written: Vec<u32>,
+    next: Vec<TaskRecord>,
+    joins: Vec<JoinRecord>,
+    blob_bytes: u64,
+    events: u64,
+    interrupts: Vec<GateRecord>,
+    deferred: Vec<TaskRecord>,
+    passes: Vec<PassRecord>,
+}
+
+impl From<CheckpointRecordV2> for CheckpointRecord {
+    fn from(r: CheckpointRecordV2) -> Self {
+        CheckpointRecord {
+            step: r.step,
+            parent: r.parent,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            bases: r.bases,
+            written: r.written,
+            next: r.next,
+            joins: r.joins,
+            blob_bytes: r.blob_bytes,
+            events: r.events,
+            interrupts: r.interrupts,
+            deferred: r.deferred,
+            passes: r.passes,
+            invocation: 1,
         }
     }
 }
@@ -81,9 +129,9 @@ pub(super) struct CheckpointRecordV1 {
     interrupts: Vec<GateRecord>,
 }
 
-impl From<CheckpointRecordV1> for CheckpointRecord {
+impl From<CheckpointRecordV1> for CheckpointRecordV2 {
     fn from(r: CheckpointRecordV1) -> Self {
-        CheckpointRecord {
+        CheckpointRecordV2 {
             step: r.step,
             parent: r.parent,
             fingerprint: r.fingerprint,
@@ -257,9 +305,10 @@ mod tests {
     use super::*;
     use crate::codec;
 
-    /// A checkpoint of the first layout still decodes, with nothing deferred.
+    /// Checkpoints of the earlier layouts still decode: the first with nothing deferred, both
+    /// in the first invocation.
     #[test]
-    fn first_layout_checkpoints_decode() {
+    fn earlier_layout_checkpoints_decode() {
         let old = CheckpointRecordV1 {
             step: 3,
             parent: Some(2),
@@ -281,9 +330,41 @@ mod tests {
         };
         let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
         let record = CheckpointRecord::decode(&bytes).unwrap();
-        assert_eq!(record, CheckpointRecord::from(old));
+        assert_eq!(
+            record,
+            CheckpointRecord::from(CheckpointRecordV2::from(old))
+        );
         assert!(record.deferred.is_empty() && record.passes.is_empty());
+        assert_eq!(record.invocation, 1);
+        let second = CheckpointRecordV2 {
+            deferred: vec![TaskRecord {
+                node: "d".into(),
+                input: None,
+            }],
+            passes: vec![PassRecord {
+                fired: true,
+                began: 2,
+            }],
+            ..CheckpointRecordV2::from(CheckpointRecordV1 {
+                step: 3,
+                parent: Some(2),
+                fingerprint: 7,
+                created_at_ms: 1,
+                bases: vec![0, 2],
+                written: vec![1],
+                next: Vec::new(),
+                joins: Vec::new(),
+                blob_bytes: 10,
+                events: 4,
+                interrupts: Vec::new(),
+            })
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &second).unwrap();
+        let decoded = CheckpointRecord::decode(&bytes).unwrap();
+        assert_eq!(decoded, CheckpointRecord::from(second));
+        assert_eq!((decoded.deferred.len(), decoded.invocation), (1, 1));
         let new = CheckpointRecord {
+            invocation: 4,
             deferred: vec![TaskRecord {
                 node: "d".into(),
                 input: None,

@@ -160,6 +160,72 @@ impl<S: State> CompiledGraph<S> {
         run
     }
 
+    /// The next invocation of the thread `thread` (a run id) of `config`'s store: `input` is
+    /// applied to the state the thread's last invocation left, through the reducers (an
+    /// input of one message to an `append` field adds that message), and the graph runs from
+    /// `START` again. A thread that does not exist yet starts from `S::default()`. Every
+    /// invocation is checkpointed on the thread: its history lists them in order
+    /// ([`CheckpointInfo::invocation`](crate::CheckpointInfo::invocation)), and time travel
+    /// and forks work across them.
+    ///
+    /// Each invocation starts with fresh join bookkeeping and its own
+    /// [`recursion_limit`](RunConfig::recursion_limit); its first checkpoint holds the input
+    /// applied (the event [`ThreadInvoked`](crate::EventKind::ThreadInvoked) says which).
+    ///
+    /// The run fails with [`Error::NoStore`](crate::Error::NoStore) without a store;
+    /// [`Error::ThreadNotReady`](crate::Error::ThreadNotReady) when the thread's last
+    /// invocation did not end (it waits at interrupts, failed or was cancelled: resume it);
+    /// a busy error ([`Error::is_busy`](crate::Error::is_busy)) while another process or task
+    /// runs the thread; [`Error::GraphChanged`](crate::Error::GraphChanged) when the thread
+    /// was run by another graph (unless allowed). None of them writes anything.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// struct Chat {
+    ///     #[reducer(append)]
+    ///     messages: Vec<String>,
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Chat>::new();
+    /// b.add_node("reply", |chat: Arc<Chat>, _| async move {
+    ///     let heard = chat.messages.last().cloned().unwrap_or_default();
+    ///     Ok(ChatUpdate::new().messages(vec![format!("you said {heard}")]))
+    /// })
+    /// .add_edge(START, "reply")
+    /// .add_edge("reply", END);
+    /// let graph = b.compile()?;
+    /// let store = agentgraph_checkpoint::MemoryStore::new();
+    /// let config = || RunConfig::new().store(store.clone());
+    ///
+    /// graph.invoke_thread("chat-1", ChatUpdate::new().messages(vec!["hi".into()]), config()).await?;
+    /// let chat = graph
+    ///     .invoke_thread("chat-1", ChatUpdate::new().messages(vec!["bye".into()]), config())
+    ///     .await?;
+    /// assert_eq!(chat.messages, ["hi", "you said hi", "bye", "you said bye"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn invoke_thread(
+        &self,
+        thread: impl Into<String>,
+        input: S::Update,
+        config: RunConfig,
+    ) -> Run<S>
+    where
+        S: Default,
+    {
+        let config = config.run_id(thread);
+        let start = Start::Invoke {
+            input,
+            initial: S::default(),
+        };
+        self.run_with_start(start, config)
+    }
+
     fn run_with_start(&self, start: Start<S>, config: RunConfig) -> Run<S> {
         let run_id: Arc<str> = match &config.run_id {
             Some(id) => Arc::from(id.as_str()),

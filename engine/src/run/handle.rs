@@ -119,7 +119,7 @@ impl<S: State> IntoFuture for Run<S> {
         );
         // A new run may not take an id reserved for subgraph runs.
         let refused = match &self.start {
-            Start::Fresh(_) if !self.shared.config.subgraph_run => {
+            Start::Fresh(_) | Start::Invoke { .. } if !self.shared.config.subgraph_run => {
                 crate::persist::runs::check_new_run_id(&self.shared.run_id).err()
             }
             _ => None,

@@ -57,6 +57,17 @@ impl From<&EventKind> for StoredKind {
                 restored: *restored,
                 graph: (*graph).into(),
             },
+            EventKind::ThreadInvoked {
+                invocation,
+                step,
+                fields,
+                graph,
+            } => StoredKind::ThreadInvoked {
+                invocation: *invocation,
+                step: *step,
+                fields: fields.iter().map(|f| s(f)).collect(),
+                graph: (*graph).into(),
+            },
             EventKind::StepStarted { step, tasks } => StoredKind::StepStarted {
                 step: *step,
                 tasks: tasks
@@ -278,6 +289,17 @@ impl From<StoredKind> for EventKind {
             } => EventKind::RunResumed {
                 step,
                 restored,
+                graph: Fingerprint::from_u128(graph.0),
+            },
+            StoredKind::ThreadInvoked {
+                invocation,
+                step,
+                fields,
+                graph,
+            } => EventKind::ThreadInvoked {
+                invocation,
+                step,
+                fields: fields.into_iter().map(Cow::Owned).collect(),
                 graph: Fingerprint::from_u128(graph.0),
             },
             StoredKind::StepStarted { step, tasks } => EventKind::StepStarted {

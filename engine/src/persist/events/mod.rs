@@ -90,6 +90,12 @@ mod tests {
                 restored: 2,
                 graph,
             },
+            EventKind::ThreadInvoked {
+                invocation: 3,
+                step: 9,
+                fields: vec![Cow::Borrowed("messages")],
+                graph,
+            },
             EventKind::StepStarted {
                 step: 1,
                 tasks: vec![

@@ -183,6 +183,12 @@ pub(super) enum StoredKind {
         step: u64,
         tasks: Vec<StoredTask>,
     },
+    ThreadInvoked {
+        invocation: u32,
+        step: u64,
+        fields: Vec<String>,
+        graph: Hex,
+    },
     NodeStarted {
         step: u64,
         node: String,

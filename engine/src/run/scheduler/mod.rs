@@ -37,6 +37,7 @@ mod executor;
 mod resume;
 mod routing;
 mod sink;
+mod thread;
 
 use executor::{StepOutcomes, Stop, TaskFailure, TaskOutcome};
 use sink::StoreSink;
@@ -223,6 +224,9 @@ pub(crate) enum Start<S: State> {
     Fresh(S),
     /// The run of this id, from its store, with answers and an edit.
     Resume(Resume<S>),
+    /// The next invocation of the thread of this id: `input` applied to the state its last
+    /// invocation left, or to `initial` for a new thread.
+    Invoke { input: S::Update, initial: S },
 }
 
 /// How a task starts in its step: its attempt, a wait before it (a retry's delay left over
@@ -311,6 +315,8 @@ pub(crate) struct Scheduler<S: State> {
     joins: Vec<JoinPass>,
     /// The state's JSON views sent so far (with `RunConfig::state_views`).
     views: Option<Views>,
+    /// The run's invocation (its thread's turn, from 1), stored with its checkpoints.
+    invocation: u32,
 }
 
 impl<S: State> Drop for Scheduler<S> {
@@ -336,6 +342,7 @@ impl<S: State> Scheduler<S> {
             deadline: None,
             tasks_token: CancellationToken::new(),
             joins,
+            invocation: 1,
         }
     }
 
@@ -472,6 +479,7 @@ impl<S: State> Scheduler<S> {
                     return Err(e.into());
                 }
                 *step = loaded.step();
+                self.invocation = loaded.invocation();
                 let pending = self.restore(&loaded)?;
                 if self.frontier.is_empty() {
                     // A completed run: nothing to do but say so again.
@@ -495,6 +503,10 @@ impl<S: State> Scheduler<S> {
                 });
                 self.describe(&loaded.state, loaded.step());
                 (Arc::new(loaded.state), pending)
+            }
+            Start::Invoke { input, initial } => {
+                let state = self.invoke(input, initial, step, persist).await?;
+                (state, Vec::new())
             }
         };
 
@@ -635,6 +647,7 @@ impl<S: State> Scheduler<S> {
             events: self.shared.events.next_seq(),
             interrupts,
             log: self.shared.events.take_journal(),
+            invocation: self.invocation,
         };
         let began = crate::observe::metrics::now();
         let saved = p.checkpoint(step, state, written, position, status).await?;

@@ -1,0 +1,94 @@
+//! A thread's next invocation: its input applied to the state the last invocation left, as
+//! the invocation's first checkpoint, and the run from `START` again.
+
+use super::*;
+
+impl<S: State> Scheduler<S> {
+    /// Starts the thread's next invocation (or its first, from `initial`): applies `input`
+    /// through the reducers, routes from `START` and checkpoints that, with fresh join
+    /// bookkeeping and nothing pending. Returns the state the invocation's steps start from;
+    /// `step` is the step of that checkpoint.
+    pub(super) async fn invoke(
+        &mut self,
+        input: S::Update,
+        initial: S,
+        step: &mut u64,
+        persist: &mut Option<Persister<S>>,
+    ) -> Result<Arc<S>> {
+        let plan = self.plan.clone();
+        let Some(store) = self.config().store.clone() else {
+            return Err(Error::NoStore);
+        };
+        let (p, loaded) = Persister::thread(
+            store.clone(),
+            self.shared.run_id.clone(),
+            self.config().durability,
+            plan.fingerprint,
+            self.config().allow_graph_change,
+            plan.name.clone(),
+            self.config().lease_ttl,
+        )
+        .await?;
+        let p = persist.insert(p);
+        p.store_events = self.shared.events.journals();
+        crate::observe::metrics::run_started(false);
+        let (mut state, at) = match loaded {
+            None => {
+                self.shared.events.emit(|| EventKind::RunStarted {
+                    mode: self.config().mode,
+                    seed: self.config().seed,
+                    graph: plan.fingerprint,
+                });
+                (initial, 0)
+            }
+            Some(loaded) => {
+                self.invocation = loaded.invocation() + 1;
+                // After every event stored so far, as a resume does.
+                let stored = store
+                    .last_event(&self.shared.run_id)
+                    .await
+                    .map_err(Error::from)?;
+                let next = stored.map_or(0, |s| s + 1).max(loaded.next_event());
+                self.shared.events.set_next_seq(next);
+                let at = loaded.step() + 1;
+                (loaded.state, at)
+            }
+        };
+        // The input is merged like a step's update: stored as a delta where its reducer
+        // allows (one message more costs one message), whole for the thread's first checkpoint.
+        let mut written = vec![false; S::FIELDS.len()];
+        S::for_each_written(&input, |f| written[f] = true);
+        let fields: Vec<Cow<'static, str>> = S::FIELDS
+            .iter()
+            .zip(written.iter())
+            .filter(|(_, w)| **w)
+            .map(|(f, _)| Cow::Borrowed(f.name))
+            .collect();
+        if at > 0 {
+            p.capture(&input)?;
+        }
+        std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(input))).map_err(|panic| {
+            Error::Panicked {
+                what: format!(
+                    "a reducer, applying the input of invocation {}",
+                    self.invocation
+                ),
+                message: panic_message(panic),
+            }
+        })?;
+        self.shared.events.emit(|| EventKind::ThreadInvoked {
+            invocation: self.invocation,
+            step: at,
+            fields,
+            graph: plan.fingerprint,
+        });
+        let state = Arc::new(state);
+        self.describe(&state, at);
+        let start_key = task_key("", at, crate::define::route::START, 0);
+        self.route(0, start_key, at, None, &state)?;
+        self.resolve_joins(at);
+        *step = at;
+        self.save(persist, at, &state, &written, &[]).await?;
+        Ok(state)
+    }
+}
