@@ -17,6 +17,7 @@
 mod durable;
 mod measure;
 mod states;
+mod thread;
 mod workloads;
 
 pub use durable::{
@@ -24,7 +25,8 @@ pub use durable::{
     fill_store, run_checkpointed, time_resume, time_runs_each,
 };
 pub use measure::{median, run_counting_steps, runtime, time_runs};
-pub use states::{Big, BigUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
+pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
+pub use thread::{Turn, run_thread, thread_graph};
 pub use workloads::{
     BIG_ITEM_LEN, BIG_ITEMS, Flaky, SEED, SMALL_ITEMS, big_chain, big_input, big_item,
     calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, cpu_work, fanout, flaky_chain,

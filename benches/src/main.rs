@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use agentgraph_benches::{
     BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky, Items,
-    SMALL_ITEMS, SledBaseline, big_chain, big_input, calibrate_cpu_work, chain, chain_builder,
-    config, cpu_fanout, fanout, fill_store, flaky_chain, median, run_checkpointed,
-    run_counting_steps, runtime, small_input, time_resume, time_runs, time_runs_each,
-    two_node_loop,
+    SMALL_ITEMS, SledBaseline, Turn, big_chain, big_input, calibrate_cpu_work, chain,
+    chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain, median, run_checkpointed,
+    run_counting_steps, run_thread, runtime, small_input, thread_graph, time_resume, time_runs,
+    time_runs_each, two_node_loop,
 };
 use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;
@@ -35,6 +35,7 @@ const WORKLOADS: &[&str] = &[
     "big_state_append",
     "big_state_untouched",
     "resume_100",
+    "thread_100_turns",
 ];
 
 /// The raw baseline samples taken before each timed `durable_sync` run.
@@ -48,6 +49,10 @@ const FAIL_AT: u64 = 50;
 
 /// The other runs the store of `resume_100` holds.
 const OTHER_RUNS: u64 = 1_000;
+
+/// The invocations of `thread_100_turns`, and how many of the first and last are compared.
+const TURNS: usize = 100;
+const TURNS_COMPARED: usize = 10;
 
 /// The wall time of each CPU-bound branch of `cpu_fanout_2`.
 const CPU_BRANCH_TIME: Duration = Duration::from_millis(200);
@@ -87,6 +92,22 @@ struct Line {
     resume_to_first_node_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     other_runs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    turns: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_turn_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bytes_per_turn: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_bytes_per_turn: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_bytes_per_turn: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_turn_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_turn_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_to_first_ratio: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reps: Option<usize>,
 }
@@ -147,6 +168,7 @@ fn main() -> ExitCode {
                 run_big_state(&rt, false, durable_async_us, Reps::for_size(false, reps))
             }
             "resume_100" => run_resume(&rt, Reps::for_size(false, reps)),
+            "thread_100_turns" => run_thread_turns(&rt, Reps::for_size(true, reps)),
             "fanout_100" => run_fanout(&rt, 100, Reps::for_size(false, reps)),
             "loop_1000" => run_loop(&rt, 1_000, Reps::for_size(false, reps)),
             "compile_1000" => run_compile("compile_1000", 1_000, Reps::for_size(false, reps)),
@@ -599,6 +621,50 @@ fn run_resume(rt: &Runtime, reps: Reps) {
         per_step_us: Some(total.as_secs_f64() / steps as f64 * 1e6),
         resume_to_first_node_ms: Some(first.as_secs_f64() * 1e3),
         other_runs: Some(OTHER_RUNS),
+        store: Some("sled"),
+        durability: Some(durability_name(Durability::Async)),
+        reps: Some(reps.timed),
+        ..Line::default()
+    }
+    .print();
+}
+
+/// `thread_100_turns`: 100 invocations of one sled thread (`Durability::Async`), each
+/// appending one message and running three trivial nodes. Per turn index, the median over
+/// the repetitions (each a new thread) of its time; bytes are the same in every repetition.
+fn run_thread_turns(rt: &Runtime, reps: Reps) {
+    let graph = thread_graph();
+    let store = BenchStore::sled("thread");
+    let base = RunConfig::new().durability(Durability::Async);
+    for _ in 0..reps.warmup {
+        run_thread(rt, &graph, &store, &base, TURNS);
+    }
+    let runs: Vec<Vec<Turn>> = (0..reps.timed)
+        .map(|_| run_thread(rt, &graph, &store, &base, TURNS))
+        .collect();
+    let per_turn: Vec<Duration> = (0..TURNS)
+        .map(|t| median(&mut runs.iter().map(|r| r[t].time).collect::<Vec<_>>()))
+        .collect();
+    let bytes: Vec<u64> = runs[0].iter().map(|t| t.bytes).collect();
+    let us = |turns: &[Duration]| {
+        turns.iter().map(Duration::as_secs_f64).sum::<f64>() / turns.len() as f64 * 1e6
+    };
+    let mean_bytes = |turns: &[u64]| turns.iter().sum::<u64>() as f64 / turns.len() as f64;
+    let (first, last) = (
+        us(&per_turn[..TURNS_COMPARED]),
+        us(&per_turn[TURNS - TURNS_COMPARED..]),
+    );
+    Line {
+        workload: "thread_100_turns",
+        mode: "durable_async",
+        turns: Some(TURNS),
+        per_turn_us: Some(us(&per_turn)),
+        bytes_per_turn: Some(mean_bytes(&bytes)),
+        first_bytes_per_turn: Some(mean_bytes(&bytes[..TURNS_COMPARED])),
+        last_bytes_per_turn: Some(mean_bytes(&bytes[TURNS - TURNS_COMPARED..])),
+        first_turn_us: Some(first),
+        last_turn_us: Some(last),
+        last_to_first_ratio: Some(last / first),
         store: Some("sled"),
         durability: Some(durability_name(Durability::Async)),
         reps: Some(reps.timed),

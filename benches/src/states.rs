@@ -64,3 +64,19 @@ impl BigUpdate {
         BigUpdate::new().n(v)
     }
 }
+
+/// A conversation: its messages (`append` reducer). The state of `thread_100_turns`, whose
+/// every invocation appends one message.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, State)]
+pub struct Chat {
+    /// The messages, one more per turn.
+    #[reducer(append)]
+    pub messages: Vec<String>,
+}
+
+impl ChatUpdate {
+    /// An update appending one message.
+    pub fn say(message: String) -> Self {
+        ChatUpdate::new().messages(vec![message])
+    }
+}
