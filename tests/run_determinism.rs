@@ -1,8 +1,9 @@
 //! Determinism, by property: for random graphs and random node delays, sequential and parallel
 //! runs give the same final state (or the same error), the same events per task and the same
 //! checkpoints; the same seed always makes the same weighted choices; and a run stopped at any
-//! step and resumed ends exactly as an uninterrupted one. The graphs may hold a join (of all its
-//! predecessors, a quorum of them, with or without a timeout in steps) and a deferred node.
+//! step and resumed ends exactly as an uninterrupted one; a thread's invocations agree in both
+//! modes too. The graphs may hold a join (of all its predecessors, a quorum of them, with or
+//! without a timeout in steps) and a deferred node.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -401,6 +402,69 @@ proptest! {
         let first = observe(&graph, Mode::Parallel, seed);
         let again = observe(&graph, Mode::Parallel, seed);
         prop_assert_eq!(first, again);
+    }
+}
+
+/// Three invocations of one thread, each with its own input: every invocation's outcome, and
+/// the thread's checkpoints (with their invocation) and stored values.
+type ThreadObserved = (
+    Vec<Result<Walk, String>>,
+    Vec<(CheckpointSummary, u32)>,
+    Vec<Vec<(u64, Vec<u8>)>>,
+);
+
+fn observe_thread(graph: &CompiledGraph<Walk>, mode: Mode, seed: u64) -> ThreadObserved {
+    runtime().block_on(async {
+        let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+        let mut outcomes = Vec::new();
+        for turn in 0..3u64 {
+            let config = RunConfig::new()
+                .mode(mode)
+                .seed(seed)
+                .recursion_limit(64)
+                .store(store.clone());
+            let input = WalkUpdate::new()
+                .log(vec![format!("input {turn}")])
+                .total(turn);
+            let outcome = graph.invoke_thread("prop", input, config).await;
+            outcomes.push(outcome.map_err(|e| e.to_string()));
+        }
+        let checkpoints = graph
+            .history(store.clone())
+            .checkpoints("prop")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                let invocation = c.invocation;
+                (
+                    (c.step, c.parent, c.written, c.next, c.blob_bytes),
+                    invocation,
+                )
+            })
+            .collect();
+        let mut blobs = Vec::new();
+        for f in 0..Walk::FIELDS.len() as u32 {
+            blobs.push(store.get_blobs("prop", f, 0, u64::MAX).await.unwrap());
+        }
+        (outcomes, checkpoints, blobs)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// A thread's invocations are as deterministic as a run: both modes give the same
+    /// outcomes, checkpoints and stored values, turn after turn.
+    #[test]
+    fn a_threads_invocations_agree_in_both_modes(spec in graph_spec(), seed in any::<u64>()) {
+        let graph = build(&spec);
+        let sequential = observe_thread(&graph, Mode::Sequential, seed);
+        let parallel = observe_thread(&graph, Mode::Parallel, seed);
+        prop_assert_eq!(&sequential, &parallel);
+        let invocations: Vec<u32> = sequential.1.iter().map(|(_, i)| *i).collect();
+        prop_assert!(invocations.windows(2).all(|w| w[0] <= w[1]), "{:?}", invocations);
+        prop_assert_eq!(invocations.first().copied(), Some(1));
     }
 }
 
