@@ -434,3 +434,39 @@ async fn a_thread_needs_a_store_and_its_graph() {
         .unwrap_err();
     assert!(matches!(reserved, Error::ReservedRunId(_)), "{reserved:?}");
 }
+
+#[tokio::test]
+async fn a_threads_stored_events_go_on_from_one_invocation_to_the_next() {
+    let g = echo();
+    for (store, _dir) in stores() {
+        for message in ["a", "b", "c"] {
+            g.invoke_thread("chat", say(message), cfg(&store, "x").store_events(true))
+                .await
+                .unwrap();
+        }
+        let events = g
+            .history(store.clone())
+            .events("chat", None, 1000)
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        assert_eq!(
+            seqs,
+            (0..events.len() as u64).collect::<Vec<_>>(),
+            "numbered without gaps or repeats across invocations"
+        );
+        let invoked: Vec<u32> = events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::ThreadInvoked { invocation, .. } => Some(invocation),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(invoked, [1, 2, 3]);
+        let finished = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::RunFinished { .. }))
+            .count();
+        assert_eq!(finished, 3, "each invocation ends with RunFinished");
+    }
+}
