@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(after_help = "Examples:
   agentgraph --store ./runs.db runs
   agentgraph --store ./runs.db show run-42
+  agentgraph --store ./runs.db invocations chat-7
   agentgraph --store ./runs.db pending run-42 --json
   agentgraph --store ./runs.db state run-42 --step 3 --json
   agentgraph events run-42 --follow --monitor http://127.0.0.1:7070
@@ -44,15 +45,23 @@ pub(crate) enum Command {
     /// error of failed runs. Subgraph runs (`{run}/@{node}/{task}`) are hidden unless `--all`
     /// is given, which shows them indented under their parents.
     Runs(RunsArgs),
-    /// Show one run: its status, times, last step, last error, the interrupts it waits on
-    /// (with their ids and payloads), the tasks of the step it stopped in (as `pending` lists
-    /// them), how many checkpoints and events it stored, its graph's fingerprint, the run it
-    /// was forked from and its subgraph runs.
+    /// Show one run: its status, times, last step, how many invocations a thread has had, last
+    /// error, the interrupts it waits on (with their ids and payloads), the tasks of the step
+    /// it stopped in (as `pending` lists them), how many checkpoints and events it stored, its
+    /// graph's fingerprint, the run it was forked from and its subgraph runs.
     Show(RunArg),
     /// List a run's checkpoints, oldest first: step, parent step, time, the fields the step
     /// wrote, the nodes the next step runs (for a run stopped in that step, those still to
     /// run, then `(done: ...)` those that finished), and the bytes of values written with it.
+    /// A thread invoked more than once lists them under an `invocation N` heading per
+    /// invocation (`--json` gives each checkpoint's `invocation`).
     History(RunArg),
+    /// List a thread's invocations (its turns, see `CompiledGraph::invoke_thread`), oldest
+    /// first: number, first and last step, checkpoints, when it started and the fields its
+    /// input wrote (every field for the first, whose checkpoint holds the whole state). A run
+    /// that is not a thread has one. After `prune`, the oldest invocation
+    /// listed may have lost its first checkpoints: its start and input show as pruned.
+    Invocations(RunArg),
     /// Print a run's state as JSON: after its newest checkpoint, or after `--step N`. Needs a
     /// run made with `RunConfig::monitored()` (it stores JSON views of its state).
     State(StateArgs),

@@ -7,6 +7,7 @@
 //! | `runs [--status S] [--all]` | the runs, with status, last step, last write and error |
 //! | `show RUN` | one run: summary, last error, pending interrupts, counts, fingerprint, fork |
 //! | `history RUN` | its checkpoints: step, parent, time, fields written, next nodes, bytes |
+//! | `invocations RUN` | a thread's invocations: steps, checkpoints, start, input fields |
 //! | `state RUN [--step N]` | its state as JSON (runs made with `RunConfig::monitored()`) |
 //! | `events RUN [--after N] [--follow [--monitor URL]]` | its stored events, or live ones |
 //! | `prune RUN --keep N`, `prune --all --keep N` | deletes old checkpoints |

@@ -89,11 +89,19 @@ pub(crate) fn summary(text: &str, max: usize) -> String {
 }
 
 /// A table printed with its columns aligned; a cell may have a style, applied after padding
-/// so that colours do not upset the alignment.
+/// so that colours do not upset the alignment. Headings between rows (a thread's
+/// invocations) are printed whole, outside the columns.
 #[derive(Debug)]
 pub(crate) struct Table {
     header: Vec<&'static str>,
-    rows: Vec<Vec<(String, Style)>>,
+    rows: Vec<Row>,
+}
+
+/// A line of a [`Table`] under its header.
+#[derive(Debug)]
+enum Row {
+    Cells(Vec<(String, Style)>),
+    Heading(String),
 }
 
 impl Table {
@@ -112,7 +120,13 @@ impl Table {
 
     /// Adds a row of styled cells.
     pub(crate) fn styled_row(&mut self, cells: Vec<(String, Style)>) -> &mut Self {
-        self.rows.push(cells);
+        self.rows.push(Row::Cells(cells));
+        self
+    }
+
+    /// Adds a heading: a bold line of its own between rows, which does not widen the columns.
+    pub(crate) fn heading(&mut self, text: String) -> &mut Self {
+        self.rows.push(Row::Heading(text));
         self
     }
 
@@ -121,6 +135,7 @@ impl Table {
     pub(crate) fn print(&self, out: &mut impl Write) -> io::Result<()> {
         let mut widths: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
         for row in &self.rows {
+            let Row::Cells(row) = row else { continue };
             for (i, (text, _)) in row.iter().enumerate() {
                 let w = text.chars().count();
                 match widths.get_mut(i) {
@@ -131,26 +146,35 @@ impl Table {
         }
         let header: Vec<(String, Style)> =
             self.header.iter().map(|h| (h.to_string(), BOLD)).collect();
-        for row in std::iter::once(&header).chain(&self.rows) {
-            let mut line = String::new();
-            let last = row.iter().rposition(|(t, _)| !t.is_empty());
-            for (i, (text, style)) in row.iter().enumerate() {
-                if Some(i) > last {
-                    break;
-                }
-                if i > 0 {
-                    line.push_str("  ");
-                }
-                line.push_str(&format!("{style}{text}{style:#}"));
-                if Some(i) != last {
-                    let pad = widths[i] - text.chars().count();
-                    line.extend(std::iter::repeat_n(' ', pad));
-                }
+        print_cells(out, &header, &widths)?;
+        for row in &self.rows {
+            match row {
+                Row::Cells(cells) => print_cells(out, cells, &widths)?,
+                Row::Heading(text) => writeln!(out, "{BOLD}{text}{BOLD:#}")?,
             }
-            writeln!(out, "{line}")?;
         }
         Ok(())
     }
+}
+
+/// One line of a table's cells, padded to `widths`, without trailing spaces.
+fn print_cells(out: &mut impl Write, row: &[(String, Style)], widths: &[usize]) -> io::Result<()> {
+    let mut line = String::new();
+    let last = row.iter().rposition(|(t, _)| !t.is_empty());
+    for (i, (text, style)) in row.iter().enumerate() {
+        if Some(i) > last {
+            break;
+        }
+        if i > 0 {
+            line.push_str("  ");
+        }
+        line.push_str(&format!("{style}{text}{style:#}"));
+        if Some(i) != last {
+            let pad = widths[i] - text.chars().count();
+            line.extend(std::iter::repeat_n(' ', pad));
+        }
+    }
+    writeln!(out, "{line}")
 }
 
 #[cfg(test)]
@@ -195,6 +219,26 @@ mod tests {
             "RUN       STATUS     ERROR\n\
              a         completed\n\
              long-run  failed     boom\n"
+        );
+    }
+
+    #[test]
+    fn headings_stand_outside_the_columns() {
+        let mut t = Table::new(vec!["STEP", "NEXT"]);
+        t.heading("invocation 1, a long heading".into())
+            .row(vec!["0".into(), "reply".into()])
+            .heading("invocation 2".into())
+            .row(vec!["12".into(), "reply".into()]);
+        let mut out = Vec::new();
+        t.print(&mut out).unwrap();
+        let text = anstream::adapter::strip_str(std::str::from_utf8(&out).unwrap()).to_string();
+        assert_eq!(
+            text,
+            "STEP  NEXT\n\
+             invocation 1, a long heading\n\
+             0     reply\n\
+             invocation 2\n\
+             12    reply\n"
         );
     }
 

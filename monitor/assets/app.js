@@ -9,7 +9,7 @@
   const SVG = 'http://www.w3.org/2000/svg';
   const STATES = ['pending', 'running', 'retrying', 'done', 'failed', 'interrupted'];
   const KINDS = [
-    'run_started', 'run_resumed', 'step_started', 'node_started', 'node_finished', 'node_failed',
+    'run_started', 'run_resumed', 'thread_invoked', 'step_started', 'node_started', 'node_finished', 'node_failed',
     'retry_scheduled', 'node_cancelled', 'subgraph', 'run_interrupted', 'custom',
     'weighted_choice', 'state_updated', 'checkpoint_saved', 'graph', 'state_view',
     'run_finished', 'run_failed', 'event',
@@ -96,6 +96,7 @@
     switch (kind.type) {
       case 'run_started': return `mode ${kind.mode}, seed ${kind.seed}`;
       case 'run_resumed': return `from step ${kind.step} (${kind.restored} finished tasks restored)`;
+      case 'thread_invoked': return `invocation ${kind.invocation}: input wrote ${kind.fields.length ? kind.fields.join(', ') : 'nothing'} (step ${kind.step})`;
       case 'step_started': return `step ${kind.step}: ${kind.tasks.map((t) => t.packet == null ? t.node : `${t.node}[${t.packet}]`).join(', ')}`;
       case 'node_started': return `${kind.node} (step ${kind.step}, attempt ${kind.attempt})`;
       case 'node_finished': return `${kind.node} in ${dur(kind.duration)}`;
@@ -126,7 +127,11 @@
       renderRuns();
       if (current) {
         const run = runs.find((r) => r.run_id === current.id);
-        if (run && run.status !== current.status) onStatus(run.status);
+        // A new status, or a run written again in the same one: a thread's next invocation
+        // can start and end between two polls.
+        const changed = run && (run.status !== current.status
+          || (current.detail && run.updated_at_ms !== current.detail.updated_at_ms));
+        if (changed) onStatus(run.status);
       }
     } catch (e) {
       $('runs-error').textContent = e.message;
@@ -177,6 +182,7 @@
       events: 0,
       nodes: new Map(), // name -> { state, runs }
       steps: new Map(), // step -> { tasks, fields, bytes, status }
+      invocations: new Map(), // a thread's: the step of its input -> { invocation, fields }
       selectedStep: null,
       source: null,
       ended: false,
@@ -252,8 +258,9 @@
   function onStatus(status) {
     const run = current;
     if (!run) return;
-    // A run that ended and runs again (resumed): follow it again from where we are.
-    if (run.ended && !FINAL.includes(status)) follow(run);
+    // A run that ended and was written again (resumed, or a thread invoked again, which may
+    // have ended already): follow it again from where we are; the stream sends what is new.
+    if (run.ended) follow(run);
     refreshDetail(run);
   }
 
@@ -298,6 +305,8 @@
     const fact = (k, v) => facts.append(el('div', {}, el('dt', {}, k), el('dd', {}, v)));
     fact('step', d.last_step == null ? '–' : d.last_step);
     fact('checkpoints', d.checkpoints);
+    // A thread invoked more than once (a run that is not a thread has one invocation).
+    if (d.invocations > 1) fact('invocations', d.invocations);
     fact('events', d.last_event == null ? 0 : d.last_event + 1);
     fact('started', new Date(d.created_at_ms).toLocaleString());
     fact('updated', time(d.updated_at_ms));
@@ -341,6 +350,14 @@
           run.graph = k.graph;
           drawGraph(run);
         }
+        break;
+      case 'thread_invoked':
+        // A thread's next input: a new invocation starts at this step's checkpoint, from
+        // START again, so the nodes are pending again (their counts go on).
+        run.invocations.set(k.step, { invocation: k.invocation, fields: k.fields });
+        step(run, k.step).fields = k.fields;
+        if (k.invocation > 1) for (const n of run.nodes.values()) n.state = 'pending';
+        redrawSteps = true;
         break;
       case 'step_started':
         step(run, k.step).tasks = k.tasks.map((t) => t.node);
@@ -413,21 +430,33 @@
   }
 
   // ---- timeline ----
+  // A thread's invocations share its one timeline: a label starts each, on a line of its own.
   function renderTimeline(run) {
     const list = $('timeline');
     clear(list);
-    const steps = Array.from(run.steps.keys()).sort((a, b) => a - b);
-    for (const s of steps) {
-      const st = run.steps.get(s);
+    const steps = new Set(run.steps.keys());
+    for (const s of run.invocations.keys()) steps.add(s);
+    let invocation = null;
+    for (const s of Array.from(steps).sort((a, b) => a - b)) {
+      const st = step(run, s);
+      const start = run.invocations.get(s);
+      if (start) {
+        invocation = start.invocation;
+        list.append(el('li', { class: 'invocation', 'data-invocation': invocation },
+          el('span', { class: 'label' }, `invocation ${invocation}`),
+          el('span', { class: 'muted' }, ` · input wrote ${start.fields.length ? start.fields.join(', ') : 'nothing'}`)));
+      }
+      const input = s === 0 || start !== undefined;
       const button = el('button', {
         class: 'step',
         type: 'button',
         'data-step': s,
         'data-status': st.status,
+        'data-invocation': invocation,
         'aria-pressed': run.selectedStep === s ? 'true' : 'false',
       },
-      el('div', { class: 'n' }, s === 0 ? 'step 0 · input' : `step ${s}`),
-      el('div', { class: 'tasks' }, st.tasks.length ? st.tasks.join(', ') : (s === 0 ? 'the input' : '')),
+      el('div', { class: 'n' }, input ? `step ${s} · input` : `step ${s}`),
+      el('div', { class: 'tasks' }, st.tasks.length ? st.tasks.join(', ') : (input ? 'the input' : '')),
       el('div', { class: 'fields' },
         st.fields == null ? '' : (st.fields.length ? 'wrote ' + st.fields.join(', ') : 'wrote nothing'),
         st.bytes == null ? '' : ` · ${bytes(st.bytes)}`));

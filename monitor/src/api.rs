@@ -144,6 +144,10 @@ struct RunDetail {
     pending: Vec<PendingTask>,
     /// How many checkpoints it has.
     checkpoints: usize,
+    /// How many invocations it has had: a thread's turns (its newest checkpoint's
+    /// invocation, which pruning keeps); 1 for a run that is not a thread, `null` without a
+    /// checkpoint.
+    invocations: Option<u32>,
 }
 
 /// `GET /api/runs/{run}`.
@@ -163,6 +167,7 @@ pub(crate) async fn run(
         .last()
         .map(|c| (c.next.clone(), c.finished.clone()))
         .unwrap_or_default();
+    let invocations = checkpoints.last().map(|c| c.invocation);
     let pending = if record.status == RunStatus::Completed || checkpoints.is_empty() {
         Vec::new()
     } else {
@@ -176,6 +181,7 @@ pub(crate) async fn run(
         finished,
         pending,
         checkpoints: checkpoints.len(),
+        invocations,
     })
     .into_response())
 }

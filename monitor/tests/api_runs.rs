@@ -291,3 +291,91 @@ async fn subgraph_runs_are_reached_with_an_encoded_slash() {
     assert_eq!(status, 200);
     server.shutdown().await.unwrap();
 }
+
+/// A thread invoked three times (`CompiledGraph::invoke_thread`): its checkpoints carry their
+/// invocation, the detail counts them, and its event stream sends a `thread_invoked` event
+/// at the start of each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_threads_invocations_are_in_its_checkpoints_and_events() {
+    let store = store();
+    let graph = demo(&Gate::open());
+    // Each invocation asks for one round more: its input, then plan, search + write, review.
+    for turn in 1..=3 {
+        let input = DocUpdate::new()
+            .notes(vec![format!("user {turn}")])
+            .target(turn);
+        let config = RunConfig::new().store(store.clone()).monitored();
+        let done = graph.invoke_thread("chat", input, config).await.unwrap();
+        assert_eq!(done.rounds, turn);
+    }
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("plain")
+        .monitored();
+    let input = Doc {
+        target: 1,
+        ..Doc::default()
+    };
+    graph.run_with(input, config).await.unwrap();
+
+    let server = monitor(store.clone()).await;
+    let addr = server.local_addr();
+    let (status, checkpoints) = get(addr, "/api/runs/chat/checkpoints").await;
+    assert_eq!(status, 200);
+    let invocations: Vec<(u64, u64)> = checkpoints
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["step"].as_u64().unwrap(),
+                c["invocation"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, u64)> = (0..12).map(|step| (step, step / 4 + 1)).collect();
+    assert_eq!(invocations, want);
+    // An invocation's first checkpoint holds its input, and runs from START again.
+    assert_eq!(checkpoints[4]["written"], json!(["notes", "target"]));
+    assert_eq!(checkpoints[4]["next"], json!(["plan"]));
+    let inspector = agentgraph_engine::StoreInspector::new(store.clone());
+    let typed = inspector.checkpoints("chat").await.unwrap();
+    assert_eq!(checkpoints, serde_json::to_value(&typed).unwrap());
+
+    let (_, run) = get(addr, "/api/runs/chat").await;
+    assert_eq!(run["invocations"], 3);
+    assert_eq!(run["checkpoints"], 12);
+    let (_, plain) = get(addr, "/api/runs/plain").await;
+    assert_eq!(plain["invocations"], 1);
+    let (_, checkpoints) = get(addr, "/api/runs/plain/checkpoints").await;
+    assert!(
+        checkpoints
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["invocation"] == 1)
+    );
+
+    // The event stream: one `thread_invoked` per invocation, at its input's step.
+    let response = reqwest::get(url(addr, "/api/runs/chat/events"))
+        .await
+        .unwrap();
+    let mut sse = common::SseReader::new(response);
+    let mut invoked = Vec::new();
+    while let Some(event) = sse.next().await {
+        match event.event.as_deref() {
+            Some("end") => break,
+            Some("thread_invoked") => {
+                let data: Value = serde_json::from_str(&event.data).unwrap();
+                assert_eq!(data["kind"]["fields"], json!(["notes", "target"]));
+                invoked.push((
+                    data["kind"]["invocation"].as_u64().unwrap(),
+                    data["kind"]["step"].as_u64().unwrap(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(invoked, [(1, 0), (2, 4), (3, 8)]);
+    server.shutdown().await.unwrap();
+}

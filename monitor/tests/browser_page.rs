@@ -2,8 +2,9 @@
 //! chromedriver this test starts on a free port). A demo run whose nodes wait for the test's
 //! permission is followed live: the test checks through the DOM that nodes go from pending
 //! to running to done as it lets them run, that markup in the state is shown as text, and
-//! writes a screenshot. Needs Debian's `chromium` and `chromium-driver`; fails (never skips)
-//! without them.
+//! writes a screenshot. A thread's invocations are labelled on its one timeline, also one
+//! invoked while the page shows it. Needs Debian's `chromium` and `chromium-driver`; fails
+//! (never skips) without them.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentgraph_engine::{Durability, RunConfig};
-use common::{Doc, Gate, demo, monitor, store};
+use common::{Doc, DocUpdate, Gate, demo, monitor, store};
 use fantoccini::{Client, ClientBuilder, Locator};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -270,4 +271,123 @@ async fn the_page_follows_a_run_live_and_shows_state_as_text() {
     client.close().await.unwrap();
     server.shutdown().await.unwrap();
     eprintln!("browser test took {:?}", started.elapsed());
+}
+
+/// The value of the run's fact `name` (`#run-facts`: a `dt` and a `dd` each), if shown.
+async fn fact(client: &Client, name: &str) -> Option<String> {
+    let script = "for (const d of document.querySelectorAll('#run-facts div')) \
+                  if (d.querySelector('dt').textContent === arguments[0]) \
+                  return d.querySelector('dd').textContent; \
+                  return null;";
+    let value = client.execute(script, vec![name.into()]).await.ok()?;
+    value.as_str().map(str::to_owned)
+}
+
+/// The invocation labels of the timeline, in order, with the input each wrote.
+async fn invocation_labels(client: &Client) -> Vec<String> {
+    let mut labels = Vec::new();
+    for li in client
+        .find_all(Locator::Css("#timeline li.invocation"))
+        .await
+        .unwrap_or_default()
+    {
+        labels.push(li.text().await.unwrap_or_default());
+    }
+    labels
+}
+
+/// A thread invoked twice before the page opens shows both invocations on its timeline, each
+/// labelled where its input's step starts; a third invocation while the page shows the
+/// (completed) thread is followed live and labelled too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_labels_a_threads_invocations_on_its_timeline() {
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let graph = demo(&Gate::open());
+    let invoke = |turn: u32| {
+        let input = DocUpdate::new()
+            .notes(vec![format!("user {turn}")])
+            .target(turn);
+        let config = RunConfig::new()
+            .store(store.clone())
+            .monitored()
+            .durability(Durability::Sync);
+        graph.invoke_thread("chat", input, config)
+    };
+    invoke(1).await.unwrap();
+    invoke(2).await.unwrap();
+
+    let (_driver, client) = start_browser().await;
+    client.goto(&server.url()).await.unwrap();
+    let item = until("the thread in the list", || async {
+        client
+            .find(Locator::Css("button.run-item[data-run=\"chat\"]"))
+            .await
+            .ok()
+    })
+    .await;
+    item.click().await.unwrap();
+    let want = |n: u32| -> Vec<String> {
+        (1..=n)
+            .map(|i| format!("invocation {i} · input wrote notes, target"))
+            .collect()
+    };
+    until("two invocation labels", || async {
+        (invocation_labels(&client).await == want(2)).then_some(())
+    })
+    .await;
+    // Each invocation's steps: its input (4, 0 for the first), plan, search + write, review.
+    for (step, invocation, label) in [
+        (0, "1", "step 0 · input"),
+        (3, "1", "step 3"),
+        (4, "2", "step 4 · input"),
+        (7, "2", "step 7"),
+    ] {
+        let css = format!("button.step[data-step=\"{step}\"]");
+        let button = client.find(Locator::Css(&css)).await.unwrap();
+        assert_eq!(
+            button.attr("data-invocation").await.unwrap().as_deref(),
+            Some(invocation),
+            "step {step}"
+        );
+        let text = button.text().await.unwrap();
+        assert_eq!(text.lines().next(), Some(label), "step {step}: {text}");
+    }
+    until("the invocations fact", || async {
+        (fact(&client, "invocations").await.as_deref() == Some("2")).then_some(())
+    })
+    .await;
+
+    // The thread is completed and its event stream has ended: the page notices the next
+    // invocation (the run written again) and follows it.
+    invoke(3).await.unwrap();
+    until("the third invocation's label", || async {
+        (invocation_labels(&client).await == want(3)).then_some(())
+    })
+    .await;
+    until("the third invocation's steps", || async {
+        client
+            .find(Locator::Css(
+                "button.step[data-step=\"11\"][data-invocation=\"3\"]",
+            ))
+            .await
+            .ok()
+    })
+    .await;
+    let invoked = client
+        .find_all(Locator::Css("#events tr[data-type=\"thread_invoked\"]"))
+        .await
+        .unwrap();
+    assert_eq!(invoked.len(), 3, "one thread_invoked event per invocation");
+    until("three invocations", || async {
+        (fact(&client, "invocations").await.as_deref() == Some("3")).then_some(())
+    })
+    .await;
+    let shot = client.screenshot().await.unwrap();
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("monitor-thread.png");
+    std::fs::write(&path, &shot).unwrap();
+    eprintln!("screenshot: {}", path.display());
+
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
 }

@@ -1,4 +1,4 @@
-//! `agentgraph history RUN`: a run's checkpoints.
+//! `agentgraph history RUN`: a run's checkpoints; a thread's under a heading per invocation.
 
 use anyhow::Result;
 
@@ -17,8 +17,17 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
     if ctx.json {
         return Ok(output::json(&mut ctx.out, &checkpoints)?);
     }
+    // A thread invoked more than once (see `CompiledGraph::invoke_thread`): its checkpoints
+    // under a heading per invocation, in one table so that the columns line up. A pruned
+    // thread keeps only its newest checkpoints, so its first heading may be a later turn.
+    let thread = checkpoints.iter().any(|c| c.invocation > 1);
+    let mut invocation = None;
     let mut table = Table::new(vec!["STEP", "PARENT", "TIME", "WRITTEN", "NEXT", "BYTES"]);
     for c in &checkpoints {
+        if thread && invocation != Some(c.invocation) {
+            invocation = Some(c.invocation);
+            table.heading(format!("invocation {}", c.invocation));
+        }
         table.row(vec![
             c.step.to_string(),
             c.parent.map_or("-".to_owned(), |p| p.to_string()),

@@ -4,6 +4,7 @@ mod delete;
 mod dot;
 mod events;
 mod history;
+mod invocations;
 mod pending;
 mod prune;
 mod runs;
@@ -48,6 +49,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Runs(args) => runs::run(&mut ctx, args).await,
         Command::Show(args) => show::run(&mut ctx, &args.run).await,
         Command::History(args) => history::run(&mut ctx, &args.run).await,
+        Command::Invocations(args) => invocations::run(&mut ctx, &args.run).await,
         Command::State(args) => state::run(&mut ctx, &args.run, args.step).await,
         Command::Events(args) => events::run(&mut ctx, args).await,
         Command::Prune(args) => prune::run(&mut ctx, args).await,

@@ -17,6 +17,10 @@ use crate::store::engine_error;
 struct ShowJson<'a> {
     run: RunJson<'a>,
     checkpoints: usize,
+    /// How many invocations the run has had: a thread's turns (its newest checkpoint's
+    /// invocation, which pruning keeps); 1 for a run that is not a thread, `null` without a
+    /// checkpoint.
+    invocations: Option<u32>,
     /// How many events the run stored.
     events: u64,
     /// The sequence number of its newest stored event.
@@ -80,6 +84,7 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
     let show = ShowJson {
         run: RunJson::new(&record, parent_of(run, &ids)),
         checkpoints: checkpoints.len(),
+        invocations: checkpoints.last().map(|c| c.invocation),
         events,
         last_event,
         interrupts,
@@ -111,6 +116,11 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
             .last_step
             .map_or("none (no checkpoint)".to_owned(), |s| s.to_string())
     )?;
+    // A thread invoked more than once (a run that is not a thread has one invocation).
+    if let Some(invocations) = show.invocations.filter(|&n| n > 1) {
+        label(out, "invocations")?;
+        writeln!(out, "{invocations}")?;
+    }
     label(out, "created")?;
     writeln!(
         out,
