@@ -16,7 +16,7 @@ use super::record::{
     TaskRecord,
 };
 use super::runs::child_runs;
-use super::{RunOwnership, encode_error, format_encode_error, lease, now_ms};
+use super::{RunOwnership, Session, encode_error, format_encode_error, lease, now_ms};
 use crate::codec;
 use crate::define::route::Command;
 use crate::define::state::State;
@@ -185,6 +185,9 @@ pub(crate) struct Persister<S: State> {
     pub(crate) graph: Option<Arc<str>>,
     /// Whether the run's events are stored with its checkpoints.
     pub(crate) store_events: bool,
+    /// The run's metadata and time to live (ms), for the run record.
+    metadata: agentgraph_checkpoint::RunMetadata,
+    ttl_ms: Option<u64>,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -207,6 +210,7 @@ impl<S: State> Persister<S> {
         fingerprint: Fingerprint,
         graph: Option<Arc<str>>,
         lease_ttl: Duration,
+        session: Session,
     ) -> Result<Self> {
         let lease = lease(&store, &run_id, lease_ttl).await?;
         let store = lease.store().clone();
@@ -239,6 +243,7 @@ impl<S: State> Persister<S> {
             None,
         );
         p.graph = graph;
+        (p.metadata, p.ttl_ms) = session.over(None);
         Ok(p)
     }
 
@@ -270,11 +275,14 @@ impl<S: State> Persister<S> {
             lease: Arc::new(lease),
             graph: None,
             store_events: false,
+            metadata: Default::default(),
+            ttl_ms: None,
             _state: PhantomData,
         }
     }
 
     /// Opens an existing run for resuming, and loads it from its newest intact checkpoint.
+    #[allow(clippy::too_many_arguments)] // the run's settings, each from its configuration
     pub(crate) async fn open(
         store: Arc<dyn CheckpointStore>,
         run_id: Arc<str>,
@@ -283,6 +291,7 @@ impl<S: State> Persister<S> {
         allow_graph_change: bool,
         graph: Option<Arc<str>>,
         lease_ttl: Duration,
+        session: Session,
     ) -> Result<(Self, Loaded<S>)> {
         let lease = lease(&store, &run_id, lease_ttl).await?;
         let store = lease.store().clone();
@@ -310,6 +319,7 @@ impl<S: State> Persister<S> {
             loaded.run.forked_from.clone(),
         );
         p.graph = graph;
+        (p.metadata, p.ttl_ms) = session.over(Some(&record));
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
         p.committed = Some(loaded.record.step);
@@ -336,6 +346,9 @@ impl<S: State> Persister<S> {
         r.error = error;
         r.forked_from.clone_from(&self.forked_from);
         r.graph = self.graph.as_deref().map(str::to_owned);
+        r.metadata.clone_from(&self.metadata);
+        // The expiry slides: the time to live from this write.
+        r.set_ttl(self.ttl_ms);
         r
     }
 

@@ -431,6 +431,7 @@ impl<S: State> Scheduler<S> {
                         plan.fingerprint,
                         plan.name.clone(),
                         self.config().lease_ttl,
+                        self.config().session(),
                     )
                     .await?;
                     p.store_events = self.shared.events.journals();
@@ -457,6 +458,7 @@ impl<S: State> Scheduler<S> {
                     self.config().allow_graph_change,
                     plan.name.clone(),
                     self.config().lease_ttl,
+                    self.config().session(),
                 )
                 .await?;
                 let p = persist.insert(p);
