@@ -132,8 +132,8 @@ pub mod state {
 pub mod run {
     //! Running a graph: the configuration of a run, the run and its handle, and how it ends.
     pub use agentgraph_engine::{
-        CancelHandle, Durability, FailurePolicy, Mode, Run, RunConfig, RunHandle, RunOutcome,
-        TaskEnd,
+        CancelHandle, Durability, FailurePolicy, Mode, Run, RunConfig, RunHandle, RunMetadata,
+        RunOutcome, TaskEnd,
     };
 }
 
@@ -154,8 +154,8 @@ pub mod inspect {
     //! Reading stored runs: a graph's runs with its state type ([`GraphHistory`]), or any
     //! store's runs without types ([`StoreInspector`]).
     pub use agentgraph_engine::{
-        CheckpointInfo, EventPages, GraphHistory, PendingStatus, PendingTask, RunRecord, RunStatus,
-        StoreInspector, Tentative,
+        CheckpointInfo, EventPages, GraphHistory, PendingStatus, PendingTask, RunFilter,
+        RunMetadata, RunRecord, RunStatus, StoreInspector, Tentative,
     };
 }
 
@@ -166,9 +166,9 @@ pub mod store {
     #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
     pub use agentgraph_checkpoint::SledStore;
     pub use agentgraph_checkpoint::{
-        BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, MemoryStore, Op, RunRecord,
-        RunStatus, StoreError, WriteBatch, check_run_id, conformance, decode_run, encode_run,
-        envelope,
+        BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, MemoryStore, Op, RunFilter,
+        RunMetadata, RunRecord, RunStatus, SUBGRAPH_MARK, StoreError, Sweeper, WriteBatch,
+        check_run_id, conformance, decode_run, encode_run, envelope,
     };
 }
 

@@ -43,16 +43,20 @@ mod error;
 mod lease;
 mod memory;
 mod record;
+mod session;
 #[cfg(feature = "sled")]
 mod sled;
 mod store;
+mod sweep;
 
 #[cfg(feature = "sled")]
 pub use self::sled::SledStore;
 pub use error::{Result, StoreError};
 pub use memory::MemoryStore;
 pub use record::{decode_run, encode_run};
+pub use session::{RunFilter, RunMetadata};
 pub use store::{
     BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, Op, RunRecord, RunStatus,
     WriteBatch, check_run_id,
 };
+pub use sweep::{SUBGRAPH_MARK, Sweeper};

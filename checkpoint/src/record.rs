@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::envelope::{self, RecordKind};
 use crate::error::{Result, StoreError};
+use crate::session::RunMetadata;
 use crate::store::{Op, RunRecord, RunStatus, check_run_id};
 
 /// A run record as stores keep it: its own type, so that the public [`RunRecord`] and
@@ -21,6 +22,75 @@ struct StoredRun {
     forked_from: Option<(String, u64)>,
     /// Added after the first layout, at the end: see [`StoredRunV1`].
     graph: Option<String>,
+    /// Added with sessions, at the end: see [`StoredRunV2`].
+    metadata: StoredMetadata,
+    ttl_ms: Option<u64>,
+    expires_at_ms: Option<u64>,
+}
+
+/// A run's [`RunMetadata`] as stores keep it.
+#[derive(Serialize, Deserialize)]
+struct StoredMetadata {
+    user: Option<String>,
+    title: Option<String>,
+    tags: Vec<String>,
+    labels: Vec<(String, String)>,
+}
+
+impl From<&RunMetadata> for StoredMetadata {
+    fn from(m: &RunMetadata) -> Self {
+        StoredMetadata {
+            user: m.user().map(str::to_owned),
+            title: m.title().map(str::to_owned),
+            tags: m.tags().to_vec(),
+            labels: m
+                .labels()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+impl From<StoredMetadata> for RunMetadata {
+    fn from(m: StoredMetadata) -> Self {
+        RunMetadata::from_parts(m.user, m.title, m.tags, m.labels.into_iter().collect())
+    }
+}
+
+/// A run record as written before sessions: [`StoredRun`] but `metadata`, `ttl_ms` and
+/// `expires_at_ms`, which it lacks at the end of its payload (so no payload reads as both).
+/// Read only.
+#[derive(Deserialize)]
+struct StoredRunV2 {
+    run_id: String,
+    status: StoredStatus,
+    fingerprint: u128,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    last_step: Option<u64>,
+    error: Option<String>,
+    forked_from: Option<(String, u64)>,
+    graph: Option<String>,
+}
+
+impl From<StoredRunV2> for StoredRun {
+    fn from(r: StoredRunV2) -> Self {
+        StoredRun {
+            run_id: r.run_id,
+            status: r.status,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            last_step: r.last_step,
+            error: r.error,
+            forked_from: r.forked_from,
+            graph: r.graph,
+            metadata: StoredMetadata::from(&RunMetadata::new()),
+            ttl_ms: None,
+            expires_at_ms: None,
+        }
+    }
 }
 
 /// A run record as written before graphs had names: [`StoredRun`] but `graph`, which it lacks
@@ -39,7 +109,7 @@ struct StoredRunV1 {
 
 impl From<StoredRunV1> for StoredRun {
     fn from(r: StoredRunV1) -> Self {
-        StoredRun {
+        StoredRun::from(StoredRunV2 {
             run_id: r.run_id,
             status: r.status,
             fingerprint: r.fingerprint,
@@ -49,7 +119,7 @@ impl From<StoredRunV1> for StoredRun {
             error: r.error,
             forked_from: r.forked_from,
             graph: None,
-        }
+        })
     }
 }
 
@@ -103,6 +173,9 @@ impl From<&RunRecord> for StoredRun {
             error: r.error.clone(),
             forked_from: r.forked_from.clone(),
             graph: r.graph.clone(),
+            metadata: StoredMetadata::from(&r.metadata),
+            ttl_ms: r.ttl_ms,
+            expires_at_ms: r.expires_at_ms,
         }
     }
 }
@@ -115,6 +188,9 @@ impl From<StoredRun> for RunRecord {
         record.error = r.error;
         record.forked_from = r.forked_from;
         record.graph = r.graph;
+        record.metadata = r.metadata.into();
+        record.ttl_ms = r.ttl_ms;
+        record.expires_at_ms = r.expires_at_ms;
         record
     }
 }
@@ -179,8 +255,12 @@ pub fn decode_run(run: &str, bytes: &[u8]) -> Result<RunRecord> {
     let stored = match envelope::decode::<StoredRun>(RecordKind::Run, bytes) {
         Ok(stored) => stored,
         Err(e @ envelope::FormatError::Decode(_)) => {
-            envelope::decode::<StoredRunV1>(RecordKind::Run, bytes)
+            // The older layouts, newest first: each lacks fields at the end of the next.
+            envelope::decode::<StoredRunV2>(RecordKind::Run, bytes)
                 .map(StoredRun::from)
+                .or_else(|_| {
+                    envelope::decode::<StoredRunV1>(RecordKind::Run, bytes).map(StoredRun::from)
+                })
                 .map_err(|_| corrupt(e))?
         }
         Err(e) => return Err(corrupt(e)),
@@ -248,6 +328,82 @@ mod tests {
             );
         }
         // Damage is still damage.
+        assert!(decode_run("r", &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// The layout of run records before sessions (graph names, no metadata), as it was
+    /// written.
+    #[derive(Serialize)]
+    struct BeforeSessions {
+        run_id: String,
+        status: u32,
+        fingerprint: u128,
+        created_at_ms: u64,
+        updated_at_ms: u64,
+        last_step: Option<u64>,
+        error: Option<String>,
+        forked_from: Option<(String, u64)>,
+        graph: Option<String>,
+    }
+
+    #[test]
+    fn records_without_metadata_still_decode() {
+        let old = BeforeSessions {
+            run_id: "r".into(),
+            status: 4,
+            fingerprint: 9,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            last_step: Some(3),
+            error: None,
+            forked_from: Some(("p".into(), 4)),
+            graph: Some("g".into()),
+        };
+        let bytes = envelope::encode(RecordKind::Run, &old).unwrap();
+        // Bytes of that layout, as stores hold them today (a pinned copy: the layout must not
+        // drift with this test's struct).
+        assert_eq!(
+            &bytes[envelope::HEADER_LEN..],
+            &[1, b'r', 4, 9, 1, 2, 1, 3, 0, 1, 1, b'p', 4, 1, 1, b'g']
+        );
+        let record = decode_run("r", &bytes).unwrap();
+        let mut expected = RunRecord::new("r", RunStatus::Interrupted, 9, 1).with_graph("g");
+        expected.updated_at_ms = 2;
+        expected.last_step = Some(3);
+        expected.forked_from = Some(("p".into(), 4));
+        assert_eq!(record, expected);
+        assert!(record.metadata.is_empty());
+        assert_eq!((record.ttl_ms, record.expires_at_ms), (None, None));
+
+        // The current layout round-trips metadata and time to live.
+        let mut current = expected
+            .clone()
+            .with_metadata(
+                RunMetadata::new()
+                    .with_user("ann")
+                    .with_title("t")
+                    .with_tags(["b", "a"])
+                    .with_label("k", "v"),
+            )
+            .with_ttl(std::time::Duration::from_millis(40));
+        assert_eq!(current.expires_at_ms, Some(42));
+        let encoded = encode_run(&current).unwrap();
+        assert_eq!(decode_run("r", &encoded).unwrap(), current);
+        current.metadata = RunMetadata::new();
+        current.set_ttl(None);
+        assert_eq!(
+            decode_run("r", &encode_run(&current).unwrap()).unwrap(),
+            current
+        );
+        // A current record cut short is damage, not an older layout.
+        let payload = &encoded[envelope::HEADER_LEN..];
+        for cut in 1..payload.len() {
+            let sealed = envelope::seal(RecordKind::Run, &payload[..cut]);
+            if let Ok(r) = decode_run("r", &sealed) {
+                // Only a cut at the end of an older layout reads, as that layout.
+                assert!(r.metadata.is_empty() && r.ttl_ms.is_none(), "cut at {cut}");
+            }
+        }
         assert!(decode_run("r", &bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::session::RunMetadata;
 
 /// A boxed future, as the object-safe store methods return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -119,7 +120,8 @@ impl std::str::FromStr for RunStatus {
 /// Its serde shape is the API's: the monitor's `/api/runs` and the command-line tool's
 /// `--json` print it as is. The fingerprint is 32 hex digits (JSON numbers cannot carry 128
 /// bits), `forked_from` is `{"run_id": .., "step": ..}` or `null`, the status is its
-/// [`RunStatus::as_str`] name. Stores keep their own, binary form of it.
+/// [`RunStatus::as_str`] name, `metadata` is a [`RunMetadata`]'s JSON, and `ttl_ms` and
+/// `expires_at_ms` are numbers or `null`. Stores keep their own, binary form of it.
 ///
 /// # Examples
 ///
@@ -133,6 +135,8 @@ impl std::str::FromStr for RunStatus {
 /// assert_eq!(json["fingerprint"], "00000000000000000000000000000abc");
 /// assert_eq!(json["forked_from"]["run_id"], "run-0");
 /// assert_eq!(json["forked_from"]["step"], 3);
+/// assert_eq!(json["metadata"]["tags"], serde_json::json!([]));
+/// assert_eq!(json["expires_at_ms"], serde_json::Value::Null);
 /// let back: RunRecord = serde_json::from_value(json).unwrap();
 /// assert_eq!(back, record);
 /// ```
@@ -161,6 +165,19 @@ pub struct RunRecord {
     /// (`GraphBuilder::named`). Records written before graphs had names read back
     /// with `None`.
     pub graph: Option<String>,
+    /// What the run says about itself: user, title, tags, labels (`RunConfig::metadata`).
+    /// Records written before sessions read back with none.
+    #[serde(default)]
+    pub metadata: RunMetadata,
+    /// How long the run is kept after it was last written, in milliseconds
+    /// (`RunConfig::ttl`); `None` keeps it until it is deleted.
+    #[serde(default)]
+    pub ttl_ms: Option<u64>,
+    /// When the run may be deleted by a sweep
+    /// ([`CheckpointStore::sweep_expired`]), in milliseconds since the Unix epoch:
+    /// `updated_at_ms + ttl_ms`, moved on each time the record is written.
+    #[serde(default)]
+    pub expires_at_ms: Option<u64>,
 }
 
 /// How [`RunRecord`]'s fields that JSON cannot spell as Rust holds them are written.
@@ -230,6 +247,9 @@ impl RunRecord {
             error: None,
             forked_from: None,
             graph: None,
+            metadata: RunMetadata::new(),
+            ttl_ms: None,
+            expires_at_ms: None,
         }
     }
 
@@ -246,6 +266,68 @@ impl RunRecord {
         self.graph = Some(graph.into());
         self
     }
+
+    /// Sets the run's metadata.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::{RunMetadata, RunRecord, RunStatus};
+    /// let record = RunRecord::new("run-1", RunStatus::Running, 7, 0)
+    ///     .with_metadata(RunMetadata::new().with_user("ann"));
+    /// assert_eq!(record.metadata.user(), Some("ann"));
+    /// ```
+    pub fn with_metadata(mut self, metadata: RunMetadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the run's time to live (`None`: none), and its expiry from
+    /// [`updated_at_ms`](RunRecord::updated_at_ms): call it after setting that.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::{RunRecord, RunStatus};
+    /// let mut record = RunRecord::new("run-1", RunStatus::Completed, 7, 1_000);
+    /// record.set_ttl(Some(500));
+    /// assert_eq!(record.expires_at_ms, Some(1_500));
+    /// assert!(!record.is_expired(1_499));
+    /// assert!(record.is_expired(1_500));
+    /// record.set_ttl(None);
+    /// assert!(!record.is_expired(u64::MAX));
+    /// ```
+    pub fn set_ttl(&mut self, ttl_ms: Option<u64>) {
+        self.ttl_ms = ttl_ms;
+        self.expires_at_ms = ttl_ms.map(|ttl| self.updated_at_ms.saturating_add(ttl));
+    }
+
+    /// Sets the run's time to live, and its expiry: see [`set_ttl`](RunRecord::set_ttl).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentgraph_checkpoint::{RunRecord, RunStatus};
+    /// let record = RunRecord::new("run-1", RunStatus::Completed, 7, 1_000)
+    ///     .with_ttl(Duration::from_secs(60));
+    /// assert_eq!((record.ttl_ms, record.expires_at_ms), (Some(60_000), Some(61_000)));
+    /// ```
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.set_ttl(Some(duration_ms(ttl)));
+        self
+    }
+
+    /// Whether a sweep at `now_ms` deletes the run: it has an expiry, and it is not after
+    /// `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// One operation of a [`WriteBatch`].
@@ -632,6 +714,49 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
 
     /// Gives `run` up at once. Releasing a lease that was taken over does nothing.
     fn release_lease(&self, lease: Lease) -> BoxFuture<'_, Result<()>>;
+
+    /// Deletes the runs whose time to live is over at `now_ms` (milliseconds since the Unix
+    /// epoch; [`RunRecord::is_expired`]), each with the runs of its subgraphs
+    /// (`{run}/@{node}/{task}`), and returns their ids in id order.
+    ///
+    /// Each run is deleted under its lease, in one batch fenced with the lease's epoch (the
+    /// subgraph runs' leases too): a run whose lease is live is in use, and is skipped until
+    /// a later sweep, never deleted under its owner; a run written again since it was listed
+    /// is kept if its new expiry is later. [`Sweeper`](crate::Sweeper) calls it periodically.
+    ///
+    /// Provided: it pages through [`list_runs`](CheckpointStore::list_runs). A backend that
+    /// can find expired runs by an index may override it, keeping this behaviour (the
+    /// conformance suite's [`sweeps`](crate::conformance::sweeps) checks it).
+    ///
+    /// # Errors
+    ///
+    /// The store's, for the first run that could not be read or deleted; the runs deleted
+    /// before it stay deleted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentgraph_checkpoint::{CheckpointStore, MemoryStore, RunRecord, RunStatus, WriteBatch};
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> agentgraph_checkpoint::Result<()> {
+    ///     let store = MemoryStore::new();
+    ///     let mut batch = WriteBatch::new();
+    ///     batch
+    ///         .put_run(RunRecord::new("old", RunStatus::Completed, 7, 1_000).with_ttl(Duration::from_secs(1)))
+    ///         .put_run(RunRecord::new("kept", RunStatus::Completed, 7, 1_000));
+    ///     store.commit(batch).await?;
+    ///     assert!(store.sweep_expired(1_999).await?.is_empty());
+    ///     assert_eq!(store.sweep_expired(2_000).await?, ["old"]);
+    ///     assert!(store.get_run("old").await?.is_none());
+    ///     assert!(store.get_run("kept").await?.is_some());
+    ///     Ok(())
+    /// }
+    /// ```
+    fn sweep_expired(&self, now_ms: u64) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(crate::sweep::sweep_expired(self, now_ms))
+    }
 }
 
 /// What a lease's holder runs when the lease is dropped (see [`Lease::on_drop`]).

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "agentgraph", version, propagate_version = true)]
 #[command(after_help = "Examples:
   agentgraph --store ./runs.db runs
+  agentgraph --store ./runs.db runs --user ann --tag billing --label channel=email
   agentgraph --store ./runs.db show run-42
   agentgraph --store ./runs.db invocations chat-7
   agentgraph --store ./runs.db pending run-42 --json
@@ -42,8 +43,9 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// List the runs of the store: status, last step, when each was last written, and the
-    /// error of failed runs. Subgraph runs (`{run}/@{node}/{task}`) are hidden unless `--all`
-    /// is given, which shows them indented under their parents.
+    /// error of failed runs; with the user, title, tags and expiry of runs that have them
+    /// (`RunConfig::metadata`, `RunConfig::ttl`). Subgraph runs (`{run}/@{node}/{task}`) are
+    /// hidden unless `--all` is given, which shows them indented under their parents.
     Runs(RunsArgs),
     /// Show one run: its status, times, last step, how many invocations a thread has had, last
     /// error, the interrupts it waits on (with their ids and payloads), the tasks of the step
@@ -83,6 +85,10 @@ pub(crate) enum Command {
     Pending(RunArg),
     /// Delete a run and everything stored for it, with its subgraph runs.
     Delete(RunArg),
+    /// Delete the runs whose time to live (`RunConfig::ttl`) is over, with their subgraph
+    /// runs, once, and list them: what a program's `Sweeper` does periodically. A run in use
+    /// is never deleted.
+    Sweep,
     /// Print a graph as Graphviz DOT, from the JSON of its description that a program
     /// exported (`serde_json::to_string(&graph.describe())`).
     Dot(DotArgs),
@@ -109,6 +115,26 @@ pub(crate) struct RunsArgs {
     /// Also list subgraph runs, indented under their parents.
     #[arg(long)]
     pub(crate) all: bool,
+    /// Only the runs of this user (`RunMetadata::with_user`).
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
+    /// Only runs with this tag (repeat it for runs with every one of several).
+    #[arg(long, value_name = "TAG")]
+    pub(crate) tag: Vec<String>,
+    /// Only runs with this label (repeat it for runs with every one of several).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = label_parser)]
+    pub(crate) label: Vec<(String, String)>,
+    /// Only runs whose title contains this text, ignoring case.
+    #[arg(long, value_name = "TEXT")]
+    pub(crate) title: Option<String>,
+}
+
+/// `--label KEY=VALUE`.
+fn label_parser(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("`{text}` is not KEY=VALUE")),
+    }
 }
 
 /// `state`.

@@ -4,7 +4,7 @@
 //!
 //! | command | what it does |
 //! | --- | --- |
-//! | `runs [--status S] [--all]` | the runs, with status, last step, last write and error |
+//! | `runs [--status S] [--all] [--user U] [--tag T] [--label K=V] [--title TEXT]` | the runs, with status, last step, last write, session and error |
 //! | `show RUN` | one run: summary, last error, pending interrupts, counts, fingerprint, fork |
 //! | `history RUN` | its checkpoints: step, parent, time, fields written, next nodes, bytes |
 //! | `invocations RUN` | a thread's invocations: steps, checkpoints, start, input fields |
@@ -12,6 +12,7 @@
 //! | `events RUN [--after N] [--follow [--monitor URL]]` | its stored events, or live ones |
 //! | `prune RUN --keep N`, `prune --all --keep N` | deletes old checkpoints |
 //! | `delete RUN` | deletes a run and its subgraph runs |
+//! | `sweep` | deletes the runs whose time to live is over |
 //! | `dot FILE` | a graph description exported by a program, as Graphviz DOT |
 //!
 //! The store comes from `--store PATH` or `AGENTGRAPH_STORE`. `--json` prints one JSON

@@ -58,6 +58,22 @@ pub(crate) fn ago(ms: u64, now_ms: u64) -> String {
     }
 }
 
+/// How long after `now_ms` the instant `ms` is: `in 12s`, `in 5m`, `in 3h`, `in 2d`;
+/// `expired` when it is not after `now_ms`.
+pub(crate) fn until(ms: u64, now_ms: u64) -> String {
+    if ms <= now_ms {
+        return "expired".to_owned();
+    }
+    let secs = (ms - now_ms) / 1000;
+    match secs {
+        0 => "in <1s".to_owned(),
+        1..60 => format!("in {secs}s"),
+        60..3600 => format!("in {}m", secs / 60),
+        3600..86_400 => format!("in {}h", secs / 3600),
+        _ => format!("in {}d", secs / 86_400),
+    }
+}
+
 /// The instant `ms` (milliseconds since the Unix epoch) in RFC 3339, UTC, to the millisecond.
 pub(crate) fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
@@ -190,6 +206,18 @@ mod tests {
         assert_eq!(ago(now - 5 * 60_000 - 1, now), "5m ago");
         assert_eq!(ago(now - 3 * 3_600_000, now), "3h ago");
         assert_eq!(ago(now - 2 * 86_400_000, now), "2d ago");
+    }
+
+    #[test]
+    fn times_to_come() {
+        let now = 10_000_000_000;
+        assert_eq!(until(now, now), "expired");
+        assert_eq!(until(now - 1, now), "expired");
+        assert_eq!(until(now + 500, now), "in <1s");
+        assert_eq!(until(now + 42_000, now), "in 42s");
+        assert_eq!(until(now + 5 * 60_000 + 1, now), "in 5m");
+        assert_eq!(until(now + 3 * 3_600_000, now), "in 3h");
+        assert_eq!(until(now + 2 * 86_400_000, now), "in 2d");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use agentgraph::prelude::*;
+use agentgraph::run::RunMetadata;
 use agentgraph_engine::StoreInspector;
 use assert_cmd::Command;
 use common::{Work, WorkUpdate, agentgraph, failure, graph, json, standard_store, stdout};
@@ -624,4 +625,150 @@ fn a_stopped_step_shows_its_finished_task() {
     assert!(text.contains("stopped between steps"), "{text}");
     let show = json(dir.path(), &["show", "done"]);
     assert_eq!(show["pending"], json!([]));
+}
+
+/// A store with three threads: `chat-ann` (user, title, tags, a label, kept an hour),
+/// `chat-bob` (kept a millisecond) and `plain` (no session).
+fn session_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    with_store(dir.path(), async |store| {
+        let run = |id: &str, config: RunConfig| {
+            let config = config.store(store.clone()).run_id(id);
+            let work = Work {
+                topic: "rust".into(),
+                ..Work::default()
+            };
+            graph().run_with(work, config)
+        };
+        let ann = RunMetadata::new()
+            .with_user("ann")
+            .with_title("Refund for order 17")
+            .with_tags(["support", "billing"])
+            .with_label("channel", "email");
+        let hour = std::time::Duration::from_secs(3600);
+        run("chat-ann", RunConfig::new().metadata(ann).ttl(hour))
+            .await
+            .unwrap();
+        let bob = RunMetadata::new().with_user("bob").with_tag("support");
+        let ms = std::time::Duration::from_millis(1);
+        run("chat-bob", RunConfig::new().metadata(bob).ttl(ms))
+            .await
+            .unwrap();
+        run("plain", RunConfig::new()).await.unwrap();
+    });
+    dir
+}
+
+fn run_ids(runs: &Value) -> Vec<&str> {
+    runs.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap())
+        .collect()
+}
+
+#[test]
+fn runs_are_listed_by_user_tag_label_and_title() {
+    let dir = session_store();
+    let path = dir.path();
+    assert_eq!(
+        run_ids(&json(path, &["runs", "--user", "ann"])),
+        ["chat-ann"]
+    );
+    assert_eq!(
+        run_ids(&json(path, &["runs", "--tag", "support"])),
+        ["chat-ann", "chat-bob"]
+    );
+    assert_eq!(
+        run_ids(&json(
+            path,
+            &["runs", "--tag", "support", "--tag", "billing"]
+        )),
+        ["chat-ann"]
+    );
+    assert_eq!(
+        run_ids(&json(path, &["runs", "--label", "channel=email"])),
+        ["chat-ann"]
+    );
+    assert_eq!(
+        run_ids(&json(path, &["runs", "--title", "ORDER 17"])),
+        ["chat-ann"]
+    );
+    assert_eq!(
+        run_ids(&json(
+            path,
+            &["runs", "--user", "bob", "--status", "failed"]
+        )),
+        Vec::<&str>::new()
+    );
+    assert_eq!(
+        stdout(path, &["runs", "--user", "carol"]),
+        "no run matches\n"
+    );
+    let output = agentgraph(path)
+        .args(["runs", "--label", "channel"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "a label is KEY=VALUE");
+
+    // The JSON is the record's: metadata, time to live, expiry.
+    let runs = json(path, &["runs"]);
+    assert_eq!(
+        runs[0]["metadata"],
+        json!({
+            "user": "ann",
+            "title": "Refund for order 17",
+            "tags": ["billing", "support"],
+            "labels": { "channel": "email" },
+        })
+    );
+    assert_eq!(runs[0]["ttl_ms"], 3_600_000);
+    assert_eq!(
+        runs[0]["expires_at_ms"].as_u64().unwrap(),
+        runs[0]["updated_at_ms"].as_u64().unwrap() + 3_600_000
+    );
+    assert_eq!(runs[2]["metadata"]["user"], Value::Null);
+    assert_eq!(runs[2]["expires_at_ms"], Value::Null);
+
+    // The table shows the session's columns.
+    let text = stdout(path, &["runs"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("RUN       STATUS     STEP  UPDATED   USER  TITLE                TAGS             EXPIRES"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains("  ann   Refund for order 17  billing,support  in 59m"),
+        "{text}"
+    );
+    assert!(lines[2].contains("  bob         "), "{text}");
+    assert!(lines[2].ends_with("expired"), "{text}");
+    assert!(lines[3].starts_with("plain     completed"), "{text}");
+    // (A store whose runs have no session keeps the table it had: see
+    // `runs_lists_every_run_with_its_status`.)
+
+    let show = stdout(path, &["show", "chat-ann"]);
+    assert!(show.contains("\nuser         ann\n"), "{show}");
+    assert!(
+        show.contains("\ntitle        Refund for order 17\n"),
+        "{show}"
+    );
+    assert!(show.contains("\ntags         billing, support\n"), "{show}");
+    assert!(show.contains("\nlabels       channel=email\n"), "{show}");
+    assert!(show.contains("kept 1h after its last write)\n"), "{show}");
+    assert!(!stdout(path, &["show", "plain"]).contains("user"));
+}
+
+#[test]
+fn sweep_deletes_the_expired_runs_once() {
+    let dir = session_store();
+    let path = dir.path();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(
+        stdout(path, &["sweep"]),
+        "deleted 1 expired run:\n  chat-bob\n"
+    );
+    assert_eq!(json(path, &["sweep"]), json!({ "deleted": [] }));
+    assert_eq!(stdout(path, &["sweep"]), "no run has expired\n");
+    assert_eq!(run_ids(&json(path, &["runs"])), ["chat-ann", "plain"]);
 }

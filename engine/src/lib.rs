@@ -15,7 +15,9 @@ mod run;
 pub mod codec;
 pub use define::reducer;
 
-pub use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunRecord, RunStatus, StoreError};
+pub use agentgraph_checkpoint::{
+    CheckpointStore, IntoStore, RunFilter, RunMetadata, RunRecord, RunStatus, StoreError, Sweeper,
+};
 pub use codec::CodecError;
 pub use define::builder::GraphBuilder;
 pub use define::join::JoinPolicy;

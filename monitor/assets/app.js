@@ -159,6 +159,7 @@
         'aria-current': current && current.id === run.run_id ? 'true' : 'false',
       },
       el('span', { class: 'id' }, run.run_id),
+      ...session(run),
       el('span', { class: 'meta' },
         el('span', { class: 'badge', 'data-status': run.status }, run.status),
         el('span', {}, run.last_step == null ? 'no checkpoint' : `step ${run.last_step}`),
@@ -166,6 +167,16 @@
       button.addEventListener('click', () => select(run.run_id));
       list.append(el('li', {}, button));
     }
+  }
+
+  // A run's session (`RunConfig::metadata`): its title, user and tags, as text.
+  function session(run) {
+    const m = run.metadata || {};
+    const parts = [];
+    if (m.title) parts.push(el('span', { class: 'title' }, m.title));
+    const who = [m.user ? `@${m.user}` : '', ...(m.tags || []).map((t) => `#${t}`)].filter(Boolean);
+    if (who.length) parts.push(el('span', { class: 'session' }, who.join(' ')));
+    return parts;
   }
 
   // ---- the selected run ----
@@ -311,6 +322,12 @@
     fact('started', new Date(d.created_at_ms).toLocaleString());
     fact('updated', time(d.updated_at_ms));
     if (d.forked_from) fact('forked from', `${d.forked_from.run_id} @ ${d.forked_from.step}`);
+    const m = d.metadata || {};
+    if (m.title) fact('title', m.title);
+    if (m.user) fact('user', m.user);
+    if (m.tags && m.tags.length) fact('tags', m.tags.join(', '));
+    for (const [k, v] of Object.entries(m.labels || {})) fact(`label ${k}`, v);
+    if (d.expires_at_ms != null) fact('expires', new Date(d.expires_at_ms).toLocaleString());
     // The tasks of a stopped step: those done have saved writes, not yet committed.
     if (d.pending && d.pending.length) {
       fact(`step ${d.pending[0].step} (not committed)`, d.pending.map((t) => `${t.node}: ${t.status}`).join(', '));

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use agentgraph_checkpoint::{MAX_RUN_ID_LEN, RunRecord, RunStatus};
+use agentgraph_checkpoint::{MAX_RUN_ID_LEN, RunFilter, RunRecord, RunStatus};
 use agentgraph_engine::{Error as EngineError, Interrupt, PendingTask};
 
 use crate::app::AppState;
@@ -101,6 +101,54 @@ pub(crate) async fn record(state: &AppState, run: &str) -> Result<RunRecord, Api
 pub(crate) struct RunsQuery {
     after: Option<String>,
     limit: Option<usize>,
+    /// Only the runs of this user.
+    user: Option<String>,
+    /// Only the runs with these tags (comma-separated: every one).
+    tag: Option<String>,
+    /// Only the runs with this label, `key=value`.
+    label: Option<String>,
+    /// Only the runs whose title contains this, ignoring case.
+    title: Option<String>,
+}
+
+/// The longest filter value a query may give.
+const MAX_FILTER_LEN: usize = 1024;
+
+impl RunsQuery {
+    /// The filter the query asks for (empty without `user`, `tag`, `label` or `title`).
+    fn filter(&self) -> Result<RunFilter, ApiError> {
+        let mut filter = RunFilter::new();
+        for (name, value) in [
+            ("user", &self.user),
+            ("tag", &self.tag),
+            ("label", &self.label),
+            ("title", &self.title),
+        ] {
+            if value.as_ref().is_some_and(|v| v.len() > MAX_FILTER_LEN) {
+                return Err(ApiError::bad_request(format!(
+                    "`{name}` has more than {MAX_FILTER_LEN} bytes"
+                )));
+            }
+        }
+        filter.user.clone_from(&self.user);
+        if let Some(tags) = &self.tag {
+            filter.tags = tags
+                .split(',')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        if let Some(label) = &self.label {
+            let Some((key, value)) = label.split_once('=') else {
+                return Err(ApiError::bad_request(format!(
+                    "`label` is `key=value`, not `{label}`"
+                )));
+            };
+            filter.labels.insert(key.to_owned(), value.to_owned());
+        }
+        filter.title_contains.clone_from(&self.title);
+        Ok(filter)
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -110,7 +158,8 @@ struct RunsPage {
     next: Option<String>,
 }
 
-/// `GET /api/runs?after=&limit=`.
+/// `GET /api/runs?after=&limit=&user=&tag=&label=&title=`: a page of the runs (those the
+/// filters take: `tag=a,b` is both tags, `label=key=value`).
 pub(crate) async fn runs(
     State(state): State<AppState>,
     Query(q): Query<RunsQuery>,
@@ -119,7 +168,15 @@ pub(crate) async fn runs(
         check_run(after)?;
     }
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
-    let page = state.inspector.runs_page(q.after.as_deref(), limit).await?;
+    let filter = q.filter()?;
+    let page = if filter.is_empty() {
+        state.inspector.runs_page(q.after.as_deref(), limit).await?
+    } else {
+        state
+            .inspector
+            .runs_matching(&filter, q.after.as_deref(), limit)
+            .await?
+    };
     let next = (page.len() == limit)
         .then(|| page.last().map(|r| r.run_id.clone()))
         .flatten();

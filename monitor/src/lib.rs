@@ -26,7 +26,7 @@
 //! | route | serves |
 //! |---|---|
 //! | `GET /` | the page (`/app.js`, `/app.css`) |
-//! | `GET /api/runs?after=&limit=` | runs with their status, in run id order, a page at a time (`limit` ≤ 1000, default 100; `next` is the `after` of the next page) |
+//! | `GET /api/runs?after=&limit=` | runs with their status and metadata, in run id order, a page at a time (`limit` ≤ 1000, default 100; `next` is the `after` of the next page); `user=`, `tag=` (`a,b`: both), `label=key=value` and `title=` (a part, any case) list only the runs whose metadata matches |
 //! | `GET /api/runs/{run}` | a run's record, last error, pending interrupts, newest event number, nodes of the next step, how many invocations a thread has had (`invocations`) |
 //! | `GET /api/runs/{run}/checkpoints` | its checkpoints, oldest first, each with its `invocation` (a thread's turn) |
 //! | `GET /api/runs/{run}/state?step=N` | its state after step `N` (the newest without `step`), as JSON |

@@ -379,3 +379,103 @@ async fn a_threads_invocations_are_in_its_checkpoints_and_events() {
     assert_eq!(invoked, [(1, 0), (2, 4), (3, 8)]);
     server.shutdown().await.unwrap();
 }
+
+/// A run's session is in the runs list and its detail (the record's `metadata`, `ttl_ms`,
+/// `expires_at_ms`), and the list takes `user`, `tag`, `label` and `title` filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_listed_by_their_session() {
+    use agentgraph_checkpoint::RunMetadata;
+
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let addr = server.local_addr();
+    let gate = Gate::open();
+    let graph = demo(&gate);
+    let ann = RunMetadata::new()
+        .with_user("ann")
+        .with_title("Refund for order 17")
+        .with_tags(["support", "billing"])
+        .with_label("channel", "email");
+    let bob = RunMetadata::new().with_user("bob").with_tag("support");
+    for (id, meta) in [("a", Some(ann)), ("b", Some(bob)), ("c", None)] {
+        let mut config = RunConfig::new().store(store.clone()).run_id(id);
+        if let Some(meta) = meta {
+            config = config
+                .metadata(meta)
+                .ttl(std::time::Duration::from_secs(3600));
+        }
+        let input = Doc {
+            target: 1,
+            ..Doc::default()
+        };
+        graph.run_with(input, config).await.unwrap();
+    }
+    let ids = |page: &Value| -> Vec<String> {
+        page["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (_, all) = get(addr, "/api/runs").await;
+    assert_eq!(ids(&all), ["a", "b", "c"]);
+    assert_eq!(
+        all["runs"][0]["metadata"],
+        json!({
+            "user": "ann",
+            "title": "Refund for order 17",
+            "tags": ["billing", "support"],
+            "labels": { "channel": "email" },
+        })
+    );
+    assert_eq!(all["runs"][0]["ttl_ms"], 3_600_000);
+    assert!(all["runs"][0]["expires_at_ms"].is_u64());
+    assert_eq!(all["runs"][2]["metadata"]["tags"], json!([]));
+    assert_eq!(all["runs"][2]["expires_at_ms"], Value::Null);
+    let records = agentgraph_engine::StoreInspector::new(store.clone())
+        .runs()
+        .await
+        .unwrap();
+    assert_eq!(all["runs"], serde_json::to_value(&records).unwrap());
+
+    for (query, want) in [
+        ("user=ann", vec!["a"]),
+        ("user=bob", vec!["b"]),
+        ("user=carol", vec![]),
+        ("tag=support", vec!["a", "b"]),
+        ("tag=support,billing", vec!["a"]),
+        ("user=bob&tag=billing", vec![]),
+        ("label=channel%3Demail", vec!["a"]),
+        ("title=ORDER%2017", vec!["a"]),
+    ] {
+        let (status, page) = get(addr, &format!("/api/runs?{query}")).await;
+        assert_eq!(status, 200, "{query}");
+        assert_eq!(ids(&page), want, "{query}");
+        assert_eq!(page["next"], Value::Null, "{query}");
+    }
+    // Filtered pages.
+    let (_, page) = get(addr, "/api/runs?tag=support&limit=1").await;
+    assert_eq!(
+        (ids(&page), &page["next"]),
+        (vec!["a".to_owned()], &json!("a"))
+    );
+    let (_, page) = get(addr, "/api/runs?tag=support&limit=1&after=a").await;
+    assert_eq!(ids(&page), ["b"]);
+    // A label is key=value; a filter has a bounded length.
+    let (status, body) = get(addr, "/api/runs?label=channel").await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("key=value"),
+        "{body}"
+    );
+    let (status, _) = get(addr, &format!("/api/runs?user={}", "x".repeat(2000))).await;
+    assert_eq!(status, 400);
+
+    // The detail has them too.
+    let (_, run) = get(addr, "/api/runs/a").await;
+    assert_eq!(run["metadata"]["user"], "ann");
+    assert_eq!(run["ttl_ms"], 3_600_000);
+    server.shutdown().await.unwrap();
+}

@@ -391,3 +391,67 @@ async fn the_page_labels_a_threads_invocations_on_its_timeline() {
     client.close().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// The runs list shows a run's title, user and tags, and its detail its session, as text
+/// (markup in a title makes no element).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_runs_session_as_text() {
+    use agentgraph_checkpoint::RunMetadata;
+
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let graph = demo(&Gate::open());
+    let meta = RunMetadata::new()
+        .with_user("ann")
+        .with_title(XSS)
+        .with_tags(["support", "billing"])
+        .with_label("channel", "email");
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("chat")
+        .metadata(meta)
+        .ttl(Duration::from_secs(3600));
+    let input = Doc {
+        target: 1,
+        ..Doc::default()
+    };
+    graph.run_with(input, config).await.unwrap();
+
+    let (_driver, client) = start_browser().await;
+    client.goto(&server.url()).await.unwrap();
+    let item = "button.run-item[data-run=\"chat\"]";
+    let title_css = format!("{item} .title");
+    let title = until("the run's title in the list", || {
+        text_of(&client, &title_css)
+    })
+    .await;
+    assert_eq!(title, XSS);
+    let session = text_of(&client, &format!("{item} .session")).await;
+    assert_eq!(session.as_deref(), Some("@ann #billing #support"));
+    client
+        .find(Locator::Css(item))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let facts = until("the run's session in its detail", || async {
+        let text = text_of(&client, "#run-facts").await?;
+        text.contains("expires").then_some(text)
+    })
+    .await;
+    for part in [
+        "user",
+        "ann",
+        "tags",
+        "billing, support",
+        "label channel",
+        "email",
+    ] {
+        assert!(facts.contains(part), "{part} in {facts}");
+    }
+    let injected = client.find_all(Locator::Css("img")).await.unwrap();
+    assert!(injected.is_empty(), "an element was injected");
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -36,6 +36,7 @@ mod ids;
 mod isolation;
 mod leases;
 mod records;
+mod sessions;
 mod values;
 
 pub use damage::*;
@@ -43,6 +44,7 @@ pub use ids::*;
 pub use isolation::*;
 pub use leases::*;
 pub use records::*;
+pub use sessions::*;
 pub use values::*;
 
 /// Overwrites the raw bytes a backend stores for a run's record (see the [module](self)).
@@ -67,6 +69,8 @@ pub async fn run_all(store: &dyn CheckpointStore, put_raw_run: PutRawRun<'_>) {
     graph_names(store).await;
     run_leases(store).await;
     lease_expiry(store).await;
+    run_metadata(store).await;
+    sweeps(store).await;
     corrupt_run_record(store, put_raw_run).await;
 }
 

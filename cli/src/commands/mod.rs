@@ -12,6 +12,7 @@ mod runs;
 mod serve;
 mod show;
 mod state;
+mod sweep;
 
 use std::path::PathBuf;
 
@@ -55,6 +56,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Prune(args) => prune::run(&mut ctx, args).await,
         Command::Pending(args) => pending::run(&mut ctx, &args.run).await,
         Command::Delete(args) => delete::run(&mut ctx, &args.run).await,
+        Command::Sweep => sweep::run(&mut ctx).await,
         Command::Dot(args) => dot::run(&mut ctx, &args.file),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(&mut ctx, args).await,

@@ -3,13 +3,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 
-use agentgraph_engine::{RunRecord, StoreInspector};
+use agentgraph_engine::{RunFilter, RunRecord, StoreInspector};
 use anyhow::Result;
 use serde::Serialize;
 
 use super::Ctx;
 use crate::cli::RunsArgs;
-use crate::output::{self, Table, ago, status_style, summary};
+use crate::output::{self, Table, ago, status_style, summary, until};
 
 /// A run as `--json` prints it: the engine's [`RunRecord`] (the API's shape, as the monitor
 /// serves it) and the run whose subgraph node made it.
@@ -35,17 +35,26 @@ pub(crate) fn parent_of(run: &str, ids: &HashSet<&str>) -> Option<String> {
     ids.contains(parent).then(|| parent.to_owned())
 }
 
+/// The runs `args` asks for, by status and metadata.
+fn filter(args: &RunsArgs) -> RunFilter {
+    let mut filter = RunFilter::new();
+    filter.statuses.clone_from(&args.status);
+    filter.user.clone_from(&args.user);
+    filter.tags.clone_from(&args.tag);
+    filter.labels = args.label.iter().cloned().collect();
+    filter.title_contains.clone_from(&args.title);
+    filter
+}
+
 pub(crate) async fn run(ctx: &mut Ctx, args: RunsArgs) -> Result<()> {
     let store = ctx.open_store()?;
     let records = store.inspector.runs().await?;
     let ids: HashSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
+    let filter = filter(&args);
     let shown: Vec<(&RunRecord, Option<String>)> = records
         .iter()
         .map(|r| (r, parent_of(&r.run_id, &ids)))
-        .filter(|(r, parent)| {
-            (args.all || parent.is_none())
-                && (args.status.is_empty() || args.status.contains(&r.status))
-        })
+        .filter(|(r, parent)| (args.all || parent.is_none()) && filter.matches(r))
         .collect();
 
     if ctx.json {
@@ -76,10 +85,19 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunsArgs) -> Result<()> {
         }
     }
     let now = output::now_ms();
-    let mut table = Table::new(vec!["RUN", "STATUS", "STEP", "UPDATED", "ERROR"]);
+    // The session's columns only when a run shown has one.
+    let sessions = shown
+        .iter()
+        .any(|(r, _)| !r.metadata.is_empty() || r.expires_at_ms.is_some());
+    let mut header = vec!["RUN", "STATUS", "STEP", "UPDATED"];
+    if sessions {
+        header.extend(["USER", "TITLE", "TAGS", "EXPIRES"]);
+    }
+    header.push("ERROR");
+    let mut table = Table::new(header);
     let mut stack: Vec<(&RunRecord, usize)> = roots.into_iter().rev().map(|r| (r, 0)).collect();
     while let Some((r, depth)) = stack.pop() {
-        table.styled_row(vec![
+        let mut row = vec![
             (
                 format!("{}{}", "  ".repeat(depth), r.run_id),
                 Default::default(),
@@ -90,14 +108,27 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunsArgs) -> Result<()> {
                 Default::default(),
             ),
             (ago(r.updated_at_ms, now), Default::default()),
-            (
-                r.error
-                    .as_deref()
-                    .map(|e| summary(e, 120))
-                    .unwrap_or_default(),
-                Default::default(),
-            ),
-        ]);
+        ];
+        if sessions {
+            let meta = &r.metadata;
+            row.extend(
+                [
+                    meta.user().unwrap_or_default().to_owned(),
+                    meta.title().map(|t| summary(t, 40)).unwrap_or_default(),
+                    meta.tags().join(","),
+                    r.expires_at_ms.map(|at| until(at, now)).unwrap_or_default(),
+                ]
+                .map(|cell| (cell, Default::default())),
+            );
+        }
+        row.push((
+            r.error
+                .as_deref()
+                .map(|e| summary(e, 120))
+                .unwrap_or_default(),
+            Default::default(),
+        ));
+        table.styled_row(row);
         if let Some(kids) = children.get(r.run_id.as_str()) {
             stack.extend(kids.iter().rev().map(|k| (*k, depth + 1)));
         }

@@ -135,6 +135,38 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
         timestamp(record.updated_at_ms),
         ago(record.updated_at_ms, now)
     )?;
+    let meta = &record.metadata;
+    if let Some(user) = meta.user() {
+        label(out, "user")?;
+        writeln!(out, "{user}")?;
+    }
+    if let Some(title) = meta.title() {
+        label(out, "title")?;
+        writeln!(out, "{}", output::summary(title, 200))?;
+    }
+    if !meta.tags().is_empty() {
+        label(out, "tags")?;
+        writeln!(out, "{}", meta.tags().join(", "))?;
+    }
+    if !meta.labels().is_empty() {
+        label(out, "labels")?;
+        let labels: Vec<String> = meta
+            .labels()
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        writeln!(out, "{}", labels.join(", "))?;
+    }
+    if let (Some(ttl), Some(at)) = (record.ttl_ms, record.expires_at_ms) {
+        label(out, "expires")?;
+        writeln!(
+            out,
+            "{} ({}; kept {} after its last write)",
+            timestamp(at),
+            output::until(at, now),
+            humantime::format_duration(std::time::Duration::from_millis(ttl))
+        )?;
+    }
     label(out, "checkpoints")?;
     writeln!(out, "{}", show.checkpoints)?;
     label(out, "events")?;

@@ -50,12 +50,15 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
             let shared = ctx.shared().clone();
             let child_id = child_run_id(ctx.run_id(), ctx.node(), ctx.task_id());
             // The parent's store, mode, seed, durability, limits and event settings; not its
-            // id, its timeouts (the parent's bound the child) or its failure policy.
+            // id, its timeouts (the parent's bound the child), its failure policy or its
+            // session (the child goes with the parent).
             let config = RunConfig {
                 run_id: None,
                 step_timeout: None,
                 run_timeout: None,
                 on_failure: Default::default(),
+                metadata: None,
+                ttl: None,
                 subgraph_run: true,
                 ..shared.config.clone()
             };

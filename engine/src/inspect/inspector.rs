@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunRecord};
+use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunFilter, RunRecord};
 
 use crate::error::{Error, Result};
 use crate::inspect::history::CheckpointInfo;
@@ -162,6 +162,63 @@ impl StoreInspector {
     /// [`Error::Store`].
     pub async fn runs_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         Ok(self.store().list_runs(after, limit).await?)
+    }
+
+    /// Up to `limit` runs after run id `after` that `filter` takes (by metadata, status,
+    /// graph: see [`RunFilter`]), in run id order: a page of the runs that match. The next
+    /// page starts after the last run returned; fewer than `limit` means there are no more.
+    /// Reads the store's runs a page at a time until it has `limit` matches (stores have no
+    /// index of metadata: this is a scan).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// for (run, user) in [("c1", "ann"), ("c2", "bob"), ("c3", "ann")] {
+    ///     let meta = RunMetadata::new().with_user(user).with_tag("support");
+    ///     let config = RunConfig::new().store(store.clone()).run_id(run).metadata(meta);
+    ///     graph.run_with(Count::default(), config).await?;
+    /// }
+    /// let inspector = StoreInspector::new(store);
+    /// let anns = RunFilter::new().user("ann").tag("support");
+    /// let first = inspector.runs_matching(&anns, None, 1).await?;
+    /// assert_eq!(first[0].run_id, "c1");
+    /// let rest = inspector.runs_matching(&anns, Some("c1"), 10).await?;
+    /// assert_eq!(rest.iter().map(|r| r.run_id.as_str()).collect::<Vec<_>>(), ["c3"]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Store`].
+    pub async fn runs_matching(
+        &self,
+        filter: &RunFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunRecord>> {
+        let mut out = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        while out.len() < limit {
+            let page = self.store().list_runs(cursor.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.run_id.clone());
+            out.extend(
+                page.into_iter()
+                    .filter(|r| filter.matches(r))
+                    .take(limit - out.len()),
+            );
+        }
+        Ok(out)
     }
 
     /// The record of one run.

@@ -54,6 +54,9 @@ pub(crate) async fn fork<S: State>(
     rec.last_step = Some(step);
     rec.forked_from = Some((run.to_owned(), step));
     rec.graph = graph.map(str::to_owned);
+    // A fork of a thread is a thread of the same session: its metadata and time to live.
+    rec.metadata = source.metadata.clone();
+    rec.set_ttl(source.ttl_ms);
     batch.put_run(rec);
     store.commit(batch).await?;
     store.flush().await?;

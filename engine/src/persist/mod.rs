@@ -21,6 +21,7 @@
 //! | [`reader`] | a read-only view of a store's runs, for `StoreInspector` and `GraphHistory` |
 //! | [`fork`], [`prune`] | new runs from a checkpoint; pruning and deleting runs |
 //! | [`runs`] | run ids: subgraph runs and the ids reserved for them |
+//! | [`session`] | a run's metadata and time to live on its record |
 
 pub(crate) mod blob;
 pub(crate) mod events;
@@ -34,6 +35,7 @@ pub(crate) mod reader;
 mod record;
 mod restored;
 pub(crate) mod runs;
+pub(crate) mod session;
 mod writer;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -49,8 +51,9 @@ use crate::error::{Error, Result};
 
 pub(crate) use lease::{RunOwnership, SHORT_TTL};
 pub(crate) use load::Loaded;
-pub(crate) use persister::{Persister, Position, Unfinished};
+pub(crate) use persister::{Persister, Position, RunSettings, Unfinished};
 pub(crate) use restored::{RestoredTask, Standing};
+pub(crate) use session::Session;
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()

@@ -16,7 +16,7 @@ use super::record::{
     TaskRecord,
 };
 use super::runs::child_runs;
-use super::{RunOwnership, encode_error, format_encode_error, lease, now_ms};
+use super::{RunOwnership, Session, encode_error, format_encode_error, lease, now_ms};
 use crate::codec;
 use crate::define::route::Command;
 use crate::define::state::State;
@@ -187,6 +187,9 @@ pub(crate) struct Persister<S: State> {
     pub(crate) graph: Option<Arc<str>>,
     /// Whether the run's events are stored with its checkpoints.
     pub(crate) store_events: bool,
+    /// The run's metadata and time to live (ms), for the run record.
+    metadata: agentgraph_checkpoint::RunMetadata,
+    ttl_ms: Option<u64>,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -202,30 +205,25 @@ impl<S: State> std::fmt::Debug for Persister<S> {
 
 impl<S: State> Persister<S> {
     /// Starts a new run: fails if the id is taken.
-    pub(crate) async fn create(
-        store: Arc<dyn CheckpointStore>,
-        run_id: Arc<str>,
-        durability: Durability,
-        fingerprint: Fingerprint,
-        graph: Option<Arc<str>>,
-        lease_ttl: Duration,
-    ) -> Result<Self> {
-        let lease = lease(&store, &run_id, lease_ttl).await?;
-        if lease.store().get_run(&run_id).await?.is_some() {
-            return Err(Error::RunExists(run_id.to_string()));
+    pub(crate) async fn create(store: Arc<dyn CheckpointStore>, run: RunSettings) -> Result<Self> {
+        let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
+        if lease.store().get_run(&run.run_id).await?.is_some() {
+            return Err(Error::RunExists(run.run_id.to_string()));
         }
-        Self::start_new(lease, run_id, durability, fingerprint, graph, lease_ttl).await
+        Self::start_new(lease, run).await
     }
 
     /// Starts a new run whose lease is taken and whose id is free.
-    async fn start_new(
-        lease: RunOwnership,
-        run_id: Arc<str>,
-        durability: Durability,
-        fingerprint: Fingerprint,
-        graph: Option<Arc<str>>,
-        lease_ttl: Duration,
-    ) -> Result<Self> {
+    async fn start_new(lease: RunOwnership, run: RunSettings) -> Result<Self> {
+        let RunSettings {
+            run_id,
+            durability,
+            fingerprint,
+            graph,
+            lease_ttl,
+            session,
+            ..
+        } = run;
         let store = lease.store().clone();
         // Subgraph runs are found by their id alone (`{run}/@{node}/{task}`, see `runs`): those
         // of an earlier run of this id that was lost (a crash under `Durability::Exit`, a freed
@@ -253,6 +251,7 @@ impl<S: State> Persister<S> {
             None,
         );
         p.graph = graph;
+        (p.metadata, p.ttl_ms) = session.over(None);
         Ok(p)
     }
 
@@ -284,6 +283,8 @@ impl<S: State> Persister<S> {
             lease: Arc::new(lease),
             graph: None,
             store_events: false,
+            metadata: Default::default(),
+            ttl_ms: None,
             _state: PhantomData,
         }
     }
@@ -291,25 +292,13 @@ impl<S: State> Persister<S> {
     /// Opens an existing run for resuming, and loads it from its newest intact checkpoint.
     pub(crate) async fn open(
         store: Arc<dyn CheckpointStore>,
-        run_id: Arc<str>,
-        durability: Durability,
-        fingerprint: Fingerprint,
-        allow_graph_change: bool,
-        graph: Option<Arc<str>>,
-        lease_ttl: Duration,
+        run: RunSettings,
     ) -> Result<(Self, Loaded<S>)> {
-        let lease = lease(&store, &run_id, lease_ttl).await?;
-        let Some(record) = lease.store().get_run(&run_id).await? else {
-            return Err(Error::RunNotFound(run_id.to_string()));
+        let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
+        let Some(record) = lease.store().get_run(&run.run_id).await? else {
+            return Err(Error::RunNotFound(run.run_id.to_string()));
         };
-        let open = Opening {
-            run_id,
-            durability,
-            fingerprint,
-            allow_graph_change,
-            graph,
-        };
-        open.open(lease, record, |_, _| Ok(())).await
+        run.open(lease, record, |_, _| Ok(())).await
     }
 
     /// Opens the thread `run_id` for its next invocation: the run's latest checkpoint, if the
@@ -322,37 +311,23 @@ impl<S: State> Persister<S> {
     /// interrupts, failed, was cancelled, or stopped mid-step): it must be resumed first.
     pub(crate) async fn thread(
         store: Arc<dyn CheckpointStore>,
-        run_id: Arc<str>,
-        durability: Durability,
-        fingerprint: Fingerprint,
-        allow_graph_change: bool,
-        graph: Option<Arc<str>>,
-        lease_ttl: Duration,
+        run: RunSettings,
     ) -> Result<(Self, Option<Loaded<S>>)> {
-        let lease = lease(&store, &run_id, lease_ttl).await?;
-        let Some(record) = lease.store().get_run(&run_id).await? else {
-            let p =
-                Self::start_new(lease, run_id, durability, fingerprint, graph, lease_ttl).await?;
-            return Ok((p, None));
+        let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
+        let Some(record) = lease.store().get_run(&run.run_id).await? else {
+            return Ok((Self::start_new(lease, run).await?, None));
         };
-        let thread = run_id.clone();
-        let open = Opening {
-            run_id,
-            durability,
-            fingerprint,
-            allow_graph_change,
-            graph,
-        };
-        let (p, loaded) = open
-            .open(lease, record, |run, loaded| {
+        let thread = run.run_id.clone();
+        let (p, loaded) = run
+            .open(lease, record, |stored, loaded| {
                 // A completed run, or a fork (pending) of a checkpoint where a run ended.
-                let ended = matches!(run.status, RunStatus::Completed | RunStatus::Pending);
+                let ended = matches!(stored.status, RunStatus::Completed | RunStatus::Pending);
                 if ended && loaded.at_rest() {
                     Ok(())
                 } else {
                     Err(Error::ThreadNotReady {
                         thread: thread.to_string(),
-                        status: run.status,
+                        status: stored.status,
                     })
                 }
             })
@@ -361,16 +336,22 @@ impl<S: State> Persister<S> {
     }
 }
 
-/// What opening a stored run needs besides its lease and record.
-struct Opening {
-    run_id: Arc<str>,
-    durability: Durability,
-    fingerprint: Fingerprint,
-    allow_graph_change: bool,
-    graph: Option<Arc<str>>,
+/// How a run is written: what starting or opening it needs besides its store, from its
+/// graph and its configuration.
+pub(crate) struct RunSettings {
+    pub(crate) run_id: Arc<str>,
+    pub(crate) durability: Durability,
+    pub(crate) fingerprint: Fingerprint,
+    /// Whether a stored run of another graph may be opened.
+    pub(crate) allow_graph_change: bool,
+    /// The graph's name, for the run record.
+    pub(crate) graph: Option<Arc<str>>,
+    pub(crate) lease_ttl: Duration,
+    /// The metadata and time to live the configuration gives the run.
+    pub(crate) session: Session,
 }
 
-impl Opening {
+impl RunSettings {
     /// Checks the run's graph, loads its newest intact checkpoint, checks it with `ready`
     /// (before anything is written: a refused run stays as it was), and marks the run running.
     async fn open<S: State>(
@@ -379,12 +360,14 @@ impl Opening {
         record: RunRecord,
         ready: impl FnOnce(&RunRecord, &Loaded<S>) -> Result<()>,
     ) -> Result<(Persister<S>, Loaded<S>)> {
-        let Opening {
+        let RunSettings {
             run_id,
             durability,
             fingerprint,
             allow_graph_change,
             graph,
+            session,
+            ..
         } = self;
         let store = lease.store().clone();
         // The fingerprint first: a changed graph or state type is said as such, before any
@@ -409,6 +392,7 @@ impl Opening {
             loaded.run.forked_from.clone(),
         );
         p.graph = graph;
+        (p.metadata, p.ttl_ms) = session.over(Some(&record));
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
         p.committed = Some(loaded.record.step);
@@ -437,6 +421,9 @@ impl<S: State> Persister<S> {
         r.error = error;
         r.forked_from.clone_from(&self.forked_from);
         r.graph = self.graph.as_deref().map(str::to_owned);
+        r.metadata.clone_from(&self.metadata);
+        // The expiry slides: the time to live from this write.
+        r.set_ttl(self.ttl_ms);
         r
     }
 

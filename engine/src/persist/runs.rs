@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::ids::TaskId;
 
 /// What separates a parent run's id from the node and task of a subgraph run.
-pub(crate) const SUBGRAPH_MARK: &str = "/@";
+pub(crate) const SUBGRAPH_MARK: &str = agentgraph_checkpoint::SUBGRAPH_MARK;
 
 /// The id of the run of the subgraph node `node`'s task `task` in run `parent`.
 pub(crate) fn child_run_id(parent: &str, node: &str, task: TaskId) -> String {

@@ -3,8 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgraph_checkpoint::{CheckpointStore, IntoStore};
+use agentgraph_checkpoint::{CheckpointStore, IntoStore, RunMetadata};
 use serde::{Deserialize, Serialize};
+
+use crate::persist::Session;
 
 /// How the tasks of a step run. Both modes give the same final state and the same events per
 /// task; they differ only in speed.
@@ -100,6 +102,10 @@ pub struct RunConfig {
     /// those (see `persist::runs`).
     pub(crate) subgraph_run: bool,
     pub(crate) lease_ttl: Duration,
+    /// The metadata to record on the run, replacing the stored one (`None`: keep it).
+    pub(crate) metadata: Option<RunMetadata>,
+    /// The run's time to live, replacing the stored one (`None`: keep it).
+    pub(crate) ttl: Option<Duration>,
 }
 
 impl Default for RunConfig {
@@ -121,6 +127,8 @@ impl Default for RunConfig {
             run_timeout: None,
             subgraph_run: false,
             lease_ttl: RunConfig::DEFAULT_LEASE_TTL,
+            metadata: None,
+            ttl: None,
         }
     }
 }
@@ -419,5 +427,94 @@ impl RunConfig {
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
         self
+    }
+
+    /// Records `metadata` (user, title, tags, labels) on the run, for listing runs by it
+    /// ([`StoreInspector::runs_matching`](crate::StoreInspector::runs_matching), the
+    /// command-line tool's `runs --user --tag --label`, the monitor). It replaces the
+    /// metadata the run had; a run started or resumed without it keeps what it had, so a
+    /// thread's metadata is set once and stays across its invocations. Written with the run's
+    /// record from the run's first write on (a resume: from the moment it is opened); needs a
+    /// [`store`](RunConfig::store). Subgraph runs do not inherit it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// use agentgraph_checkpoint::{RunFilter, RunMetadata};
+    ///
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let meta = RunMetadata::new().with_user("ann").with_title("Refund").with_tag("billing");
+    /// let config = RunConfig::new().store(store.clone()).run_id("chat-1").metadata(meta.clone());
+    /// graph.run_with(Count::default(), config).await?;
+    ///
+    /// let inspector = StoreInspector::new(store);
+    /// assert_eq!(inspector.run("chat-1").await?.unwrap().metadata, meta);
+    /// let anns = inspector.runs_matching(&RunFilter::new().user("ann"), None, 10).await?;
+    /// assert_eq!(anns[0].run_id, "chat-1");
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn metadata(mut self, metadata: RunMetadata) -> Self {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Keeps the run for `ttl` after it was last written, after which a sweep of its store
+    /// ([`CheckpointStore::sweep_expired`], [`Sweeper`](agentgraph_checkpoint::Sweeper),
+    /// `agentgraph sweep`) deletes it, with its subgraph runs. The expiry slides: each write
+    /// of the run's record (each checkpoint, its end, a resume) sets it to that time plus
+    /// `ttl`, so a thread in use never expires, and a running run is never swept (it holds
+    /// its lease). It replaces the time to live the run had; a run started or resumed without
+    /// it keeps what it had. Needs a [`store`](RunConfig::store). Subgraph runs have none of
+    /// their own: they go with their parent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = RunConfig::new().store(store.clone()).run_id("chat-1").ttl(Duration::from_secs(3600));
+    /// graph.run_with(Count::default(), config).await?;
+    ///
+    /// let record = store.get_run("chat-1").await?.unwrap();
+    /// assert_eq!(record.expires_at_ms, Some(record.updated_at_ms + 3_600_000));
+    /// // An hour later, a sweep deletes it.
+    /// let swept = store.sweep_expired(record.updated_at_ms + 3_600_000).await?;
+    /// assert_eq!(swept, ["chat-1"]);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// What the run's record says of its session: none for a subgraph run.
+    pub(crate) fn session(&self) -> Session {
+        if self.subgraph_run {
+            return Session::default();
+        }
+        Session {
+            metadata: self.metadata.clone(),
+            ttl: self.ttl,
+        }
     }
 }

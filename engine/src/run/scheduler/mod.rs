@@ -26,7 +26,9 @@ use crate::error::{Error, Result, panic_message};
 use crate::ids::{NodeId, TaskId, draw_seed, task_id, task_key};
 use crate::observe::event::{EventKind, TaskInfo};
 use crate::observe::view::Views;
-use crate::persist::{Loaded, Persister, Position, RestoredTask, Standing, Unfinished, now_ms};
+use crate::persist::{
+    Loaded, Persister, Position, RestoredTask, RunSettings, Standing, Unfinished, now_ms,
+};
 use crate::plan::Target;
 use crate::plan::{Plan, PlanEdge, slot};
 use crate::run::config::RunConfig;
@@ -351,6 +353,19 @@ impl<S: State> Scheduler<S> {
         &self.shared.config
     }
 
+    /// How the run is written, for its persister.
+    fn settings(&self) -> RunSettings {
+        RunSettings {
+            run_id: self.shared.run_id.clone(),
+            durability: self.config().durability,
+            fingerprint: self.plan.fingerprint,
+            allow_graph_change: self.config().allow_graph_change,
+            graph: self.plan.name.clone(),
+            lease_ttl: self.config().lease_ttl,
+            session: self.config().session(),
+        }
+    }
+
     /// Runs the graph to the end: from `input`, or from the run's last checkpoint.
     pub(crate) async fn run(mut self, start: Start<S>) -> Result<S> {
         let started = Instant::now();
@@ -431,15 +446,7 @@ impl<S: State> Scheduler<S> {
                     graph: plan.fingerprint,
                 });
                 if let Some(store) = &self.config().store {
-                    let mut p = Persister::create(
-                        store.clone(),
-                        self.shared.run_id.clone(),
-                        self.config().durability,
-                        plan.fingerprint,
-                        plan.name.clone(),
-                        self.config().lease_ttl,
-                    )
-                    .await?;
+                    let mut p = Persister::create(store.clone(), self.settings()).await?;
                     p.store_events = self.shared.events.journals();
                     *persist = Some(p);
                 }
@@ -456,16 +463,7 @@ impl<S: State> Scheduler<S> {
                 let Some(store) = self.config().store.clone() else {
                     return Err(Error::NoStore.into());
                 };
-                let (p, mut loaded) = Persister::open(
-                    store.clone(),
-                    self.shared.run_id.clone(),
-                    self.config().durability,
-                    plan.fingerprint,
-                    self.config().allow_graph_change,
-                    plan.name.clone(),
-                    self.config().lease_ttl,
-                )
-                .await?;
+                let (p, mut loaded) = Persister::open(store.clone(), self.settings()).await?;
                 let p = persist.insert(p);
                 p.store_events = self.shared.events.journals();
                 if let Err(e) = self.apply_resume(resume, &mut loaded, p).await {

@@ -19,16 +19,7 @@ impl<S: State> Scheduler<S> {
         let Some(store) = self.config().store.clone() else {
             return Err(Error::NoStore);
         };
-        let (p, loaded) = Persister::thread(
-            store.clone(),
-            self.shared.run_id.clone(),
-            self.config().durability,
-            plan.fingerprint,
-            self.config().allow_graph_change,
-            plan.name.clone(),
-            self.config().lease_ttl,
-        )
-        .await?;
+        let (p, loaded) = Persister::thread(store.clone(), self.settings()).await?;
         let p = persist.insert(p);
         p.store_events = self.shared.events.journals();
         crate::observe::metrics::run_started(false);
