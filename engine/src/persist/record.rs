@@ -47,20 +47,87 @@ pub(super) struct CheckpointRecord {
     /// For each join, in the order of `joins`: whether its pass fired early and the step it
     /// began.
     pub(super) passes: Vec<PassRecord>,
+    /// The saga of a graph with compensations: the nodes to compensate should the run fail,
+    /// and, once it failed, the compensations still to run. `None` when there is nothing to
+    /// compensate. Added after `passes` (issue 11): a record written before has none, and
+    /// decodes through [`CheckpointRecordV2`].
+    pub(super) saga: Option<SagaRecord>,
 }
 
 impl CheckpointRecord {
-    /// Decodes a checkpoint record, of this layout or of the first one (whose held deferred
-    /// tasks and join passes are empty).
+    /// Decodes a checkpoint record, of this layout or of an earlier one (the first has no held
+    /// deferred tasks nor join passes, neither has a saga).
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         match envelope::decode(RecordKind::Checkpoint, bytes) {
             Ok(record) => Ok(record),
             Err(FormatError::Decode(e)) => {
-                envelope::decode::<CheckpointRecordV1>(RecordKind::Checkpoint, bytes)
+                envelope::decode::<CheckpointRecordV2>(RecordKind::Checkpoint, bytes)
                     .map(CheckpointRecord::from)
+                    .or_else(|_| {
+                        envelope::decode::<CheckpointRecordV1>(RecordKind::Checkpoint, bytes)
+                            .map(|v1| CheckpointRecord::from(CheckpointRecordV2::from(v1)))
+                    })
                     .map_err(|_| FormatError::Decode(e))
             }
             Err(e) => Err(e),
+        }
+    }
+}
+
+/// Where a run with compensations stands (`GraphBuilder::compensate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct SagaRecord {
+    /// The nodes with a compensation whose tasks finished, each once, in the order of their
+    /// last completion.
+    pub(super) finished: Vec<String>,
+    /// Set once the run failed for good and its compensations began.
+    pub(super) compensating: Option<CompensatingRecord>,
+}
+
+/// A run that compensates a failure: the failure, the nodes whose compensations ran and
+/// those whose compensations are still to run, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct CompensatingRecord {
+    pub(super) error: String,
+    pub(super) done: Vec<String>,
+    pub(super) remaining: Vec<String>,
+}
+
+/// The second layout of [`CheckpointRecord`], before the saga.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointRecordV2 {
+    step: u64,
+    parent: Option<u64>,
+    fingerprint: u128,
+    created_at_ms: u64,
+    bases: Vec<u64>,
+    written: Vec<u32>,
+    next: Vec<TaskRecord>,
+    joins: Vec<JoinRecord>,
+    blob_bytes: u64,
+    events: u64,
+    interrupts: Vec<GateRecord>,
+    deferred: Vec<TaskRecord>,
+    passes: Vec<PassRecord>,
+}
+
+impl From<CheckpointRecordV2> for CheckpointRecord {
+    fn from(r: CheckpointRecordV2) -> Self {
+        CheckpointRecord {
+            step: r.step,
+            parent: r.parent,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            bases: r.bases,
+            written: r.written,
+            next: r.next,
+            joins: r.joins,
+            blob_bytes: r.blob_bytes,
+            events: r.events,
+            interrupts: r.interrupts,
+            deferred: r.deferred,
+            passes: r.passes,
+            saga: None,
         }
     }
 }
@@ -81,9 +148,9 @@ pub(super) struct CheckpointRecordV1 {
     interrupts: Vec<GateRecord>,
 }
 
-impl From<CheckpointRecordV1> for CheckpointRecord {
+impl From<CheckpointRecordV1> for CheckpointRecordV2 {
     fn from(r: CheckpointRecordV1) -> Self {
-        CheckpointRecord {
+        CheckpointRecordV2 {
             step: r.step,
             parent: r.parent,
             fingerprint: r.fingerprint,
@@ -171,6 +238,13 @@ pub(super) enum PendingOutcome {
     Interrupted {
         raised: Vec<RaisedRecord>,
         answers: Vec<(String, String)>,
+    },
+    /// The task failed for good and its error edge caught the failure: it goes to `handler`,
+    /// with `failure` (an encoded `NodeFailure`) as its input; the task wrote nothing.
+    Caught {
+        handler: String,
+        #[serde(with = "serde_bytes")]
+        failure: Vec<u8>,
     },
 }
 
@@ -281,8 +355,12 @@ mod tests {
         };
         let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
         let record = CheckpointRecord::decode(&bytes).unwrap();
-        assert_eq!(record, CheckpointRecord::from(old));
+        assert_eq!(
+            record,
+            CheckpointRecord::from(CheckpointRecordV2::from(old))
+        );
         assert!(record.deferred.is_empty() && record.passes.is_empty());
+        assert!(record.saga.is_none());
         let new = CheckpointRecord {
             deferred: vec![TaskRecord {
                 node: "d".into(),
@@ -297,6 +375,47 @@ mod tests {
         let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();
         assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
         assert!(CheckpointRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A checkpoint of the second layout (before the saga) still decodes, without a saga; one
+    /// with a saga reads back.
+    #[test]
+    fn second_layout_checkpoints_decode() {
+        let old = CheckpointRecordV2 {
+            step: 3,
+            parent: Some(2),
+            fingerprint: 7,
+            created_at_ms: 1,
+            bases: vec![0],
+            written: vec![0],
+            next: Vec::new(),
+            joins: Vec::new(),
+            blob_bytes: 10,
+            events: 4,
+            interrupts: Vec::new(),
+            deferred: vec![TaskRecord {
+                node: "d".into(),
+                input: None,
+            }],
+            passes: Vec::new(),
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
+        let record = CheckpointRecord::decode(&bytes).unwrap();
+        assert_eq!(record, CheckpointRecord::from(old));
+        assert!(record.saga.is_none());
+        let new = CheckpointRecord {
+            saga: Some(SagaRecord {
+                finished: vec!["a".into(), "b".into()],
+                compensating: Some(CompensatingRecord {
+                    error: "boom".into(),
+                    done: vec!["b".into()],
+                    remaining: vec!["a".into()],
+                }),
+            }),
+            ..record
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();
+        assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
     }
 
     /// The stored tags are the bytes the public kinds were stored as before they had their own.

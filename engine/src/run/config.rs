@@ -100,6 +100,8 @@ pub struct RunConfig {
     /// those (see `persist::runs`).
     pub(crate) subgraph_run: bool,
     pub(crate) lease_ttl: Duration,
+    /// Whether a cancelled run runs its compensations (`GraphBuilder::compensate`).
+    pub(crate) compensate_on_cancel: bool,
 }
 
 impl Default for RunConfig {
@@ -121,6 +123,7 @@ impl Default for RunConfig {
             run_timeout: None,
             subgraph_run: false,
             lease_ttl: RunConfig::DEFAULT_LEASE_TTL,
+            compensate_on_cancel: false,
         }
     }
 }
@@ -418,6 +421,25 @@ impl RunConfig {
     #[must_use]
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// Whether a run cancelled through its handle runs its compensations
+    /// ([`GraphBuilder::compensate`](crate::GraphBuilder::compensate)) before it ends (default
+    /// false: a cancelled run stays resumable, and nothing is undone). With true, the
+    /// compensations run (the cancellation and the run timeout do not stop them; step and
+    /// node timeouts do) and the run ends with [`Error::Compensated`](crate::Error::Compensated)
+    /// holding [`Error::Cancelled`](crate::Error::Cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = agentgraph_engine::RunConfig::new().compensate_on_cancel(true);
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn compensate_on_cancel(mut self, compensate: bool) -> Self {
+        self.compensate_on_cancel = compensate;
         self
     }
 }

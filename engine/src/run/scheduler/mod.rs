@@ -33,11 +33,13 @@ use crate::run::config::RunConfig;
 use crate::run::context::RunShared;
 use crate::run::interrupt::{Interrupt, InterruptKind, Interrupted, Resume};
 
+mod compensate;
 mod executor;
 mod resume;
 mod routing;
 mod sink;
 
+pub(crate) use compensate::{Compensating, Saga};
 use executor::{StepOutcomes, Stop, TaskFailure, TaskOutcome};
 use sink::StoreSink;
 
@@ -311,6 +313,8 @@ pub(crate) struct Scheduler<S: State> {
     joins: Vec<JoinPass>,
     /// The state's JSON views sent so far (with `RunConfig::state_views`).
     views: Option<Views>,
+    /// What to compensate should the run fail, and the compensations still to run.
+    saga: Saga,
 }
 
 impl<S: State> Drop for Scheduler<S> {
@@ -336,6 +340,7 @@ impl<S: State> Scheduler<S> {
             deadline: None,
             tasks_token: CancellationToken::new(),
             joins,
+            saga: Saga::default(),
         }
     }
 
@@ -415,7 +420,7 @@ impl<S: State> Scheduler<S> {
         persist: &mut Option<Persister<S>>,
     ) -> std::result::Result<Arc<S>, Stopped> {
         let plan = self.plan.clone();
-        let (mut state, mut restored) = match start {
+        let (mut state, restored) = match start {
             Start::Fresh(input) => {
                 crate::observe::metrics::run_started(false);
                 self.shared.events.emit(|| EventKind::RunStarted {
@@ -473,7 +478,7 @@ impl<S: State> Scheduler<S> {
                 }
                 *step = loaded.step();
                 let pending = self.restore(&loaded)?;
-                if self.frontier.is_empty() {
+                if self.frontier.is_empty() && self.saga.compensating.is_none() {
                     // A completed run: nothing to do but say so again.
                     p.finish(RunStatus::Completed, None, None, Vec::new())
                         .await?;
@@ -497,7 +502,23 @@ impl<S: State> Scheduler<S> {
                 (Arc::new(loaded.state), pending)
             }
         };
+        if self.saga.compensating.is_some() {
+            return self.compensate(state, restored, None, step, persist).await;
+        }
+        let looped = self.step_loop(&mut state, restored, step, persist).await;
+        self.settle(looped, state, step, persist).await
+    }
 
+    /// The steps of the run until none is left to run, or why the run stopped and what
+    /// becomes of its stopped step's pending writes.
+    async fn step_loop(
+        &mut self,
+        mut state: &mut Arc<S>,
+        mut restored: Vec<RestoredTask<S>>,
+        step: &mut u64,
+        persist: &mut Option<Persister<S>>,
+    ) -> std::result::Result<(), Stopped> {
+        let plan = self.plan.clone();
         let mut tasks = Vec::new();
         let mut commands: Vec<Command<S>> = Vec::new();
         let mut gotos: Vec<Option<Route>> = Vec::new();
@@ -560,12 +581,14 @@ impl<S: State> Scheduler<S> {
             // the run; nothing of the step is applied, and the finished tasks keep their writes.
             commands.clear();
             if stop.is_some() || outcomes.iter().any(|(o, _)| o.is_err()) {
+                self.note_finished(&tasks, outcomes.iter().map(|(o, _)| o.as_ref().ok()));
                 let e = self
                     .stop_step(&tasks, outcomes, &prior, stop, step, persist.as_mut())
                     .await;
                 return Err(e.into());
             }
             commands.extend(outcomes.into_iter().filter_map(|(o, _)| o.ok()));
+            self.note_finished(&tasks, commands.iter().map(Some));
             if let Err(error) = self.check_conflicts(&tasks, &commands, step) {
                 return Err(Stopped {
                     error,
@@ -602,7 +625,7 @@ impl<S: State> Scheduler<S> {
                 return Err(self.interrupted(step, interrupts).into());
             }
         }
-        Ok(state)
+        Ok(())
     }
 
     /// Writes the checkpoint of `step`, if the run has a store.
@@ -614,10 +637,14 @@ impl<S: State> Scheduler<S> {
         written: &[bool],
         interrupts: &[Interrupt],
     ) -> Result<()> {
+        self.saga.saved = step;
         let Some(p) = persist.as_mut() else {
             return Ok(());
         };
-        let status = if self.frontier.is_empty() {
+        let status = if self.saga.compensating.is_some() {
+            // A compensating run ends when its compensations have run (`compensate`).
+            None
+        } else if self.frontier.is_empty() {
             Some(RunStatus::Completed)
         } else if !interrupts.is_empty() {
             Some(RunStatus::Interrupted)
@@ -635,6 +662,7 @@ impl<S: State> Scheduler<S> {
             events: self.shared.events.next_seq(),
             interrupts,
             log: self.shared.events.take_journal(),
+            saga: &self.saga,
         };
         let began = crate::observe::metrics::now();
         let saved = p.checkpoint(step, state, written, position, status).await?;
