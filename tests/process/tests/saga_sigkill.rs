@@ -101,7 +101,11 @@ fn kill_during(hang: &str) {
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(9), "killed by SIGKILL");
     let effects = lines(dir, "effects.log");
-    assert_eq!(count(&effects, hang), 0, "`{hang}` was killed before its effect");
+    assert_eq!(
+        count(&effects, hang),
+        0,
+        "`{hang}` was killed before its effect"
+    );
     assert!(lines(dir, "outcome.log").is_empty());
 
     // The second child resumes: the compensations still to run, each once.
@@ -117,8 +121,16 @@ fn kill_during(hang: &str) {
         assert_eq!(count(&effects, line), n, "{hang}: `{line}` in {effects:?}");
     }
     let started = lines(dir, "started.log");
-    assert_eq!(count(&started, hang), 2, "the killed compensation ran again, once");
-    let other = if hang == "release" { "unbook" } else { "release" };
+    assert_eq!(
+        count(&started, hang),
+        2,
+        "the killed compensation ran again, once"
+    );
+    let other = if hang == "release" {
+        "unbook"
+    } else {
+        "release"
+    };
     assert_eq!(count(&started, other), 1, "the other one ran once");
     assert_eq!(
         lines(dir, "outcome.log"),
