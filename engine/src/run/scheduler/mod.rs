@@ -513,7 +513,7 @@ impl<S: State> Scheduler<S> {
     /// becomes of its stopped step's pending writes.
     async fn step_loop(
         &mut self,
-        mut state: &mut Arc<S>,
+        state: &mut Arc<S>,
         mut restored: Vec<RestoredTask<S>>,
         step: &mut u64,
         persist: &mut Option<Persister<S>>,
@@ -573,7 +573,7 @@ impl<S: State> Scheduler<S> {
             let span = tracing::debug_span!("step", step = step as i64, tasks = tasks.len() as i64);
             let mut sink = StoreSink(persist.as_mut());
             let StepOutcomes { outcomes, stop } = self
-                .run_tasks(&tasks, &state, step, &mut prior, &mut sink)
+                .run_tasks(&tasks, state, step, &mut prior, &mut sink)
                 .instrument(span)
                 .await?;
 
@@ -596,7 +596,7 @@ impl<S: State> Scheduler<S> {
                 });
             }
             self.merge(
-                &mut state,
+                state,
                 &mut commands,
                 &mut gotos,
                 &mut written,
@@ -604,7 +604,7 @@ impl<S: State> Scheduler<S> {
                 step,
             )?;
             for (task, goto) in tasks.iter().zip(gotos.drain(..)) {
-                self.route(slot(Some(task.node)), task.key, step, goto, &state)?;
+                self.route(slot(Some(task.node)), task.key, step, goto, state)?;
             }
             self.resolve_joins(step);
             let interrupts: Vec<Interrupt> = if self.frontier.is_empty() {
@@ -619,7 +619,7 @@ impl<S: State> Scheduler<S> {
                     })
                     .collect()
             };
-            self.save(persist, step, &state, &written, &interrupts)
+            self.save(persist, step, state, &written, &interrupts)
                 .await?;
             if !interrupts.is_empty() {
                 return Err(self.interrupted(step, interrupts).into());
