@@ -469,3 +469,65 @@ async fn a_caught_failure_compensates_nothing() {
     let done = b.compile().unwrap().invoke(Trace::default()).await.unwrap();
     assert_eq!(done.log, ["book", "sorry"]);
 }
+
+/// A compensation that stops at an interrupt stops the run (`Interrupted`); answered, the
+/// run goes on with it and the compensations after it.
+#[tokio::test]
+async fn a_compensation_may_ask_before_it_undoes() {
+    let store = memory();
+    let calls = Calls::default();
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("a", |_, _| async { Ok(TraceUpdate::note("a")) })
+        .add_node("b", |_, _| async { Ok(TraceUpdate::note("b")) })
+        .add_node("c", |_, _| async {
+            Err::<TraceUpdate, BoxError>("no".into())
+        });
+    let counted = calls.clone();
+    b.add_node("undo_b", move |_, ctx: Context| {
+        counted.hit("undo_b");
+        async move {
+            let refund: bool = ctx.interrupt(&"refund b?")?;
+            Ok(TraceUpdate::note(format!("undo b: {refund}")))
+        }
+    });
+    let counted = calls.clone();
+    b.add_node("undo_a", move |_, _| {
+        counted.hit("undo_a");
+        async { Ok(TraceUpdate::note("undo a")) }
+    })
+    .add_edge(START, "a")
+    .add_edge("a", "b")
+    .add_edge("b", "c")
+    .add_edge("c", END)
+    .compensate("a", "undo_a")
+    .compensate("b", "undo_b");
+    let graph = b.compile().unwrap();
+    let config = || sync_cfg(&store, "ask");
+    let e = graph
+        .run_with(Trace::default(), config())
+        .await
+        .unwrap_err();
+    let Error::Interrupted(stop) = e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(stop.interrupts[0].node, "undo_b");
+    assert_eq!(stop.step, 4, "after the failure's checkpoint (3)");
+    assert_eq!(calls.get("undo_a"), 0);
+    let history = graph.history(store.clone());
+    assert_eq!(
+        history.run("ask").await.unwrap().unwrap().status,
+        RunStatus::Interrupted
+    );
+
+    let e = graph
+        .resume_with("ask", agentgraph_engine::Resume::value(true), config())
+        .await
+        .unwrap_err();
+    let Error::Compensated { compensated, .. } = e else {
+        panic!("{e:?}");
+    };
+    assert_eq!(compensated, ["b", "a"]);
+    assert_eq!((calls.get("undo_b"), calls.get("undo_a")), (2, 1));
+    let state = history.state("ask", None).await.unwrap();
+    assert_eq!(state.log, ["a", "b", "undo b: true", "undo a"]);
+}
