@@ -104,11 +104,12 @@ pub use agentgraph_macros::State;
 
 pub mod graph {
     //! Defining and describing graphs: the builder, the compiled graph, where edges and nodes
-    //! route ([`Command`], [`Route`], [`Packet`]), build errors, and the graph as data.
+    //! route ([`Command`], [`Route`], [`Packet`]), what error handlers and compensations are
+    //! given ([`NodeFailure`], [`Compensation`]), build errors, and the graph as data.
     pub use agentgraph_engine::{
-        Command, CompiledGraph, END, EdgeDescription, EdgeKind, EdgeName, FieldDescription,
-        Fingerprint, GraphBuilder, GraphDescription, GraphError, IntoCommand, JoinDescription,
-        JoinPolicy, NodeDescription, Packet, Route, START,
+        Command, Compensation, CompiledGraph, END, EdgeDescription, EdgeKind, EdgeName,
+        FieldDescription, Fingerprint, GraphBuilder, GraphDescription, GraphError, IntoCommand,
+        JoinDescription, JoinPolicy, NodeDescription, NodeFailure, Packet, Route, START,
     };
 }
 
@@ -203,10 +204,10 @@ pub mod prelude {
     pub use agentgraph_checkpoint::{CheckpointStore, MemoryStore};
     #[doc(no_inline)]
     pub use agentgraph_engine::{
-        BoxError, Command, CompiledGraph, Context, Durability, END, Error, Event, EventKind,
-        FailurePolicy, GraphBuilder, GraphHistory, Interrupt, JoinPolicy, Mode, Node, NodeBuilder,
-        Packet, Resume, RetryPolicy, Route, RunConfig, RunOutcome, START, State, StoreInspector,
-        async_node, cpu_node,
+        BoxError, Command, Compensation, CompiledGraph, Context, Durability, END, Error, Event,
+        EventKind, FailurePolicy, GraphBuilder, GraphHistory, Interrupt, JoinPolicy, Mode, Node,
+        NodeBuilder, NodeFailure, Packet, Resume, RetryPolicy, Route, RunConfig, RunOutcome, START,
+        State, StoreInspector, async_node, cpu_node,
     };
     #[doc(no_inline)]
     pub use agentgraph_macros::State;

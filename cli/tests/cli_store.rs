@@ -772,3 +772,64 @@ fn sweep_deletes_the_expired_runs_once() {
     assert_eq!(stdout(path, &["sweep"]), "no run has expired\n");
     assert_eq!(run_ids(&json(path, &["runs"])), ["chat-ann", "plain"]);
 }
+
+/// A run whose failure was caught by an error edge and whose next failure was compensated:
+/// `events` prints both, `show` its end, `dot` of its graph both edge kinds.
+#[test]
+fn events_of_error_edges_and_compensations_are_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = GraphBuilder::<Work>::new();
+    b.add_node("book", |_, _| async { Ok(WorkUpdate::new()) })
+        .add_node("check", |_, _| async {
+            Err::<WorkUpdate, BoxError>("the checker is down".into())
+        })
+        .add_node("guess", |_, _| async { Ok(WorkUpdate::new()) })
+        .add_node("pay", |_, _| async {
+            Err::<WorkUpdate, BoxError>("declined".into())
+        })
+        .add_node("unbook", |_, _| async { Ok(WorkUpdate::new()) })
+        .add_edge(START, "book")
+        .add_edge("book", "check")
+        .add_edge("check", END)
+        .add_edge("guess", "pay")
+        .add_edge("pay", END)
+        .on_error("check", "guess")
+        .compensate("book", "unbook");
+    let graph = b.compile().unwrap();
+    with_store(dir.path(), async |store| {
+        let config = RunConfig::new()
+            .store(store.clone())
+            .run_id("saga")
+            .monitored();
+        let e = graph.run_with(Work::default(), config).await.unwrap_err();
+        assert!(matches!(e, Error::Compensated { .. }), "{e}");
+    });
+    let text = stdout(dir.path(), &["events", "saga"]);
+    assert!(
+        text.contains("check failed for good, routed to guess: the checker is down"),
+        "{text}"
+    );
+    assert!(
+        text.contains("compensating after step 4 (book): node `pay` failed"),
+        "{text}"
+    );
+    assert!(text.contains("step 5 started: unbook[0]"), "{text}");
+    assert!(
+        text.lines()
+            .last()
+            .unwrap()
+            .contains("(the run was compensated: undid book)"),
+        "{text}"
+    );
+    let graph_file = dir.path().join("graph.json");
+    std::fs::write(
+        &graph_file,
+        serde_json::to_string(&graph.describe()).unwrap(),
+    )
+    .unwrap();
+    let dot = stdout(dir.path(), &["dot", graph_file.to_str().unwrap()]);
+    assert!(
+        dot.contains("label=\"on error\"") && dot.contains("label=\"compensate\""),
+        "{dot}"
+    );
+}

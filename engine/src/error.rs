@@ -111,6 +111,19 @@ pub enum GraphError {
         /// The node.
         node: String,
     },
+    /// An error edge or a compensation names a handler that has not been added (or `START`
+    /// or `END`).
+    #[error(
+        "{setting} of node `{node}` names `{handler}`, which is not a node; add the handler node first"
+    )]
+    NoSuchHandler {
+        /// `on_error` or `compensate`.
+        setting: &'static str,
+        /// The node whose failure or work it handles.
+        node: String,
+        /// The handler named.
+        handler: String,
+    },
     /// An edge leads into `START` or out of `END`.
     #[error("edge {0} is not allowed: nothing may lead into START or out of END")]
     InvalidEndpoint(EdgeName),
@@ -501,6 +514,42 @@ pub enum Error {
     WritesStopped {
         /// The run.
         run: String,
+    },
+    /// The run failed for good and its compensations ran
+    /// ([`GraphBuilder::compensate`](crate::GraphBuilder::compensate)): the run's status is
+    /// `Failed`, and resuming it runs nothing. Holds the error that failed the run: as text
+    /// always, as itself (`cause`, the error's source) when the failure and the compensations
+    /// happened in this invocation.
+    #[error(
+        "{error} (the run was compensated: {})",
+        if compensated.is_empty() { "nothing to undo".to_owned() } else { format!("undid {}", compensated.join(", ")) }
+    )]
+    Compensated {
+        /// The error that failed the run, as text.
+        error: String,
+        /// The nodes whose work was undone, in the order their compensations ran.
+        compensated: Vec<String>,
+        /// The error that failed the run, when this invocation saw it.
+        #[source]
+        cause: Option<Box<Error>>,
+    },
+    /// A compensation failed for good (after its retry policy's attempts) while the run
+    /// compensated a failure ([`GraphBuilder::compensate`](crate::GraphBuilder::compensate)).
+    /// The compensations that ran keep their writes; those after this one wait. Resuming the
+    /// run tries this compensation again, then goes on with the others.
+    #[error(
+        "the compensation `{compensation}` of node `{node}` failed ({source}) while the run compensated: {error}"
+    )]
+    CompensationFailed {
+        /// The error that failed the run, as text.
+        error: String,
+        /// The node whose work it was to undo.
+        node: String,
+        /// The compensation node.
+        compensation: String,
+        /// Why the compensation failed.
+        #[source]
+        source: Box<Error>,
     },
     /// The tokio task running a spawned run ([`Run::spawn`](crate::Run::spawn)) ended without
     /// a result: it panicked outside the code that catches a node's panics, or its runtime

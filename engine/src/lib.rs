@@ -26,6 +26,7 @@ pub use define::node::{
 };
 pub use define::retry::RetryPolicy;
 pub use define::route::{Command, END, IntoCommand, Packet, Route, START};
+pub use define::saga::{Compensation, NodeFailure};
 pub use define::state::{Field, State};
 pub use error::{BoxError, EdgeName, Error, GraphError, NodeTimedOut, Result, TaskEnd};
 pub use ids::{Fingerprint, TaskId};

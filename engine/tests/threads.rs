@@ -470,3 +470,42 @@ async fn a_threads_stored_events_go_on_from_one_invocation_to_the_next() {
         assert_eq!(finished, 3, "each invocation ends with RunFinished");
     }
 }
+
+#[tokio::test]
+async fn a_failed_invocation_compensated_in_full_lets_the_thread_go_on() {
+    // START -> book -> pay -> END; `book` is undone by `unbook`; `pay` fails on "fail".
+    let mut b = GraphBuilder::<Trace>::new();
+    common::logger(&mut b, "book");
+    common::logger(&mut b, "unbook");
+    b.add_node("pay", |s: Arc<Trace>, _| async move {
+        if s.log.iter().rev().nth(1).is_some_and(|m| m == "fail") {
+            return Err("the payment failed".into());
+        }
+        Ok(TraceUpdate::note("pay"))
+    })
+    .add_edge(START, "book")
+    .add_edge("book", "pay")
+    .add_edge("pay", END)
+    .compensate("book", "unbook");
+    let g = b.compile().unwrap();
+    let store = memory();
+    g.invoke_thread("t", say("ok"), cfg(&store, "x"))
+        .await
+        .unwrap();
+    let failed = g
+        .invoke_thread("t", say("fail"), cfg(&store, "x"))
+        .await
+        .unwrap_err();
+    assert!(matches!(failed, Error::Compensated { .. }), "{failed:?}");
+    let state = g.history(store.clone()).state("t", None).await.unwrap();
+    assert_eq!(
+        state.log,
+        ["ok", "book", "pay", "fail", "book", "unbook"],
+        "only the failed invocation's booking is undone"
+    );
+    let next = g
+        .invoke_thread("t", say("again"), cfg(&store, "x"))
+        .await
+        .unwrap();
+    assert_eq!(next.log[6..], ["again", "book", "pay"]);
+}

@@ -12,7 +12,7 @@
     'run_started', 'run_resumed', 'thread_invoked', 'step_started', 'node_started', 'node_finished', 'node_failed',
     'retry_scheduled', 'node_cancelled', 'subgraph', 'run_interrupted', 'custom',
     'weighted_choice', 'state_updated', 'checkpoint_saved', 'graph', 'state_view',
-    'run_finished', 'run_failed', 'event',
+    'run_finished', 'run_failed', 'error_routed', 'compensation_started', 'event',
   ];
   const FINAL = ['completed', 'failed', 'cancelled'];
   const MAX_ROWS = 1000;
@@ -113,6 +113,8 @@
       case 'state_view': return `step ${kind.step}: ${kind.fields.map((f) => f.field).join(', ')}`;
       case 'run_finished': return `${kind.steps} steps in ${dur(kind.duration)}`;
       case 'run_failed': return `step ${kind.step}: ${kind.error}`;
+      case 'error_routed': return `${kind.node} → ${kind.handler} (step ${kind.step}): ${kind.error}`;
+      case 'compensation_started': return `after step ${kind.step}, undoing ${kind.nodes.join(', ')}: ${kind.error}`;
       default: return json(kind);
     }
   }
@@ -378,6 +380,8 @@
         break;
       case 'step_started':
         step(run, k.step).tasks = k.tasks.map((t) => t.node);
+        // A step after the failure a run compensates runs a compensation.
+        if (run.compensating != null && k.step > run.compensating) step(run, k.step).compensation = true;
         for (const t of k.tasks) nodeState(run, t.node).state = 'running';
         redrawSteps = true;
         break;
@@ -427,6 +431,17 @@
       case 'run_finished':
         refreshDetail(run);
         break;
+      case 'error_routed':
+        nodeState(run, k.node).state = 'failed';
+        break;
+      case 'compensation_started': {
+        run.compensating = k.step;
+        const st = step(run, k.step);
+        st.tasks = [`failed; undo ${k.nodes.join(', ')}`];
+        st.compensation = true;
+        redrawSteps = true;
+        break;
+      }
       default:
         break;
     }
@@ -470,9 +485,10 @@
         'data-step': s,
         'data-status': st.status,
         'data-invocation': invocation,
+        'data-compensation': st.compensation ? 'true' : 'false',
         'aria-pressed': run.selectedStep === s ? 'true' : 'false',
       },
-      el('div', { class: 'n' }, input ? `step ${s} · input` : `step ${s}`),
+      el('div', { class: 'n' }, input ? `step ${s} · input` : `step ${s}${st.compensation ? ' · compensate' : ''}`),
       el('div', { class: 'tasks' }, st.tasks.length ? st.tasks.join(', ') : (input ? 'the input' : '')),
       el('div', { class: 'fields' },
         st.fields == null ? '' : (st.fields.length ? 'wrote ' + st.fields.join(', ') : 'wrote nothing'),
@@ -511,6 +527,8 @@
     }
     list.append(el('li', {}, el('span', { class: 'edge-key' }), 'edge'));
     list.append(el('li', {}, el('span', { class: 'edge-key back' }), 'loop back'));
+    list.append(el('li', {}, el('span', { class: 'edge-key error' }), 'on error'));
+    list.append(el('li', {}, el('span', { class: 'edge-key compensate' }), 'compensate'));
   }
 
   // Layers by longest path from START over the graph without its back edges (found by a

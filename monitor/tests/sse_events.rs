@@ -278,3 +278,88 @@ async fn shutdown_ends_open_streams() {
         .unwrap();
     run.abort();
 }
+
+/// A run whose failure is caught by an error edge, then whose next failure is compensated:
+/// its stream carries `error_routed`, `compensation_started` and the compensation's step, with
+/// the kinds' tags as event names (which the page listens to), and ends `failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_error_edges_and_compensations_stream() {
+    use agentgraph_engine::{BoxError, END, GraphBuilder, START};
+    use common::DocUpdate;
+
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("book", |_, _| async {
+        Ok(DocUpdate::new().notes(vec!["book".into()]))
+    })
+    .add_node("flaky", |_, _| async {
+        Err::<DocUpdate, BoxError>("flaky".into())
+    })
+    .add_node("fallback", |_, _| async {
+        Ok(DocUpdate::new().notes(vec!["fallback".into()]))
+    })
+    .add_node("pay", |_, _| async {
+        Err::<DocUpdate, BoxError>("declined".into())
+    })
+    .add_node("unbook", |_, _| async {
+        Ok(DocUpdate::new().notes(vec!["unbook".into()]))
+    })
+    .add_edge(START, "book")
+    .add_edge("book", "flaky")
+    .add_edge("flaky", END)
+    .add_edge("fallback", "pay")
+    .add_edge("pay", END)
+    .on_error("flaky", "fallback")
+    .compensate("book", "unbook");
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("saga")
+        .monitored()
+        .durability(Durability::Sync);
+    let e = b
+        .compile()
+        .unwrap()
+        .run_with(Doc::default(), config)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("undid book"), "{e}");
+
+    let client = reqwest::Client::new();
+    let mut reader = SseReader::new(
+        client
+            .get(url(server.local_addr(), "/api/runs/saga/events"))
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    read_until(&mut reader, &mut seen, |e| {
+        matches!(e.kind, EventKind::RunFailed { .. })
+    })
+    .await;
+    let end = reader.next().await.expect("an end event");
+    assert_eq!(end.data, r#"{"status":"failed"}"#);
+    assert!(seen.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::ErrorRouted { node, handler, .. } if &**node == "flaky" && &**handler == "fallback"
+    )));
+    assert!(seen.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::CompensationStarted { step: 4, nodes, .. } if nodes.len() == 1 && &*nodes[0] == "book"
+    )));
+    assert!(seen.iter().any(|e| matches!(
+        &e.kind,
+        EventKind::StepStarted { step: 5, tasks } if &*tasks[0].node == "unbook"
+    )));
+    let script = reqwest::get(url(server.local_addr(), "/app.js"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for kind in ["'error_routed'", "'compensation_started'"] {
+        assert!(script.contains(kind), "the page listens to {kind}");
+    }
+    server.shutdown().await.unwrap();
+}

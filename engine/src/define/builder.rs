@@ -34,6 +34,10 @@ pub(crate) struct NodeSettings {
     pub(crate) interrupt_after: bool,
     /// The node waits, once triggered, until no other task is left (`GraphBuilder::defer`).
     pub(crate) deferred: bool,
+    /// The node its final failure routes to (`GraphBuilder::on_error`).
+    pub(crate) on_error: Option<NodeId>,
+    /// The node that undoes its work when the run fails (`GraphBuilder::compensate`).
+    pub(crate) compensation: Option<NodeId>,
 }
 
 /// An edge as declared. `from` is `None` for `START`.
@@ -796,6 +800,116 @@ impl<S: State> GraphBuilder<S> {
     pub fn defer(&mut self, node: &str) -> &mut Self {
         let r = self.settings(node, "defer", |s| s.deferred = true);
         self.keep(r)
+    }
+
+    /// Catches the final failure of `node`: when its task fails for good (after its retry
+    /// policy's attempts; not when it is interrupted or cancelled), the run does not fail. The
+    /// task's outcome is a route to `handler` instead, which runs in the next step with the
+    /// failure as its input (a [`NodeFailure`](crate::NodeFailure), read with
+    /// [`Context::input`]): a try/catch for graphs. The failed task writes nothing and does
+    /// not arrive at the joins it leads to; like any task's result, the route is kept as a
+    /// pending write and checkpointed, so a resume takes the same path. Each catch emits
+    /// [`EventKind::ErrorRouted`](crate::EventKind::ErrorRouted). A later call for the same
+    /// node replaces its handler.
+    ///
+    /// The handler is an ordinary node (it needs its own way out); it may be reached by the
+    /// error edge alone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Log { #[reducer(append)] log: Vec<String> }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Log>::new();
+    /// b.add_node("fetch", |_, _| async { Err::<LogUpdate, BoxError>("timeout".into()) })
+    ///     .add_node("fallback", |_, ctx: Context| async move {
+    ///         let failure: NodeFailure = ctx.input()?;
+    ///         Ok(LogUpdate::new().log(vec![format!("{} x{}", failure.error, failure.attempts)]))
+    ///     })
+    ///     .retry("fetch", RetryPolicy::new(2).backoff(std::time::Duration::ZERO, std::time::Duration::ZERO))
+    ///     .on_error("fetch", "fallback")
+    ///     .add_edge(START, "fetch")
+    ///     .add_edge("fetch", END)
+    ///     .add_edge("fallback", END);
+    /// let done = b.compile()?.invoke(Log::default()).await?;
+    /// assert_eq!(done.log, ["timeout x2"]);
+    ///
+    /// let mut bad = GraphBuilder::<Log>::new();
+    /// bad.add_node("fetch", |_, _| async { Ok(LogUpdate::new()) }).on_error("fetch", "nowhere");
+    /// assert!(matches!(bad.compile(), Err(GraphError::NoSuchHandler { setting: "on_error", .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn on_error(&mut self, node: &str, handler: &str) -> &mut Self {
+        let r = self
+            .handler("on_error", node, handler)
+            .and_then(|h| self.settings(node, "on_error", |s| s.on_error = Some(h)));
+        self.keep(r)
+    }
+
+    /// Registers `compensation` as the node that undoes `node`'s work (the saga pattern).
+    /// When the run later fails for good (any final error but an interrupt; a cancellation
+    /// too with [`RunConfig::compensate_on_cancel`](crate::RunConfig::compensate_on_cancel)),
+    /// the compensations of the nodes whose tasks finished in the run run in the reverse
+    /// order of their completion (within a step, in reverse task order), each once (a node
+    /// that finished several times is compensated once, in the place of its last
+    /// completion), each as the one task of a step of its own, checkpointed like any step:
+    /// a resume, after a crash or a stop, goes on with those still to run and never runs a
+    /// finished one again. A compensation is given a [`Compensation`](crate::Compensation)
+    /// as its input (read with [`Context::input`]), reads the state, and its update is merged
+    /// (its routes are ignored). Then the run ends with
+    /// [`Error::Compensated`](crate::Error::Compensated), which holds the original error.
+    ///
+    /// A compensation that fails for good (after its retry policy's attempts) ends the run
+    /// with [`Error::CompensationFailed`](crate::Error::CompensationFailed), naming both
+    /// errors; the compensations after it wait: resuming the run tries it again, then goes on.
+    /// A compensation that is interrupted stops the run the same way, until it is resumed.
+    ///
+    /// A compensation node needs no edges: it may be reached by its compensation edge alone.
+    /// A later call for the same node replaces its compensation.
+    ///
+    /// # Examples
+    ///
+    /// See [`Compensation`](crate::Compensation); an unknown compensation names both nodes:
+    ///
+    /// ```
+    /// use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Log { #[reducer(append)] log: Vec<String> }
+    /// let mut b = GraphBuilder::<Log>::new();
+    /// b.add_node("book", |_, _| async { Ok(LogUpdate::new()) })
+    ///     .add_edge(START, "book")
+    ///     .add_edge("book", END)
+    ///     .compensate("book", "unbook");
+    /// let Err(GraphError::NoSuchHandler { node, handler, .. }) = b.compile() else { panic!() };
+    /// assert_eq!((node.as_str(), handler.as_str()), ("book", "unbook"));
+    /// ```
+    pub fn compensate(&mut self, node: &str, compensation: &str) -> &mut Self {
+        let r = self
+            .handler("compensate", node, compensation)
+            .and_then(|h| self.settings(node, "compensate", |s| s.compensation = Some(h)));
+        self.keep(r)
+    }
+
+    /// Resolves the handler of an error edge or a compensation.
+    fn handler(
+        &self,
+        setting: &'static str,
+        node: &str,
+        handler: &str,
+    ) -> Result<NodeId, GraphError> {
+        match self.index.get(handler) {
+            Some(&id) => Ok(id),
+            None => Err(GraphError::NoSuchHandler {
+                setting,
+                node: node.to_owned(),
+                handler: handler.to_owned(),
+            }),
+        }
     }
 
     fn settings(

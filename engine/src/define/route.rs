@@ -36,6 +36,9 @@ pub const END: &str = "__end__";
 pub struct Route {
     pub(crate) targets: Vec<Cow<'static, str>>,
     pub(crate) packets: Vec<Packet>,
+    /// The route of a failure its error edge caught: one packet, to the handler, which need
+    /// not be a declared go-to target.
+    pub(crate) caught: bool,
 }
 
 impl Route {
@@ -48,6 +51,7 @@ impl Route {
         Route {
             targets: targets.into_iter().map(Into::into).collect(),
             packets: Vec::new(),
+            caught: false,
         }
     }
 
@@ -61,6 +65,7 @@ impl Route {
         Route {
             targets: Vec::new(),
             packets: packets.into_iter().collect(),
+            caught: false,
         }
     }
 

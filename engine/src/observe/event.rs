@@ -242,6 +242,33 @@ pub enum EventKind {
         /// The error, as text.
         error: String,
     },
+    /// A node's task failed for good and its error edge caught the failure
+    /// ([`GraphBuilder::on_error`](crate::GraphBuilder::on_error)): `handler` runs next, with
+    /// the failure as its input.
+    ErrorRouted {
+        /// The step.
+        step: u64,
+        /// The node that failed.
+        node: Arc<str>,
+        /// Its task.
+        task: TaskId,
+        /// The node the failure goes to.
+        handler: Arc<str>,
+        /// The error, as text, with its cause chain.
+        error: String,
+    },
+    /// The run failed for good and its compensations begin
+    /// ([`GraphBuilder::compensate`](crate::GraphBuilder::compensate)): one step per
+    /// compensation, whose tasks have the ordinary events.
+    CompensationStarted {
+        /// The step of the checkpoint that records the failure (the compensations' steps
+        /// follow it).
+        step: u64,
+        /// The error that failed the run, as text.
+        error: String,
+        /// The nodes whose work is undone, in the order their compensations run.
+        nodes: Vec<Arc<str>>,
+    },
 }
 
 impl fmt::Display for Event {
@@ -358,6 +385,20 @@ impl fmt::Display for Event {
                     write!(f, "{sep}{}", view.field)?;
                 }
                 Ok(())
+            }
+            EventKind::ErrorRouted {
+                node,
+                handler,
+                error,
+                ..
+            } => write!(f, "  {node} failed for good, routed to {handler}: {error}"),
+            EventKind::CompensationStarted { step, error, nodes } => {
+                let nodes: Vec<&str> = nodes.iter().map(|n| &**n).collect();
+                write!(
+                    f,
+                    "compensating after step {step} ({}): {error}",
+                    nodes.join(", ")
+                )
             }
         }
     }

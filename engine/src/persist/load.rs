@@ -51,6 +51,16 @@ impl<S> Loaded<S> {
             && self.pending.is_empty()
     }
 
+    /// Whether the run failed and compensated its failure in full: its saga ran every
+    /// compensation, so nothing is left to resume.
+    pub(crate) fn compensated(&self) -> bool {
+        self.record
+            .saga
+            .as_ref()
+            .and_then(|s| s.compensating.as_ref())
+            .is_some_and(|c| c.remaining.is_empty())
+    }
+
     /// The sequence number of the run's next event, as the checkpoint stored it.
     pub(crate) fn next_event(&self) -> u64 {
         self.record.events

@@ -67,6 +67,30 @@ pub(super) fn route_record(route: &Route) -> RouteRecord {
     }
 }
 
+/// The handler and encoded failure of a command that is a caught failure (its go-to is the
+/// error edge's route).
+pub(super) fn caught_failure<S: State>(cmd: &Command<S>) -> Option<(String, Vec<u8>)> {
+    let route = cmd.goto.as_ref().filter(|r| r.caught)?;
+    let packet = route.packets.first()?;
+    let input = packet.input.as_deref().ok()?;
+    Some((packet.node.to_string(), input.to_vec()))
+}
+
+/// The command of a caught failure: no update, a route of one packet to the handler.
+pub(super) fn caught_command<S: State>(handler: &str, failure: &[u8]) -> Command<S> {
+    Command {
+        update: S::Update::default(),
+        goto: Some(Route {
+            targets: Vec::new(),
+            packets: vec![crate::define::route::Packet {
+                node: handler.to_owned().into(),
+                input: Ok(Arc::from(failure)),
+            }],
+            caught: true,
+        }),
+    }
+}
+
 /// The command a pending write recorded.
 pub(super) fn command_from<S: State>(
     run: &str,
@@ -79,6 +103,7 @@ pub(super) fn command_from<S: State>(
         reason: format!("the pending write of `{node}` does not decode: {e}"),
     })?;
     let goto = goto.map(|r| Route {
+        caught: false,
         targets: r.targets.iter().map(|t| t.clone().into()).collect(),
         packets: r
             .packets
@@ -100,7 +125,9 @@ pub(super) fn pending_task(
     written: Option<Vec<Cow<'static, str>>>,
 ) -> PendingTask {
     let (status, error, retry_at_ms, interrupts) = match &record.outcome {
-        PendingOutcome::Done { .. } => (PendingStatus::Done, None, None, Vec::new()),
+        PendingOutcome::Done { .. } | PendingOutcome::Caught { .. } => {
+            (PendingStatus::Done, None, None, Vec::new())
+        }
         PendingOutcome::Retrying {
             error, retry_at_ms, ..
         } => (
@@ -138,8 +165,11 @@ pub(super) fn written_fields<S: State>(
     run: &str,
     record: &PendingWriteRecord,
 ) -> Result<Option<Vec<Cow<'static, str>>>> {
-    let PendingOutcome::Done { update, goto } = &record.outcome else {
-        return Ok(None);
+    let (update, goto) = match &record.outcome {
+        PendingOutcome::Done { update, goto } => (update, goto),
+        // A caught failure writes nothing.
+        PendingOutcome::Caught { .. } => return Ok(Some(Vec::new())),
+        _ => return Ok(None),
     };
     let cmd = command_from::<S>(run, &record.node, update, goto.as_ref())?;
     let mut names = Vec::new();
@@ -159,7 +189,10 @@ pub(super) fn split_next(
 ) -> (Vec<String>, Vec<String>) {
     let mut done = vec![false; next.len()];
     for (index, p) in pending {
-        if !matches!(p.outcome, PendingOutcome::Done { .. }) {
+        if !matches!(
+            p.outcome,
+            PendingOutcome::Done { .. } | PendingOutcome::Caught { .. }
+        ) {
             continue;
         }
         let at = usize::try_from(*index)

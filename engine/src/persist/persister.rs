@@ -10,10 +10,10 @@ use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 use super::blob::{self, FieldTrack};
 use super::events::put_events;
 use super::load::{Loaded, load};
-use super::pending::route_record;
+use super::pending::{caught_failure, route_record};
 use super::record::{
-    CheckpointRecord, GateRecord, JoinRecord, PassRecord, PendingOutcome, PendingWriteRecord,
-    TaskRecord,
+    CheckpointRecord, CompensatingRecord, GateRecord, JoinRecord, PassRecord, PendingOutcome,
+    PendingWriteRecord, SagaRecord, TaskRecord,
 };
 use super::runs::child_runs;
 use super::{RunOwnership, Session, encode_error, format_encode_error, lease, now_ms};
@@ -26,7 +26,7 @@ use crate::observe::event::{Event, EventKind};
 use crate::plan::Plan;
 use crate::run::config::Durability;
 use crate::run::interrupt::Interrupt;
-use crate::run::scheduler::JoinPass;
+use crate::run::scheduler::{JoinPass, Saga};
 
 /// Where a run stands after a step, besides its state: the next step's tasks, the joins'
 /// bookkeeping, the number of its next event, and the `interrupt_after` gates it stops at.
@@ -51,6 +51,8 @@ pub(crate) struct Position<'a, S: State> {
     pub(crate) log: Vec<Event>,
     /// The run's invocation (its thread's turn, from 1).
     pub(crate) invocation: u32,
+    /// The run's saga: what to compensate, and the compensations still to run.
+    pub(crate) saga: &'a Saga,
 }
 
 impl<S: State> Position<'_, S> {
@@ -100,6 +102,29 @@ impl<S: State> Position<'_, S> {
                 began: j.began,
             })
             .collect()
+    }
+
+    /// The saga as stored; none when there is nothing to compensate (what a graph without
+    /// compensations stores).
+    fn saga(&self) -> Option<SagaRecord> {
+        let saga = self.saga;
+        if saga.finished.is_empty() && saga.compensating.is_none() {
+            return None;
+        }
+        let names = |nodes: &[NodeId]| -> Vec<String> {
+            nodes
+                .iter()
+                .map(|n| self.plan.nodes[*n as usize].name.to_string())
+                .collect()
+        };
+        Some(SagaRecord {
+            finished: names(&saga.finished),
+            compensating: saga.compensating.as_ref().map(|c| CompensatingRecord {
+                error: c.error.clone(),
+                done: names(&c.done),
+                remaining: names(&c.remaining),
+            }),
+        })
     }
 
     fn gates(&self) -> Vec<GateRecord> {
@@ -320,8 +345,13 @@ impl<S: State> Persister<S> {
         let thread = run.run_id.clone();
         let (p, loaded) = run
             .open(lease, record, |stored, loaded| {
-                // A completed run, or a fork (pending) of a checkpoint where a run ended.
-                let ended = matches!(stored.status, RunStatus::Completed | RunStatus::Pending);
+                // A completed run, a fork (pending) of a checkpoint where a run ended, or a run
+                // whose failure was compensated in full (nothing is left to resume).
+                let ended = match stored.status {
+                    RunStatus::Completed | RunStatus::Pending => true,
+                    RunStatus::Failed => loaded.compensated(),
+                    _ => false,
+                };
                 if ended && loaded.at_rest() {
                     Ok(())
                 } else {
@@ -501,6 +531,7 @@ impl<S: State> Persister<S> {
             deferred: position.deferred(),
             passes: position.passes(),
             invocation: position.invocation,
+            saga: position.saga(),
         };
         let bytes =
             envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
@@ -540,12 +571,17 @@ impl<S: State> Persister<S> {
         attempts: u32,
         cmd: &Command<S>,
     ) -> Result<()> {
-        let mut update = Vec::new();
-        codec::encode_into(&cmd.update, &mut update)
-            .map_err(|e| encode_error(&format!("the update of `{node}`"), e))?;
-        let outcome = PendingOutcome::Done {
-            update,
-            goto: cmd.goto.as_ref().map(route_record),
+        let outcome = match caught_failure(cmd) {
+            Some((handler, failure)) => PendingOutcome::Caught { handler, failure },
+            None => {
+                let mut update = Vec::new();
+                codec::encode_into(&cmd.update, &mut update)
+                    .map_err(|e| encode_error(&format!("the update of `{node}`"), e))?;
+                PendingOutcome::Done {
+                    update,
+                    goto: cmd.goto.as_ref().map(route_record),
+                }
+            }
         };
         self.pending_outcome(step, index, task, node, attempts, outcome)
             .await
@@ -618,9 +654,12 @@ impl<S: State> Persister<S> {
             // The tasks of a step read one snapshot: results computed from the state before the
             // edit are dropped, and their tasks run again on the edited state (at-least-once).
             batch.delete_pending_writes(&self.run_id, step + 1);
-            loaded
-                .pending
-                .retain(|(_, r)| !matches!(r.outcome, PendingOutcome::Done { .. }));
+            loaded.pending.retain(|(_, r)| {
+                !matches!(
+                    r.outcome,
+                    PendingOutcome::Done { .. } | PendingOutcome::Caught { .. }
+                )
+            });
             for (index, record) in &loaded.pending {
                 self.put_pending(&mut batch, step + 1, *index, record)?;
             }

@@ -140,8 +140,14 @@ impl Reader {
         pending.sort_by_key(|(index, _)| *index);
         let mut applied = Vec::new();
         for (_, p) in &pending {
-            let PendingOutcome::Done { update, goto } = &p.outcome else {
-                continue;
+            let (update, goto) = match &p.outcome {
+                PendingOutcome::Done { update, goto } => (update, goto),
+                // A caught failure finished, writing nothing.
+                PendingOutcome::Caught { .. } => {
+                    applied.push(pending_task(step + 1, p, Some(Vec::new())));
+                    continue;
+                }
+                _ => continue,
             };
             let cmd = super::pending::command_from::<S>(run, &p.node, update, goto.as_ref())?;
             let mut names = Vec::new();

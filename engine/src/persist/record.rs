@@ -51,11 +51,17 @@ pub(super) struct CheckpointRecord {
     /// Added after the second layout ([`CheckpointRecordV2`]): a record without it belongs to
     /// the first invocation.
     pub(super) invocation: u32,
+    /// The saga of a graph with compensations: the nodes to compensate should the run fail,
+    /// and, once it failed, the compensations still to run. `None` when there is nothing to
+    /// compensate. Added with `invocation` (issue 11): a record written before has none, and
+    /// decodes through [`CheckpointRecordV2`].
+    pub(super) saga: Option<SagaRecord>,
 }
 
 impl CheckpointRecord {
     /// Decodes a checkpoint record, of this layout or of an earlier one (the first has no held
-    /// deferred tasks or join passes, the first two belong to the first invocation).
+    /// deferred tasks or join passes; records of both belong to the first invocation and have
+    /// no saga).
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         match envelope::decode(RecordKind::Checkpoint, bytes) {
             Ok(record) => Ok(record),
@@ -74,7 +80,27 @@ impl CheckpointRecord {
     }
 }
 
-/// The second layout of [`CheckpointRecord`], before invocations (threads).
+/// Where a run with compensations stands (`GraphBuilder::compensate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct SagaRecord {
+    /// The nodes with a compensation whose tasks finished, each once, in the order of their
+    /// last completion.
+    pub(super) finished: Vec<String>,
+    /// Set once the run failed for good and its compensations began.
+    pub(super) compensating: Option<CompensatingRecord>,
+}
+
+/// A run that compensates a failure: the failure, the nodes whose compensations ran and
+/// those whose compensations are still to run, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct CompensatingRecord {
+    pub(super) error: String,
+    pub(super) done: Vec<String>,
+    pub(super) remaining: Vec<String>,
+}
+
+/// The second layout of [`CheckpointRecord`], before the saga.
+/// The second layout of [`CheckpointRecord`], before invocations (threads) and the saga.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct CheckpointRecordV2 {
     step: u64,
@@ -109,6 +135,7 @@ impl From<CheckpointRecordV2> for CheckpointRecord {
             deferred: r.deferred,
             passes: r.passes,
             invocation: 1,
+            saga: None,
         }
     }
 }
@@ -219,6 +246,13 @@ pub(super) enum PendingOutcome {
     Interrupted {
         raised: Vec<RaisedRecord>,
         answers: Vec<(String, String)>,
+    },
+    /// The task failed for good and its error edge caught the failure: it goes to `handler`,
+    /// with `failure` (an encoded `NodeFailure`) as its input; the task wrote nothing.
+    Caught {
+        handler: String,
+        #[serde(with = "serde_bytes")]
+        failure: Vec<u8>,
     },
 }
 
@@ -363,6 +397,7 @@ mod tests {
         let decoded = CheckpointRecord::decode(&bytes).unwrap();
         assert_eq!(decoded, CheckpointRecord::from(second));
         assert_eq!((decoded.deferred.len(), decoded.invocation), (1, 1));
+        assert!(record.saga.is_none());
         let new = CheckpointRecord {
             invocation: 4,
             deferred: vec![TaskRecord {
@@ -378,6 +413,47 @@ mod tests {
         let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();
         assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
         assert!(CheckpointRecord::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A checkpoint of the second layout (before the saga) still decodes, without a saga; one
+    /// with a saga reads back.
+    #[test]
+    fn second_layout_checkpoints_decode() {
+        let old = CheckpointRecordV2 {
+            step: 3,
+            parent: Some(2),
+            fingerprint: 7,
+            created_at_ms: 1,
+            bases: vec![0],
+            written: vec![0],
+            next: Vec::new(),
+            joins: Vec::new(),
+            blob_bytes: 10,
+            events: 4,
+            interrupts: Vec::new(),
+            deferred: vec![TaskRecord {
+                node: "d".into(),
+                input: None,
+            }],
+            passes: Vec::new(),
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
+        let record = CheckpointRecord::decode(&bytes).unwrap();
+        assert_eq!(record, CheckpointRecord::from(old));
+        assert!(record.saga.is_none());
+        let new = CheckpointRecord {
+            saga: Some(SagaRecord {
+                finished: vec!["a".into(), "b".into()],
+                compensating: Some(CompensatingRecord {
+                    error: "boom".into(),
+                    done: vec!["b".into()],
+                    remaining: vec!["a".into()],
+                }),
+            }),
+            ..record
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();
+        assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
     }
 
     /// The stored tags are the bytes the public kinds were stored as before they had their own.

@@ -6,14 +6,14 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::load::Loaded;
-use super::pending::command_from;
+use super::pending::{caught_command, command_from};
 use super::record::{PendingOutcome, PendingWriteRecord, RouteRecord, TaskRecord};
 use crate::define::route::Command;
 use crate::define::state::State;
 use crate::error::{Error, Result};
 use crate::ids::{NodeId, TaskId};
 use crate::plan::Plan;
-use crate::run::scheduler::JoinPass;
+use crate::run::scheduler::{Compensating, JoinPass, Saga};
 
 /// Where a loaded run resumes: the next step's tasks, the joins' bookkeeping, and what the
 /// tasks of the next step that began before the run stopped came to.
@@ -30,6 +30,9 @@ pub(crate) struct Restored<S: State> {
     pub(crate) joins: Vec<JoinPass>,
     /// The pending writes of the next step, in the order they are stored.
     pub(crate) tasks: Vec<RestoredTask<S>>,
+    /// What to compensate, and the compensations still to run (nodes this graph does not
+    /// have are left out).
+    pub(crate) saga: Saga,
 }
 
 /// A task of the next step that began before the run stopped.
@@ -61,13 +64,18 @@ pub(crate) struct Finished<S: State> {
     node: String,
     update: Vec<u8>,
     goto: Option<RouteRecord>,
+    /// A caught failure: its handler and encoded failure (then `update` is empty).
+    caught: Option<(String, Vec<u8>)>,
     _update: PhantomData<fn() -> S::Update>,
 }
 
 impl<S: State> Finished<S> {
     /// The task's command; [`Error::Corrupt`] if its update does not decode.
     pub(crate) fn command(&self, run: &str) -> Result<Command<S>> {
-        command_from(run, &self.node, &self.update, self.goto.as_ref())
+        match &self.caught {
+            Some((handler, failure)) => Ok(caught_command(handler, failure)),
+            None => command_from(run, &self.node, &self.update, self.goto.as_ref()),
+        }
     }
 }
 
@@ -134,6 +142,24 @@ impl<S: State> Loaded<S> {
                 standing: standing(record),
             })
             .collect();
+        let known = |names: &[String]| -> Vec<NodeId> {
+            names
+                .iter()
+                .filter_map(|n| by_name.get(n.as_str()).copied())
+                .collect()
+        };
+        let saga = match &self.record.saga {
+            None => Saga::default(),
+            Some(s) => Saga {
+                finished: known(&s.finished),
+                compensating: s.compensating.as_ref().map(|c| Compensating {
+                    error: c.error.clone(),
+                    done: known(&c.done),
+                    remaining: known(&c.remaining),
+                }),
+                saved: step,
+            },
+        };
         Ok(Restored {
             nodes,
             packets,
@@ -141,6 +167,7 @@ impl<S: State> Loaded<S> {
             held_packets,
             joins,
             tasks,
+            saga,
         })
     }
 }
@@ -151,6 +178,14 @@ fn standing<S: State>(record: &PendingWriteRecord) -> Standing<S> {
             node: record.node.clone(),
             update: update.clone(),
             goto: goto.clone(),
+            caught: None,
+            _update: PhantomData,
+        }),
+        PendingOutcome::Caught { handler, failure } => Standing::Done(Finished {
+            node: record.node.clone(),
+            update: Vec::new(),
+            goto: None,
+            caught: Some((handler.clone(), failure.clone())),
             _update: PhantomData,
         }),
         PendingOutcome::Retrying {

@@ -145,6 +145,12 @@ pub enum EdgeKind {
     Join,
     /// A declared go-to target of a node.
     Goto,
+    /// From a node to the handler of its final failure
+    /// ([`GraphBuilder::on_error`](crate::GraphBuilder::on_error)).
+    Error,
+    /// From a node to its compensation
+    /// ([`GraphBuilder::compensate`](crate::GraphBuilder::compensate)).
+    Compensate,
 }
 
 /// An edge of a [`GraphDescription`].
@@ -178,7 +184,8 @@ pub struct FieldDescription {
 impl GraphDescription {
     /// The graph in Graphviz DOT: solid static edges, dashed conditional and weighted edges
     /// (with their weights), bold joins (labelled with their quorum and timeout), dotted go-to
-    /// edges; CPU-bound nodes drawn as 3-D boxes, subgraphs as components, deferred nodes
+    /// edges, red dashed error edges labelled `on error`, grey dotted compensation edges
+    /// labelled `compensate`; CPU-bound nodes drawn as 3-D boxes, subgraphs as components, deferred nodes
     /// dashed with the outside label `deferred`.
     ///
     /// # Examples
@@ -232,6 +239,13 @@ impl GraphDescription {
                     format!(" [style=bold, label={}]", dot_quote(&label))
                 }
                 (EdgeKind::Goto, _) => " [style=dotted, label=\"go-to\"]".into(),
+                (EdgeKind::Error, _) => {
+                    " [style=dashed, color=red, fontcolor=red, label=\"on error\"]".into()
+                }
+                (EdgeKind::Compensate, _) => {
+                    " [style=dotted, color=gray40, fontcolor=gray40, label=\"compensate\", constraint=false]"
+                        .into()
+                }
             };
             let _ = writeln!(out, "    {} -> {}{style};", id(&e.from), id(&e.to));
         }

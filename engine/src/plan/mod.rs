@@ -39,6 +39,10 @@ pub(crate) struct PlanNode<S: State> {
     pub(crate) interrupt_after: bool,
     /// Once triggered, the node waits until no other task is left (`GraphBuilder::defer`).
     pub(crate) deferred: bool,
+    /// The node its final failure routes to (`GraphBuilder::on_error`).
+    pub(crate) on_error: Option<NodeId>,
+    /// The node that undoes its work when the run fails (`GraphBuilder::compensate`).
+    pub(crate) compensation: Option<NodeId>,
 }
 
 pub(crate) enum PlanEdge<S: State> {
@@ -83,6 +87,8 @@ pub(crate) struct Plan<S: State> {
     pub(crate) name: Option<Arc<str>>,
     /// Whether any field is overwrite-reduced (otherwise conflicts cannot happen).
     pub(crate) has_exclusive: bool,
+    /// Whether any node has a compensation (otherwise a step records no completions).
+    pub(crate) has_compensations: bool,
     /// The graph's structure: index 0 is START, `i + 1` node `i`, the last one END.
     pub(crate) structure: DiGraph<(), EdgeLabel>,
 }
@@ -95,6 +101,11 @@ pub(crate) enum EdgeLabel {
     Weighted(f64),
     Join,
     Goto,
+    /// An error edge (`GraphBuilder::on_error`).
+    Error,
+    /// From a node to its compensation (`GraphBuilder::compensate`): not a route, so it is
+    /// added after the checks and join reaches.
+    Compensate,
 }
 
 pub(crate) fn slot(source: Option<NodeId>) -> usize {
@@ -193,15 +204,39 @@ impl<S: State> Plan<S> {
             gotos[from as usize] = Some(targets);
         }
 
+        // Error edges route like edges; compensation edges do not (see `EdgeLabel`).
+        let mut compensations = FixedBitSet::with_capacity(n);
+        for (i, node) in b.nodes.iter().enumerate() {
+            if let Some(handler) = node.settings.on_error {
+                structure.add_edge(
+                    ix(Target::Node(i as NodeId)),
+                    ix(Target::Node(handler)),
+                    EdgeLabel::Error,
+                );
+            }
+            if let Some(c) = node.settings.compensation {
+                compensations.insert(c as usize);
+            }
+        }
+
         if buckets[0].is_empty() {
             return Err(GraphError::NoEntry);
         }
         for (i, node) in b.nodes.iter().enumerate() {
-            if buckets[i + 1].is_empty() && gotos[i].is_none() {
+            // A compensation needs no way out: its routes are not followed.
+            if buckets[i + 1].is_empty() && gotos[i].is_none() && !compensations.contains(i) {
                 return Err(GraphError::DeadEnd(node.name.to_string()));
             }
         }
-        let reachable = reach_from(&structure, NodeIndex::new(0), None);
+        let mut reachable = reach_from(&structure, NodeIndex::new(0), None);
+        // A compensation is reached when the node it compensates is.
+        for (i, node) in b.nodes.iter().enumerate() {
+            if let Some(c) = node.settings.compensation
+                && reachable.contains(i + 1)
+            {
+                reachable.insert(c as usize + 1);
+            }
+        }
         if let Some(i) = (0..n).find(|i| !reachable.contains(i + 1)) {
             return Err(GraphError::Unreachable(b.nodes[i].name.to_string()));
         }
@@ -237,6 +272,16 @@ impl<S: State> Plan<S> {
             });
         }
 
+        for (i, node) in b.nodes.iter().enumerate() {
+            if let Some(c) = node.settings.compensation {
+                structure.add_edge(
+                    ix(Target::Node(i as NodeId)),
+                    ix(Target::Node(c)),
+                    EdgeLabel::Compensate,
+                );
+            }
+        }
+
         let mut offsets = Vec::with_capacity(n + 2);
         let mut edges = Vec::with_capacity(buckets.iter().map(Vec::len).sum());
         offsets.push(0);
@@ -258,6 +303,8 @@ impl<S: State> Plan<S> {
                 interrupt_before: def.settings.interrupt_before,
                 interrupt_after: def.settings.interrupt_after,
                 deferred: def.settings.deferred,
+                on_error: def.settings.on_error,
+                compensation: def.settings.compensation,
             })
             .collect();
         let mut deferred = FixedBitSet::new();
@@ -276,6 +323,7 @@ impl<S: State> Plan<S> {
             fingerprint: Fingerprint::from_u128(0),
             name,
             has_exclusive: S::FIELDS.iter().any(|f| f.reducer.is_exclusive()),
+            has_compensations: compensations.count_ones(..) > 0,
             structure,
         };
         plan.fingerprint = plan.compute_fingerprint();
@@ -301,6 +349,14 @@ impl<S: State> Plan<S> {
             // Written only when set, so that graphs without them keep their fingerprints.
             if node.deferred {
                 write_str(&mut h, "deferred");
+            }
+            if let Some(handler) = node.on_error {
+                write_str(&mut h, "on_error");
+                target(&mut h, Target::Node(handler));
+            }
+            if let Some(c) = node.compensation {
+                write_str(&mut h, "compensate");
+                target(&mut h, Target::Node(c));
             }
             if let Some(goto) = &node.goto {
                 write_str(&mut h, "goto");
@@ -384,6 +440,8 @@ impl<S: State> Plan<S> {
                     EdgeLabel::Weighted(w) => (EdgeKind::Weighted, Some(*w)),
                     EdgeLabel::Join => (EdgeKind::Join, None),
                     EdgeLabel::Goto => (EdgeKind::Goto, None),
+                    EdgeLabel::Error => (EdgeKind::Error, None),
+                    EdgeLabel::Compensate => (EdgeKind::Compensate, None),
                 };
                 EdgeDescription {
                     from: name(e.source().index()),

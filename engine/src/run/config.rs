@@ -106,6 +106,8 @@ pub struct RunConfig {
     pub(crate) metadata: Option<RunMetadata>,
     /// The run's time to live, replacing the stored one (`None`: keep it).
     pub(crate) ttl: Option<Duration>,
+    /// Whether a cancelled run runs its compensations (`GraphBuilder::compensate`).
+    pub(crate) compensate_on_cancel: bool,
 }
 
 impl Default for RunConfig {
@@ -129,6 +131,7 @@ impl Default for RunConfig {
             lease_ttl: RunConfig::DEFAULT_LEASE_TTL,
             metadata: None,
             ttl: None,
+            compensate_on_cancel: false,
         }
     }
 }
@@ -426,6 +429,25 @@ impl RunConfig {
     #[must_use]
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.lease_ttl = ttl;
+        self
+    }
+
+    /// Whether a run cancelled through its handle runs its compensations
+    /// ([`GraphBuilder::compensate`](crate::GraphBuilder::compensate)) before it ends (default
+    /// false: a cancelled run stays resumable, and nothing is undone). With true, the
+    /// compensations run (the cancellation and the run timeout do not stop them; step and
+    /// node timeouts do) and the run ends with [`Error::Compensated`](crate::Error::Compensated)
+    /// holding [`Error::Cancelled`](crate::Error::Cancelled).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = agentgraph_engine::RunConfig::new().compensate_on_cancel(true);
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn compensate_on_cancel(mut self, compensate: bool) -> Self {
+        self.compensate_on_cancel = compensate;
         self
     }
 

@@ -216,6 +216,8 @@ impl From<&EventKind> for StoredKind {
                                 EdgeKind::Weighted => StoredEdgeKind::Weighted,
                                 EdgeKind::Join => StoredEdgeKind::Join,
                                 EdgeKind::Goto => StoredEdgeKind::Goto,
+                                EdgeKind::Error => StoredEdgeKind::Error,
+                                EdgeKind::Compensate => StoredEdgeKind::Compensate,
                             },
                             weight: e.weight,
                         })
@@ -265,6 +267,26 @@ impl From<&EventKind> for StoredKind {
                 step: *step,
                 error: error.clone(),
             },
+            EventKind::ErrorRouted {
+                step,
+                node,
+                task,
+                handler,
+                error,
+            } => StoredKind::ErrorRouted {
+                step: *step,
+                node: s(node),
+                task: (*task).into(),
+                handler: s(handler),
+                error: error.clone(),
+            },
+            EventKind::CompensationStarted { step, error, nodes } => {
+                StoredKind::CompensationStarted {
+                    step: *step,
+                    error: error.clone(),
+                    nodes: nodes.iter().map(|n| s(n)).collect(),
+                }
+            }
         }
     }
 }
@@ -453,6 +475,8 @@ impl From<StoredKind> for EventKind {
                                 StoredEdgeKind::Weighted => EdgeKind::Weighted,
                                 StoredEdgeKind::Join => EdgeKind::Join,
                                 StoredEdgeKind::Goto => EdgeKind::Goto,
+                                StoredEdgeKind::Error => EdgeKind::Error,
+                                StoredEdgeKind::Compensate => EdgeKind::Compensate,
                             },
                             weight: e.weight,
                         })
@@ -499,6 +523,26 @@ impl From<StoredKind> for EventKind {
                 duration: duration.into(),
             },
             StoredKind::RunFailed { step, error } => EventKind::RunFailed { step, error },
+            StoredKind::ErrorRouted {
+                step,
+                node,
+                task,
+                handler,
+                error,
+            } => EventKind::ErrorRouted {
+                step,
+                node: node.into(),
+                task: TaskId::from_u128(task.0),
+                handler: handler.into(),
+                error,
+            },
+            StoredKind::CompensationStarted { step, error, nodes } => {
+                EventKind::CompensationStarted {
+                    step,
+                    error,
+                    nodes: nodes.into_iter().map(Arc::from).collect(),
+                }
+            }
         }
     }
 }

@@ -198,6 +198,8 @@ mod tests {
                         (EdgeKind::Weighted, Some(2.5)),
                         (EdgeKind::Join, None),
                         (EdgeKind::Goto, None),
+                        (EdgeKind::Error, None),
+                        (EdgeKind::Compensate, None),
                     ]
                     .into_iter()
                     .map(|(kind, weight)| EdgeDescription {
@@ -230,6 +232,18 @@ mod tests {
             EventKind::RunFailed {
                 step: 3,
                 error: "boom".to_owned(),
+            },
+            EventKind::ErrorRouted {
+                step: 2,
+                node: node.clone(),
+                task,
+                handler: Arc::from("fallback"),
+                error: "timeout".to_owned(),
+            },
+            EventKind::CompensationStarted {
+                step: 3,
+                error: "boom".to_owned(),
+                nodes: vec![Arc::from("b"), node.clone()],
             },
         ];
         let mut events: Vec<Event> = kinds

@@ -133,6 +133,8 @@ pub(super) enum StoredEdgeKind {
     Weighted,
     Join,
     Goto,
+    Error,
+    Compensate,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -265,5 +267,17 @@ pub(super) enum StoredKind {
     RunFailed {
         step: u64,
         error: String,
+    },
+    ErrorRouted {
+        step: u64,
+        node: String,
+        task: Hex,
+        handler: String,
+        error: String,
+    },
+    CompensationStarted {
+        step: u64,
+        error: String,
+        nodes: Vec<String>,
     },
 }

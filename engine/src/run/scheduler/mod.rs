@@ -35,12 +35,14 @@ use crate::run::config::RunConfig;
 use crate::run::context::RunShared;
 use crate::run::interrupt::{Interrupt, InterruptKind, Interrupted, Resume};
 
+mod compensate;
 mod executor;
 mod resume;
 mod routing;
 mod sink;
 mod thread;
 
+pub(crate) use compensate::{Compensating, Saga};
 use executor::{StepOutcomes, Stop, TaskFailure, TaskOutcome};
 use sink::StoreSink;
 
@@ -319,6 +321,8 @@ pub(crate) struct Scheduler<S: State> {
     views: Option<Views>,
     /// The run's invocation (its thread's turn, from 1), stored with its checkpoints.
     invocation: u32,
+    /// What to compensate should the run fail, and the compensations still to run.
+    saga: Saga,
 }
 
 impl<S: State> Drop for Scheduler<S> {
@@ -345,6 +349,7 @@ impl<S: State> Scheduler<S> {
             tasks_token: CancellationToken::new(),
             joins,
             invocation: 1,
+            saga: Saga::default(),
         }
     }
 
@@ -437,7 +442,7 @@ impl<S: State> Scheduler<S> {
         persist: &mut Option<Persister<S>>,
     ) -> std::result::Result<Arc<S>, Stopped> {
         let plan = self.plan.clone();
-        let (mut state, mut restored) = match start {
+        let (mut state, restored) = match start {
             Start::Fresh(input) => {
                 crate::observe::metrics::run_started(false);
                 self.shared.events.emit(|| EventKind::RunStarted {
@@ -479,7 +484,7 @@ impl<S: State> Scheduler<S> {
                 *step = loaded.step();
                 self.invocation = loaded.invocation();
                 let pending = self.restore(&loaded)?;
-                if self.frontier.is_empty() {
+                if self.frontier.is_empty() && self.saga.compensating.is_none() {
                     // A completed run: nothing to do but say so again.
                     p.finish(RunStatus::Completed, None, None, Vec::new())
                         .await?;
@@ -507,7 +512,23 @@ impl<S: State> Scheduler<S> {
                 (state, Vec::new())
             }
         };
+        if self.saga.compensating.is_some() {
+            return self.compensate(state, restored, None, step, persist).await;
+        }
+        let looped = self.step_loop(&mut state, restored, step, persist).await;
+        self.settle(looped, state, step, persist).await
+    }
 
+    /// The steps of the run until none is left to run, or why the run stopped and what
+    /// becomes of its stopped step's pending writes.
+    async fn step_loop(
+        &mut self,
+        state: &mut Arc<S>,
+        mut restored: Vec<RestoredTask<S>>,
+        step: &mut u64,
+        persist: &mut Option<Persister<S>>,
+    ) -> std::result::Result<(), Stopped> {
+        let plan = self.plan.clone();
         let mut tasks = Vec::new();
         let mut commands: Vec<Command<S>> = Vec::new();
         let mut gotos: Vec<Option<Route>> = Vec::new();
@@ -562,7 +583,7 @@ impl<S: State> Scheduler<S> {
             let span = tracing::debug_span!("step", step = step as i64, tasks = tasks.len() as i64);
             let mut sink = StoreSink(persist.as_mut());
             let StepOutcomes { outcomes, stop } = self
-                .run_tasks(&tasks, &state, step, &mut prior, &mut sink)
+                .run_tasks(&tasks, state, step, &mut prior, &mut sink)
                 .instrument(span)
                 .await?;
 
@@ -570,12 +591,14 @@ impl<S: State> Scheduler<S> {
             // the run; nothing of the step is applied, and the finished tasks keep their writes.
             commands.clear();
             if stop.is_some() || outcomes.iter().any(|(o, _)| o.is_err()) {
+                self.note_finished(&tasks, outcomes.iter().map(|(o, _)| o.as_ref().ok()));
                 let e = self
                     .stop_step(&tasks, outcomes, &prior, stop, step, persist.as_mut())
                     .await;
                 return Err(e.into());
             }
             commands.extend(outcomes.into_iter().filter_map(|(o, _)| o.ok()));
+            self.note_finished(&tasks, commands.iter().map(Some));
             if let Err(error) = self.check_conflicts(&tasks, &commands, step) {
                 return Err(Stopped {
                     error,
@@ -583,7 +606,7 @@ impl<S: State> Scheduler<S> {
                 });
             }
             self.merge(
-                &mut state,
+                state,
                 &mut commands,
                 &mut gotos,
                 &mut written,
@@ -591,7 +614,7 @@ impl<S: State> Scheduler<S> {
                 step,
             )?;
             for (task, goto) in tasks.iter().zip(gotos.drain(..)) {
-                self.route(slot(Some(task.node)), task.key, step, goto, &state)?;
+                self.route(slot(Some(task.node)), task.key, step, goto, state)?;
             }
             self.resolve_joins(step);
             let interrupts: Vec<Interrupt> = if self.frontier.is_empty() {
@@ -606,13 +629,13 @@ impl<S: State> Scheduler<S> {
                     })
                     .collect()
             };
-            self.save(persist, step, &state, &written, &interrupts)
+            self.save(persist, step, state, &written, &interrupts)
                 .await?;
             if !interrupts.is_empty() {
                 return Err(self.interrupted(step, interrupts).into());
             }
         }
-        Ok(state)
+        Ok(())
     }
 
     /// Writes the checkpoint of `step`, if the run has a store.
@@ -624,10 +647,14 @@ impl<S: State> Scheduler<S> {
         written: &[bool],
         interrupts: &[Interrupt],
     ) -> Result<()> {
+        self.saga.saved = step;
         let Some(p) = persist.as_mut() else {
             return Ok(());
         };
-        let status = if self.frontier.is_empty() {
+        let status = if self.saga.compensating.is_some() {
+            // A compensating run ends when its compensations have run (`compensate`).
+            None
+        } else if self.frontier.is_empty() {
             Some(RunStatus::Completed)
         } else if !interrupts.is_empty() {
             Some(RunStatus::Interrupted)
@@ -646,6 +673,7 @@ impl<S: State> Scheduler<S> {
             interrupts,
             log: self.shared.events.take_journal(),
             invocation: self.invocation,
+            saga: &self.saga,
         };
         let began = crate::observe::metrics::now();
         let saved = p.checkpoint(step, state, written, position, status).await?;

@@ -224,6 +224,8 @@ impl<S: State> Scheduler<S> {
         self.frontier.packets.extend(restored.packets);
         self.frontier.held.extend(restored.held);
         self.frontier.held_packets.extend(restored.held_packets);
+        self.saga = restored.saga;
+        self.saga.saved = loaded.step();
         if restored.joins.len() == self.joins.len() {
             for (pass, stored) in self.joins.iter_mut().zip(restored.joins) {
                 if stored.arrived.len() == pass.arrived.len() {

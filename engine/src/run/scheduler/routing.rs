@@ -16,6 +16,9 @@ impl<S: State> Scheduler<S> {
     ) -> Result<()> {
         let plan = self.plan.clone();
         if let Some(route) = goto {
+            if route.caught {
+                return self.route_caught(from, route);
+            }
             let node = &plan.nodes[from - 1];
             let Some(declared) = &node.goto else {
                 return Err(Error::GotoNotDeclared(node.name.to_string()));

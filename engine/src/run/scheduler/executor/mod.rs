@@ -54,7 +54,7 @@ pub(super) enum Failure {
 
 impl TaskFailure {
     /// The failure as an event shows it.
-    fn describe(&self) -> String {
+    pub(in crate::run::scheduler) fn describe(&self) -> String {
         match self {
             TaskFailure::Failed(Failure::Error(e)) => crate::error::chain(e.as_ref()),
             TaskFailure::Failed(Failure::Panic(m)) => format!("panicked: {m}"),
@@ -174,9 +174,11 @@ impl<S: State> Scheduler<S> {
     /// Completes when the step must stop early: the run is cancelled, or passes its deadline,
     /// or the step passes `step_deadline`.
     async fn stop_signal(&self, step_deadline: Option<Instant>) -> Option<Stop> {
+        // The compensations of a run run whatever stopped it (`compensate`).
+        let compensating = self.saga.compensating.is_some();
         tokio::select! {
             biased;
-            () = self.shared.cancel.cancelled() => Some(Stop::Cancelled),
+            () = self.shared.cancel.cancelled(), if !compensating => Some(Stop::Cancelled),
             () = sleep_until(self.deadline) => self.config().run_timeout.map(Stop::RunTimeout),
             () = sleep_until(step_deadline) => self.config().step_timeout.map(Stop::StepTimeout),
         }
@@ -315,6 +317,9 @@ impl<'a, S: State> StepRun<'a, S> {
             return None;
         }
         self.remaining -= 1;
+        let outcome = self
+            .scheduler
+            .catch(&self.tasks[i], self.step, attempt, outcome);
         let failed = matches!(outcome, Err(TaskFailure::Failed(_)));
         if self.remaining > 0
             && self.store_error.is_none()
