@@ -1,0 +1,117 @@
+//! Properties of the `add_messages` reducer: updates applied one after the other equal their
+//! concatenation applied at once (how the engine's plan-order merge and the stored deltas
+//! compose), ids stay unique, removal markers are never stored, removing a missing id does
+//! nothing, and a replaced message keeps its place.
+
+use agentgraph_nodes::add_messages;
+use agentgraph_nodes::message::Message;
+use proptest::prelude::*;
+
+/// A message or a removal marker, with ids from a small alphabet so that they collide.
+fn op() -> impl Strategy<Value = Message> {
+    (0u8..10, any::<bool>(), 0u32..1000).prop_map(|(id, remove, text)| {
+        let id = format!("m{id}");
+        if remove {
+            Message::remove(id)
+        } else {
+            Message::user(format!("t{text}")).with_id(id)
+        }
+    })
+}
+
+/// Updates of 0 to 20 messages: both sides of the reducer's switch to an index at 8.
+fn updates() -> impl Strategy<Value = Vec<Vec<Message>>> {
+    prop::collection::vec(prop::collection::vec(op(), 0..20), 0..6)
+}
+
+fn ids(history: &[Message]) -> Vec<&str> {
+    history.iter().map(|m| m.id.as_str()).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn one_by_one_equals_concatenated(updates in updates()) {
+        let mut stepwise = Vec::new();
+        for u in &updates {
+            add_messages(&mut stepwise, u.clone());
+        }
+        let mut at_once = Vec::new();
+        add_messages(&mut at_once, updates.concat());
+        prop_assert_eq!(&stepwise, &at_once);
+
+        // Message by message, too (the scanning path only).
+        let mut single = Vec::new();
+        for m in updates.concat() {
+            add_messages(&mut single, vec![m]);
+        }
+        prop_assert_eq!(&single, &at_once);
+    }
+
+    #[test]
+    fn ids_stay_unique_and_markers_are_never_stored(updates in updates()) {
+        let mut history = Vec::new();
+        for u in updates {
+            add_messages(&mut history, u);
+            let mut sorted = ids(&history);
+            sorted.sort_unstable();
+            let before = sorted.len();
+            sorted.dedup();
+            prop_assert_eq!(sorted.len(), before);
+            prop_assert!(history.iter().all(|m| !m.is_removal()));
+        }
+    }
+
+    #[test]
+    fn removing_a_missing_id_does_nothing(updates in updates(), missing in 10u8..20) {
+        let mut history = Vec::new();
+        for u in updates {
+            add_messages(&mut history, u);
+        }
+        let before = history.clone();
+        add_messages(&mut history, vec![Message::remove(format!("m{missing}"))]);
+        prop_assert_eq!(history, before);
+    }
+
+    #[test]
+    fn a_replaced_message_keeps_its_place_and_the_others_their_order(
+        updates in updates(),
+        pick in any::<prop::sample::Index>(),
+        text in "[a-z]{1,8}",
+    ) {
+        let mut history = Vec::new();
+        for u in updates {
+            add_messages(&mut history, u);
+        }
+        prop_assume!(!history.is_empty());
+        let at = pick.index(history.len());
+        let id = history[at].id.clone();
+        let before = ids(&history).into_iter().map(str::to_owned).collect::<Vec<_>>();
+        add_messages(&mut history, vec![Message::user(text.clone()).with_id(id)]);
+        prop_assert_eq!(ids(&history), before.iter().map(String::as_str).collect::<Vec<_>>());
+        prop_assert_eq!(history[at].text(), Some(text.as_str()));
+    }
+
+    #[test]
+    fn the_result_matches_a_model_of_the_rules(updates in updates()) {
+        // The rules, written the slow and obvious way.
+        let mut model: Vec<(String, String)> = Vec::new();
+        let mut history = Vec::new();
+        for u in updates {
+            for m in &u {
+                let found = model.iter().position(|(id, _)| *id == m.id);
+                match (found, m.is_removal()) {
+                    (Some(i), true) => { model.remove(i); }
+                    (Some(i), false) => model[i].1 = m.text().unwrap().to_owned(),
+                    (None, true) => {}
+                    (None, false) => model.push((m.id.clone(), m.text().unwrap().to_owned())),
+                }
+            }
+            add_messages(&mut history, u);
+        }
+        let got: Vec<(String, String)> =
+            history.iter().map(|m| (m.id.clone(), m.text().unwrap().to_owned())).collect();
+        prop_assert_eq!(got, model);
+    }
+}
