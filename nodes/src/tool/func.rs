@@ -78,6 +78,8 @@ impl fmt::Debug for FnTool {
 ///     divisor: f64,
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let divide = tool_fn("divide", "Divides two numbers.", |args: Divide| async move {
 ///     if args.divisor == 0.0 {
 ///         return Err("division by zero");
@@ -85,8 +87,6 @@ impl fmt::Debug for FnTool {
 ///     Ok(json!({ "quotient": args.dividend / args.divisor }))
 /// });
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
 /// let ctx = ToolContext::new("k");
 /// let out = divide.call(json!({ "dividend": 1, "divisor": 4 }), ctx.clone()).await.unwrap();
 /// assert_eq!(out.content, json!({ "quotient": 0.25 }).into());
@@ -129,13 +129,13 @@ where
 ///     cents: u64,
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let pay = tool_fn_with_context("pay", "Pays.", |args: Pay, ctx: ToolContext| async move {
 ///     // A payment API would get the key, and refuse to pay twice for it.
 ///     Ok::<_, std::io::Error>(format!("paid {} with key {}", args.cents, ctx.idempotency_key()))
 /// });
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
 /// let out = pay.call(serde_json::json!({ "cents": 250 }), ToolContext::new("t1")).await.unwrap();
 /// assert_eq!(out.content.as_text(), Some("paid 250 with key t1"));
 /// # }

@@ -173,6 +173,8 @@ struct Entry {
 ///     path: String,
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
 /// let read = tool_fn("fs_read", "Reads a file.", |p: Path| async move {
 ///     Ok::<_, std::io::Error>(format!("contents of {}", p.path))
 /// });
@@ -184,8 +186,6 @@ struct Entry {
 /// let offered: Vec<&str> = tools.offered().map(|t| t.name()).collect();
 /// assert_eq!(offered, ["fs_read"]);
 ///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
 /// let args = serde_json::json!({ "path": "/tmp/x" });
 /// let e = tools.call("fs_delete", args, ToolContext::new("k")).await.unwrap_err();
 /// assert!(matches!(e, ToolError::NotAllowed { .. }));
@@ -457,12 +457,12 @@ impl ToolSet {
     /// # Examples
     ///
     /// ```
-    /// use std::sync::Arc;
-    /// use std::sync::atomic::{AtomicU32, Ordering};
     /// use std::time::Duration;
     /// use agentgraph_nodes::tool::{ToolContext, ToolOptions, ToolSet, tool_fn_with_context};
     ///
     /// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct NoArgs {}
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
     /// // Fails on its first attempt, succeeds on its second.
     /// let flaky = tool_fn_with_context("flaky", "Flaky.", |_: NoArgs, ctx: ToolContext| async move {
     ///     if ctx.attempt() == 1 { Err("try again") } else { Ok(ctx.attempt()) }
@@ -470,8 +470,6 @@ impl ToolSet {
     /// let options = ToolOptions::new().retries(1).retry_delay(Duration::from_millis(1));
     /// let tools = ToolSet::new().with_options(flaky, options);
     ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
     /// let out = tools.call("flaky", serde_json::json!({}), ToolContext::new("k")).await.unwrap();
     /// assert_eq!(out.content, serde_json::json!(2).into());
     /// # }
