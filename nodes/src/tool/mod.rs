@@ -60,6 +60,14 @@ pub use set::{ToolOptions, ToolSet};
 use crate::message::{Content, Message};
 
 /// What [`Tool::call`] returns: a boxed future, so that `Tool` is object safe.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_nodes::tool::{ToolFuture, ToolOutput};
+/// let fut: ToolFuture<'static> = Box::pin(async { Ok(ToolOutput::text("done")) });
+/// # drop(fut);
+/// ```
 pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = Result<ToolOutput, ToolError>> + Send + 'a>>;
 
 /// A tool a model can call: a name, a description, the JSON Schema of its arguments, and an
@@ -105,15 +113,55 @@ pub type ToolFuture<'a> = Pin<Box<dyn Future<Output = Result<ToolOutput, ToolErr
 /// ```
 pub trait Tool: Send + Sync {
     /// The name the model calls it by (OpenAI allows letters, digits, `_` and `-`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::tool::{Tool, tool_fn};
+    /// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Q { q: String }
+    /// let search = tool_fn("search", "Searches the docs.", |q: Q| async move { Ok::<_, std::io::Error>(q.q) });
+    /// assert_eq!(search.name(), "search");
+    /// ```
     fn name(&self) -> &str;
 
     /// What it does, for the model.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::tool::{Tool, tool_fn};
+    /// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Q { q: String }
+    /// let search = tool_fn("search", "Searches the docs.", |q: Q| async move { Ok::<_, std::io::Error>(q.q) });
+    /// assert_eq!(search.description(), "Searches the docs.");
+    /// ```
     fn description(&self) -> &str;
 
     /// The JSON Schema of its arguments (an object schema).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::tool::{Tool, tool_fn};
+    /// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Q { q: String }
+    /// let search = tool_fn("search", "Searches the docs.", |q: Q| async move { Ok::<_, std::io::Error>(q.q) });
+    /// assert_eq!(search.parameters()["required"], serde_json::json!(["q"]));
+    /// ```
     fn parameters(&self) -> &Value;
 
     /// Calls the tool with the model's arguments.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::tool::{Tool, ToolContext, tool_fn};
+    /// # #[derive(serde::Deserialize, schemars::JsonSchema)] struct Q { q: String }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let search = tool_fn("search", "Searches the docs.", |q: Q| async move { Ok::<_, std::io::Error>(q.q) });
+    /// let out = search.call(serde_json::json!({ "q": "joins" }), ToolContext::new("k")).await.unwrap();
+    /// assert_eq!(out.content.as_text(), Some("joins"));
+    /// # }
+    /// ```
     fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture<'_>;
 }
 
