@@ -6,11 +6,28 @@
 //! [`add_messages`](crate::messages::add_messages): it appends messages with new ids, replaces
 //! those whose id it holds, and removes those named by a removal marker ([`Message::remove`]).
 //!
-//! # Stored form
+//! # Serialized forms
 //!
-//! Messages are stored in checkpoints with the engine's binary codec, which cannot hold a
-//! `serde_json::Value` as such: JSON content and tool call arguments are written there as JSON
-//! text, and as JSON values in human-readable formats (the monitor's views, `serde_json`).
+//! In JSON (and any human-readable format: the monitor's views, `--json`, inputs written by
+//! hand) a message is a flat object close to OpenAI's chat format:
+//!
+//! ```json
+//! {"id": "…", "role": "user", "content": "What is 2 + 3?"}
+//! {"id": "…", "role": "assistant", "content": "",
+//!  "tool_calls": [{"id": "c1", "name": "add", "arguments": {"json": {"a": 2, "b": 3}}}]}
+//! {"id": "…", "role": "tool", "call_id": "c1", "content": {"json": 5}, "name": "add"}
+//! {"id": "…", "role": "tool", "call_id": "c2", "is_error": true, "content": "no such tool"}
+//! ```
+//!
+//! `id` is generated when missing; `content` is a string (text), an array of parts
+//! (`{"text": "…"}`, `{"image": {"url": "…", "detail": null}}`) or `{"json": value}`;
+//! arguments are `{"json": value}` or `{"malformed": "text"}`; `name`, `tool_calls`, `call_id`
+//! and `is_error` are left out when empty, and an unknown key is an error. A removal marker has
+//! the role `remove`.
+//!
+//! Checkpoints store messages with the engine's binary codec, which cannot hold a
+//! `serde_json::Value` as such: there every field is written in order and JSON values as JSON
+//! text.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -58,18 +75,16 @@ pub fn new_id() -> String {
 /// assert_eq!(result.call_id(), Some("call_1"));
 /// assert!(!result.is_error());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Message {
     /// The message's id, unique in a conversation. Missing in JSON input, it is generated.
-    #[serde(default = "new_id")]
     pub id: String,
     /// Who speaks, with what belongs to the role (tool calls, the call answered).
     pub role: Role,
     /// What is said.
     pub content: Content,
     /// An optional name of the speaker (OpenAI's `name`); on a tool result, the tool's name.
-    #[serde(default)]
     pub name: Option<String>,
 }
 
@@ -154,14 +169,13 @@ impl Role {
 /// ]);
 /// assert_eq!(parts.to_text(), "Look:\na cat");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Content {
     /// Plain text (empty for an assistant message that only calls tools).
     Text(String),
     /// A JSON value: a tool's structured result, a structured answer.
-    Json(#[serde(with = "json_value")] Value),
+    Json(Value),
     /// Several parts: text and images.
     Parts(Vec<ContentPart>),
 }
@@ -781,7 +795,12 @@ mod json_value {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use serde_json::Value;
 
-    pub(super) fn serialize<S: Serializer>(value: &Value, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<V, S>(value: &V, s: S) -> Result<S::Ok, S::Error>
+    where
+        V: std::borrow::Borrow<Value>,
+        S: Serializer,
+    {
+        let value = value.borrow();
         if s.is_human_readable() {
             value.serialize(s)
         } else {
@@ -795,6 +814,227 @@ mod json_value {
         } else {
             let text = String::deserialize(d)?;
             serde_json::from_str(&text).map_err(D::Error::custom)
+        }
+    }
+}
+
+/// The two serialized forms of [`Message`] and [`Content`]: the flat JSON of human-readable
+/// formats, and all fields in order for the engine's binary codec.
+mod forms {
+    use serde::de::Error as _;
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    use super::{Content, ContentPart, Message, Role, ToolCall, json_value, new_id};
+
+    /// The binary form of a message, borrowed to write it.
+    #[derive(Serialize)]
+    struct StoredMessageRef<'a> {
+        id: &'a str,
+        role: &'a Role,
+        content: &'a Content,
+        name: &'a Option<String>,
+    }
+
+    /// The binary form of a message, read back (the same fields, in the same order).
+    #[derive(Deserialize)]
+    struct StoredMessage {
+        id: String,
+        role: Role,
+        content: Content,
+        name: Option<String>,
+    }
+
+    /// The JSON form of a message, borrowed to write it.
+    #[derive(Serialize)]
+    struct JsonMessageRef<'a> {
+        id: &'a str,
+        role: &'static str,
+        content: &'a Content,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<&'a str>,
+        #[serde(skip_serializing_if = "<[ToolCall]>::is_empty")]
+        tool_calls: &'a [ToolCall],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        call_id: Option<&'a str>,
+        #[serde(skip_serializing_if = "is_false")]
+        is_error: bool,
+    }
+
+    fn is_false(b: &bool) -> bool {
+        !*b
+    }
+
+    /// The role names of the JSON form.
+    #[derive(Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum RoleName {
+        System,
+        User,
+        Assistant,
+        Tool,
+        Remove,
+    }
+
+    /// The JSON form of a message, read back.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct JsonMessage {
+        #[serde(default = "new_id")]
+        id: String,
+        role: RoleName,
+        #[serde(default)]
+        content: Content,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        tool_calls: Vec<ToolCall>,
+        #[serde(default)]
+        call_id: Option<String>,
+        #[serde(default)]
+        is_error: bool,
+    }
+
+    impl JsonMessage {
+        fn into_message(self) -> Result<Message, &'static str> {
+            let is_tool = matches!(self.role, RoleName::Tool);
+            if !matches!(self.role, RoleName::Assistant) && !self.tool_calls.is_empty() {
+                return Err("only an assistant message has `tool_calls`");
+            }
+            if !is_tool && (self.call_id.is_some() || self.is_error) {
+                return Err("only a tool message has `call_id` and `is_error`");
+            }
+            let role = match self.role {
+                RoleName::System => Role::System,
+                RoleName::User => Role::User,
+                RoleName::Assistant => Role::Assistant {
+                    tool_calls: self.tool_calls,
+                },
+                RoleName::Tool => Role::Tool {
+                    call_id: self.call_id.ok_or("a tool message needs `call_id`")?,
+                    is_error: self.is_error,
+                },
+                RoleName::Remove => Role::Remove,
+            };
+            Ok(Message {
+                id: self.id,
+                role,
+                content: self.content,
+                name: self.name,
+            })
+        }
+    }
+
+    impl Serialize for Message {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                let (call_id, is_error) = match &self.role {
+                    Role::Tool { call_id, is_error } => (Some(call_id.as_str()), *is_error),
+                    _ => (None, false),
+                };
+                JsonMessageRef {
+                    id: &self.id,
+                    role: self.role.as_str(),
+                    content: &self.content,
+                    name: self.name.as_deref(),
+                    tool_calls: self.tool_calls(),
+                    call_id,
+                    is_error,
+                }
+                .serialize(s)
+            } else {
+                StoredMessageRef {
+                    id: &self.id,
+                    role: &self.role,
+                    content: &self.content,
+                    name: &self.name,
+                }
+                .serialize(s)
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Message {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            if d.is_human_readable() {
+                JsonMessage::deserialize(d)?
+                    .into_message()
+                    .map_err(D::Error::custom)
+            } else {
+                let m = StoredMessage::deserialize(d)?;
+                Ok(Message {
+                    id: m.id,
+                    role: m.role,
+                    content: m.content,
+                    name: m.name,
+                })
+            }
+        }
+    }
+
+    /// The binary form of content, borrowed to write it.
+    #[derive(Serialize)]
+    enum StoredContentRef<'a> {
+        Text(&'a str),
+        Json(#[serde(with = "json_value")] &'a Value),
+        Parts(&'a [ContentPart]),
+    }
+
+    /// The binary form of content, read back (the same variants, in the same order).
+    #[derive(Deserialize)]
+    enum StoredContent {
+        Text(String),
+        Json(#[serde(with = "json_value")] Value),
+        Parts(Vec<ContentPart>),
+    }
+
+    impl Serialize for Content {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            if s.is_human_readable() {
+                match self {
+                    Content::Text(text) => s.serialize_str(text),
+                    Content::Parts(parts) => parts.serialize(s),
+                    Content::Json(value) => {
+                        let mut map = s.serialize_map(Some(1))?;
+                        map.serialize_entry("json", value)?;
+                        map.end()
+                    }
+                }
+            } else {
+                match self {
+                    Content::Text(text) => StoredContentRef::Text(text),
+                    Content::Json(value) => StoredContentRef::Json(value),
+                    Content::Parts(parts) => StoredContentRef::Parts(parts),
+                }
+                .serialize(s)
+            }
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Content {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            if !d.is_human_readable() {
+                return Ok(match StoredContent::deserialize(d)? {
+                    StoredContent::Text(text) => Content::Text(text),
+                    StoredContent::Json(value) => Content::Json(value),
+                    StoredContent::Parts(parts) => Content::Parts(parts),
+                });
+            }
+            // Human-readable formats describe themselves: read a JSON value, then decide.
+            match Value::deserialize(d)? {
+                Value::Null => Ok(Content::empty()),
+                Value::String(text) => Ok(Content::Text(text)),
+                parts @ Value::Array(_) => serde_json::from_value(parts)
+                    .map(Content::Parts)
+                    .map_err(D::Error::custom),
+                Value::Object(mut map) if map.len() == 1 && map.contains_key("json") => {
+                    Ok(Content::Json(map.remove("json").unwrap_or(Value::Null)))
+                }
+                _ => Err(D::Error::custom(
+                    "content is a string, an array of parts or {\"json\": value}",
+                )),
+            }
         }
     }
 }

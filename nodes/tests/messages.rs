@@ -79,41 +79,104 @@ fn messages_round_trip_through_the_checkpoint_codec() {
 }
 
 #[test]
-fn messages_round_trip_through_json_with_json_values_as_values() {
+fn messages_round_trip_through_json_in_a_flat_form() {
     let messages = every_kind();
     let text = serde_json::to_string(&messages).unwrap();
     let back: Vec<Message> = serde_json::from_str(&text).unwrap();
     assert_eq!(back, messages);
-    let value = serde_json::to_value(&messages[3]).unwrap();
-    assert_eq!(value["content"], json!({ "json": { "answer": "a cat" } }));
+    let json = serde_json::to_value(&messages).unwrap();
     assert_eq!(
-        value["role"],
-        json!({ "tool": { "call_id": "c1", "is_error": false } })
-    );
-    assert_eq!(value["name"], "lookup");
-    let value = serde_json::to_value(&messages[2]).unwrap();
-    assert_eq!(
-        value["role"]["assistant"]["tool_calls"][0]["arguments"]["json"]["n"],
-        3
+        json[0],
+        json!({ "id": "s", "role": "system", "content": "Be brief." })
     );
     assert_eq!(
-        serde_json::to_value(&messages[0]).unwrap()["role"],
-        "system"
+        json[1],
+        json!({
+            "id": "u",
+            "role": "user",
+            "name": "ada",
+            "content": [
+                { "text": "What is this?" },
+                { "image": { "url": "https://example.com/a.png", "detail": "low" } },
+            ],
+        })
+    );
+    assert_eq!(
+        json[2],
+        json!({
+            "id": "a",
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                { "id": "c1", "name": "lookup", "arguments": { "json": { "q": "cat", "n": 3, "deep": { "x": [1, 2.5, null] } } } },
+                { "id": "c2", "name": "lookup", "arguments": { "malformed": "{\"q\": " } },
+            ],
+        })
+    );
+    assert_eq!(
+        json[3],
+        json!({ "id": "t1", "role": "tool", "call_id": "c1", "name": "lookup", "content": { "json": { "answer": "a cat" } } })
+    );
+    assert_eq!(
+        json[4],
+        json!({ "id": "t2", "role": "tool", "call_id": "c2", "is_error": true, "content": "the arguments are not JSON" })
+    );
+    assert_eq!(
+        serde_json::to_value(Message::remove("x")).unwrap(),
+        json!({ "id": "x", "role": "remove", "content": "" })
     );
     // The monitor's view of a state goes through the engine's JSON codec.
-    assert_eq!(
-        codec::to_json(&messages).unwrap(),
-        serde_json::to_value(&messages).unwrap()
-    );
+    assert_eq!(codec::to_json(&messages).unwrap(), json);
 }
 
 #[test]
-fn a_message_without_an_id_in_json_gets_one() {
-    let m: Message =
-        serde_json::from_value(json!({ "role": "user", "content": { "text": "hi" } })).unwrap();
+fn json_written_by_hand_reads_with_defaults_and_is_checked() {
+    let m: Message = serde_json::from_value(json!({ "role": "user", "content": "hi" })).unwrap();
     assert_eq!(m.role, Role::User);
+    assert_eq!(m.text(), Some("hi"));
     assert_eq!(m.id.len(), 36);
     assert_eq!(m.name, None);
+
+    let m: Message =
+        serde_json::from_value(json!({ "role": "assistant", "content": null })).unwrap();
+    assert_eq!(m.content, Content::empty());
+    let m: Message = serde_json::from_value(json!({ "role": "tool", "call_id": "c1" })).unwrap();
+    assert_eq!(m.call_id(), Some("c1"));
+    assert!(!m.is_error());
+
+    let refused = [
+        (
+            json!({ "role": "tool", "content": "x" }),
+            "a tool message needs `call_id`",
+        ),
+        (
+            json!({ "role": "user", "tool_calls": [{ "id": "c", "name": "t", "arguments": { "json": {} } }] }),
+            "only an assistant message has `tool_calls`",
+        ),
+        (
+            json!({ "role": "user", "is_error": true }),
+            "only a tool message has `call_id` and `is_error`",
+        ),
+        (
+            json!({ "role": "user", "text": "typo" }),
+            "unknown field `text`",
+        ),
+        (json!({ "role": "robot" }), "unknown variant `robot`"),
+        (
+            json!({ "role": "user", "content": 7 }),
+            "content is a string, an array of parts or {\"json\": value}",
+        ),
+        (
+            json!({ "role": "user", "content": { "json": 1, "more": 2 } }),
+            "content is a string",
+        ),
+    ];
+    for (input, expected) in refused {
+        let e = serde_json::from_value::<Message>(input.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(expected), "{input}: {e}");
+    }
 }
 
 #[test]

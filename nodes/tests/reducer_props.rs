@@ -141,7 +141,8 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
 
 proptest! {
     /// What a checkpoint stores is what a resume reads: JSON content and arguments go through
-    /// the engine's binary codec as JSON text, and come back equal, floats to the bit.
+    /// the engine's binary codec as JSON text, and come back equal, floats to the bit; and so
+    /// does JSON.
     #[test]
     fn json_in_messages_survives_the_checkpoint_codec(content in json(), args in json(), raw in ".*") {
         use agentgraph_nodes::message::ToolCall;
@@ -155,6 +156,10 @@ proptest! {
         let mut bytes = Vec::new();
         agentgraph_engine::codec::encode_into(&messages, &mut bytes).unwrap();
         let back: Vec<Message> = agentgraph_engine::codec::decode(&bytes).unwrap();
+        prop_assert_eq!(&back, &messages);
+        // And through JSON, the monitor's and the CLI's form.
+        let text = serde_json::to_string(&messages).unwrap();
+        let back: Vec<Message> = serde_json::from_str(&text).unwrap();
         prop_assert_eq!(back, messages);
     }
 }
