@@ -9,7 +9,10 @@
 //!   `ToolSet`, tools offered and called under allow and deny lists, with per-tool timeouts
 //!   and retries.
 //!
-//! Use it through the facade's `nodes` feature, as `agentgraph::nodes`.
+//! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
+//! a feature of its own, so that a graph author compiles only what they use; the chat models
+//! (an OpenAI-compatible provider) and the tool-calling agent will join as features of this
+//! crate, MCP tools as a crate of their own.
 //!
 //! # Examples
 //!
