@@ -76,6 +76,8 @@
 //! | monitor: web page with the live graph, JSON API, server-sent events per run, Prometheus `/metrics` (`agentgraph::monitor`, feature `monitor`) | available |
 //! | command-line tool `agentgraph` over a store (crate `agentgraph-cli`) | available |
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
+//! | agents' pieces: chat messages with a conversation reducer, tools with checked arguments and allow/deny lists (`agentgraph::nodes`, feature `nodes`) | available |
+//! | chat models, the tool-calling agent, MCP tools | in progress |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`](store::SledStore), the embedded durable store;
 //! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and
@@ -83,7 +85,9 @@
 //! facade; `monitor` enables `agentgraph::monitor`, the monitor server and page (with
 //! `metrics`; it brings in axum, hyper, tower-http and metrics-exporter-prometheus); `otel`
 //! (off by default) enables `agentgraph::otel`, a `tracing-subscriber` layer that sends the
-//! spans to an OpenTelemetry collector (it brings in opentelemetry and reqwest).
+//! spans to an OpenTelemetry collector (it brings in opentelemetry and reqwest); `nodes` (off
+//! by default) enables `agentgraph::nodes`, the node library: chat messages and their
+//! reducer, and tools (it brings in schemars, jsonschema and globset).
 //!
 //! # Durable runs
 //!
@@ -190,6 +194,10 @@ pub use agentgraph_layers as layers;
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 #[doc(inline)]
 pub use agentgraph_monitor as monitor;
+#[cfg(feature = "nodes")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nodes")))]
+#[doc(inline)]
+pub use agentgraph_nodes as nodes;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 #[doc(inline)]

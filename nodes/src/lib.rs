@@ -1,0 +1,38 @@
+//! The node library of agentgraph: the pieces of agents, built for durable graphs.
+//!
+//! - [`message`]: chat messages ([`Message`]): system, user, assistant with tool calls, tool
+//!   results; [`messages`]: the conversation reducer [`add_messages`] (append, replace by id,
+//!   remove by id) and the check that every tool call has its result before a model call.
+//!   Always there.
+//! - `tool` (feature `tools`, on by default): the `Tool` trait, tools made from async
+//!   functions whose arguments are checked against a JSON Schema derived from their type, and
+//!   `ToolSet`, tools offered and called under allow and deny lists, with per-tool timeouts
+//!   and retries.
+//!
+//! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
+//! a feature of its own, so that a graph author compiles only what they use; the chat models
+//! (an OpenAI-compatible provider) and the tool-calling agent will join as features of this
+//! crate, MCP tools as a crate of their own.
+//!
+//! # Examples
+//!
+//! ```
+//! use agentgraph_nodes::{Message, add_messages};
+//!
+//! let mut history = Vec::new();
+//! add_messages(&mut history, vec![Message::system("Be brief."), Message::user("Hi!")]);
+//! assert_eq!(history.len(), 2);
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod message;
+pub mod messages;
+#[cfg(feature = "tools")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tools")))]
+pub mod tool;
+
+#[doc(inline)]
+pub use message::{Message, MessageError};
+#[doc(inline)]
+pub use messages::add_messages;
