@@ -576,6 +576,21 @@ async fn structured_output_is_checked_and_repaired_within_a_bound() {
     }
     assert_eq!(server.requests().len(), 2);
     assert_eq!(server.left(), 1);
+
+    // For servers that take a schema only inside `json_object` (llama-cpp-python's).
+    let server =
+        Scripted::start([Reply::json(completion(r#"{"city":"Oslo","celsius":-3}"#))]).await;
+    let llama = OpenAiModel::builder("m")
+        .base_url(&server.base_url)
+        .no_api_key()
+        .json_schema_as_json_object(true)
+        .build()
+        .unwrap();
+    let f: Forecast = structured(&llama, question(), 0).await.unwrap();
+    assert_eq!(f.city, "Oslo");
+    let format = &server.requests()[0].body["response_format"];
+    assert_eq!(format["type"], "json_object");
+    assert_eq!(format["schema"]["required"], json!(["city", "celsius"]));
 }
 
 #[derive(

@@ -127,6 +127,7 @@ pub struct OpenAiBuilder {
     retry_delay: Duration,
     max_retry_delay: Duration,
     stream_usage: bool,
+    schema_in_json_object: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -286,6 +287,26 @@ impl OpenAiBuilder {
         self
     }
 
+    /// Sends a [`ResponseFormat::JsonSchema`](crate::model::ResponseFormat::JsonSchema) as
+    /// `{"type": "json_object", "schema": …}`, for servers that take a schema only that way
+    /// (llama-cpp-python's server refuses `json_schema`); off by default.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::model::openai::OpenAiModel;
+    /// let llama = OpenAiModel::builder("smollm2")
+    ///     .base_url("http://127.0.0.1:8080/v1")
+    ///     .json_schema_as_json_object(true)
+    ///     .build()?;
+    /// # let _ = llama;
+    /// # Ok::<(), agentgraph_nodes::model::ModelError>(())
+    /// ```
+    pub fn json_schema_as_json_object(mut self, on: bool) -> Self {
+        self.schema_in_json_object = on;
+        self
+    }
+
     /// Builds the model (reading the environment now).
     ///
     /// # Errors
@@ -348,6 +369,7 @@ impl OpenAiBuilder {
             retry_delay: self.retry_delay,
             max_retry_delay: self.max_retry_delay,
             stream_usage: self.stream_usage,
+            schema_in_json_object: self.schema_in_json_object,
         })
     }
 }
@@ -383,6 +405,7 @@ pub struct OpenAiModel {
     retry_delay: Duration,
     max_retry_delay: Duration,
     stream_usage: bool,
+    schema_in_json_object: bool,
 }
 
 impl fmt::Debug for OpenAiModel {
@@ -416,6 +439,7 @@ impl OpenAiModel {
             retry_delay: Duration::from_millis(500),
             max_retry_delay: Duration::from_secs(60),
             stream_usage: false,
+            schema_in_json_object: false,
         }
     }
 
@@ -453,6 +477,14 @@ impl OpenAiModel {
     /// See [`OpenAiBuilder::api_key`].
     pub fn has_api_key(&self) -> bool {
         self.api_key.is_some()
+    }
+
+    fn dialect(&self, stream: bool) -> wire::Dialect {
+        wire::Dialect {
+            stream,
+            usage: stream && self.stream_usage,
+            schema_in_json_object: self.schema_in_json_object,
+        }
     }
 
     /// Removes the key from text coming from elsewhere (a server's body), should it be there.
@@ -529,7 +561,7 @@ impl OpenAiModel {
 
     async fn chat_inner(&self, request: ChatRequest) -> Result<ChatResponse, ModelError> {
         request.check()?;
-        let body = wire::request_body(&self.model, &request, false, false);
+        let body = wire::request_body(&self.model, &request, self.dialect(false));
         let response = self.send(&body, false).await?;
         let bytes = response.bytes().await.map_err(|e| {
             if e.is_timeout() {
@@ -593,7 +625,7 @@ impl OpenAiModel {
         call: ObservedCall,
     ) -> Result<ChatStream, ModelError> {
         request.check()?;
-        let body = wire::request_body(&self.model, &request, true, self.stream_usage);
+        let body = wire::request_body(&self.model, &request, self.dialect(true));
         let response = self.send(&body, true).await?;
         let events = response.bytes_stream().eventsource().boxed();
         let state = SseState {

@@ -8,8 +8,17 @@ use serde_json::{Map, Value, json};
 use crate::message::{Content, ContentPart, Message, Role};
 use crate::model::{ChatRequest, ResponseFormat, ToolChoice, Usage};
 
+/// How the body is written, beyond the request.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dialect {
+    pub(super) stream: bool,
+    pub(super) usage: bool,
+    /// A JSON Schema format sent as `{"type": "json_object", "schema": ...}`.
+    pub(super) schema_in_json_object: bool,
+}
+
 /// The request body.
-pub(super) fn request_body(model: &str, request: &ChatRequest, stream: bool, usage: bool) -> Value {
+pub(super) fn request_body(model: &str, request: &ChatRequest, dialect: Dialect) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), model.into());
     body.insert(
@@ -46,6 +55,9 @@ pub(super) fn request_body(model: &str, request: &ChatRequest, stream: bool, usa
         let format = match format {
             ResponseFormat::Text => json!({ "type": "text" }),
             ResponseFormat::JsonObject => json!({ "type": "json_object" }),
+            ResponseFormat::JsonSchema { schema, .. } if dialect.schema_in_json_object => {
+                json!({ "type": "json_object", "schema": schema })
+            }
             ResponseFormat::JsonSchema {
                 name,
                 schema,
@@ -72,9 +84,9 @@ pub(super) fn request_body(model: &str, request: &ChatRequest, stream: bool, usa
     if let Some(seed) = request.seed {
         body.insert("seed".into(), seed.into());
     }
-    if stream {
+    if dialect.stream {
         body.insert("stream".into(), true.into());
-        if usage {
+        if dialect.usage {
             body.insert("stream_options".into(), json!({ "include_usage": true }));
         }
     }
