@@ -673,3 +673,109 @@ async fn a_model_node_streams_its_text_as_events_of_a_checkpointed_run() {
     assert_eq!(stored, done);
     assert_eq!(server.requests()[0].body["stream"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_stream_fails_the_task_and_the_engine_retries_it() {
+    use agentgraph_engine::RetryPolicy;
+
+    let server = Scripted::start([
+        Reply::sse_raw(
+            [
+                text_chunk("Lost").to_string(),
+                text_chunk(" words").to_string(),
+            ],
+            false,
+            true,
+        )
+        .paced(Duration::from_millis(30)),
+        Reply::sse([text_chunk("Kept"), text_chunk("."), finish_chunk("stop")]),
+    ])
+    .await;
+    let model: Arc<dyn ChatModel> = Arc::new(model(&server));
+    let mut b = GraphBuilder::<Chat>::new();
+    b.add_node(
+        "writer",
+        model_node(
+            model,
+            |s: &Chat| ChatRequest::new(s.messages.clone()),
+            |_, r: ChatResponse| ChatUpdate::new().messages(vec![r.message]),
+        ),
+    )
+    .add_edge(START, "writer")
+    .add_edge("writer", END)
+    .retry(
+        "writer",
+        RetryPolicy::new(3)
+            .backoff(Duration::from_millis(1), Duration::from_millis(5))
+            .retry_if(|e| {
+                e.downcast_ref::<ModelError>()
+                    .is_some_and(ModelError::is_retryable)
+            }),
+    );
+    let graph = b.compile().unwrap();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let run = graph.run_with(
+        Chat {
+            messages: vec![Message::user("Write.")],
+        },
+        RunConfig::new().store(store).run_id("retried"),
+    );
+    let mut events = run.events();
+    let handle = run.spawn();
+    let mut tokens = Vec::new();
+    while let Some(event) = events.next().await {
+        if let EventKind::Custom { name, payload, .. } = &event.unwrap().kind
+            && name == TOKEN_EVENT
+        {
+            let t: TokenEvent = serde_json::from_value(payload.clone()).unwrap();
+            tokens.push((t.attempt, t.index, t.text));
+        }
+    }
+    let done = handle.await.unwrap();
+    assert_eq!(
+        tokens,
+        [
+            (1, 0, "Lost".to_owned()),
+            (1, 1, " words".to_owned()),
+            (2, 0, "Kept".to_owned()),
+            (2, 1, ".".to_owned()),
+        ]
+    );
+    // Only the complete answer is in the state.
+    assert_eq!(done.messages.len(), 2);
+    assert_eq!(done.messages[1].text(), Some("Kept."));
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_stalled_stream_times_out_as_a_cut() {
+    let server =
+        Scripted::start([
+            Reply::sse([text_chunk("a"), text_chunk("b"), finish_chunk("stop")])
+                .paced(Duration::from_millis(400)),
+        ])
+        .await;
+    let m = OpenAiModel::builder("m")
+        .base_url(&server.base_url)
+        .no_api_key()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let err = m
+        .stream(question())
+        .await
+        .unwrap()
+        .response()
+        .await
+        .unwrap_err();
+    match err {
+        ModelError::StreamCut { chunks, reason, .. } => {
+            assert_eq!(chunks, 1);
+            assert!(
+                reason.contains("timed out") || reason.contains("timeout"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
