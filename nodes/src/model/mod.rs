@@ -71,10 +71,27 @@ pub use stream::{ChatChunk, ChatStream, StreamAssembler};
 pub use structured::{StructuredError, structured, structured_format};
 
 /// What [`ChatModel::chat`] returns: a boxed future, so that `ChatModel` is object safe.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_nodes::{Message, model::{ChatFuture, ChatResponse}};
+/// let answer: ChatFuture<'static> = Box::pin(async { Ok(ChatResponse::new(Message::assistant("hi"))) });
+/// # drop(answer);
+/// ```
 pub type ChatFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ChatResponse, ModelError>> + Send + 'a>>;
 
 /// What [`ChatModel::stream`] returns: a boxed future of the stream.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_nodes::{Message, model::{ChatResponse, ChatStream, StreamFuture}};
+/// let s: StreamFuture<'static> =
+///     Box::pin(async { Ok(ChatStream::from_response(ChatResponse::new(Message::assistant("hi")))) });
+/// # drop(s);
+/// ```
 pub type StreamFuture<'a> =
     Pin<Box<dyn Future<Output = Result<ChatStream, ModelError>> + Send + 'a>>;
 
@@ -90,21 +107,61 @@ pub type StreamFuture<'a> =
 ///
 /// # Examples
 ///
-/// See [the module](self).
+/// ```
+/// use std::sync::Arc;
+/// use agentgraph_nodes::Message;
+/// use agentgraph_nodes::model::{ChatFuture, ChatModel, ChatRequest, ChatResponse, ModelError};
+///
+/// #[derive(Debug)]
+/// struct Mute;
+/// impl ChatModel for Mute {
+///     fn model(&self) -> &str { "mute" }
+///     fn provider(&self) -> &str { "local" }
+///     fn chat(&self, request: ChatRequest) -> ChatFuture<'_> {
+///         Box::pin(async move {
+///             request.check()?;
+///             Ok(ChatResponse::new(Message::assistant("")))
+///         })
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), ModelError> {
+/// let model: Arc<dyn ChatModel> = Arc::new(Mute);
+/// assert_eq!((model.model(), model.provider()), ("mute", "local"));
+/// assert_eq!(model.chat(ChatRequest::new([Message::user("?")])).await?.text(), "");
+/// # Ok(()) }
+/// ```
 pub trait ChatModel: Send + Sync + fmt::Debug {
     /// The model's name, as sent to the provider and used in metrics and spans.
+    ///
+    /// # Examples
+    ///
+    /// See [`ChatModel`].
     fn model(&self) -> &str;
 
     /// The provider's name for spans (`gen_ai.provider.name`): `openai` unless overridden.
+    ///
+    /// # Examples
+    ///
+    /// See [`ChatModel`].
     fn provider(&self) -> &str {
         "openai"
     }
 
     /// Calls the model and waits for its whole answer.
+    ///
+    /// # Examples
+    ///
+    /// See [`ChatModel`].
     fn chat(&self, request: ChatRequest) -> ChatFuture<'_>;
 
     /// Calls the model and streams its answer as it comes: text and tool call deltas, then
     /// the whole response ([`ChatChunk::Done`]).
+    ///
+    /// # Examples
+    ///
+    /// See [the module](self).
     fn stream(&self, request: ChatRequest) -> StreamFuture<'_> {
         Box::pin(async move {
             let response = self.chat(request).await?;

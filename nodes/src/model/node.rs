@@ -10,6 +10,24 @@ use crate::model::{ChatModel, ChatRequest, ChatResponse};
 
 /// The name of the events a [`model_node`] emits for its streamed text
 /// ([`EventKind::Custom`](agentgraph_engine::EventKind::Custom), payload [`TokenEvent`]).
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::EventKind;
+/// use agentgraph_nodes::model::{TOKEN_EVENT, TokenEvent};
+///
+/// fn token(kind: &EventKind) -> Option<TokenEvent> {
+///     match kind {
+///         EventKind::Custom { name, payload, .. } if name == TOKEN_EVENT => {
+///             serde_json::from_value(payload.clone()).ok()
+///         }
+///         _ => None,
+///     }
+/// }
+/// assert_eq!(TOKEN_EVENT, "model.token");
+/// # let _ = token;
+/// ```
 pub const TOKEN_EVENT: &str = "model.token";
 
 /// The payload of a [`TOKEN_EVENT`]: a piece of streamed text, where it comes from, and its

@@ -12,6 +12,32 @@
 //! The API key is held as an [`ApiKey`], whose `Debug` shows no more than that there is one;
 //! it is sent as `Authorization: Bearer …` (a header marked sensitive), and never appears in
 //! a `Debug` output, a log line, an error, an event or a checkpoint.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use agentgraph_nodes::Message;
+//! use agentgraph_nodes::model::openai::OpenAiModel;
+//! use agentgraph_nodes::model::{ChatChunk, ChatModel, ChatRequest};
+//! use futures_util::StreamExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), agentgraph_nodes::model::ModelError> {
+//! // Ollama on this machine.
+//! let model = OpenAiModel::builder("llama3.2")
+//!     .base_url("http://127.0.0.1:11434/v1")
+//!     .no_api_key()
+//!     .build()?;
+//! let mut stream = model.stream(ChatRequest::new([Message::user("Count to 5.")])).await?;
+//! while let Some(chunk) = stream.next().await {
+//!     match chunk? {
+//!         ChatChunk::Text(text) => print!("{text}"),
+//!         ChatChunk::Done(answer) => println!("\n({:?})", answer.finish_reason),
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
 
 mod wire;
 
@@ -32,10 +58,31 @@ use crate::model::{
 };
 
 /// OpenAI's API.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_nodes::model::openai::{DEFAULT_BASE_URL, OpenAiModel};
+/// let m = OpenAiModel::builder("gpt-4o-mini").base_url(DEFAULT_BASE_URL).build()?;
+/// assert_eq!(m.base_url(), "https://api.openai.com/v1");
+/// # Ok::<(), agentgraph_nodes::model::ModelError>(())
+/// ```
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// The variable the base URL is read from, when set.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(agentgraph_nodes::model::openai::BASE_URL_ENV, "OPENAI_BASE_URL");
+/// ```
 pub const BASE_URL_ENV: &str = "OPENAI_BASE_URL";
 /// The variable the API key is read from unless another is named.
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(agentgraph_nodes::model::openai::API_KEY_ENV, "OPENAI_API_KEY");
+/// ```
 pub const API_KEY_ENV: &str = "OPENAI_API_KEY";
 
 /// A secret API key: its `Debug` says only that it is there, and it has no `Display` and no
@@ -375,7 +422,9 @@ impl OpenAiBuilder {
 }
 
 /// A chat model behind an OpenAI-compatible `/chat/completions` endpoint: OpenAI, llama.cpp's
-/// server, vLLM, Ollama. See [the module](self) for its settings.
+/// server, vLLM, Ollama. See [the module](self) for its settings; its answers are read
+/// leniently (unknown fields ignored, `null` as absent, unknown finish reasons kept, tool
+/// call arguments that are not JSON kept as text).
 ///
 /// # Examples
 ///
