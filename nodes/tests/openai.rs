@@ -310,6 +310,14 @@ async fn connection_failures_are_retried_then_reported() {
         ModelError::Connection { attempts, .. } => assert_eq!(attempts, 3),
         other => panic!("{other:?}"),
     }
+    // A base URL that is not one: a configuration error, not retried.
+    let m = OpenAiModel::builder("m")
+        .base_url("not a url")
+        .no_api_key()
+        .build()
+        .unwrap();
+    let err = m.chat(question()).await.unwrap_err();
+    assert!(matches!(err, ModelError::Config(_)), "{err:?}");
 }
 
 #[tokio::test]

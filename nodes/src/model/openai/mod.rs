@@ -587,6 +587,13 @@ impl OpenAiModel {
                     retry_after(response.headers())
                 }
                 Err(e) if e.is_timeout() => return Err(ModelError::Timeout(self.timeout)),
+                Err(e) if e.is_builder() => {
+                    return Err(ModelError::Config(format!(
+                        "the request cannot be built for `{}`: {}",
+                        self.url,
+                        error_chain(&e)
+                    )));
+                }
                 // Connecting failed, or the connection broke before the answer began (a pooled
                 // connection the server had closed): nothing was answered, send again.
                 Err(e) if (e.is_connect() || e.is_request()) && attempts <= self.max_retries => {
