@@ -639,7 +639,10 @@ async fn a_model_node_streams_its_text_as_events_of_a_checkpointed_run() {
         Chat {
             messages: vec![Message::user("Tell a story.")],
         },
-        RunConfig::new().store(store.clone()).run_id("story-1"),
+        RunConfig::new()
+            .store(store.clone())
+            .run_id("story-1")
+            .store_events(true),
     );
     let mut events = run.events();
     let handle = run.spawn();
@@ -676,9 +679,22 @@ async fn a_model_node_streams_its_text_as_events_of_a_checkpointed_run() {
     assert_eq!(indexes, [0, 1, 2, 3, 4]);
     assert_eq!(finished_at, Some(5));
     assert_eq!(done.messages[1].text(), Some("Once upon a time."));
-    // The answer is in the checkpoint.
-    let stored = graph.history(store).state("story-1", None).await.unwrap();
-    assert_eq!(stored, done);
+    // The answer is in the checkpoint, the tokens in the stored event log.
+    let history = graph.history(store);
+    assert_eq!(history.state("story-1", None).await.unwrap(), done);
+    let stored: Vec<String> = history
+        .events("story-1", None, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Custom { name, payload, .. } if name == TOKEN_EVENT => {
+                Some(payload["text"].as_str().unwrap().to_owned())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored, words);
     assert_eq!(server.requests()[0].body["stream"], true);
 }
 
