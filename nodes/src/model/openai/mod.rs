@@ -771,7 +771,8 @@ impl SseState {
         if let Some(usage) = &chunk.usage {
             self.assembler.usage(usage.usage());
         }
-        for choice in chunk.choices.into_iter().flatten() {
+        let first = chunk.choices.into_iter().flatten();
+        for choice in first.filter(|c| c.index.unwrap_or(0) == 0) {
             if let Some(delta) = choice.delta {
                 let text = wire::content_text(&delta.content);
                 if !text.is_empty() {

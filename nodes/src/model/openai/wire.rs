@@ -264,6 +264,9 @@ pub(super) struct Chunk {
 
 #[derive(Debug, Deserialize)]
 pub(super) struct ChunkChoice {
+    /// Which answer (only the first is read: requests ask for one).
+    #[serde(default)]
+    pub(super) index: Option<u32>,
     #[serde(default)]
     pub(super) delta: Option<Delta>,
     #[serde(default)]
