@@ -8,6 +8,8 @@
 //!   functions whose arguments are checked against a JSON Schema derived from their type, and
 //!   `ToolSet`, tools offered and called under allow and deny lists, with per-tool timeouts
 //!   and retries.
+//! - `model` (feature `model`; `openai` adds the OpenAI-compatible provider): the `ChatModel`
+//!   trait, streamed answers, the model node and structured output.
 //!
 //! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
 //! a feature of its own, so that a graph author compiles only what they use; the chat models
@@ -28,6 +30,9 @@
 
 pub mod message;
 pub mod messages;
+#[cfg(feature = "model")]
+#[cfg_attr(docsrs, doc(cfg(feature = "model")))]
+pub mod model;
 #[cfg(feature = "tools")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tools")))]
 pub mod tool;

@@ -1,0 +1,279 @@
+//! A scripted OpenAI-compatible server for the tests: axum on 127.0.0.1:0, answering
+//! `POST /v1/chat/completions` from a script of canned replies, in order, and recording every
+//! request it got (headers, JSON body, arrival time).
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+/// One canned reply.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// A whole body with a status and headers.
+    Body {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    },
+    /// An SSE stream: each item sent as `data: {item}\n\n`, `pause` apart; then `[DONE]`
+    /// when `done`; then, when `cut`, the connection is broken instead of ended.
+    Sse {
+        data: Vec<String>,
+        pause: Duration,
+        done: bool,
+        cut: bool,
+    },
+}
+
+impl Reply {
+    /// 200 with a JSON body.
+    pub fn json(body: Value) -> Self {
+        Reply::Body {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_string(),
+        }
+    }
+
+    /// A status with an OpenAI error body.
+    pub fn error(status: u16, message: &str) -> Self {
+        Reply::Body {
+            status,
+            headers: vec![("content-type", "application/json".into())],
+            body: json!({ "error": { "message": message, "type": "server_error" } }).to_string(),
+        }
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: &str) -> Self {
+        if let Reply::Body { headers, .. } = &mut self {
+            headers.push((name, value.to_owned()));
+        }
+        self
+    }
+
+    /// 200 with raw text.
+    pub fn raw(body: &str) -> Self {
+        Reply::Body {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: body.to_owned(),
+        }
+    }
+
+    /// A complete stream of these chunks.
+    pub fn sse(chunks: impl IntoIterator<Item = Value>) -> Self {
+        Reply::Sse {
+            data: chunks.into_iter().map(|c| c.to_string()).collect(),
+            pause: Duration::ZERO,
+            done: true,
+            cut: false,
+        }
+    }
+
+    /// A stream of raw data lines (to send text that is not JSON).
+    pub fn sse_raw(data: impl IntoIterator<Item = String>, done: bool, cut: bool) -> Self {
+        Reply::Sse {
+            data: data.into_iter().collect(),
+            pause: Duration::ZERO,
+            done,
+            cut,
+        }
+    }
+
+    /// Pauses between the chunks of a stream.
+    pub fn paced(mut self, every: Duration) -> Self {
+        if let Reply::Sse { pause, .. } = &mut self {
+            *pause = every;
+        }
+        self
+    }
+}
+
+/// A request the server got.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Shared {
+    script: Mutex<VecDeque<Reply>>,
+    requests: Mutex<Vec<Recorded>>,
+}
+
+/// The running server; stops when dropped.
+pub struct Scripted {
+    /// `http://127.0.0.1:{port}/v1`
+    pub base_url: String,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Scripted {
+    /// Starts a server that answers with `script`, in order (a 500 once it runs out).
+    pub async fn start(script: impl IntoIterator<Item = Reply>) -> Self {
+        let shared = Arc::new(Shared {
+            script: Mutex::new(script.into_iter().collect()),
+            requests: Mutex::default(),
+        });
+        let app = Router::new()
+            .route("/v1/chat/completions", post(answer))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Scripted {
+            base_url: format!("http://127.0.0.1:{port}/v1"),
+            shared,
+            task,
+        }
+    }
+
+    /// The requests so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+
+    /// Replies not used yet.
+    pub fn left(&self) -> usize {
+        self.shared.script.lock().unwrap().len()
+    }
+}
+
+async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    shared.requests.lock().unwrap().push(Recorded {
+        at: Instant::now(),
+        headers,
+        body,
+    });
+    let reply = shared.script.lock().unwrap().pop_front();
+    match reply.unwrap_or_else(|| Reply::error(500, "the script has no more replies")) {
+        Reply::Body {
+            status,
+            headers,
+            body,
+        } => {
+            let mut response = Response::builder().status(StatusCode::from_u16(status).unwrap());
+            for (name, value) in headers {
+                response = response.header(name, value);
+            }
+            response.body(Body::from(body)).unwrap()
+        }
+        Reply::Sse {
+            data,
+            pause,
+            done,
+            cut,
+        } => {
+            let mut items: Vec<Result<Bytes, std::io::Error>> = data
+                .into_iter()
+                .map(|d| Ok(Bytes::from(format!("data: {d}\n\n"))))
+                .collect();
+            if done {
+                items.push(Ok(Bytes::from_static(b"data: [DONE]\n\n")));
+            }
+            if cut {
+                items.push(Err(std::io::Error::other("connection cut by the script")));
+            }
+            let stream = futures_util::stream::unfold(
+                (items.into_iter(), true),
+                move |(mut items, first)| async move {
+                    let item = items.next()?;
+                    if !first && !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    Some((item, (items, false)))
+                },
+            );
+            Response::builder()
+                .status(200)
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(stream))
+                .unwrap()
+        }
+    }
+}
+
+/// A whole answer with this text.
+pub fn completion(text: &str) -> Value {
+    json!({
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "scripted-model",
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": text },
+            "finish_reason": "stop",
+        }],
+        "usage": { "prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14 },
+    })
+}
+
+/// A stream chunk carrying a text delta.
+pub fn text_chunk(text: &str) -> Value {
+    json!({
+        "id": "chatcmpl-2",
+        "object": "chat.completion.chunk",
+        "model": "scripted-model",
+        "choices": [{ "index": 0, "delta": { "content": text }, "finish_reason": null }],
+    })
+}
+
+/// A stream chunk carrying a finish reason.
+pub fn finish_chunk(reason: &str) -> Value {
+    json!({
+        "id": "chatcmpl-2",
+        "object": "chat.completion.chunk",
+        "choices": [{ "index": 0, "delta": {}, "finish_reason": reason }],
+    })
+}
+
+/// The usage chunk of `stream_options.include_usage`.
+pub fn usage_chunk(prompt: u64, completion: u64) -> Value {
+    json!({
+        "id": "chatcmpl-2",
+        "object": "chat.completion.chunk",
+        "choices": [],
+        "usage": { "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion },
+    })
+}
+
+/// A stream chunk carrying a piece of tool call `index`.
+pub fn tool_chunk(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> Value {
+    let mut function = json!({ "arguments": arguments });
+    if let Some(name) = name {
+        function["name"] = name.into();
+    }
+    let mut call = json!({ "index": index, "function": function });
+    if let Some(id) = id {
+        call["id"] = id.into();
+        call["type"] = "function".into();
+    }
+    json!({
+        "object": "chat.completion.chunk",
+        "choices": [{ "index": 0, "delta": { "tool_calls": [call] }, "finish_reason": null }],
+    })
+}
