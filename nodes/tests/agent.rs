@@ -116,8 +116,11 @@ fn tools(log: &Log, lookup: ToolOptions, delete: ToolOptions) -> ToolSet {
         )
 }
 
-/// The messages without their generated ids: (role, text, call id, is_error, tool calls).
-fn shape(messages: &[Message]) -> Vec<(String, String, Option<String>, bool, Vec<String>)> {
+/// A message without its generated id: (role, text, call id, is_error, tool calls).
+type Shape = (String, String, Option<String>, bool, Vec<String>);
+
+/// The messages without their generated ids.
+fn shape(messages: &[Message]) -> Vec<Shape> {
     messages
         .iter()
         .map(|m| {

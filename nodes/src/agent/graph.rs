@@ -260,26 +260,29 @@ async fn answer(
         return Ok(Message::tool_error(call.id, refusal).with_name(call.name));
     }
     let runnable = agent.tools.is_allowed(&call.name) && agent.tools.get(&call.name).is_some();
-    if runnable && needs_approval(agent, &call) {
-        if let ToolArguments::Json(arguments) = &call.arguments {
-            let request = ApprovalRequest {
+    let asked = match &call.arguments {
+        ToolArguments::Json(arguments) if runnable && needs_approval(agent, &call) => {
+            Some(ApprovalRequest {
                 kind: "tool_approval".into(),
                 tool: call.name.clone(),
                 call_id: call.id.clone(),
                 arguments: arguments.clone(),
-            };
-            match ctx.interrupt::<_, Approval>(&request)? {
-                Approval::Approve => {}
-                Approval::Reject { reason } => {
-                    let mut text = format!("the call of tool `{}` was rejected", call.name);
-                    if !reason.is_empty() {
-                        text.push_str(": ");
-                        text.push_str(&reason);
-                    }
-                    return Ok(Message::tool_error(call.id, text).with_name(call.name));
+            })
+        }
+        _ => None,
+    };
+    if let Some(request) = asked {
+        match ctx.interrupt::<_, Approval>(&request)? {
+            Approval::Approve => {}
+            Approval::Reject { reason } => {
+                let mut text = format!("the call of tool `{}` was rejected", call.name);
+                if !reason.is_empty() {
+                    text.push_str(": ");
+                    text.push_str(&reason);
                 }
-                Approval::Edit { arguments } => call.arguments = ToolArguments::Json(arguments),
+                return Ok(Message::tool_error(call.id, text).with_name(call.name));
             }
+            Approval::Edit { arguments } => call.arguments = ToolArguments::Json(arguments),
         }
     }
     Ok(agent

@@ -12,7 +12,7 @@
 //!
 //! - **Each tool call is its own task**: the `model` node's router sends one packet per call
 //!   to the `tool` node, so the calls of a turn run in parallel, each under its own
-//!   idempotency key (the task's, `/` and the call id, in [`ToolContext`]), each checkpointed
+//!   idempotency key (the task's, `/` and the call id, in [`ToolContext`](crate::tool::ToolContext)), each checkpointed
 //!   as a pending write when it finishes. A run that crashes after two of three calls resumes
 //!   with the third only. The step's barrier merges every result before the next model call.
 //! - **Guards.** [`Agent::max_turns`]: at most this many model calls per invocation (25 by
