@@ -695,3 +695,60 @@ async fn a_chat_goes_on_across_invocations_of_a_thread() {
         });
     assert_eq!(per_invocation.keys().copied().collect::<Vec<_>>(), [1, 2]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// As a subgraph
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Default, serde::Serialize, Deserialize, agentgraph_macros::State)]
+#[state(crate = agentgraph_engine)]
+struct Desk {
+    #[reducer(with = agentgraph_nodes::add_messages)]
+    messages: Vec<Message>,
+    #[reducer(append)]
+    notes: Vec<String>,
+}
+
+#[tokio::test]
+async fn the_agent_is_a_subgraph_node_of_a_larger_graph() {
+    use agentgraph_engine::{END, GraphBuilder, START};
+    let server = Scripted::start([three_lookups(), say("a, b, c")]).await;
+    let log = Log::default();
+    let agent = Agent::new(model(&server))
+        .tools(tools(&log, ToolOptions::new(), ToolOptions::new()))
+        .compile()
+        .unwrap();
+    let mut b = GraphBuilder::<Desk>::new();
+    b.add_subgraph(
+        "agent",
+        agent,
+        |d: &Desk| AgentState::from_messages(d.messages.clone()),
+        // The agent's messages, the desk's included: `add_messages` replaces those by id.
+        |a: AgentState| DeskUpdate::new().messages(a.messages),
+    )
+    .add_node("file", |d: Arc<Desk>, _| async move {
+        let reply = d.messages.last().map(|m| m.content.to_text().into_owned());
+        Ok::<_, agentgraph_engine::BoxError>(
+            DeskUpdate::new().notes(vec![reply.unwrap_or_default()]),
+        )
+    })
+    .add_edge(START, "agent")
+    .add_edge("agent", "file")
+    .add_edge("file", END);
+    let store = store();
+    let done = b
+        .compile()
+        .unwrap()
+        .run_with(
+            Desk {
+                messages: vec![Message::user("find a, b, c")],
+                ..Desk::default()
+            },
+            cfg(&store, "desk"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.messages.len(), 6);
+    assert_eq!(done.notes, ["a, b, c"]);
+    assert_eq!(log.count("lookup"), 3);
+}
