@@ -14,9 +14,8 @@
 //!   one tool task per call, with guards, approvals and a policy for invalid calls.
 //!
 //! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
-//! a feature of its own, so that a graph author compiles only what they use; the chat models
-//! (an OpenAI-compatible provider) and the tool-calling agent will join as features of this
-//! crate, MCP tools as a crate of their own.
+//! a feature of its own, so that a graph author compiles only what they use; MCP tools will
+//! come as a crate of their own.
 //!
 //! # Examples
 //!
