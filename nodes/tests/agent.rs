@@ -752,3 +752,92 @@ async fn the_agent_is_a_subgraph_node_of_a_larger_graph() {
     assert_eq!(done.notes, ["a, b, c"]);
     assert_eq!(log.count("lookup"), 3);
 }
+
+#[tokio::test]
+async fn a_run_stopped_by_the_turn_limit_goes_on_after_a_new_user_message() {
+    let server = Scripted::start([
+        calls(&[("c1", "lookup", json!({ "q": "a" }))]),
+        say("found a"),
+    ])
+    .await;
+    let log = Log::default();
+    let graph = Agent::new(model(&server))
+        .tools(tools(&log, ToolOptions::new(), ToolOptions::new()))
+        .max_turns(1)
+        .compile()
+        .unwrap();
+    let store = store();
+    let e = graph
+        .run_with(question("find a"), cfg(&store, "limit"))
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        agent_error(&e),
+        AgentError::TurnLimit { limit: 1 }
+    ));
+    // A user message starts a new count: the failed model call runs again and answers.
+    let resume =
+        Resume::new().update(AgentStateUpdate::new().messages(vec![Message::user("go on")]));
+    let done = graph
+        .resume_with("limit", resume, cfg(&store, "limit"))
+        .await
+        .unwrap();
+    assert_eq!(done.reply().and_then(Message::text), Some("found a"));
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(roles(&server, 1), ["user", "assistant", "tool", "user"]);
+}
+
+#[tokio::test]
+async fn parallel_approvals_are_answered_by_id() {
+    let server = Scripted::start([
+        calls(&[
+            ("c1", "delete", json!({ "path": "/a" })),
+            ("c2", "delete", json!({ "path": "/b" })),
+        ]),
+        say("one of two"),
+    ])
+    .await;
+    let log = Log::default();
+    let graph = Agent::new(model(&server))
+        .tools(tools(
+            &log,
+            ToolOptions::new(),
+            ToolOptions::new().needs_approval(true),
+        ))
+        .compile()
+        .unwrap();
+    let store = store();
+    let RunOutcome::Interrupted(stop) = graph
+        .run_with(question("clean"), cfg(&store, "two"))
+        .outcome()
+        .await
+        .unwrap()
+    else {
+        panic!("expected interrupts");
+    };
+    let asked: Vec<(String, String)> = stop
+        .interrupts
+        .iter()
+        .map(|i| {
+            let r: ApprovalRequest = serde_json::from_value(i.payload.clone()).unwrap();
+            (r.call_id, i.id.clone())
+        })
+        .collect();
+    assert_eq!(
+        asked.iter().map(|a| a.0.as_str()).collect::<Vec<_>>(),
+        ["c1", "c2"]
+    );
+    let resume = Resume::new()
+        .answer(&asked[0].1, Approval::Approve)
+        .answer(&asked[1].1, Approval::reject(""));
+    let done = graph
+        .resume_with("two", resume, cfg(&store, "two"))
+        .await
+        .unwrap();
+    assert_eq!(log.count("delete"), 1);
+    assert_eq!(done.messages[2].content.to_text(), "deleted /a");
+    assert_eq!(
+        done.messages[3].content.to_text(),
+        "the call of tool `delete` was rejected"
+    );
+}
