@@ -77,7 +77,8 @@
 //! | command-line tool `agentgraph` over a store (crate `agentgraph-cli`) | available |
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
 //! | agents' pieces: chat messages with a conversation reducer, tools with checked arguments and allow/deny lists (`agentgraph::nodes`, feature `nodes`) | available |
-//! | chat models, the tool-calling agent, MCP tools | in progress |
+//! | chat models (`agentgraph::nodes::model`, feature `openai`) and the tool-calling agent (`agentgraph::nodes::agent`, feature `agent`) | available |
+//! | MCP tools | in progress |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`](store::SledStore), the embedded durable store;
 //! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and
@@ -87,7 +88,8 @@
 //! (off by default) enables `agentgraph::otel`, a `tracing-subscriber` layer that sends the
 //! spans to an OpenTelemetry collector (it brings in opentelemetry and reqwest); `nodes` (off
 //! by default) enables `agentgraph::nodes`, the node library: chat messages and their
-//! reducer, and tools (it brings in schemars, jsonschema and globset).
+//! reducer, and tools (it brings in schemars, jsonschema and globset); `openai` adds the chat
+//! models and the OpenAI-compatible provider, `agent` the tool-calling agent.
 //!
 //! # Durable runs
 //!

@@ -10,11 +10,12 @@
 //!   and retries.
 //! - `model` (feature `model`; `openai` adds the OpenAI-compatible provider): the `ChatModel`
 //!   trait, streamed answers, the model node and structured output.
+//! - `agent` (feature `agent`): the prebuilt tool-calling agent, a graph of a model node and
+//!   one tool task per call, with guards, approvals and a policy for invalid calls.
 //!
 //! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
-//! a feature of its own, so that a graph author compiles only what they use; the chat models
-//! (an OpenAI-compatible provider) and the tool-calling agent will join as features of this
-//! crate, MCP tools as a crate of their own.
+//! a feature of its own, so that a graph author compiles only what they use; MCP tools will
+//! come as a crate of their own.
 //!
 //! # Examples
 //!
@@ -28,6 +29,9 @@
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "agent")]
+#[cfg_attr(docsrs, doc(cfg(feature = "agent")))]
+pub mod agent;
 pub mod message;
 pub mod messages;
 #[cfg(feature = "model")]
