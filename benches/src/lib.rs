@@ -14,12 +14,14 @@
 //! assert!(took.as_nanos() > 0);
 //! ```
 
+mod agent;
 mod durable;
 mod measure;
 mod states;
 mod thread;
 mod workloads;
 
+pub use agent::time_agent_turns;
 pub use durable::{
     BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, ResumeTiming, SledBaseline,
     fill_store, run_checkpointed, time_resume, time_runs_each,

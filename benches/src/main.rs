@@ -16,8 +16,8 @@ use agentgraph_benches::{
     BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky, Items,
     SMALL_ITEMS, SledBaseline, Turn, big_chain, big_input, calibrate_cpu_work, chain,
     chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain, median, run_checkpointed,
-    run_counting_steps, run_thread, runtime, small_input, thread_graph, time_resume, time_runs,
-    time_runs_each, two_node_loop,
+    run_counting_steps, run_thread, runtime, small_input, thread_graph, time_agent_turns,
+    time_resume, time_runs, time_runs_each, two_node_loop,
 };
 use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;
@@ -36,6 +36,7 @@ const WORKLOADS: &[&str] = &[
     "big_state_untouched",
     "resume_100",
     "thread_100_turns",
+    "agent_turn",
 ];
 
 /// The raw baseline samples taken before each timed `durable_sync` run.
@@ -53,6 +54,9 @@ const OTHER_RUNS: u64 = 1_000;
 /// The invocations of `thread_100_turns`, and how many of the first and last are compared.
 const TURNS: usize = 100;
 const TURNS_COMPARED: usize = 10;
+
+/// The tokens of the long final answer of `agent_turn` (its short one has one).
+const LONG_ANSWER: usize = 1_001;
 
 /// The wall time of each CPU-bound branch of `cpu_fanout_2`.
 const CPU_BRANCH_TIME: Duration = Duration::from_millis(200);
@@ -108,6 +112,16 @@ struct Line {
     last_turn_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_to_first_ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_token_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    turn_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_turn_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    long_turn_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_long_turn_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reps: Option<usize>,
 }
@@ -169,6 +183,7 @@ fn main() -> ExitCode {
             }
             "resume_100" => run_resume(&rt, Reps::for_size(false, reps)),
             "thread_100_turns" => run_thread_turns(&rt, Reps::for_size(true, reps)),
+            "agent_turn" => run_agent_turn(&rt, Reps::for_size(false, reps)),
             "fanout_100" => run_fanout(&rt, 100, Reps::for_size(false, reps)),
             "loop_1000" => run_loop(&rt, 1_000, Reps::for_size(false, reps)),
             "compile_1000" => run_compile("compile_1000", 1_000, Reps::for_size(false, reps)),
@@ -671,6 +686,42 @@ fn run_thread_turns(rt: &Runtime, reps: Reps) {
         ..Line::default()
     }
     .print();
+}
+
+/// `agent_turn`: the agent's own overhead per turn (a streamed answer with three tool calls,
+/// three tool tasks, a streamed final answer), against the same requests and calls made
+/// without the engine; and per streamed token, from a final answer of 1,001 tokens against one
+/// of 1. On sled (`Durability::Async`, the workload's line), then on a memory store (what is
+/// left without the disk).
+fn run_agent_turn(rt: &Runtime, reps: Reps) {
+    for (mode, store, kind) in [
+        ("durable_async", BenchStore::sled("agent"), "sled"),
+        ("memory", BenchStore::memory("agent"), "memory"),
+    ] {
+        let (mut short, mut raw_short) = time_agent_turns(rt, &store, 1, reps.warmup, reps.timed);
+        let (mut long, mut raw_long) =
+            time_agent_turns(rt, &store, LONG_ANSWER, reps.warmup, reps.timed);
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        let (short, raw_short) = (us(median(&mut short)), us(median(&mut raw_short)));
+        let (long, raw_long) = (us(median(&mut long)), us(median(&mut raw_long)));
+        let per_turn = short - raw_short;
+        let per_token = ((long - raw_long) - per_turn) / (LONG_ANSWER - 1) as f64;
+        Line {
+            workload: "agent_turn",
+            mode,
+            per_turn_us: Some(per_turn),
+            per_token_us: Some(per_token),
+            turn_us: Some(short),
+            raw_turn_us: Some(raw_short),
+            long_turn_us: Some(long),
+            raw_long_turn_us: Some(raw_long),
+            store: Some(kind),
+            durability: Some(durability_name(Durability::Async)),
+            reps: Some(reps.timed),
+            ..Line::default()
+        }
+        .print();
+    }
 }
 
 #[cfg(test)]
