@@ -433,7 +433,12 @@ impl RunSettings {
         }
         batch.put_run(p.run_record(RunStatus::Running, None));
         p.store.commit(batch).await?;
-        p.store.flush().await?;
+        // Marking the run running needs no flush of its own outside `Sync`: a crash that
+        // loses it loses what was committed after it too (stores apply commits in order),
+        // which leaves the run as it was. The run's next flush makes it durable.
+        if durability == Durability::Sync {
+            p.store.flush().await?;
+        }
         Ok((p, loaded))
     }
 }
