@@ -363,3 +363,74 @@ async fn the_events_of_error_edges_and_compensations_stream() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// 99 words, the last ones with a line break and quotes.
+const STORY: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen \"the\nend\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_tokens_are_token_events_of_the_stream() {
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let gate = Gate::open();
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("streamed")
+        .monitored();
+    common::streaming(STORY, &gate)
+        .run_with(Doc::default(), config)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let events_url = url(server.local_addr(), "/api/runs/streamed/events");
+    let mut reader = SseReader::new(client.get(&events_url).send().await.unwrap());
+    let mut seen = Vec::new();
+    read_until(&mut reader, &mut seen, |e| {
+        matches!(e.kind, EventKind::RunFinished { .. })
+    })
+    .await;
+    // Stored coalesced: 64 and 35 tokens, in order, the text whole.
+    let tokens: Vec<(u64, u32, &str)> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Token {
+                node,
+                index,
+                count,
+                text,
+                ..
+            } => {
+                assert_eq!(&**node, "writer");
+                Some((*index, *count, text.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(STORY.split(' ').count(), 99);
+    let shape: Vec<(u64, u32)> = tokens.iter().map(|t| (t.0, t.1)).collect();
+    assert_eq!(shape, [(0, 64), (64, 35)]);
+    let text: String = tokens.iter().map(|t| t.2).collect();
+    assert_eq!(text, STORY);
+    let end = reader.next().await.unwrap();
+    assert_eq!(end.event.as_deref(), Some("end"));
+
+    // Resuming after the first token event misses nothing and repeats nothing.
+    let first = seen
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Token { .. }))
+        .unwrap();
+    let mut again = SseReader::new(
+        client
+            .get(&events_url)
+            .header("Last-Event-ID", first.seq.to_string())
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut rest = Vec::new();
+    read_until(&mut again, &mut rest, |e| {
+        matches!(e.kind, EventKind::RunFinished { .. })
+    })
+    .await;
+    let after: Vec<&Event> = seen.iter().filter(|e| e.seq > first.seq).collect();
+    assert_eq!(rest.iter().collect::<Vec<_>>(), after);
+}

@@ -200,3 +200,23 @@ impl SseReader {
         }
     }
 }
+
+/// A graph whose node `writer` streams the words of `text` as tokens, then notes it, with
+/// `gate` letting it finish (`Gate::open()` for no wait).
+pub fn streaming(text: &'static str, gate: &Gate) -> CompiledGraph<Doc> {
+    let gate = gate.clone();
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("writer", move |_, ctx: Context| {
+        let gate = gate.clone();
+        async move {
+            for (i, word) in text.split_inclusive(' ').enumerate() {
+                ctx.emit_token(i as u64, word);
+            }
+            gate.pass().await?;
+            Ok::<_, BoxError>(DocUpdate::new().notes(vec!["wrote".to_owned()]))
+        }
+    })
+    .add_edge(START, "writer")
+    .add_edge("writer", END);
+    b.compile().expect("the streaming graph compiles")
+}
