@@ -249,6 +249,14 @@
         apply(run, JSON.parse(e.data));
       });
     }
+    // A token while its node runs, before its step's events are stored: the text only.
+    source.addEventListener('live_token', (e) => {
+      if (current !== run) return;
+      const k = JSON.parse(e.data).kind;
+      stream(run, k);
+      if (nodeState(run, k.node).state === 'pending') nodeState(run, k.node).state = 'running';
+      paintNodes(run);
+    });
     source.addEventListener('end', (e) => {
       source.close();
       if (current !== run) return;
@@ -356,15 +364,35 @@
     return n;
   }
 
-  // A node's streamed text (`token` events): the text of its newest task and attempt, grown
-  // piece by piece; a new task or attempt starts it again, a piece already held is skipped.
+  // A node's streamed text: the text of its newest task and attempt, from its `token` events
+  // (stored, coalesced) and `live_token` events (one per token, while the node runs, before
+  // the stored ones). Pieces are kept by index, so the two kinds, in any order, make the text
+  // once; an older step's or attempt's tokens do not replace a newer text.
   function stream(run, k) {
     const n = nodeState(run, k.node);
-    const key = `${k.task}/${k.attempt}`;
-    if (!n.stream || n.stream.key !== key) n.stream = { key, text: '', next: 0 };
-    if (k.index < n.stream.next) return;
-    n.stream.text += k.text;
-    n.stream.next = k.index + (k.count || 1);
+    const s = n.stream;
+    if (s && (k.step < s.step || (k.task === s.task && k.attempt < s.attempt))) return;
+    if (!s || s.task !== k.task || s.attempt !== k.attempt) {
+      n.stream = { step: k.step, task: k.task, attempt: k.attempt, pieces: new Map(), text: '', next: 0 };
+    }
+    const st = n.stream;
+    const count = Math.max(k.count || 1, 1);
+    const had = st.pieces.get(k.index);
+    if (had && had.count >= count) return;
+    st.pieces.set(k.index, { text: k.text, count });
+    if (k.index === st.next && (st.next > 0 || st.pieces.size === 1)) {
+      st.text += k.text;
+      st.next += count;
+    } else {
+      // From the first piece held (index 0, unless the page came in mid-answer).
+      st.text = '';
+      st.next = Math.min(...st.pieces.keys());
+    }
+    // Follow on with pieces that came early.
+    for (let p = st.pieces.get(st.next); p; p = st.pieces.get(st.next)) {
+      st.text += p.text;
+      st.next += p.count;
+    }
   }
   function step(run, s) {
     let st = run.steps.get(s);

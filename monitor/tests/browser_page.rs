@@ -520,3 +520,65 @@ async fn the_page_shows_the_text_a_node_streams() {
     client.close().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// With [`LiveTokens`](agentgraph_monitor::LiveTokens), a node's text grows on the page while
+/// it runs, token by token, before its step's events are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_nodes_text_growing_while_it_runs() {
+    const WORDS: &[&str] = &["Once", " upon", " a", " time."];
+    let store = store();
+    let live = agentgraph_monitor::LiveTokens::new();
+    let server = common::monitor_live(store.clone(), live.clone()).await;
+    let gate = Gate::closed();
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("browser-live")
+        .monitored()
+        .durability(Durability::Sync);
+    let run = common::slow_writer(WORDS, &gate).run_with(Doc::default(), config);
+    live.watch(run.events());
+    let run = tokio::spawn(std::future::IntoFuture::into_future(run));
+    let inspector = agentgraph_engine::StoreInspector::new(store.clone());
+    while inspector.run("browser-live").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let (_driver, client) = start_browser().await;
+    client
+        .goto(&format!("{}#run=browser-live", server.url()))
+        .await
+        .unwrap();
+    until("the page following the run", || async {
+        (text_of(&client, "#conn").await? == "live").then_some(())
+    })
+    .await;
+    let mut want = String::new();
+    for word in WORDS {
+        gate.release(1);
+        want.push_str(word);
+        until(&format!("the text {want:?}"), || async {
+            let (tail, _, _) = streamed(&client).await?;
+            (tail == want).then_some(())
+        })
+        .await;
+        if want.len() < "Once upon a time.".len() {
+            assert_eq!(
+                node_state(&client, "writer").await.as_deref(),
+                Some("running")
+            );
+        }
+    }
+    run.await.unwrap().expect("the run finishes");
+    // The stored events follow: the same text, once, and one log row.
+    let (tail, whole, rows) = until("the stored token row", || async {
+        let shown = streamed(&client).await?;
+        (!shown.2.is_empty()).then_some(shown)
+    })
+    .await;
+    assert_eq!(tail, "Once upon a time.");
+    assert_eq!(whole, "Once upon a time.");
+    assert_eq!(rows, ["writer: Once upon a time."]);
+    expect_states(&client, &[("writer", "done")]).await;
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -71,11 +71,15 @@ pub(crate) async fn run(ctx: &mut Ctx, args: EventsArgs) -> Result<()> {
 
 /// Prints events: a line each for people, or one line of JSON each. For people, the
 /// streamed tokens of one task's attempt that come one after another are one line, the text
-/// growing as they come (`#12     writer streams: Once upon a time.`).
+/// growing as they come (`#12     writer streams: Once upon a time.`); tokens a monitor sends
+/// live ([`print_live`](Printer::print_live)) are not printed again when their stored event
+/// comes.
 #[derive(Debug, Default)]
 pub(crate) struct Printer {
     /// The line of tokens being written: its task, attempt and the index it expects next.
     open: Option<(TaskId, u32, u64)>,
+    /// The task, attempt and end of the tokens printed last.
+    shown: Option<(TaskId, u32, u64)>,
 }
 
 impl Printer {
@@ -85,7 +89,30 @@ impl Printer {
             output::json(out, event)?;
             return out.flush();
         }
-        if let EventKind::Token {
+        if let EventKind::Token { .. } = event.kind {
+            return self.token(out, event);
+        }
+        self.close(out)?;
+        writeln!(out, "{event}")?;
+        out.flush()
+    }
+
+    /// Prints a token the monitor sent while its node runs (for people only: `--json` prints
+    /// the stored events, which follow).
+    pub(crate) fn print_live(
+        &mut self,
+        out: &mut Out,
+        json: bool,
+        event: &Event,
+    ) -> io::Result<()> {
+        if json || !matches!(event.kind, EventKind::Token { .. }) {
+            return Ok(());
+        }
+        self.token(out, event)
+    }
+
+    fn token(&mut self, out: &mut Out, event: &Event) -> io::Result<()> {
+        let EventKind::Token {
             node,
             task,
             attempt,
@@ -94,19 +121,25 @@ impl Printer {
             text,
             ..
         } = &event.kind
+        else {
+            return Ok(());
+        };
+        let next = *index + u64::from(*count).max(1);
+        if let Some((t, a, end)) = self.shown
+            && (t, a) == (*task, *attempt)
+            && next <= end
         {
-            let next = *index + u64::from(*count);
-            if self.open == Some((*task, *attempt, *index)) {
-                write!(out, "{}", escape(text))?;
-            } else {
-                self.close(out)?;
-                write!(out, "#{:<4}   {node} streams: {}", event.seq, escape(text))?;
-            }
-            self.open = Some((*task, *attempt, next));
+            // Printed already, as it came live.
+            return Ok(());
+        }
+        if self.open == Some((*task, *attempt, *index)) {
+            write!(out, "{}", escape(text))?;
         } else {
             self.close(out)?;
-            writeln!(out, "{event}")?;
+            write!(out, "#{:<4}   {node} streams: {}", event.seq, escape(text))?;
         }
+        self.open = Some((*task, *attempt, next));
+        self.shown = Some((*task, *attempt, next));
         out.flush()
     }
 

@@ -158,6 +158,16 @@ async fn connect(
                     detail["error"].as_str().unwrap_or(&message.data)
                 );
             }
+            "live_token" => {
+                // A token while its node runs (a monitor with `LiveTokens`): shown, but not
+                // a stored event, so `last` stays.
+                if let Ok(event) = serde_json::from_str::<Event>(&message.data)
+                    && last.is_none_or(|seen| event.seq > seen)
+                {
+                    printer.print_live(&mut ctx.out, ctx.json, &event)?;
+                }
+                continue;
+            }
             _ => {}
         }
         let event: Event = match serde_json::from_str(&message.data) {
