@@ -23,7 +23,6 @@ use std::time::Duration;
 use agentgraph::prelude::*;
 use agentgraph_nodes::agent::{Agent, AgentStateUpdate};
 use agentgraph_nodes::message::Message;
-use agentgraph_nodes::model::TOKEN_EVENT;
 use agentgraph_nodes::model::openai::OpenAiModel;
 use agentgraph_nodes::tool::{ToolSet, tool_fn};
 use futures_util::StreamExt;
@@ -209,12 +208,12 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         let mut speaking = false;
         while let Some(Ok(event)) = events.next().await {
             match &event.kind {
-                EventKind::Custom { name, payload, .. } if name == TOKEN_EVENT => {
+                EventKind::Token { text, .. } => {
                     if !speaking {
                         print!("agent: ");
                         speaking = true;
                     }
-                    print!("{}", payload["text"].as_str().unwrap_or_default());
+                    print!("{text}");
                     use std::io::Write;
                     std::io::stdout().flush().ok();
                 }

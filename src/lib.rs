@@ -153,7 +153,8 @@ pub mod interrupt {
 pub mod event {
     //! What a run tells while it runs: typed events, and JSON views of its state.
     pub use agentgraph_engine::{
-        Event, EventKind, EventStream, FieldView, Missed, StateJson, TaskInfo, ViewChange,
+        Event, EventKind, EventStream, FieldView, Missed, StateJson, TOKENS_PER_STORED_EVENT,
+        TaskInfo, ViewChange,
     };
 }
 

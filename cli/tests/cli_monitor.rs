@@ -225,3 +225,111 @@ fn serve_serves_a_store_no_program_runs() {
     let err = failure(dir.path(), &["serve", "--addr", "0.0.0.0:0"]);
     assert!(err.contains("without a token"), "{err}");
 }
+
+/// With a monitor that has `LiveTokens`, `events --follow` prints a node's tokens as they
+/// come, while the node runs, and not again when their stored event follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_prints_live_tokens_once() {
+    use std::io::Read;
+    use tokio::sync::Semaphore;
+
+    const WORDS: [&str; 4] = ["Once", " upon", " a", " time."];
+    let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    let live = agentgraph_monitor::LiveTokens::new();
+    let server = Monitor::new(store.clone())
+        .bind(([127, 0, 0, 1], 0).into())
+        .poll_interval(Duration::from_millis(20))
+        .live(live.clone())
+        .serve()
+        .await
+        .unwrap();
+    let gate = Arc::new(Semaphore::new(0));
+    let pass = gate.clone();
+    let mut b = GraphBuilder::<Work>::new();
+    b.add_node("writer", move |_, ctx: Context| {
+        let pass = pass.clone();
+        async move {
+            for (i, word) in WORDS.iter().enumerate() {
+                pass.acquire().await?.forget();
+                ctx.emit_token(i as u64, word);
+            }
+            Ok::<_, BoxError>(common::WorkUpdate::new().n(1))
+        }
+    })
+    .add_edge(START, "writer")
+    .add_edge("writer", END);
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("told")
+        .monitored()
+        .durability(Durability::Sync);
+    let run = b.compile().unwrap().run_with(Work::default(), config);
+    live.watch(run.events());
+    let run = tokio::spawn(std::future::IntoFuture::into_future(run));
+    let inspector = StoreInspector::new(store.clone());
+    while inspector.run("told").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut child = Command::new(BIN)
+        .args(["events", "told", "--follow", "--monitor", &server.url()])
+        .env("NO_COLOR", "1")
+        .env_remove("AGENTGRAPH_STORE")
+        .env_remove("AGENTGRAPH_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let printed = Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let sink = printed.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    // Give the tool time to connect, then let the words come one by one: each is printed
+    // before the next is made (the node is still running, nothing of its step stored).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut want = String::new();
+    for word in WORDS {
+        gate.add_permits(1);
+        want.push_str(word);
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !printed
+            .lock()
+            .unwrap()
+            .contains(&format!("writer streams: {want}"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{want:?} was not printed: {}",
+                printed.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if want != "Once upon a time." {
+            assert!(!printed.lock().unwrap().contains("writer finished"));
+        }
+    }
+    run.await.unwrap().unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    reader.join().unwrap();
+    assert!(output.status.success());
+    let text = printed.lock().unwrap().clone();
+    assert_eq!(text.matches("streams: ").count(), 1, "{text}");
+    assert_eq!(text.matches("Once upon a time.").count(), 1, "{text}");
+    assert!(text.contains("writer finished"), "{text}");
+    assert!(text.contains("run finished"), "{text}");
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(!errors.contains("skipped"), "{errors}");
+    server.shutdown().await.unwrap();
+}

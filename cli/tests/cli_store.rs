@@ -838,3 +838,74 @@ fn events_of_error_edges_and_compensations_are_printed() {
         "{dot}"
     );
 }
+
+#[test]
+fn events_prints_a_tasks_streamed_tokens_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    with_store(dir.path(), async |store| {
+        let mut b = GraphBuilder::<Work>::new();
+        b.add_node("writer", |_, ctx: Context| async move {
+            for i in 0..70u64 {
+                ctx.emit_token(i, &format!("w{i} "));
+            }
+            Ok(WorkUpdate::new().n(1))
+        })
+        .add_node("poet", |_, ctx: Context| async move {
+            ctx.emit_token(0, "roses\n");
+            ctx.emit_token(1, "are red");
+            Ok(WorkUpdate::new().n(1))
+        })
+        .add_edge(START, "writer")
+        .add_edge("writer", "poet")
+        .add_edge("poet", END);
+        let config = RunConfig::new()
+            .store(store.clone())
+            .run_id("streamed")
+            .mode(Mode::Sequential)
+            .monitored();
+        b.compile()
+            .unwrap()
+            .run_with(Work::default(), config)
+            .await
+            .unwrap();
+    });
+    let text = stdout(dir.path(), &["events", "streamed"]);
+    let writer: String = (0..70).map(|i| format!("w{i} ")).collect();
+    let lines: Vec<&str> = text.lines().collect();
+    // 70 tokens, stored as two events (64 and 6): one line, after the node started.
+    let at = lines
+        .iter()
+        .position(|l| l.contains("writer streams: "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(lines[at - 1].contains("writer started"), "{text}");
+    assert!(
+        lines[at].ends_with(&format!("   writer streams: {writer}")),
+        "{text}"
+    );
+    assert!(lines[at + 1].contains("writer finished"), "{text}");
+    assert_eq!(text.matches("streams: ").count(), 2, "{text}");
+    // Line breaks in a token are escaped.
+    assert!(
+        text.contains("   poet streams: roses\\nare red\n"),
+        "{text}"
+    );
+
+    // In JSON, each stored event is a line of its own.
+    let output = agentgraph(dir.path())
+        .args(["--json", "events", "streamed"])
+        .output()
+        .unwrap();
+    let tokens: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["kind"]["type"] == "token")
+        .collect();
+    let counts: Vec<u64> = tokens
+        .iter()
+        .map(|e| e["kind"]["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, [64, 6, 2]);
+    assert_eq!(tokens[1]["kind"]["index"], 64);
+    assert_eq!(tokens[2]["kind"]["text"], "roses\nare red");
+}

@@ -33,7 +33,9 @@ pub use ids::{Fingerprint, TaskId};
 pub use inspect::history::{CheckpointInfo, GraphHistory};
 pub use inspect::inspector::{EventPages, StoreInspector};
 pub use inspect::pending::{PendingStatus, PendingTask, Tentative};
-pub use observe::event::{Event, EventKind, EventStream, Missed, TaskInfo};
+pub use observe::event::{
+    Event, EventKind, EventStream, Missed, TOKENS_PER_STORED_EVENT, TaskInfo,
+};
 pub use observe::view::{FieldView, StateJson, ViewChange};
 pub use plan::compiled::CompiledGraph;
 pub use plan::describe::{

@@ -1,6 +1,6 @@
 //! The stored event log (`RunConfig::store_events`): the same events as the live stream, in
 //! the commit of their checkpoint, numbered without gaps or repeats across failures, crashes
-//! and resumes.
+//! and resumes; streamed tokens stored coalesced.
 
 mod common;
 
@@ -300,4 +300,113 @@ async fn a_resumed_run_numbers_its_events_after_the_last_checkpoint() {
     let resumed = events.map(Result::unwrap).collect::<Vec<_>>().await;
     assert!(matches!(resumed[0].kind, EventKind::RunResumed { .. }));
     assert_eq!(resumed[0].seq, saved + 1);
+}
+
+/// Two nodes of one step that stream 150 tokens each, yielding between them.
+fn streaming_graph() -> agentgraph_engine::CompiledGraph<Trace> {
+    let mut b = GraphBuilder::<Trace>::new();
+    for name in ["left", "right"] {
+        b.add_node(name, move |_, ctx: agentgraph_engine::Context| async move {
+            for i in 0..150u64 {
+                ctx.emit_token(i, &format!("{name}{i} "));
+                tokio::task::yield_now().await;
+            }
+            Ok(TraceUpdate::note(name))
+        });
+    }
+    b.add_edges(START, ["left", "right"])
+        .add_edge("left", END)
+        .add_edge("right", END);
+    b.compile().unwrap()
+}
+
+/// The text of each node's tokens, in index order, and the events that are not tokens.
+fn texts_and_others(events: &[Event]) -> (Vec<(String, String)>, Vec<Event>) {
+    let mut texts: Vec<(String, String)> = Vec::new();
+    let mut others = Vec::new();
+    let mut next: std::collections::HashMap<String, u64> = Default::default();
+    for e in events {
+        match &e.kind {
+            EventKind::Token {
+                node,
+                index,
+                count,
+                text,
+                attempt,
+                ..
+            } => {
+                assert_eq!(*attempt, 1);
+                let expected = next.entry(node.to_string()).or_default();
+                assert_eq!(*index, *expected, "{node}'s tokens come in order");
+                *expected += u64::from(*count);
+                match texts.iter_mut().find(|(n, _)| **n == **node) {
+                    Some((_, t)) => t.push_str(text),
+                    None => texts.push((node.to_string(), text.clone())),
+                }
+            }
+            _ => others.push(e.clone()),
+        }
+    }
+    texts.sort();
+    (texts, others)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_live_one_by_one_and_stored_coalesced() {
+    use agentgraph_engine::TOKENS_PER_STORED_EVENT;
+    for (store, _dir) in stores() {
+        for mode in [Mode::Sequential, Mode::Parallel] {
+            let g = streaming_graph();
+            let id = format!("tokens-{mode:?}");
+            let run = g.run_with(
+                Trace::default(),
+                cfg(&store, &id).mode(mode).store_events(true),
+            );
+            let live = run.events();
+            run.await.unwrap();
+            let live: Vec<Event> = live.map(Result::unwrap).collect().await;
+            contiguous(&live);
+            let live_tokens = live
+                .iter()
+                .filter(|e| matches!(&e.kind, EventKind::Token { count: 1, .. }))
+                .count();
+            assert_eq!(live_tokens, 300, "{id}: one live event per token");
+            let stored = g
+                .history(store.clone())
+                .events(&id, None, 10_000)
+                .await
+                .unwrap();
+            let stored_tokens: Vec<u32> = stored
+                .iter()
+                .filter_map(|e| match &e.kind {
+                    EventKind::Token { count, .. } => Some(*count),
+                    _ => None,
+                })
+                .collect();
+            assert!(
+                stored_tokens.len() < 20,
+                "{id}: 300 tokens are stored in a few events, not {}",
+                stored_tokens.len()
+            );
+            assert!(
+                stored_tokens
+                    .iter()
+                    .all(|c| (1..=TOKENS_PER_STORED_EVENT).contains(c))
+            );
+            assert_eq!(stored_tokens.iter().sum::<u32>(), 300);
+            // The same text, in the same order; every other event as it was live.
+            let (live_texts, live_others) = texts_and_others(&live);
+            let (stored_texts, stored_others) = texts_and_others(&stored);
+            assert_eq!(stored_texts, live_texts, "{id}");
+            assert!(live_texts[0].1.starts_with("left0 left1 "));
+            assert_eq!(stored_others, live_others, "{id}");
+            // A stored token event has the number of its first piece.
+            for e in &stored {
+                if let EventKind::Token { .. } = e.kind {
+                    let first = live.iter().find(|l| l.seq == e.seq).unwrap();
+                    assert!(matches!(first.kind, EventKind::Token { .. }));
+                }
+            }
+        }
+    }
 }

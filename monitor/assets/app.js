@@ -12,8 +12,11 @@
     'run_started', 'run_resumed', 'thread_invoked', 'step_started', 'node_started', 'node_finished', 'node_failed',
     'retry_scheduled', 'node_cancelled', 'subgraph', 'run_interrupted', 'custom',
     'weighted_choice', 'state_updated', 'checkpoint_saved', 'graph', 'state_view',
-    'run_finished', 'run_failed', 'error_routed', 'compensation_started', 'event',
+    'run_finished', 'run_failed', 'error_routed', 'compensation_started', 'token', 'event',
   ];
+  // How much of a node's streamed text its box shows (the whole text is its tooltip).
+  const STREAM_TAIL = 48;
+  const STREAM_ROOM = 320;
   const FINAL = ['completed', 'failed', 'cancelled'];
   const MAX_ROWS = 1000;
   const RUNS_EVERY_MS = 2000;
@@ -106,6 +109,7 @@
       case 'subgraph': return `[${kind.node}] ${kind.event.kind.type}: ${summary(kind.event.kind)}`;
       case 'run_interrupted': return `step ${kind.step}, waiting on ${kind.interrupts.map((i) => i.node).join(', ')}`;
       case 'custom': return `${kind.node}: ${kind.name} ${json(kind.payload)}`;
+      case 'token': return `${kind.node}: ${kind.text}`;
       case 'weighted_choice': return `${kind.from} → ${kind.to} (weight ${kind.weight})`;
       case 'state_updated': return `step ${kind.step}: ${kind.fields.length ? kind.fields.join(', ') : 'nothing written'}`;
       case 'checkpoint_saved': return `step ${kind.step}, ${bytes(kind.bytes)}`;
@@ -245,6 +249,14 @@
         apply(run, JSON.parse(e.data));
       });
     }
+    // A token while its node runs, before its step's events are stored: the text only.
+    source.addEventListener('live_token', (e) => {
+      if (current !== run) return;
+      const k = JSON.parse(e.data).kind;
+      stream(run, k);
+      if (nodeState(run, k.node).state === 'pending') nodeState(run, k.node).state = 'running';
+      paintNodes(run);
+    });
     source.addEventListener('end', (e) => {
       source.close();
       if (current !== run) return;
@@ -348,8 +360,39 @@
   // ---- events ----
   function nodeState(run, name) {
     let n = run.nodes.get(name);
-    if (!n) { n = { state: 'pending', runs: 0 }; run.nodes.set(name, n); }
+    if (!n) { n = { state: 'pending', runs: 0, stream: null }; run.nodes.set(name, n); }
     return n;
+  }
+
+  // A node's streamed text: the text of its newest task and attempt, from its `token` events
+  // (stored, coalesced) and `live_token` events (one per token, while the node runs, before
+  // the stored ones). Pieces are kept by index, so the two kinds, in any order, make the text
+  // once; an older step's or attempt's tokens do not replace a newer text.
+  function stream(run, k) {
+    const n = nodeState(run, k.node);
+    const s = n.stream;
+    if (s && (k.step < s.step || (k.task === s.task && k.attempt < s.attempt))) return;
+    if (!s || s.task !== k.task || s.attempt !== k.attempt) {
+      n.stream = { step: k.step, task: k.task, attempt: k.attempt, pieces: new Map(), text: '', next: 0 };
+    }
+    const st = n.stream;
+    const count = Math.max(k.count || 1, 1);
+    const had = st.pieces.get(k.index);
+    if (had && had.count >= count) return;
+    st.pieces.set(k.index, { text: k.text, count });
+    if (k.index === st.next && (st.next > 0 || st.pieces.size === 1)) {
+      st.text += k.text;
+      st.next += count;
+    } else {
+      // From the first piece held (index 0, unless the page came in mid-answer).
+      st.text = '';
+      st.next = Math.min(...st.pieces.keys());
+    }
+    // Follow on with pieces that came early.
+    for (let p = st.pieces.get(st.next); p; p = st.pieces.get(st.next)) {
+      st.text += p.text;
+      st.next += p.count;
+    }
   }
   function step(run, s) {
     let st = run.steps.get(s);
@@ -359,7 +402,8 @@
 
   function apply(run, event) {
     if (run.lastSeq != null && event.seq <= run.lastSeq) return; // already shown
-    run.lastSeq = event.seq;
+    // A stored token event holds the numbers of the tokens coalesced into it.
+    run.lastSeq = event.seq + (event.kind.type === 'token' ? Math.max(event.kind.count || 1, 1) - 1 : 0);
     run.events += 1;
     const k = event.kind;
     let redrawSteps = false;
@@ -387,6 +431,10 @@
         break;
       case 'node_started':
         nodeState(run, k.node).state = k.attempt > 1 ? 'retrying' : 'running';
+        break;
+      case 'token':
+        stream(run, k);
+        if (nodeState(run, k.node).state === 'pending') nodeState(run, k.node).state = 'running';
         break;
       case 'retry_scheduled':
         nodeState(run, k.node).state = 'retrying';
@@ -452,6 +500,25 @@
 
   function logEvent(run, event) {
     const body = $('events');
+    const k = event.kind;
+    if (k.type === 'token') {
+      // A task's tokens that come one after another share one row, its text growing.
+      const top = body.firstElementChild;
+      const key = `${k.task}/${k.attempt}`;
+      if (top && top.getAttribute('data-type') === 'token' && top.getAttribute('data-key') === key) {
+        top.lastElementChild.textContent += k.text;
+        $('events-count').textContent = `(${run.events}${run.events > MAX_ROWS ? `, newest ${MAX_ROWS} shown` : ''})`;
+        return;
+      }
+      const row = el('tr', { 'data-type': 'token', 'data-seq': event.seq, 'data-key': key },
+        el('td', {}, event.seq),
+        el('td', {}, 'token'),
+        el('td', {}, summary(k)));
+      body.prepend(row);
+      while (body.childElementCount > MAX_ROWS) body.lastElementChild.remove();
+      $('events-count').textContent = `(${run.events}${run.events > MAX_ROWS ? `, newest ${MAX_ROWS} shown` : ''})`;
+      return;
+    }
     const row = el('tr', { 'data-type': event.kind.type, 'data-seq': event.seq },
       el('td', {}, event.seq),
       el('td', {}, event.kind.type),
@@ -625,7 +692,9 @@
     run.layout = L;
     const root = $('graph');
     clear(root);
-    const s = svg('svg', { width: L.total, height: L.height, viewBox: `0 0 ${L.total} ${L.height}`, role: 'img', 'aria-label': 'graph of the run' });
+    // Room on the right for the nodes' streamed text.
+    const width = L.total + STREAM_ROOM;
+    const s = svg('svg', { width, height: L.height, viewBox: `0 0 ${width} ${L.height}`, role: 'img', 'aria-label': 'graph of the run' });
     const defs = svg('defs');
     for (const [id, cls] of [['arrow', 'arrow'], ['arrow-back', 'arrow back']]) {
       const marker = svg('marker', { id, viewBox: '0 0 10 10', refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: 'auto-start-reverse' });
@@ -675,6 +744,10 @@
       g.append(svg('rect', { x: box.x, y: box.y, width: box.w, height: box.h, rx: 8 }));
       g.append(svg('text', { x: box.cx, y: box.cy + 5, 'text-anchor': 'middle' }, name));
       g.append(svg('text', { x: box.x + box.w - 4, y: box.y - 4, 'text-anchor': 'end', class: 'count' }, ''));
+      // What the node streams (a model's answer), growing while it is called.
+      const streamed = svg('text', { x: box.x + box.w + 8, y: box.cy + 4, class: 'stream' }, '');
+      streamed.append(svg('title', {}, ''));
+      g.append(streamed);
       g.append(svg('title', {}, `${name} (${info.kind}${info.interrupt_before ? ', interrupt before' : ''}${info.interrupt_after ? ', interrupt after' : ''})`));
       nodeLayer.append(g);
     });
@@ -697,6 +770,14 @@
       else if (running.has(name) && state !== 'retrying') state = 'running';
       g.setAttribute('data-state', state);
       g.querySelector('.count').textContent = n.runs > 1 ? `×${n.runs}` : '';
+      const streamed = g.querySelector('.stream');
+      if (streamed) {
+        const text = n.stream ? n.stream.text.replace(/\s+/g, ' ') : '';
+        const tail = text.length > STREAM_TAIL ? '…' + text.slice(-STREAM_TAIL) : text;
+        streamed.firstChild.textContent = n.stream ? n.stream.text : '';
+        if (streamed.lastChild.nodeType === Node.TEXT_NODE) streamed.lastChild.remove();
+        streamed.append(document.createTextNode(tail));
+      }
     }
   }
 

@@ -27,6 +27,8 @@ pub(crate) struct AppState {
     /// Cancelled when the server shuts down, so that open event streams end and a graceful
     /// shutdown does not wait for them forever.
     pub(crate) shutdown: CancellationToken,
+    /// Tokens of this process's runs, sent to event streams as they come.
+    pub(crate) live: Option<crate::live::LiveTokens>,
 }
 
 /// The page's policy: its own scripts, styles and connections only; nothing inline, nothing

@@ -46,7 +46,8 @@
 //! stream replays from the store, then polls it every poll interval, so the writer may be
 //! this process or another one sharing the store. Events are stored with each checkpoint,
 //! so a step's events arrive when the step's checkpoint is written. Comment lines keep an
-//! idle stream open.
+//! idle stream open. With [`Monitor::live`], streamed tokens also come as they are made, as
+//! `live_token` events without an `id:` (see [`LiveTokens`]).
 //!
 //! The stream ends, with an `end` event (`{"status": "completed"}`), once the run is
 //! completed, failed or cancelled and every event is sent; a client closes on `end`
@@ -68,6 +69,7 @@ mod api;
 mod app;
 mod auth;
 mod error;
+mod live;
 mod monitor;
 mod page;
 mod prom;
@@ -75,5 +77,6 @@ mod server;
 mod sse;
 
 pub use error::{Error, Result};
+pub use live::LiveTokens;
 pub use monitor::{DEFAULT_ADDR, DEFAULT_POLL_INTERVAL, Monitor, serve};
 pub use server::Server;

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState};
 use crate::error::{Error, Result};
+use crate::live::LiveTokens;
 use crate::server::Server;
 
 /// The address a monitor binds by default: loopback, port 7070.
@@ -59,6 +60,7 @@ pub struct Monitor {
     poll: Duration,
     prometheus: Option<PrometheusHandle>,
     metrics: bool,
+    live: Option<LiveTokens>,
 }
 
 impl fmt::Debug for Monitor {
@@ -90,6 +92,7 @@ impl Monitor {
             poll: DEFAULT_POLL_INTERVAL,
             prometheus: None,
             metrics: true,
+            live: None,
         }
     }
 
@@ -209,6 +212,18 @@ impl Monitor {
         Ok(app::router(state))
     }
 
+    /// Sends the tokens `live` passes on ([`LiveTokens::watch`]) to the event streams of
+    /// their runs as `live_token` events, while their nodes run: the page shows a model's
+    /// text growing, before the step's events reach the store.
+    ///
+    /// # Examples
+    ///
+    /// See [`LiveTokens`].
+    pub fn live(mut self, live: LiveTokens) -> Self {
+        self.live = Some(live);
+        self
+    }
+
     /// Binds the address, starts serving on a tokio task and returns at once.
     ///
     /// # Errors
@@ -267,6 +282,7 @@ impl Monitor {
             token,
             prometheus,
             shutdown,
+            live: self.live,
         })
     }
 }

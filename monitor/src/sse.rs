@@ -11,6 +11,7 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use agentgraph_checkpoint::RunStatus;
@@ -85,6 +86,10 @@ struct Follow {
     ended: bool,
     /// Since when the run has been in a final status with nothing new.
     quiet_since: Option<Instant>,
+    /// When to read the store next (`None`: now).
+    next_poll: Option<Instant>,
+    /// The live tokens of this process's runs ([`LiveTokens`](crate::LiveTokens)).
+    live: Option<broadcast::Receiver<Event>>,
     done: bool,
 }
 
@@ -93,6 +98,7 @@ fn follow(
     run: String,
     after: Option<u64>,
 ) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let live = state.live.as_ref().map(crate::live::LiveTokens::subscribe);
     let init = Follow {
         state,
         run,
@@ -100,6 +106,8 @@ fn follow(
         queue: VecDeque::new(),
         ended: false,
         quiet_since: None,
+        next_poll: None,
+        live,
         done: false,
     };
     stream::unfold(init, |mut f| async move {
@@ -119,12 +127,36 @@ impl Follow {
     /// Queues what comes next: new events, an `end`, a `stream_error`, or (after a poll interval)
     /// nothing yet.
     async fn fill(&mut self) {
+        if self.next_poll.is_none_or(|at| Instant::now() >= at) {
+            if self.poll_store().await {
+                return;
+            }
+            self.next_poll = Some(Instant::now() + self.state.poll);
+        }
+        let at = self.next_poll.unwrap_or_else(Instant::now);
+        tokio::select! {
+            () = tokio::time::sleep_until(at) => {}
+            () = self.state.shutdown.cancelled() => self.end("shutdown"),
+            event = next_live(&mut self.live) => {
+                if let Some(event) = event {
+                    self.push_live(&event);
+                }
+            }
+        }
+    }
+
+    /// Reads the store: queues its new events, or ends the stream; `true` when it queued
+    /// something (then it reads again at once).
+    async fn poll_store(&mut self) -> bool {
         // The status first, then the events: a final status read before an empty page means
         // the run wrote nothing after it.
         let status = match self.state.inspector.run(&self.run).await {
             Ok(Some(record)) => Some(record.status),
             Ok(None) => None,
-            Err(e) => return self.fail(&e.to_string()),
+            Err(e) => {
+                self.fail(&e.to_string());
+                return true;
+            }
         };
         let page = match self
             .state
@@ -133,18 +165,22 @@ impl Follow {
             .await
         {
             Ok(page) => page,
-            Err(e) => return self.fail(&e.to_string()),
+            Err(e) => {
+                self.fail(&e.to_string());
+                return true;
+            }
         };
         if !page.is_empty() {
             self.quiet_since = None;
             for event in page {
                 self.push(&event);
             }
-            return;
+            return true;
         }
         let Some(status) = status else {
             // Deleted while followed.
-            return self.end("deleted");
+            self.end("deleted");
+            return true;
         };
         if is_final(status) {
             if !self.ended && self.quiet_since.is_none() {
@@ -155,15 +191,13 @@ impl Follow {
             let now = Instant::now();
             let since = *self.quiet_since.get_or_insert(now);
             if self.ended || now - since >= QUIET {
-                return self.end(status.as_str());
+                self.end(status.as_str());
+                return true;
             }
         } else {
             self.quiet_since = None;
         }
-        tokio::select! {
-            () = tokio::time::sleep(self.state.poll) => {}
-            () = self.state.shutdown.cancelled() => self.end("shutdown"),
-        }
+        false
     }
 
     /// Whether the newest stored event is a `run_finished` or `run_failed` that this stream
@@ -202,6 +236,21 @@ impl Follow {
         );
     }
 
+    /// Queues a live token of this run that the store has not given yet, as a `live_token`
+    /// event without an id (`Last-Event-ID` stays the last stored event's).
+    fn push_live(&mut self, event: &Event) {
+        if *event.run_id != *self.run || self.after.is_some_and(|after| event.seq <= after) {
+            return;
+        }
+        if let Ok(value) = serde_json::to_value(event) {
+            self.queue.push_back(
+                SseEvent::default()
+                    .event("live_token")
+                    .data(value.to_string()),
+            );
+        }
+    }
+
     /// Ends the stream with an `end` event saying why: the run's status, `deleted` or
     /// `shutdown`.
     fn end(&mut self, why: &str) {
@@ -218,6 +267,24 @@ impl Follow {
         self.queue
             .push_back(SseEvent::default().event("stream_error").data(data));
         self.done = true;
+    }
+}
+
+/// The next live token, skipping what a lagging receiver lost (the store has it); pending
+/// for ever without a feed.
+async fn next_live(live: &mut Option<broadcast::Receiver<Event>>) -> Option<Event> {
+    let Some(rx) = live else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(event) => return Some(event),
+            Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => {
+                *live = None;
+                return None;
+            }
+        }
     }
 }
 

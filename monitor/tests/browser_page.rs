@@ -455,3 +455,130 @@ async fn the_page_shows_a_runs_session_as_text() {
     client.close().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// What the page shows of the `writer` node's streamed text: the tail in its box, the whole
+/// text in its tooltip, and the event log's token rows.
+async fn streamed(client: &Client) -> Option<(String, String, Vec<String>)> {
+    let script = "const t = document.querySelector('g.node[data-node=\"writer\"] .stream'); \
+                  if (!t) return null; \
+                  const tail = t.lastChild && t.lastChild.nodeType === 3 ? t.lastChild.textContent : ''; \
+                  const rows = [...document.querySelectorAll('#events tr[data-type=\"token\"]')] \
+                      .map((r) => r.lastElementChild.textContent); \
+                  return [tail, t.querySelector('title').textContent, rows];";
+    let value = client.execute(script, vec![]).await.ok()?;
+    let parts = value.as_array()?;
+    let rows = parts[2]
+        .as_array()?
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    Some((
+        parts[0].as_str()?.to_owned(),
+        parts[1].as_str()?.to_owned(),
+        rows,
+    ))
+}
+
+/// A node's streamed tokens show as its text beside its box, growing as its token events
+/// come (here, two stored events of 64 and 6 tokens), and as one row of the event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_the_text_a_node_streams() {
+    const STORY: &str = "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9 w10 w11 w12 w13 w14 w15 w16 w17 w18 w19 w20 w21 w22 w23 w24 w25 w26 w27 w28 w29 w30 w31 w32 w33 w34 w35 w36 w37 w38 w39 w40 w41 w42 w43 w44 w45 w46 w47 w48 w49 w50 w51 w52 w53 w54 w55 w56 w57 w58 w59 w60 w61 w62 w63 w64 w65 w66 w67 w68 <b>the end</b>";
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("browser-stream")
+        .monitored();
+    common::streaming(STORY, &Gate::open())
+        .run_with(Doc::default(), config)
+        .await
+        .unwrap();
+
+    let (_driver, client) = start_browser().await;
+    client
+        .goto(&format!("{}#run=browser-stream", server.url()))
+        .await
+        .unwrap();
+    let (tail, whole, rows) = until("the streamed text", || async {
+        let shown = streamed(&client).await?;
+        shown.0.ends_with("<b>the end</b>").then_some(shown)
+    })
+    .await;
+    assert_eq!(whole, STORY);
+    assert!(
+        tail.starts_with('…') && tail.chars().count() <= 49,
+        "{tail}"
+    );
+    assert_eq!(rows, [format!("writer: {STORY}")]);
+    // Markup in the text stays text.
+    let made = client
+        .find_all(Locator::Css("#graph b, #events b"))
+        .await
+        .unwrap();
+    assert!(made.is_empty());
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+/// With [`LiveTokens`](agentgraph_monitor::LiveTokens), a node's text grows on the page while
+/// it runs, token by token, before its step's events are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_a_nodes_text_growing_while_it_runs() {
+    const WORDS: &[&str] = &["Once", " upon", " a", " time."];
+    let store = store();
+    let live = agentgraph_monitor::LiveTokens::new();
+    let server = common::monitor_live(store.clone(), live.clone()).await;
+    let gate = Gate::closed();
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("browser-live")
+        .monitored()
+        .durability(Durability::Sync);
+    let run = common::slow_writer(WORDS, &gate).run_with(Doc::default(), config);
+    live.watch(run.events());
+    let run = tokio::spawn(std::future::IntoFuture::into_future(run));
+    let inspector = agentgraph_engine::StoreInspector::new(store.clone());
+    while inspector.run("browser-live").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let (_driver, client) = start_browser().await;
+    client
+        .goto(&format!("{}#run=browser-live", server.url()))
+        .await
+        .unwrap();
+    until("the page following the run", || async {
+        (text_of(&client, "#conn").await? == "live").then_some(())
+    })
+    .await;
+    let mut want = String::new();
+    for word in WORDS {
+        gate.release(1);
+        want.push_str(word);
+        until(&format!("the text {want:?}"), || async {
+            let (tail, _, _) = streamed(&client).await?;
+            (tail == want).then_some(())
+        })
+        .await;
+        if want.len() < "Once upon a time.".len() {
+            assert_eq!(
+                node_state(&client, "writer").await.as_deref(),
+                Some("running")
+            );
+        }
+    }
+    run.await.unwrap().expect("the run finishes");
+    // The stored events follow: the same text, once, and one log row.
+    let (tail, whole, rows) = until("the stored token row", || async {
+        let shown = streamed(&client).await?;
+        (!shown.2.is_empty()).then_some(shown)
+    })
+    .await;
+    assert_eq!(tail, "Once upon a time.");
+    assert_eq!(whole, "Once upon a time.");
+    assert_eq!(rows, ["writer: Once upon a time."]);
+    expect_states(&client, &[("writer", "done")]).await;
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::future::IntoFuture;
 use std::time::Duration;
 
 use agentgraph_engine::{Durability, Event, EventKind, RunConfig, RunStatus, StoreInspector};
@@ -362,4 +363,146 @@ async fn the_events_of_error_edges_and_compensations_stream() {
         assert!(script.contains(kind), "the page listens to {kind}");
     }
     server.shutdown().await.unwrap();
+}
+
+/// 99 words, the last ones with a line break and quotes.
+const STORY: &str = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen \"the\nend\"";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_tokens_are_token_events_of_the_stream() {
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let gate = Gate::open();
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("streamed")
+        .monitored();
+    common::streaming(STORY, &gate)
+        .run_with(Doc::default(), config)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let events_url = url(server.local_addr(), "/api/runs/streamed/events");
+    let mut reader = SseReader::new(client.get(&events_url).send().await.unwrap());
+    let mut seen = Vec::new();
+    read_until(&mut reader, &mut seen, |e| {
+        matches!(e.kind, EventKind::RunFinished { .. })
+    })
+    .await;
+    // Stored coalesced: 64 and 35 tokens, in order, the text whole.
+    let tokens: Vec<(u64, u32, &str)> = seen
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Token {
+                node,
+                index,
+                count,
+                text,
+                ..
+            } => {
+                assert_eq!(&**node, "writer");
+                Some((*index, *count, text.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(STORY.split(' ').count(), 99);
+    let shape: Vec<(u64, u32)> = tokens.iter().map(|t| (t.0, t.1)).collect();
+    assert_eq!(shape, [(0, 64), (64, 35)]);
+    let text: String = tokens.iter().map(|t| t.2).collect();
+    assert_eq!(text, STORY);
+    let end = reader.next().await.unwrap();
+    assert_eq!(end.event.as_deref(), Some("end"));
+
+    // Resuming after the first token event misses nothing and repeats nothing.
+    let first = seen
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Token { .. }))
+        .unwrap();
+    let mut again = SseReader::new(
+        client
+            .get(&events_url)
+            .header("Last-Event-ID", first.seq.to_string())
+            .send()
+            .await
+            .unwrap(),
+    );
+    let mut rest = Vec::new();
+    read_until(&mut again, &mut rest, |e| {
+        matches!(e.kind, EventKind::RunFinished { .. })
+    })
+    .await;
+    let after: Vec<&Event> = seen.iter().filter(|e| e.seq > first.seq).collect();
+    assert_eq!(rest.iter().collect::<Vec<_>>(), after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tokens_arrive_while_the_node_runs_then_stored_ones_follow() {
+    const WORDS: &[&str] = &["Once", " upon", " a", " time"];
+    let store = store();
+    let live = agentgraph_monitor::LiveTokens::new();
+    let server = common::monitor_live(store.clone(), live.clone()).await;
+    let gate = Gate::closed();
+    let graph = common::slow_writer(WORDS, &gate);
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("live")
+        .monitored()
+        .durability(Durability::Sync);
+    let run = graph.run_with(Doc::default(), config);
+    live.watch(run.events());
+    let run = tokio::spawn(run.into_future());
+    let inspector = StoreInspector::new(store.clone());
+    while inspector.run("live").await.unwrap().is_none() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let client = reqwest::Client::new();
+    let events_url = url(server.local_addr(), "/api/runs/live/events");
+    let mut reader = SseReader::new(client.get(&events_url).send().await.unwrap());
+    // The stored events of the input's checkpoint; then each word, live, while `writer` waits
+    // for the next: no id, nothing of its step stored yet.
+    gate.release(1);
+    let mut texts = Vec::new();
+    let mut stored = Vec::new();
+    while texts.len() < WORDS.len() {
+        let sse = reader.next().await.unwrap();
+        if sse.event.as_deref() == Some("live_token") {
+            assert_eq!(sse.id, None, "a live token has no id");
+            let event: Event = serde_json::from_str(&sse.data).unwrap();
+            let EventKind::Token { index, text, .. } = event.kind else {
+                panic!("{event:?}")
+            };
+            assert_eq!(index as usize, texts.len());
+            texts.push(text);
+            assert!(
+                !stored
+                    .iter()
+                    .any(|e: &Event| matches!(e.kind, EventKind::NodeStarted { .. })),
+                "live tokens come before the step's events are stored"
+            );
+            gate.release(1);
+        } else {
+            assert_ne!(sse.event.as_deref(), Some("end"), "{sse:?}");
+            stored.push(serde_json::from_str::<Event>(&sse.data).unwrap());
+        }
+    }
+    assert_eq!(texts, WORDS);
+    run.await.unwrap().unwrap();
+    // Then the stored events, the tokens coalesced, with ids, to the run's end.
+    read_until(&mut reader, &mut stored, |e| {
+        matches!(e.kind, EventKind::RunFinished { .. })
+    })
+    .await;
+    let tokens: Vec<(u64, u32, String)> = stored
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Token {
+                index, count, text, ..
+            } => Some((*index, *count, text.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(tokens, [(0, 4, "Once upon a time".to_owned())]);
+    let seqs: Vec<u64> = stored.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
 }

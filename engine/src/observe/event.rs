@@ -32,7 +32,8 @@ use crate::run::config::Mode;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Event {
-    /// The position of the event in its run, from 0, without gaps.
+    /// The position of the event in its run, from 0, without gaps (but a stored log leaves
+    /// out the numbers of the tokens coalesced into a stored [`EventKind::Token`]).
     pub seq: u64,
     /// The run.
     pub run_id: Arc<str>,
@@ -185,6 +186,30 @@ pub enum EventKind {
         name: Cow<'static, str>,
         /// The payload.
         payload: serde_json::Value,
+    },
+    /// A piece of text a node streamed while its task ran (a model's answer, token by token),
+    /// published with [`Context::emit_token`](crate::Context::emit_token).
+    ///
+    /// Subscribers get one event per piece, as it comes. A run that stores its events
+    /// ([`RunConfig::store_events`](crate::RunConfig::store_events)) stores them coalesced:
+    /// consecutive pieces of one task's attempt become one stored event of up to
+    /// [`TOKENS_PER_STORED_EVENT`] pieces, `text` their concatenation, `index` the first one's
+    /// and `count` how many it holds (the sequence numbers of the others are not stored).
+    Token {
+        /// The step.
+        step: u64,
+        /// The node.
+        node: Arc<str>,
+        /// The task.
+        task: TaskId,
+        /// The task's attempt, from 1: a retried task streams its text again, from index 0.
+        attempt: u32,
+        /// The piece's place in the text of this attempt, from 0.
+        index: u64,
+        /// How many pieces `text` holds: 1 as published, more in a stored log.
+        count: u32,
+        /// The text.
+        text: String,
     },
     /// A weighted edge chose a target.
     WeightedChoice {
@@ -353,6 +378,9 @@ impl fmt::Display for Event {
             } => {
                 write!(f, "  {node} says {name}: {payload}")
             }
+            EventKind::Token {
+                node, index, text, ..
+            } => write!(f, "  {node} token {index}: {text:?}"),
             EventKind::WeightedChoice {
                 from, to, weight, ..
             } => {
@@ -489,9 +517,7 @@ impl EventBus {
             kind,
         };
         if let Some(j) = journal {
-            j.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(event.clone());
+            journal_push(&mut j.lock().unwrap_or_else(|e| e.into_inner()), &event);
         }
         if let Some(tx) = tx {
             // An error only means every subscriber left meanwhile.
@@ -522,6 +548,62 @@ impl EventBus {
             inner: BroadcastStream::new(broadcast::channel(1).1),
         }
     }
+}
+
+/// How many streamed pieces of text ([`EventKind::Token`]) one stored event holds at most: a
+/// run that stores its events coalesces consecutive pieces of a task's attempt into one
+/// stored event, so that a streamed answer costs a record per this many tokens, not one per
+/// token (an event record is about 200 bytes; a token is about 4 bytes of text).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(agentgraph_engine::TOKENS_PER_STORED_EVENT, 64);
+/// ```
+pub const TOKENS_PER_STORED_EVENT: u32 = 64;
+
+/// How far back in the journal a token looks for the stored token event of its task: past
+/// the pieces other tasks streamed meanwhile, never past an event of another kind.
+const COALESCE_WINDOW: usize = 32;
+
+/// Keeps `event` for the store: a token joins the stored token event of its task's attempt
+/// when the two are consecutive and only tokens came between them.
+fn journal_push(journal: &mut Vec<Event>, event: &Event) {
+    if let EventKind::Token {
+        task,
+        attempt,
+        index,
+        count: adding,
+        text,
+        ..
+    } = &event.kind
+    {
+        for kept in journal.iter_mut().rev().take(COALESCE_WINDOW) {
+            let EventKind::Token {
+                task: t,
+                attempt: a,
+                index: i,
+                count,
+                text: kept_text,
+                ..
+            } = &mut kept.kind
+            else {
+                break;
+            };
+            if t != task || a != attempt {
+                continue;
+            }
+            if count.saturating_add(*adding) <= TOKENS_PER_STORED_EVENT
+                && *i + u64::from(*count) == *index
+            {
+                *count += adding;
+                kept_text.push_str(text);
+                return;
+            }
+            break;
+        }
+    }
+    journal.push(event.clone());
 }
 
 /// A subscriber fell behind and lost events; it goes on with the next one.

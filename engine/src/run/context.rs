@@ -263,6 +263,63 @@ impl Context {
             }),
         });
     }
+
+    /// Publishes a piece of text the node streams (a model's answer, token by token) as an
+    /// [`EventKind::Token`] of the run: `index` is the piece's place in the text of this
+    /// attempt, from 0 (a retried task streams again from 0; the event carries the attempt).
+    ///
+    /// Subscribers get each piece as it comes; a run that stores its events stores them
+    /// coalesced (see [`EventKind::Token`]). Costs nothing when no one subscribes and the run
+    /// stores no events.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # use futures_util::StreamExt;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Answer { text: String }
+    /// async fn speak(_: Arc<Answer>, ctx: Context) -> Result<AnswerUpdate, BoxError> {
+    ///     let mut text = String::new();
+    ///     for (i, piece) in ["Hel", "lo"].into_iter().enumerate() {
+    ///         ctx.emit_token(i as u64, piece);
+    ///         text.push_str(piece);
+    ///     }
+    ///     Ok(AnswerUpdate::new().text(text))
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Answer>::new();
+    /// b.add_node("speak", speak).add_edge(START, "speak").add_edge("speak", END);
+    /// let run = b.compile()?.run(Answer::default());
+    /// let events = run.events();
+    /// run.await?;
+    /// let pieces: Vec<String> = events
+    ///     .filter_map(|e| async move {
+    ///         match e.ok()?.kind {
+    ///             EventKind::Token { text, .. } => Some(text),
+    ///             _ => None,
+    ///         }
+    ///     })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(pieces, ["Hel", "lo"]);
+    /// # Ok(()) }
+    /// ```
+    pub fn emit_token(&self, index: u64, text: &str) {
+        let cx = &self.inner;
+        cx.run.events.emit(|| EventKind::Token {
+            step: cx.step,
+            node: cx.node.clone(),
+            task: cx.task,
+            attempt: self.attempt(),
+            index,
+            count: 1,
+            text: text.to_owned(),
+        });
+    }
 }
 
 impl fmt::Debug for Context {

@@ -200,3 +200,56 @@ impl SseReader {
         }
     }
 }
+
+/// A graph whose node `writer` streams the words of `text` as tokens, then notes it, with
+/// `gate` letting it finish (`Gate::open()` for no wait).
+pub fn streaming(text: &'static str, gate: &Gate) -> CompiledGraph<Doc> {
+    let gate = gate.clone();
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("writer", move |_, ctx: Context| {
+        let gate = gate.clone();
+        async move {
+            for (i, word) in text.split_inclusive(' ').enumerate() {
+                ctx.emit_token(i as u64, word);
+            }
+            gate.pass().await?;
+            Ok::<_, BoxError>(DocUpdate::new().notes(vec!["wrote".to_owned()]))
+        }
+    })
+    .add_edge(START, "writer")
+    .add_edge("writer", END);
+    b.compile().expect("the streaming graph compiles")
+}
+
+/// A monitor of `store` that sends the tokens `live` passes on as they come.
+pub async fn monitor_live(
+    store: Arc<dyn CheckpointStore>,
+    live: agentgraph_monitor::LiveTokens,
+) -> Server {
+    Monitor::new(store)
+        .bind(([127, 0, 0, 1], 0).into())
+        .poll_interval(Duration::from_millis(20))
+        .live(live)
+        .serve()
+        .await
+        .expect("the monitor starts")
+}
+
+/// A graph whose node `writer` streams `words` one by one, waiting for `gate` before each.
+pub fn slow_writer(words: &'static [&'static str], gate: &Gate) -> CompiledGraph<Doc> {
+    let gate = gate.clone();
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("writer", move |_, ctx: Context| {
+        let gate = gate.clone();
+        async move {
+            for (i, word) in words.iter().enumerate() {
+                gate.pass().await?;
+                ctx.emit_token(i as u64, word);
+            }
+            Ok::<_, BoxError>(DocUpdate::new().notes(vec!["wrote".to_owned()]))
+        }
+    })
+    .add_edge(START, "writer")
+    .add_edge("writer", END);
+    b.compile().expect("the slow writer compiles")
+}

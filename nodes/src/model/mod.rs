@@ -63,7 +63,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use error::ModelError;
-pub use node::{TOKEN_EVENT, TokenEvent, model_node};
+pub use node::model_node;
 pub use observe::{ObservedCall, observe_call};
 pub use request::{ChatRequest, ResponseFormat, ToolChoice, ToolSpec};
 pub use response::{ChatResponse, FinishReason, Usage};

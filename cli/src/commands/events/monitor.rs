@@ -19,7 +19,7 @@ use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use reqwest::{StatusCode, Url, header};
 
-use super::{is_last, print_event};
+use super::{Printer, is_last, last_seq};
 use crate::commands::Ctx;
 
 /// Connection attempts in a row, without an event between them, before giving up.
@@ -64,11 +64,14 @@ pub(super) async fn follow(
         .build()
         .context("cannot make an HTTP client")?;
     let mut last = after;
+    let mut printer = Printer::default();
     let mut failures = 0;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let before = last;
-        match connect(ctx, &client, &url, run, token, &mut last).await? {
+        let end = connect(ctx, &mut printer, &client, &url, run, token, &mut last).await;
+        printer.close(&mut ctx.out)?;
+        match end? {
             End::Done => return Ok(()),
             End::Dropped(error) => {
                 if last != before {
@@ -92,6 +95,7 @@ pub(super) async fn follow(
 /// another attempt cannot fix (a refused token, an unknown run) are returned as errors.
 async fn connect(
     ctx: &mut Ctx,
+    printer: &mut Printer,
     client: &reqwest::Client,
     url: &Url,
     run: &str,
@@ -154,6 +158,16 @@ async fn connect(
                     detail["error"].as_str().unwrap_or(&message.data)
                 );
             }
+            "live_token" => {
+                // A token while its node runs (a monitor with `LiveTokens`): shown, but not
+                // a stored event, so `last` stays.
+                if let Ok(event) = serde_json::from_str::<Event>(&message.data)
+                    && last.is_none_or(|seen| event.seq > seen)
+                {
+                    printer.print_live(&mut ctx.out, ctx.json, &event)?;
+                }
+                continue;
+            }
             _ => {}
         }
         let event: Event = match serde_json::from_str(&message.data) {
@@ -179,8 +193,8 @@ async fn connect(
             ),
             _ => {}
         }
-        print_event(&mut ctx.out, ctx.json, &event)?;
-        *last = Some(event.seq);
+        printer.print(&mut ctx.out, ctx.json, &event)?;
+        *last = Some(last_seq(&event));
         if is_last(&event.kind) {
             return Ok(End::Done);
         }

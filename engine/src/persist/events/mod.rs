@@ -168,6 +168,15 @@ mod tests {
                 name: Cow::Borrowed("progress"),
                 payload: serde_json::json!(0.5),
             },
+            EventKind::Token {
+                step: 2,
+                node: node.clone(),
+                task,
+                attempt: 2,
+                index: 7,
+                count: 3,
+                text: "Hel\u{e9}lo \"".to_owned(),
+            },
             EventKind::WeightedChoice {
                 step: 2,
                 from: Arc::from("__start__"),

@@ -280,4 +280,13 @@ pub(super) enum StoredKind {
         error: String,
         nodes: Vec<String>,
     },
+    Token {
+        step: u64,
+        node: String,
+        task: Hex,
+        attempt: u32,
+        index: u64,
+        count: u32,
+        text: String,
+    },
 }

@@ -122,11 +122,9 @@ fn message(m: &Message) -> Option<Value> {
         }
         Role::Assistant { tool_calls } => {
             out.insert("role".into(), "assistant".into());
-            if tool_calls.is_empty() || !m.content.is_empty() {
-                out.insert("content".into(), content(&m.content));
-            } else {
-                out.insert("content".into(), Value::Null);
-            }
+            // An empty text goes as "" even beside tool calls: OpenAI takes `null` or "", but
+            // llama.cpp's server (llama-cpp-python) refuses a `null` or absent content.
+            out.insert("content".into(), content(&m.content));
             if !tool_calls.is_empty() {
                 let calls = tool_calls
                     .iter()

@@ -17,7 +17,6 @@ use std::time::Duration;
 use agent::{BASE_URL, CHILD_DIR, HANG_ON, THREAD, record};
 use agentgraph::nodes::agent::{Agent, AgentStateUpdate};
 use agentgraph::nodes::message::Message;
-use agentgraph::nodes::model::TOKEN_EVENT;
 use agentgraph::nodes::model::openai::OpenAiModel;
 use agentgraph::nodes::tool::{ToolSet, tool_fn};
 use agentgraph::prelude::*;
@@ -93,10 +92,7 @@ async fn child(dir: PathBuf, base_url: String, hang_on: Option<String>, arg: Str
     let tokens = dir.clone();
     let watcher = tokio::spawn(async move {
         while let Some(Ok(event)) = events.next().await {
-            if let EventKind::Custom { name, payload, .. } = &event.kind
-                && name == TOKEN_EVENT
-            {
-                let text = payload["text"].as_str().unwrap_or_default();
+            if let EventKind::Token { text, .. } = &event.kind {
                 record(&tokens, "tokens.log", text);
             }
         }
