@@ -43,12 +43,12 @@ mod wire;
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use eventsource_stream::Eventsource;
 use futures_util::{Stream, StreamExt, stream};
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use tracing::Instrument;
 
 use crate::model::observe::ObservedCall;
@@ -584,7 +584,7 @@ impl OpenAiModel {
                             attempts,
                         });
                     }
-                    retry_after(response.headers())
+                    crate::retry_after::retry_after(response.headers())
                 }
                 Err(e) if e.is_timeout() => return Err(ModelError::Timeout(self.timeout)),
                 Err(e) if e.is_builder() => {
@@ -872,22 +872,6 @@ impl ChatModel for OpenAiModel {
     }
 }
 
-/// The wait a `Retry-After` header asks for: seconds, or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
-    }
-    let date = httpdate::parse_http_date(value).ok()?;
-    Some(
-        date.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
-}
-
 /// The error message of an error body, or its start.
 fn error_body(body: &str) -> String {
     if let Ok(value) = serde_json::from_str::<serde_json::Value>(body)
@@ -920,30 +904,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_takes_seconds_and_dates() {
-        let mut h = HeaderMap::new();
-        h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
-        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
-        let later = SystemTime::now() + Duration::from_secs(30);
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
-        );
-        let wait = retry_after(&h).unwrap();
-        assert!(
-            wait > Duration::from_secs(27) && wait <= Duration::from_secs(30),
-            "{wait:?}"
-        );
-        h.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
-        );
-        assert_eq!(retry_after(&h), Some(Duration::ZERO));
-        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&h), None);
-    }
 
     #[test]
     fn error_bodies_give_their_message() {
