@@ -25,7 +25,10 @@ pub fn record(dir: &Path, file: &str, line: &str) {
         .append(true)
         .open(dir.join(file))
         .expect("open a log");
-    writeln!(log, "{line}").expect("write a log line");
+    // One write per line: parallel tools append to one file, and O_APPEND keeps a single
+    // small write whole.
+    log.write_all(format!("{line}\n").as_bytes())
+        .expect("write a log line");
     log.sync_all().expect("sync a log");
 }
 

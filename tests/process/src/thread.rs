@@ -39,7 +39,9 @@ pub fn effect(dir: &Path, line: &str) {
         .append(true)
         .open(dir.join("effects.log"))
         .expect("open the effects log");
-    writeln!(log, "{line}").expect("write an effect");
+    // One write per line (O_APPEND keeps a single small write whole).
+    log.write_all(format!("{line}\n").as_bytes())
+        .expect("write an effect");
     log.sync_all().expect("sync the effects log");
 }
 
