@@ -170,11 +170,17 @@ async fn a_server_that_died_between_calls_is_restarted_by_the_next_call() {
     let client = client().await;
     let tools = tool_set(&client);
     let pid = client.server_pid().await.expect("a server runs");
-    let status = Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    let out = tools.call("echo", json!({ "text": "again" }), ToolContext::new("k")).await.unwrap();
+    let out = tools
+        .call("echo", json!({ "text": "again" }), ToolContext::new("k"))
+        .await
+        .unwrap();
     assert_eq!(out.content.to_text(), "again");
     assert_ne!(client.server_pid().await, Some(pid));
 }
