@@ -78,7 +78,7 @@
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
 //! | agents' pieces: chat messages with a conversation reducer, tools with checked arguments and allow/deny lists (`agentgraph::nodes`, feature `nodes`) | available |
 //! | chat models (`agentgraph::nodes::model`, feature `openai`) and the tool-calling agent (`agentgraph::nodes::agent`, feature `agent`) | available |
-//! | MCP tools: the tools of MCP servers run as child processes, restarted when they die (`agentgraph::mcp`, feature `mcp`) | available |
+//! | MCP tools: the tools of MCP servers run as child processes (restarted when they die) or reached over streamable HTTP (`agentgraph::mcp`, feature `mcp`) | available |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`](store::SledStore), the embedded durable store;
 //! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and

@@ -1,8 +1,9 @@
 //! MCP tools for agentgraph: the tools of a [Model Context Protocol](https://modelcontextprotocol.io)
 //! server as [`Tool`]s of the node library, through the official Rust SDK (`rmcp`).
 //!
-//! [`McpClient::spawn`] starts a server as a child process (the stdio transport), lists its
-//! tools and hands each out as an [`McpTool`]: its name, description and argument schema are
+//! [`McpClient::spawn`] starts a server as a child process (the stdio transport),
+//! [`McpClient::connect_http`] reaches one over streamable HTTP; either lists its tools and
+//! hands each out as an [`McpTool`]: its name, description and argument schema are
 //! the server's; a call sends `tools/call`. Put them in a [`ToolSet`](agentgraph_nodes::tool::ToolSet)
 //! like any tool: its allow and deny lists, timeouts and retries apply to them.
 //!
@@ -41,7 +42,7 @@ use agentgraph_nodes::tool::{
 };
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
 use rmcp::service::{Peer, RunningService, ServiceError};
-use rmcp::transport::TokioChildProcess;
+use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -67,19 +68,20 @@ pub enum McpError {
         /// Why.
         source: std::io::Error,
     },
-    /// The server started but the MCP handshake or the listing of its tools failed.
+    /// The server started (or its URL was reached) but the MCP handshake or the listing of
+    /// its tools failed, or nothing answers at the URL.
     #[error("MCP server `{program}` did not initialize: {reason}")]
     Initialize {
-        /// The program.
+        /// The program or URL.
         program: String,
         /// What failed.
         reason: String,
     },
-    /// The server process died (or closed its stdio) while a call was in flight. The next
-    /// call starts it again.
+    /// The server process died (or closed its stdio, or the HTTP connection was lost) while a
+    /// call was in flight. The next call starts it (or connects) again.
     #[error("MCP server `{program}` died during a call to `{tool}`")]
     ServerDied {
-        /// The program.
+        /// The program or URL.
         program: String,
         /// The tool being called.
         tool: String,
@@ -101,6 +103,22 @@ pub enum McpError {
         /// The result's text.
         message: String,
     },
+}
+
+/// Where the server is: a child process, or a URL.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Child(Launch),
+    Http(String),
+}
+
+impl Endpoint {
+    fn name(&self) -> String {
+        match self {
+            Endpoint::Child(launch) => launch.name(),
+            Endpoint::Http(url) => url.clone(),
+        }
+    }
 }
 
 /// How to start the server again: the parts of the `Command` given to `spawn`.
@@ -153,26 +171,32 @@ struct Connection {
 }
 
 struct Inner {
-    launch: Launch,
+    endpoint: Endpoint,
     conn: Mutex<Option<Connection>>,
     generation: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
     async fn start(&self) -> Result<Connection, McpError> {
-        let transport =
-            TokioChildProcess::new(self.launch.command()).map_err(|source| McpError::Spawn {
-                program: self.launch.name(),
-                source,
-            })?;
-        let pid = transport.id();
-        let service =
-            ().serve(transport)
-                .await
-                .map_err(|e| McpError::Initialize {
-                    program: self.launch.name(),
-                    reason: e.to_string(),
-                })?;
+        let initialize = |e: rmcp::service::ClientInitializeError| McpError::Initialize {
+            program: self.endpoint.name(),
+            reason: e.to_string(),
+        };
+        let (service, pid) = match &self.endpoint {
+            Endpoint::Child(launch) => {
+                let transport =
+                    TokioChildProcess::new(launch.command()).map_err(|source| McpError::Spawn {
+                        program: launch.name(),
+                        source,
+                    })?;
+                let pid = transport.id();
+                (().serve(transport).await.map_err(initialize)?, pid)
+            }
+            Endpoint::Http(url) => {
+                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                (().serve(transport).await.map_err(initialize)?, None)
+            }
+        };
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -247,7 +271,7 @@ impl Inner {
         ) || peer.is_transport_closed()
         {
             McpError::ServerDied {
-                program: self.launch.name(),
+                program: self.endpoint.name(),
                 tool: tool.to_owned(),
             }
         } else {
@@ -259,7 +283,8 @@ impl Inner {
     }
 }
 
-/// A client of one MCP server run as a child process (stdio). Cheap to clone: clones and the
+/// A client of one MCP server, run as a child process (stdio) or reached over streamable
+/// HTTP. Cheap to clone: clones and the
 /// [`McpTool`]s it hands out share one connection.
 ///
 /// # Examples
@@ -284,7 +309,7 @@ pub struct McpClient {
 impl fmt::Debug for McpClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("McpClient")
-            .field("program", &self.inner.launch.program)
+            .field("server", &self.inner.endpoint.name())
             .field(
                 "tools",
                 &self.tools.iter().map(|t| &t.name).collect::<Vec<_>>(),
@@ -309,8 +334,31 @@ impl McpClient {
     /// # }
     /// ```
     pub async fn spawn(command: Command) -> Result<Self, McpError> {
+        Self::start(Endpoint::Child(Launch::from_command(&command))).await
+    }
+
+    /// Connects to the MCP server at `url` over streamable HTTP (`http` or `https`),
+    /// performs the handshake and lists its tools. When the connection is lost, the next call
+    /// connects again (a new session).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_mcp::{McpClient, McpError};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// // Nothing listens on port 9 of this machine.
+    /// let e = McpClient::connect_http("http://127.0.0.1:9/mcp").await.unwrap_err();
+    /// assert!(matches!(e, McpError::Initialize { .. }));
+    /// # }
+    /// ```
+    pub async fn connect_http(url: impl Into<String>) -> Result<Self, McpError> {
+        Self::start(Endpoint::Http(url.into())).await
+    }
+
+    async fn start(endpoint: Endpoint) -> Result<Self, McpError> {
         let inner = Arc::new(Inner {
-            launch: Launch::from_command(&command),
+            endpoint,
             conn: Mutex::new(None),
             generation: Default::default(),
         });
@@ -339,7 +387,7 @@ impl McpClient {
             .list_all_tools()
             .await
             .map_err(|e| McpError::Initialize {
-                program: self.inner.launch.name(),
+                program: self.inner.endpoint.name(),
                 reason: e.to_string(),
             })?;
         self.tools = listed
@@ -374,7 +422,8 @@ impl McpClient {
         self.tools.clone()
     }
 
-    /// The process id of the running server, if one is running.
+    /// The process id of the running server, if one is running (never for a server reached
+    /// over HTTP).
     ///
     /// # Examples
     ///

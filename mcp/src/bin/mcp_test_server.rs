@@ -1,5 +1,6 @@
 //! The MCP server the tests of agentgraph-mcp run: tools `add {a, b}`, `echo {text}`,
-//! `sleep {ms}` and `fail {}` over stdio, built with rmcp's server side.
+//! `sleep {ms}` and `fail {}` over stdio, built with rmcp's server side. With `--http` it
+//! serves streamable HTTP on 127.0.0.1 (a free port) instead, and prints its URL on stdout.
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock};
@@ -58,7 +59,32 @@ impl TestServer {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::args().any(|a| a == "--http") {
+        return serve_http().await;
+    }
     let service = TestServer.serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
+    Ok(())
+}
+
+async fn serve_http() -> Result<(), Box<dyn std::error::Error>> {
+    use rmcp::transport::streamable_http_server::{
+        StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
+    };
+    use tokio::io::AsyncWriteExt;
+
+    let service: StreamableHttpService<TestServer, LocalSessionManager> =
+        StreamableHttpService::new(
+            || Ok(TestServer),
+            Default::default(),
+            StreamableHttpServerConfig::default().with_sse_keep_alive(None),
+        );
+    let router = axum::Router::new().nest_service("/mcp", service);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/mcp\n", listener.local_addr()?);
+    let mut stdout = tokio::io::stdout();
+    stdout.write_all(url.as_bytes()).await?;
+    stdout.flush().await?;
+    axum::serve(listener, router).await?;
     Ok(())
 }
