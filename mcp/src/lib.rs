@@ -146,6 +146,9 @@ impl Launch {
     fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.args(&self.args);
+        // A safety net under rmcp's own cleanup (a task it spawns when the transport drops):
+        // the server never outlives its connection.
+        cmd.kill_on_drop(true);
         for (k, v) in &self.envs {
             match v {
                 Some(v) => cmd.env(k, v),
