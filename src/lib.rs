@@ -78,7 +78,7 @@
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
 //! | agents' pieces: chat messages with a conversation reducer, tools with checked arguments and allow/deny lists (`agentgraph::nodes`, feature `nodes`) | available |
 //! | chat models (`agentgraph::nodes::model`, feature `openai`) and the tool-calling agent (`agentgraph::nodes::agent`, feature `agent`) | available |
-//! | MCP tools | in progress |
+//! | MCP tools: the tools of MCP servers run as child processes (restarted when they die) or reached over streamable HTTP (`agentgraph::mcp`, feature `mcp`) | available |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`](store::SledStore), the embedded durable store;
 //! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and
@@ -89,7 +89,8 @@
 //! spans to an OpenTelemetry collector (it brings in opentelemetry and reqwest); `nodes` (off
 //! by default) enables `agentgraph::nodes`, the node library: chat messages and their
 //! reducer, and tools (it brings in schemars, jsonschema and globset); `openai` adds the chat
-//! models and the OpenAI-compatible provider, `agent` the tool-calling agent.
+//! models and the OpenAI-compatible provider, `agent` the tool-calling agent, `mcp` the tools
+//! of MCP servers (`agentgraph::mcp`; it brings in rmcp).
 //!
 //! # Durable runs
 //!
@@ -193,6 +194,10 @@ pub mod error {
 #[cfg_attr(docsrs, doc(cfg(feature = "layers")))]
 #[doc(inline)]
 pub use agentgraph_layers as layers;
+#[cfg(feature = "mcp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mcp")))]
+#[doc(inline)]
+pub use agentgraph_mcp as mcp;
 #[cfg(feature = "monitor")]
 #[cfg_attr(docsrs, doc(cfg(feature = "monitor")))]
 #[doc(inline)]
