@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use agentgraph_engine::{CheckpointStore, Durability, RunConfig};
 use agentgraph_nodes::agent::{Agent, AgentStateUpdate};
-use agentgraph_nodes::message::{Message, ToolCall};
+use agentgraph_nodes::message::Message;
 use agentgraph_nodes::model::openai::OpenAiModel;
 use agentgraph_nodes::model::{ChatModel, ChatRequest};
 use agentgraph_nodes::tool::{ToolContext, ToolSet, tool_fn};
@@ -115,7 +115,6 @@ pub fn time_agent_turns(
                 .expect("the first answer");
             let mut history = vec![question, first.message.clone()];
             for call in first.tool_calls() {
-                let call: &ToolCall = call;
                 let ctx = ToolContext::new(format!("raw/{}", call.id));
                 history.push(tools.answer(call, ctx).await);
             }

@@ -456,12 +456,8 @@ impl<S: State> Scheduler<S> {
                     *persist = Some(p);
                 }
                 let state = Arc::new(input);
-                self.describe(&state, 0);
-                let start_key = task_key("", 0, crate::define::route::START, 0);
-                self.route(0, start_key, 0, None, &state)?;
-                self.resolve_joins(0);
                 let all = vec![true; S::FIELDS.len()];
-                self.save(persist, 0, &state, &all, &[]).await?;
+                self.begin_at(0, &state, &all, persist).await?;
                 (state, Vec::new())
             }
             Start::Resume(resume) => {
@@ -490,14 +486,8 @@ impl<S: State> Scheduler<S> {
                         .await?;
                 }
                 let restored = pending.iter().filter(|t| t.standing.is_done()).count();
-                // After the checkpoint's events, and after any stored since (how the run
-                // ended), so that stored numbers are never used twice.
-                let stored = store
-                    .last_event(&self.shared.run_id)
-                    .await
-                    .map_err(Error::from)?;
-                let next = stored.map_or(0, |s| s + 1).max(loaded.next_event());
-                self.shared.events.set_next_seq(next);
+                self.number_events_after(&store, loaded.next_event())
+                    .await?;
                 crate::observe::metrics::run_started(true);
                 self.shared.events.emit(|| EventKind::RunResumed {
                     step: loaded.step(),
@@ -635,6 +625,35 @@ impl<S: State> Scheduler<S> {
                 return Err(self.interrupted(step, interrupts).into());
             }
         }
+        Ok(())
+    }
+
+    /// Begins an invocation from `state` at `step` (0 for a new run; a thread's next input
+    /// otherwise): describes it, routes from `START`, and checkpoints the `written` fields.
+    async fn begin_at(
+        &mut self,
+        step: u64,
+        state: &Arc<S>,
+        written: &[bool],
+        persist: &mut Option<Persister<S>>,
+    ) -> Result<()> {
+        self.describe(state, step);
+        let start_key = task_key("", step, crate::define::route::START, 0);
+        self.route(0, start_key, step, None, state)?;
+        self.resolve_joins(step);
+        self.save(persist, step, state, written, &[]).await
+    }
+
+    /// Numbers the run's next events after its checkpoint's (`checkpointed`) and after any
+    /// stored since (how the run ended), so that stored numbers are never used twice.
+    async fn number_events_after(
+        &self,
+        store: &Arc<dyn agentgraph_checkpoint::CheckpointStore>,
+        checkpointed: u64,
+    ) -> Result<()> {
+        let stored = store.last_event(&self.shared.run_id).await?;
+        let next = stored.map_or(0, |s| s + 1).max(checkpointed);
+        self.shared.events.set_next_seq(next);
         Ok(())
     }
 

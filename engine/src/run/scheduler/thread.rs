@@ -34,13 +34,8 @@ impl<S: State> Scheduler<S> {
             }
             Some(loaded) => {
                 self.invocation = loaded.invocation() + 1;
-                // After every event stored so far, as a resume does.
-                let stored = store
-                    .last_event(&self.shared.run_id)
-                    .await
-                    .map_err(Error::from)?;
-                let next = stored.map_or(0, |s| s + 1).max(loaded.next_event());
-                self.shared.events.set_next_seq(next);
+                self.number_events_after(&store, loaded.next_event())
+                    .await?;
                 let at = loaded.step() + 1;
                 (loaded.state, at)
             }
@@ -74,12 +69,8 @@ impl<S: State> Scheduler<S> {
             graph: plan.fingerprint,
         });
         let state = Arc::new(state);
-        self.describe(&state, at);
-        let start_key = task_key("", at, crate::define::route::START, 0);
-        self.route(0, start_key, at, None, &state)?;
-        self.resolve_joins(at);
         *step = at;
-        self.save(persist, at, &state, &written, &[]).await?;
+        self.begin_at(at, &state, &written, persist).await?;
         Ok(state)
     }
 }
