@@ -790,3 +790,78 @@ async fn a_failed_write_is_never_followed_by_later_ones() {
         }
     }
 }
+
+/// A store that records its commits and flushes, in order, into `ops`.
+fn recording(ops: &Arc<std::sync::Mutex<Vec<&'static str>>>) -> Arc<dyn CheckpointStore> {
+    let (commits, flushes) = (ops.clone(), ops.clone());
+    Arc::new(
+        Hooked::new(common::memory())
+            .on_commit(move || {
+                commits.lock().unwrap().push("commit");
+                None
+            })
+            .on_flush(move || {
+                flushes.lock().unwrap().push("flush");
+                None
+            }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_writes_are_flushed_while_a_slow_node_runs_and_when_the_run_ends() {
+    let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = recording(&ops);
+    let seen = ops.clone();
+    // `n1` waits (up to a minute, however loaded the machine) until the checkpoints before it
+    // were flushed: the writer flushes while a node runs, without waiting for the run's end.
+    let graph = common::chain(3, move |_, ctx| {
+        let seen = seen.clone();
+        async move {
+            if ctx.node() == "n1" {
+                let began = std::time::Instant::now();
+                while !seen.lock().unwrap().contains(&"flush") {
+                    assert!(
+                        began.elapsed() < std::time::Duration::from_secs(60),
+                        "no flush while n1 ran: {:?}",
+                        seen.lock().unwrap()
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                }
+            }
+            Ok(TraceUpdate::note(ctx.node()).count(1))
+        }
+    });
+    let config = cfg(&store, "slow").durability(Durability::Async);
+    let done = graph.run_with(Trace::default(), config).await.unwrap();
+    assert_eq!(done.count, 3);
+    // The run returned durable: its last write was a flush, after every commit.
+    let ops = ops.lock().unwrap().clone();
+    assert_eq!(ops.last(), Some(&"flush"), "{ops:?}");
+    let record = store.get_run("slow").await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::Completed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_run_of_quick_steps_ends_flushed_with_every_step_stored() {
+    for store_events in [false, true] {
+        let ops = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = recording(&ops);
+        let graph = common::chain(50, |_, _| async { Ok(TraceUpdate::new().count(1)) });
+        let run = format!("quick-{store_events}");
+        let config = cfg(&store, &run)
+            .durability(Durability::Async)
+            .store_events(store_events);
+        let done = graph.run_with(Trace::default(), config).await.unwrap();
+        assert_eq!(done.count, 50);
+        let ops = ops.lock().unwrap().clone();
+        assert_eq!(ops.last(), Some(&"flush"), "{ops:?}");
+        let record = store.get_run(&run).await.unwrap().unwrap();
+        assert_eq!(record.status, RunStatus::Completed);
+        let steps = store.list_checkpoints(&run, None, 100).await.unwrap();
+        assert_eq!(steps.len(), 51, "step 0 and one per node");
+        if store_events {
+            let events = store.get_events(&run, None, 10_000).await.unwrap();
+            assert!(!events.is_empty());
+        }
+    }
+}

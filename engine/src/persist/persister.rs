@@ -212,6 +212,9 @@ pub(crate) struct Persister<S: State> {
     pub(crate) graph: Option<Arc<str>>,
     /// Whether the run's events are stored with its checkpoints.
     pub(crate) store_events: bool,
+    /// The end of an `Async` run whose last events follow its last checkpoint: that
+    /// checkpoint is committed without a flush, and the events' write flushes both.
+    defer_end_flush: bool,
     /// The run's metadata and time to live (ms), for the run record.
     metadata: agentgraph_checkpoint::RunMetadata,
     ttl_ms: Option<u64>,
@@ -308,6 +311,7 @@ impl<S: State> Persister<S> {
             lease: Arc::new(lease),
             graph: None,
             store_events: false,
+            defer_end_flush: false,
             metadata: Default::default(),
             ttl_ms: None,
             _state: PhantomData,
@@ -561,7 +565,11 @@ impl<S: State> Persister<S> {
         self.last_step = Some(step);
         batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
         let last = status.is_some();
-        self.write(batch, last, Some(step)).await?;
+        // A completed run stores its `RunFinished` next (`store_log`), which flushes.
+        self.defer_end_flush = self.store_events && status == Some(RunStatus::Completed);
+        let written = self.write(batch, last, Some(step)).await;
+        self.defer_end_flush = false;
+        written?;
         // Exit durability holds checkpoints back until the run ends.
         Ok((self.durability != Durability::Exit || last).then_some(total))
     }
@@ -772,6 +780,9 @@ impl<S: State> Persister<S> {
     }
 
     async fn write_held(&mut self, last: bool) -> Result<()> {
+        if last && self.durability == Durability::Async {
+            return self.end_async().await;
+        }
         if last {
             self.wait_writer().await?;
             return self.commit_held().await;
@@ -796,6 +807,24 @@ impl<S: State> Persister<S> {
         self.store.flush().await?;
         self.committed = step.or(self.committed);
         Ok(())
+    }
+
+    /// The last writes of an `Async` run: committed once the writer's groups are, then
+    /// flushed with them, once (see `writer`). The writer has stopped when this returns, so
+    /// no write of the run outlives it.
+    async fn end_async(&mut self) -> Result<()> {
+        self.writer.close().await?;
+        self.committed = self.writer.committed().or(self.committed);
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            self.store.commit(held).await?;
+        }
+        self.committed = self.held_step.take().or(self.committed);
+        if self.defer_end_flush {
+            return Ok(());
+        }
+        self.writer.drain().await?;
+        Ok(self.store.flush().await?)
     }
 
     /// Waits for the background writer, and reports its error.

@@ -1,15 +1,33 @@
 //! The background writer of [`Durability::Async`](crate::Durability::Async): a group commit
 //! that keeps draining. Writes queue up while a group is being committed; the writer commits
-//! and flushes whatever has queued, until nothing has, so a finished step never waits in
-//! memory for the run's next write (a node that runs for an hour leaves the steps before it
-//! on disk, and a monitor sees them).
+//! whatever has queued, until nothing has, so a finished step never waits in memory for the
+//! run's next write (a node that runs for an hour leaves the steps before it in the store,
+//! and a monitor sees them).
+//!
+//! **Flushes are grouped too.** A flush makes everything committed before it durable, and
+//! stalls the commits that overlap it (sled's do), so the writer flushes once its first
+//! unflushed commit is [`FLUSH_DELAY`] old, not after every group: a run whose steps come
+//! faster than that is flushed once per delay, and a run that ends sooner is flushed once, by
+//! its end (`Persister::end_async`), which commits its last writes after the writer's and
+//! flushes them all. So a killed process loses at most the steps of the last
+//! [`FLUSH_DELAY`] plus one flush, never reorders them, and a finished run is durable when it
+//! returns.
+//!
+//! The writer holds the run's lease only while it has a group to commit (a flush writes
+//! nothing new), so a resume never races a group still being written.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use agentgraph_checkpoint::{CheckpointStore, StoreError, WriteBatch};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+
+/// How long a commit of the writer may stay unflushed: the longest a killed process may
+/// lose of an `Async` run, beyond the flush under way.
+pub(crate) const FLUSH_DELAY: Duration = Duration::from_millis(2);
 
 /// What waits to be written, and what became of the writes so far.
 #[derive(Default)]
@@ -20,23 +38,79 @@ struct Queue {
     held_step: Option<u64>,
     /// Whether a writer is running (it drains `held` before it stops).
     running: bool,
+    /// Whether the writer took a group it has not committed yet.
+    committing: bool,
+    /// The run is ending: the writer commits what is queued and stops without flushing (the
+    /// end flushes).
+    closing: bool,
+    /// The run's ownership while a group waits to be committed (`None` otherwise).
+    lease: Option<Arc<super::RunOwnership>>,
     /// The newest checkpoint step committed.
     committed: Option<u64>,
     /// A group failed: nothing after it is written.
     error: Option<StoreError>,
+    /// The writer panicked: nothing more is written, and `drain` says how it ended.
+    lost: bool,
+}
+
+impl Queue {
+    /// A group or a flush failed: nothing queued after it is written, and the run is released.
+    fn fail(&mut self, e: StoreError) {
+        self.error = Some(e);
+        self.held = WriteBatch::new();
+        self.held_step = None;
+        self.running = false;
+        self.committing = false;
+        self.lease = None;
+    }
+}
+
+/// The queue, with what wakes the writer (new work, the end) and what wakes the run (a
+/// group committed, the writer stopped).
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    work: Condvar,
+    progress: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Queues groups of writes for a background writer on the blocking pool (stores may block:
 /// sled does), at most one at a time per run, so groups are committed in order.
 #[derive(Default)]
 pub(crate) struct GroupWriter {
-    queue: Arc<Mutex<Queue>>,
+    shared: Arc<Shared>,
     /// The writer running or last run.
     handle: Option<JoinHandle<()>>,
 }
 
-fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    queue.lock().unwrap_or_else(|e| e.into_inner())
+/// Wakes the run when the writer stops, however it stops; when it panicked, marks it lost
+/// first (`drain` then reports how it ended).
+struct WakeOnDrop<'a>(&'a Shared);
+
+impl Drop for WakeOnDrop<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut q = self.0.lock();
+            q.lost = true;
+            q.committing = false;
+            q.held = WriteBatch::new();
+            q.lease = None;
+        }
+        self.0.progress.notify_waiters();
+    }
+}
+
+/// What the writer does next.
+enum Next {
+    Commit(WriteBatch, Option<u64>),
+    Flush,
+    Stop,
 }
 
 impl GroupWriter {
@@ -49,55 +123,104 @@ impl GroupWriter {
         store: &Arc<dyn CheckpointStore>,
         lease: &Arc<super::RunOwnership>,
     ) -> Result<()> {
-        let mut queue = lock(&self.queue);
+        let mut queue = self.shared.lock();
         if let Some(e) = queue.error.take() {
             return Err(e.into());
+        }
+        if queue.lost {
+            // Reported by the run's end (`close`, `drain`).
+            return Ok(());
         }
         queue.held.extend(batch.into_ops());
         if step.is_some() {
             queue.held_step = step;
         }
-        if queue.running || queue.held.is_empty() {
+        if queue.held.is_empty() {
+            return Ok(());
+        }
+        queue.closing = false;
+        if queue.lease.is_none() {
+            queue.lease = Some(lease.clone());
+        }
+        if queue.running {
+            drop(queue);
+            self.shared.work.notify_one();
             return Ok(());
         }
         queue.running = true;
         drop(queue);
-        let queue = self.queue.clone();
-        let store = store.clone();
-        // The run is released only when the writer is done too, so that a resume never races
-        // a group still being written.
-        let lease = lease.clone();
+        let (shared, store) = (self.shared.clone(), store.clone());
         let runtime = tokio::runtime::Handle::current();
         self.handle = Some(tokio::task::spawn_blocking(move || {
-            let _lease = lease;
+            let _wake = WakeOnDrop(&shared);
+            // When the oldest commit not flushed yet was made.
+            let mut dirty: Option<Instant> = None;
             loop {
-                let (group, step) = {
-                    let mut q = lock(&queue);
-                    if q.held.is_empty() {
-                        q.running = false;
-                        return;
+                match next(&shared, dirty) {
+                    Next::Stop => return,
+                    Next::Commit(group, step) => {
+                        let committed = runtime.block_on(store.commit(group));
+                        let released = {
+                            let mut q = shared.lock();
+                            q.committing = false;
+                            if let Err(e) = committed {
+                                // What queued after the failed group is dropped, never written.
+                                q.fail(e);
+                                return;
+                            }
+                            q.committed = step.or(q.committed);
+                            if q.held.is_empty() {
+                                q.lease.take()
+                            } else {
+                                None
+                            }
+                        };
+                        drop(released);
+                        dirty.get_or_insert_with(Instant::now);
+                        shared.progress.notify_waiters();
                     }
-                    (std::mem::take(&mut q.held), q.held_step.take())
-                };
-                let result = runtime.block_on(async {
-                    store.commit(group).await?;
-                    store.flush().await
-                });
-                let mut q = lock(&queue);
-                match result {
-                    Ok(()) => q.committed = step.or(q.committed),
-                    Err(e) => {
-                        // What queued after the failed group is dropped, never written.
-                        q.error = Some(e);
-                        q.held = WriteBatch::new();
-                        q.held_step = None;
-                        q.running = false;
-                        return;
+                    Next::Flush => {
+                        if let Err(e) = runtime.block_on(store.flush()) {
+                            shared.lock().fail(e);
+                            return;
+                        }
+                        dirty = None;
                     }
                 }
             }
         }));
         Ok(())
+    }
+
+    /// Waits until every group queued is committed (not flushed), and stops the writer
+    /// without its flush: the caller commits the run's last writes and flushes them all.
+    /// Reports a failed group.
+    pub(crate) async fn close(&mut self) -> Result<()> {
+        self.shared.lock().closing = true;
+        self.shared.work.notify_one();
+        let shared = self.shared.clone();
+        loop {
+            let notified = shared.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let lost = {
+                let mut q = shared.lock();
+                if let Some(e) = q.error.take() {
+                    return Err(e.into());
+                }
+                if q.lost {
+                    true
+                } else if q.held.is_empty() && !q.committing {
+                    return Ok(());
+                } else {
+                    false
+                }
+            };
+            if lost {
+                return self.drain().await;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until everything queued is written, and reports a failed group.
@@ -107,7 +230,7 @@ impl GroupWriter {
                 .await
                 .map_err(|e| Error::WriterLost { end: e.into() })?;
         }
-        match lock(&self.queue).error.take() {
+        match self.shared.lock().error.take() {
             Some(e) => Err(e.into()),
             None => Ok(()),
         }
@@ -115,6 +238,38 @@ impl GroupWriter {
 
     /// The newest checkpoint step the writer committed.
     pub(crate) fn committed(&self) -> Option<u64> {
-        lock(&self.queue).committed
+        self.shared.lock().committed
+    }
+}
+
+/// The writer's next move: commit what queued (flushing first when its oldest commit not
+/// flushed is [`FLUSH_DELAY`] old), flush once that delay is up, or stop when nothing is
+/// left (without a flush when the run is ending: its end flushes).
+fn next(shared: &Shared, dirty: Option<Instant>) -> Next {
+    let mut q = shared.lock();
+    loop {
+        let due = dirty.map(|since| FLUSH_DELAY.saturating_sub(since.elapsed()));
+        if !q.held.is_empty() {
+            if due.is_some_and(|left| left.is_zero()) && !q.closing {
+                return Next::Flush;
+            }
+            q.committing = true;
+            return Next::Commit(std::mem::take(&mut q.held), q.held_step.take());
+        }
+        match due {
+            _ if q.closing => {}
+            Some(left) if left.is_zero() => return Next::Flush,
+            Some(left) => {
+                q = shared
+                    .work
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
+            None => {}
+        }
+        q.running = false;
+        return Next::Stop;
     }
 }

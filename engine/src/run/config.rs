@@ -32,8 +32,10 @@ pub enum Durability {
     /// Each checkpoint, and the pending writes before it, is flushed before the next step
     /// starts: a crash loses no finished step.
     Sync,
-    /// Checkpoints are committed at once and flushed in the background while the next steps
-    /// run: a crash may lose the last steps, but never corrupts or reorders them.
+    /// Checkpoints are committed in the background while the next steps run, and flushed in
+    /// groups: once the oldest unflushed commit is 2 ms old, and once more when the run ends
+    /// (the run waits for that last flush only). A crash may lose the steps of the last few
+    /// milliseconds, but never corrupts or reorders them; a run that returns is durable.
     #[default]
     Async,
     /// Checkpoints are kept in memory and written when the run completes, fails or is

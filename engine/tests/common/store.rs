@@ -20,6 +20,7 @@ pub type Hook = Box<dyn Fn() -> Option<Result<(), StoreError>> + Send + Sync>;
 pub struct Hooked {
     inner: Arc<dyn CheckpointStore>,
     commit: Option<Hook>,
+    flush: Option<Hook>,
     renew_lease: Option<Hook>,
 }
 
@@ -29,6 +30,7 @@ impl Hooked {
         Hooked {
             inner,
             commit: None,
+            flush: None,
             renew_lease: None,
         }
     }
@@ -39,6 +41,16 @@ impl Hooked {
         hook: impl Fn() -> Option<Result<(), StoreError>> + Send + Sync + 'static,
     ) -> Self {
         self.commit = Some(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` on every `flush`, before it reaches the inner store.
+    #[allow(dead_code)]
+    pub fn on_flush(
+        mut self,
+        hook: impl Fn() -> Option<Result<(), StoreError>> + Send + Sync + 'static,
+    ) -> Self {
+        self.flush = Some(Box::new(hook));
         self
     }
 
@@ -62,6 +74,7 @@ impl fmt::Debug for Hooked {
         f.debug_struct("Hooked")
             .field("inner", &self.inner)
             .field("commit", &self.commit.is_some())
+            .field("flush", &self.flush.is_some())
             .field("renew_lease", &self.renew_lease.is_some())
             .finish()
     }
@@ -81,6 +94,9 @@ impl CheckpointStore for Hooked {
         self.inner.commit(batch)
     }
     fn flush(&self) -> StoreFuture<'_, ()> {
+        if let Some(answer) = intercept(&self.flush) {
+            return answer;
+        }
         self.inner.flush()
     }
     fn get_run<'a>(&'a self, run: &'a str) -> StoreFuture<'a, Option<RunRecord>> {
