@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use agentgraph_nodes::Message;
 use agentgraph_nodes::model::openai::OpenAiModel;
-use agentgraph_nodes::model::{ChatModel, ChatRequest};
+use agentgraph_nodes::model::{ChatModel, ChatRequest, Price};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use support::{Reply, Scripted, completion, finish_chunk, text_chunk, usage_chunk};
 use tracing::field::{Field, Visit};
@@ -30,6 +30,9 @@ impl Visit for Fields<'_> {
         self.0.insert(field.name().to_owned(), value.to_owned());
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
+        self.0.insert(field.name().to_owned(), value.to_string());
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
         self.0.insert(field.name().to_owned(), value.to_string());
     }
 }
@@ -75,6 +78,7 @@ fn calls_are_spans_with_genai_attributes_and_tokens_are_counted() {
                     .base_url(&server.base_url)
                     .no_api_key()
                     .stream_usage(true)
+                    .price(Price::per_million_tokens(1.0, 2.0))
                     .build()
                     .unwrap();
                 let q = ChatRequest::new([Message::user("hi")]);
@@ -101,10 +105,23 @@ fn calls_are_spans_with_genai_attributes_and_tokens_are_counted() {
     assert_eq!(spans[0]["gen_ai.response.finish_reasons"], "stop");
     assert_eq!(spans[1]["gen_ai.usage.input_tokens"], "4");
     assert_eq!(spans[1]["gen_ai.response.finish_reasons"], "length");
+    // Priced at $1 and $2 per million prompt and completion tokens.
+    let cost = |s: &HashMap<String, String>| s["agentgraph.usage.cost_usd"].parse::<f64>().unwrap();
+    assert!((cost(&spans[0]) - 17e-6).abs() < 1e-15, "{spans:?}");
+    assert!((cost(&spans[1]) - 8e-6).abs() < 1e-15, "{spans:?}");
 
     let mut counts = HashMap::new();
+    let mut costs = Vec::new();
     for (key, _, _, value) in snapshotter.snapshot().into_vec() {
         let key = key.key();
+        if key.name() == "agentgraph_model_call_cost_usd" {
+            assert_eq!(key.labels().next().map(|l| l.value()), Some("tiny-model"));
+            let DebugValue::Histogram(values) = value else {
+                panic!("{value:?}")
+            };
+            costs.extend(values.into_iter().map(|v| v.into_inner()));
+            continue;
+        }
         if key.name() != "agentgraph_model_tokens_total" {
             continue;
         }
@@ -117,4 +134,10 @@ fn calls_are_spans_with_genai_attributes_and_tokens_are_counted() {
     }
     assert_eq!(counts["prompt"], 15);
     assert_eq!(counts["completion"], 5);
+    costs.sort_by(f64::total_cmp);
+    assert_eq!(costs.len(), 2, "{costs:?}");
+    assert!(
+        (costs[0] - 8e-6).abs() < 1e-15 && (costs[1] - 17e-6).abs() < 1e-15,
+        "{costs:?}"
+    );
 }

@@ -810,3 +810,23 @@ async fn a_stalled_stream_times_out_as_a_cut() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn max_tokens_goes_as_max_completion_tokens_when_asked() {
+    let server =
+        Scripted::start([Reply::json(completion("a")), Reply::json(completion("b"))]).await;
+    let reasoning = OpenAiModel::builder("scripted-model")
+        .base_url(&server.base_url)
+        .no_api_key()
+        .max_completion_tokens(true)
+        .build()
+        .unwrap();
+    let request = ChatRequest::new([Message::user("?")]).max_tokens(7);
+    reasoning.chat(request.clone()).await.unwrap();
+    model(&server).chat(request).await.unwrap();
+    let (first, second) = (&server.requests()[0].body, &server.requests()[1].body);
+    assert_eq!(first["max_completion_tokens"], 7);
+    assert_eq!(first.get("max_tokens"), None);
+    assert_eq!(second["max_tokens"], 7);
+    assert_eq!(second.get("max_completion_tokens"), None);
+}

@@ -57,6 +57,7 @@ mod structured;
 #[cfg(feature = "openai")]
 #[cfg_attr(docsrs, doc(cfg(feature = "openai")))]
 pub mod openai;
+mod price;
 
 use std::fmt;
 use std::future::Future;
@@ -65,6 +66,7 @@ use std::pin::Pin;
 pub use error::ModelError;
 pub use node::model_node;
 pub use observe::{ObservedCall, observe_call};
+pub use price::Price;
 pub use request::{ChatRequest, ResponseFormat, ToolChoice, ToolSpec};
 pub use response::{ChatResponse, FinishReason, Usage};
 pub use stream::{ChatChunk, ChatStream, StreamAssembler};

@@ -4,7 +4,7 @@
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::model::ChatResponse;
+use crate::model::{ChatResponse, Price};
 
 /// A model call being observed: its span, recorded into when the call ends. Made by
 /// [`observe_call`].
@@ -16,6 +16,7 @@ use crate::model::ChatResponse;
 pub struct ObservedCall {
     span: Span,
     model: String,
+    price: Option<Price>,
 }
 
 /// Opens the span of a model call (`chat`, at `INFO`), with the attributes of OpenTelemetry's
@@ -26,7 +27,10 @@ pub struct ObservedCall {
 /// ask for.
 ///
 /// Finishing also counts the tokens, with the `metrics` feature, as
-/// `agentgraph_model_tokens_total{model, kind}` (`kind` is `prompt` or `completion`).
+/// `agentgraph_model_tokens_total{model, kind}` (`kind` is `prompt` or `completion`). A call
+/// with a [`Price`] ([`priced`](ObservedCall::priced)) records its cost too: the span's
+/// `agentgraph.usage.cost_usd` (the GenAI conventions have no cost attribute) and the
+/// histogram `agentgraph_model_call_cost_usd{model}`.
 ///
 /// # Examples
 ///
@@ -50,10 +54,12 @@ pub fn observe_call(provider: &str, model: &str) -> ObservedCall {
         gen_ai.response.finish_reasons = Empty,
         gen_ai.usage.input_tokens = Empty,
         gen_ai.usage.output_tokens = Empty,
+        agentgraph.usage.cost_usd = Empty,
     );
     ObservedCall {
         span,
         model: model.to_owned(),
+        price: None,
     }
 }
 
@@ -70,8 +76,25 @@ impl ObservedCall {
         &self.span
     }
 
+    /// Prices the call: finishing records its cost from its usage.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::Message;
+    /// use agentgraph_nodes::model::{ChatResponse, Price, Usage, observe_call};
+    ///
+    /// let call = observe_call("openai", "gpt-4o-mini").priced(Price::per_million_tokens(0.15, 0.6));
+    /// call.finish(&ChatResponse::new(Message::assistant("hi")).with_usage(Usage::new(9, 1)));
+    /// ```
+    #[must_use]
+    pub fn priced(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
+    }
+
     /// Records the response: its model, finish reason and usage on the span, and the tokens
-    /// in the metrics.
+    /// in the metrics (and its cost, when the call is [`priced`](ObservedCall::priced)).
     ///
     /// # Examples
     ///
@@ -90,6 +113,11 @@ impl ObservedCall {
             self.span
                 .record("gen_ai.usage.output_tokens", usage.output_tokens);
             count_tokens(&self.model, usage.input_tokens, usage.output_tokens);
+            if let Some(price) = self.price {
+                let cost = price.cost(usage);
+                self.span.record("agentgraph.usage.cost_usd", cost);
+                record_cost(&self.model, cost);
+            }
         }
     }
 }
@@ -105,3 +133,11 @@ fn count_tokens(model: &str, prompt: u64, completion: u64) {
 
 #[cfg(not(feature = "metrics"))]
 fn count_tokens(_model: &str, _prompt: u64, _completion: u64) {}
+
+#[cfg(feature = "metrics")]
+fn record_cost(model: &str, cost: f64) {
+    metrics::histogram!("agentgraph_model_call_cost_usd", "model" => model.to_owned()).record(cost);
+}
+
+#[cfg(not(feature = "metrics"))]
+fn record_cost(_model: &str, _cost: f64) {}

@@ -54,7 +54,7 @@ use tracing::Instrument;
 use crate::model::observe::ObservedCall;
 use crate::model::{
     ChatChunk, ChatFuture, ChatModel, ChatRequest, ChatResponse, ChatStream, FinishReason,
-    ModelError, StreamAssembler, StreamFuture, observe_call,
+    ModelError, Price, StreamAssembler, StreamFuture, observe_call,
 };
 
 /// OpenAI's API.
@@ -175,6 +175,8 @@ pub struct OpenAiBuilder {
     max_retry_delay: Duration,
     stream_usage: bool,
     schema_in_json_object: bool,
+    max_completion_tokens: bool,
+    price: Option<Price>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +356,44 @@ impl OpenAiBuilder {
         self
     }
 
+    /// Sends [`ChatRequest::max_tokens`](crate::model::ChatRequest::max_tokens) as
+    /// `max_completion_tokens`, the field OpenAI's reasoning models take (they refuse
+    /// `max_tokens`); off by default, as most local servers know only `max_tokens`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::model::openai::OpenAiModel;
+    /// let o3 = OpenAiModel::builder("o3-mini").no_api_key().max_completion_tokens(true).build()?;
+    /// # let _ = o3;
+    /// # Ok::<(), agentgraph_nodes::model::ModelError>(())
+    /// ```
+    pub fn max_completion_tokens(mut self, on: bool) -> Self {
+        self.max_completion_tokens = on;
+        self
+    }
+
+    /// The model's price: each call's cost is recorded from its usage, on its span and in the
+    /// metrics (see [`Price`]). Usage comes with every whole answer; a stream reports it only
+    /// with [`stream_usage`](OpenAiBuilder::stream_usage).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_nodes::model::Price;
+    /// use agentgraph_nodes::model::openai::OpenAiModel;
+    /// let m = OpenAiModel::builder("gpt-4o-mini")
+    ///     .no_api_key()
+    ///     .price(Price::per_million_tokens(0.15, 0.60))
+    ///     .build()?;
+    /// assert_eq!(m.price(), Some(Price::per_million_tokens(0.15, 0.60)));
+    /// # Ok::<(), agentgraph_nodes::model::ModelError>(())
+    /// ```
+    pub fn price(mut self, price: Price) -> Self {
+        self.price = Some(price);
+        self
+    }
+
     /// Builds the model (reading the environment now).
     ///
     /// # Errors
@@ -417,6 +457,8 @@ impl OpenAiBuilder {
             max_retry_delay: self.max_retry_delay,
             stream_usage: self.stream_usage,
             schema_in_json_object: self.schema_in_json_object,
+            max_completion_tokens: self.max_completion_tokens,
+            price: self.price,
         })
     }
 }
@@ -455,6 +497,8 @@ pub struct OpenAiModel {
     max_retry_delay: Duration,
     stream_usage: bool,
     schema_in_json_object: bool,
+    max_completion_tokens: bool,
+    price: Option<Price>,
 }
 
 impl fmt::Debug for OpenAiModel {
@@ -489,6 +533,8 @@ impl OpenAiModel {
             max_retry_delay: Duration::from_secs(60),
             stream_usage: false,
             schema_in_json_object: false,
+            max_completion_tokens: false,
+            price: None,
         }
     }
 
@@ -519,6 +565,15 @@ impl OpenAiModel {
         &self.base_url
     }
 
+    /// The model's price, if it has one ([`OpenAiBuilder::price`]).
+    ///
+    /// # Examples
+    ///
+    /// See [`OpenAiBuilder::price`].
+    pub fn price(&self) -> Option<Price> {
+        self.price
+    }
+
     /// Whether a key is sent.
     ///
     /// # Examples
@@ -533,6 +588,16 @@ impl OpenAiModel {
             stream,
             usage: stream && self.stream_usage,
             schema_in_json_object: self.schema_in_json_object,
+            max_completion_tokens: self.max_completion_tokens,
+        }
+    }
+
+    /// A call observed with the model's price, if it has one.
+    fn observe(&self) -> ObservedCall {
+        let call = observe_call(self.provider(), &self.model);
+        match self.price {
+            Some(price) => call.priced(price),
+            None => call,
         }
     }
 
@@ -855,7 +920,7 @@ impl ChatModel for OpenAiModel {
 
     fn chat(&self, request: ChatRequest) -> ChatFuture<'_> {
         Box::pin(async move {
-            let call = observe_call(self.provider(), &self.model);
+            let call = self.observe();
             let span = call.span().clone();
             let response = self.chat_inner(request).instrument(span).await?;
             call.finish(&response);
@@ -865,7 +930,7 @@ impl ChatModel for OpenAiModel {
 
     fn stream(&self, request: ChatRequest) -> StreamFuture<'_> {
         Box::pin(async move {
-            let call = observe_call(self.provider(), &self.model);
+            let call = self.observe();
             let span = call.span().clone();
             self.stream_inner(request, call).instrument(span).await
         })

@@ -15,6 +15,8 @@ pub(super) struct Dialect {
     pub(super) usage: bool,
     /// A JSON Schema format sent as `{"type": "json_object", "schema": ...}`.
     pub(super) schema_in_json_object: bool,
+    /// `max_tokens` sent as `max_completion_tokens`.
+    pub(super) max_completion_tokens: bool,
 }
 
 /// The request body.
@@ -76,7 +78,12 @@ pub(super) fn request_body(model: &str, request: &ChatRequest, dialect: Dialect)
         body.insert("temperature".into(), t.into());
     }
     if let Some(n) = request.max_tokens {
-        body.insert("max_tokens".into(), n.into());
+        let field = if dialect.max_completion_tokens {
+            "max_completion_tokens"
+        } else {
+            "max_tokens"
+        };
+        body.insert(field.into(), n.into());
     }
     if !request.stop.is_empty() {
         body.insert("stop".into(), request.stop.clone().into());
