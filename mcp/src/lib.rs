@@ -40,7 +40,7 @@ use std::sync::Arc;
 use agentgraph_nodes::tool::{
     ArgumentsValidator, Tool, ToolContext, ToolError, ToolFuture, ToolOutput,
 };
-use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, RequestMetaObject};
 use rmcp::service::{Peer, RunningService, ServiceError};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
@@ -235,8 +235,11 @@ impl Inner {
         }
     }
 
-    async fn call(&self, tool: &str, args: Value) -> Result<CallToolResult, McpError> {
+    async fn call(&self, tool: &str, args: Value, key: &str) -> Result<CallToolResult, McpError> {
+        let mut meta = RequestMetaObject::new();
+        meta.insert(IDEMPOTENCY_META_KEY.into(), key.into());
         let mut params = CallToolRequestParams::new(tool.to_owned());
+        params.meta = Some(meta);
         match args {
             Value::Object(map) => params = params.with_arguments(map),
             Value::Null => {}
@@ -443,9 +446,24 @@ impl McpClient {
     }
 }
 
+/// The `_meta` key under which an [`McpTool`] call carries its task's idempotency key:
+/// `agentgraph/idempotencyKey` (a prefixed key, as the MCP specification asks of keys that
+/// are not its own).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(agentgraph_mcp::IDEMPOTENCY_META_KEY, "agentgraph/idempotencyKey");
+/// ```
+pub const IDEMPOTENCY_META_KEY: &str = "agentgraph/idempotencyKey";
+
 /// One tool of an MCP server, a [`Tool`]: its name, description and argument schema are the
 /// server's. The arguments are checked against that schema first (a failure is
-/// [`ToolError::InvalidArguments`], the server is not called). A call sends `tools/call` on the client's connection; the result's text blocks
+/// [`ToolError::InvalidArguments`], the server is not called). A call sends `tools/call` on
+/// the client's connection, with the task's idempotency key
+/// ([`ToolContext::idempotency_key`]) in the request's `_meta` as
+/// [`IDEMPOTENCY_META_KEY`], the same on every attempt, so a server can answer a repeated
+/// call (a retry, a resumed run) without doing its work twice; the result's text blocks
 /// (joined by newlines) become a text output, its structured content a JSON output; a result
 /// marked `isError` becomes [`ToolError::Failed`] with [`McpError::ToolFailed`] as source.
 ///
@@ -490,7 +508,7 @@ impl Tool for McpTool {
         &self.schema
     }
 
-    fn call(&self, args: Value, _ctx: ToolContext) -> ToolFuture<'_> {
+    fn call(&self, args: Value, ctx: ToolContext) -> ToolFuture<'_> {
         let checked = match &*self.validator {
             Ok(validator) => validator
                 .check(&args)
@@ -509,7 +527,11 @@ impl Tool for McpTool {
                 tool: self.name.clone(),
                 source: Box::new(source),
             };
-            let result = self.client.call(&self.name, args).await.map_err(failed)?;
+            let result = self
+                .client
+                .call(&self.name, args, ctx.idempotency_key())
+                .await
+                .map_err(failed)?;
             let text = texts(&result.content);
             if result.is_error == Some(true) {
                 return Err(failed(McpError::ToolFailed {

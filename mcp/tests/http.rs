@@ -44,7 +44,7 @@ async fn lists_and_calls_tools_over_streamable_http() {
     let client = McpClient::connect_http(&url).await.expect("connects");
     let mut names: Vec<String> = client.tools().iter().map(|t| t.name().to_owned()).collect();
     names.sort();
-    assert_eq!(names, ["add", "echo", "fail", "sleep"]);
+    assert_eq!(names, ["add", "echo", "fail", "key", "sleep"]);
     assert_eq!(client.server_pid().await, None);
 
     let tools = client

@@ -33,7 +33,7 @@ async fn lists_the_servers_tools_with_their_schemas() {
     let client = client().await;
     let mut names: Vec<String> = client.tools().iter().map(|t| t.name().to_owned()).collect();
     names.sort();
-    assert_eq!(names, ["add", "echo", "fail", "sleep"]);
+    assert_eq!(names, ["add", "echo", "fail", "key", "sleep"]);
     let add = client
         .tools()
         .into_iter()
@@ -94,7 +94,11 @@ async fn an_error_result_is_a_tool_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_and_deny_lists_filter_mcp_tools() {
     let client = client().await;
-    let tools = tool_set(&client).deny("fail").deny_pattern("s*").unwrap();
+    let tools = tool_set(&client)
+        .deny("fail")
+        .deny("key")
+        .deny_pattern("s*")
+        .unwrap();
     let mut offered: Vec<&str> = tools.offered().map(|t| t.name()).collect();
     offered.sort();
     assert_eq!(offered, ["add", "echo"]);
@@ -183,4 +187,17 @@ async fn a_server_that_died_between_calls_is_restarted_by_the_next_call() {
         .unwrap();
     assert_eq!(out.content.to_text(), "again");
     assert_ne!(client.server_pid().await, Some(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_carries_its_tasks_idempotency_key_in_meta() {
+    let client = client().await;
+    let tools = tool_set(&client);
+    for key in ["run-1/3/tools/0", "run-1/3/tools/1"] {
+        let out = tools
+            .call("key", json!({}), ToolContext::new(key))
+            .await
+            .unwrap();
+        assert_eq!(out.content.to_text(), key);
+    }
 }

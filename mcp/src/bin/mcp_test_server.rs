@@ -1,9 +1,9 @@
 //! The MCP server the tests of agentgraph-mcp run: tools `add {a, b}`, `echo {text}`,
-//! `sleep {ms}` and `fail {}` over stdio, built with rmcp's server side. With `--http` it
+//! `sleep {ms}`, `key {}` (the idempotency key in the call's `_meta`) and `fail {}` over stdio, built with rmcp's server side. With `--http` it
 //! serves streamable HTTP on 127.0.0.1 (a free port) instead, and prints its URL on stdout.
 
 use rmcp::handler::server::wrapper::Parameters;
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::model::{CallToolResult, ContentBlock, RequestMetaObject};
 use rmcp::{ServiceExt, schemars, tool, tool_router};
 use serde::Deserialize;
 
@@ -33,6 +33,9 @@ struct SleepArgs {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct FailArgs {}
 
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct KeyArgs {}
+
 #[tool_router(server_handler)]
 impl TestServer {
     #[tool(description = "Adds two integers.")]
@@ -49,6 +52,14 @@ impl TestServer {
     async fn sleep(&self, Parameters(SleepArgs { ms }): Parameters<SleepArgs>) -> String {
         tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         "slept".to_owned()
+    }
+
+    #[tool(description = "Answers the idempotency key the call carries in its `_meta`.")]
+    fn key(&self, meta: RequestMetaObject, Parameters(KeyArgs {}): Parameters<KeyArgs>) -> String {
+        meta.get("agentgraph/idempotencyKey")
+            .and_then(|k| k.as_str())
+            .unwrap_or("none")
+            .to_owned()
     }
 
     #[tool(description = "Always fails (a result marked isError).")]
