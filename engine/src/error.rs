@@ -551,6 +551,15 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// JSON given to a graph driven by name ([`DynGraph`](crate::DynGraph)) is not what the
+    /// graph takes (or a final state cannot be written as JSON).
+    #[error("{what} is not valid: {message}")]
+    Json {
+        /// What the JSON was for: "the run's input (the graph's state)", ...
+        what: String,
+        /// The decoder's message, with the line and column.
+        message: String,
+    },
     /// The tokio task running a spawned run ([`Run::spawn`](crate::Run::spawn)) ended without
     /// a result: it panicked outside the code that catches a node's panics, or its runtime
     /// shut down. With a store, the run's finished steps are checkpointed.

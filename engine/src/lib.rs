@@ -10,6 +10,7 @@ mod inspect;
 mod observe;
 mod persist;
 mod plan;
+mod registry;
 mod run;
 
 pub mod codec;
@@ -41,6 +42,7 @@ pub use plan::compiled::CompiledGraph;
 pub use plan::describe::{
     EdgeDescription, EdgeKind, FieldDescription, GraphDescription, JoinDescription, NodeDescription,
 };
+pub use registry::{DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun, GraphRegistry};
 pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};
 pub use run::handle::{CancelHandle, Run, RunHandle, RunOutcome};
