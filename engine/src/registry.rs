@@ -268,9 +268,10 @@ impl<S: State + Default> DynGraph for CompiledGraph<S> {
 /// # Examples
 ///
 /// ```
-/// use agentgraph_engine::{DynOutcome, GraphBuilder, GraphRegistry, RunConfig, State, START, END};
+/// use agentgraph_engine::{DynOutcome, GraphBuilder, GraphRegistry, RunConfig, START, END};
 ///
-/// #[derive(State, Clone, Default, Debug, serde::Serialize, serde::Deserialize)]
+/// #[derive(Clone, Default, Debug, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// #[state(crate = agentgraph_engine)]
 /// struct Count {
 ///     #[reducer(add)]
 ///     n: i64,
