@@ -278,7 +278,7 @@ impl<S: State + Default> DynGraph for CompiledGraph<S> {
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> agentgraph_engine::Result<()> {
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let mut b = GraphBuilder::<Count>::new();
 /// b.add_node("inc", |_, _| async { Ok(CountUpdate::new().n(1)) })
 ///     .add_edge(START, "inc")
