@@ -138,10 +138,12 @@ pub mod state {
 }
 
 pub mod run {
-    //! Running a graph: the configuration of a run, the run and its handle, and how it ends.
+    //! Running a graph: the configuration of a run, the run and its handle, and how it ends;
+    //! graphs by name, driven with JSON ([`GraphRegistry`], [`DynGraph`]).
     pub use agentgraph_engine::{
-        CancelHandle, Durability, FailurePolicy, Mode, Run, RunConfig, RunHandle, RunMetadata,
-        RunOutcome, TaskEnd,
+        CancelHandle, Durability, DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun,
+        FailurePolicy, GraphRegistry, Mode, Run, RunConfig, RunHandle, RunMetadata, RunOutcome,
+        TaskEnd,
     };
 }
 

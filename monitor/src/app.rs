@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware;
-use axum::routing::get;
+use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -15,7 +15,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use agentgraph_engine::StoreInspector;
 
-use crate::{api, auth, page, sse};
+use crate::{api, auth, control, page, sse};
 
 /// What every handler shares.
 #[derive(Clone, Debug)]
@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub(crate) shutdown: CancellationToken,
     /// Tokens of this process's runs, sent to event streams as they come.
     pub(crate) live: Option<crate::live::LiveTokens>,
+    /// The control API's graphs and runs, when it is on.
+    pub(crate) control: Option<control::Control>,
 }
 
 /// The page's policy: its own scripts, styles and connections only; nothing inline, nothing
@@ -41,8 +43,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// at once; its body is not limited).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The largest request body accepted (every route is a `GET`).
+/// The largest request body accepted by the read-only routes (all `GET`s).
 const BODY_LIMIT: usize = 4096;
+
+/// The largest body of a control request (a run's input, a resume's answers).
+const CONTROL_BODY_LIMIT: usize = 1 << 20;
 
 pub(crate) fn router(state: AppState) -> Router {
     let protected = Router::new()
@@ -55,15 +60,25 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/runs/{run}/graph.dot", get(api::graph_dot))
         .route("/api/runs/{run}/events", get(sse::events))
         .route("/metrics", get(api::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require));
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT));
+    let control = Router::new()
+        .route("/api/graphs", get(control::graphs))
+        .route("/api/graphs/{graph}/runs", post(control::start))
+        .route("/api/runs/{run}/resume", post(control::resume))
+        .route("/api/runs/{run}/cancel", post(control::cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
+        .layer(RequestBodyLimitLayer::new(CONTROL_BODY_LIMIT));
     Router::new()
         .route("/", get(page::index))
+        .route("/healthz", get(control::healthz))
+        .route("/readyz", get(control::readyz))
         .route("/app.js", get(page::script))
         .route("/app.css", get(page::style))
         .merge(protected)
+        .merge(control)
         .fallback(api::fallback)
         .with_state(state)
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -31,6 +31,13 @@ pub enum Error {
         /// The address asked for.
         addr: SocketAddr,
     },
+    /// The control API was turned on without a token: anyone who reaches the monitor could
+    /// start, resume and cancel runs.
+    #[error(
+        "refusing to serve the control API without a token: anyone who can reach the monitor \
+         could start, resume and cancel runs; set one with `Monitor::token`"
+    )]
+    ControlWithoutToken,
     /// The token is empty or has characters a bearer token cannot carry.
     #[error(
         "the monitor token must be 1 to 512 visible ASCII characters (no spaces); pass another \

@@ -68,6 +68,7 @@
 mod api;
 mod app;
 mod auth;
+mod control;
 mod error;
 mod live;
 mod monitor;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentgraph_checkpoint::{CheckpointStore, IntoStore};
-use agentgraph_engine::StoreInspector;
+use agentgraph_engine::{GraphRegistry, RunConfig, StoreInspector};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +61,7 @@ pub struct Monitor {
     prometheus: Option<PrometheusHandle>,
     metrics: bool,
     live: Option<LiveTokens>,
+    control: Option<(GraphRegistry, RunConfig)>,
 }
 
 impl fmt::Debug for Monitor {
@@ -93,6 +94,7 @@ impl Monitor {
             prometheus: None,
             metrics: true,
             live: None,
+            control: None,
         }
     }
 
@@ -212,6 +214,51 @@ impl Monitor {
         Ok(app::router(state))
     }
 
+    /// Turns on the control API, which runs `registry`'s graphs in this process, on the
+    /// monitor's store, from `config` (its store is replaced by the monitor's; start from
+    /// `RunConfig::new().monitored()` for the page to show their events and states):
+    ///
+    /// - `GET /api/graphs`: the graphs, with their fingerprints;
+    /// - `POST /api/graphs/{graph}/runs` with `{"input": {...}, "run_id": ".."}` starts a run
+    ///   (`input` is the state's JSON; fields left out keep their defaults), or with
+    ///   `{"thread": "..", "input": {...}}` gives a thread its next input (an update's JSON);
+    /// - `POST /api/runs/{run}/resume` with `{"value": ..}`, `{"answers": {"id": ..}}` and/or
+    ///   `{"update": {...}}` resumes a run of a registered graph (the graph its record names:
+    ///   build graphs with `GraphBuilder::named`);
+    /// - `POST /api/runs/{run}/cancel` cancels a run it started that is running.
+    ///
+    /// Each answers 202 with `{"run_id", "graph", "url"}` once the run has started; what stops
+    /// a run before it starts is the answer instead (400 for input that is not the graph's,
+    /// 404 for an unknown graph or run, 409 for a busy run or a thread waiting to be
+    /// resumed). The runs go on in the background; follow them with the read routes. The
+    /// control API needs a token ([`token`](Monitor::token)): serving it without one fails
+    /// with [`Error::ControlWithoutToken`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use agentgraph_engine::{GraphRegistry, RunConfig};
+    /// use agentgraph_monitor::{Error, Monitor};
+    ///
+    /// let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let err = Monitor::new(store.clone())
+    ///     .control(GraphRegistry::new(), RunConfig::new())
+    ///     .router()
+    ///     .unwrap_err();
+    /// assert!(matches!(err, Error::ControlWithoutToken));
+    /// let app = Monitor::new(store)
+    ///     .token("s3cret")
+    ///     .control(GraphRegistry::new(), RunConfig::new())
+    ///     .router()?;
+    /// # drop(app);
+    /// # Ok(()) }
+    /// ```
+    pub fn control(mut self, registry: GraphRegistry, config: RunConfig) -> Self {
+        self.control = Some((registry, config));
+        self
+    }
+
     /// Sends the tokens `live` passes on ([`LiveTokens::watch`]) to the event streams of
     /// their runs as `live_token` events, while their nodes run: the page shows a model's
     /// text growing, before the step's events reach the store.
@@ -271,6 +318,12 @@ impl Monitor {
             }
             None => None,
         };
+        if self.control.is_some() && token.is_none() {
+            return Err(Error::ControlWithoutToken);
+        }
+        let control = self.control.map(|(registry, config)| {
+            crate::control::Control::new(registry, config.store(self.store.clone()))
+        });
         let prometheus = match (self.metrics, self.prometheus) {
             (false, _) => None,
             (true, Some(handle)) => Some(handle),
@@ -283,6 +336,7 @@ impl Monitor {
             prometheus,
             shutdown,
             live: self.live,
+            control,
         })
     }
 }

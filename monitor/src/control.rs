@@ -1,0 +1,275 @@
+//! The control API ([`Monitor::control`](crate::Monitor::control)): start runs of registered
+//! graphs, give threads their next input, resume and cancel runs, in this process; and the
+//! health routes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use agentgraph_engine::{
+    CancelHandle, DynResume, DynRun, Error as RunError, GraphRegistry, RunConfig, StoreError,
+};
+
+use crate::api::ApiError;
+use crate::app::AppState;
+
+/// The graphs the control API runs, the configuration its runs start from, and the runs it
+/// started that have not ended.
+#[derive(Clone, Debug)]
+pub(crate) struct Control {
+    pub(crate) registry: GraphRegistry,
+    pub(crate) config: RunConfig,
+    active: Arc<Mutex<HashMap<String, CancelHandle>>>,
+}
+
+impl Control {
+    pub(crate) fn new(registry: GraphRegistry, config: RunConfig) -> Self {
+        Control {
+            registry,
+            config,
+            active: Arc::default(),
+        }
+    }
+
+    fn active(&self) -> MutexGuard<'_, HashMap<String, CancelHandle>> {
+        self.active.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn control(state: &AppState) -> Result<&Control, ApiError> {
+    state
+        .control
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("this monitor has no control API (Monitor::control)"))
+}
+
+/// A registered graph, as `GET /api/graphs` lists it.
+#[derive(Serialize)]
+struct GraphEntry<'a> {
+    name: &'a str,
+    /// 32 hex digits, as run records show it.
+    fingerprint: String,
+}
+
+/// `GET /api/graphs`: the graphs this monitor runs.
+pub(crate) async fn graphs(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let control = control(&state)?;
+    let list: Vec<GraphEntry<'_>> = control
+        .registry
+        .iter()
+        .map(|(name, graph)| GraphEntry {
+            name,
+            fingerprint: format!("{:032x}", graph.fingerprint().as_u128()),
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// The body of `POST /api/graphs/{graph}/runs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct StartBody {
+    /// The state's JSON (fields left out keep their defaults); a thread's input is an
+    /// update's JSON.
+    #[serde(default = "empty_object")]
+    input: Value,
+    /// The run's id (a new UUID when left out); ignored with `thread`.
+    #[serde(default)]
+    run_id: Option<String>,
+    /// Gives this thread its next input instead of starting a run.
+    #[serde(default)]
+    thread: Option<String>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+/// What the control API answers when it started or resumed a run.
+#[derive(Serialize)]
+struct Started<'a> {
+    run_id: &'a str,
+    graph: &'a str,
+    /// Where to follow it.
+    url: String,
+}
+
+/// `POST /api/graphs/{graph}/runs`: starts a run of a registered graph, or gives a thread its
+/// next input, in this process. Answers 202 once the run has started (its first event), with
+/// its id; an error that stops it before (a busy thread, one waiting to be resumed, bad
+/// input) is the answer instead.
+pub(crate) async fn start(
+    State(state): State<AppState>,
+    Path(graph_name): Path<String>,
+    body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let control = control(&state)?;
+    let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let graph = control.registry.get(&graph_name).ok_or_else(|| {
+        ApiError::not_found(format!("no graph `{graph_name}` is registered here"))
+    })?;
+    let config = control.config.clone();
+    let run = match body.thread {
+        Some(thread) => graph.invoke_thread(thread, body.input, config),
+        None => {
+            let config = match body.run_id {
+                Some(id) => config.run_id(id),
+                None => config,
+            };
+            graph.start(body.input, config)
+        }
+    }
+    .map_err(run_error)?;
+    launched(control, run, &graph_name).await
+}
+
+/// The body of `POST /api/runs/{run}/resume`: a [`DynResume`] (`value`, `answers`, `update`).
+/// `POST /api/runs/{run}/resume`: resumes a run of a registered graph (the graph its record
+/// names), with answers to its interrupts and an update of its state.
+pub(crate) async fn resume(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+    body: Result<Json<DynResume>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let control = control(&state)?;
+    let Json(resume) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    if control.active().contains_key(&run) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{run}` is running; resume it once it has stopped"),
+        ));
+    }
+    let record = state
+        .inspector
+        .store()
+        .get_run(&run)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::not_found(format!("no run `{run}` in this store")))?;
+    let Some(graph_name) = record.graph else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "run `{run}` names no graph (its graph was built without `GraphBuilder::named`), \
+                 so the control API cannot tell which to resume it with"
+            ),
+        ));
+    };
+    let graph = control.registry.get(&graph_name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("run `{run}` is a run of graph `{graph_name}`, which is not registered here"),
+        )
+    })?;
+    let run = graph
+        .resume(run, resume, control.config.clone())
+        .map_err(run_error)?;
+    launched(control, run, &graph_name).await
+}
+
+/// `POST /api/runs/{run}/cancel`: cancels a run this monitor started that is running. The
+/// run stops at its next step boundary, checkpointed and resumable.
+pub(crate) async fn cancel(
+    State(state): State<AppState>,
+    Path(run): Path<String>,
+) -> Result<Response, ApiError> {
+    let control = control(&state)?;
+    let Some(handle) = control.active().get(&run).cloned() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("run `{run}` is not running in this process"),
+        ));
+    };
+    handle.cancel();
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_id": run, "cancelled": true })),
+    )
+        .into_response())
+}
+
+/// Waits until `run` has started (its first event) or ended, whichever comes first; keeps a
+/// started run's cancel handle until it ends.
+async fn launched(control: &Control, run: DynRun, graph: &str) -> Result<Response, ApiError> {
+    let (run_id, mut events, cancel, outcome) = run.into_parts();
+    let mut outcome = tokio::spawn(outcome);
+    tokio::select! {
+        biased;
+        ended = &mut outcome => {
+            match ended {
+                Ok(Err(e)) => return Err(run_error(e)),
+                Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the run's task ended: {e}"))),
+                // Ended before its first event was read: it ran.
+                Ok(Ok(_)) => {}
+            }
+        }
+        _ = events.next() => {
+            control.active().insert(run_id.clone(), cancel);
+            let (active, id) = (control.active.clone(), run_id.clone());
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = outcome.await {
+                    tracing::info!(run = %id, error = %e, "monitor: a run it started stopped");
+                }
+                active.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+            });
+        }
+    }
+    let url = format!("/api/runs/{run_id}");
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&url) {
+        headers.insert(header::LOCATION, location);
+    }
+    let body = Started {
+        run_id: &run_id,
+        graph,
+        url,
+    };
+    Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
+}
+
+/// The status a run's error answers with.
+fn run_error(e: RunError) -> ApiError {
+    let status = match &e {
+        RunError::Json { .. } => StatusCode::BAD_REQUEST,
+        e if e.is_busy() => StatusCode::CONFLICT,
+        RunError::ThreadNotReady { .. } | RunError::GraphChanged { .. } => StatusCode::CONFLICT,
+        RunError::RunNotFound(_) => StatusCode::NOT_FOUND,
+        RunError::UnknownInterrupt { .. } | RunError::AnswerEncode { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    ApiError::new(status, e.to_string())
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// `GET /healthz`: the server answers.
+pub(crate) async fn healthz() -> Response {
+    (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response()
+}
+
+/// `GET /readyz`: the store answers a read; 503 with its error otherwise.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    match state.inspector.store().list_runs(None, 1).await {
+        Ok(_) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "unavailable", "error": e.to_string() })),
+        )
+            .into_response(),
+    }
+}

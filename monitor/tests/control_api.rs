@@ -1,0 +1,262 @@
+//! The control API over HTTP: start runs of registered graphs and give threads their input,
+//! resume an interrupted run with answers, cancel a running one; bad requests answered with
+//! what is wrong; a token required; the health routes.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgraph_engine::{
+    BoxError, CheckpointStore, Context, END, GraphBuilder, GraphRegistry, RunConfig, RunStatus,
+    START,
+};
+use agentgraph_monitor::{Error, Monitor, Server};
+use common::{Doc, DocUpdate, store, url};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "control-token";
+
+fn registry() -> GraphRegistry {
+    let mut review = GraphBuilder::<Doc>::new();
+    review
+        .named("review")
+        .add_node("ask", |_, ctx: Context| async move {
+            let verdict: String = ctx.interrupt("approve?")?;
+            Ok::<_, BoxError>(DocUpdate::new().notes(vec![verdict]))
+        })
+        .add_edge(START, "ask")
+        .add_edge("ask", END);
+    let mut count = GraphBuilder::<Doc>::new();
+    count
+        .named("count")
+        .add_node("inc", |_, _| async { Ok(DocUpdate::new().rounds(1)) })
+        .add_edge(START, "inc")
+        .add_edge("inc", END);
+    let mut slow = GraphBuilder::<Doc>::new();
+    slow.named("slow")
+        .add_node("wait", |_, _| async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(DocUpdate::new())
+        })
+        .add_edge(START, "wait")
+        .add_edge("wait", END);
+    GraphRegistry::new()
+        .with("review", review.compile().unwrap())
+        .with("count", count.compile().unwrap())
+        .with("slow", slow.compile().unwrap())
+}
+
+async fn serve(store: Arc<dyn CheckpointStore>) -> Server {
+    Monitor::new(store)
+        .bind(([127, 0, 0, 1], 0).into())
+        .token(TOKEN)
+        .metrics(false)
+        .control(registry(), RunConfig::new().monitored())
+        .serve()
+        .await
+        .unwrap()
+}
+
+async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url(server.local_addr(), path))
+        .bearer_auth(TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(server: &Server, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(url(server.local_addr(), path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits (up to a minute) until `run`'s newest state, as the monitor shows it, has `field`
+/// equal to `value`.
+async fn until_state(server: &Server, run: &str, field: &str, value: Value) {
+    let mut last = Value::Null;
+    for _ in 0..6000 {
+        let (status, state) = get(server, &format!("/api/runs/{run}/state")).await;
+        if status == 200 && state[field] == value {
+            return;
+        }
+        last = state;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("run `{run}` never had {field} = {value}: {last}");
+}
+
+/// Waits (up to a minute) until `run`'s record has `status`.
+async fn until_status(store: &Arc<dyn CheckpointStore>, run: &str, status: RunStatus) {
+    for _ in 0..6000 {
+        if let Some(record) = store.get_run(run).await.unwrap()
+            && record.status == status
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("run `{run}` never reached {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_start_threads_go_on_and_interrupted_runs_resume() {
+    let store = store();
+    let server = serve(store.clone()).await;
+
+    let (status, graphs) = get(&server, "/api/graphs").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = graphs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["count", "review", "slow"]);
+    assert_eq!(graphs[0]["fingerprint"].as_str().unwrap().len(), 32);
+
+    // A run, from the state's JSON (fields left out keep their defaults).
+    let (status, started) = post(
+        &server,
+        "/api/graphs/count/runs",
+        json!({ "input": { "rounds": 4 }, "run_id": "c1" }),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["run_id"], "c1");
+    assert_eq!(started["url"], "/api/runs/c1");
+    until_status(&store, "c1", RunStatus::Completed).await;
+    until_state(&server, "c1", "rounds", json!(5)).await;
+
+    // A thread, twice.
+    for turn in 1..=2 {
+        let (status, started) = post(
+            &server,
+            "/api/graphs/count/runs",
+            json!({ "thread": "t1", "input": { "rounds": 10 } }),
+        )
+        .await;
+        assert_eq!(status, 202, "{started}");
+        until_state(&server, "t1", "rounds", json!(11 * turn)).await;
+        until_status(&store, "t1", RunStatus::Completed).await;
+    }
+
+    // An interrupt, answered through the API.
+    let (status, _) = post(
+        &server,
+        "/api/graphs/review/runs",
+        json!({ "run_id": "r1" }),
+    )
+    .await;
+    assert_eq!(status, 202);
+    until_status(&store, "r1", RunStatus::Interrupted).await;
+    let (_, run) = get(&server, "/api/runs/r1").await;
+    let id = run["interrupts"][0]["id"].as_str().unwrap().to_owned();
+    let (status, resumed) = post(
+        &server,
+        "/api/runs/r1/resume",
+        json!({ "answers": { id: "approved" }, "update": { "title": "edited" } }),
+    )
+    .await;
+    assert_eq!(status, 202, "{resumed}");
+    until_status(&store, "r1", RunStatus::Completed).await;
+    until_state(&server, "r1", "notes", json!(["approved"])).await;
+    until_state(&server, "r1", "title", json!("edited")).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_run_is_cancelled_and_bad_requests_say_what_is_wrong() {
+    let store = store();
+    let server = serve(store.clone()).await;
+    let (status, _) = post(&server, "/api/graphs/slow/runs", json!({ "run_id": "s1" })).await;
+    assert_eq!(status, 202);
+    // Running: a second start of the same id is busy, a resume is refused.
+    let (status, busy) = post(&server, "/api/graphs/slow/runs", json!({ "run_id": "s1" })).await;
+    assert_eq!(status, 409, "{busy}");
+    let (status, _) = post(&server, "/api/runs/s1/resume", json!({})).await;
+    assert_eq!(status, 409);
+    let (status, cancelled) = post(&server, "/api/runs/s1/cancel", json!({})).await;
+    assert_eq!(status, 202, "{cancelled}");
+    until_status(&store, "s1", RunStatus::Cancelled).await;
+    for _ in 0..600 {
+        let (status, _) = post(&server, "/api/runs/s1/cancel", json!({})).await;
+        if status == 409 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, _) = post(&server, "/api/runs/s1/cancel", json!({})).await;
+    assert_eq!(status, 409, "a cancelled run is no longer running here");
+
+    let cases = [
+        ("/api/graphs/nope/runs", json!({}), 404, "no graph `nope`"),
+        (
+            "/api/graphs/count/runs",
+            json!({ "input": { "rounds": "x" } }),
+            400,
+            "the run's input",
+        ),
+        (
+            "/api/graphs/count/runs",
+            json!({ "inptu": {} }),
+            400,
+            "unknown field",
+        ),
+        ("/api/runs/ghost/resume", json!({}), 404, "no run `ghost`"),
+        (
+            "/api/runs/s1/resume",
+            json!({ "answer": 1 }),
+            400,
+            "unknown field",
+        ),
+    ];
+    for (path, body, want, says) in cases {
+        let (status, answer) = post(&server, path, body.clone()).await;
+        assert_eq!(status, want, "{path} {body}: {answer}");
+        assert!(answer.to_string().contains(says), "{path} {body}: {answer}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_needs_the_token_and_health_routes_do_not() {
+    let store = store();
+    let server = serve(store.clone()).await;
+    let client = reqwest::Client::new();
+    let no_token = client
+        .post(url(server.local_addr(), "/api/graphs/count/runs"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status().as_u16(), 401);
+    assert!(store.list_runs(None, 10).await.unwrap().is_empty());
+    for path in ["/healthz", "/readyz"] {
+        let response = client
+            .get(url(server.local_addr(), path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path}");
+    }
+    server.shutdown().await.unwrap();
+
+    let without = Monitor::new(store)
+        .bind(([127, 0, 0, 1], 0).into())
+        .metrics(false)
+        .control(registry(), RunConfig::new())
+        .serve()
+        .await;
+    assert!(matches!(without, Err(Error::ControlWithoutToken)));
+}
