@@ -76,6 +76,9 @@ mod page;
 mod prom;
 mod server;
 mod sse;
+#[cfg(feature = "webhooks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "webhooks")))]
+pub mod webhook;
 
 pub use error::{Error, Result};
 pub use live::LiveTokens;
