@@ -210,6 +210,10 @@ pub use agentgraph_nodes as nodes;
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 #[doc(inline)]
 pub use agentgraph_otel as otel;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[doc(inline)]
+pub use agentgraph_postgres as postgres;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {
