@@ -18,13 +18,33 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// The database holds a newer schema than this build knows: see
-/// [`MIGRATIONS`](crate::migrate).
-#[derive(Debug)]
-pub(crate) struct SchemaTooNew {
-    pub(crate) schema: String,
-    pub(crate) found: i32,
-    pub(crate) known: i32,
+/// The database holds a newer schema than this build knows ([`SCHEMA_VERSION`](crate::SCHEMA_VERSION)):
+/// a newer program migrated it. Connecting fails with a [`StoreError::Backend`] whose source
+/// is this error.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::StoreError;
+/// use agentgraph_postgres::SchemaTooNew;
+///
+/// fn too_new(err: &StoreError) -> Option<&SchemaTooNew> {
+///     match err {
+///         StoreError::Backend(source) => source.downcast_ref::<SchemaTooNew>(),
+///         _ => None,
+///     }
+/// }
+/// let err = StoreError::Backend(Box::new(SchemaTooNew { schema: "agentgraph".into(), found: 9, known: 1 }));
+/// assert_eq!(too_new(&err).map(|e| e.found), Some(9));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaTooNew {
+    /// The schema.
+    pub schema: String,
+    /// Its version in the database.
+    pub found: i32,
+    /// The newest version this build knows.
+    pub known: i32,
 }
 
 impl fmt::Display for SchemaTooNew {

@@ -68,6 +68,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, R
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
+pub use error::SchemaTooNew;
 pub use options::{DEFAULT_SCHEMA, PostgresOptions};
 
 use crate::migrate::{flip, unflip};

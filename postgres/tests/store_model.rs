@@ -87,7 +87,8 @@ fn read() -> impl Strategy<Value = Read> {
         run().prop_map(Read::Latest),
         (run(), proptest::option::of(step.clone()), 0..4usize)
             .prop_map(|(r, a, l)| Read::ListCheckpoints(r, a, l)),
-        (run(), 0..3u32, step.clone(), step.clone()).prop_map(|(r, f, a, b)| Read::Blobs(r, f, a, b)),
+        (run(), 0..3u32, step.clone(), step.clone())
+            .prop_map(|(r, f, a, b)| Read::Blobs(r, f, a, b)),
         (run(), step.clone()).prop_map(|(r, s)| Read::Pending(r, s)),
         (run(), proptest::option::of(step), 0..4usize).prop_map(|(r, a, l)| Read::Events(r, a, l)),
         run().prop_map(Read::LastEvent),
@@ -154,7 +155,10 @@ async fn read_store(store: &dyn CheckpointStore, r: &Read) -> String {
         Read::Run(run) => format!("{:?}", store.get_run(RUNS[run]).await.unwrap()),
         Read::ListRuns(after, limit) => format!(
             "{:?}",
-            store.list_runs(after.map(|a| CURSORS[a]), limit).await.unwrap()
+            store
+                .list_runs(after.map(|a| CURSORS[a]), limit)
+                .await
+                .unwrap()
         ),
         Read::Checkpoint(run, step) => {
             format!("{:?}", store.get_checkpoint(RUNS[run], step).await.unwrap())
@@ -162,7 +166,10 @@ async fn read_store(store: &dyn CheckpointStore, r: &Read) -> String {
         Read::Latest(run) => format!("{:?}", store.latest_checkpoint(RUNS[run]).await.unwrap()),
         Read::ListCheckpoints(run, after, limit) => format!(
             "{:?}",
-            store.list_checkpoints(RUNS[run], after, limit).await.unwrap()
+            store
+                .list_checkpoints(RUNS[run], after, limit)
+                .await
+                .unwrap()
         ),
         Read::Blobs(run, field, from, to) => format!(
             "{:?}",
@@ -302,7 +309,10 @@ async fn case(schema: &str, group: bool, actions: &[Action]) -> Result<(), TestC
         let got = read_store(&pg, &r).await;
         prop_assert_eq!(got, expected, "at the end: {:?}", r);
     }
-    for (s, store) in [&memory as &dyn CheckpointStore, &pg].into_iter().enumerate() {
+    for (s, store) in [&memory as &dyn CheckpointStore, &pg]
+        .into_iter()
+        .enumerate()
+    {
         for lease in leases[s].iter_mut().filter_map(Option::take) {
             store.release_lease(lease).await.unwrap();
         }
@@ -328,10 +338,7 @@ fn postgres_agrees_with_the_memory_store() {
         cases,
         ..Config::default()
     });
-    let strategy = (
-        any::<bool>(),
-        proptest::collection::vec(action(), 1..48),
-    );
+    let strategy = (any::<bool>(), proptest::collection::vec(action(), 1..48));
     runner
         .run(&strategy, |(group, actions)| {
             rt.block_on(case(&schema, group, &actions))
