@@ -725,31 +725,6 @@ fn run_agent_turn(rt: &Runtime, reps: Reps) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(s: &str) -> impl Iterator<Item = String> {
-        s.split_whitespace()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-
-    #[test]
-    fn parses_workloads_and_reps() {
-        assert_eq!(parse_args(args("")).unwrap().unwrap().0, WORKLOADS);
-        let (w, r) = parse_args(args("loop_1000 --reps 3 chain_1000"))
-            .unwrap()
-            .unwrap();
-        assert_eq!((w, r), (vec!["loop_1000", "chain_1000"], Some(3)));
-        assert!(parse_args(args("--help")).unwrap().is_none());
-        assert!(parse_args(args("nope")).is_err());
-        assert!(parse_args(args("--reps 0")).is_err());
-        assert!(parse_args(args("--reps")).is_err());
-    }
-}
-
 /// `chain_1000` with `Durability::Sync` on PostgreSQL (a throwaway server of this run, with
 /// PostgreSQL's default durability), mode `durable_sync_postgres`, with `ratio_to_raw`: the
 /// per-step time over the raw baseline's median, one 1 KiB `INSERT` committed in one round
@@ -807,4 +782,29 @@ fn run_chain_postgres(rt: &Runtime, nodes: u64, reps: Reps) {
         ..Line::default()
     }
     .print();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> impl Iterator<Item = String> {
+        s.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn parses_workloads_and_reps() {
+        assert_eq!(parse_args(args("")).unwrap().unwrap().0, WORKLOADS);
+        let (w, r) = parse_args(args("loop_1000 --reps 3 chain_1000"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((w, r), (vec!["loop_1000", "chain_1000"], Some(3)));
+        assert!(parse_args(args("--help")).unwrap().is_none());
+        assert!(parse_args(args("nope")).is_err());
+        assert!(parse_args(args("--reps 0")).is_err());
+        assert!(parse_args(args("--reps")).is_err());
+    }
 }
