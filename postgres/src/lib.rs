@@ -3,18 +3,18 @@
 //! live in a PostgreSQL database that any number of processes, on any number of machines,
 //! share.
 //!
-//! - **A commit is one transaction.** A [`WriteBatch`](agentgraph_checkpoint::WriteBatch) is
+//! - **A commit is one transaction.** A [`WriteBatch`] is
 //!   sent as `BEGIN`, the fence check, one statement per run of consecutive operations of one
 //!   kind (their rows as arrays), `COMMIT`: pipelined, in one round trip to the server.
 //! - **Leases live in the database**, with their fencing epochs and their expiry (the server's
 //!   clock): a run leased by one process is busy for every other. A batch fenced with a stale
-//!   epoch fails with [`StoreError::Fenced`](agentgraph_checkpoint::StoreError::Fenced)
+//!   epoch fails with [`StoreError::Fenced`]
 //!   inside the transaction and writes nothing; the lease's row stays locked until the
 //!   commit, so no one takes the run over between the check and the write.
 //! - **Durable at commit**: a commit that returned is in the server's write-ahead log, flushed
 //!   to disk under PostgreSQL's defaults (`fsync` and `synchronous_commit` on);
 //!   [`flush`](CheckpointStore::flush) has nothing left to do.
-//! - **A lost connection** is [`StoreError::Unavailable`](agentgraph_checkpoint::StoreError::Unavailable):
+//! - **A lost connection** is [`StoreError::Unavailable`]:
 //!   the batch in flight was applied whole or not at all. A commit whose future is dropped
 //!   half-way closes its connection (the server rolls back what it had not committed) rather
 //!   than handing it back to the pool inside a transaction.
@@ -84,7 +84,7 @@ use crate::options::Server;
 pub const SCHEMA_VERSION: i32 = migrate::MIGRATIONS.len() as i32;
 
 /// A [`CheckpointStore`] in a PostgreSQL database, shared by every process that connects to
-/// it: see the [crate](crate) documentation for what it guarantees.
+/// it: see the [crate] documentation for what it guarantees.
 ///
 /// Clones share one connection pool. The store needs a tokio runtime (its connections are
 /// tasks of the runtime that opened them). Dropping a [`Lease`] without

@@ -10,6 +10,14 @@ use tokio_postgres::Config;
 use crate::error::ConfigError;
 
 /// The schema the store's tables live in when none is chosen.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_postgres::{DEFAULT_SCHEMA, PostgresOptions};
+/// assert_eq!(PostgresOptions::new("postgres://localhost/app")?.schema(), DEFAULT_SCHEMA);
+/// # Ok::<(), agentgraph_checkpoint::StoreError>(())
+/// ```
 pub const DEFAULT_SCHEMA: &str = "agentgraph";
 
 /// How a [`PostgresStore`](crate::PostgresStore) connects: the server (a `postgres://` URL or
@@ -182,11 +190,27 @@ impl PostgresOptions {
     }
 
     /// The schema of the store's tables.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_postgres::PostgresOptions;
+    /// assert_eq!(PostgresOptions::new("postgres://h/app?schema=s2")?.schema(), "s2");
+    /// # Ok::<(), agentgraph_checkpoint::StoreError>(())
+    /// ```
     pub fn schema(&self) -> &str {
         &self.schema
     }
 
     /// The most connections the store opens.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_postgres::PostgresOptions;
+    /// assert_eq!(PostgresOptions::new("postgres://h/app")?.get_max_connections(), 16);
+    /// # Ok::<(), agentgraph_checkpoint::StoreError>(())
+    /// ```
     pub fn get_max_connections(&self) -> usize {
         self.max_connections
     }
