@@ -338,6 +338,9 @@ impl PostgresStore {
     }
 
     async fn commit_now(&self, batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let plan = commit::plan(batch, self.inner.options.group_ops)?;
         let checked = Checked(Some(self.inner.pool.get().await.map_err(error::pool)?));
         let client = checked.client();
