@@ -186,7 +186,8 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 let Op::PutRun(r) = op else { unreachable!() };
                 records.push(encode_run(&r)?);
                 status.push(r.status.as_str().to_owned());
-                graph.push(r.graph.clone());
+                // The column is for queries; the record holds the name. `text` refuses NUL.
+                graph.push(r.graph.clone().filter(|g| !g.contains('\0')));
                 updated.push(flip(r.updated_at_ms));
                 expires.push(r.expires_at_ms.map(flip));
                 runs.push(r.run_id.into_bytes());

@@ -128,3 +128,20 @@ async fn a_dropped_lease_is_released() {
         .await
         .unwrap();
 }
+
+/// Strings PostgreSQL's `text` refuses (a NUL) in run ids and graph names read back as
+/// written.
+#[tokio::test]
+async fn nul_bytes_round_trip() {
+    use agentgraph_checkpoint::{RunRecord, RunStatus};
+    let store = support::fresh_store("nul").await;
+    let record = RunRecord::new("r\0un", RunStatus::Running, 7, 1).with_graph("g\0raph");
+    let mut batch = WriteBatch::new();
+    batch
+        .put_run(record.clone())
+        .put_checkpoint("r\0un", 0, vec![0]);
+    store.commit(batch).await.unwrap();
+    assert_eq!(store.get_run("r\0un").await.unwrap(), Some(record.clone()));
+    assert_eq!(store.list_runs(None, 10).await.unwrap(), [record]);
+    assert_eq!(store.get_run("r").await.unwrap(), None);
+}
