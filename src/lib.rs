@@ -79,6 +79,7 @@
 //! | agents' pieces: chat messages with a conversation reducer, tools with checked arguments and allow/deny lists (`agentgraph::nodes`, feature `nodes`) | available |
 //! | chat models (`agentgraph::nodes::model`, feature `openai`) and the tool-calling agent (`agentgraph::nodes::agent`, feature `agent`) | available |
 //! | MCP tools: the tools of MCP servers run as child processes (restarted when they die) or reached over streamable HTTP (`agentgraph::mcp`, feature `mcp`) | available |
+//! | the PostgreSQL checkpoint store, shared by many processes (`agentgraph::postgres`, feature `postgres`) | available |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`](store::SledStore), the embedded durable store;
 //! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and
@@ -90,7 +91,8 @@
 //! by default) enables `agentgraph::nodes`, the node library: chat messages and their
 //! reducer, and tools (it brings in schemars, jsonschema and globset); `openai` adds the chat
 //! models and the OpenAI-compatible provider, `agent` the tool-calling agent, `mcp` the tools
-//! of MCP servers (`agentgraph::mcp`; it brings in rmcp).
+//! of MCP servers (`agentgraph::mcp`; it brings in rmcp); `postgres` the PostgreSQL checkpoint
+//! store (`agentgraph::postgres`; it brings in tokio-postgres and deadpool-postgres).
 //!
 //! # Durable runs
 //!
@@ -212,6 +214,10 @@ pub use agentgraph_nodes as nodes;
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 #[doc(inline)]
 pub use agentgraph_otel as otel;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+#[doc(inline)]
+pub use agentgraph_postgres as postgres;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {

@@ -55,6 +55,16 @@ impl BenchStore {
         }
     }
 
+    /// `store` (a server's, with no directory of its own); run ids start with `prefix`.
+    pub fn with_store(store: Arc<dyn CheckpointStore>, prefix: &str) -> Self {
+        BenchStore {
+            store,
+            prefix: prefix.to_owned(),
+            next: AtomicU64::new(0),
+            dir: None,
+        }
+    }
+
     /// The store.
     pub fn store(&self) -> &Arc<dyn CheckpointStore> {
         &self.store

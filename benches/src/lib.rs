@@ -17,6 +17,7 @@
 mod agent;
 mod durable;
 mod measure;
+mod postgres;
 mod states;
 mod thread;
 mod workloads;
@@ -27,6 +28,7 @@ pub use durable::{
     fill_store, run_checkpointed, time_resume, time_runs_each,
 };
 pub use measure::{median, run_counting_steps, runtime, time_runs};
+pub use postgres::{PostgresBaseline, PostgresServer};
 pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 pub use thread::{Turn, run_thread, thread_graph};
 pub use workloads::{

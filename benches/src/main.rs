@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use agentgraph_benches::{
     BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky, Items,
-    SMALL_ITEMS, SledBaseline, Turn, big_chain, big_input, calibrate_cpu_work, chain,
-    chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain, median, run_checkpointed,
-    run_counting_steps, run_thread, runtime, small_input, thread_graph, time_agent_turns,
-    time_resume, time_runs, time_runs_each, two_node_loop,
+    PostgresBaseline, PostgresServer, SMALL_ITEMS, SledBaseline, Turn, big_chain, big_input,
+    calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain,
+    median, run_checkpointed, run_counting_steps, run_thread, runtime, small_input, thread_graph,
+    time_agent_turns, time_resume, time_runs, time_runs_each, two_node_loop,
 };
 use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;
@@ -174,6 +174,7 @@ fn main() -> ExitCode {
             "chain_1000" => {
                 run_chain(&rt, "chain_1000", 1_000, Reps::for_size(false, reps));
                 durable_async_us = Some(run_chain_durable(&rt, 1_000, Reps::for_size(false, reps)));
+                run_chain_postgres(&rt, 1_000, Reps::for_size(true, reps));
             }
             "big_state_append" => {
                 run_big_state(&rt, true, durable_async_us, Reps::for_size(false, reps))
@@ -722,6 +723,65 @@ fn run_agent_turn(rt: &Runtime, reps: Reps) {
         }
         .print();
     }
+}
+
+/// `chain_1000` with `Durability::Sync` on PostgreSQL (a throwaway server of this run, with
+/// PostgreSQL's default durability), mode `durable_sync_postgres`, with `ratio_to_raw`: the
+/// per-step time over the raw baseline's median, one 1 KiB `INSERT` committed in one round
+/// trip, sampled between the timed runs. Then the same with one statement per operation
+/// (`durable_sync_postgres_per_op`, the comparison the grouped statements were chosen by),
+/// and the raw line, `postgres_insert_commit_1k`.
+fn run_chain_postgres(rt: &Runtime, nodes: u64, reps: Reps) {
+    let graph = chain(nodes as usize);
+    let check = |s: &Counter| assert_eq!(s.n, nodes, "chain_1000: every node ran once");
+    let server = PostgresServer::start();
+    let baseline = PostgresBaseline::new(rt, server.url());
+    let mut all_raw = Vec::new();
+    // Warm the baseline up; these samples are dropped.
+    baseline.sample(rt, BASELINE_SAMPLES_PER_REP, &mut Vec::new());
+    for (mode, group) in [
+        ("durable_sync_postgres", true),
+        ("durable_sync_postgres_per_op", false),
+    ] {
+        let store = server.store(rt, mode, "sync", group);
+        let mut raw = Vec::new();
+        let base = config(Mode::Parallel, nodes + 1).durability(Durability::Sync);
+        let (counted, med) = measure_durable(
+            rt,
+            &graph,
+            Counter::default,
+            &store,
+            &base,
+            reps,
+            check,
+            || baseline.sample(rt, BASELINE_SAMPLES_PER_REP, &mut raw),
+        );
+        let raw_med = median(&mut raw.clone());
+        all_raw.extend(raw);
+        let mut line = durable_line(
+            "chain_1000",
+            mode,
+            "postgres",
+            Durability::Sync,
+            &counted,
+            med,
+            reps,
+        );
+        line.ratio_to_raw = Some(med.as_secs_f64() / counted.steps as f64 / raw_med.as_secs_f64());
+        line.print();
+    }
+    let med = median(&mut all_raw);
+    Line {
+        workload: "postgres_insert_commit_1k",
+        mode: "raw",
+        steps: Some(1),
+        median_s: Some(med.as_secs_f64()),
+        per_step_us: Some(med.as_secs_f64() * 1e6),
+        store: Some("postgres"),
+        reps: Some(all_raw.len()),
+        ..Line::default()
+    }
+    .print();
 }
 
 #[cfg(test)]

@@ -54,6 +54,13 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The store's server cannot be reached, or the connection to it was lost (a networked
+    /// store, such as PostgreSQL). A batch whose commit failed this way was applied whole or
+    /// not at all: read the run back to know which. Retry once the server is back.
+    #[error(
+        "the store's server is unavailable (connection refused or lost): {0}; a batch in flight was applied whole or not at all"
+    )]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
     /// The backend failed (I/O, for example).
     #[error("store backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),

@@ -1,0 +1,161 @@
+//! The store's schema: ordered migrations, applied at connect under an advisory lock.
+//!
+//! Every number the store keeps as a `bigint` that is a `u64` in Rust (steps, versions,
+//! sequence numbers, times) is stored with its top bit flipped ([`flip`]), so that the
+//! database's signed order is the unsigned one. Run ids are `bytea` (a run id may hold a NUL,
+//! which `text` refuses, and `bytea` sorts bytewise, as Rust sorts strings).
+
+use agentgraph_checkpoint::{Result, StoreError};
+use tokio_postgres::Client;
+
+use crate::error::{SchemaTooNew, db};
+
+/// The migrations, in order: migration `i` takes the schema to version `i + 1`. Append only;
+/// never edit one that shipped.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: runs, leases, checkpoints, blobs, pending writes, events; the fence check.
+    r#"
+CREATE TABLE runs (
+    run_id bytea PRIMARY KEY,
+    record bytea NOT NULL,
+    status text NOT NULL,
+    graph text,
+    updated_at_ms bigint NOT NULL,
+    expires_at_ms bigint
+);
+CREATE INDEX runs_expiry ON runs (expires_at_ms) WHERE expires_at_ms IS NOT NULL;
+CREATE TABLE leases (
+    run_id bytea PRIMARY KEY,
+    epoch bigint NOT NULL,
+    expires_at timestamptz
+);
+CREATE TABLE checkpoints (
+    run_id bytea NOT NULL,
+    step bigint NOT NULL,
+    bytes bytea NOT NULL,
+    PRIMARY KEY (run_id, step)
+);
+CREATE TABLE blobs (
+    run_id bytea NOT NULL,
+    field bigint NOT NULL,
+    version bigint NOT NULL,
+    bytes bytea NOT NULL,
+    PRIMARY KEY (run_id, field, version)
+);
+CREATE TABLE pending_writes (
+    run_id bytea NOT NULL,
+    step bigint NOT NULL,
+    task bigint NOT NULL,
+    bytes bytea NOT NULL,
+    PRIMARY KEY (run_id, step, task)
+);
+CREATE TABLE events (
+    run_id bytea NOT NULL,
+    seq bigint NOT NULL,
+    bytes bytea NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+-- Fails with SQLSTATE AGF01 unless each run's lease epoch is the one given, and keeps the
+-- leases' rows locked (FOR SHARE) until the transaction ends: no lease is taken over between
+-- the check and the commit.
+CREATE FUNCTION fence(p_runs bytea[], p_epochs bigint[]) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $fence$
+DECLARE
+    current bigint;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_runs, 1), 0) LOOP
+        current := NULL;
+        SELECT epoch INTO current FROM leases WHERE run_id = p_runs[i] FOR SHARE;
+        current := coalesce(current, 0);
+        IF current <> p_epochs[i] THEN
+            RAISE EXCEPTION 'fenced' USING ERRCODE = 'AGF01', DETAIL = i::text || ' ' || current::text;
+        END IF;
+    END LOOP;
+END
+$fence$;
+"#,
+];
+
+/// The SQLSTATE of a failed fence check.
+pub(crate) const FENCED: &str = "AGF01";
+
+/// `x` as a `bigint` that sorts as `x` does.
+pub(crate) fn flip(x: u64) -> i64 {
+    (x ^ (1 << 63)) as i64
+}
+
+/// The `u64` that [`flip`] stored as `x`.
+pub(crate) fn unflip(x: i64) -> u64 {
+    (x as u64) ^ (1 << 63)
+}
+
+/// Brings `schema` up to the newest version, under an advisory lock of the schema's name (two
+/// processes connecting at once apply each migration once).
+///
+/// # Errors
+///
+/// [`StoreError::Backend`] (a [`SchemaTooNew`]) when the schema is newer than [`MIGRATIONS`].
+pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
+    let tx = client.transaction().await.map_err(db)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('agentgraph-postgres migrate ' || $1::text))",
+        &[&schema],
+    )
+    .await
+    .map_err(db)?;
+    // The schema name is a checked plain identifier.
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         SET LOCAL search_path TO {schema};
+         CREATE TABLE IF NOT EXISTS schema_version (
+             version integer PRIMARY KEY,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(db)?;
+    let found: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM schema_version", &[])
+        .await
+        .map_err(db)?
+        .get(0);
+    let known = MIGRATIONS.len() as i32;
+    if found > known {
+        return Err(StoreError::Backend(Box::new(SchemaTooNew {
+            schema: schema.to_owned(),
+            found,
+            known,
+        })));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(sql).await.map_err(db)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await
+        .map_err(db)?;
+        tracing::info!(
+            schema,
+            version = i + 1,
+            "agentgraph-postgres: migration applied"
+        );
+    }
+    tx.commit().await.map_err(db)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flipped_numbers_keep_their_order() {
+        let xs = [0, 1, 2, (1 << 63) - 1, 1 << 63, u64::MAX - 1, u64::MAX];
+        for w in xs.windows(2) {
+            assert!(flip(w[0]) < flip(w[1]), "{} < {}", w[0], w[1]);
+        }
+        for x in xs {
+            assert_eq!(unflip(flip(x)), x);
+        }
+    }
+}

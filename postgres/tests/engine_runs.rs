@@ -1,0 +1,89 @@
+//! The engine on a PostgreSQL store: a run that fails half-way is resumed by another
+//! connection (another process, in all but name), running only what had not finished.
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use agentgraph::prelude::*;
+use agentgraph::store::{CheckpointStore, StoreError};
+use agentgraph_postgres::PostgresStore;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Default, Serialize, Deserialize, State)]
+struct Notes {
+    #[reducer(append)]
+    notes: Vec<String>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_resumes_from_another_connection() {
+    let calls: Arc<[AtomicU32; 3]> = Arc::new(Default::default());
+    let fail = Arc::new(AtomicBool::new(true));
+    let mut graph = GraphBuilder::<Notes>::new();
+    for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+        let (calls, fail) = (calls.clone(), fail.clone());
+        graph.add_node(name, move |_, _| {
+            calls[i].fetch_add(1, Ordering::SeqCst);
+            let failing = i == 2 && fail.load(Ordering::SeqCst);
+            async move {
+                if failing {
+                    return Err::<NotesUpdate, BoxError>("c failed".into());
+                }
+                Ok(NotesUpdate::new().notes(vec![name.to_owned()]))
+            }
+        });
+    }
+    graph
+        .add_edge(START, "a")
+        .add_edge("a", "b")
+        .add_edge("b", "c")
+        .add_edge("c", END);
+    let graph = graph.compile().unwrap();
+
+    let schema = support::fresh_schema("engine");
+    let first = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let config = RunConfig::new()
+        .store(first)
+        .run_id("report-1")
+        .durability(Durability::Sync);
+    assert!(graph.run_with(Notes::default(), config).await.is_err());
+
+    fail.store(false, Ordering::SeqCst);
+    let second = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    // The failed run's lease was dropped: its release runs in a spawned task, and until it
+    // lands another process sees the run busy.
+    let mut released = false;
+    for _ in 0..200 {
+        match CheckpointStore::acquire_lease(&second, "report-1", Duration::from_secs(5)).await {
+            Ok(lease) => {
+                CheckpointStore::release_lease(&second, lease)
+                    .await
+                    .unwrap();
+                released = true;
+                break;
+            }
+            Err(StoreError::RunBusy { .. }) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(released, "the failed run's lease was released");
+    let done = graph
+        .resume("report-1", RunConfig::new().store(second.clone()))
+        .await
+        .unwrap();
+    assert_eq!(done.notes, ["a", "b", "c"]);
+    let calls: Vec<u32> = calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(calls, [1, 1, 2], "only the failed node ran again");
+    let record = CheckpointStore::get_run(&second, "report-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, agentgraph::store::RunStatus::Completed);
+}

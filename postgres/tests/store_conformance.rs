@@ -1,0 +1,147 @@
+//! The conformance suite against a real PostgreSQL (`AGENTGRAPH_TEST_POSTGRES_URL`), each test
+//! in a schema of its own.
+
+mod support;
+
+use std::time::Duration;
+
+use agentgraph_checkpoint::{CheckpointStore, StoreError, WriteBatch, conformance};
+use agentgraph_postgres::PostgresStore;
+
+#[tokio::test]
+async fn postgres_store_conforms() {
+    let store = support::fresh_store("conforms").await;
+    let raw = store.clone();
+    conformance::run_all(&store, &move |run: &str, bytes: Vec<u8>| {
+        raw.put_raw_run_record_blocking(run, bytes)
+    })
+    .await;
+    store.flush().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_store_conforms_after_reconnecting() {
+    let schema = support::fresh_schema("reconnect");
+    {
+        let store = PostgresStore::connect_with(support::options(&schema))
+            .await
+            .unwrap();
+        conformance::checkpoints(&store).await;
+        conformance::delete_run_isolation(&store).await;
+    }
+    let store = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let raw = store.clone();
+    conformance::run_all(&store, &move |run: &str, bytes: Vec<u8>| {
+        raw.put_raw_run_record_blocking(run, bytes)
+    })
+    .await;
+}
+
+/// Two stores on one schema are two processes sharing it: a lease taken in one is busy in the
+/// other, its epoch fences the other's writes, and epochs keep growing across both.
+#[tokio::test]
+async fn two_stores_share_leases_and_fences() {
+    let schema = support::fresh_schema("shared");
+    let a = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let b = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let short = Duration::from_millis(200);
+    let first = a.acquire_lease("r", short).await.unwrap();
+    assert!(matches!(
+        b.acquire_lease("r", short).await,
+        Err(StoreError::RunBusy { .. })
+    ));
+    // a's lease expires (a process paused past its TTL); b takes the run over.
+    tokio::time::sleep(short * 2).await;
+    let second = b.acquire_lease("r", Duration::from_secs(60)).await.unwrap();
+    assert!(second.epoch() > first.epoch());
+    let mut batch = WriteBatch::new();
+    batch
+        .fence("r", first.epoch())
+        .put_checkpoint("r", 0, vec![1]);
+    match a.commit(batch).await {
+        Err(StoreError::Fenced {
+            run,
+            epoch,
+            current,
+        }) => assert_eq!(
+            (run.as_str(), epoch, current),
+            ("r", first.epoch(), second.epoch())
+        ),
+        other => panic!("the old owner's write must be fenced, got {other:?}"),
+    }
+    assert!(matches!(
+        a.renew_lease(&first, short).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    assert_eq!(b.get_checkpoint("r", 0).await.unwrap(), None);
+    let mut batch = WriteBatch::new();
+    batch
+        .fence("r", second.epoch())
+        .put_checkpoint("r", 0, vec![2]);
+    b.commit(batch).await.unwrap();
+    assert_eq!(a.get_checkpoint("r", 0).await.unwrap(), Some(vec![2]));
+    a.release_lease(first).await.unwrap();
+    assert!(matches!(
+        a.acquire_lease("r", short).await,
+        Err(StoreError::RunBusy { .. })
+    ));
+    let second_epoch = second.epoch();
+    b.release_lease(second).await.unwrap();
+    let third = a.acquire_lease("r", short).await.unwrap();
+    assert!(third.epoch() > second_epoch);
+    a.release_lease(third).await.unwrap();
+}
+
+/// A dropped lease is released (in a spawned task), and this store can take the run again at
+/// once.
+#[tokio::test]
+async fn a_dropped_lease_is_released() {
+    let store = support::fresh_store("dropped").await;
+    let other = PostgresStore::connect_with(store.options().clone())
+        .await
+        .unwrap();
+    let long = Duration::from_secs(600);
+    let lease = store.acquire_lease("r", long).await.unwrap();
+    drop(lease);
+    let again = store.acquire_lease("r", long).await.unwrap();
+    drop(again);
+    // Another process sees it free once the spawned release ran.
+    let mut taken = None;
+    for _ in 0..100 {
+        match other.acquire_lease("r", long).await {
+            Ok(lease) => {
+                taken = Some(lease);
+                break;
+            }
+            Err(StoreError::RunBusy { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    other
+        .release_lease(taken.expect("the dropped lease was released"))
+        .await
+        .unwrap();
+}
+
+/// Strings PostgreSQL's `text` refuses (a NUL) in run ids and graph names read back as
+/// written.
+#[tokio::test]
+async fn nul_bytes_round_trip() {
+    use agentgraph_checkpoint::{RunRecord, RunStatus};
+    let store = support::fresh_store("nul").await;
+    let record = RunRecord::new("r\0un", RunStatus::Running, 7, 1).with_graph("g\0raph");
+    let mut batch = WriteBatch::new();
+    batch
+        .put_run(record.clone())
+        .put_checkpoint("r\0un", 0, vec![0]);
+    store.commit(batch).await.unwrap();
+    assert_eq!(store.get_run("r\0un").await.unwrap(), Some(record.clone()));
+    assert_eq!(store.list_runs(None, 10).await.unwrap(), [record]);
+    assert_eq!(store.get_run("r").await.unwrap(), None);
+}
