@@ -2,7 +2,8 @@
 //! step, its graph.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,34 @@ impl ApiError {
 
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, message)
+    }
+}
+
+/// A query string, refused as a JSON [`ApiError`] (400) when it does not parse.
+pub(crate) struct ApiQuery<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
+    }
+}
+
+/// Path parameters, refused as a JSON [`ApiError`] (400) when they do not decode.
+pub(crate) struct ApiPath<T>(pub(crate) T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(p)| ApiPath(p))
+            .map_err(|e| ApiError::bad_request(e.body_text()))
     }
 }
 
@@ -162,7 +191,7 @@ struct RunsPage {
 /// filters take: `tag=a,b` is both tags, `label=key=value`).
 pub(crate) async fn runs(
     State(state): State<AppState>,
-    Query(q): Query<RunsQuery>,
+    ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> Result<Response, ApiError> {
     if let Some(after) = &q.after {
         check_run(after)?;
@@ -210,7 +239,7 @@ struct RunDetail {
 /// `GET /api/runs/{run}`.
 pub(crate) async fn run(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let record = record(&state, &run).await?;
     let interrupts = if record.status == RunStatus::Interrupted {
@@ -246,7 +275,7 @@ pub(crate) async fn run(
 /// `GET /api/runs/{run}/checkpoints`.
 pub(crate) async fn checkpoints(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
     Ok(Json(state.inspector.checkpoints(&run).await?).into_response())
@@ -256,7 +285,7 @@ pub(crate) async fn checkpoints(
 /// checkpoint came to (finished with a saved write, retrying, failed, interrupted).
 pub(crate) async fn pending(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let record = record(&state, &run).await?;
     if record.last_step.is_none() {
@@ -273,8 +302,8 @@ pub(crate) struct StateQuery {
 /// `GET /api/runs/{run}/state?step=N`.
 pub(crate) async fn state_at(
     State(state): State<AppState>,
-    Path(run): Path<String>,
-    Query(q): Query<StateQuery>,
+    ApiPath(run): ApiPath<String>,
+    ApiQuery(q): ApiQuery<StateQuery>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
     Ok(Json(state.inspector.state_json(&run, q.step).await?).into_response())
@@ -283,7 +312,7 @@ pub(crate) async fn state_at(
 /// `GET /api/runs/{run}/graph`.
 pub(crate) async fn graph(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
     match state.inspector.graph(&run).await? {
@@ -295,7 +324,7 @@ pub(crate) async fn graph(
 /// `GET /api/runs/{run}/graph.dot`.
 pub(crate) async fn graph_dot(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
     match state.inspector.graph(&run).await? {

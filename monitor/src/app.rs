@@ -72,6 +72,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/healthz", get(control::healthz))
+        .route("/openapi.json", get(control::openapi))
         .route("/readyz", get(control::readyz))
         .route("/app.js", get(page::script))
         .route("/app.css", get(page::style))

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -17,7 +17,7 @@ use agentgraph_engine::{
     CancelHandle, DynResume, DynRun, Error as RunError, GraphRegistry, RunConfig, StoreError,
 };
 
-use crate::api::ApiError;
+use crate::api::{ApiError, ApiPath, check_run};
 use crate::app::AppState;
 
 /// The graphs the control API runs, the configuration its runs start from, and the runs it
@@ -107,11 +107,14 @@ struct Started<'a> {
 /// input) is the answer instead.
 pub(crate) async fn start(
     State(state): State<AppState>,
-    Path(graph_name): Path<String>,
+    ApiPath(graph_name): ApiPath<String>,
     body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let control = control(&state)?;
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    for id in [&body.run_id, &body.thread].into_iter().flatten() {
+        check_run(id)?;
+    }
     let graph = control.registry.get(&graph_name).ok_or_else(|| {
         ApiError::not_found(format!("no graph `{graph_name}` is registered here"))
     })?;
@@ -135,10 +138,11 @@ pub(crate) async fn start(
 /// names), with answers to its interrupts and an update of its state.
 pub(crate) async fn resume(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    ApiPath(run): ApiPath<String>,
     body: Result<Json<DynResume>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
     let control = control(&state)?;
+    check_run(&run)?;
     let Json(resume) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     if control.active().contains_key(&run) {
         return Err(ApiError::new(
@@ -178,9 +182,10 @@ pub(crate) async fn resume(
 /// run stops at its next step boundary, checkpointed and resumable.
 pub(crate) async fn cancel(
     State(state): State<AppState>,
-    Path(run): Path<String>,
+    ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let control = control(&state)?;
+    check_run(&run)?;
     let Some(handle) = control.active().get(&run).cloned() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -234,16 +239,22 @@ async fn launched(control: &Control, run: DynRun, graph: &str) -> Result<Respons
     Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
 }
 
-/// The status a run's error answers with.
+/// The status a run's error answers with: the caller's mistakes are 4xx, the rest 500.
 fn run_error(e: RunError) -> ApiError {
     let status = match &e {
-        RunError::Json { .. } => StatusCode::BAD_REQUEST,
+        RunError::Json { .. }
+        | RunError::UnknownInterrupt { .. }
+        | RunError::AmbiguousResumeValue { .. }
+        | RunError::NoInterruptToAnswer { .. }
+        | RunError::AnswerEncode { .. }
+        | RunError::ReservedRunId(_) => StatusCode::BAD_REQUEST,
+        RunError::Store(StoreError::InvalidRunId { .. }) => StatusCode::BAD_REQUEST,
         e if e.is_busy() => StatusCode::CONFLICT,
-        RunError::ThreadNotReady { .. } | RunError::GraphChanged { .. } => StatusCode::CONFLICT,
+        RunError::ThreadNotReady { .. }
+        | RunError::GraphChanged { .. }
+        | RunError::RunExists(_)
+        | RunError::MissingNode { .. } => StatusCode::CONFLICT,
         RunError::RunNotFound(_) => StatusCode::NOT_FOUND,
-        RunError::UnknownInterrupt { .. } | RunError::AnswerEncode { .. } => {
-            StatusCode::BAD_REQUEST
-        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(status, e.to_string())
@@ -272,4 +283,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The API's OpenAPI 3.1 document (`monitor/openapi.json`).
+pub(crate) const OPENAPI: &str = include_str!("../openapi.json");
+
+/// `GET /openapi.json`: the API's OpenAPI document.
+pub(crate) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }

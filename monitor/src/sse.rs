@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use agentgraph_checkpoint::RunStatus;
 use agentgraph_engine::{Event, EventKind};
 
-use crate::api::{self, ApiError};
+use crate::api::{self, ApiError, ApiPath, ApiQuery};
 use crate::app::AppState;
 
 /// Events read from the store per poll.
@@ -52,8 +52,8 @@ fn parse_seq(what: &str, text: &str) -> Result<u64, ApiError> {
 /// `GET /api/runs/{run}/events`.
 pub(crate) async fn events(
     State(state): State<AppState>,
-    Path(run): Path<String>,
-    Query(q): Query<EventsQuery>,
+    ApiPath(run): ApiPath<String>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let after = match headers.get("last-event-id") {
