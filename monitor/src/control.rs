@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use agentgraph_engine::{
-    CancelHandle, DynResume, DynRun, Error as RunError, GraphRegistry, RunConfig, StoreError,
+    CancelHandle, DynResume, DynRun, Error as RunError, EventKind, GraphRegistry, RunConfig,
+    StoreError,
 };
 
 use crate::api::{ApiError, ApiPath, check_run};
@@ -205,17 +206,33 @@ pub(crate) async fn cancel(
 async fn launched(control: &Control, run: DynRun, graph: &str) -> Result<Response, ApiError> {
     let (run_id, mut events, cancel, outcome) = run.into_parts();
     let mut outcome = tokio::spawn(outcome);
+    // A fresh run says `RunStarted` before it takes its id in the store (where a duplicate id
+    // or a busy run stops it, saying `RunFailed`): it has started at an event other than
+    // those two.
+    let started = async {
+        while let Some(event) = events.next().await {
+            let opening = matches!(
+                &event,
+                Ok(e) if matches!(e.kind, EventKind::RunStarted { .. } | EventKind::RunFailed { .. })
+            );
+            if !opening {
+                return;
+            }
+        }
+        // The stream ended: the run did too; its outcome says how.
+        std::future::pending::<()>().await;
+    };
     tokio::select! {
         biased;
         ended = &mut outcome => {
             match ended {
                 Ok(Err(e)) => return Err(run_error(e)),
                 Err(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the run's task ended: {e}"))),
-                // Ended before its first event was read: it ran.
+                // It ran to its end already.
                 Ok(Ok(_)) => {}
             }
         }
-        _ = events.next() => {
+        () = started => {
             control.active().insert(run_id.clone(), cancel);
             let (active, id) = (control.active.clone(), run_id.clone());
             tokio::spawn(async move {
