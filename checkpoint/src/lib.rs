@@ -40,15 +40,21 @@
 pub mod conformance;
 pub mod envelope;
 mod error;
+#[cfg(any(feature = "sled", feature = "redb"))]
+mod keys;
 mod lease;
 mod memory;
 mod record;
+#[cfg(feature = "redb")]
+mod redb;
 mod session;
 #[cfg(feature = "sled")]
 mod sled;
 mod store;
 mod sweep;
 
+#[cfg(feature = "redb")]
+pub use self::redb::RedbStore;
 #[cfg(feature = "sled")]
 pub use self::sled::SledStore;
 pub use error::{Result, StoreError};
