@@ -619,6 +619,14 @@ fn open_error(what: &str, e: ::redb::DatabaseError) -> StoreError {
                 source: FormatError::Decode(io.to_string()),
             }
         }
+        DatabaseError::Storage(StorageError::Io(io))
+            if io.kind() == io::ErrorKind::UnexpectedEof =>
+        {
+            StoreError::Corrupt {
+                what: format!("{what} (a truncated redb database)"),
+                source: FormatError::Decode(io.to_string()),
+            }
+        }
         DatabaseError::Storage(StorageError::Corrupted(reason)) => StoreError::Corrupt {
             what: format!("{what} (a damaged redb database)"),
             source: FormatError::Decode(reason),
