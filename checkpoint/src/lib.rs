@@ -34,6 +34,10 @@
 //! | --- | --- | --- |
 //! | [`MemoryStore`] | always | none: the process's memory |
 //! | `SledStore` | `sled` (default) | survives a killed process; see its docs for power loss |
+//! | `RedbStore` | `redb` | each flush is an fsynced commit: survives a killed process and a power loss |
+//!
+//! Tools open a store from a URL ([`StoreUrl`], [`open_url`]): `sled:PATH`, `redb:PATH`, or
+//! a bare path (a sled store).
 //!
 //! A new backend proves itself with the [`conformance`] suite.
 
@@ -52,6 +56,7 @@ mod session;
 mod sled;
 mod store;
 mod sweep;
+mod url;
 
 #[cfg(feature = "redb")]
 pub use self::redb::RedbStore;
@@ -66,3 +71,4 @@ pub use store::{
     WriteBatch, check_run_id,
 };
 pub use sweep::{SUBGRAPH_MARK, Sweeper};
+pub use url::{StoreUrl, UrlError, open_url};
