@@ -1,6 +1,8 @@
 //! A simulated disk for redb that loses power: every write since the last `sync_data` is
 //! volatile, and a power cut keeps none of it (or, torn, a random subset of its 512-byte
-//! sectors), as a disk with a volatile write cache may.
+//! sectors), as a disk with a volatile write cache may. Shared by the redb store's tests and
+//! the engine's (`engine/tests/durable_power_cut.rs`): each uses some of it.
+#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
