@@ -52,6 +52,9 @@ const CACHE_BYTES: usize = 64 << 20;
 /// - After any crash the store opens at its last flush, each batch there whole or not at all.
 ///   Batches committed after the last flush are lost together, newest first, never one
 ///   without the batches before it.
+/// - `commit` and `flush` do their I/O on the calling thread (a flush waits for its `fsync`s,
+///   a few hundred microseconds on an SSD): the engine's `Async` writer calls them on tokio's
+///   blocking pool.
 ///
 /// The engine flushes after each step with `Durability::Sync` (a step is acknowledged only
 /// once it is on the disk, so a run resumes from it after a power cut) and after each group of
