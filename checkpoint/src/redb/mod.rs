@@ -56,10 +56,16 @@ const CACHE_BYTES: usize = 64 << 20;
 ///   a few hundred microseconds on an SSD): the engine's `Async` writer calls them on tokio's
 ///   blocking pool.
 ///
-/// The engine flushes after each step with `Durability::Sync` (a step is acknowledged only
-/// once it is on the disk, so a run resumes from it after a power cut) and after each group of
-/// steps with `Durability::Async` (each group is durable when its flush returns; a crash loses
-/// at most the groups not flushed yet, which the run computes again when it resumes).
+/// What the engine's durability modes (`RunConfig::durability`) get from it:
+///
+/// | mode | the engine flushes | after a power cut |
+/// |---|---|---|
+/// | `Sync` | after each step, before the next starts (`CheckpointSaved` follows the flush) | every acknowledged step is there; the run resumes from the last one |
+/// | `Async` | after each group of steps its background writer commits | every group whose flush returned is there; the steps after it are computed again |
+/// | `Exit` | once, when the run ends (completes, fails, is interrupted) | the run as it ended, if that flush returned |
+///
+/// A flush makes every batch committed before it durable, whichever run committed it: a run
+/// may be found further along than its own last flush, never behind it.
 ///
 /// # One process
 ///
