@@ -71,7 +71,11 @@ fn a_store_killed_while_created_opens() {
                     .ends_with(".redb")
             })
             .count() as u32;
-        if dir.path().join(format!("{made}.redb.creating")).exists() {
+        if dir
+            .path()
+            .join(format!("{made}.redb.creating.new"))
+            .exists()
+        {
             cut_creations += 1;
         }
         // Every store the child made opens, and so does the one it was making (created
@@ -203,4 +207,31 @@ fn truncated_and_damaged_files_are_reported_not_half_read() {
         }
     }
     assert!(refused > 0, "some flipped byte is in a used page");
+}
+
+#[test]
+fn concurrent_creators_make_one_store() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| scope.spawn(|| RedbStore::open(&path).map(drop)))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for result in &results {
+            assert!(
+                matches!(result, Ok(()) | Err(StoreError::Locked { .. })),
+                "round {round}: {result:?}"
+            );
+        }
+        assert!(results.iter().any(Result::is_ok), "round {round}");
+        RedbStore::open(&path).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["s.redb"], "round {round}");
+    }
 }

@@ -3,9 +3,8 @@
 //! redb creating a database in place sizes the file, writes its header without the magic
 //! number, syncs, then writes the magic number and syncs again. A process killed (or a power
 //! cut) between the two leaves a file that redb refuses for ever ("not a redb database").
-//! So a new store is built in `<name>.creating` next to its path, under an exclusive lock on
-//! that file, synced, renamed to its path, and the directory synced: the path never names an
-//! unfinished store. A `<name>.creating` left by a crash is started over by the next creator.
+//! So a new store is built next to its path, under an exclusive lock, synced, renamed to its
+//! path, and the directory synced: the path never names an unfinished store (see [`ensure`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -33,16 +32,27 @@ fn exists(path: &Path) -> io::Result<bool> {
     }
 }
 
-/// The temporary file a store at `path` is created in.
-pub(super) fn creating_path(path: &Path) -> PathBuf {
+/// `path` with `suffix` appended to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".creating");
+    name.push(suffix);
     path.with_file_name(name)
 }
 
 /// Creates the store at `path` unless one exists.
+///
+/// Creators take an exclusive lock (`flock`) on `<name>.creating`, and only the holder builds:
+/// into `<name>.creating.new` (never locked by this module: redb probes the file's `flock`
+/// when it opens it, and unlocking a duplicate of a locked descriptor would drop the lock),
+/// then syncs it, renames it to `path` and syncs the directory. Whoever gets the lock checks
+/// first whether `path` exists, so the lock file may be removed by the creator that made the
+/// store while others still wait on it. A `<name>.creating.new` found by the holder was left
+/// by a creator that died: it is started over.
 pub(super) fn ensure(path: &Path, builder: &Builder) -> Result<()> {
+    let lock_path = sibling(path, ".creating");
     if exists(path).map_err(io_error)? {
+        // A lock file left by a creator that died after its rename: no one builds any more.
+        let _ = fs::remove_file(&lock_path);
         return Ok(());
     }
     let dir = match path.parent() {
@@ -50,17 +60,16 @@ pub(super) fn ensure(path: &Path, builder: &Builder) -> Result<()> {
         _ => PathBuf::from("."),
     };
     fs::create_dir_all(&dir).map_err(io_error)?;
-    let temp = creating_path(path);
     let deadline = Instant::now() + CREATE_WAIT;
     loop {
-        let file = OpenOptions::new()
+        let lock = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(&temp)
+            .open(&lock_path)
             .map_err(io_error)?;
-        if fs2::FileExt::try_lock_exclusive(&file).is_err() {
+        if fs2::FileExt::try_lock_exclusive(&lock).is_err() {
             // Another process is creating it: wait for it to finish (or die).
             if Instant::now() >= deadline {
                 return Err(StoreError::Locked {
@@ -70,38 +79,47 @@ pub(super) fn ensure(path: &Path, builder: &Builder) -> Result<()> {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        if exists(path).map_err(io_error)? {
-            // Created by the process that held the lock. The file this one locked is either
-            // that store (renamed since it was opened) or an empty one it made itself.
-            if fs::metadata(&temp).is_ok_and(|m| m.len() == 0) && same_file(&file, &temp) {
-                let _ = fs::remove_file(&temp);
-            }
-            return Ok(());
+        if !exists(path).map_err(io_error)? {
+            build_at(path, &dir, builder)?;
         }
-        let leftover = file.metadata().map_err(io_error)?.len();
-        if leftover > 0 {
-            tracing::warn!(
-                path = %temp.display(),
-                bytes = leftover,
-                "starting over a store whose creation was cut short (its process died while \
-                 creating it)"
-            );
+        // The lock file goes with the lock held; one another creator made since is its own.
+        if same_file(&lock, &lock_path) {
+            let _ = fs::remove_file(&lock_path);
         }
-        file.set_len(0).map_err(io_error)?;
-        build(&file, builder)?;
-        file.sync_all().map_err(io_error)?;
-        fs::rename(&temp, path).map_err(io_error)?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error)?;
         return Ok(());
     }
 }
 
+/// Builds the store in `<name>.creating.new` and renames it to `path`, durably. The caller
+/// holds the creation lock.
+fn build_at(path: &Path, dir: &Path, builder: &Builder) -> Result<()> {
+    let temp = sibling(path, ".creating.new");
+    if let Ok(meta) = fs::metadata(&temp) {
+        tracing::warn!(
+            path = %temp.display(),
+            bytes = meta.len(),
+            "starting over a store whose creation was cut short (its process died while \
+             creating it)"
+        );
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .map_err(io_error)?;
+    build(file.try_clone().map_err(io_error)?, builder)?;
+    file.sync_all().map_err(io_error)?;
+    drop(file);
+    fs::rename(&temp, path).map_err(io_error)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error)
+}
+
 /// Writes a new store into the empty `file`, durably (the format marker is committed with
 /// `Immediate` durability), and closes it.
-fn build(file: &File, builder: &Builder) -> Result<()> {
-    let backend = ::redb::backends::FileBackend::new(file.try_clone().map_err(io_error)?);
+fn build(file: File, builder: &Builder) -> Result<()> {
+    let backend = ::redb::backends::FileBackend::new(file);
     let db = builder
         .create_with_backend(backend)
         .map_err(|e| super::open_error("a new redb store", e))?;

@@ -79,10 +79,10 @@ const CACHE_BYTES: usize = 64 << 20;
 /// # Creation and damage
 ///
 /// [`open`](RedbStore::open) creates a new store in a temporary file next to `path`
-/// (`<name>.creating`), `fsync`s it, renames it to `path` and `fsync`s the directory: a crash
-/// or power cut while a store is being created leaves either no store at `path` (the next
-/// `open` creates it, discarding the unfinished temporary file) or a complete one, never a
-/// file that cannot be opened. (redb creating a database in place writes its header before
+/// (`<name>.creating.new`, under a lock on `<name>.creating`), `fsync`s it, renames it to
+/// `path` and `fsync`s the directory: a crash or power cut while a store is being created
+/// leaves either no store at `path` (the next `open` creates it, discarding the unfinished
+/// temporary file) or a complete one, never a file that cannot be opened. (redb creating a database in place writes its header before
 /// its magic number, and a file cut between the two is refused for ever as "not a redb
 /// database".)
 ///
