@@ -53,6 +53,15 @@ pub struct StoreUrl {
 const FILE_SCHEMES: [&str; 2] = ["sled", "redb"];
 
 /// Why a store URL cannot be parsed or opened.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::{StoreUrl, UrlError};
+/// let err = StoreUrl::parse("redb:").unwrap_err();
+/// assert!(matches!(err, UrlError::Empty { .. }));
+/// assert!(err.to_string().contains("write `redb:PATH`"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum UrlError {
@@ -112,21 +121,54 @@ impl StoreUrl {
     }
 
     /// The scheme, lowercase (`sled` for a bare path).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::StoreUrl;
+    /// assert_eq!(StoreUrl::parse("REDB:x.redb").unwrap().scheme(), "redb");
+    /// assert_eq!(StoreUrl::parse("runs").unwrap().scheme(), "sled");
+    /// ```
     pub fn scheme(&self) -> &str {
         &self.scheme
     }
 
     /// What follows the scheme and its colon (the whole string for a bare path).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::StoreUrl;
+    /// assert_eq!(StoreUrl::parse("sled:a:b").unwrap().rest(), "a:b");
+    /// ```
     pub fn rest(&self) -> &str {
         &self.text[self.rest..]
     }
 
     /// The string parsed, as given.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::StoreUrl;
+    /// let url = StoreUrl::parse("postgres://db/runs").unwrap();
+    /// assert_eq!(url.as_str(), "postgres://db/runs");
+    /// assert_eq!(url.to_string(), "postgres://db/runs");
+    /// ```
     pub fn as_str(&self) -> &str {
         &self.text
     }
 
     /// The store's path, for the schemes of the embedded stores (`sled`, `redb`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::path::Path;
+    /// use agentgraph_checkpoint::StoreUrl;
+    /// assert_eq!(StoreUrl::parse("redb:a.redb").unwrap().path(), Some(Path::new("a.redb")));
+    /// assert_eq!(StoreUrl::parse("postgres://db").unwrap().path(), None);
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         FILE_SCHEMES
             .contains(&self.scheme.as_str())

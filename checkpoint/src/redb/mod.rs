@@ -204,6 +204,17 @@ impl RedbStore {
     }
 
     /// The store's file, when it was opened from one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # fn main() -> agentgraph_checkpoint::Result<()> {
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let store = agentgraph_checkpoint::RedbStore::open(dir.path().join("s.redb"))?;
+    /// assert!(store.path().unwrap().ends_with("s.redb"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
     }
