@@ -67,7 +67,7 @@
 //! | compile-time validation with errors naming the node or edge; DOT export; fingerprints | available |
 //! | sequential and parallel modes, deterministic merge, seeded weighted edges, recursion limit | available |
 //! | typed event stream (`Stream`), custom node events, `tracing` spans for run, step and node | available |
-//! | checkpoints to sled (default) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
+//! | checkpoints to sled (default), redb (fsynced, feature `redb`) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
 //! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`layers`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `GraphHistory::events`) | available |
@@ -82,6 +82,8 @@
 //! | the PostgreSQL checkpoint store, shared by many processes (`agentgraph::postgres`, feature `postgres`) | available |
 //!
 //! Cargo features: `sled` (on by default) enables [`SledStore`](store::SledStore), the embedded durable store;
+//! `redb` (off by default) enables `RedbStore`, an embedded store whose every flush is an
+//! fsynced commit (it survives a power loss; it brings in redb);
 //! `layers` (on by default) enables [`layers`], the node middleware (it brings in governor and
 //! moka); `metrics` records metrics of runs, steps, nodes and checkpoints with the `metrics`
 //! facade; `monitor` enables `agentgraph::monitor`, the monitor server and page (with
@@ -175,13 +177,16 @@ pub mod inspect {
 pub mod store {
     //! Checkpoint stores: the [`CheckpointStore`] trait, the embedded stores, and what a store
     //! author needs (batches, leases, the record envelope, the conformance suite).
+    #[cfg(feature = "redb")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redb")))]
+    pub use agentgraph_checkpoint::RedbStore;
     #[cfg(feature = "sled")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
     pub use agentgraph_checkpoint::SledStore;
     pub use agentgraph_checkpoint::{
         BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, MemoryStore, Op, RunFilter,
-        RunMetadata, RunRecord, RunStatus, SUBGRAPH_MARK, StoreError, Sweeper, WriteBatch,
-        check_run_id, conformance, decode_run, encode_run, envelope,
+        RunMetadata, RunRecord, RunStatus, SUBGRAPH_MARK, StoreError, StoreUrl, Sweeper, UrlError,
+        WriteBatch, check_run_id, conformance, decode_run, encode_run, envelope, open_url,
     };
 }
 
@@ -221,6 +226,9 @@ pub use agentgraph_postgres as postgres;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {
+    #[cfg(feature = "redb")]
+    #[doc(no_inline)]
+    pub use agentgraph_checkpoint::RedbStore;
     #[cfg(feature = "sled")]
     #[doc(no_inline)]
     pub use agentgraph_checkpoint::SledStore;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use agentgraph_checkpoint::{MemoryStore, SledStore, WriteBatch};
+use agentgraph_checkpoint::{MemoryStore, RedbStore, SledStore, WriteBatch};
 use agentgraph_engine::{CheckpointStore, CompiledGraph, Error, EventKind, RunConfig, State};
 use futures_util::StreamExt;
 use tokio::runtime::Runtime;
@@ -62,6 +62,25 @@ impl BenchStore {
             prefix: prefix.to_owned(),
             next: AtomicU64::new(0),
             dir: None,
+        }
+    }
+
+    /// A redb store in a file of a fresh temporary directory; run ids start with `prefix`.
+    ///
+    /// # Panics
+    ///
+    /// If the directory or the database cannot be made.
+    pub fn redb(prefix: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("agentgraph-bench-")
+            .tempdir()
+            .expect("a temporary directory");
+        let store = RedbStore::open(dir.path().join("store.redb")).expect("a redb store");
+        BenchStore {
+            store: Arc::new(store),
+            prefix: prefix.to_owned(),
+            next: AtomicU64::new(0),
+            dir: Some(dir),
         }
     }
 
@@ -425,5 +444,102 @@ impl SledBaseline {
 impl Default for SledBaseline {
     fn default() -> Self {
         SledBaseline::new()
+    }
+}
+
+/// The raw redb baselines of `chain_1000` `durable_sync_redb`: a redb database of its own, in
+/// a temporary directory removed when this is dropped, written directly (no agentgraph
+/// code), and a [`RedbStore`] written through the store trait.
+#[derive(Debug)]
+pub struct RedbBaseline {
+    db: redb::Database,
+    store: BenchStore,
+    next: u64,
+    /// Declared after `db`, so that the database closes before its directory goes.
+    dir: tempfile::TempDir,
+}
+
+/// The per-sample times of [`RedbBaseline::sample`].
+#[derive(Debug, Clone, Default)]
+pub struct RedbSamples {
+    /// One write transaction inserting [`RAW_VALUE_LEN`] bytes, committed with redb's default
+    /// durability, `Immediate` (written and `fsync`ed before `commit` returns).
+    pub commit: Vec<Duration>,
+    /// The same with two-phase commit (two `fsync`s), as `RedbStore::flush` commits.
+    pub commit_two_phase: Vec<Duration>,
+    /// One `RedbStore` commit of a batch holding one [`RAW_VALUE_LEN`]-byte blob and an
+    /// awaited `RedbStore::flush`.
+    pub store_commit_flush: Vec<Duration>,
+}
+
+const RAW_TABLE: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("raw");
+
+impl RedbBaseline {
+    /// A fresh database and store.
+    ///
+    /// # Panics
+    ///
+    /// If the directory or the database cannot be made.
+    pub fn new() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("agentgraph-raw-")
+            .tempdir()
+            .expect("a temporary directory");
+        let db = redb::Database::create(dir.path().join("raw.redb")).expect("a redb database");
+        RedbBaseline {
+            db,
+            store: BenchStore::redb("raw"),
+            next: 0,
+            dir,
+        }
+    }
+
+    /// The directory of the raw database.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn commit(&self, key: u64, value: &[u8], two_phase: bool) -> Duration {
+        let started = Instant::now();
+        let mut txn = self.db.begin_write().expect("a redb transaction");
+        txn.set_two_phase_commit(two_phase);
+        {
+            let mut table = txn.open_table(RAW_TABLE).expect("the raw table");
+            table.insert(key, value).expect("a redb insert");
+        }
+        txn.commit().expect("a redb commit");
+        started.elapsed()
+    }
+
+    /// Takes `n` samples of each baseline, interleaved, and appends their times to `out`.
+    /// Each sample writes a new key.
+    ///
+    /// # Panics
+    ///
+    /// If redb or the store fails.
+    pub fn sample(&mut self, rt: &Runtime, n: usize, out: &mut RedbSamples) {
+        let value = vec![0xA5u8; RAW_VALUE_LEN];
+        let store = self.store.store().clone();
+        for _ in 0..n {
+            let k = self.next;
+            self.next += 1;
+            out.commit.push(self.commit(2 * k, &value, false));
+            out.commit_two_phase
+                .push(self.commit(2 * k + 1, &value, true));
+            let mut batch = WriteBatch::new();
+            batch.put_blob("raw", 0, k, value.clone());
+            let started = Instant::now();
+            rt.block_on(async {
+                store.commit(batch).await.expect("a store commit");
+                store.flush().await.expect("a store flush");
+            });
+            out.store_commit_flush.push(started.elapsed());
+        }
+    }
+}
+
+impl Default for RedbBaseline {
+    fn default() -> Self {
+        RedbBaseline::new()
     }
 }

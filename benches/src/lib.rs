@@ -24,8 +24,8 @@ mod workloads;
 
 pub use agent::time_agent_turns;
 pub use durable::{
-    BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, ResumeTiming, SledBaseline,
-    fill_store, run_checkpointed, time_resume, time_runs_each,
+    BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, RedbBaseline, RedbSamples,
+    ResumeTiming, SledBaseline, fill_store, run_checkpointed, time_resume, time_runs_each,
 };
 pub use measure::{median, run_counting_steps, runtime, time_runs};
 pub use postgres::{PostgresBaseline, PostgresServer};

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use agentgraph_benches::{
     BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky, Items,
-    PostgresBaseline, PostgresServer, SMALL_ITEMS, SledBaseline, Turn, big_chain, big_input,
+    PostgresBaseline, PostgresServer, RedbBaseline, RedbSamples, SMALL_ITEMS, SledBaseline, Turn,
+    big_chain, big_input,
     calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain,
     median, run_checkpointed, run_counting_steps, run_thread, runtime, small_input, thread_graph,
     time_agent_turns, time_resume, time_runs, time_runs_each, two_node_loop,
@@ -548,7 +549,60 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
         }
         .print();
     }
+    run_chain_durable_redb(rt, &graph, nodes, reps);
     async_us
+}
+
+/// `chain_1000` `durable_sync_redb`: on the redb store, with the raw redb baselines (one
+/// fsynced commit of 1 KiB in a database of its own) sampled between its runs.
+fn run_chain_durable_redb(rt: &Runtime, graph: &CompiledGraph<Counter>, nodes: u64, reps: Reps) {
+    let check = |s: &Counter| assert_eq!(s.n, nodes, "chain_1000: every node ran once");
+    let store = BenchStore::redb("sync");
+    let base = config(Mode::Parallel, nodes + 1).durability(Durability::Sync);
+    let mut baseline = RedbBaseline::new();
+    let mut samples = RedbSamples::default();
+    // Warm the baseline database up; these samples are dropped.
+    baseline.sample(rt, BASELINE_SAMPLES_PER_REP, &mut RedbSamples::default());
+    let (counted, med) = measure_durable(
+        rt,
+        graph,
+        Counter::default,
+        &store,
+        &base,
+        reps,
+        check,
+        || baseline.sample(rt, BASELINE_SAMPLES_PER_REP, &mut samples),
+    );
+    let raw = median(&mut samples.commit);
+    let mut line = durable_line(
+        "chain_1000",
+        "durable_sync_redb",
+        "redb",
+        Durability::Sync,
+        &counted,
+        med,
+        reps,
+    );
+    line.ratio_to_raw = Some(med.as_secs_f64() / counted.steps as f64 / raw.as_secs_f64());
+    line.print();
+    for (mode, samples) in [
+        ("raw", &mut samples.commit),
+        ("raw_two_phase", &mut samples.commit_two_phase),
+        ("store", &mut samples.store_commit_flush),
+    ] {
+        let med = median(samples);
+        Line {
+            workload: "redb_commit_1k",
+            mode,
+            steps: Some(1),
+            median_s: Some(med.as_secs_f64()),
+            per_step_us: Some(med.as_secs_f64() * 1e6),
+            store: Some("redb"),
+            reps: Some(samples.len()),
+            ..Line::default()
+        }
+        .print();
+    }
 }
 
 /// `big_state_append` or `big_state_untouched`: a 100-node chain over 10,000 strings, on

@@ -34,21 +34,32 @@
 //! | --- | --- | --- |
 //! | [`MemoryStore`] | always | none: the process's memory |
 //! | `SledStore` | `sled` (default) | survives a killed process; see its docs for power loss |
+//! | `RedbStore` | `redb` | each flush is an fsynced commit: survives a killed process and a power loss |
+//!
+//! Tools open a store from a URL ([`StoreUrl`], [`open_url`]): `sled:PATH`, `redb:PATH`, or
+//! a bare path (a sled store).
 //!
 //! A new backend proves itself with the [`conformance`] suite.
 
 pub mod conformance;
 pub mod envelope;
 mod error;
+#[cfg(any(feature = "sled", feature = "redb"))]
+mod keys;
 mod lease;
 mod memory;
 mod record;
+#[cfg(feature = "redb")]
+mod redb;
 mod session;
 #[cfg(feature = "sled")]
 mod sled;
 mod store;
 mod sweep;
+mod url;
 
+#[cfg(feature = "redb")]
+pub use self::redb::RedbStore;
 #[cfg(feature = "sled")]
 pub use self::sled::SledStore;
 pub use error::{Result, StoreError};
@@ -60,3 +71,4 @@ pub use store::{
     WriteBatch, check_run_id,
 };
 pub use sweep::{SUBGRAPH_MARK, Sweeper};
+pub use url::{StoreUrl, UrlError, open_url};

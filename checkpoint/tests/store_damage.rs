@@ -1,4 +1,4 @@
-//! Byte-level damage of run records stored in sled: every damaged record is
+//! Byte-level damage of run records stored in sled (and in redb): every damaged record is
 //! `StoreError::Corrupt` naming the run, from `get_run` and `list_runs`, and never a panic.
 #![cfg(feature = "sled")]
 
@@ -11,6 +11,55 @@ use proptest::prelude::*;
 const VICTIM: &str = "victim/\u{0}run";
 const NEIGHBOUR: &str = "victim/\u{0}run2";
 
+/// A store whose raw run records a test can overwrite.
+trait Raw: CheckpointStore + Sized {
+    /// The store kept in directory `dir`.
+    fn open_in(dir: &std::path::Path) -> Self;
+    fn put_raw(&self, run: &str, bytes: Vec<u8>);
+    fn raw(&self, run: &str) -> Option<Vec<u8>>;
+}
+
+impl Raw for SledStore {
+    fn open_in(dir: &std::path::Path) -> Self {
+        SledStore::open(dir).unwrap()
+    }
+    fn put_raw(&self, run: &str, bytes: Vec<u8>) {
+        self.put_raw_run_record(run, bytes)
+    }
+    fn raw(&self, run: &str) -> Option<Vec<u8>> {
+        self.raw_run_record(run)
+    }
+}
+
+#[cfg(feature = "redb")]
+impl Raw for agentgraph_checkpoint::RedbStore {
+    fn open_in(dir: &std::path::Path) -> Self {
+        agentgraph_checkpoint::RedbStore::open(dir.join("store.redb")).unwrap()
+    }
+    fn put_raw(&self, run: &str, bytes: Vec<u8>) {
+        self.put_raw_run_record(run, bytes)
+    }
+    fn raw(&self, run: &str) -> Option<Vec<u8>> {
+        self.raw_run_record(run)
+    }
+}
+
+/// `$name` runs `$body` (a generic function over [`Raw`]) on sled, and `$name_on_redb` on redb.
+macro_rules! on_both {
+    ($name:ident, $redb:ident, $body:ident) => {
+        #[test]
+        fn $name() {
+            $body::<SledStore>();
+        }
+
+        #[cfg(feature = "redb")]
+        #[test]
+        fn $redb() {
+            $body::<agentgraph_checkpoint::RedbStore>();
+        }
+    };
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .build()
@@ -18,8 +67,8 @@ fn rt() -> tokio::runtime::Runtime {
 }
 
 /// A store holding `VICTIM` and `NEIGHBOUR`, and the victim's stored bytes.
-fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (SledStore, Vec<u8>) {
-    let store = SledStore::open(dir).unwrap();
+fn setup<S: Raw>(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (S, Vec<u8>) {
+    let store = S::open_in(dir);
     let mut record = RunRecord::new(VICTIM, RunStatus::Failed, u128::MAX, 1_700_000_000_000);
     record.error = Some("the node failed".into());
     record.last_step = Some(41);
@@ -29,19 +78,19 @@ fn setup(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> (SledStore, Vec
         .put_run(record)
         .put_run(RunRecord::new(NEIGHBOUR, RunStatus::Running, 1, 0));
     rt.block_on(store.commit(batch)).unwrap();
-    let good = store.raw_run_record(VICTIM).unwrap();
+    let good = store.raw(VICTIM).unwrap();
     (store, good)
 }
 
 /// Stores `damaged` as the victim's record and checks every read of it; returns the
 /// format error `get_run` reported.
-fn check(
+fn check<S: Raw>(
     rt: &tokio::runtime::Runtime,
-    store: &SledStore,
+    store: &S,
     damaged: Vec<u8>,
     what: &str,
 ) -> FormatError {
-    store.put_raw_run_record(VICTIM, damaged);
+    store.put_raw(VICTIM, damaged);
     let from_get = match rt.block_on(store.get_run(VICTIM)) {
         Err(StoreError::Corrupt { what: w, source }) => {
             assert!(
@@ -74,11 +123,16 @@ fn check(
     from_get
 }
 
-#[test]
-fn every_truncation_is_corrupt() {
+on_both!(
+    every_truncation_is_corrupt,
+    every_truncation_is_corrupt_on_redb,
+    truncations
+);
+
+fn truncations<S: Raw>() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let (store, good) = setup(&rt, dir.path());
+    let (store, good) = setup::<S>(&rt, dir.path());
     for cut in 0..good.len() {
         let err = check(&rt, &store, good[..cut].to_vec(), &format!("cut at {cut}"));
         assert!(
@@ -92,11 +146,16 @@ fn every_truncation_is_corrupt() {
     assert_eq!(err, FormatError::TrailingBytes { extra: 4 });
 }
 
-#[test]
-fn every_bit_flip_is_corrupt() {
+on_both!(
+    every_bit_flip_is_corrupt,
+    every_bit_flip_is_corrupt_on_redb,
+    bit_flips
+);
+
+fn bit_flips<S: Raw>() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let (store, good) = setup(&rt, dir.path());
+    let (store, good) = setup::<S>(&rt, dir.path());
     for byte in 0..good.len() {
         for bit in 0..8 {
             let mut damaged = good.clone();
@@ -106,11 +165,16 @@ fn every_bit_flip_is_corrupt() {
     }
 }
 
-#[test]
-fn foreign_bytes_are_corrupt() {
+on_both!(
+    foreign_bytes_are_corrupt,
+    foreign_bytes_are_corrupt_on_redb,
+    foreign_bytes
+);
+
+fn foreign_bytes<S: Raw>() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let (store, good) = setup(&rt, dir.path());
+    let (store, good) = setup::<S>(&rt, dir.path());
     let payload = envelope::open(RecordKind::Run, &good).unwrap().to_vec();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         (
@@ -155,11 +219,16 @@ fn with_version(good: &[u8], version: u16) -> Vec<u8> {
     record
 }
 
-#[test]
-fn too_new_versions_are_corrupt_and_say_so() {
+on_both!(
+    too_new_versions_are_corrupt_and_say_so,
+    too_new_versions_are_corrupt_and_say_so_on_redb,
+    too_new_versions
+);
+
+fn too_new_versions<S: Raw>() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
-    let (store, good) = setup(&rt, dir.path());
+    let (store, good) = setup::<S>(&rt, dir.path());
     for version in [FORMAT_VERSION + 1, u16::MAX] {
         let err = check(
             &rt,
@@ -182,26 +251,31 @@ fn too_new_versions_are_corrupt_and_say_so() {
     }
 }
 
-#[test]
-fn damage_survives_reopening_and_stays_corrupt() {
+on_both!(
+    damage_survives_reopening_and_stays_corrupt,
+    damage_survives_reopening_and_stays_corrupt_on_redb,
+    damage_after_reopening
+);
+
+fn damage_after_reopening<S: Raw>() {
     let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     {
-        let (store, good) = setup(&rt, dir.path());
-        store.put_raw_run_record(VICTIM, good[..good.len() / 2].to_vec());
+        let (store, good) = setup::<S>(&rt, dir.path());
+        store.put_raw(VICTIM, good[..good.len() / 2].to_vec());
         rt.block_on(store.flush()).unwrap();
     }
-    let store = SledStore::open(dir.path()).unwrap();
+    let store = S::open_in(dir.path());
     let good = agentgraph_checkpoint::encode_run(&RunRecord::new(VICTIM, RunStatus::Running, 0, 0))
         .unwrap();
-    let damaged = store.raw_run_record(VICTIM).unwrap();
+    let damaged = store.raw(VICTIM).unwrap();
     check(&rt, &store, damaged, "after reopening");
     // A damaged run can still be deleted, and rewritten.
     let mut batch = WriteBatch::new();
     batch.delete_run(VICTIM);
     rt.block_on(store.commit(batch)).unwrap();
     assert_eq!(rt.block_on(store.get_run(VICTIM)).unwrap(), None);
-    store.put_raw_run_record(VICTIM, good);
+    store.put_raw(VICTIM, good);
     assert!(rt.block_on(store.get_run(VICTIM)).unwrap().is_some());
 }
 
@@ -215,6 +289,31 @@ proptest! {
             static STORE: (tempfile::TempDir, SledStore) = {
                 let dir = tempfile::tempdir().unwrap();
                 let store = SledStore::open(dir.path()).unwrap();
+                (dir, store)
+            };
+        }
+        STORE.with(|(_, store)| {
+            store.put_raw_run_record(VICTIM, bytes);
+            let got = rt.block_on(store.get_run(VICTIM));
+            prop_assert!(matches!(got, Err(StoreError::Corrupt { .. })), "{got:?}");
+            let listed = rt.block_on(store.list_runs(None, 10));
+            prop_assert!(matches!(listed, Err(StoreError::Corrupt { .. })), "{listed:?}");
+            Ok(())
+        })?;
+    }
+}
+
+#[cfg(feature = "redb")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_on_redb(bytes in proptest::collection::vec(any::<u8>(), 0..80)) {
+        let rt = rt();
+        thread_local! {
+            static STORE: (tempfile::TempDir, agentgraph_checkpoint::RedbStore) = {
+                let dir = tempfile::tempdir().unwrap();
+                let store = agentgraph_checkpoint::RedbStore::open(dir.path().join("store.redb")).unwrap();
                 (dir, store)
             };
         }

@@ -1,6 +1,6 @@
 //! Model test: random sequences of batches and reads, applied to a plain reference model
-//! and to every backend; every read must agree. The sled store is also closed and reopened
-//! mid-sequence (after a flush) and must still agree.
+//! and to every backend; every read must agree. The sled and redb stores are also closed and
+//! reopened mid-sequence (after a flush) and must still agree.
 //!
 //! Run ownership is modelled too: leases taken and released, and batches fenced with a
 //! lease's epoch, which apply only while no later lease of the run was taken. Reopening the
@@ -494,10 +494,16 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         #[cfg(feature = "sled")]
         let mut sled = Some(agentgraph_checkpoint::SledStore::open(dir.path()).unwrap());
+        #[cfg(feature = "redb")]
+        let redb_dir = tempfile::tempdir().unwrap();
+        #[cfg(feature = "redb")]
+        let redb_path = redb_dir.path().join("store.redb");
+        #[cfg(feature = "redb")]
+        let mut redb = Some(agentgraph_checkpoint::RedbStore::open(&redb_path).unwrap());
         // Per store (in the order of `stores`), the leases taken, by number.
-        let mut leases: Vec<Vec<Option<Lease>>> = vec![Vec::new(), Vec::new()];
+        let mut leases: Vec<Vec<Option<Lease>>> = vec![Vec::new(), Vec::new(), Vec::new()];
         // And their epochs, kept after a release.
-        let mut epochs: Vec<Vec<u64>> = vec![Vec::new(), Vec::new()];
+        let mut epochs: Vec<Vec<u64>> = vec![Vec::new(), Vec::new(), Vec::new()];
         let long = Duration::from_secs(3600);
 
         rt.block_on(async {
@@ -506,6 +512,8 @@ proptest! {
                 stores = vec![("memory", &memory)];
                 #[cfg(feature = "sled")]
                 stores.push(("sled", sled.as_ref().unwrap()));
+                #[cfg(feature = "redb")]
+                stores.push(("redb", redb.as_ref().unwrap()));
                 match action {
                     Action::Commit(writes) => {
                         for w in writes {
@@ -579,13 +587,20 @@ proptest! {
                                 store.release_lease(lease).await.unwrap();
                             }
                         }
+                        drop(stores);
                         #[cfg(feature = "sled")]
                         {
-                            drop(stores);
                             let store = sled.take().unwrap();
                             store.flush().await.unwrap();
                             drop(store);
                             sled = Some(agentgraph_checkpoint::SledStore::open(dir.path()).unwrap());
+                        }
+                        #[cfg(feature = "redb")]
+                        {
+                            let store = redb.take().unwrap();
+                            store.flush().await.unwrap();
+                            drop(store);
+                            redb = Some(agentgraph_checkpoint::RedbStore::open(&redb_path).unwrap());
                         }
                     }
                 }
@@ -593,6 +608,8 @@ proptest! {
             stores = vec![("memory", &memory)];
             #[cfg(feature = "sled")]
             stores.push(("sled", sled.as_ref().unwrap()));
+            #[cfg(feature = "redb")]
+            stores.push(("redb", redb.as_ref().unwrap()));
             for r in every_read() {
                 let expected = model.read(&r);
                 for (name, store) in &stores {

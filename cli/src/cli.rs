@@ -9,14 +9,16 @@ use clap::{Args, Parser, Subcommand};
 
 /// Inspect, follow, prune and serve the runs of an agentgraph checkpoint store.
 ///
-/// Most commands read a store: the directory of a `SledStore`, given with `--store` or the
-/// `AGENTGRAPH_STORE` environment variable. A sled store is open in one process at a time:
+/// Most commands read a store, given with `--store` or the `AGENTGRAPH_STORE` environment
+/// variable: the directory of a `SledStore` (`sled:PATH` or just `PATH`), or the file of a
+/// `RedbStore` (`redb:PATH`). Either is open in one process at a time:
 /// while a program runs on it, read its runs through that program's monitor instead
 /// (`agentgraph events RUN --follow --monitor URL`).
 #[derive(Debug, Parser)]
 #[command(name = "agentgraph", version, propagate_version = true)]
 #[command(after_help = "Examples:
   agentgraph --store ./runs.db runs
+  agentgraph --store redb:./runs.redb runs
   agentgraph --store ./runs.db runs --user ann --tag billing --label channel=email
   agentgraph --store ./runs.db show run-42
   agentgraph --store ./runs.db invocations chat-7
@@ -25,9 +27,10 @@ use clap::{Args, Parser, Subcommand};
   agentgraph events run-42 --follow --monitor http://127.0.0.1:7070
   agentgraph dot graph.json | dot -Tsvg > graph.svg")]
 pub(crate) struct Cli {
-    /// The store's directory (a sled store written by an agentgraph program).
-    #[arg(long, global = true, env = "AGENTGRAPH_STORE", value_name = "PATH")]
-    pub(crate) store: Option<PathBuf>,
+    /// The store an agentgraph program wrote: `PATH` or `sled:PATH` (a sled store's
+    /// directory), `redb:PATH` (a redb store's file).
+    #[arg(long, global = true, env = "AGENTGRAPH_STORE", value_name = "STORE")]
+    pub(crate) store: Option<String>,
 
     /// Print JSON for scripts instead of text: one document per command on stdout (JSON
     /// lines for `events`), no colours, no progress bars.

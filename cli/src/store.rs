@@ -1,48 +1,85 @@
 //! Opening the store a command reads, with errors that say what to do.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-use agentgraph_checkpoint::SledStore;
-use agentgraph_engine::{CheckpointStore, Error, RunRecord, StoreError, StoreInspector};
+use agentgraph_checkpoint::{StoreUrl, UrlError, open_url};
+use agentgraph_engine::{Error, RunRecord, StoreError, StoreInspector};
 use anyhow::{Context as _, Result, anyhow, bail};
+use std::path::{Path, PathBuf};
 
 /// An open store.
 #[derive(Debug)]
 pub(crate) struct Store {
     /// The reader of its runs.
     pub(crate) inspector: StoreInspector,
-    /// Whether this process is the only one that can write to it (a sled store is open in one
-    /// process at a time): a run marked running there is not advancing.
+    /// Whether this process is the only one that can write to it (a sled or redb store is open
+    /// in one process at a time): a run marked running there is not advancing.
     pub(crate) exclusive: bool,
 }
 
 /// The files a sled database directory always has.
 const SLED_FILES: [&str; 2] = ["conf", "db"];
 
-/// Opens the store at `path` (from `--store` or `AGENTGRAPH_STORE`). Never creates one: a
-/// path that does not hold a store is an error.
-pub(crate) fn open(path: Option<&Path>) -> Result<Store> {
-    let Some(path) = path else {
+/// Opens the store `store` names (from `--store` or `AGENTGRAPH_STORE`): `sled:PATH` or a
+/// bare path (a sled store's directory), `redb:PATH` (a redb store's file). Never creates one:
+/// a path that does not hold a store is an error.
+pub(crate) fn open(store: Option<&str>) -> Result<Store> {
+    let Some(text) = store else {
         bail!(
-            "no store given: pass `--store PATH` (the directory of the program's SledStore) or set AGENTGRAPH_STORE"
+            "no store given: pass `--store PATH` (the directory of the program's SledStore, or `redb:FILE` for a RedbStore) or set AGENTGRAPH_STORE"
         );
     };
-    check_is_store(path)?;
-    let store = SledStore::open(path).map_err(|e| match e {
-        StoreError::Locked { .. } => anyhow!(
-            "the store at {} is in use by a running program (a sled store is open in one process at a time); \
+    let url = StoreUrl::parse(text)?;
+    // Each scheme's store; another crate's store (a database server's) gets an arm here.
+    let (path, kind) = match url.scheme() {
+        "sled" => {
+            let path = url.path().expect("sled URLs are paths");
+            check_is_store(path)?;
+            (path, "a sled store")
+        }
+        "redb" => {
+            let path = url.path().expect("redb URLs are paths");
+            check_is_redb_store(path)?;
+            (path, "a redb store")
+        }
+        scheme => bail!(
+            "unknown store scheme `{scheme}` in `{text}`: give `sled:PATH` (or a bare path) for a sled store, or `redb:PATH` for a redb store"
+        ),
+    };
+    let store = open_url(&url).map_err(|e| match e {
+        UrlError::Store(StoreError::Locked { .. }) => anyhow!(
+            "the store at {} is in use by a running program ({kind} is open in one process at a time); \
              follow its runs through that program's monitor instead \
              (`agentgraph events RUN --follow --monitor URL`), or wait for it to exit",
             path.display()
         ),
         other => anyhow!(other).context(format!("cannot open the store at {}", path.display())),
     })?;
-    let store: Arc<dyn CheckpointStore> = Arc::new(store);
     Ok(Store {
         inspector: StoreInspector::new(store),
         exclusive: true,
     })
+}
+
+/// Fails unless `path` is a file that may hold a redb store (it exists and is not empty; the
+/// store checks the rest when it opens).
+fn check_is_redb_store(path: &Path) -> Result<()> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "no store at {}: the path does not exist or cannot be read",
+            path.display()
+        )
+    })?;
+    if !meta.is_file() || meta.len() == 0 {
+        bail!(
+            "{} is not a redb store: it is {}, and a redb store is the file a program opened with `RedbStore::open`",
+            path.display(),
+            if meta.is_file() {
+                "an empty file"
+            } else {
+                "a directory"
+            }
+        );
+    }
+    Ok(())
 }
 
 /// Fails unless `path` is a directory that holds a sled database.
@@ -55,7 +92,7 @@ fn check_is_store(path: &Path) -> Result<()> {
     })?;
     if !meta.is_dir() {
         bail!(
-            "{} is not a store: it is a file, and a store is the directory a program opened with `SledStore::open`",
+            "{} is not a store: it is a file, and a store is the directory a program opened with `SledStore::open` (give a RedbStore's file as `redb:PATH`)",
             path.display()
         );
     }

@@ -333,3 +333,43 @@ async fn follow_prints_live_tokens_once() {
     assert!(!errors.contains("skipped"), "{errors}");
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn serve_serves_a_redb_store_named_by_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs.redb");
+    common::standard_redb_store(&file);
+    let url = format!("redb:{}", file.display());
+    let store = std::path::Path::new(&url);
+    let expected = stdout(store, &["events", "done"]);
+
+    let mut server = Command::new(BIN)
+        .args(["--store", &url, "--json", "serve", "--addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let serving: Value = serde_json::from_str(&line).unwrap();
+    let monitor = serving["url"].as_str().unwrap().to_owned();
+
+    let err = failure(store, &["runs"]);
+    assert!(err.contains("in use by a running program"), "{err}");
+    let output = Command::new(BIN)
+        .args(["events", "done", "--follow", "--monitor", &monitor])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), expected);
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(json(store, &["runs"]).as_array().unwrap().len(), 3);
+}

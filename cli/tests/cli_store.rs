@@ -909,3 +909,93 @@ fn events_prints_a_tasks_streamed_tokens_on_one_line() {
     assert_eq!(tokens[1]["kind"]["index"], 64);
     assert_eq!(tokens[2]["kind"]["text"], "roses\nare red");
 }
+
+/// `redb:PATH`: the same commands read a redb store's file as they read a sled store.
+#[test]
+fn a_redb_store_is_read_through_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("runs.redb");
+    common::standard_redb_store(&file);
+    let url = format!("redb:{}", file.display());
+    let url = std::path::Path::new(&url);
+    let sled = store();
+    let strip = |v: Value| {
+        let mut runs = v.as_array().unwrap().clone();
+        for r in &mut runs {
+            let r = r.as_object_mut().unwrap();
+            r.remove("created_at_ms");
+            r.remove("updated_at_ms");
+        }
+        runs
+    };
+    assert_eq!(
+        strip(json(url, &["runs"])),
+        strip(json(sled.path(), &["runs"]))
+    );
+    let text = stdout(url, &["runs"]);
+    assert!(
+        text.lines()
+            .nth(2)
+            .unwrap()
+            .starts_with("done    completed    3     "),
+        "{text}"
+    );
+    assert!(stdout(url, &["show", "done"]).contains("completed"));
+    assert_eq!(
+        json(url, &["history", "done"]).as_array().unwrap().len(),
+        json(sled.path(), &["history", "done"])
+            .as_array()
+            .unwrap()
+            .len()
+    );
+    // `sled:PATH` is the bare path's store.
+    let sled_url = format!("sled:{}", sled.path().display());
+    assert_eq!(
+        strip(json(std::path::Path::new(&sled_url), &["runs"])),
+        strip(json(sled.path(), &["runs"]))
+    );
+    // Held by a running program.
+    let held = agentgraph_checkpoint::RedbStore::open(&file).unwrap();
+    let err = failure(url, &["runs"]);
+    assert!(err.contains("is in use by a running program"), "{err}");
+    assert!(
+        err.contains("a redb store is open in one process at a time"),
+        "{err}"
+    );
+    drop(held);
+    stdout(url, &["runs"]);
+}
+
+#[test]
+fn a_redb_url_that_is_no_store_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.redb");
+    let url = format!("redb:{}", missing.display());
+    let err = failure(std::path::Path::new(&url), &["runs"]);
+    assert!(
+        err.contains("no store at") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!missing.exists(), "the tool must not create a store");
+
+    let url = format!("redb:{}", dir.path().display());
+    let err = failure(std::path::Path::new(&url), &["runs"]);
+    assert!(
+        err.contains("is not a redb store: it is a directory"),
+        "{err}"
+    );
+
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, "not a store").unwrap();
+    let url = format!("redb:{}", file.display());
+    let err = failure(std::path::Path::new(&url), &["runs"]);
+    assert!(err.contains("cannot open the store at"), "{err}");
+    assert!(err.contains("not a redb database"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"not a store", "left alone");
+
+    let err = failure(std::path::Path::new("mongodb://db/runs"), &["runs"]);
+    assert!(err.contains("unknown store scheme `mongodb`"), "{err}");
+    assert!(err.contains("`redb:PATH`"), "{err}");
+    let err = failure(std::path::Path::new("redb:"), &["runs"]);
+    assert!(err.contains("has nothing after `redb:`"), "{err}");
+}

@@ -10,6 +10,10 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, StoreError};
+use crate::keys::{
+    BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, checkpoint_key, event_key, key_u32, key_u64,
+    lease_key, malformed_key, pending_key, run_key, run_prefix,
+};
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
 use crate::store::{BoxFuture, CheckpointStore, Lease, Op, RunRecord, WriteBatch, check_run_id};
@@ -380,87 +384,6 @@ impl SledStore {
         }
         Ok(out)
     }
-}
-
-/// Key tags: the first byte of every key says its table.
-const RUN: u8 = b'R';
-const CHECKPOINT: u8 = b'C';
-const BLOB: u8 = b'B';
-const PENDING: u8 = b'P';
-const EVENT: u8 = b'E';
-const LEASE: u8 = b'L';
-
-/// `L` + run id: the run's newest lease epoch (u64 BE). Kept when the run is deleted.
-fn lease_key(run: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + run.len());
-    k.push(LEASE);
-    k.extend_from_slice(run.as_bytes());
-    k
-}
-
-/// `R` + run id: runs list in run id order.
-fn run_key(run: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + run.len());
-    k.push(RUN);
-    k.extend_from_slice(run.as_bytes());
-    k
-}
-
-/// `tag` + u16 BE length + run id: the prefix of one run's entries in a per-run table.
-/// The length makes prefix scans exact: run `a` never sees run `ab`'s keys.
-fn run_prefix(tag: u8, run: &str) -> Vec<u8> {
-    let len = u16::try_from(run.len()).expect("run ids are checked to be at most 512 bytes");
-    let mut k = Vec::with_capacity(3 + run.len() + 12);
-    k.push(tag);
-    k.extend_from_slice(&len.to_be_bytes());
-    k.extend_from_slice(run.as_bytes());
-    k
-}
-
-fn checkpoint_key(run: &str, step: u64) -> Vec<u8> {
-    let mut k = run_prefix(CHECKPOINT, run);
-    k.extend_from_slice(&step.to_be_bytes());
-    k
-}
-
-fn blob_key(run: &str, field: u32, version: u64) -> Vec<u8> {
-    let mut k = run_prefix(BLOB, run);
-    k.extend_from_slice(&field.to_be_bytes());
-    k.extend_from_slice(&version.to_be_bytes());
-    k
-}
-
-fn event_key(run: &str, seq: u64) -> Vec<u8> {
-    let mut k = run_prefix(EVENT, run);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn pending_key(run: &str, step: u64, task: u32) -> Vec<u8> {
-    let mut k = run_prefix(PENDING, run);
-    k.extend_from_slice(&step.to_be_bytes());
-    k.extend_from_slice(&task.to_be_bytes());
-    k
-}
-
-/// The big-endian u64 at `at` in `key`.
-fn key_u64(key: &[u8], at: usize) -> Result<u64> {
-    key.get(at..at.saturating_add(8))
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| malformed_key(key))
-}
-
-/// The big-endian u32 at `at` in `key`.
-fn key_u32(key: &[u8], at: usize) -> Result<u32> {
-    key.get(at..at.saturating_add(4))
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_be_bytes)
-        .ok_or_else(|| malformed_key(key))
-}
-
-fn malformed_key(key: &[u8]) -> StoreError {
-    StoreError::Backend(format!("malformed key {key:02x?} in the sled store").into())
 }
 
 fn backend(e: ::sled::Error) -> StoreError {

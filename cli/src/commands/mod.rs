@@ -14,8 +14,6 @@ mod show;
 mod state;
 mod sweep;
 
-use std::path::PathBuf;
-
 use anyhow::Result;
 
 use crate::cli::{Cli, Command};
@@ -29,7 +27,7 @@ pub(crate) struct Ctx {
     pub(crate) out: Out,
     /// `--json`.
     pub(crate) json: bool,
-    store: Option<PathBuf>,
+    store: Option<String>,
 }
 
 impl Ctx {

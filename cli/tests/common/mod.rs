@@ -38,8 +38,18 @@ pub async fn run(
 /// A store at `dir` with a completed run `done`, a failed run `failed` and a run `asked`
 /// waiting at an interrupt; the store is closed when it returns.
 pub fn standard_store(dir: &Path) {
+    fill_standard_store(Arc::new(SledStore::open(dir).unwrap()));
+}
+
+/// The runs of [`standard_store`] in the redb store at file `path` (its URL is `redb:PATH`).
+pub fn standard_redb_store(path: &Path) {
+    fill_standard_store(Arc::new(
+        agentgraph_checkpoint::RedbStore::open(path).unwrap(),
+    ));
+}
+
+fn fill_standard_store(store: Arc<dyn CheckpointStore>) {
     tokio::runtime::Runtime::new().unwrap().block_on(async {
-        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir).unwrap());
         run(&store, "done", "rust").await.unwrap();
         let failed = run(&store, "failed", "fail").await.unwrap_err();
         assert!(

@@ -144,6 +144,25 @@ pub fn graph(effects: Effects) -> CompiledGraph<Tally> {
     b.compile().expect("the crash graph compiles")
 }
 
+/// The stores the crash test runs on; the child takes one's name as its argument.
+pub const STORES: [&str; 2] = ["sled", "redb"];
+
+/// Opens the store of kind `kind` (`sled` or `redb`) in the child's directory `dir`.
+pub fn open_store(dir: &std::path::Path, kind: &str) -> Result<Arc<dyn CheckpointStore>, String> {
+    let store: Arc<dyn CheckpointStore> = match kind {
+        "sled" => Arc::new(
+            SledStore::open(dir.join("store"))
+                .map_err(|e| format!("sled does not open after a SIGKILL: {e}"))?,
+        ),
+        "redb" => Arc::new(
+            RedbStore::open(dir.join("store.redb"))
+                .map_err(|e| format!("redb does not open after a SIGKILL: {e}"))?,
+        ),
+        other => return Err(format!("unknown store kind `{other}` (sled or redb)")),
+    };
+    Ok(store)
+}
+
 pub fn config(store: &Arc<dyn CheckpointStore>) -> RunConfig {
     RunConfig::new()
         .store(store.clone())

@@ -1,11 +1,11 @@
 //! Crash safety under SIGKILL. A child process (the binary `crash_child` of this package)
-//! runs a checkpointed graph on sled with `Durability::Sync`: rounds of three
+//! runs a checkpointed graph on sled (and, in a second test, on redb) with `Durability::Sync`: rounds of three
 //! parallel branches (two async nodes, one CPU node) joined by a tally node that loops back.
 //! Every node, when it runs, appends `step,node,task` to a log: the side effect whose
 //! repetitions are counted. The parent kills the child with SIGKILL at random instants and
 //! starts it again (it resumes the run), many times, and checks after every kill:
 //!
-//! - sled opens again, and no acknowledged checkpoint is lost: the store's newest checkpoint is
+//! - the store opens again, and no acknowledged checkpoint is lost: the store's newest checkpoint is
 //!   at least the last one the child announced (`CheckpointSaved`, emitted after the flush),
 //!   and no durable checkpoint ever disappears;
 //! - no node of a durable step runs again, nor a task whose pending write was durable;
@@ -57,10 +57,8 @@ impl Durable {
     }
 }
 
-async fn inspect(dir: &Path) -> Result<Durable, String> {
-    let store = SledStore::open(dir.join("store"))
-        .map_err(|e| format!("sled does not open after a SIGKILL: {e}"))?;
-    let store: Arc<dyn CheckpointStore> = Arc::new(store);
+async fn inspect(dir: &Path, kind: &str) -> Result<Durable, String> {
+    let store = open_store(dir, kind)?;
     let history = graph(Effects::Memory(Arc::default())).history(store.clone());
     let Some(record) = history.run(RUN).await.map_err(|e| e.to_string())? else {
         return Ok(Durable::default());
@@ -151,9 +149,10 @@ impl Place {
     }
 }
 
-fn spawn_child(dir: &Path, id: usize) -> Child {
+fn spawn_child(dir: &Path, id: usize, kind: &str) -> Child {
     let stderr = fs::File::create(dir.join(format!("child-{id}.err"))).unwrap();
     Command::new(env!("CARGO_BIN_EXE_crash_child"))
+        .arg(kind)
         .env(CHILD_DIR, dir)
         .env(CHILD_ID, id.to_string())
         .stdin(Stdio::null())
@@ -208,6 +207,16 @@ struct Totals {
 
 #[test]
 fn sigkill_at_random_instants_loses_no_acknowledged_step() {
+    crash_test("sled");
+}
+
+/// The same on the redb store.
+#[test]
+fn sigkill_at_random_instants_loses_no_acknowledged_step_on_redb() {
+    crash_test("redb");
+}
+
+fn crash_test(kind: &str) {
     let budget = env_u64("AGENTGRAPH_CRASH_KILLS").unwrap_or(50) as usize;
     assert!(budget > 0, "AGENTGRAPH_CRASH_KILLS must be at least 1");
     let seed = env_u64("AGENTGRAPH_CRASH_SEED").unwrap_or_else(|| {
@@ -216,7 +225,9 @@ fn sigkill_at_random_instants_loses_no_acknowledged_step() {
             .unwrap();
         now.as_nanos() as u64 ^ u64::from(std::process::id())
     });
-    eprintln!("crash test: {budget} kills, seed {seed} (AGENTGRAPH_CRASH_SEED={seed} replays)");
+    eprintln!(
+        "crash test on {kind}: {budget} kills, seed {seed} (AGENTGRAPH_CRASH_SEED={seed} replays)"
+    );
     let mut rng = Draws::new(seed);
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -260,7 +271,7 @@ fn sigkill_at_random_instants_loses_no_acknowledged_step() {
                 child: id,
                 cycle: totals.cycles,
             };
-            let mut child = spawn_child(&dir, id);
+            let mut child = spawn_child(&dir, id, kind);
             let status = if totals.kills < budget {
                 if rng.below(4) == 0 {
                     std::thread::sleep(Duration::from_millis(rng.below(START_WINDOW_MS + 1)));
@@ -290,7 +301,9 @@ fn sigkill_at_random_instants_loses_no_acknowledged_step() {
                 ..place
             };
 
-            let after = rt.block_on(inspect(&dir)).unwrap_or_else(|e| place.fail(e));
+            let after = rt
+                .block_on(inspect(&dir, kind))
+                .unwrap_or_else(|e| place.fail(e));
             let effects = read_lines(&dir.join(format!("effects-{id}.log")), parse_effect)
                 .unwrap_or_else(|e| place.fail(e));
             let acked = read_lines(&dir.join(format!("acked-{id}.log")), |l| {
@@ -403,7 +416,7 @@ fn sigkill_at_random_instants_loses_no_acknowledged_step() {
     }
     drop(rt);
     eprintln!(
-        "crash test: {} kills over {} runs and {} processes ({} before the child ran anything, \
+        "crash test on {kind}: {} kills over {} runs and {} processes ({} before the child ran anything, \
          {} with finished tasks of the step left as pending writes), {} node runs repeated, \
          in {:.1?}",
         totals.kills,

@@ -1,8 +1,9 @@
 //! The child process of the crash test `sigkill_at_random_instants_loses_no_acknowledged_step`
 //! (`tests/crash_sigkill.rs`), which starts it with `AGENTGRAPH_CRASH_CHILD_DIR` and
-//! `AGENTGRAPH_CRASH_CHILD_ID` set: it runs or resumes the run in `$AGENTGRAPH_CRASH_CHILD_DIR/store`,
-//! and appends the step of every `CheckpointSaved` event to `acked-<id>.log`. Started without
-//! them, it fails.
+//! `AGENTGRAPH_CRASH_CHILD_ID` set and the store's kind (`sled`, the default, or `redb`) as
+//! its argument: it runs or resumes the run in the store in `$AGENTGRAPH_CRASH_CHILD_DIR`
+//! (`store` for sled, `store.redb` for redb), and appends the step of every `CheckpointSaved`
+//! event to `acked-<id>.log`. Started without them, it fails.
 
 #[path = "../crash.rs"]
 mod crash;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use agentgraph::prelude::*;
-use crash::{CHILD_DIR, CHILD_ID, Effects, RUN, Tally, config, graph};
+use crash::{CHILD_DIR, CHILD_ID, Effects, RUN, Tally, config, graph, open_store};
 use futures_util::StreamExt;
 
 fn main() -> ExitCode {
@@ -28,19 +29,18 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     let dir = PathBuf::from(dir);
+    let kind = std::env::args().nth(1).unwrap_or_else(|| "sled".to_owned());
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
-        .block_on(child(&dir, &id));
+        .block_on(child(&dir, &id, &kind));
     ExitCode::SUCCESS
 }
 
-async fn child(dir: &Path, id: &str) {
-    let store = SledStore::open(dir.join("store"))
-        .unwrap_or_else(|e| panic!("sled does not open after a SIGKILL: {e}"));
-    let store: Arc<dyn CheckpointStore> = Arc::new(store);
+async fn child(dir: &Path, id: &str, kind: &str) {
+    let store = open_store(dir, kind).unwrap_or_else(|e| panic!("{e}"));
     let graph = graph(Effects::File(Arc::new(
         dir.join(format!("effects-{id}.log")),
     )));

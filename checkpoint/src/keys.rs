@@ -1,0 +1,85 @@
+//! The keys of the embedded stores (sled, redb): one ordered byte-keyed table, each key
+//! starting with a tag byte that says its table. Both stores lay their data out the same way.
+
+use crate::error::{Result, StoreError};
+
+/// Key tags: the first byte of every key says its table.
+pub(crate) const RUN: u8 = b'R';
+pub(crate) const CHECKPOINT: u8 = b'C';
+pub(crate) const BLOB: u8 = b'B';
+pub(crate) const PENDING: u8 = b'P';
+pub(crate) const EVENT: u8 = b'E';
+pub(crate) const LEASE: u8 = b'L';
+
+/// `L` + run id: the run's newest lease epoch (u64 BE). Kept when the run is deleted.
+pub(crate) fn lease_key(run: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + run.len());
+    k.push(LEASE);
+    k.extend_from_slice(run.as_bytes());
+    k
+}
+
+/// `R` + run id: runs list in run id order.
+pub(crate) fn run_key(run: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + run.len());
+    k.push(RUN);
+    k.extend_from_slice(run.as_bytes());
+    k
+}
+
+/// `tag` + u16 BE length + run id: the prefix of one run's entries in a per-run table.
+/// The length makes prefix scans exact: run `a` never sees run `ab`'s keys.
+pub(crate) fn run_prefix(tag: u8, run: &str) -> Vec<u8> {
+    let len = u16::try_from(run.len()).expect("run ids are checked to be at most 512 bytes");
+    let mut k = Vec::with_capacity(3 + run.len() + 12);
+    k.push(tag);
+    k.extend_from_slice(&len.to_be_bytes());
+    k.extend_from_slice(run.as_bytes());
+    k
+}
+
+pub(crate) fn checkpoint_key(run: &str, step: u64) -> Vec<u8> {
+    let mut k = run_prefix(CHECKPOINT, run);
+    k.extend_from_slice(&step.to_be_bytes());
+    k
+}
+
+pub(crate) fn blob_key(run: &str, field: u32, version: u64) -> Vec<u8> {
+    let mut k = run_prefix(BLOB, run);
+    k.extend_from_slice(&field.to_be_bytes());
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+pub(crate) fn event_key(run: &str, seq: u64) -> Vec<u8> {
+    let mut k = run_prefix(EVENT, run);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+pub(crate) fn pending_key(run: &str, step: u64, task: u32) -> Vec<u8> {
+    let mut k = run_prefix(PENDING, run);
+    k.extend_from_slice(&step.to_be_bytes());
+    k.extend_from_slice(&task.to_be_bytes());
+    k
+}
+
+/// The big-endian u64 at `at` in `key`.
+pub(crate) fn key_u64(key: &[u8], at: usize) -> Result<u64> {
+    key.get(at..at.saturating_add(8))
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| malformed_key(key))
+}
+
+/// The big-endian u32 at `at` in `key`.
+pub(crate) fn key_u32(key: &[u8], at: usize) -> Result<u32> {
+    key.get(at..at.saturating_add(4))
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .ok_or_else(|| malformed_key(key))
+}
+
+pub(crate) fn malformed_key(key: &[u8]) -> StoreError {
+    StoreError::Backend(format!("malformed key {key:02x?} in the store").into())
+}
