@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use agentgraph_benches::{
     BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky, Items,
     PostgresBaseline, PostgresServer, RedbBaseline, RedbSamples, SMALL_ITEMS, SledBaseline, Turn,
-    big_chain, big_input,
-    calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain,
-    median, run_checkpointed, run_counting_steps, run_thread, runtime, small_input, thread_graph,
-    time_agent_turns, time_resume, time_runs, time_runs_each, two_node_loop,
+    big_chain, big_input, calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout,
+    fill_store, flaky_chain, median, run_checkpointed, run_counting_steps, run_thread, runtime,
+    small_input, thread_graph, time_agent_turns, time_resume, time_runs, time_runs_each,
+    two_node_loop,
 };
 use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;

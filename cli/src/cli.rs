@@ -10,15 +10,17 @@ use clap::{Args, Parser, Subcommand};
 /// Inspect, follow, prune and serve the runs of an agentgraph checkpoint store.
 ///
 /// Most commands read a store, given with `--store` or the `AGENTGRAPH_STORE` environment
-/// variable: the directory of a `SledStore` (`sled:PATH` or just `PATH`), or the file of a
-/// `RedbStore` (`redb:PATH`). Either is open in one process at a time:
-/// while a program runs on it, read its runs through that program's monitor instead
-/// (`agentgraph events RUN --follow --monitor URL`).
+/// variable: the directory of a `SledStore` (`sled:PATH` or just `PATH`), the file of a
+/// `RedbStore` (`redb:PATH`), or a PostgreSQL store (`postgres://USER@HOST/DB?schema=NAME`).
+/// An embedded store is open in one process at a time: while a program runs on it, read its
+/// runs through that program's monitor instead (`agentgraph events RUN --follow --monitor
+/// URL`). A PostgreSQL store is shared: its runs are read, and followed, while others run them.
 #[derive(Debug, Parser)]
 #[command(name = "agentgraph", version, propagate_version = true)]
 #[command(after_help = "Examples:
   agentgraph --store ./runs.db runs
   agentgraph --store redb:./runs.redb runs
+  agentgraph --store postgres://app@db/app events run-42 --follow
   agentgraph --store ./runs.db runs --user ann --tag billing --label channel=email
   agentgraph --store ./runs.db show run-42
   agentgraph --store ./runs.db invocations chat-7
@@ -28,7 +30,8 @@ use clap::{Args, Parser, Subcommand};
   agentgraph dot graph.json | dot -Tsvg > graph.svg")]
 pub(crate) struct Cli {
     /// The store an agentgraph program wrote: `PATH` or `sled:PATH` (a sled store's
-    /// directory), `redb:PATH` (a redb store's file).
+    /// directory), `redb:PATH` (a redb store's file), `postgres://...` (a PostgreSQL store;
+    /// its password is never printed).
     #[arg(long, global = true, env = "AGENTGRAPH_STORE", value_name = "STORE")]
     pub(crate) store: Option<String>,
 

@@ -19,16 +19,28 @@ pub(crate) struct Store {
 const SLED_FILES: [&str; 2] = ["conf", "db"];
 
 /// Opens the store `store` names (from `--store` or `AGENTGRAPH_STORE`): `sled:PATH` or a
-/// bare path (a sled store's directory), `redb:PATH` (a redb store's file). Never creates one:
-/// a path that does not hold a store is an error.
-pub(crate) fn open(store: Option<&str>) -> Result<Store> {
+/// bare path (a sled store's directory), `redb:PATH` (a redb store's file),
+/// `postgres://...` (a PostgreSQL store, shared with other processes). Never creates an
+/// embedded store: a path that does not hold one is an error.
+pub(crate) async fn open(store: Option<&str>) -> Result<Store> {
     let Some(text) = store else {
         bail!(
-            "no store given: pass `--store PATH` (the directory of the program's SledStore, or `redb:FILE` for a RedbStore) or set AGENTGRAPH_STORE"
+            "no store given: pass `--store PATH` (the directory of the program's SledStore, `redb:FILE` for a RedbStore, `postgres://...` for a PostgresStore) or set AGENTGRAPH_STORE"
         );
     };
     let url = StoreUrl::parse(text)?;
-    // Each scheme's store; another crate's store (a database server's) gets an arm here.
+    if matches!(url.scheme(), "postgres" | "postgresql") {
+        // Shared with other processes: no lock to take, and a run marked running may be
+        // advancing in another one. The URL may hold a password: never printed.
+        let store = agentgraph_postgres::PostgresStore::connect(text)
+            .await
+            .map_err(|e| anyhow!(e).context("cannot open the PostgreSQL store"))?;
+        return Ok(Store {
+            inspector: StoreInspector::new(std::sync::Arc::new(store)),
+            exclusive: false,
+        });
+    }
+    // Each embedded scheme's store.
     let (path, kind) = match url.scheme() {
         "sled" => {
             let path = url.path().expect("sled URLs are paths");
@@ -41,7 +53,7 @@ pub(crate) fn open(store: Option<&str>) -> Result<Store> {
             (path, "a redb store")
         }
         scheme => bail!(
-            "unknown store scheme `{scheme}` in `{text}`: give `sled:PATH` (or a bare path) for a sled store, or `redb:PATH` for a redb store"
+            "unknown store scheme `{scheme}` in `{text}`: give `sled:PATH` (or a bare path) for a sled store, `redb:PATH` for a redb store, or `postgres://...` for a PostgreSQL store"
         ),
     };
     let store = open_url(&url).map_err(|e| match e {

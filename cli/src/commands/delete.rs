@@ -17,7 +17,7 @@ struct DeletedJson {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     store.run(run).await?;
     let mut deleted = vec![run.to_owned()];
     deleted.extend(store.inspector.subgraph_runs(run).await?);

@@ -7,7 +7,7 @@ use crate::output::{self, Table, timestamp};
 use crate::store::engine_error;
 
 pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     store.run(run).await?;
     let checkpoints = store
         .inspector

@@ -60,7 +60,7 @@ fn invocations(checkpoints: &[CheckpointInfo]) -> Vec<InvocationJson<'_>> {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     store.run(run).await?;
     let checkpoints = store
         .inspector

@@ -32,8 +32,8 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     /// Opens the store the command line names.
-    pub(crate) fn open_store(&self) -> Result<Store> {
-        store::open(self.store.as_deref())
+    pub(crate) async fn open_store(&self) -> Result<Store> {
+        store::open(self.store.as_deref()).await
     }
 }
 

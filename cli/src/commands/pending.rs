@@ -10,7 +10,7 @@ use crate::output::{Out, Table, timestamp};
 use crate::store::engine_error;
 
 pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     let record = store.run(run).await?;
     let tasks = if record.last_step.is_none() {
         Vec::new()

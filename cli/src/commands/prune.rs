@@ -28,7 +28,7 @@ struct RunPruned {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, args: PruneArgs) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     let keep = usize::try_from(args.keep).unwrap_or(usize::MAX);
     let runs: Vec<String> = match &args.run {
         Some(run) => {

@@ -47,7 +47,7 @@ fn filter(args: &RunsArgs) -> RunFilter {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, args: RunsArgs) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     let records = store.inspector.runs().await?;
     let ids: HashSet<&str> = records.iter().map(|r| r.run_id.as_str()).collect();
     let filter = filter(&args);

@@ -18,7 +18,7 @@ struct ServingJson {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, args: ServeArgs) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     let mut monitor = Monitor::new(store.inspector.store().clone()).bind(args.addr);
     if let Some(token) = args.token {
         monitor = monitor.token(token);

@@ -44,7 +44,7 @@ struct GraphJson {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     let record = store.run(run).await?;
     let inspector = &store.inspector;
     let checkpoints = inspector

@@ -10,7 +10,7 @@ use crate::output;
 use crate::store::engine_error;
 
 pub(crate) async fn run(ctx: &mut Ctx, run: &str, step: Option<u64>) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     let record = store.run(run).await?;
     let state = match store.inspector.state_json(run, step).await {
         Ok(state) => state,

@@ -16,7 +16,7 @@ struct SweptJson {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx) -> Result<()> {
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     let deleted = store
         .inspector
         .store()

@@ -20,7 +20,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: EventsArgs) -> Result<()> {
     if let Some(url) = &args.monitor {
         return monitor::follow(ctx, url, &args.run, args.token.as_deref(), args.after).await;
     }
-    let store = ctx.open_store()?;
+    let store = ctx.open_store().await?;
     store.run(&args.run).await?;
     let mut after = args.after;
     let mut printed_any = false;
