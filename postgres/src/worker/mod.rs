@@ -383,8 +383,9 @@ impl Worker {
         let (cancel_tx, cancel_rx) = watch::channel(0u64);
         let (stop_tx, stop_rx) = watch::channel(false);
         let listener = tokio::spawn(listen(self.shared.clone(), wake.clone(), cancel_tx));
-        let mut tasks: JoinSet<String> = JoinSet::new();
+        let mut tasks: JoinSet<()> = JoinSet::new();
         let mut running: HashMap<String, usize> = HashMap::new();
+        let mut task_graphs: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let names: Vec<String> = self.shared.registry.names().map(str::to_owned).collect();
@@ -405,12 +406,14 @@ impl Worker {
                             got += jobs.len();
                             for job in jobs {
                                 *running.entry(job.graph.clone()).or_default() += 1;
-                                tasks.spawn(run_job(
+                                let graph = job.graph.clone();
+                                let task = tasks.spawn(run_job(
                                     self.shared.clone(),
                                     job,
                                     cancel_rx.clone(),
                                     stop_rx.clone(),
                                 ));
+                                task_graphs.insert(task.id(), graph);
                             }
                         }
                         Err(e) => {
@@ -433,8 +436,8 @@ impl Worker {
                         metrics::gauge!("agentgraph_queue_depth").set(depth as f64);
                     }
                 }
-                Some(ended) = tasks.join_next(), if !tasks.is_empty() => {
-                    ended_job(&mut running, ended);
+                Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    ended_job(&mut running, &mut task_graphs, ended);
                 }
             }
         }
@@ -444,14 +447,14 @@ impl Worker {
         tokio::pin!(deadline);
         while !tasks.is_empty() {
             tokio::select! {
-                Some(ended) = tasks.join_next() => ended_job(&mut running, ended),
+                Some(ended) = tasks.join_next_with_id() => ended_job(&mut running, &mut task_graphs, ended),
                 () = &mut deadline => break,
             }
         }
         if !tasks.is_empty() {
             let _ = stop_tx.send(true);
-            while let Some(ended) = tasks.join_next().await {
-                ended_job(&mut running, ended);
+            while let Some(ended) = tasks.join_next_with_id().await {
+                ended_job(&mut running, &mut task_graphs, ended);
             }
         }
         Ok(())
@@ -519,19 +522,21 @@ impl Worker {
 
 fn ended_job(
     running: &mut HashMap<String, usize>,
-    ended: std::result::Result<String, tokio::task::JoinError>,
+    graphs: &mut HashMap<tokio::task::Id, String>,
+    ended: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>,
 ) {
-    match ended {
-        Ok(graph) => {
-            if let Some(n) = running.get_mut(&graph) {
-                *n = n.saturating_sub(1);
-            }
-        }
+    let id = match ended {
+        Ok((id, ())) => id,
         Err(e) => {
-            // A panicking job task: its claim expires and another worker resumes the run.
+            // A job's task that panicked: its claim expires and another worker resumes it.
             tracing::error!(error = %e, "a job's task ended abnormally");
-            // Its graph's count is unknown; recount conservatively by clearing nothing.
+            e.id()
         }
+    };
+    if let Some(graph) = graphs.remove(&id)
+        && let Some(n) = running.get_mut(&graph)
+    {
+        *n = n.saturating_sub(1);
     }
 }
 
@@ -548,10 +553,10 @@ async fn listen(shared: Arc<Shared>, wake: Arc<Notify>, cancels: watch::Sender<u
                     while let Some(Ok(message)) =
                         std::future::poll_fn(|cx| connection.poll_message(cx)).await
                     {
-                        if let AsyncMessage::Notification(n) = message {
-                            if tx.send(n.payload().to_owned()).is_err() {
-                                return;
-                            }
+                        if let AsyncMessage::Notification(n) = message
+                            && tx.send(n.payload().to_owned()).is_err()
+                        {
+                            return;
                         }
                     }
                 });
@@ -637,13 +642,13 @@ async fn begin(shared: &Shared, job: &Job) -> std::result::Result<DynRun, Error>
     }
 }
 
-/// Runs one claimed job to its end, holding its claim; returns its graph's name.
+/// Runs one claimed job to its end, holding its claim.
 async fn run_job(
     shared: Arc<Shared>,
     job: Job,
     mut cancels: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-) -> String {
+) {
     let end = if job.cancel_requested {
         End::Finish("cancelled", None, Some("cancelled before it ran".into()))
     } else {
@@ -680,7 +685,6 @@ async fn run_job(
     if let Err(e) = result {
         tracing::warn!(worker = %shared.id, run = %job.run, error = %e, "recording a job's end failed; its claim expires and another worker resumes it");
     }
-    job.graph
 }
 
 /// Follows a started run: renews the claim, passes cancellations on, and says how it ended.
