@@ -87,6 +87,7 @@ CREATE TABLE jobs (
     available_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     worker text,
     claim_until timestamptz,
+    claimed_at timestamptz,
     attempts integer NOT NULL DEFAULT 0,
     cancel_requested boolean NOT NULL DEFAULT false,
     output jsonb,

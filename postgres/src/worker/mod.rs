@@ -83,7 +83,7 @@ use crate::PostgresStore;
 use queue::{CANCELLED, NOTIFY, QUEUED};
 
 const CLAIM: &str = "UPDATE jobs j SET status = 'running', worker = $1, attempts = j.attempts + 1, \
-     claim_until = clock_timestamp() + $2::bigint * interval '1 millisecond' \
+     claimed_at = clock_timestamp(), claim_until = clock_timestamp() + $2::bigint * interval '1 millisecond' \
      FROM (SELECT id, CASE WHEN status = 'queued' THEN available_at ELSE claim_until END AS ready_at \
            FROM jobs \
            WHERE graph = ANY($3) AND ((status = 'queued' AND available_at <= clock_timestamp()) \
