@@ -267,3 +267,104 @@ async fn a_worker_paused_past_its_lease_is_fenced_and_the_run_is_the_other_worke
     paused.stop();
     other.stop();
 }
+
+/// The torture test, scaled for CI: 3 worker processes on one PostgreSQL, 200 runs of a graph
+/// with parallel branches and a retried node, a random worker SIGKILLed every 150 to 400 ms
+/// and replaced at once. Every run completes with the state of an uninterrupted run; a task
+/// finishes twice only when a kill cut it between its end and its step's commit (at most the
+/// tasks a worker runs at once, per kill).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_at_random_lose_no_run_and_no_acknowledged_task() {
+    use rand::distr::{Distribution, Uniform};
+    use rand::{RngExt, SeedableRng};
+
+    const RUNS: usize = 200;
+    // What a kill can cut between a task's end and its step's commit: 4 runs at once per
+    // worker, 3 parallel tasks per step.
+    const CUT_PER_KILL: usize = 4 * 3;
+    let seed = std::env::var("AGENTGRAPH_TORTURE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("torture seed {seed} (AGENTGRAPH_TORTURE_SEED to replay the kill schedule)");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let schema = fresh_schema("torture");
+    let dir = tempfile::tempdir().unwrap();
+    let effects_file = dir.path().join("effects");
+    let queue = queue(&schema).await;
+    let mut runs = Vec::new();
+    for i in 0..RUNS {
+        let run = format!("t-{i}");
+        queue.submit_with_id("fan", &run, json!({})).await.unwrap();
+        runs.push(run);
+    }
+    let start = |n: usize| WorkerChild::start(&schema, &format!("w{n}"), 500, &effects_file, 30);
+    let mut started = 3;
+    let mut workers: Vec<WorkerChild> = (0..3).map(start).collect();
+    let pause = Uniform::new(150u64, 400).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(50);
+    let mut kills = 0;
+    loop {
+        let mut done = 0;
+        for run in &runs {
+            if queue
+                .job(run)
+                .await
+                .unwrap()
+                .is_some_and(|j| j.status == "done")
+            {
+                done += 1;
+            }
+        }
+        if done == RUNS {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {done} of {RUNS} runs done within 50 s (seed {seed})"
+        );
+        tokio::time::sleep(Duration::from_millis(pause.sample(&mut rng))).await;
+        let victim = rng.random_range(0..workers.len());
+        let killed = workers.swap_remove(victim);
+        killed.signal("-KILL");
+        drop(killed);
+        kills += 1;
+        workers.push(start(started));
+        started += 1;
+    }
+    for w in workers {
+        w.stop();
+    }
+    let expected = json!(["a", "b1", "b2", "b3", "c"]);
+    for run in &runs {
+        let job = queue.job(run).await.unwrap().unwrap();
+        let notes = job.output.unwrap()["notes"].clone();
+        let mut sorted: Vec<String> = serde_json::from_value(notes.clone()).unwrap();
+        sorted.sort();
+        assert_eq!(json!(sorted), expected, "run {run}: {notes} (seed {seed})");
+    }
+    let counts = effects(&effects_file);
+    let done: Vec<_> = counts
+        .iter()
+        .filter(|(l, _)| l.starts_with("done "))
+        .collect();
+    assert_eq!(done.len(), RUNS * 5, "every task finished (seed {seed})");
+    let twice = done.iter().filter(|(_, n)| **n > 1).count();
+    assert!(
+        kills >= 3,
+        "the workers were killed {kills} times only (seed {seed})"
+    );
+    assert!(
+        twice <= kills * CUT_PER_KILL,
+        "{twice} tasks finished twice with {kills} kills (seed {seed}): {:?}",
+        done.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    eprintln!(
+        "torture: {RUNS} runs, {kills} kills, {twice} tasks cut between their end and their commit"
+    );
+}

@@ -1,7 +1,7 @@
 //! The child process of the worker tests (`tests/worker_processes.rs`): a
 //! [`Worker`](agentgraph::postgres::worker::Worker) on a PostgreSQL schema, with the graph
 //! `chain` (nodes `s1` … `s5` in a row) and the graph `fan` (`a`, then `b1`, `b2`, `b3` in
-//! parallel, then `c`). Each node appends `start KEY` to the effects file, sleeps, then
+//! parallel, then `c`; `b2` fails its first attempt and is retried). Each node appends `start KEY` to the effects file, sleeps, then
 //! appends `done KEY` (KEY: the run id, the node and the task's idempotency key), so the test counts
 //! what ran, and what finished, per task.
 //!
@@ -44,6 +44,9 @@ fn node(g: &mut GraphBuilder<Notes>, name: &'static str, effects: &Arc<PathBuf>,
             let key = format!("{} {} {}", ctx.run_id(), ctx.node(), ctx.idempotency_key());
             effect(&effects, &format!("start {key}"));
             tokio::time::sleep(pause).await;
+            if name == "b2" && ctx.attempt() == 1 {
+                return Err::<NotesUpdate, BoxError>("b2 fails its first attempt".into());
+            }
             effect(&effects, &format!("done {key}"));
             Ok(NotesUpdate::new().notes(vec![name.to_owned()]))
         }
@@ -70,7 +73,11 @@ fn registry(effects: PathBuf, pause: Duration) -> GraphRegistry {
     fan.add_edge(START, "a")
         .add_edges("a", ["b1", "b2", "b3"])
         .add_join(["b1", "b2", "b3"], "c")
-        .add_edge("c", END);
+        .add_edge("c", END)
+        .retry(
+            "b2",
+            RetryPolicy::new(3).backoff(Duration::from_millis(10), Duration::from_millis(10)),
+        );
     GraphRegistry::new()
         .with("chain", chain.compile().expect("the chain compiles"))
         .with("fan", fan.compile().expect("the fan compiles"))
