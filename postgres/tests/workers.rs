@@ -222,7 +222,40 @@ async fn thread_jobs_take_their_inputs_in_turn() {
         job.output.unwrap()["notes"],
         json!(["hi", "you said hi", "bye", "you said bye"])
     );
-    running.stop().await;
+    // Inputs queued at once, two workers: taken one at a time, in order.
+    let second = spawn(worker(&store, registry_with_peak(Duration::ZERO).0, "w2"));
+    for word in ["one", "two", "three"] {
+        queue
+            .submit_thread("chat", "chat-2", json!({ "notes": [word] }))
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = queue.job("chat-2").await.unwrap().unwrap();
+        if job.status == "done" {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        job.output.unwrap()["notes"],
+        json!([
+            "one",
+            "you said one",
+            "two",
+            "you said two",
+            "three",
+            "you said three"
+        ])
+    );
+    let (a, b) = (running.stop().await, second.stop().await);
+    assert_eq!(
+        a.released() + b.released(),
+        0,
+        "no job found its thread busy"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,8 @@
 //!
 //! - **Claims**: a worker claims ready jobs of the graphs it has in one statement
 //!   (`FOR UPDATE SKIP LOCKED`, under READ COMMITTED), up to its concurrency cap (and each
-//!   graph's), and holds each claim with a heartbeat. A job whose claim expired (its worker
+//!   graph's), and holds each claim with a heartbeat. The jobs of one run (or thread) are
+//!   taken one at a time, in the order they were queued. A job whose claim expired (its worker
 //!   was killed, paused or cut off) is claimable again: the next worker *resumes* the run
 //!   from its checkpoints, running only the unfinished tasks.
 //! - **Fencing**: the run itself is held by the store's lease, whose epoch stamps every
@@ -88,6 +89,8 @@ const CLAIM: &str = "UPDATE jobs j SET status = 'running', worker = $1, attempts
            FROM jobs \
            WHERE graph = ANY($3) AND ((status = 'queued' AND available_at <= clock_timestamp()) \
               OR (status = 'running' AND claim_until <= clock_timestamp())) \
+             AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id \
+                             AND e.status IN ('queued', 'running')) \
            ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) c \
      WHERE j.id = c.id \
      RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested, \
