@@ -11,6 +11,9 @@ use tokio::runtime::Runtime;
 
 use crate::workloads::chain;
 
+/// The runs each worker runs at once.
+pub(crate) const WORKER_CONCURRENCY: usize = 32;
+
 /// The steps of each run.
 pub const WORKER_STEPS: u64 = 10;
 
@@ -29,7 +32,7 @@ async fn connect(url: &str, schema: &str) -> PostgresStore {
     let options = PostgresOptions::new(url)
         .and_then(|o| o.with_schema(schema))
         .expect("options")
-        .max_connections(16);
+        .max_connections(WORKER_CONCURRENCY + 4);
     PostgresStore::connect_with(options)
         .await
         .expect("a PostgreSQL store")
@@ -74,7 +77,7 @@ pub fn time_workers(
         let started = Instant::now();
         for (i, store) in stores.iter().enumerate() {
             let worker = Worker::new(store.clone(), registry.clone(), format!("bench-{i}"))
-                .concurrency(8)
+                .concurrency(WORKER_CONCURRENCY)
                 .poll_interval(Duration::from_millis(100))
                 .run_config(|| RunConfig::new().durability(Durability::Sync));
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
