@@ -403,3 +403,27 @@ async fn two_workers_never_run_one_job() {
     assert_eq!(effects.len(), 120, "three tasks of each of 40 runs");
     assert!(effects.values().all(|n| *n == 1), "no task ran twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_past_its_timeout_hands_the_job_back_and_another_worker_resumes_it() {
+    let store = support::fresh_store("w_shutdown").await;
+    let (registry, _) = registry(Effects::default(), Duration::from_millis(300));
+    let queue = Queue::new(&store);
+    let run = queue.submit("chain", json!({})).await.unwrap();
+    let first = spawn(worker(&store, registry.clone(), "first").shutdown_timeout(Duration::ZERO));
+    wait_for(&queue, &run, "running").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stats = first.stop().await;
+    assert_eq!((stats.released(), stats.completed()), (1, 0));
+    let job = queue.job(&run).await.unwrap().unwrap();
+    assert_eq!(
+        job.status, "queued",
+        "handed back at once, not left to expire"
+    );
+
+    let second = spawn(worker(&store, registry, "second"));
+    let job = wait_for(&queue, &run, "done").await;
+    assert_eq!((job.worker.as_deref(), job.attempts), (Some("second"), 2));
+    assert_eq!(job.output.unwrap()["notes"], json!(["a", "b", "c"]));
+    second.stop().await;
+}

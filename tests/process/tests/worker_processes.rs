@@ -368,3 +368,35 @@ async fn workers_killed_at_random_lose_no_run_and_no_acknowledged_task() {
         "torture: {RUNS} runs, {kills} kills, {twice} tasks cut between their end and their commit"
     );
 }
+
+/// A rolling restart: a second process with the same worker id starts, the first shuts down
+/// gracefully (its runs finish), and no run is stranded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_with_one_worker_id_strands_no_run() {
+    let schema = fresh_schema("rolling");
+    let dir = tempfile::tempdir().unwrap();
+    let effects_file = dir.path().join("effects");
+    let queue = queue(&schema).await;
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let run = format!("r-{i}");
+        queue
+            .submit_with_id("chain", &run, json!({}))
+            .await
+            .unwrap();
+        runs.push(run);
+    }
+    let old = WorkerChild::start(&schema, "same", 1_000, &effects_file, 50);
+    wait_effects(&effects_file, "a first task", |c| !c.is_empty());
+    let new = WorkerChild::start(&schema, "same", 1_000, &effects_file, 50);
+    old.stop();
+    for run in &runs {
+        let job = wait_job(&queue, run, "done").await;
+        assert_eq!(
+            job.output.unwrap()["notes"],
+            json!(["s1", "s2", "s3", "s4", "s5"])
+        );
+    }
+    assert_done_once(&effects(&effects_file), 20 * 5);
+    new.stop();
+}
