@@ -18,7 +18,7 @@
 //!   it through its handle.
 //! - **Graceful shutdown** ([`Worker::run_until`]): stop claiming, let the running runs end
 //!   for up to [`Worker::shutdown_timeout`], then cancel the rest and hand their jobs back.
-//! - **Metrics** (the `metrics` facade): `agentgraph_queue_depth` (gauge),
+//! - **Metrics** (the `metrics` facade, feature `metrics`): `agentgraph_queue_depth` (gauge),
 //!   `agentgraph_worker_claim_latency_seconds` (histogram: from a job being ready to its
 //!   claim), `agentgraph_worker_lease_renewals_total`, `agentgraph_worker_fenced_writes_total`.
 //!
@@ -104,6 +104,31 @@ const RELEASE: &str = "UPDATE jobs SET status = 'queued', worker = NULL, claim_u
      available_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running'";
 const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
+
+/// The worker's metrics, recorded with the `metrics` facade when the feature `metrics` is on.
+mod metric {
+    pub(super) fn queue_depth(depth: i64) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("agentgraph_queue_depth").set(depth as f64);
+        let _ = depth;
+    }
+
+    pub(super) fn claim_latency(seconds: f64) {
+        #[cfg(feature = "metrics")]
+        metrics::histogram!("agentgraph_worker_claim_latency_seconds").record(seconds.max(0.0));
+        let _ = seconds;
+    }
+
+    pub(super) fn renewal() {
+        #[cfg(feature = "metrics")]
+        metrics::counter!("agentgraph_worker_lease_renewals_total").increment(1);
+    }
+
+    pub(super) fn fenced() {
+        #[cfg(feature = "metrics")]
+        metrics::counter!("agentgraph_worker_fenced_writes_total").increment(1);
+    }
+}
 
 /// What a worker counted since it was built: see [`Worker::stats`]. Cheap to read from
 /// another task while the worker runs.
@@ -436,7 +461,7 @@ impl Worker {
                 _ = poll.tick() => {
                     if let Ok(rows) = self.shared.store.query(DEPTH, &[], true).await {
                         let depth = rows.first().map_or(0, |r| r.get::<_, i64>(0));
-                        metrics::gauge!("agentgraph_queue_depth").set(depth as f64);
+                        metric::queue_depth(depth);
                     }
                 }
                 Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
@@ -508,7 +533,7 @@ impl Worker {
         for row in rows {
             bump(&shared.stats.claimed);
             let waited: f64 = row.get(7);
-            metrics::histogram!("agentgraph_worker_claim_latency_seconds").record(waited.max(0.0));
+            metric::claim_latency(waited);
             jobs.push(Job {
                 id: row.get(0),
                 kind: row.get(1),
@@ -730,7 +755,7 @@ async fn drive(
             Ok(rows) => match rows.first() {
                 Some(row) => {
                     bump(&shared.stats.renewals);
-                    metrics::counter!("agentgraph_worker_lease_renewals_total").increment(1);
+                    metric::renewal();
                     if row.get::<_, bool>(0) && !cancel_requested {
                         cancel_requested = true;
                         cancel.cancel();
@@ -770,7 +795,7 @@ fn outcome_end(
         Err(e) if e.is_busy() => End::Release(shared.busy_delay),
         Err(Error::Store(StoreError::Fenced { .. })) => {
             bump(&stats.fenced);
-            metrics::counter!("agentgraph_worker_fenced_writes_total").increment(1);
+            metric::fenced();
             tracing::warn!(worker = %shared.id, "a run's write was fenced: another worker took it over");
             End::Nothing
         }

@@ -35,7 +35,15 @@ pub(crate) fn channel(schema: &str) -> String {
     format!("agentgraph_jobs_{schema}")
 }
 
-/// A run named in [`Queue::resume`] that no job of the queue ever ran.
+/// A run named in [`Queue::resume`] that no job of the queue ever ran (in a
+/// [`StoreError::Backend`]).
+///
+/// # Examples
+///
+/// ```
+/// let e = agentgraph_postgres::worker::NotQueued { run: "r-1".into() };
+/// assert!(e.to_string().contains("`r-1` was never submitted"));
+/// ```
 #[derive(Debug)]
 pub struct NotQueued {
     /// The run.
