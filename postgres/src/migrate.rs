@@ -90,6 +90,7 @@ CREATE TABLE jobs (
     claimed_at timestamptz,
     attempts integer NOT NULL DEFAULT 0,
     cancel_requested boolean NOT NULL DEFAULT false,
+    base_step bigint,
     output jsonb,
     error text,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),

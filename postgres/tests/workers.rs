@@ -427,3 +427,57 @@ async fn a_shutdown_past_its_timeout_hands_the_job_back_and_another_worker_resum
     assert_eq!(job.output.unwrap()["notes"], json!(["a", "b", "c"]));
     second.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reclaimed_thread_job_gives_its_input_once() {
+    let store = support::fresh_store("w_thread_once").await;
+    let schema = store.options().schema().to_owned();
+    let (registry, _) = registry(Effects::default(), Duration::ZERO);
+    let queue = Queue::new(&store);
+    let admin = support::admin().await;
+    // As if a worker claimed the job, recorded the thread's step (none yet) and died before
+    // giving the input: the next claim gives it.
+    queue
+        .submit_thread("chat", "chat-3", json!({ "notes": ["hi"] }))
+        .await
+        .unwrap();
+    admin
+        .execute(
+            &format!(
+                "UPDATE {schema}.jobs SET status = 'running', attempts = 1, base_step = -1, \
+                 claim_until = clock_timestamp() - interval '1 second' WHERE run_id = 'chat-3'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let running = spawn(worker(&store, registry, "w1"));
+    let job = wait_for(&queue, "chat-3", "done").await;
+    assert_eq!(job.attempts, 2);
+    assert_eq!(job.output.unwrap()["notes"], json!(["hi", "you said hi"]));
+
+    // As if the worker gave the input, the invocation ended, and the worker died before
+    // marking the job done: the next claim returns the invocation's end, without giving the
+    // input again.
+    admin
+        .execute(
+            &format!(
+                "UPDATE {schema}.jobs SET status = 'running', \
+                 claim_until = clock_timestamp() - interval '1 second' WHERE run_id = 'chat-3'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = queue.job("chat-3").await.unwrap().unwrap();
+        if job.status == "done" && job.attempts == 3 {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "{job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(job.output.unwrap()["notes"], json!(["hi", "you said hi"]));
+    running.stop().await;
+}

@@ -94,7 +94,7 @@ const CLAIM: &str = "UPDATE jobs j SET status = 'running', worker = $1, attempts
            ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) c \
      WHERE j.id = c.id \
      RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested, \
-        extract(epoch FROM clock_timestamp() - c.ready_at)::float8";
+        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step";
 const HEARTBEAT: &str = "UPDATE jobs SET claim_until = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING cancel_requested";
 const FINISH: &str = "UPDATE jobs SET status = $3, output = $4::text::jsonb, error = $5, \
@@ -104,6 +104,8 @@ const RELEASE: &str = "UPDATE jobs SET status = 'queued', worker = NULL, claim_u
      available_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running'";
 const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
+const BASE_STEP: &str =
+    "UPDATE jobs SET base_step = $3 WHERE id = $1 AND attempts = $2 AND status = 'running'";
 
 /// The worker's metrics, recorded with the `metrics` facade when the feature `metrics` is on.
 mod metric {
@@ -233,6 +235,8 @@ struct Job {
     input: Option<String>,
     attempts: i32,
     cancel_requested: bool,
+    /// A thread job's: the thread's last step before its input was given (-1: none).
+    base_step: Option<i64>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -542,6 +546,7 @@ impl Worker {
                 input: row.get(4),
                 attempts: row.get(5),
                 cancel_requested: row.get(6),
+                base_step: row.get(8),
             });
         }
         Ok(jobs)
@@ -637,7 +642,7 @@ async fn begin(shared: &Shared, job: &Job) -> std::result::Result<DynRun, Error>
         None => serde_json::Value::Null,
     };
     // A job claimed again: what did the attempts before do?
-    let stored = if job.attempts > 1 {
+    let stored = if job.attempts > 1 && job.kind != "thread" {
         CheckpointStore::get_run(&shared.store, &job.run)
             .await
             .map_err(Error::Store)?
@@ -649,12 +654,30 @@ async fn begin(shared: &Shared, job: &Job) -> std::result::Result<DynRun, Error>
             None => graph.start(input, config.run_id(job.run.clone())),
             Some(_) => graph.resume(job.run.clone(), DynResume::default(), config),
         },
-        "thread" => match stored {
-            Some(r) if r.status == RunStatus::Running => {
-                graph.resume(job.run.clone(), DynResume::default(), config)
+        "thread" => {
+            // The thread's last step now; an input given is checkpointed as the next step.
+            let latest = CheckpointStore::latest_checkpoint(&shared.store, &job.run)
+                .await
+                .map_err(Error::Store)?
+                .map_or(-1, |(step, _)| i64::try_from(step).unwrap_or(i64::MAX));
+            match job.base_step {
+                // An attempt before gave the input (the thread went past the step it was
+                // at): it goes on, or, ended, gives its final state.
+                Some(base) if latest > base => {
+                    graph.resume(job.run.clone(), DynResume::default(), config)
+                }
+                Some(_) => graph.invoke_thread(job.run.clone(), input, config),
+                None => {
+                    // Recorded before the input is given: a later attempt knows.
+                    shared
+                        .store
+                        .query(BASE_STEP, &[&job.id, &job.attempts, &latest], true)
+                        .await
+                        .map_err(Error::Store)?;
+                    graph.invoke_thread(job.run.clone(), input, config)
+                }
             }
-            _ => graph.invoke_thread(job.run.clone(), input, config),
-        },
+        }
         _ => {
             let resume: DynResume = serde_json::from_value(input).map_err(|e| Error::Json {
                 what: "the job's resume".into(),

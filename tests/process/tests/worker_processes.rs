@@ -400,3 +400,33 @@ async fn a_rolling_restart_with_one_worker_id_strands_no_run() {
     assert_done_once(&effects(&effects_file), 20 * 5);
     new.stop();
 }
+
+/// A thread's input given by a worker killed mid-invocation: the next worker resumes the
+/// invocation (the input is not given twice), running only the killed task again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_thread_invocation_is_resumed_not_given_again() {
+    let schema = fresh_schema("thread_kill");
+    let dir = tempfile::tempdir().unwrap();
+    let effects_file = dir.path().join("effects");
+    let queue = queue(&schema).await;
+    queue
+        .submit_thread("chain", "th-1", json!({ "notes": ["input"] }))
+        .await
+        .unwrap();
+    let first = WorkerChild::start(&schema, "first", 1_000, &effects_file, 300);
+    wait_effects(&effects_file, "start of s3", |c| started(c, "s3") > 0);
+    first.signal("-KILL");
+    drop(first);
+    let second = WorkerChild::start(&schema, "second", 1_000, &effects_file, 300);
+    let job = wait_job(&queue, "th-1", "done").await;
+    assert_eq!((job.worker.as_deref(), job.attempts), (Some("second"), 2));
+    assert_eq!(
+        job.output.unwrap()["notes"],
+        json!(["input", "s1", "s2", "s3", "s4", "s5"])
+    );
+    let counts = effects(&effects_file);
+    assert_done_once(&counts, 5);
+    assert_eq!(started(&counts, "s3"), 2, "{counts:?}");
+    assert_eq!(started(&counts, "s2"), 1, "{counts:?}");
+    second.stop();
+}
