@@ -20,6 +20,7 @@ mod measure;
 mod postgres;
 mod states;
 mod thread;
+mod workers;
 mod workloads;
 
 pub use agent::time_agent_turns;
@@ -31,6 +32,7 @@ pub use measure::{median, run_counting_steps, runtime, time_runs};
 pub use postgres::{PostgresBaseline, PostgresServer};
 pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 pub use thread::{Turn, run_thread, thread_graph};
+pub use workers::{WORKER_STEPS, WorkerTiming, time_workers};
 pub use workloads::{
     BIG_ITEM_LEN, BIG_ITEMS, Flaky, SEED, SMALL_ITEMS, big_chain, big_input, big_item,
     calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, cpu_work, fanout, flaky_chain,

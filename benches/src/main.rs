@@ -18,7 +18,7 @@ use agentgraph_benches::{
     big_chain, big_input, calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout,
     fill_store, flaky_chain, median, run_checkpointed, run_counting_steps, run_thread, runtime,
     small_input, thread_graph, time_agent_turns, time_resume, time_runs, time_runs_each,
-    two_node_loop,
+    time_workers, two_node_loop,
 };
 use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;
@@ -38,6 +38,7 @@ const WORKLOADS: &[&str] = &[
     "resume_100",
     "thread_100_turns",
     "agent_turn",
+    "workers",
 ];
 
 /// The raw baseline samples taken before each timed `durable_sync` run.
@@ -186,6 +187,7 @@ fn main() -> ExitCode {
             "resume_100" => run_resume(&rt, Reps::for_size(false, reps)),
             "thread_100_turns" => run_thread_turns(&rt, Reps::for_size(true, reps)),
             "agent_turn" => run_agent_turn(&rt, Reps::for_size(false, reps)),
+            "workers" => run_workers(&rt, reps),
             "fanout_100" => run_fanout(&rt, 100, Reps::for_size(false, reps)),
             "loop_1000" => run_loop(&rt, 1_000, Reps::for_size(false, reps)),
             "compile_1000" => run_compile("compile_1000", 1_000, Reps::for_size(false, reps)),
@@ -836,6 +838,34 @@ fn run_chain_postgres(rt: &Runtime, nodes: u64, reps: Reps) {
         ..Line::default()
     }
     .print();
+}
+
+/// The runs of each `workers` measurement, and the single runs timed for the claim latency.
+const WORKER_RUNS: usize = 400;
+const WORKER_PROBES: usize = 51;
+
+/// `workers`: runs of a 10-step chain of trivial nodes through one PostgreSQL queue (a
+/// throwaway server of this run, PostgreSQL's default durability; `Durability::Sync`), taken
+/// by 1, 2 and 4 workers: durable steps and runs per second, and the median time from a job
+/// queued to its claim with idle workers. `--reps N` sets the runs (N × 10, at least 10).
+fn run_workers(rt: &Runtime, reps: Option<usize>) {
+    let server = PostgresServer::start();
+    let runs = reps.map_or(WORKER_RUNS, |r| (r * 10).max(10));
+    for workers in [1, 2, 4] {
+        let t = time_workers(rt, server.url(), workers, runs, WORKER_PROBES);
+        println!(
+            "{}",
+            serde_json::json!({
+                "workload": "workers",
+                "mode": "postgres",
+                "workers": workers,
+                "runs": runs,
+                "steps_per_s": t.steps_per_s,
+                "runs_per_s": t.runs_per_s,
+                "claim_p50_ms": t.claim_p50.as_secs_f64() * 1e3,
+            })
+        );
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ mod commit;
 mod error;
 mod migrate;
 mod options;
+pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

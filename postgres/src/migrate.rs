@@ -74,6 +74,33 @@ BEGIN
 END
 $fence$;
 "#,
+    // 2: the workers' queue of jobs (see `worker`).
+    r#"
+CREATE TABLE jobs (
+    id bigserial PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ('start', 'thread', 'resume')),
+    graph text NOT NULL,
+    run_id text NOT NULL,
+    input jsonb,
+    status text NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'running', 'done', 'interrupted', 'failed', 'cancelled')),
+    available_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    worker text,
+    claim_until timestamptz,
+    claimed_at timestamptz,
+    attempts integer NOT NULL DEFAULT 0,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    base_step bigint,
+    output jsonb,
+    error text,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz
+);
+CREATE INDEX jobs_queued ON jobs (available_at, id) WHERE status = 'queued';
+CREATE INDEX jobs_claimed ON jobs (claim_until) WHERE status = 'running';
+CREATE INDEX jobs_run ON jobs (run_id, id);
+CREATE UNIQUE INDEX jobs_start ON jobs (run_id) WHERE kind = 'start';
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.

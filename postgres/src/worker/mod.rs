@@ -1,0 +1,837 @@
+//! Workers that share runs through the database: a [`Queue`] of jobs any process submits to,
+//! and [`Worker`]s that claim them and run them on a [`PostgresStore`].
+//!
+//! - **Claims**: a worker claims ready jobs of the graphs it has in one statement
+//!   (`FOR UPDATE SKIP LOCKED`, under READ COMMITTED), up to its concurrency cap (and each
+//!   graph's), and holds each claim with a heartbeat. The jobs of one run (or thread) are
+//!   taken one at a time, in the order they were queued. A job whose claim expired (its worker
+//!   was killed, paused or cut off) is claimable again: the next worker *resumes* the run
+//!   from its checkpoints, running only the unfinished tasks.
+//! - **Fencing**: the run itself is held by the store's lease, whose epoch stamps every
+//!   commit: a worker that wakes up after another took its run over has its next write
+//!   refused ([`StoreError::Fenced`]) and counts it ([`WorkerStats::fenced`]).
+//! - **Delays in the database**: a job whose run is still leased by another owner goes back
+//!   to the queue with a short delay (`available_at`); no worker sleeps on a claim.
+//! - **Wake-ups** by `LISTEN`/`NOTIFY` are a hint only: after every (re)connect the worker
+//!   listens first and then looks at the table, and it also looks on a timer.
+//! - **Cancellation** ([`Queue::cancel`]) reaches the worker running the run, which cancels
+//!   it through its handle.
+//! - **Graceful shutdown** ([`Worker::run_until`]): stop claiming, let the running runs end
+//!   for up to [`Worker::shutdown_timeout`], then cancel the rest and hand their jobs back.
+//! - **Metrics** (the `metrics` facade, feature `metrics`): `agentgraph_queue_depth` (gauge),
+//!   `agentgraph_worker_claim_latency_seconds` (histogram: from a job being ready to its
+//!   claim), `agentgraph_worker_lease_renewals_total`, `agentgraph_worker_fenced_writes_total`.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use agentgraph_engine::{GraphBuilder, GraphRegistry, START, END};
+//! use agentgraph_postgres::PostgresStore;
+//! use agentgraph_postgres::worker::{Queue, Worker};
+//!
+//! #[derive(Clone, Default, Debug, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+//! #[state(crate = agentgraph_engine)]
+//! struct Count {
+//!     #[reducer(add)]
+//!     n: i64,
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let mut b = GraphBuilder::<Count>::new();
+//!     b.add_node("inc", |_, _| async { Ok(CountUpdate::new().n(1)) })
+//!         .add_edge(START, "inc")
+//!         .add_edge("inc", END);
+//!     let registry = GraphRegistry::new().with("counter", b.compile()?);
+//!
+//!     let store = PostgresStore::connect("postgres://agentgraph@127.0.0.1:5432/postgres").await?;
+//!     let worker = Worker::new(store.clone(), registry, "worker-1").concurrency(16);
+//!     let stats = worker.stats();
+//!     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//!     let running = tokio::spawn(worker.run_until(async { stopped.await.ok(); }));
+//!
+//!     let queue = Queue::new(&store);
+//!     let run = queue.submit("counter", serde_json::json!({ "n": 41 })).await?;
+//!     while queue.job(&run).await?.is_some_and(|job| job.status != "done") {
+//!         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+//!     }
+//!     assert_eq!(queue.job(&run).await?.unwrap().output.unwrap()["n"], 42);
+//!     assert_eq!(stats.completed(), 1);
+//!     stop.send(()).ok();
+//!     running.await??;
+//!     Ok(())
+//! }
+//! ```
+
+mod queue;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agentgraph_checkpoint::{CheckpointStore, Result, RunStatus, StoreError};
+use agentgraph_engine::{DynOutcome, DynResume, DynRun, Error, GraphRegistry, RunConfig};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+pub use queue::{JobInfo, NotQueued, Queue};
+
+use crate::PostgresStore;
+use queue::{CANCELLED, NOTIFY, QUEUED};
+
+const CLAIM: &str = "UPDATE jobs j SET status = 'running', worker = $1, attempts = j.attempts + 1, \
+     claimed_at = clock_timestamp(), claim_until = clock_timestamp() + $2::bigint * interval '1 millisecond' \
+     FROM (SELECT id, CASE WHEN status = 'queued' THEN available_at ELSE claim_until END AS ready_at \
+           FROM jobs \
+           WHERE graph = ANY($3) AND ((status = 'queued' AND available_at <= clock_timestamp()) \
+              OR (status = 'running' AND claim_until <= clock_timestamp())) \
+             AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id \
+                             AND e.status IN ('queued', 'running')) \
+           ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) c \
+     WHERE j.id = c.id \
+     RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested, \
+        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step";
+const HEARTBEAT: &str = "UPDATE jobs SET claim_until = clock_timestamp() + $3::bigint * interval '1 millisecond' \
+     WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING cancel_requested";
+const FINISH: &str = "UPDATE jobs SET status = $3, output = $4::text::jsonb, error = $5, \
+     claim_until = NULL, finished_at = clock_timestamp() \
+     WHERE id = $1 AND attempts = $2 AND status = 'running'";
+const RELEASE: &str = "UPDATE jobs SET status = 'queued', worker = NULL, claim_until = NULL, \
+     available_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
+     WHERE id = $1 AND attempts = $2 AND status = 'running'";
+const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
+const BASE_STEP: &str =
+    "UPDATE jobs SET base_step = $3 WHERE id = $1 AND attempts = $2 AND status = 'running'";
+
+/// The worker's metrics, recorded with the `metrics` facade when the feature `metrics` is on.
+mod metric {
+    pub(super) fn queue_depth(depth: i64) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("agentgraph_queue_depth").set(depth as f64);
+        let _ = depth;
+    }
+
+    pub(super) fn claim_latency(seconds: f64) {
+        #[cfg(feature = "metrics")]
+        metrics::histogram!("agentgraph_worker_claim_latency_seconds").record(seconds.max(0.0));
+        let _ = seconds;
+    }
+
+    pub(super) fn renewal() {
+        #[cfg(feature = "metrics")]
+        metrics::counter!("agentgraph_worker_lease_renewals_total").increment(1);
+    }
+
+    pub(super) fn fenced() {
+        #[cfg(feature = "metrics")]
+        metrics::counter!("agentgraph_worker_fenced_writes_total").increment(1);
+    }
+}
+
+/// What a worker counted since it was built: see [`Worker::stats`]. Cheap to read from
+/// another task while the worker runs.
+///
+/// # Examples
+///
+/// ```
+/// let stats = agentgraph_postgres::worker::WorkerStats::default();
+/// assert_eq!((stats.claimed(), stats.completed(), stats.fenced()), (0, 0, 0));
+/// ```
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    claimed: AtomicU64,
+    completed: AtomicU64,
+    interrupted: AtomicU64,
+    failed: AtomicU64,
+    cancelled: AtomicU64,
+    released: AtomicU64,
+    fenced: AtomicU64,
+    renewals: AtomicU64,
+    claims_lost: AtomicU64,
+}
+
+macro_rules! getters {
+    ($($name:ident: $doc:literal),* $(,)?) => {
+        impl WorkerStats {
+            $(
+                #[doc = $doc]
+                ///
+                /// # Examples
+                ///
+                /// See [`WorkerStats`].
+                pub fn $name(&self) -> u64 {
+                    self.$name.load(Ordering::Relaxed)
+                }
+            )*
+        }
+    };
+}
+
+getters! {
+    claimed: "Jobs claimed.",
+    completed: "Jobs whose run completed.",
+    interrupted: "Jobs whose run stopped at interrupts.",
+    failed: "Jobs whose run failed.",
+    cancelled: "Jobs cancelled (by [`Queue::cancel`]).",
+    released: "Jobs handed back to the queue: their run was busy, or the worker shut down.",
+    fenced: "Runs whose write was refused because another worker had taken them over.",
+    renewals: "Claims renewed by the heartbeat.",
+    claims_lost: "Claims found taken over by another worker at a heartbeat.",
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Builds the [`RunConfig`] of each job's run (the worker sets its store, lease TTL and run
+/// id on it).
+type ConfigFn = Arc<dyn Fn() -> RunConfig + Send + Sync>;
+
+/// A worker: claims the queue's jobs for the graphs of its [`GraphRegistry`] and runs them on
+/// a [`PostgresStore`] (see the [module](self) documentation for what it guarantees).
+///
+/// # Examples
+///
+/// See the [module](self) documentation.
+pub struct Worker {
+    shared: Arc<Shared>,
+    concurrency: usize,
+    graph_caps: HashMap<String, usize>,
+    poll_interval: Duration,
+    shutdown_timeout: Duration,
+}
+
+struct Shared {
+    store: PostgresStore,
+    registry: GraphRegistry,
+    id: String,
+    lease_ttl: Duration,
+    busy_delay: Duration,
+    config: ConfigFn,
+    stats: Arc<WorkerStats>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.shared.id)
+            .field("concurrency", &self.concurrency)
+            .field("graph_caps", &self.graph_caps)
+            .field("lease_ttl", &self.shared.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A claimed job.
+struct Job {
+    id: i64,
+    kind: String,
+    graph: String,
+    run: String,
+    input: Option<String>,
+    attempts: i32,
+    cancel_requested: bool,
+    /// A thread job's: the thread's last step before its input was given (-1: none).
+    base_step: Option<i64>,
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl Worker {
+    /// A worker named `id` (shown in the queue's jobs; unique among live workers is best),
+    /// running the graphs of `registry` on `store`, 8 runs at a time, with a 10 s lease.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(store: agentgraph_postgres::PostgresStore) {
+    /// use agentgraph_postgres::worker::Worker;
+    /// let worker = Worker::new(store, agentgraph_engine::GraphRegistry::new(), "w-1")
+    ///     .concurrency(32)
+    ///     .graph_concurrency("llm-agent", 4)
+    ///     .lease_ttl(std::time::Duration::from_secs(5));
+    /// assert_eq!(worker.id(), "w-1");
+    /// # }
+    /// ```
+    pub fn new(store: PostgresStore, registry: GraphRegistry, id: impl Into<String>) -> Worker {
+        Worker {
+            shared: Arc::new(Shared {
+                store,
+                registry,
+                id: id.into(),
+                lease_ttl: Duration::from_secs(10),
+                busy_delay: Duration::from_millis(200),
+                config: Arc::new(RunConfig::new),
+                stats: Arc::default(),
+            }),
+            concurrency: 8,
+            graph_caps: HashMap::new(),
+            poll_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn shared_mut(&mut self) -> &mut Shared {
+        Arc::get_mut(&mut self.shared).expect("the worker is not running yet")
+    }
+
+    /// The worker's id.
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker::new`].
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Runs at most `n` jobs at a time (at least 1).
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker::new`].
+    #[must_use]
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Runs at most `n` jobs of `graph` at a time (within [`concurrency`](Worker::concurrency)).
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker::new`].
+    #[must_use]
+    pub fn graph_concurrency(mut self, graph: impl Into<String>, n: usize) -> Self {
+        self.graph_caps.insert(graph.into(), n);
+        self
+    }
+
+    /// How long a claim and a run's lease last without a heartbeat (renewed every third of
+    /// it): a killed worker's runs are taken over this long after its last heartbeat.
+    ///
+    /// # Examples
+    ///
+    /// See [`Worker::new`].
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.shared_mut().lease_ttl = ttl.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How often the worker looks at the queue without a notification (default 1 s).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(w: agentgraph_postgres::worker::Worker) {
+    /// let w = w.poll_interval(std::time::Duration::from_millis(100));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a shutdown waits for the running runs to end before it cancels them and
+    /// hands their jobs back (default 30 s).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(w: agentgraph_postgres::worker::Worker) {
+    /// let w = w.shutdown_timeout(std::time::Duration::ZERO); // cancel at once
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long a job whose run is held by another owner waits in the queue before it is
+    /// claimed again (default 200 ms).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(w: agentgraph_postgres::worker::Worker) {
+    /// let w = w.busy_delay(std::time::Duration::from_millis(50));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn busy_delay(mut self, delay: Duration) -> Self {
+        self.shared_mut().busy_delay = delay;
+        self
+    }
+
+    /// The [`RunConfig`] each run starts from (durability, timeouts, limits...); the worker
+    /// sets its store, lease TTL and run id on it. Default: [`RunConfig::new`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(w: agentgraph_postgres::worker::Worker) {
+    /// use agentgraph_engine::{Durability, RunConfig};
+    /// let w = w.run_config(|| RunConfig::new().durability(Durability::Sync));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn run_config(mut self, config: impl Fn() -> RunConfig + Send + Sync + 'static) -> Self {
+        self.shared_mut().config = Arc::new(config);
+        self
+    }
+
+    /// What the worker counts, shared: read it while the worker runs.
+    ///
+    /// # Examples
+    ///
+    /// See the [module](self) documentation.
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Claims and runs jobs until `shutdown` completes, then shuts down gracefully: it stops
+    /// claiming, waits for its runs to end for up to the
+    /// [`shutdown_timeout`](Worker::shutdown_timeout), then cancels the others and hands
+    /// their jobs back to the queue (another worker resumes them).
+    ///
+    /// # Errors
+    ///
+    /// None so far: a lost connection is retried (and logged) until shutdown.
+    ///
+    /// # Examples
+    ///
+    /// See the [module](self) documentation.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let wake = Arc::new(Notify::new());
+        let (cancel_tx, cancel_rx) = watch::channel(0u64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let listener = tokio::spawn(listen(self.shared.clone(), wake.clone(), cancel_tx));
+        let mut tasks: JoinSet<()> = JoinSet::new();
+        let mut running: HashMap<String, usize> = HashMap::new();
+        let mut task_graphs: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut poll = tokio::time::interval(self.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let names: Vec<String> = self.shared.registry.names().map(str::to_owned).collect();
+        loop {
+            // Claim while there is room and jobs come.
+            loop {
+                let spare = self.concurrency.saturating_sub(tasks.len());
+                if spare == 0 {
+                    break;
+                }
+                let groups = self.claimable(&names, &running, spare);
+                let mut got = 0;
+                let mut wanted = 0;
+                for (graphs, limit) in groups {
+                    wanted += limit;
+                    match self.claim(&graphs, limit).await {
+                        Ok(jobs) => {
+                            got += jobs.len();
+                            for job in jobs {
+                                *running.entry(job.graph.clone()).or_default() += 1;
+                                let graph = job.graph.clone();
+                                let task = tasks.spawn(run_job(
+                                    self.shared.clone(),
+                                    job,
+                                    cancel_rx.clone(),
+                                    stop_rx.clone(),
+                                ));
+                                task_graphs.insert(task.id(), graph);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(worker = %self.shared.id, error = %e, "claiming jobs failed; trying again");
+                            wanted = usize::MAX;
+                            break;
+                        }
+                    }
+                }
+                if got == 0 || got < wanted {
+                    break;
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = wake.notified() => {}
+                _ = poll.tick() => {
+                    if let Ok(rows) = self.shared.store.query(DEPTH, &[], true).await {
+                        let depth = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+                        metric::queue_depth(depth);
+                    }
+                }
+                Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    ended_job(&mut running, &mut task_graphs, ended);
+                }
+            }
+        }
+        // Graceful shutdown: no more claims; the running runs end, or are cancelled.
+        listener.abort();
+        let deadline = tokio::time::sleep(self.shutdown_timeout);
+        tokio::pin!(deadline);
+        while !tasks.is_empty() {
+            tokio::select! {
+                Some(ended) = tasks.join_next_with_id() => ended_job(&mut running, &mut task_graphs, ended),
+                () = &mut deadline => break,
+            }
+        }
+        if !tasks.is_empty() {
+            let _ = stop_tx.send(true);
+            while let Some(ended) = tasks.join_next_with_id().await {
+                ended_job(&mut running, &mut task_graphs, ended);
+            }
+        }
+        Ok(())
+    }
+
+    /// The groups of graphs to claim together, and how many jobs each may take.
+    fn claimable(
+        &self,
+        names: &[String],
+        running: &HashMap<String, usize>,
+        spare: usize,
+    ) -> Vec<(Vec<String>, usize)> {
+        let mut free = Vec::new();
+        let mut groups = Vec::new();
+        for name in names {
+            match self.graph_caps.get(name) {
+                None => free.push(name.clone()),
+                Some(cap) => {
+                    let room = cap.saturating_sub(running.get(name).copied().unwrap_or(0));
+                    if room > 0 {
+                        groups.push((vec![name.clone()], room.min(spare)));
+                    }
+                }
+            }
+        }
+        if !free.is_empty() {
+            groups.insert(0, (free, spare));
+        }
+        groups
+    }
+
+    async fn claim(&self, graphs: &[String], limit: usize) -> Result<Vec<Job>> {
+        let shared = &self.shared;
+        let rows = shared
+            .store
+            .query(
+                CLAIM,
+                &[
+                    &shared.id,
+                    &ms(shared.lease_ttl),
+                    &graphs,
+                    &(limit.min(1_000) as i64),
+                ],
+                false,
+            )
+            .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for row in rows {
+            bump(&shared.stats.claimed);
+            let waited: f64 = row.get(7);
+            metric::claim_latency(waited);
+            jobs.push(Job {
+                id: row.get(0),
+                kind: row.get(1),
+                graph: row.get(2),
+                run: row.get(3),
+                input: row.get(4),
+                attempts: row.get(5),
+                cancel_requested: row.get(6),
+                base_step: row.get(8),
+            });
+        }
+        Ok(jobs)
+    }
+}
+
+fn ended_job(
+    running: &mut HashMap<String, usize>,
+    graphs: &mut HashMap<tokio::task::Id, String>,
+    ended: std::result::Result<(tokio::task::Id, ()), tokio::task::JoinError>,
+) {
+    let id = match ended {
+        Ok((id, ())) => id,
+        Err(e) => {
+            // A job's task that panicked: its claim expires and another worker resumes it.
+            tracing::error!(error = %e, "a job's task ended abnormally");
+            e.id()
+        }
+    };
+    if let Some(graph) = graphs.remove(&id)
+        && let Some(n) = running.get_mut(&graph)
+    {
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// Listens for the queue's notifications on a connection of its own, forever: after every
+/// (re)connect it listens first, then wakes the claimer (which looks at the table).
+async fn listen(shared: Arc<Shared>, wake: Arc<Notify>, cancels: watch::Sender<u64>) {
+    let channel = queue::channel(shared.store.options().schema());
+    let config = shared.store.options().session_config();
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+                let driver = tokio::spawn(async move {
+                    while let Some(Ok(message)) =
+                        std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                    {
+                        if let AsyncMessage::Notification(n) = message
+                            && tx.send(n.payload().to_owned()).is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN \"{channel}\"")).await {
+                    Ok(()) => {
+                        // Whatever was queued before the LISTEN is found by this look.
+                        wake.notify_one();
+                        cancels.send_modify(|n| *n += 1);
+                        while let Some(payload) = rx.recv().await {
+                            if payload == CANCELLED {
+                                cancels.send_modify(|n| *n += 1);
+                            } else {
+                                wake.notify_one();
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                }
+                driver.abort();
+            }
+            Err(e) => {
+                tracing::warn!(worker = %shared.id, error = %e, "the queue's notification connection failed; polling until it is back");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// How a job's run ended, for the queue.
+enum End {
+    Finish(&'static str, Option<String>, Option<String>),
+    Release(Duration),
+    Nothing,
+}
+
+/// Starts (or, for a job claimed again, resumes) the job's run.
+async fn begin(shared: &Shared, job: &Job) -> std::result::Result<DynRun, Error> {
+    let graph = shared.registry.get(&job.graph).ok_or_else(|| Error::Json {
+        what: "the job's graph".into(),
+        message: format!("graph `{}` is not registered", job.graph),
+    })?;
+    let config = (shared.config)()
+        .store(shared.store.clone())
+        .lease_ttl(shared.lease_ttl);
+    let input: serde_json::Value = match &job.input {
+        Some(text) => serde_json::from_str(text).map_err(|e| Error::Json {
+            what: "the job's input".into(),
+            message: e.to_string(),
+        })?,
+        None => serde_json::Value::Null,
+    };
+    // A job claimed again: what did the attempts before do?
+    let stored = if job.attempts > 1 && job.kind != "thread" {
+        CheckpointStore::get_run(&shared.store, &job.run)
+            .await
+            .map_err(Error::Store)?
+    } else {
+        None
+    };
+    match job.kind.as_str() {
+        "start" => match stored {
+            None => graph.start(input, config.run_id(job.run.clone())),
+            Some(_) => graph.resume(job.run.clone(), DynResume::default(), config),
+        },
+        "thread" => {
+            // The thread's last step now; an input given is checkpointed as the next step.
+            let latest = CheckpointStore::latest_checkpoint(&shared.store, &job.run)
+                .await
+                .map_err(Error::Store)?
+                .map_or(-1, |(step, _)| i64::try_from(step).unwrap_or(i64::MAX));
+            match job.base_step {
+                // An attempt before gave the input (the thread went past the step it was
+                // at): it goes on, or, ended, gives its final state.
+                Some(base) if latest > base => {
+                    graph.resume(job.run.clone(), DynResume::default(), config)
+                }
+                Some(_) => graph.invoke_thread(job.run.clone(), input, config),
+                None => {
+                    // Recorded before the input is given: a later attempt knows.
+                    shared
+                        .store
+                        .query(BASE_STEP, &[&job.id, &job.attempts, &latest], true)
+                        .await
+                        .map_err(Error::Store)?;
+                    graph.invoke_thread(job.run.clone(), input, config)
+                }
+            }
+        }
+        _ => {
+            let resume: DynResume = serde_json::from_value(input).map_err(|e| Error::Json {
+                what: "the job's resume".into(),
+                message: e.to_string(),
+            })?;
+            match stored {
+                Some(r) if r.status != RunStatus::Interrupted => {
+                    graph.resume(job.run.clone(), DynResume::default(), config)
+                }
+                _ => graph.resume(job.run.clone(), resume, config),
+            }
+        }
+    }
+}
+
+/// Runs one claimed job to its end, holding its claim.
+async fn run_job(
+    shared: Arc<Shared>,
+    job: Job,
+    mut cancels: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let end = if job.cancel_requested {
+        End::Finish("cancelled", None, Some("cancelled before it ran".into()))
+    } else {
+        match begin(&shared, &job).await {
+            Err(e) => outcome_end(&shared, Err(e), false, false),
+            Ok(run) => drive(&shared, &job, run, &mut cancels, &mut stop).await,
+        }
+    };
+    let result = match end {
+        End::Finish(status, output, error) => shared
+            .store
+            .query(
+                FINISH,
+                &[&job.id, &job.attempts, &status, &output, &error],
+                true,
+            )
+            .await
+            .map(drop),
+        End::Release(delay) => {
+            bump(&shared.stats.released);
+            let released = shared
+                .store
+                .query(RELEASE, &[&job.id, &job.attempts, &ms(delay)], true)
+                .await
+                .map(drop);
+            if delay.is_zero() {
+                let channel = queue::channel(shared.store.options().schema());
+                let _ = shared.store.query(NOTIFY, &[&channel, &QUEUED], true).await;
+            }
+            released
+        }
+        End::Nothing => Ok(()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(worker = %shared.id, run = %job.run, error = %e, "recording a job's end failed; its claim expires and another worker resumes it");
+    }
+}
+
+/// Follows a started run: renews the claim, passes cancellations on, and says how it ended.
+async fn drive(
+    shared: &Shared,
+    job: &Job,
+    run: DynRun,
+    cancels: &mut watch::Receiver<u64>,
+    stop: &mut watch::Receiver<bool>,
+) -> End {
+    let (_run_id, events, cancel, mut outcome) = run.into_parts();
+    drop(events);
+    let mut beat = tokio::time::interval(shared.lease_ttl / 3);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    beat.reset(); // the claim was just taken
+    let (mut cancel_requested, mut stopping) = (false, false);
+    let result = loop {
+        let check = tokio::select! {
+            result = &mut outcome => break result,
+            _ = beat.tick() => true,
+            Ok(()) = cancels.changed() => true,
+            Ok(()) = stop.changed(), if !stopping => {
+                stopping = true;
+                cancel.cancel();
+                false
+            }
+        };
+        if !check {
+            continue;
+        }
+        match shared
+            .store
+            .query(
+                HEARTBEAT,
+                &[&job.id, &job.attempts, &ms(shared.lease_ttl)],
+                true,
+            )
+            .await
+        {
+            Ok(rows) => match rows.first() {
+                Some(row) => {
+                    bump(&shared.stats.renewals);
+                    metric::renewal();
+                    if row.get::<_, bool>(0) && !cancel_requested {
+                        cancel_requested = true;
+                        cancel.cancel();
+                    }
+                }
+                None => {
+                    // Taken over: the run's next write is refused by the store's fence.
+                    bump(&shared.stats.claims_lost);
+                    tracing::warn!(worker = %shared.id, run = %job.run, "the job's claim was taken over");
+                }
+            },
+            Err(e) => {
+                tracing::warn!(worker = %shared.id, run = %job.run, error = %e, "renewing a claim failed; retrying");
+            }
+        }
+    };
+    outcome_end(shared, result, cancel_requested, stopping)
+}
+
+fn outcome_end(
+    shared: &Shared,
+    result: std::result::Result<DynOutcome, Error>,
+    cancel_requested: bool,
+    stopping: bool,
+) -> End {
+    let stats = &shared.stats;
+    match result {
+        Ok(DynOutcome::Completed { state }) => {
+            bump(&stats.completed);
+            End::Finish("done", Some(state.to_string()), None)
+        }
+        Ok(outcome @ DynOutcome::Interrupted { .. }) => {
+            bump(&stats.interrupted);
+            let output = serde_json::to_string(&outcome).ok();
+            End::Finish("interrupted", output, None)
+        }
+        Err(e) if e.is_busy() => End::Release(shared.busy_delay),
+        Err(Error::Store(StoreError::Fenced { .. })) => {
+            bump(&stats.fenced);
+            metric::fenced();
+            tracing::warn!(worker = %shared.id, "a run's write was fenced: another worker took it over");
+            End::Nothing
+        }
+        Err(Error::Cancelled { .. }) if stopping && !cancel_requested => {
+            End::Release(Duration::ZERO)
+        }
+        Err(e @ Error::Cancelled { .. }) if cancel_requested => {
+            bump(&stats.cancelled);
+            End::Finish("cancelled", None, Some(e.to_string()))
+        }
+        Err(e) => {
+            bump(&stats.failed);
+            End::Finish("failed", None, Some(e.to_string()))
+        }
+    }
+}
