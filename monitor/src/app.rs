@@ -31,6 +31,9 @@ pub(crate) struct AppState {
     pub(crate) live: Option<crate::live::LiveTokens>,
     /// The control API's graphs and runs, when it is on.
     pub(crate) control: Option<control::Control>,
+    /// The queue of workers the control API submits to, when it is set.
+    #[cfg(feature = "postgres")]
+    pub(crate) queue: Option<std::sync::Arc<agentgraph_postgres::worker::Queue>>,
 }
 
 /// The page's policy: its own scripts, styles and connections only; nothing inline, nothing
@@ -67,6 +70,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/graphs/{graph}/runs", post(control::start))
         .route("/api/runs/{run}/resume", post(control::resume))
         .route("/api/runs/{run}/cancel", post(control::cancel))
+        .route("/api/queue", get(control::queue))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(RequestBodyLimitLayer::new(CONTROL_BODY_LIMIT));
     Router::new()

@@ -111,11 +111,15 @@ pub(crate) async fn start(
     ApiPath(graph_name): ApiPath<String>,
     body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let control = control(&state)?;
     let Json(body) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     for id in [&body.run_id, &body.thread].into_iter().flatten() {
         check_run(id)?;
     }
+    #[cfg(feature = "postgres")]
+    if let Some(queue) = &state.queue {
+        return queued::start(queue, &graph_name, body).await;
+    }
+    let control = control(&state)?;
     let graph = control.registry.get(&graph_name).ok_or_else(|| {
         ApiError::not_found(format!("no graph `{graph_name}` is registered here"))
     })?;
@@ -142,9 +146,13 @@ pub(crate) async fn resume(
     ApiPath(run): ApiPath<String>,
     body: Result<Json<DynResume>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let control = control(&state)?;
     check_run(&run)?;
     let Json(resume) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    #[cfg(feature = "postgres")]
+    if let Some(queue) = &state.queue {
+        return queued::resume(queue, &run, resume).await;
+    }
+    let control = control(&state)?;
     if control.active().contains_key(&run) {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -185,8 +193,12 @@ pub(crate) async fn cancel(
     State(state): State<AppState>,
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let control = control(&state)?;
     check_run(&run)?;
+    #[cfg(feature = "postgres")]
+    if let Some(queue) = &state.queue {
+        return queued::cancel(queue, &run).await;
+    }
+    let control = control(&state)?;
     let Some(handle) = control.active().get(&run).cloned() else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -279,6 +291,108 @@ fn run_error(e: RunError) -> ApiError {
 
 fn store_error(e: StoreError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+/// `GET /api/queue`: the depth of the queue of workers (feature `postgres`).
+pub(crate) async fn queue(State(state): State<AppState>) -> Result<Response, ApiError> {
+    #[cfg(feature = "postgres")]
+    if let Some(queue) = &state.queue {
+        let depth = queue.depth().await.map_err(store_error)?;
+        return Ok(Json(serde_json::json!({ "depth": depth })).into_response());
+    }
+    let _ = state;
+    Err(ApiError::not_found(
+        "this monitor has no queue of workers (Monitor::queue)",
+    ))
+}
+
+/// The control API over a PostgreSQL queue: jobs submitted, answered and cancelled in the
+/// database, for the workers.
+#[cfg(feature = "postgres")]
+mod queued {
+    use super::*;
+    use agentgraph_postgres::worker::{NotQueued, Queue};
+
+    fn accepted(run_id: &str, graph: &str) -> Response {
+        let url = format!("/api/runs/{run_id}");
+        let mut headers = HeaderMap::new();
+        if let Ok(location) = HeaderValue::from_str(&url) {
+            headers.insert(header::LOCATION, location);
+        }
+        let body =
+            serde_json::json!({ "run_id": run_id, "graph": graph, "url": url, "queued": true });
+        (StatusCode::ACCEPTED, headers, Json(body)).into_response()
+    }
+
+    fn queue_error(e: StoreError) -> ApiError {
+        if let StoreError::Backend(source) = &e
+            && source.downcast_ref::<NotQueued>().is_some()
+        {
+            return ApiError::not_found(e.to_string());
+        }
+        store_error(e)
+    }
+
+    pub(super) async fn start(
+        queue: &Queue,
+        graph: &str,
+        body: StartBody,
+    ) -> Result<Response, ApiError> {
+        if let Some(thread) = body.thread {
+            queue
+                .submit_thread(graph, &thread, body.input)
+                .await
+                .map_err(queue_error)?;
+            return Ok(accepted(&thread, graph));
+        }
+        let run = match body.run_id {
+            Some(run) => {
+                let queued = queue
+                    .submit_with_id(graph, &run, body.input)
+                    .await
+                    .map_err(queue_error)?;
+                if !queued {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        format!("run `{run}` was submitted already"),
+                    ));
+                }
+                run
+            }
+            None => queue.submit(graph, body.input).await.map_err(queue_error)?,
+        };
+        Ok(accepted(&run, graph))
+    }
+
+    pub(super) async fn resume(
+        queue: &Queue,
+        run: &str,
+        resume: DynResume,
+    ) -> Result<Response, ApiError> {
+        queue.resume(run, resume).await.map_err(queue_error)?;
+        let graph = queue
+            .job(run)
+            .await
+            .map_err(queue_error)?
+            .map(|job| job.graph)
+            .unwrap_or_default();
+        Ok(accepted(run, &graph))
+    }
+
+    pub(super) async fn cancel(queue: &Queue, run: &str) -> Result<Response, ApiError> {
+        if queue.cancel(run).await.map_err(queue_error)? {
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(serde_json::json!({ "run_id": run, "cancelled": true })),
+            )
+                .into_response())
+        } else {
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("run `{run}` has no job that is queued or running"),
+            ))
+        }
+    }
 }
 
 /// `GET /healthz`: the server answers.

@@ -62,6 +62,8 @@ pub struct Monitor {
     metrics: bool,
     live: Option<LiveTokens>,
     control: Option<(GraphRegistry, RunConfig)>,
+    #[cfg(feature = "postgres")]
+    queue: Option<agentgraph_postgres::worker::Queue>,
 }
 
 impl fmt::Debug for Monitor {
@@ -95,6 +97,8 @@ impl Monitor {
             metrics: true,
             live: None,
             control: None,
+            #[cfg(feature = "postgres")]
+            queue: None,
         }
     }
 
@@ -259,6 +263,38 @@ impl Monitor {
         self
     }
 
+    /// Turns on the control API over a PostgreSQL queue of workers (feature `postgres`):
+    /// `POST /api/graphs/{graph}/runs` submits the run (or the thread's input) to `queue`,
+    /// for whichever [`Worker`](agentgraph_postgres::worker::Worker) has the graph;
+    /// `POST /api/runs/{run}/resume` queues the answers, `POST /api/runs/{run}/cancel` asks the
+    /// worker running it to stop, and `GET /api/queue` tells the queue's depth. Each answers
+    /// 202 with `{"run_id", "graph", "url", "queued": true}` once the job is in the database.
+    /// It takes the place of [`control`](Monitor::control)'s in-process runs, and needs the
+    /// token as they do.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use agentgraph_postgres::{PostgresStore, worker::Queue};
+    ///
+    /// let store = PostgresStore::connect("postgres://app@db/app").await?;
+    /// let server = agentgraph_monitor::Monitor::new(Arc::new(store.clone()))
+    ///     .token("s3cret")
+    ///     .queue(Queue::new(&store))
+    ///     .serve()
+    ///     .await?;
+    /// # server.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn queue(mut self, queue: agentgraph_postgres::worker::Queue) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
     /// Sends the tokens `live` passes on ([`LiveTokens::watch`]) to the event streams of
     /// their runs as `live_token` events, while their nodes run: the page shows a model's
     /// text growing, before the step's events reach the store.
@@ -318,7 +354,11 @@ impl Monitor {
             }
             None => None,
         };
-        if self.control.is_some() && token.is_none() {
+        #[cfg(feature = "postgres")]
+        let queued = self.queue.is_some();
+        #[cfg(not(feature = "postgres"))]
+        let queued = false;
+        if (self.control.is_some() || queued) && token.is_none() {
             return Err(Error::ControlWithoutToken);
         }
         let control = self.control.map(|(registry, config)| {
@@ -337,6 +377,8 @@ impl Monitor {
             shutdown,
             live: self.live,
             control,
+            #[cfg(feature = "postgres")]
+            queue: self.queue.map(Arc::new),
         })
     }
 }
