@@ -95,6 +95,12 @@ pub(crate) enum Command {
     /// runs, once, and list them: what a program's `Sweeper` does periodically. A run in use
     /// is never deleted.
     Sweep,
+    /// List the jobs of the queue of workers (a PostgreSQL store's): runs to start, threads'
+    /// inputs and answers, oldest first, with their status, graph, run and worker.
+    Jobs(JobsArgs),
+    /// List the workers of the queue (a PostgreSQL store's): the graphs each runs, when it was
+    /// last seen, how many jobs it holds, whether it stopped.
+    Workers,
     /// Print a graph as Graphviz DOT, from the JSON of its description that a program
     /// exported (`serde_json::to_string(&graph.describe())`).
     Dot(DotArgs),
@@ -239,4 +245,19 @@ mod tests {
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// `jobs`: which jobs.
+#[derive(Debug, Args)]
+pub(crate) struct JobsArgs {
+    /// Only the jobs with this status: `queued`, `running`, `done`, `interrupted`, `failed`,
+    /// `cancelled`.
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    /// The page after this job id.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) after: i64,
+    /// At most this many (1 to 10000).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) limit: u32,
 }

@@ -13,6 +13,8 @@ pub(crate) struct Store {
     /// Whether this process is the only one that can write to it (a sled or redb store is open
     /// in one process at a time): a run marked running there is not advancing.
     pub(crate) exclusive: bool,
+    /// The PostgreSQL store, when it is one (its queue of workers is read too).
+    pub(crate) postgres: Option<agentgraph_postgres::PostgresStore>,
 }
 
 /// The files a sled database directory always has.
@@ -36,8 +38,9 @@ pub(crate) async fn open(store: Option<&str>) -> Result<Store> {
             .await
             .map_err(|e| anyhow!(e).context("cannot open the PostgreSQL store"))?;
         return Ok(Store {
-            inspector: StoreInspector::new(std::sync::Arc::new(store)),
+            inspector: StoreInspector::new(std::sync::Arc::new(store.clone())),
             exclusive: false,
+            postgres: Some(store),
         });
     }
     // Each embedded scheme's store.
@@ -68,6 +71,7 @@ pub(crate) async fn open(store: Option<&str>) -> Result<Store> {
     Ok(Store {
         inspector: StoreInspector::new(store),
         exclusive: true,
+        postgres: None,
     })
 }
 

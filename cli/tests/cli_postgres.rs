@@ -161,3 +161,70 @@ fn a_url_password_is_never_printed() {
     assert!(stderr.contains("PostgreSQL"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
+
+#[test]
+fn the_queue_of_workers_is_listed() {
+    use agentgraph_postgres::worker::{Queue, Worker};
+    let url = fresh_url("queue");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(PostgresStore::connect(&url)).unwrap();
+    let queue = Queue::new(&store);
+    let (a, b) = rt.block_on(async {
+        (
+            queue.submit("steps", serde_json::json!({})).await.unwrap(),
+            queue
+                .submit("steps", serde_json::json!({ "n": 5 }))
+                .await
+                .unwrap(),
+        )
+    });
+    let path = std::path::Path::new(&url);
+    let jobs = json(path, &["jobs", "--status", "queued"]);
+    let runs: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, [a.as_str(), b.as_str()]);
+    assert!(stdout(path, &["workers"]).contains("no worker has registered"));
+
+    // A worker takes both, and stops.
+    let mut g = GraphBuilder::<Steps>::new();
+    g.add_node("one", |_, _| async {
+        Ok::<_, BoxError>(StepsUpdate::new().n(1))
+    })
+    .add_edge(START, "one")
+    .add_edge("one", END);
+    let registry = agentgraph::run::GraphRegistry::new().with("steps", g.compile().unwrap());
+    rt.block_on(async {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker =
+            Worker::new(store.clone(), registry, "cli-w").poll_interval(Duration::from_millis(50));
+        let task = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        for _ in 0..6000 {
+            if queue.jobs(Some("done"), 0, 10).await.unwrap().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop.send(());
+        task.await.unwrap().unwrap();
+    });
+    let text = stdout(path, &["jobs"]);
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" done ")).count(),
+        2,
+        "{text}"
+    );
+    let workers = json(path, &["workers"]);
+    assert_eq!(workers[0]["id"], "cli-w");
+    assert_eq!(workers[0]["stopped"], true);
+    assert_eq!(workers[0]["graphs"], serde_json::json!(["steps"]));
+    let embedded = tempfile::tempdir().unwrap();
+    common::standard_store(embedded.path());
+    let refused = common::failure(embedded.path(), &["jobs"]);
+    assert!(refused.contains("only a PostgreSQL store"), "{refused}");
+}

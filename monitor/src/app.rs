@@ -71,6 +71,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/runs/{run}/resume", post(control::resume))
         .route("/api/runs/{run}/cancel", post(control::cancel))
         .route("/api/queue", get(control::queue))
+        .route("/api/workers", get(control::workers))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(RequestBodyLimitLayer::new(CONTROL_BODY_LIMIT));
     Router::new()

@@ -306,6 +306,20 @@ pub(crate) async fn queue(State(state): State<AppState>) -> Result<Response, Api
     ))
 }
 
+/// `GET /api/workers`: the workers of the queue (feature `postgres`), as they last told the
+/// database.
+pub(crate) async fn workers(State(state): State<AppState>) -> Result<Response, ApiError> {
+    #[cfg(feature = "postgres")]
+    if let Some(queue) = &state.queue {
+        let workers = queue.workers().await.map_err(store_error)?;
+        return Ok(Json(workers).into_response());
+    }
+    let _ = state;
+    Err(ApiError::not_found(
+        "this monitor has no queue of workers (Monitor::queue)",
+    ))
+}
+
 /// The control API over a PostgreSQL queue: jobs submitted, answered and cancelled in the
 /// database, for the workers.
 #[cfg(feature = "postgres")]

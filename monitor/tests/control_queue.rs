@@ -155,6 +155,18 @@ async fn runs_submitted_over_http_are_run_by_a_worker() {
     assert_eq!(status, 202, "{cancelled}");
     until_status(&store, "s1", RunStatus::Cancelled).await;
 
+    let workers: Value = reqwest::Client::new()
+        .get(url(server.local_addr(), "/api/workers"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(workers[0]["id"], "w1", "{workers}");
+    assert_eq!(workers[0]["stopped"], false);
+
     let _ = stop.send(());
     worker.await.unwrap().unwrap();
     server.shutdown().await.unwrap();

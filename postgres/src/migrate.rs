@@ -101,6 +101,17 @@ CREATE INDEX jobs_claimed ON jobs (claim_until) WHERE status = 'running';
 CREATE INDEX jobs_run ON jobs (run_id, id);
 CREATE UNIQUE INDEX jobs_start ON jobs (run_id) WHERE kind = 'start';
 "#,
+    // 3: the workers, as they say they are there (see `worker`).
+    r#"
+CREATE TABLE workers (
+    id text PRIMARY KEY,
+    graphs text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    last_seen timestamptz NOT NULL DEFAULT clock_timestamp(),
+    stopped_at timestamptz
+);
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.

@@ -481,3 +481,44 @@ async fn a_reclaimed_thread_job_gives_its_input_once() {
     assert_eq!(job.output.unwrap()["notes"], json!(["hi", "you said hi"]));
     running.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_jobs_are_listed() {
+    let store = support::fresh_store("w_list").await;
+    let (registry, _) = registry(Effects::default(), Duration::ZERO);
+    let queue = Queue::new(&store);
+    assert!(queue.workers().await.unwrap().is_empty());
+    let first = queue.submit("chain", json!({})).await.unwrap();
+    let queued = queue.jobs(Some("queued"), 0, 10).await.unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        (queued[0].run.as_str(), queued[0].graph.as_str()),
+        (first.as_str(), "chain")
+    );
+
+    let running = spawn(worker(&store, registry, "lister").concurrency(3));
+    wait_for(&queue, &first, "done").await;
+    let workers = queue.workers().await.unwrap();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    let w = &workers[0];
+    assert_eq!(
+        (w.id.as_str(), w.concurrency, w.stopped),
+        ("lister", 3, false)
+    );
+    assert_eq!(w.graphs, ["chain", "chat", "review", "ticker"]);
+    assert!(w.last_seen_ms >= w.started_at_ms);
+
+    let second = queue.submit("chain", json!({})).await.unwrap();
+    wait_for(&queue, &second, "done").await;
+    let done = queue.jobs(Some("done"), 0, 10).await.unwrap();
+    let runs: Vec<&str> = done.iter().map(|j| j.run.as_str()).collect();
+    assert_eq!(runs, [first.as_str(), second.as_str()]);
+    let page = queue.jobs(None, done[0].id, 10).await.unwrap();
+    assert_eq!(page.len(), 1, "the page after the first job");
+    assert!(queue.jobs(Some("queued"), 0, 10).await.unwrap().is_empty());
+
+    running.stop().await;
+    let workers = queue.workers().await.unwrap();
+    assert!(workers[0].stopped, "{workers:?}");
+    assert_eq!(workers[0].running, 0);
+}

@@ -7,6 +7,7 @@ mod history;
 mod invocations;
 mod pending;
 mod prune;
+mod queue;
 mod runs;
 #[cfg(feature = "serve")]
 mod serve;
@@ -55,6 +56,8 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Pending(args) => pending::run(&mut ctx, &args.run).await,
         Command::Delete(args) => delete::run(&mut ctx, &args.run).await,
         Command::Sweep => sweep::run(&mut ctx).await,
+        Command::Jobs(args) => queue::jobs(&mut ctx, args).await,
+        Command::Workers => queue::workers(&mut ctx).await,
         Command::Dot(args) => dot::run(&mut ctx, &args.file),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(&mut ctx, args).await,

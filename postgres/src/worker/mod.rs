@@ -78,7 +78,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-pub use queue::{JobInfo, NotQueued, Queue};
+pub use queue::{JobInfo, NotQueued, Queue, WorkerInfo};
 
 use crate::PostgresStore;
 use queue::{CANCELLED, NOTIFY, QUEUED};
@@ -104,6 +104,12 @@ const RELEASE: &str = "UPDATE jobs SET status = 'queued', worker = NULL, claim_u
      available_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running'";
 const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
+/// A worker says it is there (at start and at every poll) and that it stopped.
+const HELLO: &str = "INSERT INTO workers (id, graphs, concurrency) VALUES ($1, $2, $3) \
+     ON CONFLICT (id) DO UPDATE SET graphs = $2, concurrency = $3, \
+     started_at = clock_timestamp(), last_seen = clock_timestamp(), stopped_at = NULL";
+const SEEN: &str = "UPDATE workers SET last_seen = clock_timestamp() WHERE id = $1";
+const GONE: &str = "UPDATE workers SET last_seen = clock_timestamp(), stopped_at = clock_timestamp() WHERE id = $1";
 const BASE_STEP: &str =
     "UPDATE jobs SET base_step = $3 WHERE id = $1 AND attempts = $2 AND status = 'running'";
 
@@ -421,6 +427,15 @@ impl Worker {
         let mut poll = tokio::time::interval(self.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let names: Vec<String> = self.shared.registry.names().map(str::to_owned).collect();
+        let concurrency = i32::try_from(self.concurrency).unwrap_or(i32::MAX);
+        if let Err(e) = self
+            .shared
+            .store
+            .query(HELLO, &[&self.shared.id, &names, &concurrency], true)
+            .await
+        {
+            tracing::warn!(worker = %self.shared.id, error = %e, "registering the worker failed; it runs jobs all the same");
+        }
         loop {
             // Claim while there is room and jobs come.
             loop {
@@ -463,6 +478,7 @@ impl Worker {
                 () = &mut shutdown => break,
                 () = wake.notified() => {}
                 _ = poll.tick() => {
+                    let _ = self.shared.store.query(SEEN, &[&self.shared.id], true).await;
                     if let Ok(rows) = self.shared.store.query(DEPTH, &[], true).await {
                         let depth = rows.first().map_or(0, |r| r.get::<_, i64>(0));
                         metric::queue_depth(depth);
@@ -489,6 +505,11 @@ impl Worker {
                 ended_job(&mut running, &mut task_graphs, ended);
             }
         }
+        let _ = self
+            .shared
+            .store
+            .query(GONE, &[&self.shared.id], true)
+            .await;
         Ok(())
     }
 

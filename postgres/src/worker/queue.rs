@@ -24,6 +24,14 @@ const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
 const JOB: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
      output::text, error FROM jobs WHERE run_id = $1 ORDER BY id DESC LIMIT 1";
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
+const JOBS: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
+     output::text, error, run_id FROM jobs WHERE ($1::text IS NULL OR status = $1) \
+     AND id > $2 ORDER BY id LIMIT $3";
+const WORKERS: &str = "SELECT w.id, w.graphs, w.concurrency, \
+     (extract(epoch FROM w.started_at) * 1000)::bigint, \
+     (extract(epoch FROM w.last_seen) * 1000)::bigint, w.stopped_at IS NOT NULL, \
+     (SELECT count(*) FROM jobs j WHERE j.worker = w.id AND j.status = 'running') \
+     FROM workers w ORDER BY w.id";
 
 /// The payload of a notification that a job was queued.
 pub(crate) const QUEUED: &str = "queued";
@@ -88,6 +96,32 @@ pub struct JobInfo {
     pub output: Option<Value>,
     /// The error of a `failed` job.
     pub error: Option<String>,
+    /// The run (or thread) it is for.
+    pub run: String,
+}
+
+/// A worker, as it last told the database: see [`Queue::workers`].
+///
+/// # Examples
+///
+/// See [`Queue::workers`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct WorkerInfo {
+    /// Its id.
+    pub id: String,
+    /// The graphs it runs.
+    pub graphs: Vec<String>,
+    /// How many jobs it runs at once.
+    pub concurrency: i32,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at_ms: i64,
+    /// When it last said it was there (at every poll), in milliseconds since the Unix epoch.
+    pub last_seen_ms: i64,
+    /// Whether it stopped (a graceful shutdown; a killed worker just stops being seen).
+    pub stopped: bool,
+    /// How many jobs it holds now.
+    pub running: i64,
 }
 
 /// The workers' queue of jobs in a PostgreSQL database: runs to start, threads' next inputs
@@ -345,6 +379,83 @@ impl Queue {
             cancel_requested: row.get(6),
             output: output.and_then(|o| serde_json::from_str(&o).ok()),
             error: row.get(8),
+            run: run.to_owned(),
         }))
+    }
+
+    /// The jobs, oldest first, after job id `after` (0 for the first page), at most `limit`,
+    /// only those with `status` when one is given (`queued`, `running`, ...).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(queue: agentgraph_postgres::worker::Queue) -> agentgraph_checkpoint::Result<()> {
+    /// for job in queue.jobs(Some("queued"), 0, 100).await? {
+    ///     println!("{} {} {}", job.id, job.graph, job.run);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn jobs(&self, status: Option<&str>, after: i64, limit: u32) -> Result<Vec<JobInfo>> {
+        let limit = i64::from(limit.clamp(1, 10_000));
+        let rows = self
+            .store
+            .query(JOBS, &[&status, &after, &limit], true)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let output: Option<String> = row.get(7);
+                JobInfo {
+                    id: row.get(0),
+                    kind: row.get(1),
+                    graph: row.get(2),
+                    status: row.get(3),
+                    worker: row.get(4),
+                    attempts: row.get(5),
+                    cancel_requested: row.get(6),
+                    output: output.and_then(|o| serde_json::from_str(&o).ok()),
+                    error: row.get(8),
+                    run: row.get(9),
+                }
+            })
+            .collect())
+    }
+
+    /// The workers that ever told this database they were there, by id: what they run, when
+    /// they were last seen, how many jobs they hold. A worker registers when it starts, says
+    /// it is there at every poll, and that it stopped at a graceful shutdown; one not seen for
+    /// longer than its lease was killed or cut off.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(queue: agentgraph_postgres::worker::Queue) -> agentgraph_checkpoint::Result<()> {
+    /// for w in queue.workers().await? {
+    ///     println!("{} runs {:?}, {} jobs now", w.id, w.graphs, w.running);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn workers(&self) -> Result<Vec<WorkerInfo>> {
+        let rows = self.store.query(WORKERS, &[], true).await?;
+        Ok(rows
+            .iter()
+            .map(|row| WorkerInfo {
+                id: row.get(0),
+                graphs: row.get(1),
+                concurrency: row.get(2),
+                started_at_ms: row.get(3),
+                last_seen_ms: row.get(4),
+                stopped: row.get(5),
+                running: row.get(6),
+            })
+            .collect())
     }
 }

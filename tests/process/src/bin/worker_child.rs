@@ -1,5 +1,5 @@
 //! The child process of the worker tests (`tests/worker_processes.rs`): a
-//! [`Worker`](agentgraph::postgres::worker::Worker) on a PostgreSQL schema, with the graph
+//! [`Worker`] on a PostgreSQL schema, with the graph
 //! `chain` (nodes `s1` … `s5` in a row) and the graph `fan` (`a`, then `b1`, `b2`, `b3` in
 //! parallel, then `c`; `b2` fails its first attempt and is retried). Each node appends `start KEY` to the effects file, sleeps, then
 //! appends `done KEY` (KEY: the run id, the node and the task's idempotency key), so the test counts

@@ -1,0 +1,115 @@
+//! `agentgraph jobs` and `agentgraph workers`: the queue of workers of a PostgreSQL store.
+
+use std::io::Write;
+
+use agentgraph_postgres::worker::Queue;
+use anyhow::{Result, bail};
+use serde::Serialize;
+
+use super::Ctx;
+use crate::cli::JobsArgs;
+use crate::output;
+
+/// The queue of the store the command line names, which must be a PostgreSQL store.
+async fn queue(ctx: &Ctx, command: &str) -> Result<Queue> {
+    let store = ctx.open_store().await?;
+    let Some(postgres) = &store.postgres else {
+        bail!(
+            "`{command}` reads the queue of workers, which only a PostgreSQL store has: pass `--store postgres://...`"
+        );
+    };
+    Ok(Queue::new(postgres))
+}
+
+/// A job as `jobs --json` prints it.
+#[derive(Debug, Serialize)]
+struct JobJson {
+    id: i64,
+    kind: String,
+    graph: String,
+    run_id: String,
+    status: String,
+    worker: Option<String>,
+    attempts: i32,
+    cancel_requested: bool,
+    error: Option<String>,
+}
+
+pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
+    let queue = queue(ctx, "jobs").await?;
+    let jobs = queue
+        .jobs(args.status.as_deref(), args.after, args.limit)
+        .await?;
+    if ctx.json {
+        let list: Vec<JobJson> = jobs
+            .into_iter()
+            .map(|j| JobJson {
+                id: j.id,
+                kind: j.kind,
+                graph: j.graph,
+                run_id: j.run,
+                status: j.status,
+                worker: j.worker,
+                attempts: j.attempts,
+                cancel_requested: j.cancel_requested,
+                error: j.error,
+            })
+            .collect();
+        return Ok(output::json(&mut ctx.out, &list)?);
+    }
+    if jobs.is_empty() {
+        writeln!(ctx.out, "no job")?;
+        return Ok(());
+    }
+    writeln!(
+        ctx.out,
+        "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} TRIES",
+        "JOB", "STATUS", "KIND", "GRAPH", "RUN", "WORKER"
+    )?;
+    for j in &jobs {
+        writeln!(
+            ctx.out,
+            "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {}",
+            j.id,
+            j.status,
+            j.kind,
+            j.graph,
+            j.run,
+            j.worker.as_deref().unwrap_or("-"),
+            j.attempts
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn workers(ctx: &mut Ctx) -> Result<()> {
+    let queue = queue(ctx, "workers").await?;
+    let workers = queue.workers().await?;
+    if ctx.json {
+        return Ok(output::json(&mut ctx.out, &workers)?);
+    }
+    if workers.is_empty() {
+        writeln!(ctx.out, "no worker has registered")?;
+        return Ok(());
+    }
+    let now = output::now_ms();
+    writeln!(
+        ctx.out,
+        "{:<16} {:<8} {:>4} {:>4}  {:<14} GRAPHS",
+        "WORKER", "STATE", "JOBS", "CAP", "LAST SEEN"
+    )?;
+    for w in &workers {
+        let ago = now.saturating_sub(u64::try_from(w.last_seen_ms).unwrap_or(0)) / 1000;
+        writeln!(
+            ctx.out,
+            "{:<16} {:<8} {:>4} {:>4}  {:<14} {}",
+            w.id,
+            if w.stopped { "stopped" } else { "running" },
+            w.running,
+            w.concurrency,
+            format!("{ago} s ago"),
+            w.graphs.join(",")
+        )?;
+    }
+    Ok(())
+}
