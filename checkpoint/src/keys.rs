@@ -1,7 +1,12 @@
 //! The keys of the embedded stores (sled, redb): one ordered byte-keyed table, each key
 //! starting with a tag byte that says its table. Both stores lay their data out the same way.
 
+use std::ops::Bound;
+
 use crate::error::{Result, StoreError};
+
+/// A range of keys, as both stores scan them.
+pub(crate) type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
 /// Key tags: the first byte of every key says its table.
 pub(crate) const RUN: u8 = b'R';
@@ -82,4 +87,44 @@ pub(crate) fn key_u32(key: &[u8], at: usize) -> Result<u32> {
 
 pub(crate) fn malformed_key(key: &[u8]) -> StoreError {
     StoreError::Backend(format!("malformed key {key:02x?} in the store").into())
+}
+
+/// The keys of `run`'s checkpoints after step `after` (all of them without it), and where a
+/// key's step starts.
+pub(crate) fn checkpoint_range(run: &str, after: Option<u64>) -> (KeyRange, usize) {
+    let start = match after {
+        Some(step) => Bound::Excluded(checkpoint_key(run, step)),
+        None => Bound::Included(checkpoint_key(run, 0)),
+    };
+    let end = Bound::Included(checkpoint_key(run, u64::MAX));
+    ((start, end), run_prefix(CHECKPOINT, run).len())
+}
+
+/// The keys of `run`'s versions `from..=to` of `field`, and where a key's version starts.
+pub(crate) fn blob_range(run: &str, field: u32, from: u64, to: u64) -> (KeyRange, usize) {
+    let range = (
+        Bound::Included(blob_key(run, field, from)),
+        Bound::Included(blob_key(run, field, to)),
+    );
+    (range, run_prefix(BLOB, run).len() + 4)
+}
+
+/// The keys of `run`'s pending writes of `step`, and where a key's task starts.
+pub(crate) fn pending_range(run: &str, step: u64) -> (KeyRange, usize) {
+    let range = (
+        Bound::Included(pending_key(run, step, 0)),
+        Bound::Included(pending_key(run, step, u32::MAX)),
+    );
+    (range, run_prefix(PENDING, run).len() + 8)
+}
+
+/// The keys of `run`'s events after `after` (all of them without it), and where a key's
+/// number starts.
+pub(crate) fn event_range(run: &str, after: Option<u64>) -> (KeyRange, usize) {
+    let start = match after {
+        Some(seq) => Bound::Excluded(event_key(run, seq)),
+        None => Bound::Included(event_key(run, 0)),
+    };
+    let end = Bound::Included(event_key(run, u64::MAX));
+    ((start, end), run_prefix(EVENT, run).len())
 }

@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Result, StoreError};
 use crate::keys::{
-    BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, checkpoint_key, event_key, key_u32, key_u64,
-    lease_key, malformed_key, pending_key, run_key, run_prefix,
+    BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, blob_range, checkpoint_key, checkpoint_range,
+    event_key, event_range, key_u32, key_u64, lease_key, malformed_key, pending_key, pending_range,
+    run_key, run_prefix,
 };
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
@@ -611,13 +612,8 @@ impl CheckpointStore for SledStore {
             if after == Some(u64::MAX) {
                 return Ok(Vec::new());
             }
-            let start = match after {
-                Some(s) => Bound::Excluded(checkpoint_key(run, s)),
-                None => Bound::Included(checkpoint_key(run, 0)),
-            };
-            let end = Bound::Included(checkpoint_key(run, u64::MAX));
-            let at = run_prefix(CHECKPOINT, run).len();
-            self.collect((start, end), limit, |key| key_u64(key, at))
+            let (range, at) = checkpoint_range(run, after);
+            self.collect(range, limit, |key| key_u64(key, at))
         })
     }
 
@@ -633,11 +629,7 @@ impl CheckpointStore for SledStore {
             if from > to {
                 return Ok(Vec::new());
             }
-            let range = (
-                Bound::Included(blob_key(run, field, from)),
-                Bound::Included(blob_key(run, field, to)),
-            );
-            let at = run_prefix(BLOB, run).len() + 4;
+            let (range, at) = blob_range(run, field, from, to);
             self.collect(range, usize::MAX, |key| key_u64(key, at))
         })
     }
@@ -649,11 +641,7 @@ impl CheckpointStore for SledStore {
     ) -> BoxFuture<'a, Result<Vec<(u32, Vec<u8>)>>> {
         Box::pin(async move {
             check_run_id(run)?;
-            let range = (
-                Bound::Included(pending_key(run, step, 0)),
-                Bound::Included(pending_key(run, step, u32::MAX)),
-            );
-            let at = run_prefix(PENDING, run).len() + 8;
+            let (range, at) = pending_range(run, step);
             self.collect(range, usize::MAX, |key| key_u32(key, at))
         })
     }
@@ -666,12 +654,7 @@ impl CheckpointStore for SledStore {
     ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
         Box::pin(async move {
             check_run_id(run)?;
-            let start = match after {
-                Some(seq) => Bound::Excluded(event_key(run, seq)),
-                None => Bound::Included(event_key(run, 0)),
-            };
-            let range = (start, Bound::Included(event_key(run, u64::MAX)));
-            let at = run_prefix(EVENT, run).len();
+            let (range, at) = event_range(run, after);
             self.collect(range, limit, |key| key_u64(key, at))
         })
     }
