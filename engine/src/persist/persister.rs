@@ -179,6 +179,18 @@ impl Unfinished<'_> {
     }
 }
 
+/// Where a write stands in its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum At {
+    /// A write of a running run, made as the durability mode says.
+    Step,
+    /// The run's last write: everything is committed and flushed.
+    End,
+    /// A completed run's last checkpoint, its events still to come (`store_log`, an `End`):
+    /// everything is committed; an `Async` run leaves the flush to that write.
+    EndBeforeLog,
+}
+
 /// The checkpoint writer of one run. Holds the run's lease: one owner at a time.
 pub(crate) struct Persister<S: State> {
     store: Arc<dyn CheckpointStore>,
@@ -212,9 +224,6 @@ pub(crate) struct Persister<S: State> {
     pub(crate) graph: Option<Arc<str>>,
     /// Whether the run's events are stored with its checkpoints.
     pub(crate) store_events: bool,
-    /// The end of an `Async` run whose last events follow its last checkpoint: that
-    /// checkpoint is committed without a flush, and the events' write flushes both.
-    defer_end_flush: bool,
     /// The run's metadata and time to live (ms), for the run record.
     metadata: agentgraph_checkpoint::RunMetadata,
     ttl_ms: Option<u64>,
@@ -311,7 +320,6 @@ impl<S: State> Persister<S> {
             lease: Arc::new(lease),
             graph: None,
             store_events: false,
-            defer_end_flush: false,
             metadata: Default::default(),
             ttl_ms: None,
             _state: PhantomData,
@@ -565,11 +573,13 @@ impl<S: State> Persister<S> {
         self.last_step = Some(step);
         batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
         let last = status.is_some();
-        // A completed run stores its `RunFinished` next (`store_log`), which flushes.
-        self.defer_end_flush = self.store_events && status == Some(RunStatus::Completed);
-        let written = self.write(batch, last, Some(step)).await;
-        self.defer_end_flush = false;
-        written?;
+        let at = match status {
+            // A completed run stores its `RunFinished` next (`store_log`), which flushes.
+            Some(RunStatus::Completed) if self.store_events => At::EndBeforeLog,
+            Some(_) => At::End,
+            None => At::Step,
+        };
+        self.write(batch, at, Some(step)).await?;
         // Exit durability holds checkpoints back until the run ends.
         Ok((self.durability != Durability::Exit || last).then_some(total))
     }
@@ -634,7 +644,7 @@ impl<S: State> Persister<S> {
         };
         let mut batch = WriteBatch::new();
         self.put_pending(&mut batch, step, index, &record)?;
-        self.write(batch, false, None).await
+        self.write(batch, At::Step, None).await
     }
 
     fn put_pending(
@@ -731,13 +741,13 @@ impl<S: State> Persister<S> {
         if self.last_step.is_none() {
             // Nothing was checkpointed: there is nothing to resume, and the id stays free.
             batch.delete_run(&self.run_id);
-            return self.write(batch, true, None).await;
+            return self.write(batch, At::End, None).await;
         }
         if let Some(step) = drop_pending {
             batch.delete_pending_writes(&self.run_id, step);
         }
         batch.put_run(self.run_record(status, error));
-        self.write(batch, true, None).await
+        self.write(batch, At::End, None).await
     }
 
     /// Stores the events of a run that ended after its last checkpoint (its `RunFinished`),
@@ -748,10 +758,11 @@ impl<S: State> Persister<S> {
         }
         let mut batch = WriteBatch::new();
         put_events(&mut batch, &self.run_id, &log)?;
-        self.write(batch, true, None).await
+        self.write(batch, At::End, None).await
     }
 
-    /// Writes `batch` as the durability mode says; `last` commits everything and flushes.
+    /// Writes `batch` as the durability mode says; at the run's end, commits everything and
+    /// flushes (see [`At`]).
     ///
     /// Every write goes through `held`, in order, so a group commit never reorders writes:
     /// `Sync` commits and flushes at once; `Async` queues everything held for a background
@@ -760,7 +771,7 @@ impl<S: State> Persister<S> {
     /// `Exit` holds everything until the end.
     ///
     /// After a failed write nothing more is committed (see `broken`).
-    async fn write(&mut self, batch: WriteBatch, last: bool, step: Option<u64>) -> Result<()> {
+    async fn write(&mut self, batch: WriteBatch, at: At, step: Option<u64>) -> Result<()> {
         if self.broken {
             return Err(Error::WritesStopped {
                 run: self.run_id.to_string(),
@@ -770,7 +781,7 @@ impl<S: State> Persister<S> {
         if step.is_some() {
             self.held_step = step;
         }
-        let result = self.write_held(last).await;
+        let result = self.write_held(at).await;
         if result.is_err() {
             self.broken = true;
             self.held = WriteBatch::new();
@@ -779,11 +790,11 @@ impl<S: State> Persister<S> {
         result
     }
 
-    async fn write_held(&mut self, last: bool) -> Result<()> {
-        if last && self.durability == Durability::Async {
-            return self.end_async().await;
+    async fn write_held(&mut self, at: At) -> Result<()> {
+        if at != At::Step && self.durability == Durability::Async {
+            return self.end_async(at == At::End).await;
         }
-        if last {
+        if at != At::Step {
             self.wait_writer().await?;
             return self.commit_held().await;
         }
@@ -809,10 +820,10 @@ impl<S: State> Persister<S> {
         Ok(())
     }
 
-    /// The last writes of an `Async` run: committed once the writer's groups are, then
-    /// flushed with them, once (see `writer`). The writer has stopped when this returns, so
-    /// no write of the run outlives it.
-    async fn end_async(&mut self) -> Result<()> {
+    /// The last writes of an `Async` run: committed once the writer's groups are, then, with
+    /// `flush`, flushed with them, once (see `writer`); the writer has stopped then, so no
+    /// write of the run outlives it.
+    async fn end_async(&mut self, flush: bool) -> Result<()> {
         self.writer.close().await?;
         self.committed = self.writer.committed().or(self.committed);
         if !self.held.is_empty() {
@@ -820,7 +831,7 @@ impl<S: State> Persister<S> {
             self.store.commit(held).await?;
         }
         self.committed = self.held_step.take().or(self.committed);
-        if self.defer_end_flush {
+        if !flush {
             return Ok(());
         }
         self.writer.drain().await?;
