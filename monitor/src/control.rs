@@ -100,6 +100,25 @@ struct Started<'a> {
     graph: &'a str,
     /// Where to follow it.
     url: String,
+    /// Submitted to the queue of workers (left out for a run in this process).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    queued: bool,
+}
+
+/// 202, with where to follow the run (`Location` too).
+fn accepted(run_id: &str, graph: &str, queued: bool) -> Response {
+    let url = format!("/api/runs/{run_id}");
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&url) {
+        headers.insert(header::LOCATION, location);
+    }
+    let body = Started {
+        run_id,
+        graph,
+        url,
+        queued,
+    };
+    (StatusCode::ACCEPTED, headers, Json(body)).into_response()
 }
 
 /// `POST /api/graphs/{graph}/runs`: starts a run of a registered graph, or gives a thread its
@@ -255,17 +274,7 @@ async fn launched(control: &Control, run: DynRun, graph: &str) -> Result<Respons
             });
         }
     }
-    let url = format!("/api/runs/{run_id}");
-    let mut headers = HeaderMap::new();
-    if let Ok(location) = HeaderValue::from_str(&url) {
-        headers.insert(header::LOCATION, location);
-    }
-    let body = Started {
-        run_id: &run_id,
-        graph,
-        url,
-    };
-    Ok((StatusCode::ACCEPTED, headers, Json(body)).into_response())
+    Ok(accepted(&run_id, graph, false))
 }
 
 /// The status a run's error answers with: the caller's mistakes are 4xx, the rest 500.
@@ -327,17 +336,6 @@ mod queued {
     use super::*;
     use agentgraph_postgres::worker::{NotQueued, Queue};
 
-    fn accepted(run_id: &str, graph: &str) -> Response {
-        let url = format!("/api/runs/{run_id}");
-        let mut headers = HeaderMap::new();
-        if let Ok(location) = HeaderValue::from_str(&url) {
-            headers.insert(header::LOCATION, location);
-        }
-        let body =
-            serde_json::json!({ "run_id": run_id, "graph": graph, "url": url, "queued": true });
-        (StatusCode::ACCEPTED, headers, Json(body)).into_response()
-    }
-
     fn queue_error(e: StoreError) -> ApiError {
         if let StoreError::Backend(source) = &e
             && source.downcast_ref::<NotQueued>().is_some()
@@ -357,7 +355,7 @@ mod queued {
                 .submit_thread(graph, &thread, body.input)
                 .await
                 .map_err(queue_error)?;
-            return Ok(accepted(&thread, graph));
+            return Ok(accepted(&thread, graph, true));
         }
         let run = match body.run_id {
             Some(run) => {
@@ -375,7 +373,7 @@ mod queued {
             }
             None => queue.submit(graph, body.input).await.map_err(queue_error)?,
         };
-        Ok(accepted(&run, graph))
+        Ok(accepted(&run, graph, true))
     }
 
     pub(super) async fn resume(
@@ -390,7 +388,7 @@ mod queued {
             .map_err(queue_error)?
             .map(|job| job.graph)
             .unwrap_or_default();
-        Ok(accepted(run, &graph))
+        Ok(accepted(run, &graph, true))
     }
 
     pub(super) async fn cancel(queue: &Queue, run: &str) -> Result<Response, ApiError> {

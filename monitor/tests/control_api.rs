@@ -7,45 +7,11 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgraph_engine::{
-    BoxError, CheckpointStore, Context, END, GraphBuilder, GraphRegistry, RunConfig, RunStatus,
-    START,
-};
+use agentgraph_engine::{CheckpointStore, RunConfig, RunStatus};
 use agentgraph_monitor::{Error, Monitor, Server};
-use common::{Doc, DocUpdate, store, url};
+use common::control::{TOKEN, get, post, registry, until_status};
+use common::{store, url};
 use serde_json::{Value, json};
-
-const TOKEN: &str = "control-token";
-
-fn registry() -> GraphRegistry {
-    let mut review = GraphBuilder::<Doc>::new();
-    review
-        .named("review")
-        .add_node("ask", |_, ctx: Context| async move {
-            let verdict: String = ctx.interrupt("approve?")?;
-            Ok::<_, BoxError>(DocUpdate::new().notes(vec![verdict]))
-        })
-        .add_edge(START, "ask")
-        .add_edge("ask", END);
-    let mut count = GraphBuilder::<Doc>::new();
-    count
-        .named("count")
-        .add_node("inc", |_, _| async { Ok(DocUpdate::new().rounds(1)) })
-        .add_edge(START, "inc")
-        .add_edge("inc", END);
-    let mut slow = GraphBuilder::<Doc>::new();
-    slow.named("slow")
-        .add_node("wait", |_, _| async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(DocUpdate::new())
-        })
-        .add_edge(START, "wait")
-        .add_edge("wait", END);
-    GraphRegistry::new()
-        .with("review", review.compile().unwrap())
-        .with("count", count.compile().unwrap())
-        .with("slow", slow.compile().unwrap())
-}
 
 async fn serve(store: Arc<dyn CheckpointStore>) -> Server {
     Monitor::new(store)
@@ -56,29 +22,6 @@ async fn serve(store: Arc<dyn CheckpointStore>) -> Server {
         .serve()
         .await
         .unwrap()
-}
-
-async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(url(server.local_addr(), path))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(server: &Server, path: &str) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .get(url(server.local_addr(), path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Waits (up to a minute) until `run`'s newest state, as the monitor shows it, has `field`
@@ -94,19 +37,6 @@ async fn until_state(server: &Server, run: &str, field: &str, value: Value) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("run `{run}` never had {field} = {value}: {last}");
-}
-
-/// Waits (up to a minute) until `run`'s record has `status`.
-async fn until_status(store: &Arc<dyn CheckpointStore>, run: &str, status: RunStatus) {
-    for _ in 0..6000 {
-        if let Some(record) = store.get_run(run).await.unwrap()
-            && record.status == status
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("run `{run}` never reached {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,7 +65,7 @@ async fn runs_start_threads_go_on_and_interrupted_runs_resume() {
     assert_eq!(status, 202, "{started}");
     assert_eq!(started["run_id"], "c1");
     assert_eq!(started["url"], "/api/runs/c1");
-    until_status(&store, "c1", RunStatus::Completed).await;
+    until_status(&*store, "c1", RunStatus::Completed).await;
     until_state(&server, "c1", "rounds", json!(5)).await;
 
     // A thread, twice.
@@ -148,7 +78,7 @@ async fn runs_start_threads_go_on_and_interrupted_runs_resume() {
         .await;
         assert_eq!(status, 202, "{started}");
         until_state(&server, "t1", "rounds", json!(11 * turn)).await;
-        until_status(&store, "t1", RunStatus::Completed).await;
+        until_status(&*store, "t1", RunStatus::Completed).await;
     }
 
     // An interrupt, answered through the API.
@@ -159,7 +89,7 @@ async fn runs_start_threads_go_on_and_interrupted_runs_resume() {
     )
     .await;
     assert_eq!(status, 202);
-    until_status(&store, "r1", RunStatus::Interrupted).await;
+    until_status(&*store, "r1", RunStatus::Interrupted).await;
     let (_, run) = get(&server, "/api/runs/r1").await;
     let id = run["interrupts"][0]["id"].as_str().unwrap().to_owned();
     let (status, resumed) = post(
@@ -169,7 +99,7 @@ async fn runs_start_threads_go_on_and_interrupted_runs_resume() {
     )
     .await;
     assert_eq!(status, 202, "{resumed}");
-    until_status(&store, "r1", RunStatus::Completed).await;
+    until_status(&*store, "r1", RunStatus::Completed).await;
     until_state(&server, "r1", "notes", json!(["approved"])).await;
     until_state(&server, "r1", "title", json!("edited")).await;
     server.shutdown().await.unwrap();
@@ -188,7 +118,7 @@ async fn a_running_run_is_cancelled_and_bad_requests_say_what_is_wrong() {
     assert_eq!(status, 409);
     let (status, cancelled) = post(&server, "/api/runs/s1/cancel", json!({})).await;
     assert_eq!(status, 202, "{cancelled}");
-    until_status(&store, "s1", RunStatus::Cancelled).await;
+    until_status(&*store, "s1", RunStatus::Cancelled).await;
     for _ in 0..600 {
         let (status, _) = post(&server, "/api/runs/s1/cancel", json!({})).await;
         if status == 409 {

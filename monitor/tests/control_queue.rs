@@ -9,16 +9,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentgraph_engine::{
-    BoxError, CheckpointStore, Context, END, GraphBuilder, GraphRegistry, RunStatus, START,
-};
-use agentgraph_monitor::{Monitor, Server};
+use agentgraph_engine::{CheckpointStore, RunStatus};
+use agentgraph_monitor::Monitor;
 use agentgraph_postgres::worker::{Queue, Worker};
 use agentgraph_postgres::{PostgresOptions, PostgresStore};
-use common::{Doc, DocUpdate, url};
+use common::control::{TOKEN, post, registry, until_status};
+use common::url;
 use serde_json::{Value, json};
-
-const TOKEN: &str = "queue-token";
 
 async fn fresh_store() -> PostgresStore {
     let base = std::env::var("AGENTGRAPH_TEST_POSTGRES_URL").unwrap_or_else(|_| {
@@ -38,59 +35,6 @@ async fn fresh_store() -> PostgresStore {
         .with_schema(&schema)
         .unwrap();
     PostgresStore::connect_with(options).await.unwrap()
-}
-
-fn registry() -> GraphRegistry {
-    let mut ask = GraphBuilder::<Doc>::new();
-    ask.named("ask")
-        .add_node("ask", |_, ctx: Context| async move {
-            let title: String = ctx.interrupt("title?")?;
-            Ok::<_, BoxError>(DocUpdate::new().title(title))
-        })
-        .add_edge(START, "ask")
-        .add_edge("ask", END);
-    let mut count = GraphBuilder::<Doc>::new();
-    count
-        .named("count")
-        .add_node("inc", |_, _| async { Ok(DocUpdate::new().rounds(1)) })
-        .add_edge(START, "inc")
-        .add_edge("inc", END);
-    let mut slow = GraphBuilder::<Doc>::new();
-    slow.named("slow")
-        .add_node("wait", |_, _| async {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(DocUpdate::new())
-        })
-        .add_edge(START, "wait")
-        .add_edge("wait", END);
-    GraphRegistry::new()
-        .with("ask", ask.compile().unwrap())
-        .with("count", count.compile().unwrap())
-        .with("slow", slow.compile().unwrap())
-}
-
-async fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(url(server.local_addr(), path))
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn until_status(store: &PostgresStore, run: &str, status: RunStatus) {
-    for _ in 0..6000 {
-        if let Some(record) = store.get_run(run).await.unwrap()
-            && record.status == status
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("run `{run}` never reached {status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,12 +81,17 @@ async fn runs_submitted_over_http_are_run_by_a_worker() {
     until_status(&store, "c1", RunStatus::Completed).await;
 
     // An interrupt, answered over HTTP; the worker resumes it.
-    let (status, _) = post(&server, "/api/graphs/ask/runs", json!({ "run_id": "q1" })).await;
+    let (status, _) = post(
+        &server,
+        "/api/graphs/review/runs",
+        json!({ "run_id": "q1" }),
+    )
+    .await;
     assert_eq!(status, 202);
     until_status(&store, "q1", RunStatus::Interrupted).await;
     let (status, resumed) = post(&server, "/api/runs/q1/resume", json!({ "value": "Done" })).await;
     assert_eq!(status, 202, "{resumed}");
-    assert_eq!(resumed["graph"], "ask");
+    assert_eq!(resumed["graph"], "review");
     until_status(&store, "q1", RunStatus::Completed).await;
     let (status, unknown) = post(&server, "/api/runs/ghost/resume", json!({ "value": 1 })).await;
     assert_eq!(status, 404, "{unknown}");

@@ -208,13 +208,10 @@ impl GroupWriter {
                 if let Some(e) = q.error.take() {
                     return Err(e.into());
                 }
-                if q.lost {
-                    true
-                } else if q.held.is_empty() && !q.committing {
+                if !q.lost && q.held.is_empty() && !q.committing {
                     return Ok(());
-                } else {
-                    false
                 }
+                q.lost
             };
             if lost {
                 return self.drain().await;
