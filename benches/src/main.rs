@@ -464,6 +464,50 @@ fn durable_line<S>(
     }
 }
 
+/// Prints the `chain_1000` line of a `Durability::Sync` mode, with `ratio_to_raw`: the
+/// per-step time over `raw`, the median of the store's raw baseline sampled in the same run.
+fn print_sync_line<S>(
+    mode: &'static str,
+    store: &'static str,
+    counted: &CheckpointedRun<S>,
+    med: Duration,
+    raw: Duration,
+    reps: Reps,
+) {
+    let mut line = durable_line(
+        "chain_1000",
+        mode,
+        store,
+        Durability::Sync,
+        counted,
+        med,
+        reps,
+    );
+    line.ratio_to_raw = Some(med.as_secs_f64() / counted.steps as f64 / raw.as_secs_f64());
+    line.print();
+}
+
+/// Prints a raw baseline's line: one operation, its median over `samples`.
+fn print_raw_line(
+    workload: &'static str,
+    mode: &'static str,
+    store: &'static str,
+    samples: &mut [Duration],
+) {
+    let med = median(samples);
+    Line {
+        workload,
+        mode,
+        steps: Some(1),
+        median_s: Some(med.as_secs_f64()),
+        per_step_us: Some(med.as_secs_f64() * 1e6),
+        store: Some(store),
+        reps: Some(samples.len()),
+        ..Line::default()
+    }
+    .print();
+}
+
 /// `chain_1000` with a checkpoint store: `memory`, `durable_async`, then `durable_sync` with
 /// the raw sled baselines sampled between its runs. Returns the per-step time of
 /// `durable_async`, in µs.
@@ -522,34 +566,13 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
         || baseline.sample(rt, BASELINE_SAMPLES_PER_REP, &mut samples),
     );
     let raw = median(&mut samples.insert_flush_async);
-    let mut line = durable_line(
-        "chain_1000",
-        "durable_sync",
-        "sled",
-        Durability::Sync,
-        &counted,
-        med,
-        reps,
-    );
-    line.ratio_to_raw = Some(med.as_secs_f64() / counted.steps as f64 / raw.as_secs_f64());
-    line.print();
+    print_sync_line("durable_sync", "sled", &counted, med, raw, reps);
     for (mode, samples) in [
         ("raw", &mut samples.insert_flush_async),
         ("raw_blocking_flush", &mut samples.insert_flush),
         ("store", &mut samples.store_commit_flush),
     ] {
-        let med = median(samples);
-        Line {
-            workload: "sled_insert_flush_1k",
-            mode,
-            steps: Some(1),
-            median_s: Some(med.as_secs_f64()),
-            per_step_us: Some(med.as_secs_f64() * 1e6),
-            store: Some("sled"),
-            reps: Some(samples.len()),
-            ..Line::default()
-        }
-        .print();
+        print_raw_line("sled_insert_flush_1k", mode, "sled", samples);
     }
     run_chain_durable_redb(rt, &graph, nodes, reps);
     async_us
@@ -576,34 +599,13 @@ fn run_chain_durable_redb(rt: &Runtime, graph: &CompiledGraph<Counter>, nodes: u
         || baseline.sample(rt, BASELINE_SAMPLES_PER_REP, &mut samples),
     );
     let raw = median(&mut samples.commit);
-    let mut line = durable_line(
-        "chain_1000",
-        "durable_sync_redb",
-        "redb",
-        Durability::Sync,
-        &counted,
-        med,
-        reps,
-    );
-    line.ratio_to_raw = Some(med.as_secs_f64() / counted.steps as f64 / raw.as_secs_f64());
-    line.print();
+    print_sync_line("durable_sync_redb", "redb", &counted, med, raw, reps);
     for (mode, samples) in [
         ("raw", &mut samples.commit),
         ("raw_two_phase", &mut samples.commit_two_phase),
         ("store", &mut samples.store_commit_flush),
     ] {
-        let med = median(samples);
-        Line {
-            workload: "redb_commit_1k",
-            mode,
-            steps: Some(1),
-            median_s: Some(med.as_secs_f64()),
-            per_step_us: Some(med.as_secs_f64() * 1e6),
-            store: Some("redb"),
-            reps: Some(samples.len()),
-            ..Line::default()
-        }
-        .print();
+        print_raw_line("redb_commit_1k", mode, "redb", samples);
     }
 }
 
@@ -814,30 +816,9 @@ fn run_chain_postgres(rt: &Runtime, nodes: u64, reps: Reps) {
         );
         let raw_med = median(&mut raw.clone());
         all_raw.extend(raw);
-        let mut line = durable_line(
-            "chain_1000",
-            mode,
-            "postgres",
-            Durability::Sync,
-            &counted,
-            med,
-            reps,
-        );
-        line.ratio_to_raw = Some(med.as_secs_f64() / counted.steps as f64 / raw_med.as_secs_f64());
-        line.print();
+        print_sync_line(mode, "postgres", &counted, med, raw_med, reps);
     }
-    let med = median(&mut all_raw);
-    Line {
-        workload: "postgres_insert_commit_1k",
-        mode: "raw",
-        steps: Some(1),
-        median_s: Some(med.as_secs_f64()),
-        per_step_us: Some(med.as_secs_f64() * 1e6),
-        store: Some("postgres"),
-        reps: Some(all_raw.len()),
-        ..Line::default()
-    }
-    .print();
+    print_raw_line("postgres_insert_commit_1k", "raw", "postgres", &mut all_raw);
 }
 
 /// The runs of each `workers` measurement, and the single runs timed for the claim latency.
