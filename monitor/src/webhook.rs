@@ -210,12 +210,8 @@ impl Webhook {
     }
 
     fn wants(&self, event: &Event) -> bool {
-        let kind = serde_json::to_value(&event.kind).ok();
-        let kind = kind
-            .as_ref()
-            .and_then(|k| k.get("type"))
-            .and_then(|t| t.as_str());
-        kind.is_some_and(|k| self.events.iter().any(|e| e == k))
+        let kind = event.kind.name();
+        self.events.iter().any(|e| e == kind)
     }
 }
 

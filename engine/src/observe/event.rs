@@ -296,6 +296,46 @@ pub enum EventKind {
     },
 }
 
+impl EventKind {
+    /// The kind's name: the `type` tag of its JSON form (`"node_finished"`, `"token"`, ...),
+    /// without serializing it. What webhooks and filters match on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::EventKind;
+    /// let kind = EventKind::CheckpointSaved { step: 3, bytes: 120 };
+    /// assert_eq!(kind.name(), "checkpoint_saved");
+    /// assert_eq!(serde_json::to_value(&kind).unwrap()["type"], kind.name());
+    /// ```
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RunStarted { .. } => "run_started",
+            EventKind::RunResumed { .. } => "run_resumed",
+            EventKind::ThreadInvoked { .. } => "thread_invoked",
+            EventKind::StepStarted { .. } => "step_started",
+            EventKind::NodeStarted { .. } => "node_started",
+            EventKind::NodeFinished { .. } => "node_finished",
+            EventKind::NodeFailed { .. } => "node_failed",
+            EventKind::RetryScheduled { .. } => "retry_scheduled",
+            EventKind::NodeCancelled { .. } => "node_cancelled",
+            EventKind::Subgraph { .. } => "subgraph",
+            EventKind::RunInterrupted { .. } => "run_interrupted",
+            EventKind::Custom { .. } => "custom",
+            EventKind::Token { .. } => "token",
+            EventKind::WeightedChoice { .. } => "weighted_choice",
+            EventKind::StateUpdated { .. } => "state_updated",
+            EventKind::CheckpointSaved { .. } => "checkpoint_saved",
+            EventKind::Graph { .. } => "graph",
+            EventKind::StateView { .. } => "state_view",
+            EventKind::RunFinished { .. } => "run_finished",
+            EventKind::RunFailed { .. } => "run_failed",
+            EventKind::ErrorRouted { .. } => "error_routed",
+            EventKind::CompensationStarted { .. } => "compensation_started",
+        }
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{:<4} ", self.seq)?;
@@ -649,5 +689,163 @@ impl Stream for EventStream {
         Pin::new(&mut self.inner)
             .poll_next(cx)
             .map(|item| item.map(|r| r.map_err(|BroadcastStreamRecvError::Lagged(n)| Missed(n))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::describe::GraphDescription;
+
+    /// Every kind once; `name()` is exhaustive by its match, this checks each name against
+    /// the serde tag.
+    fn every_kind() -> Vec<EventKind> {
+        let node: Arc<str> = Arc::from("a");
+        let task = TaskId::from_u128(7);
+        let graph = Fingerprint::from_u128(9);
+        let inner = Event {
+            seq: 0,
+            run_id: Arc::from("child"),
+            kind: EventKind::StateUpdated {
+                step: 0,
+                fields: vec![],
+            },
+        };
+        vec![
+            EventKind::RunStarted {
+                mode: Mode::Sequential,
+                seed: 1,
+                graph,
+            },
+            EventKind::RunResumed {
+                step: 1,
+                restored: 0,
+                graph,
+            },
+            EventKind::ThreadInvoked {
+                invocation: 1,
+                step: 2,
+                fields: vec![],
+                graph,
+            },
+            EventKind::StepStarted {
+                step: 1,
+                tasks: vec![],
+            },
+            EventKind::NodeStarted {
+                step: 1,
+                node: node.clone(),
+                task,
+                attempt: 1,
+            },
+            EventKind::NodeFinished {
+                step: 1,
+                node: node.clone(),
+                task,
+                duration: Duration::ZERO,
+            },
+            EventKind::NodeFailed {
+                step: 1,
+                node: node.clone(),
+                task,
+                attempt: 1,
+                error: "e".into(),
+            },
+            EventKind::RetryScheduled {
+                step: 1,
+                node: node.clone(),
+                task,
+                attempt: 1,
+                delay: Duration::ZERO,
+            },
+            EventKind::NodeCancelled {
+                step: 1,
+                node: node.clone(),
+                task,
+            },
+            EventKind::Subgraph {
+                step: 1,
+                node: node.clone(),
+                task,
+                event: Box::new(inner),
+            },
+            EventKind::RunInterrupted {
+                step: 1,
+                interrupts: vec![],
+            },
+            EventKind::Custom {
+                step: 1,
+                node: node.clone(),
+                task,
+                name: "c".into(),
+                payload: serde_json::Value::Null,
+            },
+            EventKind::Token {
+                step: 1,
+                node: node.clone(),
+                task,
+                attempt: 1,
+                index: 0,
+                count: 1,
+                text: "t".into(),
+            },
+            EventKind::WeightedChoice {
+                step: 1,
+                from: node.clone(),
+                to: node.clone(),
+                weight: 1.0,
+            },
+            EventKind::StateUpdated {
+                step: 1,
+                fields: vec![],
+            },
+            EventKind::CheckpointSaved { step: 1, bytes: 1 },
+            EventKind::Graph {
+                graph: Arc::new(GraphDescription {
+                    fingerprint: graph,
+                    nodes: vec![],
+                    edges: vec![],
+                    fields: vec![],
+                    joins: vec![],
+                }),
+            },
+            EventKind::StateView {
+                step: 1,
+                fields: vec![],
+            },
+            EventKind::RunFinished {
+                steps: 1,
+                duration: Duration::ZERO,
+            },
+            EventKind::RunFailed {
+                step: 1,
+                error: "e".into(),
+            },
+            EventKind::ErrorRouted {
+                step: 1,
+                node: node.clone(),
+                task,
+                handler: node.clone(),
+                error: "e".into(),
+            },
+            EventKind::CompensationStarted {
+                step: 1,
+                error: "e".into(),
+                nodes: vec![node],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_name_is_its_serde_tag() {
+        let kinds = every_kind();
+        let mut names: Vec<&str> = kinds.iter().map(EventKind::name).collect();
+        for kind in &kinds {
+            let json = serde_json::to_value(kind).unwrap();
+            assert_eq!(json["type"], kind.name(), "{kind:?}");
+        }
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), kinds.len(), "every kind listed once");
     }
 }
