@@ -117,11 +117,18 @@ fn assert_paired(server: &Scripted) {
             }
             if m["role"] == "tool" {
                 let id = m["tool_call_id"].as_str().unwrap();
-                assert!(made.contains(id), "request {i}: result {id} without its call");
+                assert!(
+                    made.contains(id),
+                    "request {i}: result {id} without its call"
+                );
                 open.retain(|o| o != id);
             }
         }
-        assert!(open.is_empty(), "request {i} ({:?}) has unanswered calls {open:?}", r.key);
+        assert!(
+            open.is_empty(),
+            "request {i} ({:?}) has unanswered calls {open:?}",
+            r.key
+        );
     }
 }
 
@@ -186,7 +193,11 @@ async fn a_model_supervisor_routes_workers_report_and_every_call_keeps_its_resul
         (
             "boss",
             vec![
-                calls(&[("h1", "transfer_to_searcher", json!({ "task": "find rust async" }))]),
+                calls(&[(
+                    "h1",
+                    "transfer_to_searcher",
+                    json!({ "task": "find rust async" }),
+                )]),
                 calls(&[("h2", "transfer_to_writer", json!({ "task": "write it up" }))]),
                 say("Here is your report."),
             ],
@@ -338,6 +349,80 @@ fn agent_model(server: &Scripted, key: &str) -> Arc<OpenAiModel> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_of_an_unknown_tool_is_answered_and_the_supervisor_asked_again() {
+    let server = Scripted::start_keyed([(
+        "boss",
+        vec![
+            calls(&[("u1", "web_search", json!({ "q": "x" }))]),
+            say("I will answer myself."),
+        ],
+    )])
+    .await;
+    let graph = Supervisor::model(agent_model(&server, "boss"))
+        .worker(member(&server, "writer"))
+        .compile()
+        .unwrap();
+    let done = graph.invoke(question("hi")).await.unwrap();
+    assert_eq!(server.keys(), ["boss", "boss"]);
+    let again = &server.requests_for("boss")[1];
+    let error = sent(again)
+        .into_iter()
+        .find(|m| m["tool_call_id"] == "u1")
+        .unwrap();
+    assert!(
+        error["content"]
+            .as_str()
+            .unwrap()
+            .contains("no tool `web_search`")
+    );
+    assert_paired(&server);
+    ensure_answered(&done.messages).unwrap();
+    assert_eq!(
+        done.messages.last().unwrap().text(),
+        Some("I will answer myself.")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_parallel_round_resumes_without_running_the_finished_worker_again() {
+    let server = Scripted::start_keyed([
+        ("searcher", vec![say("sources")]),
+        ("writer", vec![Reply::error(500, "down"), say("draft")]),
+    ])
+    .await;
+    let graph = Supervisor::rule(|s: &TeamState| {
+        if s.answers_in_turn().count() >= 2 {
+            Decision::finish()
+        } else {
+            Decision::parallel([
+                Handoff::new("searcher", "search"),
+                Handoff::new("writer", "write"),
+            ])
+        }
+    })
+    .worker(member(&server, "searcher"))
+    .worker(member(&server, "writer"))
+    .compile()
+    .unwrap();
+    let store = store();
+    let e = graph
+        .run_with(question("go"), cfg(&store, "crash"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::NodeFailed { .. }), "{e:?}");
+    let done = graph.resume("crash", cfg(&store, "crash")).await.unwrap();
+    assert_eq!(
+        server.requests_for("searcher").len(),
+        1,
+        "finished: not run again"
+    );
+    assert_eq!(server.requests_for("writer").len(), 2);
+    let names: Vec<_> = answers(&done).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["searcher", "writer"]);
+    ensure_answered(&done.messages).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_see_only_what_their_view_gives_them() {
     let server = Scripted::start_keyed([
         (
@@ -384,13 +469,7 @@ async fn workers_see_only_what_their_view_gives_them() {
     // Everything: the searcher's lookup and its result, and the supervisor's handoffs.
     let auditor = &server.requests_for("auditor")[0];
     assert!(sent(auditor).iter().any(|m| m["tool_call_id"] == "s1"));
-    assert!(
-        sent(auditor)
-            .iter()
-            .filter(|m| m["role"] == "tool")
-            .count()
-            >= 4
-    );
+    assert!(sent(auditor).iter().filter(|m| m["role"] == "tool").count() >= 4);
     // The task alone.
     let tasker = &server.requests_for("tasker")[0];
     assert_eq!(sent(tasker).len(), 1);
@@ -427,11 +506,18 @@ async fn the_user_chooses_the_worker_through_an_interrupt_and_the_run_resumes() 
         panic!("expected the second choice")
     };
     let done = graph
-        .resume_with("choice", Resume::value(Decision::finish()), cfg(&store, "choice"))
+        .resume_with(
+            "choice",
+            Resume::value(Decision::finish()),
+            cfg(&store, "choice"),
+        )
         .await
         .unwrap();
     assert_eq!(answers(&done), [("writer".into(), "written".into())]);
-    assert_eq!(texts(&server.requests()[0], "user").last().unwrap(), "Write a poem.");
+    assert_eq!(
+        texts(&server.requests()[0], "user").last().unwrap(),
+        "Write a poem."
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,7 +529,10 @@ async fn a_supervisor_that_never_finishes_hits_its_round_limit_and_unknown_worke
         .compile()
         .unwrap();
     let e = graph.invoke(question("loop")).await.unwrap_err();
-    assert!(matches!(node_error(&e), PatternError::RoundLimit { limit: 2 }));
+    assert!(matches!(
+        node_error(&e),
+        PatternError::RoundLimit { limit: 2 }
+    ));
     assert_eq!(server.keys(), ["w", "w"]);
 
     let graph = Supervisor::rule(|_| Decision::handoff(Handoff::new("nobody", "x")))
@@ -492,7 +581,10 @@ async fn a_swarm_hands_over_and_the_next_message_reaches_the_agent_that_spoke_la
     let log = Log::default();
     let graph = Swarm::new()
         .agent(member(&server, "triage").description("Routes."))
-        .agent(Member::new("billing", agent(&server, "billing").tools(tools(&log))))
+        .agent(Member::new(
+            "billing",
+            agent(&server, "billing").tools(tools(&log)),
+        ))
         .compile()
         .unwrap();
     let store = store();
@@ -545,11 +637,8 @@ async fn a_swarm_hands_over_and_the_next_message_reaches_the_agent_that_spoke_la
 async fn a_swarm_stops_following_handoffs_at_its_limit() {
     let ping = |id: &str| calls(&[(id, "transfer_to_b", json!({ "message": "" }))]);
     let pong = |id: &str| calls(&[(id, "transfer_to_a", json!({ "message": "" }))]);
-    let server = Scripted::start_keyed([
-        ("a", vec![ping("p1"), ping("p2")]),
-        ("b", vec![pong("q1")]),
-    ])
-    .await;
+    let server =
+        Scripted::start_keyed([("a", vec![ping("p1"), ping("p2")]), ("b", vec![pong("q1")])]).await;
     let graph = Swarm::new()
         .agent(member(&server, "a"))
         .agent(member(&server, "b"))
@@ -671,13 +760,18 @@ async fn a_fallback_chain_goes_on_after_a_failure_and_a_refused_answer() {
         .collect();
     assert_eq!(
         tried,
-        [("cheap", false, true), ("medium", false, true), ("strong", true, false)]
+        [
+            ("cheap", false, true),
+            ("medium", false, true),
+            ("strong", true, false)
+        ]
     );
     // The strong agent saw the task, not the refused answer.
     assert!(texts(&server.requests_for("strong")[0], "assistant").is_empty());
 
     // All refused: the run fails, typed.
-    let server = Scripted::start_keyed([("cheap", vec![say("?")]), ("strong", vec![say("??")])]).await;
+    let server =
+        Scripted::start_keyed([("cheap", vec![say("?")]), ("strong", vec![say("??")])]).await;
     let graph = Fallback::new()
         .agent(member(&server, "cheap"))
         .agent(member(&server, "strong"))
@@ -704,10 +798,13 @@ async fn a_pipeline_runs_its_agents_in_order_each_seeing_those_before() {
         .agent(member(&server, "write"))
         .agent(member(&server, "edit"))
         .compile()
-    .unwrap();
+        .unwrap();
     let done = graph.invoke(question("topic")).await.unwrap();
     assert_eq!(server.keys(), ["research", "write", "edit"]);
-    assert_eq!(texts(&server.requests_for("edit")[0], "assistant"), ["facts", "draft"]);
+    assert_eq!(
+        texts(&server.requests_for("edit")[0], "assistant"),
+        ["facts", "draft"]
+    );
     let names: Vec<_> = answers(&done).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, ["research", "write", "edit"]);
 }
@@ -763,8 +860,15 @@ async fn planning_uses_read_only_tools_waits_for_approval_then_executes_with_all
         .await
         .unwrap_err();
     let r = review(e);
-    assert_eq!((r.plan.as_str(), r.author.as_str(), r.revision), ("1. delete tmp", "dev", 1));
-    assert_eq!(log.calls(), ["lookup logs"], "delete is denied while planning");
+    assert_eq!(
+        (r.plan.as_str(), r.author.as_str(), r.revision),
+        ("1. delete tmp", "dev", 1)
+    );
+    assert_eq!(
+        log.calls(),
+        ["lookup logs"],
+        "delete is denied while planning"
+    );
     for req in server.requests() {
         assert_eq!(offered(&req), ["lookup"]);
     }
@@ -793,20 +897,40 @@ async fn planning_uses_read_only_tools_waits_for_approval_then_executes_with_all
             .iter()
             .any(|t| t == "The plan was rejected: only the cache")
     );
-    assert!(texts(replan, "user").last().unwrap().contains("The current plan (rejected, by dev):\n1. delete tmp"));
+    assert!(
+        texts(replan, "user")
+            .last()
+            .unwrap()
+            .contains("The current plan (rejected, by dev):\n1. delete tmp")
+    );
 
     // Approved: carried out with every tool.
     let done = graph
-        .resume_with("plan", Resume::value(PlanDecision::Approve), cfg(&store, "plan"))
+        .resume_with(
+            "plan",
+            Resume::value(PlanDecision::Approve),
+            cfg(&store, "plan"),
+        )
         .await
         .unwrap();
     assert_eq!(log.calls(), ["lookup logs", "delete tmp/cache"]);
     let exec = &server.requests()[4];
     assert_eq!(offered(exec), ["lookup", "delete"]);
-    assert!(texts(exec, "user").last().unwrap().ends_with("1. delete tmp/cache"));
+    assert!(
+        texts(exec, "user")
+            .last()
+            .unwrap()
+            .ends_with("1. delete tmp/cache")
+    );
     let plan = done.plan.clone().unwrap();
-    assert_eq!((plan.status, plan.text.as_str()), (PlanStatus::Done, "1. delete tmp/cache"));
-    assert_eq!(done.messages.last().unwrap().text(), Some("deleted the cache"));
+    assert_eq!(
+        (plan.status, plan.text.as_str()),
+        (PlanStatus::Done, "1. delete tmp/cache")
+    );
+    assert_eq!(
+        done.messages.last().unwrap().text(),
+        Some("deleted the cache")
+    );
     assert_paired(&server);
     ensure_answered(&done.messages).unwrap();
 }
@@ -906,8 +1030,14 @@ async fn in_a_parallel_vote_only_the_winner_runs_side_effecting_tools() {
     for key in ["bob", "carol"] {
         assert_eq!(offered(&server.requests_for(key)[0]), ["lookup"]);
     }
-    assert_eq!(offered(&server.requests_for("alice")[2]), ["lookup", "delete"]);
-    assert_eq!(done.messages.last().unwrap().text(), Some("alice deleted tmp"));
+    assert_eq!(
+        offered(&server.requests_for("alice")[2]),
+        ["lookup", "delete"]
+    );
+    assert_eq!(
+        done.messages.last().unwrap().text(),
+        Some("alice deleted tmp")
+    );
     assert_eq!(done.plan.unwrap().status, PlanStatus::Done);
     assert_paired(&server);
 }

@@ -10,8 +10,7 @@ use agentgraph_engine::{
 use futures_util::future::BoxFuture;
 
 use super::{
-    Answer, Member, PatternError, TeamState, TeamStateUpdate, check_names, last_text,
-    run_messages,
+    Answer, Member, PatternError, TeamState, TeamStateUpdate, check_names, last_text, run_messages,
 };
 use crate::agent::AgentState;
 use crate::message::{Message, Role};
@@ -128,7 +127,10 @@ pub(super) async fn aggregate(
             let keys: Vec<String> = (0..candidates.len()).map(|i| normalized(text(i))).collect();
             let votes = |i: usize| keys.iter().filter(|k| **k == keys[i]).count();
             // The first of the most voted (max_by_key keeps the last of equals: go in reverse).
-            let best = (0..candidates.len()).rev().max_by_key(|&i| votes(i)).unwrap_or(0);
+            let best = (0..candidates.len())
+                .rev()
+                .max_by_key(|&i| votes(i))
+                .unwrap_or(0);
             Verdict::Winner(best)
         }
         Aggregate::Pick(pick) => Verdict::Winner(
@@ -504,7 +506,10 @@ impl Fallback {
                 .on_error(&member.name, &failed);
         }
         for (i, member) in self.agents.iter().enumerate() {
-            let next: &str = self.agents.get(i + 1).map_or(EXHAUSTED, |m| m.name.as_str());
+            let next: &str = self
+                .agents
+                .get(i + 1)
+                .map_or(EXHAUSTED, |m| m.name.as_str());
             b.try_add_edge(&failed_node(&member.name), next)?;
             let next_owned = next.to_owned();
             b.try_add_conditional_edges(&member.name, [next, END], move |s: &TeamState| {

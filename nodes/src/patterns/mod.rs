@@ -3,8 +3,8 @@
 //! voting or judged, a [`Fallback`] chain, a sequential [`Pipeline`], and [`Planning`] mode
 //! (plan with read-only tools, a person approves, then execute).
 //!
-//! Each pattern compiles to an ordinary [`CompiledGraph`] over [`TeamState`]: every agent is
-//! a [`Agent`] run as a subgraph (its own child run, checkpointed to the parent's store),
+//! Each pattern compiles to an ordinary [`CompiledGraph`](agentgraph_engine::CompiledGraph) over [`TeamState`]: every agent is
+//! an [`Agent`] run as a subgraph (its own child run, checkpointed to the parent's store),
 //! routing is a go-to or a router, parallel agents are tasks of one step merged in plan order,
 //! approvals are interrupts. So checkpoints, resume after a crash or an interrupt, threads
 //! (`invoke_thread`), events (each agent's streamed tokens, wrapped as subgraph events) and the
@@ -252,7 +252,9 @@ impl Answer {
     ///
     /// See [`Answer`].
     pub fn new(agent: impl Into<String>, text: Option<String>) -> Self {
-        let error = text.is_none().then(|| "the agent gave no answer".to_owned());
+        let error = text
+            .is_none()
+            .then(|| "the agent gave no answer".to_owned());
         Answer {
             agent: agent.into(),
             accepted: text.is_some(),
@@ -643,10 +645,16 @@ fn handoff_messages(from: &str, handoffs: &mut [Handoff]) -> Vec<Message> {
             )
         })
         .collect();
-    let mut out = vec![Message::assistant("").with_name(from).with_tool_calls(calls)];
-    out.extend(handoffs.iter().map(|h| {
-        Message::tool_result(h.call_id.clone(), format!("Transferred to {}.", h.to))
-    }));
+    let mut out = vec![
+        Message::assistant("")
+            .with_name(from)
+            .with_tool_calls(calls),
+    ];
+    out.extend(
+        handoffs
+            .iter()
+            .map(|h| Message::tool_result(h.call_id.clone(), format!("Transferred to {}.", h.to))),
+    );
     out
 }
 

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ensemble::{Aggregate, Verdict, aggregate};
 use super::{
-    Answer, Member, PatternError, TeamState, TeamStateUpdate, check_names, last_text,
-    run_messages,
+    Answer, Member, PatternError, TeamState, TeamStateUpdate, check_names, last_text, run_messages,
 };
 use crate::agent::AgentState;
 use crate::message::Message;
@@ -220,7 +219,9 @@ impl Planning {
     pub fn new(planner: Member) -> Self {
         Planning {
             planners: vec![planner],
-            read_only: ToolFilter::new().deny_pattern("*").expect("a valid pattern"),
+            read_only: ToolFilter::new()
+                .deny_pattern("*")
+                .expect("a valid pattern"),
             pick: Aggregate::default(),
             approval: true,
         }
@@ -315,7 +316,11 @@ impl Planning {
         check_names(self.planners.iter().map(Member::name), &[])?;
         let mut b = GraphBuilder::<TeamState>::new();
         let plans: Vec<String> = self.planners.iter().map(|m| plan_node(&m.name)).collect();
-        let executes: Vec<String> = self.planners.iter().map(|m| execute_node(&m.name)).collect();
+        let executes: Vec<String> = self
+            .planners
+            .iter()
+            .map(|m| execute_node(&m.name))
+            .collect();
         for member in &self.planners {
             let (input, output) = (Arc::new(member.clone()), Arc::new(member.clone()));
             b.try_add_subgraph(
@@ -383,12 +388,8 @@ impl Planning {
                     execute_node(&author)
                 };
                 Ok::<_, BoxError>(
-                    Command::new(
-                        TeamStateUpdate::new()
-                            .plan(Some(plan))
-                            .winner(Some(author)),
-                    )
-                    .goto(Route::to([next])),
+                    Command::new(TeamStateUpdate::new().plan(Some(plan)).winner(Some(author)))
+                        .goto(Route::to([next])),
                 )
             }
         })?
@@ -422,8 +423,7 @@ impl Planning {
                         if !reason.is_empty() {
                             text = format!("The plan was rejected: {reason}");
                         }
-                        update =
-                            update.messages(vec![Message::user(text).with_name("reviewer")]);
+                        update = update.messages(vec![Message::user(text).with_name("reviewer")]);
                         Route::to(replan)
                     }
                 };

@@ -4,7 +4,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use agentgraph_engine::{BoxError, Command, CompiledGraph, Context, END, GraphBuilder, Route, START};
+use agentgraph_engine::{
+    BoxError, Command, CompiledGraph, Context, END, GraphBuilder, Route, START,
+};
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +14,7 @@ use super::{
     HANDOFF_PREFIX, Handoff, Member, PatternError, TeamState, TeamStateUpdate, check_names,
     handoff_messages,
 };
-use crate::message::{Message, Role};
+use crate::message::Message;
 use crate::model::{ChatModel, ChatRequest, ChatResponse, ToolSpec, model_node};
 
 type Rule = Arc<dyn Fn(&TeamState) -> Decision + Send + Sync>;
@@ -673,17 +675,16 @@ fn decide(
         // A model's own calls: answer each of them.
         Some(call) => {
             let mut out = vec![call.clone()];
-            out.extend(call.tool_calls().iter().map(|c| {
-                match c.name.strip_prefix(HANDOFF_PREFIX) {
+            out.extend(call.tool_calls().iter().map(
+                |c| match c.name.strip_prefix(HANDOFF_PREFIX) {
                     Some(to) if sup.workers.iter().any(|w| w.name == to) => {
                         Message::tool_result(c.id.clone(), format!("Transferred to {to}."))
                     }
-                    _ => Message::tool_error(
-                        c.id.clone(),
-                        format!("there is no tool `{}`", c.name),
-                    ),
-                }
-            }));
+                    _ => {
+                        Message::tool_error(c.id.clone(), format!("there is no tool `{}`", c.name))
+                    }
+                },
+            ));
             for h in &mut merged {
                 h.from = sup.name.clone();
             }
@@ -691,7 +692,6 @@ fn decide(
         }
         None => handoff_messages(&sup.name, &mut merged),
     };
-    debug_assert!(messages.iter().all(|m| m.role != Role::User));
     let targets: Vec<String> = merged.iter().map(|h| h.to.clone()).collect();
     Ok(Command::new(
         TeamStateUpdate::new()

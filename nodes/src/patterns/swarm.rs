@@ -232,7 +232,8 @@ impl Swarm {
                 move |s: &TeamState| {
                     let me = &input.name;
                     let handed = s.handoffs.first().filter(|h| {
-                        h.to == *me && s.messages.last().and_then(Message::call_id) == Some(&h.call_id)
+                        h.to == *me
+                            && s.messages.last().and_then(Message::call_id) == Some(&h.call_id)
                     });
                     let note = handed.map(|h| {
                         let mut text = format!("{} handed the conversation over to you.", h.from);
@@ -265,13 +266,14 @@ impl Swarm {
             let me = member.name.clone();
             let mut route_targets: Vec<&str> = targets.iter().map(String::as_str).collect();
             route_targets.push(END);
-            b.try_add_conditional_edges(&member.name, route_targets, move |s: &TeamState| {
-                match s.handoffs.first() {
-                    Some(h) if h.from == me && handoffs_in_turn(&s.messages) <= max => {
-                        Route::to([h.to.clone()])
-                    }
-                    _ => Route::end(),
+            b.try_add_conditional_edges(&member.name, route_targets, move |s: &TeamState| match s
+                .handoffs
+                .first()
+            {
+                Some(h) if h.from == me && handoffs_in_turn(&s.messages) <= max => {
+                    Route::to([h.to.clone()])
                 }
+                _ => Route::end(),
             })?;
         }
         Ok(b.compile()?)
@@ -346,7 +348,10 @@ fn report(member: &Member, targets: &[String], done: &AgentState) -> TeamStateUp
             .active(Some(member.name.clone()));
     };
     let mut handoffs = vec![handoff];
-    if !messages.iter().any(|m| m.call_id() == Some(&handoffs[0].call_id)) {
+    if !messages
+        .iter()
+        .any(|m| m.call_id() == Some(&handoffs[0].call_id))
+    {
         // Reported as an answer: record the handoff call (with its result) on its own.
         messages.extend(handoff_messages(&member.name, &mut handoffs));
     } else {
