@@ -141,7 +141,8 @@ pub enum PlanDecision {
 /// and the task of planning, with the thread's current [`Plan`] if there is one (so a plan
 /// persists across turns and can be revised); its own tool calls stay in its run. The
 /// executor gets its view and the approved plan. The plan is kept in [`TeamState::plan`];
-/// the executor's answer is added to the team's messages.
+/// the executor's answer is added to the team's messages. A planner or an executor whose run
+/// fails fails the run: resume it (`resume`) and only the unfinished agents run again.
 ///
 /// # Examples
 ///
