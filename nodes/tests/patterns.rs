@@ -423,6 +423,61 @@ async fn a_failed_parallel_round_resumes_without_running_the_finished_worker_aga
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_tokens_stream_as_events_of_the_teams_run() {
+    let server = Scripted::start_keyed([
+        (
+            "boss",
+            vec![
+                calls(&[("h1", "transfer_to_writer", json!({ "task": "write" }))]),
+                say("Done."),
+            ],
+        ),
+        (
+            "writer",
+            vec![Reply::sse([
+                text_chunk("Once "),
+                text_chunk("upon"),
+                finish_chunk("stop"),
+            ])],
+        ),
+    ])
+    .await;
+    let graph = Supervisor::model(agent_model(&server, "boss"))
+        .worker(member(&server, "writer"))
+        .compile()
+        .unwrap();
+    let run = graph.run_with(question("a story"), RunConfig::new());
+    let mut events = run.events();
+    let collect = tokio::spawn(async move {
+        let mut tokens = Vec::new();
+        while let Some(Ok(event)) = futures_util::StreamExt::next(&mut events).await {
+            match event.kind {
+                agentgraph_engine::EventKind::Token { node, text, .. } => {
+                    tokens.push((node.to_string(), text));
+                }
+                agentgraph_engine::EventKind::Subgraph { node, event, .. } => {
+                    if let agentgraph_engine::EventKind::Token { text, .. } = &event.kind {
+                        tokens.push((node.to_string(), text.clone()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        tokens
+    });
+    run.await.unwrap();
+    let tokens = collect.await.unwrap();
+    assert_eq!(
+        tokens,
+        [
+            ("writer".to_owned(), "Once ".to_owned()),
+            ("writer".to_owned(), "upon".to_owned()),
+            ("supervisor".to_owned(), "Done.".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_see_only_what_their_view_gives_them() {
     let server = Scripted::start_keyed([
         (
@@ -787,22 +842,28 @@ async fn a_fallback_chain_goes_on_after_a_failure_and_a_refused_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_runs_its_agents_in_order_each_seeing_those_before() {
+    // One model name for all three: the server tells them apart by a marker in their
+    // system prompts.
     let server = Scripted::start_keyed([
-        ("research", vec![say("facts")]),
-        ("write", vec![say("draft")]),
-        ("edit", vec![say("final")]),
+        ("[research]", vec![say("facts")]),
+        ("[write]", vec![say("draft")]),
+        ("[edit]", vec![say("final")]),
     ])
     .await;
+    let stage = |name: &str| {
+        let agent = agent(&server, "shared-model").system_prompt(format!("You are [{name}]."));
+        Member::new(name, agent)
+    };
     let graph = Pipeline::new()
-        .agent(member(&server, "research"))
-        .agent(member(&server, "write"))
-        .agent(member(&server, "edit"))
+        .agent(stage("research"))
+        .agent(stage("write"))
+        .agent(stage("edit"))
         .compile()
         .unwrap();
     let done = graph.invoke(question("topic")).await.unwrap();
-    assert_eq!(server.keys(), ["research", "write", "edit"]);
+    assert_eq!(server.keys(), ["[research]", "[write]", "[edit]"]);
     assert_eq!(
-        texts(&server.requests_for("edit")[0], "assistant"),
+        texts(&server.requests_for("[edit]")[0], "assistant"),
         ["facts", "draft"]
     );
     let names: Vec<_> = answers(&done).into_iter().map(|(n, _)| n).collect();
