@@ -472,49 +472,58 @@ impl Member {
 /// ```
 /// use agentgraph_nodes::patterns::PatternError;
 /// let e = PatternError::InvalidName { name: "a b".into() };
-/// assert_eq!(e.to_string(), "agent name `a b` is not 1 to 64 characters of A-Z a-z 0-9 _ -");
+/// assert_eq!(e.to_string(), "agent name `a b` is not 1 to 64 characters of A-Z a-z 0-9 _ -: rename the agent");
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PatternError {
     /// An agent's name is not allowed.
-    #[error("agent name `{name}` is not 1 to 64 characters of A-Z a-z 0-9 _ -")]
+    #[error("agent name `{name}` is not 1 to 64 characters of A-Z a-z 0-9 _ -: rename the agent")]
     InvalidName {
         /// The name.
         name: String,
     },
     /// Two agents of a team have the same name, or an agent has a name the pattern uses.
-    #[error("agent name `{name}` is used twice (or is reserved by the pattern)")]
+    #[error(
+        "agent name `{name}` is used twice, or reserved by the pattern: give each agent a name of its own"
+    )]
     DuplicateName {
         /// The name.
         name: String,
     },
     /// The team has no agent.
-    #[error("the team has no agent")]
+    #[error("the team has no agent: add one before compiling")]
     NoAgents,
     /// The graph does not compile (a bug of the pattern, or a name it cannot use).
     #[error(transparent)]
     Graph(#[from] GraphError),
-    /// A supervisor handed a task to an agent that is not one of its workers.
-    #[error("`{name}` is not a worker of the supervisor")]
+    /// A supervisor handed a task to an agent that is not one of its workers, or a swarm's
+    /// default agent or handoff names an agent it does not have.
+    #[error("`{name}` is not an agent of the team: add it, or hand over to one of its agents")]
     UnknownWorker {
         /// The name.
         name: String,
     },
     /// A supervisor made its `limit` rounds of handoffs in this turn without finishing.
-    #[error("the supervisor made its {limit} rounds of this turn without finishing")]
+    #[error(
+        "the supervisor made its {limit} rounds of this turn without finishing: raise `max_rounds`, or resume with a new user message"
+    )]
     RoundLimit {
         /// The limit.
         limit: u32,
     },
     /// Every agent of a fallback chain failed or gave an answer its check refused.
-    #[error("no agent of the fallback chain gave an accepted answer ({attempts} tried)")]
+    #[error(
+        "no agent of the fallback chain gave an accepted answer ({attempts} tried; `TeamState::answers` says why each was refused)"
+    )]
     NoAcceptedAnswer {
         /// How many agents were tried.
         attempts: usize,
     },
     /// An ensemble or the planners have no answer to aggregate.
-    #[error("no agent of the ensemble answered")]
+    #[error(
+        "no agent answered (every run failed or said nothing; `TeamState::answers` holds their errors)"
+    )]
     NoAnswers,
 }
 
