@@ -78,6 +78,7 @@
 //! | OpenTelemetry export of the run, step and node spans over OTLP (`otel` feature) | available |
 //! | agents' pieces: chat messages with a conversation reducer, tools with checked arguments and allow/deny lists (`agentgraph::nodes`, feature `nodes`) | available |
 //! | chat models (`agentgraph::nodes::model`, feature `openai`) and the tool-calling agent (`agentgraph::nodes::agent`, feature `agent`) | available |
+//! | multi-agent patterns: supervisor, swarm, ensemble, fallback, pipeline, planning mode (`agentgraph::nodes::patterns`, feature `patterns`) | available |
 //! | MCP tools: the tools of MCP servers run as child processes (restarted when they die) or reached over streamable HTTP (`agentgraph::mcp`, feature `mcp`) | available |
 //! | the PostgreSQL checkpoint store, shared by many processes (`agentgraph::postgres`, feature `postgres`) | available |
 //!
@@ -92,7 +93,8 @@
 //! spans to an OpenTelemetry collector (it brings in opentelemetry and reqwest); `nodes` (off
 //! by default) enables `agentgraph::nodes`, the node library: chat messages and their
 //! reducer, and tools (it brings in schemars, jsonschema and globset); `openai` adds the chat
-//! models and the OpenAI-compatible provider, `agent` the tool-calling agent, `mcp` the tools
+//! models and the OpenAI-compatible provider, `agent` the tool-calling agent, `patterns` the
+//! multi-agent patterns (`agentgraph::nodes::patterns`), `mcp` the tools
 //! of MCP servers (`agentgraph::mcp`; it brings in rmcp); `postgres` the PostgreSQL checkpoint
 //! store (`agentgraph::postgres`; it brings in tokio-postgres and deadpool-postgres).
 //!

@@ -528,6 +528,19 @@ impl Agent {
         self
     }
 
+    /// The agent's tool set (the multi-agent patterns restrict it per phase, or add handoff
+    /// tools to it).
+    #[cfg(feature = "patterns")]
+    pub(crate) fn tool_set(&self) -> &ToolSet {
+        &self.tools
+    }
+
+    /// The stop hook set by [`stop_when`](Agent::stop_when), if any.
+    #[cfg(feature = "patterns")]
+    pub(crate) fn stop_hook(&self) -> Option<StopHook> {
+        self.stop.clone()
+    }
+
     /// The agent's graph: `START -> model`, then `tool` tasks (one per call) and `model` again
     /// until the model answers without tool calls.
     ///

@@ -1,6 +1,10 @@
 //! A scripted OpenAI-compatible server for the tests: axum on 127.0.0.1:0, answering
 //! `POST /v1/chat/completions` from a script of canned replies, in order, and recording every
 //! request it got (headers, JSON body, arrival time).
+//!
+//! Keyed mode ([`Scripted::start_keyed`]), for agents that run in parallel (whose requests
+//! arrive in no fixed order): one script per key, a request answered from the script of the
+//! key that is its `model`, else of the first key that appears in its first system message.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -103,6 +107,8 @@ impl Reply {
 /// A request the server got.
 #[derive(Debug, Clone)]
 pub struct Recorded {
+    /// The key that chose the reply (keyed mode).
+    pub key: Option<String>,
     pub at: Instant,
     pub headers: HeaderMap,
     pub body: Value,
@@ -111,6 +117,8 @@ pub struct Recorded {
 #[derive(Default)]
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
+    /// Keyed mode: the scripts by key, in the order given.
+    keyed: Mutex<Vec<(String, VecDeque<Reply>)>>,
     requests: Mutex<Vec<Recorded>>,
 }
 
@@ -131,10 +139,33 @@ impl Drop for Scripted {
 impl Scripted {
     /// Starts a server that answers with `script`, in order (a 500 once it runs out).
     pub async fn start(script: impl IntoIterator<Item = Reply>) -> Self {
-        let shared = Arc::new(Shared {
+        Self::serve(Shared {
             script: Mutex::new(script.into_iter().collect()),
-            requests: Mutex::default(),
-        });
+            ..Shared::default()
+        })
+        .await
+    }
+
+    /// Starts a server in keyed mode: a request is answered from the script of the key that
+    /// is its `model`, else of the first key that appears in its first system message, in
+    /// order (a 500 once that script runs out, or when no key matches).
+    pub async fn start_keyed<K: Into<String>>(
+        scripts: impl IntoIterator<Item = (K, Vec<Reply>)>,
+    ) -> Self {
+        Self::serve(Shared {
+            keyed: Mutex::new(
+                scripts
+                    .into_iter()
+                    .map(|(k, replies)| (k.into(), replies.into_iter().collect()))
+                    .collect(),
+            ),
+            ..Shared::default()
+        })
+        .await
+    }
+
+    async fn serve(shared: Shared) -> Self {
+        let shared = Arc::new(shared);
         let app = Router::new()
             .route("/v1/chat/completions", post(answer))
             .with_state(shared.clone());
@@ -155,20 +186,66 @@ impl Scripted {
         self.shared.requests.lock().unwrap().clone()
     }
 
-    /// Replies not used yet.
+    /// The requests answered from `key`'s script (keyed mode), in arrival order.
+    pub fn requests_for(&self, key: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.key.as_deref() == Some(key))
+            .collect()
+    }
+
+    /// The keys of the requests, in arrival order (keyed mode): who spoke when.
+    pub fn keys(&self) -> Vec<String> {
+        self.requests()
+            .into_iter()
+            .map(|r| r.key.unwrap_or_default())
+            .collect()
+    }
+
+    /// Replies not used yet (all keys' in keyed mode).
     pub fn left(&self) -> usize {
         self.shared.script.lock().unwrap().len()
+            + self
+                .shared
+                .keyed
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, r)| r.len())
+                .sum::<usize>()
     }
 }
 
 async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (key, reply) = {
+        let mut keyed = shared.keyed.lock().unwrap();
+        if keyed.is_empty() {
+            (None, shared.script.lock().unwrap().pop_front())
+        } else {
+            let model = body["model"].as_str().unwrap_or_default();
+            let system = body["messages"]
+                .as_array()
+                .and_then(|m| m.iter().find(|m| m["role"] == "system"))
+                .map(|m| m["content"].to_string())
+                .unwrap_or_default();
+            // A key that is the model first; then one in the system prompt.
+            let at = keyed
+                .iter()
+                .position(|(k, _)| model == k)
+                .or_else(|| keyed.iter().position(|(k, _)| system.contains(k.as_str())));
+            match at.map(|i| &mut keyed[i]) {
+                Some((k, replies)) => (Some(k.clone()), replies.pop_front()),
+                None => (None, None),
+            }
+        }
+    };
     shared.requests.lock().unwrap().push(Recorded {
+        key,
         at: Instant::now(),
         headers,
         body,
     });
-    let reply = shared.script.lock().unwrap().pop_front();
     match reply.unwrap_or_else(|| Reply::error(500, "the script has no more replies")) {
         Reply::Body {
             status,
