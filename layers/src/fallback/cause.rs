@@ -184,6 +184,23 @@ where
 }
 
 /// An async closure given the cause, as a [`FallbackNode`]; made by [`with_cause`].
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
+/// use agentgraph_layers::{FallbackCause, FallbackLayer, WithCause, with_cause};
+///
+/// let zero: WithCause<_, _> = with_cause(|_: Arc<Count>, _: Context, _: FallbackCause<Count>| async {
+///     Ok(CountUpdate::new())
+/// });
+/// let node = FallbackLayer::from_fallback(zero).layer(cpu_node(|_: &Count, _: &Context| Ok(CountUpdate::new().n(1))));
+/// GraphBuilder::<Count>::new().add_node_with("count", node);
+/// ```
 pub struct WithCause<F, O> {
     f: F,
     _out: PhantomData<fn() -> O>,
