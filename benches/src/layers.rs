@@ -130,7 +130,7 @@ pub fn run_layers_batch(rt: &Runtime, calls: u64, batch_size: usize, warmup: usi
         Duration::from_secs(1),
         |items: Vec<u64>| async move { Ok(items.into_iter().map(work).collect()) },
     );
-    let mut sample = |b: Option<&Batcher<u64, u64>>| {
+    let sample = |b: Option<&Batcher<u64, u64>>| {
         for _ in 0..warmup {
             time_calls(rt, b, calls);
         }
