@@ -29,7 +29,7 @@ fn doubler(max_size: usize, window: Duration) -> (Batcher<u32, u32>, Seen<u32>) 
             Ok(items
                 .into_iter()
                 .map(|x| {
-                    if x % 7 == 0 {
+                    if x.is_multiple_of(7) {
                         Err(format!("{x} is divisible by 7").into())
                     } else {
                         Ok(x * 2)
@@ -214,12 +214,12 @@ proptest! {
             s.lock().unwrap().push(items.clone());
             async move {
                 // Some batches take a while, so that batches overlap.
-                if items.len() % 2 == 0 {
+                if items.len().is_multiple_of(2) {
                     tokio::time::sleep(Duration::from_millis(3)).await;
                 }
                 Ok(items
                     .into_iter()
-                    .map(|(_, _, x)| if x % 7 == 0 { Err(format!("{x}").into()) } else { Ok(x * 2) })
+                    .map(|(_, _, x)| if x.is_multiple_of(7) { Err(format!("{x}").into()) } else { Ok(x * 2) })
                     .collect())
             }
         });
@@ -252,7 +252,7 @@ proptest! {
             let want: Vec<Result<u32, String>> = caller
                 .calls
                 .iter()
-                .map(|(x, _)| if x % 7 == 0 { Err(format!("{x}")) } else { Ok(x * 2) })
+                .map(|(x, _)| if x.is_multiple_of(7) { Err(format!("{x}")) } else { Ok(x * 2) })
                 .collect();
             prop_assert_eq!(got, &want);
         }
@@ -263,9 +263,9 @@ proptest! {
         let total: usize = callers.iter().map(|c| c.calls.len()).sum();
         prop_assert_eq!(items.len(), total);
         // In the order of the batches, each caller's items come in the order it made them.
-        for c in 0..callers.len() {
+        for (c, caller) in callers.iter().enumerate() {
             let order: Vec<usize> = items.iter().filter(|(cc, _)| *cc == c).map(|(_, i)| *i).collect();
-            prop_assert_eq!(order, (0..callers[c].calls.len()).collect::<Vec<_>>());
+            prop_assert_eq!(order, (0..caller.calls.len()).collect::<Vec<_>>());
         }
         items.sort_unstable();
         items.dedup();
@@ -292,7 +292,7 @@ proptest! {
         });
         let want: Vec<Result<u32, String>> = items
             .iter()
-            .map(|x| if x % 7 == 0 { Err(format!("{x} is divisible by 7")) } else { Ok(x * 2) })
+            .map(|x| if x.is_multiple_of(7) { Err(format!("{x} is divisible by 7")) } else { Ok(x * 2) })
             .collect();
         prop_assert_eq!(got, want);
         let batches = seen.lock().unwrap().clone();

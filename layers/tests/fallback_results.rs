@@ -185,7 +185,7 @@ async fn a_packet_tasks_fallback_reads_the_packet() {
     });
     let flaky = async_node(|_: Arc<Tally>, ctx: Context| async move {
         let i: u32 = ctx.input()?;
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Ok(TallyUpdate::note(format!("primary {i}")))
         } else {
             Err(format!("{i} failed").into())
