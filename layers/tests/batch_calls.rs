@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentgraph_engine::{
-    BoxError, Context, END, GraphBuilder, Mode, Packet, Route, RunConfig, START,
+    BoxError, Context, END, GraphBuilder, Mode, NodeBuilder, Packet, Route, RunConfig, START,
+    async_node,
 };
-use agentgraph_layers::{Batcher, Error};
+use agentgraph_layers::{
+    Batcher, Error, FallbackCause, FallbackLayer, TimedOut, TimeoutLayer, with_cause,
+};
 use common::{Tally, TallyUpdate};
 use proptest::prelude::*;
 
@@ -90,6 +93,46 @@ async fn a_fan_out_of_packets_is_answered_in_batches_each_task_its_own_result() 
         (1..=10).collect::<Vec<_>>(),
         "each item once, in call order"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_whose_call_times_out_in_the_graph_breaks_no_other() {
+    // Batches of 3 within 100 ms: packets 0..3 fill one at once; packet 3 starts the next,
+    // whose window outlasts its timeout layer (50 ms): its call is dropped, a fallback
+    // answers for it, and its batch, left empty, is never made.
+    let (batcher, seen) = doubler(3, Duration::from_millis(100));
+    let node = NodeBuilder::new()
+        .layer(FallbackLayer::from_fallback(with_cause(
+            |_: Arc<Tally>, ctx: Context, cause: FallbackCause<Tally>| async move {
+                let x: u32 = ctx.input()?;
+                let timed_out = cause.error().is_some_and(|e| e.is::<TimedOut>());
+                Ok(TallyUpdate::note(format!("{x} timed out: {timed_out}")))
+            },
+        )))
+        .layer(TimeoutLayer::new(Duration::from_millis(50)))
+        .node(async_node(move |_: Arc<Tally>, ctx: Context| {
+            let batcher = batcher.clone();
+            async move {
+                let x: u32 = ctx.input()?;
+                let y = batcher.call(x).await?;
+                Ok(TallyUpdate::note(format!("{x}->{y}")))
+            }
+        }));
+    let mut b = GraphBuilder::<Tally>::new();
+    b.add_node_with("double", node)
+        .add_conditional_edges(START, ["double"], |_: &Tally| {
+            Route::packets((1..=4u32).map(|i| Packet::new("double", &i)))
+        })
+        .add_edge("double", END);
+    let done = b
+        .compile()
+        .unwrap()
+        .run_with(Tally::default(), RunConfig::new().mode(Mode::Parallel))
+        .await
+        .unwrap();
+    assert_eq!(done.log, ["1->2", "2->4", "3->6", "4 timed out: true"]);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(*seen.lock().unwrap(), [vec![1, 2, 3]]);
 }
 
 #[tokio::test(start_paused = true)]
