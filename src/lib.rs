@@ -68,7 +68,7 @@
 //! | sequential and parallel modes, deterministic merge, seeded weighted edges, recursion limit | available |
 //! | typed event stream (`Stream`), custom node events, `tracing` spans for run, step and node | available |
 //! | checkpoints to sled (default), redb (fsynced, feature `redb`) and memory after every step, resume after a crash or failure, pending writes, durability modes, history, forks, pruning | available |
-//! | node middleware as tower-like layers: concurrency limits, rate limits, caches ([`layers`]) | available |
+//! | node middleware as tower-like layers: concurrency limits, rate limits, caches, circuit breakers, fallbacks, timeouts; batching of concurrent calls ([`layers`]) | available |
 //! | retries with backoff, attempt/step/run timeouts, cancellation, failure policy, interrupts with answers and state edits, subgraphs | available |
 //! | persisted event log (`RunConfig::store_events`, `GraphHistory::events`) | available |
 //! | monitored runs: the stored graph and JSON views of the state ([`RunConfig::monitored`]), read without the program's types ([`StoreInspector`](inspect::StoreInspector)) | available |

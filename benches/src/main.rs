@@ -39,6 +39,8 @@ const WORKLOADS: &[&str] = &[
     "thread_100_turns",
     "agent_turn",
     "workers",
+    "layers_breaker",
+    "layers_batch",
 ];
 
 /// The raw baseline samples taken before each timed `durable_sync` run.
@@ -188,6 +190,14 @@ fn main() -> ExitCode {
             "thread_100_turns" => run_thread_turns(&rt, Reps::for_size(true, reps)),
             "agent_turn" => run_agent_turn(&rt, Reps::for_size(false, reps)),
             "workers" => run_workers(&rt, reps),
+            "layers_breaker" => {
+                let r = Reps::for_size(false, reps);
+                agentgraph_benches::run_layers_breaker(&rt, 1_000, r.warmup, r.timed);
+            }
+            "layers_batch" => {
+                let r = Reps::for_size(false, reps);
+                agentgraph_benches::run_layers_batch(&rt, 1_000, 100, r.warmup, r.timed);
+            }
             "fanout_100" => run_fanout(&rt, 100, Reps::for_size(false, reps)),
             "loop_1000" => run_loop(&rt, 1_000, Reps::for_size(false, reps)),
             "compile_1000" => run_compile("compile_1000", 1_000, Reps::for_size(false, reps)),

@@ -7,9 +7,14 @@
 //! | [`ConcurrencyLimitLayer`] | at most N calls in flight, shared by every node it wraps | tokio's `Semaphore` |
 //! | [`RateLimitLayer`] | at most N calls per period, in bursts of at most M | governor (GCRA) |
 //! | [`CacheLayer`] | returns a stored result for an input seen within a time to live | moka |
+//! | [`CircuitBreakerLayer`] | fails calls fast with [`CircuitOpen`] while a service fails, then probes it | its own state machine, on tokio's clock |
+//! | [`FallbackLayer`] | calls another node when the node fails, or when its result is rejected | |
+//! | [`TimeoutLayer`] | drops a call that takes too long, failing with [`TimedOut`] | tokio's `timeout` |
+//! | [`Batcher`] (a handle nodes call) | combines concurrent calls into one call of a batch function | a tokio task per batch |
 //!
-//! Retries and timeouts are not layers: the engine runs them, because they must survive a
-//! crash.
+//! Retries are not layers, and neither is a graph node's own timeout: the engine runs them,
+//! because they must survive a crash. [`TimeoutLayer`] is for a node used where the graph's
+//! timeout does not reach.
 //!
 //! # Quick start
 //!
@@ -43,16 +48,27 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
+mod breaker;
 mod cache;
 mod error;
+mod fallback;
 mod limit;
 mod rate;
+mod timeout;
 
+pub use batch::Batcher;
+pub use breaker::{CircuitBreaker, CircuitBreakerLayer};
 pub use cache::{CacheKey, CacheLayer, Cached, DefaultKey};
-pub use error::{Error, Limit, Result};
+pub use error::{CircuitOpen, CircuitState, Error, Limit, Result, TimedOut};
+pub use fallback::{
+    Fallback, FallbackCause, FallbackLayer, FallbackNode, FallbackOnResult, NoResultCheck,
+    NodeFallback, WithCause, with_cause,
+};
 pub use governor::Quota;
 pub use limit::{ConcurrencyLimit, ConcurrencyLimitLayer};
 pub use rate::{RateLimit, RateLimitLayer};
+pub use timeout::{Timeout, TimeoutLayer};
 
 /// The layers and their nodes can be shared between threads (checked at compile time).
 const _: fn() = || {
@@ -63,4 +79,11 @@ const _: fn() = || {
     send_sync::<RateLimit<()>>();
     send_sync::<CacheLayer>();
     send_sync::<Cached<(), DefaultKey>>();
+    send_sync::<CircuitBreakerLayer>();
+    send_sync::<CircuitBreaker<()>>();
+    send_sync::<FallbackLayer<NodeFallback<()>>>();
+    send_sync::<Fallback<(), (), NoResultCheck>>();
+    send_sync::<TimeoutLayer>();
+    send_sync::<Timeout<()>>();
+    send_sync::<Batcher<(), ()>>();
 };

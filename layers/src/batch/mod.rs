@@ -1,0 +1,5 @@
+//! Concurrent calls combined into one: [`Batcher`].
+
+mod batcher;
+
+pub use batcher::Batcher;
