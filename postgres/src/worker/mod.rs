@@ -2,8 +2,10 @@
 //! and [`Worker`]s that claim them and run them on a [`PostgresStore`].
 //!
 //! - **Claims**: a worker claims ready jobs of the graphs it has in one statement
-//!   (`FOR UPDATE SKIP LOCKED`, under READ COMMITTED), up to its concurrency cap (and each
-//!   graph's), and holds each claim with a heartbeat. The jobs of one run (or thread) are
+//!   (`FOR UPDATE SKIP LOCKED`, under READ COMMITTED; oldest ready first, read from the
+//!   partial indexes of queued and claimed jobs), up to its concurrency cap (and each
+//!   graph's), and holds each claim with a heartbeat. A job's end and the release of its
+//!   run's lease are one statement. The jobs of one run (or thread) are
 //!   taken one at a time, in the order they were queued. A job whose claim expired (its worker
 //!   was killed, paused or cut off) is claimable again: the next worker *resumes* the run
 //!   from its checkpoints, running only the unfinished tasks.
@@ -337,7 +339,9 @@ impl Worker {
     }
 
     /// How long a claim and a run's lease last without a heartbeat (renewed every third of
-    /// it): a killed worker's runs are taken over this long after its last heartbeat.
+    /// it): a killed worker's runs are taken over this long after its last heartbeat (a claim
+    /// not renewed yet lasts a quarter longer, so that it outlives the run's lease, taken
+    /// just after it).
     ///
     /// # Examples
     ///
