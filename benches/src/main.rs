@@ -842,20 +842,24 @@ const WORKER_PROBES: usize = 51;
 fn run_workers(rt: &Runtime, reps: Option<usize>) {
     let server = PostgresServer::start();
     let runs = reps.map_or(WORKER_RUNS, |r| (r * 10).max(10));
-    for workers in [1, 2, 4] {
-        let t = time_workers(rt, server.url(), workers, runs, WORKER_PROBES);
-        println!(
-            "{}",
-            serde_json::json!({
+    for durability in [Durability::Sync, Durability::Async] {
+        for workers in [1, 2, 4] {
+            let t = time_workers(rt, server.url(), workers, durability, runs, WORKER_PROBES);
+            let mut line = serde_json::json!({
                 "workload": "workers",
                 "mode": "postgres",
+                "durability": durability_name(durability),
                 "workers": workers,
                 "runs": runs,
                 "steps_per_s": t.steps_per_s,
                 "runs_per_s": t.runs_per_s,
                 "claim_p50_ms": t.claim_p50.as_secs_f64() * 1e3,
-            })
-        );
+            });
+            if let Some(n) = t.statements_per_run {
+                line["statements_per_run"] = n.into();
+            }
+            println!("{line}");
+        }
     }
 }
 

@@ -13,10 +13,12 @@ use tokio::runtime::Runtime;
 use crate::durable::{BenchStore, RAW_VALUE_LEN};
 
 /// A throwaway PostgreSQL server (PostgreSQL's default durability: `fsync` and
-/// `synchronous_commit` on), stopped and deleted when dropped.
+/// `synchronous_commit` on), stopped and deleted when dropped; or, when
+/// `AGENTGRAPH_BENCH_POSTGRES_URL` is set, the server it names (left running).
 #[derive(Debug)]
 pub struct PostgresServer {
-    state: PathBuf,
+    /// `None` for a server the harness did not start.
+    state: Option<PathBuf>,
     url: String,
 }
 
@@ -31,6 +33,9 @@ impl PostgresServer {
     ///
     /// When the server does not start (the script says why: missing binaries, for example).
     pub fn start() -> Self {
+        if let Ok(url) = std::env::var("AGENTGRAPH_BENCH_POSTGRES_URL") {
+            return PostgresServer { state: None, url };
+        }
         let state =
             std::env::temp_dir().join(format!("agentgraph-bench-postgres-{}", std::process::id()));
         let out = Command::new(script())
@@ -49,7 +54,10 @@ impl PostgresServer {
             .expect("a URL")
             .trim()
             .to_owned();
-        PostgresServer { state, url }
+        PostgresServer {
+            state: Some(state),
+            url,
+        }
     }
 
     /// The server's URL.
@@ -77,7 +85,9 @@ impl PostgresServer {
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        let _ = Command::new(script()).arg("stop").arg(&self.state).status();
+        if let Some(state) = &self.state {
+            let _ = Command::new(script()).arg("stop").arg(state).status();
+        }
     }
 }
 

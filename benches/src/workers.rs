@@ -1,6 +1,6 @@
 //! The `workers` workload: runs of a 10-step chain of trivial nodes through one PostgreSQL
 //! queue, taken by 1, 2 or 4 [`Worker`]s (each with its own pool, in this process), durable
-//! (`Durability::Sync`, PostgreSQL's default `fsync`).
+//! (`Durability::Sync` or `Durability::Async`, PostgreSQL's default `fsync`).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,28 @@ pub struct WorkerTiming {
     pub runs_per_s: f64,
     /// The median time from a job being queued to its claim, with idle workers.
     pub claim_p50: Duration,
+    /// The statements the server ran per run while the runs ran (`calls` of
+    /// `pg_stat_statements`, the harness's own polling left out), when the server has the
+    /// extension loaded (`shared_preload_libraries`).
+    pub statements_per_run: Option<f64>,
+}
+
+/// The statements the server ran so far in this database, by `pg_stat_statements`; `None`
+/// without the extension.
+async fn statements(client: &tokio_postgres::Client) -> Option<i64> {
+    client
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .ok()?;
+    let row = client
+        .query_one(
+            "SELECT coalesce(sum(calls), 0)::bigint FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(row.get(0))
 }
 
 async fn connect(url: &str, schema: &str) -> PostgresStore {
@@ -38,8 +60,9 @@ async fn connect(url: &str, schema: &str) -> PostgresStore {
         .expect("a PostgreSQL store")
 }
 
-/// Runs `runs` runs through `workers` workers in a fresh schema of the server at `url`, then
-/// `probes` single runs one after another (idle workers) for the claim latency.
+/// Runs `runs` runs through `workers` workers in a fresh schema of the server at `url`, each
+/// run with `durability`, then `probes` single runs one after another (idle workers) for the
+/// claim latency.
 ///
 /// # Panics
 ///
@@ -48,10 +71,18 @@ pub fn time_workers(
     rt: &Runtime,
     url: &str,
     workers: usize,
+    durability: Durability,
     runs: usize,
     probes: usize,
 ) -> WorkerTiming {
-    let schema = format!("bench_workers_{workers}_{}", std::process::id());
+    let schema = format!(
+        "bench_workers_{workers}_{}_{}",
+        match durability {
+            Durability::Sync => "sync",
+            _ => "async",
+        },
+        std::process::id()
+    );
     rt.block_on(async move {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
@@ -74,29 +105,46 @@ pub fn time_workers(
         let registry = GraphRegistry::new().with("chain", chain(WORKER_STEPS as usize));
         let mut stops = Vec::new();
         let mut tasks = Vec::new();
+        let mut stats = Vec::new();
+        let before = statements(&client).await;
+        let mut polls = 0;
         let started = Instant::now();
         for (i, store) in stores.iter().enumerate() {
             let worker = Worker::new(store.clone(), registry.clone(), format!("bench-{i}"))
                 .concurrency(WORKER_CONCURRENCY)
                 .poll_interval(Duration::from_millis(100))
-                .run_config(|| RunConfig::new().durability(Durability::Sync));
+                .run_config(move || RunConfig::new().durability(durability));
+            stats.push(worker.stats());
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
             stops.push(stop);
             tasks.push(tokio::spawn(worker.run_until(async {
                 stopped.await.ok();
             })));
         }
+        // The workers' own counts first (no load on the server measured), then the jobs'
+        // rows: a run is done once its job says so.
+        let completed = || stats.iter().map(|s| s.completed()).sum::<u64>() as usize;
         let count = format!("SELECT count(*) FROM {schema}.jobs WHERE status = 'done'");
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
-            let n: i64 = client.query_one(&count, &[]).await.expect("count").get(0);
-            if n as usize >= runs {
-                break;
+            if completed() >= runs {
+                let n: i64 = client.query_one(&count, &[]).await.expect("count").get(0);
+                polls += 1;
+                if n as usize >= runs {
+                    break;
+                }
             }
             assert!(Instant::now() < deadline, "workers: the runs did not complete");
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(Duration::from_micros(500)).await;
         }
         let elapsed = started.elapsed().as_secs_f64();
+        // Less the harness's own: its polls, and the count query of `statements`.
+        let statements_per_run = match (before, statements(&client).await) {
+            (Some(before), Some(after)) => {
+                Some((after - before - polls - 2) as f64 / runs as f64)
+            }
+            _ => None,
+        };
         // Claim latency: one job at a time, the workers idle (woken by NOTIFY).
         let mut claims = Vec::with_capacity(probes);
         for i in 0..probes {
@@ -106,11 +154,13 @@ pub fn time_workers(
                 .await
                 .expect("submitted");
             loop {
-                let job = queue.job(&run).await.expect("job").expect("queued");
-                if job.status == "done" {
-                    break;
+                if completed() > runs + i {
+                    let job = queue.job(&run).await.expect("job").expect("queued");
+                    if job.status == "done" {
+                        break;
+                    }
                 }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_micros(500)).await;
             }
             let row = client
                 .query_one(
@@ -137,6 +187,7 @@ pub fn time_workers(
             steps_per_s: (runs as u64 * WORKER_STEPS) as f64 / elapsed,
             runs_per_s: runs as f64 / elapsed,
             claim_p50: claims.get(claims.len() / 2).copied().unwrap_or_default(),
+            statements_per_run,
         }
     })
 }

@@ -793,6 +793,7 @@ pub struct Lease {
     run: String,
     epoch: u64,
     ttl: Duration,
+    vacant: bool,
     on_drop: Option<OnDrop>,
 }
 
@@ -803,8 +804,39 @@ impl Lease {
             run: run.into(),
             epoch,
             ttl,
+            vacant: false,
             on_drop: None,
         }
+    }
+
+    /// Says that the store, once this lease was taken, held no record of the run and no run
+    /// of its subgraphs (ids beginning with `{run}/@`, [`SUBGRAPH_MARK`](crate::SUBGRAPH_MARK)):
+    /// for store authors whose lease answer can tell at no extra cost. The engine then starts
+    /// a new run without reading the store first. Only what was true after the lease was
+    /// granted may be said: every later write of the run is fenced by this lease.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::Lease;
+    /// let lease = Lease::new("run-1", 1, std::time::Duration::from_secs(5));
+    /// assert!(!lease.run_vacant());
+    /// assert!(lease.with_vacant_run().run_vacant());
+    /// ```
+    pub fn with_vacant_run(mut self) -> Self {
+        self.vacant = true;
+        self
+    }
+
+    /// Whether the store said that it held neither the run nor its subgraphs' runs once the
+    /// lease was taken ([`with_vacant_run`](Lease::with_vacant_run)); `false` when it does not
+    /// know.
+    ///
+    /// # Examples
+    ///
+    /// See [`with_vacant_run`](Lease::with_vacant_run).
+    pub fn run_vacant(&self) -> bool {
+        self.vacant
     }
 
     /// Runs `f` with the run and the epoch when the lease is dropped (an embedded store
@@ -836,6 +868,7 @@ impl fmt::Debug for Lease {
             .field("run", &self.run)
             .field("epoch", &self.epoch)
             .field("ttl", &self.ttl)
+            .field("vacant", &self.vacant)
             .finish_non_exhaustive()
     }
 }

@@ -1,10 +1,14 @@
-//! A batch as one transaction of pipelined statements: `BEGIN`, the fence check, one
-//! statement per run of consecutive operations of one kind (rows passed as arrays and
-//! `unnest`ed), `COMMIT`, all sent before the first answer is read.
+//! A batch as one transaction: one statement per run of consecutive operations of one kind
+//! (rows passed as arrays and `unnest`ed) and the fence check, sent as **one statement** when
+//! those touch each table at most once (what a step's commit is: the statements become the
+//! data-modifying `WITH` queries of one statement whose own query is the fence check, a
+//! transaction of its own), otherwise as `BEGIN`, the fence check, the statements, `COMMIT`,
+//! all sent before the first answer is read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 
 use agentgraph_checkpoint::{Op, Result, StoreError, WriteBatch, check_run_id, encode_run};
@@ -15,16 +19,28 @@ use crate::migrate::{FENCED, flip};
 /// A parameter of a statement, owned until the statement is sent.
 pub(crate) type Param = Box<dyn ToSql + Sync + Send>;
 
-/// One statement of a commit: its SQL (prepared once per connection) and its parameters.
+/// One statement of a commit: its SQL (prepared once per connection), its parameters, and
+/// the tables it writes (bits of [`table`]).
 pub(crate) struct Statement {
     pub(crate) sql: &'static str,
     pub(crate) params: Vec<Param>,
+    tables: u8,
 }
 
 /// What a commit sends, and the fences it checks (to name the run of a failed one).
 pub(crate) struct Plan {
     pub(crate) statements: Vec<Statement>,
     pub(crate) fences: Vec<(String, u64)>,
+}
+
+/// The tables a statement writes, as bits.
+mod table {
+    pub(super) const RUNS: u8 = 1;
+    pub(super) const CHECKPOINTS: u8 = 2;
+    pub(super) const BLOBS: u8 = 4;
+    pub(super) const PENDING: u8 = 8;
+    pub(super) const EVENTS: u8 = 16;
+    pub(super) const NONE: u8 = 0;
 }
 
 const FENCE: &str = "SELECT fence($1::bytea[], $2::bigint[])";
@@ -56,12 +72,27 @@ const DELETE_PENDING_AFTER: &str = "DELETE FROM pending_writes t USING unnest($1
      WHERE t.run_id = d.run_id AND t.step > d.step";
 const DELETE_BLOBS_AFTER: &str = "DELETE FROM blobs t USING unnest($1::bytea[], $2::bigint[]) d(run_id, step) \
      WHERE t.run_id = d.run_id AND t.version > d.step";
-const DELETE_RUNS: [&str; 5] = [
-    "DELETE FROM runs WHERE run_id = ANY($1::bytea[])",
-    "DELETE FROM checkpoints WHERE run_id = ANY($1::bytea[])",
-    "DELETE FROM blobs WHERE run_id = ANY($1::bytea[])",
-    "DELETE FROM pending_writes WHERE run_id = ANY($1::bytea[])",
-    "DELETE FROM events WHERE run_id = ANY($1::bytea[])",
+const DELETE_RUNS: [(&str, u8); 5] = [
+    (
+        "DELETE FROM runs WHERE run_id = ANY($1::bytea[])",
+        table::RUNS,
+    ),
+    (
+        "DELETE FROM checkpoints WHERE run_id = ANY($1::bytea[])",
+        table::CHECKPOINTS,
+    ),
+    (
+        "DELETE FROM blobs WHERE run_id = ANY($1::bytea[])",
+        table::BLOBS,
+    ),
+    (
+        "DELETE FROM pending_writes WHERE run_id = ANY($1::bytea[])",
+        table::PENDING,
+    ),
+    (
+        "DELETE FROM events WHERE run_id = ANY($1::bytea[])",
+        table::EVENTS,
+    ),
 ];
 
 /// The kind of an operation: consecutive operations of one kind make one statement.
@@ -80,6 +111,46 @@ fn kind(op: &Op) -> u8 {
         Op::Fence { .. } => 10,
         _ => 11,
     }
+}
+
+/// The tables the operations of a [`kind`] write.
+fn tables_of(kind: u8) -> u8 {
+    use table::*;
+    match kind {
+        0 => RUNS,
+        1 | 6 => CHECKPOINTS,
+        2 | 7 => BLOBS,
+        3 | 5 => PENDING,
+        4 => EVENTS,
+        8 => CHECKPOINTS | BLOBS | PENDING,
+        9 => RUNS | CHECKPOINTS | BLOBS | PENDING | EVENTS,
+        _ => NONE,
+    }
+}
+
+/// Puts operations of one kind together (keeping their order) when every table is written
+/// by operations of one kind only: operations on different tables commute, so the batch
+/// means the same, and a group of `Durability::Async` steps (blobs, checkpoint, run, blobs,
+/// checkpoint, run...) becomes one statement per table.
+fn by_kind(ops: &mut [Op]) {
+    let mut writer = [None::<u8>; 8];
+    for op in ops.iter() {
+        let k = kind(op);
+        let tables = tables_of(k);
+        if tables == table::NONE {
+            return;
+        }
+        for (t, w) in writer.iter_mut().enumerate() {
+            if tables & (1 << t) != 0 {
+                match w {
+                    None => *w = Some(k),
+                    Some(other) if *other == k => {}
+                    Some(_) => return,
+                }
+            }
+        }
+    }
+    ops.sort_by_key(kind); // stable
 }
 
 fn param<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
@@ -121,10 +192,14 @@ pub(crate) fn plan(batch: WriteBatch, group: bool) -> Result<Plan> {
             op => ops.push(op),
         }
     }
+    if group {
+        by_kind(&mut ops);
+    }
     let mut statements = Vec::with_capacity(ops.len() + 3);
     statements.push(Statement {
         sql: "BEGIN",
         params: Vec::new(),
+        tables: table::NONE,
     });
     if !fences.is_empty() {
         let runs: Vec<Vec<u8>> = fences.iter().map(|(r, _)| r.as_bytes().to_vec()).collect();
@@ -132,6 +207,7 @@ pub(crate) fn plan(batch: WriteBatch, group: bool) -> Result<Plan> {
         statements.push(Statement {
             sql: FENCE,
             params: vec![param(runs), param(epochs)],
+            tables: table::NONE,
         });
     }
     let mut same: Vec<Op> = Vec::new();
@@ -149,8 +225,103 @@ pub(crate) fn plan(batch: WriteBatch, group: bool) -> Result<Plan> {
     statements.push(Statement {
         sql: "COMMIT",
         params: Vec::new(),
+        tables: table::NONE,
     });
     Ok(Plan { statements, fences })
+}
+
+/// A plan sent as one statement: see [`one_statement`].
+pub(crate) struct OneStatement<'a> {
+    /// The statement's SQL: the writes as `WITH` queries, the fence check (or `SELECT 1`) as
+    /// its own query.
+    pub(crate) sql: Arc<str>,
+    /// The parameters, in the order the SQL numbers them.
+    pub(crate) params: Vec<&'a (dyn ToSql + Sync)>,
+}
+
+/// `sql` with every parameter number raised by `by`.
+fn shift(sql: &str, by: usize, out: &mut String) {
+    let mut chars = sql.char_indices().peekable();
+    while let Some((_, c)) = chars.next() {
+        out.push(c);
+        if c != '$' {
+            continue;
+        }
+        let mut n = 0usize;
+        let mut digits = false;
+        while let Some(&(_, d)) = chars.peek() {
+            let Some(v) = d.to_digit(10) else { break };
+            n = n * 10 + v as usize;
+            digits = true;
+            chars.next();
+        }
+        if digits {
+            out.push_str(&(n + by).to_string());
+        }
+    }
+}
+
+/// The plan as one statement, when the statements between its `BEGIN` and `COMMIT` write
+/// each table at most once: they become the data-modifying `WITH` queries of one statement
+/// whose own query is the fence check. A statement is a transaction of its own, applied whole
+/// or not at all, and one that writes each table once does the same whatever order its parts
+/// run in (PostgreSQL runs the `WITH` queries nobody reads after the statement's own query,
+/// so the fence is checked first, its leases' rows locked until the commit). `None`: send the
+/// plan as it is.
+pub(crate) fn one_statement(plan: &Plan) -> Option<OneStatement<'_>> {
+    let inner = plan
+        .statements
+        .get(1..plan.statements.len().checked_sub(1)?)?;
+    let (fence, writes) = match inner.split_first() {
+        Some((first, rest)) if first.sql == FENCE => (Some(first), rest),
+        _ => (None, inner),
+    };
+    let mut seen = 0u8;
+    for w in writes {
+        if w.tables == table::NONE || w.tables & seen != 0 {
+            return None;
+        }
+        seen |= w.tables;
+    }
+    let parts: Vec<&Statement> = writes.iter().chain(fence).collect();
+    let params = parts
+        .iter()
+        .flat_map(|s| s.params.iter().map(|p| &**p as &(dyn ToSql + Sync)))
+        .collect();
+    type Cache = Mutex<HashMap<Vec<usize>, Arc<str>>>;
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    // The statements' SQL are constants: their addresses name them.
+    let key: Vec<usize> = parts.iter().map(|s| s.sql.as_ptr() as usize).collect();
+    let cache = CACHE.get_or_init(Cache::default);
+    if let Some(sql) = cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Some(OneStatement {
+            sql: sql.clone(),
+            params,
+        });
+    }
+    let mut sql = String::new();
+    let mut numbered = 0;
+    for (i, w) in writes.iter().enumerate() {
+        sql.push_str(if i == 0 { "WITH " } else { ", " });
+        sql.push_str(&format!("w{i} AS ("));
+        shift(w.sql, numbered, &mut sql);
+        sql.push_str(")\n");
+        numbered += w.params.len();
+    }
+    match fence {
+        Some(f) => shift(f.sql, numbered, &mut sql),
+        None => sql.push_str("SELECT 1"),
+    }
+    let sql: Arc<str> = sql.into();
+    cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, sql.clone());
+    Some(OneStatement { sql, params })
 }
 
 /// Keeps the last of the operations with the same key (one `INSERT .. ON CONFLICT` may not
@@ -170,8 +341,8 @@ fn last_per_key<K: std::hash::Hash + Eq>(ops: Vec<Op>, key: impl Fn(&Op) -> K) -
 fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
     let mut runs: Vec<Vec<u8>> = Vec::with_capacity(ops.len());
     macro_rules! push {
-        ($sql:expr, $($p:expr),*) => {
-            out.push(Statement { sql: $sql, params: vec![$(param($p)),*] })
+        ($sql:expr, $tables:expr, $($p:expr),*) => {
+            out.push(Statement { sql: $sql, params: vec![$(param($p)),*], tables: $tables })
         };
     }
     match &ops[0] {
@@ -192,13 +363,22 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 expires.push(r.expires_at_ms.map(flip));
                 runs.push(r.run_id.into_bytes());
             }
-            push!(PUT_RUNS, runs, records, status, graph, updated, expires);
+            push!(
+                PUT_RUNS,
+                table::RUNS,
+                runs,
+                records,
+                status,
+                graph,
+                updated,
+                expires
+            );
         }
         Op::PutCheckpoint { .. } | Op::PutEvent { .. } => {
-            let sql = if matches!(ops[0], Op::PutCheckpoint { .. }) {
-                PUT_CHECKPOINTS
+            let (sql, tables) = if matches!(ops[0], Op::PutCheckpoint { .. }) {
+                (PUT_CHECKPOINTS, table::CHECKPOINTS)
             } else {
-                PUT_EVENTS
+                (PUT_EVENTS, table::EVENTS)
             };
             let ops = last_per_key(ops, |op| match op {
                 Op::PutCheckpoint { run, step, .. } => (run.clone(), *step),
@@ -220,13 +400,13 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 keys.push(flip(step));
                 values.push(bytes);
             }
-            push!(sql, runs, keys, values);
+            push!(sql, tables, runs, keys, values);
         }
         Op::PutBlob { .. } | Op::PutPendingWrite { .. } => {
-            let sql = if matches!(ops[0], Op::PutBlob { .. }) {
-                PUT_BLOBS
+            let (sql, tables) = if matches!(ops[0], Op::PutBlob { .. }) {
+                (PUT_BLOBS, table::BLOBS)
             } else {
-                PUT_PENDING
+                (PUT_PENDING, table::PENDING)
             };
             // (run, first key, second key): blobs (field, version), pending (step, task).
             let ops = last_per_key(ops, |op| match op {
@@ -269,13 +449,13 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                     _ => unreachable!(),
                 }
             }
-            push!(sql, runs, first, second, values);
+            push!(sql, tables, runs, first, second, values);
         }
         Op::DeletePendingWrites { .. } | Op::DeleteCheckpointsBefore { .. } => {
-            let sql = if matches!(ops[0], Op::DeletePendingWrites { .. }) {
-                DELETE_PENDING
+            let (sql, tables) = if matches!(ops[0], Op::DeletePendingWrites { .. }) {
+                (DELETE_PENDING, table::PENDING)
             } else {
-                DELETE_CHECKPOINTS_BEFORE
+                (DELETE_CHECKPOINTS_BEFORE, table::CHECKPOINTS)
             };
             let mut steps = Vec::new();
             for op in ops {
@@ -287,7 +467,7 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 runs.push(run.into_bytes());
                 steps.push(flip(step));
             }
-            push!(sql, runs, steps);
+            push!(sql, tables, runs, steps);
         }
         Op::DeleteBlobsBefore { .. } => {
             let (mut fields, mut versions) = (Vec::new(), Vec::new());
@@ -304,7 +484,7 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 fields.push(i64::from(field));
                 versions.push(flip(version));
             }
-            push!(DELETE_BLOBS_BEFORE, runs, fields, versions);
+            push!(DELETE_BLOBS_BEFORE, table::BLOBS, runs, fields, versions);
         }
         Op::DeleteAfter { .. } => {
             let mut steps = Vec::new();
@@ -315,9 +495,19 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 runs.push(run.into_bytes());
                 steps.push(flip(step));
             }
-            push!(DELETE_CHECKPOINTS_AFTER, runs.clone(), steps.clone());
-            push!(DELETE_PENDING_AFTER, runs.clone(), steps.clone());
-            push!(DELETE_BLOBS_AFTER, runs, steps);
+            push!(
+                DELETE_CHECKPOINTS_AFTER,
+                table::CHECKPOINTS,
+                runs.clone(),
+                steps.clone()
+            );
+            push!(
+                DELETE_PENDING_AFTER,
+                table::PENDING,
+                runs.clone(),
+                steps.clone()
+            );
+            push!(DELETE_BLOBS_AFTER, table::BLOBS, runs, steps);
         }
         Op::DeleteRun { .. } => {
             for op in ops {
@@ -326,8 +516,8 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 };
                 runs.push(run.into_bytes());
             }
-            for sql in DELETE_RUNS {
-                push!(sql, runs.clone());
+            for (sql, tables) in DELETE_RUNS {
+                push!(sql, tables, runs.clone());
             }
         }
         _ => unreachable!("fences are taken out before"),
@@ -391,4 +581,95 @@ pub(crate) async fn in_order<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
         .into_iter()
         .map(|o| o.expect("every future finished"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered() {
+        let mut out = String::new();
+        shift(
+            "SELECT $1, $2::bigint[], $10 FROM t WHERE a = '$'",
+            3,
+            &mut out,
+        );
+        assert_eq!(out, "SELECT $4, $5::bigint[], $13 FROM t WHERE a = '$'");
+    }
+
+    #[test]
+    fn a_step_is_one_statement_fenced_last() {
+        let mut batch = WriteBatch::new();
+        batch
+            .fence("r", 3)
+            .put_blob("r", 0, 1, vec![1])
+            .put_blob("r", 1, 1, vec![2])
+            .put_checkpoint("r", 1, vec![3])
+            .delete_pending_writes("r", 1);
+        let planned = plan(batch, true).unwrap();
+        let one = one_statement(&planned).expect("one statement");
+        // By kind: checkpoints 3, blobs 4, pending 2, then the fence's 2.
+        assert!(one.sql.starts_with("WITH w0 AS (INSERT INTO checkpoints"));
+        assert_eq!(one.params.len(), 11);
+        assert!(
+            one.sql
+                .ends_with("SELECT fence($10::bytea[], $11::bigint[])")
+        );
+        // Cached: the same SQL again.
+        let again = one_statement(&planned).unwrap();
+        assert!(Arc::ptr_eq(&one.sql, &again.sql));
+    }
+
+    #[test]
+    fn a_table_written_twice_keeps_the_transaction() {
+        let mut batch = WriteBatch::new();
+        batch.put_checkpoint("r", 1, vec![3]).delete_after("r", 0);
+        assert!(one_statement(&plan(batch, true).unwrap()).is_none());
+        let mut batch = WriteBatch::new();
+        batch
+            .put_blob("r", 0, 1, vec![1])
+            .put_blob("r", 1, 1, vec![2]);
+        assert!(one_statement(&plan(batch, false).unwrap()).is_none());
+        assert!(one_statement(&plan(batch_of_one(), true).unwrap()).is_some());
+    }
+
+    #[test]
+    fn steps_of_a_group_are_one_statement() {
+        let mut batch = WriteBatch::new();
+        for step in 1..4 {
+            batch
+                .put_blob("r", 0, step, vec![1])
+                .put_checkpoint("r", step, vec![2])
+                .put_run(agentgraph_checkpoint::RunRecord::new(
+                    "r",
+                    agentgraph_checkpoint::RunStatus::Running,
+                    7,
+                    0,
+                ));
+        }
+        let planned = plan(batch, true).unwrap();
+        assert_eq!(
+            planned.statements.len(),
+            5,
+            "BEGIN, runs, checkpoints, blobs, COMMIT"
+        );
+        assert!(one_statement(&planned).is_some());
+        // A table written by two kinds keeps the order.
+        let mut batch = WriteBatch::new();
+        batch
+            .put_pending_write("r", 2, 0, vec![1])
+            .put_checkpoint("r", 2, vec![2])
+            .delete_pending_writes("r", 2)
+            .put_pending_write("r", 3, 0, vec![1]);
+        let planned = plan(batch, true).unwrap();
+        assert_eq!(planned.statements.len(), 6);
+        assert!(one_statement(&planned).is_none());
+    }
+
+    fn batch_of_one() -> WriteBatch {
+        let mut batch = WriteBatch::new();
+        batch.put_checkpoint("r", 1, vec![3]);
+        batch
+    }
 }

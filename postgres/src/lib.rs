@@ -3,9 +3,11 @@
 //! live in a PostgreSQL database that any number of processes, on any number of machines,
 //! share.
 //!
-//! - **A commit is one transaction.** A [`WriteBatch`] is
-//!   sent as `BEGIN`, the fence check, one statement per run of consecutive operations of one
-//!   kind (their rows as arrays), `COMMIT`: pipelined, in one round trip to the server.
+//! - **A commit is one transaction.** A [`WriteBatch`] is one statement per table (its rows
+//!   as arrays) sent, with the fence check, as one statement (data-modifying `WITH` queries)
+//!   when it writes each table once, as a step does; otherwise as `BEGIN`, the fence check,
+//!   one statement per run of consecutive operations of one kind, `COMMIT`, pipelined. One
+//!   round trip to the server either way.
 //! - **Leases live in the database**, with their fencing epochs and their expiry (the server's
 //!   clock): a run leased by one process is busy for every other. A batch fenced with a stale
 //!   epoch fails with [`StoreError::Fenced`]
@@ -62,8 +64,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agentgraph_checkpoint::{
-    BoxFuture, CheckpointStore, Lease, Result, RunRecord, StoreError, WriteBatch, check_run_id,
-    decode_run,
+    BoxFuture, CheckpointStore, Lease, Result, RunRecord, SUBGRAPH_MARK, StoreError, WriteBatch,
+    check_run_id, decode_run,
 };
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
@@ -129,6 +131,9 @@ struct LeaseBook {
     dropped: Mutex<HashMap<String, u64>>,
     /// Released by `release_lease`: their drop does nothing.
     released: Mutex<HashSet<(String, u64)>>,
+    /// Runs whose release a worker makes itself, in the statement that ends the run's job
+    /// ([`PostgresStore::defer_release`]): run → the epoch of its lease once dropped.
+    deferred: Mutex<HashMap<String, Option<u64>>>,
 }
 
 const GET_RUN: &str = "SELECT record FROM runs WHERE run_id = $1";
@@ -149,6 +154,12 @@ const ACQUIRE: &str = "INSERT INTO leases (run_id, epoch, expires_at) \
      ON CONFLICT (run_id) DO UPDATE SET epoch = leases.epoch + 1, expires_at = EXCLUDED.expires_at \
      WHERE leases.expires_at IS NULL OR leases.expires_at <= clock_timestamp() \
      RETURNING epoch";
+/// Whether the store holds neither the run ($1) nor a run of its subgraphs (ids from $2,
+/// `{run}/@`, up to $3, `{run}/A`): asked right after the lease is taken, in a statement of
+/// its own (its snapshot follows the lease's commit, and every later write of the run is
+/// fenced by the lease).
+const VACANT: &str =
+    "SELECT NOT EXISTS (SELECT 1 FROM runs WHERE run_id = $1 OR (run_id >= $2 AND run_id < $3))";
 const RENEW: &str = "UPDATE leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE run_id = $1 AND epoch = $2 RETURNING epoch";
 const EPOCH: &str = "SELECT epoch FROM leases WHERE run_id = $1";
@@ -345,6 +356,13 @@ impl PostgresStore {
         let plan = commit::plan(batch, self.inner.options.group_ops)?;
         let checked = Checked(Some(self.inner.pool.get().await.map_err(error::pool)?));
         let client = checked.client();
+        if let Some(one) = commit::one_statement(&plan) {
+            let statement = client.prepare_cached(&one.sql).await.map_err(error::db)?;
+            let result = client.execute(&statement, &one.params).await;
+            // Its answer was read: the statement's own transaction is over.
+            checked.keep();
+            return commit::first_error(vec![result], &plan.fences);
+        }
         let statements = commit::in_order(
             plan.statements
                 .iter()
@@ -377,6 +395,52 @@ impl PostgresStore {
         // back, and the connection can serve again (a closed one is dropped by the pool).
         checked.keep();
         commit::first_error(results, &plan.fences)
+    }
+
+    /// Takes the lease of `run` ([`ACQUIRE`]'s rows: none when it is busy) and says whether
+    /// the run is [vacant](VACANT): two statements, pipelined in one round trip.
+    async fn acquire(&self, run: &str, ttl_ms: i64) -> Result<(Vec<Row>, bool)> {
+        let client = self.inner.pool.get().await.map_err(error::pool)?;
+        let acquire = client.prepare_cached(ACQUIRE).await.map_err(error::db)?;
+        let vacant = client.prepare_cached(VACANT).await.map_err(error::db)?;
+        let id = run.as_bytes();
+        // The subgraphs' runs: the ids from `{run}/@` to the first one past them.
+        let from = format!("{run}{SUBGRAPH_MARK}").into_bytes();
+        let mut to = from.clone();
+        if let Some(last) = to.last_mut() {
+            *last += 1; // `@` is not the greatest byte
+        }
+        let acquire_params: [&(dyn ToSql + Sync); 2] = [&id, &ttl_ms];
+        let vacant_params: [&(dyn ToSql + Sync); 3] = [&id, &from, &to];
+        let mut results = commit::in_order(vec![
+            client.query(&acquire, &acquire_params),
+            client.query(&vacant, &vacant_params),
+        ])
+        .await
+        .into_iter();
+        let (Some(acquired), Some(vacant)) = (results.next(), results.next()) else {
+            unreachable!("two statements, two answers")
+        };
+        let rows = acquired.map_err(error::db)?;
+        let vacant = vacant
+            .map_err(error::db)?
+            .first()
+            .is_some_and(|row| row.get::<_, bool>(0));
+        Ok((rows, vacant))
+    }
+
+    /// The next lease of `run` this store gives out is not released when dropped: its epoch
+    /// is kept for [`take_deferred`](PostgresStore::take_deferred), so that a worker
+    /// releases it in the statement that ends the run's job (one commit instead of two).
+    pub(crate) fn defer_release(&self, run: &str) {
+        lock(&self.inner.leases.deferred).insert(run.to_owned(), None);
+    }
+
+    /// Ends what [`defer_release`](PostgresStore::defer_release) began: the epoch of `run`'s
+    /// lease if it was dropped since, for the caller to release; otherwise (still held, or
+    /// never taken) `None`, and the lease is released as usual when dropped.
+    pub(crate) fn take_deferred(&self, run: &str) -> Option<u64> {
+        lock(&self.inner.leases.deferred).remove(run).flatten()
     }
 
     async fn release(&self, run: &str, epoch: u64) -> Result<()> {
@@ -581,9 +645,13 @@ impl CheckpointStore for PostgresStore {
             if let Some(epoch) = dropped {
                 self.release(run, epoch).await?;
             }
-            let rows = self
-                .query(ACQUIRE, &[&run.as_bytes(), &ttl_ms(ttl)], false)
-                .await?;
+            let deferred = lock(&self.inner.leases.deferred)
+                .get_mut(run)
+                .and_then(Option::take);
+            if let Some(epoch) = deferred {
+                self.release(run, epoch).await?;
+            }
+            let (rows, vacant) = self.acquire(run, ttl_ms(ttl)).await?;
             let Some(row) = rows.first() else {
                 return Err(StoreError::RunBusy {
                     run: run.to_owned(),
@@ -591,9 +659,21 @@ impl CheckpointStore for PostgresStore {
             };
             let epoch = row.get::<_, i64>(0) as u64;
             let store = Arc::downgrade(&self.inner);
-            Ok(Lease::new(run, epoch, ttl).on_drop(move |run, epoch| {
+            let lease = Lease::new(run, epoch, ttl);
+            let lease = if vacant {
+                lease.with_vacant_run()
+            } else {
+                lease
+            };
+            Ok(lease.on_drop(move |run, epoch| {
                 let Some(inner) = store.upgrade() else { return };
                 if lock(&inner.leases.released).remove(&(run.to_owned(), epoch)) {
+                    return;
+                }
+                if let Some(slot) = lock(&inner.leases.deferred).get_mut(run)
+                    && slot.is_none()
+                {
+                    *slot = Some(epoch); // the worker releases it with the job's end
                     return;
                 }
                 let Ok(runtime) = tokio::runtime::Handle::try_current() else {

@@ -87,3 +87,76 @@ async fn a_failed_run_resumes_from_another_connection() {
         .unwrap();
     assert_eq!(record.status, agentgraph::store::RunStatus::Completed);
 }
+
+/// A lease says whether the store held the run or a run of its subgraphs when it was taken
+/// (`Lease::run_vacant`): an engine that trusts it still refuses a run id that is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_says_whether_its_run_is_vacant() {
+    let store = support::fresh_store("vacant").await;
+    let ttl = Duration::from_secs(5);
+    let vacant = |run: &'static str| {
+        let store = store.clone();
+        async move {
+            let lease = CheckpointStore::acquire_lease(&store, run, ttl)
+                .await
+                .unwrap();
+            let vacant = lease.run_vacant();
+            CheckpointStore::release_lease(&store, lease).await.unwrap();
+            vacant
+        }
+    };
+    assert!(vacant("v-1").await);
+    let mut batch = agentgraph::store::WriteBatch::new();
+    batch
+        .put_run(agentgraph::store::RunRecord::new(
+            "v-1",
+            agentgraph::store::RunStatus::Completed,
+            7,
+            0,
+        ))
+        .put_run(agentgraph::store::RunRecord::new(
+            "v-2/@sub/1",
+            agentgraph::store::RunStatus::Completed,
+            7,
+            0,
+        ))
+        .put_run(agentgraph::store::RunRecord::new(
+            "v-30",
+            agentgraph::store::RunStatus::Completed,
+            7,
+            0,
+        ));
+    CheckpointStore::commit(&store, batch).await.unwrap();
+    assert!(!vacant("v-1").await, "the run is stored");
+    assert!(!vacant("v-2").await, "a run of its subgraphs is stored");
+    assert!(vacant("v-3").await, "`v-30` is another run");
+
+    // The engine: a second run with a taken id is refused, a first one runs.
+    let mut graph = GraphBuilder::<Notes>::new();
+    graph
+        .add_node("a", |_, _| async {
+            Ok(NotesUpdate::new().notes(vec!["a".to_owned()]))
+        })
+        .add_edge(START, "a")
+        .add_edge("a", END);
+    let graph = graph.compile().unwrap();
+    let config = || RunConfig::new().store(store.clone()).run_id("v-4");
+    let state = graph.run_with(Notes::default(), config()).await.unwrap();
+    assert_eq!(state.notes, ["a"]);
+    let mut refused = false;
+    for _ in 0..200 {
+        match graph.run_with(Notes::default(), config()).await {
+            Err(Error::RunExists(run)) => {
+                assert_eq!(run, "v-4");
+                refused = true;
+                break;
+            }
+            // The first run's lease is released in a spawned task.
+            Err(Error::Store(StoreError::RunBusy { .. })) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => panic!("{:?}", other.map(|s| s.notes)),
+        }
+    }
+    assert!(refused);
+}

@@ -71,6 +71,12 @@ impl RunOwnership {
         &self.fenced
     }
 
+    /// Whether the store said, granting the lease, that it held neither the run nor its
+    /// subgraphs' runs: a new run needs no opening reads.
+    pub(crate) fn vacant(&self) -> bool {
+        self.lease.run_vacant()
+    }
+
     /// Stamps `batch` with this owner's epoch (for a batch committed through another run's
     /// store).
     pub(crate) fn fence(&self, batch: &mut WriteBatch) {

@@ -244,7 +244,7 @@ impl<S: State> Persister<S> {
     /// Starts a new run: fails if the id is taken.
     pub(crate) async fn create(store: Arc<dyn CheckpointStore>, run: RunSettings) -> Result<Self> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
-        if lease.store().get_run(&run.run_id).await?.is_some() {
+        if !lease.vacant() && lease.store().get_run(&run.run_id).await?.is_some() {
             return Err(Error::RunExists(run.run_id.to_string()));
         }
         Self::start_new(lease, run).await
@@ -265,7 +265,11 @@ impl<S: State> Persister<S> {
         // Subgraph runs are found by their id alone (`{run}/@{node}/{task}`, see `runs`): those
         // of an earlier run of this id that was lost (a crash under `Durability::Exit`, a freed
         // id) are not this run's.
-        let children = child_runs(&*store, &run_id).await?;
+        let children = if lease.vacant() {
+            Vec::new()
+        } else {
+            child_runs(&*store, &run_id).await?
+        };
         if !children.is_empty() {
             let mut leases = Vec::with_capacity(children.len());
             let mut batch = WriteBatch::new();
@@ -351,6 +355,9 @@ impl<S: State> Persister<S> {
         run: RunSettings,
     ) -> Result<(Self, Option<Loaded<S>>)> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
+        if lease.vacant() {
+            return Ok((Self::start_new(lease, run).await?, None));
+        }
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
             return Ok((Self::start_new(lease, run).await?, None));
         };

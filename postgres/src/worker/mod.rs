@@ -2,8 +2,10 @@
 //! and [`Worker`]s that claim them and run them on a [`PostgresStore`].
 //!
 //! - **Claims**: a worker claims ready jobs of the graphs it has in one statement
-//!   (`FOR UPDATE SKIP LOCKED`, under READ COMMITTED), up to its concurrency cap (and each
-//!   graph's), and holds each claim with a heartbeat. The jobs of one run (or thread) are
+//!   (`FOR UPDATE SKIP LOCKED`, under READ COMMITTED; oldest ready first, read from the
+//!   partial indexes of queued and claimed jobs), up to its concurrency cap (and each
+//!   graph's), and holds each claim with a heartbeat. A job's end and the release of its
+//!   run's lease are one statement. The jobs of one run (or thread) are
 //!   taken one at a time, in the order they were queued. A job whose claim expired (its worker
 //!   was killed, paused or cut off) is claimable again: the next worker *resumes* the run
 //!   from its checkpoints, running only the unfinished tasks.
@@ -83,21 +85,39 @@ pub use queue::{JobInfo, NotQueued, Queue, WorkerInfo};
 use crate::PostgresStore;
 use queue::{CANCELLED, NOTIFY, QUEUED};
 
-const CLAIM: &str = "UPDATE jobs j SET status = 'running', worker = $1, attempts = j.attempts + 1, \
-     claimed_at = clock_timestamp(), claim_until = clock_timestamp() + $2::bigint * interval '1 millisecond' \
-     FROM (SELECT id, CASE WHEN status = 'queued' THEN available_at ELSE claim_until END AS ready_at \
-           FROM jobs \
-           WHERE graph = ANY($3) AND ((status = 'queued' AND available_at <= clock_timestamp()) \
-              OR (status = 'running' AND claim_until <= clock_timestamp())) \
+/// Claims up to $4 ready jobs of the graphs $3: queued ones whose time came, in the order
+/// they became ready (the partial index `jobs_queued`), and running ones whose claim expired
+/// (`jobs_claimed`), each the oldest active job of its run, locked with `SKIP LOCKED`. Both
+/// are read from their partial indexes, so a claim costs what is ready, not the queue's
+/// history of finished jobs.
+const CLAIM: &str = "WITH \
+     queued AS (SELECT id, available_at AS ready_at FROM jobs \
+           WHERE status = 'queued' AND available_at <= clock_timestamp() AND graph = ANY($3) \
              AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id \
                              AND e.status IN ('queued', 'running')) \
-           ORDER BY id LIMIT $4 FOR UPDATE SKIP LOCKED) c \
-     WHERE j.id = c.id \
+           ORDER BY available_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
+     expired AS (SELECT id, claim_until AS ready_at FROM jobs \
+           WHERE status = 'running' AND claim_until <= clock_timestamp() AND graph = ANY($3) \
+             AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id \
+                             AND e.status IN ('queued', 'running')) \
+           ORDER BY claim_until LIMIT $4 FOR UPDATE SKIP LOCKED), \
+     c AS (SELECT id, ready_at FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) ready \
+           ORDER BY ready_at, id LIMIT $4) \
+     UPDATE jobs j SET status = 'running', worker = $1, attempts = j.attempts + 1, \
+     claimed_at = clock_timestamp(), claim_until = clock_timestamp() + $2::bigint * interval '1 millisecond' \
+     FROM c WHERE j.id = c.id \
      RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested, \
         extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step";
 const HEARTBEAT: &str = "UPDATE jobs SET claim_until = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING cancel_requested";
 const FINISH: &str = "UPDATE jobs SET status = $3, output = $4::text::jsonb, error = $5, \
+     claim_until = NULL, finished_at = clock_timestamp() \
+     WHERE id = $1 AND attempts = $2 AND status = 'running'";
+/// [`FINISH`], and the release of the run's lease ($6, $7: run and epoch) in the same
+/// statement: one commit ends the job and frees the run.
+const FINISH_RELEASE: &str = "WITH lease AS (UPDATE leases SET expires_at = NULL \
+     WHERE run_id = $6 AND epoch = $7) \
+     UPDATE jobs SET status = $3, output = $4::text::jsonb, error = $5, \
      claim_until = NULL, finished_at = clock_timestamp() \
      WHERE id = $1 AND attempts = $2 AND status = 'running'";
 const RELEASE: &str = "UPDATE jobs SET status = 'queued', worker = NULL, claim_until = NULL, \
@@ -319,7 +339,9 @@ impl Worker {
     }
 
     /// How long a claim and a run's lease last without a heartbeat (renewed every third of
-    /// it): a killed worker's runs are taken over this long after its last heartbeat.
+    /// it): a killed worker's runs are taken over this long after its last heartbeat (a claim
+    /// not renewed yet lasts a quarter longer, so that it outlives the run's lease, taken
+    /// just after it).
     ///
     /// # Examples
     ///
@@ -418,7 +440,7 @@ impl Worker {
     pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
         let mut shutdown = std::pin::pin!(shutdown);
         let wake = Arc::new(Notify::new());
-        let (cancel_tx, cancel_rx) = watch::channel(0u64);
+        let (cancel_tx, mut cancel_rx) = watch::channel(0u64);
         let (stop_tx, stop_rx) = watch::channel(false);
         let listener = tokio::spawn(listen(self.shared.clone(), wake.clone(), cancel_tx));
         let mut tasks: JoinSet<()> = JoinSet::new();
@@ -448,6 +470,9 @@ impl Worker {
                 let mut wanted = 0;
                 for (graphs, limit) in groups {
                     wanted += limit;
+                    // The cancellations so far are in what the claim reads (`cancel_requested`):
+                    // the claimed jobs' runs look again only at those that come after it.
+                    cancel_rx.borrow_and_update();
                     match self.claim(&graphs, limit).await {
                         Ok(jobs) => {
                             got += jobs.len();
@@ -547,7 +572,10 @@ impl Worker {
                 CLAIM,
                 &[
                     &shared.id,
-                    &ms(shared.lease_ttl),
+                    // The claim outlives the run's lease, which is taken after it: a claim
+                    // that expires (its worker died before renewing it) finds the lease
+                    // expired too. Renewals, which follow the lease's, give the TTL itself.
+                    &ms(shared.lease_ttl + shared.lease_ttl / 4),
                     &graphs,
                     &(limit.min(1_000) as i64),
                 ],
@@ -724,21 +752,51 @@ async fn run_job(
     let end = if job.cancel_requested {
         End::Finish("cancelled", None, Some("cancelled before it ran".into()))
     } else {
+        // The run's lease is released with the job's end, below.
+        shared.store.defer_release(&job.run);
         match begin(&shared, &job).await {
             Err(e) => outcome_end(&shared, Err(e), false, false),
             Ok(run) => drive(&shared, &job, run, &mut cancels, &mut stop).await,
         }
     };
+    // The run's lease, dropped by the run: released here.
+    let lease = shared.store.take_deferred(&job.run);
+    if let (Some(epoch), End::Release(_) | End::Nothing) = (lease, &end) {
+        let _ = shared.store.release(&job.run, epoch).await;
+    }
     let result = match end {
-        End::Finish(status, output, error) => shared
-            .store
-            .query(
-                FINISH,
-                &[&job.id, &job.attempts, &status, &output, &error],
-                true,
-            )
-            .await
-            .map(drop),
+        End::Finish(status, output, error) => match lease {
+            Some(epoch) => {
+                let epoch = epoch as i64;
+                shared
+                    .store
+                    .query(
+                        FINISH_RELEASE,
+                        &[
+                            &job.id,
+                            &job.attempts,
+                            &status,
+                            &output,
+                            &error,
+                            &job.run.as_bytes(),
+                            &epoch,
+                        ],
+                        true,
+                    )
+                    .await
+            }
+            None => {
+                shared
+                    .store
+                    .query(
+                        FINISH,
+                        &[&job.id, &job.attempts, &status, &output, &error],
+                        true,
+                    )
+                    .await
+            }
+        }
+        .map(drop),
         End::Release(delay) => {
             bump(&shared.stats.released);
             let released = shared
