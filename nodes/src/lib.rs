@@ -12,6 +12,8 @@
 //!   trait, streamed answers, the model node and structured output.
 //! - `agent` (feature `agent`): the prebuilt tool-calling agent, a graph of a model node and
 //!   one tool task per call, with guards, approvals and a policy for invalid calls.
+//! - `patterns` (feature `patterns`): multi-agent patterns built on the agent's pieces, such as
+//!   the group chat.
 //!
 //! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
 //! a feature of its own, so that a graph author compiles only what they use; MCP tools will
@@ -40,6 +42,9 @@ pub mod messages;
 #[cfg(feature = "model")]
 #[cfg_attr(docsrs, doc(cfg(feature = "model")))]
 pub mod model;
+#[cfg(feature = "patterns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "patterns")))]
+pub mod patterns;
 #[cfg(any(feature = "openai", feature = "http"))]
 mod retry_after;
 #[cfg(feature = "tools")]
