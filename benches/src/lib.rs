@@ -16,6 +16,7 @@
 
 mod agent;
 mod durable;
+mod group_chat;
 mod measure;
 mod postgres;
 mod states;
@@ -28,6 +29,7 @@ pub use durable::{
     BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, RedbBaseline, RedbSamples,
     ResumeTiming, SledBaseline, fill_store, run_checkpointed, time_resume, time_runs_each,
 };
+pub use group_chat::{GROUP_CHAT_AGENTS, time_group_chats};
 pub use measure::{median, run_counting_steps, runtime, time_runs};
 pub use postgres::{PostgresBaseline, PostgresServer};
 pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};

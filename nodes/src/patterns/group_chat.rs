@@ -615,6 +615,8 @@ impl Stop {
     }
 
     /// Stops once the models reported at least `tokens` tokens ([`GroupChatState::tokens`]).
+    /// A streamed answer reports its usage only when the provider is asked to (for
+    /// `OpenAiModel`, `stream_usage(true)`); a turn without a report counts nothing.
     ///
     /// # Examples
     ///
