@@ -477,3 +477,37 @@ async fn a_user_agent_answers_through_an_interrupt() {
     let last = sent(&server.requests()[1].body);
     assert_eq!(last[3], msg("user", Some("human"), "human: Dogs, clearly."));
 }
+
+#[tokio::test]
+async fn on_a_thread_the_next_invocation_goes_on_after_the_last_speaker() {
+    use agentgraph_nodes::patterns::group_chat::GroupChatStateUpdate;
+    // Stop after each turn of `c`: every invocation is one round of the three.
+    let graph = GroupChat::new()
+        .agent(echo("a"))
+        .agent(echo("b"))
+        .agent(echo("c"))
+        .stop_when(Stop::when(|s| s.speaker.as_deref() == Some("c")))
+        .compile()
+        .unwrap();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let config = || RunConfig::new().store(store.clone());
+    let first = graph
+        .invoke_thread(
+            "t",
+            GroupChatStateUpdate::new().messages(vec![Message::user("One.")]),
+            config(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(speakers(&first), ["a", "b", "c"]);
+    let second = graph
+        .invoke_thread(
+            "t",
+            GroupChatStateUpdate::new().messages(vec![Message::user("Two.")]),
+            config(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(speakers(&second), ["a", "b", "c", "?", "a", "b", "c"]);
+    assert_eq!(second.turns, 6);
+}
