@@ -94,7 +94,7 @@
 //! by default) enables `agentgraph::nodes`, the node library: chat messages and their
 //! reducer, and tools (it brings in schemars, jsonschema and globset); `openai` adds the chat
 //! models and the OpenAI-compatible provider, `agent` the tool-calling agent, `patterns` the
-//! multi-agent patterns (`agentgraph::nodes::patterns`), `mcp` the tools
+//! multi-agent patterns (`agentgraph::nodes::patterns`, the group chat among them), `mcp` the tools
 //! of MCP servers (`agentgraph::mcp`; it brings in rmcp); `postgres` the PostgreSQL checkpoint
 //! store (`agentgraph::postgres`; it brings in tokio-postgres and deadpool-postgres).
 //!

@@ -13,12 +13,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use agentgraph_benches::{
-    BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky, Items,
-    PostgresBaseline, PostgresServer, RedbBaseline, RedbSamples, SMALL_ITEMS, SledBaseline, Turn,
-    big_chain, big_input, calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout,
-    fill_store, flaky_chain, median, run_checkpointed, run_counting_steps, run_thread, runtime,
-    small_input, thread_graph, time_agent_turns, time_resume, time_runs, time_runs_each,
-    time_workers, two_node_loop,
+    BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky,
+    GROUP_CHAT_AGENTS, Items, PostgresBaseline, PostgresServer, RedbBaseline, RedbSamples,
+    SMALL_ITEMS, SledBaseline, Turn, big_chain, big_input, calibrate_cpu_work, chain,
+    chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain, median, run_checkpointed,
+    run_counting_steps, run_thread, runtime, small_input, thread_graph, time_agent_turns,
+    time_group_chats, time_resume, time_runs, time_runs_each, time_workers, two_node_loop,
 };
 use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
 use serde::Serialize;
@@ -38,6 +38,7 @@ const WORKLOADS: &[&str] = &[
     "resume_100",
     "thread_100_turns",
     "agent_turn",
+    "group_chat_100",
     "workers",
     "layers_breaker",
     "layers_batch",
@@ -127,6 +128,12 @@ struct Line {
     #[serde(skip_serializing_if = "Option::is_none")]
     raw_long_turn_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    rounds: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agents: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_round_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reps: Option<usize>,
 }
 
@@ -189,6 +196,7 @@ fn main() -> ExitCode {
             "resume_100" => run_resume(&rt, Reps::for_size(false, reps)),
             "thread_100_turns" => run_thread_turns(&rt, Reps::for_size(true, reps)),
             "agent_turn" => run_agent_turn(&rt, Reps::for_size(false, reps)),
+            "group_chat_100" => run_group_chat(&rt, 100, Reps::for_size(false, reps)),
             "workers" => run_workers(&rt, reps),
             "layers_breaker" => {
                 let r = Reps::for_size(false, reps);
@@ -755,6 +763,34 @@ fn run_thread_turns(rt: &Runtime, reps: Reps) {
         ..Line::default()
     }
     .print();
+}
+
+/// `group_chat_100`: a round-robin group chat of 4 model agents for 100 rounds, with a model
+/// that answers at once (so the time is the chat's and the engine's): the median chat over
+/// the rounds. Without a store, on a `MemoryStore`, then on sled (both `Durability::Async`).
+fn run_group_chat(rt: &Runtime, rounds: u32, reps: Reps) {
+    for (mode, store) in [
+        ("no_store", None),
+        ("memory", Some(BenchStore::memory("group-chat"))),
+        ("durable_async", Some(BenchStore::sled("group-chat"))),
+    ] {
+        let mut times = time_group_chats(rt, store.as_ref(), rounds, reps.warmup, reps.timed);
+        let chat = median(&mut times);
+        Line {
+            workload: "group_chat_100",
+            mode,
+            rounds: Some(rounds),
+            agents: Some(GROUP_CHAT_AGENTS),
+            per_round_us: Some(chat.as_secs_f64() * 1e6 / f64::from(rounds)),
+            median_s: Some(chat.as_secs_f64()),
+            store: store
+                .as_ref()
+                .map(|_| if mode == "memory" { "memory" } else { "sled" }),
+            reps: Some(reps.timed),
+            ..Line::default()
+        }
+        .print();
+    }
 }
 
 /// `agent_turn`: the agent's own overhead per turn (a streamed answer with three tool calls,

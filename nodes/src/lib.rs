@@ -14,7 +14,7 @@
 //!   one tool task per call, with guards, approvals and a policy for invalid calls.
 //! - `patterns` (feature `patterns`): multi-agent patterns over the agent: a supervisor
 //!   routing to workers, a swarm handing the conversation over, an ensemble (vote, judge),
-//!   a fallback chain, a pipeline, planning mode.
+//!   a fallback chain, a pipeline, planning mode, the group chat.
 //!
 //! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
 //! a feature of its own, so that a graph author compiles only what they use; MCP tools will

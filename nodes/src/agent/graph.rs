@@ -244,7 +244,8 @@ fn tool_task(
 }
 
 /// The answer to one call: a refusal under the limits, a rejection, or the tool's result.
-async fn answer(
+/// `messages` are those whose calls count towards the limits on calls.
+pub(crate) async fn answer(
     agent: &Agent,
     messages: &[Message],
     mut call: ToolCall,

@@ -83,6 +83,9 @@
 
 mod graph;
 
+#[cfg(feature = "patterns")]
+pub(crate) use graph::answer;
+
 use std::fmt;
 use std::sync::Arc;
 
@@ -362,15 +365,15 @@ type RequestHook = Arc<dyn Fn(ChatRequest) -> ChatRequest + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct Agent {
-    model: Arc<dyn ChatModel>,
-    tools: Arc<ToolSet>,
-    system: Option<String>,
-    max_turns: u32,
+    pub(crate) model: Arc<dyn ChatModel>,
+    pub(crate) tools: Arc<ToolSet>,
+    pub(crate) system: Option<String>,
+    pub(crate) max_turns: u32,
     max_tool_calls: Option<u32>,
     stop: Option<StopHook>,
     invalid: InvalidToolCalls,
     approve: Option<ApprovalRule>,
-    request: Option<RequestHook>,
+    pub(crate) request: Option<RequestHook>,
 }
 
 impl fmt::Debug for Agent {

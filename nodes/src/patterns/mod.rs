@@ -1,7 +1,8 @@
 //! Multi-agent patterns over the engine's primitives: a [`Supervisor`] routing turns to
 //! workers, a [`Swarm`] of agents handing the conversation to each other, an [`Ensemble`]
 //! voting or judged, a [`Fallback`] chain, a sequential [`Pipeline`], and [`Planning`] mode
-//! (plan with read-only tools, a person approves, then execute).
+//! (plan with read-only tools, a person approves, then execute); and the [`group_chat`]: agents
+//! taking turns on one transcript, a selector of the next speaker, stop conditions.
 //!
 //! Each pattern compiles to an ordinary [`CompiledGraph`](agentgraph_engine::CompiledGraph) over [`TeamState`]: every agent is
 //! an [`Agent`] run as a subgraph (its own child run, checkpointed to the parent's store),
@@ -71,6 +72,7 @@
 //! ```
 
 mod ensemble;
+pub mod group_chat;
 mod planning;
 mod supervisor;
 mod swarm;
