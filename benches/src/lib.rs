@@ -16,8 +16,8 @@
 
 mod agent;
 mod durable;
-mod layers;
 mod group_chat;
+mod layers;
 mod measure;
 mod postgres;
 mod states;
@@ -30,8 +30,8 @@ pub use durable::{
     BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, RedbBaseline, RedbSamples,
     ResumeTiming, SledBaseline, fill_store, run_checkpointed, time_resume, time_runs_each,
 };
-pub use layers::{breaker_chain, run_layers_batch, run_layers_breaker};
 pub use group_chat::{GROUP_CHAT_AGENTS, time_group_chats};
+pub use layers::{breaker_chain, run_layers_batch, run_layers_breaker};
 pub use measure::{median, run_counting_steps, runtime, time_runs};
 pub use postgres::{PostgresBaseline, PostgresServer};
 pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
