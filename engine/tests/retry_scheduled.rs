@@ -254,3 +254,67 @@ async fn a_scheduled_retry_survives_reopening_the_store() {
     assert_eq!(*seen.lock().unwrap(), [1, 2]);
     assert_eq!(calls.get("steady"), 1);
 }
+
+/// A step with a task waiting at an interrupt and another waiting for a retry stops for the
+/// retry first; once the retry has run, the run stops at the interrupt, still unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_before_the_interrupts_of_its_step() {
+    let store = memory();
+    let (calls, seen) = (Calls::default(), Arc::new(Mutex::new(Vec::new())));
+    let mut b = GraphBuilder::<Trace>::new();
+    let s = seen.clone();
+    b.add_node("flaky", move |_, ctx: Context| {
+        s.lock().unwrap().push(ctx.attempt());
+        async move {
+            if ctx.attempt() < 2 {
+                return Err::<TraceUpdate, BoxError>("down".into());
+            }
+            Ok(TraceUpdate::note("flaky"))
+        }
+    });
+    let c = calls.clone();
+    b.add_node("ask", move |_, ctx: Context| {
+        c.hit("ask");
+        async move {
+            let answer: String = ctx.interrupt("name?")?;
+            Ok(TraceUpdate::note(answer))
+        }
+    })
+    .retry("flaky", policy(3))
+    .add_edge(START, "flaky")
+    .add_edge(START, "ask")
+    .add_edge("flaky", END)
+    .add_edge("ask", END);
+    let g = b.compile().unwrap();
+    let retry = scheduled(
+        g.run_with(Trace::default(), config(&store, "i", Mode::Parallel))
+            .outcome()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(retry.tasks[0].node, "flaky");
+    until_due(&retry).await;
+    let outcome = g
+        .resume("i", config(&store, "i", Mode::Parallel))
+        .outcome()
+        .await
+        .unwrap();
+    let stop = outcome
+        .interrupted()
+        .expect("the interrupt is still unanswered");
+    assert_eq!(stop.interrupts[0].node, "ask");
+    assert_eq!(*seen.lock().unwrap(), [1, 2]);
+    let resume = agentgraph_engine::Resume::value("ann");
+    let state = g
+        .resume_with("i", resume, config(&store, "i", Mode::Parallel))
+        .await
+        .unwrap();
+    let mut log = state.log;
+    log.sort();
+    assert_eq!(log, ["ann", "flaky"]);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [1, 2],
+        "the finished retry never runs again"
+    );
+}
