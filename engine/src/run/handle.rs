@@ -83,7 +83,9 @@ impl<S: State> Run<S> {
     /// let graph = b.compile()?;
     /// match graph.run(Count::default()).outcome().await? {
     ///     RunOutcome::Interrupted(stop) => assert_eq!(stop.interrupts[0].node, "one"),
-    ///     RunOutcome::Completed(_) => panic!("the run should stop after `one`"),
+    ///     RunOutcome::Completed(_) | RunOutcome::RetryScheduled(_) => {
+    ///         panic!("the run should stop after `one`")
+    ///     }
     /// }
     /// # Ok(()) }
     /// ```

@@ -342,7 +342,9 @@ impl Queue {
 
     /// Asks for `run`'s cancellation: its queued jobs are cancelled, and the worker running
     /// it cancels the run (it stops at its next step, its finished work checkpointed; a
-    /// [`resume`](Queue::resume) goes on). Returns whether a queued or running job was found.
+    /// [`resume`](Queue::resume) goes on). A job back in the queue until its run's retry is
+    /// due is cancelled there (its run stays as it stopped, status `retry_scheduled`, and a
+    /// `resume` continues it). Returns whether a queued or running job was found.
     ///
     /// # Errors
     ///
