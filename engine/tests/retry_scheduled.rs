@@ -15,7 +15,7 @@ use agentgraph_engine::{
 use common::{Calls, Trace, TraceUpdate, memory, stores};
 
 /// The delay of every retry of `flaky`: far above the inline limit.
-const BACKOFF: Duration = Duration::from_millis(400);
+const BACKOFF: Duration = Duration::from_millis(600);
 const INLINE: Duration = Duration::from_millis(50);
 
 fn policy(attempts: u32) -> RetryPolicy {
