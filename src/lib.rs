@@ -144,12 +144,13 @@ pub mod state {
 }
 
 pub mod run {
-    //! Running a graph: the configuration of a run, the run and its handle, and how it ends;
+    //! Running a graph: the configuration of a run, the run and its handle, and how it ends
+    //! (a [`RetryAt`] for a run stopped until a retry is due);
     //! graphs by name, driven with JSON ([`GraphRegistry`], [`DynGraph`]).
     pub use agentgraph_engine::{
         CancelHandle, Durability, DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun,
-        FailurePolicy, GraphRegistry, Mode, Run, RunConfig, RunHandle, RunMetadata, RunOutcome,
-        TaskEnd,
+        FailurePolicy, GraphRegistry, Mode, RetryAt, RetryTask, Run, RunConfig, RunHandle,
+        RunMetadata, RunOutcome, TaskEnd,
     };
 }
 

@@ -133,6 +133,7 @@ enum StoredStatus {
     Failed,
     Interrupted,
     Cancelled,
+    RetryScheduled,
 }
 
 impl From<RunStatus> for StoredStatus {
@@ -144,6 +145,7 @@ impl From<RunStatus> for StoredStatus {
             RunStatus::Failed => StoredStatus::Failed,
             RunStatus::Interrupted => StoredStatus::Interrupted,
             RunStatus::Cancelled => StoredStatus::Cancelled,
+            RunStatus::RetryScheduled => StoredStatus::RetryScheduled,
         }
     }
 }
@@ -157,6 +159,7 @@ impl From<StoredStatus> for RunStatus {
             StoredStatus::Failed => RunStatus::Failed,
             StoredStatus::Interrupted => RunStatus::Interrupted,
             StoredStatus::Cancelled => RunStatus::Cancelled,
+            StoredStatus::RetryScheduled => RunStatus::RetryScheduled,
         }
     }
 }
@@ -284,6 +287,23 @@ pub(crate) fn run_what(run: &str) -> String {
 mod tests {
     use super::*;
     use serde::Serialize;
+
+    /// Statuses keep their stored tags (a variant's index); `RetryScheduled` was added last.
+    #[test]
+    fn status_tags_are_stable() {
+        let config = bincode::config::standard();
+        for (i, status) in RunStatus::ALL.into_iter().enumerate() {
+            let bytes = bincode::serde::encode_to_vec(StoredStatus::from(status), config).unwrap();
+            assert_eq!(
+                bytes,
+                bincode::serde::encode_to_vec(i as u32, config).unwrap()
+            );
+            let (back, _): (StoredStatus, _) =
+                bincode::serde::decode_from_slice(&bytes, config).unwrap();
+            assert_eq!(RunStatus::from(back), status);
+        }
+        assert_eq!(RunStatus::ALL[6], RunStatus::RetryScheduled);
+    }
 
     /// The layout of run records before graph names, as it was written.
     #[derive(Serialize)]

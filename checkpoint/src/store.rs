@@ -21,7 +21,7 @@ pub const MAX_RUN_ID_LEN: usize = 512;
 ///
 /// In JSON (the monitor's API, the command-line tool's `--json`) a status is its
 /// [`as_str`](RunStatus::as_str) name: `"pending"`, `"running"`, `"completed"`, `"failed"`,
-/// `"interrupted"` or `"cancelled"`.
+/// `"interrupted"`, `"cancelled"` or `"retry_scheduled"`.
 ///
 /// # Examples
 ///
@@ -48,21 +48,35 @@ pub enum RunStatus {
     Interrupted,
     /// Cancelled from outside; resumable.
     Cancelled,
+    /// Stopped until a failed task's retry is due, rather than sleeping on the run's lease
+    /// (the engine's `RunConfig::max_inline_backoff`): its step is checkpointed with the
+    /// finished tasks' writes and the retrying task's attempts; continue it (resume it) when
+    /// the retry is due. The due time is the retrying pending write's `retry_at_ms`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::RunStatus;
+    /// assert_eq!(RunStatus::RetryScheduled.as_str(), "retry_scheduled");
+    /// assert_eq!("retry_scheduled".parse::<RunStatus>(), Ok(RunStatus::RetryScheduled));
+    /// ```
+    RetryScheduled,
 }
 
 impl RunStatus {
     /// Every status, in declaration order.
-    pub const ALL: [RunStatus; 6] = [
+    pub const ALL: [RunStatus; 7] = [
         RunStatus::Pending,
         RunStatus::Running,
         RunStatus::Completed,
         RunStatus::Failed,
         RunStatus::Interrupted,
         RunStatus::Cancelled,
+        RunStatus::RetryScheduled,
     ];
 
     /// The status's name, as JSON spells it: `"pending"`, `"running"`, `"completed"`,
-    /// `"failed"`, `"interrupted"` or `"cancelled"`.
+    /// `"failed"`, `"interrupted"`, `"cancelled"` or `"retry_scheduled"`.
     ///
     /// # Examples
     ///
@@ -78,6 +92,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Interrupted => "interrupted",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::RetryScheduled => "retry_scheduled",
         }
     }
 }
@@ -96,7 +111,7 @@ impl fmt::Display for UnknownStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown run status `{}` (expected one of: pending, running, completed, failed, interrupted, cancelled)",
+            "unknown run status `{}` (expected one of: pending, running, completed, failed, interrupted, cancelled, retry_scheduled)",
             self.0
         )
     }

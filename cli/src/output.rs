@@ -30,6 +30,7 @@ pub(crate) fn status_style(status: RunStatus) -> Style {
         RunStatus::Running => AnsiColor::Yellow,
         RunStatus::Interrupted => AnsiColor::Magenta,
         RunStatus::Pending => AnsiColor::Blue,
+        RunStatus::RetryScheduled => AnsiColor::Cyan,
         _ => return Style::new().dimmed(),
     };
     Style::new().fg_color(Some(colour.into()))

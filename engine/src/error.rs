@@ -402,6 +402,14 @@ pub enum Error {
     /// `Interrupted`. Resume it with [`CompiledGraph::resume_with`](crate::CompiledGraph::resume_with).
     #[error("{0}")]
     Interrupted(Box<crate::run::interrupt::Interrupted>),
+    /// The run stopped until a failed task's retry is due, rather than sleeping through a
+    /// backoff longer than [`RunConfig::max_inline_backoff`](crate::RunConfig::max_inline_backoff):
+    /// it is checkpointed, with status `RetryScheduled`. Continue it with
+    /// [`CompiledGraph::resume`](crate::CompiledGraph::resume) when the retry is due (see
+    /// [`RetryAt`](crate::RetryAt)). [`Run::outcome`](crate::Run::outcome) returns it as
+    /// [`RunOutcome::RetryScheduled`](crate::RunOutcome::RetryScheduled).
+    #[error("{0}")]
+    RetryScheduled(Box<crate::run::retry_at::RetryAt>),
     /// A resume answered an interrupt the run does not wait on.
     #[error("run `{run}` does not wait on interrupt `{id}` (it waits on: {pending})")]
     UnknownInterrupt {

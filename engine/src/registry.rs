@@ -23,11 +23,13 @@ use crate::plan::compiled::CompiledGraph;
 use crate::run::config::RunConfig;
 use crate::run::handle::{CancelHandle, Run, RunOutcome};
 use crate::run::interrupt::{Interrupted, Resume};
+use crate::run::retry_at::RetryAt;
 
 /// A future of a [`DynRun`]'s end.
 pub type DynOutcomeFuture = Pin<Box<dyn Future<Output = Result<DynOutcome>> + Send>>;
 
-/// How a run driven with JSON ended: its final state as JSON, or the interrupts it waits on.
+/// How a run driven with JSON ended: its final state as JSON, the interrupts it waits on, or
+/// the retry it waits for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum DynOutcome {
@@ -41,6 +43,26 @@ pub enum DynOutcome {
         /// Where it stopped and on what.
         #[serde(flatten)]
         stop: Interrupted,
+    },
+    /// The run stopped until a failed task's retry is due
+    /// ([`RunConfig::max_inline_backoff`]): resume it (with an empty [`DynResume`]) then. As
+    /// JSON: `{"status": "retry_scheduled", "run_id": .., "step": .., "due_at_ms": ..,
+    /// "tasks": [{"node": .., "task": .., "attempt": .., "due_at_ms": ..}]}`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{DynOutcome, RetryAt};
+    /// let retry: RetryAt = serde_json::from_value(serde_json::json!({
+    ///     "run_id": "r-1", "step": 2, "due_at_ms": 1_000, "tasks": []
+    /// })).unwrap();
+    /// let json = serde_json::to_value(DynOutcome::RetryScheduled { retry }).unwrap();
+    /// assert_eq!((json["status"].as_str(), json["due_at_ms"].as_u64()), (Some("retry_scheduled"), Some(1_000)));
+    /// ```
+    RetryScheduled {
+        /// When the retry is due, and for which tasks.
+        #[serde(flatten)]
+        retry: RetryAt,
     },
 }
 
@@ -82,6 +104,7 @@ impl DynRun {
                     })?,
                 },
                 RunOutcome::Interrupted(stop) => DynOutcome::Interrupted { stop },
+                RunOutcome::RetryScheduled(retry) => DynOutcome::RetryScheduled { retry },
             })
         });
         DynRun {

@@ -10,7 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use agentgraph_engine::{BoxError, Context, END, GraphBuilder, GraphRegistry, RunConfig, START};
+use agentgraph_engine::{
+    BoxError, Context, END, GraphBuilder, GraphRegistry, RetryPolicy, RunConfig, START,
+};
 use agentgraph_monitor::Monitor;
 use common::{Doc, DocUpdate, store};
 use serde_json::Value;
@@ -41,6 +43,19 @@ async fn schemathesis_finds_the_api_as_documented() {
         .add_node("inc", |_, _| async { Ok(DocUpdate::new().rounds(1)) })
         .add_edge(START, "inc")
         .add_edge("inc", END);
+    // A run that waits for its retry (status `retry_scheduled`).
+    let mut flaky = GraphBuilder::<Doc>::new();
+    flaky
+        .named("flaky")
+        .add_node("down", |_, _| async {
+            Err::<DocUpdate, BoxError>("the service is down".into())
+        })
+        .add_edge(START, "down")
+        .add_edge("down", END)
+        .retry(
+            "down",
+            RetryPolicy::new(3).backoff(Duration::from_secs(3600), Duration::from_secs(3600)),
+        );
     let (ask, count) = (ask.compile().unwrap(), count.compile().unwrap());
     let config = RunConfig::new().store(store.clone()).monitored();
     count
@@ -50,6 +65,21 @@ async fn schemathesis_finds_the_api_as_documented() {
     let _ = ask
         .run_with(Doc::default(), config.clone().run_id("waiting"))
         .await;
+    let retrying = flaky
+        .compile()
+        .unwrap()
+        .run_with(
+            Doc::default(),
+            config
+                .clone()
+                .run_id("retrying")
+                .max_inline_backoff(Duration::from_secs(1)),
+        )
+        .await;
+    assert!(matches!(
+        retrying,
+        Err(agentgraph_engine::Error::RetryScheduled(_))
+    ));
     let registry = GraphRegistry::new().with("ask", ask).with("count", count);
     let server = Monitor::new(store)
         .bind(([127, 0, 0, 1], 0).into())

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use agentgraph::prelude::*;
 use agentgraph::run::{DynResume, GraphRegistry};
+use agentgraph::store::RunStatus;
 use agentgraph_postgres::PostgresStore;
 use agentgraph_postgres::worker::{JobInfo, Queue, Worker, WorkerStats};
 use serde::{Deserialize, Serialize};
@@ -521,4 +522,154 @@ async fn workers_and_jobs_are_listed() {
     let workers = queue.workers().await.unwrap();
     assert!(workers[0].stopped, "{workers:?}");
     assert_eq!(workers[0].running, 0);
+}
+
+/// START → {flaky, side} → END: `flaky` fails until its third attempt, with a backoff of
+/// `backoff` between attempts; every attempt of each task is counted in `effects` under its
+/// idempotency key and attempt.
+fn flaky_registry(effects: Effects, backoff: Duration) -> GraphRegistry {
+    let mut g = GraphBuilder::<Notes>::new();
+    let e = effects.clone();
+    g.add_node("flaky", move |_, ctx: Context| {
+        let effects = e.clone();
+        async move {
+            let key = format!("flaky {} #{}", ctx.idempotency_key(), ctx.attempt());
+            *effects.lock().unwrap().entry(key).or_default() += 1;
+            if ctx.attempt() < 3 {
+                return Err::<NotesUpdate, BoxError>("the service is down".into());
+            }
+            Ok(NotesUpdate::new().notes(vec![format!("flaky at {}", ctx.attempt())]))
+        }
+    });
+    g.add_node("side", move |_, ctx: Context| {
+        let effects = effects.clone();
+        async move {
+            let key = format!("side {} #{}", ctx.idempotency_key(), ctx.attempt());
+            *effects.lock().unwrap().entry(key).or_default() += 1;
+            Ok(NotesUpdate::new().n(1))
+        }
+    })
+    .retry(
+        "flaky",
+        RetryPolicy::new(5)
+            .backoff(backoff, backoff)
+            .factor(1.0)
+            .jitter(false),
+    )
+    .add_edge(START, "flaky")
+    .add_edge(START, "side")
+    .add_edge("flaky", END)
+    .add_edge("side", END);
+    GraphRegistry::new().with("flaky", g.compile().unwrap())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_backoff_waits_in_the_queue_not_on_a_lease() {
+    let schema = support::fresh_schema("w_backoff");
+    let store = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let backoff = Duration::from_millis(1_500);
+    let effects = Effects::default();
+    let config = |w: Worker| {
+        w.max_inline_backoff(Duration::from_millis(200))
+            .poll_interval(Duration::from_millis(50))
+    };
+    let w1 = spawn(config(worker(
+        &store,
+        flaky_registry(effects.clone(), backoff),
+        "w1",
+    )));
+    let queue = Queue::new(&store);
+    let submitted = now_ms();
+    let run = queue.submit("flaky", json!({})).await.unwrap();
+
+    // The first attempt fails: the job goes back to the queue until the retry is due.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = queue.job(&run).await.unwrap().unwrap();
+        if job.status == "queued" && job.attempts == 1 {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "not re-queued: {job:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(job.worker.is_none(), "the claim is released: {job:?}");
+    assert!(
+        job.available_at_ms >= submitted + backoff.as_millis() as i64
+            && job.available_at_ms > now_ms(),
+        "available at the retry's due time, in the future: {job:?}"
+    );
+    let listed = queue.jobs(Some("queued"), 0, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].available_at_ms, job.available_at_ms);
+    let record = store.get_run(&run).await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::RetryScheduled);
+    assert_eq!(w1.stats.retries_scheduled(), 1);
+
+    // No lease is held while it waits: another process takes the run's lease at once (the
+    // worker's release, made as the run ended, may be a moment behind).
+    let other = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let taken = loop {
+        match other.acquire_lease(&run, Duration::from_secs(5)).await {
+            Ok(lease) => break lease,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "the lease is still held: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert!(
+        now_ms() < job.available_at_ms,
+        "the lease was free before the retry was due"
+    );
+    other.release_lease(taken).await.unwrap();
+
+    // Any worker claims it when due; the run goes on with attempt 2, waits again, then
+    // completes with attempt 3.
+    let w2 = spawn(config(worker(
+        &store,
+        flaky_registry(effects.clone(), backoff),
+        "w2",
+    )));
+    let done = wait_for(&queue, &run, "done").await;
+    assert!(now_ms() >= job.available_at_ms + backoff.as_millis() as i64);
+    assert_eq!(done.output.unwrap()["notes"], json!(["flaky at 3"]));
+    assert_eq!(done.attempts, 3, "claimed once per attempt of `flaky`");
+    let effects = effects.lock().unwrap().clone();
+    let mut attempts: Vec<(String, u32)> = effects
+        .iter()
+        .map(|(k, n)| {
+            (
+                k.split(' ').next().unwrap().to_owned() + &k[k.find('#').unwrap()..],
+                *n,
+            )
+        })
+        .collect();
+    attempts.sort();
+    assert_eq!(
+        attempts,
+        [
+            ("flaky#1".to_owned(), 1),
+            ("flaky#2".to_owned(), 1),
+            ("flaky#3".to_owned(), 1),
+            ("side#1".to_owned(), 1),
+        ],
+        "each attempt ran once, and the finished sibling never again"
+    );
+    let scheduled = w1.stop().await.retries_scheduled() + w2.stop().await.retries_scheduled();
+    assert_eq!(scheduled, 2);
+    assert_eq!(
+        store.get_run(&run).await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
 }

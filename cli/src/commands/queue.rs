@@ -33,6 +33,9 @@ struct JobJson {
     attempts: i32,
     cancel_requested: bool,
     error: Option<String>,
+    /// When it may be claimed (ms since the Unix epoch): in the future for a queued job
+    /// whose run waits for a retry.
+    available_at_ms: i64,
 }
 
 pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
@@ -53,6 +56,7 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
                 attempts: j.attempts,
                 cancel_requested: j.cancel_requested,
                 error: j.error,
+                available_at_ms: j.available_at_ms,
             })
             .collect();
         return Ok(output::json(&mut ctx.out, &list)?);
@@ -63,20 +67,30 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
     }
     writeln!(
         ctx.out,
-        "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} TRIES",
-        "JOB", "STATUS", "KIND", "GRAPH", "RUN", "WORKER"
+        "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {:<5} READY",
+        "JOB", "STATUS", "KIND", "GRAPH", "RUN", "WORKER", "TRIES"
     )?;
+    let now = output::now_ms();
     for j in &jobs {
+        // A queued job waits until its time (a run waiting for a retry, a busy run).
+        let ready = match u64::try_from(j.available_at_ms) {
+            Ok(at) if j.status == "queued" && at > now => {
+                format!("in {:.1} s", (at - now) as f64 / 1000.0)
+            }
+            _ if j.status == "queued" => "now".to_owned(),
+            _ => "-".to_owned(),
+        };
         writeln!(
             ctx.out,
-            "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {}",
+            "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {:<5} {}",
             j.id,
             j.status,
             j.kind,
             j.graph,
             j.run,
             j.worker.as_deref().unwrap_or("-"),
-            j.attempts
+            j.attempts,
+            ready
         )?;
     }
     Ok(())

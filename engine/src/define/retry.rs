@@ -19,8 +19,12 @@ type Predicate = dyn Fn(&BoxError) -> bool + Send + Sync;
 /// is an [`EventKind::NodeStarted`](crate::EventKind::NodeStarted) and every scheduled retry an
 /// [`EventKind::RetryScheduled`](crate::EventKind::RetryScheduled). With a checkpoint store, a
 /// scheduled retry is persisted before its delay starts: a crashed run resumes at the next
-/// attempt, not the first. A panic is never retried (it is a bug, not a flake); a timed-out
-/// attempt is, if the predicate accepts [`NodeTimedOut`](crate::NodeTimedOut).
+/// attempt, not the first. A delay longer than
+/// [`RunConfig::max_inline_backoff`](crate::RunConfig::max_inline_backoff) is not slept
+/// through: the run stops until the retry is due ([`RetryAt`](crate::RetryAt)), and its
+/// continuation goes on with the same attempt count and delays. A panic is never retried (it
+/// is a bug, not a flake); a timed-out attempt is, if the predicate accepts
+/// [`NodeTimedOut`](crate::NodeTimedOut).
 ///
 /// The delay of retry `n` (from 1) is `initial * factor^(n-1)`, capped at `max_delay`; with
 /// jitter, a random part of the delay is added. The schedule comes from the `backon` crate.

@@ -60,6 +60,8 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
                 metadata: None,
                 ttl: None,
                 subgraph_run: true,
+                // A child run's retries are its parent's task's: they run inline.
+                max_inline_backoff: Duration::MAX,
                 ..shared.config.clone()
             };
             let started = std::time::Instant::now();

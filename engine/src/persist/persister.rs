@@ -141,11 +141,11 @@ impl<S: State> Position<'_, S> {
 /// Where a task of a step that did not finish stands, to be kept as a pending write.
 #[derive(Debug)]
 pub(crate) enum Unfinished<'a> {
-    /// An attempt failed (`error`) and the next one is due after `delay`, with the answers
-    /// the task was given.
+    /// An attempt failed (`error`) and the next one is due at `retry_at_ms` (Unix ms), with
+    /// the answers the task was given.
     Retrying {
         error: String,
-        delay: Duration,
+        retry_at_ms: u64,
         answers: &'a [(String, String)],
     },
     /// The task failed for good.
@@ -163,11 +163,11 @@ impl Unfinished<'_> {
         match self {
             Unfinished::Retrying {
                 error,
-                delay,
+                retry_at_ms,
                 answers,
             } => PendingOutcome::Retrying {
                 error,
-                retry_at_ms: now_ms() + delay.as_millis() as u64,
+                retry_at_ms,
                 answers: answers.to_vec(),
             },
             Unfinished::Failed { error } => PendingOutcome::Failed { error },

@@ -110,6 +110,9 @@ pub struct RunConfig {
     pub(crate) ttl: Option<Duration>,
     /// Whether a cancelled run runs its compensations (`GraphBuilder::compensate`).
     pub(crate) compensate_on_cancel: bool,
+    /// The longest retry delay the run sleeps through; a longer one stops the run until the
+    /// retry is due (`Duration::MAX`: no limit).
+    pub(crate) max_inline_backoff: Duration,
 }
 
 impl Default for RunConfig {
@@ -134,6 +137,7 @@ impl Default for RunConfig {
             metadata: None,
             ttl: None,
             compensate_on_cancel: false,
+            max_inline_backoff: Duration::MAX,
         }
     }
 }
@@ -450,6 +454,35 @@ impl RunConfig {
     #[must_use]
     pub fn compensate_on_cancel(mut self, compensate: bool) -> Self {
         self.compensate_on_cancel = compensate;
+        self
+    }
+
+    /// The longest retry delay the run waits through while it runs (default: no limit, every
+    /// delay is slept through). When a failed task's next retry is due later than this, the
+    /// run does not sleep holding its lease: the step's other tasks finish (with their own
+    /// retries), the step is checkpointed as a stopped step (the finished tasks' writes kept,
+    /// the retrying task's attempts and due time recorded), and the run ends with
+    /// [`RunOutcome::RetryScheduled`](crate::RunOutcome::RetryScheduled) (as an error,
+    /// [`Error::RetryScheduled`](crate::Error::RetryScheduled)) and status `RetryScheduled`.
+    /// Whoever continues it when the retry is due (a resume, from any process; a PostgreSQL
+    /// worker re-queues the run's job for that time) runs only the retrying tasks, with their
+    /// next attempt number: see [`RetryAt`](crate::RetryAt).
+    ///
+    /// It needs a store (a run without one sleeps through every delay, as it cannot be
+    /// continued), and applies to the run's own nodes: a subgraph's child run retries inline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentgraph_engine::RunConfig;
+    /// // Sleep through retries of up to a second; stop the run for longer ones.
+    /// let config = RunConfig::new().max_inline_backoff(Duration::from_secs(1));
+    /// assert!(format!("{config:?}").contains("max_inline_backoff: 1s"));
+    /// ```
+    #[must_use]
+    pub fn max_inline_backoff(mut self, limit: Duration) -> Self {
+        self.max_inline_backoff = limit;
         self
     }
 

@@ -15,6 +15,7 @@ use crate::observe::event::{EventBus, EventStream};
 use crate::plan::Plan;
 use crate::run::context::RunShared;
 use crate::run::interrupt::Interrupted;
+use crate::run::retry_at::RetryAt;
 use crate::run::scheduler::{Scheduler, Start};
 
 /// One run of a graph, not yet started: subscribe to its [`events`](Run::events), then
@@ -57,7 +58,8 @@ impl<S: State> Run<S> {
     }
 
     /// Runs to the end, like `.await`, but returns a stop at interrupts as
-    /// [`RunOutcome::Interrupted`] rather than as [`Error::Interrupted`].
+    /// [`RunOutcome::Interrupted`] rather than as [`Error::Interrupted`] (and a stop for a
+    /// scheduled retry as [`RunOutcome::RetryScheduled`]).
     ///
     /// # Errors
     ///
@@ -81,7 +83,9 @@ impl<S: State> Run<S> {
     /// let graph = b.compile()?;
     /// match graph.run(Count::default()).outcome().await? {
     ///     RunOutcome::Interrupted(stop) => assert_eq!(stop.interrupts[0].node, "one"),
-    ///     RunOutcome::Completed(_) => panic!("the run should stop after `one`"),
+    ///     RunOutcome::Completed(_) | RunOutcome::RetryScheduled(_) => {
+    ///         panic!("the run should stop after `one`")
+    ///     }
     /// }
     /// # Ok(()) }
     /// ```
@@ -175,7 +179,8 @@ impl<S: State> RunHandle<S> {
     }
 
     /// Waits for the run to end, like `.await`, but returns a stop at interrupts as
-    /// [`RunOutcome::Interrupted`] rather than as [`Error::Interrupted`].
+    /// [`RunOutcome::Interrupted`] rather than as [`Error::Interrupted`] (and a stop for a
+    /// scheduled retry as [`RunOutcome::RetryScheduled`]).
     ///
     /// # Errors
     ///
@@ -270,8 +275,9 @@ impl<S: State> Future for RunHandle<S> {
 }
 
 /// How a run ended when stopping at interrupts is one of its expected ends: its final state,
-/// or the interrupts it waits on. [`Run::outcome`] and [`RunHandle::outcome`] return it; a
-/// plain `.await` returns the same stop as [`Error::Interrupted`].
+/// the interrupts it waits on, or the retry it waits for. [`Run::outcome`] and
+/// [`RunHandle::outcome`] return it; a plain `.await` returns the same stops as
+/// [`Error::Interrupted`] and [`Error::RetryScheduled`].
 ///
 /// # Examples
 ///
@@ -308,6 +314,12 @@ pub enum RunOutcome<S> {
     /// The run stopped at interrupts and waits for answers: it is checkpointed, with status
     /// `Interrupted`. Resume it with [`CompiledGraph::resume_with`](crate::CompiledGraph::resume_with).
     Interrupted(Interrupted),
+    /// The run stopped until a failed task's retry is due, rather than sleeping through a
+    /// backoff longer than [`RunConfig::max_inline_backoff`](crate::RunConfig::max_inline_backoff):
+    /// it is checkpointed, with status `RetryScheduled`. Continue it with
+    /// [`CompiledGraph::resume`](crate::CompiledGraph::resume) when the retry is due: see
+    /// [`RetryAt`] (whose example shows this outcome).
+    RetryScheduled(RetryAt),
 }
 
 impl<S> RunOutcome<S> {
@@ -322,7 +334,7 @@ impl<S> RunOutcome<S> {
     pub fn completed(self) -> Option<S> {
         match self {
             RunOutcome::Completed(state) => Some(state),
-            RunOutcome::Interrupted(_) => None,
+            RunOutcome::Interrupted(_) | RunOutcome::RetryScheduled(_) => None,
         }
     }
 
@@ -336,8 +348,23 @@ impl<S> RunOutcome<S> {
     /// ```
     pub fn interrupted(&self) -> Option<&Interrupted> {
         match self {
-            RunOutcome::Completed(_) => None,
             RunOutcome::Interrupted(stop) => Some(stop),
+            RunOutcome::Completed(_) | RunOutcome::RetryScheduled(_) => None,
+        }
+    }
+
+    /// The retry a run stopped for waits on; `None` for a completed or interrupted one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::RunOutcome;
+    /// assert!(RunOutcome::Completed(7).retry_scheduled().is_none());
+    /// ```
+    pub fn retry_scheduled(&self) -> Option<&RetryAt> {
+        match self {
+            RunOutcome::RetryScheduled(retry) => Some(retry),
+            RunOutcome::Completed(_) | RunOutcome::Interrupted(_) => None,
         }
     }
 
@@ -346,6 +373,7 @@ impl<S> RunOutcome<S> {
         match result {
             Ok(state) => Ok(RunOutcome::Completed(state)),
             Err(Error::Interrupted(stop)) => Ok(RunOutcome::Interrupted(*stop)),
+            Err(Error::RetryScheduled(retry)) => Ok(RunOutcome::RetryScheduled(*retry)),
             Err(e) => Err(e),
         }
     }

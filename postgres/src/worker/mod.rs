@@ -13,7 +13,13 @@
 //!   commit: a worker that wakes up after another took its run over has its next write
 //!   refused ([`StoreError::Fenced`]) and counts it ([`WorkerStats::fenced`]).
 //! - **Delays in the database**: a job whose run is still leased by another owner goes back
-//!   to the queue with a short delay (`available_at`); no worker sleeps on a claim.
+//!   to the queue with a short delay (`available_at`); no worker sleeps on a claim. Retry
+//!   backoffs too: a node's retry due later than [`Worker::max_inline_backoff`] (default 1 s)
+//!   stops its run ([`RunOutcome::RetryScheduled`](agentgraph_engine::RunOutcome::RetryScheduled),
+//!   the step checkpointed with its finished tasks' writes and the attempts made), and the job
+//!   goes back to the queue, `queued` with `available_at` at the retry's due time, its claim
+//!   and the run's lease released; whichever worker claims it then continues the run with the
+//!   next attempt ([`WorkerStats::retries_scheduled`]).
 //! - **Wake-ups** by `LISTEN`/`NOTIFY` are a hint only: after every (re)connect the worker
 //!   listens first and then looks at the table, and it also looks on a timer.
 //! - **Cancellation** ([`Queue::cancel`]) reaches the worker running the run, which cancels
@@ -22,7 +28,8 @@
 //!   for up to [`Worker::shutdown_timeout`], then cancel the rest and hand their jobs back.
 //! - **Metrics** (the `metrics` facade, feature `metrics`): `agentgraph_queue_depth` (gauge),
 //!   `agentgraph_worker_claim_latency_seconds` (histogram: from a job being ready to its
-//!   claim), `agentgraph_worker_lease_renewals_total`, `agentgraph_worker_fenced_writes_total`.
+//!   claim), `agentgraph_worker_lease_renewals_total`, `agentgraph_worker_fenced_writes_total`,
+//!   `agentgraph_worker_retries_scheduled_total`.
 //!
 //! # Examples
 //!
@@ -130,6 +137,11 @@ const HELLO: &str = "INSERT INTO workers (id, graphs, concurrency) VALUES ($1, $
      started_at = clock_timestamp(), last_seen = clock_timestamp(), stopped_at = NULL";
 const SEEN: &str = "UPDATE workers SET last_seen = clock_timestamp() WHERE id = $1";
 const GONE: &str = "UPDATE workers SET last_seen = clock_timestamp(), stopped_at = clock_timestamp() WHERE id = $1";
+/// A job whose run waits for a retry goes back to the queue until the retry is due ($3: Unix
+/// seconds).
+const REQUEUE_AT: &str = "UPDATE jobs SET status = 'queued', worker = NULL, claim_until = NULL, \
+     available_at = to_timestamp($3::float8) \
+     WHERE id = $1 AND attempts = $2 AND status = 'running'";
 const BASE_STEP: &str =
     "UPDATE jobs SET base_step = $3 WHERE id = $1 AND attempts = $2 AND status = 'running'";
 
@@ -156,6 +168,11 @@ mod metric {
         #[cfg(feature = "metrics")]
         metrics::counter!("agentgraph_worker_fenced_writes_total").increment(1);
     }
+
+    pub(super) fn retry_scheduled() {
+        #[cfg(feature = "metrics")]
+        metrics::counter!("agentgraph_worker_retries_scheduled_total").increment(1);
+    }
 }
 
 /// What a worker counted since it was built: see [`Worker::stats`]. Cheap to read from
@@ -178,6 +195,7 @@ pub struct WorkerStats {
     fenced: AtomicU64,
     renewals: AtomicU64,
     claims_lost: AtomicU64,
+    retries_scheduled: AtomicU64,
 }
 
 macro_rules! getters {
@@ -207,6 +225,7 @@ getters! {
     fenced: "Runs whose write was refused because another worker had taken them over.",
     renewals: "Claims renewed by the heartbeat.",
     claims_lost: "Claims found taken over by another worker at a heartbeat.",
+    retries_scheduled: "Jobs put back in the queue until a retry of their run is due (see [`Worker::max_inline_backoff`]).",
 }
 
 fn bump(counter: &AtomicU64) {
@@ -237,6 +256,7 @@ struct Shared {
     id: String,
     lease_ttl: Duration,
     busy_delay: Duration,
+    max_inline_backoff: Duration,
     config: ConfigFn,
     stats: Arc<WorkerStats>,
 }
@@ -293,6 +313,7 @@ impl Worker {
                 id: id.into(),
                 lease_ttl: Duration::from_secs(10),
                 busy_delay: Duration::from_millis(200),
+                max_inline_backoff: Duration::from_secs(1),
                 config: Arc::new(RunConfig::new),
                 stats: Arc::default(),
             }),
@@ -399,8 +420,32 @@ impl Worker {
         self
     }
 
+    /// The longest retry backoff a run sleeps through while this worker holds it (default
+    /// 1 s): a node's retry due later stops the run, and its job goes back to the queue until
+    /// the retry is due (`available_at`), claim and lease released; any worker then continues
+    /// the run with the next attempt. `Duration::MAX` sleeps through every backoff, holding
+    /// the claim. Set on each run's [`RunConfig::max_inline_backoff`].
+    ///
+    /// A job put back shows in [`Queue::job`] and [`Queue::jobs`] as `queued`, with its
+    /// [`JobInfo::available_at_ms`] in the future; it is claimed at the first look at the
+    /// queue after that (within [`poll_interval`](Worker::poll_interval)).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(w: agentgraph_postgres::worker::Worker) {
+    /// let w = w.max_inline_backoff(std::time::Duration::from_millis(250));
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn max_inline_backoff(mut self, limit: Duration) -> Self {
+        self.shared_mut().max_inline_backoff = limit;
+        self
+    }
+
     /// The [`RunConfig`] each run starts from (durability, timeouts, limits...); the worker
-    /// sets its store, lease TTL and run id on it. Default: [`RunConfig::new`].
+    /// sets its store, lease TTL, inline backoff limit and run id on it. Default:
+    /// [`RunConfig::new`].
     ///
     /// # Examples
     ///
@@ -671,6 +716,8 @@ async fn listen(shared: Arc<Shared>, wake: Arc<Notify>, cancels: watch::Sender<u
 enum End {
     Finish(&'static str, Option<String>, Option<String>),
     Release(Duration),
+    /// Back to the queue until a retry is due (Unix ms).
+    RetryAt(u64),
     Nothing,
 }
 
@@ -682,7 +729,8 @@ async fn begin(shared: &Shared, job: &Job) -> std::result::Result<DynRun, Error>
     })?;
     let config = (shared.config)()
         .store(shared.store.clone())
-        .lease_ttl(shared.lease_ttl);
+        .lease_ttl(shared.lease_ttl)
+        .max_inline_backoff(shared.max_inline_backoff);
     let input: serde_json::Value = match &job.input {
         Some(text) => serde_json::from_str(text).map_err(|e| Error::Json {
             what: "the job's input".into(),
@@ -810,11 +858,27 @@ async fn run_job(
             }
             released
         }
+        End::RetryAt(due_at_ms) => requeue_at(&shared, &job, due_at_ms).await,
         End::Nothing => Ok(()),
     };
     if let Err(e) = result {
         tracing::warn!(worker = %shared.id, run = %job.run, error = %e, "recording a job's end failed; its claim expires and another worker resumes it");
     }
+}
+
+/// Puts `job`, whose run stopped until a retry is due at `due_at_ms` (Unix ms), back in the
+/// queue until then: `queued`, unclaimed, `available_at` the due time. The run's lease was
+/// released when the run ended; the next claim continues the run (a job claimed again
+/// resumes its run).
+async fn requeue_at(shared: &Shared, job: &Job, due_at_ms: u64) -> Result<()> {
+    bump(&shared.stats.retries_scheduled);
+    metric::retry_scheduled();
+    let due = due_at_ms as f64 / 1000.0;
+    shared
+        .store
+        .query(REQUEUE_AT, &[&job.id, &job.attempts, &due], true)
+        .await
+        .map(drop)
 }
 
 /// Follows a started run: renews the claim, passes cancellations on, and says how it ended.
@@ -894,6 +958,7 @@ fn outcome_end(
             let output = serde_json::to_string(&outcome).ok();
             End::Finish("interrupted", output, None)
         }
+        Ok(DynOutcome::RetryScheduled { retry }) => End::RetryAt(retry.due_at_ms),
         Err(e) if e.is_busy() => End::Release(shared.busy_delay),
         Err(Error::Store(StoreError::Fenced { .. })) => {
             bump(&stats.fenced);

@@ -22,11 +22,12 @@ const CANCEL: &str = "UPDATE jobs SET cancel_requested = true, \
      WHERE run_id = $1 AND status IN ('queued', 'running') RETURNING id";
 const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
 const JOB: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
-     output::text, error FROM jobs WHERE run_id = $1 ORDER BY id DESC LIMIT 1";
+     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint \
+     FROM jobs WHERE run_id = $1 ORDER BY id DESC LIMIT 1";
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 const JOBS: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
-     output::text, error, run_id FROM jobs WHERE ($1::text IS NULL OR status = $1) \
-     AND id > $2 ORDER BY id LIMIT $3";
+     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint \
+     FROM jobs WHERE ($1::text IS NULL OR status = $1) AND id > $2 ORDER BY id LIMIT $3";
 const WORKERS: &str = "SELECT w.id, w.graphs, w.concurrency, \
      (extract(epoch FROM w.started_at) * 1000)::bigint, \
      (extract(epoch FROM w.last_seen) * 1000)::bigint, w.stopped_at IS NOT NULL, \
@@ -84,7 +85,8 @@ pub struct JobInfo {
     pub kind: String,
     /// The graph's name.
     pub graph: String,
-    /// `queued`, `running`, `done`, `interrupted`, `failed` or `cancelled`.
+    /// `queued`, `running`, `done`, `interrupted`, `failed` or `cancelled`. A job whose run
+    /// waits for a retry is `queued` until [`available_at_ms`](JobInfo::available_at_ms).
     pub status: String,
     /// The worker that claimed it last.
     pub worker: Option<String>,
@@ -98,6 +100,11 @@ pub struct JobInfo {
     pub error: Option<String>,
     /// The run (or thread) it is for.
     pub run: String,
+    /// When it may be claimed, in milliseconds since the Unix epoch: when it was queued, or,
+    /// for a job put back in the queue, when it is due again (a run waiting for a retry, see
+    /// [`Worker::max_inline_backoff`](crate::worker::Worker::max_inline_backoff), or one that
+    /// was busy). A `queued` job with a time in the future waits for it.
+    pub available_at_ms: i64,
 }
 
 /// A worker, as it last told the database: see [`Queue::workers`].
@@ -155,6 +162,24 @@ impl fmt::Debug for Queue {
         f.debug_struct("Queue")
             .field("store", &self.store)
             .finish_non_exhaustive()
+    }
+}
+
+/// A row of [`JOB`] or [`JOBS`].
+fn job_info(row: &tokio_postgres::Row) -> JobInfo {
+    let output: Option<String> = row.get(7);
+    JobInfo {
+        id: row.get(0),
+        kind: row.get(1),
+        graph: row.get(2),
+        status: row.get(3),
+        worker: row.get(4),
+        attempts: row.get(5),
+        cancel_requested: row.get(6),
+        output: output.and_then(|o| serde_json::from_str(&o).ok()),
+        error: row.get(8),
+        run: row.get(9),
+        available_at_ms: row.get(10),
     }
 }
 
@@ -317,7 +342,9 @@ impl Queue {
 
     /// Asks for `run`'s cancellation: its queued jobs are cancelled, and the worker running
     /// it cancels the run (it stops at its next step, its finished work checkpointed; a
-    /// [`resume`](Queue::resume) goes on). Returns whether a queued or running job was found.
+    /// [`resume`](Queue::resume) goes on). A job back in the queue until its run's retry is
+    /// due is cancelled there (its run stays as it stopped, status `retry_scheduled`, and a
+    /// `resume` continues it). Returns whether a queued or running job was found.
     ///
     /// # Errors
     ///
@@ -365,22 +392,7 @@ impl Queue {
     /// See [`Queue`].
     pub async fn job(&self, run: &str) -> Result<Option<JobInfo>> {
         let rows = self.store.query(JOB, &[&run], true).await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let output: Option<String> = row.get(7);
-        Ok(Some(JobInfo {
-            id: row.get(0),
-            kind: row.get(1),
-            graph: row.get(2),
-            status: row.get(3),
-            worker: row.get(4),
-            attempts: row.get(5),
-            cancel_requested: row.get(6),
-            output: output.and_then(|o| serde_json::from_str(&o).ok()),
-            error: row.get(8),
-            run: run.to_owned(),
-        }))
+        Ok(rows.first().map(job_info))
     }
 
     /// The jobs, oldest first, after job id `after` (0 for the first page), at most `limit`,
@@ -405,24 +417,7 @@ impl Queue {
             .store
             .query(JOBS, &[&status, &after, &limit], true)
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let output: Option<String> = row.get(7);
-                JobInfo {
-                    id: row.get(0),
-                    kind: row.get(1),
-                    graph: row.get(2),
-                    status: row.get(3),
-                    worker: row.get(4),
-                    attempts: row.get(5),
-                    cancel_requested: row.get(6),
-                    output: output.and_then(|o| serde_json::from_str(&o).ok()),
-                    error: row.get(8),
-                    run: row.get(9),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(job_info).collect())
     }
 
     /// The workers that ever told this database they were there, by id: what they run, when

@@ -269,7 +269,8 @@ async fn a_worker_paused_past_its_lease_is_fenced_and_the_run_is_the_other_worke
 }
 
 /// The torture test, scaled for CI: 3 worker processes on one PostgreSQL, 200 runs of a graph
-/// with parallel branches and a retried node, a random worker SIGKILLed every 150 to 400 ms
+/// with parallel branches and a retried node (its backoff scheduled in the database: the job
+/// is put back in the queue until the retry is due), a random worker SIGKILLed every 150 to 400 ms
 /// and replaced at once. Every run completes with the state of an uninterrupted run; a task
 /// finishes twice only when a kill cut it between its end and its step's commit (at most the
 /// tasks a worker runs at once, per kill).
@@ -343,6 +344,9 @@ async fn workers_killed_at_random_lose_no_run_and_no_acknowledged_task() {
     let expected = json!(["a", "b1", "b2", "b3", "c"]);
     for run in &runs {
         let job = queue.job(run).await.unwrap().unwrap();
+        // `b2`'s retry went through the database: the job was put back in the queue until
+        // it was due, and claimed again.
+        assert!(job.attempts >= 2, "run {run}: {job:?} (seed {seed})");
         let notes = job.output.unwrap()["notes"].clone();
         let mut sorted: Vec<String> = serde_json::from_value(notes.clone()).unwrap();
         sorted.sort();

@@ -240,6 +240,8 @@ pub(crate) enum Start<S: State> {
 struct TaskStart {
     attempt: u32,
     wait: Duration,
+    /// When a retry's attempt is due (Unix ms; 0 for a first attempt).
+    due_ms: u64,
     answers: Option<Arc<[(String, String)]>>,
     released: bool,
 }
@@ -249,6 +251,7 @@ impl TaskStart {
     const FIRST: TaskStart = TaskStart {
         attempt: 1,
         wait: Duration::ZERO,
+        due_ms: 0,
         answers: None,
         released: false,
     };
@@ -399,6 +402,7 @@ impl<S: State> Scheduler<S> {
             Err(Stopped { error: e, pending }) => {
                 let (status, error) = match &e {
                     Error::Interrupted(_) => (RunStatus::Interrupted, None),
+                    Error::RetryScheduled(_) => (RunStatus::RetryScheduled, None),
                     Error::Cancelled { .. } => (RunStatus::Cancelled, Some(e.to_string())),
                     _ => (RunStatus::Failed, Some(e.to_string())),
                 };
@@ -416,6 +420,8 @@ impl<S: State> Scheduler<S> {
                         step: stop.step,
                         interrupts: stop.interrupts.clone(),
                     }),
+                    // Each task's `RetryScheduled` event said it: the run did not fail.
+                    Error::RetryScheduled(_) => {}
                     _ => events.emit(|| EventKind::RunFailed {
                         step,
                         error: e.to_string(),

@@ -2,6 +2,7 @@
 //! resumed run starts from.
 
 use super::*;
+use crate::run::retry_at::{RetryAt, RetryTask};
 
 impl<S: State> Scheduler<S> {
     pub(super) fn interrupted(&self, step: u64, interrupts: Vec<Interrupt>) -> Error {
@@ -151,6 +152,7 @@ impl<S: State> Scheduler<S> {
         let mut failure = None;
         let mut interrupts = Vec::new();
         let mut unfinished = Vec::new();
+        let mut retries = Vec::new();
         for (i, (task, (outcome, attempts))) in tasks.iter().zip(outcomes).enumerate() {
             let name = &self.plan.nodes[task.node as usize].name;
             let (index, id) = (i as u32, task.id);
@@ -161,6 +163,16 @@ impl<S: State> Scheduler<S> {
                 },
                 Err(TaskFailure::Cancelled) => {
                     unfinished.push(name.to_string());
+                    Ok(())
+                }
+                // Its `Retrying` record is written (by the executor, or before a resume).
+                Err(TaskFailure::RetryLater(due_at_ms)) => {
+                    retries.push(RetryTask {
+                        node: name.to_string(),
+                        task: id,
+                        attempt: attempts + 1,
+                        due_at_ms,
+                    });
                     Ok(())
                 }
                 Err(TaskFailure::Interrupted(raised)) => {
@@ -208,6 +220,16 @@ impl<S: State> Scheduler<S> {
                 after,
                 unfinished: unfinished.join(", "),
             },
+            // A retry due later goes first: once it has run, the run stops at the
+            // interrupts again (their records are kept) unless they were answered meanwhile.
+            Some(Stop::Sibling) | None if !retries.is_empty() => {
+                Error::RetryScheduled(Box::new(RetryAt {
+                    run_id: self.shared.run_id.to_string(),
+                    step,
+                    due_at_ms: retries.iter().map(|t| t.due_at_ms).min().unwrap_or(0),
+                    tasks: retries,
+                }))
+            }
             Some(Stop::Sibling) | None => self.interrupted(step, interrupts),
         }
     }
@@ -267,6 +289,7 @@ impl<S: State> Scheduler<S> {
                 } => {
                     start.attempt = restored.attempts + 1;
                     start.wait = Duration::from_millis(retry_at_ms.saturating_sub(now_ms()));
+                    start.due_ms = retry_at_ms;
                     if !answers.is_empty() {
                         start.answers = Some(Arc::from(answers));
                     }

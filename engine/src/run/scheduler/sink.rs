@@ -1,7 +1,5 @@
 //! [`StoreSink`]: where the step executor's outcomes go in a run's store.
 
-use std::time::Duration;
-
 use super::executor::{OutcomeSink, TaskAt};
 use crate::define::route::Command;
 use crate::define::state::State;
@@ -26,7 +24,7 @@ impl<S: State> OutcomeSink<S> for StoreSink<'_, S> {
         at: TaskAt<'_>,
         attempt: u32,
         error: &BoxError,
-        delay: Duration,
+        retry_at_ms: u64,
         answers: &[(String, String)],
     ) -> Result<()> {
         let Some(p) = self.0.as_deref_mut() else {
@@ -34,7 +32,7 @@ impl<S: State> OutcomeSink<S> for StoreSink<'_, S> {
         };
         let unfinished = Unfinished::Retrying {
             error: crate::error::chain(error.as_ref()),
-            delay,
+            retry_at_ms,
             answers,
         };
         p.unfinished(at.step, at.index, at.task, at.node, attempt, unfinished)

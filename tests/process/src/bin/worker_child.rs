@@ -1,7 +1,8 @@
 //! The child process of the worker tests (`tests/worker_processes.rs`): a
 //! [`Worker`] on a PostgreSQL schema, with the graph
 //! `chain` (nodes `s1` … `s5` in a row) and the graph `fan` (`a`, then `b1`, `b2`, `b3` in
-//! parallel, then `c`; `b2` fails its first attempt and is retried). Each node appends `start KEY` to the effects file, sleeps, then
+//! parallel, then `c`; `b2` fails its first attempt and is retried, through the queue: its
+//! backoff is longer than the worker's `max_inline_backoff`). Each node appends `start KEY` to the effects file, sleeps, then
 //! appends `done KEY` (KEY: the run id, the node and the task's idempotency key), so the test counts
 //! what ran, and what finished, per task.
 //!
@@ -114,6 +115,8 @@ fn main() -> ExitCode {
                 .poll_interval(Duration::from_millis(50))
                 .busy_delay(Duration::from_millis(50))
                 .shutdown_timeout(Duration::from_secs(10))
+                // `b2`'s retry (10 to 20 ms away) waits in the queue, not on the run's lease.
+                .max_inline_backoff(Duration::from_millis(5))
                 .run_config(|| RunConfig::new().durability(Durability::Sync));
             let stats = worker.stats();
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

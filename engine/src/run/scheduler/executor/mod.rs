@@ -23,6 +23,7 @@ use crate::define::state::State;
 use crate::error::{BoxError, Error, Result, TaskEnd};
 use crate::ids::TaskId;
 use crate::observe::event::EventKind;
+use crate::persist::now_ms;
 use crate::run::config::{FailurePolicy, Mode};
 use crate::run::interrupt::Interrupt;
 use crate::run::scheduler::{Prior, Scheduler, Task};
@@ -38,6 +39,10 @@ pub(super) enum TaskFailure {
     Interrupted(Vec<Interrupt>),
     /// It was cancelled before it finished.
     Cancelled,
+    /// It failed and its next attempt is due at this time (Unix ms), later than the run
+    /// waits inline (`RunConfig::max_inline_backoff`): the run stops until then. Its pending
+    /// record (`Retrying`) is written.
+    RetryLater(u64),
 }
 
 /// How a task failed.
@@ -62,6 +67,7 @@ impl TaskFailure {
             TaskFailure::Failed(Failure::Route(e)) => e.to_string(),
             TaskFailure::Interrupted(i) => format!("interrupted at {} interrupt(s)", i.len()),
             TaskFailure::Cancelled => "cancelled".to_owned(),
+            TaskFailure::RetryLater(at) => format!("retrying at {at} ms since the epoch"),
         }
     }
 }
@@ -121,14 +127,14 @@ pub(super) trait OutcomeSink<S: State> {
     /// Keeps the result of a task that finished while others of its step still run.
     async fn finished(&mut self, at: TaskAt<'_>, attempts: u32, cmd: &Command<S>) -> Result<()>;
 
-    /// Keeps that attempt `attempt` of a task failed with `error` and is retried after
-    /// `delay`, with the answers the task had to its interrupts.
+    /// Keeps that attempt `attempt` of a task failed with `error` and is retried at
+    /// `retry_at_ms` (Unix ms), with the answers the task had to its interrupts.
     async fn retrying(
         &mut self,
         at: TaskAt<'_>,
         attempt: u32,
         error: &BoxError,
-        delay: Duration,
+        retry_at_ms: u64,
         answers: &[(String, String)],
     ) -> Result<()>;
 }
@@ -171,6 +177,17 @@ impl<S: State> Scheduler<S> {
         }
     }
 
+    /// The longest retry delay the run sleeps through, when a longer one stops it (see
+    /// `RunConfig::max_inline_backoff`): only for a run with a store (it can be continued),
+    /// and not while it compensates.
+    pub(super) fn inline_backoff_limit(&self) -> Option<Duration> {
+        let limit = self.config().max_inline_backoff;
+        (limit != Duration::MAX
+            && self.config().store.is_some()
+            && self.saga.compensating.is_none())
+        .then_some(limit)
+    }
+
     /// Completes when the step must stop early: the run is cancelled, or passes its deadline,
     /// or the step passes `step_deadline`.
     async fn stop_signal(&self, step_deadline: Option<Instant>) -> Option<Stop> {
@@ -209,8 +226,18 @@ impl<'a, S: State> StepRun<'a, S> {
         step: u64,
         prior: &'a mut Prior<S>,
     ) -> Self {
+        let limit = scheduler.inline_backoff_limit();
         let mut out: Vec<(Option<TaskOutcome<S>>, u32)> = (0..tasks.len())
-            .map(|i| (None, prior.start(i).attempt - 1))
+            .map(|i| {
+                let start = prior.start(i);
+                // A retry still further away than the run waits inline (a run continued
+                // before its retry is due) stops the run again, without running.
+                let later = limit.filter(|l| start.wait > *l).map(|_| start.due_ms);
+                (
+                    later.map(|at| Err(TaskFailure::RetryLater(at))),
+                    start.attempt - 1,
+                )
+            })
             .collect();
         for (slot, done) in out.iter_mut().zip(prior.done.iter_mut()) {
             if let Some((cmd, attempts)) = done.take() {
@@ -312,8 +339,22 @@ impl<'a, S: State> StepRun<'a, S> {
             .scheduler
             .retry_delay(&self.tasks[i], attempt, &outcome)
         {
-            self.retry(i, attempt, &outcome, delay, sink).await;
-            runner.start(i, attempt + 1, attempt_future(i, attempt + 1, delay));
+            let due_ms =
+                now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+            self.retry(i, attempt, &outcome, delay, due_ms, sink).await;
+            if self
+                .scheduler
+                .inline_backoff_limit()
+                .is_some_and(|l| delay > l)
+            {
+                // Too long to sleep through: the task waits in the store, and the run stops
+                // once the step's other tasks have finished.
+                self.remaining -= 1;
+                self.out[i].0 = Some(Err(TaskFailure::RetryLater(due_ms)));
+                self.start_ready(runner, attempt_future);
+            } else {
+                runner.start(i, attempt + 1, attempt_future(i, attempt + 1, delay));
+            }
             return None;
         }
         self.remaining -= 1;
@@ -339,14 +380,15 @@ impl<'a, S: State> StepRun<'a, S> {
         None
     }
 
-    /// Records that a failed attempt is retried after `delay`: in the sink, the metrics and
-    /// the events.
+    /// Records that a failed attempt is retried after `delay`, at `due_ms`: in the sink, the
+    /// metrics and the events.
     async fn retry(
         &mut self,
         i: usize,
         attempt: u32,
         outcome: &TaskOutcome<S>,
         delay: Duration,
+        due_ms: u64,
         sink: &mut impl OutcomeSink<S>,
     ) {
         let at = self.task_at(i);
@@ -354,7 +396,7 @@ impl<'a, S: State> StepRun<'a, S> {
             && let Err(TaskFailure::Failed(Failure::Error(error))) = outcome
         {
             let answers = self.prior.start(i).answers.as_deref().unwrap_or_default();
-            if let Err(e) = sink.retrying(at, attempt, error, delay, answers).await {
+            if let Err(e) = sink.retrying(at, attempt, error, due_ms, answers).await {
                 self.store_error = Some(e);
             }
         }
