@@ -809,7 +809,7 @@ async fn run_job(
     };
     // The run's lease, dropped by the run: released here.
     let lease = shared.store.take_deferred(&job.run);
-    if let (Some(epoch), End::Release(_) | End::Nothing) = (lease, &end) {
+    if let (Some(epoch), End::Release(_) | End::RetryAt(_) | End::Nothing) = (lease, &end) {
         let _ = shared.store.release(&job.run, epoch).await;
     }
     let result = match end {
