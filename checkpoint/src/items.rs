@@ -465,8 +465,23 @@ fn item_what(namespace: &Namespace, key: &str) -> String {
     format!("the item {key:?} in namespace {namespace:?}")
 }
 
-/// Checks a namespace and key an item is written under.
-pub(crate) fn check_item_target(namespace: &Namespace, key: &str) -> Result<()> {
+/// Checks a namespace and key an item is written under (for backends: every store refuses a
+/// batch with an invalid one whole).
+///
+/// # Errors
+///
+/// [`StoreError::InvalidItem`]: the namespace is the root or longer than
+/// [`MAX_NAMESPACE_LEN`] encoded, or the key is empty or longer than [`MAX_ITEM_KEY_LEN`].
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::items::{Namespace, check_target};
+/// assert!(check_target(&Namespace::new(["a"]), "k").is_ok());
+/// assert!(check_target(&Namespace::root(), "k").is_err());
+/// assert!(check_target(&Namespace::new(["a"]), "").is_err());
+/// ```
+pub fn check_target(namespace: &Namespace, key: &str) -> Result<()> {
     let reason = if namespace.is_root() {
         Some("an item's namespace has at least one segment".to_owned())
     } else if namespace.encode().len() > MAX_NAMESPACE_LEN {
@@ -936,6 +951,8 @@ struct IndexState {
     /// Moves on with every commit that writes items.
     generation: u64,
     built: Option<Built>,
+    /// For a store shared by processes: the store's change number the index reflects.
+    version: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -1043,11 +1060,65 @@ impl ItemIndex {
         true
     }
 
+    /// For a store that several processes write (PostgreSQL): the store's change number the
+    /// index reflects, once built by [`catch_up`](ItemIndex::catch_up).
+    pub fn version(&self) -> Option<u64> {
+        self.read().version
+    }
+
+    /// For a store that several processes write: brings the index to the store's change
+    /// number `version`, with the items changed since [`version`](ItemIndex::version)
+    /// (`None` for a deleted one), or with every item when it had no version. Changes older
+    /// than the index's version are ignored.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::items::{Item, ItemIndex, ItemQuery, Namespace};
+    /// let index = ItemIndex::new();
+    /// let ns = Namespace::new(["a"]);
+    /// let x = Item::new(ns.clone(), "x", serde_json::json!(1)).with_embedding(vec![1.0]);
+    /// index.catch_up(3, vec![(ns.clone(), "x".into(), Some(x))]);
+    /// assert_eq!(index.version(), Some(3));
+    /// index.catch_up(4, vec![(ns.clone(), "x".into(), None)]);
+    /// assert!(index.search(&ItemQuery::new(ns).vector(vec![1.0])).unwrap().is_empty());
+    /// ```
+    pub fn catch_up(&self, version: u64, changes: Vec<(Namespace, String, Option<Item>)>) {
+        let mut state = self.write();
+        if state.version.is_some_and(|v| v >= version) {
+            return;
+        }
+        let fresh = state.version.is_none() || state.built.is_none();
+        if fresh {
+            let dims = changes
+                .iter()
+                .find_map(|(_, _, i)| i.as_ref()?.embedding.as_ref().map(Vec::len))
+                .unwrap_or(0);
+            state.built = Some(Built::new(dims));
+        }
+        let built = state.built.as_mut().expect("built above");
+        for (namespace, key, item) in changes {
+            match item {
+                Some(item) => {
+                    if built.items.is_empty()
+                        && let Some(e) = &item.embedding
+                    {
+                        built.dims = e.len();
+                    }
+                    built.put(item);
+                }
+                None => built.remove(&Item::storage_key(&namespace, &key)),
+            }
+        }
+        state.version = Some(version);
+    }
+
     /// Forgets the index (the next semantic search builds it again).
     pub fn invalidate(&self) {
         let mut state = self.write();
         state.generation += 1;
         state.built = None;
+        state.version = None;
     }
 
     /// Applies the item operations of a committed batch (call it after the batch is visible
