@@ -47,6 +47,7 @@ pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};
 pub use run::handle::{CancelHandle, Run, RunHandle, RunOutcome};
 pub use run::interrupt::{Interrupt, InterruptKind, InterruptSignal, Interrupted, Resume};
+pub use run::memory::{Memory, MemoryError};
 
 #[doc(hidden)]
 pub mod __private {

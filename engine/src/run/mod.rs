@@ -5,4 +5,5 @@ pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod handle;
 pub(crate) mod interrupt;
+pub(crate) mod memory;
 pub(crate) mod scheduler;
