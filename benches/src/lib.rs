@@ -17,6 +17,7 @@
 mod agent;
 mod durable;
 mod measure;
+mod memory;
 mod postgres;
 mod states;
 mod thread;
@@ -29,6 +30,7 @@ pub use durable::{
     ResumeTiming, SledBaseline, fill_store, run_checkpointed, time_resume, time_runs_each,
 };
 pub use measure::{median, run_counting_steps, runtime, time_runs};
+pub use memory::{SearchTiming, memory_put_graph, time_memory_puts, time_memory_search};
 pub use postgres::{PostgresBaseline, PostgresServer};
 pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 pub use thread::{Turn, run_thread, thread_graph};

@@ -746,7 +746,9 @@ impl ItemQuery {
     }
 }
 
-/// An item a search found, with its similarity to the query's vector (when it had one).
+/// An item a search found, with its similarity to the query's vector (when it had one). The
+/// item of a semantic search's hit carries no embedding (read it with
+/// [`CheckpointStore::get_item`] if needed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Hit {
@@ -808,11 +810,11 @@ pub fn search_in(items: Vec<Item>, query: &ItemQuery) -> Vec<Hit> {
     let mut hits: Vec<Hit> = items
         .into_iter()
         .filter(|item| query.admits(item))
-        .map(|item| {
-            let score = query
-                .vector
-                .as_ref()
-                .map(|v| cosine(v, item.embedding.as_deref().unwrap_or_default()));
+        .map(|mut item| {
+            let score = query.vector.as_ref().map(|v| {
+                let e = item.embedding.take().unwrap_or_default();
+                cosine(v, &e)
+            });
             Hit::new(item, score)
         })
         .collect();
@@ -1003,6 +1005,9 @@ impl Built {
         let n = norm(e);
         let scale = if n > 0.0 { 1.0 / n } else { 0.0 };
         self.matrix.extend(e.iter().map(|x| x * scale));
+        // The vector lives in the matrix only: hits carry no embedding.
+        let mut item = item;
+        item.embedding = None;
         self.rows.insert(key, self.items.len());
         self.namespaces.push(item.namespace.encode());
         self.items.push(item);
@@ -1183,12 +1188,43 @@ impl ItemIndex {
         let q: Vec<f32> = vector.iter().map(|x| x / n).collect();
         let prefix = query.prefix.encode();
         let all = prefix.is_empty();
-        let mut scores: Vec<(f32, u32)> = Vec::with_capacity(built.items.len());
-        for (row, v) in built.matrix.chunks_exact(built.dims).enumerate() {
-            if all || built.namespaces[row].starts_with(&prefix) {
-                scores.push((dot(&q, v), row as u32));
+        // Rows scored on up to `PARALLEL_PARTS` threads for a large index (the scan is bound by
+        // memory bandwidth and the cores' arithmetic, not by anything shared).
+        let score_rows = |from: usize, to: usize| {
+            let mut out: Vec<(f32, u32)> = Vec::with_capacity(to - from);
+            let rows = built.matrix[from * built.dims..to * built.dims].chunks_exact(built.dims);
+            for (i, v) in rows.enumerate() {
+                let row = from + i;
+                if all || built.namespaces[row].starts_with(&prefix) {
+                    out.push((dot(&q, v), row as u32));
+                }
             }
-        }
+            out
+        };
+        let n = built.items.len();
+        let parts = if n >= PARALLEL_MIN_ROWS {
+            std::thread::available_parallelism().map_or(1, |p| p.get().min(PARALLEL_PARTS))
+        } else {
+            1
+        };
+        let mut scores = if parts > 1 {
+            let bounds: Vec<(usize, usize)> = (0..parts)
+                .map(|p| (n * p / parts, n * (p + 1) / parts))
+                .collect();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = bounds[1..]
+                    .iter()
+                    .map(|&(from, to)| scope.spawn(move || score_rows(from, to)))
+                    .collect();
+                let mut all_scores = score_rows(bounds[0].0, bounds[0].1);
+                for h in handles {
+                    all_scores.extend(h.join().expect("a scoring thread does not panic"));
+                }
+                all_scores
+            })
+        } else {
+            score_rows(0, n)
+        };
         let want = query.offset.saturating_add(query.limit);
         let admitted = |row: u32| {
             let item = &built.items[row as usize];
@@ -1226,6 +1262,11 @@ impl ItemIndex {
         }
     }
 }
+
+/// An index of at least this many rows is scored on several threads.
+const PARALLEL_MIN_ROWS: usize = 32_768;
+/// The most threads one search scores on.
+const PARALLEL_PARTS: usize = 4;
 
 /// Whether `op` writes an item.
 pub fn is_item_op(op: &Op) -> bool {

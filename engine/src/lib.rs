@@ -14,6 +14,9 @@ mod registry;
 mod run;
 
 pub mod codec;
+/// Long-term memory items, their searches and embedders (from `agentgraph-checkpoint`): see
+/// [`Memory`].
+pub use agentgraph_checkpoint::items;
 pub use define::reducer;
 
 pub use agentgraph_checkpoint::{
