@@ -114,7 +114,7 @@ impl Context {
         self.with_memory(std::mem::take)
     }
 
-    /// Long-term memory, shared across runs and threads of the run's store: see [`Memory`].
+    /// Long-term memory, shared across runs and threads of the run's store: see [`Memory`](crate::Memory).
     /// Its writes are committed with this task's step, exactly once.
     ///
     /// # Examples
