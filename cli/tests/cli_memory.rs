@@ -17,7 +17,11 @@ fn store_with_memory(dir: &std::path::Path) {
         for (ns, key, value) in [
             (["tenant", "acme"], "ann", j!({"team": "red", "age": 41})),
             (["tenant", "acme"], "bob", j!({"team": "blue", "age": 29})),
-            (["tenant", "acme-corp"], "cyd", j!({"team": "red", "age": 50})),
+            (
+                ["tenant", "acme-corp"],
+                "cyd",
+                j!({"team": "red", "age": 50}),
+            ),
         ] {
             batch.put_item(Item::new(Namespace::new(ns), key, value));
         }
@@ -48,7 +52,14 @@ fn memory_lists_gets_and_searches() {
 
     let hits = json(
         &path,
-        &["memory", "search", "--namespace", "tenant", "--filter", r#"{"gte": ["age", 41]}"#],
+        &[
+            "memory",
+            "search",
+            "--namespace",
+            "tenant",
+            "--filter",
+            r#"{"gte": ["age", 41]}"#,
+        ],
     );
     let keys: Vec<&str> = hits
         .as_array()
