@@ -193,6 +193,19 @@ pub mod store {
     };
 }
 
+pub mod memory {
+    //! Long-term memory that outlives a run: items (JSON values under keys, in namespaces)
+    //! that nodes read and write through [`Context::memory`](crate::node::Context::memory),
+    //! their writes committed in the same atomic batch as their step's checkpoint. Searches
+    //! filter on JSON fields, skip expired items, and rank by similarity through an
+    //! [`Embedder`]. See the README's "Memory" section.
+    pub use agentgraph_checkpoint::items::{
+        EmbedError, Embedder, Filter, HashEmbedder, Hit, Item, ItemIndex, ItemQuery, ItemWrite,
+        MAX_ITEM_KEY_LEN, MAX_NAMESPACE_LEN, Namespace, cosine,
+    };
+    pub use agentgraph_engine::{Memory, MemoryError};
+}
+
 pub mod error {
     //! The errors: [`Error`] of runs, [`GraphError`] of graphs that do not compile, and
     //! [`BoxError`], what nodes return.

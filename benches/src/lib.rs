@@ -19,6 +19,7 @@ mod durable;
 mod group_chat;
 mod layers;
 mod measure;
+mod memory;
 mod postgres;
 mod states;
 mod thread;
@@ -33,6 +34,7 @@ pub use durable::{
 pub use group_chat::{GROUP_CHAT_AGENTS, time_group_chats};
 pub use layers::{breaker_chain, run_layers_batch, run_layers_breaker};
 pub use measure::{median, run_counting_steps, runtime, time_runs};
+pub use memory::{SearchTiming, memory_put_graph, time_memory_puts, time_memory_search};
 pub use postgres::{PostgresBaseline, PostgresServer};
 pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 pub use thread::{Turn, run_thread, thread_graph};

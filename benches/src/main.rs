@@ -42,6 +42,8 @@ const WORKLOADS: &[&str] = &[
     "workers",
     "layers_breaker",
     "layers_batch",
+    "memory_search_100k",
+    "memory_put",
 ];
 
 /// The raw baseline samples taken before each timed `durable_sync` run.
@@ -134,6 +136,24 @@ struct Line {
     #[serde(skip_serializing_if = "Option::is_none")]
     per_round_us: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    items: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dims: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    median_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filtered_median_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_search_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fill_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    puts_per_step: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    puts_per_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    per_step_us_without_puts: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reps: Option<usize>,
 }
 
@@ -206,6 +226,8 @@ fn main() -> ExitCode {
                 let r = Reps::for_size(false, reps);
                 agentgraph_benches::run_layers_batch(&rt, 1_000, 100, r.warmup, r.timed);
             }
+            "memory_search_100k" => run_memory_search(&rt, reps),
+            "memory_put" => run_memory_put(&rt, Reps::for_size(false, reps)),
             "fanout_100" => run_fanout(&rt, 100, Reps::for_size(false, reps)),
             "loop_1000" => run_loop(&rt, 1_000, Reps::for_size(false, reps)),
             "compile_1000" => run_compile("compile_1000", 1_000, Reps::for_size(false, reps)),
@@ -724,6 +746,75 @@ fn run_resume(rt: &Runtime, reps: Reps) {
 /// `thread_100_turns`: 100 invocations of one sled thread (`Durability::Async`), each
 /// appending one message and running three trivial nodes. Per turn index, the median over
 /// the repetitions (each a new thread) of its time; bytes are the same in every repetition.
+/// `memory_search_100k`: 100,000 items of 384 dimensions in a sled store, then the median
+/// of the searches for the 10 nearest (after the first, which builds the index).
+fn run_memory_search(rt: &Runtime, reps: Option<usize>) {
+    let (items, dims) = (100_000, 384);
+    let searches = reps.unwrap_or(101);
+    let store = BenchStore::sled("memory");
+    let t = agentgraph_benches::time_memory_search(rt, store.store(), items, dims, searches);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Line {
+        workload: "memory_search_100k",
+        mode: "brute_force",
+        items: Some(items),
+        dims: Some(dims),
+        median_ms: Some(ms(t.median)),
+        filtered_median_ms: Some(ms(t.filtered_median)),
+        first_search_ms: Some(ms(t.first)),
+        fill_s: Some(t.fill.as_secs_f64()),
+        store: Some("sled"),
+        reps: Some(searches),
+        ..Line::default()
+    }
+    .print();
+}
+
+/// `memory_put`: a chain of 100 steps, each putting 10 memory items, committed with its
+/// checkpoint (sled, `Sync` and `Async`); beside the same chain putting none.
+fn run_memory_put(rt: &Runtime, reps: Reps) {
+    const STEPS: usize = 100;
+    const PUTS: usize = 10;
+    for durability in [Durability::Sync, Durability::Async] {
+        let store = BenchStore::sled("memory-put");
+        let with = agentgraph_benches::memory_put_graph(STEPS, PUTS);
+        let without = agentgraph_benches::memory_put_graph(STEPS, 0);
+        let runs = reps.timed.min(11);
+        agentgraph_benches::time_memory_puts(rt, &with, store.store(), durability, 1, "warm");
+        let t_with = agentgraph_benches::time_memory_puts(
+            rt,
+            &with,
+            store.store(),
+            durability,
+            runs,
+            "with",
+        );
+        let t_without = agentgraph_benches::time_memory_puts(
+            rt,
+            &without,
+            store.store(),
+            durability,
+            runs,
+            "without",
+        );
+        let per_step = |d: Duration| d.as_secs_f64() * 1e6 / STEPS as f64;
+        Line {
+            workload: "memory_put",
+            mode: "parallel",
+            steps: Some(STEPS as u64),
+            puts_per_step: Some(PUTS),
+            puts_per_s: Some((STEPS * PUTS) as f64 / t_with.as_secs_f64()),
+            per_step_us: Some(per_step(t_with)),
+            per_step_us_without_puts: Some(per_step(t_without)),
+            store: Some("sled"),
+            durability: Some(durability_name(durability)),
+            reps: Some(runs),
+            ..Line::default()
+        }
+        .print();
+    }
+}
+
 fn run_thread_turns(rt: &Runtime, reps: Reps) {
     let graph = thread_graph();
     let store = BenchStore::sled("thread");

@@ -64,6 +64,8 @@ pub enum RecordKind {
     PendingWrite = 4,
     /// A stored event.
     Event = 5,
+    /// A long-term memory item ([`Item`](crate::items::Item)).
+    Item = 6,
 }
 
 impl RecordKind {
@@ -74,6 +76,7 @@ impl RecordKind {
             3 => RecordKind::Blob,
             4 => RecordKind::PendingWrite,
             5 => RecordKind::Event,
+            6 => RecordKind::Item,
             _ => return None,
         })
     }

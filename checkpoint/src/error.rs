@@ -54,6 +54,20 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// An item cannot be stored under this namespace and key.
+    #[error("invalid item `{key}` in namespace `{namespace}`: {reason}")]
+    InvalidItem {
+        /// The namespace, segments joined by `/`.
+        namespace: String,
+        /// The key (its start).
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// The store keeps no long-term memory items (a store written before they existed, or
+    /// a third-party store that does not implement them).
+    #[error("this store does not keep long-term memory items")]
+    ItemsUnsupported,
     /// The store's server cannot be reached, or the connection to it was lost (a networked
     /// store, such as PostgreSQL). A batch whose commit failed this way was applied whole or
     /// not at all: read the run back to know which. Retry once the server is back.

@@ -15,6 +15,38 @@ pub(crate) const BLOB: u8 = b'B';
 pub(crate) const PENDING: u8 = b'P';
 pub(crate) const EVENT: u8 = b'E';
 pub(crate) const LEASE: u8 = b'L';
+pub(crate) const ITEM: u8 = b'I';
+
+/// `I` + encoded namespace + key: a memory item. The namespace's encoding keeps prefix scans
+/// exact (`Namespace::encode`).
+pub(crate) fn item_key(namespace: &crate::items::Namespace, key: &str) -> Vec<u8> {
+    let mut k = vec![ITEM];
+    k.extend_from_slice(&crate::items::Item::storage_key(namespace, key));
+    k
+}
+
+/// The keys of the items under the namespace `prefix`.
+pub(crate) fn item_range(prefix: &crate::items::Namespace) -> KeyRange {
+    let mut start = vec![ITEM];
+    start.extend_from_slice(&prefix.encode());
+    let end = match next_prefix(&start) {
+        Some(end) => Bound::Excluded(end),
+        None => Bound::Unbounded,
+    };
+    (Bound::Included(start), end)
+}
+
+/// The smallest key greater than every key starting with `prefix`, if there is one.
+fn next_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
 
 /// `L` + run id: the run's newest lease epoch (u64 BE). Kept when the run is deleted.
 pub(crate) fn lease_key(run: &str) -> Vec<u8> {

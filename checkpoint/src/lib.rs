@@ -44,6 +44,7 @@
 pub mod conformance;
 pub mod envelope;
 mod error;
+pub mod items;
 #[cfg(any(feature = "sled", feature = "redb"))]
 mod keys;
 mod lease;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::items::{Item, ItemIndex, Namespace, is_item_op};
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
 use crate::store::{BoxFuture, CheckpointStore, Lease, Op, RunRecord, WriteBatch, check_run_id};
@@ -43,6 +44,8 @@ use crate::store::{BoxFuture, CheckpointStore, Lease, Op, RunRecord, WriteBatch,
 pub struct MemoryStore {
     tables: Arc<Mutex<Tables>>,
     leases: Holders,
+    /// The vectors of the items, for semantic searches.
+    index: Arc<ItemIndex>,
 }
 
 /// Everything stored, one map per table, keyed as the sled store keys them.
@@ -54,6 +57,8 @@ struct Tables {
     blobs: BTreeMap<(String, u32, u64), Vec<u8>>,
     pending: BTreeMap<(String, u64, u32), Vec<u8>>,
     events: BTreeMap<(String, u64), Vec<u8>>,
+    /// Memory items, by encoded namespace and key.
+    items: BTreeMap<Vec<u8>, Item>,
     /// The newest lease epoch of each run that had a lease.
     epochs: HashMap<String, u64>,
 }
@@ -98,6 +103,17 @@ impl MemoryStore {
     }
 
     fn commit_now(&self, batch: WriteBatch) -> Result<()> {
+        // The item operations, for the index (nothing is copied for a batch without any).
+        let item_ops: Vec<Op> = if batch.ops().iter().any(is_item_op) {
+            batch
+                .ops()
+                .iter()
+                .filter(|op| is_item_op(op))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut ready = Vec::with_capacity(batch.len());
         let mut fences = Vec::new();
         for op in batch.into_ops() {
@@ -121,6 +137,7 @@ impl MemoryStore {
         for op in ready {
             t.apply(op);
         }
+        self.index.committed(&item_ops);
         Ok(())
     }
 }
@@ -198,6 +215,21 @@ impl Tables {
                     for k in later {
                         self.blobs.remove(&k);
                     }
+                }
+            }
+            Op::PutItem(item) => {
+                self.items
+                    .insert(Item::storage_key(&item.namespace, &item.key), item);
+            }
+            Op::DeleteItem {
+                namespace,
+                key,
+                if_expired_at,
+            } => {
+                let k = Item::storage_key(&namespace, &key);
+                let expired = |i: &Item| if_expired_at.is_none_or(|now| i.is_expired(now));
+                if self.items.get(&k).is_some_and(expired) {
+                    self.items.remove(&k);
                 }
             }
             Op::DeleteRun { run } => {
@@ -426,6 +458,39 @@ impl CheckpointStore for MemoryStore {
     fn release_lease(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {
         drop(lease);
         Box::pin(async { Ok(()) })
+    }
+
+    fn supports_items(&self) -> bool {
+        true
+    }
+
+    fn get_item<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Item>>> {
+        Box::pin(async move {
+            let k = Item::storage_key(namespace, key);
+            let t = self.tables();
+            Ok(t.items.get(&k).filter(|i| !i.is_expired(now_ms)).cloned())
+        })
+    }
+
+    fn scan_items<'a>(&'a self, prefix: &'a Namespace) -> BoxFuture<'a, Result<Vec<Item>>> {
+        Box::pin(async move {
+            let start = prefix.encode();
+            let t = self.tables();
+            Ok(t.items
+                .range(start.clone()..)
+                .take_while(|(k, _)| k.starts_with(&start))
+                .map(|(_, i)| i.clone())
+                .collect())
+        })
+    }
+
+    fn item_index(&self) -> Option<&ItemIndex> {
+        Some(&self.index)
     }
 }
 

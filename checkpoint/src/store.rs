@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StoreError};
+use crate::items::{Hit, Item, ItemIndex, ItemQuery, Namespace};
 use crate::session::RunMetadata;
 
 /// A boxed future, as the object-safe store methods return.
@@ -442,6 +443,19 @@ pub enum Op {
         /// The lease epoch the writer holds.
         epoch: u64,
     },
+    /// Inserts or replaces a long-term memory item (under its namespace and key): see
+    /// [`items`](crate::items). Not tied to a run: a fenced batch applies it with the rest.
+    PutItem(Item),
+    /// Deletes the item under `key` in `namespace`; with `if_expired_at`, only if the stored
+    /// item is expired at that time (what a sweep deletes).
+    DeleteItem {
+        /// The namespace.
+        namespace: Namespace,
+        /// The key.
+        key: String,
+        /// Deletes only an item expired at this time (milliseconds since the Unix epoch).
+        if_expired_at: Option<u64>,
+    },
 }
 
 /// Operations applied together by [`CheckpointStore::commit`]: all of them or none.
@@ -579,6 +593,40 @@ impl WriteBatch {
     pub fn delete_run(&mut self, run: &str) -> &mut Self {
         self.push(Op::DeleteRun {
             run: run.to_owned(),
+        })
+    }
+
+    /// See [`Op::PutItem`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::items::{Item, Namespace};
+    /// use agentgraph_checkpoint::WriteBatch;
+    /// let mut batch = WriteBatch::new();
+    /// batch.put_item(Item::new(Namespace::new(["users", "ann"]), "tz", serde_json::json!("UTC")));
+    /// assert_eq!(batch.len(), 1);
+    /// ```
+    pub fn put_item(&mut self, item: Item) -> &mut Self {
+        self.push(Op::PutItem(item))
+    }
+
+    /// See [`Op::DeleteItem`] (unconditional).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::items::Namespace;
+    /// use agentgraph_checkpoint::WriteBatch;
+    /// let mut batch = WriteBatch::new();
+    /// batch.delete_item(&Namespace::new(["users", "ann"]), "tz");
+    /// assert_eq!(batch.len(), 1);
+    /// ```
+    pub fn delete_item(&mut self, namespace: &Namespace, key: &str) -> &mut Self {
+        self.push(Op::DeleteItem {
+            namespace: namespace.clone(),
+            key: key.to_owned(),
+            if_expired_at: None,
         })
     }
 
@@ -739,6 +787,9 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// a later sweep, never deleted under its owner; a run written again since it was listed
     /// is kept if its new expiry is later. [`Sweeper`](crate::Sweeper) calls it periodically.
     ///
+    /// Expired memory items ([`Item::is_expired`]) are deleted too, each only if it is still
+    /// expired when its batch applies.
+    ///
     /// Provided: it pages through [`list_runs`](CheckpointStore::list_runs). A backend that
     /// can find expired runs by an index may override it, keeping this behaviour (the
     /// conformance suite's [`sweeps`](crate::conformance::sweeps) checks it).
@@ -771,6 +822,139 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// ```
     fn sweep_expired(&self, now_ms: u64) -> BoxFuture<'_, Result<Vec<String>>> {
         Box::pin(crate::sweep::sweep_expired(self, now_ms))
+    }
+
+    /// Whether the store keeps long-term memory items ([`items`](crate::items)): the four
+    /// stores of agentgraph do. A store that does not answers the item reads with
+    /// [`StoreError::ItemsUnsupported`] and refuses batches with item operations.
+    fn supports_items(&self) -> bool {
+        false
+    }
+
+    /// The item under `key` in `namespace`, unless it is expired at `now_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ItemsUnsupported`] (the provided body), [`StoreError::Corrupt`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::items::{Item, Namespace};
+    /// use agentgraph_checkpoint::{CheckpointStore, MemoryStore, WriteBatch};
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> agentgraph_checkpoint::Result<()> {
+    ///     let store = MemoryStore::new();
+    ///     let ns = Namespace::new(["users", "ann"]);
+    ///     let mut batch = WriteBatch::new();
+    ///     batch.put_item(Item::new(ns.clone(), "tz", serde_json::json!("UTC")).written_at(5));
+    ///     store.commit(batch).await?;
+    ///     assert_eq!(store.get_item(&ns, "tz", 10).await?.unwrap().value, "UTC");
+    ///     assert!(store.get_item(&ns, "lang", 10).await?.is_none());
+    ///     Ok(())
+    /// }
+    /// ```
+    fn get_item<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Item>>> {
+        let _ = (namespace, key, now_ms);
+        Box::pin(async { Err(StoreError::ItemsUnsupported) })
+    }
+
+    /// Every item under the namespace `prefix`, expired ones too, in namespace and key order:
+    /// what the provided searches read. For store authors (and tools that export memory).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::ItemsUnsupported`] (the provided body), [`StoreError::Corrupt`].
+    fn scan_items<'a>(&'a self, prefix: &'a Namespace) -> BoxFuture<'a, Result<Vec<Item>>> {
+        let _ = prefix;
+        Box::pin(async { Err(StoreError::ItemsUnsupported) })
+    }
+
+    /// The store handle's in-process vector index, if it keeps one (the provided
+    /// [`search_items`](CheckpointStore::search_items) then ranks semantic queries on it).
+    fn item_index(&self) -> Option<&ItemIndex> {
+        None
+    }
+
+    /// The items `query` finds: see [`ItemQuery`]. Provided: a semantic query (one with a
+    /// vector) runs on the [`item_index`](CheckpointStore::item_index) when there is one,
+    /// building it first from a scan; other queries filter a
+    /// [`scan_items`](CheckpointStore::scan_items) of the prefix.
+    ///
+    /// # Errors
+    ///
+    /// The store's; [`StoreError::ItemsUnsupported`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::items::{Embedder, HashEmbedder, Item, ItemQuery, Namespace};
+    /// use agentgraph_checkpoint::{CheckpointStore, MemoryStore, WriteBatch};
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    ///     let store = MemoryStore::new();
+    ///     let embedder = HashEmbedder::new(32);
+    ///     let ns = Namespace::new(["notes"]);
+    ///     let texts = ["ann drinks green tea".to_owned(), "bob rides a red bike".to_owned()];
+    ///     let vectors = embedder.embed(&texts).await?;
+    ///     let mut batch = WriteBatch::new();
+    ///     for (i, (text, v)) in texts.iter().zip(vectors).enumerate() {
+    ///         batch.put_item(Item::new(ns.clone(), format!("n{i}"), text.as_str().into()).with_embedding(v));
+    ///     }
+    ///     store.commit(batch).await?;
+    ///     let query = embedder.embed(&["what tea".to_owned()]).await?.remove(0);
+    ///     let hits = store.search_items(&ItemQuery::new(ns).vector(query).limit(1)).await?;
+    ///     assert_eq!(hits[0].item.key, "n0");
+    ///     Ok(())
+    /// }
+    /// ```
+    fn search_items<'a>(&'a self, query: &'a ItemQuery) -> BoxFuture<'a, Result<Vec<Hit>>> {
+        Box::pin(crate::items::search_items(self, query))
+    }
+
+    /// The namespaces under `prefix` that hold items not expired at `now_ms`, sorted, each
+    /// once.
+    ///
+    /// # Errors
+    ///
+    /// The store's; [`StoreError::ItemsUnsupported`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::items::{Item, Namespace};
+    /// use agentgraph_checkpoint::{CheckpointStore, MemoryStore, WriteBatch};
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> agentgraph_checkpoint::Result<()> {
+    ///     let store = MemoryStore::new();
+    ///     let mut batch = WriteBatch::new();
+    ///     for user in ["bob", "ann", "ann"] {
+    ///         let ns = Namespace::new(["users", user]);
+    ///         batch.put_item(Item::new(ns, "k", serde_json::json!(1)));
+    ///     }
+    ///     store.commit(batch).await?;
+    ///     let found = store.list_namespaces(&Namespace::new(["users"]), 0).await?;
+    ///     assert_eq!(found, [Namespace::new(["users", "ann"]), Namespace::new(["users", "bob"])]);
+    ///     Ok(())
+    /// }
+    /// ```
+    fn list_namespaces<'a>(
+        &'a self,
+        prefix: &'a Namespace,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Vec<Namespace>>> {
+        Box::pin(async move {
+            let items = self.scan_items(prefix).await?;
+            Ok(crate::items::namespaces_in(&items, now_ms))
+        })
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) async fn sweep_expired<S: CheckpointStore + ?Sized>(
             deleted.push(run);
         }
     }
+    // Expired memory items go too (each only if still expired as the batch applies).
+    crate::items::sweep_items(store, now_ms).await?;
     Ok(deleted)
 }
 

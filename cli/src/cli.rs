@@ -26,6 +26,7 @@ use clap::{Args, Parser, Subcommand};
   agentgraph --store ./runs.db invocations chat-7
   agentgraph --store ./runs.db pending run-42 --json
   agentgraph --store ./runs.db state run-42 --step 3 --json
+  agentgraph --store ./runs.db memory search --namespace users/ann --filter '{\"eq\": [\"kind\", \"note\"]}'
   agentgraph events run-42 --follow --monitor http://127.0.0.1:7070
   agentgraph dot graph.json | dot -Tsvg > graph.svg")]
 pub(crate) struct Cli {
@@ -95,6 +96,11 @@ pub(crate) enum Command {
     /// runs, once, and list them: what a program's `Sweeper` does periodically. A run in use
     /// is never deleted.
     Sweep,
+    /// Read the store's long-term memory (what nodes wrote with `Context::memory`):
+    /// `memory list` the namespaces, `memory get NAMESPACE KEY` one item's value,
+    /// `memory search` the items under a namespace, filtered on their JSON fields. Namespaces
+    /// are written as segments joined by `/` (`users/ann`).
+    Memory(MemoryArgs),
     /// List the jobs of the queue of workers (a PostgreSQL store's): runs to start, threads'
     /// inputs and answers, oldest first, with their status, graph, run and worker.
     Jobs(JobsArgs),
@@ -245,6 +251,49 @@ mod tests {
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
     }
+}
+
+/// `memory`.
+#[derive(Debug, Args)]
+pub(crate) struct MemoryArgs {
+    /// What to read.
+    #[command(subcommand)]
+    pub(crate) command: MemoryCommand,
+}
+
+/// The `memory` commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum MemoryCommand {
+    /// The namespaces that hold items (not expired) under `--namespace`.
+    List {
+        /// The namespace prefix (`users/ann`); every namespace without it.
+        #[arg(long, default_value = "")]
+        namespace: String,
+    },
+    /// One item's value (`--json`: the whole item).
+    Get {
+        /// Its namespace (`users/ann`).
+        namespace: String,
+        /// Its key.
+        key: String,
+    },
+    /// The items under `--namespace`, in namespace and key order, filtered.
+    Search {
+        /// The namespace prefix (`users/ann`); every namespace without it.
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// A filter on the items' JSON values, as JSON: `{"eq": ["team", "red"]}`,
+        /// `{"gte": ["age", 30]}`, `{"exists": "email"}`, `{"and": [..]}`, `{"or": [..]}`,
+        /// `{"not": ..}`.
+        #[arg(long, value_name = "JSON")]
+        filter: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Skip this many first.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+    },
 }
 
 /// `jobs`: which jobs.

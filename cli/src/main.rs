@@ -12,7 +12,8 @@
 //! | `events RUN [--after N] [--follow [--monitor URL]]` | its stored events, or live ones |
 //! | `prune RUN --keep N`, `prune --all --keep N` | deletes old checkpoints |
 //! | `delete RUN` | deletes a run and its subgraph runs |
-//! | `sweep` | deletes the runs whose time to live is over |
+//! | `sweep` | deletes the runs whose time to live is over (and expired memory items) |
+//! | `memory list\|get\|search [--namespace NS]` | long-term memory: namespaces, an item, a filtered search |
 //! | `dot FILE` | a graph description exported by a program, as Graphviz DOT |
 //!
 //! The store comes from `--store PATH` or `AGENTGRAPH_STORE`. `--json` prints one JSON

@@ -14,6 +14,9 @@ mod registry;
 mod run;
 
 pub mod codec;
+/// Long-term memory items, their searches and embedders (from `agentgraph-checkpoint`): see
+/// [`Memory`].
+pub use agentgraph_checkpoint::items;
 pub use define::reducer;
 
 pub use agentgraph_checkpoint::{
@@ -47,6 +50,7 @@ pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};
 pub use run::handle::{CancelHandle, Run, RunHandle, RunOutcome};
 pub use run::interrupt::{Interrupt, InterruptKind, InterruptSignal, Interrupted, Resume};
+pub use run::memory::{Memory, MemoryError};
 pub use run::retry_at::{RetryAt, RetryTask};
 
 #[doc(hidden)]

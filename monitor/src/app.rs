@@ -62,6 +62,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/api/runs/{run}/graph", get(api::graph))
         .route("/api/runs/{run}/graph.dot", get(api::graph_dot))
         .route("/api/runs/{run}/events", get(sse::events))
+        .route("/api/memory", get(crate::memory::items))
+        .route("/api/memory/namespaces", get(crate::memory::namespaces))
         .route("/metrics", get(api::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::require))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT));

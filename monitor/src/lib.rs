@@ -71,6 +71,7 @@ mod auth;
 mod control;
 mod error;
 mod live;
+mod memory;
 mod monitor;
 mod page;
 mod prom;

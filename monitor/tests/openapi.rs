@@ -80,6 +80,14 @@ async fn schemathesis_finds_the_api_as_documented() {
         retrying,
         Err(agentgraph_engine::Error::RetryScheduled(_))
     ));
+    // Memory items, for the memory routes.
+    let mut batch = agentgraph_checkpoint::WriteBatch::new();
+    batch.put_item(agentgraph_engine::items::Item::new(
+        agentgraph_engine::items::Namespace::new(["users", "ann"]),
+        "likes",
+        serde_json::json!({"drink": "tea"}),
+    ));
+    store.commit(batch).await.unwrap();
     let registry = GraphRegistry::new().with("ask", ask).with("count", count);
     let server = Monitor::new(store)
         .bind(([127, 0, 0, 1], 0).into())
@@ -112,6 +120,8 @@ async fn schemathesis_finds_the_api_as_documented() {
         "/api/graphs/{graph}/runs",
         "/api/runs/{run}/resume",
         "/api/runs/{run}/cancel",
+        "/api/memory",
+        "/api/memory/namespaces",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
     }

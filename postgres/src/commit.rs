@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::Poll;
 
+use agentgraph_checkpoint::items::{check_target as check_item, encode_item, is_item_op};
 use agentgraph_checkpoint::{Op, Result, StoreError, WriteBatch, check_run_id, encode_run};
 use tokio_postgres::types::ToSql;
 
@@ -95,6 +96,18 @@ const DELETE_RUNS: [(&str, u8); 5] = [
     ),
 ];
 
+const BUMP_ITEMS: &str = "UPDATE item_changes SET version = version + 1 WHERE id = 1";
+const PUT_ITEMS: &str = "INSERT INTO items (namespace, key, item, expires_at_ms, seq) \
+     SELECT n, k, i, e, (SELECT version FROM item_changes WHERE id = 1) \
+     FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[]) u(n, k, i, e) \
+     ON CONFLICT (namespace, key) DO UPDATE SET item = EXCLUDED.item, \
+     expires_at_ms = EXCLUDED.expires_at_ms, seq = EXCLUDED.seq";
+const DELETE_ITEMS: &str = "UPDATE items t SET item = NULL, expires_at_ms = NULL, \
+     seq = (SELECT version FROM item_changes WHERE id = 1) \
+     FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) d(namespace, key, if_expired) \
+     WHERE t.namespace = d.namespace AND t.key = d.key AND t.item IS NOT NULL \
+     AND (d.if_expired IS NULL OR t.expires_at_ms <= d.if_expired)";
+
 /// The kind of an operation: consecutive operations of one kind make one statement.
 fn kind(op: &Op) -> u8 {
     match op {
@@ -109,7 +122,9 @@ fn kind(op: &Op) -> u8 {
         Op::DeleteAfter { .. } => 8,
         Op::DeleteRun { .. } => 9,
         Op::Fence { .. } => 10,
-        _ => 11,
+        Op::PutItem(_) => 11,
+        Op::DeleteItem { .. } => 12,
+        _ => 13,
     }
 }
 
@@ -167,7 +182,18 @@ fn param<T: ToSql + Sync + Send + 'static>(value: T) -> Param {
 pub(crate) fn plan(batch: WriteBatch, group: bool) -> Result<Plan> {
     let mut fences = Vec::new();
     let mut ops = Vec::with_capacity(batch.len());
+    let items = batch.ops().iter().any(is_item_op);
     for op in batch.into_ops() {
+        if let Op::PutItem(item) = &op {
+            check_item(&item.namespace, &item.key)?;
+            ops.push(op);
+            continue;
+        }
+        if let Op::DeleteItem { namespace, key, .. } = &op {
+            check_item(namespace, key)?;
+            ops.push(op);
+            continue;
+        }
         let run = match &op {
             Op::PutRun(record) => &record.run_id,
             Op::PutCheckpoint { run, .. }
@@ -207,6 +233,17 @@ pub(crate) fn plan(batch: WriteBatch, group: bool) -> Result<Plan> {
         statements.push(Statement {
             sql: FENCE,
             params: vec![param(runs), param(epochs)],
+            tables: table::NONE,
+        });
+    }
+    if items {
+        // Serialises the transactions that write items (the row stays locked until the
+        // commit): their versions follow commit order.
+        statements.push(Statement {
+            sql: BUMP_ITEMS,
+            params: Vec::new(),
+            // Not a table of the one-statement form: a batch that writes items is a
+            // transaction (its item writes read the version this statement bumps).
             tables: table::NONE,
         });
     }
@@ -519,6 +556,41 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
             for (sql, tables) in DELETE_RUNS {
                 push!(sql, tables, runs.clone());
             }
+        }
+        Op::PutItem(_) => {
+            let ops = last_per_key(ops, |op| match op {
+                Op::PutItem(i) => (i.namespace.encode(), i.key.clone()),
+                _ => unreachable!(),
+            });
+            let (mut spaces, mut keys, mut records, mut expires) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for op in ops {
+                let Op::PutItem(item) = op else {
+                    unreachable!()
+                };
+                records.push(encode_item(&item)?);
+                spaces.push(item.namespace.encode());
+                keys.push(item.key.into_bytes());
+                expires.push(item.expires_at_ms.map(flip));
+            }
+            push!(PUT_ITEMS, table::NONE, spaces, keys, records, expires);
+        }
+        Op::DeleteItem { .. } => {
+            let (mut spaces, mut keys, mut conditions) = (Vec::new(), Vec::new(), Vec::new());
+            for op in ops {
+                let Op::DeleteItem {
+                    namespace,
+                    key,
+                    if_expired_at,
+                } = op
+                else {
+                    unreachable!()
+                };
+                spaces.push(namespace.encode());
+                keys.push(key.into_bytes());
+                conditions.push(if_expired_at.map(flip));
+            }
+            push!(DELETE_ITEMS, table::NONE, spaces, keys, conditions);
         }
         _ => unreachable!("fences are taken out before"),
     }

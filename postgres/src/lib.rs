@@ -63,6 +63,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use agentgraph_checkpoint::items::{Hit, Item, ItemIndex, ItemQuery, Namespace, decode_item};
 use agentgraph_checkpoint::{
     BoxFuture, CheckpointStore, Lease, Result, RunRecord, SUBGRAPH_MARK, StoreError, WriteBatch,
     check_run_id, decode_run,
@@ -121,6 +122,9 @@ struct Inner {
     pool: Pool,
     options: PostgresOptions,
     leases: LeaseBook,
+    /// The vectors of the items, for semantic searches: caught up with the database's
+    /// `item_changes` at each one.
+    index: ItemIndex,
 }
 
 /// The leases this store gave out and dropped or released, so that a dropped lease is
@@ -164,6 +168,14 @@ const RENEW: &str = "UPDATE leases SET expires_at = clock_timestamp() + $3::bigi
      WHERE run_id = $1 AND epoch = $2 RETURNING epoch";
 const EPOCH: &str = "SELECT epoch FROM leases WHERE run_id = $1";
 const RELEASE: &str = "UPDATE leases SET expires_at = NULL WHERE run_id = $1 AND epoch = $2";
+const GET_ITEM: &str =
+    "SELECT item FROM items WHERE namespace = $1 AND key = $2 AND item IS NOT NULL";
+const SCAN_ITEMS: &str = "SELECT item FROM items WHERE namespace >= $1 \
+     AND ($2::bytea IS NULL OR namespace < $2) AND item IS NOT NULL ORDER BY namespace, key";
+/// The change number and the items written since `$1` (deleted ones as tombstones), in one
+/// snapshot.
+const ITEM_CHANGES: &str = "SELECT c.version, i.namespace, i.key, i.item FROM item_changes c \
+     LEFT JOIN items i ON i.seq > $1 WHERE c.id = 1";
 
 /// The longest lease the database is asked for: a century, in milliseconds.
 const MAX_TTL_MS: i64 = 100 * 365 * 86_400 * 1_000;
@@ -276,6 +288,7 @@ impl PostgresStore {
                 pool,
                 options,
                 leases: LeaseBook::default(),
+                index: ItemIndex::new(),
             }),
         })
     }
@@ -443,6 +456,39 @@ impl PostgresStore {
         lock(&self.inner.leases.deferred).remove(run).flatten()
     }
 
+    /// Brings the vector index up to the database's newest item change (every item at the
+    /// first call; the items changed since at the next ones).
+    async fn catch_up_index(&self) -> Result<()> {
+        let index = &self.inner.index;
+        let since = index.version().map_or(-1, |v| v as i64);
+        let rows = self.query(ITEM_CHANGES, &[&since], true).await?;
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
+        let version = first.get::<_, i64>(0) as u64;
+        if index.version() == Some(version) {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(namespace) = row.get::<_, Option<Vec<u8>>>(1) else {
+                continue;
+            };
+            let key = row.get::<_, Vec<u8>>(2);
+            let item = row
+                .get::<_, Option<Vec<u8>>>(3)
+                .map(|b| decode_item(&b))
+                .transpose()?;
+            changes.push((
+                Namespace::decode(&namespace)?,
+                String::from_utf8_lossy(&key).into_owned(),
+                item,
+            ));
+        }
+        index.catch_up(version, changes);
+        Ok(())
+    }
+
     async fn release(&self, run: &str, epoch: u64) -> Result<()> {
         self.query(RELEASE, &[&run.as_bytes(), &(epoch as i64)], true)
             .await
@@ -452,6 +498,19 @@ impl PostgresStore {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The smallest byte string greater than every one starting with `prefix` (`None`: there is
+/// none, or the prefix is empty and every string is in range).
+fn next_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn bytes_at(row: &Row, i: usize) -> Vec<u8> {
@@ -712,6 +771,57 @@ impl CheckpointStore for PostgresStore {
                 epoch: lease.epoch(),
                 current: rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64),
             })
+        })
+    }
+
+    fn supports_items(&self) -> bool {
+        true
+    }
+
+    fn get_item<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Item>>> {
+        Box::pin(async move {
+            let rows = self
+                .query(GET_ITEM, &[&namespace.encode(), &key.as_bytes()], true)
+                .await?;
+            match rows.first() {
+                Some(row) => {
+                    let item = decode_item(&bytes_at(row, 0))?;
+                    Ok((!item.is_expired(now_ms)).then_some(item))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn scan_items<'a>(&'a self, prefix: &'a Namespace) -> BoxFuture<'a, Result<Vec<Item>>> {
+        Box::pin(async move {
+            let start = prefix.encode();
+            let end = next_prefix(&start);
+            let rows = self.query(SCAN_ITEMS, &[&start, &end], true).await?;
+            rows.iter()
+                .map(|row| decode_item(&bytes_at(row, 0)))
+                .collect()
+        })
+    }
+
+    /// A semantic query runs on this handle's vector index, first caught up with the
+    /// items every process changed since its last search (one round trip when nothing
+    /// changed; every item at the first search); other queries read the prefix's rows.
+    fn search_items<'a>(&'a self, query: &'a ItemQuery) -> BoxFuture<'a, Result<Vec<Hit>>> {
+        Box::pin(async move {
+            if query.vector.is_some() {
+                self.catch_up_index().await?;
+                if let Some(hits) = self.inner.index.search(query) {
+                    return Ok(hits);
+                }
+            }
+            let items = self.scan_items(&query.prefix).await?;
+            Ok(agentgraph_checkpoint::items::search_in(items, query))
         })
     }
 

@@ -112,6 +112,27 @@ CREATE TABLE workers (
     stopped_at timestamptz
 );
 "#,
+    // 4: long-term memory items. A deleted item stays as a tombstone (`item` NULL) so that
+    // other processes' vector indexes catch up with it; `seq` is the `item_changes.version`
+    // of the transaction that last wrote the row (transactions that write items take that
+    // row's lock, so versions follow commit order).
+    r#"
+CREATE TABLE items (
+    namespace bytea NOT NULL,
+    key bytea NOT NULL,
+    item bytea,
+    expires_at_ms bigint,
+    seq bigint NOT NULL,
+    PRIMARY KEY (namespace, key)
+);
+CREATE INDEX items_seq ON items (seq);
+CREATE INDEX items_expiry ON items (expires_at_ms) WHERE expires_at_ms IS NOT NULL;
+CREATE TABLE item_changes (
+    id integer PRIMARY KEY CHECK (id = 1),
+    version bigint NOT NULL
+);
+INSERT INTO item_changes (id, version) VALUES (1, 0);
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.

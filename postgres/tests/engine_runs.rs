@@ -160,3 +160,79 @@ async fn a_lease_says_whether_its_run_is_vacant() {
     }
     assert!(refused);
 }
+
+/// Memory on PostgreSQL: a parallel step whose sibling fails keeps the finished task's memory
+/// write in its pending write, uncommitted; another connection resumes the run and commits it
+/// once, with the step; a retried node's failed attempt writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_writes_commit_once_with_their_step() {
+    use agentgraph::memory::Namespace;
+    let ns = || Namespace::new(["pg", "memory"]);
+    let fail = Arc::new(AtomicBool::new(true));
+    let writer_runs = Arc::new(AtomicU32::new(0));
+    let mut graph = GraphBuilder::<Notes>::new();
+    let w = writer_runs.clone();
+    graph.add_node("writer", move |_, ctx: Context| {
+        let w = w.clone();
+        async move {
+            w.fetch_add(1, Ordering::SeqCst);
+            let memory = ctx.memory();
+            let n = memory
+                .get(&ns(), "count")
+                .await?
+                .and_then(|i| i.value.as_u64())
+                .unwrap_or(0);
+            memory.put(ns(), "count", &(n + 1))?;
+            Ok::<_, BoxError>(NotesUpdate::new().notes(vec!["writer".into()]))
+        }
+    });
+    let f = fail.clone();
+    graph.add_node("failer", move |_, ctx: Context| {
+        let f = f.clone();
+        async move {
+            ctx.memory().put(ns(), "failer", &ctx.attempt())?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if f.load(Ordering::SeqCst) {
+                return Err::<NotesUpdate, BoxError>("down".into());
+            }
+            Ok(NotesUpdate::new().notes(vec!["failer".into()]))
+        }
+    });
+    graph
+        .add_edges(START, ["writer", "failer"])
+        .add_edge("writer", END)
+        .add_edge("failer", END);
+    let graph = graph.compile().unwrap();
+    let first = support::fresh_store("memory").await;
+    let store: Arc<dyn CheckpointStore> = Arc::new(first.clone());
+    let config = |store: &Arc<dyn CheckpointStore>| {
+        RunConfig::new()
+            .store(store.clone())
+            .run_id("mem")
+            .mode(Mode::Parallel)
+            .durability(Durability::Sync)
+    };
+    assert!(
+        graph
+            .run_with(Notes::default(), config(&store))
+            .await
+            .is_err()
+    );
+    assert!(store.scan_items(&ns()).await.unwrap().is_empty());
+    fail.store(false, Ordering::SeqCst);
+    let other: Arc<dyn CheckpointStore> = Arc::new(
+        PostgresStore::connect_with(first.options().clone())
+            .await
+            .unwrap(),
+    );
+    graph.resume("mem", config(&other)).await.unwrap();
+    assert_eq!(writer_runs.load(Ordering::SeqCst), 1);
+    let items = store.scan_items(&ns()).await.unwrap();
+    let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();
+    assert_eq!(keys, ["count", "failer"]);
+    assert_eq!(
+        items[0].value,
+        serde_json::json!(1),
+        "the writer's write, once"
+    );
+}

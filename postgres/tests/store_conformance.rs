@@ -145,3 +145,71 @@ async fn nul_bytes_round_trip() {
     assert_eq!(store.list_runs(None, 10).await.unwrap(), [record]);
     assert_eq!(store.get_run("r").await.unwrap(), None);
 }
+
+/// Two stores on one schema are two processes sharing memory: items one writes are found by
+/// the other's semantic searches (its vector index catches up with the other's puts and
+/// deletes at each search), and by its plain reads at once.
+#[tokio::test]
+async fn two_stores_share_memory_items() {
+    use agentgraph_checkpoint::items::{Embedder, HashEmbedder, Item, ItemQuery, Namespace};
+    let schema = support::fresh_schema("items");
+    let a = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let b = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let embedder = HashEmbedder::new(128);
+    let embed = |t: &str| embedder.vector(t);
+    let ns = Namespace::new(["shared"]);
+    let query = || {
+        ItemQuery::new(ns.clone())
+            .vector(embed("green tea"))
+            .limit(5)
+    };
+    let keys = |hits: Vec<agentgraph_checkpoint::items::Hit>| {
+        hits.into_iter().map(|h| h.item.key).collect::<Vec<_>>()
+    };
+    // b's index is built (empty) before a writes anything.
+    assert!(b.search_items(&query()).await.unwrap().is_empty());
+    let mut batch = WriteBatch::new();
+    batch
+        .put_item(
+            Item::new(ns.clone(), "tea", serde_json::json!(1)).with_embedding(embed("green tea")),
+        )
+        .put_item(
+            Item::new(ns.clone(), "pot", serde_json::json!(2)).with_embedding(embed("a tea pot")),
+        );
+    a.commit(batch).await.unwrap();
+    assert_eq!(
+        keys(b.search_items(&query()).await.unwrap()),
+        ["tea", "pot"]
+    );
+    assert_eq!(
+        keys(a.search_items(&query()).await.unwrap()),
+        ["tea", "pot"]
+    );
+    let mut batch = WriteBatch::new();
+    batch.delete_item(&ns, "tea").put_item(
+        Item::new(ns.clone(), "pot", serde_json::json!(3)).with_embedding(embed("green tea pot")),
+    );
+    a.commit(batch).await.unwrap();
+    let hits = b.search_items(&query()).await.unwrap();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(
+        (hits[0].item.key.as_str(), &hits[0].item.value),
+        ("pot", &serde_json::json!(3))
+    );
+    // A deleted key written again is found again.
+    let mut batch = WriteBatch::new();
+    batch.put_item(
+        Item::new(ns.clone(), "tea", serde_json::json!(4)).with_embedding(embed("green tea")),
+    );
+    b.commit(batch).await.unwrap();
+    assert_eq!(
+        keys(a.search_items(&query()).await.unwrap()),
+        ["tea", "pot"]
+    );
+    assert_eq!(a.get_item(&ns, "tea", 0).await.unwrap().unwrap().value, 4);
+    let _ = embedder.embed(&[]).await.unwrap();
+}

@@ -34,6 +34,7 @@ use crate::store::{CheckpointStore, MAX_RUN_ID_LEN, Op, RunRecord, RunStatus, Wr
 mod damage;
 mod ids;
 mod isolation;
+mod items;
 mod leases;
 mod records;
 mod sessions;
@@ -42,6 +43,7 @@ mod values;
 pub use damage::*;
 pub use ids::*;
 pub use isolation::*;
+pub use items::*;
 pub use leases::*;
 pub use records::*;
 pub use sessions::*;
@@ -71,6 +73,11 @@ pub async fn run_all(store: &dyn CheckpointStore, put_raw_run: PutRawRun<'_>) {
     lease_expiry(store).await;
     run_metadata(store).await;
     sweeps(store).await;
+    items(store).await;
+    item_filters(store).await;
+    item_expiry(store).await;
+    item_semantic_search(store).await;
+    item_atomicity(store).await;
     corrupt_run_record(store, put_raw_run).await;
 }
 

@@ -17,10 +17,11 @@ use ::redb::{
 
 use crate::envelope::FormatError;
 use crate::error::{Result, StoreError};
+use crate::items::{Item, ItemIndex, Namespace, decode_item, encode_item, is_item_op};
 use crate::keys::{
     BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, blob_range, checkpoint_key, checkpoint_range,
-    event_key, event_range, key_u32, key_u64, lease_key, malformed_key, pending_key, pending_range,
-    run_key, run_prefix,
+    event_key, event_range, item_key, item_range, key_u32, key_u64, lease_key, malformed_key,
+    pending_key, pending_range, run_key, run_prefix,
 };
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
@@ -123,6 +124,8 @@ pub struct RedbStore {
     leases: Holders,
     /// Whether a batch was committed since the last flush.
     unflushed: Arc<AtomicBool>,
+    /// The vectors of the items, for semantic searches.
+    index: Arc<ItemIndex>,
 }
 
 impl RedbStore {
@@ -231,6 +234,7 @@ impl RedbStore {
             path,
             leases: Holders::default(),
             unflushed: Arc::default(),
+            index: Arc::default(),
         })
     }
 
@@ -274,6 +278,17 @@ impl RedbStore {
                 records.push(encode_run(record)?);
             }
         }
+        // The item operations, for the index (nothing is copied for a batch without any).
+        let item_ops: Vec<Op> = if batch.ops().iter().any(is_item_op) {
+            batch
+                .ops()
+                .iter()
+                .filter(|op| is_item_op(op))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let txn = self.write_txn(::redb::Durability::None)?;
         {
             let mut table = txn.open_table(DATA).map_err(backend)?;
@@ -292,6 +307,7 @@ impl RedbStore {
         // An error above drops the transaction: nothing of the batch is applied.
         txn.commit().map_err(backend)?;
         self.unflushed.store(true, Ordering::Release);
+        self.index.committed(&item_ops);
         Ok(())
     }
 
@@ -549,6 +565,27 @@ fn apply(table: &mut Table<'_>, op: Op, records: &mut impl Iterator<Item = Vec<u
             }
         }
         Op::Fence { .. } => {} // checked before
+        Op::PutItem(item) => {
+            let bytes = encode_item(&item)?;
+            put(item_key(&item.namespace, &item.key), &bytes)?;
+        }
+        Op::DeleteItem {
+            namespace,
+            key,
+            if_expired_at,
+        } => {
+            let k = item_key(&namespace, &key);
+            let delete = match if_expired_at {
+                None => true,
+                Some(now) => match table.get(&k[..]).map_err(backend)? {
+                    Some(v) => decode_item(v.value())?.is_expired(now),
+                    None => false,
+                },
+            };
+            if delete {
+                table.remove(&k[..]).map_err(backend)?;
+            }
+        }
     }
     Ok(())
 }
@@ -786,6 +823,38 @@ impl CheckpointStore for RedbStore {
             self.leases
                 .renew(lease, ttl, || self.epoch_now(lease.run()))
         })
+    }
+
+    fn supports_items(&self) -> bool {
+        true
+    }
+
+    fn get_item<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Item>>> {
+        Box::pin(async move {
+            match self.get_raw(&item_key(namespace, key))? {
+                Some(bytes) => {
+                    let item = decode_item(&bytes)?;
+                    Ok((!item.is_expired(now_ms)).then_some(item))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn scan_items<'a>(&'a self, prefix: &'a Namespace) -> BoxFuture<'a, Result<Vec<Item>>> {
+        Box::pin(async move {
+            let items = self.collect(item_range(prefix), usize::MAX, |_| Ok(()))?;
+            items.iter().map(|(_, bytes)| decode_item(bytes)).collect()
+        })
+    }
+
+    fn item_index(&self) -> Option<&ItemIndex> {
+        Some(&self.index)
     }
 
     fn release_lease(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {

@@ -10,10 +10,11 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{Result, StoreError};
+use crate::items::{Item, ItemIndex, Namespace, decode_item, encode_item, is_item_op};
 use crate::keys::{
     BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, blob_range, checkpoint_key, checkpoint_range,
-    event_key, event_range, key_u32, key_u64, lease_key, malformed_key, pending_key, pending_range,
-    run_key, run_prefix,
+    event_key, event_range, item_key, item_range, key_u32, key_u64, lease_key, malformed_key,
+    pending_key, pending_range, run_key, run_prefix,
 };
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
@@ -104,6 +105,8 @@ pub struct SledStore {
     leases: Holders,
     /// Values of at least [`FILE_MIN`] bytes, kept in files of their own.
     values: Arc<ValueFiles>,
+    /// The vectors of the items, for semantic searches.
+    index: Arc<ItemIndex>,
 }
 
 impl SledStore {
@@ -180,6 +183,7 @@ impl SledStore {
             commit_lock: Arc::default(),
             leases: Holders::default(),
             values,
+            index: Arc::default(),
         })
     }
 
@@ -221,7 +225,19 @@ impl SledStore {
                 check_fence(run, *epoch, self.epoch_now(run)?)?;
             }
         }
+        // The item operations, for the index (nothing is copied for a batch without any).
+        let item_ops: Vec<Op> = if batch.ops().iter().any(is_item_op) {
+            batch
+                .ops()
+                .iter()
+                .filter(|op| is_item_op(op))
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut staged = Staged {
+            store: self,
             tree: &self.db,
             writes: BTreeMap::new(),
         };
@@ -234,7 +250,10 @@ impl SledStore {
             .sled_batch(staged.writes, &owners, &mut created, &mut removed)
             .and_then(|out| self.db.apply_batch(out).map_err(backend));
         match result {
-            Ok(()) => self.values.committed(&mut owners, created, removed),
+            Ok(()) => {
+                self.values.committed(&mut owners, created, removed);
+                self.index.committed(&item_ops);
+            }
             Err(_) => self
                 .values
                 .discard(&created.iter().map(|(_, id)| *id).collect::<Vec<_>>()),
@@ -417,6 +436,7 @@ fn open_error(path: &Path, e: ::sled::Error) -> StoreError {
 /// both the tree's keys and the keys the batch itself wrote earlier, so operations apply in
 /// order.
 struct Staged<'t> {
+    store: &'t SledStore,
     tree: &'t ::sled::Tree,
     /// `None` removes the key.
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
@@ -511,6 +531,38 @@ impl Staged<'_> {
                 }
             }
             Op::Fence { .. } => {} // checked before staging
+            Op::PutItem(item) => {
+                let bytes = encode_item(&item)?;
+                self.writes
+                    .insert(item_key(&item.namespace, &item.key), Some(bytes));
+            }
+            Op::DeleteItem {
+                namespace,
+                key,
+                if_expired_at,
+            } => {
+                let k = item_key(&namespace, &key);
+                let delete = match if_expired_at {
+                    None => true,
+                    Some(now) => {
+                        // The item as the batch left it so far, or as stored.
+                        let current = match self.writes.get(&k) {
+                            Some(v) => v.clone(),
+                            None => match self.tree.get(&k).map_err(backend)? {
+                                Some(stored) => Some(self.store.value(&k, stored)?),
+                                None => None,
+                            },
+                        };
+                        match current {
+                            Some(bytes) => decode_item(&bytes)?.is_expired(now),
+                            None => false,
+                        }
+                    }
+                };
+                if delete {
+                    self.writes.insert(k, None);
+                }
+            }
             Op::DeleteRun { run } => {
                 self.writes.insert(run_key(&run), None);
                 for tag in [CHECKPOINT, BLOB, PENDING, EVENT] {
@@ -685,6 +737,40 @@ impl CheckpointStore for SledStore {
     fn release_lease(&self, lease: Lease) -> BoxFuture<'_, Result<()>> {
         drop(lease);
         Box::pin(async { Ok(()) })
+    }
+
+    fn supports_items(&self) -> bool {
+        true
+    }
+
+    fn get_item<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, Result<Option<Item>>> {
+        Box::pin(async move {
+            let k = item_key(namespace, key);
+            let _read = self.no_commit();
+            match self.db.get(&k).map_err(backend)? {
+                Some(stored) => {
+                    let item = decode_item(&self.value(&k, stored)?)?;
+                    Ok((!item.is_expired(now_ms)).then_some(item))
+                }
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn scan_items<'a>(&'a self, prefix: &'a Namespace) -> BoxFuture<'a, Result<Vec<Item>>> {
+        Box::pin(async move {
+            let items = self.collect(item_range(prefix), usize::MAX, |_| Ok(()))?;
+            items.iter().map(|(_, bytes)| decode_item(bytes)).collect()
+        })
+    }
+
+    fn item_index(&self) -> Option<&ItemIndex> {
+        Some(&self.index)
     }
 }
 

@@ -5,6 +5,7 @@ mod dot;
 mod events;
 mod history;
 mod invocations;
+mod memory;
 mod pending;
 mod prune;
 mod queue;
@@ -56,6 +57,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Pending(args) => pending::run(&mut ctx, &args.run).await,
         Command::Delete(args) => delete::run(&mut ctx, &args.run).await,
         Command::Sweep => sweep::run(&mut ctx).await,
+        Command::Memory(args) => memory::run(&mut ctx, args).await,
         Command::Jobs(args) => queue::jobs(&mut ctx, args).await,
         Command::Workers => queue::workers(&mut ctx).await,
         Command::Dot(args) => dot::run(&mut ctx, &args.file),

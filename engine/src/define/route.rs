@@ -222,12 +222,18 @@ impl fmt::Debug for Packet {
 pub struct Command<S: State> {
     pub(crate) update: S::Update,
     pub(crate) goto: Option<Route>,
+    /// The task's long-term memory writes (`Context::memory`), committed with its step.
+    pub(crate) memory: Vec<agentgraph_checkpoint::items::ItemWrite>,
 }
 
 impl<S: State> Command<S> {
     /// A command that applies `update` and follows the node's edges.
     pub fn new(update: S::Update) -> Self {
-        Command { update, goto: None }
+        Command {
+            update,
+            goto: None,
+            memory: Vec::new(),
+        }
     }
 
     /// Goes to `route` instead of following the node's edges. Calling it again adds targets.

@@ -4,6 +4,8 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use agentgraph_checkpoint::items::{Hit, Item, ItemIndex, ItemQuery, Namespace};
+
 use agentgraph_checkpoint::{
     BoxFuture, CheckpointStore, Lease, Result as StoreResult, RunRecord, StoreError, WriteBatch,
 };
@@ -218,5 +220,38 @@ impl CheckpointStore for FencedStore {
 
     fn release_lease(&self, lease: Lease) -> BoxFuture<'_, StoreResult<()>> {
         self.inner.release_lease(lease)
+    }
+
+    fn supports_items(&self) -> bool {
+        self.inner.supports_items()
+    }
+
+    fn get_item<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        key: &'a str,
+        now_ms: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<Item>>> {
+        self.inner.get_item(namespace, key, now_ms)
+    }
+
+    fn scan_items<'a>(&'a self, prefix: &'a Namespace) -> BoxFuture<'a, StoreResult<Vec<Item>>> {
+        self.inner.scan_items(prefix)
+    }
+
+    fn item_index(&self) -> Option<&ItemIndex> {
+        self.inner.item_index()
+    }
+
+    fn search_items<'a>(&'a self, query: &'a ItemQuery) -> BoxFuture<'a, StoreResult<Vec<Hit>>> {
+        self.inner.search_items(query)
+    }
+
+    fn list_namespaces<'a>(
+        &'a self,
+        prefix: &'a Namespace,
+        now_ms: u64,
+    ) -> BoxFuture<'a, StoreResult<Vec<Namespace>>> {
+        self.inner.list_namespaces(prefix, now_ms)
     }
 }

@@ -79,6 +79,7 @@ pub(super) fn caught_failure<S: State>(cmd: &Command<S>) -> Option<(String, Vec<
 /// The command of a caught failure: no update, a route of one packet to the handler.
 pub(super) fn caught_command<S: State>(handler: &str, failure: &[u8]) -> Command<S> {
     Command {
+        memory: Vec::new(),
         update: S::Update::default(),
         goto: Some(Route {
             targets: Vec::new(),
@@ -114,7 +115,11 @@ pub(super) fn command_from<S: State>(
             })
             .collect(),
     });
-    Ok(Command { update, goto })
+    Ok(Command {
+        update,
+        goto,
+        memory: Vec::new(),
+    })
 }
 
 /// The view of a pending write of `step`: `written` names the fields of a finished task's
@@ -125,9 +130,9 @@ pub(super) fn pending_task(
     written: Option<Vec<Cow<'static, str>>>,
 ) -> PendingTask {
     let (status, error, retry_at_ms, interrupts) = match &record.outcome {
-        PendingOutcome::Done { .. } | PendingOutcome::Caught { .. } => {
-            (PendingStatus::Done, None, None, Vec::new())
-        }
+        PendingOutcome::Done { .. }
+        | PendingOutcome::DoneWithMemory { .. }
+        | PendingOutcome::Caught { .. } => (PendingStatus::Done, None, None, Vec::new()),
         PendingOutcome::Retrying {
             error, retry_at_ms, ..
         } => (
@@ -166,7 +171,8 @@ pub(super) fn written_fields<S: State>(
     record: &PendingWriteRecord,
 ) -> Result<Option<Vec<Cow<'static, str>>>> {
     let (update, goto) = match &record.outcome {
-        PendingOutcome::Done { update, goto } => (update, goto),
+        PendingOutcome::Done { update, goto }
+        | PendingOutcome::DoneWithMemory { update, goto, .. } => (update, goto),
         // A caught failure writes nothing.
         PendingOutcome::Caught { .. } => return Ok(Some(Vec::new())),
         _ => return Ok(None),
@@ -191,7 +197,9 @@ pub(super) fn split_next(
     for (index, p) in pending {
         if !matches!(
             p.outcome,
-            PendingOutcome::Done { .. } | PendingOutcome::Caught { .. }
+            PendingOutcome::Done { .. }
+                | PendingOutcome::DoneWithMemory { .. }
+                | PendingOutcome::Caught { .. }
         ) {
             continue;
         }

@@ -12,8 +12,8 @@ use super::events::put_events;
 use super::load::{Loaded, load};
 use super::pending::{caught_failure, route_record};
 use super::record::{
-    CheckpointRecord, CompensatingRecord, GateRecord, JoinRecord, PassRecord, PendingOutcome,
-    PendingWriteRecord, SagaRecord, TaskRecord,
+    CheckpointRecord, CompensatingRecord, GateRecord, JoinRecord, MemoryRecord, PassRecord,
+    PendingOutcome, PendingWriteRecord, SagaRecord, TaskRecord,
 };
 use super::runs::child_runs;
 use super::{RunOwnership, Session, encode_error, format_encode_error, lease, now_ms};
@@ -227,6 +227,9 @@ pub(crate) struct Persister<S: State> {
     /// The run's metadata and time to live (ms), for the run record.
     metadata: agentgraph_checkpoint::RunMetadata,
     ttl_ms: Option<u64>,
+    /// The memory writes of the current step's tasks, in task order: committed with its
+    /// checkpoint.
+    memory: Vec<agentgraph_checkpoint::items::ItemWrite>,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -326,6 +329,7 @@ impl<S: State> Persister<S> {
             store_events: false,
             metadata: Default::default(),
             ttl_ms: None,
+            memory: Vec::new(),
             _state: PhantomData,
         }
     }
@@ -500,6 +504,14 @@ impl<S: State> Persister<S> {
         }
     }
 
+    /// Keeps a task's memory writes for the current step's checkpoint (nothing for a task
+    /// that wrote none).
+    pub(crate) fn remember(&mut self, writes: Vec<agentgraph_checkpoint::items::ItemWrite>) {
+        if !writes.is_empty() {
+            self.memory.extend(writes);
+        }
+    }
+
     /// Writes the checkpoint of `step`: the fields in `written` (or every field for the
     /// first checkpoint of a run), the next tasks and the joins. `status` is the run's status
     /// if it changes with this checkpoint.
@@ -577,6 +589,12 @@ impl<S: State> Persister<S> {
         if std::mem::take(&mut self.pending) {
             batch.delete_pending_writes(&self.run_id, step);
         }
+        // The step's memory writes, in the batch that supersedes its pending writes: applied
+        // once, with the checkpoint, or not at all.
+        let remembers = !self.memory.is_empty();
+        if remembers {
+            batch.extend(self.memory.drain(..).map(agentgraph_checkpoint::Op::from));
+        }
         self.last_step = Some(step);
         batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
         let last = status.is_some();
@@ -587,6 +605,11 @@ impl<S: State> Persister<S> {
             None => At::Step,
         };
         self.write(batch, at, Some(step)).await?;
+        if remembers && at == At::Step {
+            // The next step reads what this one remembered: its checkpoint is committed (not
+            // necessarily flushed) before the next step starts, whatever the durability.
+            self.commit_now().await?;
+        }
         // Exit durability holds checkpoints back until the run ends.
         Ok((self.durability != Durability::Exit || last).then_some(total))
     }
@@ -607,9 +630,15 @@ impl<S: State> Persister<S> {
                 let mut update = Vec::new();
                 codec::encode_into(&cmd.update, &mut update)
                     .map_err(|e| encode_error(&format!("the update of `{node}`"), e))?;
-                PendingOutcome::Done {
-                    update,
-                    goto: cmd.goto.as_ref().map(route_record),
+                let goto = cmd.goto.as_ref().map(route_record);
+                if cmd.memory.is_empty() {
+                    PendingOutcome::Done { update, goto }
+                } else {
+                    PendingOutcome::DoneWithMemory {
+                        update,
+                        goto,
+                        memory: cmd.memory.iter().map(MemoryRecord::from_write).collect(),
+                    }
                 }
             }
         };
@@ -687,7 +716,9 @@ impl<S: State> Persister<S> {
             loaded.pending.retain(|(_, r)| {
                 !matches!(
                     r.outcome,
-                    PendingOutcome::Done { .. } | PendingOutcome::Caught { .. }
+                    PendingOutcome::Done { .. }
+                        | PendingOutcome::DoneWithMemory { .. }
+                        | PendingOutcome::Caught { .. }
                 )
             });
             for (index, record) in &loaded.pending {
@@ -815,6 +846,28 @@ impl<S: State> Persister<S> {
             Durability::Exit => {}
         }
         Ok(())
+    }
+
+    /// Commits everything written so far (the `Async` writer's groups, then what `Exit`
+    /// holds), without flushing it.
+    async fn commit_now(&mut self) -> Result<()> {
+        let result = async {
+            if self.durability == Durability::Async {
+                self.writer.close().await?;
+                self.committed = self.writer.committed().or(self.committed);
+            }
+            if !self.held.is_empty() {
+                let held = std::mem::take(&mut self.held);
+                self.store.commit(held).await?;
+                self.committed = self.held_step.take().or(self.committed);
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
     }
 
     /// Commits and flushes everything held.

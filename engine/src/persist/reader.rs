@@ -141,7 +141,8 @@ impl Reader {
         let mut applied = Vec::new();
         for (_, p) in &pending {
             let (update, goto) = match &p.outcome {
-                PendingOutcome::Done { update, goto } => (update, goto),
+                PendingOutcome::Done { update, goto }
+                | PendingOutcome::DoneWithMemory { update, goto, .. } => (update, goto),
                 // A caught failure finished, writing nothing.
                 PendingOutcome::Caught { .. } => {
                     applied.push(pending_task(step + 1, p, Some(Vec::new())));

@@ -214,7 +214,7 @@ pub(super) enum BlobRecord {
 
 /// Where a task of a step that has no checkpoint yet stands: finished (its result), waiting
 /// to be retried, failed for good, or stopped at an interrupt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct PendingWriteRecord {
     pub(super) task: u128,
     pub(super) node: String,
@@ -223,7 +223,7 @@ pub(super) struct PendingWriteRecord {
     pub(super) outcome: PendingOutcome,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) enum PendingOutcome {
     /// The task finished: its encoded update and go-to.
     Done {
@@ -254,6 +254,83 @@ pub(super) enum PendingOutcome {
         #[serde(with = "serde_bytes")]
         failure: Vec<u8>,
     },
+    /// As `Done`, with the task's long-term memory writes, committed with its step's
+    /// checkpoint. (Written only for a task that wrote memory: records of other tasks, and
+    /// those written before memory existed, are `Done`.)
+    DoneWithMemory {
+        #[serde(with = "serde_bytes")]
+        update: Vec<u8>,
+        goto: Option<RouteRecord>,
+        memory: Vec<MemoryRecord>,
+    },
+}
+
+/// A long-term memory write of a finished task, as its pending write keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) enum MemoryRecord {
+    Put {
+        namespace: Vec<String>,
+        key: String,
+        /// JSON.
+        value: String,
+        updated_at_ms: u64,
+        expires_at_ms: Option<u64>,
+        embedding: Option<Vec<f32>>,
+    },
+    Delete {
+        namespace: Vec<String>,
+        key: String,
+    },
+}
+
+impl MemoryRecord {
+    pub(super) fn from_write(w: &agentgraph_checkpoint::items::ItemWrite) -> Self {
+        use agentgraph_checkpoint::items::ItemWrite;
+        match w {
+            ItemWrite::Put(item) => MemoryRecord::Put {
+                namespace: item.namespace.segments().to_vec(),
+                key: item.key.clone(),
+                value: item.value.to_string(),
+                updated_at_ms: item.updated_at_ms,
+                expires_at_ms: item.expires_at_ms,
+                embedding: item.embedding.clone(),
+            },
+            ItemWrite::Delete { namespace, key } => MemoryRecord::Delete {
+                namespace: namespace.segments().to_vec(),
+                key: key.clone(),
+            },
+            _ => unreachable!("every memory write is a put or a delete"),
+        }
+    }
+
+    /// The write; `None` if its JSON value does not parse.
+    pub(super) fn to_write(&self) -> Option<agentgraph_checkpoint::items::ItemWrite> {
+        use agentgraph_checkpoint::items::{Item, ItemWrite, Namespace};
+        Some(match self {
+            MemoryRecord::Put {
+                namespace,
+                key,
+                value,
+                updated_at_ms,
+                expires_at_ms,
+                embedding,
+            } => {
+                let mut item = Item::new(
+                    Namespace::new(namespace.iter().cloned()),
+                    key.clone(),
+                    serde_json::from_str(value).ok()?,
+                )
+                .written_at(*updated_at_ms);
+                item.expires_at_ms = *expires_at_ms;
+                item.embedding = embedding.clone();
+                ItemWrite::Put(item)
+            }
+            MemoryRecord::Delete { namespace, key } => ItemWrite::Delete {
+                namespace: Namespace::new(namespace.iter().cloned()),
+                key: key.clone(),
+            },
+        })
+    }
 }
 
 /// An interrupt a task raised (or a subgraph it runs raised).

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::load::Loaded;
 use super::pending::{caught_command, command_from};
-use super::record::{PendingOutcome, PendingWriteRecord, RouteRecord, TaskRecord};
+use super::record::{MemoryRecord, PendingOutcome, PendingWriteRecord, RouteRecord, TaskRecord};
 use crate::define::route::Command;
 use crate::define::state::State;
 use crate::error::{Error, Result};
@@ -66,16 +66,25 @@ pub(crate) struct Finished<S: State> {
     goto: Option<RouteRecord>,
     /// A caught failure: its handler and encoded failure (then `update` is empty).
     caught: Option<(String, Vec<u8>)>,
+    /// The task's memory writes.
+    memory: Vec<MemoryRecord>,
     _update: PhantomData<fn() -> S::Update>,
 }
 
 impl<S: State> Finished<S> {
     /// The task's command; [`Error::Corrupt`] if its update does not decode.
     pub(crate) fn command(&self, run: &str) -> Result<Command<S>> {
-        match &self.caught {
-            Some((handler, failure)) => Ok(caught_command(handler, failure)),
-            None => command_from(run, &self.node, &self.update, self.goto.as_ref()),
+        let mut cmd = match &self.caught {
+            Some((handler, failure)) => caught_command(handler, failure),
+            None => command_from(run, &self.node, &self.update, self.goto.as_ref())?,
+        };
+        for m in &self.memory {
+            cmd.memory.push(m.to_write().ok_or_else(|| Error::Corrupt {
+                run: run.to_owned(),
+                reason: format!("a memory write of `{}` does not decode", self.node),
+            })?);
         }
+        Ok(cmd)
     }
 }
 
@@ -179,6 +188,19 @@ fn standing<S: State>(record: &PendingWriteRecord) -> Standing<S> {
             update: update.clone(),
             goto: goto.clone(),
             caught: None,
+            memory: Vec::new(),
+            _update: PhantomData,
+        }),
+        PendingOutcome::DoneWithMemory {
+            update,
+            goto,
+            memory,
+        } => Standing::Done(Finished {
+            node: record.node.clone(),
+            update: update.clone(),
+            goto: goto.clone(),
+            caught: None,
+            memory: memory.clone(),
             _update: PhantomData,
         }),
         PendingOutcome::Caught { handler, failure } => Standing::Done(Finished {
@@ -186,6 +208,7 @@ fn standing<S: State>(record: &PendingWriteRecord) -> Standing<S> {
             update: Vec::new(),
             goto: None,
             caught: Some((handler.clone(), failure.clone())),
+            memory: Vec::new(),
             _update: PhantomData,
         }),
         PendingOutcome::Retrying {

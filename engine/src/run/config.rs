@@ -113,6 +113,10 @@ pub struct RunConfig {
     /// The longest retry delay the run sleeps through; a longer one stops the run until the
     /// retry is due (`Duration::MAX`: no limit).
     pub(crate) max_inline_backoff: Duration,
+    /// Where a run without a checkpoint store keeps long-term memory.
+    pub(crate) memory: Option<Arc<dyn CheckpointStore>>,
+    /// What turns texts into vectors for semantic memory.
+    pub(crate) embedder: Option<Arc<dyn agentgraph_checkpoint::items::Embedder>>,
 }
 
 impl Default for RunConfig {
@@ -138,6 +142,8 @@ impl Default for RunConfig {
             ttl: None,
             compensate_on_cancel: false,
             max_inline_backoff: Duration::MAX,
+            memory: None,
+            embedder: None,
         }
     }
 }
@@ -265,6 +271,44 @@ impl RunConfig {
     #[must_use]
     pub fn event_capacity(mut self, events: usize) -> Self {
         self.event_capacity = events;
+        self
+    }
+
+    /// Where a run **without** a checkpoint store keeps long-term memory
+    /// ([`Context::memory`](crate::Context::memory)): its nodes' memory writes are committed to
+    /// `store` when their step ends (nothing makes them atomic with anything: the run has no
+    /// checkpoint). A run with a checkpoint store ([`store`](RunConfig::store)) keeps memory
+    /// in that store, committed with its checkpoints, and ignores this setting.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::MemoryStore;
+    /// use agentgraph_engine::RunConfig;
+    /// let memory = MemoryStore::new(); // shared by the runs given a clone
+    /// let config = RunConfig::new().memory(memory.clone());
+    /// # let _ = config;
+    /// ```
+    pub fn memory(mut self, store: impl IntoStore) -> Self {
+        self.memory = Some(store.into_store());
+        self
+    }
+
+    /// The embedder of semantic memory: [`Memory::put_indexed`](crate::Memory::put_indexed)
+    /// stores the vector of a text with an item, [`Memory::search_text`](crate::Memory::search_text)
+    /// ranks items by similarity to a text.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agentgraph_checkpoint::items::HashEmbedder;
+    /// use agentgraph_engine::RunConfig;
+    /// let config = RunConfig::new().embedder(Arc::new(HashEmbedder::new(384)));
+    /// # let _ = config;
+    /// ```
+    pub fn embedder(mut self, embedder: Arc<dyn agentgraph_checkpoint::items::Embedder>) -> Self {
+        self.embedder = Some(embedder);
         self
     }
 

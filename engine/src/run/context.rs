@@ -2,8 +2,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use agentgraph_checkpoint::items::ItemWrite;
 
 use serde::{Serialize, de::DeserializeOwned};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +59,8 @@ struct TaskCx {
     answers: Option<Arc<[(String, String)]>>,
     /// The index of the next `interrupt` call.
     next_interrupt: AtomicU32,
+    /// The memory writes of this attempt, buffered until it finishes (empty: no allocation).
+    memory: Mutex<Vec<ItemWrite>>,
 }
 
 impl Context {
@@ -82,6 +86,7 @@ impl Context {
                 cancel,
                 answers,
                 next_interrupt: AtomicU32::new(0),
+                memory: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -93,6 +98,37 @@ impl Context {
     /// The answers given to this task's interrupts (and its subgraph's), by interrupt id.
     pub(crate) fn answers(&self) -> &[(String, String)] {
         self.inner.answers.as_deref().unwrap_or_default()
+    }
+
+    /// Runs `f` on this attempt's buffered memory writes.
+    pub(crate) fn with_memory<R>(&self, f: impl FnOnce(&mut Vec<ItemWrite>) -> R) -> R {
+        f(&mut self
+            .inner
+            .memory
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Takes this attempt's buffered memory writes (when it finished).
+    pub(crate) fn take_memory(&self) -> Vec<ItemWrite> {
+        self.with_memory(std::mem::take)
+    }
+
+    /// Long-term memory, shared across runs and threads of the run's store: see [`Memory`](crate::Memory).
+    /// Its writes are committed with this task's step, exactly once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::*;
+    /// use agentgraph_checkpoint::items::Namespace;
+    /// async fn note(ctx: &Context) -> Result<(), BoxError> {
+    ///     ctx.memory().put(Namespace::new(["notes"]), ctx.idempotency_key(), "seen")?;
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn memory(&self) -> crate::run::memory::Memory {
+        crate::run::memory::Memory::new(self.clone())
     }
 
     /// The run's id.

@@ -5,5 +5,6 @@ pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod handle;
 pub(crate) mod interrupt;
+pub(crate) mod memory;
 pub(crate) mod retry_at;
 pub(crate) mod scheduler;

@@ -1,5 +1,5 @@
 //! A scripted OpenAI-compatible server for the tests: axum on 127.0.0.1:0, answering
-//! `POST /v1/chat/completions` from a script of canned replies, in order, and recording every
+//! `POST /v1/chat/completions` (and `POST /v1/embeddings`) from a script of canned replies, in order, and recording every
 //! request it got (headers, JSON body, arrival time).
 //!
 //! Keyed mode ([`Scripted::start_keyed`]), for agents that run in parallel (whose requests
@@ -168,6 +168,8 @@ impl Scripted {
         let shared = Arc::new(shared);
         let app = Router::new()
             .route("/v1/chat/completions", post(answer))
+            // The embeddings endpoint answers from the same script.
+            .route("/v1/embeddings", post(answer))
             .with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

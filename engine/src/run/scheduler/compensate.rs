@@ -77,6 +77,7 @@ impl<S: State> Scheduler<S> {
         };
         let packet = Packet::new(handler.to_string(), &failure);
         Ok(Command {
+            memory: Vec::new(),
             update: S::Update::default(),
             goto: Some(Route {
                 targets: Vec::new(),
@@ -299,6 +300,7 @@ impl<S: State> Scheduler<S> {
                     .map(|c| Command {
                         update: c.update,
                         goto: None,
+                        memory: c.memory,
                     }),
             );
             self.merge(

@@ -326,6 +326,9 @@ pub(crate) struct Scheduler<S: State> {
     invocation: u32,
     /// What to compensate should the run fail, and the compensations still to run.
     saga: Saga,
+    /// The memory writes of the current step of a run without a checkpoint store, committed
+    /// to its memory store (`RunConfig::memory`) when the step ends.
+    memory: Vec<agentgraph_checkpoint::items::ItemWrite>,
 }
 
 impl<S: State> Drop for Scheduler<S> {
@@ -350,6 +353,7 @@ impl<S: State> Scheduler<S> {
             shared,
             deadline: None,
             tasks_token: CancellationToken::new(),
+            memory: Vec::new(),
             joins,
             invocation: 1,
             saga: Saga::default(),
@@ -674,7 +678,7 @@ impl<S: State> Scheduler<S> {
     ) -> Result<()> {
         self.saga.saved = step;
         let Some(p) = persist.as_mut() else {
-            return Ok(());
+            return self.commit_memory().await;
         };
         let status = if self.saga.compensating.is_some() {
             // A compensating run ends when its compensations have run (`compensate`).
@@ -708,6 +712,22 @@ impl<S: State> Scheduler<S> {
                 .events
                 .emit_stored(|| EventKind::CheckpointSaved { step, bytes });
         }
+        Ok(())
+    }
+
+    /// Commits the step's memory writes of a run without a checkpoint store to its memory
+    /// store.
+    async fn commit_memory(&mut self) -> Result<()> {
+        if self.memory.is_empty() {
+            return Ok(());
+        }
+        let Some(store) = self.shared.config.memory.clone() else {
+            self.memory.clear();
+            return Ok(());
+        };
+        let mut batch = agentgraph_checkpoint::WriteBatch::new();
+        batch.extend(self.memory.drain(..).map(agentgraph_checkpoint::Op::from));
+        store.commit(batch).await?;
         Ok(())
     }
 
@@ -767,6 +787,9 @@ impl<S: State> Scheduler<S> {
             S::for_each_written(&cmd.update, |f| written[f] = true);
             if let Some(p) = persist.as_deref_mut() {
                 p.capture(&cmd.update)?;
+                p.remember(cmd.memory);
+            } else if !cmd.memory.is_empty() {
+                self.memory.extend(cmd.memory);
             }
             // A panicking reducer (a user function) fails the run; its store still holds the
             // previous checkpoint, so nothing half-merged is ever saved.

@@ -39,7 +39,10 @@
 //! # Ok(()) }
 //! ```
 
+mod embed;
 mod wire;
+
+pub use embed::OpenAiEmbedder;
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -618,6 +621,16 @@ impl OpenAiModel {
         body: &serde_json::Value,
         stream: bool,
     ) -> Result<reqwest::Response, ModelError> {
+        self.send_to(&self.url, body, stream).await
+    }
+
+    /// [`send`](OpenAiModel::send) to another endpoint of the server (`/embeddings`).
+    async fn send_to(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        stream: bool,
+    ) -> Result<reqwest::Response, ModelError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ModelError::Config(e.to_string()))?;
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(self.retry_delay)
@@ -630,7 +643,7 @@ impl OpenAiModel {
             attempts += 1;
             let mut request = self
                 .client
-                .post(&self.url)
+                .post(url)
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(bytes.clone());
             if !stream {
@@ -655,7 +668,7 @@ impl OpenAiModel {
                 Err(e) if e.is_builder() => {
                     return Err(ModelError::Config(format!(
                         "the request cannot be built for `{}`: {}",
-                        self.url,
+                        url,
                         error_chain(&e)
                     )));
                 }

@@ -69,6 +69,9 @@ impl<S: State> Scheduler<S> {
             token.clone(),
             answers,
         );
+        // Kept to take the memory writes of an attempt that finishes (a reference count, no
+        // allocation).
+        let memory = ctx.clone();
         let state = state.clone();
         let shared = self.shared.clone();
         let plan = self.plan.clone();
@@ -116,11 +119,14 @@ impl<S: State> Scheduler<S> {
                 },
             };
             let outcome = match result {
-                Ok(Ok(cmd)) => match cmd.goto.as_ref().map(|g| check_goto(&plan, node_id, g)) {
+                Ok(Ok(mut cmd)) => match cmd.goto.as_ref().map(|g| check_goto(&plan, node_id, g)) {
                     // A go-to is checked when the task ends, so that a bad one fails the task
                     // and is never stored as a pending write to fail every resume again.
                     Some(Err(e)) => Err(TaskFailure::Failed(Failure::Route(e))),
-                    _ => Ok(cmd),
+                    _ => {
+                        cmd.memory = memory.take_memory();
+                        Ok(cmd)
+                    }
                 },
                 Ok(Err(e)) => match raised_interrupts(e, &name, step, task_id) {
                     Ok(raised) => Err(TaskFailure::Interrupted(raised)),
