@@ -294,9 +294,20 @@ async fn follow_prints_live_tokens_once() {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    // Give the tool time to connect, then let the words come one by one: each is printed
-    // before the next is made (the node is still running, nothing of its step stored).
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait for the tool to print the run's start (it is following), give it time to
+    // connect, then let the words come one by one: each is printed before the next is made
+    // (the node is still running, nothing of its step stored). On a loaded machine the tool
+    // can take longer than any fixed pause to start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !printed.lock().unwrap().contains("run told started") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run's start was not printed: {}",
+            printed.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut want = String::new();
     for word in WORDS {
         gate.add_permits(1);
