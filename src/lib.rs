@@ -151,6 +151,9 @@ pub mod run {
         FailurePolicy, GraphRegistry, Mode, Run, RunConfig, RunHandle, RunMetadata, RunOutcome,
         TaskEnd,
     };
+    #[cfg(feature = "compression")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+    pub use agentgraph_engine::Compression;
 }
 
 pub mod interrupt {

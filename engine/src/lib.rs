@@ -20,6 +20,8 @@ pub use agentgraph_checkpoint::{
     CheckpointStore, IntoStore, RunFilter, RunMetadata, RunRecord, RunStatus, StoreError, Sweeper,
 };
 pub use codec::CodecError;
+#[cfg(feature = "compression")]
+pub use agentgraph_checkpoint::envelope::Compression;
 pub use define::builder::GraphBuilder;
 pub use define::join::JoinPolicy;
 pub use define::node::{

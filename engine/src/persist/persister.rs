@@ -10,6 +10,7 @@ use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 use super::blob::{self, FieldTrack};
 use super::events::put_events;
 use super::load::{Loaded, load};
+use super::packing::Packing;
 use super::pending::{caught_failure, route_record};
 use super::record::{
     CheckpointRecord, CompensatingRecord, GateRecord, JoinRecord, PassRecord, PendingOutcome,
@@ -227,6 +228,8 @@ pub(crate) struct Persister<S: State> {
     /// The run's metadata and time to live (ms), for the run record.
     metadata: agentgraph_checkpoint::RunMetadata,
     ttl_ms: Option<u64>,
+    /// How its records are stored (compressed or not).
+    packing: Packing,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -259,6 +262,7 @@ impl<S: State> Persister<S> {
             graph,
             lease_ttl,
             session,
+            packing,
             ..
         } = run;
         let store = lease.store().clone();
@@ -288,6 +292,7 @@ impl<S: State> Persister<S> {
             None,
         );
         p.graph = graph;
+        p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(None);
         Ok(p)
     }
@@ -322,6 +327,7 @@ impl<S: State> Persister<S> {
             store_events: false,
             metadata: Default::default(),
             ttl_ms: None,
+            packing: Packing::default(),
             _state: PhantomData,
         }
     }
@@ -391,6 +397,8 @@ pub(crate) struct RunSettings {
     pub(crate) lease_ttl: Duration,
     /// The metadata and time to live the configuration gives the run.
     pub(crate) session: Session,
+    /// How the run's records are stored.
+    pub(crate) packing: Packing,
 }
 
 impl RunSettings {
@@ -409,6 +417,7 @@ impl RunSettings {
             allow_graph_change,
             graph,
             session,
+            packing,
             ..
         } = self;
         let store = lease.store().clone();
@@ -434,6 +443,7 @@ impl RunSettings {
             loaded.run.forked_from.clone(),
         );
         p.graph = graph;
+        p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(Some(&record));
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
@@ -529,6 +539,7 @@ impl<S: State> Persister<S> {
                 *track = new_track;
                 bytes
             };
+            let bytes = self.packing.pack(bytes);
             blob_bytes += bytes.len() as u64;
             batch.put_blob(&self.run_id, f as u32, step, bytes);
         }
@@ -550,12 +561,13 @@ impl<S: State> Persister<S> {
             invocation: position.invocation,
             saga: position.saga(),
         };
-        let bytes =
-            envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
+        let bytes = self.packing.pack(
+            envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?,
+        );
         let total = blob_bytes + bytes.len() as u64;
         batch.put_checkpoint(&self.run_id, step, bytes);
         if self.store_events {
-            put_events(&mut batch, &self.run_id, log)?;
+            put_events(&mut batch, &self.run_id, log, &self.packing)?;
             if self.durability != Durability::Exit || status.is_some() {
                 // The `CheckpointSaved` the run emits once this is written, with the number
                 // reserved for it: stored in the same commit, so a crash leaves no gap.
@@ -564,7 +576,12 @@ impl<S: State> Persister<S> {
                     run_id: self.run_id.clone(),
                     kind: EventKind::CheckpointSaved { step, bytes: total },
                 };
-                put_events(&mut batch, &self.run_id, std::slice::from_ref(&saved))?;
+                put_events(
+                    &mut batch,
+                    &self.run_id,
+                    std::slice::from_ref(&saved),
+                    &self.packing,
+                )?;
             }
         }
         if std::mem::take(&mut self.pending) {
@@ -654,8 +671,9 @@ impl<S: State> Persister<S> {
         index: u32,
         record: &PendingWriteRecord,
     ) -> Result<()> {
-        let bytes =
-            envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?;
+        let bytes = self.packing.pack(
+            envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?,
+        );
         batch.put_pending_write(&self.run_id, step, index, bytes);
         self.pending = true;
         Ok(())
@@ -696,11 +714,13 @@ impl<S: State> Persister<S> {
             for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
                 let (bytes, track) = blob::full(&loaded.state, f, step, 0)?;
                 self.fields[f] = track;
-                batch.put_blob(&self.run_id, f as u32, step, bytes);
+                batch.put_blob(&self.run_id, f as u32, step, self.packing.pack(bytes));
             }
             loaded.record.bases = self.fields.iter().map(|t| t.base).collect();
-            let bytes = envelope::encode(RecordKind::Checkpoint, &loaded.record)
-                .map_err(format_encode_error)?;
+            let bytes = self.packing.pack(
+                envelope::encode(RecordKind::Checkpoint, &loaded.record)
+                    .map_err(format_encode_error)?,
+            );
             batch.put_checkpoint(&self.run_id, step, bytes);
         }
         self.store.commit(batch).await?;
@@ -720,7 +740,7 @@ impl<S: State> Persister<S> {
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         if self.store_events && !self.broken && self.last_step.is_some() {
-            put_events(&mut batch, &self.run_id, &log)?;
+            put_events(&mut batch, &self.run_id, &log, &self.packing)?;
         }
         if self.broken {
             // A write failed, so what was held after it is gone: record the failure at the
@@ -757,7 +777,7 @@ impl<S: State> Persister<S> {
             return Ok(());
         }
         let mut batch = WriteBatch::new();
-        put_events(&mut batch, &self.run_id, &log)?;
+        put_events(&mut batch, &self.run_id, &log, &self.packing)?;
         self.write(batch, At::End, None).await
     }
 

@@ -110,6 +110,8 @@ pub struct RunConfig {
     pub(crate) ttl: Option<Duration>,
     /// Whether a cancelled run runs its compensations (`GraphBuilder::compensate`).
     pub(crate) compensate_on_cancel: bool,
+    /// How the run's records are stored (compressed or not).
+    pub(crate) packing: crate::persist::packing::Packing,
 }
 
 impl Default for RunConfig {
@@ -134,6 +136,7 @@ impl Default for RunConfig {
             metadata: None,
             ttl: None,
             compensate_on_cancel: false,
+            packing: Default::default(),
         }
     }
 }
@@ -450,6 +453,26 @@ impl RunConfig {
     #[must_use]
     pub fn compensate_on_cancel(mut self, compensate: bool) -> Self {
         self.compensate_on_cancel = compensate;
+        self
+    }
+
+    /// Compresses the records the run stores (checkpoints, field values and deltas, pending
+    /// writes, events) as `compression` says: zstd, for records of at least its threshold,
+    /// and only when that makes them smaller (default: none). Reading needs no configuration:
+    /// each record says how it is stored, so a run may be resumed with another setting, and
+    /// runs stored before read as they did. Feature `compression`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Compression, RunConfig};
+    /// let config = RunConfig::new().compression(Compression::zstd().threshold(16 * 1024).level(1));
+    /// assert!(format!("{config:?}").contains("threshold: 16384"));
+    /// ```
+    #[cfg(feature = "compression")]
+    #[must_use]
+    pub fn compression(mut self, compression: agentgraph_checkpoint::envelope::Compression) -> Self {
+        self.packing.compression = Some(compression);
         self
     }
 
