@@ -146,14 +146,14 @@ pub mod state {
 pub mod run {
     //! Running a graph: the configuration of a run, the run and its handle, and how it ends;
     //! graphs by name, driven with JSON ([`GraphRegistry`], [`DynGraph`]).
+    #[cfg(feature = "compression")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
+    pub use agentgraph_engine::Compression;
     pub use agentgraph_engine::{
         CancelHandle, Durability, DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun,
         FailurePolicy, GraphRegistry, Mode, Run, RunConfig, RunHandle, RunMetadata, RunOutcome,
         TaskEnd,
     };
-    #[cfg(feature = "compression")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
-    pub use agentgraph_engine::Compression;
 }
 
 pub mod interrupt {

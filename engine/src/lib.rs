@@ -16,12 +16,12 @@ mod run;
 pub mod codec;
 pub use define::reducer;
 
+#[cfg(feature = "compression")]
+pub use agentgraph_checkpoint::envelope::Compression;
 pub use agentgraph_checkpoint::{
     CheckpointStore, IntoStore, RunFilter, RunMetadata, RunRecord, RunStatus, StoreError, Sweeper,
 };
 pub use codec::CodecError;
-#[cfg(feature = "compression")]
-pub use agentgraph_checkpoint::envelope::Compression;
 pub use define::builder::GraphBuilder;
 pub use define::join::JoinPolicy;
 pub use define::node::{

@@ -561,9 +561,9 @@ impl<S: State> Persister<S> {
             invocation: position.invocation,
             saga: position.saga(),
         };
-        let bytes = self.packing.pack(
-            envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?,
-        );
+        let bytes = self
+            .packing
+            .pack(envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?);
         let total = blob_bytes + bytes.len() as u64;
         batch.put_checkpoint(&self.run_id, step, bytes);
         if self.store_events {
@@ -671,9 +671,9 @@ impl<S: State> Persister<S> {
         index: u32,
         record: &PendingWriteRecord,
     ) -> Result<()> {
-        let bytes = self.packing.pack(
-            envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?,
-        );
+        let bytes = self
+            .packing
+            .pack(envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?);
         batch.put_pending_write(&self.run_id, step, index, bytes);
         self.pending = true;
         Ok(())

@@ -471,7 +471,10 @@ impl RunConfig {
     /// ```
     #[cfg(feature = "compression")]
     #[must_use]
-    pub fn compression(mut self, compression: agentgraph_checkpoint::envelope::Compression) -> Self {
+    pub fn compression(
+        mut self,
+        compression: agentgraph_checkpoint::envelope::Compression,
+    ) -> Self {
         self.packing.compression = Some(compression);
         self
     }
