@@ -493,9 +493,13 @@ impl Compression {
             return record;
         };
         let payload = &record[HEADER_LEN..];
+        let start = HEADER_LEN + 4;
+        if record.len() <= start + 1 {
+            // Not even room for the length: nothing that small shrinks.
+            return record;
+        }
         // Room for no more than the plain record: a frame that does not fit is not smaller.
         let mut out = vec![0; record.len() - 1];
-        let start = HEADER_LEN + 4;
         let written = COMPRESSOR.with_borrow_mut(|slot| {
             let level = self.level;
             if slot.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -769,6 +773,13 @@ mod compression_tests {
 
     #[test]
     fn payloads_at_below_and_above_the_threshold() {
+        // Threshold 0: every record is offered, the tiniest too (they stay plain).
+        for len in 0..64 {
+            let plain = seal(RecordKind::Event, &text(len));
+            let stored = Compression::zstd().threshold(0).compress(plain.clone());
+            assert!(stored.len() < plain.len() || stored == plain);
+            assert_eq!(open(RecordKind::Event, &stored).unwrap(), text(len));
+        }
         let c = Compression::zstd().threshold(1000);
         for len in [0, 1, 999, 1000, 1001, 100_000] {
             let payload = text(len);
