@@ -20,7 +20,9 @@ use agentgraph_benches::{
     run_counting_steps, run_thread, runtime, small_input, thread_graph, time_agent_turns,
     time_group_chats, time_resume, time_runs, time_runs_each, time_workers, two_node_loop,
 };
-use agentgraph_engine::{CompiledGraph, Durability, Mode, RunConfig, RunStatus, State};
+use agentgraph_engine::{
+    CompiledGraph, Compression, Durability, Mode, RunConfig, RunStatus, State,
+};
 use serde::Serialize;
 use tokio::runtime::Runtime;
 
@@ -99,6 +101,8 @@ struct Line {
     ratio_to_raw: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_durable_async: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_plain: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     resume_to_first_node_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -582,6 +586,43 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
         if mode == "durable_async" {
             async_us = line.per_step_us.expect("a per-step time");
         }
+        line.print();
+    }
+    // The same on sled with compression (`RunConfig::compression`): the defaults (records of
+    // 4 KiB and more, none of this small state's), then every record offered to zstd
+    // (threshold 0; stored compressed only where that is smaller). `ratio_to_plain`: per-step
+    // time over `durable_async`'s of this run.
+    for (mode, compression) in [
+        ("durable_async_compressed", Compression::zstd()),
+        (
+            "durable_async_compressed_all",
+            Compression::zstd().threshold(0),
+        ),
+    ] {
+        let store = BenchStore::sled("compressed");
+        let base = config(Mode::Parallel, nodes + 1)
+            .durability(Durability::Async)
+            .compression(compression);
+        let (counted, med) = measure_durable(
+            rt,
+            &graph,
+            Counter::default,
+            &store,
+            &base,
+            reps,
+            check,
+            || {},
+        );
+        let mut line = durable_line(
+            "chain_1000",
+            mode,
+            "sled",
+            Durability::Async,
+            &counted,
+            med,
+            reps,
+        );
+        line.ratio_to_plain = Some(line.per_step_us.expect("a per-step time") / async_us);
         line.print();
     }
 

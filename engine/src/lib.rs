@@ -19,6 +19,8 @@ pub mod codec;
 pub use agentgraph_checkpoint::items;
 pub use define::reducer;
 
+#[cfg(feature = "compression")]
+pub use agentgraph_checkpoint::envelope::Compression;
 pub use agentgraph_checkpoint::{
     CheckpointStore, IntoStore, RunFilter, RunMetadata, RunRecord, RunStatus, StoreError, Sweeper,
 };

@@ -1,11 +1,12 @@
 //! Arbitrary bytes through the record envelope and the decoder: errors, never panics.
 //!
 //! The input is tried as a whole record of every kind, and also sealed as the payload of a
-//! valid envelope, so the fuzzer reaches the bincode decoder without forging checksums.
+//! valid envelope, so the fuzzer reaches the bincode decoder without forging checksums, and
+//! that envelope compressed, so it reaches the decompressor too.
 #![no_main]
 
 use agentgraph_checkpoint::RunRecord;
-use agentgraph_checkpoint::envelope::{self, RecordKind};
+use agentgraph_checkpoint::envelope::{self, Compression, RecordKind};
 use libfuzzer_sys::fuzz_target;
 
 const KINDS: [RecordKind; 5] = [
@@ -39,12 +40,22 @@ fn decode_all(bytes: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     for kind in KINDS {
         if let Ok(payload) = envelope::open(kind, data) {
-            // A record that opens is exactly the envelope of its payload.
-            assert_eq!(envelope::seal(kind, payload), data);
+            let plain = envelope::seal(kind, &payload);
+            if data[6] == 1 {
+                // A plain record that opens is exactly the envelope of its payload.
+                assert_eq!(plain, data);
+            } else {
+                // A compressed one opens to a payload that compresses and opens back.
+                let again = Compression::zstd().threshold(0).compress(plain);
+                assert_eq!(*envelope::open(kind, &again).unwrap(), *payload);
+            }
         }
     }
     decode_all(data);
+    let compression = Compression::zstd().threshold(0);
     for kind in KINDS {
-        decode_all(&envelope::seal(kind, data));
+        let sealed = envelope::seal(kind, data);
+        decode_all(&compression.compress(sealed.clone()));
+        decode_all(&sealed);
     }
 });

@@ -22,12 +22,14 @@
 //! | [`fork`], [`prune`] | new runs from a checkpoint; pruning and deleting runs |
 //! | [`runs`] | run ids: subgraph runs and the ids reserved for them |
 //! | [`session`] | a run's metadata and time to live on its record |
+//! | [`packing`] | how records are stored: compressed when the run's configuration asks |
 
 pub(crate) mod blob;
 pub(crate) mod events;
 pub(crate) mod fork;
 pub(crate) mod lease;
 pub(crate) mod load;
+pub(crate) mod packing;
 pub(crate) mod pending;
 pub(crate) mod persister;
 pub(crate) mod prune;

@@ -10,6 +10,7 @@ use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 use super::blob::{self, FieldTrack};
 use super::events::put_events;
 use super::load::{Loaded, load};
+use super::packing::Packing;
 use super::pending::{caught_failure, route_record};
 use super::record::{
     CheckpointRecord, CompensatingRecord, GateRecord, JoinRecord, MemoryRecord, PassRecord,
@@ -230,6 +231,8 @@ pub(crate) struct Persister<S: State> {
     /// The memory writes of the current step's tasks, in task order: committed with its
     /// checkpoint.
     memory: Vec<agentgraph_checkpoint::items::ItemWrite>,
+    /// How its records are stored (compressed or not).
+    packing: Packing,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -262,6 +265,7 @@ impl<S: State> Persister<S> {
             graph,
             lease_ttl,
             session,
+            packing,
             ..
         } = run;
         let store = lease.store().clone();
@@ -295,6 +299,7 @@ impl<S: State> Persister<S> {
             None,
         );
         p.graph = graph;
+        p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(None);
         Ok(p)
     }
@@ -330,6 +335,7 @@ impl<S: State> Persister<S> {
             metadata: Default::default(),
             ttl_ms: None,
             memory: Vec::new(),
+            packing: Packing::default(),
             _state: PhantomData,
         }
     }
@@ -402,6 +408,8 @@ pub(crate) struct RunSettings {
     pub(crate) lease_ttl: Duration,
     /// The metadata and time to live the configuration gives the run.
     pub(crate) session: Session,
+    /// How the run's records are stored.
+    pub(crate) packing: Packing,
 }
 
 impl RunSettings {
@@ -420,6 +428,7 @@ impl RunSettings {
             allow_graph_change,
             graph,
             session,
+            packing,
             ..
         } = self;
         let store = lease.store().clone();
@@ -445,6 +454,7 @@ impl RunSettings {
             loaded.run.forked_from.clone(),
         );
         p.graph = graph;
+        p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(Some(&record));
         p.fields.clone_from(&loaded.fields);
         p.last_step = Some(loaded.record.step);
@@ -548,6 +558,7 @@ impl<S: State> Persister<S> {
                 *track = new_track;
                 bytes
             };
+            let bytes = self.packing.pack(bytes);
             blob_bytes += bytes.len() as u64;
             batch.put_blob(&self.run_id, f as u32, step, bytes);
         }
@@ -569,12 +580,13 @@ impl<S: State> Persister<S> {
             invocation: position.invocation,
             saga: position.saga(),
         };
-        let bytes =
-            envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?;
+        let bytes = self
+            .packing
+            .pack(envelope::encode(RecordKind::Checkpoint, &record).map_err(format_encode_error)?);
         let total = blob_bytes + bytes.len() as u64;
         batch.put_checkpoint(&self.run_id, step, bytes);
         if self.store_events {
-            put_events(&mut batch, &self.run_id, log)?;
+            put_events(&mut batch, &self.run_id, log, &self.packing)?;
             if self.durability != Durability::Exit || status.is_some() {
                 // The `CheckpointSaved` the run emits once this is written, with the number
                 // reserved for it: stored in the same commit, so a crash leaves no gap.
@@ -583,7 +595,12 @@ impl<S: State> Persister<S> {
                     run_id: self.run_id.clone(),
                     kind: EventKind::CheckpointSaved { step, bytes: total },
                 };
-                put_events(&mut batch, &self.run_id, std::slice::from_ref(&saved))?;
+                put_events(
+                    &mut batch,
+                    &self.run_id,
+                    std::slice::from_ref(&saved),
+                    &self.packing,
+                )?;
             }
         }
         if std::mem::take(&mut self.pending) {
@@ -690,8 +707,9 @@ impl<S: State> Persister<S> {
         index: u32,
         record: &PendingWriteRecord,
     ) -> Result<()> {
-        let bytes =
-            envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?;
+        let bytes = self
+            .packing
+            .pack(envelope::encode(RecordKind::PendingWrite, record).map_err(format_encode_error)?);
         batch.put_pending_write(&self.run_id, step, index, bytes);
         self.pending = true;
         Ok(())
@@ -734,11 +752,13 @@ impl<S: State> Persister<S> {
             for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
                 let (bytes, track) = blob::full(&loaded.state, f, step, 0)?;
                 self.fields[f] = track;
-                batch.put_blob(&self.run_id, f as u32, step, bytes);
+                batch.put_blob(&self.run_id, f as u32, step, self.packing.pack(bytes));
             }
             loaded.record.bases = self.fields.iter().map(|t| t.base).collect();
-            let bytes = envelope::encode(RecordKind::Checkpoint, &loaded.record)
-                .map_err(format_encode_error)?;
+            let bytes = self.packing.pack(
+                envelope::encode(RecordKind::Checkpoint, &loaded.record)
+                    .map_err(format_encode_error)?,
+            );
             batch.put_checkpoint(&self.run_id, step, bytes);
         }
         self.store.commit(batch).await?;
@@ -758,7 +778,7 @@ impl<S: State> Persister<S> {
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         if self.store_events && !self.broken && self.last_step.is_some() {
-            put_events(&mut batch, &self.run_id, &log)?;
+            put_events(&mut batch, &self.run_id, &log, &self.packing)?;
         }
         if self.broken {
             // A write failed, so what was held after it is gone: record the failure at the
@@ -795,7 +815,7 @@ impl<S: State> Persister<S> {
             return Ok(());
         }
         let mut batch = WriteBatch::new();
-        put_events(&mut batch, &self.run_id, &log)?;
+        put_events(&mut batch, &self.run_id, &log, &self.packing)?;
         self.write(batch, At::End, None).await
     }
 

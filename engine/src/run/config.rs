@@ -117,6 +117,8 @@ pub struct RunConfig {
     pub(crate) memory: Option<Arc<dyn CheckpointStore>>,
     /// What turns texts into vectors for semantic memory.
     pub(crate) embedder: Option<Arc<dyn agentgraph_checkpoint::items::Embedder>>,
+    /// How the run's records are stored (compressed or not).
+    pub(crate) packing: crate::persist::packing::Packing,
 }
 
 impl Default for RunConfig {
@@ -144,6 +146,7 @@ impl Default for RunConfig {
             max_inline_backoff: Duration::MAX,
             memory: None,
             embedder: None,
+            packing: Default::default(),
         }
     }
 }
@@ -527,6 +530,29 @@ impl RunConfig {
     #[must_use]
     pub fn max_inline_backoff(mut self, limit: Duration) -> Self {
         self.max_inline_backoff = limit;
+        self
+    }
+
+    /// Compresses the records the run stores (checkpoints, field values and deltas, pending
+    /// writes, events) as `compression` says: zstd, for records of at least its threshold,
+    /// and only when that makes them smaller (default: none). Reading needs no configuration:
+    /// each record says how it is stored, so a run may be resumed with another setting, and
+    /// runs stored before read as they did. Feature `compression`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Compression, RunConfig};
+    /// let config = RunConfig::new().compression(Compression::zstd().threshold(16 * 1024).level(1));
+    /// assert!(format!("{config:?}").contains("threshold: 16384"));
+    /// ```
+    #[cfg(feature = "compression")]
+    #[must_use]
+    pub fn compression(
+        mut self,
+        compression: agentgraph_checkpoint::envelope::Compression,
+    ) -> Self {
+        self.packing.compression = Some(compression);
         self
     }
 

@@ -12,20 +12,26 @@ use agentgraph_checkpoint::WriteBatch;
 use agentgraph_checkpoint::envelope::{self, RecordKind};
 
 use super::format_encode_error;
+use super::packing::Packing;
 use crate::codec::CodecError;
 use crate::error::{Error, Result};
 use crate::observe::event::Event;
 use stored::StoredEvent;
 
 /// Adds `log` to `batch`.
-pub(crate) fn put_events(batch: &mut WriteBatch, run: &str, log: &[Event]) -> Result<()> {
+pub(crate) fn put_events(
+    batch: &mut WriteBatch,
+    run: &str,
+    log: &[Event],
+    packing: &Packing,
+) -> Result<()> {
     for event in log {
         let json = serde_json::to_string(&StoredEvent::from(event)).map_err(|e| Error::Encode {
             what: format!("event {}", event.seq),
             source: CodecError::new(e.to_string()),
         })?;
         let bytes = envelope::encode(RecordKind::Event, &json).map_err(format_encode_error)?;
-        batch.put_event(run, event.seq, bytes);
+        batch.put_event(run, event.seq, packing.pack(bytes));
     }
     Ok(())
 }
@@ -281,7 +287,13 @@ mod tests {
             let stored = serde_json::to_string(&StoredEvent::from(&event)).unwrap();
             assert_eq!(stored, public);
             let mut batch = WriteBatch::new();
-            put_events(&mut batch, "r", std::slice::from_ref(&event)).unwrap();
+            put_events(
+                &mut batch,
+                "r",
+                std::slice::from_ref(&event),
+                &Packing::default(),
+            )
+            .unwrap();
             let [Op::PutEvent { bytes, .. }] = &batch.into_ops()[..] else {
                 panic!("one event is one write");
             };

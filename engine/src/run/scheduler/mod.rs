@@ -375,6 +375,7 @@ impl<S: State> Scheduler<S> {
             graph: self.plan.name.clone(),
             lease_ttl: self.config().lease_ttl,
             session: self.config().session(),
+            packing: self.config().packing,
         }
     }
 
