@@ -227,6 +227,8 @@ pub(crate) struct Persister<S: State> {
     /// The run's metadata and time to live (ms), for the run record.
     metadata: agentgraph_checkpoint::RunMetadata,
     ttl_ms: Option<u64>,
+    /// What describes the state's fields.
+    schema: S::Schema,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -242,16 +244,20 @@ impl<S: State> std::fmt::Debug for Persister<S> {
 
 impl<S: State> Persister<S> {
     /// Starts a new run: fails if the id is taken.
-    pub(crate) async fn create(store: Arc<dyn CheckpointStore>, run: RunSettings) -> Result<Self> {
+    pub(crate) async fn create(
+        store: Arc<dyn CheckpointStore>,
+        run: RunSettings,
+        schema: &S::Schema,
+    ) -> Result<Self> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         if lease.store().get_run(&run.run_id).await?.is_some() {
             return Err(Error::RunExists(run.run_id.to_string()));
         }
-        Self::start_new(lease, run).await
+        Self::start_new(lease, run, schema).await
     }
 
     /// Starts a new run whose lease is taken and whose id is free.
-    async fn start_new(lease: RunOwnership, run: RunSettings) -> Result<Self> {
+    async fn start_new(lease: RunOwnership, run: RunSettings, schema: &S::Schema) -> Result<Self> {
         let RunSettings {
             run_id,
             durability,
@@ -285,7 +291,7 @@ impl<S: State> Persister<S> {
             fingerprint,
             lease,
             now_ms(),
-            None,
+            schema.clone(),
         );
         p.graph = graph;
         (p.metadata, p.ttl_ms) = session.over(None);
@@ -299,16 +305,17 @@ impl<S: State> Persister<S> {
         fingerprint: Fingerprint,
         lease: RunOwnership,
         created_at_ms: u64,
-        forked_from: Option<(String, u64)>,
+        schema: S::Schema,
     ) -> Self {
+        let fields = S::fields(&schema).len();
         Persister {
             store,
             run_id,
             durability,
             fingerprint,
             created_at_ms,
-            forked_from,
-            fields: vec![FieldTrack::default(); S::FIELDS.len()],
+            forked_from: None,
+            fields: vec![FieldTrack::default(); fields],
             last_step: None,
             writer: super::writer::GroupWriter::default(),
             held_step: None,
@@ -316,12 +323,13 @@ impl<S: State> Persister<S> {
             broken: false,
             held: WriteBatch::new(),
             pending: false,
-            deltas: vec![Vec::new(); S::FIELDS.len()],
+            deltas: vec![Vec::new(); fields],
             lease: Arc::new(lease),
             graph: None,
             store_events: false,
             metadata: Default::default(),
             ttl_ms: None,
+            schema,
             _state: PhantomData,
         }
     }
@@ -330,12 +338,13 @@ impl<S: State> Persister<S> {
     pub(crate) async fn open(
         store: Arc<dyn CheckpointStore>,
         run: RunSettings,
+        schema: &S::Schema,
     ) -> Result<(Self, Loaded<S>)> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
             return Err(Error::RunNotFound(run.run_id.to_string()));
         };
-        run.open(lease, record, |_, _| Ok(())).await
+        run.open(lease, record, schema, |_, _| Ok(())).await
     }
 
     /// Opens the thread `run_id` for its next invocation: the run's latest checkpoint, if the
@@ -349,14 +358,15 @@ impl<S: State> Persister<S> {
     pub(crate) async fn thread(
         store: Arc<dyn CheckpointStore>,
         run: RunSettings,
+        schema: &S::Schema,
     ) -> Result<(Self, Option<Loaded<S>>)> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
-            return Ok((Self::start_new(lease, run).await?, None));
+            return Ok((Self::start_new(lease, run, schema).await?, None));
         };
         let thread = run.run_id.clone();
         let (p, loaded) = run
-            .open(lease, record, |stored, loaded| {
+            .open(lease, record, schema, |stored, loaded| {
                 // A completed run, a fork (pending) of a checkpoint where a run ended, or a run
                 // whose failure was compensated in full (nothing is left to resume).
                 let ended = match stored.status {
@@ -400,6 +410,7 @@ impl RunSettings {
         self,
         lease: RunOwnership,
         record: RunRecord,
+        schema: &S::Schema,
         ready: impl FnOnce(&RunRecord, &Loaded<S>) -> Result<()>,
     ) -> Result<(Persister<S>, Loaded<S>)> {
         let RunSettings {
@@ -422,7 +433,7 @@ impl RunSettings {
                 current: fingerprint,
             });
         }
-        let loaded = load::<S>(&*store, &run_id).await?;
+        let loaded = load::<S>(&*store, &run_id, schema).await?;
         ready(&record, &loaded)?;
         let mut p = Persister::new(
             store,
@@ -431,8 +442,9 @@ impl RunSettings {
             fingerprint,
             lease,
             loaded.run.created_at_ms,
-            loaded.run.forked_from.clone(),
+            schema.clone(),
         );
+        p.forked_from.clone_from(&loaded.run.forked_from);
         p.graph = graph;
         (p.metadata, p.ttl_ms) = session.over(Some(&record));
         p.fields.clone_from(&loaded.fields);
@@ -478,7 +490,7 @@ impl<S: State> Persister<S> {
     pub(crate) fn capture(&mut self, update: &S::Update) -> Result<()> {
         let mut failure = None;
         S::for_each_written(update, |f| {
-            if failure.is_some() || S::FIELDS[f].reducer.is_exclusive() {
+            if failure.is_some() || S::fields(&self.schema)[f].reducer.is_exclusive() {
                 return;
             }
             let mut out = Vec::new();
@@ -518,14 +530,15 @@ impl<S: State> Persister<S> {
             let delta_len: usize = deltas.iter().map(Vec::len).sum();
             let track = &mut self.fields[f];
             let bytes = if !first
-                && !S::FIELDS[f].reducer.is_exclusive()
+                && !S::fields(&self.schema)[f].reducer.is_exclusive()
                 && track.takes_deltas(delta_len)
             {
                 track.delta_len += delta_len;
                 blob::deltas(deltas)?
             } else {
                 // In a buffer sized for the last full value and the deltas since.
-                let (bytes, new_track) = blob::full(state, f, step, track.full_len + delta_len)?;
+                let (bytes, new_track) =
+                    blob::full(state, &self.schema, f, step, track.full_len + delta_len)?;
                 *track = new_track;
                 bytes
             };
@@ -694,7 +707,7 @@ impl<S: State> Persister<S> {
         }
         if let Some(written) = edited {
             for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
-                let (bytes, track) = blob::full(&loaded.state, f, step, 0)?;
+                let (bytes, track) = blob::full(&loaded.state, &self.schema, f, step, 0)?;
                 self.fields[f] = track;
                 batch.put_blob(&self.run_id, f as u32, step, bytes);
             }
