@@ -137,7 +137,10 @@ pub mod node {
 pub mod state {
     //! The state of a run: the [`State`] trait and its derive, per-field reducers and the
     //! field codec.
-    pub use agentgraph_engine::{CodecError, Field, State, codec, reducer};
+    pub use agentgraph_engine::{
+        CodecError, DynSchema, DynSchemaBuilder, DynState, DynStateError, DynUpdate, Field,
+        JsonMerge, JsonReducer, JsonType, State, codec, reducer,
+    };
     pub use agentgraph_macros::State;
 }
 
@@ -223,6 +226,10 @@ pub use agentgraph_otel as otel;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[doc(inline)]
 pub use agentgraph_postgres as postgres;
+#[cfg(feature = "spec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spec")))]
+#[doc(inline)]
+pub use agentgraph_spec as spec;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {
