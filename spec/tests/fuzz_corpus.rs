@@ -17,7 +17,10 @@ fn check(text: &str) {
 
 #[test]
 fn the_seed_corpus_loads_without_panics() {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/load_graph_file");
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/load_graph_file"
+    );
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
