@@ -118,6 +118,10 @@ pub(crate) enum Command {
     /// taken as a string). A file changed since the run started is refused unless
     /// `--allow-changed` is given.
     Resume(ResumeArgs),
+    /// Write a starting graph file from a template: `review` (a draft, a human review, then
+    /// publishing) or `map-reduce` (one task per document, then a join). Refuses to replace a
+    /// file unless `--force` is given.
+    New(NewArgs),
     /// Serve the monitor over the store: the live web page, the JSON API, each run's events
     /// over SSE and Prometheus metrics, for runs no program is running any more (a program
     /// serves its own runs with `agentgraph::monitor`). Runs until Ctrl-C.
@@ -162,6 +166,18 @@ pub(crate) struct ResumeArgs {
     /// Resume even when the graph file changed since the run started.
     #[arg(long)]
     pub(crate) allow_changed: bool,
+}
+
+/// `new`.
+#[derive(Debug, Args)]
+pub(crate) struct NewArgs {
+    /// The template: `review` or `map-reduce`.
+    pub(crate) template: String,
+    /// Where to write it (`TEMPLATE.yaml` when left out).
+    pub(crate) file: Option<PathBuf>,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// A command about one run.

@@ -14,6 +14,7 @@
 //! | `delete RUN` | deletes a run and its subgraph runs |
 //! | `sweep` | deletes the runs whose time to live is over |
 //! | `dot FILE` | a graph description exported by a program, as Graphviz DOT |
+//! | `new TEMPLATE [FILE]` | writes a starting graph file (`review`, `map-reduce`) |
 //! | `validate FILE` | checks a graph file: each error at its `FILE:LINE:COLUMN` |
 //! | `run FILE [--input JSON\|@FILE] [--thread ID]` | runs a graph file, events printed live |
 //! | `resume RUN --graph FILE [--answer V] [--answer-to ID=V] [--allow-changed]` | resumes a run of a graph file |

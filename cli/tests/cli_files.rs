@@ -172,3 +172,43 @@ fn run_without_a_store_takes_the_input() {
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("no field `m`"), "{err}");
 }
+
+#[test]
+fn new_writes_templates_that_validate_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    for template in ["review", "map-reduce"] {
+        let file = dir.path().join(format!("{template}.yaml"));
+        let file = file.to_str().unwrap();
+        agentgraph(&["new", template, file]).assert().success();
+        agentgraph(&["validate", file]).assert().success();
+        let out = agentgraph(&["new", template, file]).assert().failure();
+        let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        assert!(err.contains("--force"), "{err}");
+    }
+    let file = dir.path().join("map-reduce.yaml");
+    let out = agentgraph(&[
+        "--json",
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        r#"{"documents": ["a", "b", "c"]}"#,
+    ])
+    .assert()
+    .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["state"]["summaries"],
+        serde_json::json!(["a", "b", "c"]),
+        "{stdout}"
+    );
+    assert_eq!(
+        last["state"]["log"],
+        serde_json::json!(["split", "combined"]),
+        "{stdout}"
+    );
+
+    let out = agentgraph(&["new", "reveiw"]).assert().failure();
+    let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(err.contains("did you mean `review`?"), "{err}");
+}

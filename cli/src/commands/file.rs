@@ -15,7 +15,7 @@ use tokio_stream::StreamExt;
 
 use super::Ctx;
 use super::events::Printer;
-use crate::cli::{ResumeArgs, RunFileArgs, ValidateArgs};
+use crate::cli::{NewArgs, ResumeArgs, RunFileArgs, ValidateArgs};
 use crate::output;
 
 /// The kinds a file may name from the command line.
@@ -223,5 +223,38 @@ async fn follow(ctx: &mut Ctx, run: Run<DynState>) -> Result<()> {
         }
     }
     ctx.out.flush()?;
+    Ok(())
+}
+
+/// The templates of `new`, by name.
+const TEMPLATES: [(&str, &str); 2] = [
+    ("review", include_str!("../../templates/review.yaml")),
+    (
+        "map-reduce",
+        include_str!("../../templates/map-reduce.yaml"),
+    ),
+];
+
+pub(crate) fn new(ctx: &mut Ctx, args: &NewArgs) -> Result<()> {
+    let Some((name, text)) = TEMPLATES.iter().find(|(n, _)| *n == args.template) else {
+        let names: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();
+        let hint = agentgraph_spec::did_you_mean(&args.template, names.iter().copied())
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        bail!(
+            "no template `{}`{hint}: the templates are {}",
+            args.template,
+            names.join(", ")
+        );
+    };
+    let path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| format!("{name}.yaml").into());
+    if path.exists() && !args.force {
+        bail!("{} exists: pass --force to replace it", path.display());
+    }
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(ctx.out, "wrote {} (template `{name}`)", path.display())?;
     Ok(())
 }

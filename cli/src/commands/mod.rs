@@ -63,6 +63,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Validate(args) => file::validate(&mut ctx, &args),
         Command::Run(args) => file::run(&mut ctx, args).await,
         Command::Resume(args) => file::resume(&mut ctx, args).await,
+        Command::New(args) => file::new(&mut ctx, &args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(&mut ctx, args).await,
     }
