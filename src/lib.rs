@@ -137,10 +137,7 @@ pub mod node {
 pub mod state {
     //! The state of a run: the [`State`] trait and its derive, per-field reducers and the
     //! field codec.
-    pub use agentgraph_engine::{
-        CodecError, DynSchema, DynSchemaBuilder, DynState, DynStateError, DynUpdate, Field,
-        JsonMerge, JsonReducer, JsonType, State, codec, reducer,
-    };
+    pub use agentgraph_engine::{CodecError, Field, State, codec, reducer};
     pub use agentgraph_macros::State;
 }
 

@@ -1,6 +1,6 @@
 //! Graphs declared in YAML or JSON files.
 //!
-//! A graph file declares the state's fields (a [`DynState`](agentgraph_engine::DynState)),
+//! A graph file declares the state's fields (a [`DynState`]),
 //! the nodes by kind with their parameters, and the edges; [`GraphSpec`] is its serde form,
 //! with the position of every name, and its JSON Schema is published in the repository as
 //! `spec/graph.schema.json` ([`json_schema`]).
@@ -20,3 +20,10 @@ pub use format::{
 };
 pub use load::{MAX_FILE_BYTES, digest};
 pub use registry::{FileNode, NodeKindFn, NodeParams, NodeRegistry, RouterFn, packet_item};
+
+/// The state of a file-declared graph, from the engine: a [`DynState`] of JSON fields, its
+/// [`DynSchema`], updates and reducers.
+pub use agentgraph_engine::{
+    DynSchema, DynSchemaBuilder, DynState, DynStateError, DynUpdate, JsonMerge, JsonReducer,
+    JsonType,
+};
