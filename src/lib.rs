@@ -242,6 +242,10 @@ pub use agentgraph_otel as otel;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 #[doc(inline)]
 pub use agentgraph_postgres as postgres;
+#[cfg(feature = "spec")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spec")))]
+#[doc(inline)]
+pub use agentgraph_spec as spec;
 
 /// The names most programs need: `use agentgraph::prelude::*;`.
 pub mod prelude {

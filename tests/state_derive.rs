@@ -475,13 +475,13 @@ fn fields_encode_and_decode_one_by_one() {
         })
         .collect();
     let slices: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
-    assert_eq!(Everything::decode_fields(&slices).unwrap(), state);
+    assert_eq!(Everything::decode_fields(&(), &slices).unwrap(), state);
 
     // Wrong arity and damaged bytes are errors naming the field, not panics.
-    assert!(Everything::decode_fields(&slices[1..]).is_err());
+    assert!(Everything::decode_fields(&(), &slices[1..]).is_err());
     let mut damaged = slices.clone();
     damaged[2] = &[0xff, 0xff, 0xff];
-    let e = Everything::decode_fields(&damaged).unwrap_err();
+    let e = Everything::decode_fields(&(), &damaged).unwrap_err();
     assert!(e.to_string().starts_with("field `notes`"), "{e}");
     assert!(state.encode_field(99, &mut Vec::new()).is_err());
 }

@@ -110,11 +110,80 @@ pub(crate) enum Command {
     /// Print a graph as Graphviz DOT, from the JSON of its description that a program
     /// exported (`serde_json::to_string(&graph.describe())`).
     Dot(DotArgs),
+    /// Check a graph file (YAML or JSON): its format, then everything compiling it checks.
+    /// Each error is printed as `FILE:LINE:COLUMN: node or edge: message`, with a suggestion
+    /// for a misspelt name; exit code 1 when there is any.
+    Validate(ValidateArgs),
+    /// Run a graph file: `--input` is the state's JSON (or, with `--thread`, the thread's next
+    /// input), events are printed as they come (JSON lines with `--json`), then the final state
+    /// or the interrupts the run waits on. With `--store`, the run is checkpointed there (an
+    /// embedded store is created when missing) and can be resumed.
+    Run(RunFileArgs),
+    /// Resume a run of a graph file that stopped at interrupts (or failed): `--answer` answers
+    /// its only interrupt, `--answer-to ID=VALUE` one of several (a value that is not JSON is
+    /// taken as a string). A file changed since the run started is refused unless
+    /// `--allow-changed` is given.
+    Resume(ResumeArgs),
+    /// Write a starting graph file from a template: `review` (a draft, a human review, then
+    /// publishing) or `map-reduce` (one task per document, then a join). Refuses to replace a
+    /// file unless `--force` is given.
+    New(NewArgs),
     /// Serve the monitor over the store: the live web page, the JSON API, each run's events
     /// over SSE and Prometheus metrics, for runs no program is running any more (a program
     /// serves its own runs with `agentgraph::monitor`). Runs until Ctrl-C.
     #[cfg(feature = "serve")]
     Serve(ServeArgs),
+}
+
+/// `validate`.
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// The graph file (`.yaml`, `.yml` or `.json`).
+    pub(crate) file: PathBuf,
+}
+
+/// `run`.
+#[derive(Debug, Args)]
+pub(crate) struct RunFileArgs {
+    /// The graph file.
+    pub(crate) file: PathBuf,
+    /// The input: JSON, or `@FILE` to read it from a file.
+    #[arg(long, value_name = "JSON|@FILE")]
+    pub(crate) input: Option<String>,
+    /// The run's id; with a store, the thread whose next invocation this is.
+    #[arg(long, value_name = "ID")]
+    pub(crate) thread: Option<String>,
+}
+
+/// `resume`.
+#[derive(Debug, Args)]
+pub(crate) struct ResumeArgs {
+    /// The run's id.
+    pub(crate) run: String,
+    /// The graph file the run was started from.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) graph: PathBuf,
+    /// The answer to the run's only interrupt (JSON, or a string).
+    #[arg(long, value_name = "VALUE")]
+    pub(crate) answer: Option<String>,
+    /// The answer to the interrupt `ID` (repeat it for several).
+    #[arg(long, value_name = "ID=VALUE")]
+    pub(crate) answer_to: Vec<String>,
+    /// Resume even when the graph file changed since the run started.
+    #[arg(long)]
+    pub(crate) allow_changed: bool,
+}
+
+/// `new`.
+#[derive(Debug, Args)]
+pub(crate) struct NewArgs {
+    /// The template: `review` or `map-reduce`.
+    pub(crate) template: String,
+    /// Where to write it (`TEMPLATE.yaml` when left out).
+    pub(crate) file: Option<PathBuf>,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// A command about one run.

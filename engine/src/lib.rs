@@ -26,6 +26,10 @@ pub use agentgraph_checkpoint::{
 };
 pub use codec::CodecError;
 pub use define::builder::GraphBuilder;
+pub use define::dynamic::{
+    DynSchema, DynSchemaBuilder, DynState, DynStateError, DynUpdate, JsonMerge, JsonReducer,
+    JsonType,
+};
 pub use define::join::JoinPolicy;
 pub use define::node::{
     AsyncNode, CpuNode, Identity, Layer, Node, NodeBuilder, NodeFuture, Stack, async_node, cpu_node,

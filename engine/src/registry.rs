@@ -285,6 +285,61 @@ impl<S: State + Default> DynGraph for CompiledGraph<S> {
     }
 }
 
+/// A graph over a [`DynState`](crate::DynState) (one declared in a file) is driven with JSON
+/// through its schema: a run's input names some fields (the others keep their defaults), a
+/// thread's input and a resume's update name the fields they write.
+impl DynGraph for CompiledGraph<crate::DynState> {
+    fn fingerprint(&self) -> Fingerprint {
+        CompiledGraph::fingerprint(self)
+    }
+
+    fn start(&self, input: Value, config: RunConfig) -> Result<DynRun> {
+        let input = crate::DynState::from_json(self.schema(), input).map_err(|e| Error::Json {
+            what: "the run's input (the graph's state)".to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(DynRun::spawn(self.run_with(input, config)))
+    }
+
+    fn invoke_thread(&self, thread: String, input: Value, config: RunConfig) -> Result<DynRun> {
+        let input = dyn_update(self, input, "the thread's input (an update of the state)")?;
+        let initial = crate::DynState::new(self.schema());
+        Ok(DynRun::spawn(
+            self.invoke_thread_from(thread, input, initial, config),
+        ))
+    }
+
+    fn resume(&self, run: String, resume: DynResume, config: RunConfig) -> Result<DynRun> {
+        let mut out = match resume.value {
+            Some(value) => Resume::value(value),
+            None => Resume::new(),
+        };
+        for (id, value) in resume.answers {
+            out = out.answer(id, value);
+        }
+        if let Some(update) = resume.update {
+            out = out.update(dyn_update(
+                self,
+                update,
+                "the resume's update (an update of the state)",
+            )?);
+        }
+        Ok(DynRun::spawn(self.resume_with(run, out, config)))
+    }
+}
+
+/// `value` as an update of `graph`'s state, or an error naming `what` it should have been.
+fn dyn_update(
+    graph: &CompiledGraph<crate::DynState>,
+    value: Value,
+    what: &str,
+) -> Result<crate::DynUpdate> {
+    crate::DynUpdate::from_json(graph.schema(), value).map_err(|e| Error::Json {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 /// Graphs by name, to start, continue and resume runs of with JSON: what a service that takes
 /// runs from elsewhere (an HTTP API, a queue) holds. Cheap to clone.
 ///

@@ -35,7 +35,7 @@ use proc_macro::TokenStream;
 /// | `#[reducer(with = path::to::function)]` | any | calls `function(&mut field, value)` |
 ///
 /// A field takes at most one `#[reducer]`. The reducer kinds are listed, in field order, in
-/// `State::FIELDS`; `with = path` is recorded as `ReducerKind::Custom("path")`, the path as
+/// the constant `FIELDS` the derive adds to the struct (what `State::fields` returns); `with = path` is recorded as `ReducerKind::Custom("path")`, the path as
 /// written without spaces.
 ///
 /// # Struct attributes

@@ -3,6 +3,7 @@
 mod delete;
 mod dot;
 mod events;
+mod file;
 mod history;
 mod invocations;
 mod memory;
@@ -61,6 +62,10 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::Jobs(args) => queue::jobs(&mut ctx, args).await,
         Command::Workers => queue::workers(&mut ctx).await,
         Command::Dot(args) => dot::run(&mut ctx, &args.file),
+        Command::Validate(args) => file::validate(&mut ctx, &args),
+        Command::Run(args) => file::run(&mut ctx, args).await,
+        Command::Resume(args) => file::resume(&mut ctx, args).await,
+        Command::New(args) => file::new(&mut ctx, &args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(&mut ctx, args).await,
     }

@@ -106,11 +106,43 @@ pub struct GraphBuilder<S: State> {
     pub(crate) default_timeout: Option<Duration>,
     /// The graph's name, stored on the records of its runs.
     pub(crate) name: Option<Arc<str>>,
+    /// What describes the state's fields (`()` for a derived state).
+    pub(crate) schema: S::Schema,
+    /// What else the fingerprint covers (the digest of a graph's file, say).
+    pub(crate) source: Option<Arc<str>>,
     first_error: Option<GraphError>,
 }
 
-impl<S: State> Default for GraphBuilder<S> {
+impl<S: State> Default for GraphBuilder<S>
+where
+    S::Schema: Default,
+{
     fn default() -> Self {
+        GraphBuilder::with_schema(S::Schema::default())
+    }
+}
+
+impl<S: State> GraphBuilder<S> {
+    /// An empty graph over a state whose fields are described by `schema` (a state known
+    /// only when the program runs, such as [`DynState`](crate::DynState); a derived state's
+    /// schema is `()`, and [`new`](GraphBuilder::new) is shorter).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{DynSchema, DynState, GraphBuilder, JsonReducer, JsonType, START, END};
+    /// let schema = DynSchema::builder().field("n", JsonType::Integer, JsonReducer::Add).build()?;
+    /// let mut b = GraphBuilder::<DynState>::with_schema(schema.clone());
+    /// b.add_node("inc", |s: std::sync::Arc<DynState>, _| async move {
+    ///     Ok(s.update().set("n", 1)?)
+    /// })
+    /// .add_edge(START, "inc")
+    /// .add_edge("inc", END);
+    /// let graph = b.compile()?;
+    /// assert_eq!(graph.describe().fields[0].name, "n");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_schema(schema: S::Schema) -> Self {
         GraphBuilder {
             nodes: Vec::new(),
             index: HashMap::new(),
@@ -120,6 +152,8 @@ impl<S: State> Default for GraphBuilder<S> {
             default_retry: None,
             default_timeout: None,
             name: None,
+            schema,
+            source: None,
             first_error: None,
         }
     }
@@ -140,10 +174,47 @@ impl<S: State> fmt::Debug for GraphBuilder<S> {
     }
 }
 
-impl<S: State> GraphBuilder<S> {
+impl<S: State> GraphBuilder<S>
+where
+    S::Schema: Default,
+{
     /// An empty graph.
     pub fn new() -> Self {
         GraphBuilder::default()
+    }
+}
+
+impl<S: State> GraphBuilder<S> {
+    /// Makes `source` part of the graph's [fingerprint](CompiledGraph::fingerprint): the
+    /// digest of the file a graph was declared in, say, so that a run started from one
+    /// version of the file does not resume on another (unless allowed). A graph without one
+    /// keeps the fingerprint it had.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use agentgraph_engine::{BoxError, Context, GraphBuilder, START, END};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// async fn bump(_: Arc<Count>, _: Context) -> Result<CountUpdate, BoxError> {
+    ///     Ok(CountUpdate::new().n(1))
+    /// }
+    /// let build = |source: Option<&str>| {
+    ///     let mut g = GraphBuilder::<Count>::new();
+    ///     g.add_node("a", bump).add_edge(START, "a").add_edge("a", END);
+    ///     if let Some(s) = source {
+    ///         g.source_digest(s);
+    ///     }
+    ///     g.compile().unwrap().fingerprint()
+    /// };
+    /// assert_ne!(build(None), build(Some("sha256:1")));
+    /// assert_ne!(build(Some("sha256:1")), build(Some("sha256:2")));
+    /// ```
+    pub fn source_digest(&mut self, source: impl Into<String>) -> &mut Self {
+        self.source = Some(Arc::from(source.into()));
+        self
     }
 
     /// Names the graph. The name is stored on the record of every run of the compiled graph

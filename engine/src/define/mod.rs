@@ -2,6 +2,7 @@
 //! retry policies, subgraphs, error edges and compensations (`saga`).
 
 pub(crate) mod builder;
+pub(crate) mod dynamic;
 pub(crate) mod join;
 pub(crate) mod node;
 pub mod reducer;

@@ -24,6 +24,12 @@ use crate::define::reducer::ReducerKind;
 /// The updates of one step are merged in a fixed order (task order in the plan, then dynamic
 /// task index), never in completion order, so a run is deterministic.
 ///
+/// The fields are described by a [`Schema`](State::Schema): `()` for a state whose fields are
+/// known when the program compiles (the derive's: [`fields`](State::fields) returns a constant
+/// slice, so nothing is looked up at run time), or a value made when the program runs, as for
+/// [`DynState`](crate::DynState), whose fields come from a file. The compiled graph holds the
+/// schema and hands it to the functions that have no state at hand.
+///
 /// # Examples
 ///
 /// Written by hand (the derive writes the same):
@@ -40,7 +46,11 @@ use crate::define::reducer::ReducerKind;
 ///
 /// impl State for Counter {
 ///     type Update = CounterUpdate;
-///     const FIELDS: &'static [Field] = &[Field::new("total", ReducerKind::Add)];
+///     type Schema = ();
+///     fn fields(_: &()) -> &'static [Field] {
+///         const FIELDS: &[Field] = &[Field::new("total", ReducerKind::Add)];
+///         FIELDS
+///     }
 ///     fn for_each_written(update: &CounterUpdate, mut f: impl FnMut(usize)) {
 ///         if update.total.is_some() { f(0) }
 ///     }
@@ -57,7 +67,7 @@ use crate::define::reducer::ReducerKind;
 ///             _ => Err(CodecError::no_field(i, 1)),
 ///         }
 ///     }
-///     fn decode_fields(fields: &[&[u8]]) -> Result<Self, CodecError> {
+///     fn decode_fields(_: &(), fields: &[&[u8]]) -> Result<Self, CodecError> {
 ///         match fields {
 ///             [total] => Ok(Counter { total: codec::decode(total)? }),
 ///             _ => Err(CodecError::new("expected 1 field")),
@@ -77,9 +87,15 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// A partial update of the state: one optional value per field.
     type Update: Default + Send + Sync + Serialize + DeserializeOwned + 'static;
 
+    /// What describes the fields when the program runs: `()` when they are known when it
+    /// compiles (the derive's choice), or a value such as [`DynState`](crate::DynState)'s
+    /// `Arc<DynSchema>`. Cloned into the compiled graph once; cheap to clone.
+    type Schema: Clone + Send + Sync + std::fmt::Debug + 'static;
+
     /// The fields, in declaration order, with their reducers. Indexes into this slice are the
-    /// field indexes used by [`for_each_written`](State::for_each_written).
-    const FIELDS: &'static [Field];
+    /// field indexes used by [`for_each_written`](State::for_each_written). The derive
+    /// returns its constant `FIELDS`.
+    fn fields(schema: &Self::Schema) -> &[Field];
 
     /// Calls `f` with the index of every field that `update` writes, in increasing order.
     fn for_each_written(update: &Self::Update, f: impl FnMut(usize));
@@ -103,9 +119,14 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     ///
     /// When the field's `Serialize` fails, JSON cannot hold what it makes, or there is no such
     /// field.
-    fn field_json(&self, index: usize) -> Result<serde_json::Value, CodecError> {
-        let Some(field) = Self::FIELDS.get(index) else {
-            return Err(CodecError::no_field(index, Self::FIELDS.len()));
+    fn field_json(
+        &self,
+        schema: &Self::Schema,
+        index: usize,
+    ) -> Result<serde_json::Value, CodecError> {
+        let fields = Self::fields(schema);
+        let Some(field) = fields.get(index) else {
+            return Err(CodecError::no_field(index, fields.len()));
         };
         match crate::codec::to_json(self)? {
             serde_json::Value::Object(mut map) => map.remove(field.name).ok_or_else(|| {
@@ -136,7 +157,33 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// # Errors
     ///
     /// When the number of fields differs or a field does not decode.
-    fn decode_fields(fields: &[&[u8]]) -> Result<Self, CodecError>;
+    fn decode_fields(schema: &Self::Schema, fields: &[&[u8]]) -> Result<Self, CodecError>;
+
+    /// A state from JSON (a run's input given as JSON: the [`GraphRegistry`](crate::GraphRegistry),
+    /// the command line). The default deserializes it; a state with a run-time schema reads
+    /// it through the schema.
+    ///
+    /// # Errors
+    ///
+    /// When `value` is not the state's JSON.
+    fn from_json(schema: &Self::Schema, value: serde_json::Value) -> Result<Self, CodecError> {
+        let _ = schema;
+        serde_json::from_value(value).map_err(|e| CodecError::new(e.to_string()))
+    }
+
+    /// An update from JSON (a thread's input or a resume's update given as JSON). The default
+    /// deserializes it; a state with a run-time schema reads it through the schema.
+    ///
+    /// # Errors
+    ///
+    /// When `value` is not the update's JSON.
+    fn update_from_json(
+        schema: &Self::Schema,
+        value: serde_json::Value,
+    ) -> Result<Self::Update, CodecError> {
+        let _ = schema;
+        serde_json::from_value(value).map_err(|e| CodecError::new(e.to_string()))
+    }
 
     /// Decodes a value of field `index`, as [`encode_written`](State::encode_written) made it,
     /// and merges it into the state with the field's reducer.

@@ -109,7 +109,8 @@ impl<S: State> GraphHistory<S> {
     ///
     /// [`Error::Store`], or [`Error::Corrupt`] for a damaged checkpoint.
     pub async fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointInfo>> {
-        let name = |f: u32| Cow::Borrowed(S::FIELDS.get(f as usize).map_or("?", |f| f.name));
+        let fields = S::fields(self.graph.schema());
+        let name = |f: u32| Cow::Borrowed(fields.get(f as usize).map_or("?", |f| f.name));
         self.inspector.reader().checkpoints(run, name).await
     }
 
@@ -142,7 +143,10 @@ impl<S: State> GraphHistory<S> {
     /// [`Error::CheckpointNotFound`] when it has no checkpoint at `step`, [`Error::Corrupt`]
     /// when the checkpoint is damaged, [`Error::Store`].
     pub async fn state(&self, run: &str, step: Option<u64>) -> Result<S> {
-        self.inspector.reader().state::<S>(run, step).await
+        self.inspector
+            .reader()
+            .state::<S>(run, step, self.graph.schema())
+            .await
     }
 
     /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's order:
@@ -183,7 +187,10 @@ impl<S: State> GraphHistory<S> {
     /// [`Error::RunNotFound`], [`Error::Corrupt`] when no checkpoint of the run decodes or a
     /// saved write does not decode as this graph's update, [`Error::Store`].
     pub async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
-        self.inspector.reader().pending_typed::<S>(run).await
+        self.inspector
+            .reader()
+            .pending_typed::<S>(run, self.graph.schema())
+            .await
     }
 
     /// The state of `run` after its newest checkpoint with the saved writes of the next step's
@@ -225,7 +232,10 @@ impl<S: State> GraphHistory<S> {
     /// does not, [`Error::Incompatible`] when the checkpoint is of another state type,
     /// [`Error::Panicked`] when a reducer panics, [`Error::Store`].
     pub async fn pending_state(&self, run: &str) -> Result<Tentative<S>> {
-        self.inspector.reader().pending_state::<S>(run).await
+        self.inspector
+            .reader()
+            .pending_state::<S>(run, self.graph.schema())
+            .await
     }
 
     /// Forks a new run `new_run` from the checkpoint of `run` at `step`, with the state
@@ -246,6 +256,7 @@ impl<S: State> GraphHistory<S> {
     ) -> Result<()> {
         fork::fork(
             self.inspector.reader(),
+            self.graph.schema(),
             self.graph.name(),
             run,
             step,

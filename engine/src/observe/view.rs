@@ -138,18 +138,20 @@ impl Views {
     pub(crate) fn changes<S: State>(
         &mut self,
         state: &S,
+        schema: &S::Schema,
         written: Option<&[bool]>,
         step: u64,
     ) -> EventKind {
-        if self.last.len() != S::FIELDS.len() {
-            self.last = vec![None; S::FIELDS.len()];
+        let all = S::fields(schema);
+        if self.last.len() != all.len() {
+            self.last = vec![None; all.len()];
         }
         let mut fields = Vec::new();
-        for (i, field) in S::FIELDS.iter().enumerate() {
+        for (i, field) in all.iter().enumerate() {
             if written.is_some_and(|w| !w[i]) {
                 continue;
             }
-            let value = state.field_json(i).map_err(|e| e.to_string());
+            let value = state.field_json(schema, i).map_err(|e| e.to_string());
             let change = match value {
                 Ok(value) => {
                     let change = match (&self.last[i], &value) {

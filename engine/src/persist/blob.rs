@@ -35,6 +35,7 @@ impl FieldTrack {
 /// expected size of the value (the buffer is sized for it).
 pub(crate) fn full<S: State>(
     state: &S,
+    schema: &S::Schema,
     f: usize,
     step: u64,
     hint: usize,
@@ -43,7 +44,7 @@ pub(crate) fn full<S: State>(
     record.resize(FULL_ROOM, 0);
     state
         .encode_field(f, &mut record)
-        .map_err(|e| encode_error(&format!("field `{}`", S::FIELDS[f].name), e))?;
+        .map_err(|e| encode_error(&format!("field `{}`", S::fields(schema)[f].name), e))?;
     let track = FieldTrack {
         base: step,
         full_len: record.len() - FULL_ROOM,

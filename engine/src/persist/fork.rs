@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 /// tasks the original would have run next. `graph` is the name of the graph that forks it.
 pub(crate) async fn fork<S: State>(
     reader: &Reader,
+    schema: &S::Schema,
     graph: Option<&str>,
     run: &str,
     step: u64,
@@ -28,20 +29,23 @@ pub(crate) async fn fork<S: State>(
         return Err(Error::RunExists(new_run.to_owned()));
     }
     let source = reader.run(run).await?;
-    let (mut state, record) = reader.state_and_record::<S>(run, Some(step)).await?;
+    let (mut state, record) = reader
+        .state_and_record::<S>(run, Some(step), schema)
+        .await?;
     edit(&mut state);
     let mut batch = WriteBatch::new();
     let mut blob_bytes = 0;
-    for f in 0..S::FIELDS.len() {
-        let (bytes, _) = blob::full(&state, f, step, 0)?;
+    let fields = S::fields(schema).len();
+    for f in 0..fields {
+        let (bytes, _) = blob::full(&state, schema, f, step, 0)?;
         blob_bytes += bytes.len() as u64;
         batch.put_blob(new_run, f as u32, step, bytes);
     }
     let forked = CheckpointRecord {
         parent: None,
         created_at_ms: now_ms(),
-        bases: vec![step; S::FIELDS.len()],
-        written: (0..S::FIELDS.len() as u32).collect(),
+        bases: vec![step; fields],
+        written: (0..fields as u32).collect(),
         blob_bytes,
         ..record
     };

@@ -87,13 +87,17 @@ impl<S> Loaded<S> {
 
 /// Loads the newest checkpoint of `run` whose record and blobs are intact, falling back to
 /// older ones past damage.
-pub(crate) async fn load<S: State>(store: &dyn CheckpointStore, run: &str) -> Result<Loaded<S>> {
+pub(crate) async fn load<S: State>(
+    store: &dyn CheckpointStore,
+    run: &str,
+    schema: &S::Schema,
+) -> Result<Loaded<S>> {
     let Some(run_record) = store.get_run(run).await? else {
         return Err(Error::RunNotFound(run.to_owned()));
     };
     let mut candidates = Candidates::new(store, run, run_record.last_step).await?;
     while let Some(step) = candidates.next().await? {
-        match load_at::<S>(store, run, step).await {
+        match load_at::<S>(store, run, step, schema).await {
             Ok((state, record, fields)) => {
                 let fell_back = candidates.fell_back();
                 let pending = if fell_back {
@@ -297,27 +301,29 @@ async fn load_at<S: State>(
     store: &dyn CheckpointStore,
     run: &str,
     step: u64,
+    schema: &S::Schema,
 ) -> std::result::Result<(S, CheckpointRecord, Vec<FieldTrack>), LoadError> {
     let Some(bytes) = store.get_checkpoint(run, step).await? else {
         return Err(LoadError::Damaged(format!("checkpoint {step} vanished")));
     };
     let record = CheckpointRecord::decode(&bytes)
         .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e))?;
-    if record.bases.len() != S::FIELDS.len() {
+    let fields = S::fields(schema);
+    if record.bases.len() != fields.len() {
         return Err(LoadError::Fatal(Error::Incompatible {
             run: run.to_owned(),
             reason: format!(
                 "checkpoint {step} has {} fields, the state type {}",
                 record.bases.len(),
-                S::FIELDS.len()
+                fields.len()
             ),
         }));
     }
-    let mut fulls = Vec::with_capacity(S::FIELDS.len());
-    let mut deltas = Vec::with_capacity(S::FIELDS.len());
-    let mut tracks = Vec::with_capacity(S::FIELDS.len());
+    let mut fulls = Vec::with_capacity(fields.len());
+    let mut deltas = Vec::with_capacity(fields.len());
+    let mut tracks = Vec::with_capacity(fields.len());
     for (f, base) in record.bases.iter().enumerate() {
-        let name = S::FIELDS[f].name;
+        let name = fields[f].name;
         let blobs = store.get_blobs(run, f as u32, *base, step).await?;
         let mut blobs = blobs.into_iter();
         let damaged =
@@ -370,7 +376,7 @@ async fn load_at<S: State>(
             reason: format!("checkpoint {step}: {e}"),
         })
     };
-    let mut state = S::decode_fields(&slices).map_err(incompatible)?;
+    let mut state = S::decode_fields(schema, &slices).map_err(incompatible)?;
     for (f, field_deltas) in deltas.iter().enumerate() {
         for d in field_deltas {
             state.merge_encoded(f, d).map_err(incompatible)?;
@@ -407,8 +413,9 @@ pub(super) async fn state_at<S: State>(
     store: &dyn CheckpointStore,
     run: &str,
     step: u64,
+    schema: &S::Schema,
 ) -> Result<(S, CheckpointRecord)> {
-    match load_at::<S>(store, run, step).await {
+    match load_at::<S>(store, run, step, schema).await {
         Ok((state, record, _)) => Ok((state, record)),
         Err(LoadError::Fatal(e)) => Err(e),
         Err(LoadError::Damaged(reason)) => Err(Error::Corrupt {

@@ -169,6 +169,7 @@ pub(super) fn pending_task(
 pub(super) fn written_fields<S: State>(
     run: &str,
     record: &PendingWriteRecord,
+    schema: &S::Schema,
 ) -> Result<Option<Vec<Cow<'static, str>>>> {
     let (update, goto) = match &record.outcome {
         PendingOutcome::Done { update, goto }
@@ -180,7 +181,7 @@ pub(super) fn written_fields<S: State>(
     let cmd = command_from::<S>(run, &record.node, update, goto.as_ref())?;
     let mut names = Vec::new();
     S::for_each_written(&cmd.update, |f| {
-        names.push(Cow::Borrowed(S::FIELDS[f].name))
+        names.push(Cow::Borrowed(S::fields(schema)[f].name))
     });
     Ok(Some(names))
 }

@@ -233,6 +233,8 @@ pub(crate) struct Persister<S: State> {
     memory: Vec<agentgraph_checkpoint::items::ItemWrite>,
     /// How its records are stored (compressed or not).
     packing: Packing,
+    /// What describes the state's fields.
+    schema: S::Schema,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -248,16 +250,20 @@ impl<S: State> std::fmt::Debug for Persister<S> {
 
 impl<S: State> Persister<S> {
     /// Starts a new run: fails if the id is taken.
-    pub(crate) async fn create(store: Arc<dyn CheckpointStore>, run: RunSettings) -> Result<Self> {
+    pub(crate) async fn create(
+        store: Arc<dyn CheckpointStore>,
+        run: RunSettings,
+        schema: &S::Schema,
+    ) -> Result<Self> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         if !lease.vacant() && lease.store().get_run(&run.run_id).await?.is_some() {
             return Err(Error::RunExists(run.run_id.to_string()));
         }
-        Self::start_new(lease, run).await
+        Self::start_new(lease, run, schema).await
     }
 
     /// Starts a new run whose lease is taken and whose id is free.
-    async fn start_new(lease: RunOwnership, run: RunSettings) -> Result<Self> {
+    async fn start_new(lease: RunOwnership, run: RunSettings, schema: &S::Schema) -> Result<Self> {
         let RunSettings {
             run_id,
             durability,
@@ -296,7 +302,7 @@ impl<S: State> Persister<S> {
             fingerprint,
             lease,
             now_ms(),
-            None,
+            schema.clone(),
         );
         p.graph = graph;
         p.packing = packing;
@@ -311,16 +317,17 @@ impl<S: State> Persister<S> {
         fingerprint: Fingerprint,
         lease: RunOwnership,
         created_at_ms: u64,
-        forked_from: Option<(String, u64)>,
+        schema: S::Schema,
     ) -> Self {
+        let fields = S::fields(&schema).len();
         Persister {
             store,
             run_id,
             durability,
             fingerprint,
             created_at_ms,
-            forked_from,
-            fields: vec![FieldTrack::default(); S::FIELDS.len()],
+            forked_from: None,
+            fields: vec![FieldTrack::default(); fields],
             last_step: None,
             writer: super::writer::GroupWriter::default(),
             held_step: None,
@@ -328,7 +335,7 @@ impl<S: State> Persister<S> {
             broken: false,
             held: WriteBatch::new(),
             pending: false,
-            deltas: vec![Vec::new(); S::FIELDS.len()],
+            deltas: vec![Vec::new(); fields],
             lease: Arc::new(lease),
             graph: None,
             store_events: false,
@@ -336,6 +343,7 @@ impl<S: State> Persister<S> {
             ttl_ms: None,
             memory: Vec::new(),
             packing: Packing::default(),
+            schema,
             _state: PhantomData,
         }
     }
@@ -344,12 +352,13 @@ impl<S: State> Persister<S> {
     pub(crate) async fn open(
         store: Arc<dyn CheckpointStore>,
         run: RunSettings,
+        schema: &S::Schema,
     ) -> Result<(Self, Loaded<S>)> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
             return Err(Error::RunNotFound(run.run_id.to_string()));
         };
-        run.open(lease, record, |_, _| Ok(())).await
+        run.open(lease, record, schema, |_, _| Ok(())).await
     }
 
     /// Opens the thread `run_id` for its next invocation: the run's latest checkpoint, if the
@@ -363,17 +372,18 @@ impl<S: State> Persister<S> {
     pub(crate) async fn thread(
         store: Arc<dyn CheckpointStore>,
         run: RunSettings,
+        schema: &S::Schema,
     ) -> Result<(Self, Option<Loaded<S>>)> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         if lease.vacant() {
-            return Ok((Self::start_new(lease, run).await?, None));
+            return Ok((Self::start_new(lease, run, schema).await?, None));
         }
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
-            return Ok((Self::start_new(lease, run).await?, None));
+            return Ok((Self::start_new(lease, run, schema).await?, None));
         };
         let thread = run.run_id.clone();
         let (p, loaded) = run
-            .open(lease, record, |stored, loaded| {
+            .open(lease, record, schema, |stored, loaded| {
                 // A completed run, a fork (pending) of a checkpoint where a run ended, or a run
                 // whose failure was compensated in full (nothing is left to resume).
                 let ended = match stored.status {
@@ -419,6 +429,7 @@ impl RunSettings {
         self,
         lease: RunOwnership,
         record: RunRecord,
+        schema: &S::Schema,
         ready: impl FnOnce(&RunRecord, &Loaded<S>) -> Result<()>,
     ) -> Result<(Persister<S>, Loaded<S>)> {
         let RunSettings {
@@ -442,7 +453,7 @@ impl RunSettings {
                 current: fingerprint,
             });
         }
-        let loaded = load::<S>(&*store, &run_id).await?;
+        let loaded = load::<S>(&*store, &run_id, schema).await?;
         ready(&record, &loaded)?;
         let mut p = Persister::new(
             store,
@@ -451,8 +462,9 @@ impl RunSettings {
             fingerprint,
             lease,
             loaded.run.created_at_ms,
-            loaded.run.forked_from.clone(),
+            schema.clone(),
         );
+        p.forked_from.clone_from(&loaded.run.forked_from);
         p.graph = graph;
         p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(Some(&record));
@@ -499,7 +511,7 @@ impl<S: State> Persister<S> {
     pub(crate) fn capture(&mut self, update: &S::Update) -> Result<()> {
         let mut failure = None;
         S::for_each_written(update, |f| {
-            if failure.is_some() || S::FIELDS[f].reducer.is_exclusive() {
+            if failure.is_some() || S::fields(&self.schema)[f].reducer.is_exclusive() {
                 return;
             }
             let mut out = Vec::new();
@@ -547,14 +559,15 @@ impl<S: State> Persister<S> {
             let delta_len: usize = deltas.iter().map(Vec::len).sum();
             let track = &mut self.fields[f];
             let bytes = if !first
-                && !S::FIELDS[f].reducer.is_exclusive()
+                && !S::fields(&self.schema)[f].reducer.is_exclusive()
                 && track.takes_deltas(delta_len)
             {
                 track.delta_len += delta_len;
                 blob::deltas(deltas)?
             } else {
                 // In a buffer sized for the last full value and the deltas since.
-                let (bytes, new_track) = blob::full(state, f, step, track.full_len + delta_len)?;
+                let (bytes, new_track) =
+                    blob::full(state, &self.schema, f, step, track.full_len + delta_len)?;
                 *track = new_track;
                 bytes
             };
@@ -750,7 +763,7 @@ impl<S: State> Persister<S> {
         }
         if let Some(written) = edited {
             for (f, _) in written.iter().enumerate().filter(|(_, w)| **w) {
-                let (bytes, track) = blob::full(&loaded.state, f, step, 0)?;
+                let (bytes, track) = blob::full(&loaded.state, &self.schema, f, step, 0)?;
                 self.fields[f] = track;
                 batch.put_blob(&self.run_id, f as u32, step, self.packing.pack(bytes));
             }

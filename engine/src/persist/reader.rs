@@ -121,19 +121,33 @@ impl Reader {
 
     /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's
     /// order, with the fields finished tasks wrote named after `S`'s.
-    pub(crate) async fn pending_typed<S: State>(&self, run: &str) -> Result<Vec<PendingTask>> {
+    pub(crate) async fn pending_typed<S: State>(
+        &self,
+        run: &str,
+        schema: &S::Schema,
+    ) -> Result<Vec<PendingTask>> {
         let (step, pending) = self.newest_pending(run).await?;
         pending
             .iter()
-            .map(|(_, p)| Ok(pending_task(step + 1, p, written_fields::<S>(run, p)?)))
+            .map(|(_, p)| {
+                Ok(pending_task(
+                    step + 1,
+                    p,
+                    written_fields::<S>(run, p, schema)?,
+                ))
+            })
             .collect()
     }
 
     /// The state of `run` as the loader restores it for a resume (its newest intact
     /// checkpoint), with the writes of the next step's finished tasks merged in, in the step's
     /// order.
-    pub(crate) async fn pending_state<S: State>(&self, run: &str) -> Result<Tentative<S>> {
-        let loaded = load::<S>(&*self.store, run).await?;
+    pub(crate) async fn pending_state<S: State>(
+        &self,
+        run: &str,
+        schema: &S::Schema,
+    ) -> Result<Tentative<S>> {
+        let loaded = load::<S>(&*self.store, run, schema).await?;
         let step = loaded.step();
         let mut state = loaded.state;
         let mut pending = loaded.pending;
@@ -153,7 +167,7 @@ impl Reader {
             let cmd = super::pending::command_from::<S>(run, &p.node, update, goto.as_ref())?;
             let mut names = Vec::new();
             S::for_each_written(&cmd.update, |f| {
-                names.push(Cow::Borrowed(S::FIELDS[f].name))
+                names.push(Cow::Borrowed(S::fields(schema)[f].name))
             });
             let update = cmd.update;
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.apply(update)))
@@ -219,8 +233,13 @@ impl Reader {
     }
 
     /// The typed state of `run` after `step` (the newest checkpoint for `None`).
-    pub(crate) async fn state<S: State>(&self, run: &str, step: Option<u64>) -> Result<S> {
-        Ok(self.state_and_record::<S>(run, step).await?.0)
+    pub(crate) async fn state<S: State>(
+        &self,
+        run: &str,
+        step: Option<u64>,
+        schema: &S::Schema,
+    ) -> Result<S> {
+        Ok(self.state_and_record::<S>(run, step, schema).await?.0)
     }
 
     /// The typed state of `run` after `step` (the newest checkpoint for `None`), with the
@@ -229,9 +248,10 @@ impl Reader {
         &self,
         run: &str,
         step: Option<u64>,
+        schema: &S::Schema,
     ) -> Result<(S, CheckpointRecord)> {
         let step = self.checkpoint_step(run, step).await?;
-        state_at::<S>(&*self.store, run, step).await
+        state_at::<S>(&*self.store, run, step, schema).await
     }
 
     /// The runs of `run`'s subgraphs (nested ones too).

@@ -218,12 +218,41 @@ impl<S: State> CompiledGraph<S> {
     where
         S: Default,
     {
+        self.invoke_thread_from(thread, input, S::default(), config)
+    }
+
+    /// [`invoke_thread`](CompiledGraph::invoke_thread), with `initial` as the state of a
+    /// thread that does not exist yet (for a state without a `Default`, such as
+    /// [`DynState`](crate::DynState)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{DynSchema, DynState, GraphBuilder, JsonReducer, JsonType, RunConfig, START, END};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let schema = DynSchema::builder().field("n", JsonType::Integer, JsonReducer::Add).build()?;
+    /// let mut b = GraphBuilder::<DynState>::with_schema(schema.clone());
+    /// b.add_node("inc", |s: std::sync::Arc<DynState>, _| async move { Ok(s.update().set("n", 1)?) })
+    ///     .add_edge(START, "inc")
+    ///     .add_edge("inc", END);
+    /// let graph = b.compile()?;
+    /// let store = agentgraph_checkpoint::MemoryStore::new();
+    /// let config = || RunConfig::new().store(store.clone());
+    /// let input = || DynState::new(&schema).update().set("n", 10).unwrap();
+    /// graph.invoke_thread_from("t", input(), DynState::new(&schema), config()).await?;
+    /// let state = graph.invoke_thread_from("t", input(), DynState::new(&schema), config()).await?;
+    /// assert_eq!(state.get("n"), Some(&serde_json::json!(22)));
+    /// # Ok(()) }
+    /// ```
+    pub fn invoke_thread_from(
+        &self,
+        thread: impl Into<String>,
+        input: S::Update,
+        initial: S,
+        config: RunConfig,
+    ) -> Run<S> {
         let config = config.run_id(thread);
-        let start = Start::Invoke {
-            input,
-            initial: S::default(),
-        };
-        self.run_with_start(start, config)
+        self.run_with_start(Start::Invoke { input, initial }, config)
     }
 
     fn run_with_start(&self, start: Start<S>, config: RunConfig) -> Run<S> {
@@ -260,6 +289,26 @@ impl<S: State> CompiledGraph<S> {
     /// The graph's fingerprint: a stable hash of its nodes, edges and state reducers.
     pub fn fingerprint(&self) -> Fingerprint {
         self.plan.fingerprint
+    }
+
+    /// What describes the graph's state: `()` for a derived state, the
+    /// [`DynSchema`](crate::DynSchema) of a [`DynState`](crate::DynState).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{DynSchema, DynState, GraphBuilder, JsonReducer, JsonType, START, END};
+    /// let schema = DynSchema::builder().field("n", JsonType::Integer, JsonReducer::Add).build()?;
+    /// let mut b = GraphBuilder::<DynState>::with_schema(schema);
+    /// b.add_node("noop", |s: std::sync::Arc<DynState>, _| async move { Ok(s.update()) })
+    ///     .add_edge(START, "noop")
+    ///     .add_edge("noop", END);
+    /// let graph = b.compile()?;
+    /// assert_eq!(graph.schema().index_of("n"), Some(0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn schema(&self) -> &S::Schema {
+        &self.plan.schema
     }
 
     /// The graph's name, if it was given one ([`GraphBuilder::named`](crate::GraphBuilder::named)).

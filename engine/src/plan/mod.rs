@@ -21,7 +21,7 @@ use crate::define::builder::{EdgeDef, GraphBuilder};
 use crate::define::node::{NodeFn, NodeKind};
 use crate::define::retry::RetryPolicy;
 use crate::define::route::{END, START};
-use crate::define::state::State;
+use crate::define::state::{Field, State};
 use crate::error::GraphError;
 use crate::ids::{Fingerprint, NodeId, write_str};
 use crate::plan::describe::{
@@ -91,6 +91,10 @@ pub(crate) struct Plan<S: State> {
     pub(crate) has_compensations: bool,
     /// The graph's structure: index 0 is START, `i + 1` node `i`, the last one END.
     pub(crate) structure: DiGraph<(), EdgeLabel>,
+    /// What describes the state's fields.
+    pub(crate) schema: S::Schema,
+    /// What else the fingerprint covers (`GraphBuilder::source_digest`).
+    source: Option<Arc<str>>,
 }
 
 /// How an edge of the structure graph was declared (for DOT).
@@ -134,8 +138,16 @@ impl<S: State> Plan<S> {
         }
     }
 
+    /// The state's fields.
+    #[inline]
+    pub(crate) fn fields(&self) -> &[Field] {
+        S::fields(&self.schema)
+    }
+
     pub(crate) fn compile(b: GraphBuilder<S>) -> Result<Self, GraphError> {
         let name = b.name.clone();
+        let schema = b.schema.clone();
+        let source = b.source.clone();
         let n = b.nodes.len();
         let end_ix = NodeIndex::new(n + 1);
         let ix = |t: Target| match t {
@@ -322,9 +334,11 @@ impl<S: State> Plan<S> {
             deferred,
             fingerprint: Fingerprint::from_u128(0),
             name,
-            has_exclusive: S::FIELDS.iter().any(|f| f.reducer.is_exclusive()),
+            has_exclusive: S::fields(&schema).iter().any(|f| f.reducer.is_exclusive()),
             has_compensations: compensations.count_ones(..) > 0,
             structure,
+            schema,
+            source,
         };
         plan.fingerprint = plan.compute_fingerprint();
         Ok(plan)
@@ -334,7 +348,12 @@ impl<S: State> Plan<S> {
         let mut h = Xxh3::new();
         write_str(&mut h, "agentgraph-plan-v1");
         let target = |h: &mut Xxh3, t: Target| write_str(h, &self.target_name(t));
-        for f in S::FIELDS {
+        // Written only when set, so that graphs without one keep their fingerprints.
+        if let Some(source) = &self.source {
+            write_str(&mut h, "source");
+            write_str(&mut h, source);
+        }
+        for f in self.fields() {
             write_str(&mut h, f.name);
             write_str(&mut h, f.ty);
             write_str(&mut h, f.reducer.name());
@@ -451,7 +470,8 @@ impl<S: State> Plan<S> {
                 }
             })
             .collect();
-        let fields = S::FIELDS
+        let fields = self
+            .fields()
             .iter()
             .map(|f| FieldDescription {
                 name: f.name.to_owned(),

@@ -109,7 +109,11 @@ fn update_impl(def: &StateDef<'_>) -> TokenStream {
 /// `impl State for Foo`.
 fn state_impl(def: &StateDef<'_>) -> TokenStream {
     let StateDef {
-        name, update, root, ..
+        vis,
+        name,
+        update,
+        root,
+        ..
     } = def;
     let private = quote!(#root::__private);
     let field_defs = def.fields.iter().map(|field| {
@@ -205,11 +209,21 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
     let span = name.span();
     let private_at_name = respan(private.clone(), span);
     quote_spanned! {span=>
+        impl #name {
+            /// The fields, in declaration order, with their reducers (what
+            /// `State::fields` returns).
+            #vis const FIELDS: &'static [#private_at_name::Field] = &[#(#field_defs),*];
+        }
+
         #[automatically_derived]
         impl #private_at_name::State for #name {
             type Update = #update;
 
-            const FIELDS: &'static [#private_at_name::Field] = &[#(#field_defs),*];
+            type Schema = ();
+
+            fn fields(_: &()) -> &'static [#private_at_name::Field] {
+                Self::FIELDS
+            }
 
             fn for_each_written(#update_param: &Self::Update, #f_param: impl ::core::ops::FnMut(usize)) {
                 #(#written)*
@@ -233,6 +247,7 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
 
             fn field_json(
                 &self,
+                _: &(),
                 index: usize,
             ) -> ::core::result::Result<#private_at_name::codec::JsonValue, #private_at_name::CodecError> {
                 match index {
@@ -254,6 +269,7 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
             }
 
             fn decode_fields(
+                _: &(),
                 fields: &[&[u8]],
             ) -> ::core::result::Result<Self, #private_at_name::CodecError> {
                 match fields {

@@ -203,7 +203,7 @@ impl<S: State> Scheduler<S> {
         });
         // The failure and the compensations to run are recorded before any runs; the whole
         // state is stored, whatever the failed step left merged.
-        let all = vec![true; S::FIELDS.len()];
+        let all = vec![true; self.plan.fields().len()];
         self.save(persist, begin, &state, &all, &[]).await?;
         self.compensate(state, Vec::new(), Some(stopped.error), step, persist)
             .await
@@ -225,7 +225,7 @@ impl<S: State> Scheduler<S> {
         let mut tasks = Vec::with_capacity(1);
         let mut commands = Vec::with_capacity(1);
         let mut gotos = Vec::with_capacity(1);
-        let mut written = vec![false; S::FIELDS.len()];
+        let mut written = vec![false; self.plan.fields().len()];
         loop {
             let Some(c) = &self.saga.compensating else {
                 unreachable!("a run compensates once its saga says so");

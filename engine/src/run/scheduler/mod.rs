@@ -462,12 +462,14 @@ impl<S: State> Scheduler<S> {
                     graph: plan.fingerprint,
                 });
                 if let Some(store) = &self.config().store {
-                    let mut p = Persister::create(store.clone(), self.settings()).await?;
+                    let mut p =
+                        Persister::create(store.clone(), self.settings(), &self.plan.schema)
+                            .await?;
                     p.store_events = self.shared.events.journals();
                     *persist = Some(p);
                 }
                 let state = Arc::new(input);
-                let all = vec![true; S::FIELDS.len()];
+                let all = vec![true; self.plan.fields().len()];
                 self.begin_at(0, &state, &all, persist).await?;
                 (state, Vec::new())
             }
@@ -475,7 +477,8 @@ impl<S: State> Scheduler<S> {
                 let Some(store) = self.config().store.clone() else {
                     return Err(Error::NoStore.into());
                 };
-                let (p, mut loaded) = Persister::open(store.clone(), self.settings()).await?;
+                let (p, mut loaded) =
+                    Persister::open(store.clone(), self.settings(), &self.plan.schema).await?;
                 let p = persist.insert(p);
                 p.store_events = self.shared.events.journals();
                 if let Err(e) = self.apply_resume(resume, &mut loaded, p).await {
@@ -533,7 +536,7 @@ impl<S: State> Scheduler<S> {
         let mut tasks = Vec::new();
         let mut commands: Vec<Command<S>> = Vec::new();
         let mut gotos: Vec<Option<Route>> = Vec::new();
-        let mut written = vec![false; S::FIELDS.len()];
+        let mut written = vec![false; self.plan.fields().len()];
         // The steps of this invocation: the recursion limit bounds them, whatever the run's
         // step number (which goes on across invocations, and bounds the total budget).
         let mut taken: u64 = 0;
@@ -737,11 +740,11 @@ impl<S: State> Scheduler<S> {
         if tasks.len() < 2 || !self.plan.has_exclusive {
             return Ok(());
         }
-        let mut owner: Vec<Option<usize>> = vec![None; S::FIELDS.len()];
+        let mut owner: Vec<Option<usize>> = vec![None; self.plan.fields().len()];
         let mut conflict = None;
         for (i, cmd) in commands.iter().enumerate() {
             S::for_each_written(&cmd.update, |f| {
-                if !S::FIELDS[f].reducer.is_exclusive() || conflict.is_some() {
+                if !self.plan.fields()[f].reducer.is_exclusive() || conflict.is_some() {
                     return;
                 }
                 match owner[f] {
@@ -752,7 +755,7 @@ impl<S: State> Scheduler<S> {
             if let Some((f, first, second)) = conflict {
                 let name = |t: usize| self.plan.nodes[tasks[t].node as usize].name.to_string();
                 return Err(Error::Conflict {
-                    field: S::FIELDS[f].name,
+                    field: self.plan.fields()[f].name,
                     first: name(first),
                     second: name(second),
                     step,
@@ -767,7 +770,7 @@ impl<S: State> Scheduler<S> {
         if let Some(views) = &mut self.views {
             let graph = Arc::new(self.plan.describe());
             self.shared.events.emit(|| EventKind::Graph { graph });
-            let view = views.changes(state, None, step);
+            let view = views.changes(state, &self.plan.schema, None, step);
             self.shared.events.emit(|| view);
         }
     }
@@ -805,7 +808,9 @@ impl<S: State> Scheduler<S> {
         }
         self.shared.events.emit(|| EventKind::StateUpdated {
             step,
-            fields: S::FIELDS
+            fields: self
+                .plan
+                .fields()
                 .iter()
                 .zip(written.iter())
                 .filter(|(_, w)| **w)
@@ -813,7 +818,7 @@ impl<S: State> Scheduler<S> {
                 .collect(),
         });
         if let Some(views) = &mut self.views {
-            let view = views.changes(&**state, Some(written), step);
+            let view = views.changes(&**state, &self.plan.schema, Some(written), step);
             self.shared.events.emit(|| view);
         }
         Ok(())

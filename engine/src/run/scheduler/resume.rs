@@ -86,7 +86,7 @@ impl<S: State> Scheduler<S> {
         }
         let mut edited = None;
         if let Some(update) = update {
-            let mut written = vec![false; S::FIELDS.len()];
+            let mut written = vec![false; self.plan.fields().len()];
             S::for_each_written(&update, |f| written[f] = true);
             let state = &mut loaded.state;
             std::panic::catch_unwind(AssertUnwindSafe(|| state.apply(update))).map_err(

@@ -19,7 +19,8 @@ impl<S: State> Scheduler<S> {
         let Some(store) = self.config().store.clone() else {
             return Err(Error::NoStore);
         };
-        let (p, loaded) = Persister::thread(store.clone(), self.settings()).await?;
+        let (p, loaded) =
+            Persister::thread(store.clone(), self.settings(), &self.plan.schema).await?;
         let p = persist.insert(p);
         p.store_events = self.shared.events.journals();
         crate::observe::metrics::run_started(false);
@@ -42,9 +43,11 @@ impl<S: State> Scheduler<S> {
         };
         // The input is merged like a step's update: stored as a delta where its reducer
         // allows (one message more costs one message), whole for the thread's first checkpoint.
-        let mut written = vec![false; S::FIELDS.len()];
+        let mut written = vec![false; self.plan.fields().len()];
         S::for_each_written(&input, |f| written[f] = true);
-        let fields: Vec<Cow<'static, str>> = S::FIELDS
+        let fields: Vec<Cow<'static, str>> = self
+            .plan
+            .fields()
             .iter()
             .zip(written.iter())
             .filter(|(_, w)| **w)

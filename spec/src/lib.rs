@@ -1,0 +1,29 @@
+//! Graphs declared in YAML or JSON files.
+//!
+//! A graph file declares the state's fields (a [`DynState`]),
+//! the nodes by kind with their parameters, and the edges; [`GraphSpec`] is its serde form,
+//! with the position of every name, and its JSON Schema is published in the repository as
+//! `spec/graph.schema.json` ([`json_schema`]).
+
+mod builtin;
+mod compile;
+mod error;
+mod format;
+mod load;
+mod messages;
+mod registry;
+
+pub use error::{SpecError, SpecErrors, Subject, did_you_mean};
+pub use format::{
+    At, DefaultsSpec, EdgeSpec, FORMAT_VERSION, FieldSpec, FieldType, GraphSpec, LayerSpec,
+    ModelSpec, NodeSpec, OneOrMany, Pos, RetrySpec, WeightSpec, json_schema,
+};
+pub use load::{MAX_FILE_BYTES, digest};
+pub use registry::{FileNode, NodeKindFn, NodeParams, NodeRegistry, RouterFn, packet_item};
+
+/// The state of a file-declared graph, from the engine: a [`DynState`] of JSON fields, its
+/// [`DynSchema`], updates and reducers.
+pub use agentgraph_engine::{
+    DynSchema, DynSchemaBuilder, DynState, DynStateError, DynUpdate, JsonMerge, JsonReducer,
+    JsonType,
+};
