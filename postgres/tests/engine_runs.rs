@@ -225,7 +225,20 @@ async fn memory_writes_commit_once_with_their_step() {
             .await
             .unwrap(),
     );
-    graph.resume("mem", config(&other)).await.unwrap();
+    // The failed run's lease is released in a spawned task: until then the run is busy.
+    let mut resumed = None;
+    for _ in 0..200 {
+        match graph.resume("mem", config(&other)).await {
+            Err(Error::Store(StoreError::RunBusy { .. })) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            other => {
+                resumed = Some(other);
+                break;
+            }
+        }
+    }
+    resumed.expect("the run's lease is released").unwrap();
     assert_eq!(writer_runs.load(Ordering::SeqCst), 1);
     let items = store.scan_items(&ns()).await.unwrap();
     let keys: Vec<&str> = items.iter().map(|i| i.key.as_str()).collect();

@@ -1,5 +1,5 @@
 //! The fuzz target `load_graph_file`'s checks over its seed corpus
-//! (`fuzz/corpus/load_graph_file/`, the files of these tests), without nightly: no panic, and
+//! (`fuzz/seeds/load_graph_file/`, the files of these tests and the `new` templates; `fuzz/corpus` is the fuzzer's own, not kept in git), without nightly: no panic, and
 //! what loads writes canonical JSON that reads back the same. Also text that is not a graph at
 //! all, and a deeply nested document.
 
@@ -17,10 +17,7 @@ fn check(text: &str) {
 
 #[test]
 fn the_seed_corpus_loads_without_panics() {
-    let dir = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fuzz/corpus/load_graph_file"
-    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/seeds/load_graph_file");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
