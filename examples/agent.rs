@@ -15,21 +15,18 @@
 //! Every turn is a thread invocation: run it again with another question and the conversation
 //! goes on (the thread's history is in `$TMPDIR/agentgraph-agent-example`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agentgraph::prelude::*;
 use agentgraph_nodes::agent::{Agent, AgentStateUpdate};
 use agentgraph_nodes::message::Message;
-use agentgraph_nodes::model::openai::OpenAiModel;
 use agentgraph_nodes::tool::{ToolSet, tool_fn};
 use futures_util::StreamExt;
 use serde::Deserialize;
-
-/// Where a local model server listens when `OPENAI_BASE_URL` is not set.
-const LOCAL: &str = "http://127.0.0.1:8080/v1";
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -58,32 +55,6 @@ struct Search {
     query: String,
 }
 
-/// Up to 5 lines of the repository's documentation that contain `query`, as `file:line: text`.
-fn search_docs(root: &Path, query: &str) -> String {
-    let query = query.to_lowercase();
-    let mut hits = Vec::new();
-    for file in [
-        "README.md",
-        "ARCHITECTURE.md",
-        "CHANGELOG.md",
-        "benches/README.md",
-    ] {
-        let Ok(text) = std::fs::read_to_string(root.join(file)) else {
-            continue;
-        };
-        for (n, line) in text.lines().enumerate() {
-            if line.to_lowercase().contains(&query) && hits.len() < 5 {
-                hits.push(format!("{file}:{}: {}", n + 1, line.trim()));
-            }
-        }
-    }
-    if hits.is_empty() {
-        format!("nothing in the docs mentions {query:?}")
-    } else {
-        hits.join("\n")
-    }
-}
-
 fn tools(root: PathBuf) -> ToolSet {
     let calculate = tool_fn(
         "calculate",
@@ -107,24 +78,20 @@ fn tools(root: PathBuf) -> ToolSet {
             let root = root.clone();
             async move {
                 println!("\n  [search_docs] {:?}", x.query);
-                Ok::<_, std::convert::Infallible>(search_docs(&root, &x.query))
+                Ok::<_, std::convert::Infallible>(common::search_docs(
+                    &root,
+                    &[
+                        "README.md",
+                        "ARCHITECTURE.md",
+                        "CHANGELOG.md",
+                        "benches/README.md",
+                    ],
+                    &x.query,
+                ))
             }
         },
     );
     ToolSet::new().with(calculate).with(search)
-}
-
-/// The model the environment names, or the local server's.
-fn model() -> Result<(OpenAiModel, String), Box<dyn std::error::Error>> {
-    let base = std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| LOCAL.to_owned());
-    let name = std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".to_owned());
-    let mut builder = OpenAiModel::builder(name)
-        .base_url(&base)
-        .timeout(Duration::from_secs(120));
-    if std::env::var_os("OPENAI_API_KEY").is_none() {
-        builder = builder.no_api_key();
-    }
-    Ok((builder.build()?, base))
 }
 
 struct Args {
@@ -159,31 +126,13 @@ fn args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args()?;
-    let (model, base) = model()?;
-    // Say in one line how to get a model when none answers, before anything is stored.
-    let reachable = reqwest::Client::new()
-        .get(format!("{}/models", base.trim_end_matches('/')))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .is_ok();
-    if !reachable {
-        return Err(format!(
-            "no model server answers at {base}: start one with `export OPENAI_BASE_URL=$(scripts/model-server start)`, or set OPENAI_BASE_URL and OPENAI_API_KEY"
-        )
-        .into());
-    }
+    let (model, base) = common::model()?;
+    common::ensure_reachable(&base).await?;
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let graph = Agent::new(Arc::new(model))
         .tools(tools(root))

@@ -15,37 +15,21 @@
 //! SmolLM2-135M-Instruct, which `export OPENAI_BASE_URL=$(scripts/model-server start)` installs
 //! (once) and starts. A 135M model debates poorly: expect the turns, not the wit.
 
+mod common;
+
 use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agentgraph::prelude::*;
 use agentgraph_nodes::agent::Agent;
-use agentgraph_nodes::model::openai::OpenAiModel;
 use agentgraph_nodes::patterns::group_chat::{
     ChatAgent, GroupChat, GroupChatState, Stop, UserTurn,
 };
 use futures_util::StreamExt;
 
-/// Where a local model server listens when `OPENAI_BASE_URL` is not set.
-const LOCAL: &str = "http://127.0.0.1:8080/v1";
-
 /// The chat's run id in its (in-memory) store.
 const RUN: &str = "debate";
-
-/// The model the environment names, or the local server's.
-fn model() -> Result<(OpenAiModel, String), Box<dyn std::error::Error>> {
-    let base = std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| LOCAL.to_owned());
-    let name = std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".to_owned());
-    let mut builder = OpenAiModel::builder(name)
-        .base_url(&base)
-        .timeout(Duration::from_secs(120));
-    if std::env::var_os("OPENAI_API_KEY").is_none() {
-        builder = builder.no_api_key();
-    }
-    Ok((builder.build()?, base))
-}
 
 /// Your answer: a line of stdin, or `GROUP_CHAT_ANSWER` when stdin is not a terminal.
 fn your_answer(asked: &UserTurn) -> String {
@@ -66,13 +50,7 @@ fn your_answer(asked: &UserTurn) -> String {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -82,19 +60,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         question
     };
-    let (model, base) = model()?;
-    let reachable = reqwest::Client::new()
-        .get(format!("{}/models", base.trim_end_matches('/')))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .is_ok();
-    if !reachable {
-        return Err(format!(
-            "no model server answers at {base}: start one with `export OPENAI_BASE_URL=$(scripts/model-server start)`, or set OPENAI_BASE_URL and OPENAI_API_KEY"
-        )
-        .into());
-    }
+    let (model, base) = common::model()?;
+    common::ensure_reachable(&base).await?;
     let model = Arc::new(model);
     let persona = |name: &str, prompt: &str| {
         let agent = Agent::new(model.clone())

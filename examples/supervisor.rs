@@ -17,10 +17,11 @@
 //! SmolLM2-135M is no research team: expect the protocol (handoffs, reports, a final answer
 //! or the round limit), not wisdom.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use agentgraph::prelude::*;
 use agentgraph_nodes::agent::Agent;
@@ -31,48 +32,11 @@ use agentgraph_nodes::tool::{ToolSet, tool_fn};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-/// Where a local model server listens when `OPENAI_BASE_URL` is not set.
-const LOCAL: &str = "http://127.0.0.1:8080/v1";
-
 /// Arguments of `search_docs`.
 #[derive(Deserialize, schemars::JsonSchema)]
 struct Search {
     /// A word or phrase to look for (case-insensitive).
     query: String,
-}
-
-/// Up to 5 lines of the repository's documentation that contain `query`.
-fn search_docs(root: &Path, query: &str) -> String {
-    let query = query.to_lowercase();
-    let mut hits = Vec::new();
-    for file in ["README.md", "ARCHITECTURE.md", "CHANGELOG.md"] {
-        let Ok(text) = std::fs::read_to_string(root.join(file)) else {
-            continue;
-        };
-        for (n, line) in text.lines().enumerate() {
-            if line.to_lowercase().contains(&query) && hits.len() < 5 {
-                hits.push(format!("{file}:{}: {}", n + 1, line.trim()));
-            }
-        }
-    }
-    if hits.is_empty() {
-        format!("nothing in the docs mentions {query:?}")
-    } else {
-        hits.join("\n")
-    }
-}
-
-/// The model the environment names, or the local server's.
-fn model() -> Result<(Arc<OpenAiModel>, String), Box<dyn std::error::Error>> {
-    let base = std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| LOCAL.to_owned());
-    let name = std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".to_owned());
-    let mut builder = OpenAiModel::builder(name)
-        .base_url(&base)
-        .timeout(Duration::from_secs(120));
-    if std::env::var_os("OPENAI_API_KEY").is_none() {
-        builder = builder.no_api_key();
-    }
-    Ok((Arc::new(builder.build()?), base))
 }
 
 struct Args {
@@ -123,7 +87,13 @@ fn team(
         "Searches agentgraph's documentation (README, ARCHITECTURE, CHANGELOG) for a word or phrase.",
         move |x: Search| {
             let root = root.clone();
-            async move { Ok::<_, std::convert::Infallible>(search_docs(&root, &x.query)) }
+            async move {
+                Ok::<_, std::convert::Infallible>(common::search_docs(
+                    &root,
+                    &["README.md", "ARCHITECTURE.md", "CHANGELOG.md"],
+                    &x.query,
+                ))
+            }
         },
     );
     let searcher = Agent::new(model.clone())
@@ -145,32 +115,14 @@ fn team(
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::exit(run().await)
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args = args()?;
-    let (model, base) = model()?;
-    // Say in one line how to get a model when none answers, before anything is stored.
-    let reachable = reqwest::Client::new()
-        .get(format!("{}/models", base.trim_end_matches('/')))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .is_ok();
-    if !reachable {
-        return Err(format!(
-            "no model server answers at {base}: start one with `export OPENAI_BASE_URL=$(scripts/model-server start)`, or set OPENAI_BASE_URL and OPENAI_API_KEY"
-        )
-        .into());
-    }
-    let graph = team(model, args.max_rounds)?;
+    let (model, base) = common::model()?;
+    common::ensure_reachable(&base).await?;
+    let graph = team(Arc::new(model), args.max_rounds)?;
     let dir = std::env::temp_dir().join("agentgraph-supervisor-example");
     let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(&dir)?);
     let config = RunConfig::new().store(store.clone()).store_events(true);
