@@ -134,6 +134,7 @@ enum StoredStatus {
     Interrupted,
     Cancelled,
     RetryScheduled,
+    BudgetExceeded,
 }
 
 impl From<RunStatus> for StoredStatus {
@@ -146,6 +147,7 @@ impl From<RunStatus> for StoredStatus {
             RunStatus::Interrupted => StoredStatus::Interrupted,
             RunStatus::Cancelled => StoredStatus::Cancelled,
             RunStatus::RetryScheduled => StoredStatus::RetryScheduled,
+            RunStatus::BudgetExceeded => StoredStatus::BudgetExceeded,
         }
     }
 }
@@ -160,6 +162,7 @@ impl From<StoredStatus> for RunStatus {
             StoredStatus::Interrupted => RunStatus::Interrupted,
             StoredStatus::Cancelled => RunStatus::Cancelled,
             StoredStatus::RetryScheduled => RunStatus::RetryScheduled,
+            StoredStatus::BudgetExceeded => RunStatus::BudgetExceeded,
         }
     }
 }
@@ -290,7 +293,7 @@ mod tests {
     use super::*;
     use serde::Serialize;
 
-    /// Statuses keep their stored tags (a variant's index); `RetryScheduled` was added last.
+    /// Statuses keep their stored tags (a variant's index); `BudgetExceeded` was added last.
     #[test]
     fn status_tags_are_stable() {
         let config = bincode::config::standard();
@@ -305,6 +308,7 @@ mod tests {
             assert_eq!(RunStatus::from(back), status);
         }
         assert_eq!(RunStatus::ALL[6], RunStatus::RetryScheduled);
+        assert_eq!(RunStatus::ALL[7], RunStatus::BudgetExceeded);
     }
 
     /// The layout of run records before graph names, as it was written.

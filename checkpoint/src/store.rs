@@ -22,7 +22,7 @@ pub const MAX_RUN_ID_LEN: usize = 512;
 ///
 /// In JSON (the monitor's API, the command-line tool's `--json`) a status is its
 /// [`as_str`](RunStatus::as_str) name: `"pending"`, `"running"`, `"completed"`, `"failed"`,
-/// `"interrupted"`, `"cancelled"` or `"retry_scheduled"`.
+/// `"interrupted"`, `"cancelled"`, `"retry_scheduled"` or `"budget_exceeded"`.
 ///
 /// # Examples
 ///
@@ -62,11 +62,23 @@ pub enum RunStatus {
     /// assert_eq!("retry_scheduled".parse::<RunStatus>(), Ok(RunStatus::RetryScheduled));
     /// ```
     RetryScheduled,
+    /// Stopped before a step because it used a limit of its budget (steps, tokens, cost,
+    /// tool calls, wall time: the engine's `RunConfig::budget`): its last step is
+    /// checkpointed; resume it with a higher budget to go on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::RunStatus;
+    /// assert_eq!(RunStatus::BudgetExceeded.as_str(), "budget_exceeded");
+    /// assert_eq!("budget_exceeded".parse::<RunStatus>(), Ok(RunStatus::BudgetExceeded));
+    /// ```
+    BudgetExceeded,
 }
 
 impl RunStatus {
     /// Every status, in declaration order.
-    pub const ALL: [RunStatus; 7] = [
+    pub const ALL: [RunStatus; 8] = [
         RunStatus::Pending,
         RunStatus::Running,
         RunStatus::Completed,
@@ -74,10 +86,11 @@ impl RunStatus {
         RunStatus::Interrupted,
         RunStatus::Cancelled,
         RunStatus::RetryScheduled,
+        RunStatus::BudgetExceeded,
     ];
 
     /// The status's name, as JSON spells it: `"pending"`, `"running"`, `"completed"`,
-    /// `"failed"`, `"interrupted"`, `"cancelled"` or `"retry_scheduled"`.
+    /// `"failed"`, `"interrupted"`, `"cancelled"`, `"retry_scheduled"` or `"budget_exceeded"`.
     ///
     /// # Examples
     ///
@@ -94,6 +107,7 @@ impl RunStatus {
             RunStatus::Interrupted => "interrupted",
             RunStatus::Cancelled => "cancelled",
             RunStatus::RetryScheduled => "retry_scheduled",
+            RunStatus::BudgetExceeded => "budget_exceeded",
         }
     }
 }
@@ -112,7 +126,7 @@ impl fmt::Display for UnknownStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown run status `{}` (expected one of: pending, running, completed, failed, interrupted, cancelled, retry_scheduled)",
+            "unknown run status `{}` (expected one of: pending, running, completed, failed, interrupted, cancelled, retry_scheduled, budget_exceeded)",
             self.0
         )
     }

@@ -31,6 +31,7 @@ pub(crate) fn status_style(status: RunStatus) -> Style {
         RunStatus::Interrupted => AnsiColor::Magenta,
         RunStatus::Pending => AnsiColor::Blue,
         RunStatus::RetryScheduled => AnsiColor::Cyan,
+        RunStatus::BudgetExceeded => AnsiColor::BrightYellow,
         _ => return Style::new().dimmed(),
     };
     Style::new().fg_color(Some(colour.into()))

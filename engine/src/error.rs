@@ -578,6 +578,13 @@ pub enum Error {
         /// How the tokio task ended.
         end: TaskEnd,
     },
+    /// The run used a limit of its budget, its thread's or its tenant's
+    /// ([`RunConfig::budget`](crate::RunConfig::budget)): it stopped before a step,
+    /// checkpointed with status `budget_exceeded` (a start refused for the tenant's runs in
+    /// flight wrote nothing). Resume it with a higher budget to go on; see
+    /// [`BudgetExceeded`](crate::BudgetExceeded).
+    #[error("{0}")]
+    BudgetExceeded(Box<crate::run::budget::BudgetExceeded>),
 }
 
 impl Error {

@@ -52,6 +52,9 @@ pub use plan::describe::{
     EdgeDescription, EdgeKind, FieldDescription, GraphDescription, JoinDescription, NodeDescription,
 };
 pub use registry::{DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun, GraphRegistry};
+pub use run::budget::{
+    Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, TenantBudget,
+};
 pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};
 pub use run::handle::{CancelHandle, Run, RunHandle, RunOutcome};

@@ -12,12 +12,12 @@
     'run_started', 'run_resumed', 'thread_invoked', 'step_started', 'node_started', 'node_finished', 'node_failed',
     'retry_scheduled', 'node_cancelled', 'subgraph', 'run_interrupted', 'custom',
     'weighted_choice', 'state_updated', 'checkpoint_saved', 'graph', 'state_view',
-    'run_finished', 'run_failed', 'error_routed', 'compensation_started', 'token', 'event',
+    'run_finished', 'run_failed', 'error_routed', 'compensation_started', 'budget_exceeded', 'token', 'event',
   ];
   // How much of a node's streamed text its box shows (the whole text is its tooltip).
   const STREAM_TAIL = 48;
   const STREAM_ROOM = 320;
-  const FINAL = ['completed', 'failed', 'cancelled'];
+  const FINAL = ['completed', 'failed', 'cancelled', 'budget_exceeded'];
   const MAX_ROWS = 1000;
   const RUNS_EVERY_MS = 2000;
 
@@ -119,6 +119,7 @@
       case 'run_failed': return `step ${kind.step}: ${kind.error}`;
       case 'error_routed': return `${kind.node} → ${kind.handler} (step ${kind.step}): ${kind.error}`;
       case 'compensation_started': return `after step ${kind.step}, undoing ${kind.nodes.join(', ')}: ${kind.error}`;
+      case 'budget_exceeded': return `${kind.scope} budget of ${kind.budget} used (${kind.used} of ${kind.limit}), stopped before step ${kind.step}`;
       default: return json(kind);
     }
   }

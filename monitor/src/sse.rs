@@ -296,11 +296,12 @@ fn ends_run(kind: &EventKind) -> bool {
 }
 
 /// Statuses in which a stream ends once every event is sent. An interrupted run keeps its
-/// stream open: it waits for an answer, and its resume is usually soon and worth watching.
+/// stream open: it waits for an answer, and its resume is usually soon and worth watching. A
+/// run stopped for its budget waits for someone to raise it, like a failed one.
 fn is_final(status: RunStatus) -> bool {
     matches!(
         status,
-        RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+        RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled | RunStatus::BudgetExceeded
     )
 }
 

@@ -62,6 +62,11 @@ impl<P: State, C: State> Node<P> for SubgraphNode<P, C> {
                 subgraph_run: true,
                 // A child run's retries are its parent's task's: they run inline.
                 max_inline_backoff: Duration::MAX,
+                // The parent's budgets bound the parent, which counts its child's usage.
+                budget: None,
+                thread_budget: None,
+                tenant_budget: None,
+                usage_parent: Some(shared.clone()),
                 ..shared.config.clone()
             };
             let started = std::time::Instant::now();

@@ -294,6 +294,21 @@ pub enum EventKind {
         /// The nodes whose work is undone, in the order their compensations run.
         nodes: Vec<Arc<str>>,
     },
+    /// The run used a limit of a budget (its own, its thread's or its tenant's) and stops
+    /// before `step` (see [`BudgetExceeded`](crate::BudgetExceeded), whose amounts these are);
+    /// a run over its tenant's runs in flight is refused before it starts.
+    BudgetExceeded {
+        /// The step the run stops before.
+        step: u64,
+        /// Whose budget.
+        scope: crate::BudgetScope,
+        /// Of what.
+        budget: crate::BudgetKind,
+        /// The limit.
+        limit: u64,
+        /// What was used.
+        used: u64,
+    },
 }
 
 impl EventKind {
@@ -332,6 +347,7 @@ impl EventKind {
             EventKind::RunFailed { .. } => "run_failed",
             EventKind::ErrorRouted { .. } => "error_routed",
             EventKind::CompensationStarted { .. } => "compensation_started",
+            EventKind::BudgetExceeded { .. } => "budget_exceeded",
         }
     }
 }
@@ -468,6 +484,18 @@ impl fmt::Display for Event {
                     nodes.join(", ")
                 )
             }
+            EventKind::BudgetExceeded {
+                step,
+                scope,
+                budget,
+                limit,
+                used,
+            } => write!(
+                f,
+                "run stopped before step {step}: {} budget of {} used ({used} of {limit})",
+                scope.as_str(),
+                budget.as_str()
+            ),
         }
     }
 }
@@ -832,6 +860,13 @@ mod tests {
                 step: 1,
                 error: "e".into(),
                 nodes: vec![node],
+            },
+            EventKind::BudgetExceeded {
+                step: 1,
+                scope: crate::BudgetScope::Run,
+                budget: crate::BudgetKind::Tokens,
+                limit: 1,
+                used: 1,
             },
         ]
     }

@@ -5,7 +5,7 @@
 //! | metric | kind | labels |
 //! |---|---|---|
 //! | `agentgraph_runs_started_total`, `agentgraph_runs_resumed_total` | counter | |
-//! | `agentgraph_runs_finished_total`, `agentgraph_runs_failed_total`, `agentgraph_runs_interrupted_total`, `agentgraph_runs_cancelled_total`, `agentgraph_runs_retry_scheduled_total` | counter | |
+//! | `agentgraph_runs_finished_total`, `agentgraph_runs_failed_total`, `agentgraph_runs_interrupted_total`, `agentgraph_runs_cancelled_total`, `agentgraph_runs_retry_scheduled_total`, `agentgraph_runs_budget_exceeded_total` | counter | |
 //! | `agentgraph_steps_total` | counter | |
 //! | `agentgraph_node_duration_seconds` | histogram | `node` |
 //! | `agentgraph_node_failures_total`, `agentgraph_retries_total` | counter | `node` |
@@ -40,6 +40,9 @@ mod on {
             RunStatus::Cancelled => counter!("agentgraph_runs_cancelled_total").increment(1),
             RunStatus::RetryScheduled => {
                 counter!("agentgraph_runs_retry_scheduled_total").increment(1)
+            }
+            RunStatus::BudgetExceeded => {
+                counter!("agentgraph_runs_budget_exceeded_total").increment(1)
             }
             _ => counter!("agentgraph_runs_failed_total").increment(1),
         }

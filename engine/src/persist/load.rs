@@ -36,6 +36,20 @@ impl<S> Loaded<S> {
         self.record.step
     }
 
+    /// What the run used by the checkpoint: its totals, and the totals its invocation began
+    /// with (nothing for a checkpoint written before usage was stored).
+    pub(crate) fn usage(
+        &self,
+    ) -> (
+        crate::run::budget::BudgetUsage,
+        crate::run::budget::BudgetUsage,
+    ) {
+        self.record
+            .usage
+            .map(|u| (u.total.into(), u.base.into()))
+            .unwrap_or_default()
+    }
+
     /// The invocation (the thread's turn, from 1) the checkpoint belongs to.
     pub(crate) fn invocation(&self) -> u32 {
         self.record.invocation

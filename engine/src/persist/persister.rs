@@ -14,7 +14,7 @@ use super::packing::Packing;
 use super::pending::{caught_failure, route_record};
 use super::record::{
     CheckpointRecord, CompensatingRecord, GateRecord, JoinRecord, MemoryRecord, PassRecord,
-    PendingOutcome, PendingWriteRecord, SagaRecord, TaskRecord,
+    PendingOutcome, PendingWriteRecord, SagaRecord, TaskRecord, UsageAmounts, UsageRecord,
 };
 use super::runs::child_runs;
 use super::{RunOwnership, Session, encode_error, format_encode_error, lease, now_ms};
@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::ids::{Fingerprint, NodeId, TaskId};
 use crate::observe::event::{Event, EventKind};
 use crate::plan::Plan;
+use crate::run::budget::BudgetUsage;
 use crate::run::config::Durability;
 use crate::run::interrupt::Interrupt;
 use crate::run::scheduler::{JoinPass, Saga};
@@ -54,6 +55,8 @@ pub(crate) struct Position<'a, S: State> {
     pub(crate) invocation: u32,
     /// The run's saga: what to compensate, and the compensations still to run.
     pub(crate) saga: &'a Saga,
+    /// What the run used: its totals, and the totals its invocation began with.
+    pub(crate) usage: (BudgetUsage, BudgetUsage),
 }
 
 impl<S: State> Position<'_, S> {
@@ -592,6 +595,10 @@ impl<S: State> Persister<S> {
             passes: position.passes(),
             invocation: position.invocation,
             saga: position.saga(),
+            usage: Some(UsageRecord {
+                total: UsageAmounts::from(&position.usage.0),
+                base: UsageAmounts::from(&position.usage.1),
+            }),
         };
         let bytes = self
             .packing

@@ -56,6 +56,94 @@ pub(super) struct CheckpointRecord {
     /// compensate. Added with `invocation` (issue 11): a record written before has none, and
     /// decodes through [`CheckpointRecordV2`].
     pub(super) saga: Option<SagaRecord>,
+    /// What the run used, for its budgets: its totals over every invocation, and the totals
+    /// when this checkpoint's invocation began. Added after the third layout
+    /// ([`CheckpointRecordV3`], issue 16): a record written before has none (nothing used).
+    pub(super) usage: Option<UsageRecord>,
+}
+
+/// What a run used by a checkpoint: its totals, and the totals its invocation began with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct UsageRecord {
+    pub(super) total: UsageAmounts,
+    pub(super) base: UsageAmounts,
+}
+
+/// Amounts used: steps, model tokens, their cost (nano-dollars), tool calls, wall time (ms).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct UsageAmounts {
+    pub(super) steps: u64,
+    pub(super) tokens: u64,
+    pub(super) cost_nanos: u64,
+    pub(super) tool_calls: u64,
+    pub(super) wall_ms: u64,
+}
+
+impl From<&crate::run::budget::BudgetUsage> for UsageAmounts {
+    fn from(u: &crate::run::budget::BudgetUsage) -> Self {
+        UsageAmounts {
+            steps: u.steps,
+            tokens: u.tokens,
+            cost_nanos: u.cost_nanos,
+            tool_calls: u.tool_calls,
+            wall_ms: u.wall_ms,
+        }
+    }
+}
+
+impl From<UsageAmounts> for crate::run::budget::BudgetUsage {
+    fn from(u: UsageAmounts) -> Self {
+        crate::run::budget::BudgetUsage {
+            steps: u.steps,
+            tokens: u.tokens,
+            cost_nanos: u.cost_nanos,
+            tool_calls: u.tool_calls,
+            wall_ms: u.wall_ms,
+        }
+    }
+}
+
+/// The third layout of [`CheckpointRecord`], before usage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointRecordV3 {
+    step: u64,
+    parent: Option<u64>,
+    fingerprint: u128,
+    created_at_ms: u64,
+    bases: Vec<u64>,
+    written: Vec<u32>,
+    next: Vec<TaskRecord>,
+    joins: Vec<JoinRecord>,
+    blob_bytes: u64,
+    events: u64,
+    interrupts: Vec<GateRecord>,
+    deferred: Vec<TaskRecord>,
+    passes: Vec<PassRecord>,
+    invocation: u32,
+    saga: Option<SagaRecord>,
+}
+
+impl From<CheckpointRecordV3> for CheckpointRecord {
+    fn from(r: CheckpointRecordV3) -> Self {
+        CheckpointRecord {
+            step: r.step,
+            parent: r.parent,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            bases: r.bases,
+            written: r.written,
+            next: r.next,
+            joins: r.joins,
+            blob_bytes: r.blob_bytes,
+            events: r.events,
+            interrupts: r.interrupts,
+            deferred: r.deferred,
+            passes: r.passes,
+            invocation: r.invocation,
+            saga: r.saga,
+            usage: None,
+        }
+    }
 }
 
 impl CheckpointRecord {
@@ -66,8 +154,12 @@ impl CheckpointRecord {
         match envelope::decode(RecordKind::Checkpoint, bytes) {
             Ok(record) => Ok(record),
             Err(FormatError::Decode(e)) => {
-                envelope::decode::<CheckpointRecordV2>(RecordKind::Checkpoint, bytes)
+                envelope::decode::<CheckpointRecordV3>(RecordKind::Checkpoint, bytes)
                     .map(CheckpointRecord::from)
+                    .or_else(|_| {
+                        envelope::decode::<CheckpointRecordV2>(RecordKind::Checkpoint, bytes)
+                            .map(CheckpointRecord::from)
+                    })
                     .or_else(|_| {
                         envelope::decode::<CheckpointRecordV1>(RecordKind::Checkpoint, bytes)
                             .map(CheckpointRecordV2::from)
@@ -136,6 +228,7 @@ impl From<CheckpointRecordV2> for CheckpointRecord {
             passes: r.passes,
             invocation: 1,
             saga: None,
+            usage: None,
         }
     }
 }
@@ -526,6 +619,52 @@ mod tests {
                     done: vec!["b".into()],
                     remaining: vec!["a".into()],
                 }),
+            }),
+            ..record
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();
+        assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
+    }
+
+    /// A checkpoint of the third layout (before usage) still decodes, with no usage; one with
+    /// usage reads back.
+    #[test]
+    fn third_layout_checkpoints_decode() {
+        let old = CheckpointRecordV3 {
+            step: 3,
+            parent: Some(2),
+            fingerprint: 7,
+            created_at_ms: 1,
+            bases: vec![0],
+            written: vec![0],
+            next: Vec::new(),
+            joins: Vec::new(),
+            blob_bytes: 10,
+            events: 4,
+            interrupts: Vec::new(),
+            deferred: Vec::new(),
+            passes: Vec::new(),
+            invocation: 2,
+            saga: Some(SagaRecord {
+                finished: vec!["a".into()],
+                compensating: None,
+            }),
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
+        let record = CheckpointRecord::decode(&bytes).unwrap();
+        assert_eq!(record, CheckpointRecord::from(old));
+        assert_eq!((record.invocation, record.usage), (2, None));
+        let amounts = |n| UsageAmounts {
+            steps: n,
+            tokens: n * 10,
+            cost_nanos: n * 100,
+            tool_calls: n + 1,
+            wall_ms: n * 1_000,
+        };
+        let new = CheckpointRecord {
+            usage: Some(UsageRecord {
+                total: amounts(5),
+                base: amounts(2),
             }),
             ..record
         };

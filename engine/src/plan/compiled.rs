@@ -269,6 +269,7 @@ impl<S: State> CompiledGraph<S> {
             run_id,
             cancel: CancellationToken::new(),
             config,
+            usage: Default::default(),
         });
         Run {
             plan: self.plan.clone(),

@@ -119,6 +119,16 @@ pub struct RunConfig {
     pub(crate) embedder: Option<Arc<dyn agentgraph_checkpoint::items::Embedder>>,
     /// How the run's records are stored (compressed or not).
     pub(crate) packing: crate::persist::packing::Packing,
+    /// The run's budget (this invocation, with its resumes).
+    pub(crate) budget: Option<crate::run::budget::Budget>,
+    /// The thread's budget (every invocation of the run id).
+    pub(crate) thread_budget: Option<crate::run::budget::Budget>,
+    /// What model tokens cost, for the cost budgets.
+    pub(crate) prices: Option<Arc<crate::run::budget::PriceTable>>,
+    /// The budget shared by the tenant's runs, in process.
+    pub(crate) tenant_budget: Option<crate::run::budget::TenantBudget>,
+    /// A subgraph's child run: the parent run its usage adds to.
+    pub(crate) usage_parent: Option<Arc<crate::run::context::RunShared>>,
 }
 
 impl Default for RunConfig {
@@ -147,6 +157,11 @@ impl Default for RunConfig {
             memory: None,
             embedder: None,
             packing: Default::default(),
+            budget: None,
+            thread_budget: None,
+            prices: None,
+            tenant_budget: None,
+            usage_parent: None,
         }
     }
 }
@@ -643,5 +658,117 @@ impl RunConfig {
             metadata: self.metadata.clone(),
             ttl: self.ttl,
         }
+    }
+
+    /// Bounds what this run may use ([`Budget`](crate::Budget)): steps, model tokens, their
+    /// cost, tool calls, wall time. The run's usage counts from the start of this invocation
+    /// (a fresh run, or a thread's next input) and goes on across its resumes: it is stored
+    /// with each checkpoint. Before each step, a run that used its limit of something stops
+    /// with [`Error::BudgetExceeded`](crate::Error::BudgetExceeded), status
+    /// `budget_exceeded`, its last step checkpointed; resume it with a higher budget (or none)
+    /// to go on. Tokens, cost and tool calls are what the nodes report
+    /// ([`Context::record_model_usage`](crate::Context::record_model_usage),
+    /// [`Context::record_tool_calls`](crate::Context::record_tool_calls)); the node library's
+    /// model nodes, agent and tools report theirs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Each step calls a model that uses 100 tokens.
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("think", |_, ctx: Context| async move {
+    ///     ctx.record_model_usage("gpt-4o-mini", 80, 20);
+    ///     Ok(CountUpdate::new().n(1))
+    /// })
+    /// .add_edge(START, "think")
+    /// .add_conditional_edges("think", ["think", END], |c: &Count| if c.n < 5 { "think" } else { END });
+    /// let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = |tokens| RunConfig::new().store(store.clone()).run_id("r")
+    ///     .budget(Budget::new().max_tokens(tokens));
+    ///
+    /// let Err(Error::BudgetExceeded(stop)) = graph.run_with(Count::default(), config(250)).await else {
+    ///     panic!("the budget stops the run");
+    /// };
+    /// assert_eq!((stop.budget, stop.limit, stop.used, stop.step), (BudgetKind::Tokens, 250, 300, 4));
+    /// // A higher budget lets it finish, from step 4.
+    /// assert_eq!(graph.resume("r", config(1_000)).await?.n, 5);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn budget(mut self, budget: crate::run::budget::Budget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Bounds what the thread of this run id may use, across all its invocations
+    /// ([`CompiledGraph::invoke_thread`](crate::CompiledGraph::invoke_thread)): the same limits
+    /// as [`budget`](RunConfig::budget), over the totals stored with the thread's checkpoints.
+    /// A run that is not a thread has one invocation: its thread budget is its run budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Budget, RunConfig};
+    /// // At most 200,000 tokens per conversation, and 20,000 per turn.
+    /// let config = RunConfig::new()
+    ///     .thread_budget(Budget::new().max_tokens(200_000))
+    ///     .budget(Budget::new().max_tokens(20_000));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn thread_budget(mut self, budget: crate::run::budget::Budget) -> Self {
+        self.thread_budget = Some(budget);
+        self
+    }
+
+    /// What model tokens cost ([`PriceTable`](crate::PriceTable)): the cost limits of the
+    /// run's budgets count the tokens its nodes report at these prices.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Budget, PriceTable, RunConfig};
+    /// let config = RunConfig::new()
+    ///     .prices(PriceTable::new().price("gpt-4o-mini", 0.15, 0.60))
+    ///     .budget(Budget::new().max_cost(0.10));
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn prices(mut self, prices: crate::run::budget::PriceTable) -> Self {
+        self.prices = Some(Arc::new(prices));
+        self
+    }
+
+    /// Counts this run against a tenant's budget ([`TenantBudget`](crate::TenantBudget)),
+    /// shared in process with the tenant's other runs: its runs in flight, and the totals of
+    /// their steps, tokens, cost, tool calls and wall time. A start or resume over the cap on
+    /// runs in flight is refused at once with
+    /// [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) (nothing written); a run over
+    /// another limit stops before its next step, checkpointed, like one over its own budget.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{Budget, RunConfig, TenantBudget};
+    /// let acme = TenantBudget::new(Budget::new().max_runs_in_flight(2));
+    /// let config = RunConfig::new().tenant_budget(acme.clone());
+    /// # let _ = config;
+    /// ```
+    #[must_use]
+    pub fn tenant_budget(mut self, budget: crate::run::budget::TenantBudget) -> Self {
+        self.tenant_budget = Some(budget);
+        self
+    }
+
+    /// Whether any budget bounds the run.
+    pub(crate) fn has_budgets(&self) -> bool {
+        self.budget.is_some() || self.thread_budget.is_some() || self.tenant_budget.is_some()
     }
 }

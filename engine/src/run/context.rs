@@ -25,6 +25,22 @@ pub(crate) struct RunShared {
     pub(crate) cancel: CancellationToken,
     /// The run's settings (its subgraphs' runs inherit most of them).
     pub(crate) config: crate::run::config::RunConfig,
+    /// The tokens, cost and tool calls its nodes reported (for budgets).
+    pub(crate) usage: crate::run::budget::Counters,
+}
+
+impl RunShared {
+    /// Adds what a node reported to the run's counters, its tenant's and its parent run's
+    /// (a subgraph's child run reports to its parent).
+    pub(crate) fn add_usage(&self, tokens: u64, cost_nanos: u64, tool_calls: u64) {
+        self.usage.add(tokens, cost_nanos, tool_calls);
+        if let Some(tenant) = &self.config.tenant_budget {
+            tenant.add(tokens, cost_nanos, tool_calls);
+        }
+        if let Some(parent) = &self.config.usage_parent {
+            parent.add_usage(tokens, cost_nanos, tool_calls);
+        }
+    }
 }
 
 /// A node's view of its task: run, step, node, task id (its idempotency key), packet input,
@@ -355,6 +371,65 @@ impl Context {
             count: 1,
             text: text.to_owned(),
         });
+    }
+
+    /// Reports a model call's tokens to the run: `input` prompt and `output` completion tokens
+    /// of `model`, priced by the run's [`PriceTable`](crate::PriceTable)
+    /// ([`RunConfig::prices`](crate::RunConfig::prices)). They count against the run's, its
+    /// thread's and its tenant's budgets ([`RunConfig::budget`](crate::RunConfig::budget)),
+    /// are stored with the run's checkpoints, and, in a subgraph, count for the parent run
+    /// too. The node library's model nodes and agent report every call that returns a usage.
+    /// A few atomic additions: cheap enough for every call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("ask", |_, ctx: Context| async move {
+    ///     ctx.record_model_usage("gpt-4o-mini", 900, 100);
+    ///     Ok(CountUpdate::new().n(1))
+    /// })
+    /// .add_edge(START, "ask")
+    /// .add_conditional_edges("ask", ["ask", END], |c: &Count| if c.n < 3 { "ask" } else { END });
+    /// let config = RunConfig::new().budget(Budget::new().max_tokens(1_500));
+    /// let Err(Error::BudgetExceeded(stop)) = b.compile()?.run_with(Count::default(), config).await else {
+    ///     panic!("over budget");
+    /// };
+    /// assert_eq!((stop.used, stop.step), (2_000, 3));
+    /// # Ok(()) }
+    /// ```
+    pub fn record_model_usage(&self, model: &str, input: u64, output: u64) {
+        let run = &self.inner.run;
+        let cost = run
+            .config
+            .prices
+            .as_ref()
+            .map_or(0, |p| p.cost_nanos(model, input, output));
+        run.add_usage(input.saturating_add(output), cost, 0);
+    }
+
+    /// Reports `calls` tool calls to the run: they count against its, its thread's and its
+    /// tenant's budgets of tool calls (see
+    /// [`record_model_usage`](Context::record_model_usage)). The node library's agent reports
+    /// each tool it runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::*;
+    /// async fn search(ctx: &Context) -> Result<(), BoxError> {
+    ///     ctx.record_tool_calls(1);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn record_tool_calls(&self, calls: u64) {
+        self.inner.run.add_usage(0, 0, calls);
     }
 }
 

@@ -1,6 +1,7 @@
 //! Running a graph: the run handle, its configuration, the context nodes get, interrupts, and
 //! the scheduler that advances a run step by step.
 
+pub(crate) mod budget;
 pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod handle;

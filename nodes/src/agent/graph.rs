@@ -286,6 +286,8 @@ pub(crate) async fn answer(
             Approval::Edit { arguments } => call.arguments = ToolArguments::Json(arguments),
         }
     }
+    // A call the agent hands its tools counts for the run's budget of tool calls.
+    ctx.record_tool_calls(1);
     Ok(agent
         .tools
         .answer(&call, ToolContext::from_context(ctx))

@@ -90,6 +90,9 @@ where
                     }
                 })
                 .await?;
+            if let Some(usage) = response.usage {
+                ctx.record_model_usage(model.model(), usage.input_tokens, usage.output_tokens);
+            }
             Ok(update(&state, response))
         })
     }

@@ -1498,13 +1498,20 @@ fn select_turn(
     chat: Arc<Plan>,
     selector: Arc<ModelSelector>,
 ) -> impl Fn(Arc<GroupChatState>, Context) -> Turn + Send + Sync + 'static {
-    move |state: Arc<GroupChatState>, _: Context| {
+    move |state: Arc<GroupChatState>, ctx: Context| {
         let (chat, selector) = (chat.clone(), selector.clone());
         Box::pin(async move {
             let candidates = chat.candidates(&state);
             let names: Vec<&str> = candidates.iter().map(|&i| &*chat.names[i]).collect();
             let request = selection_request(&chat, &selector, &state, &names);
             let response = selector.model.chat(request).await?;
+            if let Some(usage) = response.usage {
+                ctx.record_model_usage(
+                    selector.model.model(),
+                    usage.input_tokens,
+                    usage.output_tokens,
+                );
+            }
             let tokens = response.usage.map_or(0, |u| u.total());
             let text = response.text();
             let chosen = match parse_choice(&text, &names) {

@@ -13,6 +13,7 @@ use crate::observe::view::{FieldView, ViewChange};
 use crate::plan::describe::{
     EdgeDescription, EdgeKind, FieldDescription, GraphDescription, JoinDescription, NodeDescription,
 };
+use crate::run::budget::{BudgetKind, BudgetScope};
 use crate::run::config::Mode;
 use crate::run::interrupt::Interrupt;
 
@@ -304,6 +305,19 @@ impl From<&EventKind> for StoredKind {
                     nodes: nodes.iter().map(|n| s(n)).collect(),
                 }
             }
+            EventKind::BudgetExceeded {
+                step,
+                scope,
+                budget,
+                limit,
+                used,
+            } => StoredKind::BudgetExceeded {
+                step: *step,
+                scope: scope.as_str().to_owned(),
+                budget: budget.as_str().to_owned(),
+                limit: *limit,
+                used: *used,
+            },
         }
     }
 }
@@ -577,6 +591,21 @@ impl From<StoredKind> for EventKind {
                     nodes: nodes.into_iter().map(Arc::from).collect(),
                 }
             }
+            StoredKind::BudgetExceeded {
+                step,
+                scope,
+                budget,
+                limit,
+                used,
+            } => EventKind::BudgetExceeded {
+                step,
+                // Written from these enums' own names; a name this build does not know reads
+                // as the widest scope and the first budget.
+                scope: scope.parse().unwrap_or(BudgetScope::Tenant),
+                budget: budget.parse().unwrap_or(BudgetKind::Steps),
+                limit,
+                used,
+            },
         }
     }
 }

@@ -260,6 +260,13 @@ mod tests {
                 error: "boom".to_owned(),
                 nodes: vec![Arc::from("b"), node.clone()],
             },
+            EventKind::BudgetExceeded {
+                step: 4,
+                scope: crate::BudgetScope::Thread,
+                budget: crate::BudgetKind::Cost,
+                limit: 1_000,
+                used: 1_200,
+            },
         ];
         let mut events: Vec<Event> = kinds
             .into_iter()

@@ -289,4 +289,11 @@ pub(super) enum StoredKind {
         count: u32,
         text: String,
     },
+    BudgetExceeded {
+        step: u64,
+        scope: String,
+        budget: String,
+        limit: u64,
+        used: u64,
+    },
 }

@@ -31,6 +31,7 @@ use crate::persist::{
 };
 use crate::plan::Target;
 use crate::plan::{Plan, PlanEdge, slot};
+use crate::run::budget::{Book, BudgetExceeded, BudgetScope, first_reached};
 use crate::run::config::RunConfig;
 use crate::run::context::RunShared;
 use crate::run::interrupt::{Interrupt, InterruptKind, Interrupted, Resume};
@@ -329,6 +330,8 @@ pub(crate) struct Scheduler<S: State> {
     /// The memory writes of the current step of a run without a checkpoint store, committed
     /// to its memory store (`RunConfig::memory`) when the step ends.
     memory: Vec<agentgraph_checkpoint::items::ItemWrite>,
+    /// What the run used, for its budgets and its checkpoints.
+    book: Book,
 }
 
 impl<S: State> Drop for Scheduler<S> {
@@ -357,6 +360,7 @@ impl<S: State> Scheduler<S> {
             joins,
             invocation: 1,
             saga: Saga::default(),
+            book: Book::new(),
         }
     }
 
@@ -390,7 +394,28 @@ impl<S: State> Scheduler<S> {
             .and_then(|t| started.checked_add(t));
         let mut step = 0;
         let mut persist = None;
+        // A tenant's run takes a place among its runs in flight, or is refused before it
+        // writes anything.
+        let _in_flight = match &self.shared.config.tenant_budget {
+            Some(tenant) => match tenant.enter() {
+                Ok(place) => Some(place),
+                Err((limit, used)) => {
+                    return Err(self.over_budget(
+                        BudgetScope::Tenant,
+                        crate::run::budget::BudgetKind::RunsInFlight,
+                        limit,
+                        used,
+                        0,
+                    ));
+                }
+            },
+            None => None,
+        };
         let result = self.run_steps(start, &mut step, &mut persist).await;
+        if let Some(tenant) = &self.shared.config.tenant_budget {
+            let wall = self.book.total(&self.shared.usage).wall_ms;
+            tenant.add_wall(wall.saturating_sub(self.book.wall_reported));
+        }
         let events = &self.shared.events;
         match result {
             Ok(state) => {
@@ -408,6 +433,7 @@ impl<S: State> Scheduler<S> {
                 let (status, error) = match &e {
                     Error::Interrupted(_) => (RunStatus::Interrupted, None),
                     Error::RetryScheduled(_) => (RunStatus::RetryScheduled, None),
+                    Error::BudgetExceeded(_) => (RunStatus::BudgetExceeded, Some(e.to_string())),
                     Error::Cancelled { .. } => (RunStatus::Cancelled, Some(e.to_string())),
                     _ => (RunStatus::Failed, Some(e.to_string())),
                 };
@@ -427,6 +453,8 @@ impl<S: State> Scheduler<S> {
                     }),
                     // Each task's `RetryScheduled` event said it: the run did not fail.
                     Error::RetryScheduled(_) => {}
+                    // Its `BudgetExceeded` event said it: the run stopped, it did not fail.
+                    Error::BudgetExceeded(_) => {}
                     _ => events.emit(|| EventKind::RunFailed {
                         step,
                         error: e.to_string(),
@@ -493,6 +521,8 @@ impl<S: State> Scheduler<S> {
                 }
                 *step = loaded.step();
                 self.invocation = loaded.invocation();
+                let (total, base) = loaded.usage();
+                self.book.restore(&self.shared.usage, &total, base);
                 let pending = self.restore(&loaded)?;
                 if self.frontier.is_empty() && self.saga.compensating.is_none() {
                     // A completed run: nothing to do but say so again.
@@ -546,6 +576,9 @@ impl<S: State> Scheduler<S> {
             {
                 return Err(Error::TotalStepsLimit { limit }.into());
             }
+            if self.config().has_budgets() {
+                self.check_budgets(*step)?;
+            }
             if taken >= self.config().recursion_limit {
                 return Err(Error::RecursionLimit {
                     limit: self.config().recursion_limit,
@@ -566,6 +599,10 @@ impl<S: State> Scheduler<S> {
             }
             *step += 1;
             taken += 1;
+            self.book.steps += 1;
+            if let Some(tenant) = &self.shared.config.tenant_budget {
+                tenant.add_step();
+            }
             let step = *step;
             self.frontier
                 .take_tasks(&plan, &self.shared.run_id, step, &mut tasks);
@@ -642,6 +679,67 @@ impl<S: State> Scheduler<S> {
         Ok(())
     }
 
+    /// Stops the run before the step after `step` if it used a limit of its budget, its
+    /// thread's or its tenant's (in that order; the first limit reached is the one named).
+    fn check_budgets(&mut self, step: u64) -> Result<()> {
+        let shared = self.shared.clone();
+        let total = self.book.total(&shared.usage);
+        let tenant = shared.config.tenant_budget.as_ref().map(|t| {
+            t.add_wall(total.wall_ms.saturating_sub(self.book.wall_reported));
+            self.book.wall_reported = total.wall_ms;
+            (t.limits(), t.usage())
+        });
+        let reached = first_reached([
+            (
+                BudgetScope::Run,
+                shared.config.budget.as_ref(),
+                total.since(&self.book.base),
+            ),
+            (
+                BudgetScope::Thread,
+                shared.config.thread_budget.as_ref(),
+                total,
+            ),
+            (
+                BudgetScope::Tenant,
+                tenant.map(|(limits, _)| limits),
+                tenant.map(|(_, used)| used).unwrap_or_default(),
+            ),
+        ]);
+        match reached {
+            Some((scope, kind, limit, used)) => {
+                Err(self.over_budget(scope, kind, limit, used, step + 1))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The error (and the event) of a run over a budget, before `step`.
+    fn over_budget(
+        &self,
+        scope: BudgetScope,
+        budget: crate::run::budget::BudgetKind,
+        limit: u64,
+        used: u64,
+        step: u64,
+    ) -> Error {
+        self.shared.events.emit(|| EventKind::BudgetExceeded {
+            step,
+            scope,
+            budget,
+            limit,
+            used,
+        });
+        Error::BudgetExceeded(Box::new(BudgetExceeded {
+            run_id: self.shared.run_id.to_string(),
+            scope,
+            budget,
+            limit,
+            used,
+            step,
+        }))
+    }
+
     /// Begins an invocation from `state` at `step` (0 for a new run; a thread's next input
     /// otherwise): describes it, routes from `START`, and checkpoints the `written` fields.
     async fn begin_at(
@@ -707,6 +805,7 @@ impl<S: State> Scheduler<S> {
             log: self.shared.events.take_journal(),
             invocation: self.invocation,
             saga: &self.saga,
+            usage: (self.book.total(&self.shared.usage), self.book.base),
         };
         let began = crate::observe::metrics::now();
         let saved = p.checkpoint(step, state, written, position, status).await?;

@@ -35,6 +35,9 @@ impl<S: State> Scheduler<S> {
             }
             Some(loaded) => {
                 self.invocation = loaded.invocation() + 1;
+                // The thread's totals go on; the new invocation's run budget counts from them.
+                let (total, _) = loaded.usage();
+                self.book.restore(&self.shared.usage, &total, total);
                 self.number_events_after(&store, loaded.next_event())
                     .await?;
                 let at = loaded.step() + 1;

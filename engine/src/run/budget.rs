@@ -1,0 +1,634 @@
+//! Budgets and quotas: [`Budget`] (the limits), [`BudgetUsage`] (what was used),
+//! [`PriceTable`] (what tokens cost), [`TenantBudget`] (limits shared by the runs of a tenant,
+//! in process) and [`BudgetExceeded`] (why a run stopped).
+//!
+//! A run counts its steps (the scheduler), its model tokens, their cost and its tool calls (the
+//! nodes report them through [`Context::record_model_usage`](crate::Context::record_model_usage)
+//! and [`Context::record_tool_calls`](crate::Context::record_tool_calls)) and the wall time it
+//! ran. The counts are stored with each checkpoint, so a resumed run counts on from them.
+//! Budgets are checked before each step starts: a run over one stops there, checkpointed, with
+//! [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) and status `budget_exceeded`;
+//! resuming it with a higher budget goes on from that step.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a budget bounds.
+///
+/// Every amount is a `u64`: steps, tokens (prompt and completion together), tool calls, runs;
+/// cost in **nano-dollars** (10⁻⁹ US dollars) and wall time in **milliseconds**.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::BudgetKind;
+/// assert_eq!(BudgetKind::ToolCalls.as_str(), "tool_calls");
+/// assert_eq!("cost".parse::<BudgetKind>(), Ok(BudgetKind::Cost));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BudgetKind {
+    /// Steps run.
+    Steps,
+    /// Model tokens, prompt and completion.
+    Tokens,
+    /// What the tokens cost (nano-dollars), from the run's [`PriceTable`].
+    Cost,
+    /// Tool calls.
+    ToolCalls,
+    /// Wall time spent running (milliseconds).
+    WallTime,
+    /// Runs in flight at once (tenant budgets only).
+    RunsInFlight,
+}
+
+impl BudgetKind {
+    /// The kinds a run's counters measure, in the order they are checked.
+    const COUNTED: [BudgetKind; 5] = [
+        BudgetKind::Steps,
+        BudgetKind::Tokens,
+        BudgetKind::Cost,
+        BudgetKind::ToolCalls,
+        BudgetKind::WallTime,
+    ];
+
+    /// The kind's name, as JSON spells it: `"steps"`, `"tokens"`, `"cost"`, `"tool_calls"`,
+    /// `"wall_time"` or `"runs_in_flight"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(agentgraph_engine::BudgetKind::WallTime.as_str(), "wall_time");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BudgetKind::Steps => "steps",
+            BudgetKind::Tokens => "tokens",
+            BudgetKind::Cost => "cost",
+            BudgetKind::ToolCalls => "tool_calls",
+            BudgetKind::WallTime => "wall_time",
+            BudgetKind::RunsInFlight => "runs_in_flight",
+        }
+    }
+
+    /// An amount of this kind, for people: `$0.000450` for a cost, `1.5s` for a wall time.
+    fn show(self, amount: u64) -> String {
+        match self {
+            BudgetKind::Cost => format!("${:.6}", amount as f64 / 1e9),
+            BudgetKind::WallTime => format!("{:?}", Duration::from_millis(amount)),
+            BudgetKind::Steps => format!("{amount} steps"),
+            BudgetKind::Tokens => format!("{amount} tokens"),
+            BudgetKind::ToolCalls => format!("{amount} tool calls"),
+            BudgetKind::RunsInFlight => format!("{amount} runs in flight"),
+        }
+    }
+}
+
+impl std::str::FromStr for BudgetKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            BudgetKind::Steps,
+            BudgetKind::Tokens,
+            BudgetKind::Cost,
+            BudgetKind::ToolCalls,
+            BudgetKind::WallTime,
+            BudgetKind::RunsInFlight,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| format!("unknown budget `{s}`"))
+    }
+}
+
+/// Whose budget a run went over.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::BudgetScope;
+/// assert_eq!(BudgetScope::Thread.as_str(), "thread");
+/// assert_eq!("tenant".parse::<BudgetScope>(), Ok(BudgetScope::Tenant));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BudgetScope {
+    /// The run's own ([`RunConfig::budget`](crate::RunConfig::budget)): this invocation of the
+    /// run, with its resumes.
+    Run,
+    /// The thread's ([`RunConfig::thread_budget`](crate::RunConfig::thread_budget)): every
+    /// invocation of the run's id.
+    Thread,
+    /// The tenant's ([`RunConfig::tenant_budget`](crate::RunConfig::tenant_budget)): every run
+    /// given the same [`TenantBudget`].
+    Tenant,
+}
+
+impl BudgetScope {
+    /// The scope's name: `"run"`, `"thread"` or `"tenant"`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(agentgraph_engine::BudgetScope::Run.as_str(), "run");
+    /// ```
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BudgetScope::Run => "run",
+            BudgetScope::Thread => "thread",
+            BudgetScope::Tenant => "tenant",
+        }
+    }
+}
+
+impl std::str::FromStr for BudgetScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [BudgetScope::Run, BudgetScope::Thread, BudgetScope::Tenant]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown budget scope `{s}`"))
+    }
+}
+
+/// Limits on what a run, a thread or a tenant may use: steps, model tokens, cost, tool calls,
+/// wall time (and, for a tenant, runs in flight). Every limit is off until set.
+///
+/// Give it to a run with [`RunConfig::budget`](crate::RunConfig::budget) or
+/// [`RunConfig::thread_budget`](crate::RunConfig::thread_budget), or to a
+/// [`TenantBudget`]. A limit of N lets the run use N: before each step, a run that used N or
+/// more of something stops with [`Error::BudgetExceeded`](crate::Error::BudgetExceeded).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use agentgraph_engine::{Budget, BudgetKind};
+///
+/// let budget = Budget::new()
+///     .max_steps(50)
+///     .max_tokens(100_000)
+///     .max_cost(0.25) // dollars
+///     .max_tool_calls(20)
+///     .max_wall_time(Duration::from_secs(300));
+/// assert_eq!(budget.limit(BudgetKind::Cost), Some(250_000_000)); // nano-dollars
+/// assert_eq!(budget.limit(BudgetKind::WallTime), Some(300_000)); // milliseconds
+/// assert_eq!(Budget::new().limit(BudgetKind::Steps), None);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Budget {
+    steps: Option<u64>,
+    tokens: Option<u64>,
+    cost_nanos: Option<u64>,
+    tool_calls: Option<u64>,
+    wall_ms: Option<u64>,
+    runs_in_flight: Option<u64>,
+}
+
+impl Budget {
+    /// No limits.
+    pub fn new() -> Self {
+        Budget::default()
+    }
+
+    /// At most `steps` steps.
+    #[must_use]
+    pub fn max_steps(mut self, steps: u64) -> Self {
+        self.steps = Some(steps);
+        self
+    }
+
+    /// At most `tokens` model tokens, prompt and completion together.
+    #[must_use]
+    pub fn max_tokens(mut self, tokens: u64) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// At most `dollars` of model tokens, priced by the run's
+    /// [`PriceTable`] ([`RunConfig::prices`](crate::RunConfig::prices)). Kept in nano-dollars;
+    /// a negative or non-finite amount is 0.
+    #[must_use]
+    pub fn max_cost(mut self, dollars: f64) -> Self {
+        self.cost_nanos = Some(nanos(dollars));
+        self
+    }
+
+    /// At most `calls` tool calls.
+    #[must_use]
+    pub fn max_tool_calls(mut self, calls: u64) -> Self {
+        self.tool_calls = Some(calls);
+        self
+    }
+
+    /// At most `time` of wall time spent running (kept in milliseconds).
+    #[must_use]
+    pub fn max_wall_time(mut self, time: Duration) -> Self {
+        self.wall_ms = Some(u64::try_from(time.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
+
+    /// At most `runs` runs in flight at once. Only a [`TenantBudget`] counts runs in flight: a
+    /// run or thread budget ignores it (a run id is run by one process at a time anyway).
+    #[must_use]
+    pub fn max_runs_in_flight(mut self, runs: u64) -> Self {
+        self.runs_in_flight = Some(runs);
+        self
+    }
+
+    /// The limit on `kind`, in its unit (see [`BudgetKind`]); `None` when there is none.
+    pub fn limit(&self, kind: BudgetKind) -> Option<u64> {
+        match kind {
+            BudgetKind::Steps => self.steps,
+            BudgetKind::Tokens => self.tokens,
+            BudgetKind::Cost => self.cost_nanos,
+            BudgetKind::ToolCalls => self.tool_calls,
+            BudgetKind::WallTime => self.wall_ms,
+            BudgetKind::RunsInFlight => self.runs_in_flight,
+        }
+    }
+
+    /// The first counted kind whose limit `used` reaches.
+    fn reached(&self, used: &BudgetUsage) -> Option<(BudgetKind, u64, u64)> {
+        BudgetKind::COUNTED.into_iter().find_map(|kind| {
+            let limit = self.limit(kind)?;
+            let used = used.get(kind);
+            (used >= limit).then_some((kind, limit, used))
+        })
+    }
+}
+
+/// Dollars as nano-dollars (negative or not finite: 0).
+fn nanos(dollars: f64) -> u64 {
+    if dollars.is_finite() && dollars > 0.0 {
+        (dollars * 1e9).round() as u64
+    } else {
+        0
+    }
+}
+
+/// What a run, thread or tenant used: steps, model tokens, their cost (nano-dollars), tool
+/// calls, wall time (milliseconds).
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::{BudgetKind, BudgetUsage};
+/// let used = BudgetUsage { tokens: 1_200, cost_nanos: 450_000, ..BudgetUsage::default() };
+/// assert_eq!(used.get(BudgetKind::Tokens), 1_200);
+/// assert!((used.cost_usd() - 0.00045).abs() < 1e-12);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BudgetUsage {
+    /// Steps run.
+    pub steps: u64,
+    /// Model tokens, prompt and completion.
+    pub tokens: u64,
+    /// Their cost, in nano-dollars.
+    pub cost_nanos: u64,
+    /// Tool calls.
+    pub tool_calls: u64,
+    /// Wall time spent running, in milliseconds.
+    pub wall_ms: u64,
+}
+
+impl BudgetUsage {
+    /// The amount used of `kind` (0 for runs in flight, which a usage does not hold).
+    pub fn get(&self, kind: BudgetKind) -> u64 {
+        match kind {
+            BudgetKind::Steps => self.steps,
+            BudgetKind::Tokens => self.tokens,
+            BudgetKind::Cost => self.cost_nanos,
+            BudgetKind::ToolCalls => self.tool_calls,
+            BudgetKind::WallTime => self.wall_ms,
+            BudgetKind::RunsInFlight => 0,
+        }
+    }
+
+    /// The cost in dollars.
+    pub fn cost_usd(&self) -> f64 {
+        self.cost_nanos as f64 / 1e9
+    }
+
+    /// What was used since `base`.
+    pub(crate) fn since(&self, base: &BudgetUsage) -> BudgetUsage {
+        BudgetUsage {
+            steps: self.steps.saturating_sub(base.steps),
+            tokens: self.tokens.saturating_sub(base.tokens),
+            cost_nanos: self.cost_nanos.saturating_sub(base.cost_nanos),
+            tool_calls: self.tool_calls.saturating_sub(base.tool_calls),
+            wall_ms: self.wall_ms.saturating_sub(base.wall_ms),
+        }
+    }
+}
+
+/// What models cost: per model name, dollars per million prompt (input) and completion
+/// (output) tokens. A run prices the tokens its nodes report with the table of its
+/// [`RunConfig::prices`](crate::RunConfig::prices); a model the table does not name costs
+/// nothing (its tokens still count).
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::PriceTable;
+/// let prices = PriceTable::new().price("gpt-4o-mini", 0.15, 0.60);
+/// // 1,000 prompt and 500 completion tokens: $0.00015 + $0.0003.
+/// assert_eq!(prices.cost_nanos("gpt-4o-mini", 1_000, 500), 450_000);
+/// assert_eq!(prices.cost_nanos("unknown", 1_000, 500), 0);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PriceTable {
+    prices: HashMap<String, (f64, f64)>,
+}
+
+impl PriceTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        PriceTable::default()
+    }
+
+    /// Prices `model`: `input` and `output` dollars per million prompt and completion tokens
+    /// (negative or non-finite prices count as 0).
+    #[must_use]
+    pub fn price(mut self, model: impl Into<String>, input: f64, output: f64) -> Self {
+        let sane = |p: f64| if p.is_finite() && p > 0.0 { p } else { 0.0 };
+        self.prices
+            .insert(model.into(), (sane(input), sane(output)));
+        self
+    }
+
+    /// What `input` prompt and `output` completion tokens of `model` cost, in nano-dollars.
+    pub fn cost_nanos(&self, model: &str, input: u64, output: u64) -> u64 {
+        let Some((i, o)) = self.prices.get(model) else {
+            return 0;
+        };
+        // Dollars per million tokens are nano-dollars per thousandth of a token.
+        (input as f64 * i * 1e3 + output as f64 * o * 1e3).round() as u64
+    }
+}
+
+/// Why a run stopped for its budget: whose budget, of what, its limit and what was used (in
+/// the units of [`BudgetKind`]), and the step the run stopped before.
+///
+/// A run stopped for its budget is checkpointed with status `budget_exceeded` (a refused
+/// start of a tenant over its runs in flight writes nothing): resume it with a higher budget
+/// ([`CompiledGraph::resume`](crate::CompiledGraph::resume)) and it goes on from that step,
+/// nothing finished run again.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::{BudgetExceeded, BudgetKind, BudgetScope};
+/// let e = BudgetExceeded {
+///     run_id: "r".into(), scope: BudgetScope::Run, budget: BudgetKind::Tokens,
+///     limit: 1_000, used: 1_250, step: 4,
+/// };
+/// assert!(e.to_string().contains("run budget of 1000 tokens"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetExceeded {
+    /// The run.
+    pub run_id: String,
+    /// Whose budget.
+    pub scope: BudgetScope,
+    /// Of what.
+    pub budget: BudgetKind,
+    /// The limit.
+    pub limit: u64,
+    /// What was used (the limit or more).
+    pub used: u64,
+    /// The step the run stopped before (0 for a start or resume refused for the tenant's runs
+    /// in flight).
+    pub step: u64,
+}
+
+impl fmt::Display for BudgetExceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "run `{}` stopped before step {}: its {} budget of {} is used ({}); raise it and resume the run to go on",
+            self.run_id,
+            self.step,
+            self.scope.as_str(),
+            self.budget.show(self.limit),
+            self.budget.show(self.used),
+        )
+    }
+}
+
+/// A budget shared by the runs of one tenant, in this process: the same limits as a
+/// [`Budget`] over the totals of every run given it, and a cap on its runs in flight
+/// ([`Budget::max_runs_in_flight`]). Cheap to clone (an `Arc` of atomics); give a clone to each
+/// run of the tenant with [`RunConfig::tenant_budget`](crate::RunConfig::tenant_budget).
+///
+/// The totals live in this object, not in a store: they start at 0 when it is made and are
+/// not shared with other processes. Keep one per tenant for the life of the process (or
+/// rebuild it from your own accounting). A run over the cap on runs in flight is refused
+/// before it starts or resumes (nothing is written); one over another limit stops before its
+/// next step, like a run over its own budget.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::{Budget, RunConfig, TenantBudget};
+/// let acme = TenantBudget::new(Budget::new().max_runs_in_flight(4).max_tokens(1_000_000));
+/// let config = RunConfig::new().tenant_budget(acme.clone());
+/// # let _ = config;
+/// assert_eq!((acme.in_flight(), acme.usage().tokens), (0, 0));
+/// ```
+#[derive(Debug, Clone)]
+pub struct TenantBudget {
+    inner: Arc<TenantInner>,
+}
+
+#[derive(Debug)]
+struct TenantInner {
+    limits: Budget,
+    in_flight: AtomicU64,
+    steps: AtomicU64,
+    tokens: AtomicU64,
+    cost_nanos: AtomicU64,
+    tool_calls: AtomicU64,
+    wall_ms: AtomicU64,
+}
+
+impl TenantBudget {
+    /// A tenant's budget, its totals at 0.
+    pub fn new(limits: Budget) -> Self {
+        TenantBudget {
+            inner: Arc::new(TenantInner {
+                limits,
+                in_flight: AtomicU64::new(0),
+                steps: AtomicU64::new(0),
+                tokens: AtomicU64::new(0),
+                cost_nanos: AtomicU64::new(0),
+                tool_calls: AtomicU64::new(0),
+                wall_ms: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> &Budget {
+        &self.inner.limits
+    }
+
+    /// What the tenant's runs used so far, in total.
+    pub fn usage(&self) -> BudgetUsage {
+        let i = &self.inner;
+        BudgetUsage {
+            steps: i.steps.load(Ordering::Relaxed),
+            tokens: i.tokens.load(Ordering::Relaxed),
+            cost_nanos: i.cost_nanos.load(Ordering::Relaxed),
+            tool_calls: i.tool_calls.load(Ordering::Relaxed),
+            wall_ms: i.wall_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// How many of the tenant's runs are in flight.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Takes a place among the runs in flight, or says the cap (and the runs in flight).
+    pub(crate) fn enter(&self) -> Result<InFlight, (u64, u64)> {
+        let now = self.inner.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+        if let Some(cap) = self.inner.limits.runs_in_flight
+            && now > cap
+        {
+            self.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err((cap, now - 1));
+        }
+        Ok(InFlight(self.clone()))
+    }
+
+    pub(crate) fn add(&self, tokens: u64, cost_nanos: u64, tool_calls: u64) {
+        let i = &self.inner;
+        if tokens > 0 {
+            i.tokens.fetch_add(tokens, Ordering::Relaxed);
+        }
+        if cost_nanos > 0 {
+            i.cost_nanos.fetch_add(cost_nanos, Ordering::Relaxed);
+        }
+        if tool_calls > 0 {
+            i.tool_calls.fetch_add(tool_calls, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn add_step(&self) {
+        self.inner.steps.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_wall(&self, ms: u64) {
+        self.inner.wall_ms.fetch_add(ms, Ordering::Relaxed);
+    }
+}
+
+/// A run's place among its tenant's runs in flight, given back when dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(TenantBudget);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inner.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The counters nodes add to while a run runs: tokens, their cost, tool calls. Inline in the
+/// run's shared part: nothing allocated, and nothing touched by a step that reports nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) tokens: AtomicU64,
+    pub(crate) cost_nanos: AtomicU64,
+    pub(crate) tool_calls: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(&self, tokens: u64, cost_nanos: u64, tool_calls: u64) {
+        if tokens > 0 {
+            self.tokens.fetch_add(tokens, Ordering::Relaxed);
+        }
+        if cost_nanos > 0 {
+            self.cost_nanos.fetch_add(cost_nanos, Ordering::Relaxed);
+        }
+        if tool_calls > 0 {
+            self.tool_calls.fetch_add(tool_calls, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the counters to what a checkpoint stored.
+    pub(crate) fn set(&self, usage: &BudgetUsage) {
+        self.tokens.store(usage.tokens, Ordering::Relaxed);
+        self.cost_nanos.store(usage.cost_nanos, Ordering::Relaxed);
+        self.tool_calls.store(usage.tool_calls, Ordering::Relaxed);
+    }
+}
+
+/// The scheduler's side of a run's usage: the steps it counted, the wall time used before this
+/// process took the run on, and the totals at the invocation's start.
+#[derive(Debug)]
+pub(crate) struct Book {
+    /// Steps run, in all the run's invocations.
+    pub(crate) steps: u64,
+    /// Wall time used before this process took the run on (ms).
+    pub(crate) wall_before: u64,
+    /// When this process took the run on.
+    pub(crate) started: std::time::Instant,
+    /// The totals when the invocation began (the run budget counts from them).
+    pub(crate) base: BudgetUsage,
+    /// The wall time already added to the tenant's total (ms).
+    pub(crate) wall_reported: u64,
+}
+
+impl Book {
+    pub(crate) fn new() -> Self {
+        Book {
+            steps: 0,
+            wall_before: 0,
+            started: std::time::Instant::now(),
+            base: BudgetUsage::default(),
+            wall_reported: 0,
+        }
+    }
+
+    /// The totals now.
+    pub(crate) fn total(&self, counters: &Counters) -> BudgetUsage {
+        let elapsed = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        BudgetUsage {
+            steps: self.steps,
+            tokens: counters.tokens.load(Ordering::Relaxed),
+            cost_nanos: counters.cost_nanos.load(Ordering::Relaxed),
+            tool_calls: counters.tool_calls.load(Ordering::Relaxed),
+            wall_ms: self.wall_before.saturating_add(elapsed),
+        }
+    }
+
+    /// Takes the run on from what a checkpoint stored: its totals and its invocation's base.
+    pub(crate) fn restore(&mut self, counters: &Counters, total: &BudgetUsage, base: BudgetUsage) {
+        counters.set(total);
+        self.steps = total.steps;
+        self.wall_before = total.wall_ms;
+        self.started = std::time::Instant::now();
+        self.base = base;
+        self.wall_reported = total.wall_ms;
+    }
+}
+
+/// The first budget of `budgets` (run, thread, tenant) that `used` reaches.
+pub(crate) fn first_reached(
+    budgets: [(BudgetScope, Option<&Budget>, BudgetUsage); 3],
+) -> Option<(BudgetScope, BudgetKind, u64, u64)> {
+    budgets.into_iter().find_map(|(scope, budget, used)| {
+        let (kind, limit, used) = budget?.reached(&used)?;
+        Some((scope, kind, limit, used))
+    })
+}

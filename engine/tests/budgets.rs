@@ -1,0 +1,439 @@
+//! Budgets and quotas: each limit (steps, tokens, cost, tool calls, wall time) stops a run
+//! before a step with `Error::BudgetExceeded`, status `budget_exceeded` and a `BudgetExceeded`
+//! event; resuming with a higher budget goes on without running a finished step again; the
+//! counters are stored with the checkpoints (a resume from a reopened sled store counts on from
+//! them); thread budgets count across a thread's invocations; a tenant's budget counts across
+//! its runs and caps its runs in flight.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgraph_checkpoint::SledStore;
+use agentgraph_engine::{
+    Budget, BudgetExceeded, BudgetKind, BudgetScope, CheckpointStore, CompiledGraph, Context, END,
+    Error, EventKind, GraphBuilder, PriceTable, Run, RunStatus, START, TenantBudget,
+};
+use common::{Calls, Trace, TraceUpdate, cfg, memory};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+
+/// `START -> work -> work ... -> END`: `work` runs `steps` times, calling `report` with its
+/// context each time.
+fn looping<F>(steps: u64, calls: &Calls, report: F) -> CompiledGraph<Trace>
+where
+    F: Fn(&Context) + Clone + Send + Sync + 'static,
+{
+    let mut b = GraphBuilder::<Trace>::new();
+    let c = calls.clone();
+    b.add_node("work", move |_, ctx: Context| {
+        c.hit("work");
+        let report = report.clone();
+        async move {
+            report(&ctx);
+            Ok(TraceUpdate::note(ctx.step().to_string()).count(1))
+        }
+    })
+    .add_edge(START, "work")
+    .add_conditional_edges("work", ["work", END], move |t: &Trace| {
+        if t.count < steps { "work" } else { END }
+    });
+    b.compile().unwrap()
+}
+
+/// The run's result and the `BudgetExceeded` events it emitted.
+async fn run_with_events(run: Run<Trace>) -> (Result<Trace, Error>, Vec<EventKind>) {
+    let events = run.events();
+    let result = run.await;
+    let kinds = events
+        .filter_map(|e| async move {
+            let kind = e.ok()?.kind;
+            matches!(kind, EventKind::BudgetExceeded { .. }).then_some(kind)
+        })
+        .collect()
+        .await;
+    (result, kinds)
+}
+
+fn exceeded(result: Result<Trace, Error>) -> BudgetExceeded {
+    match result {
+        Err(Error::BudgetExceeded(stop)) => *stop,
+        other => panic!("expected a budget stop, got {other:?}"),
+    }
+}
+
+async fn status(store: &Arc<dyn CheckpointStore>, run: &str) -> RunStatus {
+    store.get_run(run).await.unwrap().unwrap().status
+}
+
+/// Each counted limit stops the run before the step after the one that reached it, with the
+/// typed error, its event and the stored status; a higher budget lets the run finish, every
+/// step run once.
+#[tokio::test]
+async fn each_limit_stops_the_run_and_a_higher_one_resumes_it() {
+    let prices = || PriceTable::new().price("m", 1.0, 3.0);
+    // Per step: 80 prompt and 20 completion tokens of `m` ($0.00008 + $0.00006), 2 tool calls.
+    let cases = [
+        (Budget::new().max_steps(3), BudgetKind::Steps, 3, 3),
+        (Budget::new().max_tokens(250), BudgetKind::Tokens, 250, 300),
+        (
+            Budget::new().max_cost(0.0003),
+            BudgetKind::Cost,
+            300_000,
+            420_000,
+        ),
+        (Budget::new().max_tool_calls(5), BudgetKind::ToolCalls, 5, 6),
+    ];
+    for (budget, kind, limit, used) in cases {
+        let store = memory();
+        let calls = Calls::default();
+        let graph = looping(6, &calls, |ctx| {
+            ctx.record_model_usage("m", 80, 20);
+            ctx.record_tool_calls(2);
+        });
+        let run = graph.run_with(
+            Trace::default(),
+            cfg(&store, "r").prices(prices()).budget(budget),
+        );
+        let (result, events) = run_with_events(run).await;
+        let stop = exceeded(result);
+        assert_eq!(
+            (stop.scope, stop.budget, stop.limit, stop.used, stop.step),
+            (BudgetScope::Run, kind, limit, used, 4),
+            "{kind:?}"
+        );
+        assert!(stop.to_string().contains("raise it and resume"), "{stop}");
+        assert_eq!(
+            events,
+            [EventKind::BudgetExceeded {
+                step: 4,
+                scope: BudgetScope::Run,
+                budget: kind,
+                limit,
+                used
+            }]
+        );
+        assert_eq!(status(&store, "r").await, RunStatus::BudgetExceeded);
+        assert_eq!(calls.get("work"), 3);
+
+        // The same budget stops it again at once; a higher one lets it finish from step 4.
+        let again = graph
+            .resume("r", cfg(&store, "r").prices(prices()).budget(budget))
+            .await;
+        assert_eq!(exceeded(again).used, used);
+        assert_eq!(calls.get("work"), 3, "nothing ran over the budget");
+        let done = graph
+            .resume("r", cfg(&store, "r").prices(prices()).budget(Budget::new()))
+            .await
+            .unwrap();
+        assert_eq!(done.count, 6);
+        assert_eq!(done.log, ["1", "2", "3", "4", "5", "6"]);
+        assert_eq!(calls.get("work"), 6, "every step ran once");
+        assert_eq!(status(&store, "r").await, RunStatus::Completed);
+    }
+}
+
+/// Wall time counts the time the run ran, stored with its checkpoints: a resume with the same
+/// limit stops at once, without running a step.
+#[tokio::test]
+async fn wall_time_stops_the_run_and_is_stored() {
+    let store = memory();
+    let calls = Calls::default();
+    let graph = {
+        let mut b = GraphBuilder::<Trace>::new();
+        let c = calls.clone();
+        b.add_node("work", move |_, _| {
+            c.hit("work");
+            async {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                Ok(TraceUpdate::new().count(1))
+            }
+        })
+        .add_edge(START, "work")
+        .add_conditional_edges("work", ["work", END], |t: &Trace| {
+            if t.count < 100 { "work" } else { END }
+        });
+        b.compile().unwrap()
+    };
+    let budget = Budget::new().max_wall_time(Duration::from_millis(100));
+    let (result, events) =
+        run_with_events(graph.run_with(Trace::default(), cfg(&store, "w").budget(budget))).await;
+    let stop = exceeded(result);
+    assert_eq!((stop.budget, stop.limit), (BudgetKind::WallTime, 100));
+    assert!(stop.used >= 100, "{stop:?}");
+    assert_eq!(events.len(), 1);
+    let ran = calls.get("work");
+    assert!((1..100).contains(&ran), "{ran}");
+
+    let again = exceeded(graph.resume("w", cfg(&store, "w").budget(budget)).await);
+    assert_eq!(again.budget, BudgetKind::WallTime);
+    assert!(again.used >= 100, "{again:?}");
+    assert_eq!(
+        calls.get("work"),
+        ran,
+        "the stored wall time stops it before a step"
+    );
+}
+
+/// The counters are stored with the checkpoints: a run stopped for its tokens, resumed from a
+/// reopened sled store, counts on from what it used, and its totals go on.
+#[tokio::test]
+async fn counters_survive_a_resume_from_a_reopened_sled_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = Calls::default();
+    let graph = looping(5, &calls, |ctx| {
+        ctx.record_model_usage("m", 60, 40);
+        ctx.record_tool_calls(1);
+    });
+    let budget = |tokens| Budget::new().max_tokens(tokens);
+    {
+        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+        let stop = exceeded(
+            graph
+                .run_with(Trace::default(), cfg(&store, "s").budget(budget(200)))
+                .await,
+        );
+        assert_eq!((stop.used, stop.step), (200, 3));
+        store.flush().await.unwrap();
+    }
+    let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    assert_eq!(status(&store, "s").await, RunStatus::BudgetExceeded);
+    // The same budget: stopped again before step 3, from the stored count.
+    let stop = exceeded(
+        graph
+            .resume("s", cfg(&store, "s").budget(budget(200)))
+            .await,
+    );
+    assert_eq!((stop.used, stop.step), (200, 3));
+    // Raised to 400: steps 3 and 4 run (400 used), then it stops before step 5; the tool
+    // calls counted on too (4 of them by then).
+    let stop = exceeded(
+        graph
+            .resume("s", cfg(&store, "s").budget(budget(400).max_tool_calls(10)))
+            .await,
+    );
+    assert_eq!((stop.used, stop.step), (400, 5));
+    let stop = exceeded(
+        graph
+            .resume(
+                "s",
+                cfg(&store, "s").budget(Budget::new().max_tool_calls(4)),
+            )
+            .await,
+    );
+    assert_eq!((stop.budget, stop.used), (BudgetKind::ToolCalls, 4));
+    let done = graph
+        .resume("s", cfg(&store, "s").budget(budget(1_000)))
+        .await
+        .unwrap();
+    assert_eq!(done.count, 5);
+    assert_eq!(calls.get("work"), 5);
+}
+
+/// A thread budget counts every invocation of the thread; a run budget, one invocation.
+#[tokio::test]
+async fn thread_budgets_count_across_invocations() {
+    let store = memory();
+    let calls = Calls::default();
+    // Each invocation: `work` twice (the count goes up by 2 per input of 0), 100 tokens each.
+    let graph = {
+        let mut b = GraphBuilder::<Trace>::new();
+        let c = calls.clone();
+        b.add_node("work", move |_, ctx: Context| {
+            c.hit("work");
+            async move {
+                ctx.record_model_usage("m", 100, 0);
+                Ok(TraceUpdate::new().count(1))
+            }
+        })
+        .add_edge(START, "work")
+        .add_conditional_edges("work", ["work", END], |t: &Trace| {
+            if t.count % 2 == 1 { "work" } else { END }
+        });
+        b.compile().unwrap()
+    };
+    let config = || {
+        cfg(&store, "t")
+            .budget(Budget::new().max_tokens(250))
+            .thread_budget(Budget::new().max_tokens(500))
+    };
+    // Two invocations of 200 tokens: under both budgets.
+    for _ in 0..2 {
+        graph
+            .invoke_thread("t", TraceUpdate::new(), config())
+            .await
+            .unwrap();
+    }
+    // The third reaches the thread's 500 after its first step.
+    let stop = exceeded(graph.invoke_thread("t", TraceUpdate::new(), config()).await);
+    assert_eq!(
+        (stop.scope, stop.budget, stop.limit, stop.used),
+        (BudgetScope::Thread, BudgetKind::Tokens, 500, 500)
+    );
+    assert_eq!(calls.get("work"), 5);
+    assert_eq!(status(&store, "t").await, RunStatus::BudgetExceeded);
+    // A new input is refused until the stopped invocation is resumed.
+    assert!(matches!(
+        graph.invoke_thread("t", TraceUpdate::new(), config()).await,
+        Err(Error::ThreadNotReady { .. })
+    ));
+    let done = graph
+        .resume(
+            "t",
+            cfg(&store, "t").thread_budget(Budget::new().max_tokens(600)),
+        )
+        .await
+        .unwrap();
+    assert_eq!((done.count, calls.get("work")), (6, 6));
+    // The run budget of the next invocation counts from its start: 250 allows its 200.
+    let stop = exceeded(
+        graph
+            .invoke_thread(
+                "t",
+                TraceUpdate::new(),
+                cfg(&store, "t")
+                    .budget(Budget::new().max_tokens(250))
+                    .thread_budget(Budget::new().max_tokens(700)),
+            )
+            .await,
+    );
+    assert_eq!((stop.scope, stop.used), (BudgetScope::Thread, 700));
+}
+
+/// A tenant's budget counts the tokens and steps of all its runs, in process.
+#[tokio::test]
+async fn tenant_budgets_count_across_runs() {
+    let store = memory();
+    let calls = Calls::default();
+    let graph = looping(2, &calls, |ctx| ctx.record_model_usage("m", 100, 0));
+    let tenant = TenantBudget::new(Budget::new().max_tokens(250));
+    graph
+        .run_with(
+            Trace::default(),
+            cfg(&store, "a").tenant_budget(tenant.clone()),
+        )
+        .await
+        .unwrap();
+    let (result, events) = run_with_events(graph.run_with(
+        Trace::default(),
+        cfg(&store, "b").tenant_budget(tenant.clone()),
+    ))
+    .await;
+    let stop = exceeded(result);
+    assert_eq!(
+        (stop.scope, stop.budget, stop.used, stop.step),
+        (BudgetScope::Tenant, BudgetKind::Tokens, 300, 2)
+    );
+    assert_eq!(events.len(), 1);
+    let used = tenant.usage();
+    assert_eq!((used.tokens, used.steps, tenant.in_flight()), (300, 3, 0));
+    assert_eq!(status(&store, "b").await, RunStatus::BudgetExceeded);
+}
+
+/// A tenant's cap on runs in flight refuses a start over it, writing nothing; the place is
+/// given back when a run ends.
+#[tokio::test]
+async fn runs_in_flight_are_capped() {
+    let store = memory();
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let graph = {
+        let (entered, release) = (entered.clone(), release.clone());
+        let mut b = GraphBuilder::<Trace>::new();
+        b.add_node("wait", move |_, _| {
+            let (entered, release) = (entered.clone(), release.clone());
+            async move {
+                entered.notify_one();
+                release.notified().await;
+                Ok(TraceUpdate::new().count(1))
+            }
+        })
+        .add_edge(START, "wait")
+        .add_edge("wait", END);
+        b.compile().unwrap()
+    };
+    let tenant = TenantBudget::new(Budget::new().max_runs_in_flight(1));
+    let first = graph
+        .run_with(
+            Trace::default(),
+            cfg(&store, "one").tenant_budget(tenant.clone()),
+        )
+        .spawn();
+    entered.notified().await;
+    assert_eq!(tenant.in_flight(), 1);
+
+    let (result, events) = run_with_events(graph.run_with(
+        Trace::default(),
+        cfg(&store, "two").tenant_budget(tenant.clone()),
+    ))
+    .await;
+    let stop = exceeded(result);
+    assert_eq!(
+        (stop.scope, stop.budget, stop.limit, stop.used, stop.step),
+        (BudgetScope::Tenant, BudgetKind::RunsInFlight, 1, 1, 0)
+    );
+    assert_eq!(events.len(), 1);
+    assert!(
+        store.get_run("two").await.unwrap().is_none(),
+        "nothing written"
+    );
+
+    release.notify_one();
+    assert_eq!(first.await.unwrap().count, 1);
+    assert_eq!(tenant.in_flight(), 0);
+    let second = graph.run_with(
+        Trace::default(),
+        cfg(&store, "two").tenant_budget(tenant.clone()),
+    );
+    let waiter = tokio::spawn({
+        let (entered, release) = (entered.clone(), release.clone());
+        async move {
+            entered.notified().await;
+            release.notify_one();
+        }
+    });
+    assert_eq!(second.await.unwrap().count, 1);
+    waiter.await.unwrap();
+    assert_eq!(tenant.in_flight(), 0);
+}
+
+/// A subgraph's child run reports its usage to its parent, whose budget stops it.
+#[tokio::test]
+async fn a_subgraph_counts_for_its_parent() {
+    let child = {
+        let mut b = GraphBuilder::<Trace>::new();
+        b.add_node("ask", |_, ctx: Context| async move {
+            ctx.record_model_usage("m", 70, 30);
+            Ok(TraceUpdate::new().count(1))
+        })
+        .add_edge(START, "ask")
+        .add_edge("ask", END);
+        b.compile().unwrap()
+    };
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_subgraph(
+        "sub",
+        child,
+        |_: &Trace| Trace::default(),
+        |child: Trace| TraceUpdate::new().count(child.count),
+    )
+    .add_edge(START, "sub")
+    .add_conditional_edges(
+        "sub",
+        ["sub", END],
+        |t: &Trace| {
+            if t.count < 5 { "sub" } else { END }
+        },
+    );
+    let graph = b.compile().unwrap();
+    let store = memory();
+    let stop = exceeded(
+        graph
+            .run_with(
+                Trace::default(),
+                cfg(&store, "p").budget(Budget::new().max_tokens(150)),
+            )
+            .await,
+    );
+    assert_eq!((stop.used, stop.step), (200, 3));
+}
