@@ -1,0 +1,167 @@
+//! Budgets over a real agent run against the scripted OpenAI-compatible server: the model
+//! node reports the tokens of each streamed answer (priced by the run's table) and the agent
+//! each tool call it runs; a budget of tokens or tool calls stops the run before its next
+//! step, and a higher one resumes it without calling the model or a tool again.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentgraph_checkpoint::{CheckpointStore, MemoryStore, RunStatus};
+use agentgraph_engine::{
+    Budget, BudgetKind, BudgetScope, CompiledGraph, Error, PriceTable, RunConfig, TenantBudget,
+};
+use agentgraph_nodes::agent::{Agent, AgentState};
+use agentgraph_nodes::message::Message;
+use agentgraph_nodes::model::openai::OpenAiModel;
+use agentgraph_nodes::tool::{ToolSet, tool_fn};
+use serde::Deserialize;
+use serde_json::json;
+use support::{Reply, Scripted, finish_chunk, text_chunk, tool_chunk, usage_chunk};
+
+#[derive(Deserialize, schemars::JsonSchema)]
+struct Query {
+    q: String,
+}
+
+/// Turn 1 calls `lookup` twice (100 prompt + 20 completion tokens); turn 2 answers (150 + 30).
+fn script() -> Vec<Reply> {
+    vec![
+        Reply::sse([
+            tool_chunk(
+                0,
+                Some("c1"),
+                Some("lookup"),
+                &json!({ "q": "a" }).to_string(),
+            ),
+            tool_chunk(
+                1,
+                Some("c2"),
+                Some("lookup"),
+                &json!({ "q": "b" }).to_string(),
+            ),
+            finish_chunk("tool_calls"),
+            usage_chunk(100, 20),
+        ]),
+        Reply::sse([
+            text_chunk("a and b found"),
+            finish_chunk("stop"),
+            usage_chunk(150, 30),
+        ]),
+    ]
+}
+
+/// The agent over the server, with a `lookup` tool that logs its queries.
+fn agent(server: &Scripted, looked_up: &Arc<Mutex<Vec<String>>>) -> CompiledGraph<AgentState> {
+    let model = OpenAiModel::builder("scripted-model")
+        .base_url(&server.base_url)
+        .no_api_key()
+        .max_retries(0)
+        .stream_usage(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let log = looked_up.clone();
+    let tools = ToolSet::new().with(tool_fn("lookup", "Looks up.", move |x: Query| {
+        let log = log.clone();
+        async move {
+            log.lock().unwrap().push(x.q.clone());
+            Ok::<_, std::io::Error>(format!("found {}", x.q))
+        }
+    }));
+    Agent::new(Arc::new(model)).tools(tools).compile().unwrap()
+}
+
+fn question() -> AgentState {
+    AgentState::from_messages([Message::user("find a and b")])
+}
+
+fn config(store: &Arc<dyn CheckpointStore>, tenant: &TenantBudget) -> RunConfig {
+    RunConfig::new()
+        .store(store.clone())
+        .run_id("r")
+        .prices(PriceTable::new().price("scripted-model", 2.0, 10.0))
+        .tenant_budget(tenant.clone())
+}
+
+/// A run without limits counts every token, its cost and every tool call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_run_counts_its_tokens_cost_and_tool_calls() {
+    let server = Scripted::start(script()).await;
+    let looked_up = Arc::new(Mutex::new(Vec::new()));
+    let graph = agent(&server, &looked_up);
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    // A tenant without limits: a way to read the totals.
+    let tenant = TenantBudget::new(Budget::new());
+    let done = graph
+        .run_with(question(), config(&store, &tenant))
+        .await
+        .unwrap();
+    assert_eq!(done.messages.last().unwrap().text(), Some("a and b found"));
+    let used = tenant.usage();
+    assert_eq!((used.tokens, used.tool_calls), (300, 2));
+    // 250 prompt tokens at $2 and 50 completion tokens at $10 per million.
+    assert_eq!(used.cost_nanos, 250 * 2_000 + 50 * 10_000);
+    assert_eq!(used.steps, 3);
+}
+
+/// A token budget stops the agent after its first model turn, before the tools run; a tool
+/// call budget after the tools, before the second turn. Each resume with a higher budget goes
+/// on without calling the model or a tool again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_and_tool_call_budgets_stop_and_resume_an_agent() {
+    let server = Scripted::start(script()).await;
+    let looked_up = Arc::new(Mutex::new(Vec::new()));
+    let graph = agent(&server, &looked_up);
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let tenant = TenantBudget::new(Budget::new());
+
+    let e = graph
+        .run_with(
+            question(),
+            config(&store, &tenant).budget(Budget::new().max_tokens(100)),
+        )
+        .await
+        .unwrap_err();
+    let Error::BudgetExceeded(stop) = e else {
+        panic!("expected a budget stop, got {e:?}");
+    };
+    assert_eq!(
+        (stop.scope, stop.budget, stop.limit, stop.used, stop.step),
+        (BudgetScope::Run, BudgetKind::Tokens, 100, 120, 2)
+    );
+    assert!(looked_up.lock().unwrap().is_empty(), "no tool ran");
+    let record = store.get_run("r").await.unwrap().unwrap();
+    assert_eq!(record.status, RunStatus::BudgetExceeded);
+
+    let e = graph
+        .resume(
+            "r",
+            config(&store, &tenant).budget(Budget::new().max_tokens(1_000).max_tool_calls(2)),
+        )
+        .await
+        .unwrap_err();
+    let Error::BudgetExceeded(stop) = e else {
+        panic!("expected a budget stop, got {e:?}");
+    };
+    assert_eq!(
+        (stop.budget, stop.limit, stop.used, stop.step),
+        (BudgetKind::ToolCalls, 2, 2, 3)
+    );
+    assert_eq!(*looked_up.lock().unwrap(), ["a", "b"]);
+    assert_eq!(server.requests().len(), 1, "the model was called once");
+
+    let done = graph
+        .resume(
+            "r",
+            config(&store, &tenant).budget(Budget::new().max_tokens(1_000)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.messages.last().unwrap().text(), Some("a and b found"));
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(*looked_up.lock().unwrap(), ["a", "b"], "each tool ran once");
+    let used = tenant.usage();
+    assert_eq!((used.tokens, used.tool_calls), (300, 2));
+}
