@@ -145,11 +145,15 @@ pub mod state {
 
 pub mod run {
     //! Running a graph: the configuration of a run, the run and its handle, and how it ends
-    //! (a [`RetryAt`] for a run stopped until a retry is due);
+    //! (a [`RetryAt`] for a run stopped until a retry is due; a [`BudgetExceeded`] for one
+    //! stopped by its [`Budget`]);
     //! graphs by name, driven with JSON ([`GraphRegistry`], [`DynGraph`]).
     #[cfg(feature = "compression")]
     #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
     pub use agentgraph_engine::Compression;
+    pub use agentgraph_engine::{
+        Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, TenantBudget,
+    };
     pub use agentgraph_engine::{
         CancelHandle, Durability, DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun,
         FailurePolicy, GraphRegistry, Mode, RetryAt, RetryTask, Run, RunConfig, RunHandle,
