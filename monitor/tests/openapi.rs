@@ -80,6 +80,20 @@ async fn schemathesis_finds_the_api_as_documented() {
         retrying,
         Err(agentgraph_engine::Error::RetryScheduled(_))
     ));
+    // A run stopped by its budget (status `budget_exceeded`) before its first step.
+    let over = count
+        .run_with(
+            Doc::default(),
+            config
+                .clone()
+                .run_id("over-budget")
+                .budget(agentgraph_engine::Budget::new().max_steps(0)),
+        )
+        .await;
+    assert!(matches!(
+        over,
+        Err(agentgraph_engine::Error::BudgetExceeded(_))
+    ));
     // Memory items, for the memory routes.
     let mut batch = agentgraph_checkpoint::WriteBatch::new();
     batch.put_item(agentgraph_engine::items::Item::new(
