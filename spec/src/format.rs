@@ -247,6 +247,45 @@ pub struct ModelSpec {
     /// The environment variable holding the API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<At<String>>,
+    /// The sampling temperature of its calls (nodes may set their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<At<f32>>,
+    /// The most tokens an answer may have (nodes may set their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<At<u32>>,
+    /// The time a call may take, in milliseconds (60000 when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<At<u64>>,
+    /// Retries of a failed call inside the node's attempt (2 when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<At<u32>>,
+    /// A key written in the file: always refused (name its environment variable with
+    /// `api_key_env`). Its value is dropped as it is read, never kept or written.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub api_key: Option<At<Refused>>,
+}
+
+/// A value the format refuses (a secret written in the file): only its position is kept.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_spec::GraphSpec;
+/// let spec = GraphSpec::from_yaml_str("g.yaml", "version: 1\nmodels:\n  - { name: m, model: x, api_key: sk-secret }\n")?;
+/// let refused = spec.models[0].api_key.as_ref().unwrap();
+/// assert_eq!(refused.pos.line, 3);
+/// assert!(!format!("{spec:?}").contains("sk-secret"));
+/// # Ok::<(), agentgraph_spec::SpecErrors>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused;
+
+impl<'de> Deserialize<'de> for Refused {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Refused)
+    }
 }
 
 /// A node.
