@@ -200,8 +200,7 @@ impl GraphSpec {
         })
     }
 
-    /// The models: names declared once, a base URL given one way, secrets by environment
-    /// variable only.
+    /// The models: names declared once, secrets by environment variable only.
     fn check_models(&self, found: &mut Found) {
         let mut seen: HashMap<&str, Pos> = HashMap::new();
         for model in &self.models {
@@ -220,13 +219,6 @@ impl GraphSpec {
                     subject(),
                     "a secret is never written in the file: name the environment variable \
                      that holds it with `api_key_env`",
-                );
-            }
-            if let (Some(_), Some(env)) = (&model.base_url, &model.base_url_env) {
-                found.push(
-                    env.pos,
-                    subject(),
-                    "a `base_url` or a `base_url_env`, not both",
                 );
             }
             for var in [&model.api_key_env, &model.base_url_env]

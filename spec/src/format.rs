@@ -241,7 +241,8 @@ pub struct ModelSpec {
     /// The base URL (`https://api.openai.com/v1` when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<At<String>>,
-    /// The environment variable holding the base URL (instead of `base_url`).
+    /// The environment variable holding the base URL: when it is set, it wins over
+    /// `base_url`; when it is not, `base_url` is used (and without one, the file is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url_env: Option<At<String>>,
     /// The environment variable holding the API key.

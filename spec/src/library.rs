@@ -133,6 +133,9 @@ pub(crate) fn subgraph(p: &NodeParams<'_>) -> Result<FileSubgraph, String> {
     let path = p.dir.join(rel);
     let canonical = std::fs::canonicalize(&path)
         .map_err(|e| format!("`path`: cannot read `{}`: {e}", path.display()))?;
+    if !canonical.is_file() {
+        return Err(format!("`path`: `{}` is not a file", path.display()));
+    }
     if let Some(first) = p.includes.iter().position(|f| *f == canonical) {
         let mut chain: Vec<String> = p.includes[first..]
             .iter()
@@ -347,13 +350,16 @@ mod model {
             b = b.base_url(url.value.clone());
         }
         if let Some(var) = &spec.base_url_env {
-            let url = std::env::var(&var.value).map_err(|_| {
-                format!(
-                    "model `{name}`: the environment variable `{}` (its `base_url_env`) is not set",
-                    var.value
-                )
-            })?;
-            b = b.base_url(url);
+            match std::env::var(&var.value) {
+                Ok(url) if !url.trim().is_empty() => b = b.base_url(url),
+                _ if spec.base_url.is_some() => {}
+                _ => {
+                    return Err(format!(
+                        "model `{name}`: the environment variable `{}` (its `base_url_env`) is not set",
+                        var.value
+                    ));
+                }
+            }
         }
         // No `api_key_env`, no key: a file's base URL never gets OPENAI_API_KEY unasked.
         b = match &spec.api_key_env {

@@ -198,7 +198,6 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
         &[
             "3:35: model `m`: a secret is never written in the file: name the environment variable that holds it with `api_key_env`",
             "4:13: model `m`: declared twice (first at 3:13)",
-            "4:65: model `m`: a `base_url` or a `base_url_env`, not both",
             "5:39: model `k`: this names an environment variable (letters, digits and `_`, not starting with a digit), not its value",
         ],
     ),
