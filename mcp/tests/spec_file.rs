@@ -56,3 +56,64 @@ async fn a_misspelt_mcp_tool_fails_the_node_with_a_suggestion() {
         "{err}"
     );
 }
+
+/// The scripted OpenAI-compatible server of the node library's tests.
+#[path = "../../nodes/tests/support/mod.rs"]
+mod support;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_agent_offers_and_calls_the_tools_of_an_mcp_server() {
+    let server = support::Scripted::start([
+        support::Reply::sse([
+            support::tool_chunk(0, Some("c1"), Some("add"), r#"{"a": 2, "b": 3}"#),
+            support::finish_chunk("tool_calls"),
+        ]),
+        support::Reply::sse([support::text_chunk("5."), support::finish_chunk("stop")]),
+    ])
+    .await;
+    let text = format!(
+        r#"
+version: 1
+models: [ {{ name: m, model: m, base_url: "{url}" }} ]
+state: [ {{ name: messages, type: messages, reducer: messages }} ]
+nodes:
+  - name: agent
+    kind: agent
+    with:
+      model: m
+      tools: [ {{ mcp: {{ command: ["{mcp}"] }} }} ]
+      deny: [fail, sleep]
+edges: [ {{ from: START, to: agent }}, {{ from: agent, to: END }} ]
+"#,
+        url = server.base_url,
+        mcp = env!("CARGO_BIN_EXE_mcp_test_server"),
+    );
+    let graph = GraphSpec::from_yaml_str("agent.yaml", &text)
+        .unwrap()
+        .compile(&NodeRegistry::builtin())
+        .unwrap();
+    let input = DynState::from_json(
+        graph.schema(),
+        json!({ "messages": [ { "role": "user", "content": "2 + 3?" } ] }),
+    )
+    .unwrap();
+    let out = graph.invoke(input).await.unwrap();
+    let messages = out.get("messages").unwrap().as_array().unwrap();
+    assert_eq!(messages.len(), 4);
+    assert_eq!(messages[2]["content"], "5");
+    assert_eq!(messages[3]["content"], "5.");
+    let requests = server.requests();
+    let mut offered: Vec<&str> = requests[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    offered.sort();
+    assert_eq!(
+        offered,
+        ["add", "echo", "key"],
+        "the denied tools are not offered"
+    );
+    drop(graph);
+}

@@ -307,24 +307,37 @@ mod tools {
         };
         list.iter()
             .map(|item| match item {
-                Value::String(name) => p.registry.get_tool(name).cloned(),
+                Value::String(name) => p.registry.get_tool(name).map(|t| vec![t.clone()]),
                 Value::Object(o) if o.contains_key("http") => {
                     #[cfg(feature = "http")]
                     {
                         let tool: Arc<dyn Tool> =
                             Arc::new(super::http::HttpTool::from_param(&o["http"])?);
-                        Ok(tool)
+                        Ok(vec![tool])
                     }
                     #[cfg(not(feature = "http"))]
                     {
                         Err("HTTP tools need the feature `http`".to_owned())
                     }
                 }
-                _ => {
-                    Err("`tools`: each is a registered tool's name or `{ http: {...} }`".to_owned())
+                Value::Object(o) if o.contains_key("mcp") => {
+                    #[cfg(feature = "mcp")]
+                    {
+                        super::mcp::server_tools(p, &o["mcp"])
+                    }
+                    #[cfg(not(feature = "mcp"))]
+                    {
+                        Err("MCP tools need the feature `mcp`".to_owned())
+                    }
                 }
+                _ => Err(
+                    "`tools`: each is a registered tool's name, `{ http: {...} }` or \
+                     `{ mcp: {...} }`"
+                        .to_owned(),
+                ),
             })
-            .collect()
+            .collect::<Result<Vec<Vec<_>>, String>>()
+            .map(|lists| lists.into_iter().flatten().collect())
     }
 }
 
@@ -974,6 +987,54 @@ mod mcp {
 
     use crate::registry::FileNode;
 
+    /// Where an MCP server is: a program started with its arguments and environment, or a
+    /// URL.
+    enum Server {
+        Command(PathBuf, Vec<String>, Vec<(String, String)>),
+        Url(String),
+    }
+
+    impl Server {
+        async fn connect(&self) -> Result<McpClient, agentgraph_mcp::McpError> {
+            match self {
+                Server::Command(program, a, env) => {
+                    let mut cmd = std::process::Command::new(program);
+                    cmd.args(a).envs(env.iter().map(|(k, v)| (k, v)));
+                    McpClient::spawn(cmd).await
+                }
+                Server::Url(url) => McpClient::connect_http(url.clone()).await,
+            }
+        }
+    }
+
+    /// The server `command` (with `env`) or `url` name.
+    fn server(p: &NodeParams<'_>, with: &Value) -> Result<Server, String> {
+        Ok(match (with.get("command"), opt_str(with, "url")?) {
+            (Some(_), Some(_)) => return Err("a `command` or a `url`, not both".to_owned()),
+            (Some(_), None) => {
+                let mut parts = str_list(with, "command")?.into_iter();
+                let program = parts
+                    .next()
+                    .ok_or_else(|| "`command` is a program and its arguments".to_owned())?;
+                let env: Vec<(String, String)> = match with.get("env") {
+                    None | Some(Value::Null) => Vec::new(),
+                    Some(Value::Object(m)) => m
+                        .iter()
+                        .map(|(k, v)| {
+                            v.as_str()
+                                .map(|v| (k.clone(), v.to_owned()))
+                                .ok_or_else(|| format!("`env`: the value of `{k}` is a string"))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Some(_) => return Err("`env` is an object".to_owned()),
+                };
+                Server::Command(relative(p, &program), parts.collect(), env)
+            }
+            (None, Some(url)) => Server::Url(url.to_owned()),
+            (None, None) => return Err("`command` (stdio) or `url` is required".to_owned()),
+        })
+    }
+
     /// `mcp`: calls the tool `tool` of an MCP server, started by `command` (stdio) or reached
     /// at `url`, and writes what it returns to `output`. The server is started at the first
     /// call and kept for the graph's life.
@@ -991,34 +1052,7 @@ mod mcp {
                 "output",
             ],
         )?;
-        enum Server {
-            Command(PathBuf, Vec<String>, Vec<(String, String)>),
-            Url(String),
-        }
-        let server = match (p.param("command"), opt_str(p.with, "url")?) {
-            (Some(_), Some(_)) => return Err("a `command` or a `url`, not both".to_owned()),
-            (Some(_), None) => {
-                let mut parts = str_list(p.with, "command")?.into_iter();
-                let program = parts
-                    .next()
-                    .ok_or_else(|| "`command` is a program and its arguments".to_owned())?;
-                let env: Vec<(String, String)> = match p.param("env") {
-                    None | Some(Value::Null) => Vec::new(),
-                    Some(Value::Object(m)) => m
-                        .iter()
-                        .map(|(k, v)| {
-                            v.as_str()
-                                .map(|v| (k.clone(), v.to_owned()))
-                                .ok_or_else(|| format!("`env`: the value of `{k}` is a string"))
-                        })
-                        .collect::<Result<_, _>>()?,
-                    Some(_) => return Err("`env` is an object".to_owned()),
-                };
-                Server::Command(relative(p, &program), parts.collect(), env)
-            }
-            (None, Some(url)) => Server::Url(url.to_owned()),
-            (None, None) => return Err("`command` (stdio) or `url` is required".to_owned()),
-        };
+        let server = server(p, p.with)?;
         let tool = req_str(p.with, "tool")?.to_owned();
         let args = Arc::new(call_args(p)?);
         let output = field_named(p.schema, p.with, "output", None, &[])?.map(|(_, n)| n);
@@ -1033,18 +1067,7 @@ mod mcp {
                 output.clone(),
             );
             async move {
-                let client = client
-                    .get_or_try_init(|| async {
-                        match &*server {
-                            Server::Command(program, a, env) => {
-                                let mut cmd = std::process::Command::new(program);
-                                cmd.args(a).envs(env.iter().map(|(k, v)| (k, v)));
-                                McpClient::spawn(cmd).await
-                            }
-                            Server::Url(url) => McpClient::connect_http(url.clone()).await,
-                        }
-                    })
-                    .await?;
+                let client = client.get_or_try_init(|| server.connect()).await?;
                 let tools = client.tools();
                 let Some(found) = tools.iter().find(|t| t.name() == tool) else {
                     let names = tools.iter().map(|t| t.name());
@@ -1063,5 +1086,95 @@ mod mcp {
             }
         });
         Ok(Arc::new(node))
+    }
+
+    /// The tools of the MCP server `with` names (`command` and `env`, or `url`), offered
+    /// to an agent (its `allow` and `deny` lists apply). The server is started now, to list
+    /// its tools, on a runtime of its own that lives as long as the tools.
+    pub(crate) fn server_tools(
+        p: &NodeParams<'_>,
+        with: &Value,
+    ) -> Result<Vec<Arc<dyn Tool>>, String> {
+        known_keys(with, "mcp", &["command", "url", "env"])?;
+        let server = server(p, with)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("agentgraph-mcp")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("`mcp`: {e}"))?;
+        // Not `block_on` on this thread: it may be a runtime's already.
+        let handle = runtime.handle().clone();
+        let client = std::thread::scope(|scope| {
+            scope
+                .spawn(|| handle.block_on(server.connect()))
+                .join()
+                .map_err(|_| "`mcp`: connecting panicked".to_owned())
+        })?
+        .map_err(|e| format!("`mcp`: {e}"))?;
+        let kept = Arc::new(Kept(Some(runtime)));
+        Ok(client
+            .tools()
+            .into_iter()
+            .map(|tool| {
+                let tool: Arc<dyn Tool> = Arc::new(KeptTool {
+                    name: tool.name().to_owned(),
+                    tool: Some(tool),
+                    runtime: kept.clone(),
+                });
+                tool
+            })
+            .collect())
+    }
+
+    /// The runtime an MCP client was made on (its connection's tasks run there), shut down
+    /// when the last of its tools goes.
+    struct Kept(Option<tokio::runtime::Runtime>);
+
+    impl Drop for Kept {
+        fn drop(&mut self) {
+            if let Some(rt) = self.0.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+
+    /// An MCP tool with the runtime its connection runs on (`tool` is always there until it
+    /// is dropped, inside that runtime: the connection's cleanup spawns a task).
+    struct KeptTool {
+        name: String,
+        tool: Option<agentgraph_mcp::McpTool>,
+        runtime: Arc<Kept>,
+    }
+
+    impl Drop for KeptTool {
+        fn drop(&mut self) {
+            let _inside = self.runtime.0.as_ref().map(|rt| rt.enter());
+            self.tool.take();
+        }
+    }
+
+    impl KeptTool {
+        fn tool(&self) -> &agentgraph_mcp::McpTool {
+            self.tool.as_ref().expect("taken only when dropped")
+        }
+    }
+
+    impl Tool for KeptTool {
+        fn name(&self) -> &str {
+            &self.name
+        }
+
+        fn description(&self) -> &str {
+            self.tool().description()
+        }
+
+        fn parameters(&self) -> &Value {
+            self.tool().parameters()
+        }
+
+        fn call(&self, args: Value, ctx: ToolContext) -> agentgraph_nodes::tool::ToolFuture<'_> {
+            self.tool().call(args, ctx)
+        }
     }
 }
