@@ -295,8 +295,9 @@ impl<'de> Deserialize<'de> for Refused {
 pub struct NodeSpec {
     /// The node's name.
     pub name: At<String>,
-    /// Its kind: a built-in one (`set`, `interrupt`, `model`, `agent`, `tool`, `http`, `mcp`,
-    /// `subgraph`, ...) or one registered from Rust.
+    /// Its kind: a built-in one (`set`, `interrupt`, `collect`, `subgraph`; with the node
+    /// library: `model`, `agent`, `tool`, `http`, `mcp`, `pattern`) or one registered from
+    /// Rust.
     pub kind: At<String>,
     /// The kind's parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -493,9 +493,11 @@ mod model {
         Ok(Arc::new(node))
     }
 
+    #[cfg(feature = "agent")]
     /// The id suffix that marks the last message of an agent's input.
     const INPUT_END: &str = "#file-input-end";
 
+    #[cfg(feature = "agent")]
     /// The conversation given to a subgraph, its last message marked.
     fn marked_input(s: &DynState, field: &str) -> Vec<Message> {
         let mut history = messages_of(s, field).unwrap_or_default();
@@ -505,6 +507,7 @@ mod model {
         history
     }
 
+    #[cfg(feature = "agent")]
     /// The update a subgraph's final conversation makes: the new messages (or all of them,
     /// the marker taken off, when the field's reducer replaces).
     fn conversation_update(
@@ -529,6 +532,7 @@ mod model {
             .unwrap_or_else(|_| DynUpdate::of(schema))
     }
 
+    #[cfg(feature = "agent")]
     /// An agent from parameters (`model`, `system`, `tools`, `allow`, `deny`, `max_turns`,
     /// `max_tool_calls`, `temperature`, `max_tokens`).
     fn agent_from(
@@ -567,6 +571,7 @@ mod model {
         Ok(agent)
     }
 
+    #[cfg(feature = "agent")]
     const AGENT_KEYS: &[&str] = &[
         "model",
         "system",
@@ -762,7 +767,10 @@ pub(crate) mod http {
 
     /// Headers from parameters: `headers` (fixed values) and `headers_env` (each header's
     /// value read from an environment variable when the request is sent).
-    fn headers(with: &Value) -> Result<(Vec<(String, String)>, Vec<(String, String)>), String> {
+    /// Headers by name: their values (fixed), or the environment variables holding them.
+    type Headers = Vec<(String, String)>;
+
+    fn headers(with: &Value) -> Result<(Headers, Headers), String> {
         let pairs = |key: &str| -> Result<Vec<(String, String)>, String> {
             match with.get(key) {
                 None | Some(Value::Null) => Ok(Vec::new()),
@@ -865,8 +873,8 @@ pub(crate) mod http {
         parameters: Value,
         method: reqwest::Method,
         url: String,
-        fixed: Vec<(String, String)>,
-        env: Vec<(String, String)>,
+        fixed: Headers,
+        env: Headers,
         client: reqwest::Client,
     }
 

@@ -137,6 +137,10 @@ impl fmt::Debug for FileSubgraph {
 impl FileSubgraph {
     /// `graph` run as the node: `input` makes its state from the file's state, `output` turns
     /// its final state into an update of the file's state.
+    ///
+    /// # Examples
+    ///
+    /// See [`FileSubgraph`].
     pub fn new<C: State>(
         graph: CompiledGraph<C>,
         input: impl Fn(&DynState) -> C + Send + Sync + 'static,
@@ -182,8 +186,21 @@ pub type RouterFn = dyn Fn(&DynState) -> Route + Send + Sync;
 /// | `set` | an object of fields and values | writes the values (checked against the schema) |
 /// | `interrupt` | `question` (any JSON), `field` | stops for an answer, writes it to `field` |
 /// | `collect` | `field` | appends the task's packet input (an item of an `each` edge) to a list field |
+/// | `subgraph` | `path`, `inputs`, `outputs` | runs another graph file (its path relative to this one) as the node |
 ///
-/// The facade (`agentgraph::spec`, feature `spec`) adds the node library's kinds.
+/// With this crate's features, the node library's kinds join them (the facade's features of
+/// the same names turn these on):
+///
+/// | kind | feature | what it does |
+/// |---|---|---|
+/// | `tool` | `tools` | calls a tool registered with [`tool`](NodeRegistry::tool), or an HTTP tool declared in place |
+/// | `model` | `openai` | one call of a model the file declares, over a messages field |
+/// | `agent` | `agent` | the tool-calling agent over a messages field, run as a subgraph |
+/// | `pattern` | `patterns` | a supervisor with worker agents, or a group chat |
+/// | `http` | `http` | the HTTP request node |
+/// | `mcp` | `mcp` | a tool of an MCP server started by command (stdio) or reached at a URL |
+///
+/// The README's "Graphs in files" section lists their parameters.
 ///
 /// # Examples
 ///
@@ -394,6 +411,10 @@ impl NodeRegistry {
     }
 
     /// The registered tools' names, in order.
+    ///
+    /// # Examples
+    ///
+    /// See [`tool`](NodeRegistry::tool).
     #[cfg(feature = "tools")]
     pub fn tools(&self) -> impl Iterator<Item = &str> {
         self.tools.keys().map(String::as_str)
