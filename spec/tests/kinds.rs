@@ -412,6 +412,14 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "a secret header written in the file, an MCP node without a server",
+        "version: 1\nstate: [ { name: out, type: any } ]\nnodes:\n  - { name: a, kind: http, with: { url: \"http://h/x\", headers: { Authorization: Bearer-sk-1 } } }\n  - { name: b, kind: mcp, with: { tool: add } }\n",
+        &[
+            "4:34: node `a`: `headers`: a secret is not written in the file: name its environment variable in `headers_env`",
+            "5:33: node `b`: `command` (stdio) or `url` is required",
+        ],
+    ),
+    (
         "layers on a subgraph kind",
         "version: 1\nmodels:\n  - { name: m, model: m, base_url: \"http://127.0.0.1:9/v1\" }\nstate: [ { name: messages, type: messages } ]\nnodes:\n  - { name: a, kind: agent, with: { model: m }, layers: [ { concurrency: 1 } ] }\n",
         &["6:13: node `a`: kind `agent` runs a subgraph: it takes no `layers`"],
