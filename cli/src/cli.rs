@@ -177,7 +177,8 @@ pub(crate) struct ResumeArgs {
 /// `new`.
 #[derive(Debug, Args)]
 pub(crate) struct NewArgs {
-    /// The template: `review` or `map-reduce`.
+    /// The template: `review`, `map-reduce`, `chat-agent` (an agent with an HTTP tool) or
+    /// `supervisor` (a supervisor model and two worker agents).
     pub(crate) template: String,
     /// Where to write it (`TEMPLATE.yaml` when left out).
     pub(crate) file: Option<PathBuf>,

@@ -212,3 +212,174 @@ fn new_writes_templates_that_validate_and_run() {
     let err = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
     assert!(err.contains("did you mean `review`?"), "{err}");
 }
+
+#[path = "../../nodes/tests/support/mod.rs"]
+mod support;
+
+/// The API key of the agent tests: it must reach the model server and nowhere else.
+const SECRET: &str = "sk-agentgraph-test-secret-5d41402abc";
+
+/// Every file under `dir`, as bytes.
+fn all_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(all_bytes(&path));
+        } else {
+            out.push((path.display().to_string(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// A streamed answer calling one tool.
+fn call(id: &str, name: &str, args: &str) -> support::Reply {
+    support::Reply::sse([
+        support::tool_chunk(0, Some(id), Some(name), args),
+        support::finish_chunk("tool_calls"),
+    ])
+}
+
+fn say(text: &str) -> support::Reply {
+    support::Reply::sse([support::text_chunk(text), support::finish_chunk("stop")])
+}
+
+#[test]
+fn a_file_agent_calls_an_http_tool_and_its_key_stays_secret() {
+    use axum::routing::post;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(support::Scripted::start([
+        call("c1", "lookup", r#"{"q": "joins"}"#),
+        say("A join waits for its predecessors."),
+    ]));
+    let tool_url = rt.block_on(async {
+        let app = axum::Router::new().route(
+            "/lookup",
+            post(|body: axum::body::Bytes| async move {
+                let args: Value = serde_json::from_slice(&body).unwrap();
+                axum::Json(serde_json::json!({ "passage": format!("about {}", args["q"].as_str().unwrap()) }))
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/lookup", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        url
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "agent.yaml",
+        &format!(
+            "version: 1
+models:
+  - {{ name: main, model: scripted, base_url_env: AGENTGRAPH_TEST_BASE_URL, api_key_env: AGENTGRAPH_TEST_API_KEY, max_retries: 0 }}
+state:
+  - {{ name: messages, type: messages, reducer: messages }}
+nodes:
+  - name: assistant
+    kind: agent
+    with:
+      model: main
+      system: Answer from the docs.
+      tools: [ {{ http: {{ name: lookup, url: \"{tool_url}\", parameters: {{ type: object }} }} }} ]
+edges:
+  - {{ from: START, to: assistant }}
+  - {{ from: assistant, to: END }}
+"
+        ),
+    );
+    let store_dir = dir.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    let store = format!("redb:{}", store_dir.join("runs.redb").display());
+    let out = agentgraph(&[
+        "--store",
+        &store,
+        "--json",
+        "run",
+        &file,
+        "--thread",
+        "t1",
+        "--input",
+        r#"{"messages": [{"role": "user", "content": "What is a join?"}]}"#,
+    ])
+    .env("AGENTGRAPH_TEST_BASE_URL", &server.base_url)
+    .env("AGENTGRAPH_TEST_API_KEY", SECRET)
+    .assert()
+    .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(last["status"], "completed", "{stdout}");
+    let messages = last["state"]["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{stdout}");
+    assert_eq!(
+        messages[2]["content"]["json"]["passage"], "about joins",
+        "{stdout}"
+    );
+    assert_eq!(messages[3]["content"], "A join waits for its predecessors.");
+
+    // The key reached the model server, and only there.
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(
+            r.headers["authorization"].to_str().unwrap(),
+            format!("Bearer {SECRET}")
+        );
+    }
+    assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET));
+    let show = agentgraph(&["--store", &store, "--json", "show", "t1"])
+        .assert()
+        .success();
+    assert!(!contains(&show.get_output().stdout, SECRET));
+    let files = all_bytes(&store_dir);
+    assert!(!files.is_empty());
+    for (path, bytes) in files {
+        assert!(!contains(&bytes, SECRET), "the key is in {path}");
+    }
+}
+
+#[test]
+fn the_agent_templates_validate_and_the_chat_agent_runs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let server = rt.block_on(support::Scripted::start([say("Hello!")]));
+    let dir = tempfile::tempdir().unwrap();
+    for template in ["chat-agent", "supervisor"] {
+        let file = dir.path().join(format!("{template}.yaml"));
+        let file = file.to_str().unwrap();
+        agentgraph(&["new", template, file]).assert().success();
+        agentgraph(&["validate", file])
+            .env_remove("OPENAI_BASE_URL")
+            .assert()
+            .success();
+    }
+    let file = dir.path().join("chat-agent.yaml");
+    let out = agentgraph(&[
+        "--json",
+        "run",
+        file.to_str().unwrap(),
+        "--input",
+        r#"{"messages": [{"role": "user", "content": "Hi"}]}"#,
+    ])
+    .env("OPENAI_BASE_URL", &server.base_url)
+    .env("OPENAI_API_KEY", SECRET)
+    .assert()
+    .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["state"]["messages"][1]["content"], "Hello!",
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET));
+    let body = &server.requests()[0].body;
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["tools"][0]["function"]["name"], "search");
+}

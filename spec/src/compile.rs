@@ -2,7 +2,7 @@
 //! and `compile()` make, reported at the file's positions.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ fn engine_name(name: &str) -> &str {
 use crate::error::{SpecError, SpecErrors, Subject, did_you_mean};
 use crate::format::{EdgeSpec, GraphSpec, NodeSpec, Pos, RetrySpec};
 use crate::load::{digest, read_text};
-use crate::registry::{FileNode, NodeParams, NodeRegistry};
+use crate::registry::{FileNode, Made, NodeParams, NodeRegistry};
 
 /// The errors found so far.
 struct Found(Vec<SpecError>);
@@ -96,11 +96,22 @@ impl GraphSpec {
         path: impl AsRef<Path>,
         registry: &NodeRegistry,
     ) -> Result<CompiledGraph<DynState>, SpecErrors> {
-        let path = path.as_ref();
+        GraphSpec::from_path_in(path.as_ref(), registry, &[])
+    }
+
+    /// [`from_path`](GraphSpec::from_path) for a file included by `includes` (the outermost
+    /// first): including one of them again is a cycle.
+    pub(crate) fn from_path_in(
+        path: &Path,
+        registry: &NodeRegistry,
+        includes: &[PathBuf],
+    ) -> Result<CompiledGraph<DynState>, SpecErrors> {
         let text = read_text(path)?;
         let spec = GraphSpec::from_yaml_str(path, &text)?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        spec.compile_in(registry, dir, Some(&digest(&text)))
+        let mut chain = includes.to_vec();
+        chain.push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
+        spec.compile_chain(registry, dir, Some(&digest(&text)), &chain)
             .map_err(|e| e.in_file(path))
     }
 
@@ -146,9 +157,20 @@ impl GraphSpec {
         dir: &Path,
         source: Option<&str>,
     ) -> Result<CompiledGraph<DynState>, SpecErrors> {
+        self.compile_chain(registry, dir, source, &[])
+    }
+
+    fn compile_chain(
+        &self,
+        registry: &NodeRegistry,
+        dir: &Path,
+        source: Option<&str>,
+        includes: &[PathBuf],
+    ) -> Result<CompiledGraph<DynState>, SpecErrors> {
         let mut found = Found(Vec::new());
+        self.check_models(&mut found);
         let schema = self.schema(registry, &mut found);
-        let nodes = self.nodes(registry, schema.as_ref(), dir, &mut found);
+        let nodes = self.nodes(registry, schema.as_ref(), dir, includes, &mut found);
         let node_pos: HashMap<&str, Pos> = self
             .nodes
             .iter()
@@ -176,6 +198,44 @@ impl GraphSpec {
             let (pos, subject) = locate(&e, &node_pos);
             SpecErrors::one(SpecError::new(pos, subject, e.to_string()))
         })
+    }
+
+    /// The models: names declared once, secrets by environment variable only.
+    fn check_models(&self, found: &mut Found) {
+        let mut seen: HashMap<&str, Pos> = HashMap::new();
+        for model in &self.models {
+            let subject = || Subject::Model(model.name.value.clone());
+            if let Some(first) = seen.insert(&model.name.value, model.name.pos) {
+                found.push(
+                    model.name.pos,
+                    subject(),
+                    format!("declared twice (first at {first})"),
+                );
+            }
+            if let Some(key) = &model.api_key {
+                // The value was dropped as it was read: it is never repeated.
+                found.push(
+                    key.pos,
+                    subject(),
+                    "a secret is never written in the file: name the environment variable \
+                     that holds it with `api_key_env`",
+                );
+            }
+            for var in [&model.api_key_env, &model.base_url_env]
+                .into_iter()
+                .flatten()
+            {
+                if !is_env_name(&var.value) {
+                    // Not repeated either: it may be the secret itself.
+                    found.push(
+                        var.pos,
+                        subject(),
+                        "this names an environment variable (letters, digits and `_`, not \
+                         starting with a digit), not its value",
+                    );
+                }
+            }
+        }
     }
 
     /// The state's schema, or `None` with the errors found.
@@ -263,8 +323,9 @@ impl GraphSpec {
         registry: &NodeRegistry,
         schema: Option<&Arc<DynSchema>>,
         dir: &Path,
+        includes: &[PathBuf],
         found: &mut Found,
-    ) -> Vec<Option<FileNode>> {
+    ) -> Vec<Option<Made>> {
         let mut seen: HashMap<&str, Pos> = HashMap::new();
         let null = Value::Null;
         self.nodes
@@ -303,9 +364,22 @@ impl GraphSpec {
                     models: &self.models,
                     dir,
                     registry,
+                    includes,
                 };
-                match kind(&params) {
-                    Ok(made) => Some(layered(made, node)),
+                match kind.make(&params) {
+                    Ok(Made::Node(made)) => Some(Made::Node(layered(made, node))),
+                    Ok(Made::Graph(_)) if !node.layers.is_empty() => {
+                        found.push(
+                            node.name.pos,
+                            subject(),
+                            format!(
+                                "kind `{}` runs a subgraph: it takes no `layers`",
+                                node.kind.value
+                            ),
+                        );
+                        None
+                    }
+                    Ok(made) => Some(made),
                     Err(message) => {
                         let pos = node.with.as_ref().map_or(node.kind.pos, |w| w.pos);
                         found.push(pos, subject(), message);
@@ -429,7 +503,7 @@ impl GraphSpec {
     fn build(
         &self,
         b: &mut GraphBuilder<DynState>,
-        nodes: Vec<Option<FileNode>>,
+        nodes: Vec<Option<Made>>,
         registry: &NodeRegistry,
         schema: &Arc<DynSchema>,
         node_pos: &HashMap<&str, Pos>,
@@ -454,7 +528,11 @@ impl GraphSpec {
         for (spec, node) in self.nodes.iter().zip(nodes) {
             let node = node.expect("nodes were checked");
             let subject = || Subject::Node(spec.name.value.clone());
-            if let Err(e) = b.try_add_node_with(spec.name.value.clone(), node) {
+            let added = match node {
+                Made::Node(node) => b.try_add_node_with(spec.name.value.clone(), node).map(drop),
+                Made::Graph(graph) => graph.add_to(b, spec.name.value.clone()),
+            };
+            if let Err(e) = added {
                 fail(found, e, spec.name.pos, subject());
             }
         }
@@ -550,6 +628,15 @@ impl GraphSpec {
             }
         }
     }
+}
+
+/// Whether `name` can name an environment variable (portably).
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// The reducer a field names.

@@ -241,12 +241,52 @@ pub struct ModelSpec {
     /// The base URL (`https://api.openai.com/v1` when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url: Option<At<String>>,
-    /// The environment variable holding the base URL (instead of `base_url`).
+    /// The environment variable holding the base URL: when it is set, it wins over
+    /// `base_url`; when it is not, `base_url` is used (and without one, the file is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_url_env: Option<At<String>>,
     /// The environment variable holding the API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<At<String>>,
+    /// The sampling temperature of its calls (nodes may set their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<At<f32>>,
+    /// The most tokens an answer may have (nodes may set their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<At<u32>>,
+    /// The time a call may take, in milliseconds (60000 when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<At<u64>>,
+    /// Retries of a failed call inside the node's attempt (2 when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retries: Option<At<u32>>,
+    /// A key written in the file: always refused (name its environment variable with
+    /// `api_key_env`). Its value is dropped as it is read, never kept or written.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub api_key: Option<At<Refused>>,
+}
+
+/// A value the format refuses (a secret written in the file): only its position is kept.
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_spec::GraphSpec;
+/// let spec = GraphSpec::from_yaml_str("g.yaml", "version: 1\nmodels:\n  - { name: m, model: x, api_key: sk-secret }\n")?;
+/// let refused = spec.models[0].api_key.as_ref().unwrap();
+/// assert_eq!(refused.pos.line, 3);
+/// assert!(!format!("{spec:?}").contains("sk-secret"));
+/// # Ok::<(), agentgraph_spec::SpecErrors>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused;
+
+impl<'de> Deserialize<'de> for Refused {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(Refused)
+    }
 }
 
 /// A node.
@@ -255,8 +295,9 @@ pub struct ModelSpec {
 pub struct NodeSpec {
     /// The node's name.
     pub name: At<String>,
-    /// Its kind: a built-in one (`set`, `interrupt`, `model`, `agent`, `tool`, `http`, `mcp`,
-    /// `subgraph`, ...) or one registered from Rust.
+    /// Its kind: a built-in one (`set`, `interrupt`, `collect`, `subgraph`; with the node
+    /// library: `model`, `agent`, `tool`, `http`, `mcp`, `pattern`) or one registered from
+    /// Rust.
     pub kind: At<String>,
     /// The kind's parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,6 +9,7 @@ mod builtin;
 mod compile;
 mod error;
 mod format;
+mod library;
 mod load;
 mod messages;
 mod registry;
@@ -16,10 +17,13 @@ mod registry;
 pub use error::{SpecError, SpecErrors, Subject, did_you_mean};
 pub use format::{
     At, DefaultsSpec, EdgeSpec, FORMAT_VERSION, FieldSpec, FieldType, GraphSpec, LayerSpec,
-    ModelSpec, NodeSpec, OneOrMany, Pos, RetrySpec, WeightSpec, json_schema,
+    ModelSpec, NodeSpec, OneOrMany, Pos, Refused, RetrySpec, WeightSpec, json_schema,
 };
 pub use load::{MAX_FILE_BYTES, digest};
-pub use registry::{FileNode, NodeKindFn, NodeParams, NodeRegistry, RouterFn, packet_item};
+pub use registry::{
+    FileNode, FileSubgraph, GraphKindFn, NodeKindFn, NodeParams, NodeRegistry, RouterFn,
+    packet_item,
+};
 
 /// The state of a file-declared graph, from the engine: a [`DynState`] of JSON fields, its
 /// [`DynSchema`], updates and reducers.

@@ -193,6 +193,15 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
         ],
     ),
     (
+        "model declarations",
+        "version: 1\nmodels:\n  - { name: m, model: x, api_key: sk-do-not-print-me }\n  - { name: m, model: y, base_url: \"http://h/v1\", base_url_env: URL }\n  - { name: k, model: z, api_key_env: sk-also-secret }\n",
+        &[
+            "3:35: model `m`: a secret is never written in the file: name the environment variable that holds it with `api_key_env`",
+            "4:13: model `m`: declared twice (first at 3:13)",
+            "5:39: model `k`: this names an environment variable (letters, digits and `_`, not starting with a digit), not its value",
+        ],
+    ),
+    (
         "what compile() checks",
         "version: 1\nnodes:\n  - { name: a, kind: set }\n  - { name: lost, kind: set }\nedges:\n  - { from: START, to: a }\n  - { from: a, to: END }\n  - { from: lost, to: END }\n",
         &[

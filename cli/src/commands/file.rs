@@ -245,11 +245,19 @@ async fn follow(ctx: &mut Ctx, run: Run<DynState>) -> Result<()> {
 }
 
 /// The templates of `new`, by name.
-const TEMPLATES: [(&str, &str); 2] = [
+const TEMPLATES: [(&str, &str); 4] = [
     ("review", include_str!("../../templates/review.yaml")),
     (
         "map-reduce",
         include_str!("../../templates/map-reduce.yaml"),
+    ),
+    (
+        "chat-agent",
+        include_str!("../../templates/chat-agent.yaml"),
+    ),
+    (
+        "supervisor",
+        include_str!("../../templates/supervisor.yaml"),
     ),
 ];
 
