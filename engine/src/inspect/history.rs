@@ -145,7 +145,7 @@ impl<S: State> GraphHistory<S> {
     pub async fn state(&self, run: &str, step: Option<u64>) -> Result<S> {
         self.inspector
             .reader()
-            .state::<S>(run, step, self.graph.schema())
+            .state::<S>(run, step, self.graph.schema(), self.graph.migrations())
             .await
     }
 
@@ -189,7 +189,7 @@ impl<S: State> GraphHistory<S> {
     pub async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
         self.inspector
             .reader()
-            .pending_typed::<S>(run, self.graph.schema())
+            .pending_typed::<S>(run, self.graph.schema(), self.graph.migrations())
             .await
     }
 
@@ -234,7 +234,7 @@ impl<S: State> GraphHistory<S> {
     pub async fn pending_state(&self, run: &str) -> Result<Tentative<S>> {
         self.inspector
             .reader()
-            .pending_state::<S>(run, self.graph.schema())
+            .pending_state::<S>(run, self.graph.schema(), self.graph.migrations())
             .await
     }
 
@@ -257,6 +257,8 @@ impl<S: State> GraphHistory<S> {
         fork::fork(
             self.inspector.reader(),
             self.graph.schema(),
+            self.graph.migrations(),
+            self.graph.fingerprint(),
             self.graph.name(),
             run,
             step,

@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 pub(crate) async fn fork<S: State>(
     reader: &Reader,
     schema: &S::Schema,
+    migrations: &crate::define::migrate::Migrations<S>,
+    fingerprint: crate::ids::Fingerprint,
     graph: Option<&str>,
     run: &str,
     step: u64,
@@ -30,8 +32,11 @@ pub(crate) async fn fork<S: State>(
     }
     let source = reader.run(run).await?;
     let (mut state, record) = reader
-        .state_and_record::<S>(run, Some(step), schema)
+        .state_and_record::<S>(run, Some(step), schema, migrations)
         .await?;
+    // A state stored by an older version was upgraded: the fork stores it as this graph's.
+    let upgraded =
+        record.state_version != S::VERSION || record.bases.len() != S::fields(schema).len();
     edit(&mut state);
     let mut batch = WriteBatch::new();
     let mut blob_bytes = 0;
@@ -47,6 +52,7 @@ pub(crate) async fn fork<S: State>(
         bases: vec![step; fields],
         written: (0..fields as u32).collect(),
         blob_bytes,
+        state_version: S::VERSION,
         ..record
     };
     batch.put_checkpoint(
@@ -54,7 +60,12 @@ pub(crate) async fn fork<S: State>(
         step,
         envelope::encode(RecordKind::Checkpoint, &forked).map_err(format_encode_error)?,
     );
-    let mut rec = RunRecord::new(new_run, RunStatus::Pending, source.fingerprint, now_ms());
+    let fingerprint = if upgraded {
+        fingerprint.as_u128()
+    } else {
+        source.fingerprint
+    };
+    let mut rec = RunRecord::new(new_run, RunStatus::Pending, fingerprint, now_ms());
     rec.last_step = Some(step);
     rec.forked_from = Some((run.to_owned(), step));
     rec.graph = graph.map(str::to_owned);

@@ -56,18 +56,69 @@ pub(super) struct CheckpointRecord {
     /// compensate. Added with `invocation` (issue 11): a record written before has none, and
     /// decodes through [`CheckpointRecordV2`].
     pub(super) saga: Option<SagaRecord>,
+    /// The version of the state type that wrote the fields (`State::VERSION`). Added after
+    /// the third layout ([`CheckpointRecordV3`], issue 16): a record without it is of
+    /// version 1.
+    pub(super) state_version: u32,
+}
+
+/// The third layout of [`CheckpointRecord`], before state versions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(super) struct CheckpointRecordV3 {
+    step: u64,
+    parent: Option<u64>,
+    fingerprint: u128,
+    created_at_ms: u64,
+    bases: Vec<u64>,
+    written: Vec<u32>,
+    next: Vec<TaskRecord>,
+    joins: Vec<JoinRecord>,
+    blob_bytes: u64,
+    events: u64,
+    interrupts: Vec<GateRecord>,
+    deferred: Vec<TaskRecord>,
+    passes: Vec<PassRecord>,
+    invocation: u32,
+    saga: Option<SagaRecord>,
+}
+
+impl From<CheckpointRecordV3> for CheckpointRecord {
+    fn from(r: CheckpointRecordV3) -> Self {
+        CheckpointRecord {
+            step: r.step,
+            parent: r.parent,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            bases: r.bases,
+            written: r.written,
+            next: r.next,
+            joins: r.joins,
+            blob_bytes: r.blob_bytes,
+            events: r.events,
+            interrupts: r.interrupts,
+            deferred: r.deferred,
+            passes: r.passes,
+            invocation: r.invocation,
+            saga: r.saga,
+            state_version: 1,
+        }
+    }
 }
 
 impl CheckpointRecord {
     /// Decodes a checkpoint record, of this layout or of an earlier one (the first has no held
     /// deferred tasks or join passes; records of both belong to the first invocation and have
-    /// no saga).
+    /// no saga; records of all three are of state version 1).
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         match envelope::decode(RecordKind::Checkpoint, bytes) {
             Ok(record) => Ok(record),
             Err(FormatError::Decode(e)) => {
-                envelope::decode::<CheckpointRecordV2>(RecordKind::Checkpoint, bytes)
+                envelope::decode::<CheckpointRecordV3>(RecordKind::Checkpoint, bytes)
                     .map(CheckpointRecord::from)
+                    .or_else(|_| {
+                        envelope::decode::<CheckpointRecordV2>(RecordKind::Checkpoint, bytes)
+                            .map(CheckpointRecord::from)
+                    })
                     .or_else(|_| {
                         envelope::decode::<CheckpointRecordV1>(RecordKind::Checkpoint, bytes)
                             .map(CheckpointRecordV2::from)
@@ -136,6 +187,7 @@ impl From<CheckpointRecordV2> for CheckpointRecord {
             passes: r.passes,
             invocation: 1,
             saga: None,
+            state_version: 1,
         }
     }
 }
