@@ -285,6 +285,9 @@ async fn a_run_of_an_older_state_type_resumes_upgraded() {
         }
     );
     let pending = history.pending("r").await.unwrap();
+    // The checkpoints stored by version 1 name its fields.
+    let checkpoints = history.checkpoints("r").await.unwrap();
+    assert_eq!(checkpoints[1].written, ["lines", "words", "title"]);
     let a = pending.iter().find(|p| p.node == "a").unwrap();
     assert_eq!(a.status, PendingStatus::Done);
     assert_eq!(
@@ -552,6 +555,69 @@ async fn the_state_views_of_an_upgraded_run_have_the_new_fields_only() {
     let at_start = inspector.state_json("r", Some(0)).await.unwrap();
     assert_eq!(at_start["title"], "");
     assert!(at_start.get("summary").is_none());
+}
+
+/// Version 2 of another line: `StateV1` without its title.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, agentgraph_macros::State)]
+#[state(crate = agentgraph_engine, version = 2)]
+struct Smaller {
+    #[reducer(append)]
+    lines: Vec<String>,
+    #[reducer(add)]
+    words: u32,
+}
+
+impl Nodes for Smaller {
+    fn first() -> SmallerUpdate {
+        SmallerUpdate::new()
+    }
+    fn a() -> SmallerUpdate {
+        SmallerUpdate::new()
+    }
+    fn b(answer: String) -> SmallerUpdate {
+        SmallerUpdate::new().lines(vec![answer])
+    }
+    fn c() -> SmallerUpdate {
+        SmallerUpdate::new().words(1)
+    }
+}
+
+#[tokio::test]
+async fn pruning_an_upgraded_run_drops_the_values_of_removed_fields() {
+    let (_dir, store) = sled();
+    let runs = Runs::default();
+    let id = stop_mid_step::<StateV1>(&store, &runs).await;
+    let g = graph::<Smaller>(
+        &runs,
+        Migrations::new().step(
+            |old: StateV1| Smaller {
+                lines: old.lines,
+                words: old.words,
+            },
+            |old: StateV1Update| SmallerUpdate {
+                lines: old.lines,
+                words: old.words,
+            },
+        ),
+    );
+    let done = g
+        .resume_with("r", Resume::new().answer(&id, "b"), config(&store))
+        .await
+        .unwrap();
+    assert_eq!((done.lines.len(), done.words), (3, 12));
+    // The title (field 2) is stored up to the checkpoint the run resumed from (step 1).
+    assert!(!store.get_blobs("r", 2, 0, 1).await.unwrap().is_empty());
+    let history = g.history(store.clone());
+    let kept = history.checkpoints("r").await.unwrap().len() - 2;
+    assert!(history.prune("r", kept).await.unwrap() == 2);
+    assert!(
+        store
+            .get_blobs("r", 2, 0, u64::MAX)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(history.state("r", None).await.unwrap(), done);
 }
 
 /// A version 1 state from the proptest's values.

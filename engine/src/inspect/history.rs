@@ -110,7 +110,16 @@ impl<S: State> GraphHistory<S> {
     /// [`Error::Store`], or [`Error::Corrupt`] for a damaged checkpoint.
     pub async fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointInfo>> {
         let fields = S::fields(self.graph.schema());
-        let name = |f: u32| Cow::Borrowed(fields.get(f as usize).map_or("?", |f| f.name));
+        // A checkpoint stored by an older version of the state type names that version's
+        // fields (when a migration step says which type it was).
+        let name = |version: u32, f: u32| {
+            let fields = if version == S::VERSION {
+                fields
+            } else {
+                self.graph.migrations().fields_of(version).unwrap_or(&[])
+            };
+            Cow::Borrowed(fields.get(f as usize).map_or("?", |f| f.name))
+        };
         self.inspector.reader().checkpoints(run, name).await
     }
 

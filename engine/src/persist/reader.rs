@@ -66,13 +66,14 @@ impl Reader {
             .collect()
     }
 
-    /// The checkpoints of `run`, oldest first, with the written fields named by `name`. The
+    /// The checkpoints of `run`, oldest first, with the written fields named by `name` (given
+    /// the version of the state type that stored the checkpoint, and the field's index). The
     /// newest one's `next` leaves out the tasks that finished (their writes are pending), which
     /// its `finished` lists.
     pub(crate) async fn checkpoints(
         &self,
         run: &str,
-        name: impl Fn(u32) -> Cow<'static, str>,
+        name: impl Fn(u32, u32) -> Cow<'static, str>,
     ) -> Result<Vec<CheckpointInfo>> {
         let records = self.records(run).await?;
         let pending = match records.last() {
@@ -93,7 +94,11 @@ impl Reader {
                     step: r.step,
                     parent: r.parent,
                     created_at_ms: r.created_at_ms,
-                    written: r.written.iter().map(|f| name(*f)).collect(),
+                    written: r
+                        .written
+                        .iter()
+                        .map(|f| name(r.state_version, *f))
+                        .collect(),
                     next,
                     finished,
                     blob_bytes: r.blob_bytes,

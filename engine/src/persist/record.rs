@@ -585,6 +585,39 @@ mod tests {
         assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
     }
 
+    /// A checkpoint of the third layout (before state versions) still decodes, as state
+    /// version 1; one with a version reads back.
+    #[test]
+    fn third_layout_checkpoints_decode_as_version_1() {
+        let old = CheckpointRecordV3 {
+            step: 5,
+            parent: Some(4),
+            fingerprint: 9,
+            created_at_ms: 1,
+            bases: vec![0, 5],
+            written: vec![1],
+            next: Vec::new(),
+            joins: Vec::new(),
+            blob_bytes: 10,
+            events: 4,
+            interrupts: Vec::new(),
+            deferred: Vec::new(),
+            passes: Vec::new(),
+            invocation: 2,
+            saga: None,
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
+        let record = CheckpointRecord::decode(&bytes).unwrap();
+        assert_eq!(record, CheckpointRecord::from(old));
+        assert_eq!((record.state_version, record.invocation), (1, 2));
+        let new = CheckpointRecord {
+            state_version: 3,
+            ..record
+        };
+        let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();
+        assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
+    }
+
     /// The stored tags are the bytes the public kinds were stored as before they had their own.
     #[test]
     fn interrupt_kinds_keep_their_stored_bytes() {
