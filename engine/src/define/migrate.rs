@@ -22,6 +22,8 @@ use crate::error::BoxError;
 type AnyBox = Box<dyn Any + Send>;
 /// A step's conversion, on values of its old type.
 type Convert = Box<dyn Fn(AnyBox) -> Result<AnyBox, BoxError> + Send + Sync>;
+/// Decodes a state stored by a step's old type: its fields' full values, then their deltas.
+type DecodeStored = fn(&[&[u8]], &[Vec<serde_bytes::ByteBuf>]) -> Result<AnyBox, CodecError>;
 
 /// The migrations of a state type `S`: one step per older version, each from the state type
 /// of that version to the next one's, up to `S::VERSION` (see [`State::VERSION`]). Give them to
@@ -77,7 +79,7 @@ struct Step {
     /// The old type's fields.
     old_fields: &'static [Field],
     /// Decodes a state stored by the old type.
-    decode: fn(&[&[u8]], &[Vec<serde_bytes::ByteBuf>]) -> Result<AnyBox, CodecError>,
+    decode: DecodeStored,
     /// Decodes an update encoded by the old type.
     decode_update: fn(&[u8]) -> Result<AnyBox, CodecError>,
     state: Convert,
@@ -110,7 +112,19 @@ impl<S: State> fmt::Debug for Migrations<S> {
     }
 }
 
-/// Why a stored state could not be brought to the current version of its type.
+/// Why a stored state could not be brought to the current version of its type (in
+/// [`Error::Migration`](crate::Error::Migration), with the run).
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_engine::MigrationError;
+/// let e = MigrationError::MissingStep { from: 1, to: 3 };
+/// assert_eq!(
+///     e.to_string(),
+///     "no migration is registered from version 1 of the state type (this build's is version 3)"
+/// );
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MigrationError {

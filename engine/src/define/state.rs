@@ -92,6 +92,19 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// or reordered), and register how a state of the previous version becomes one of this
     /// version with [`Migrations`](crate::Migrations). The derive sets it with
     /// `#[state(version = 2)]`; checkpoints written before versions existed are version 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::State;
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph_engine, version = 3)]
+    /// struct Notes { lines: Vec<String> }
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph_engine)]
+    /// struct Count { n: u64 }
+    /// assert_eq!((Notes::VERSION, Count::VERSION), (3, 1));
+    /// ```
     const VERSION: u32 = 1;
 
     /// What describes the fields when the program runs: `()` when they are known when it
@@ -202,6 +215,26 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// # Errors
     ///
     /// When the default's `Serialize` fails, or there is no such field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{State, codec};
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph_engine)]
+    /// struct Job {
+    ///     name: String,
+    ///     #[serde(default = "three")]
+    ///     attempts: u32,
+    /// }
+    /// fn three() -> u32 { 3 }
+    ///
+    /// let mut out = Vec::new();
+    /// assert!(!Job::default_field(&(), 0, &mut out)?);
+    /// assert!(Job::default_field(&(), 1, &mut out)?);
+    /// assert_eq!(codec::decode::<u32>(&out)?, 3);
+    /// # Ok::<(), agentgraph_engine::CodecError>(())
+    /// ```
     fn default_field(
         schema: &Self::Schema,
         index: usize,

@@ -265,10 +265,7 @@ impl<S: State> GraphHistory<S> {
     ) -> Result<()> {
         fork::fork(
             self.inspector.reader(),
-            self.graph.schema(),
-            self.graph.migrations(),
-            self.graph.fingerprint(),
-            self.graph.name(),
+            &self.graph,
             run,
             step,
             new_run,

@@ -325,6 +325,42 @@ fn with_path(with: &Ident, input: ParseStream<'_>) -> syn::Result<ExprPath> {
     Ok(path)
 }
 
+/// A `default` in a `#[serde(...)]` attribute.
+pub(crate) enum SerdeDefault {
+    /// `default`: the type's `Default`.
+    Default,
+    /// `default = "path"`: a function.
+    Path(ExprPath),
+}
+
+/// The `default` setting of a `#[serde(...)]` attribute, if it has one (serde checks the rest).
+pub(crate) fn serde_default(attr: &Attribute) -> Option<SerdeDefault> {
+    let Meta::List(list) = &attr.meta else {
+        return None;
+    };
+    let tokens: Vec<proc_macro2::TokenTree> = list.tokens.clone().into_iter().collect();
+    for item in
+        tokens.split(|t| matches!(t, proc_macro2::TokenTree::Punct(p) if p.as_char() == ','))
+    {
+        match item {
+            [proc_macro2::TokenTree::Ident(i)] if i == "default" => {
+                return Some(SerdeDefault::Default);
+            }
+            [
+                proc_macro2::TokenTree::Ident(i),
+                proc_macro2::TokenTree::Punct(eq),
+                proc_macro2::TokenTree::Literal(lit),
+            ] if i == "default" && eq.as_char() == '=' => {
+                let lit: LitStr =
+                    syn::parse2(proc_macro2::TokenTree::Literal(lit.clone()).into()).ok()?;
+                return lit.parse::<ExprPath>().ok().map(SerdeDefault::Path);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use quote::ToTokens;
@@ -392,40 +428,4 @@ mod tests {
             assert!(error.to_string().contains(message), "{error}");
         }
     }
-}
-
-/// A `default` in a `#[serde(...)]` attribute.
-pub(crate) enum SerdeDefault {
-    /// `default`: the type's `Default`.
-    Default,
-    /// `default = "path"`: a function.
-    Path(ExprPath),
-}
-
-/// The `default` setting of a `#[serde(...)]` attribute, if it has one (serde checks the rest).
-pub(crate) fn serde_default(attr: &Attribute) -> Option<SerdeDefault> {
-    let Meta::List(list) = &attr.meta else {
-        return None;
-    };
-    let tokens: Vec<proc_macro2::TokenTree> = list.tokens.clone().into_iter().collect();
-    for item in
-        tokens.split(|t| matches!(t, proc_macro2::TokenTree::Punct(p) if p.as_char() == ','))
-    {
-        match item {
-            [proc_macro2::TokenTree::Ident(i)] if i == "default" => {
-                return Some(SerdeDefault::Default);
-            }
-            [
-                proc_macro2::TokenTree::Ident(i),
-                proc_macro2::TokenTree::Punct(eq),
-                proc_macro2::TokenTree::Literal(lit),
-            ] if i == "default" && eq.as_char() == '=' => {
-                let lit: LitStr =
-                    syn::parse2(proc_macro2::TokenTree::Literal(lit.clone()).into()).ok()?;
-                return lit.parse::<ExprPath>().ok().map(SerdeDefault::Path);
-            }
-            _ => {}
-        }
-    }
-    None
 }
