@@ -326,6 +326,16 @@ async fn a_run_of_an_older_state_type_resumes_upgraded() {
     assert_eq!(run, "r");
     assert_eq!(error, MigrationError::MissingStep { from: 1, to: 2 });
     assert_eq!(history.state("r", Some(0)).await.unwrap().summary, "about ");
+
+    // A fork of the older checkpoint is stored upgraded, as a run of this graph.
+    history
+        .fork("r", 0, "f", |s| s.summary = "forked".into())
+        .await
+        .unwrap();
+    assert_eq!(plain.state("f", Some(0)).await.unwrap().summary, "forked");
+    let forked = v2.resume("f", config(&store)).await;
+    assert!(matches!(forked, Err(Error::Interrupted(_))), "{forked:?}");
+    assert_eq!(plain.state("f", None).await.unwrap().notes, ["first"]);
 }
 
 #[tokio::test]
