@@ -137,9 +137,11 @@ pub mod node {
 }
 
 pub mod state {
-    //! The state of a run: the [`State`] trait and its derive, per-field reducers and the
-    //! field codec.
-    pub use agentgraph_engine::{CodecError, Field, State, codec, reducer};
+    //! The state of a run: the [`State`] trait and its derive, per-field reducers, the
+    //! field codec, and the [`Migrations`] of a state type's older versions.
+    pub use agentgraph_engine::{
+        CodecError, Field, MigrationError, Migrations, State, codec, reducer,
+    };
     pub use agentgraph_macros::State;
 }
 

@@ -585,6 +585,17 @@ pub enum Error {
     /// [`BudgetExceeded`](crate::BudgetExceeded).
     #[error("{0}")]
     BudgetExceeded(Box<crate::run::budget::BudgetExceeded>),
+    /// The run's stored state is of another version of the state type than this build's, and
+    /// cannot be brought to it (see [`Migrations`](crate::Migrations)): the run is left as
+    /// stored.
+    #[error("run `{run}` cannot be read by this build: {error}")]
+    Migration {
+        /// The run.
+        run: String,
+        /// What is missing or failed.
+        #[source]
+        error: crate::define::migrate::MigrationError,
+    },
 }
 
 impl Error {

@@ -31,6 +31,7 @@ pub use define::dynamic::{
     JsonType,
 };
 pub use define::join::JoinPolicy;
+pub use define::migrate::{MigrationError, Migrations};
 pub use define::node::{
     AsyncNode, CpuNode, Identity, Layer, Node, NodeBuilder, NodeFuture, Stack, async_node, cpu_node,
 };

@@ -45,6 +45,15 @@ use proc_macro::TokenStream;
 /// - `#[state(crate = path)]` (or `crate = "path"`): the generated code names
 ///   `path::__private` instead of `::agentgraph::__private`, for crates that re-export
 ///   agentgraph, and for the engine's own tests (`#[state(crate = agentgraph_engine)]`).
+/// - `#[state(version = N)]`: the state type's version, `State::VERSION` (1 when not given),
+///   stored with every checkpoint. Raise it when a field is renamed, removed, retyped or
+///   reordered, and register the step from the previous version with
+///   `agentgraph::state::Migrations` (`GraphBuilder::migrations`).
+///
+/// A field marked `#[serde(default)]` or `#[serde(default = "path")]` (or every field, when the
+/// struct is marked `#[serde(default)]`) has a default (`State::default_field`): a checkpoint
+/// stored before the field was added at the end of the struct reads with it, without a new
+/// version or a migration.
 ///
 /// # Errors
 ///

@@ -111,6 +111,8 @@ pub struct GraphBuilder<S: State> {
     /// What else the fingerprint covers (the digest of a graph's file, say).
     pub(crate) source: Option<Arc<str>>,
     first_error: Option<GraphError>,
+    /// How states stored by older versions of the state type are upgraded.
+    pub(crate) migrations: crate::define::migrate::Migrations<S>,
 }
 
 impl<S: State> Default for GraphBuilder<S>
@@ -155,6 +157,7 @@ impl<S: State> GraphBuilder<S> {
             schema,
             source: None,
             first_error: None,
+            migrations: crate::define::migrate::Migrations::new(),
         }
     }
 }
@@ -999,6 +1002,45 @@ impl<S: State> GraphBuilder<S> {
                 node: node.to_owned(),
             }),
         }
+    }
+
+    /// Registers how states stored by older versions of the state type ([`State::VERSION`])
+    /// are upgraded when a run of the graph is resumed or read: see [`Migrations`]. A resume
+    /// of a run stored by an older version upgrades its state and the saved updates of its
+    /// finished tasks once, and stores them as the current version before anything runs.
+    ///
+    /// The graph's [fingerprint](CompiledGraph::fingerprint) check still holds: a run
+    /// resumes if its graph, with the state type of the stored version, is the same graph.
+    ///
+    /// [`Migrations`]: crate::Migrations
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{GraphBuilder, Migrations, START, END};
+    /// # use agentgraph_engine as agentgraph;
+    /// # use serde::{Deserialize, Serialize};
+    /// #[derive(Clone, Default, Serialize, Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph)]
+    /// struct CountV1 { #[reducer(add)] n: u32 }
+    /// #[derive(Clone, Default, Serialize, Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph, version = 2)]
+    /// struct Count { #[reducer(add)] n: u64 }
+    ///
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_edge(START, "one")
+    ///     .add_edge("one", END)
+    ///     .migrations(Migrations::new().step(
+    ///         |old: CountV1| Count { n: old.n.into() },
+    ///         |old: CountV1Update| CountUpdate { n: old.n.map(Into::into) },
+    ///     ));
+    /// let graph = b.compile()?;
+    /// # Ok::<(), agentgraph_engine::GraphError>(())
+    /// ```
+    pub fn migrations(&mut self, migrations: crate::define::migrate::Migrations<S>) -> &mut Self {
+        self.migrations = migrations;
+        self
     }
 
     /// Validates the graph and compiles it into an immutable plan.

@@ -4,6 +4,7 @@
 pub(crate) mod builder;
 pub(crate) mod dynamic;
 pub(crate) mod join;
+pub(crate) mod migrate;
 pub(crate) mod node;
 pub mod reducer;
 pub(crate) mod retry;

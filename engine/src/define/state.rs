@@ -87,6 +87,26 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     /// A partial update of the state: one optional value per field.
     type Update: Default + Send + Sync + Serialize + DeserializeOwned + 'static;
 
+    /// The version of the state type, as stored with every checkpoint (from 1, the default).
+    /// Raise it when the stored form of the state changes (a field renamed, removed, retyped
+    /// or reordered), and register how a state of the previous version becomes one of this
+    /// version with [`Migrations`](crate::Migrations). The derive sets it with
+    /// `#[state(version = 2)]`; checkpoints written before versions existed are version 1.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::State;
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph_engine, version = 3)]
+    /// struct Notes { lines: Vec<String> }
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph_engine)]
+    /// struct Count { n: u64 }
+    /// assert_eq!((Notes::VERSION, Count::VERSION), (3, 1));
+    /// ```
+    const VERSION: u32 = 1;
+
     /// What describes the fields when the program runs: `()` when they are known when it
     /// compiles (the derive's choice), or a value such as [`DynState`](crate::DynState)'s
     /// `Arc<DynSchema>`. Cloned into the compiled graph once; cheap to clone.
@@ -183,6 +203,45 @@ pub trait State: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {
     ) -> Result<Self::Update, CodecError> {
         let _ = schema;
         serde_json::from_value(value).map_err(|e| CodecError::new(e.to_string()))
+    }
+
+    /// Appends the encoding of field `index`'s default value to `out` and returns true, or
+    /// returns false when the field has no default. A checkpoint stored with fewer fields
+    /// than the state has (fields added at the end since) is read with these defaults, without
+    /// a migration. The derive gives a default to the fields marked `#[serde(default)]` (or
+    /// `#[serde(default = "path")]`), and to every field of a struct marked `#[serde(default)]`;
+    /// this default gives none.
+    ///
+    /// # Errors
+    ///
+    /// When the default's `Serialize` fails, or there is no such field.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{State, codec};
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// #[state(crate = agentgraph_engine)]
+    /// struct Job {
+    ///     name: String,
+    ///     #[serde(default = "three")]
+    ///     attempts: u32,
+    /// }
+    /// fn three() -> u32 { 3 }
+    ///
+    /// let mut out = Vec::new();
+    /// assert!(!Job::default_field(&(), 0, &mut out)?);
+    /// assert!(Job::default_field(&(), 1, &mut out)?);
+    /// assert_eq!(codec::decode::<u32>(&out)?, 3);
+    /// # Ok::<(), agentgraph_engine::CodecError>(())
+    /// ```
+    fn default_field(
+        schema: &Self::Schema,
+        index: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, CodecError> {
+        let _ = (schema, index, out);
+        Ok(false)
     }
 
     /// Decodes a value of field `index`, as [`encode_written`](State::encode_written) made it,

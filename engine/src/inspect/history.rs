@@ -110,7 +110,16 @@ impl<S: State> GraphHistory<S> {
     /// [`Error::Store`], or [`Error::Corrupt`] for a damaged checkpoint.
     pub async fn checkpoints(&self, run: &str) -> Result<Vec<CheckpointInfo>> {
         let fields = S::fields(self.graph.schema());
-        let name = |f: u32| Cow::Borrowed(fields.get(f as usize).map_or("?", |f| f.name));
+        // A checkpoint stored by an older version of the state type names that version's
+        // fields (when a migration step says which type it was).
+        let name = |version: u32, f: u32| {
+            let fields = if version == S::VERSION {
+                fields
+            } else {
+                self.graph.migrations().fields_of(version).unwrap_or(&[])
+            };
+            Cow::Borrowed(fields.get(f as usize).map_or("?", |f| f.name))
+        };
         self.inspector.reader().checkpoints(run, name).await
     }
 
@@ -145,7 +154,7 @@ impl<S: State> GraphHistory<S> {
     pub async fn state(&self, run: &str, step: Option<u64>) -> Result<S> {
         self.inspector
             .reader()
-            .state::<S>(run, step, self.graph.schema())
+            .state::<S>(run, step, self.graph.schema(), self.graph.migrations())
             .await
     }
 
@@ -189,7 +198,7 @@ impl<S: State> GraphHistory<S> {
     pub async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
         self.inspector
             .reader()
-            .pending_typed::<S>(run, self.graph.schema())
+            .pending_typed::<S>(run, self.graph.schema(), self.graph.migrations())
             .await
     }
 
@@ -234,7 +243,7 @@ impl<S: State> GraphHistory<S> {
     pub async fn pending_state(&self, run: &str) -> Result<Tentative<S>> {
         self.inspector
             .reader()
-            .pending_state::<S>(run, self.graph.schema())
+            .pending_state::<S>(run, self.graph.schema(), self.graph.migrations())
             .await
     }
 
@@ -256,8 +265,7 @@ impl<S: State> GraphHistory<S> {
     ) -> Result<()> {
         fork::fork(
             self.inspector.reader(),
-            self.graph.schema(),
-            self.graph.name(),
+            &self.graph,
             run,
             step,
             new_run,

@@ -242,7 +242,7 @@ impl StoreInspector {
             .map(|g| g.fields.into_iter().map(|f| f.name).collect())
             .unwrap_or_default();
         self.reader
-            .checkpoints(run, |f| match names.get(f as usize) {
+            .checkpoints(run, |_, f| match names.get(f as usize) {
                 Some(name) => Cow::Owned(name.clone()),
                 None => Cow::Owned(format!("#{f}")),
             })

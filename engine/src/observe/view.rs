@@ -50,9 +50,17 @@ pub struct FieldView {
 /// state.apply(&[FieldView::new("notes", ViewChange::Extend(json!(["b", "c"])))]);
 /// assert_eq!(state.to_value(), json!({ "notes": ["a", "b", "c"] }));
 /// ```
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct StateJson {
     fields: Map<String, Value>,
+    /// A `Graph` event was seen: the next view is of the whole state.
+    whole: bool,
+}
+
+impl PartialEq for StateJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.fields == other.fields
+    }
 }
 
 impl FieldView {
@@ -100,11 +108,20 @@ impl StateJson {
         events: impl IntoIterator<Item = &'a Event>,
         step: Option<u64>,
     ) {
+        // A run describes its graph, then views its whole state, when it starts or resumes:
+        // fields that view leaves out are gone (a resume that upgraded the state to a version
+        // of its type without them).
         for event in events {
-            if let EventKind::StateView { step: s, fields } = &event.kind
-                && step.is_none_or(|step| *s <= step)
-            {
-                self.apply(fields);
+            match &event.kind {
+                EventKind::Graph { .. } => self.whole = true,
+                EventKind::StateView { step: s, fields } if step.is_none_or(|step| *s <= step) => {
+                    if std::mem::take(&mut self.whole) {
+                        self.fields
+                            .retain(|name, _| fields.iter().any(|f| f.field == **name));
+                    }
+                    self.apply(fields);
+                }
+                _ => {}
             }
         }
     }

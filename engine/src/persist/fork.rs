@@ -9,19 +9,21 @@ use super::runs::check_new_run_id;
 use super::{SHORT_TTL, blob, format_encode_error, lease, now_ms};
 use crate::define::state::State;
 use crate::error::{Error, Result};
+use crate::plan::compiled::CompiledGraph;
 
 /// Forks `new_run` from the checkpoint of `run` at `step`, with the state changed by `edit`:
 /// a pending run whose first checkpoint is `step`, every field stored whole, that runs the
-/// tasks the original would have run next. `graph` is the name of the graph that forks it.
+/// tasks the original would have run next. `graph` is the graph that forks it (its name is
+/// stored on the new run; a state stored by an older version is upgraded with its migrations).
 pub(crate) async fn fork<S: State>(
     reader: &Reader,
-    schema: &S::Schema,
-    graph: Option<&str>,
+    graph: &CompiledGraph<S>,
     run: &str,
     step: u64,
     new_run: &str,
     edit: impl FnOnce(&mut S),
 ) -> Result<()> {
+    let schema = graph.schema();
     check_new_run_id(new_run)?;
     let owner = lease(reader.store(), new_run, SHORT_TTL).await?;
     let store = owner.store();
@@ -30,8 +32,11 @@ pub(crate) async fn fork<S: State>(
     }
     let source = reader.run(run).await?;
     let (mut state, record) = reader
-        .state_and_record::<S>(run, Some(step), schema)
+        .state_and_record::<S>(run, Some(step), schema, graph.migrations())
         .await?;
+    // A state stored by an older version was upgraded: the fork stores it as this graph's.
+    let upgraded =
+        record.state_version != S::VERSION || record.bases.len() != S::fields(schema).len();
     edit(&mut state);
     let mut batch = WriteBatch::new();
     let mut blob_bytes = 0;
@@ -47,6 +52,7 @@ pub(crate) async fn fork<S: State>(
         bases: vec![step; fields],
         written: (0..fields as u32).collect(),
         blob_bytes,
+        state_version: S::VERSION,
         ..record
     };
     batch.put_checkpoint(
@@ -54,10 +60,15 @@ pub(crate) async fn fork<S: State>(
         step,
         envelope::encode(RecordKind::Checkpoint, &forked).map_err(format_encode_error)?,
     );
-    let mut rec = RunRecord::new(new_run, RunStatus::Pending, source.fingerprint, now_ms());
+    let fingerprint = if upgraded {
+        graph.fingerprint().as_u128()
+    } else {
+        source.fingerprint
+    };
+    let mut rec = RunRecord::new(new_run, RunStatus::Pending, fingerprint, now_ms());
     rec.last_step = Some(step);
     rec.forked_from = Some((run.to_owned(), step));
-    rec.graph = graph.map(str::to_owned);
+    rec.graph = graph.name().map(str::to_owned);
     // A fork of a thread is a thread of the same session: its metadata and time to live.
     rec.metadata = source.metadata.clone();
     rec.set_ttl(source.ttl_ms);

@@ -14,6 +14,7 @@ use super::blob::FieldTrack;
 use super::pending::pending_interrupts;
 use super::record::{BlobRecord, CheckpointRecord, PendingOutcome, PendingWriteRecord};
 use crate::codec::CodecError;
+use crate::define::migrate::{MigrationError, Migrations, decode_stored};
 use crate::define::state::State;
 use crate::error::{Error, Result};
 use crate::run::interrupt::Interrupt;
@@ -105,20 +106,23 @@ pub(crate) async fn load<S: State>(
     store: &dyn CheckpointStore,
     run: &str,
     schema: &S::Schema,
+    migrations: &Migrations<S>,
 ) -> Result<Loaded<S>> {
     let Some(run_record) = store.get_run(run).await? else {
         return Err(Error::RunNotFound(run.to_owned()));
     };
     let mut candidates = Candidates::new(store, run, run_record.last_step).await?;
     while let Some(step) = candidates.next().await? {
-        match load_at::<S>(store, run, step, schema).await {
+        match load_at::<S>(store, run, step, schema, migrations).await {
             Ok((state, record, fields)) => {
                 let fell_back = candidates.fell_back();
                 let pending = if fell_back {
                     // Past damage, the later timeline is not trusted: its writes are dropped.
                     Vec::new()
                 } else {
-                    load_pending(store, run, step + 1).await?
+                    let mut pending = load_pending(store, run, step + 1).await?;
+                    upgrade_pending::<S>(run, &record, schema, migrations, &mut pending)?;
+                    pending
                 };
                 return Ok(Loaded {
                     state,
@@ -316,14 +320,18 @@ async fn load_at<S: State>(
     run: &str,
     step: u64,
     schema: &S::Schema,
+    migrations: &Migrations<S>,
 ) -> std::result::Result<(S, CheckpointRecord, Vec<FieldTrack>), LoadError> {
     let Some(bytes) = store.get_checkpoint(run, step).await? else {
         return Err(LoadError::Damaged(format!("checkpoint {step} vanished")));
     };
     let record = CheckpointRecord::decode(&bytes)
         .map_err(|e| LoadError::from_format(run, format!("checkpoint {step}"), e))?;
-    let fields = S::fields(schema);
-    if record.bases.len() != fields.len() {
+    // The fields as the version that stored them has them: a later version's may differ.
+    let fields = stored_fields::<S>(run, &record, schema, migrations).map_err(LoadError::Fatal)?;
+    // Fewer stored fields than the type has: fields added at the end since, read with their
+    // defaults (`decode_stored`); more: fields removed, which only a new version can say.
+    if record.bases.len() > fields.len() {
         return Err(LoadError::Fatal(Error::Incompatible {
             run: run.to_owned(),
             reason: format!(
@@ -390,13 +398,93 @@ async fn load_at<S: State>(
             reason: format!("checkpoint {step}: {e}"),
         })
     };
-    let mut state = S::decode_fields(schema, &slices).map_err(incompatible)?;
-    for (f, field_deltas) in deltas.iter().enumerate() {
-        for d in field_deltas {
-            state.merge_encoded(f, d).map_err(incompatible)?;
-        }
-    }
+    let state = if record.state_version == S::VERSION {
+        decode_stored::<S>(schema, &slices, &deltas).map_err(incompatible)?
+    } else {
+        migrations
+            .upgrade_stored(record.state_version, &slices, &deltas)
+            .map_err(incompatible)?
+            .map_err(|error| {
+                LoadError::Fatal(Error::Migration {
+                    run: run.to_owned(),
+                    error,
+                })
+            })?
+    };
     Ok((state, record, tracks))
+}
+
+/// The fields of the state type of the version that stored `record`: `S`'s, or those of the
+/// type the migration step from that version reads. [`Error::Migration`] when the version is
+/// newer than `S`'s or no step is registered from it.
+pub(super) fn stored_fields<'a, S: State>(
+    run: &str,
+    record: &CheckpointRecord,
+    schema: &'a S::Schema,
+    migrations: &Migrations<S>,
+) -> Result<&'a [crate::define::state::Field]> {
+    let version = record.state_version;
+    let error = |error| Error::Migration {
+        run: run.to_owned(),
+        error,
+    };
+    match version.cmp(&S::VERSION) {
+        std::cmp::Ordering::Equal => Ok(S::fields(schema)),
+        std::cmp::Ordering::Greater => Err(error(MigrationError::Newer {
+            stored: version,
+            current: S::VERSION,
+        })),
+        std::cmp::Ordering::Less => migrations.fields_of(version).map_err(error),
+    }
+}
+
+/// Brings the saved updates of `pending` (written with the checkpoint `record`) to `S`: those
+/// of an older version through `migrations`, those of a state with fewer fields (added at the
+/// end since) with the added fields unwritten.
+pub(super) fn upgrade_pending<S: State>(
+    run: &str,
+    record: &CheckpointRecord,
+    schema: &S::Schema,
+    migrations: &Migrations<S>,
+    pending: &mut [(u32, PendingWriteRecord)],
+) -> Result<()> {
+    let version = record.state_version;
+    let added = S::fields(schema).len().saturating_sub(record.bases.len());
+    if version == S::VERSION && added == 0 {
+        return Ok(());
+    }
+    for (_, p) in pending.iter_mut() {
+        let (PendingOutcome::Done { update, .. } | PendingOutcome::DoneWithMemory { update, .. }) =
+            &mut p.outcome
+        else {
+            continue;
+        };
+        if version == S::VERSION {
+            // An update is encoded as one optional value per field: an added field is `None`,
+            // one byte 0.
+            update.resize(update.len() + added, 0);
+            continue;
+        }
+        let corrupt = |e: CodecError| Error::Corrupt {
+            run: run.to_owned(),
+            reason: format!(
+                "the pending write of `{}` does not decode as version {version}: {e}",
+                p.node
+            ),
+        };
+        let upgraded = migrations
+            .upgrade_stored_update(version, update)
+            .map_err(corrupt)?
+            .map_err(|error| Error::Migration {
+                run: run.to_owned(),
+                error,
+            })?;
+        let mut bytes = Vec::new();
+        crate::codec::encode_into(&upgraded, &mut bytes)
+            .map_err(|e| super::encode_error(&format!("the update of `{}`", p.node), e))?;
+        *update = bytes;
+    }
+    Ok(())
 }
 
 /// The pending writes of `run`'s `step`, by task index.
@@ -428,8 +516,9 @@ pub(super) async fn state_at<S: State>(
     run: &str,
     step: u64,
     schema: &S::Schema,
+    migrations: &Migrations<S>,
 ) -> Result<(S, CheckpointRecord)> {
-    match load_at::<S>(store, run, step, schema).await {
+    match load_at::<S>(store, run, step, schema, migrations).await {
         Ok((state, record, _)) => Ok((state, record)),
         Err(LoadError::Fatal(e)) => Err(e),
         Err(LoadError::Damaged(reason)) => Err(Error::Corrupt {

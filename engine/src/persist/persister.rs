@@ -9,7 +9,7 @@ use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 
 use super::blob::{self, FieldTrack};
 use super::events::put_events;
-use super::load::{Loaded, load};
+use super::load::{Loaded, load, newest_record, stored_fields};
 use super::packing::Packing;
 use super::pending::{caught_failure, route_record};
 use super::record::{
@@ -355,13 +355,13 @@ impl<S: State> Persister<S> {
     pub(crate) async fn open(
         store: Arc<dyn CheckpointStore>,
         run: RunSettings,
-        schema: &S::Schema,
+        plan: &Plan<S>,
     ) -> Result<(Self, Loaded<S>)> {
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
             return Err(Error::RunNotFound(run.run_id.to_string()));
         };
-        run.open(lease, record, schema, |_, _| Ok(())).await
+        run.open(lease, record, plan, |_, _| Ok(())).await
     }
 
     /// Opens the thread `run_id` for its next invocation: the run's latest checkpoint, if the
@@ -375,8 +375,9 @@ impl<S: State> Persister<S> {
     pub(crate) async fn thread(
         store: Arc<dyn CheckpointStore>,
         run: RunSettings,
-        schema: &S::Schema,
+        plan: &Plan<S>,
     ) -> Result<(Self, Option<Loaded<S>>)> {
+        let schema = &plan.schema;
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         if lease.vacant() {
             return Ok((Self::start_new(lease, run, schema).await?, None));
@@ -386,7 +387,7 @@ impl<S: State> Persister<S> {
         };
         let thread = run.run_id.clone();
         let (p, loaded) = run
-            .open(lease, record, schema, |stored, loaded| {
+            .open(lease, record, plan, |stored, loaded| {
                 // A completed run, a fork (pending) of a checkpoint where a run ended, or a run
                 // whose failure was compensated in full (nothing is left to resume).
                 let ended = match stored.status {
@@ -432,9 +433,10 @@ impl RunSettings {
         self,
         lease: RunOwnership,
         record: RunRecord,
-        schema: &S::Schema,
+        plan: &Plan<S>,
         ready: impl FnOnce(&RunRecord, &Loaded<S>) -> Result<()>,
     ) -> Result<(Persister<S>, Loaded<S>)> {
+        let schema = &plan.schema;
         let RunSettings {
             run_id,
             durability,
@@ -449,14 +451,17 @@ impl RunSettings {
         // The fingerprint first: a changed graph or state type is said as such, before any
         // attempt to decode its state.
         let stored = Fingerprint::from_u128(record.fingerprint);
-        if stored != fingerprint && !allow_graph_change {
+        if stored != fingerprint
+            && !allow_graph_change
+            && !stored_by_this_graph(&*store, &run_id, plan, stored).await?
+        {
             return Err(Error::GraphChanged {
                 run: run_id.to_string(),
                 stored,
                 current: fingerprint,
             });
         }
-        let loaded = load::<S>(&*store, &run_id, schema).await?;
+        let mut loaded = load::<S>(&*store, &run_id, schema, &plan.migrations).await?;
         ready(&record, &loaded)?;
         let mut p = Persister::new(
             store,
@@ -471,7 +476,9 @@ impl RunSettings {
         p.graph = graph;
         p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(Some(&record));
-        p.fields.clone_from(&loaded.fields);
+        if loaded.fields.len() == p.fields.len() {
+            p.fields.clone_from(&loaded.fields);
+        }
         p.last_step = Some(loaded.record.step);
         p.committed = Some(loaded.record.step);
         p.pending = true;
@@ -479,6 +486,7 @@ impl RunSettings {
         if loaded.fell_back {
             batch.delete_after(&p.run_id, loaded.record.step);
         }
+        p.upgrade_stored(&mut loaded, &mut batch)?;
         batch.put_run(p.run_record(RunStatus::Running, None));
         p.store.commit(batch).await?;
         // Marking the run running needs no flush of its own outside `Sync`: a crash that
@@ -491,7 +499,63 @@ impl RunSettings {
     }
 }
 
+/// Whether the run whose record holds the fingerprint `stored` was written by `plan`'s graph
+/// over the state type of an older version (or one with fewer fields: fields added at the end
+/// since): the fingerprint of `plan` over the fields of its newest checkpoint's state type.
+/// [`Error::Migration`] when that version is newer than the state type's or no migration step
+/// is registered from it.
+async fn stored_by_this_graph<S: State>(
+    store: &dyn CheckpointStore,
+    run: &str,
+    plan: &Plan<S>,
+    stored: Fingerprint,
+) -> Result<bool> {
+    let Ok((_, checkpoint)) = newest_record(store, run).await else {
+        return Ok(false);
+    };
+    if checkpoint.state_version == S::VERSION && checkpoint.bases.len() >= plan.fields().len() {
+        return Ok(false);
+    }
+    let fields = stored_fields::<S>(run, &checkpoint, &plan.schema, &plan.migrations)?;
+    let fields = &fields[..checkpoint.bases.len().min(fields.len())];
+    Ok(plan.fingerprint_with(fields) == stored)
+}
+
 impl<S: State> Persister<S> {
+    /// When the loaded checkpoint was stored by an older version of the state type (or with
+    /// fewer fields), adds to `batch` the upgraded checkpoint, written over the loaded one as
+    /// the current version (every field stored whole), and the upgraded pending writes: the
+    /// migration is applied once, and what the run stores next is of the current version.
+    fn upgrade_stored(&mut self, loaded: &mut Loaded<S>, batch: &mut WriteBatch) -> Result<()> {
+        let fields = S::fields(&self.schema).len();
+        if loaded.record.state_version == S::VERSION && loaded.record.bases.len() == fields {
+            return Ok(());
+        }
+        let step = loaded.record.step;
+        let mut blob_bytes = 0;
+        for f in 0..fields {
+            let (bytes, track) = blob::full(&loaded.state, &self.schema, f, step, 0)?;
+            self.fields[f] = track;
+            let bytes = self.packing.pack(bytes);
+            blob_bytes += bytes.len() as u64;
+            batch.put_blob(&self.run_id, f as u32, step, bytes);
+        }
+        let record = &mut loaded.record;
+        record.state_version = S::VERSION;
+        record.bases = vec![step; fields];
+        record.written = (0..fields as u32).collect();
+        record.blob_bytes = blob_bytes;
+        let bytes = self
+            .packing
+            .pack(envelope::encode(RecordKind::Checkpoint, &*record).map_err(format_encode_error)?);
+        batch.put_checkpoint(&self.run_id, step, bytes);
+        loaded.fields.clone_from(&self.fields);
+        for (index, pending) in &loaded.pending {
+            self.put_pending(batch, step + 1, *index, pending)?;
+        }
+        Ok(())
+    }
+
     fn run_record(&self, status: RunStatus, error: Option<String>) -> RunRecord {
         let mut r = RunRecord::new(
             self.run_id.to_string(),
@@ -599,6 +663,7 @@ impl<S: State> Persister<S> {
                 total: UsageAmounts::from(&position.usage.0),
                 base: UsageAmounts::from(&position.usage.1),
             }),
+            state_version: S::VERSION,
         };
         let bytes = self
             .packing

@@ -23,6 +23,13 @@ pub(crate) async fn prune(reader: &Reader, run: &str, keep: usize) -> Result<usi
     for (f, base) in oldest_kept.bases.iter().enumerate() {
         batch.delete_blobs_before(run, f as u32, *base);
     }
+    // Fields that older checkpoints have and the oldest kept one does not (a state type
+    // upgraded to one with fewer fields): no kept checkpoint reads their values up to its step
+    // (a later one that has such a field again stored it whole since).
+    let most = all.iter().map(|r| r.bases.len()).max().unwrap_or(0);
+    for f in oldest_kept.bases.len()..most {
+        batch.delete_blobs_before(run, f as u32, oldest_kept.step + 1);
+    }
     store.commit(batch).await?;
     store.flush().await?;
     Ok(all.len() - keep)

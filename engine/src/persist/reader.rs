@@ -7,10 +7,13 @@ use std::sync::Arc;
 use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus};
 
 use super::events::decode_event;
-use super::load::{decode_record, load, load_pending, newest_record, state_at};
+use super::load::{
+    decode_record, load, load_pending, newest_record, state_at, stored_fields, upgrade_pending,
+};
 use super::pending::{pending_interrupts, pending_task, split_next, written_fields};
 use super::record::{CheckpointRecord, PendingOutcome, PendingWriteRecord};
 use super::runs::child_runs;
+use crate::define::migrate::Migrations;
 use crate::define::state::State;
 use crate::error::{Error, Result};
 use crate::inspect::history::CheckpointInfo;
@@ -63,13 +66,14 @@ impl Reader {
             .collect()
     }
 
-    /// The checkpoints of `run`, oldest first, with the written fields named by `name`. The
+    /// The checkpoints of `run`, oldest first, with the written fields named by `name` (given
+    /// the version of the state type that stored the checkpoint, and the field's index). The
     /// newest one's `next` leaves out the tasks that finished (their writes are pending), which
     /// its `finished` lists.
     pub(crate) async fn checkpoints(
         &self,
         run: &str,
-        name: impl Fn(u32) -> Cow<'static, str>,
+        name: impl Fn(u32, u32) -> Cow<'static, str>,
     ) -> Result<Vec<CheckpointInfo>> {
         let records = self.records(run).await?;
         let pending = match records.last() {
@@ -90,7 +94,11 @@ impl Reader {
                     step: r.step,
                     parent: r.parent,
                     created_at_ms: r.created_at_ms,
-                    written: r.written.iter().map(|f| name(*f)).collect(),
+                    written: r
+                        .written
+                        .iter()
+                        .map(|f| name(r.state_version, *f))
+                        .collect(),
                     next,
                     finished,
                     blob_bytes: r.blob_bytes,
@@ -102,20 +110,23 @@ impl Reader {
 
     /// The pending writes of the step after `run`'s newest intact checkpoint, with that
     /// checkpoint's step, by task index.
-    async fn newest_pending(&self, run: &str) -> Result<(u64, Vec<(u32, PendingWriteRecord)>)> {
+    async fn newest_pending(
+        &self,
+        run: &str,
+    ) -> Result<(CheckpointRecord, Vec<(u32, PendingWriteRecord)>)> {
         let (_, checkpoint) = newest_record(&*self.store, run).await?;
         let mut pending = load_pending(&*self.store, run, checkpoint.step + 1).await?;
         pending.sort_by_key(|(index, _)| *index);
-        Ok((checkpoint.step, pending))
+        Ok((checkpoint, pending))
     }
 
     /// What the tasks of the step after `run`'s newest checkpoint came to, in the step's
     /// order, without naming the fields finished tasks wrote.
     pub(crate) async fn pending(&self, run: &str) -> Result<Vec<PendingTask>> {
-        let (step, pending) = self.newest_pending(run).await?;
+        let (checkpoint, pending) = self.newest_pending(run).await?;
         Ok(pending
             .iter()
-            .map(|(_, p)| pending_task(step + 1, p, None))
+            .map(|(_, p)| pending_task(checkpoint.step + 1, p, None))
             .collect())
     }
 
@@ -125,8 +136,12 @@ impl Reader {
         &self,
         run: &str,
         schema: &S::Schema,
+        migrations: &Migrations<S>,
     ) -> Result<Vec<PendingTask>> {
-        let (step, pending) = self.newest_pending(run).await?;
+        let (checkpoint, mut pending) = self.newest_pending(run).await?;
+        let step = checkpoint.step;
+        stored_fields::<S>(run, &checkpoint, schema, migrations)?;
+        upgrade_pending::<S>(run, &checkpoint, schema, migrations, &mut pending)?;
         pending
             .iter()
             .map(|(_, p)| {
@@ -146,8 +161,9 @@ impl Reader {
         &self,
         run: &str,
         schema: &S::Schema,
+        migrations: &Migrations<S>,
     ) -> Result<Tentative<S>> {
-        let loaded = load::<S>(&*self.store, run, schema).await?;
+        let loaded = load::<S>(&*self.store, run, schema, migrations).await?;
         let step = loaded.step();
         let mut state = loaded.state;
         let mut pending = loaded.pending;
@@ -238,8 +254,12 @@ impl Reader {
         run: &str,
         step: Option<u64>,
         schema: &S::Schema,
+        migrations: &Migrations<S>,
     ) -> Result<S> {
-        Ok(self.state_and_record::<S>(run, step, schema).await?.0)
+        Ok(self
+            .state_and_record::<S>(run, step, schema, migrations)
+            .await?
+            .0)
     }
 
     /// The typed state of `run` after `step` (the newest checkpoint for `None`), with the
@@ -249,9 +269,10 @@ impl Reader {
         run: &str,
         step: Option<u64>,
         schema: &S::Schema,
+        migrations: &Migrations<S>,
     ) -> Result<(S, CheckpointRecord)> {
         let step = self.checkpoint_step(run, step).await?;
-        state_at::<S>(&*self.store, run, step, schema).await
+        state_at::<S>(&*self.store, run, step, schema, migrations).await
     }
 
     /// The runs of `run`'s subgraphs (nested ones too).

@@ -60,6 +60,9 @@ pub(super) struct CheckpointRecord {
     /// when this checkpoint's invocation began. Added after the third layout
     /// ([`CheckpointRecordV3`], issue 16): a record written before has none (nothing used).
     pub(super) usage: Option<UsageRecord>,
+    /// The version of the state type that wrote the fields (`State::VERSION`). Added with
+    /// `usage` (issue 16): a record without it is of version 1.
+    pub(super) state_version: u32,
 }
 
 /// What a run used by a checkpoint: its totals, and the totals its invocation began with.
@@ -103,7 +106,7 @@ impl From<UsageAmounts> for crate::run::budget::BudgetUsage {
     }
 }
 
-/// The third layout of [`CheckpointRecord`], before usage.
+/// The third layout of [`CheckpointRecord`], before usage and state versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(super) struct CheckpointRecordV3 {
     step: u64,
@@ -142,6 +145,7 @@ impl From<CheckpointRecordV3> for CheckpointRecord {
             invocation: r.invocation,
             saga: r.saga,
             usage: None,
+            state_version: 1,
         }
     }
 }
@@ -149,7 +153,7 @@ impl From<CheckpointRecordV3> for CheckpointRecord {
 impl CheckpointRecord {
     /// Decodes a checkpoint record, of this layout or of an earlier one (the first has no held
     /// deferred tasks or join passes; records of both belong to the first invocation and have
-    /// no saga).
+    /// no saga; records of all three are of state version 1).
     pub(super) fn decode(bytes: &[u8]) -> Result<Self, FormatError> {
         match envelope::decode(RecordKind::Checkpoint, bytes) {
             Ok(record) => Ok(record),
@@ -229,6 +233,7 @@ impl From<CheckpointRecordV2> for CheckpointRecord {
             invocation: 1,
             saga: None,
             usage: None,
+            state_version: 1,
         }
     }
 }
@@ -626,8 +631,8 @@ mod tests {
         assert_eq!(CheckpointRecord::decode(&bytes).unwrap(), new);
     }
 
-    /// A checkpoint of the third layout (before usage) still decodes, with no usage; one with
-    /// usage reads back.
+    /// A checkpoint of the third layout (before usage and state versions) still decodes, with
+    /// no usage, as state version 1; one with both reads back.
     #[test]
     fn third_layout_checkpoints_decode() {
         let old = CheckpointRecordV3 {
@@ -653,7 +658,10 @@ mod tests {
         let bytes = envelope::encode(RecordKind::Checkpoint, &old).unwrap();
         let record = CheckpointRecord::decode(&bytes).unwrap();
         assert_eq!(record, CheckpointRecord::from(old));
-        assert_eq!((record.invocation, record.usage), (2, None));
+        assert_eq!(
+            (record.invocation, record.usage, record.state_version),
+            (2, None, 1)
+        );
         let amounts = |n| UsageAmounts {
             steps: n,
             tokens: n * 10,
@@ -666,6 +674,7 @@ mod tests {
                 total: amounts(5),
                 base: amounts(2),
             }),
+            state_version: 3,
             ..record
         };
         let bytes = envelope::encode(RecordKind::Checkpoint, &new).unwrap();

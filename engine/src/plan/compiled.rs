@@ -312,6 +312,11 @@ impl<S: State> CompiledGraph<S> {
         &self.plan.schema
     }
 
+    /// How states stored by older versions of the state type are upgraded.
+    pub(crate) fn migrations(&self) -> &crate::define::migrate::Migrations<S> {
+        &self.plan.migrations
+    }
+
     /// The graph's name, if it was given one ([`GraphBuilder::named`](crate::GraphBuilder::named)).
     pub fn name(&self) -> Option<&str> {
         self.plan.name.as_deref()

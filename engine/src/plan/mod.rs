@@ -95,6 +95,8 @@ pub(crate) struct Plan<S: State> {
     pub(crate) schema: S::Schema,
     /// What else the fingerprint covers (`GraphBuilder::source_digest`).
     source: Option<Arc<str>>,
+    /// How states stored by older versions of the state type are upgraded.
+    pub(crate) migrations: crate::define::migrate::Migrations<S>,
 }
 
 /// How an edge of the structure graph was declared (for DOT).
@@ -148,6 +150,7 @@ impl<S: State> Plan<S> {
         let name = b.name.clone();
         let schema = b.schema.clone();
         let source = b.source.clone();
+        let migrations = b.migrations.clone();
         let n = b.nodes.len();
         let end_ix = NodeIndex::new(n + 1);
         let ix = |t: Target| match t {
@@ -339,12 +342,19 @@ impl<S: State> Plan<S> {
             structure,
             schema,
             source,
+            migrations,
         };
         plan.fingerprint = plan.compute_fingerprint();
         Ok(plan)
     }
 
     fn compute_fingerprint(&self) -> Fingerprint {
+        self.fingerprint_with(self.fields())
+    }
+
+    /// The fingerprint of this graph over a state with the fields `fields` (those of an older
+    /// version of its state type, whose stored runs it resumes).
+    pub(crate) fn fingerprint_with(&self, fields: &[Field]) -> Fingerprint {
         let mut h = Xxh3::new();
         write_str(&mut h, "agentgraph-plan-v1");
         let target = |h: &mut Xxh3, t: Target| write_str(h, &self.target_name(t));
@@ -353,7 +363,7 @@ impl<S: State> Plan<S> {
             write_str(&mut h, "source");
             write_str(&mut h, source);
         }
-        for f in self.fields() {
+        for f in fields {
             write_str(&mut h, f.name);
             write_str(&mut h, f.ty);
             write_str(&mut h, f.reducer.name());

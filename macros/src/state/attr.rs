@@ -17,6 +17,10 @@ pub(crate) struct StructAttrs {
     pub(crate) update: Option<Ident>,
     /// `crate = path`: the crate that generated code names instead of `::agentgraph`.
     pub(crate) krate: Option<Path>,
+    /// `version = N`: the state type's version (`State::VERSION`).
+    pub(crate) version: Option<syn::LitInt>,
+    /// `#[serde(default)]` on the struct: every field has a default, from the struct's.
+    pub(crate) serde_default: bool,
 }
 
 impl StructAttrs {
@@ -29,6 +33,12 @@ impl StructAttrs {
                     attr,
                     "`#[reducer(...)]` goes on a field, not on the struct",
                 ));
+                continue;
+            }
+            if attr.path().is_ident("serde") {
+                if matches!(serde_default(attr), Some(SerdeDefault::Default)) {
+                    out.serde_default = true;
+                }
                 continue;
             }
             if !attr.path().is_ident("state") {
@@ -47,10 +57,28 @@ impl StructAttrs {
                     }
                     out.krate = Some(path_or_str(meta.value()?)?);
                     Ok(())
+                } else if meta.path.is_ident("version") {
+                    if out.version.is_some() {
+                        return Err(meta.error("duplicate `version` in `#[state(...)]`"));
+                    }
+                    let lit: syn::LitInt = meta.value()?.parse().map_err(|e| {
+                        Error::new(e.span(), "expected a version number, like `version = 2`")
+                    })?;
+                    match lit.base10_parse::<u32>() {
+                        Ok(0) | Err(_) => {
+                            return Err(Error::new(
+                                lit.span(),
+                                "a state's version is a number from 1 (a `u32`)",
+                            ));
+                        }
+                        Ok(_) => {}
+                    }
+                    out.version = Some(lit);
+                    Ok(())
                 } else {
                     Err(meta.error(
-                        "unknown setting in `#[state(...)]`; expected `update = Name` or \
-                         `crate = path`",
+                        "unknown setting in `#[state(...)]`; expected `update = Name`, \
+                         `crate = path` or `version = N`",
                     ))
                 }
             });
@@ -295,6 +323,42 @@ fn with_path(with: &Ident, input: ParseStream<'_>) -> syn::Result<ExprPath> {
         ));
     }
     Ok(path)
+}
+
+/// A `default` in a `#[serde(...)]` attribute.
+pub(crate) enum SerdeDefault {
+    /// `default`: the type's `Default`.
+    Default,
+    /// `default = "path"`: a function.
+    Path(ExprPath),
+}
+
+/// The `default` setting of a `#[serde(...)]` attribute, if it has one (serde checks the rest).
+pub(crate) fn serde_default(attr: &Attribute) -> Option<SerdeDefault> {
+    let Meta::List(list) = &attr.meta else {
+        return None;
+    };
+    let tokens: Vec<proc_macro2::TokenTree> = list.tokens.clone().into_iter().collect();
+    for item in
+        tokens.split(|t| matches!(t, proc_macro2::TokenTree::Punct(p) if p.as_char() == ','))
+    {
+        match item {
+            [proc_macro2::TokenTree::Ident(i)] if i == "default" => {
+                return Some(SerdeDefault::Default);
+            }
+            [
+                proc_macro2::TokenTree::Ident(i),
+                proc_macro2::TokenTree::Punct(eq),
+                proc_macro2::TokenTree::Literal(lit),
+            ] if i == "default" && eq.as_char() == '=' => {
+                let lit: LitStr =
+                    syn::parse2(proc_macro2::TokenTree::Literal(lit.clone()).into()).ok()?;
+                return lit.parse::<ExprPath>().ok().map(SerdeDefault::Path);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]

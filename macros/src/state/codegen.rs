@@ -5,7 +5,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 
-use super::attr::{Builtin, Reducer};
+use super::attr::{Builtin, Reducer, SerdeDefault};
 use super::{StateDef, StateField, tokens_text};
 
 /// All the items for one state.
@@ -116,6 +116,7 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
         ..
     } = def;
     let private = quote!(#root::__private);
+    let name_ty = name;
     let field_defs = def.fields.iter().map(|field| {
         let text = field.ident.unraw().to_string();
         let kind = match &field.reducer {
@@ -198,6 +199,31 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
             }
         }
     });
+    let default_field_arms = def.fields.iter().enumerate().filter_map(|(i, field)| {
+        let ident = &field.ident;
+        let ty = &field.ty;
+        let name = field.ident.unraw().to_string();
+        let index = Literal::usize_unsuffixed(i);
+        let value = match &field.default {
+            Some(SerdeDefault::Default) => quote!(<#ty as ::core::default::Default>::default()),
+            Some(SerdeDefault::Path(path)) => quote!(#path()),
+            None if def.serde_default => {
+                quote!(<#name_ty as ::core::default::Default>::default().#ident)
+            }
+            None => return None,
+        };
+        Some(quote! {
+            #index => {
+                let value: #ty = #value;
+                #private::codec::encode_into(&value, out).map_err(|e| e.in_field(#name))?;
+                ::core::result::Result::Ok(true)
+            }
+        })
+    });
+    let version = def
+        .version
+        .as_ref()
+        .map(|v| quote!(const VERSION: u32 = #v;));
     // Unused parameters of a state without fields are `_`.
     let (update_param, f_param) = if def.fields.is_empty() {
         (quote!(_), quote!(_))
@@ -220,6 +246,8 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
             type Update = #update;
 
             type Schema = ();
+
+            #version
 
             fn fields(_: &()) -> &'static [#private_at_name::Field] {
                 Self::FIELDS
@@ -279,6 +307,18 @@ fn state_impl(def: &StateDef<'_>) -> TokenStream {
                     _ => ::core::result::Result::Err(#private_at_name::CodecError::new(
                         ::std::format!("expected {} fields, found {}", #field_count, fields.len()),
                     )),
+                }
+            }
+
+            fn default_field(
+                _: &(),
+                index: usize,
+                out: &mut ::std::vec::Vec<u8>,
+            ) -> ::core::result::Result<bool, #private_at_name::CodecError> {
+                let _ = &out;
+                match index {
+                    #(#default_field_arms)*
+                    _ => ::core::result::Result::Ok(false),
                 }
             }
 

@@ -39,6 +39,11 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
         let ident = field.ident.clone().expect("named fields have names");
         let ty = replace_self(&field.ty, name);
         let reducer = Reducer::parse(&field.attrs, field.ty.span(), &mut errors);
+        let default = field
+            .attrs
+            .iter()
+            .filter(|a| a.path().is_ident("serde"))
+            .find_map(attr::serde_default);
         for generated in ["new", "is_empty"] {
             if ident.unraw() == generated {
                 errors.push(Error::new(
@@ -50,7 +55,12 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
                 ));
             }
         }
-        state_fields.push(StateField { ident, ty, reducer });
+        state_fields.push(StateField {
+            ident,
+            ty,
+            reducer,
+            default,
+        });
     }
     errors.finish()?;
 
@@ -62,6 +72,8 @@ pub(crate) fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
             .krate
             .unwrap_or_else(|| syn::parse_quote!(::agentgraph)),
         fields: state_fields,
+        version: attrs.version,
+        serde_default: attrs.serde_default,
     };
     Ok(codegen::generate(&def))
 }
@@ -75,6 +87,10 @@ struct StateDef<'a> {
     /// The crate whose `__private` module generated code names.
     root: Path,
     fields: Vec<StateField>,
+    /// `#[state(version = N)]`.
+    version: Option<syn::LitInt>,
+    /// `#[serde(default)]` on the struct.
+    serde_default: bool,
 }
 
 struct StateField {
@@ -83,6 +99,8 @@ struct StateField {
     /// the update type.
     ty: TokenStream,
     reducer: Reducer,
+    /// `#[serde(default)]` or `#[serde(default = "path")]` on the field.
+    default: Option<attr::SerdeDefault>,
 }
 
 /// The fields of a struct with named fields, or an error pointing at what else it is.

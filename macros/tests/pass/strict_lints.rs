@@ -29,6 +29,33 @@ pub struct Research {
 #[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
 pub struct Empty {}
 
+/// A state of version 2, with fields that have defaults.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
+#[state(version = 2)]
+pub struct Versioned {
+    /// No default.
+    pub name: String,
+    /// The type's default.
+    #[serde(default)]
+    pub count: u32,
+    /// A function's.
+    #[serde(default = "three", rename = "limit")]
+    pub max: u8,
+}
+
+fn three() -> u8 {
+    3
+}
+
+/// A state whose fields all have the struct's defaults.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
+#[serde(default)]
+#[state(version = 5)]
+pub struct AllDefault {
+    /// A default from the struct.
+    pub level: u8,
+}
+
 mod private {
     use super::{Deserialize, Serialize, State};
 
@@ -68,4 +95,11 @@ fn main() {
     assert_eq!(r.tokens, 2);
     assert!(EmptyUpdate::new().is_empty());
     private::run();
+    assert_eq!((Versioned::VERSION, AllDefault::VERSION, Research::VERSION), (2, 5, 1));
+    let mut out = Vec::new();
+    assert!(!Versioned::default_field(&(), 0, &mut out).unwrap());
+    assert!(Versioned::default_field(&(), 1, &mut out).unwrap());
+    assert!(Versioned::default_field(&(), 2, &mut out).unwrap());
+    assert!(AllDefault::default_field(&(), 0, &mut out).unwrap());
+    assert!(!AllDefault::default_field(&(), 1, &mut out).unwrap());
 }

@@ -506,7 +506,7 @@ impl<S: State> Scheduler<S> {
                     return Err(Error::NoStore.into());
                 };
                 let (p, mut loaded) =
-                    Persister::open(store.clone(), self.settings(), &self.plan.schema).await?;
+                    Persister::open(store.clone(), self.settings(), &self.plan).await?;
                 let p = persist.insert(p);
                 p.store_events = self.shared.events.journals();
                 if let Err(e) = self.apply_resume(resume, &mut loaded, p).await {

@@ -19,8 +19,7 @@ impl<S: State> Scheduler<S> {
         let Some(store) = self.config().store.clone() else {
             return Err(Error::NoStore);
         };
-        let (p, loaded) =
-            Persister::thread(store.clone(), self.settings(), &self.plan.schema).await?;
+        let (p, loaded) = Persister::thread(store.clone(), self.settings(), &self.plan).await?;
         let p = persist.insert(p);
         p.store_events = self.shared.events.journals();
         crate::observe::metrics::run_started(false);
