@@ -467,8 +467,9 @@ impl PostgresStore {
 
     /// Brings the vector index up to the database's newest item change (every item at the
     /// first call; the items changed since at the next ones).
-    /// A handle older than the newest pruned tombstone may have missed a deletion: it reads
-    /// every item again.
+    ///
+    /// An index older than the newest pruned tombstone may have missed a deletion: it is
+    /// built again from every item.
     async fn catch_up_index(&self) -> Result<()> {
         let index = &self.inner.index;
         let since = index.version().map_or(-1, |v| v as i64);
