@@ -1318,6 +1318,7 @@ pub(crate) async fn sweep_items<S: CheckpointStore + ?Sized>(store: &S, now_ms: 
         }
         store.commit(batch).await?;
     }
+    store.prune_deleted_items().await?;
     Ok(())
 }
 

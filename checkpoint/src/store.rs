@@ -970,6 +970,34 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
             Ok(crate::items::namespaces_in(&items, now_ms))
         })
     }
+
+    /// Removes what the store keeps of deleted items only so that other handles of it catch
+    /// up with their deletion (the PostgreSQL store's tombstones, older than its
+    /// retention), and gives how many records went. [`sweep_expired`] calls it after deleting
+    /// the expired items. A handle that has not caught up with a removed record does not miss
+    /// the deletion: it reads every item again instead. Provided: nothing to remove (the
+    /// embedded stores delete items outright).
+    ///
+    /// [`sweep_expired`]: CheckpointStore::sweep_expired
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::{CheckpointStore, MemoryStore};
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() -> agentgraph_checkpoint::Result<()> {
+    ///     assert_eq!(MemoryStore::new().prune_deleted_items().await?, 0);
+    ///     Ok(())
+    /// }
+    /// ```
+    fn prune_deleted_items(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async { Ok(0) })
+    }
 }
 
 /// What a lease's holder runs when the lease is dropped (see [`Lease::on_drop`]).

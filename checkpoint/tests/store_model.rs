@@ -6,20 +6,52 @@
 //! lease's epoch, which apply only while no later lease of the run was taken. Reopening the
 //! sled store ends every lease (its process would be gone): the sequence releases them all
 //! first, in every store.
+//!
+//! Memory items are modelled too: puts (with a time to live and an embedding or not), deletes
+//! and deletes of an expired item, in the same batches as checkpoints (fenced or not), sweeps,
+//! and reads by key, by namespace prefix (`["t", "acme"]` never finds `["t", "acme-corp"]`),
+//! with filters, paging, expiry, vectors, and the namespaces listed.
 
 use std::collections::BTreeMap;
 
 use std::time::Duration;
 
+use agentgraph_checkpoint::items::{Filter, Item, ItemQuery, Namespace};
 use agentgraph_checkpoint::{
-    CheckpointStore, Lease, MemoryStore, RunRecord, RunStatus, StoreError, WriteBatch,
+    CheckpointStore, Lease, MemoryStore, Op, RunRecord, RunStatus, StoreError, WriteBatch,
 };
 use proptest::prelude::*;
+use serde_json::{Value, json};
 
 /// Run ids sharing prefixes, with NUL and `/`, so isolation between runs is exercised.
 const RUNS: [&str; 5] = ["a", "ab", "a\0", "a/", "b"];
 /// Cursors for `list_runs`: run ids and strings between them.
 const CURSORS: [&str; 5] = ["", "a", "a\0\0", "ab", "c"];
+/// Item namespaces: prefixes of one another by segments, by bytes only, and with a NUL.
+const SPACES: [&[&str]; 5] = [
+    &["t", "acme"],
+    &["t", "acme-corp"],
+    &["t", "acme", "bots"],
+    &["t"],
+    &["t\0", "acme"],
+];
+/// Namespace prefixes searched: the root, every namespace, and byte prefixes of segments.
+const PREFIXES: [&[&str]; 8] = [
+    &[],
+    &["t"],
+    &["t", "acme"],
+    &["t", "acme-corp"],
+    &["t", "acme", "bots"],
+    &["t", "ac"],
+    &["t\0"],
+    &["t\0", "acme"],
+];
+/// Item keys.
+const KEYS: [&str; 3] = ["k", "k2", "a/b"];
+/// Query vectors of semantic searches.
+const VECTORS: [[f32; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]];
+/// The filters searched with (`None`: no filter).
+const FILTERS: usize = 5;
 
 #[derive(Debug, Clone)]
 enum Write {
@@ -61,6 +93,24 @@ enum Write {
     DeleteRun {
         run: usize,
     },
+    PutItem {
+        space: usize,
+        key: usize,
+        value: u8,
+        now: u64,
+        ttl: Option<u64>,
+        embedded: bool,
+    },
+    DeleteItem {
+        space: usize,
+        key: usize,
+    },
+    /// Deletes the item only if it is expired at `at` (as a sweep does).
+    DeleteExpiredItem {
+        space: usize,
+        key: usize,
+        at: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +134,29 @@ enum Read {
         to: u64,
     },
     Pending(usize, u64),
+    Item {
+        space: usize,
+        key: usize,
+        now: u64,
+    },
+    Items {
+        prefix: usize,
+        filter: usize,
+        now: u64,
+        limit: usize,
+        offset: usize,
+    },
+    /// A semantic search, every hit (ties between equal scores come in no set order).
+    Similar {
+        prefix: usize,
+        vector: usize,
+        filter: usize,
+        now: u64,
+    },
+    Namespaces {
+        prefix: usize,
+        now: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +170,8 @@ enum Action {
     Release(usize),
     /// Commits the writes fenced with the epoch of lease number `n` (modulo the leases taken).
     Fenced(usize, Vec<Write>),
+    /// Sweeps at this time: the expired items go.
+    Sweep(u64),
 }
 
 fn run() -> impl Strategy<Value = usize> {
@@ -118,6 +193,26 @@ fn write() -> impl Strategy<Value = Write> {
         1 => (run(), 0..3u32, step)
             .prop_map(|(run, field, version)| Write::PruneBlobs { run, field, version }),
         1 => run().prop_map(|run| Write::DeleteRun { run }),
+        4 => (
+            0..SPACES.len(),
+            0..KEYS.len(),
+            any::<u8>(),
+            0..4u64,
+            proptest::option::of(1..4u64),
+            any::<bool>(),
+        )
+            .prop_map(|(space, key, value, now, ttl, embedded)| Write::PutItem {
+                space,
+                key,
+                value,
+                now,
+                ttl,
+                embedded,
+            }),
+        2 => (0..SPACES.len(), 0..KEYS.len())
+            .prop_map(|(space, key)| Write::DeleteItem { space, key }),
+        1 => (0..SPACES.len(), 0..KEYS.len(), 0..8u64)
+            .prop_map(|(space, key, at)| Write::DeleteExpiredItem { space, key, at }),
     ]
 }
 
@@ -140,6 +235,29 @@ fn read() -> impl Strategy<Value = Read> {
             }
         }),
         (run(), step).prop_map(|(r, s)| Read::Pending(r, s)),
+        (0..SPACES.len(), 0..KEYS.len(), 0..8u64).prop_map(|(space, key, now)| Read::Item {
+            space,
+            key,
+            now
+        }),
+        (0..PREFIXES.len(), 0..FILTERS, 0..8u64, 0..5usize, 0..3usize).prop_map(
+            |(prefix, filter, now, limit, offset)| Read::Items {
+                prefix,
+                filter,
+                now,
+                limit,
+                offset,
+            }
+        ),
+        (0..PREFIXES.len(), 0..VECTORS.len(), 0..FILTERS, 0..8u64).prop_map(
+            |(prefix, vector, filter, now)| Read::Similar {
+                prefix,
+                vector,
+                filter,
+                now,
+            }
+        ),
+        (0..PREFIXES.len(), 0..8u64).prop_map(|(prefix, now)| Read::Namespaces { prefix, now }),
     ]
 }
 
@@ -152,7 +270,73 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..8usize).prop_map(Action::Release),
         2 => (0..8usize, proptest::collection::vec(write(), 1..4))
             .prop_map(|(n, writes)| Action::Fenced(n, writes)),
+        1 => (0..8u64).prop_map(Action::Sweep),
     ]
+}
+
+fn space(i: usize) -> Namespace {
+    Namespace::new(SPACES[i].iter().copied())
+}
+
+fn prefix(i: usize) -> Namespace {
+    Namespace::new(PREFIXES[i].iter().copied())
+}
+
+/// The item a [`Write::PutItem`] puts.
+fn item(space_: usize, key: usize, v: u8, now: u64, ttl: Option<u64>, embedded: bool) -> Item {
+    let mut item = Item::new(
+        space(space_),
+        KEYS[key],
+        json!({"n": v % 4, "v": v, "tag": format!("x{}", v % 3)}),
+    )
+    .written_at(now);
+    if let Some(ttl) = ttl {
+        item = item.with_ttl(Duration::from_millis(ttl));
+    }
+    if embedded {
+        item = item.with_embedding(vec![f32::from(v % 3), f32::from(v / 3 % 3), 1.0]);
+    }
+    item
+}
+
+/// Filter number `i` as the stores get it, and as the model checks it (plain code).
+fn filter(i: usize) -> (Option<Filter>, fn(&Value) -> bool) {
+    match i {
+        0 => (None, |_| true),
+        1 => (Some(Filter::eq("n", 1)), |v| v["n"] == json!(1)),
+        2 => (Some(Filter::gte("v", 128)), |v| {
+            v["v"].as_u64() >= Some(128)
+        }),
+        3 => (Some(Filter::eq("tag", "x0").or(Filter::lt("n", 1))), |v| {
+            v["tag"] == json!("x0") || v["n"].as_u64() < Some(1)
+        }),
+        _ => (
+            Some(Filter::exists("v").and(Filter::ne("n", 2)).not()),
+            |v| v["n"] == json!(2),
+        ),
+    }
+}
+
+/// An item as a search shows it: without its embedding (a semantic search's hits carry none).
+fn shown(item: &Item) -> String {
+    format!(
+        "{:?}/{:?} {} @{} exp {:?}",
+        item.namespace.segments(),
+        item.key,
+        item.value,
+        item.updated_at_ms,
+        item.expires_at_ms
+    )
+}
+
+/// A semantic search's hits in a set order: by score (in hundredths: the distinct cosines of these vectors are further apart), then namespace and key.
+fn similar_order(mut hits: Vec<(i64, String, Vec<String>, String)>) -> String {
+    hits.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| (&a.2, &a.3).cmp(&(&b.2, &b.3))));
+    let list: Vec<String> = hits
+        .into_iter()
+        .map(|(s, h, _, _)| format!("{s} {h}"))
+        .collect();
+    format!("{list:?}")
 }
 
 fn status(n: u8) -> RunStatus {
@@ -182,6 +366,8 @@ struct Model {
     leases: Vec<usize>,
     /// Per run: its latest lease (whose epoch is the run's), and whether it is held.
     latest: BTreeMap<usize, (usize, bool)>,
+    /// Memory items, by namespace segments and key.
+    items: BTreeMap<(Vec<String>, String), Item>,
 }
 
 /// The value a write of `v` stores: a few bytes, or for one write in 32 more than 64 KiB (which
@@ -256,7 +442,49 @@ impl Model {
                 self.blobs.remove(RUNS[run]);
                 self.pending.remove(RUNS[run]);
             }
+            Write::PutItem {
+                space,
+                key,
+                value,
+                now,
+                ttl,
+                embedded,
+            } => {
+                let it = item(space, key, value, now, ttl, embedded);
+                self.items.insert(Self::item_key(space, key), it);
+            }
+            Write::DeleteItem { space, key } => {
+                self.items.remove(&Self::item_key(space, key));
+            }
+            Write::DeleteExpiredItem { space, key, at } => {
+                let k = Self::item_key(space, key);
+                if self.items.get(&k).is_some_and(|i| Self::expired(i, at)) {
+                    self.items.remove(&k);
+                }
+            }
         }
+    }
+
+    fn item_key(space: usize, key: usize) -> (Vec<String>, String) {
+        let segments = SPACES[space].iter().map(|s| (*s).to_owned()).collect();
+        (segments, KEYS[key].to_owned())
+    }
+
+    fn expired(item: &Item, now: u64) -> bool {
+        item.expires_at_ms.is_some_and(|at| at <= now)
+    }
+
+    /// The items not expired at `now` under prefix number `p`, in namespace and key order.
+    fn items_under(&self, p: usize, now: u64) -> impl Iterator<Item = &Item> {
+        let p: Vec<String> = PREFIXES[p].iter().map(|s| (*s).to_owned()).collect();
+        self.items
+            .iter()
+            .filter(move |((segments, _), i)| segments.starts_with(&p) && !Self::expired(i, now))
+            .map(|(_, i)| i)
+    }
+
+    fn sweep(&mut self, now: u64) {
+        self.items.retain(|_, i| !Self::expired(i, now));
     }
 
     /// Takes a lease of `run`: its number, or `None` when the run is held.
@@ -358,6 +586,61 @@ impl Model {
                     .unwrap_or_default();
                 format!("{list:?}")
             }
+            Read::Item { space, key, now } => {
+                let found = self
+                    .items
+                    .get(&Self::item_key(space, key))
+                    .filter(|i| !Self::expired(i, now));
+                format!("{found:?}")
+            }
+            Read::Items {
+                prefix,
+                filter: f,
+                now,
+                limit,
+                offset,
+            } => {
+                let admits = filter(f).1;
+                let list: Vec<String> = self
+                    .items_under(prefix, now)
+                    .filter(|i| admits(&i.value))
+                    .skip(offset)
+                    .take(limit)
+                    .map(shown)
+                    .collect();
+                format!("{list:?}")
+            }
+            Read::Similar {
+                prefix,
+                vector,
+                filter: f,
+                now,
+            } => {
+                let admits = filter(f).1;
+                let q = VECTORS[vector];
+                let hits = self
+                    .items_under(prefix, now)
+                    .filter(|i| admits(&i.value))
+                    .filter_map(|i| {
+                        let e = i.embedding.as_ref()?;
+                        let dot: f32 = e.iter().zip(q).map(|(a, b)| a * b).sum();
+                        let norms = e.iter().map(|a| a * a).sum::<f32>().sqrt()
+                            * q.iter().map(|a| a * a).sum::<f32>().sqrt();
+                        let score = (f64::from(dot / norms) * 1e2).round() as i64;
+                        let (segments, key) = (i.namespace.segments().to_vec(), i.key.clone());
+                        Some((score, shown(i), segments, key))
+                    })
+                    .collect();
+                similar_order(hits)
+            }
+            Read::Namespaces { prefix, now } => {
+                let mut list: Vec<Vec<String>> = self
+                    .items_under(prefix, now)
+                    .map(|i| i.namespace.segments().to_vec())
+                    .collect();
+                list.dedup();
+                format!("{list:?}")
+            }
         }
     }
 }
@@ -392,6 +675,20 @@ fn batch(writes: &[Write]) -> WriteBatch {
                 version,
             } => b.delete_blobs_before(RUNS[run], field, version),
             Write::DeleteRun { run } => b.delete_run(RUNS[run]),
+            Write::PutItem {
+                space,
+                key,
+                value,
+                now,
+                ttl,
+                embedded,
+            } => b.put_item(item(space, key, value, now, ttl, embedded)),
+            Write::DeleteItem { space: s, key } => b.delete_item(&space(s), KEYS[key]),
+            Write::DeleteExpiredItem { space: s, key, at } => b.push(Op::DeleteItem {
+                namespace: space(s),
+                key: KEYS[key].to_owned(),
+                if_expired_at: Some(at),
+            }),
         };
     }
     b
@@ -444,6 +741,70 @@ async fn read_store(store: &dyn CheckpointStore, r: &Read) -> String {
                 store.get_pending_writes(RUNS[run], step).await.unwrap()
             )
         }
+        Read::Item { space: s, key, now } => {
+            format!(
+                "{:?}",
+                store.get_item(&space(s), KEYS[key], now).await.unwrap()
+            )
+        }
+        Read::Items {
+            prefix: p,
+            filter: f,
+            now,
+            limit,
+            offset,
+        } => {
+            let mut query = ItemQuery::new(prefix(p))
+                .limit(limit)
+                .offset(offset)
+                .at(now);
+            if let Some(f) = filter(f).0 {
+                query = query.filter(f);
+            }
+            let hits = store.search_items(&query).await.unwrap();
+            let list: Vec<String> = hits.iter().map(|h| shown(&h.item)).collect();
+            format!("{list:?}")
+        }
+        Read::Similar {
+            prefix: p,
+            vector,
+            filter: f,
+            now,
+        } => {
+            let mut query = ItemQuery::new(prefix(p))
+                .vector(VECTORS[vector].to_vec())
+                .limit(1000)
+                .at(now);
+            if let Some(f) = filter(f).0 {
+                query = query.filter(f);
+            }
+            let hits = store.search_items(&query).await.unwrap();
+            let hits = hits
+                .iter()
+                .map(|h| {
+                    let score = (f64::from(h.score.expect("a semantic hit has a score")) * 1e2)
+                        .round() as i64;
+                    let i = &h.item;
+                    (
+                        score,
+                        shown(i),
+                        i.namespace.segments().to_vec(),
+                        i.key.clone(),
+                    )
+                })
+                .collect();
+            similar_order(hits)
+        }
+        Read::Namespaces { prefix: p, now } => {
+            let list: Vec<Vec<String>> = store
+                .list_namespaces(&prefix(p), now)
+                .await
+                .unwrap()
+                .iter()
+                .map(|n| n.segments().to_vec())
+                .collect();
+            format!("{list:?}")
+        }
     }
 }
 
@@ -471,6 +832,21 @@ fn every_read() -> Vec<Read> {
         for step in 0..6 {
             reads.push(Read::Pending(run, step));
         }
+    }
+    for space in 0..SPACES.len() {
+        for key in 0..KEYS.len() {
+            reads.push(Read::Item { space, key, now: 0 });
+        }
+    }
+    for now in [0, 3, 8] {
+        reads.push(Read::Items {
+            prefix: 0,
+            filter: 0,
+            now,
+            limit: usize::MAX,
+            offset: 0,
+        });
+        reads.push(Read::Namespaces { prefix: 0, now });
     }
     reads
 }
@@ -575,6 +951,12 @@ proptest! {
                                 (Ok(()), true) | (Err(StoreError::Fenced { .. }), false) => {}
                                 (got, _) => prop_assert!(false, "{} at action {}: a batch fenced with lease {} (current: {}) gave {:?}", name, i, n, current, got),
                             }
+                        }
+                    }
+                    Action::Sweep(now) => {
+                        model.sweep(*now);
+                        for (_, store) in &stores {
+                            store.sweep_expired(*now).await.unwrap();
                         }
                     }
                     Action::Reopen => {

@@ -20,6 +20,8 @@
   const FINAL = ['completed', 'failed', 'cancelled', 'budget_exceeded'];
   const MAX_ROWS = 1000;
   const RUNS_EVERY_MS = 2000;
+  const MEMORY_EVERY_MS = 3000;
+  const MEMORY_PAGE = 100;
 
   const $ = (id) => document.getElementById(id);
 
@@ -83,6 +85,7 @@
     $('token-form').hidden = true;
     refreshRuns();
     if (current) select(current.id);
+    if (view === 'memory') refreshMemory();
   });
 
   // ---- formatting ----
@@ -782,11 +785,169 @@
     }
   }
 
+  // ---- views: the runs, or long-term memory ----
+  let view = 'runs';
+  function show(which) {
+    view = which;
+    for (const b of document.querySelectorAll('.view-btn')) {
+      b.setAttribute('aria-pressed', b.dataset.view === which ? 'true' : 'false');
+    }
+    $('runs-view').hidden = which !== 'runs';
+    $('memory-view').hidden = which !== 'memory';
+    if (which === 'memory') {
+      history.replaceState(null, '', '#memory=' + encodeURIComponent(memory.namespace));
+      refreshMemory();
+    } else {
+      history.replaceState(null, '', current ? '#run=' + encodeURIComponent(current.id) : '#');
+    }
+  }
+  for (const b of document.querySelectorAll('.view-btn')) {
+    b.addEventListener('click', () => show(b.dataset.view));
+  }
+
+  // ---- memory: namespaces, and the items under one, filtered ----
+  // A namespace is shown and sent as its segments joined by `/` (the root is '').
+  const memory = { namespace: '', filter: '', items: [], more: false, seq: 0, busy: false };
+  const nsPath = (segments) => segments.join('/');
+
+  function ago(ms) {
+    const s = Math.round(Math.abs(ms) / 1000);
+    if (s < 60) return s + ' s';
+    if (s < 3600) return Math.floor(s / 60) + ' min ' + (s % 60) + ' s';
+    if (s < 86400) return Math.floor(s / 3600) + ' h ' + Math.floor((s % 3600) / 60) + ' min';
+    return Math.floor(s / 86400) + ' d ' + Math.floor((s % 86400) / 3600) + ' h';
+  }
+  function expiry(at) {
+    if (at == null) return 'never';
+    const left = at - Date.now();
+    return left > 0 ? `in ${ago(left)}` : 'expired';
+  }
+
+  function memoryQuery(offset, limit) {
+    const q = ['namespace=' + encodeURIComponent(memory.namespace), 'limit=' + limit, 'offset=' + offset];
+    if (memory.filter) q.push('filter=' + encodeURIComponent(memory.filter));
+    return '/api/memory?' + q.join('&');
+  }
+
+  function memoryError(box, e) {
+    box.textContent = e.status === 409 ? 'This store keeps no memory items.' : e.message;
+    box.hidden = false;
+  }
+
+  async function refreshNamespaces() {
+    try {
+      const body = await api('/api/memory/namespaces');
+      $('ns-error').hidden = true;
+      renderNamespaces(body.namespaces);
+    } catch (e) {
+      memoryError($('ns-error'), e);
+    }
+  }
+
+  function renderNamespaces(namespaces) {
+    const list = $('namespaces');
+    clear(list);
+    $('ns-count').textContent = `(${namespaces.length})`;
+    const entry = (path, label) => {
+      const button = el('button', {
+        class: 'run-item ns-item',
+        type: 'button',
+        'data-namespace': path,
+        'aria-current': memory.namespace === path ? 'true' : 'false',
+      }, el('span', { class: 'id' }, label));
+      button.addEventListener('click', () => selectNamespace(path));
+      list.append(el('li', {}, button));
+    };
+    entry('', 'every namespace');
+    for (const ns of namespaces) entry(nsPath(ns), nsPath(ns));
+  }
+
+  function selectNamespace(path) {
+    memory.namespace = path;
+    memory.items = [];
+    history.replaceState(null, '', '#memory=' + encodeURIComponent(path));
+    for (const b of document.querySelectorAll('.ns-item')) {
+      b.setAttribute('aria-current', b.dataset.namespace === path ? 'true' : 'false');
+    }
+    loadItems(false);
+  }
+
+  // Loads the items again (as many as were shown, at least a page), or the next page after
+  // them; a newer request wins over an older one still under way.
+  async function loadItems(more) {
+    const seq = ++memory.seq;
+    const offset = more ? memory.items.length : 0;
+    const limit = more ? MEMORY_PAGE : Math.max(MEMORY_PAGE, memory.items.length);
+    try {
+      const body = await api(memoryQuery(offset, limit));
+      if (seq !== memory.seq) return;
+      memory.items = more ? memory.items.concat(body.items) : body.items;
+      memory.more = body.items.length === limit;
+      $('memory-error').hidden = true;
+    } catch (e) {
+      if (seq !== memory.seq) return;
+      memory.items = [];
+      memory.more = false;
+      memoryError($('memory-error'), e);
+    }
+    renderItems();
+  }
+
+  function renderItems() {
+    const text = $('memory-text').value.trim().toLowerCase();
+    const shown = text
+      ? memory.items.filter((i) => (i.key + ' ' + JSON.stringify(i.value)).toLowerCase().includes(text))
+      : memory.items;
+    $('memory-ns').textContent = memory.namespace || 'every namespace';
+    $('memory-count').textContent = text
+      ? `(${shown.length} of ${memory.items.length}${memory.more ? '+' : ''} items)`
+      : `(${memory.items.length}${memory.more ? '+' : ''} items)`;
+    const body = $('memory-items');
+    clear(body);
+    for (const item of shown) {
+      const soon = item.expires_at_ms != null && item.expires_at_ms - Date.now() < 60000;
+      body.append(el('tr', {
+        'data-namespace': nsPath(item.namespace),
+        'data-key': item.key,
+        'data-expiring': soon ? 'true' : 'false',
+      },
+      el('td', {}, nsPath(item.namespace)),
+      el('td', {}, item.key),
+      el('td', {}, el('pre', {}, JSON.stringify(item.value, null, 2))),
+      el('td', { title: new Date(item.updated_at_ms).toLocaleString() }, `${ago(Date.now() - item.updated_at_ms)} ago`),
+      el('td', { title: item.expires_at_ms == null ? '' : new Date(item.expires_at_ms).toLocaleString() }, expiry(item.expires_at_ms))));
+    }
+    $('memory-empty').hidden = shown.length > 0 || !$('memory-error').hidden;
+    $('memory-more').hidden = !memory.more;
+  }
+
+  function refreshMemory() {
+    if (memory.busy) return;
+    memory.busy = true;
+    Promise.all([refreshNamespaces(), loadItems(false)]).finally(() => { memory.busy = false; });
+  }
+
+  $('memory-search').addEventListener('submit', (e) => {
+    e.preventDefault();
+    memory.filter = $('memory-filter').value.trim();
+    memory.items = [];
+    loadItems(false);
+  });
+  $('memory-text').addEventListener('input', renderItems);
+  $('memory-more').addEventListener('click', () => loadItems(true));
+
   // ---- start ----
   legend();
+  const start = new URLSearchParams(location.hash.slice(1));
+  if (start.has('memory')) {
+    memory.namespace = start.get('memory');
+    show('memory');
+  }
   refreshRuns().then(() => {
     const wanted = new URLSearchParams(location.hash.slice(1)).get('run');
     if (wanted && runs.some((r) => r.run_id === wanted)) select(wanted);
   });
   setInterval(refreshRuns, RUNS_EVERY_MS);
+  // Memory is read while it is shown (the store is not watched for it).
+  setInterval(() => { if (view === 'memory' && !document.hidden) refreshMemory(); }, MEMORY_EVERY_MS);
 })();

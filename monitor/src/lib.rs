@@ -1,8 +1,9 @@
 //! The agentgraph monitor: a web page that draws a run's graph with each node coloured by
 //! its live state, a JSON API over a checkpoint store, each run's events as server-sent
 //! events (replayed from the store, then followed live, resumable with `Last-Event-ID`), and
-//! Prometheus `/metrics`. Built on axum and tokio; the page is static files embedded in the
-//! binary. Reached from the facade as `agentgraph::monitor` (feature `monitor`).
+//! Prometheus `/metrics`; the page's Memory view lists the store's long-term memory
+//! (namespaces, items with their time to live, a JSON filter). Built on axum and tokio; the
+//! page is static files embedded in the binary. Reached from the facade as `agentgraph::monitor` (feature `monitor`).
 //!
 //! # Quick start
 //!

@@ -582,3 +582,236 @@ async fn the_page_shows_a_nodes_text_growing_while_it_runs() {
     client.close().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// A graph of one node that writes `items` (namespace, key, value, time to live) to memory,
+/// committed with its step.
+fn remember(
+    items: Vec<(
+        &'static [&'static str],
+        &'static str,
+        serde_json::Value,
+        Option<Duration>,
+    )>,
+) -> agentgraph_engine::CompiledGraph<Doc> {
+    use agentgraph_engine::items::Namespace;
+    use agentgraph_engine::{Context, END, GraphBuilder, START};
+    let items = std::sync::Arc::new(items);
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("remember", move |_: std::sync::Arc<Doc>, ctx: Context| {
+        let items = items.clone();
+        async move {
+            let memory = ctx.memory();
+            for (ns, key, value, ttl) in items.iter() {
+                let ns = Namespace::new(ns.iter().copied());
+                match ttl {
+                    Some(ttl) => memory.put_for(ns, *key, value, *ttl)?,
+                    None => memory.put(ns, *key, value)?,
+                }
+            }
+            Ok(DocUpdate::new().notes(vec!["remembered".to_owned()]))
+        }
+    })
+    .add_edge(START, "remember")
+    .add_edge("remember", END);
+    b.compile().expect("the memory graph compiles")
+}
+
+/// The memory section's rows: (namespace, key, value text, expires text).
+async fn memory_rows(client: &Client) -> Option<Vec<[String; 4]>> {
+    let script = "return [...document.querySelectorAll('#memory-items tr')].map((r) => \
+                  [...r.children].map((c) => c.textContent)).map((c) => [c[0], c[1], c[2], c[4]]);";
+    let value = client.execute(script, vec![]).await.ok()?;
+    value
+        .as_array()?
+        .iter()
+        .map(|row| {
+            let cells = row.as_array()?;
+            let cell = |i: usize| cells[i].as_str().map(str::to_owned);
+            Some([cell(0)?, cell(1)?, cell(2)?, cell(3)?])
+        })
+        .collect()
+}
+
+/// The keys of the memory section's rows, once they are `want`.
+async fn expect_keys(client: &Client, want: &[&str]) {
+    until(&format!("the memory items {want:?}"), || async {
+        let rows = memory_rows(client).await?;
+        let keys: Vec<&str> = rows.iter().map(|r| r[1].as_str()).collect();
+        (keys == want).then_some(())
+    })
+    .await;
+}
+
+/// Replaces the text of the input `css` with `text`.
+async fn type_into(client: &Client, css: &str, text: &str) {
+    let input = client.find(Locator::Css(css)).await.unwrap();
+    input.clear().await.unwrap();
+    if !text.is_empty() {
+        input.send_keys(text).await.unwrap();
+    }
+}
+
+/// The memory section lists the namespaces and the items a run wrote (value as text, time to
+/// live), `users/ann` without `users/ann-marie`'s; a JSON filter and the find box narrow
+/// them, a bad filter is reported, and an item another run writes shows up by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_memory_a_run_wrote() {
+    use serde_json::json;
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let hour = Duration::from_secs(3600);
+    remember(vec![
+        (
+            &["users", "ann"],
+            "drink",
+            json!({"team": "red", "note": XSS}),
+            None,
+        ),
+        (
+            &["users", "ann"],
+            "mood",
+            json!({"team": "blue"}),
+            Some(hour),
+        ),
+        (
+            &["users", "ann-marie"],
+            "drink",
+            json!({"team": "red"}),
+            None,
+        ),
+    ])
+    .run_with(
+        Doc::default(),
+        RunConfig::new().store(store.clone()).run_id("memory-1"),
+    )
+    .await
+    .unwrap();
+
+    let (_driver, client) = start_browser().await;
+    client.goto(&server.url()).await.unwrap();
+    client
+        .find(Locator::Css(".view-btn[data-view=\"memory\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let ann = until("the namespace users/ann", || async {
+        client
+            .find(Locator::Css("button.ns-item[data-namespace=\"users/ann\"]"))
+            .await
+            .ok()
+    })
+    .await;
+    let listed = text_of(&client, "#namespaces").await.unwrap();
+    assert!(listed.contains("users/ann-marie"), "{listed}");
+    let runs_view = client.find(Locator::Css("#runs-view")).await.unwrap();
+    assert!(
+        !runs_view.is_displayed().await.unwrap(),
+        "the runs are hidden"
+    );
+    ann.click().await.unwrap();
+    expect_keys(&client, &["drink", "mood"]).await;
+    let rows = memory_rows(&client).await.unwrap();
+    assert_eq!(rows[0][0], "users/ann");
+    assert!(
+        rows[0][2].contains("<script>alert(1)</script><img src=x onerror="),
+        "the value as text: {}",
+        rows[0][2]
+    );
+    assert_eq!(rows[0][3], "never");
+    assert!(
+        rows[1][3].starts_with("in 59 min") || rows[1][3].starts_with("in 1 h"),
+        "{}",
+        rows[1][3]
+    );
+    let injected = client
+        .find_all(Locator::Css("img, #memory-items b"))
+        .await
+        .unwrap();
+    assert!(injected.is_empty(), "an element was injected");
+    let flagged = client
+        .execute("return window.__xss === undefined;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(flagged, json!(true), "the onerror handler ran");
+    assert!(
+        client
+            .current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .ends_with("#memory=users%2Fann")
+    );
+
+    // A filter on the value, sent to the server.
+    type_into(&client, "#memory-filter", r#"{"eq": ["team", "blue"]}"#).await;
+    client
+        .find(Locator::Css("#memory-search button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_keys(&client, &["mood"]).await;
+    // A filter that is not one is reported.
+    type_into(&client, "#memory-filter", "nope").await;
+    client
+        .find(Locator::Css("#memory-search button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let error = until("the filter's error", || async {
+        let text = text_of(&client, "#memory-error").await?;
+        (!text.is_empty()).then_some(text)
+    })
+    .await;
+    assert!(error.contains("filter"), "{error}");
+    type_into(&client, "#memory-filter", "").await;
+    client
+        .find(Locator::Css("#memory-search button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_keys(&client, &["drink", "mood"]).await;
+    // The find box narrows what is loaded, by key or value text.
+    type_into(&client, "#memory-text", "RED").await;
+    expect_keys(&client, &["drink"]).await;
+    type_into(&client, "#memory-text", "").await;
+    expect_keys(&client, &["drink", "mood"]).await;
+
+    // Another run's write shows up while the page shows the namespace.
+    remember(vec![(
+        &["users", "ann"],
+        "later",
+        json!({"team": "green"}),
+        None,
+    )])
+    .run_with(
+        Doc::default(),
+        RunConfig::new().store(store.clone()).run_id("memory-2"),
+    )
+    .await
+    .unwrap();
+    expect_keys(&client, &["drink", "later", "mood"]).await;
+
+    // Every namespace: both users' items.
+    client
+        .find(Locator::Css("button.ns-item[data-namespace=\"\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    expect_keys(&client, &["drink", "later", "mood", "drink"]).await;
+    let shot = client.screenshot().await.unwrap();
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("monitor-memory.png");
+    std::fs::write(&path, &shot).unwrap();
+    eprintln!("screenshot: {}", path.display());
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}

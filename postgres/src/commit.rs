@@ -101,9 +101,9 @@ const PUT_ITEMS: &str = "INSERT INTO items (namespace, key, item, expires_at_ms,
      SELECT n, k, i, e, (SELECT version FROM item_changes WHERE id = 1) \
      FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bigint[]) u(n, k, i, e) \
      ON CONFLICT (namespace, key) DO UPDATE SET item = EXCLUDED.item, \
-     expires_at_ms = EXCLUDED.expires_at_ms, seq = EXCLUDED.seq";
+     expires_at_ms = EXCLUDED.expires_at_ms, seq = EXCLUDED.seq, deleted_at = NULL";
 const DELETE_ITEMS: &str = "UPDATE items t SET item = NULL, expires_at_ms = NULL, \
-     seq = (SELECT version FROM item_changes WHERE id = 1) \
+     seq = (SELECT version FROM item_changes WHERE id = 1), deleted_at = clock_timestamp() \
      FROM unnest($1::bytea[], $2::bytea[], $3::bigint[]) d(namespace, key, if_expired) \
      WHERE t.namespace = d.namespace AND t.key = d.key AND t.item IS NOT NULL \
      AND (d.if_expired IS NULL OR t.expires_at_ms <= d.if_expired)";

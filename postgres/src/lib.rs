@@ -172,10 +172,19 @@ const GET_ITEM: &str =
     "SELECT item FROM items WHERE namespace = $1 AND key = $2 AND item IS NOT NULL";
 const SCAN_ITEMS: &str = "SELECT item FROM items WHERE namespace >= $1 \
      AND ($2::bytea IS NULL OR namespace < $2) AND item IS NOT NULL ORDER BY namespace, key";
-/// The change number and the items written since `$1` (deleted ones as tombstones), in one
-/// snapshot.
-const ITEM_CHANGES: &str = "SELECT c.version, i.namespace, i.key, i.item FROM item_changes c \
-     LEFT JOIN items i ON i.seq > $1 WHERE c.id = 1";
+/// The change number, the newest change of a pruned tombstone, and the items written since
+/// `$1` (deleted ones as tombstones), in one snapshot.
+const ITEM_CHANGES: &str = "SELECT c.version, c.pruned, i.namespace, i.key, i.item \
+     FROM item_changes c LEFT JOIN items i ON i.seq > $1 WHERE c.id = 1";
+/// Removes the tombstones deleted `$1` milliseconds ago or earlier (and those of before
+/// migration 5), and raises `pruned` to the newest change among them, in one statement (a
+/// reader's snapshot sees both or neither); gives how many went.
+const PRUNE_DELETED_ITEMS: &str = "WITH gone AS (DELETE FROM items WHERE item IS NULL \
+     AND (deleted_at IS NULL OR deleted_at <= clock_timestamp() - $1::bigint * interval '1 millisecond') \
+     RETURNING seq), \
+     marked AS (UPDATE item_changes SET pruned = greatest(pruned, (SELECT max(seq) FROM gone)) \
+     WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)) \
+     SELECT count(*) FROM gone";
 
 /// The longest lease the database is asked for: a century, in milliseconds.
 const MAX_TTL_MS: i64 = 100 * 365 * 86_400 * 1_000;
@@ -458,10 +467,21 @@ impl PostgresStore {
 
     /// Brings the vector index up to the database's newest item change (every item at the
     /// first call; the items changed since at the next ones).
+    ///
+    /// An index older than the newest pruned tombstone may have missed a deletion: it is
+    /// built again from every item.
     async fn catch_up_index(&self) -> Result<()> {
         let index = &self.inner.index;
         let since = index.version().map_or(-1, |v| v as i64);
-        let rows = self.query(ITEM_CHANGES, &[&since], true).await?;
+        let mut rows = self.query(ITEM_CHANGES, &[&since], true).await?;
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
+        let pruned = first.get::<_, i64>(1);
+        if since >= 0 && pruned > since {
+            index.invalidate();
+            rows = self.query(ITEM_CHANGES, &[&-1i64], true).await?;
+        }
         let Some(first) = rows.first() else {
             return Ok(());
         };
@@ -471,12 +491,12 @@ impl PostgresStore {
         }
         let mut changes = Vec::with_capacity(rows.len());
         for row in &rows {
-            let Some(namespace) = row.get::<_, Option<Vec<u8>>>(1) else {
+            let Some(namespace) = row.get::<_, Option<Vec<u8>>>(2) else {
                 continue;
             };
-            let key = row.get::<_, Vec<u8>>(2);
+            let key = row.get::<_, Vec<u8>>(3);
             let item = row
-                .get::<_, Option<Vec<u8>>>(3)
+                .get::<_, Option<Vec<u8>>>(4)
                 .map(|b| decode_item(&b))
                 .transpose()?;
             changes.push((
@@ -822,6 +842,18 @@ impl CheckpointStore for PostgresStore {
             }
             let items = self.scan_items(&query.prefix).await?;
             Ok(agentgraph_checkpoint::items::search_in(items, query))
+        })
+    }
+
+    /// Removes the tombstones of items deleted longer ago than
+    /// [`PostgresOptions::deleted_item_retention`]; a handle whose vector index is older
+    /// than a removed tombstone reads every item again at its next semantic search.
+    fn prune_deleted_items(&self) -> BoxFuture<'_, Result<u64>> {
+        Box::pin(async move {
+            let retention = self.inner.options.deleted_item_retention;
+            let ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            let rows = self.query(PRUNE_DELETED_ITEMS, &[&ms], true).await?;
+            Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
         })
     }
 

@@ -133,6 +133,14 @@ CREATE TABLE item_changes (
 );
 INSERT INTO item_changes (id, version) VALUES (1, 0);
 "#,
+    // 5: pruning tombstones. `deleted_at` is when an item was deleted (NULL for a live item,
+    // and for tombstones written before this migration); `pruned` is the newest `seq` of the
+    // tombstones removed so far: a handle whose index is older reads every item again.
+    r#"
+ALTER TABLE items ADD COLUMN deleted_at timestamptz;
+CREATE INDEX items_tombstones ON items (deleted_at) WHERE item IS NULL;
+ALTER TABLE item_changes ADD COLUMN pruned bigint NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.

@@ -46,6 +46,7 @@ pub struct PostgresOptions {
     pub(crate) max_connections: usize,
     pub(crate) wait_timeout: Duration,
     pub(crate) group_ops: bool,
+    pub(crate) deleted_item_retention: Duration,
 }
 
 impl PostgresOptions {
@@ -89,6 +90,7 @@ impl PostgresOptions {
             max_connections: 16,
             wait_timeout: Duration::from_secs(30),
             group_ops: true,
+            deleted_item_retention: Duration::from_secs(3600),
         };
         match schema {
             Some(schema) => options.with_schema(&schema),
@@ -213,6 +215,44 @@ impl PostgresOptions {
     /// ```
     pub fn get_max_connections(&self) -> usize {
         self.max_connections
+    }
+
+    /// How long the record of a deleted item (a tombstone) is kept for other processes'
+    /// handles to catch up with the deletion before
+    /// [`prune_deleted_items`](agentgraph_checkpoint::CheckpointStore::prune_deleted_items)
+    /// (which every sweep calls) removes it; default one hour. A handle that has not caught up
+    /// with a removed tombstone reads every item again at its next semantic search, so this
+    /// trades the table's size against such full reads.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentgraph_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new("postgres://localhost/app")?
+    ///     .deleted_item_retention(Duration::from_secs(600));
+    /// assert_eq!(options.get_deleted_item_retention(), Duration::from_secs(600));
+    /// # Ok::<(), agentgraph_checkpoint::StoreError>(())
+    /// ```
+    pub fn deleted_item_retention(mut self, retention: Duration) -> Self {
+        self.deleted_item_retention = retention;
+        self
+    }
+
+    /// How long deleted items' tombstones are kept (see
+    /// [`deleted_item_retention`](PostgresOptions::deleted_item_retention)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentgraph_postgres::PostgresOptions;
+    /// let options = PostgresOptions::new("postgres://localhost/app")?;
+    /// assert_eq!(options.get_deleted_item_retention(), Duration::from_secs(3600));
+    /// # Ok::<(), agentgraph_checkpoint::StoreError>(())
+    /// ```
+    pub fn get_deleted_item_retention(&self) -> Duration {
+        self.deleted_item_retention
     }
 
     /// The connection configuration with the session settings the store needs.

@@ -213,3 +213,105 @@ async fn two_stores_share_memory_items() {
     assert_eq!(a.get_item(&ns, "tea", 0).await.unwrap().unwrap().value, 4);
     let _ = embedder.embed(&[]).await.unwrap();
 }
+
+/// The rows of `schema`'s `items` table, tombstones included.
+async fn item_rows(schema: &str) -> i64 {
+    support::admin()
+        .await
+        .query_one(&format!("SELECT count(*) FROM {schema}.items"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Deleted items leave tombstones (for other handles' vector indexes to catch up with); a
+/// sweep prunes those older than the retention, so the table shrinks back to the live items.
+/// Nothing a reader needs goes: a handle whose index predates a pruned tombstone reads every
+/// item again (it never finds a deleted item), one caught up keeps catching up, and a key
+/// deleted, pruned and written again is found again.
+#[tokio::test]
+async fn sweeps_prune_deleted_items_tombstones() {
+    use agentgraph_checkpoint::items::{Item, ItemQuery, Namespace};
+    let schema = support::fresh_schema("prune");
+    let connect = |retention: Duration| {
+        PostgresStore::connect_with(support::options(&schema).deleted_item_retention(retention))
+    };
+    let writer = connect(Duration::ZERO).await.unwrap();
+    let lagging = connect(Duration::from_secs(3600)).await.unwrap();
+    let current = connect(Duration::from_secs(3600)).await.unwrap();
+    let ns = Namespace::new(["t", "acme"]);
+    let item = |i: u32| {
+        Item::new(ns.clone(), format!("k{i:02}"), serde_json::json!(i))
+            .with_embedding(vec![1.0, i as f32 / 100.0])
+    };
+    let mut batch = WriteBatch::new();
+    for i in 0..50 {
+        batch.put_item(item(i));
+    }
+    writer.commit(batch).await.unwrap();
+    let query = ItemQuery::new(ns.clone()).vector(vec![1.0, 0.0]).limit(100);
+    let found = |hits: Vec<agentgraph_checkpoint::items::Hit>| {
+        let mut keys: Vec<String> = hits.into_iter().map(|h| h.item.key).collect();
+        keys.sort();
+        keys
+    };
+    let live = |from: u32| (from..50).map(|i| format!("k{i:02}")).collect::<Vec<_>>();
+    // Both readers' indexes hold the 50 items.
+    assert_eq!(found(lagging.search_items(&query).await.unwrap()), live(0));
+    assert_eq!(found(current.search_items(&query).await.unwrap()), live(0));
+
+    let mut batch = WriteBatch::new();
+    for i in 0..40 {
+        batch.delete_item(&ns, &format!("k{i:02}"));
+    }
+    writer.commit(batch).await.unwrap();
+    // `current` catches up with the deletes (tombstones are what it reads).
+    assert_eq!(found(current.search_items(&query).await.unwrap()), live(40));
+    assert_eq!(item_rows(&schema).await, 50, "40 tombstones and 10 items");
+
+    // A handle that keeps tombstones an hour removes none of these.
+    assert_eq!(lagging.prune_deleted_items().await.unwrap(), 0);
+    assert_eq!(item_rows(&schema).await, 50);
+    // The writer's sweep (retention zero) removes them: the table shrinks.
+    writer.sweep_expired(0).await.unwrap();
+    assert_eq!(item_rows(&schema).await, 10, "the tombstones are pruned");
+    assert_eq!(
+        writer.prune_deleted_items().await.unwrap(),
+        0,
+        "nothing left"
+    );
+
+    // The lagging handle never saw the deletes, and their tombstones are gone: it reads
+    // every item again and finds only the live ones.
+    assert_eq!(found(lagging.search_items(&query).await.unwrap()), live(40));
+    assert_eq!(found(current.search_items(&query).await.unwrap()), live(40));
+
+    // Later changes reach both, incrementally; a pruned key written again is found again.
+    let mut batch = WriteBatch::new();
+    batch.put_item(item(3)).delete_item(&ns, "k45");
+    writer.commit(batch).await.unwrap();
+    let mut want = live(40);
+    want.retain(|k| k != "k45");
+    want.insert(0, "k03".to_owned());
+    assert_eq!(found(lagging.search_items(&query).await.unwrap()), want);
+    assert_eq!(found(current.search_items(&query).await.unwrap()), want);
+    assert_eq!(
+        item_rows(&schema).await,
+        11,
+        "10 items and the tombstone of k45"
+    );
+
+    // Expired items: a sweep deletes them and, with retention zero, prunes their tombstones.
+    let mut batch = WriteBatch::new();
+    batch.put_item(
+        Item::new(ns.clone(), "brief", serde_json::json!(0))
+            .written_at(1_000)
+            .with_ttl(Duration::from_millis(1)),
+    );
+    writer.commit(batch).await.unwrap();
+    assert_eq!(item_rows(&schema).await, 12);
+    writer.sweep_expired(2_000).await.unwrap();
+    assert_eq!(item_rows(&schema).await, 10, "the live items only");
+    assert!(writer.get_item(&ns, "brief", 0).await.unwrap().is_none());
+    assert_eq!(found(current.search_items(&query).await.unwrap()), want);
+}

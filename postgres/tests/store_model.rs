@@ -4,13 +4,20 @@
 //! also dropped and connected again mid-sequence (after releasing every lease, as a process
 //! that ends would), and half the cases send one statement per operation instead of grouping
 //! them.
+//!
+//! Memory items too: puts, deletes and deletes of an expired item in the batches, sweeps
+//! (which, with a retention of zero, also prune every tombstone), and reads by key, prefix,
+//! filter, vector and namespaces. Semantic searches are asked of a second handle as well,
+//! which never writes: its vector index only catches up with what the other committed, also
+//! after the tombstones it has not seen are pruned.
 
 mod support;
 
 use std::time::Duration;
 
+use agentgraph_checkpoint::items::{Filter, Item, ItemQuery, Namespace};
 use agentgraph_checkpoint::{
-    CheckpointStore, Lease, MemoryStore, RunRecord, RunStatus, StoreError, WriteBatch,
+    CheckpointStore, Lease, MemoryStore, Op, RunRecord, RunStatus, StoreError, WriteBatch,
 };
 use agentgraph_postgres::PostgresStore;
 use proptest::prelude::*;
@@ -20,6 +27,25 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 const RUNS: [&str; 5] = ["a", "ab", "a\0", "a/", "b"];
 /// Cursors for `list_runs`: run ids and strings between them.
 const CURSORS: [&str; 5] = ["", "a", "a\0\0", "ab", "c"];
+/// Item namespaces: prefixes of one another by segments, by bytes only, and with a NUL.
+const SPACES: [&[&str]; 5] = [
+    &["t", "acme"],
+    &["t", "acme-corp"],
+    &["t", "acme", "bots"],
+    &["t"],
+    &["t\0", "acme"],
+];
+/// Namespace prefixes searched.
+const PREFIXES: [&[&str]; 6] = [
+    &[],
+    &["t"],
+    &["t", "acme"],
+    &["t", "acme-corp"],
+    &["t", "ac"],
+    &["t\0"],
+];
+const KEYS: [&str; 3] = ["k", "k2", "a/b"];
+const VECTORS: [[f32; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 1.0]];
 
 #[derive(Debug, Clone)]
 enum Write {
@@ -33,6 +59,11 @@ enum Write {
     PruneBlobs(usize, u32, u64),
     DeleteAfter(usize, u64),
     DeleteRun(usize),
+    /// Namespace, key, value, written at, time to live, with an embedding.
+    PutItem(usize, usize, u8, u64, Option<u64>, bool),
+    DeleteItem(usize, usize),
+    /// Deletes the item if it is expired at this time.
+    DeleteExpiredItem(usize, usize, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +77,12 @@ enum Read {
     Pending(usize, u64),
     Events(usize, Option<u64>, usize),
     LastEvent(usize),
+    Item(usize, usize, u64),
+    /// Prefix, filter, time, limit, offset.
+    Items(usize, usize, u64, usize, usize),
+    /// Prefix, vector, filter, time: every hit.
+    Similar(usize, usize, usize, u64),
+    Namespaces(usize, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +93,7 @@ enum Action {
     Acquire(usize),
     Release(usize),
     Fenced(usize, Vec<Write>),
+    Sweep(u64),
 }
 
 fn run() -> impl Strategy<Value = usize> {
@@ -75,6 +113,11 @@ fn write() -> impl Strategy<Value = Write> {
         1 => (run(), 0..3u32, step.clone()).prop_map(|(r, f, s)| Write::PruneBlobs(r, f, s)),
         1 => (run(), step).prop_map(|(r, s)| Write::DeleteAfter(r, s)),
         1 => run().prop_map(Write::DeleteRun),
+        4 => (0..SPACES.len(), 0..KEYS.len(), any::<u8>(), 0..4u64, proptest::option::of(1..4u64), any::<bool>())
+            .prop_map(|(n, k, v, at, ttl, e)| Write::PutItem(n, k, v, at, ttl, e)),
+        2 => (0..SPACES.len(), 0..KEYS.len()).prop_map(|(n, k)| Write::DeleteItem(n, k)),
+        1 => (0..SPACES.len(), 0..KEYS.len(), 0..8u64)
+            .prop_map(|(n, k, at)| Write::DeleteExpiredItem(n, k, at)),
     ]
 }
 
@@ -92,6 +135,12 @@ fn read() -> impl Strategy<Value = Read> {
         (run(), step.clone()).prop_map(|(r, s)| Read::Pending(r, s)),
         (run(), proptest::option::of(step), 0..4usize).prop_map(|(r, a, l)| Read::Events(r, a, l)),
         run().prop_map(Read::LastEvent),
+        (0..SPACES.len(), 0..KEYS.len(), 0..8u64).prop_map(|(n, k, at)| Read::Item(n, k, at)),
+        (0..PREFIXES.len(), 0..5usize, 0..8u64, 0..5usize, 0..3usize)
+            .prop_map(|(p, f, at, l, o)| Read::Items(p, f, at, l, o)),
+        (0..PREFIXES.len(), 0..VECTORS.len(), 0..5usize, 0..8u64)
+            .prop_map(|(p, v, f, at)| Read::Similar(p, v, f, at)),
+        (0..PREFIXES.len(), 0..8u64).prop_map(|(p, at)| Read::Namespaces(p, at)),
     ]
 }
 
@@ -104,7 +153,46 @@ fn action() -> impl Strategy<Value = Action> {
         1 => (0..8usize).prop_map(Action::Release),
         2 => (0..8usize, proptest::collection::vec(write(), 1..4))
             .prop_map(|(n, w)| Action::Fenced(n, w)),
+        1 => (0..8u64).prop_map(Action::Sweep),
     ]
+}
+
+fn space(i: usize) -> Namespace {
+    Namespace::new(SPACES[i].iter().copied())
+}
+
+fn prefix(i: usize) -> Namespace {
+    Namespace::new(PREFIXES[i].iter().copied())
+}
+
+fn item(n: usize, k: usize, v: u8, at: u64, ttl: Option<u64>, embedded: bool) -> Item {
+    let value = serde_json::json!({"n": v % 4, "v": v, "tag": format!("x{}", v % 3)});
+    let mut item = Item::new(space(n), KEYS[k], value).written_at(at);
+    if let Some(ttl) = ttl {
+        item = item.with_ttl(Duration::from_millis(ttl));
+    }
+    if embedded {
+        item = item.with_embedding(vec![f32::from(v % 3), f32::from(v / 3 % 3), 1.0]);
+    }
+    item
+}
+
+fn filter(i: usize) -> Option<Filter> {
+    match i {
+        0 => None,
+        1 => Some(Filter::eq("n", 1)),
+        2 => Some(Filter::gte("v", 128)),
+        3 => Some(Filter::eq("tag", "x0").or(Filter::lt("n", 1))),
+        _ => Some(Filter::exists("v").and(Filter::ne("n", 2)).not()),
+    }
+}
+
+fn query(p: usize, f: usize, at: u64) -> ItemQuery {
+    let q = ItemQuery::new(prefix(p)).at(at);
+    match filter(f) {
+        Some(f) => q.filter(f),
+        None => q,
+    }
 }
 
 fn status(n: u8) -> RunStatus {
@@ -145,6 +233,13 @@ fn batch(writes: &[Write]) -> WriteBatch {
             Write::PruneBlobs(r, f, s) => b.delete_blobs_before(RUNS[r], f, s),
             Write::DeleteAfter(r, s) => b.delete_after(RUNS[r], s),
             Write::DeleteRun(r) => b.delete_run(RUNS[r]),
+            Write::PutItem(n, k, v, at, ttl, e) => b.put_item(item(n, k, v, at, ttl, e)),
+            Write::DeleteItem(n, k) => b.delete_item(&space(n), KEYS[k]),
+            Write::DeleteExpiredItem(n, k, at) => b.push(Op::DeleteItem {
+                namespace: space(n),
+                key: KEYS[k].to_owned(),
+                if_expired_at: Some(at),
+            }),
         };
     }
     b
@@ -184,6 +279,36 @@ async fn read_store(store: &dyn CheckpointStore, r: &Read) -> String {
             store.get_events(RUNS[run], after, limit).await.unwrap()
         ),
         Read::LastEvent(run) => format!("{:?}", store.last_event(RUNS[run]).await.unwrap()),
+        Read::Item(n, k, at) => format!(
+            "{:?}",
+            store.get_item(&space(n), KEYS[k], at).await.unwrap()
+        ),
+        Read::Items(p, f, at, limit, offset) => {
+            let q = query(p, f, at).limit(limit).offset(offset);
+            format!("{:?}", store.search_items(&q).await.unwrap())
+        }
+        Read::Similar(p, v, f, at) => {
+            let q = query(p, f, at).vector(VECTORS[v].to_vec()).limit(1000);
+            // Ties come in no set order: by score in hundredths (the distinct cosines of
+            // these vectors are further apart), then namespace and key.
+            let mut hits: Vec<(i64, Vec<String>, String, String)> = store
+                .search_items(&q)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|h| {
+                    let score = (f64::from(h.score.unwrap()) * 1e2).round() as i64;
+                    let i = h.item;
+                    let shown = format!("{} @{} {:?}", i.value, i.updated_at_ms, i.expires_at_ms);
+                    (-score, i.namespace.segments().to_vec(), i.key, shown)
+                })
+                .collect();
+            hits.sort();
+            format!("{hits:?}")
+        }
+        Read::Namespaces(p, at) => {
+            format!("{:?}", store.list_namespaces(&prefix(p), at).await.unwrap())
+        }
     }
 }
 
@@ -201,6 +326,16 @@ fn every_read() -> Vec<Read> {
             reads.push(Read::Pending(run, step));
         }
     }
+    for n in 0..SPACES.len() {
+        for k in 0..KEYS.len() {
+            reads.push(Read::Item(n, k, 0));
+        }
+    }
+    for at in [0, 3, 8] {
+        reads.push(Read::Items(0, 0, at, usize::MAX, 0));
+        reads.push(Read::Namespaces(0, at));
+        reads.push(Read::Similar(0, 2, 0, at));
+    }
     reads
 }
 
@@ -209,16 +344,21 @@ async fn truncate(admin: &tokio_postgres::Client, schema: &str) {
     admin
         .batch_execute(&format!(
             "TRUNCATE {schema}.runs, {schema}.leases, {schema}.checkpoints, {schema}.blobs, \
-             {schema}.pending_writes, {schema}.events"
+             {schema}.pending_writes, {schema}.events, {schema}.items"
         ))
         .await
         .unwrap();
 }
 
+/// A handle whose sweeps prune every tombstone.
 async fn connect(schema: &str, group: bool) -> PostgresStore {
-    PostgresStore::connect_with(support::options(schema).group_ops(group))
-        .await
-        .unwrap()
+    PostgresStore::connect_with(
+        support::options(schema)
+            .group_ops(group)
+            .deleted_item_retention(Duration::ZERO),
+    )
+    .await
+    .unwrap()
 }
 
 /// One case: `actions` on a fresh memory store and the (emptied) PostgreSQL schema.
@@ -227,6 +367,8 @@ async fn case(schema: &str, group: bool, actions: &[Action]) -> Result<(), TestC
     truncate(&admin, schema).await;
     let memory = MemoryStore::new();
     let mut pg = connect(schema, group).await;
+    // Another process's handle: only reads.
+    let reader = connect(schema, group).await;
     // Per store (memory, postgres): the leases taken, by number, and their epochs.
     let mut leases: [Vec<Option<Lease>>; 2] = [Vec::new(), Vec::new()];
     let mut epochs: [Vec<u64>; 2] = [Vec::new(), Vec::new()];
@@ -246,7 +388,15 @@ async fn case(schema: &str, group: bool, actions: &[Action]) -> Result<(), TestC
             Action::Read(r) => {
                 let expected = read_store(stores[0], r).await;
                 let got = read_store(stores[1], r).await;
-                prop_assert_eq!(got, expected, "read at action {}: {:?}", i, r);
+                prop_assert_eq!(&got, &expected, "read at action {}: {:?}", i, r);
+                if matches!(r, Read::Similar(..)) {
+                    let got = read_store(&reader, r).await;
+                    prop_assert_eq!(got, expected, "the reader at action {}: {:?}", i, r);
+                }
+            }
+            Action::Sweep(at) => {
+                memory.sweep_expired(*at).await.unwrap();
+                pg.sweep_expired(*at).await.unwrap();
             }
             Action::Acquire(run) => {
                 let mut outcomes = Vec::new();
@@ -307,7 +457,11 @@ async fn case(schema: &str, group: bool, actions: &[Action]) -> Result<(), TestC
     for r in every_read() {
         let expected = read_store(&memory, &r).await;
         let got = read_store(&pg, &r).await;
-        prop_assert_eq!(got, expected, "at the end: {:?}", r);
+        prop_assert_eq!(&got, &expected, "at the end: {:?}", r);
+        if matches!(r, Read::Similar(..)) {
+            let got = read_store(&reader, &r).await;
+            prop_assert_eq!(got, expected, "the reader at the end: {:?}", r);
+        }
     }
     for (s, store) in [&memory as &dyn CheckpointStore, &pg]
         .into_iter()

@@ -254,4 +254,8 @@ impl CheckpointStore for FencedStore {
     ) -> BoxFuture<'a, StoreResult<Vec<Namespace>>> {
         self.inner.list_namespaces(prefix, now_ms)
     }
+
+    fn prune_deleted_items(&self) -> BoxFuture<'_, StoreResult<u64>> {
+        self.inner.prune_deleted_items()
+    }
 }
