@@ -314,11 +314,12 @@ pub fn encode_body(record: &AuditRecord) -> Result<Vec<u8>> {
         details: record.details.to_string(),
     };
     let mut out = vec![BODY_VERSION];
-    bincode::serde::encode_into_std_write(&stored, &mut out, bincode::config::standard())
-        .map_err(|e| StoreError::Corrupt {
+    bincode::serde::encode_into_std_write(&stored, &mut out, bincode::config::standard()).map_err(
+        |e| StoreError::Corrupt {
             what: "an audit record".to_owned(),
             source: FormatError::Encode(e.to_string()),
-        })?;
+        },
+    )?;
     Ok(out)
 }
 

@@ -170,7 +170,9 @@ impl Tables {
         };
         match op {
             Op::PutRun(_) | Op::Fence { .. } | Op::PutAudit { .. } => {
-                unreachable!("run records, fences and audit entries are prepared before the lock is taken")
+                unreachable!(
+                    "run records, fences and audit entries are prepared before the lock is taken"
+                )
             }
             Op::PutCheckpoint { run, step, bytes } => {
                 self.checkpoints.insert((run, step), bytes);

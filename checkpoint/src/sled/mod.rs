@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use crate::audit::{encode_body, seal};
 use crate::error::{Result, StoreError};
 use crate::items::{Item, ItemIndex, Namespace, decode_item, encode_item, is_item_op};
-use crate::audit::{encode_body, seal};
 use crate::keys::{
-    AUDIT, BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, blob_range, checkpoint_key, checkpoint_range,
-    event_key, event_range, item_key, item_range, key_u32, key_u64, lease_key, malformed_key,
-    pending_key, pending_range, run_key, run_prefix, audit_key, audit_key_run, audit_range,
+    AUDIT, BLOB, CHECKPOINT, EVENT, PENDING, RUN, audit_key, audit_key_run, audit_range, blob_key,
+    blob_range, checkpoint_key, checkpoint_range, event_key, event_range, item_key, item_range,
+    key_u32, key_u64, lease_key, malformed_key, pending_key, pending_range, run_key, run_prefix,
 };
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
