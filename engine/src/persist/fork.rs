@@ -1,5 +1,6 @@
 //! Forking: a new run from a checkpoint of another, its state optionally edited.
 
+use agentgraph_checkpoint::audit::AuditAction;
 use agentgraph_checkpoint::envelope::{self, RecordKind};
 use agentgraph_checkpoint::{RunRecord, RunStatus, WriteBatch};
 
@@ -21,6 +22,7 @@ pub(crate) async fn fork<S: State>(
     step: u64,
     new_run: &str,
     edit: impl FnOnce(&mut S),
+    caller: Option<&str>,
 ) -> Result<()> {
     check_new_run_id(new_run)?;
     let owner = lease(reader.store(), new_run, SHORT_TTL).await?;
@@ -62,6 +64,15 @@ pub(crate) async fn fork<S: State>(
     rec.metadata = source.metadata.clone();
     rec.set_ttl(source.ttl_ms);
     batch.put_run(rec);
+    let from = serde_json::json!({ "run": run, "step": step });
+    super::audit::put(
+        &**store,
+        &mut batch,
+        new_run,
+        caller,
+        AuditAction::Forked,
+        from,
+    );
     store.commit(batch).await?;
     store.flush().await?;
     Ok(())
