@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 
 /// Forks `new_run` from the checkpoint of `run` at `step`, with the state changed by `edit`:
 /// a pending run whose first checkpoint is `step`, every field stored whole, that runs the
-/// tasks the original would have run next. `graph` is the name of the graph that forks it.
+/// tasks the original would have run next. `graph` is the name of the graph that forks it;
+/// `caller` who forks it, for the new run's audit trail.
+#[allow(clippy::too_many_arguments)] // the fork's own terms, each once
 pub(crate) async fn fork<S: State>(
     reader: &Reader,
     schema: &S::Schema,
