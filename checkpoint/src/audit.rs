@@ -472,13 +472,15 @@ pub enum BreakKind {
 /// # Examples
 ///
 /// ```
-/// use agentgraph_checkpoint::audit::{BreakKind, GENESIS, seal, verify_chain};
-/// let first = seal("r", 1, None, b"\x01");
-/// let mut second = seal("r", 2, Some(&first), b"\x01");
+/// use agentgraph_checkpoint::audit::{AuditAction, AuditRecord, BreakKind, encode_body, seal, verify_chain};
+/// let body = encode_body(&AuditRecord::new("ann", AuditAction::Started))?;
+/// let first = seal("r", 1, None, &body);
+/// let mut second = seal("r", 2, Some(&first), &body);
 /// *second.last_mut().unwrap() ^= 1; // an edited byte
 /// let broken = verify_chain("r", [(1, first), (2, second)]).unwrap_err();
 /// assert_eq!((broken.seq, broken.position), (2, 2));
 /// assert_eq!(broken.kind, BreakKind::HashMismatch);
+/// # Ok::<(), agentgraph_checkpoint::StoreError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("the audit chain of run `{run}` is broken at entry {seq} (position {position}): {kind}")]
