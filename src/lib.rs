@@ -195,6 +195,9 @@ pub mod store {
     #[cfg(feature = "sled")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
     pub use agentgraph_checkpoint::SledStore;
+    /// Audit trails: who did what to a run, hash-chained per run (see the README's "Audit
+    /// trail" section).
+    pub use agentgraph_checkpoint::audit;
     pub use agentgraph_checkpoint::{
         BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, MemoryStore, Op, RunFilter,
         RunMetadata, RunRecord, RunStatus, SUBGRAPH_MARK, StoreError, StoreUrl, Sweeper, UrlError,

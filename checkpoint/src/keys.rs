@@ -16,6 +16,8 @@ pub(crate) const PENDING: u8 = b'P';
 pub(crate) const EVENT: u8 = b'E';
 pub(crate) const LEASE: u8 = b'L';
 pub(crate) const ITEM: u8 = b'I';
+/// Audit entries: kept when their run is deleted.
+pub(crate) const AUDIT: u8 = b'A';
 
 /// `I` + encoded namespace + key: a memory item. The namespace's encoding keeps prefix scans
 /// exact (`Namespace::encode`).
@@ -99,6 +101,34 @@ pub(crate) fn pending_key(run: &str, step: u64, task: u32) -> Vec<u8> {
     k.extend_from_slice(&step.to_be_bytes());
     k.extend_from_slice(&task.to_be_bytes());
     k
+}
+
+/// `A` + u16 BE length + run id + u64 BE number: an entry of the run's audit trail.
+pub(crate) fn audit_key(run: &str, seq: u64) -> Vec<u8> {
+    let mut k = run_prefix(AUDIT, run);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The keys of `run`'s audit entries after `after` (all of them without it), and where a
+/// key's number starts.
+pub(crate) fn audit_range(run: &str, after: Option<u64>) -> (KeyRange, usize) {
+    let start = match after {
+        Some(seq) => Bound::Excluded(audit_key(run, seq)),
+        None => Bound::Included(audit_key(run, 0)),
+    };
+    let end = Bound::Included(audit_key(run, u64::MAX));
+    ((start, end), run_prefix(AUDIT, run).len())
+}
+
+/// The run id of an audit key (`A` + u16 BE length + run id + u64).
+pub(crate) fn audit_key_run(key: &[u8]) -> Result<String> {
+    let len = key
+        .get(1..3)
+        .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        .ok_or_else(|| malformed_key(key))?;
+    let run = key.get(3..3 + len).ok_or_else(|| malformed_key(key))?;
+    String::from_utf8(run.to_vec()).map_err(|_| malformed_key(key))
 }
 
 /// The big-endian u64 at `at` in `key`.

@@ -41,6 +41,7 @@
 //!
 //! A new backend proves itself with the [`conformance`] suite.
 
+pub mod audit;
 pub mod conformance;
 pub mod envelope;
 mod error;

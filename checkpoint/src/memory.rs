@@ -5,6 +5,7 @@ use std::ops::Bound;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::audit::{encode_body, seal};
 use crate::error::Result;
 use crate::items::{Item, ItemIndex, Namespace, is_item_op};
 use crate::lease::{Holders, check_fence};
@@ -61,11 +62,15 @@ struct Tables {
     items: BTreeMap<Vec<u8>, Item>,
     /// The newest lease epoch of each run that had a lease.
     epochs: HashMap<String, u64>,
+    /// Audit entries (sealed: links and body), by run and number; kept when a run goes.
+    audit: BTreeMap<(String, u64), Vec<u8>>,
 }
 
 /// An operation checked and encoded, ready to be applied without failing.
 enum Ready {
     Run(String, Vec<u8>),
+    /// An audit entry's run and encoded body, numbered and linked as it is applied.
+    Audit(String, Vec<u8>),
     Other(Op),
 }
 
@@ -127,6 +132,7 @@ impl MemoryStore {
                     fences.push((run, epoch));
                     continue;
                 }
+                Op::PutAudit { run, record } => Ready::Audit(run, encode_body(&record)?),
                 op => Ready::Other(op),
             });
         }
@@ -149,11 +155,24 @@ impl Tables {
                 self.runs.insert(run, bytes);
                 return;
             }
+            Ready::Audit(run, body) => {
+                let last = self
+                    .audit
+                    .range((run.clone(), 0)..=(run.clone(), u64::MAX))
+                    .next_back()
+                    .map(|((_, seq), bytes)| (*seq, bytes.as_slice()));
+                let seq = last.map_or(1, |(seq, _)| seq + 1);
+                let sealed = seal(&run, seq, last.map(|(_, b)| b), &body);
+                self.audit.insert((run, seq), sealed);
+                return;
+            }
             Ready::Other(op) => op,
         };
         match op {
-            Op::PutRun(_) | Op::Fence { .. } => {
-                unreachable!("run records and fences are handled before the lock is taken")
+            Op::PutRun(_) | Op::Fence { .. } | Op::PutAudit { .. } => {
+                unreachable!(
+                    "run records, fences and audit entries are prepared before the lock is taken"
+                )
             }
             Op::PutCheckpoint { run, step, bytes } => {
                 self.checkpoints.insert((run, step), bytes);
@@ -462,6 +481,45 @@ impl CheckpointStore for MemoryStore {
 
     fn supports_items(&self) -> bool {
         true
+    }
+
+    fn supports_audit(&self) -> bool {
+        true
+    }
+
+    fn get_audit<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            let start = match after {
+                Some(seq) => Bound::Excluded((run.to_owned(), seq)),
+                None => Bound::Included((run.to_owned(), 0)),
+            };
+            let end = Bound::Included((run.to_owned(), u64::MAX));
+            if is_empty_range(&(start.clone(), end.clone())) {
+                return Ok(Vec::new());
+            }
+            Ok(self
+                .tables()
+                .audit
+                .range((start, end))
+                .take(limit)
+                .map(|((_, seq), bytes)| (*seq, bytes.clone()))
+                .collect())
+        })
+    }
+
+    fn audited_runs(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let t = self.tables();
+            let mut runs: Vec<String> = t.audit.keys().map(|(run, _)| run.clone()).collect();
+            runs.dedup();
+            Ok(runs)
+        })
     }
 
     fn get_item<'a>(

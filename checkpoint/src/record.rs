@@ -214,7 +214,8 @@ pub(crate) fn check_op(op: &Op) -> Result<()> {
         | Op::DeleteBlobsBefore { run, .. }
         | Op::DeleteAfter { run, .. }
         | Op::DeleteRun { run }
-        | Op::Fence { run, .. } => check_run_id(run),
+        | Op::Fence { run, .. }
+        | Op::PutAudit { run, .. } => check_run_id(run),
         Op::PutItem(item) => crate::items::check_target(&item.namespace, &item.key),
         Op::DeleteItem { namespace, key, .. } => crate::items::check_target(namespace, key),
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{AuditEntry, AuditRecord};
 use crate::error::{Result, StoreError};
 use crate::items::{Hit, Item, ItemIndex, ItemQuery, Namespace};
 use crate::session::RunMetadata;
@@ -470,6 +471,17 @@ pub enum Op {
         /// Deletes only an item expired at this time (milliseconds since the Unix epoch).
         if_expired_at: Option<u64>,
     },
+    /// Appends an entry to `run`'s audit trail ([`audit`](crate::audit)): the store numbers
+    /// it after the run's newest entry and links it to that entry's hash, in the same atomic
+    /// commit as the rest of the batch. Entries are never replaced nor deleted, not even by
+    /// [`Op::DeleteRun`]. A store that keeps no audit trail
+    /// ([`CheckpointStore::supports_audit`]) is never sent one by the engine.
+    PutAudit {
+        /// The run.
+        run: String,
+        /// What was done, by whom.
+        record: AuditRecord,
+    },
 }
 
 /// Operations applied together by [`CheckpointStore::commit`]: all of them or none.
@@ -641,6 +653,24 @@ impl WriteBatch {
             namespace: namespace.clone(),
             key: key.to_owned(),
             if_expired_at: None,
+        })
+    }
+
+    /// See [`Op::PutAudit`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::audit::{AuditAction, AuditRecord};
+    /// use agentgraph_checkpoint::WriteBatch;
+    /// let mut batch = WriteBatch::new();
+    /// batch.put_audit("run-1", AuditRecord::new("alice", AuditAction::Started));
+    /// assert_eq!(batch.len(), 1);
+    /// ```
+    pub fn put_audit(&mut self, run: &str, record: AuditRecord) -> &mut Self {
+        self.push(Op::PutAudit {
+            run: run.to_owned(),
+            record,
         })
     }
 
@@ -997,6 +1027,58 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// ```
     fn prune_deleted_items(&self) -> BoxFuture<'_, Result<u64>> {
         Box::pin(async { Ok(0) })
+    }
+
+    /// Whether the store keeps audit trails ([`audit`](crate::audit)): the four stores of
+    /// agentgraph do. The engine writes [`Op::PutAudit`] only to a store that does; the
+    /// provided reads of a store that does not find no entries.
+    fn supports_audit(&self) -> bool {
+        false
+    }
+
+    /// Up to `limit` stored entries of `run`'s audit trail, `(number, bytes)` in increasing
+    /// number order, starting after `after`: the bytes as [`audit::seal`](crate::audit::seal)
+    /// made them, for [`audit::verify`](crate::audit::verify). Entries of a deleted run are
+    /// still there.
+    ///
+    /// # Errors
+    ///
+    /// The store's; [`StoreError::InvalidRunId`].
+    fn get_audit<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
+        let _ = (after, limit);
+        Box::pin(async move {
+            check_run_id(run)?;
+            Ok(Vec::new())
+        })
+    }
+
+    /// The runs with an audit trail, deleted ones too, sorted by id.
+    ///
+    /// # Errors
+    ///
+    /// The store's.
+    fn audited_runs(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Every entry of `run`'s audit trail, decoded, in order (without checking the chain:
+    /// [`audit::verify`](crate::audit::verify) does). Provided: it pages through
+    /// [`get_audit`](CheckpointStore::get_audit).
+    ///
+    /// # Errors
+    ///
+    /// The store's; [`StoreError::Corrupt`] for an entry that does not decode.
+    ///
+    /// # Examples
+    ///
+    /// See the [`audit`](crate::audit) module.
+    fn audit<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Result<Vec<AuditEntry>>> {
+        Box::pin(crate::audit::read(self, run))
     }
 }
 

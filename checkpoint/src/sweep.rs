@@ -8,8 +8,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::audit::{AuditAction, AuditRecord};
 use crate::error::{Result, StoreError};
 use crate::store::{CheckpointStore, IntoStore, Lease, WriteBatch};
+
+/// The caller the audit entry of a run deleted by a sweep names.
+pub(crate) const SWEEPER_CALLER: &str = "sweeper";
 
 /// What separates a run's id from the node and task of one of its subgraph runs: the runs of
 /// run `r`'s subgraphs are named `{r}/@{node}/{task}` (nested ones nest these), and the
@@ -82,6 +86,15 @@ async fn sweep_one<S: CheckpointStore + ?Sized>(store: &S, run: &str, now_ms: u6
             };
             batch.fence(&child, lease.epoch()).delete_run(&child);
             leases.push(lease);
+        }
+        if store.supports_audit() {
+            let expired = serde_json::json!({"expired": true, "children": leases.len() - 1});
+            batch.put_audit(
+                run,
+                AuditRecord::new(SWEEPER_CALLER, AuditAction::Deleted)
+                    .with_details(expired)
+                    .at(now_ms),
+            );
         }
         store.commit(batch).await?;
         store.flush().await?;

@@ -44,6 +44,16 @@ pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,
+
+    /// Who runs the command, as the audit trails of the runs it starts, resumes, prunes or
+    /// deletes record it (`agentgraph audit list RUN`); the OS user when left out.
+    #[arg(
+        long = "as",
+        global = true,
+        env = "AGENTGRAPH_CALLER",
+        value_name = "NAME"
+    )]
+    pub(crate) caller: Option<String>,
 }
 
 /// The commands.
@@ -133,6 +143,12 @@ pub(crate) enum Command {
     /// serves its own runs with `agentgraph::monitor`). Runs until Ctrl-C.
     #[cfg(feature = "serve")]
     Serve(ServeArgs),
+    /// Read and check the runs' audit trails (who started, resumed, answered, edited,
+    /// forked, pruned, deleted or cancelled a run, hash-chained): `audit list` the runs that
+    /// have one, `audit list RUN` a run's entries, `audit verify [RUN]` recompute the chain of
+    /// one run (or of every run) and report the first broken link with its number; exit code
+    /// 3 when a chain is broken. A deleted run's trail is kept.
+    Audit(AuditArgs),
 }
 
 /// `validate`.
@@ -379,4 +395,34 @@ pub(crate) struct JobsArgs {
     /// At most this many (1 to 10000).
     #[arg(long, default_value_t = 100)]
     pub(crate) limit: u32,
+}
+
+/// `audit`.
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: AuditCommand,
+}
+
+/// The `audit` commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// The runs with an audit trail (deleted ones too), or one run's entries, oldest first:
+    /// number, time, caller, action and details.
+    List {
+        /// The run; every run with a trail when left out.
+        run: Option<String>,
+    },
+    /// Recompute the hash chain of a run's trail (of every run's without RUN): each entry
+    /// numbered after the one before, linked to its hash, its own hash that of its content.
+    /// Prints each chain's entries and head hash, or its first broken link.
+    Verify {
+        /// The run; every run with a trail when left out.
+        run: Option<String>,
+        /// A head hash printed by an earlier `verify` (64 hex digits): that entry must still
+        /// be in the chain, which shows that no entry was removed from its end since.
+        #[arg(long, value_name = "HASH", requires = "run")]
+        head: Option<String>,
+    },
 }

@@ -19,10 +19,12 @@
 //! | `validate FILE` | checks a graph file: each error at its `FILE:LINE:COLUMN` |
 //! | `run FILE [--input JSON\|@FILE] [--thread ID]` | runs a graph file, events printed live |
 //! | `resume RUN --graph FILE [--answer V] [--answer-to ID=V] [--allow-changed]` | resumes a run of a graph file |
+//! | `audit list [RUN]`, `audit verify [RUN] [--head HASH]` | audit trails: the entries, the hash chain checked (exit code 3 when broken) |
 //!
 //! The store comes from `--store PATH` or `AGENTGRAPH_STORE`. `--json` prints one JSON
 //! document per command (JSON lines for `events`) for scripts. Errors go to stderr with exit
-//! code 1 (2 for a command line that does not parse).
+//! code 1 (2 for a command line that does not parse, 3 for a broken audit chain). `--as NAME`
+//! names who runs the command in the audit trails (the OS user otherwise).
 //!
 //! A sled store is open in one process at a time: while a program runs, the tool cannot open
 //! its store and says so; follow the program's runs with
@@ -54,6 +56,11 @@ fn main() -> ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
+        // A broken audit chain: reported already, exit code 3.
+        Err(e) if e.downcast_ref::<commands::Tampered>().is_some() => {
+            let _ = fail(&e);
+            ExitCode::from(3)
+        }
         Err(e) => fail(&e),
     }
 }

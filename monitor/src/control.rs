@@ -142,7 +142,7 @@ pub(crate) async fn start(
     let graph = control.registry.get(&graph_name).ok_or_else(|| {
         ApiError::not_found(format!("no graph `{graph_name}` is registered here"))
     })?;
-    let config = control.config.clone();
+    let config = control.config.clone().caller(caller(&state));
     let run = match body.thread {
         Some(thread) => graph.invoke_thread(thread, body.input, config),
         None => {
@@ -201,7 +201,7 @@ pub(crate) async fn resume(
         )
     })?;
     let run = graph
-        .resume(run, resume, control.config.clone())
+        .resume(run, resume, control.config.clone().caller(caller(&state)))
         .map_err(run_error)?;
     launched(control, run, &graph_name).await
 }
@@ -230,6 +230,17 @@ pub(crate) async fn cancel(
         Json(serde_json::json!({ "run_id": run, "cancelled": true })),
     )
         .into_response())
+}
+
+/// Who a control request comes from, as the audit trails of the runs it starts and resumes
+/// record it: `token` when the monitor requires its token (the request carried it), else
+/// `anonymous`.
+fn caller(state: &AppState) -> &'static str {
+    if state.token.is_some() {
+        "token"
+    } else {
+        "anonymous"
+    }
 }
 
 /// Waits until `run` has started (its first event) or ended, whichever comes first; keeps a

@@ -102,6 +102,24 @@ async fn runs_start_threads_go_on_and_interrupted_runs_resume() {
     until_status(&*store, "r1", RunStatus::Completed).await;
     until_state(&server, "r1", "notes", json!(["approved"])).await;
     until_state(&server, "r1", "title", json!("edited")).await;
+    // Audited, as the monitor's token: started, resumed, answered, edited.
+    let trail: Vec<(String, String)> = store
+        .audit("r1")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| (e.record.caller.clone(), e.record.action.to_string()))
+        .collect();
+    let trail: Vec<(&str, &str)> = trail.iter().map(|(c, a)| (&**c, &**a)).collect();
+    assert_eq!(
+        trail,
+        [
+            ("token", "started"),
+            ("token", "resumed"),
+            ("token", "interrupt_answered"),
+            ("token", "state_edited"),
+        ]
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -96,6 +96,10 @@ const DELETE_RUNS: [(&str, u8); 5] = [
     ),
 ];
 
+/// One audit entry, numbered and chained by the database (migration 6). One statement per
+/// entry: the entries of a batch are chained in their order.
+const APPEND_AUDIT: &str = "SELECT append_audit($1::bytea, $2::bytea)";
+
 const BUMP_ITEMS: &str = "UPDATE item_changes SET version = version + 1 WHERE id = 1";
 const PUT_ITEMS: &str = "INSERT INTO items (namespace, key, item, expires_at_ms, seq) \
      SELECT n, k, i, e, (SELECT version FROM item_changes WHERE id = 1) \
@@ -205,7 +209,8 @@ pub(crate) fn plan(batch: WriteBatch, group: bool) -> Result<Plan> {
             | Op::DeleteBlobsBefore { run, .. }
             | Op::DeleteAfter { run, .. }
             | Op::DeleteRun { run }
-            | Op::Fence { run, .. } => run,
+            | Op::Fence { run, .. }
+            | Op::PutAudit { run, .. } => run,
             other => {
                 return Err(StoreError::Backend(
                     format!("agentgraph-postgres does not know the operation {other:?}").into(),
@@ -591,6 +596,17 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
                 conditions.push(if_expired_at.map(flip));
             }
             push!(DELETE_ITEMS, table::NONE, spaces, keys, conditions);
+        }
+        Op::PutAudit { .. } => {
+            for op in ops {
+                let Op::PutAudit { run, record } = op else {
+                    unreachable!()
+                };
+                let body = agentgraph_checkpoint::audit::encode_body(&record)?;
+                // Not a table of the one-statement form: a batch with an audit entry is a
+                // transaction (the function reads the run's newest entry).
+                push!(APPEND_AUDIT, table::NONE, run.into_bytes(), body);
+            }
         }
         _ => unreachable!("fences are taken out before"),
     }

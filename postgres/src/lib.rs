@@ -152,6 +152,9 @@ const GET_PENDING: &str =
     "SELECT task, bytes FROM pending_writes WHERE run_id = $1 AND step = $2 ORDER BY task";
 const GET_EVENTS: &str =
     "SELECT seq, bytes FROM events WHERE run_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3";
+const GET_AUDIT: &str =
+    "SELECT seq, entry FROM audit WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+const AUDITED_RUNS: &str = "SELECT DISTINCT run_id FROM audit ORDER BY run_id";
 const LAST_EVENT: &str = "SELECT seq FROM events WHERE run_id = $1 ORDER BY seq DESC LIMIT 1";
 const ACQUIRE: &str = "INSERT INTO leases (run_id, epoch, expires_at) \
      VALUES ($1, 1, clock_timestamp() + $2::bigint * interval '1 millisecond') \
@@ -796,6 +799,44 @@ impl CheckpointStore for PostgresStore {
 
     fn supports_items(&self) -> bool {
         true
+    }
+
+    fn supports_audit(&self) -> bool {
+        true
+    }
+
+    fn get_audit<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit_n: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            // Numbers are stored as they are (migration 6): at most i64::MAX.
+            let Ok(after) = i64::try_from(after.unwrap_or(0)) else {
+                return Ok(Vec::new());
+            };
+            let rows = self
+                .query(GET_AUDIT, &[&run.as_bytes(), &after, &limit(limit_n)], true)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| (row.get::<_, i64>(0) as u64, bytes_at(row, 1)))
+                .collect())
+        })
+    }
+
+    fn audited_runs(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let rows = self.query(AUDITED_RUNS, &[], true).await?;
+            rows.iter()
+                .map(|row| {
+                    String::from_utf8(bytes_at(row, 0))
+                        .map_err(|_| StoreError::Backend("an audited run id is not UTF-8".into()))
+                })
+                .collect()
+        })
     }
 
     fn get_item<'a>(

@@ -141,6 +141,45 @@ ALTER TABLE items ADD COLUMN deleted_at timestamptz;
 CREATE INDEX items_tombstones ON items (deleted_at) WHERE item IS NULL;
 ALTER TABLE item_changes ADD COLUMN pruned bigint NOT NULL DEFAULT 0;
 "#,
+    // 6: audit trails (`agentgraph_checkpoint::audit`): one hash chain per run, kept when the
+    // run is deleted. `append_audit` numbers an entry after the run's newest one and links it,
+    // under a transaction-scoped advisory lock of the run (two transactions never take the same
+    // number), so the chain is made in the commit, as the embedded stores make it. `seq` counts
+    // from 1 and is stored as it is (not flipped: it never nears 2^63, and the hash is over
+    // its big-endian bytes, `int8send`). `entry` is `prev ‖ hash ‖ body`.
+    r#"
+CREATE TABLE audit (
+    run_id bytea NOT NULL,
+    seq bigint NOT NULL,
+    entry bytea NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE FUNCTION append_audit(p_run bytea, p_body bytea) RETURNS void
+LANGUAGE plpgsql SET search_path FROM CURRENT AS $audit$
+DECLARE
+    last_seq bigint;
+    last_entry bytea;
+    prev bytea := decode(repeat('00', 32), 'hex');
+    next_seq bigint := 1;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('agentgraph-audit'), hashtext(encode(p_run, 'hex')));
+    SELECT seq, entry INTO last_seq, last_entry FROM audit
+        WHERE run_id = p_run ORDER BY seq DESC LIMIT 1;
+    IF last_seq IS NOT NULL THEN
+        next_seq := last_seq + 1;
+        IF length(last_entry) >= 64 THEN
+            prev := substring(last_entry FROM 33 FOR 32);
+        END IF;
+    END IF;
+    INSERT INTO audit (run_id, seq, entry) VALUES (
+        p_run,
+        next_seq,
+        prev || sha256(convert_to('agentgraph-audit-1', 'UTF8') || int4send(length(p_run))
+            || p_run || int8send(next_seq) || prev || p_body) || p_body
+    );
+END
+$audit$;
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.

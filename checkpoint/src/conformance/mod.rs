@@ -31,6 +31,7 @@ use crate::envelope::{self, RecordKind};
 use crate::error::{Result, StoreError};
 use crate::store::{CheckpointStore, MAX_RUN_ID_LEN, Op, RunRecord, RunStatus, WriteBatch};
 
+mod audit;
 mod damage;
 mod ids;
 mod isolation;
@@ -40,6 +41,7 @@ mod records;
 mod sessions;
 mod values;
 
+pub use audit::*;
 pub use damage::*;
 pub use ids::*;
 pub use isolation::*;
@@ -79,6 +81,7 @@ pub async fn run_all(store: &dyn CheckpointStore, put_raw_run: PutRawRun<'_>) {
     item_semantic_search(store).await;
     item_atomicity(store).await;
     corrupt_run_record(store, put_raw_run).await;
+    audit_trails(store).await;
 }
 
 /// Unwraps `result`, panicking with `what` and the error.

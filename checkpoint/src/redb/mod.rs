@@ -15,13 +15,14 @@ use ::redb::{
     TableHandle, WriteTransaction,
 };
 
+use crate::audit::{encode_body, seal};
 use crate::envelope::FormatError;
 use crate::error::{Result, StoreError};
 use crate::items::{Item, ItemIndex, Namespace, decode_item, encode_item, is_item_op};
 use crate::keys::{
-    BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, blob_range, checkpoint_key, checkpoint_range,
-    event_key, event_range, item_key, item_range, key_u32, key_u64, lease_key, malformed_key,
-    pending_key, pending_range, run_key, run_prefix,
+    AUDIT, BLOB, CHECKPOINT, EVENT, PENDING, RUN, audit_key, audit_key_run, audit_range, blob_key,
+    blob_range, checkpoint_key, checkpoint_range, event_key, event_range, item_key, item_range,
+    key_u32, key_u64, lease_key, malformed_key, pending_key, pending_range, run_key, run_prefix,
 };
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
@@ -558,6 +559,22 @@ fn apply(table: &mut Table<'_>, op: Op, records: &mut impl Iterator<Item = Vec<u
                 })?;
             }
         }
+        Op::PutAudit { run, record } => {
+            let body = encode_body(&record)?;
+            let (range, at) = audit_range(&run, None);
+            let last = match table.range(bounds(&range)).map_err(backend)?.next_back() {
+                Some(item) => {
+                    let (key, value) = item.map_err(backend)?;
+                    Some((key_u64(key.value(), at)?, value.value().to_vec()))
+                }
+                None => None,
+            };
+            let seq = last.as_ref().map_or(1, |(seq, _)| seq + 1);
+            let sealed = seal(&run, seq, last.as_ref().map(|(_, b)| b.as_slice()), &body);
+            table
+                .insert(&audit_key(&run, seq)[..], &sealed[..])
+                .map_err(backend)?;
+        }
         Op::DeleteRun { run } => {
             table.remove(&run_key(&run)[..]).map_err(backend)?;
             for tag in [CHECKPOINT, BLOB, PENDING, EVENT] {
@@ -827,6 +844,44 @@ impl CheckpointStore for RedbStore {
 
     fn supports_items(&self) -> bool {
         true
+    }
+
+    fn supports_audit(&self) -> bool {
+        true
+    }
+
+    fn get_audit<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            let (range, at) = audit_range(run, after);
+            self.collect(range, limit, |key| key_u64(key, at))
+        })
+    }
+
+    fn audited_runs(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let txn = self.db.begin_read().map_err(backend)?;
+            let table = txn.open_table(DATA).map_err(backend)?;
+            let mut runs = Vec::new();
+            let mut start = Bound::Included(vec![AUDIT]);
+            let end = Bound::Excluded(vec![AUDIT + 1]);
+            loop {
+                let range = (start.clone(), end.clone());
+                let next = table.range(bounds(&range)).map_err(backend)?.next();
+                let Some(item) = next else { break };
+                let (key, _) = item.map_err(backend)?;
+                let run = audit_key_run(key.value())?;
+                start = Bound::Excluded(audit_key(&run, u64::MAX));
+                runs.push(run);
+            }
+            runs.sort();
+            Ok(runs)
+        })
     }
 
     fn get_item<'a>(

@@ -9,12 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
+use crate::audit::{encode_body, seal};
 use crate::error::{Result, StoreError};
 use crate::items::{Item, ItemIndex, Namespace, decode_item, encode_item, is_item_op};
 use crate::keys::{
-    BLOB, CHECKPOINT, EVENT, PENDING, RUN, blob_key, blob_range, checkpoint_key, checkpoint_range,
-    event_key, event_range, item_key, item_range, key_u32, key_u64, lease_key, malformed_key,
-    pending_key, pending_range, run_key, run_prefix,
+    AUDIT, BLOB, CHECKPOINT, EVENT, PENDING, RUN, audit_key, audit_key_run, audit_range, blob_key,
+    blob_range, checkpoint_key, checkpoint_range, event_key, event_range, item_key, item_range,
+    key_u32, key_u64, lease_key, malformed_key, pending_key, pending_range, run_key, run_prefix,
 };
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
@@ -278,8 +279,8 @@ impl SledStore {
                 out.remove(ref_key(&key));
                 removed.push(key.clone());
             }
-            // Run records are small: always in the tree.
-            let may_be_file = key.first() != Some(&RUN);
+            // Run records are small, audit entries too: always in the tree.
+            let may_be_file = !matches!(key.first(), Some(&RUN | &AUDIT));
             if may_be_file && let Some(v) = value.as_ref().filter(|v| v.len() >= FILE_MIN) {
                 let id = self.db.generate_id().map_err(backend)?;
                 let file = self.values.write(id, v)?;
@@ -563,6 +564,33 @@ impl Staged<'_> {
                     self.writes.insert(k, None);
                 }
             }
+            Op::PutAudit { run, record } => {
+                let body = encode_body(&record)?;
+                // The run's newest entry, as the batch left it so far or as stored.
+                let prefix = run_prefix(AUDIT, &run);
+                let staged = self
+                    .writes
+                    .range(audit_key(&run, 0)..=audit_key(&run, u64::MAX))
+                    .next_back()
+                    .map(|(k, v)| (k.clone(), v.clone()));
+                let stored = match self.tree.scan_prefix(&prefix).next_back() {
+                    Some(item) => {
+                        let (k, v) = item.map_err(backend)?;
+                        Some((k.to_vec(), Some(v.to_vec())))
+                    }
+                    None => None,
+                };
+                let last = match (staged, stored) {
+                    (Some(a), Some(b)) => Some(if a.0 >= b.0 { a } else { b }),
+                    (a, b) => a.or(b),
+                };
+                let (seq, last_bytes) = match &last {
+                    Some((k, v)) => (key_u64(k, prefix.len())? + 1, v.as_deref()),
+                    None => (1, None),
+                };
+                let sealed = seal(&run, seq, last_bytes, &body);
+                self.writes.insert(audit_key(&run, seq), Some(sealed));
+            }
             Op::DeleteRun { run } => {
                 self.writes.insert(run_key(&run), None);
                 for tag in [CHECKPOINT, BLOB, PENDING, EVENT] {
@@ -741,6 +769,39 @@ impl CheckpointStore for SledStore {
 
     fn supports_items(&self) -> bool {
         true
+    }
+
+    fn supports_audit(&self) -> bool {
+        true
+    }
+
+    fn get_audit<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<Vec<(u64, Vec<u8>)>>> {
+        Box::pin(async move {
+            check_run_id(run)?;
+            let (range, at) = audit_range(run, after);
+            self.collect(range, limit, |key| key_u64(key, at))
+        })
+    }
+
+    fn audited_runs(&self) -> BoxFuture<'_, Result<Vec<String>>> {
+        Box::pin(async move {
+            let mut runs = Vec::new();
+            let mut start = Bound::Included(vec![AUDIT]);
+            let end = Bound::Excluded(vec![AUDIT + 1]);
+            while let Some(item) = self.db.range::<Vec<u8>, _>((start, end.clone())).next() {
+                let (key, _) = item.map_err(backend)?;
+                let run = audit_key_run(&key)?;
+                start = Bound::Excluded(audit_key(&run, u64::MAX));
+                runs.push(run);
+            }
+            runs.sort();
+            Ok(runs)
+        })
     }
 
     fn get_item<'a>(

@@ -124,7 +124,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunFileArgs) -> Result<()> {
     let graph = load(&args.file)?;
     let store = open_store(ctx.store.as_deref()).await?;
     let input = input_json(args.input.as_deref())?;
-    let mut config = RunConfig::new();
+    let mut config = RunConfig::new().caller(ctx.caller.clone());
     if let Some(store) = store {
         config = config.store(store).store_events(true);
     }
@@ -161,6 +161,7 @@ pub(crate) async fn resume(ctx: &mut Ctx, args: ResumeArgs) -> Result<()> {
         resume = resume.answer(id, parse(value));
     }
     let config = RunConfig::new()
+        .caller(ctx.caller.clone())
         .store(store)
         .store_events(true)
         .allow_graph_change(args.allow_changed);

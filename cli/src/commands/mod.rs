@@ -1,5 +1,6 @@
 //! One module per command; [`run`] dispatches.
 
+mod audit;
 mod delete;
 mod dot;
 mod events;
@@ -31,12 +32,16 @@ pub(crate) struct Ctx {
     /// `--json`.
     pub(crate) json: bool,
     store: Option<String>,
+    /// Who runs the command, for the audit trails (`--as`, or the OS user).
+    pub(crate) caller: String,
 }
 
 impl Ctx {
     /// Opens the store the command line names.
     pub(crate) async fn open_store(&self) -> Result<Store> {
-        store::open(self.store.as_deref()).await
+        let mut store = store::open(self.store.as_deref()).await?;
+        store.inspector = store.inspector.caller(self.caller.clone());
+        Ok(store)
     }
 }
 
@@ -46,6 +51,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         out: output::stdout(),
         json: cli.json,
         store: cli.store,
+        caller: cli.caller.unwrap_or_else(os_user),
     };
     match cli.command {
         Command::Runs(args) => runs::run(&mut ctx, args).await,
@@ -68,5 +74,16 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         Command::New(args) => file::new(&mut ctx, &args),
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(&mut ctx, args).await,
+        Command::Audit(args) => audit::run(&mut ctx, args).await,
     }
 }
+
+/// The OS user running the tool (`USER`, or `USERNAME` on Windows), or `unknown`.
+fn os_user() -> String {
+    ["USER", "USERNAME"]
+        .into_iter()
+        .find_map(|var| std::env::var(var).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| agentgraph_checkpoint::audit::UNKNOWN_CALLER.to_owned())
+}
+
+pub(crate) use audit::Tampered;

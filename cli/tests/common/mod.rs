@@ -68,6 +68,7 @@ pub fn agentgraph(store: &Path) -> Command {
         .arg(store)
         .env_remove("AGENTGRAPH_STORE")
         .env_remove("AGENTGRAPH_TOKEN")
+        .env_remove("AGENTGRAPH_CALLER")
         .env("NO_COLOR", "1");
     cmd
 }

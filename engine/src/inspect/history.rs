@@ -270,6 +270,7 @@ impl<S: State> GraphHistory<S> {
             step,
             new_run,
             edit,
+            self.inspector.caller_name(),
         )
         .await
     }
@@ -302,5 +303,39 @@ impl<S: State> GraphHistory<S> {
     /// The same store, read without the state type (state as JSON, the stored graph).
     pub fn inspector(&self) -> StoreInspector {
         self.inspector.clone()
+    }
+}
+
+impl<S: State> GraphHistory<S> {
+    /// Names who forks, prunes and deletes runs through this history, for the runs' audit
+    /// trails: see [`StoreInspector::caller`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # use agentgraph_checkpoint::audit::AuditAction;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// graph.run_with(Count::default(), RunConfig::new().store(store.clone()).run_id("r-1")).await?;
+    ///
+    /// let history = graph.history(store.clone()).caller("carol");
+    /// history.fork("r-1", 1, "r-2", |count| count.n = 10).await?;
+    /// let trail = store.audit("r-2").await?;
+    /// assert_eq!(trail[0].record.action, AuditAction::Forked);
+    /// assert_eq!(trail[0].record.details["run"], "r-1");
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn caller(mut self, caller: impl Into<String>) -> Self {
+        self.inspector = self.inspector.caller(caller);
+        self
     }
 }

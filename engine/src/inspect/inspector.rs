@@ -55,6 +55,8 @@ const PAGE: usize = 1024;
 #[derive(Clone)]
 pub struct StoreInspector {
     reader: Reader,
+    /// Who prunes, deletes and forks through it, for the audit trail.
+    caller: Option<Arc<str>>,
 }
 
 impl fmt::Debug for StoreInspector {
@@ -70,6 +72,7 @@ impl StoreInspector {
     pub fn new(store: impl IntoStore) -> Self {
         StoreInspector {
             reader: Reader::new(store.into_store()),
+            caller: None,
         }
     }
 
@@ -373,7 +376,7 @@ impl StoreInspector {
     ///
     /// [`Error::Store`], [`Error::Corrupt`]; `StoreError::RunBusy` when the run is running.
     pub async fn prune(&self, run: &str, keep: usize) -> Result<usize> {
-        prune::prune(&self.reader, run, keep).await
+        prune::prune(&self.reader, run, keep, self.caller_name()).await
     }
 
     /// Deletes `run` and everything stored for it, with the runs of its subgraphs (the runs
@@ -383,7 +386,7 @@ impl StoreInspector {
     ///
     /// [`Error::Store`]; `StoreError::RunBusy` when the run is running.
     pub async fn delete(&self, run: &str) -> Result<()> {
-        prune::delete(&self.reader, run).await
+        prune::delete(&self.reader, run, self.caller_name()).await
     }
 
     /// Calls `f` with every stored event of `run`, in order, a page at a time.
@@ -465,5 +468,46 @@ impl EventPages<'_> {
     pub fn page_size(mut self, events: usize) -> Self {
         self.page_size = events.max(1);
         self
+    }
+}
+
+impl StoreInspector {
+    /// Names who prunes, deletes and forks runs through this inspector (and the
+    /// [`GraphHistory`](crate::GraphHistory) made from it), for the runs' audit trails: each
+    /// of these writes an entry (`pruned`, `deleted`, `forked`) in the same atomic batch as
+    /// what it records, when the store keeps audit trails. Without a caller the entries name
+    /// `"unknown"`. A deleted run's trail is kept, its deletion the last entry.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # use agentgraph_checkpoint::audit::AuditAction;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// graph.run_with(Count::default(), RunConfig::new().store(store.clone()).run_id("r-1")).await?;
+    ///
+    /// StoreInspector::new(store.clone()).caller("bob").delete("r-1").await?;
+    /// let trail = store.audit("r-1").await?;
+    /// let last = trail.last().unwrap();
+    /// assert_eq!((last.record.action, last.record.caller.as_str()), (AuditAction::Deleted, "bob"));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn caller(mut self, caller: impl Into<String>) -> Self {
+        self.caller = Some(Arc::from(caller.into()));
+        self
+    }
+
+    /// The caller given to [`caller`](StoreInspector::caller).
+    pub(crate) fn caller_name(&self) -> Option<&str> {
+        self.caller.as_deref()
     }
 }

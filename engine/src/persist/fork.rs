@@ -1,5 +1,6 @@
 //! Forking: a new run from a checkpoint of another, its state optionally edited.
 
+use agentgraph_checkpoint::audit::AuditAction;
 use agentgraph_checkpoint::envelope::{self, RecordKind};
 use agentgraph_checkpoint::{RunRecord, RunStatus, WriteBatch};
 
@@ -14,7 +15,9 @@ use crate::plan::compiled::CompiledGraph;
 /// Forks `new_run` from the checkpoint of `run` at `step`, with the state changed by `edit`:
 /// a pending run whose first checkpoint is `step`, every field stored whole, that runs the
 /// tasks the original would have run next. `graph` is the graph that forks it (its name is
-/// stored on the new run; a state stored by an older version is upgraded with its migrations).
+/// stored on the new run; a state stored by an older version is upgraded with its migrations);
+/// `caller` who forks it, for the new run's audit trail.
+#[allow(clippy::too_many_arguments)] // the fork's own terms, each once
 pub(crate) async fn fork<S: State>(
     reader: &Reader,
     graph: &CompiledGraph<S>,
@@ -22,6 +25,7 @@ pub(crate) async fn fork<S: State>(
     step: u64,
     new_run: &str,
     edit: impl FnOnce(&mut S),
+    caller: Option<&str>,
 ) -> Result<()> {
     let schema = graph.schema();
     check_new_run_id(new_run)?;
@@ -73,6 +77,15 @@ pub(crate) async fn fork<S: State>(
     rec.metadata = source.metadata.clone();
     rec.set_ttl(source.ttl_ms);
     batch.put_run(rec);
+    let from = serde_json::json!({ "run": run, "step": step });
+    super::audit::put(
+        &**store,
+        &mut batch,
+        new_run,
+        caller,
+        AuditAction::Forked,
+        from,
+    );
     store.commit(batch).await?;
     store.flush().await?;
     Ok(())

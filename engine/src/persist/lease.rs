@@ -226,6 +226,23 @@ impl CheckpointStore for FencedStore {
         self.inner.supports_items()
     }
 
+    fn supports_audit(&self) -> bool {
+        self.inner.supports_audit()
+    }
+
+    fn get_audit<'a>(
+        &'a self,
+        run: &'a str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<Vec<(u64, Vec<u8>)>>> {
+        self.inner.get_audit(run, after, limit)
+    }
+
+    fn audited_runs(&self) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        self.inner.audited_runs()
+    }
+
     fn get_item<'a>(
         &'a self,
         namespace: &'a Namespace,

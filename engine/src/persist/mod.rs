@@ -24,6 +24,7 @@
 //! | [`session`] | a run's metadata and time to live on its record |
 //! | [`packing`] | how records are stored: compressed when the run's configuration asks |
 
+pub(crate) mod audit;
 pub(crate) mod blob;
 pub(crate) mod events;
 pub(crate) mod fork;
@@ -51,6 +52,7 @@ use agentgraph_checkpoint::CheckpointStore;
 use crate::codec::CodecError;
 use crate::error::{Error, Result};
 
+pub(crate) use audit::answer_details;
 pub(crate) use lease::{RunOwnership, SHORT_TTL};
 pub(crate) use load::Loaded;
 pub(crate) use persister::{Persister, Position, RunSettings, Unfinished};

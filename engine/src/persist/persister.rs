@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentgraph_checkpoint::audit::{AuditAction, AuditRecord};
 use agentgraph_checkpoint::envelope::{self, RecordKind};
 use agentgraph_checkpoint::{CheckpointStore, RunRecord, RunStatus, WriteBatch};
 
@@ -238,6 +239,11 @@ pub(crate) struct Persister<S: State> {
     packing: Packing,
     /// What describes the state's fields.
     schema: S::Schema,
+    /// Who runs this invocation, when its actions are audited (not for a subgraph run, nor
+    /// with a store that keeps no audit trail).
+    caller: Option<Arc<str>>,
+    /// Audit entries to write with the run's next batch (`checkpoint`, `amend`, `finish`).
+    audit: Vec<AuditRecord>,
     _state: PhantomData<fn() -> S>,
 }
 
@@ -262,11 +268,17 @@ impl<S: State> Persister<S> {
         if !lease.vacant() && lease.store().get_run(&run.run_id).await?.is_some() {
             return Err(Error::RunExists(run.run_id.to_string()));
         }
-        Self::start_new(lease, run, schema).await
+        Self::start_new(lease, run, schema, AuditAction::Started).await
     }
 
-    /// Starts a new run whose lease is taken and whose id is free.
-    async fn start_new(lease: RunOwnership, run: RunSettings, schema: &S::Schema) -> Result<Self> {
+    /// Starts a new run whose lease is taken and whose id is free; `action` is audited with
+    /// its first checkpoint.
+    async fn start_new(
+        lease: RunOwnership,
+        run: RunSettings,
+        schema: &S::Schema,
+        action: AuditAction,
+    ) -> Result<Self> {
         let RunSettings {
             run_id,
             durability,
@@ -275,6 +287,7 @@ impl<S: State> Persister<S> {
             lease_ttl,
             session,
             packing,
+            caller,
             ..
         } = run;
         let store = lease.store().clone();
@@ -310,6 +323,8 @@ impl<S: State> Persister<S> {
         p.graph = graph;
         p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(None);
+        p.caller = caller.filter(|_| p.store.supports_audit());
+        p.audit(action, serde_json::Value::Null);
         Ok(p)
     }
 
@@ -347,7 +362,25 @@ impl<S: State> Persister<S> {
             memory: Vec::new(),
             packing: Packing::default(),
             schema,
+            caller: None,
+            audit: Vec::new(),
             _state: PhantomData,
+        }
+    }
+
+    /// Records `action` with `details` in the run's audit trail, with its next batch (nothing
+    /// when the run is not audited).
+    pub(crate) fn audit(&mut self, action: AuditAction, details: serde_json::Value) {
+        if let Some(caller) = &self.caller {
+            self.audit
+                .push(AuditRecord::new(&**caller, action).with_details(details));
+        }
+    }
+
+    /// Moves the audit entries waiting into `batch`.
+    fn put_audit(&mut self, batch: &mut WriteBatch) {
+        for record in self.audit.drain(..) {
+            batch.put_audit(&self.run_id, record);
         }
     }
 
@@ -361,7 +394,8 @@ impl<S: State> Persister<S> {
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
             return Err(Error::RunNotFound(run.run_id.to_string()));
         };
-        run.open(lease, record, plan, |_, _| Ok(())).await
+        run.open(lease, record, plan, AuditAction::Resumed, |_, _| Ok(()))
+            .await
     }
 
     /// Opens the thread `run_id` for its next invocation: the run's latest checkpoint, if the
@@ -380,30 +414,38 @@ impl<S: State> Persister<S> {
         let schema = &plan.schema;
         let lease = lease(&store, &run.run_id, run.lease_ttl).await?;
         if lease.vacant() {
-            return Ok((Self::start_new(lease, run, schema).await?, None));
+            let p = Self::start_new(lease, run, schema, AuditAction::Invoked).await?;
+            return Ok((p, None));
         }
         let Some(record) = lease.store().get_run(&run.run_id).await? else {
-            return Ok((Self::start_new(lease, run, schema).await?, None));
+            let p = Self::start_new(lease, run, schema, AuditAction::Invoked).await?;
+            return Ok((p, None));
         };
         let thread = run.run_id.clone();
         let (p, loaded) = run
-            .open(lease, record, plan, |stored, loaded| {
-                // A completed run, a fork (pending) of a checkpoint where a run ended, or a run
-                // whose failure was compensated in full (nothing is left to resume).
-                let ended = match stored.status {
-                    RunStatus::Completed | RunStatus::Pending => true,
-                    RunStatus::Failed => loaded.compensated(),
-                    _ => false,
-                };
-                if ended && loaded.at_rest() {
-                    Ok(())
-                } else {
-                    Err(Error::ThreadNotReady {
-                        thread: thread.to_string(),
-                        status: stored.status,
-                    })
-                }
-            })
+            .open(
+                lease,
+                record,
+                plan,
+                AuditAction::Invoked,
+                |stored, loaded| {
+                    // A completed run, a fork (pending) of a checkpoint where a run ended, or a run
+                    // whose failure was compensated in full (nothing is left to resume).
+                    let ended = match stored.status {
+                        RunStatus::Completed | RunStatus::Pending => true,
+                        RunStatus::Failed => loaded.compensated(),
+                        _ => false,
+                    };
+                    if ended && loaded.at_rest() {
+                        Ok(())
+                    } else {
+                        Err(Error::ThreadNotReady {
+                            thread: thread.to_string(),
+                            status: stored.status,
+                        })
+                    }
+                },
+            )
             .await?;
         Ok((p, Some(loaded)))
     }
@@ -424,16 +466,20 @@ pub(crate) struct RunSettings {
     pub(crate) session: Session,
     /// How the run's records are stored.
     pub(crate) packing: Packing,
+    /// Who runs it, for its audit trail; `None`: not audited (a subgraph run).
+    pub(crate) caller: Option<Arc<str>>,
 }
 
 impl RunSettings {
     /// Checks the run's graph, loads its newest intact checkpoint, checks it with `ready`
-    /// (before anything is written: a refused run stays as it was), and marks the run running.
+    /// (before anything is written: a refused run stays as it was), and marks the run running,
+    /// auditing `action` in that batch.
     async fn open<S: State>(
         self,
         lease: RunOwnership,
         record: RunRecord,
         plan: &Plan<S>,
+        action: AuditAction,
         ready: impl FnOnce(&RunRecord, &Loaded<S>) -> Result<()>,
     ) -> Result<(Persister<S>, Loaded<S>)> {
         let schema = &plan.schema;
@@ -445,6 +491,7 @@ impl RunSettings {
             graph,
             session,
             packing,
+            caller,
             ..
         } = self;
         let store = lease.store().clone();
@@ -488,6 +535,10 @@ impl RunSettings {
         }
         p.upgrade_stored(&mut loaded, &mut batch)?;
         batch.put_run(p.run_record(RunStatus::Running, None));
+        p.caller = caller.filter(|_| p.store.supports_audit());
+        let from = serde_json::json!({ "step": loaded.record.step, "status": record.status });
+        p.audit(action, from);
+        p.put_audit(&mut batch);
         p.store.commit(batch).await?;
         // Marking the run running needs no flush of its own outside `Sync`: a crash that
         // loses it loses what was committed after it too (stores apply commits in order),
@@ -697,6 +748,9 @@ impl<S: State> Persister<S> {
         if remembers {
             batch.extend(self.memory.drain(..).map(agentgraph_checkpoint::Op::from));
         }
+        if !self.audit.is_empty() {
+            self.put_audit(&mut batch);
+        }
         self.last_step = Some(step);
         batch.put_run(self.run_record(status.unwrap_or(RunStatus::Running), None));
         let last = status.is_some();
@@ -846,6 +900,7 @@ impl<S: State> Persister<S> {
             );
             batch.put_checkpoint(&self.run_id, step, bytes);
         }
+        self.put_audit(&mut batch);
         self.store.commit(batch).await?;
         self.store.flush().await?;
         Ok(())
@@ -882,13 +937,22 @@ impl<S: State> Persister<S> {
             return Ok(());
         }
         if self.last_step.is_none() {
-            // Nothing was checkpointed: there is nothing to resume, and the id stays free.
+            // Nothing was checkpointed: there is nothing to resume, and the id stays free
+            // (nothing to audit either: no action on a run was made durable).
+            self.audit.clear();
             batch.delete_run(&self.run_id);
             return self.write(batch, At::End, None).await;
         }
         if let Some(step) = drop_pending {
             batch.delete_pending_writes(&self.run_id, step);
         }
+        if status == RunStatus::Cancelled {
+            self.audit(
+                AuditAction::Cancelled,
+                serde_json::json!({ "step": self.last_step }),
+            );
+        }
+        self.put_audit(&mut batch);
         batch.put_run(self.run_record(status, error));
         self.write(batch, At::End, None).await
     }

@@ -1,15 +1,21 @@
 //! Pruning a run's old checkpoints, and deleting runs.
 
 use agentgraph_checkpoint::WriteBatch;
+use agentgraph_checkpoint::audit::AuditAction;
 
 use super::reader::Reader;
-use super::{SHORT_TTL, lease};
+use super::{SHORT_TTL, audit, lease};
 use crate::error::Result;
 
 /// Keeps the newest `keep` checkpoints of `run` (at least one) and deletes the older ones, with
 /// the field values only they needed: the values of each field before the version (base) the
 /// oldest kept checkpoint starts from. Returns how many checkpoints were deleted.
-pub(crate) async fn prune(reader: &Reader, run: &str, keep: usize) -> Result<usize> {
+pub(crate) async fn prune(
+    reader: &Reader,
+    run: &str,
+    keep: usize,
+    caller: Option<&str>,
+) -> Result<usize> {
     let owner = lease(reader.store(), run, SHORT_TTL).await?;
     let store = owner.store();
     let all = reader.records(run).await?;
@@ -30,19 +36,45 @@ pub(crate) async fn prune(reader: &Reader, run: &str, keep: usize) -> Result<usi
     for f in oldest_kept.bases.len()..most {
         batch.delete_blobs_before(run, f as u32, oldest_kept.step + 1);
     }
+    let pruned = serde_json::json!({
+        "kept": keep,
+        "deleted": all.len() - keep,
+        "oldest_kept_step": oldest_kept.step,
+    });
+    audit::put(
+        &**store,
+        &mut batch,
+        run,
+        caller,
+        AuditAction::Pruned,
+        pruned,
+    );
     store.commit(batch).await?;
     store.flush().await?;
     Ok(all.len() - keep)
 }
 
 /// Deletes `run` and everything stored for it, with the runs of its subgraphs.
-pub(crate) async fn delete(reader: &Reader, run: &str) -> Result<()> {
+pub(crate) async fn delete(reader: &Reader, run: &str, caller: Option<&str>) -> Result<()> {
     let owner = lease(reader.store(), run, SHORT_TTL).await?;
     let store = owner.store();
     let mut batch = WriteBatch::new();
     batch.delete_run(run);
-    for child in reader.child_runs(run).await? {
-        batch.delete_run(&child);
+    let children = reader.child_runs(run).await?;
+    for child in &children {
+        batch.delete_run(child);
+    }
+    let existed = store.get_run(run).await?.is_some();
+    if existed || !children.is_empty() {
+        let deleted = serde_json::json!({ "subgraph_runs": children.len() });
+        audit::put(
+            &**store,
+            &mut batch,
+            run,
+            caller,
+            AuditAction::Deleted,
+            deleted,
+        );
     }
     store.commit(batch).await?;
     store.flush().await?;

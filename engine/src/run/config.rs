@@ -129,6 +129,8 @@ pub struct RunConfig {
     pub(crate) tenant_budget: Option<crate::run::budget::TenantBudget>,
     /// A subgraph's child run: the parent run its usage adds to.
     pub(crate) usage_parent: Option<Arc<crate::run::context::RunShared>>,
+    /// Who runs it, for the audit trail (`None`: `"unknown"`).
+    pub(crate) caller: Option<Arc<str>>,
 }
 
 impl Default for RunConfig {
@@ -162,6 +164,7 @@ impl Default for RunConfig {
             prices: None,
             tenant_budget: None,
             usage_parent: None,
+            caller: None,
         }
     }
 }
@@ -646,6 +649,46 @@ impl RunConfig {
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Who starts, resumes or continues the run, as its audit trail records them: a user
+    /// name, a service, a token's label. Every invocation of a run with a store that keeps
+    /// audit trails (the four stores of agentgraph) appends entries to the run's trail,
+    /// hash-chained, in the same atomic batch as what they record: `started` (or `invoked`
+    /// for a thread's next invocation) with the first checkpoint, `resumed` with the resume,
+    /// `interrupt_answered` (the interrupt, the answer's SHA-256 and size, the answer itself
+    /// when it is at most 1 KiB) and `state_edited` with the resume's amendment, `cancelled`
+    /// with the run's end. Without a caller the entries name `"unknown"`. Subgraph runs are
+    /// not audited: their parent is. See `agentgraph_checkpoint::audit` and the command-line
+    /// tool's `agentgraph audit verify`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # use agentgraph_checkpoint::audit::AuditAction;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = RunConfig::new().store(store.clone()).run_id("r-1").caller("alice");
+    /// graph.run_with(Count::default(), config).await?;
+    ///
+    /// let trail = store.audit("r-1").await?;
+    /// assert_eq!(trail[0].record.action, AuditAction::Started);
+    /// assert_eq!(trail[0].record.caller, "alice");
+    /// assert!(agentgraph_checkpoint::audit::verify(&*store, "r-1").await?.is_ok());
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn caller(mut self, caller: impl Into<String>) -> Self {
+        self.caller = Some(Arc::from(caller.into()));
         self
     }
 

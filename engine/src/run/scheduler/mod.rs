@@ -380,6 +380,12 @@ impl<S: State> Scheduler<S> {
             lease_ttl: self.config().lease_ttl,
             session: self.config().session(),
             packing: self.config().packing,
+            caller: (!self.config().subgraph_run).then(|| {
+                self.config()
+                    .caller
+                    .clone()
+                    .unwrap_or_else(|| Arc::from(agentgraph_checkpoint::audit::UNKNOWN_CALLER))
+            }),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::run::retry_at::{RetryAt, RetryTask};
+use agentgraph_checkpoint::audit::AuditAction;
 
 impl<S: State> Scheduler<S> {
     pub(super) fn interrupted(&self, step: u64, interrupts: Vec<Interrupt>) -> Error {
@@ -27,6 +28,8 @@ impl<S: State> Scheduler<S> {
         } = resume;
         let run = &self.shared.run_id;
         let mut answered = Vec::new();
+        // The audit entries, recorded once the whole resume is known to apply.
+        let mut audited = Vec::new();
         if !answers.is_empty() || value.is_some() {
             let waiting = loaded.waiting();
             let unknown = |id: String| Error::UnknownInterrupt {
@@ -74,6 +77,10 @@ impl<S: State> Scheduler<S> {
                 let Some((interrupt, at)) = waiting.iter().find(|(i, _)| i.id == id) else {
                     return Err(unknown(id));
                 };
+                audited.push((
+                    AuditAction::InterruptAnswered,
+                    crate::persist::answer_details(&id, &value),
+                ));
                 // A gate of this run needs no value; a node's interrupt (or its subgraph's)
                 // gets it when the task runs again.
                 let own_gate = interrupt.path.is_empty() && interrupt.kind != InterruptKind::Node;
@@ -95,7 +102,20 @@ impl<S: State> Scheduler<S> {
                     message: panic_message(panic),
                 },
             )?;
+            let fields: Vec<&str> = written
+                .iter()
+                .zip(self.plan.fields())
+                .filter(|(w, _)| **w)
+                .map(|(_, f)| f.name)
+                .collect();
+            audited.push((
+                AuditAction::StateEdited,
+                serde_json::json!({ "fields": fields }),
+            ));
             edited = Some(written);
+        }
+        for (action, details) in audited {
+            p.audit(action, details);
         }
         if !answered.is_empty() || edited.is_some() {
             p.amend(loaded, &answered, edited.as_deref()).await?;
