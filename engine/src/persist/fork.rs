@@ -60,6 +60,7 @@ pub(crate) async fn fork<S: State>(
     rec.graph = graph.map(str::to_owned);
     // A fork of a thread is a thread of the same session: its metadata and time to live.
     rec.metadata = source.metadata.clone();
+    rec.tenant = source.tenant.clone();
     rec.set_ttl(source.ttl_ms);
     batch.put_run(rec);
     store.commit(batch).await?;
