@@ -31,12 +31,18 @@ pub(crate) struct Ctx {
     /// `--json`.
     pub(crate) json: bool,
     store: Option<String>,
+    /// `--tenant`.
+    tenant: Option<agentgraph_checkpoint::TenantId>,
 }
 
 impl Ctx {
     /// Opens the store the command line names.
     pub(crate) async fn open_store(&self) -> Result<Store> {
-        store::open(self.store.as_deref()).await
+        let mut store = store::open(self.store.as_deref()).await?;
+        if let Some(tenant) = &self.tenant {
+            store.for_tenant(tenant.clone());
+        }
+        Ok(store)
     }
 }
 
@@ -46,6 +52,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         out: output::stdout(),
         json: cli.json,
         store: cli.store,
+        tenant: cli.tenant,
     };
     match cli.command {
         Command::Runs(args) => runs::run(&mut ctx, args).await,
