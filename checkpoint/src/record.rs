@@ -482,6 +482,14 @@ mod tests {
         assert!(decode_run("r", &bytes[..bytes.len() - 1]).is_err());
     }
 
+    /// A run's metadata as records before tenants held it: user, title, tags, labels.
+    type OldMetadata = (
+        Option<String>,
+        Option<String>,
+        Vec<String>,
+        Vec<(String, String)>,
+    );
+
     /// The layout of run records before tenants (sessions, no tenant), as it was written.
     #[derive(Serialize)]
     struct BeforeTenants {
@@ -494,12 +502,7 @@ mod tests {
         error: Option<String>,
         forked_from: Option<(String, u64)>,
         graph: Option<String>,
-        metadata: (
-            Option<String>,
-            Option<String>,
-            Vec<String>,
-            Vec<(String, String)>,
-        ),
+        metadata: OldMetadata,
         ttl_ms: Option<u64>,
         expires_at_ms: Option<u64>,
     }

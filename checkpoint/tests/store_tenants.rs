@@ -173,7 +173,7 @@ async fn isolates(store: Arc<dyn CheckpointStore>) {
             .list_namespaces(&Namespace::root(), 2)
             .await
             .unwrap(),
-        [ns.clone()]
+        std::slice::from_ref(&ns)
     );
     let hits = as_globex
         .search_items(&ItemQuery::new(Namespace::root()).at(2).limit(10))
