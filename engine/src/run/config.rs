@@ -671,7 +671,7 @@ impl RunConfig {
     /// ```
     /// # use std::sync::Arc;
     /// # use agentgraph_engine::*;
-    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
     /// # #[state(crate = agentgraph_engine)]
     /// # struct Count { #[reducer(add)] n: u64 }
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
