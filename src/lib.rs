@@ -203,6 +203,9 @@ pub mod store {
         RunMetadata, RunRecord, RunStatus, SUBGRAPH_MARK, StoreError, StoreUrl, Sweeper, UrlError,
         WriteBatch, check_run_id, conformance, decode_run, encode_run, envelope, open_url,
     };
+    pub use agentgraph_checkpoint::{
+        InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_NAMESPACE, TenantId, TenantStore,
+    };
 }
 
 pub mod memory {

@@ -78,4 +78,12 @@ pub enum StoreError {
     /// The backend failed (I/O, for example).
     #[error("store backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A [`TenantStore`](crate::TenantStore) was asked to write to, or take the lease of,
+    /// a run that is not its tenant's (another tenant's, or one of no tenant). Nothing of the
+    /// batch was applied. Says nothing of whose run it is.
+    #[error("no run `{run}` of this tenant")]
+    NotInTenant {
+        /// The run.
+        run: String,
+    },
 }

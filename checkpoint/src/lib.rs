@@ -58,6 +58,7 @@ mod session;
 mod sled;
 mod store;
 mod sweep;
+mod tenant;
 mod url;
 
 #[cfg(feature = "redb")]
@@ -73,4 +74,5 @@ pub use store::{
     WriteBatch, check_run_id,
 };
 pub use sweep::{SUBGRAPH_MARK, Sweeper};
+pub use tenant::{InvalidTenantId, MAX_TENANT_ID_LEN, TENANT_NAMESPACE, TenantId, TenantStore};
 pub use url::{StoreUrl, UrlError, open_url};

@@ -26,6 +26,46 @@ struct StoredRun {
     metadata: StoredMetadata,
     ttl_ms: Option<u64>,
     expires_at_ms: Option<u64>,
+    /// Added with tenants, at the end: see [`StoredRunV3`].
+    tenant: Option<String>,
+}
+
+/// A run record as written before tenants: [`StoredRun`] but `tenant`, which it lacks at the
+/// end of its payload (so no payload reads as both). Read only.
+#[derive(Deserialize)]
+struct StoredRunV3 {
+    run_id: String,
+    status: StoredStatus,
+    fingerprint: u128,
+    created_at_ms: u64,
+    updated_at_ms: u64,
+    last_step: Option<u64>,
+    error: Option<String>,
+    forked_from: Option<(String, u64)>,
+    graph: Option<String>,
+    metadata: StoredMetadata,
+    ttl_ms: Option<u64>,
+    expires_at_ms: Option<u64>,
+}
+
+impl From<StoredRunV3> for StoredRun {
+    fn from(r: StoredRunV3) -> Self {
+        StoredRun {
+            run_id: r.run_id,
+            status: r.status,
+            fingerprint: r.fingerprint,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+            last_step: r.last_step,
+            error: r.error,
+            forked_from: r.forked_from,
+            graph: r.graph,
+            metadata: r.metadata,
+            ttl_ms: r.ttl_ms,
+            expires_at_ms: r.expires_at_ms,
+            tenant: None,
+        }
+    }
 }
 
 /// A run's [`RunMetadata`] as stores keep it.
@@ -76,7 +116,7 @@ struct StoredRunV2 {
 
 impl From<StoredRunV2> for StoredRun {
     fn from(r: StoredRunV2) -> Self {
-        StoredRun {
+        StoredRun::from(StoredRunV3 {
             run_id: r.run_id,
             status: r.status,
             fingerprint: r.fingerprint,
@@ -89,7 +129,7 @@ impl From<StoredRunV2> for StoredRun {
             metadata: StoredMetadata::from(&RunMetadata::new()),
             ttl_ms: None,
             expires_at_ms: None,
-        }
+        })
     }
 }
 
@@ -182,6 +222,7 @@ impl From<&RunRecord> for StoredRun {
             metadata: StoredMetadata::from(&r.metadata),
             ttl_ms: r.ttl_ms,
             expires_at_ms: r.expires_at_ms,
+            tenant: r.tenant.as_ref().map(|t| t.as_str().to_owned()),
         }
     }
 }
@@ -197,6 +238,9 @@ impl From<StoredRun> for RunRecord {
         record.metadata = r.metadata.into();
         record.ttl_ms = r.ttl_ms;
         record.expires_at_ms = r.expires_at_ms;
+        // A stored tenant id that is no longer valid reads as its nearest valid form: ids
+        // are checked when they are made, so this only guards against damage.
+        record.tenant = r.tenant.map(crate::TenantId::from_stored);
         record
     }
 }
@@ -265,8 +309,11 @@ pub fn decode_run(run: &str, bytes: &[u8]) -> Result<RunRecord> {
         Ok(stored) => stored,
         Err(e @ envelope::FormatError::Decode(_)) => {
             // The older layouts, newest first: each lacks fields at the end of the next.
-            envelope::decode::<StoredRunV2>(RecordKind::Run, bytes)
+            envelope::decode::<StoredRunV3>(RecordKind::Run, bytes)
                 .map(StoredRun::from)
+                .or_else(|_| {
+                    envelope::decode::<StoredRunV2>(RecordKind::Run, bytes).map(StoredRun::from)
+                })
                 .or_else(|_| {
                     envelope::decode::<StoredRunV1>(RecordKind::Run, bytes).map(StoredRun::from)
                 })
@@ -427,10 +474,106 @@ mod tests {
         for cut in 1..payload.len() {
             let sealed = envelope::seal(RecordKind::Run, &payload[..cut]);
             if let Ok(r) = decode_run("r", &sealed) {
-                // Only a cut at the end of an older layout reads, as that layout.
-                assert!(r.metadata.is_empty() && r.ttl_ms.is_none(), "cut at {cut}");
+                // Only a cut at the end of an older layout reads, as that layout: the last
+                // byte is the tenant's (`None`), added after sessions.
+                let before_tenants = cut == payload.len() - 1;
+                assert!(
+                    before_tenants || (r.metadata.is_empty() && r.ttl_ms.is_none()),
+                    "cut at {cut}"
+                );
+                assert!(r.tenant.is_none());
             }
         }
         assert!(decode_run("r", &bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// A run's metadata as records before tenants held it: user, title, tags, labels.
+    type OldMetadata = (
+        Option<String>,
+        Option<String>,
+        Vec<String>,
+        Vec<(String, String)>,
+    );
+
+    /// The layout of run records before tenants (sessions, no tenant), as it was written.
+    #[derive(Serialize)]
+    struct BeforeTenants {
+        run_id: String,
+        status: u32,
+        fingerprint: u128,
+        created_at_ms: u64,
+        updated_at_ms: u64,
+        last_step: Option<u64>,
+        error: Option<String>,
+        forked_from: Option<(String, u64)>,
+        graph: Option<String>,
+        metadata: OldMetadata,
+        ttl_ms: Option<u64>,
+        expires_at_ms: Option<u64>,
+    }
+
+    #[test]
+    fn records_without_a_tenant_still_decode() {
+        let old = BeforeTenants {
+            run_id: "r".into(),
+            status: 2,
+            fingerprint: 9,
+            created_at_ms: 1,
+            updated_at_ms: 2,
+            last_step: Some(3),
+            error: None,
+            forked_from: None,
+            graph: Some("g".into()),
+            metadata: (Some("ann".into()), None, vec!["t".into()], vec![]),
+            ttl_ms: Some(5),
+            expires_at_ms: Some(7),
+        };
+        let bytes = envelope::encode(RecordKind::Run, &old).unwrap();
+        // Bytes of that layout, as stores hold them today (pinned: the layout must not drift
+        // with this test's struct).
+        assert_eq!(
+            &bytes[envelope::HEADER_LEN..],
+            &[
+                1, b'r', 2, 9, 1, 2, 1, 3, 0, 0, 1, 1, b'g', 1, 3, b'a', b'n', b'n', 0, 1, 1, b't',
+                0, 1, 5, 1, 7
+            ]
+        );
+        let record = decode_run("r", &bytes).unwrap();
+        let mut expected = RunRecord::new("r", RunStatus::Completed, 9, 1)
+            .with_graph("g")
+            .with_metadata(RunMetadata::new().with_user("ann").with_tag("t"));
+        expected.updated_at_ms = 2;
+        expected.last_step = Some(3);
+        expected.ttl_ms = Some(5);
+        expected.expires_at_ms = Some(7);
+        assert_eq!(record, expected);
+        assert_eq!(record.tenant, None);
+
+        // The current layout round-trips a tenant, and no tenant.
+        let acme = crate::TenantId::new("acme").unwrap();
+        let current = expected.clone().with_tenant(acme.clone());
+        let encoded = encode_run(&current).unwrap();
+        assert_eq!(decode_run("r", &encoded).unwrap().tenant, Some(acme));
+        assert_eq!(
+            decode_run("r", &encode_run(&expected).unwrap()).unwrap(),
+            expected
+        );
+        // The tenant is the payload's last field: an old payload plus `Some` is the new one.
+        let payload = &encoded[envelope::HEADER_LEN..];
+        assert_eq!(
+            &payload[..bytes.len() - envelope::HEADER_LEN],
+            &bytes[envelope::HEADER_LEN..]
+        );
+        assert_eq!(
+            &payload[bytes.len() - envelope::HEADER_LEN..],
+            &[1, 4, b'a', b'c', b'm', b'e']
+        );
+        // A current record cut short reads only as an older layout, or not at all.
+        for cut in 1..payload.len() {
+            let sealed = envelope::seal(RecordKind::Run, &payload[..cut]);
+            if let Ok(r) = decode_run("r", &sealed) {
+                assert!(r.tenant.is_none(), "cut at {cut}");
+            }
+        }
     }
 }

@@ -209,6 +209,11 @@ pub struct RunRecord {
     /// `updated_at_ms + ttl_ms`, moved on each time the record is written.
     #[serde(default)]
     pub expires_at_ms: Option<u64>,
+    /// The tenant the run belongs to (`RunConfig::tenant`); `None` for a run of no tenant,
+    /// which only an all-tenants reader sees. Records written before tenants read back with
+    /// `None`. See [`TenantStore`](crate::TenantStore).
+    #[serde(default)]
+    pub tenant: Option<crate::TenantId>,
 }
 
 /// How [`RunRecord`]'s fields that JSON cannot spell as Rust holds them are written.
@@ -279,6 +284,7 @@ impl RunRecord {
             forked_from: None,
             graph: None,
             metadata: RunMetadata::new(),
+            tenant: None,
             ttl_ms: None,
             expires_at_ms: None,
         }
@@ -346,6 +352,22 @@ impl RunRecord {
     /// ```
     pub fn with_ttl(mut self, ttl: Duration) -> Self {
         self.set_ttl(Some(duration_ms(ttl)));
+        self
+    }
+
+    /// Sets the tenant the run belongs to.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::{RunRecord, RunStatus, TenantId};
+    /// let acme = TenantId::new("acme").unwrap();
+    /// let record = RunRecord::new("run-1", RunStatus::Running, 7, 0).with_tenant(acme.clone());
+    /// assert_eq!(record.tenant, Some(acme));
+    /// assert_eq!(serde_json::to_value(&record).unwrap()["tenant"], "acme");
+    /// ```
+    pub fn with_tenant(mut self, tenant: crate::TenantId) -> Self {
+        self.tenant = Some(tenant);
         self
     }
 

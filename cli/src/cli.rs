@@ -41,6 +41,12 @@ pub(crate) struct Cli {
     #[arg(long, global = true)]
     pub(crate) json: bool,
 
+    /// Act as tenant `ID` (`RunConfig::tenant`): every command reads and writes only the
+    /// tenant's runs, threads, events and memory (another tenant's run is not found), and the
+    /// runs `run` starts are the tenant's. Without it, every tenant's runs.
+    #[arg(long, global = true, env = "AGENTGRAPH_TENANT", value_name = "ID")]
+    pub(crate) tenant: Option<agentgraph_checkpoint::TenantId>,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,

@@ -15,6 +15,8 @@ pub(crate) struct Store {
     pub(crate) exclusive: bool,
     /// The PostgreSQL store, when it is one (its queue of workers is read too).
     pub(crate) postgres: Option<agentgraph_postgres::PostgresStore>,
+    /// Whether it is read as one tenant's (`--tenant`).
+    pub(crate) tenant_bound: bool,
 }
 
 /// The files a sled database directory always has.
@@ -41,6 +43,7 @@ pub(crate) async fn open(store: Option<&str>) -> Result<Store> {
             inspector: StoreInspector::new(std::sync::Arc::new(store.clone())),
             exclusive: false,
             postgres: Some(store),
+            tenant_bound: false,
         });
     }
     // Each embedded scheme's store.
@@ -72,6 +75,7 @@ pub(crate) async fn open(store: Option<&str>) -> Result<Store> {
         inspector: StoreInspector::new(store),
         exclusive: true,
         postgres: None,
+        tenant_bound: false,
     })
 }
 
@@ -133,6 +137,15 @@ fn file_name(path: &Path) -> String {
 }
 
 impl Store {
+    /// Reads and writes only `tenant`'s runs and memory from now on (through a
+    /// [`TenantStore`](agentgraph_checkpoint::TenantStore)); the queue of workers, which spans
+    /// tenants, is no longer read.
+    pub(crate) fn for_tenant(&mut self, tenant: agentgraph_checkpoint::TenantId) {
+        let view = agentgraph_checkpoint::TenantStore::new(self.inspector.store().clone(), tenant);
+        self.inspector = StoreInspector::new(view);
+        self.tenant_bound = true;
+    }
+
     /// The record of `run`, or the error that says it is not in the store.
     pub(crate) async fn run(&self, run: &str) -> Result<RunRecord> {
         self.inspector.run(run).await?.ok_or_else(|| not_found(run))

@@ -12,6 +12,7 @@ use agentgraph_checkpoint::{MAX_RUN_ID_LEN, RunFilter, RunRecord, RunStatus};
 use agentgraph_engine::{Error as EngineError, Interrupt, PendingTask};
 
 use crate::app::AppState;
+use crate::auth::Scoped;
 
 /// Runs listed per page when the request does not say.
 const DEFAULT_LIMIT: usize = 100;
@@ -190,7 +191,7 @@ struct RunsPage {
 /// `GET /api/runs?after=&limit=&user=&tag=&label=&title=`: a page of the runs (those the
 /// filters take: `tag=a,b` is both tags, `label=key=value`).
 pub(crate) async fn runs(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiQuery(q): ApiQuery<RunsQuery>,
 ) -> Result<Response, ApiError> {
     if let Some(after) = &q.after {
@@ -238,7 +239,7 @@ struct RunDetail {
 
 /// `GET /api/runs/{run}`.
 pub(crate) async fn run(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let record = record(&state, &run).await?;
@@ -274,7 +275,7 @@ pub(crate) async fn run(
 
 /// `GET /api/runs/{run}/checkpoints`.
 pub(crate) async fn checkpoints(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
@@ -284,7 +285,7 @@ pub(crate) async fn checkpoints(
 /// `GET /api/runs/{run}/pending`: what the tasks of the step after the run's newest
 /// checkpoint came to (finished with a saved write, retrying, failed, interrupted).
 pub(crate) async fn pending(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let record = record(&state, &run).await?;
@@ -301,7 +302,7 @@ pub(crate) struct StateQuery {
 
 /// `GET /api/runs/{run}/state?step=N`.
 pub(crate) async fn state_at(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiPath(run): ApiPath<String>,
     ApiQuery(q): ApiQuery<StateQuery>,
 ) -> Result<Response, ApiError> {
@@ -311,7 +312,7 @@ pub(crate) async fn state_at(
 
 /// `GET /api/runs/{run}/graph`.
 pub(crate) async fn graph(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
@@ -323,7 +324,7 @@ pub(crate) async fn graph(
 
 /// `GET /api/runs/{run}/graph.dot`.
 pub(crate) async fn graph_dot(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     record(&state, &run).await?;
@@ -341,6 +342,55 @@ fn no_graph(run: &str) -> ApiError {
     ApiError::not_found(format!(
         "run `{run}` stored no graph: run it with `RunConfig::monitored()`"
     ))
+}
+
+/// A run's error as an answer: a busy run is 409 (it is running: stop it first).
+fn busy_or(e: EngineError) -> ApiError {
+    if e.is_busy() {
+        ApiError::new(StatusCode::CONFLICT, e.to_string())
+    } else {
+        ApiError::from(e)
+    }
+}
+
+/// `DELETE /api/runs/{run}`: deletes the run and everything stored for it, with its subgraphs'
+/// runs (an admin's). 409 while it runs.
+pub(crate) async fn delete_run(
+    Scoped(state, caller): Scoped,
+    ApiPath(run): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    record(&state, &run).await?;
+    let inspector = state
+        .inspector
+        .clone()
+        .caller(crate::control::audit_name(&caller));
+    inspector.delete(&run).await.map_err(busy_or)?;
+    tracing::info!(run = %run, caller = caller.name().unwrap_or("-"), "monitor: run deleted");
+    Ok(Json(serde_json::json!({ "run_id": run, "deleted": true })).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PruneQuery {
+    /// How many of the newest checkpoints to keep (at least 1; 1 when left out).
+    keep: Option<usize>,
+}
+
+/// `POST /api/runs/{run}/prune?keep=N`: keeps the run's newest `N` checkpoints and deletes the
+/// older ones (an admin's). 409 while it runs.
+pub(crate) async fn prune_run(
+    Scoped(state, caller): Scoped,
+    ApiPath(run): ApiPath<String>,
+    ApiQuery(q): ApiQuery<PruneQuery>,
+) -> Result<Response, ApiError> {
+    record(&state, &run).await?;
+    let keep = q.keep.unwrap_or(1).max(1);
+    let inspector = state
+        .inspector
+        .clone()
+        .caller(crate::control::audit_name(&caller));
+    let deleted = inspector.prune(&run, keep).await.map_err(busy_or)?;
+    tracing::info!(run = %run, keep, deleted, caller = caller.name().unwrap_or("-"), "monitor: run pruned");
+    Ok(Json(serde_json::json!({ "run_id": run, "deleted": deleted })).into_response())
 }
 
 /// `GET /metrics`.

@@ -20,6 +20,7 @@ use agentgraph_engine::{
 
 use crate::api::{ApiError, ApiPath, check_run};
 use crate::app::AppState;
+use crate::auth::Scoped;
 
 /// The graphs the control API runs, the configuration its runs start from, and the runs it
 /// started that have not ended.
@@ -126,7 +127,7 @@ fn accepted(run_id: &str, graph: &str, queued: bool) -> Response {
 /// its id; an error that stops it before (a busy thread, one waiting to be resumed, bad
 /// input) is the answer instead.
 pub(crate) async fn start(
-    State(state): State<AppState>,
+    Scoped(state, caller): Scoped,
     ApiPath(graph_name): ApiPath<String>,
     body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -136,13 +137,20 @@ pub(crate) async fn start(
     }
     #[cfg(feature = "postgres")]
     if let Some(queue) = &state.queue {
+        if caller.tenant().is_some() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "a tenant's token cannot start runs through the queue of workers (the queue's \
+                 jobs carry no tenant): use a token over every tenant",
+            ));
+        }
         return queued::start(queue, &graph_name, body).await;
     }
     let control = control(&state)?;
     let graph = control.registry.get(&graph_name).ok_or_else(|| {
         ApiError::not_found(format!("no graph `{graph_name}` is registered here"))
     })?;
-    let config = control.config.clone().caller(caller(&state));
+    let config = with_tenant(control.config.clone(), &caller);
     let run = match body.thread {
         Some(thread) => graph.invoke_thread(thread, body.input, config),
         None => {
@@ -161,7 +169,7 @@ pub(crate) async fn start(
 /// `POST /api/runs/{run}/resume`: resumes a run of a registered graph (the graph its record
 /// names), with answers to its interrupts and an update of its state.
 pub(crate) async fn resume(
-    State(state): State<AppState>,
+    Scoped(state, caller): Scoped,
     ApiPath(run): ApiPath<String>,
     body: Result<Json<DynResume>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -169,6 +177,7 @@ pub(crate) async fn resume(
     let Json(resume) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     #[cfg(feature = "postgres")]
     if let Some(queue) = &state.queue {
+        owned(&state, &caller, &run).await?;
         return queued::resume(queue, &run, resume).await;
     }
     let control = control(&state)?;
@@ -201,7 +210,7 @@ pub(crate) async fn resume(
         )
     })?;
     let run = graph
-        .resume(run, resume, control.config.clone().caller(caller(&state)))
+        .resume(run, resume, with_tenant(control.config.clone(), &caller))
         .map_err(run_error)?;
     launched(control, run, &graph_name).await
 }
@@ -209,10 +218,11 @@ pub(crate) async fn resume(
 /// `POST /api/runs/{run}/cancel`: cancels a run this monitor started that is running. The
 /// run stops at its next step boundary, checkpointed and resumable.
 pub(crate) async fn cancel(
-    State(state): State<AppState>,
+    Scoped(state, caller): Scoped,
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     check_run(&run)?;
+    owned(&state, &caller, &run).await?;
     #[cfg(feature = "postgres")]
     if let Some(queue) = &state.queue {
         return queued::cancel(queue, &run).await;
@@ -233,14 +243,34 @@ pub(crate) async fn cancel(
 }
 
 /// Who a control request comes from, as the audit trails of the runs it starts and resumes
-/// record it: `token` when the monitor requires its token (the request carried it), else
-/// `anonymous`.
-fn caller(state: &AppState) -> &'static str {
-    if state.token.is_some() {
-        "token"
-    } else {
-        "anonymous"
+/// record it: the name of its token's grant ([`TokenGrant::named`](crate::TokenGrant::named)),
+/// else `token` when it carried a token, else `anonymous` (a monitor without tokens).
+pub(crate) fn audit_name(caller: &crate::Caller) -> String {
+    match caller.name() {
+        Some(name) => name.to_owned(),
+        None if caller.authenticated() => "token".to_owned(),
+        None => "anonymous".to_owned(),
     }
+}
+
+/// `config` for a run started or resumed by `caller`: a tenant's token runs the tenant's runs
+/// only (the engine refuses another's as not found), and the run's audit trail records who
+/// (see [`audit_name`]).
+fn with_tenant(config: RunConfig, caller: &crate::Caller) -> RunConfig {
+    let config = config.caller(audit_name(caller));
+    match caller.tenant() {
+        Some(tenant) => config.tenant(tenant.clone()),
+        None => config,
+    }
+}
+
+/// 404 unless `run` is a run the caller's tenant may see (any run for a caller over every
+/// tenant).
+async fn owned(state: &AppState, caller: &crate::Caller, run: &str) -> Result<(), ApiError> {
+    if caller.tenant().is_none() {
+        return Ok(());
+    }
+    crate::api::record(state, run).await.map(|_| ())
 }
 
 /// Waits until `run` has started (its first event) or ended, whichever comes first; keeps a

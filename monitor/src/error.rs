@@ -67,6 +67,13 @@ pub enum Error {
     /// The server task panicked or was aborted.
     #[error("the monitor server task ended abnormally: {0}")]
     Task(String),
+    /// The same token was given twice ([`Monitor::tokens`](crate::Monitor::tokens)): which
+    /// grant it carries would be ambiguous.
+    #[error("a monitor token was given twice (named {name:?}); give each grant its own token")]
+    DuplicateToken {
+        /// The name of the second grant ([`TokenGrant::named`](crate::TokenGrant::named)).
+        name: Option<String>,
+    },
 }
 
 /// A result with the monitor's [`Error`].

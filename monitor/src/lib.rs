@@ -82,6 +82,8 @@ mod sse;
 #[cfg_attr(docsrs, doc(cfg(feature = "webhooks")))]
 pub mod webhook;
 
+pub use app::{RouteInfo, routes};
+pub use auth::{Access, Caller, Role, TokenGrant, Tokens};
 pub use error::{Error, Result};
 pub use live::LiveTokens;
 pub use monitor::{DEFAULT_ADDR, DEFAULT_POLL_INTERVAL, Monitor, serve};

@@ -2,7 +2,6 @@
 //! and `GET /api/memory/namespaces`.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -10,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use agentgraph_engine::items::{Filter, Hit, ItemQuery, Namespace};
 
 use crate::api::{ApiError, ApiQuery, MAX_LIMIT};
-use crate::app::AppState;
+use crate::auth::Scoped;
 
 /// Items listed when the request does not say.
 const DEFAULT_LIMIT: usize = 20;
@@ -54,7 +53,7 @@ fn store_error(e: agentgraph_checkpoint::StoreError) -> ApiError {
 /// `GET /api/memory?namespace=a/b&filter=JSON&limit=N&offset=N`: the items not expired under
 /// the namespace, in namespace and key order, without their embeddings.
 pub(crate) async fn items(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiQuery(q): ApiQuery<MemoryQuery>,
 ) -> Result<Response, ApiError> {
     let store = state.inspector.store();
@@ -79,7 +78,7 @@ pub(crate) async fn items(
 
 /// `GET /api/memory/namespaces?namespace=a/b`: the namespaces under it that hold items.
 pub(crate) async fn namespaces(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiQuery(q): ApiQuery<MemoryQuery>,
 ) -> Result<Response, ApiError> {
     let store = state.inspector.store();

@@ -11,6 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::{self, AppState};
+use crate::auth::{Role, TokenGrant, Tokens};
 use crate::error::{Error, Result};
 use crate::live::LiveTokens;
 use crate::server::Server;
@@ -56,7 +57,7 @@ const MAX_TOKEN_LEN: usize = 512;
 pub struct Monitor {
     store: Arc<dyn CheckpointStore>,
     addr: SocketAddr,
-    token: Option<String>,
+    tokens: Tokens,
     poll: Duration,
     prometheus: Option<PrometheusHandle>,
     metrics: bool,
@@ -71,7 +72,7 @@ impl fmt::Debug for Monitor {
         f.debug_struct("Monitor")
             .field("store", &self.store)
             .field("addr", &self.addr)
-            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .field("tokens", &self.tokens)
             .field("poll", &self.poll)
             .field("metrics", &self.metrics)
             .finish_non_exhaustive()
@@ -91,7 +92,7 @@ impl Monitor {
         Monitor {
             store: store.into_store(),
             addr: DEFAULT_ADDR,
-            token: None,
+            tokens: Tokens::new(),
             poll: DEFAULT_POLL_INTERVAL,
             prometheus: None,
             metrics: true,
@@ -123,6 +124,9 @@ impl Monitor {
     /// asks for the token; it also takes it from its address as `/#token=...` (a fragment
     /// never reaches the server or its logs). Compared in constant time.
     ///
+    /// The token is an [admin](Role::Admin) over every tenant's runs: it adds to the
+    /// [`tokens`](Monitor::tokens) given, unnamed.
+    ///
     /// # Examples
     ///
     /// ```
@@ -134,7 +138,7 @@ impl Monitor {
     /// # drop(monitor);
     /// ```
     pub fn token(mut self, token: impl Into<String>) -> Self {
-        self.token = Some(token.into());
+        self.tokens = std::mem::take(&mut self.tokens).add(token, TokenGrant::new(Role::Admin));
         self
     }
 
@@ -320,7 +324,7 @@ impl Monitor {
     /// See [`Monitor`].
     pub async fn serve(self) -> Result<Server> {
         let addr = self.addr;
-        if !addr.ip().is_loopback() && self.token.is_none() {
+        if !addr.ip().is_loopback() && self.tokens.is_empty() {
             return Err(Error::Exposed { addr });
         }
         let stop = CancellationToken::new();
@@ -341,24 +345,76 @@ impl Monitor {
         Ok(Server::new(local, stop, join))
     }
 
+    /// Takes these tokens, each bound to a tenant (or to every tenant) and a role: a
+    /// [reader](Role::Reader) reads, an [operator](Role::Operator) also starts, resumes
+    /// (answers interrupts) and cancels runs, an [admin](Role::Admin) also deletes and prunes
+    /// them. A tenant's token sees only the tenant's runs, threads, events and memory: another
+    /// tenant's run is 404 on every route, its lists show only the tenant's, and the runs it
+    /// starts are the tenant's. A route its role does not admit is 403; so are the routes that
+    /// span tenants (`/metrics`, `/api/queue`, `/api/workers`) for a tenant's token.
+    /// [`routes`](crate::routes) says who may call what. Handlers find the caller's grant as a
+    /// [`Caller`](crate::Caller) in the request's extensions.
+    ///
+    /// Adds to the tokens given before (and to [`token`](Monitor::token)'s). Serving fails with
+    /// [`Error::InvalidToken`] for a token that is not 1 to 512 visible ASCII characters, and
+    /// with [`Error::DuplicateToken`] for a token given twice.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use agentgraph_checkpoint::TenantId;
+    /// use agentgraph_monitor::{Monitor, Role, TokenGrant, Tokens};
+    ///
+    /// let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let acme = TenantId::new("acme")?;
+    /// let server = Monitor::new(store)
+    ///     .bind(([127, 0, 0, 1], 0).into())
+    ///     .tokens(
+    ///         Tokens::new()
+    ///             .add("acme-reader-token", TokenGrant::new(Role::Reader).for_tenant(acme))
+    ///             .add("root-token", TokenGrant::new(Role::Admin).named("root")),
+    ///     )
+    ///     .metrics(false)
+    ///     .serve()
+    ///     .await?;
+    /// let client = reqwest::Client::new();
+    /// let get = |path: &str, token: &str| {
+    ///     client.get(format!("http://{}{path}", server.local_addr())).bearer_auth(token).send()
+    /// };
+    /// assert_eq!(get("/api/runs", "acme-reader-token").await?.status(), 200);
+    /// assert_eq!(get("/api/runs", "wrong").await?.status(), 401);
+    /// // A tenant's token may not read what spans tenants.
+    /// assert_eq!(get("/api/queue", "acme-reader-token").await?.status(), 403);
+    /// server.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tokens(mut self, tokens: Tokens) -> Self {
+        self.tokens.extend(tokens);
+        self
+    }
+
     fn state(self, shutdown: CancellationToken) -> Result<AppState> {
-        let token = match self.token {
-            Some(t) => {
-                let valid = !t.is_empty()
-                    && t.len() <= MAX_TOKEN_LEN
-                    && t.bytes().all(|b| b.is_ascii_graphic());
-                if !valid {
-                    return Err(Error::InvalidToken);
-                }
-                Some(Arc::from(t))
+        let mut seen = std::collections::HashSet::new();
+        for (token, grant) in self.tokens.iter() {
+            let valid = !token.is_empty()
+                && token.len() <= MAX_TOKEN_LEN
+                && token.bytes().all(|b| b.is_ascii_graphic());
+            if !valid {
+                return Err(Error::InvalidToken);
             }
-            None => None,
-        };
+            if !seen.insert(token.clone()) {
+                return Err(Error::DuplicateToken {
+                    name: grant.name().map(str::to_owned),
+                });
+            }
+        }
+        let tokens = Arc::new(self.tokens);
         #[cfg(feature = "postgres")]
         let queued = self.queue.is_some();
         #[cfg(not(feature = "postgres"))]
         let queued = false;
-        if (self.control.is_some() || queued) && token.is_none() {
+        if (self.control.is_some() || queued) && tokens.is_empty() {
             return Err(Error::ControlWithoutToken);
         }
         let control = self.control.map(|(registry, config)| {
@@ -372,7 +428,7 @@ impl Monitor {
         Ok(AppState {
             inspector: StoreInspector::new(self.store),
             poll: self.poll,
-            token,
+            tokens,
             prometheus,
             shutdown,
             live: self.live,

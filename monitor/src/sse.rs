@@ -5,7 +5,6 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +18,7 @@ use agentgraph_engine::{Event, EventKind};
 
 use crate::api::{self, ApiError, ApiPath, ApiQuery};
 use crate::app::AppState;
+use crate::auth::Scoped;
 
 /// Events read from the store per poll.
 const PAGE: usize = 256;
@@ -51,7 +51,7 @@ fn parse_seq(what: &str, text: &str) -> Result<u64, ApiError> {
 
 /// `GET /api/runs/{run}/events`.
 pub(crate) async fn events(
-    State(state): State<AppState>,
+    Scoped(state, _): Scoped,
     ApiPath(run): ApiPath<String>,
     ApiQuery(q): ApiQuery<EventsQuery>,
     headers: HeaderMap,

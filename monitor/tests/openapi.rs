@@ -136,8 +136,24 @@ async fn schemathesis_finds_the_api_as_documented() {
         "/api/runs/{run}/cancel",
         "/api/memory",
         "/api/memory/namespaces",
+        "/api/runs/{run}/prune",
     ] {
         assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
+    // Every method of every JSON route behind the token check, as
+    // `agentgraph_monitor::routes` lists them (the event stream and `/metrics` are not JSON).
+    for route in agentgraph_monitor::routes() {
+        let json = !matches!(route.path, "/metrics" | "/api/runs/{run}/events");
+        if route.access == agentgraph_monitor::Access::Public || !json {
+            continue;
+        }
+        let method = route.method.to_lowercase();
+        assert!(
+            doc["paths"][route.path][method.as_str()].is_object(),
+            "{} {} is not documented",
+            route.method,
+            route.path
+        );
     }
 
     let output = tokio::process::Command::new(schemathesis)

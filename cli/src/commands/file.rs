@@ -125,6 +125,9 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunFileArgs) -> Result<()> {
     let store = open_store(ctx.store.as_deref()).await?;
     let input = input_json(args.input.as_deref())?;
     let mut config = RunConfig::new().caller(ctx.caller.clone());
+    if let Some(tenant) = &ctx.tenant {
+        config = config.tenant(tenant.clone());
+    }
     if let Some(store) = store {
         config = config.store(store).store_events(true);
     }
@@ -160,11 +163,14 @@ pub(crate) async fn resume(ctx: &mut Ctx, args: ResumeArgs) -> Result<()> {
             .ok_or_else(|| anyhow!("`--answer-to {pair}` is not ID=VALUE"))?;
         resume = resume.answer(id, parse(value));
     }
-    let config = RunConfig::new()
+    let mut config = RunConfig::new()
         .caller(ctx.caller.clone())
         .store(store)
         .store_events(true)
         .allow_graph_change(args.allow_changed);
+    if let Some(tenant) = &ctx.tenant {
+        config = config.tenant(tenant.clone());
+    }
     let run = graph.resume_with(args.run.clone(), resume, config);
     follow(ctx, run).await.map_err(|e| match e.downcast_ref::<Error>() {
         Some(Error::GraphChanged { .. }) => e.context(format!(

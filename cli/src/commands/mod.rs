@@ -34,6 +34,8 @@ pub(crate) struct Ctx {
     store: Option<String>,
     /// Who runs the command, for the audit trails (`--as`, or the OS user).
     pub(crate) caller: String,
+    /// `--tenant`.
+    tenant: Option<agentgraph_checkpoint::TenantId>,
 }
 
 impl Ctx {
@@ -41,6 +43,9 @@ impl Ctx {
     pub(crate) async fn open_store(&self) -> Result<Store> {
         let mut store = store::open(self.store.as_deref()).await?;
         store.inspector = store.inspector.caller(self.caller.clone());
+        if let Some(tenant) = &self.tenant {
+            store.for_tenant(tenant.clone());
+        }
         Ok(store)
     }
 }
@@ -52,6 +57,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         json: cli.json,
         store: cli.store,
         caller: cli.caller.unwrap_or_else(os_user),
+        tenant: cli.tenant,
     };
     match cli.command {
         Command::Runs(args) => runs::run(&mut ctx, args).await,

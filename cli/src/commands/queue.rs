@@ -13,6 +13,11 @@ use crate::output;
 /// The queue of the store the command line names, which must be a PostgreSQL store.
 async fn queue(ctx: &Ctx, command: &str) -> Result<Queue> {
     let store = ctx.open_store().await?;
+    if store.tenant_bound {
+        bail!(
+            "`{command}` reads the queue of workers, which spans every tenant: run it without `--tenant`"
+        );
+    }
     let Some(postgres) = &store.postgres else {
         bail!(
             "`{command}` reads the queue of workers, which only a PostgreSQL store has: pass `--store postgres://...`"

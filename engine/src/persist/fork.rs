@@ -75,6 +75,7 @@ pub(crate) async fn fork<S: State>(
     rec.graph = graph.name().map(str::to_owned);
     // A fork of a thread is a thread of the same session: its metadata and time to live.
     rec.metadata = source.metadata.clone();
+    rec.tenant = source.tenant.clone();
     rec.set_ttl(source.ttl_ms);
     batch.put_run(rec);
     let from = serde_json::json!({ "run": run, "step": step });

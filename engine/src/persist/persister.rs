@@ -232,6 +232,8 @@ pub(crate) struct Persister<S: State> {
     /// The run's metadata and time to live (ms), for the run record.
     metadata: agentgraph_checkpoint::RunMetadata,
     ttl_ms: Option<u64>,
+    /// The run's tenant, for the run record.
+    tenant: Option<agentgraph_checkpoint::TenantId>,
     /// The memory writes of the current step's tasks, in task order: committed with its
     /// checkpoint.
     memory: Vec<agentgraph_checkpoint::items::ItemWrite>,
@@ -322,6 +324,7 @@ impl<S: State> Persister<S> {
         );
         p.graph = graph;
         p.packing = packing;
+        p.tenant = session.tenant_over(&p.run_id, None)?;
         (p.metadata, p.ttl_ms) = session.over(None);
         p.caller = caller.filter(|_| p.store.supports_audit());
         p.audit(action, serde_json::Value::Null);
@@ -359,6 +362,7 @@ impl<S: State> Persister<S> {
             store_events: false,
             metadata: Default::default(),
             ttl_ms: None,
+            tenant: None,
             memory: Vec::new(),
             packing: Packing::default(),
             schema,
@@ -495,6 +499,8 @@ impl RunSettings {
             ..
         } = self;
         let store = lease.store().clone();
+        // The tenant before anything else: another tenant's run is not found, whatever it is.
+        let tenant = session.tenant_over(&run_id, Some(&record))?;
         // The fingerprint first: a changed graph or state type is said as such, before any
         // attempt to decode its state.
         let stored = Fingerprint::from_u128(record.fingerprint);
@@ -523,6 +529,7 @@ impl RunSettings {
         p.graph = graph;
         p.packing = packing;
         (p.metadata, p.ttl_ms) = session.over(Some(&record));
+        p.tenant = tenant;
         if loaded.fields.len() == p.fields.len() {
             p.fields.clone_from(&loaded.fields);
         }
@@ -620,6 +627,7 @@ impl<S: State> Persister<S> {
         r.forked_from.clone_from(&self.forked_from);
         r.graph = self.graph.as_deref().map(str::to_owned);
         r.metadata.clone_from(&self.metadata);
+        r.tenant.clone_from(&self.tenant);
         // The expiry slides: the time to live from this write.
         r.set_ttl(self.ttl_ms);
         r

@@ -131,6 +131,8 @@ pub struct RunConfig {
     pub(crate) usage_parent: Option<Arc<crate::run::context::RunShared>>,
     /// Who runs it, for the audit trail (`None`: `"unknown"`).
     pub(crate) caller: Option<Arc<str>>,
+    /// The tenant the run belongs to (`None`: the stored run's, or none for a new run).
+    pub(crate) tenant: Option<agentgraph_checkpoint::TenantId>,
 }
 
 impl Default for RunConfig {
@@ -165,6 +167,7 @@ impl Default for RunConfig {
             tenant_budget: None,
             usage_parent: None,
             caller: None,
+            tenant: None,
         }
     }
 }
@@ -695,11 +698,16 @@ impl RunConfig {
     /// What the run's record says of its session: none for a subgraph run.
     pub(crate) fn session(&self) -> Session {
         if self.subgraph_run {
-            return Session::default();
+            // A subgraph's run is its parent's tenant's.
+            return Session {
+                tenant: self.tenant.clone(),
+                ..Session::default()
+            };
         }
         Session {
             metadata: self.metadata.clone(),
             ttl: self.ttl,
+            tenant: self.tenant.clone(),
         }
     }
 
@@ -813,5 +821,59 @@ impl RunConfig {
     /// Whether any budget bounds the run.
     pub(crate) fn has_budgets(&self) -> bool {
         self.budget.is_some() || self.thread_budget.is_some() || self.tenant_budget.is_some()
+    }
+
+    /// Runs as a run (a thread) of `tenant`: its record carries the tenant (its subgraphs'
+    /// runs and forks too), only a run of the same tenant is resumed or continued with it
+    /// (another tenant's run, or one of no tenant, is [`Error::RunNotFound`](crate::Error)),
+    /// and its nodes' [`Memory`](crate::Memory) is the tenant's: every namespace a node names
+    /// is stored under [`TenantId::namespace`](agentgraph_checkpoint::TenantId::namespace),
+    /// and read back as the node named it. Without it, a resumed run keeps the tenant it had
+    /// and a new run has none. Read one tenant's runs and memory through a
+    /// [`TenantStore`](agentgraph_checkpoint::TenantStore).
+    ///
+    /// Run ids are the store's: two tenants cannot both have a run `chat-1` (the second start
+    /// fails with [`Error::RunExists`](crate::Error)); give runs ids nobody guesses (the
+    /// default, a UUID) or ids that include the tenant.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let mut b = GraphBuilder::<Count>::new();
+    /// # b.add_node("one", |_, _| async { Ok(CountUpdate::new().n(1)) }).add_edge(START, "one").add_edge("one", END);
+    /// # let graph = b.compile()?;
+    /// use agentgraph_checkpoint::{TenantId, TenantStore};
+    ///
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let (acme, globex) = (TenantId::new("acme")?, TenantId::new("globex")?);
+    /// let config = RunConfig::new().store(store.clone()).tenant(acme.clone());
+    /// graph.invoke_thread("chat-1", CountUpdate::new(), config.clone()).await?;
+    /// assert_eq!(store.get_run("chat-1").await?.unwrap().tenant, Some(acme.clone()));
+    ///
+    /// // Another tenant does not find the thread, in the store or by running it.
+    /// let theirs = TenantStore::new(store.clone(), globex.clone());
+    /// assert!(theirs.get_run("chat-1").await?.is_none());
+    /// let as_globex = RunConfig::new().store(store.clone()).tenant(globex);
+    /// let err = graph.invoke_thread("chat-1", CountUpdate::new(), as_globex).await.unwrap_err();
+    /// assert!(matches!(err, Error::RunNotFound(_)));
+    /// // Its own tenant continues it.
+    /// graph.invoke_thread("chat-1", CountUpdate::new(), config).await?;
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn tenant(mut self, tenant: agentgraph_checkpoint::TenantId) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// The tenant the run is configured for ([`tenant`](RunConfig::tenant)).
+    pub(crate) fn tenant_id(&self) -> Option<&agentgraph_checkpoint::TenantId> {
+        self.tenant.as_ref()
     }
 }

@@ -1,13 +1,14 @@
 //! [`Memory`]: a node's handle on long-term memory ([`agentgraph_checkpoint::items`]), whose
 //! writes commit with the node's step.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use agentgraph_checkpoint::items::{
     EmbedError, Embedder, Hit, Item, ItemQuery, ItemWrite, Namespace, check_target,
 };
-use agentgraph_checkpoint::{CheckpointStore, StoreError};
+use agentgraph_checkpoint::{CheckpointStore, StoreError, TenantId};
 use serde::Serialize;
 
 use crate::run::context::Context;
@@ -50,6 +51,11 @@ pub enum MemoryError {
 /// retried or resumed node never doubles nor loses a write. Reads see the committed items
 /// plus this task's own buffered writes. A run without a checkpoint store commits the writes
 /// to its memory store (`RunConfig::memory`) when the step ends.
+///
+/// **A tenant's run has the tenant's memory** (`RunConfig::tenant`): the namespaces its nodes
+/// name are stored under the tenant's ([`TenantId::scope`]) and read back as named, so two
+/// tenants' `users/ann` are two namespaces, and no namespace a node names reaches another
+/// tenant's items.
 ///
 /// # Examples
 ///
@@ -112,6 +118,28 @@ impl Memory {
         Ok(store)
     }
 
+    /// The run's tenant, whose namespace every namespace named here is under.
+    fn tenant(&self) -> Option<&TenantId> {
+        self.ctx.shared().config.tenant_id()
+    }
+
+    /// `namespace` as stored: under the run's tenant's, if it has one.
+    fn scope<'n>(&self, namespace: &'n Namespace) -> Cow<'n, Namespace> {
+        match self.tenant() {
+            Some(t) => Cow::Owned(t.scope(namespace)),
+            None => Cow::Borrowed(namespace),
+        }
+    }
+
+    /// A stored item as the run's nodes see it (its namespace without the tenant's), or
+    /// `None` for an item not of the run's tenant.
+    fn unscope(&self, mut item: Item) -> Option<Item> {
+        if let Some(t) = self.tenant() {
+            item.namespace = t.unscope(&item.namespace)?;
+        }
+        Some(item)
+    }
+
     fn embedder(&self) -> Result<&Arc<dyn Embedder>, MemoryError> {
         self.ctx
             .shared()
@@ -144,6 +172,7 @@ impl Memory {
     /// [`MemoryError::NoStore`], [`MemoryError::Unsupported`], [`MemoryError::Store`].
     pub async fn get(&self, namespace: &Namespace, key: &str) -> Result<Option<Item>, MemoryError> {
         let now = now_ms();
+        let namespace = &*self.scope(namespace);
         let buffered = self.ctx.with_memory(|writes| {
             writes
                 .iter()
@@ -152,11 +181,16 @@ impl Memory {
                 .cloned()
         });
         match buffered {
-            Some(ItemWrite::Put(item)) => return Ok((!item.is_expired(now)).then_some(item)),
+            Some(ItemWrite::Put(item)) => {
+                return Ok((!item.is_expired(now))
+                    .then_some(item)
+                    .and_then(|i| self.unscope(i)));
+            }
             Some(_) => return Ok(None),
             None => {}
         }
-        Ok(self.store()?.get_item(namespace, key, now).await?)
+        let item = self.store()?.get_item(namespace, key, now).await?;
+        Ok(item.and_then(|i| self.unscope(i)))
     }
 
     /// The items `query` finds (its `now_ms` is set to now), with this task's buffered writes
@@ -167,6 +201,21 @@ impl Memory {
     /// As [`get`](Memory::get).
     pub async fn search(&self, mut query: ItemQuery) -> Result<Vec<Hit>, MemoryError> {
         query.now_ms = now_ms();
+        if let Some(t) = self.tenant() {
+            query.prefix = t.scope(&query.prefix);
+        }
+        let hits = self.search_stored(query).await?;
+        Ok(hits
+            .into_iter()
+            .filter_map(|h| {
+                let score = h.score;
+                self.unscope(h.item).map(|item| Hit::new(item, score))
+            })
+            .collect())
+    }
+
+    /// [`search`](Memory::search) with `query` in stored namespaces.
+    async fn search_stored(&self, query: ItemQuery) -> Result<Vec<Hit>, MemoryError> {
         let store = self.store()?;
         let buffered: Vec<ItemWrite> = self.ctx.with_memory(|w| w.clone());
         if buffered.is_empty() {
@@ -291,6 +340,7 @@ impl Memory {
             .collect();
         for item in &items {
             check_target(&item.namespace, &item.key)?;
+            check_target(&self.scope(&item.namespace), &item.key)?;
         }
         for item in items {
             self.put_item(item)?;
@@ -307,6 +357,10 @@ impl Memory {
     pub fn put_item(&self, mut item: Item) -> Result<(), MemoryError> {
         self.store()?;
         check_target(&item.namespace, &item.key)?;
+        if let Some(t) = self.tenant() {
+            item.namespace = t.scope(&item.namespace);
+            check_target(&item.namespace, &item.key)?;
+        }
         if item.updated_at_ms == 0 {
             item.updated_at_ms = now_ms();
         }
@@ -321,6 +375,8 @@ impl Memory {
     /// As [`put`](Memory::put).
     pub fn delete(&self, namespace: &Namespace, key: &str) -> Result<(), MemoryError> {
         self.store()?;
+        check_target(namespace, key)?;
+        let namespace = &*self.scope(namespace);
         check_target(namespace, key)?;
         self.ctx.with_memory(|w| {
             w.push(ItemWrite::Delete {

@@ -1,0 +1,417 @@
+//! Tenants and roles over HTTP (issue 16, item 5): every route of the monitor, tried with the
+//! ids of another tenant's run, thread, subgraph run and memory, with a token of each role.
+//! A tenant's token gets 404 for another tenant's runs on every route (their SSE streams and
+//! controls too), lists show only its tenant's runs and memory, a role a route does not admit
+//! is 403, and the routes that span tenants are 403 to a tenant's token. The list of routes is
+//! the monitor's own (`agentgraph_monitor::routes`): a route added without a case here fails
+//! the test.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use agentgraph_checkpoint::items::{Item, Namespace};
+use agentgraph_checkpoint::{TenantId, TenantStore, WriteBatch};
+use agentgraph_engine::{
+    BoxError, CheckpointStore, CompiledGraph, Context, END, GraphBuilder, GraphRegistry, RunConfig,
+    START, StoreInspector,
+};
+use agentgraph_monitor::{Access, Monitor, Role, RouteInfo, Server, TokenGrant, Tokens, routes};
+use common::{Doc, DocUpdate, store};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+const ROOT: &str = "root-token";
+
+/// `START -> sub -> ask -> END`: a subgraph (a child run), then an interrupt.
+fn ask() -> CompiledGraph<Doc> {
+    let mut inner = GraphBuilder::<Doc>::new();
+    inner
+        .add_node("inc", |_, _| async { Ok(DocUpdate::new().rounds(1)) })
+        .add_edge(START, "inc")
+        .add_edge("inc", END);
+    let inner = inner.compile().unwrap();
+    let mut b = GraphBuilder::<Doc>::new();
+    b.named("ask")
+        .add_subgraph(
+            "sub",
+            inner,
+            |_: &Doc| Doc::default(),
+            |c: Doc| DocUpdate::new().rounds(c.rounds),
+        )
+        .add_node("ask", |_, ctx: Context| async move {
+            let answer: String = ctx.interrupt("title?")?;
+            Ok::<_, BoxError>(DocUpdate::new().title(answer))
+        })
+        .add_edge(START, "sub")
+        .add_edge("sub", "ask")
+        .add_edge("ask", END);
+    b.compile().unwrap()
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::new(id).unwrap()
+}
+
+fn token(tenant: &str, role: Role) -> String {
+    format!("{tenant}-{role}-token")
+}
+
+/// A tenant's ids: its interrupted run (a thread too), that run's subgraph run, and a second
+/// run.
+struct Ids {
+    run: String,
+    child: String,
+    spare: String,
+}
+
+/// Runs `tenant`'s runs `{prefix}-run` (interrupted, with a subgraph run) and
+/// `{prefix}-spare` (interrupted), and puts an item of its own under `users/ann`.
+async fn seed(store: &Arc<dyn CheckpointStore>, name: &str, prefix: &str) -> Ids {
+    let graph = ask();
+    let config = RunConfig::new()
+        .store(store.clone())
+        .monitored()
+        .tenant(tenant(name));
+    for id in [format!("{prefix}-run"), format!("{prefix}-spare")] {
+        let e = graph
+            .run_with(Doc::default(), config.clone().run_id(id))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, agentgraph_engine::Error::Interrupted(_)),
+            "{e:?}"
+        );
+    }
+    let mut batch = WriteBatch::new();
+    batch.put_item(Item::new(
+        Namespace::new(["users", "ann"]),
+        "secret",
+        json!(format!("{name}-secret")),
+    ));
+    TenantStore::new(store.clone(), tenant(name))
+        .commit(batch)
+        .await
+        .unwrap();
+    let run = format!("{prefix}-run");
+    let child = StoreInspector::new(store.clone())
+        .subgraph_runs(&run)
+        .await
+        .unwrap()
+        .remove(0);
+    Ids {
+        run,
+        child,
+        spare: format!("{prefix}-spare"),
+    }
+}
+
+async fn serve(store: Arc<dyn CheckpointStore>) -> Server {
+    let mut tokens = Tokens::new();
+    for name in ["acme", "globex"] {
+        for role in [Role::Reader, Role::Operator, Role::Admin] {
+            tokens = tokens.add(
+                token(name, role),
+                TokenGrant::new(role)
+                    .for_tenant(tenant(name))
+                    .named(format!("{name}-{role}")),
+            );
+        }
+    }
+    let registry = GraphRegistry::new().with("ask", ask());
+    Monitor::new(store)
+        .bind(([127, 0, 0, 1], 0).into())
+        .token(ROOT)
+        .tokens(tokens)
+        .prometheus(PrometheusBuilder::new().build_recorder().handle())
+        .control(registry, RunConfig::new().monitored())
+        .serve()
+        .await
+        .unwrap()
+}
+
+/// A request of `route`, aimed at `target`'s ids (the run, or its subgraph's run for the
+/// reads of a run): its method, path and body.
+fn request(route: &RouteInfo, target: &Ids, child: bool) -> (Method, String, Option<Value>) {
+    let run = if child { &target.child } else { &target.run };
+    let enc = run.replace('/', "%2F");
+    let method = Method::from_bytes(route.method.as_bytes()).unwrap();
+    let (path, body) = match (route.method, route.path) {
+        ("GET", "/api/memory") => ("/api/memory?namespace=users".to_owned(), None),
+        ("GET", "/api/memory/namespaces") => ("/api/memory/namespaces".to_owned(), None),
+        // Another tenant's thread, given its next input.
+        ("POST", "/api/graphs/{graph}/runs") => (
+            "/api/graphs/ask/runs".to_owned(),
+            Some(json!({ "thread": target.spare, "input": {} })),
+        ),
+        ("POST", "/api/runs/{run}/resume") => (
+            format!("/api/runs/{enc}/resume"),
+            Some(json!({ "value": "stolen" })),
+        ),
+        ("POST", "/api/runs/{run}/prune") => (format!("/api/runs/{enc}/prune?keep=1"), None),
+        ("POST", "/api/runs/{run}/cancel") => (format!("/api/runs/{enc}/cancel"), None),
+        (_, path) => (path.replace("{run}", &enc), None),
+    };
+    (method, path, body)
+}
+
+/// Sends `method path` with `token` (none: no header), and the body as JSON. The body of an
+/// event stream that answered 200 is not read (it does not end).
+async fn send(
+    server: &Server,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, format!("http://{}{path}", server.local_addr()));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let response = req.send().await.unwrap();
+    let status = response.status();
+    let streaming = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap_or("").starts_with("text/event-stream"));
+    if streaming {
+        return (status, String::new());
+    }
+    (status, response.text().await.unwrap())
+}
+
+/// What the routes that list show must not show of `other`.
+fn leaks(body: &str, other: &str) -> bool {
+    body.contains(&format!("{other}-run"))
+        || body.contains(&format!("{other}-spare"))
+        || body.contains(other)
+}
+
+/// Whether a route reads or writes one run (its path names it, or it continues a thread).
+fn names_a_run(route: &RouteInfo) -> bool {
+    route.path.contains("{run}") || route.path == "/api/graphs/{graph}/runs"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
+    let store = store();
+    let acme = seed(&store, "acme", "a").await;
+    let globex = seed(&store, "globex", "g").await;
+    let server = serve(store.clone()).await;
+    let before = StoreInspector::new(store.clone()).runs().await.unwrap();
+
+    // The routes this test covers: every route the monitor serves, no more, no less.
+    let covered: BTreeSet<(&str, &str)> = [
+        ("GET", "/"),
+        ("GET", "/app.js"),
+        ("GET", "/app.css"),
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/openapi.json"),
+        ("GET", "/api/runs"),
+        ("GET", "/api/runs/{run}"),
+        ("GET", "/api/runs/{run}/checkpoints"),
+        ("GET", "/api/runs/{run}/pending"),
+        ("GET", "/api/runs/{run}/state"),
+        ("GET", "/api/runs/{run}/graph"),
+        ("GET", "/api/runs/{run}/graph.dot"),
+        ("GET", "/api/runs/{run}/events"),
+        ("GET", "/api/memory"),
+        ("GET", "/api/memory/namespaces"),
+        ("GET", "/metrics"),
+        ("GET", "/api/graphs"),
+        ("POST", "/api/graphs/{graph}/runs"),
+        ("POST", "/api/runs/{run}/resume"),
+        ("POST", "/api/runs/{run}/cancel"),
+        ("GET", "/api/queue"),
+        ("GET", "/api/workers"),
+        ("DELETE", "/api/runs/{run}"),
+        ("POST", "/api/runs/{run}/prune"),
+    ]
+    .into_iter()
+    .collect();
+    let served: BTreeSet<(&str, &str)> = routes().iter().map(|r| (r.method, r.path)).collect();
+    assert_eq!(
+        served, covered,
+        "a route was added or removed: give it its case in this test"
+    );
+
+    let mut tried = 0;
+    for route in routes() {
+        for (me, mine, other, theirs) in [
+            ("acme", &acme, "globex", &globex),
+            ("globex", &globex, "acme", &acme),
+        ] {
+            // Without a token, or with a wrong one: 401 (the page and health routes are
+            // public).
+            let (method, path, body) = request(&route, theirs, false);
+            for bad in [None, Some("not-a-token")] {
+                let (status, _) = send(&server, method.clone(), &path, bad, body.clone()).await;
+                if route.access == Access::Public {
+                    assert!(status.is_success(), "{path}: {status}");
+                } else {
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {path}", route.method);
+                }
+            }
+            for role in [Role::Reader, Role::Operator, Role::Admin] {
+                let token = token(me, role);
+                for child in [false, true] {
+                    if child && !route.path.contains("{run}") {
+                        continue;
+                    }
+                    let (method, path, body) = request(&route, theirs, child);
+                    let (status, text) =
+                        send(&server, method.clone(), &path, Some(&token), body).await;
+                    tried += 1;
+                    let what = format!("{} {path} as {me}'s {role}: {status} {text}", route.method);
+                    match route.access {
+                        Access::Public => assert!(status.is_success(), "{what}"),
+                        Access::AllTenants(_) => {
+                            assert_eq!(status, StatusCode::FORBIDDEN, "{what}");
+                        }
+                        Access::Tenant(needed) if role < needed => {
+                            assert_eq!(status, StatusCode::FORBIDDEN, "{what}");
+                        }
+                        Access::Tenant(_) if names_a_run(&route) => {
+                            assert_eq!(status, StatusCode::NOT_FOUND, "{what}");
+                            assert!(!text.contains(other), "{what}");
+                        }
+                        Access::Tenant(_) => {
+                            assert_eq!(status, StatusCode::OK, "{what}");
+                            assert!(!leaks(&text, other), "{what}");
+                        }
+                        _ => unreachable!("an access this test does not know: {what}"),
+                    }
+                }
+                // The event stream takes its token as `?token=` too: the same 404.
+                if route.path == "/api/runs/{run}/events" {
+                    let path = format!("/api/runs/{}/events?token={token}", theirs.run);
+                    let (status, _) = send(&server, Method::GET, &path, None, None).await;
+                    assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+                }
+            }
+            // The tenant's own: its reader reads its runs (the 404s above are not everyone's).
+            if route.method == "GET" && route.access == Access::Tenant(Role::Reader) {
+                let (method, path, body) = request(&route, mine, false);
+                let (status, text) =
+                    send(&server, method, &path, Some(&token(me, Role::Reader)), body).await;
+                assert_eq!(status, StatusCode::OK, "{path} as {me}: {text}");
+                match route.path {
+                    "/api/runs" | "/api/memory" => {
+                        assert!(leaks(&text, me), "{path} as {me} shows its own: {text}");
+                    }
+                    "/api/memory/namespaces" => assert!(text.contains("ann"), "{text}"),
+                    _ => {}
+                }
+            }
+        }
+        // The all-tenants admin (`Monitor::token`) is let through everywhere.
+        let (method, path, body) = request(&route, &globex, false);
+        let method_is_write = method != Method::GET;
+        if !method_is_write {
+            let (status, _) = send(&server, method, &path, Some(ROOT), body).await;
+            assert!(
+                status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
+                "{path} as root: {status}"
+            );
+        }
+    }
+    assert!(tried > 100, "{tried} requests");
+
+    // Nothing of either tenant changed: no run resumed, pruned, deleted or continued.
+    let after = StoreInspector::new(store.clone()).runs().await.unwrap();
+    assert_eq!(
+        after
+            .iter()
+            .map(|r| (&r.run_id, r.status, r.last_step))
+            .collect::<Vec<_>>(),
+        before
+            .iter()
+            .map(|r| (&r.run_id, r.status, r.last_step))
+            .collect::<Vec<_>>()
+    );
+
+    // A tenant's memory is its own, under the names it gave, whatever namespace it asks for.
+    let (_, items) = send(
+        &server,
+        Method::GET,
+        "/api/memory?namespace=users/ann",
+        Some(&token("acme", Role::Reader)),
+        None,
+    )
+    .await;
+    let items: Value = serde_json::from_str(&items).unwrap();
+    assert_eq!(items["items"].as_array().unwrap().len(), 1);
+    assert_eq!(items["items"][0]["value"], "acme-secret");
+    assert_eq!(items["items"][0]["namespace"], json!(["users", "ann"]));
+    let (_, spoofed) = send(
+        &server,
+        Method::GET,
+        "/api/memory?namespace=@tenant/globex/users",
+        Some(&token("acme", Role::Reader)),
+        None,
+    )
+    .await;
+    assert!(!spoofed.contains("globex-secret"), "{spoofed}");
+    // The all-tenants admin sees both tenants' runs.
+    let (_, all) = send(&server, Method::GET, "/api/runs", Some(ROOT), None).await;
+    assert!(all.contains("a-run") && all.contains("g-run"));
+
+    // A tenant's operator and admin act on its own runs.
+    let (status, text) = send(
+        &server,
+        Method::POST,
+        &format!("/api/runs/{}/prune?keep=1", acme.spare),
+        Some(&token("acme", Role::Admin)),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, text) = send(
+        &server,
+        Method::DELETE,
+        &format!("/api/runs/{}", acme.spare),
+        Some(&token("acme", Role::Admin)),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(store.get_run(&acme.spare).await.unwrap().is_none());
+    let (status, text) = send(
+        &server,
+        Method::POST,
+        "/api/graphs/ask/runs",
+        Some(&token("acme", Role::Operator)),
+        Some(json!({ "run_id": "a-new", "input": {} })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    let (status, text) = send(
+        &server,
+        Method::POST,
+        &format!("/api/runs/{}/resume", acme.run),
+        Some(&token("acme", Role::Operator)),
+        Some(json!({ "value": "mine" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+    // The run it started is the tenant's.
+    for _ in 0..500 {
+        if store.get_run("a-new").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        store.get_run("a-new").await.unwrap().unwrap().tenant,
+        Some(tenant("acme"))
+    );
+    assert!(store.get_run(&globex.spare).await.unwrap().is_some());
+    server.shutdown().await.unwrap();
+}
