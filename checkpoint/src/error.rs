@@ -78,4 +78,18 @@ pub enum StoreError {
     /// The backend failed (I/O, for example).
     #[error("store backend error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync + 'static>),
+    /// A record could not be encrypted or decrypted ([`EncryptedStore`]): a missing or wrong
+    /// key (named by its id), a tampered record. Not damage: a run is never resumed from an
+    /// older checkpoint past it.
+    ///
+    /// [`EncryptedStore`]: crate::encryption::EncryptedStore
+    #[cfg(feature = "encryption")]
+    #[error("{what}: {source}")]
+    Encryption {
+        /// Which record.
+        what: String,
+        /// Why.
+        #[source]
+        source: crate::encryption::EncryptionError,
+    },
 }

@@ -42,6 +42,8 @@
 //! A new backend proves itself with the [`conformance`] suite.
 
 pub mod conformance;
+#[cfg(feature = "encryption")]
+pub mod encryption;
 pub mod envelope;
 mod error;
 pub mod items;
