@@ -150,6 +150,9 @@ pub mod run {
     #[cfg(feature = "compression")]
     #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
     pub use agentgraph_engine::Compression;
+    #[cfg(feature = "encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    pub use agentgraph_engine::Encryption;
     pub use agentgraph_engine::{
         CancelHandle, Durability, DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun,
         FailurePolicy, GraphRegistry, Mode, RetryAt, RetryTask, Run, RunConfig, RunHandle,
@@ -189,6 +192,9 @@ pub mod store {
     #[cfg(feature = "sled")]
     #[cfg_attr(docsrs, doc(cfg(feature = "sled")))]
     pub use agentgraph_checkpoint::SledStore;
+    #[cfg(feature = "encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    pub use agentgraph_checkpoint::encryption;
     pub use agentgraph_checkpoint::{
         BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, MemoryStore, Op, RunFilter,
         RunMetadata, RunRecord, RunStatus, SUBGRAPH_MARK, StoreError, StoreUrl, Sweeper, UrlError,
