@@ -17,6 +17,9 @@ pub(crate) struct Store {
     pub(crate) postgres: Option<agentgraph_postgres::PostgresStore>,
 }
 
+/// The environment variable read for keys without `--key-env`.
+pub(crate) const KEYS_VAR: &str = "AGENTGRAPH_KEYS";
+
 /// The files a sled database directory always has.
 const SLED_FILES: [&str; 2] = ["conf", "db"];
 
