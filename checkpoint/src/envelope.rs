@@ -21,12 +21,11 @@
 //! error ([`FormatError::UnknownCodec`]). [`open`] and [`decode`] decompress; nothing else
 //! needs to know.
 //!
-//! An encrypted record (codec 3, written by an
-//! [`EncryptedStore`](crate::encryption::EncryptedStore), feature `encryption`) holds the
-//! length of its key id (1 byte), the key id (ASCII), an 8-byte check of the key, a 24-byte
-//! nonce, then a whole record of codec 1 or 2 (header and payload) encrypted with
-//! XChaCha20-Poly1305, then the 16-byte tag; its checksum covers the stored, encrypted
-//! bytes. Only the store wrapper decrypts: [`open`] refuses an encrypted record with
+//! An encrypted record (codec 3, written by an `encryption::EncryptedStore`, feature
+//! `encryption`) holds the length of its key id (1 byte), the key id (ASCII), an 8-byte check
+//! of the key, a 24-byte nonce, then a whole record of codec 1 or 2 (header and payload)
+//! encrypted with XChaCha20-Poly1305, then the 16-byte tag; its checksum covers the stored,
+//! encrypted bytes. Only the store wrapper decrypts: [`open`] refuses an encrypted record with
 //! [`FormatError::Encrypted`], which names the key id.
 //!
 //! The header layout and the checksum are the same in every format version: a checksum
@@ -64,7 +63,7 @@ pub enum Codec {
     Bincode2Zstd = 2,
     /// A whole record of another codec (header and payload), encrypted with an AEAD under a
     /// key named in the payload (see the module docs). Written and read by an
-    /// [`EncryptedStore`](crate::encryption::EncryptedStore) (feature `encryption`);
+    /// `encryption::EncryptedStore` (feature `encryption`);
     /// [`open`] refuses it with [`FormatError::Encrypted`].
     Encrypted = 3,
 }
@@ -182,7 +181,7 @@ pub enum FormatError {
     #[error("the record is compressed ({0:?}); reading it needs the `compression` feature")]
     CompressionUnavailable(Codec),
     /// The record is encrypted (codec 3): only a store wrapped with the key
-    /// ([`EncryptedStore`](crate::encryption::EncryptedStore), feature `encryption`) reads it.
+    /// (`encryption::EncryptedStore`, feature `encryption`) reads it.
     #[error(
         "the record is encrypted with key `{key_id}`; reading it needs that key (a KeyProvider that has it; the command line's --key-env)"
     )]

@@ -126,7 +126,7 @@ impl Key {
         let parsed = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
             for (i, pair) in text.as_bytes().chunks(2).enumerate() {
                 let digit = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
-                secret[i] = digit(pair[0]) << 4 | digit(pair[1]);
+                secret[i] = (digit(pair[0]) << 4) | digit(pair[1]);
             }
             true
         } else {
