@@ -1,10 +1,10 @@
 //! Encryption at rest (feature `encryption`): an [`EncryptedStore`] wraps any
-//! [`CheckpointStore`](crate::CheckpointStore) and encrypts every checkpoint, field value,
+//! [`CheckpointStore`] and encrypts every checkpoint, field value,
 //! pending write and event written through it with XChaCha20-Poly1305, under the current key
 //! of a [`KeyProvider`]; it decrypts them when they are read back, under the key whose id
 //! each record carries, so that records of older keys stay readable after a rotation.
 //!
-//! An encrypted record is an envelope of codec 3 (see [`envelope`](crate::envelope)): the
+//! An encrypted record is an envelope of codec 3 (see [`envelope`]): the
 //! key id, a check of the key, a random 24-byte nonce, then the whole record as it would
 //! have been stored (compressed or not: compression comes first), encrypted, then the tag.
 //! The associated data binds it to where it lives: its kind, its run and its place in the run
