@@ -153,6 +153,9 @@ pub mod run {
     #[cfg(feature = "compression")]
     #[cfg_attr(docsrs, doc(cfg(feature = "compression")))]
     pub use agentgraph_engine::Compression;
+    #[cfg(feature = "encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    pub use agentgraph_engine::Encryption;
     pub use agentgraph_engine::{
         Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, TenantBudget,
     };
@@ -198,6 +201,9 @@ pub mod store {
     /// Audit trails: who did what to a run, hash-chained per run (see the README's "Audit
     /// trail" section).
     pub use agentgraph_checkpoint::audit;
+    #[cfg(feature = "encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    pub use agentgraph_checkpoint::encryption;
     pub use agentgraph_checkpoint::{
         BoxFuture, CheckpointStore, IntoStore, Lease, MAX_RUN_ID_LEN, MemoryStore, Op, RunFilter,
         RunMetadata, RunRecord, RunStatus, SUBGRAPH_MARK, StoreError, StoreUrl, Sweeper, UrlError,

@@ -20,8 +20,9 @@ use agentgraph_benches::{
     run_counting_steps, run_thread, runtime, small_input, thread_graph, time_agent_turns,
     time_group_chats, time_resume, time_runs, time_runs_each, time_workers, two_node_loop,
 };
+use agentgraph_engine::encryption::{Key, StaticKeys};
 use agentgraph_engine::{
-    CompiledGraph, Compression, Durability, Mode, RunConfig, RunStatus, State,
+    CompiledGraph, Compression, Durability, Encryption, Mode, RunConfig, RunStatus, State,
 };
 use serde::Serialize;
 use tokio::runtime::Runtime;
@@ -603,6 +604,44 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
         let base = config(Mode::Parallel, nodes + 1)
             .durability(Durability::Async)
             .compression(compression);
+        let (counted, med) = measure_durable(
+            rt,
+            &graph,
+            Counter::default,
+            &store,
+            &base,
+            reps,
+            check,
+            || {},
+        );
+        let mut line = durable_line(
+            "chain_1000",
+            mode,
+            "sled",
+            Durability::Async,
+            &counted,
+            med,
+            reps,
+        );
+        line.ratio_to_plain = Some(line.per_step_us.expect("a per-step time") / async_us);
+        line.print();
+    }
+    // The same with encryption (`RunConfig::encryption`: XChaCha20-Poly1305 under a random
+    // key; every checkpoint, field value and event encrypted), then with compression (the
+    // defaults, as `durable_async_compressed`) and encryption both.
+    let keys = StaticKeys::new(Key::generate("bench").expect("a random key"));
+    let encryption = Encryption::new(keys);
+    for (mode, compression) in [
+        ("durable_async_encrypted", None),
+        ("durable_async_both", Some(Compression::zstd())),
+    ] {
+        let store = BenchStore::sled("encrypted");
+        let mut base = config(Mode::Parallel, nodes + 1)
+            .durability(Durability::Async)
+            .encryption(encryption.clone());
+        if let Some(compression) = compression {
+            base = base.compression(compression);
+        }
         let (counted, med) = measure_durable(
             rt,
             &graph,

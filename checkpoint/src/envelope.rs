@@ -5,7 +5,8 @@
 //! offset  size  field
 //! 0       4     magic "AGCP"
 //! 4       2     format version (little endian)
-//! 6       1     codec id (1 = bincode 2, standard configuration; 2 = the same, compressed)
+//! 6       1     codec id (1 = bincode 2, standard configuration; 2 = the same, compressed;
+//!               3 = a whole record of codec 1 or 2, encrypted)
 //! 7       1     record kind
 //! 8       4     payload length (little endian)
 //! 12      4     CRC-32 of bytes 0..12 and of the payload (little endian)
@@ -19,6 +20,13 @@
 //! for byte: a build reads both, and an older build refuses a compressed record with a typed
 //! error ([`FormatError::UnknownCodec`]). [`open`] and [`decode`] decompress; nothing else
 //! needs to know.
+//!
+//! An encrypted record (codec 3, written by an `encryption::EncryptedStore`, feature
+//! `encryption`) holds the length of its key id (1 byte), the key id (ASCII), an 8-byte check
+//! of the key, a 24-byte nonce, then a whole record of codec 1 or 2 (header and payload)
+//! encrypted with XChaCha20-Poly1305, then the 16-byte tag; its checksum covers the stored,
+//! encrypted bytes. Only the store wrapper decrypts: [`open`] refuses an encrypted record with
+//! [`FormatError::Encrypted`], which names the key id.
 //!
 //! The header layout and the checksum are the same in every format version: a checksum
 //! mismatch is always damage ([`FormatError::Checksum`]), and an intact record of a newer
@@ -53,6 +61,11 @@ pub enum Codec {
     /// `u32`), then one zstd frame. Written by builds with the `compression` feature, when a
     /// [`Compression`] is configured; read by them whatever the configuration.
     Bincode2Zstd = 2,
+    /// A whole record of another codec (header and payload), encrypted with an AEAD under a
+    /// key named in the payload (see the module docs). Written and read by an
+    /// `encryption::EncryptedStore` (feature `encryption`);
+    /// [`open`] refuses it with [`FormatError::Encrypted`].
+    Encrypted = 3,
 }
 
 impl Codec {
@@ -60,6 +73,7 @@ impl Codec {
         match b {
             1 => Some(Codec::Bincode2),
             2 => Some(Codec::Bincode2Zstd),
+            3 => Some(Codec::Encrypted),
             _ => None,
         }
     }
@@ -166,6 +180,16 @@ pub enum FormatError {
     /// The record is compressed and this build was made without the `compression` feature.
     #[error("the record is compressed ({0:?}); reading it needs the `compression` feature")]
     CompressionUnavailable(Codec),
+    /// The record is encrypted (codec 3): only a store wrapped with the key
+    /// (`encryption::EncryptedStore`, feature `encryption`) reads it.
+    #[error(
+        "the record is encrypted with key `{key_id}`; reading it needs that key (a KeyProvider that has it; the command line's --key-env)"
+    )]
+    Encrypted {
+        /// The id of the key it was encrypted with (printable ASCII, at most 64 bytes; a
+        /// damaged id is shown escaped).
+        key_id: String,
+    },
 }
 
 /// The bincode configuration of [`Codec::Bincode2`].
@@ -241,7 +265,7 @@ fn fill_header(record: &mut [u8], kind: RecordKind) {
 }
 
 /// [`fill_header`], for a payload of `codec`.
-fn fill_header_as(record: &mut [u8], kind: RecordKind, codec: Codec) {
+pub(crate) fn fill_header_as(record: &mut [u8], kind: RecordKind, codec: Codec) {
     let len = (record.len() - HEADER_LEN) as u32;
     let (header, payload) = record.split_at_mut(HEADER_LEN);
     header[..4].copy_from_slice(&MAGIC);
@@ -271,6 +295,36 @@ fn fill_header_as(record: &mut [u8], kind: RecordKind, codec: Codec) {
 /// assert!(matches!(open(RecordKind::Event, &record[..9]), Err(FormatError::Truncated { .. })));
 /// ```
 pub fn open(kind: RecordKind, bytes: &[u8]) -> Result<Cow<'_, [u8]>, FormatError> {
+    let (codec, found, payload) = check(bytes)?;
+    if RecordKind::from_byte(found) != Some(kind) {
+        return Err(FormatError::WrongKind {
+            expected: kind,
+            found,
+        });
+    }
+    match codec {
+        Codec::Bincode2 => Ok(Cow::Borrowed(payload)),
+        Codec::Bincode2Zstd => decompress(payload).map(Cow::Owned),
+        Codec::Encrypted => Err(FormatError::Encrypted {
+            key_id: encrypted_key_id(payload)?.escape_ascii().to_string(),
+        }),
+    }
+}
+
+/// The key id of an encrypted payload (its first byte is the id's length).
+pub(crate) fn encrypted_key_id(payload: &[u8]) -> Result<&[u8], FormatError> {
+    let Some((&n, rest)) = payload.split_first() else {
+        return Err(FormatError::Decode(
+            "an encrypted record without a key id".into(),
+        ));
+    };
+    rest.get(..n as usize).ok_or_else(|| {
+        FormatError::Decode(format!("an encrypted record's key id of {n} bytes is cut"))
+    })
+}
+
+/// Checks an envelope but for its kind: its codec, its kind byte and its payload (as stored).
+pub(crate) fn check(bytes: &[u8]) -> Result<(Codec, u8, &[u8]), FormatError> {
     if bytes.len() < 4 || bytes[..4] != MAGIC {
         if bytes.len() < 4 && MAGIC.starts_with(bytes) {
             return Err(FormatError::Truncated {
@@ -316,22 +370,12 @@ pub fn open(kind: RecordKind, bytes: &[u8]) -> Result<Cow<'_, [u8]>, FormatError
     let Some(codec) = Codec::from_byte(bytes[6]) else {
         return Err(FormatError::UnknownCodec(bytes[6]));
     };
-    if RecordKind::from_byte(bytes[7]) != Some(kind) {
-        return Err(FormatError::WrongKind {
-            expected: kind,
-            found: bytes[7],
-        });
-    }
     if bytes.len() > needed {
         return Err(FormatError::TrailingBytes {
             extra: bytes.len() - needed,
         });
     }
-    let payload = &bytes[HEADER_LEN..needed];
-    match codec {
-        Codec::Bincode2 => Ok(Cow::Borrowed(payload)),
-        Codec::Bincode2Zstd => decompress(payload).map(Cow::Owned),
-    }
+    Ok((codec, bytes[7], &bytes[HEADER_LEN..needed]))
 }
 
 /// The payload a compressed one (its length, then a zstd frame) decompresses to.

@@ -86,4 +86,18 @@ pub enum StoreError {
         /// The run.
         run: String,
     },
+    /// A record could not be encrypted or decrypted ([`EncryptedStore`]): a missing or wrong
+    /// key (named by its id), a tampered record. Not damage: a run is never resumed from an
+    /// older checkpoint past it.
+    ///
+    /// [`EncryptedStore`]: crate::encryption::EncryptedStore
+    #[cfg(feature = "encryption")]
+    #[error("{what}: {source}")]
+    Encryption {
+        /// Which record.
+        what: String,
+        /// Why.
+        #[source]
+        source: crate::encryption::EncryptionError,
+    },
 }

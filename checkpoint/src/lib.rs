@@ -43,6 +43,8 @@
 
 pub mod audit;
 pub mod conformance;
+#[cfg(feature = "encryption")]
+pub mod encryption;
 pub mod envelope;
 mod error;
 pub mod items;

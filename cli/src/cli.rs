@@ -60,6 +60,12 @@ pub(crate) struct Cli {
         value_name = "NAME"
     )]
     pub(crate) caller: Option<String>,
+    /// The environment variable holding the keys of encrypted runs (`RunConfig::encryption`):
+    /// `ID=KEY` entries separated by commas, each key 64 hex digits or 32 bytes in base64,
+    /// the current key first. Records are decrypted when read and, by `run` and `resume`,
+    /// encrypted under the current key. Without it, `AGENTGRAPH_KEYS` is read when it is set.
+    #[arg(long, global = true, value_name = "VAR")]
+    pub(crate) key_env: Option<String>,
 }
 
 /// The commands.

@@ -19,6 +19,9 @@ pub(crate) struct Store {
     pub(crate) tenant_bound: bool,
 }
 
+/// The environment variable read for keys without `--key-env`.
+pub(crate) const KEYS_VAR: &str = "AGENTGRAPH_KEYS";
+
 /// The files a sled database directory always has.
 const SLED_FILES: [&str; 2] = ["conf", "db"];
 

@@ -19,6 +19,8 @@ pub mod codec;
 pub use agentgraph_checkpoint::items;
 pub use define::reducer;
 
+#[cfg(feature = "encryption")]
+pub use agentgraph_checkpoint::encryption::{self, Encryption};
 #[cfg(feature = "compression")]
 pub use agentgraph_checkpoint::envelope::Compression;
 pub use agentgraph_checkpoint::{

@@ -437,6 +437,30 @@ impl Monitor {
             queue: self.queue.map(Arc::new),
         })
     }
+
+    /// Reads the store's encrypted runs with the keys of `encryption` (feature `encryption`):
+    /// the monitor's store is wrapped in an `EncryptedStore`, so that its API, event streams
+    /// and webhooks read them decrypted, and the runs the [`control`](Monitor::control) API
+    /// starts are encrypted under the current key. Without it, reading an encrypted run's
+    /// records fails with an error that names the key id. Call it after [`new`](Monitor::new).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::Encryption;
+    /// use agentgraph_engine::encryption::{Key, StaticKeys};
+    /// # let store = std::sync::Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let keys = StaticKeys::new(Key::parse("k1", &"ab".repeat(32)).unwrap());
+    /// let monitor = agentgraph_monitor::Monitor::new(store).encryption(Encryption::new(keys));
+    /// let shown = format!("{monitor:?}");
+    /// assert!(shown.contains("EncryptedStore") && !shown.contains("abab"));
+    /// ```
+    #[cfg(feature = "encryption")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
+    pub fn encryption(mut self, encryption: agentgraph_engine::Encryption) -> Self {
+        self.store = encryption.wrap(self.store);
+        self
+    }
 }
 
 /// Serves a monitor of `store` on `addr` with the defaults of [`Monitor::new`]: the one call.

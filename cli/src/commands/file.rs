@@ -90,6 +90,17 @@ pub(crate) fn validate(ctx: &mut Ctx, args: &ValidateArgs) -> Result<()> {
     }
 }
 
+/// `store` wrapped with the keys of `--key-env`, if given.
+fn encrypted(
+    ctx: &Ctx,
+    store: Option<Arc<dyn CheckpointStore>>,
+) -> Result<Option<Arc<dyn CheckpointStore>>> {
+    Ok(match (store, ctx.encryption()?) {
+        (Some(store), Some(encryption)) => Some(encryption.wrap(store)),
+        (store, _) => store,
+    })
+}
+
 /// The store `--store` names, created when it is embedded and missing; none without one.
 async fn open_store(store: Option<&str>) -> Result<Option<Arc<dyn CheckpointStore>>> {
     let Some(text) = store else {
@@ -122,7 +133,7 @@ fn input_json(input: Option<&str>) -> Result<Value> {
 
 pub(crate) async fn run(ctx: &mut Ctx, args: RunFileArgs) -> Result<()> {
     let graph = load(&args.file)?;
-    let store = open_store(ctx.store.as_deref()).await?;
+    let store = encrypted(ctx, open_store(ctx.store.as_deref()).await?)?;
     let input = input_json(args.input.as_deref())?;
     let mut config = RunConfig::new().caller(ctx.caller.clone());
     if let Some(tenant) = &ctx.tenant {
@@ -149,7 +160,7 @@ pub(crate) async fn run(ctx: &mut Ctx, args: RunFileArgs) -> Result<()> {
 
 pub(crate) async fn resume(ctx: &mut Ctx, args: ResumeArgs) -> Result<()> {
     let graph = load(&args.graph)?;
-    let Some(store) = open_store(ctx.store.as_deref()).await? else {
+    let Some(store) = encrypted(ctx, open_store(ctx.store.as_deref()).await?)? else {
         bail!("`resume` needs the store the run was written to: pass `--store`");
     };
     let parse = |text: &str| serde_json::from_str(text).unwrap_or_else(|_| json!(text));

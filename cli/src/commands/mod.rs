@@ -36,17 +36,38 @@ pub(crate) struct Ctx {
     pub(crate) caller: String,
     /// `--tenant`.
     tenant: Option<agentgraph_checkpoint::TenantId>,
+    /// `--key-env`.
+    key_env: Option<String>,
 }
 
 impl Ctx {
-    /// Opens the store the command line names.
+    /// Opens the store the command line names (read through the keys of `--key-env`).
     pub(crate) async fn open_store(&self) -> Result<Store> {
         let mut store = store::open(self.store.as_deref()).await?;
-        store.inspector = store.inspector.caller(self.caller.clone());
+        if let Some(encryption) = self.encryption()? {
+            let wrapped = encryption.wrap(store.inspector.store().clone());
+            store.inspector = agentgraph_engine::StoreInspector::new(wrapped);
+        }
         if let Some(tenant) = &self.tenant {
             store.for_tenant(tenant.clone());
         }
+        store.inspector = store.inspector.caller(self.caller.clone());
         Ok(store)
+    }
+
+    /// The keys of `--key-env` (or `AGENTGRAPH_KEYS`), if given.
+    pub(crate) fn encryption(
+        &self,
+    ) -> Result<Option<agentgraph_checkpoint::encryption::Encryption>> {
+        use agentgraph_checkpoint::encryption::{Encryption, EnvKeys};
+        let var = match &self.key_env {
+            Some(var) => var.as_str(),
+            None if std::env::var_os(store::KEYS_VAR).is_some() => store::KEYS_VAR,
+            None => return Ok(None),
+        };
+        let keys = EnvKeys::from_var(var)
+            .map_err(|e| anyhow::anyhow!(e).context(format!("cannot read the keys in {var}")))?;
+        Ok(Some(Encryption::new(keys)))
     }
 }
 
@@ -58,6 +79,7 @@ pub(crate) async fn run(cli: Cli) -> Result<()> {
         store: cli.store,
         caller: cli.caller.unwrap_or_else(os_user),
         tenant: cli.tenant,
+        key_env: cli.key_env,
     };
     match cli.command {
         Command::Runs(args) => runs::run(&mut ctx, args).await,

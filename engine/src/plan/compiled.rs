@@ -256,6 +256,7 @@ impl<S: State> CompiledGraph<S> {
     }
 
     fn run_with_start(&self, start: Start<S>, config: RunConfig) -> Run<S> {
+        let config = config.sealed();
         let run_id: Arc<str> = match &config.run_id {
             Some(id) => Arc::from(id.as_str()),
             None => Arc::from(uuid::Uuid::now_v7().to_string()),

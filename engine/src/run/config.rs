@@ -133,6 +133,9 @@ pub struct RunConfig {
     pub(crate) caller: Option<Arc<str>>,
     /// The tenant the run belongs to (`None`: the stored run's, or none for a new run).
     pub(crate) tenant: Option<agentgraph_checkpoint::TenantId>,
+    /// The encryption of the run's records, until the run wraps its store with it.
+    #[cfg(feature = "encryption")]
+    pub(crate) encryption: Option<agentgraph_checkpoint::encryption::Encryption>,
 }
 
 impl Default for RunConfig {
@@ -168,6 +171,8 @@ impl Default for RunConfig {
             usage_parent: None,
             caller: None,
             tenant: None,
+            #[cfg(feature = "encryption")]
+            encryption: None,
         }
     }
 }
@@ -875,5 +880,51 @@ impl RunConfig {
     /// The tenant the run is configured for ([`tenant`](RunConfig::tenant)).
     pub(crate) fn tenant_id(&self) -> Option<&agentgraph_checkpoint::TenantId> {
         self.tenant.as_ref()
+    }
+
+    /// Encrypts what the run stores (checkpoints, field values and deltas, pending writes,
+    /// events, state views) under the current key of `encryption`'s provider: the run's store
+    /// is wrapped in an [`EncryptedStore`](crate::encryption::EncryptedStore), and so are its
+    /// subgraph runs'. Compressed records (`RunConfig::compression`) are compressed
+    /// first. Reading the run needs the keys: resume it with the same setting,
+    /// read it through `encryption.wrap(store)`; without them, reads fail with errors that
+    /// name the key id. Records of older keys read as long as the provider has them, and
+    /// plain records as they are. Run records and memory items are not encrypted. Nonces are
+    /// random, so the stored bytes differ from run to run: decoded states and checkpoints are
+    /// what is deterministic. Needs a [`store`](RunConfig::store); feature `encryption`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::MemoryStore;
+    /// use agentgraph_engine::encryption::{Key, StaticKeys};
+    /// use agentgraph_engine::{Encryption, RunConfig};
+    /// let keys = StaticKeys::new(Key::generate("2026-12").unwrap());
+    /// let config = RunConfig::new()
+    ///     .store(MemoryStore::new())
+    ///     .encryption(Encryption::new(keys));
+    /// let shown = format!("{config:?}");
+    /// assert!(shown.contains("2026-12"));
+    /// ```
+    #[cfg(feature = "encryption")]
+    #[must_use]
+    pub fn encryption(mut self, encryption: agentgraph_checkpoint::encryption::Encryption) -> Self {
+        self.encryption = Some(encryption);
+        self
+    }
+
+    /// The configuration as a run uses it: its store wrapped by its encryption, if it has one
+    /// (once: the encryption is taken, so that a subgraph run's copy is not wrapped again).
+    pub(crate) fn sealed(self) -> Self {
+        #[cfg(feature = "encryption")]
+        {
+            let mut config = self;
+            if let Some(encryption) = config.encryption.take() {
+                config.store = config.store.map(|store| encryption.wrap(store));
+            }
+            config
+        }
+        #[cfg(not(feature = "encryption"))]
+        self
     }
 }
