@@ -255,7 +255,7 @@ async fn tampering_with_a_sled_store_is_found() {
         fill(&store).await;
         drop(store);
         {
-            let db = sled::open(&path).unwrap();
+            let db = raw_sled(&path);
             let get = |seq| db.get(audit_key("run-1", seq)).unwrap().unwrap().to_vec();
             for (k, v) in tampered(t, get) {
                 match v {
@@ -318,7 +318,7 @@ async fn an_entry_chained_after_a_tampered_one_still_shows_the_break() {
     fill(&store).await;
     drop(store);
     {
-        let db = sled::open(&path).unwrap();
+        let db = raw_sled(&path);
         db.remove(audit_key("run-1", 4)).unwrap();
         let mut v = db.get(audit_key("run-1", 1)).unwrap().unwrap().to_vec();
         let last = v.len() - 1;
@@ -338,4 +338,20 @@ async fn an_entry_chained_after_a_tampered_one_still_shows_the_break() {
         [1, 2, 3, 4],
         "numbered after the newest left"
     );
+}
+
+/// Opens the sled database under a store just dropped: sled's own threads may hold its lock a
+/// moment after the drop (longer on a loaded machine), so the open is tried for up to 10 s.
+fn raw_sled(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot open {}: {e}", path.display()),
+        }
+    }
 }

@@ -197,7 +197,7 @@ async fn counters_survive_a_resume_from_a_reopened_sled_store() {
         assert_eq!((stop.used, stop.step), (200, 3));
         store.flush().await.unwrap();
     }
-    let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
+    let store: Arc<dyn CheckpointStore> = Arc::new(reopen(dir.path()).await);
     assert_eq!(status(&store, "s").await, RunStatus::BudgetExceeded);
     // The same budget: stopped again before step 3, from the stored count.
     let stop = exceeded(
@@ -436,4 +436,21 @@ async fn a_subgraph_counts_for_its_parent() {
             .await,
     );
     assert_eq!((stop.used, stop.step), (200, 3));
+}
+
+/// Opens the sled store the first handle left: the run's background tasks (its lease, its
+/// writer) drop their handles of it on this test's runtime, which a blocking open would not
+/// let run, so the open is retried with an async pause, for up to 10 s.
+async fn reopen(path: &std::path::Path) -> SledStore {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match SledStore::open(path) {
+            Ok(store) => return store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot reopen {}: {e}", path.display()),
+        }
+    }
 }
