@@ -578,6 +578,15 @@ pub enum Error {
         /// How the tokio task ended.
         end: TaskEnd,
     },
+    /// A router could not choose where its conditional edge goes ([`Route::fail`](crate::Route::fail)):
+    /// an expression of a graph file that failed on the run's state, say.
+    #[error("the router of the conditional edge from `{from}` failed: {message}")]
+    RouteFailed {
+        /// The source node.
+        from: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {

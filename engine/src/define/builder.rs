@@ -111,6 +111,8 @@ pub struct GraphBuilder<S: State> {
     /// What else the fingerprint covers (the digest of a graph's file, say).
     pub(crate) source: Option<Arc<str>>,
     first_error: Option<GraphError>,
+    /// A value the compiled graph carries for its maker (`attach`).
+    pub(crate) attachment: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl<S: State> Default for GraphBuilder<S>
@@ -155,6 +157,7 @@ impl<S: State> GraphBuilder<S> {
             schema,
             source: None,
             first_error: None,
+            attachment: None,
         }
     }
 }
@@ -1108,5 +1111,31 @@ impl<S: State> GraphBuilder<S> {
             }
             other => other,
         }
+    }
+}
+
+impl<S: State> GraphBuilder<S> {
+    /// Attaches a value the compiled graph carries for whoever made it, read back with
+    /// [`CompiledGraph::attachment`](crate::CompiledGraph::attachment): the file a graph was
+    /// compiled from, say, so that it can be written out again. It is not part of the
+    /// fingerprint and the engine never reads it. Attaching again replaces the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{DynSchema, DynState, GraphBuilder, START, END};
+    /// let mut b = GraphBuilder::<DynState>::with_schema(DynSchema::builder().build()?);
+    /// b.add_node("noop", |s: std::sync::Arc<DynState>, _| async move { Ok(s.update()) })
+    ///     .add_edge(START, "noop")
+    ///     .add_edge("noop", END)
+    ///     .attach(String::from("made by hand"));
+    /// let graph = b.compile()?;
+    /// assert_eq!(graph.attachment::<String>().map(String::as_str), Some("made by hand"));
+    /// assert!(graph.attachment::<u32>().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn attach<T: std::any::Any + Send + Sync>(&mut self, value: T) -> &mut Self {
+        self.attachment = Some(Arc::new(value));
+        self
     }
 }

@@ -95,6 +95,8 @@ pub(crate) struct Plan<S: State> {
     pub(crate) schema: S::Schema,
     /// What else the fingerprint covers (`GraphBuilder::source_digest`).
     source: Option<Arc<str>>,
+    /// What the graph's maker attached (`GraphBuilder::attach`); not part of the fingerprint.
+    pub(crate) attachment: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// How an edge of the structure graph was declared (for DOT).
@@ -148,6 +150,7 @@ impl<S: State> Plan<S> {
         let name = b.name.clone();
         let schema = b.schema.clone();
         let source = b.source.clone();
+        let attachment = b.attachment.clone();
         let n = b.nodes.len();
         let end_ix = NodeIndex::new(n + 1);
         let ix = |t: Target| match t {
@@ -339,6 +342,7 @@ impl<S: State> Plan<S> {
             structure,
             schema,
             source,
+            attachment,
         };
         plan.fingerprint = plan.compute_fingerprint();
         Ok(plan)
