@@ -169,6 +169,8 @@ impl GraphSpec {
         if let Some(source) = source {
             b.source_digest(source);
         }
+        // The graph keeps its file, to be written out again (`GraphSpec::from_graph`).
+        b.attach(self.clone());
         self.build(&mut b, nodes, registry, &schema, &node_pos, &mut found);
         if !found.0.is_empty() {
             return Err(found.sorted());
@@ -612,7 +614,7 @@ impl GraphSpec {
 }
 
 /// The reducer a field names.
-fn reducer_named(name: &str, registry: &NodeRegistry) -> Option<JsonReducer> {
+pub(crate) fn reducer_named(name: &str, registry: &NodeRegistry) -> Option<JsonReducer> {
     if let Some(r) = JsonReducer::builtin(name) {
         return Some(r);
     }

@@ -8,6 +8,7 @@
 mod builtin;
 mod compile;
 mod error;
+mod export;
 mod expr;
 mod format;
 mod load;
