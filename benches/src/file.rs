@@ -21,7 +21,9 @@ pub fn file_chain_yaml(nodes: usize) -> String {
         "version: 1\nname: file-chain\nstate:\n  - { name: n, type: integer, reducer: add }\nnodes:\n",
     );
     for i in 0..nodes {
-        out.push_str(&format!("  - {{ name: n{i}, kind: set, with: {{ n: 1 }} }}\n"));
+        out.push_str(&format!(
+            "  - {{ name: n{i}, kind: set, with: {{ n: 1 }} }}\n"
+        ));
     }
     out.push_str("edges:\n  - { from: START, to: n0 }\n");
     for i in 1..nodes {

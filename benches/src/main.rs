@@ -1037,31 +1037,6 @@ fn run_workers(rt: &Runtime, reps: Option<usize>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn args(s: &str) -> impl Iterator<Item = String> {
-        s.split_whitespace()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
-            .into_iter()
-    }
-
-    #[test]
-    fn parses_workloads_and_reps() {
-        assert_eq!(parse_args(args("")).unwrap().unwrap().0, WORKLOADS);
-        let (w, r) = parse_args(args("loop_1000 --reps 3 chain_1000"))
-            .unwrap()
-            .unwrap();
-        assert_eq!((w, r), (vec!["loop_1000", "chain_1000"], Some(3)));
-        assert!(parse_args(args("--help")).unwrap().is_none());
-        assert!(parse_args(args("nope")).is_err());
-        assert!(parse_args(args("--reps 0")).is_err());
-        assert!(parse_args(args("--reps")).is_err());
-    }
-}
-
 /// `file_compile_1000`: reading, validating and compiling a graph file of `nodes` nodes.
 fn run_file_compile(nodes: u64, reps: Reps) {
     let dir = tempfile::tempdir().expect("a temporary folder");
@@ -1101,10 +1076,15 @@ fn run_file_chain(rt: &Runtime, nodes: u64, reps: Reps) {
     let _ = agentgraph_benches::FILE_SCHEMA.set(file_graph.schema().clone());
     let rust_graph = chain(nodes as usize);
     for mode in [Mode::Sequential, Mode::Parallel] {
-        let (rust_steps, rust_med) =
-            measure_runs(rt, &rust_graph, Counter::default, mode, nodes + 1, reps, |s| {
-                assert_eq!(s.n, nodes)
-            });
+        let (rust_steps, rust_med) = measure_runs(
+            rt,
+            &rust_graph,
+            Counter::default,
+            mode,
+            nodes + 1,
+            reps,
+            |s| assert_eq!(s.n, nodes),
+        );
         let (steps, med) = measure_runs(
             rt,
             &file_graph,
@@ -1127,5 +1107,30 @@ fn run_file_chain(rt: &Runtime, nodes: u64, reps: Reps) {
             ..Line::default()
         }
         .print();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> impl Iterator<Item = String> {
+        s.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn parses_workloads_and_reps() {
+        assert_eq!(parse_args(args("")).unwrap().unwrap().0, WORKLOADS);
+        let (w, r) = parse_args(args("loop_1000 --reps 3 chain_1000"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((w, r), (vec!["loop_1000", "chain_1000"], Some(3)));
+        assert!(parse_args(args("--help")).unwrap().is_none());
+        assert!(parse_args(args("nope")).is_err());
+        assert!(parse_args(args("--reps 0")).is_err());
+        assert!(parse_args(args("--reps")).is_err());
     }
 }
