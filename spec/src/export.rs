@@ -42,6 +42,10 @@ impl GraphSpec {
     }
 
     /// Adds a state field with its type and reducer (`None`: overwrite).
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
     pub fn field(&mut self, name: &str, ty: FieldType, reducer: Option<&str>) -> &mut Self {
         self.state.push(FieldSpec {
             name: At::new(name.to_owned()),
@@ -54,7 +58,11 @@ impl GraphSpec {
 
     /// Adds a node of a registered kind with its parameters (`null` for none). Its other
     /// settings (retries, timeout, interrupts, layers) are the fields of the last of
-    /// [`nodes`](GraphSpec::nodes).
+    /// `nodes` (`spec.nodes.last_mut()`).
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
     pub fn node(&mut self, name: &str, kind: &str, with: Value) -> &mut Self {
         self.nodes.push(NodeSpec {
             name: At::new(name.to_owned()),
@@ -73,6 +81,10 @@ impl GraphSpec {
     }
 
     /// Adds a static edge (several targets fan out). `START` and `END` name the graph's ends.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
     pub fn edge<'a>(&mut self, from: &str, to: impl IntoIterator<Item = &'a str>) -> &mut Self {
         self.edges.push(EdgeSpec {
             from: Some(At::new(from.to_owned())),
@@ -83,6 +95,14 @@ impl GraphSpec {
     }
 
     /// Adds a conditional edge routed by a router registered from Rust.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
     pub fn router<'a>(
         &mut self,
         from: &str,
@@ -115,6 +135,10 @@ impl GraphSpec {
     }
 
     /// Adds a weighted edge: one target drawn by weight.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
     pub fn weighted<'a>(
         &mut self,
         from: &str,
@@ -135,6 +159,10 @@ impl GraphSpec {
     }
 
     /// Adds a packet edge: one task of `to` per item of the list field `each`.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
     pub fn each(&mut self, from: &str, each: &str, to: &str) -> &mut Self {
         self.edges.push(EdgeSpec {
             from: Some(At::new(from.to_owned())),
@@ -147,6 +175,10 @@ impl GraphSpec {
 
     /// Adds a join of `preds` into `to`, fired by `quorum` of them (all: `None`) or after
     /// `timeout_steps`.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphSpec::new`]; every edge kind in `spec/tests/export.rs`.
     pub fn join<'a>(
         &mut self,
         preds: impl IntoIterator<Item = &'a str>,
