@@ -16,6 +16,7 @@
 
 mod agent;
 mod durable;
+mod file;
 mod group_chat;
 mod layers;
 mod measure;
@@ -31,6 +32,7 @@ pub use durable::{
     BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, RedbBaseline, RedbSamples,
     ResumeTiming, SledBaseline, fill_store, run_checkpointed, time_resume, time_runs_each,
 };
+pub use file::{FILE_SCHEMA, file_chain_yaml, file_input, load_file_graph};
 pub use group_chat::{GROUP_CHAT_AGENTS, time_group_chats};
 pub use layers::{breaker_chain, run_layers_batch, run_layers_breaker};
 pub use measure::{median, run_counting_steps, runtime, time_runs};

@@ -47,6 +47,8 @@ const WORKLOADS: &[&str] = &[
     "layers_batch",
     "memory_search_100k",
     "memory_put",
+    "file_compile_1000",
+    "file_chain_1000",
 ];
 
 /// The raw baseline samples taken before each timed `durable_sync` run.
@@ -159,6 +161,8 @@ struct Line {
     #[serde(skip_serializing_if = "Option::is_none")]
     per_step_us_without_puts: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    ratio_to_rust: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reps: Option<usize>,
 }
 
@@ -239,6 +243,8 @@ fn main() -> ExitCode {
             "compile_100000" => run_compile("compile_100000", 100_000, Reps::for_size(true, reps)),
             "chain_100000" => run_chain(&rt, "chain_100000", 100_000, Reps::for_size(true, reps)),
             "cpu_fanout_2" => run_cpu_fanout(&rt, 2, Reps::for_size(true, reps)),
+            "file_compile_1000" => run_file_compile(1_000, Reps::for_size(false, reps)),
+            "file_chain_1000" => run_file_chain(&rt, 1_000, Reps::for_size(false, reps)),
             other => unreachable!("unknown workload {other} passed the parser"),
         }
     }
@@ -1067,6 +1073,79 @@ fn run_workers(rt: &Runtime, reps: Option<usize>) {
             }
             println!("{line}");
         }
+    }
+}
+
+/// `file_compile_1000`: reading, validating and compiling a graph file of `nodes` nodes.
+fn run_file_compile(nodes: u64, reps: Reps) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("chain.yaml");
+    std::fs::write(&path, agentgraph_benches::file_chain_yaml(nodes as usize))
+        .expect("the file is written");
+    let time_one = || {
+        let started = Instant::now();
+        let graph = agentgraph_benches::load_file_graph(&path);
+        let took = started.elapsed();
+        assert_eq!(graph.node_names().len() as u64, nodes);
+        took
+    };
+    for _ in 0..reps.warmup {
+        time_one();
+    }
+    let mut samples: Vec<Duration> = (0..reps.timed).map(|_| time_one()).collect();
+    let med = median(&mut samples);
+    Line {
+        workload: "file_compile_1000",
+        mode: "load_validate_compile",
+        median_s: Some(med.as_secs_f64()),
+        nodes: Some(nodes),
+        reps: Some(reps.timed),
+        ..Line::default()
+    }
+    .print();
+}
+
+/// `file_chain_1000`: the file-declared chain against the same chain in Rust, per step.
+fn run_file_chain(rt: &Runtime, nodes: u64, reps: Reps) {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let path = dir.path().join("chain.yaml");
+    std::fs::write(&path, agentgraph_benches::file_chain_yaml(nodes as usize))
+        .expect("the file is written");
+    let file_graph = agentgraph_benches::load_file_graph(&path);
+    let _ = agentgraph_benches::FILE_SCHEMA.set(file_graph.schema().clone());
+    let rust_graph = chain(nodes as usize);
+    for mode in [Mode::Sequential, Mode::Parallel] {
+        let (rust_steps, rust_med) = measure_runs(
+            rt,
+            &rust_graph,
+            Counter::default,
+            mode,
+            nodes + 1,
+            reps,
+            |s| assert_eq!(s.n, nodes),
+        );
+        let (steps, med) = measure_runs(
+            rt,
+            &file_graph,
+            agentgraph_benches::file_input,
+            mode,
+            nodes + 1,
+            reps,
+            |s| assert_eq!(s.get("n"), Some(&serde_json::json!(nodes))),
+        );
+        let per_step = med.as_secs_f64() / steps as f64 * 1e6;
+        let rust_per_step = rust_med.as_secs_f64() / rust_steps as f64 * 1e6;
+        Line {
+            workload: "file_chain_1000",
+            mode: mode_name(mode),
+            steps: Some(steps),
+            median_s: Some(med.as_secs_f64()),
+            per_step_us: Some(per_step),
+            ratio_to_rust: Some(per_step / rust_per_step),
+            reps: Some(reps.timed),
+            ..Line::default()
+        }
+        .print();
     }
 }
 

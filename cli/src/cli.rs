@@ -181,6 +181,12 @@ pub(crate) struct RunFileArgs {
     /// The run's id; with a store, the thread whose next invocation this is.
     #[arg(long, value_name = "ID")]
     pub(crate) thread: Option<String>,
+    /// Run, then run again with the same input each time the file changes (a development
+    /// loop): each run uses the file as it was when it started, a run going on when the file
+    /// changes finishes on its graph, and an edit that does not validate is reported while
+    /// the last good graph is kept. Stop it with Ctrl-C.
+    #[arg(long, conflicts_with = "thread")]
+    pub(crate) watch: bool,
 }
 
 /// `resume`.

@@ -596,6 +596,15 @@ pub enum Error {
         #[source]
         error: crate::define::migrate::MigrationError,
     },
+    /// A router could not choose where its conditional edge goes ([`Route::fail`](crate::Route::fail)):
+    /// an expression of a graph file that failed on the run's state, say.
+    #[error("the router of the conditional edge from `{from}` failed: {message}")]
+    RouteFailed {
+        /// The source node.
+        from: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 impl Error {

@@ -28,6 +28,7 @@ fn engine_name(name: &str) -> &str {
 }
 
 use crate::error::{SpecError, SpecErrors, Subject, did_you_mean};
+use crate::expr::{ExprError, RouteExpr};
 use crate::format::{EdgeSpec, GraphSpec, NodeSpec, Pos, RetrySpec};
 use crate::load::{digest, read_text};
 use crate::registry::{FileNode, Made, NodeParams, NodeRegistry};
@@ -190,6 +191,8 @@ impl GraphSpec {
         if let Some(source) = source {
             b.source_digest(source);
         }
+        // The graph keeps its file, to be written out again (`GraphSpec::from_graph`).
+        b.attach(self.clone());
         self.build(&mut b, nodes, registry, &schema, &node_pos, &mut found);
         if !found.0.is_empty() {
             return Err(found.sorted());
@@ -470,6 +473,11 @@ impl GraphSpec {
                         );
                     }
                 }
+                Form::Expr => {
+                    if let Some(schema) = schema {
+                        self.check_route(i, edge, schema, found);
+                    }
+                }
                 Form::Each => {
                     let each = edge.each.as_ref().expect("an each edge");
                     if let Some(schema) = schema {
@@ -586,6 +594,13 @@ impl GraphSpec {
                     b.try_add_conditional_edges(from, targets, move |s: &DynState| router(s))
                         .map(drop)
                 }
+                Form::Expr => {
+                    let route = self
+                        .route_expr(i, edge, schema)
+                        .expect("expressions were checked");
+                    b.try_add_conditional_edges(from, targets, move |s: &DynState| route.route(s))
+                        .map(drop)
+                }
                 Form::Weighted => b
                     .try_add_weighted_edges(
                         from,
@@ -639,8 +654,54 @@ fn is_env_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+impl GraphSpec {
+    /// The compiled `route` expression of edge `i`.
+    fn route_expr(
+        &self,
+        i: usize,
+        edge: &EdgeSpec,
+        schema: &DynSchema,
+    ) -> Result<RouteExpr, ExprError> {
+        let route = edge.route.as_ref().expect("a route edge");
+        let targets = edge.targets.iter().map(|t| t.value.clone()).collect();
+        let at = if route.pos.is_unknown() {
+            String::new()
+        } else {
+            format!(" (line {}, column {})", route.pos.line, route.pos.column)
+        };
+        RouteExpr::compile(&route.value, schema, targets, format!("edge {}{at}", i + 1))
+    }
+
+    /// Checks edge `i`'s expression: its length, nesting, syntax and variables, then its
+    /// limits on the state the graph starts from (a slow or huge expression is refused
+    /// before any run).
+    fn check_route(&self, i: usize, edge: &EdgeSpec, schema: &Arc<DynSchema>, found: &mut Found) {
+        let route = edge.route.as_ref().expect("a route edge");
+        match self.route_expr(i, edge, schema) {
+            Err(e) => {
+                let message = match e.at {
+                    Some((line, column)) => {
+                        format!("{} (at {line}:{column} of the expression)", e.message)
+                    }
+                    None => e.message,
+                };
+                found.push(route.pos, Subject::Edge(i), message);
+            }
+            Ok(expr) => {
+                if let Err(message) = expr.check_limits(&DynState::new(schema)) {
+                    found.push(
+                        route.pos,
+                        Subject::Edge(i),
+                        format!("{message}, on the state the graph starts from"),
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The reducer a field names.
-fn reducer_named(name: &str, registry: &NodeRegistry) -> Option<JsonReducer> {
+pub(crate) fn reducer_named(name: &str, registry: &NodeRegistry) -> Option<JsonReducer> {
     if let Some(r) = JsonReducer::builtin(name) {
         return Some(r);
     }
@@ -719,6 +780,7 @@ fn retry_policy(spec: &RetrySpec) -> RetryPolicy {
 enum Form {
     Static,
     Router,
+    Expr,
     Weighted,
     Each,
     Join,
@@ -727,11 +789,12 @@ enum Form {
 fn edge_form(e: &EdgeSpec) -> Result<Form, String> {
     let has = |b: bool| usize::from(b);
     let kinds = has(e.router.is_some())
+        + has(e.route.is_some())
         + has(!e.weights.is_empty())
         + has(e.each.is_some())
         + has(!e.join.is_empty());
     if kinds > 1 {
-        return Err("an edge is one of: `to`, `router`, `weights`, `each`, `join`".into());
+        return Err("an edge is one of: `to`, `router`, `route`, `weights`, `each`, `join`".into());
     }
     if !e.join.is_empty() {
         if e.from.is_some() {
@@ -757,8 +820,17 @@ fn edge_form(e: &EdgeSpec) -> Result<Form, String> {
         }
         return Ok(Form::Router);
     }
+    if e.route.is_some() {
+        if e.targets.is_empty() {
+            return Err("a `route` edge lists its `targets`".into());
+        }
+        if e.to.is_some() {
+            return Err("a `route` edge lists `targets`, not `to`".into());
+        }
+        return Ok(Form::Expr);
+    }
     if !e.targets.is_empty() {
-        return Err("`targets` belong to a router edge (add `router`)".into());
+        return Err("`targets` belong to a router edge (add `router` or `route`)".into());
     }
     if !e.weights.is_empty() {
         return if e.to.is_some() {

@@ -382,6 +382,7 @@ pub struct DefaultsSpec {
 /// |---|---|
 /// | `from`, `to` (one name or a list) | static (a list fans out) |
 /// | `from`, `router`, `targets` | conditional, routed by a router registered from Rust |
+/// | `from`, `route`, `targets` | conditional, routed by an expression over the state |
 /// | `from`, `weights` | weighted: one target drawn by weight (seeded) |
 /// | `from`, `each`, `to` | packets: one task of `to` per item of a list field |
 /// | `join`, `to` (and `quorum`, `timeout_steps`) | a join of the `join` nodes into `to` |
@@ -415,6 +416,12 @@ pub struct EdgeSpec {
     /// The steps after which the join fires with what arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_steps: Option<At<u32>>,
+    /// An expression over the state choosing among `targets`: it reads the state's fields as
+    /// variables (and `state`, every field as a map) and returns a target's name, or a list
+    /// of them to fan out. Sandboxed: no statements or loops, no I/O, bounded in length,
+    /// nesting, operations and sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<At<String>>,
 }
 
 /// One name or a list of names.

@@ -8,6 +8,8 @@
 mod builtin;
 mod compile;
 mod error;
+mod export;
+mod expr;
 mod format;
 mod library;
 mod load;
@@ -15,6 +17,9 @@ mod messages;
 mod registry;
 
 pub use error::{SpecError, SpecErrors, Subject, did_you_mean};
+pub use expr::{
+    MAX_EXPR_BYTES, MAX_EXPR_DEPTH, MAX_EXPR_ITEMS, MAX_EXPR_OPERATIONS, MAX_EXPR_STRING,
+};
 pub use format::{
     At, DefaultsSpec, EdgeSpec, FORMAT_VERSION, FieldSpec, FieldType, GraphSpec, LayerSpec,
     ModelSpec, NodeSpec, OneOrMany, Pos, Refused, RetrySpec, WeightSpec, json_schema,

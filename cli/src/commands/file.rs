@@ -24,7 +24,7 @@ fn registry() -> NodeRegistry {
 }
 
 /// The graph of `file`, or its errors, one per line, as `file:line:column: ...`.
-fn load(file: &Path) -> Result<CompiledGraph<DynState>> {
+pub(super) fn load(file: &Path) -> Result<CompiledGraph<DynState>> {
     GraphSpec::from_path(file, &registry()).map_err(|errors| {
         let n = errors.errors().len();
         anyhow!(
@@ -102,7 +102,7 @@ fn encrypted(
 }
 
 /// The store `--store` names, created when it is embedded and missing; none without one.
-async fn open_store(store: Option<&str>) -> Result<Option<Arc<dyn CheckpointStore>>> {
+pub(super) async fn open_store(store: Option<&str>) -> Result<Option<Arc<dyn CheckpointStore>>> {
     let Some(text) = store else {
         return Ok(None);
     };
@@ -119,7 +119,7 @@ async fn open_store(store: Option<&str>) -> Result<Option<Arc<dyn CheckpointStor
 }
 
 /// `--input JSON` or `--input @FILE`.
-fn input_json(input: Option<&str>) -> Result<Value> {
+pub(super) fn input_json(input: Option<&str>) -> Result<Value> {
     let Some(text) = input else {
         return Ok(json!({}));
     };
@@ -132,6 +132,9 @@ fn input_json(input: Option<&str>) -> Result<Value> {
 }
 
 pub(crate) async fn run(ctx: &mut Ctx, args: RunFileArgs) -> Result<()> {
+    if args.watch {
+        return super::watch::run(ctx, args).await;
+    }
     let graph = load(&args.file)?;
     let store = encrypted(ctx, open_store(ctx.store.as_deref()).await?)?;
     let input = input_json(args.input.as_deref())?;
@@ -194,7 +197,7 @@ pub(crate) async fn resume(ctx: &mut Ctx, args: ResumeArgs) -> Result<()> {
 
 /// Prints the run's events as they come, then how it ended: its state, or the interrupts it
 /// waits on.
-async fn follow(ctx: &mut Ctx, run: Run<DynState>) -> Result<()> {
+pub(super) async fn follow(ctx: &mut Ctx, run: Run<DynState>) -> Result<()> {
     let mut events = run.events();
     let handle = run.spawn();
     let run_id = handle.run_id().to_owned();

@@ -17,6 +17,7 @@ mod serve;
 mod show;
 mod state;
 mod sweep;
+mod watch;
 
 use anyhow::Result;
 

@@ -113,6 +113,8 @@ pub struct GraphBuilder<S: State> {
     first_error: Option<GraphError>,
     /// How states stored by older versions of the state type are upgraded.
     pub(crate) migrations: crate::define::migrate::Migrations<S>,
+    /// A value the compiled graph carries for its maker (`attach`).
+    pub(crate) attachment: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl<S: State> Default for GraphBuilder<S>
@@ -158,6 +160,7 @@ impl<S: State> GraphBuilder<S> {
             source: None,
             first_error: None,
             migrations: crate::define::migrate::Migrations::new(),
+            attachment: None,
         }
     }
 }
@@ -1150,5 +1153,31 @@ impl<S: State> GraphBuilder<S> {
             }
             other => other,
         }
+    }
+}
+
+impl<S: State> GraphBuilder<S> {
+    /// Attaches a value the compiled graph carries for whoever made it, read back with
+    /// [`CompiledGraph::attachment`](crate::CompiledGraph::attachment): the file a graph was
+    /// compiled from, say, so that it can be written out again. It is not part of the
+    /// fingerprint and the engine never reads it. Attaching again replaces the value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::{DynSchema, DynState, GraphBuilder, START, END};
+    /// let mut b = GraphBuilder::<DynState>::with_schema(DynSchema::builder().build()?);
+    /// b.add_node("noop", |s: std::sync::Arc<DynState>, _| async move { Ok(s.update()) })
+    ///     .add_edge(START, "noop")
+    ///     .add_edge("noop", END)
+    ///     .attach(String::from("made by hand"));
+    /// let graph = b.compile()?;
+    /// assert_eq!(graph.attachment::<String>().map(String::as_str), Some("made by hand"));
+    /// assert!(graph.attachment::<u32>().is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn attach<T: std::any::Any + Send + Sync>(&mut self, value: T) -> &mut Self {
+        self.attachment = Some(Arc::new(value));
+        self
     }
 }

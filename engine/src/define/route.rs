@@ -39,6 +39,9 @@ pub struct Route {
     /// The route of a failure its error edge caught: one packet, to the handler, which need
     /// not be a declared go-to target.
     pub(crate) caught: bool,
+    /// Why the router could not choose ([`Route::fail`]): the run fails with
+    /// [`Error::RouteFailed`](crate::Error::RouteFailed).
+    pub(crate) failed: Option<Arc<str>>,
 }
 
 impl Route {
@@ -52,6 +55,7 @@ impl Route {
             targets: targets.into_iter().map(Into::into).collect(),
             packets: Vec::new(),
             caught: false,
+            failed: None,
         }
     }
 
@@ -66,6 +70,7 @@ impl Route {
             targets: Vec::new(),
             packets: packets.into_iter().collect(),
             caught: false,
+            failed: None,
         }
     }
 
@@ -81,6 +86,31 @@ impl Route {
     pub fn and_packet(mut self, packet: Packet) -> Self {
         self.packets.push(packet);
         self
+    }
+
+    /// A route that fails the run: the router could not choose (an expression that failed on
+    /// the state, say). The run fails with [`Error::RouteFailed`](crate::Error::RouteFailed),
+    /// which names the edge's source node and carries `message`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::Route;
+    /// let route = Route::fail("`score` is not a number");
+    /// assert_eq!(route.failure(), Some("`score` is not a number"));
+    /// assert_eq!(route.targets().count(), 0);
+    /// assert_eq!(Route::end().failure(), None);
+    /// ```
+    pub fn fail(message: impl Into<String>) -> Self {
+        Route {
+            failed: Some(Arc::from(message.into())),
+            ..Route::default()
+        }
+    }
+
+    /// Why the route fails the run, if it was made by [`Route::fail`].
+    pub fn failure(&self) -> Option<&str> {
+        self.failed.as_deref()
     }
 
     /// The target names, in order.

@@ -88,6 +88,7 @@ pub(super) fn caught_command<S: State>(handler: &str, failure: &[u8]) -> Command
                 input: Ok(Arc::from(failure)),
             }],
             caught: true,
+            failed: None,
         }),
     }
 }
@@ -105,6 +106,7 @@ pub(super) fn command_from<S: State>(
     })?;
     let goto = goto.map(|r| Route {
         caught: false,
+        failed: None,
         targets: r.targets.iter().map(|t| t.clone().into()).collect(),
         packets: r
             .packets

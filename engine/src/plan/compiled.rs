@@ -340,3 +340,15 @@ impl<S: State> CompiledGraph<S> {
         self.plan.describe()
     }
 }
+
+impl<S: State> CompiledGraph<S> {
+    /// The value attached to the graph when it was built
+    /// ([`GraphBuilder::attach`](crate::GraphBuilder::attach)), if it is a `T`.
+    ///
+    /// # Examples
+    ///
+    /// See [`GraphBuilder::attach`](crate::GraphBuilder::attach).
+    pub fn attachment<T: std::any::Any>(&self) -> Option<&T> {
+        self.plan.attachment.as_deref()?.downcast_ref::<T>()
+    }
+}

@@ -97,6 +97,8 @@ pub(crate) struct Plan<S: State> {
     source: Option<Arc<str>>,
     /// How states stored by older versions of the state type are upgraded.
     pub(crate) migrations: crate::define::migrate::Migrations<S>,
+    /// What the graph's maker attached (`GraphBuilder::attach`); not part of the fingerprint.
+    pub(crate) attachment: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 /// How an edge of the structure graph was declared (for DOT).
@@ -151,6 +153,7 @@ impl<S: State> Plan<S> {
         let schema = b.schema.clone();
         let source = b.source.clone();
         let migrations = b.migrations.clone();
+        let attachment = b.attachment.clone();
         let n = b.nodes.len();
         let end_ix = NodeIndex::new(n + 1);
         let ix = |t: Target| match t {
@@ -343,6 +346,7 @@ impl<S: State> Plan<S> {
             schema,
             source,
             migrations,
+            attachment,
         };
         plan.fingerprint = plan.compute_fingerprint();
         Ok(plan)

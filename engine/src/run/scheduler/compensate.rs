@@ -83,6 +83,7 @@ impl<S: State> Scheduler<S> {
                 targets: Vec::new(),
                 packets: vec![packet],
                 caught: true,
+                failed: None,
             }),
         })
     }
@@ -148,7 +149,8 @@ impl<S: State> Scheduler<S> {
             | Error::GotoNotDeclared(_)
             | Error::PacketEncode { .. }
             | Error::StepTimedOut { .. }
-            | Error::RunTimedOut { .. } => true,
+            | Error::RunTimedOut { .. }
+            | Error::RouteFailed { .. } => true,
             _ => false,
         }
     }

@@ -227,6 +227,12 @@ fn check_route(
             .collect::<Vec<_>>()
             .join(", "),
     };
+    if let Some(message) = &route.failed {
+        return Err(Error::RouteFailed {
+            from: from(),
+            message: message.to_string(),
+        });
+    }
     for name in &route.targets {
         if find_target(declared, name).is_none() {
             return Err(undeclared(name));
