@@ -13,8 +13,8 @@
 //! 16      ...   payload
 //! ```
 //!
-//! A compressed record (codec 2, written only when a [`Compression`] is configured and the
-//! payload is large enough and shrinks) holds the length of the decompressed payload (4 bytes,
+//! A compressed record (codec 2, written only when a `Compression` (feature `compression`) is
+//! configured and the payload is large enough and shrinks) holds the length of the decompressed payload (4 bytes,
 //! little endian, at most [`MAX_PAYLOAD`]) and then one zstd frame; its checksum covers the
 //! stored, compressed bytes. Records of codec 1 are the records of every earlier build, byte
 //! for byte: a build reads both, and an older build refuses a compressed record with a typed
@@ -59,7 +59,7 @@ pub enum Codec {
     Bincode2 = 1,
     /// [`Codec::Bincode2`], compressed with zstd: the decompressed length (a little-endian
     /// `u32`), then one zstd frame. Written by builds with the `compression` feature, when a
-    /// [`Compression`] is configured; read by them whatever the configuration.
+    /// `Compression` is configured; read by them whatever the configuration.
     Bincode2Zstd = 2,
     /// A whole record of another codec (header and payload), encrypted with an AEAD under a
     /// key named in the payload (see the module docs). Written and read by an
