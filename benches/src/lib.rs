@@ -40,7 +40,7 @@ pub use memory::{SearchTiming, memory_put_graph, time_memory_puts, time_memory_s
 pub use postgres::{PostgresBaseline, PostgresServer};
 pub use states::{Big, BigUpdate, Chat, ChatUpdate, Counter, CounterUpdate, Items, ItemsUpdate};
 pub use thread::{Turn, run_thread, thread_graph};
-pub use workers::{WORKER_STEPS, WorkerTiming, time_workers};
+pub use workers::{WORKER_CONCURRENCIES, WORKER_STEPS, WorkerTiming, time_workers};
 pub use workloads::{
     BIG_ITEM_LEN, BIG_ITEMS, Flaky, SEED, SMALL_ITEMS, big_chain, big_input, big_item,
     calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, cpu_work, fanout, flaky_chain,

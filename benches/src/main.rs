@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use agentgraph_benches::{
     BIG_ITEMS, BaselineSamples, BenchStore, Big, CheckpointedRun, Counter, Flaky,
     GROUP_CHAT_AGENTS, Items, PostgresBaseline, PostgresServer, RedbBaseline, RedbSamples,
-    SMALL_ITEMS, SledBaseline, Turn, big_chain, big_input, calibrate_cpu_work, chain,
-    chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain, median, run_checkpointed,
-    run_counting_steps, run_thread, runtime, small_input, thread_graph, time_agent_turns,
-    time_group_chats, time_resume, time_runs, time_runs_each, time_workers, two_node_loop,
+    SMALL_ITEMS, SledBaseline, Turn, WORKER_CONCURRENCIES, big_chain, big_input,
+    calibrate_cpu_work, chain, chain_builder, config, cpu_fanout, fanout, fill_store, flaky_chain,
+    median, run_checkpointed, run_counting_steps, run_thread, runtime, small_input, thread_graph,
+    time_agent_turns, time_group_chats, time_resume, time_runs, time_runs_each, time_workers,
+    two_node_loop,
 };
 use agentgraph_engine::encryption::{Key, StaticKeys};
 use agentgraph_engine::{
@@ -1055,23 +1056,34 @@ const WORKER_PROBES: usize = 51;
 fn run_workers(rt: &Runtime, reps: Option<usize>) {
     let server = PostgresServer::start();
     let runs = reps.map_or(WORKER_RUNS, |r| (r * 10).max(10));
-    for durability in [Durability::Sync, Durability::Async] {
-        for workers in [1, 2, 4] {
-            let t = time_workers(rt, server.url(), workers, durability, runs, WORKER_PROBES);
-            let mut line = serde_json::json!({
-                "workload": "workers",
-                "mode": "postgres",
-                "durability": durability_name(durability),
-                "workers": workers,
-                "runs": runs,
-                "steps_per_s": t.steps_per_s,
-                "runs_per_s": t.runs_per_s,
-                "claim_p50_ms": t.claim_p50.as_secs_f64() * 1e3,
-            });
-            if let Some(n) = t.statements_per_run {
-                line["statements_per_run"] = n.into();
+    for concurrency in WORKER_CONCURRENCIES {
+        for durability in [Durability::Sync, Durability::Async] {
+            for workers in [1, 2, 4] {
+                let t = time_workers(
+                    rt,
+                    server.url(),
+                    workers,
+                    concurrency,
+                    durability,
+                    runs,
+                    WORKER_PROBES,
+                );
+                let mut line = serde_json::json!({
+                    "workload": "workers",
+                    "mode": "postgres",
+                    "durability": durability_name(durability),
+                    "workers": workers,
+                    "concurrency": concurrency,
+                    "runs": runs,
+                    "steps_per_s": t.steps_per_s,
+                    "runs_per_s": t.runs_per_s,
+                    "claim_p50_ms": t.claim_p50.as_secs_f64() * 1e3,
+                });
+                if let Some(n) = t.statements_per_run {
+                    line["statements_per_run"] = n.into();
+                }
+                println!("{line}");
             }
-            println!("{line}");
         }
     }
 }

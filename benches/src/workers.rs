@@ -11,8 +11,10 @@ use tokio::runtime::Runtime;
 
 use crate::workloads::chain;
 
-/// The runs each worker runs at once.
-pub(crate) const WORKER_CONCURRENCY: usize = 32;
+/// The runs each worker runs at once, each measured: 8 (4 workers then have 32 runs in flight
+/// together, as one worker of 32) and 32 (4 workers have 128: on a machine of 2 cores that
+/// shares them with the server, oversubscribed).
+pub const WORKER_CONCURRENCIES: [usize; 2] = [8, 32];
 
 /// The steps of each run.
 pub const WORKER_STEPS: u64 = 10;
@@ -50,18 +52,18 @@ async fn statements(client: &tokio_postgres::Client) -> Option<i64> {
     Some(row.get(0))
 }
 
-async fn connect(url: &str, schema: &str) -> PostgresStore {
+async fn connect(url: &str, schema: &str, concurrency: usize) -> PostgresStore {
     let options = PostgresOptions::new(url)
         .and_then(|o| o.with_schema(schema))
         .expect("options")
-        .max_connections(WORKER_CONCURRENCY + 4);
+        .max_connections(concurrency + 4);
     PostgresStore::connect_with(options)
         .await
         .expect("a PostgreSQL store")
 }
 
-/// Runs `runs` runs through `workers` workers in a fresh schema of the server at `url`, each
-/// run with `durability`, then `probes` single runs one after another (idle workers) for the
+/// Runs `runs` runs through `workers` workers of `concurrency` runs at a time each, in a fresh
+/// schema of the server at `url`, each run with `durability`, then `probes` single runs one after another (idle workers) for the
 /// claim latency.
 ///
 /// # Panics
@@ -71,12 +73,13 @@ pub fn time_workers(
     rt: &Runtime,
     url: &str,
     workers: usize,
+    concurrency: usize,
     durability: Durability,
     runs: usize,
     probes: usize,
 ) -> WorkerTiming {
     let schema = format!(
-        "bench_workers_{workers}_{}_{}",
+        "bench_workers_{workers}_{concurrency}_{}_{}",
         match durability {
             Durability::Sync => "sync",
             _ => "async",
@@ -91,7 +94,7 @@ pub fn time_workers(
         let stores = {
             let mut v = Vec::new();
             for _ in 0..workers {
-                v.push(connect(url, &schema).await);
+                v.push(connect(url, &schema, concurrency).await);
             }
             v
         };
@@ -111,7 +114,7 @@ pub fn time_workers(
         let started = Instant::now();
         for (i, store) in stores.iter().enumerate() {
             let worker = Worker::new(store.clone(), registry.clone(), format!("bench-{i}"))
-                .concurrency(WORKER_CONCURRENCY)
+                .concurrency(concurrency)
                 .poll_interval(Duration::from_millis(100))
                 .run_config(move || RunConfig::new().durability(durability));
             stats.push(worker.stats());
