@@ -598,57 +598,39 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
     }
     // The same on sled with compression (`RunConfig::compression`): the defaults (records of
     // 4 KiB and more, none of this small state's), then every record offered to zstd
-    // (threshold 0; stored compressed only where that is smaller). `ratio_to_plain`: per-step
-    // time over `durable_async`'s of this run.
-    for (mode, compression) in [
-        ("durable_async_compressed", Compression::zstd()),
+    // (threshold 0; stored compressed only where that is smaller); then with encryption
+    // (`RunConfig::encryption`: XChaCha20-Poly1305 under a random key; every checkpoint, field
+    // value and event encrypted), alone and with compression's defaults. `ratio_to_plain`:
+    // per-step time over `durable_async`'s of this run.
+    let encryption = Encryption::new(StaticKeys::new(
+        Key::generate("bench").expect("a random key"),
+    ));
+    let plain = || config(Mode::Parallel, nodes + 1).durability(Durability::Async);
+    for (mode, store, base) in [
+        (
+            "durable_async_compressed",
+            "compressed",
+            plain().compression(Compression::zstd()),
+        ),
         (
             "durable_async_compressed_all",
-            Compression::zstd().threshold(0),
+            "compressed",
+            plain().compression(Compression::zstd().threshold(0)),
+        ),
+        (
+            "durable_async_encrypted",
+            "encrypted",
+            plain().encryption(encryption.clone()),
+        ),
+        (
+            "durable_async_both",
+            "encrypted",
+            plain()
+                .encryption(encryption.clone())
+                .compression(Compression::zstd()),
         ),
     ] {
-        let store = BenchStore::sled("compressed");
-        let base = config(Mode::Parallel, nodes + 1)
-            .durability(Durability::Async)
-            .compression(compression);
-        let (counted, med) = measure_durable(
-            rt,
-            &graph,
-            Counter::default,
-            &store,
-            &base,
-            reps,
-            check,
-            || {},
-        );
-        let mut line = durable_line(
-            "chain_1000",
-            mode,
-            "sled",
-            Durability::Async,
-            &counted,
-            med,
-            reps,
-        );
-        line.ratio_to_plain = Some(line.per_step_us.expect("a per-step time") / async_us);
-        line.print();
-    }
-    // The same with encryption (`RunConfig::encryption`: XChaCha20-Poly1305 under a random
-    // key; every checkpoint, field value and event encrypted), then with compression (the
-    // defaults, as `durable_async_compressed`) and encryption both.
-    let keys = StaticKeys::new(Key::generate("bench").expect("a random key"));
-    let encryption = Encryption::new(keys);
-    for (mode, compression) in [
-        ("durable_async_encrypted", None),
-        ("durable_async_both", Some(Compression::zstd())),
-    ] {
-        let store = BenchStore::sled("encrypted");
-        let mut base = config(Mode::Parallel, nodes + 1)
-            .durability(Durability::Async)
-            .encryption(encryption.clone());
-        if let Some(compression) = compression {
-            base = base.compression(compression);
-        }
+        let store = BenchStore::sled(store);
         let (counted, med) = measure_durable(
             rt,
             &graph,

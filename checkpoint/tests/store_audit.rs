@@ -347,8 +347,7 @@ fn raw_sled(path: &std::path::Path) -> sled::Db {
     loop {
         match sled::open(path) {
             Ok(db) => return db,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("cannot open {}: {e}", path.display()),

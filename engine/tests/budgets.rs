@@ -446,8 +446,7 @@ async fn reopen(path: &std::path::Path) -> SledStore {
     loop {
         match SledStore::open(path) {
             Ok(store) => return store,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Err(e) => panic!("cannot reopen {}: {e}", path.display()),
