@@ -149,7 +149,11 @@ async fn token_and_tool_call_budgets_stop_and_resume_an_agent() {
         (stop.budget, stop.limit, stop.used, stop.step),
         (BudgetKind::ToolCalls, 2, 2, 3)
     );
-    assert_eq!(*looked_up.lock().unwrap(), ["a", "b"]);
+    assert_eq!(
+        sorted(&looked_up),
+        ["a", "b"],
+        "the two tool calls run in parallel"
+    );
     assert_eq!(server.requests().len(), 1, "the model was called once");
 
     let done = graph
@@ -161,7 +165,15 @@ async fn token_and_tool_call_budgets_stop_and_resume_an_agent() {
         .unwrap();
     assert_eq!(done.messages.last().unwrap().text(), Some("a and b found"));
     assert_eq!(server.requests().len(), 2);
-    assert_eq!(*looked_up.lock().unwrap(), ["a", "b"], "each tool ran once");
+    assert_eq!(sorted(&looked_up), ["a", "b"], "each tool ran once");
     let used = tenant.usage();
     assert_eq!((used.tokens, used.tool_calls), (300, 2));
+}
+
+/// The tools looked up, in name order: the agent runs one turn's tool calls in parallel, so
+/// the order they ran in is not part of the contract.
+fn sorted(looked_up: &Mutex<Vec<String>>) -> Vec<String> {
+    let mut names = looked_up.lock().unwrap().clone();
+    names.sort();
+    names
 }
