@@ -1,6 +1,6 @@
-//! The `agentgraph` binary on the store of a crashed run. A child process (the binary
-//! `agentgraph-cli-crash-child`, tests/bin/crash_child.rs) runs a long monitored run on a sled store and
-//! announces each durable checkpoint; the test kills it with SIGKILL mid-run, then reads the
+//! The `agentgraph` binary on the store of a crashed run. A child process (this test binary
+//! started again with `AGENTGRAPH_CLI_CRASH_DIR` set: see [`child`]) runs a long monitored run
+//! on a sled store and announces each durable checkpoint; the test kills it with SIGKILL mid-run, then reads the
 //! store with the tool: the run shows as running at its last durable step, its events are a
 //! gap-free prefix of a run, and its state is its last checkpoint's.
 
@@ -11,7 +11,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use agentgraph::prelude::*;
-use common::{agentgraph, graph, json, stdout};
+use common::{Work, agentgraph, graph, json, stdout};
+use futures_util::StreamExt;
 use serde_json::Value;
 
 /// Tells the child where the store is (the child reads the same name).
@@ -19,10 +20,17 @@ const CHILD_DIR: &str = "AGENTGRAPH_CLI_CRASH_DIR";
 /// The durable checkpoint after which the child is killed.
 const KILL_AFTER: u64 = 6;
 
+/// The test's name: the child process is this test binary running only this test.
+const TEST: &str = "a_crashed_run_reads_as_running_at_its_last_durable_step";
+
 #[test]
 fn a_crashed_run_reads_as_running_at_its_last_durable_step() {
+    if let Some(dir) = std::env::var_os(CHILD_DIR) {
+        child(dir.as_ref());
+    }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agentgraph-cli-crash-child"))
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -127,4 +135,31 @@ fn a_crashed_run_reads_as_running_at_its_last_durable_step() {
         history.as_array().unwrap().last().unwrap()["step"],
         last_step
     );
+}
+
+/// The child process: a long monitored run `crashed` on a sled store in `dir`, printing
+/// `saved <step>` once each checkpoint is durable, until the parent kills it.
+fn child(dir: &std::path::Path) -> ! {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir).unwrap());
+        let config = RunConfig::new()
+            .store(store)
+            .run_id("crashed")
+            .durability(Durability::Sync)
+            .monitored();
+        let input = Work {
+            topic: "slow".to_owned(),
+            ..Work::default()
+        };
+        let run = graph().run_with(input, config);
+        let mut events = run.events();
+        let _handle = run.spawn();
+        while let Some(Ok(event)) = events.next().await {
+            if let EventKind::CheckpointSaved { step, .. } = event.kind {
+                // Emitted after the flush: the checkpoint is durable.
+                println!("saved {step}");
+            }
+        }
+    });
+    unreachable!("the run takes 1,000 steps: the parent kills the child long before")
 }

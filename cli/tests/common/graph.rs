@@ -1,5 +1,5 @@
 //! The test graph: what the CLI tests and the crash test's child process
-//! (`tests/bin/crash_child.rs`) share.
+//! (`tests/cli_crash.rs`, started again as its own child) share.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
