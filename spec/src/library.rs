@@ -34,6 +34,145 @@ pub(crate) fn register(registry: NodeRegistry) -> NodeRegistry {
     registry
 }
 
+/// The parameters each kind reads (the published schema describes the same: a test in
+/// `kind_schema.rs` compares them).
+pub(crate) mod keys {
+    /// `subgraph`.
+    pub(crate) const SUBGRAPH: &[&str] = &["path", "inputs", "outputs"];
+    /// `interrupt`.
+    pub(crate) const INTERRUPT: &[&str] = &["field", "question"];
+    /// `collect`.
+    pub(crate) const COLLECT: &[&str] = &["field"];
+    /// `model`.
+    pub(crate) const MODEL: &[&str] = &[
+        "model",
+        "messages",
+        "system",
+        "temperature",
+        "max_tokens",
+        "output",
+    ];
+    /// An agent (an `agent` node takes `messages` too; an agent of a pattern, [`MEMBER`]).
+    pub(crate) const AGENT: &[&str] = &[
+        "model",
+        "system",
+        "tools",
+        "allow",
+        "deny",
+        "max_turns",
+        "max_tool_calls",
+        "temperature",
+        "max_tokens",
+    ];
+    /// The options of one tool, beside the tool in an agent's `tools` list or in a `tool`
+    /// node's parameters: the node library's `ToolOptions`, one to one.
+    pub(crate) const TOOL_OPTIONS: &[&str] = &[
+        "timeout_ms",
+        "retries",
+        "retry_delay_ms",
+        "max_calls_per_run",
+        "needs_approval",
+    ];
+    /// `tool` (besides [`TOOL_OPTIONS`], but `max_calls_per_run`).
+    pub(crate) const TOOL: &[&str] = &["tool", "http", "args", "args_from", "output"];
+    /// What an item of an agent's `tools` list given as an object names: a registered tool
+    /// (`tool`), an HTTP tool (`http`) or an MCP server's tools (`mcp`), with its options
+    /// ([`TOOL_OPTIONS`]).
+    pub(crate) const TOOL_ITEM: &[&str] = &["tool", "http", "mcp"];
+    /// `http`.
+    pub(crate) const HTTP: &[&str] = &[
+        "method",
+        "url",
+        "headers",
+        "headers_env",
+        "body",
+        "output",
+        "timeout_ms",
+        "retries",
+    ];
+    /// An HTTP tool.
+    pub(crate) const HTTP_TOOL: &[&str] = &[
+        "name",
+        "description",
+        "url",
+        "method",
+        "parameters",
+        "headers",
+        "headers_env",
+        "timeout_ms",
+    ];
+    /// `mcp`.
+    pub(crate) const MCP: &[&str] = &[
+        "command",
+        "url",
+        "env",
+        "tool",
+        "args",
+        "args_from",
+        "output",
+    ];
+    /// An MCP server of an agent's tools.
+    pub(crate) const MCP_SERVER: &[&str] = &["command", "url", "env"];
+    /// The patterns of the `pattern` kind, each with the parameters it takes.
+    pub(crate) const PATTERNS: &[(&str, &[&str])] = &[
+        (
+            "supervisor",
+            &[
+                "pattern",
+                "model",
+                "messages",
+                "system",
+                "agents",
+                "max_rounds",
+            ],
+        ),
+        (
+            "group_chat",
+            &[
+                "pattern",
+                "model",
+                "messages",
+                "agents",
+                "max_rounds",
+                "selector",
+                "stop_keyword",
+            ],
+        ),
+        (
+            "swarm",
+            &[
+                "pattern",
+                "messages",
+                "agents",
+                "default_agent",
+                "handoffs",
+                "max_handoffs",
+            ],
+        ),
+        (
+            "ensemble",
+            &["pattern", "model", "messages", "agents", "aggregate"],
+        ),
+        ("fallback", &["pattern", "messages", "agents"]),
+        ("pipeline", &["pattern", "messages", "agents"]),
+        (
+            "planning",
+            &[
+                "pattern",
+                "model",
+                "messages",
+                "agents",
+                "read_only",
+                "aggregate",
+                "approval",
+            ],
+        ),
+    ];
+    /// An agent of a pattern (besides [`AGENT`]); a group chat's agents take the first two
+    /// only.
+    pub(crate) const MEMBER: &[&str] = &["name", "description", "sees", "reports"];
+}
+
 /// Refuses a parameter the kind does not take (naming the closest one it takes).
 pub(crate) fn known_keys(with: &Value, kind: &str, keys: &[&str]) -> Result<(), String> {
     match with {
@@ -99,17 +238,7 @@ pub(crate) fn opt_bool(with: &Value, key: &str) -> Result<Option<bool>, String> 
     }
 }
 
-/// The options of one tool, beside the tool in an agent's `tools` list or in a `tool`
-/// node's parameters: the node library's `ToolOptions`, one to one.
-pub(crate) const TOOL_OPTION_KEYS: &[&str] = &[
-    "timeout_ms",
-    "retries",
-    "retry_delay_ms",
-    "max_calls_per_run",
-    "needs_approval",
-];
-
-/// The options `TOOL_OPTION_KEYS` name, from an object holding them (among other keys).
+/// The options `keys::TOOL_OPTIONS` name, from an object holding them (among other keys).
 #[cfg(feature = "tools")]
 pub(crate) fn tool_options(with: &Value) -> Result<agentgraph_nodes::tool::ToolOptions, String> {
     use std::time::Duration;
@@ -189,7 +318,7 @@ pub(crate) fn accumulates(schema: &DynSchema, field: usize) -> bool {
 
 /// `subgraph`: another graph file, run as this node (see `NodeRegistry::builtin`).
 pub(crate) fn subgraph(p: &NodeParams<'_>) -> Result<FileSubgraph, String> {
-    known_keys(p.with, "subgraph", &["path", "inputs", "outputs"])?;
+    known_keys(p.with, "subgraph", keys::SUBGRAPH)?;
     let rel = req_str(p.with, "path")?;
     let path = p.dir.join(rel);
     let canonical = std::fs::canonicalize(&path)
@@ -333,18 +462,15 @@ mod tools {
         },
     }
 
-    /// The parameters of the `tool` kind (besides [`TOOL_OPTION_KEYS`]).
-    pub(crate) const TOOL_KEYS: &[&str] = &["tool", "http", "args", "args_from", "output"];
-
     /// `tool`: calls a registered tool (or an HTTP tool declared in place) and writes what it
     /// returns to `output`, under the tool's options: `timeout_ms`, `retries` and
     /// `retry_delay_ms` (as `ToolSet::call` runs them), and `needs_approval` (an interrupt
     /// before the call, answered like an agent's: approve, reject, which fails the node, or
     /// edited arguments). `max_calls_per_run` is an agent's limit and is refused here.
     pub(crate) fn tool(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        let mut keys = TOOL_KEYS.to_vec();
-        keys.extend(TOOL_OPTION_KEYS);
-        known_keys(p.with, "tool", &keys)?;
+        let mut taken = keys::TOOL.to_vec();
+        taken.extend(keys::TOOL_OPTIONS);
+        known_keys(p.with, "tool", &taken)?;
         if p.param("max_calls_per_run").is_some() {
             return Err(
                 "`max_calls_per_run` limits an agent's calls: a `tool` node calls its tool once \
@@ -420,11 +546,6 @@ mod tools {
         Ok(Arc::new(node))
     }
 
-    /// The keys of an item of an agent's `tools` list given as an object: the tool (`tool`,
-    /// a registered one's name; `http`, an HTTP tool; `mcp`, a server's tools) and its
-    /// options ([`TOOL_OPTION_KEYS`]).
-    pub(crate) const TOOL_ITEM_KEYS: &[&str] = &["tool", "http", "mcp"];
-
     /// The tools an agent's `tools` list names, each with its options: registered ones by
     /// name (`add`, or `{ tool: add, ..options }`), HTTP tools in place (`{ http: {..},
     /// ..options }`), the tools of an MCP server (`{ mcp: {..}, ..options }`, the options
@@ -438,8 +559,8 @@ mod tools {
             Some(Value::Array(list)) => list,
             Some(_) => return Err("`tools` is a list".to_owned()),
         };
-        let mut keys = TOOL_ITEM_KEYS.to_vec();
-        keys.extend(TOOL_OPTION_KEYS);
+        let mut taken = keys::TOOL_ITEM.to_vec();
+        taken.extend(keys::TOOL_OPTIONS);
         let mut all = Vec::new();
         for item in list {
             let (tools, options) = match item {
@@ -447,7 +568,7 @@ mod tools {
                     (vec![p.registry.get_tool(name)?.clone()], ToolOptions::new())
                 }
                 Value::Object(o) => {
-                    let given: Vec<&str> = TOOL_ITEM_KEYS
+                    let given: Vec<&str> = keys::TOOL_ITEM
                         .iter()
                         .copied()
                         .filter(|k| o.contains_key(*k))
@@ -458,8 +579,8 @@ mod tools {
                         }
                         _ => "`tools`".to_owned(),
                     };
-                    if let Some(key) = o.keys().find(|k| !keys.contains(&k.as_str())) {
-                        let hint = did_you_mean(key, keys.iter().copied())
+                    if let Some(key) = o.keys().find(|k| !taken.contains(&k.as_str())) {
+                        let hint = did_you_mean(key, taken.iter().copied())
                             .map(|s| format!(" (did you mean `{s}`?)"))
                             .unwrap_or_default();
                         return Err(format!("{label}: no tool option `{key}`{hint}"));
@@ -613,18 +734,7 @@ mod model {
     /// `model`: one call of a declared model over a messages field; the answer is added to
     /// the field (and its text written to `output`).
     pub(crate) fn model(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        known_keys(
-            p.with,
-            "model",
-            &[
-                "model",
-                "messages",
-                "system",
-                "temperature",
-                "max_tokens",
-                "output",
-            ],
-        )?;
+        known_keys(p.with, "model", keys::MODEL)?;
         let chat = chat_model(p, p.with)?;
         let sampling = sampling(p, p.with)?;
         let (field, messages) = field_named(
@@ -757,24 +867,11 @@ mod model {
         Ok(agent)
     }
 
-    #[cfg(feature = "agent")]
-    const AGENT_KEYS: &[&str] = &[
-        "model",
-        "system",
-        "tools",
-        "allow",
-        "deny",
-        "max_turns",
-        "max_tool_calls",
-        "temperature",
-        "max_tokens",
-    ];
-
     /// `agent`: the tool-calling agent over a messages field, run as a subgraph.
     #[cfg(feature = "agent")]
     pub(crate) fn agent(p: &NodeParams<'_>) -> Result<FileSubgraph, String> {
         use agentgraph_nodes::agent::AgentState;
-        let mut keys = AGENT_KEYS.to_vec();
+        let mut keys = keys::AGENT.to_vec();
         keys.push("messages");
         known_keys(p.with, "agent", &keys)?;
         let agent = agent_from(p, p.with)?;
@@ -796,66 +893,6 @@ mod model {
             move |done: AgentState| conversation_update(&schema, &messages, adds, done.messages),
         ))
     }
-
-    /// The patterns of the `pattern` kind, each with the parameters it takes.
-    pub(crate) const PATTERNS: &[(&str, &[&str])] = &[
-        (
-            "supervisor",
-            &[
-                "pattern",
-                "model",
-                "messages",
-                "system",
-                "agents",
-                "max_rounds",
-            ],
-        ),
-        (
-            "group_chat",
-            &[
-                "pattern",
-                "model",
-                "messages",
-                "agents",
-                "max_rounds",
-                "selector",
-                "stop_keyword",
-            ],
-        ),
-        (
-            "swarm",
-            &[
-                "pattern",
-                "messages",
-                "agents",
-                "default_agent",
-                "handoffs",
-                "max_handoffs",
-            ],
-        ),
-        (
-            "ensemble",
-            &["pattern", "model", "messages", "agents", "aggregate"],
-        ),
-        ("fallback", &["pattern", "messages", "agents"]),
-        ("pipeline", &["pattern", "messages", "agents"]),
-        (
-            "planning",
-            &[
-                "pattern",
-                "model",
-                "messages",
-                "agents",
-                "read_only",
-                "aggregate",
-                "approval",
-            ],
-        ),
-    ];
-
-    /// The parameters of an agent of a pattern (besides [`AGENT_KEYS`]); a group chat's
-    /// agents take no `sees` or `reports`.
-    pub(crate) const MEMBER_KEYS: &[&str] = &["name", "description", "sees", "reports"];
 
     /// How an ensemble or planning mode picks among answers: `aggregate` (a majority vote
     /// when left out; `judge` asks the pattern's `model`).
@@ -930,7 +967,7 @@ mod model {
         use agentgraph_nodes::patterns::{
             Ensemble, Fallback, Pipeline, Planning, Supervisor, Swarm, TeamState,
         };
-        let mut all: Vec<&str> = PATTERNS
+        let mut all: Vec<&str> = keys::PATTERNS
             .iter()
             .flat_map(|(_, k)| k.iter().copied())
             .collect();
@@ -951,8 +988,8 @@ mod model {
             _ => return Err("`agents` (a list of agents) is required".to_owned()),
         };
         let which = req_str(p.with, "pattern")?;
-        let Some((_, keys)) = PATTERNS.iter().find(|(n, _)| *n == which) else {
-            let hint = did_you_mean(which, PATTERNS.iter().map(|(n, _)| *n))
+        let Some((_, keys)) = keys::PATTERNS.iter().find(|(n, _)| *n == which) else {
+            let hint = did_you_mean(which, keys::PATTERNS.iter().map(|(n, _)| *n))
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
             return Err(format!("`pattern`: unknown pattern `{which}`{hint}"));
@@ -960,11 +997,11 @@ mod model {
         let group_chat = which == "group_chat";
         let mut members = Vec::new();
         for a in agents {
-            let mut keys = AGENT_KEYS.to_vec();
+            let mut keys = keys::AGENT.to_vec();
             keys.extend(if group_chat {
-                &MEMBER_KEYS[..2]
+                &keys::MEMBER[..2]
             } else {
-                MEMBER_KEYS
+                keys::MEMBER
             });
             known_keys(a, "agents", &keys)?;
             let name = req_str(a, "name").map_err(|e| format!("`agents`: {e}"))?;
@@ -1195,20 +1232,7 @@ pub(crate) mod http {
     /// `http`: the HTTP request node. The URL template's variables are the state's fields;
     /// `body` names a field sent as JSON; the answer (JSON, else text) goes to `output`.
     pub(crate) fn http(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        known_keys(
-            p.with,
-            "http",
-            &[
-                "method",
-                "url",
-                "headers",
-                "headers_env",
-                "body",
-                "output",
-                "timeout_ms",
-                "retries",
-            ],
-        )?;
+        known_keys(p.with, "http", keys::HTTP)?;
         let url = req_str(p.with, "url")?;
         let (fixed, env) = headers(p.with)?;
         let mut node =
@@ -1269,20 +1293,7 @@ pub(crate) mod http {
         /// From `{ name, description, url, method, parameters, headers, headers_env,
         /// timeout_ms }`.
         pub(crate) fn from_param(with: &Value) -> Result<Self, String> {
-            known_keys(
-                with,
-                "http tool",
-                &[
-                    "name",
-                    "description",
-                    "url",
-                    "method",
-                    "parameters",
-                    "headers",
-                    "headers_env",
-                    "timeout_ms",
-                ],
-            )?;
+            known_keys(with, "http tool", keys::HTTP_TOOL)?;
             let (fixed, env) = headers(with)?;
             let method = match opt_str(with, "method")? {
                 None => reqwest::Method::POST,
@@ -1434,19 +1445,7 @@ mod mcp {
     /// at `url`, and writes what it returns to `output`. The server is started at the first
     /// call and kept for the graph's life.
     pub(crate) fn mcp(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        known_keys(
-            p.with,
-            "mcp",
-            &[
-                "command",
-                "url",
-                "env",
-                "tool",
-                "args",
-                "args_from",
-                "output",
-            ],
-        )?;
+        known_keys(p.with, "mcp", keys::MCP)?;
         let server = server(p, p.with)?;
         let tool = req_str(p.with, "tool")?.to_owned();
         let args = Arc::new(call_args(p)?);
@@ -1490,7 +1489,7 @@ mod mcp {
         p: &NodeParams<'_>,
         with: &Value,
     ) -> Result<Vec<Arc<dyn Tool>>, String> {
-        known_keys(with, "mcp", &["command", "url", "env"])?;
+        known_keys(with, "mcp", keys::MCP_SERVER)?;
         let server = server(p, with)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
