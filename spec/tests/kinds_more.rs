@@ -436,3 +436,14 @@ async fn planning_mode_from_a_file_plans_waits_for_review_then_executes() {
     let executing = &server.requests_for("dev")[1].body["tools"];
     assert_eq!(executing.as_array().unwrap().len(), 2, "{executing}");
 }
+
+#[test]
+fn the_fuzz_seed_of_every_pattern_and_tool_option_compiles() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/load_graph_file/patterns.yaml"
+    );
+    let graph =
+        GraphSpec::from_path(path, &registry(Arc::default())).unwrap_or_else(|e| panic!("{e}"));
+    assert!(graph.schema().index_of("messages").is_some());
+}

@@ -54,6 +54,12 @@ fn files_of_every_kind_and_option_are_valid_under_the_published_schema() {
 "#;
     let errors = schema_errors(&format!("{HEADER}{nodes}"));
     assert!(errors.is_empty(), "{errors:#?}");
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/seeds/load_graph_file/patterns.yaml"
+    );
+    let errors = schema_errors(&std::fs::read_to_string(seed).unwrap());
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 #[test]
