@@ -546,6 +546,9 @@ mod tools {
         Ok(Arc::new(node))
     }
 
+    /// A tool of an agent with its options.
+    pub(crate) type ToolWithOptions = (Arc<dyn Tool>, ToolOptions);
+
     /// The tools an agent's `tools` list names, each with its options: registered ones by
     /// name (`add`, or `{ tool: add, ..options }`), HTTP tools in place (`{ http: {..},
     /// ..options }`), the tools of an MCP server (`{ mcp: {..}, ..options }`, the options
@@ -553,7 +556,7 @@ mod tools {
     pub(crate) fn tool_list(
         p: &NodeParams<'_>,
         with: &Value,
-    ) -> Result<Vec<(Arc<dyn Tool>, ToolOptions)>, String> {
+    ) -> Result<Vec<ToolWithOptions>, String> {
         let list = match with.get("tools") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(list)) => list,
