@@ -874,9 +874,9 @@ mod model {
     #[cfg(feature = "agent")]
     pub(crate) fn agent(p: &NodeParams<'_>) -> Result<FileSubgraph, String> {
         use agentgraph_nodes::agent::AgentState;
-        let mut keys = keys::AGENT.to_vec();
-        keys.push("messages");
-        known_keys(p.with, "agent", &keys)?;
+        let mut taken = keys::AGENT.to_vec();
+        taken.push("messages");
+        known_keys(p.with, "agent", &taken)?;
         let agent = agent_from(p, p.with)?;
         let (field, messages) = field_named(
             p.schema,
@@ -991,7 +991,7 @@ mod model {
             _ => return Err("`agents` (a list of agents) is required".to_owned()),
         };
         let which = req_str(p.with, "pattern")?;
-        let Some((_, keys)) = keys::PATTERNS.iter().find(|(n, _)| *n == which) else {
+        let Some((_, pattern_keys)) = keys::PATTERNS.iter().find(|(n, _)| *n == which) else {
             let hint = did_you_mean(which, keys::PATTERNS.iter().map(|(n, _)| *n))
                 .map(|s| format!(" (did you mean `{s}`?)"))
                 .unwrap_or_default();
@@ -1000,18 +1000,18 @@ mod model {
         let group_chat = which == "group_chat";
         let mut members = Vec::new();
         for a in agents {
-            let mut keys = keys::AGENT.to_vec();
-            keys.extend(if group_chat {
+            let mut taken = keys::AGENT.to_vec();
+            taken.extend(if group_chat {
                 &keys::MEMBER[..2]
             } else {
                 keys::MEMBER
             });
-            known_keys(a, "agents", &keys)?;
+            known_keys(a, "agents", &taken)?;
             let name = req_str(a, "name").map_err(|e| format!("`agents`: {e}"))?;
             let agent = agent_from(p, a).map_err(|e| format!("`agents`: `{name}`: {e}"))?;
             members.push((name.to_owned(), opt_str(a, "description")?, agent, a));
         }
-        known_keys(p.with, &format!("pattern: {which}"), keys)?;
+        known_keys(p.with, &format!("pattern: {which}"), pattern_keys)?;
         let max_rounds = opt_u32(p.with, "max_rounds")?;
         let schema = p.schema.clone();
         let input_field = messages.clone();
