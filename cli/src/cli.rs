@@ -147,8 +147,9 @@ pub(crate) enum Command {
     /// `--allow-changed` is given.
     Resume(ResumeArgs),
     /// Write a starting graph file from a template: `review` (a draft, a human review, then
-    /// publishing) or `map-reduce` (one task per document, then a join). Refuses to replace a
-    /// file unless `--force` is given.
+    /// publishing), `map-reduce` (one task per document, then a join), `chat-agent` (an agent
+    /// with an HTTP tool) or `supervisor` (a supervisor model and two worker agents). Refuses
+    /// to replace a file unless `--force` is given.
     New(NewArgs),
     /// Serve the monitor over the store: the live web page, the JSON API, each run's events
     /// over SSE and Prometheus metrics, for runs no program is running any more (a program

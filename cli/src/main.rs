@@ -15,7 +15,7 @@
 //! | `sweep` | deletes the runs whose time to live is over (and expired memory items) |
 //! | `memory list\|get\|search [--namespace NS]` | long-term memory: namespaces, an item, a filtered search |
 //! | `dot FILE` | a graph description exported by a program, as Graphviz DOT |
-//! | `new TEMPLATE [FILE]` | writes a starting graph file (`review`, `map-reduce`) |
+//! | `new TEMPLATE [FILE]` | writes a starting graph file (`review`, `map-reduce`, `chat-agent`, `supervisor`) |
 //! | `validate FILE` | checks a graph file: each error at its `FILE:LINE:COLUMN` |
 //! | `run FILE [--input JSON\|@FILE] [--thread ID]` | runs a graph file, events printed live |
 //! | `resume RUN --graph FILE [--answer V] [--answer-to ID=V] [--allow-changed]` | resumes a run of a graph file |

@@ -1,5 +1,5 @@
 //! A file-declared MCP tool call (the `mcp` kind of graph files) against the test server,
-//! started by the file's `command` over stdio.
+//! started by the file's `command` over stdio; an agent's MCP tools with their options.
 
 use agentgraph_engine::DynState;
 use agentgraph_spec::{GraphSpec, NodeRegistry};
@@ -115,5 +115,53 @@ edges: [ {{ from: START, to: agent }}, {{ from: agent, to: END }} ]
         ["add", "echo", "key"],
         "the denied tools are not offered"
     );
+    drop(graph);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_item_s_tool_options_apply_to_each_of_the_server_s_tools() {
+    let server = support::Scripted::start([
+        support::Reply::sse([
+            support::tool_chunk(0, Some("c1"), Some("sleep"), r#"{"ms": 5000}"#),
+            support::tool_chunk(1, Some("c2"), Some("echo"), r#"{"text": "one"}"#),
+            support::tool_chunk(2, Some("c3"), Some("echo"), r#"{"text": "two"}"#),
+            support::finish_chunk("tool_calls"),
+        ]),
+        support::Reply::sse([support::text_chunk("Done."), support::finish_chunk("stop")]),
+    ])
+    .await;
+    let text = format!(
+        r#"
+version: 1
+models: [ {{ name: m, model: m, base_url: "{url}" }} ]
+state: [ {{ name: messages, type: messages, reducer: messages }} ]
+nodes:
+  - name: agent
+    kind: agent
+    with:
+      model: m
+      tools: [ {{ mcp: {{ command: ["{mcp}"] }}, timeout_ms: 200, max_calls_per_run: 1 }} ]
+edges: [ {{ from: START, to: agent }}, {{ from: agent, to: END }} ]
+"#,
+        url = server.base_url,
+        mcp = env!("CARGO_BIN_EXE_mcp_test_server"),
+    );
+    let graph = GraphSpec::from_yaml_str("agent.yaml", &text)
+        .unwrap()
+        .compile(&NodeRegistry::builtin())
+        .unwrap();
+    let input = DynState::from_json(
+        graph.schema(),
+        json!({ "messages": [ { "role": "user", "content": "go" } ] }),
+    )
+    .unwrap();
+    let out = graph.invoke(input).await.unwrap();
+    let results: Vec<String> = out.get("messages").unwrap().as_array().unwrap()[2..5]
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(results[0].contains("timed out after 200ms"), "{results:?}");
+    assert_eq!(results[1], "one");
+    assert!(results[2].contains("at most 1 times"), "{results:?}");
     drop(graph);
 }

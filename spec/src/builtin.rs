@@ -5,6 +5,7 @@ use std::sync::Arc;
 use agentgraph_engine::{Context, DynState, DynUpdate, JsonType, async_node};
 use serde_json::Value;
 
+use crate::library::{keys, known_keys};
 use crate::registry::{FileNode, NodeParams, packet_item};
 
 /// `set`: writes fixed values.
@@ -46,6 +47,7 @@ fn field_param<'a>(p: &'a NodeParams<'_>, key: &str, list: bool) -> Result<&'a s
 
 /// `interrupt`: asks `question`, writes the answer to `field`.
 pub(crate) fn interrupt(p: &NodeParams<'_>) -> Result<FileNode, String> {
+    known_keys(p.with, "interrupt", keys::INTERRUPT)?;
     let field = field_param(p, "field", false)?.to_owned();
     let question = p.param("question").cloned().unwrap_or(Value::Null);
     let node = async_node(move |s: Arc<DynState>, ctx: Context| {
@@ -60,6 +62,7 @@ pub(crate) fn interrupt(p: &NodeParams<'_>) -> Result<FileNode, String> {
 
 /// `collect`: appends the packet's item to a list field.
 pub(crate) fn collect(p: &NodeParams<'_>) -> Result<FileNode, String> {
+    known_keys(p.with, "collect", keys::COLLECT)?;
     let field = field_param(p, "field", true)?.to_owned();
     let node = async_node(move |s: Arc<DynState>, ctx: Context| {
         let field = field.clone();

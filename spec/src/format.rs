@@ -462,7 +462,10 @@ pub struct WeightSpec {
     pub weight: At<f64>,
 }
 
-/// The JSON Schema of the file format, as published in `spec/graph.schema.json`.
+/// The JSON Schema of the file format, as published in `spec/graph.schema.json`. A node's
+/// `with` is described for each built-in kind (`if` its `kind` is that kind, `then` its
+/// parameters; a pattern's by its `pattern`), so an editor flags a parameter the kind does not
+/// take; a kind registered from Rust takes any `with`.
 ///
 /// # Examples
 ///
@@ -470,8 +473,10 @@ pub struct WeightSpec {
 /// let schema = agentgraph_spec::json_schema();
 /// assert_eq!(schema["title"], "agentgraph graph file");
 /// assert!(schema["properties"]["nodes"].is_object());
+/// let model = &schema["$defs"]["ModelParams"];
+/// assert_eq!(model["additionalProperties"], false);
+/// assert!(model["properties"]["temperature"].is_object());
 /// ```
 pub fn json_schema() -> Value {
-    let schema = schemars::schema_for!(GraphSpec);
-    serde_json::to_value(schema).unwrap_or(Value::Null)
+    crate::kind_schema::graph_schema()
 }

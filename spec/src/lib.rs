@@ -11,6 +11,7 @@ mod error;
 mod export;
 mod expr;
 mod format;
+mod kind_schema;
 mod library;
 mod load;
 mod messages;

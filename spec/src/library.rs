@@ -34,6 +34,145 @@ pub(crate) fn register(registry: NodeRegistry) -> NodeRegistry {
     registry
 }
 
+/// The parameters each kind reads (the published schema describes the same: a test in
+/// `kind_schema.rs` compares them).
+pub(crate) mod keys {
+    /// `subgraph`.
+    pub(crate) const SUBGRAPH: &[&str] = &["path", "inputs", "outputs"];
+    /// `interrupt`.
+    pub(crate) const INTERRUPT: &[&str] = &["field", "question"];
+    /// `collect`.
+    pub(crate) const COLLECT: &[&str] = &["field"];
+    /// `model`.
+    pub(crate) const MODEL: &[&str] = &[
+        "model",
+        "messages",
+        "system",
+        "temperature",
+        "max_tokens",
+        "output",
+    ];
+    /// An agent (an `agent` node takes `messages` too; an agent of a pattern, [`MEMBER`]).
+    pub(crate) const AGENT: &[&str] = &[
+        "model",
+        "system",
+        "tools",
+        "allow",
+        "deny",
+        "max_turns",
+        "max_tool_calls",
+        "temperature",
+        "max_tokens",
+    ];
+    /// The options of one tool, beside the tool in an agent's `tools` list or in a `tool`
+    /// node's parameters: the node library's `ToolOptions`, one to one.
+    pub(crate) const TOOL_OPTIONS: &[&str] = &[
+        "timeout_ms",
+        "retries",
+        "retry_delay_ms",
+        "max_calls_per_run",
+        "needs_approval",
+    ];
+    /// `tool` (besides [`TOOL_OPTIONS`], but `max_calls_per_run`).
+    pub(crate) const TOOL: &[&str] = &["tool", "http", "args", "args_from", "output"];
+    /// What an item of an agent's `tools` list given as an object names: a registered tool
+    /// (`tool`), an HTTP tool (`http`) or an MCP server's tools (`mcp`), with its options
+    /// ([`TOOL_OPTIONS`]).
+    pub(crate) const TOOL_ITEM: &[&str] = &["tool", "http", "mcp"];
+    /// `http`.
+    pub(crate) const HTTP: &[&str] = &[
+        "method",
+        "url",
+        "headers",
+        "headers_env",
+        "body",
+        "output",
+        "timeout_ms",
+        "retries",
+    ];
+    /// An HTTP tool.
+    pub(crate) const HTTP_TOOL: &[&str] = &[
+        "name",
+        "description",
+        "url",
+        "method",
+        "parameters",
+        "headers",
+        "headers_env",
+        "timeout_ms",
+    ];
+    /// `mcp`.
+    pub(crate) const MCP: &[&str] = &[
+        "command",
+        "url",
+        "env",
+        "tool",
+        "args",
+        "args_from",
+        "output",
+    ];
+    /// An MCP server of an agent's tools.
+    pub(crate) const MCP_SERVER: &[&str] = &["command", "url", "env"];
+    /// The patterns of the `pattern` kind, each with the parameters it takes.
+    pub(crate) const PATTERNS: &[(&str, &[&str])] = &[
+        (
+            "supervisor",
+            &[
+                "pattern",
+                "model",
+                "messages",
+                "system",
+                "agents",
+                "max_rounds",
+            ],
+        ),
+        (
+            "group_chat",
+            &[
+                "pattern",
+                "model",
+                "messages",
+                "agents",
+                "max_rounds",
+                "selector",
+                "stop_keyword",
+            ],
+        ),
+        (
+            "swarm",
+            &[
+                "pattern",
+                "messages",
+                "agents",
+                "default_agent",
+                "handoffs",
+                "max_handoffs",
+            ],
+        ),
+        (
+            "ensemble",
+            &["pattern", "model", "messages", "agents", "aggregate"],
+        ),
+        ("fallback", &["pattern", "messages", "agents"]),
+        ("pipeline", &["pattern", "messages", "agents"]),
+        (
+            "planning",
+            &[
+                "pattern",
+                "model",
+                "messages",
+                "agents",
+                "read_only",
+                "aggregate",
+                "approval",
+            ],
+        ),
+    ];
+    /// An agent of a pattern (besides [`AGENT`]); a group chat's agents take the first two
+    /// only.
+    pub(crate) const MEMBER: &[&str] = &["name", "description", "sees", "reports"];
+}
+
 /// Refuses a parameter the kind does not take (naming the closest one it takes).
 pub(crate) fn known_keys(with: &Value, kind: &str, keys: &[&str]) -> Result<(), String> {
     match with {
@@ -77,6 +216,57 @@ pub(crate) fn opt_u32(with: &Value, key: &str) -> Result<Option<u32>, String> {
             .map(Some)
             .ok_or_else(|| format!("`{key}` is a whole number")),
     }
+}
+
+/// The whole-number parameter `key` (64 bits), if given.
+pub(crate) fn opt_u64(with: &Value, key: &str) -> Result<Option<u64>, String> {
+    match with.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| format!("`{key}` is a whole number")),
+    }
+}
+
+/// The boolean parameter `key`, if given.
+pub(crate) fn opt_bool(with: &Value, key: &str) -> Result<Option<bool>, String> {
+    match with.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(format!("`{key}` is `true` or `false`")),
+    }
+}
+
+/// The options `keys::TOOL_OPTIONS` name, from an object holding them (among other keys).
+#[cfg(feature = "tools")]
+pub(crate) fn tool_options(with: &Value) -> Result<agentgraph_nodes::tool::ToolOptions, String> {
+    use std::time::Duration;
+    let mut options = agentgraph_nodes::tool::ToolOptions::new();
+    if let Some(ms) = opt_u64(with, "timeout_ms")? {
+        if ms == 0 {
+            return Err("`timeout_ms` is at least 1".to_owned());
+        }
+        options = options.timeout(Duration::from_millis(ms));
+    }
+    if let Some(n) = opt_u32(with, "retries")? {
+        options = options.retries(n);
+    }
+    if let Some(ms) = opt_u64(with, "retry_delay_ms")? {
+        if with.get("retries").is_none() {
+            return Err(
+                "`retry_delay_ms` is the delay between `retries`: set `retries`".to_owned(),
+            );
+        }
+        options = options.retry_delay(Duration::from_millis(ms));
+    }
+    if let Some(n) = opt_u32(with, "max_calls_per_run")? {
+        options = options.max_calls_per_run(n);
+    }
+    if let Some(b) = opt_bool(with, "needs_approval")? {
+        options = options.needs_approval(b);
+    }
+    Ok(options)
 }
 
 /// The list of strings `key` (empty when left out).
@@ -128,7 +318,7 @@ pub(crate) fn accumulates(schema: &DynSchema, field: usize) -> bool {
 
 /// `subgraph`: another graph file, run as this node (see `NodeRegistry::builtin`).
 pub(crate) fn subgraph(p: &NodeParams<'_>) -> Result<FileSubgraph, String> {
-    known_keys(p.with, "subgraph", &["path", "inputs", "outputs"])?;
+    known_keys(p.with, "subgraph", keys::SUBGRAPH)?;
     let rel = req_str(p.with, "path")?;
     let path = p.dir.join(rel);
     let canonical = std::fs::canonicalize(&path)
@@ -252,18 +442,42 @@ fn output_value(content: &agentgraph_nodes::message::Content) -> Value {
 mod tools {
     use super::*;
     use agentgraph_engine::{Context, async_node};
-    use agentgraph_nodes::tool::{Tool, ToolContext};
+    use agentgraph_nodes::tool::{Tool, ToolContext, ToolOptions, ToolSet};
 
     use crate::registry::FileNode;
 
+    /// The answer to a `tool` node's approval interrupt: the JSON of the agent's `Approval`
+    /// (`{"decision": "approve"}`, `{"decision": "reject", "reason": ".."}`,
+    /// `{"decision": "edit", "arguments": {..}}`).
+    #[derive(serde::Deserialize)]
+    #[serde(tag = "decision", rename_all = "snake_case")]
+    enum Approval {
+        Approve,
+        Reject {
+            #[serde(default)]
+            reason: String,
+        },
+        Edit {
+            arguments: Value,
+        },
+    }
+
     /// `tool`: calls a registered tool (or an HTTP tool declared in place) and writes what it
-    /// returns to `output`.
+    /// returns to `output`, under the tool's options: `timeout_ms`, `retries` and
+    /// `retry_delay_ms` (as `ToolSet::call` runs them), and `needs_approval` (an interrupt
+    /// before the call, answered like an agent's: approve, reject, which fails the node, or
+    /// edited arguments). `max_calls_per_run` is an agent's limit and is refused here.
     pub(crate) fn tool(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        known_keys(
-            p.with,
-            "tool",
-            &["tool", "http", "args", "args_from", "output"],
-        )?;
+        let mut taken = keys::TOOL.to_vec();
+        taken.extend(keys::TOOL_OPTIONS);
+        known_keys(p.with, "tool", &taken)?;
+        if p.param("max_calls_per_run").is_some() {
+            return Err(
+                "`max_calls_per_run` limits an agent's calls: a `tool` node calls its tool once \
+                 each time it runs"
+                    .to_owned(),
+            );
+        }
         let tool: Arc<dyn Tool> = match (p.param("tool"), p.param("http")) {
             (Some(Value::String(name)), None) => p.registry.get_tool(name)?.clone(),
             (None, Some(_http)) => {
@@ -280,13 +494,50 @@ mod tools {
             (Some(_), None) => return Err("`tool` is a registered tool's name".to_owned()),
             (None, None) => return Err("`tool` (a registered tool's name) is required".to_owned()),
         };
+        let options = tool_options(p.with)?;
+        let approval = options.needs_approval;
+        let name = tool.name().to_owned();
+        let mut set = ToolSet::new();
+        set.insert(tool, options);
+        let set = Arc::new(set);
         let args = Arc::new(call_args(p)?);
         let output = field_named(p.schema, p.with, "output", None, &[])?.map(|(_, n)| n);
+        let node_name = p.node.to_owned();
         let node = async_node(move |s: Arc<DynState>, ctx: Context| {
-            let (tool, args, output) = (tool.clone(), args.clone(), output.clone());
+            let (set, args, output, name, node_name) = (
+                set.clone(),
+                args.clone(),
+                output.clone(),
+                name.clone(),
+                node_name.clone(),
+            );
             async move {
-                let out = tool.call(args(&s), ToolContext::from_context(&ctx)).await?;
-                Ok(match output {
+                let mut args = args(&s);
+                if approval {
+                    let request = serde_json::json!({
+                        "kind": "tool_approval",
+                        "tool": name,
+                        "call_id": node_name,
+                        "arguments": args,
+                    });
+                    match ctx.interrupt::<_, Approval>(&request)? {
+                        Approval::Approve => {}
+                        Approval::Edit { arguments } => args = arguments,
+                        Approval::Reject { reason } => {
+                            let mut text = format!("the call of tool `{name}` was rejected");
+                            if !reason.is_empty() {
+                                text.push_str(": ");
+                                text.push_str(&reason);
+                            }
+                            return Err(text.into());
+                        }
+                    }
+                }
+                ctx.record_tool_calls(1);
+                let out = set
+                    .call(&name, args, ToolContext::from_context(&ctx))
+                    .await?;
+                Ok::<_, agentgraph_engine::BoxError>(match output {
                     Some(field) => s.update().set(&field, output_value(&out.content))?,
                     None => s.update(),
                 })
@@ -295,49 +546,108 @@ mod tools {
         Ok(Arc::new(node))
     }
 
-    /// The tools an agent's `tools` list names: registered ones by name, HTTP tools in place.
+    /// A tool of an agent with its options.
+    pub(crate) type ToolWithOptions = (Arc<dyn Tool>, ToolOptions);
+
+    /// The tools an agent's `tools` list names, each with its options: registered ones by
+    /// name (`add`, or `{ tool: add, ..options }`), HTTP tools in place (`{ http: {..},
+    /// ..options }`), the tools of an MCP server (`{ mcp: {..}, ..options }`, the options
+    /// applying to each of them).
     pub(crate) fn tool_list(
         p: &NodeParams<'_>,
         with: &Value,
-    ) -> Result<Vec<Arc<dyn Tool>>, String> {
+    ) -> Result<Vec<ToolWithOptions>, String> {
         let list = match with.get("tools") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(list)) => list,
             Some(_) => return Err("`tools` is a list".to_owned()),
         };
-        list.iter()
-            .map(|item| match item {
-                Value::String(name) => p.registry.get_tool(name).map(|t| vec![t.clone()]),
-                Value::Object(o) if o.contains_key("http") => {
-                    #[cfg(feature = "http")]
-                    {
-                        let tool: Arc<dyn Tool> =
-                            Arc::new(super::http::HttpTool::from_param(&o["http"])?);
-                        Ok(vec![tool])
-                    }
-                    #[cfg(not(feature = "http"))]
-                    {
-                        Err("HTTP tools need the feature `http`".to_owned())
-                    }
+        let mut taken = keys::TOOL_ITEM.to_vec();
+        taken.extend(keys::TOOL_OPTIONS);
+        let mut all = Vec::new();
+        for item in list {
+            let (tools, options) = match item {
+                Value::String(name) => {
+                    (vec![p.registry.get_tool(name)?.clone()], ToolOptions::new())
                 }
-                Value::Object(o) if o.contains_key("mcp") => {
-                    #[cfg(feature = "mcp")]
-                    {
-                        super::mcp::server_tools(p, &o["mcp"])
+                Value::Object(o) => {
+                    let given: Vec<&str> = keys::TOOL_ITEM
+                        .iter()
+                        .copied()
+                        .filter(|k| o.contains_key(*k))
+                        .collect();
+                    let label = match (o.get("tool"), o.get("http").and_then(|h| h.get("name"))) {
+                        (Some(Value::String(n)), _) | (None, Some(Value::String(n))) => {
+                            format!("`tools`: `{n}`")
+                        }
+                        _ => "`tools`".to_owned(),
+                    };
+                    if let Some(key) = o.keys().find(|k| !taken.contains(&k.as_str())) {
+                        let hint = did_you_mean(key, taken.iter().copied())
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                        return Err(format!("{label}: no tool option `{key}`{hint}"));
                     }
-                    #[cfg(not(feature = "mcp"))]
-                    {
-                        Err("MCP tools need the feature `mcp`".to_owned())
-                    }
+                    let what = match given[..] {
+                        [one] => one,
+                        [] => {
+                            return Err(
+                                "`tools`: an item is a registered tool's name, `{ tool: NAME }`, \
+                                 `{ http: {...} }` or `{ mcp: {...} }`, with its options"
+                                    .to_owned(),
+                            );
+                        }
+                        _ => {
+                            return Err(format!(
+                                "`tools`: one of `tool`, `http` or `mcp` per item, not `{}`",
+                                given.join("` and `")
+                            ));
+                        }
+                    };
+                    let options = tool_options(item).map_err(|e| format!("{label}: {e}"))?;
+                    let tools = match what {
+                        "tool" => match &o["tool"] {
+                            Value::String(name) => vec![p.registry.get_tool(name)?.clone()],
+                            _ => {
+                                return Err(format!("{label}: `tool` is a registered tool's name"));
+                            }
+                        },
+                        "http" => {
+                            #[cfg(feature = "http")]
+                            {
+                                let tool: Arc<dyn Tool> =
+                                    Arc::new(super::http::HttpTool::from_param(&o["http"])?);
+                                vec![tool]
+                            }
+                            #[cfg(not(feature = "http"))]
+                            {
+                                return Err("HTTP tools need the feature `http`".to_owned());
+                            }
+                        }
+                        _ => {
+                            #[cfg(feature = "mcp")]
+                            {
+                                super::mcp::server_tools(p, &o["mcp"])?
+                            }
+                            #[cfg(not(feature = "mcp"))]
+                            {
+                                return Err("MCP tools need the feature `mcp`".to_owned());
+                            }
+                        }
+                    };
+                    (tools, options)
                 }
-                _ => Err(
-                    "`tools`: each is a registered tool's name, `{ http: {...} }` or \
-                     `{ mcp: {...} }`"
-                        .to_owned(),
-                ),
-            })
-            .collect::<Result<Vec<Vec<_>>, String>>()
-            .map(|lists| lists.into_iter().flatten().collect())
+                _ => {
+                    return Err(
+                        "`tools`: each is a registered tool's name, `{ tool: NAME }`, \
+                         `{ http: {...} }` or `{ mcp: {...} }`"
+                            .to_owned(),
+                    );
+                }
+            };
+            all.extend(tools.into_iter().map(|t| (t, options.clone())));
+        }
+        Ok(all)
     }
 }
 
@@ -427,18 +737,7 @@ mod model {
     /// `model`: one call of a declared model over a messages field; the answer is added to
     /// the field (and its text written to `output`).
     pub(crate) fn model(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        known_keys(
-            p.with,
-            "model",
-            &[
-                "model",
-                "messages",
-                "system",
-                "temperature",
-                "max_tokens",
-                "output",
-            ],
-        )?;
+        known_keys(p.with, "model", keys::MODEL)?;
         let chat = chat_model(p, p.with)?;
         let sampling = sampling(p, p.with)?;
         let (field, messages) = field_named(
@@ -539,12 +838,12 @@ mod model {
         p: &NodeParams<'_>,
         with: &Value,
     ) -> Result<agentgraph_nodes::agent::Agent, String> {
-        use agentgraph_nodes::tool::{ToolOptions, ToolSet};
+        use agentgraph_nodes::tool::ToolSet;
         let chat = chat_model(p, with)?;
         let sampling = sampling(p, with)?;
         let mut tools = ToolSet::new();
-        for tool in super::tools::tool_list(p, with)? {
-            tools.insert(tool, ToolOptions::new());
+        for (tool, options) in super::tools::tool_list(p, with)? {
+            tools.insert(tool, options);
         }
         for pattern in str_list(with, "allow")? {
             tools = tools
@@ -571,26 +870,13 @@ mod model {
         Ok(agent)
     }
 
-    #[cfg(feature = "agent")]
-    const AGENT_KEYS: &[&str] = &[
-        "model",
-        "system",
-        "tools",
-        "allow",
-        "deny",
-        "max_turns",
-        "max_tool_calls",
-        "temperature",
-        "max_tokens",
-    ];
-
     /// `agent`: the tool-calling agent over a messages field, run as a subgraph.
     #[cfg(feature = "agent")]
     pub(crate) fn agent(p: &NodeParams<'_>) -> Result<FileSubgraph, String> {
         use agentgraph_nodes::agent::AgentState;
-        let mut keys = AGENT_KEYS.to_vec();
-        keys.push("messages");
-        known_keys(p.with, "agent", &keys)?;
+        let mut taken = keys::AGENT.to_vec();
+        taken.push("messages");
+        known_keys(p.with, "agent", &taken)?;
         let agent = agent_from(p, p.with)?;
         let (field, messages) = field_named(
             p.schema,
@@ -611,28 +897,86 @@ mod model {
         ))
     }
 
-    /// `pattern`: a supervisor routing to worker agents, or a group chat of agents taking
-    /// turns, over a messages field, run as a subgraph.
+    /// How an ensemble or planning mode picks among answers: `aggregate` (a majority vote
+    /// when left out; `judge` asks the pattern's `model`).
+    #[cfg(feature = "patterns")]
+    fn aggregate(p: &NodeParams<'_>) -> Result<agentgraph_nodes::patterns::Aggregate, String> {
+        use agentgraph_nodes::patterns::Aggregate;
+        const NAMES: [&str; 3] = ["majority_vote", "concatenate", "judge"];
+        Ok(
+            match opt_str(p.with, "aggregate")?.unwrap_or("majority_vote") {
+                "majority_vote" => Aggregate::MajorityVote,
+                "concatenate" => Aggregate::Concatenate,
+                "judge" => {
+                    if p.param("model").is_none() {
+                        return Err("`aggregate: judge` needs the judge's `model`".to_owned());
+                    }
+                    Aggregate::judge(chat_model(p, p.with)?)
+                }
+                other => {
+                    let hint = did_you_mean(other, NAMES)
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    return Err(format!("`aggregate`: unknown aggregate `{other}`{hint}"));
+                }
+            },
+        )
+    }
+
+    /// A member's `sees` and `reports`.
+    #[cfg(feature = "patterns")]
+    fn member(
+        name: &str,
+        a: &Value,
+        agent: agentgraph_nodes::agent::Agent,
+        description: Option<&str>,
+    ) -> Result<agentgraph_nodes::patterns::Member, String> {
+        use agentgraph_nodes::patterns::{Member, Report, View};
+        let mut member = Member::new(name, agent);
+        if let Some(d) = description {
+            member = member.description(d);
+        }
+        let pick = |key: &str, names: &[&str]| -> Result<Option<usize>, String> {
+            let Some(v) = opt_str(a, key)? else {
+                return Ok(None);
+            };
+            match names.iter().position(|n| *n == v) {
+                Some(i) => Ok(Some(i)),
+                None => {
+                    let hint = did_you_mean(v, names.iter().copied())
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    Err(format!("`{key}`: unknown value `{v}`{hint}"))
+                }
+            }
+        };
+        if let Some(i) = pick("sees", &["transcript", "task", "everything"])? {
+            member = member.sees([View::Transcript, View::Task, View::Everything][i]);
+        }
+        if let Some(i) = pick("reports", &["answer", "everything"])? {
+            member = member.reports([Report::Answer, Report::Everything][i]);
+        }
+        Ok(member)
+    }
+
+    /// `pattern`: a multi-agent pattern of the node library over a messages field, run as a
+    /// subgraph: `supervisor`, `group_chat`, `swarm`, `ensemble`, `fallback`, `pipeline` or
+    /// `planning`.
     #[cfg(feature = "patterns")]
     pub(crate) fn pattern(p: &NodeParams<'_>) -> Result<FileSubgraph, String> {
         use agentgraph_nodes::patterns::group_chat::{
             ChatAgent, GroupChat, GroupChatState, Selector, Stop,
         };
-        use agentgraph_nodes::patterns::{Member, Supervisor, TeamState};
-        known_keys(
-            p.with,
-            "pattern",
-            &[
-                "pattern",
-                "model",
-                "messages",
-                "system",
-                "agents",
-                "max_rounds",
-                "selector",
-                "stop_keyword",
-            ],
-        )?;
+        use agentgraph_nodes::patterns::{
+            Ensemble, Fallback, Pipeline, Planning, Supervisor, Swarm, TeamState,
+        };
+        let mut all: Vec<&str> = keys::PATTERNS
+            .iter()
+            .flat_map(|(_, k)| k.iter().copied())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        known_keys(p.with, "pattern", &all)?;
         let (field, messages) = field_named(
             p.schema,
             p.with,
@@ -646,40 +990,57 @@ mod model {
             Some(Value::Array(list)) if !list.is_empty() => list,
             _ => return Err("`agents` (a list of agents) is required".to_owned()),
         };
+        let which = req_str(p.with, "pattern")?;
+        let Some((_, pattern_keys)) = keys::PATTERNS.iter().find(|(n, _)| *n == which) else {
+            let hint = did_you_mean(which, keys::PATTERNS.iter().map(|(n, _)| *n))
+                .map(|s| format!(" (did you mean `{s}`?)"))
+                .unwrap_or_default();
+            return Err(format!("`pattern`: unknown pattern `{which}`{hint}"));
+        };
+        let group_chat = which == "group_chat";
         let mut members = Vec::new();
         for a in agents {
-            let mut keys = AGENT_KEYS.to_vec();
-            keys.extend(["name", "description"]);
-            known_keys(a, "agents", &keys)?;
+            let mut taken = keys::AGENT.to_vec();
+            taken.extend(if group_chat {
+                &keys::MEMBER[..2]
+            } else {
+                keys::MEMBER
+            });
+            known_keys(a, "agents", &taken)?;
             let name = req_str(a, "name").map_err(|e| format!("`agents`: {e}"))?;
             let agent = agent_from(p, a).map_err(|e| format!("`agents`: `{name}`: {e}"))?;
-            members.push((name.to_owned(), opt_str(a, "description")?, agent));
+            members.push((name.to_owned(), opt_str(a, "description")?, agent, a));
         }
+        known_keys(p.with, &format!("pattern: {which}"), pattern_keys)?;
         let max_rounds = opt_u32(p.with, "max_rounds")?;
         let schema = p.schema.clone();
         let input_field = messages.clone();
-        let which = req_str(p.with, "pattern")?;
+        let (t_schema, t_messages, t_input) =
+            (schema.clone(), messages.clone(), input_field.clone());
+        let team = move |graph: agentgraph_engine::CompiledGraph<TeamState>| {
+            FileSubgraph::new(
+                graph,
+                move |s: &DynState| TeamState::from_messages(marked_input(s, &t_input)),
+                move |done: TeamState| {
+                    conversation_update(&t_schema, &t_messages, adds, done.messages)
+                },
+            )
+        };
+        let mut team_members = Vec::new();
+        if !group_chat {
+            for (name, description, agent, a) in members.iter() {
+                let m = member(name, a, agent.clone(), *description)
+                    .map_err(|e| format!("`agents`: `{name}`: {e}"))?;
+                team_members.push(m);
+            }
+        }
+        let compiled =
+            |r: Result<_, agentgraph_nodes::patterns::PatternError>| r.map_err(|e| e.to_string());
         match which {
             "supervisor" => {
-                known_keys(
-                    p.with,
-                    "pattern: supervisor",
-                    &[
-                        "pattern",
-                        "model",
-                        "messages",
-                        "system",
-                        "agents",
-                        "max_rounds",
-                    ],
-                )?;
                 let mut sup = Supervisor::model(chat_model(p, p.with)?);
-                for (name, description, agent) in members {
-                    let mut member = Member::new(name, agent);
-                    if let Some(d) = description {
-                        member = member.description(d);
-                    }
-                    sup = sup.worker(member);
+                for m in team_members {
+                    sup = sup.worker(m);
                 }
                 if let Some(n) = max_rounds {
                     sup = sup.max_rounds(n);
@@ -687,31 +1048,103 @@ mod model {
                 if let Some(s) = opt_str(p.with, "system")? {
                     sup = sup.system_prompt(s);
                 }
-                let graph = sup.compile().map_err(|e| e.to_string())?;
-                Ok(FileSubgraph::new(
-                    graph,
-                    move |s: &DynState| TeamState::from_messages(marked_input(s, &input_field)),
-                    move |done: TeamState| {
-                        conversation_update(&schema, &messages, adds, done.messages)
-                    },
-                ))
+                Ok(team(sup.compile().map_err(|e| e.to_string())?))
             }
-            "group_chat" => {
-                known_keys(
-                    p.with,
-                    "pattern: group_chat",
-                    &[
-                        "pattern",
-                        "model",
-                        "messages",
-                        "agents",
-                        "max_rounds",
-                        "selector",
-                        "stop_keyword",
-                    ],
-                )?;
+            "swarm" => {
+                let mut swarm = Swarm::new();
+                for m in team_members {
+                    swarm = swarm.agent(m);
+                }
+                let names: Vec<&str> = members.iter().map(|m| m.0.as_str()).collect();
+                let known = |key: &str, name: &str| -> Result<(), String> {
+                    if names.contains(&name) {
+                        return Ok(());
+                    }
+                    let hint = did_you_mean(name, names.iter().copied())
+                        .map(|s| format!(" (did you mean `{s}`?)"))
+                        .unwrap_or_default();
+                    Err(format!("`{key}`: no agent `{name}`{hint}"))
+                };
+                if let Some(d) = opt_str(p.with, "default_agent")? {
+                    known("default_agent", d)?;
+                    swarm = swarm.default_agent(d);
+                }
+                match p.param("handoffs") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(map)) => {
+                        for (from, to) in map {
+                            known("handoffs", from)?;
+                            let to = str_list(&serde_json::json!({ "to": to }), "to")
+                                .map_err(|_| format!("`handoffs`: `{from}` lists agents' names"))?;
+                            for t in &to {
+                                known("handoffs", t)?;
+                            }
+                            swarm = swarm.handoffs(from.clone(), to);
+                        }
+                    }
+                    Some(_) => {
+                        return Err(
+                            "`handoffs` is an object: each agent's name, the agents it may hand over to"
+                                .to_owned(),
+                        );
+                    }
+                }
+                if let Some(n) = opt_u32(p.with, "max_handoffs")? {
+                    swarm = swarm.max_handoffs(n);
+                }
+                Ok(team(compiled(swarm.compile())?))
+            }
+            "ensemble" => {
+                let mut ensemble = Ensemble::new(aggregate(p)?);
+                for m in team_members {
+                    ensemble = ensemble.agent(m);
+                }
+                Ok(team(compiled(ensemble.compile())?))
+            }
+            "fallback" => {
+                let mut chain = Fallback::new();
+                for m in team_members {
+                    chain = chain.agent(m);
+                }
+                Ok(team(compiled(chain.compile())?))
+            }
+            "pipeline" => {
+                let mut line = Pipeline::new();
+                for m in team_members {
+                    line = line.agent(m);
+                }
+                Ok(team(compiled(line.compile())?))
+            }
+            "planning" => {
+                let mut planners = team_members.into_iter();
+                let first = planners.next().expect("at least one agent");
+                let mut planning = Planning::new(first);
+                for m in planners {
+                    planning = planning.planner(m);
+                }
+                let read_only = str_list(p.with, "read_only")?;
+                if !read_only.is_empty() {
+                    let mut filter = agentgraph_nodes::tool::ToolFilter::new();
+                    for pattern in &read_only {
+                        filter = filter
+                            .allow_pattern(pattern)
+                            .map_err(|e| format!("`read_only`: {e}"))?;
+                    }
+                    planning = planning.read_only(filter);
+                }
+                if p.param("aggregate").is_some() {
+                    planning = planning.pick(aggregate(p)?);
+                } else if p.param("model").is_some() {
+                    return Err("`model` is the judge of `aggregate: judge`".to_owned());
+                }
+                if let Some(b) = opt_bool(p.with, "approval")? {
+                    planning = planning.approval(b);
+                }
+                Ok(team(compiled(planning.compile())?))
+            }
+            _ => {
                 let mut chat = GroupChat::new();
-                for (name, description, agent) in members {
+                for (name, description, agent, _) in members {
                     let mut member = ChatAgent::model(name, agent);
                     if let Some(d) = description {
                         member = member.description(d);
@@ -743,12 +1176,6 @@ mod model {
                         conversation_update(&schema, &messages, adds, done.messages)
                     },
                 ))
-            }
-            other => {
-                let hint = did_you_mean(other, ["supervisor", "group_chat"])
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
-                Err(format!("`pattern`: unknown pattern `{other}`{hint}"))
             }
         }
     }
@@ -808,20 +1235,7 @@ pub(crate) mod http {
     /// `http`: the HTTP request node. The URL template's variables are the state's fields;
     /// `body` names a field sent as JSON; the answer (JSON, else text) goes to `output`.
     pub(crate) fn http(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        known_keys(
-            p.with,
-            "http",
-            &[
-                "method",
-                "url",
-                "headers",
-                "headers_env",
-                "body",
-                "output",
-                "timeout_ms",
-                "retries",
-            ],
-        )?;
+        known_keys(p.with, "http", keys::HTTP)?;
         let url = req_str(p.with, "url")?;
         let (fixed, env) = headers(p.with)?;
         let mut node =
@@ -882,20 +1296,7 @@ pub(crate) mod http {
         /// From `{ name, description, url, method, parameters, headers, headers_env,
         /// timeout_ms }`.
         pub(crate) fn from_param(with: &Value) -> Result<Self, String> {
-            known_keys(
-                with,
-                "http tool",
-                &[
-                    "name",
-                    "description",
-                    "url",
-                    "method",
-                    "parameters",
-                    "headers",
-                    "headers_env",
-                    "timeout_ms",
-                ],
-            )?;
+            known_keys(with, "http tool", keys::HTTP_TOOL)?;
             let (fixed, env) = headers(with)?;
             let method = match opt_str(with, "method")? {
                 None => reqwest::Method::POST,
@@ -1047,19 +1448,7 @@ mod mcp {
     /// at `url`, and writes what it returns to `output`. The server is started at the first
     /// call and kept for the graph's life.
     pub(crate) fn mcp(p: &NodeParams<'_>) -> Result<FileNode, String> {
-        known_keys(
-            p.with,
-            "mcp",
-            &[
-                "command",
-                "url",
-                "env",
-                "tool",
-                "args",
-                "args_from",
-                "output",
-            ],
-        )?;
+        known_keys(p.with, "mcp", keys::MCP)?;
         let server = server(p, p.with)?;
         let tool = req_str(p.with, "tool")?.to_owned();
         let args = Arc::new(call_args(p)?);
@@ -1103,7 +1492,7 @@ mod mcp {
         p: &NodeParams<'_>,
         with: &Value,
     ) -> Result<Vec<Arc<dyn Tool>>, String> {
-        known_keys(with, "mcp", &["command", "url", "env"])?;
+        known_keys(with, "mcp", keys::MCP_SERVER)?;
         let server = server(p, with)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)

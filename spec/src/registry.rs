@@ -193,10 +193,10 @@ pub type RouterFn = dyn Fn(&DynState) -> Route + Send + Sync;
 ///
 /// | kind | feature | what it does |
 /// |---|---|---|
-/// | `tool` | `tools` | calls a tool registered with [`tool`](NodeRegistry::tool), or an HTTP tool declared in place |
+/// | `tool` | `tools` | calls a tool registered with `NodeRegistry::tool` (feature `tools`), or an HTTP tool declared in place, under its options (timeout, retries, approval) |
 /// | `model` | `openai` | one call of a model the file declares, over a messages field |
 /// | `agent` | `agent` | the tool-calling agent over a messages field, run as a subgraph |
-/// | `pattern` | `patterns` | a supervisor with worker agents, or a group chat |
+/// | `pattern` | `patterns` | a multi-agent pattern: supervisor, group chat, swarm, ensemble, fallback, pipeline or planning |
 /// | `http` | `http` | the HTTP request node |
 /// | `mcp` | `mcp` | a tool of an MCP server started by command (stdio) or reached at a URL |
 ///

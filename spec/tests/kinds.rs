@@ -424,6 +424,42 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
         "version: 1\nmodels:\n  - { name: m, model: m, base_url: \"http://127.0.0.1:9/v1\" }\nstate: [ { name: messages, type: messages } ]\nnodes:\n  - { name: a, kind: agent, with: { model: m }, layers: [ { concurrency: 1 } ] }\n",
         &["6:13: node `a`: kind `agent` runs a subgraph: it takes no `layers`"],
     ),
+    (
+        "an agent's tool options",
+        "version: 1\nmodels:\n  - { name: m, model: m, base_url: \"http://127.0.0.1:9/v1\" }\nstate: [ { name: messages, type: messages } ]\nnodes:\n  - { name: a, kind: agent, with: { model: m, tools: [ { tool: add, timeout: 5 } ] } }\n  - { name: b, kind: agent, with: { model: m, tools: [ { tool: add, retries: many } ] } }\n  - { name: c, kind: agent, with: { model: m, tools: [ { tool: add, http: { name: x, url: \"http://h\" } } ] } }\n  - { name: d, kind: agent, with: { model: m, tools: [ { tool: add, retry_delay_ms: 10 } ] } }\n  - { name: e, kind: agent, with: { model: m, tools: [ { tool: add, needs_approval: \"no\" } ] } }\n  - { name: f, kind: agent, with: { model: m, tools: [ { tol: add } ] } }\n",
+        &[
+            "6:35: node `a`: `tools`: `add`: no tool option `timeout` (did you mean `timeout_ms`?)",
+            "7:35: node `b`: `tools`: `add`: `retries` is a whole number",
+            "8:35: node `c`: `tools`: one of `tool`, `http` or `mcp` per item, not `tool` and `http`",
+            "9:35: node `d`: `tools`: `add`: `retry_delay_ms` is the delay between `retries`: set `retries`",
+            "10:35: node `e`: `tools`: `add`: `needs_approval` is `true` or `false`",
+            "11:35: node `f`: `tools`: no tool option `tol` (did you mean `tool`?)",
+        ],
+    ),
+    (
+        "a tool node's options",
+        "version: 1\nstate: [ { name: out, type: any } ]\nnodes:\n  - { name: a, kind: tool, with: { tool: add, max_calls_per_run: 2 } }\n  - { name: b, kind: tool, with: { tool: add, timeout_ms: 0 } }\n  - { name: c, kind: tool, with: { tool: add, retrys: 2 } }\n",
+        &[
+            "4:34: node `a`: `max_calls_per_run` limits an agent's calls: a `tool` node calls its tool once each time it runs",
+            "5:34: node `b`: `timeout_ms` is at least 1",
+            "6:34: node `c`: `tool` takes no parameter `retrys` (did you mean `retries`?)",
+        ],
+    ),
+    (
+        "the problems of the swarm, ensemble, fallback and planning patterns",
+        "version: 1\nmodels:\n  - { name: m, model: m, base_url: \"http://127.0.0.1:9/v1\" }\nstate: [ { name: messages, type: messages } ]\nnodes:\n  - { name: a, kind: pattern, with: { pattern: swarm, handoffs: { w: [billing] }, agents: [ { name: w, model: m } ] } }\n  - { name: b, kind: pattern, with: { pattern: swarm, default_agent: x, agents: [ { name: w, model: m } ] } }\n  - { name: c, kind: pattern, with: { pattern: ensemble, aggregate: majority, agents: [ { name: w, model: m } ] } }\n  - { name: d, kind: pattern, with: { pattern: ensemble, aggregate: judge, agents: [ { name: w, model: m } ] } }\n  - { name: e, kind: pattern, with: { pattern: fallback, max_rounds: 2, agents: [ { name: w, model: m } ] } }\n  - { name: f, kind: pattern, with: { pattern: planning, read_only: [ \"[\" ], agents: [ { name: w, model: m } ] } }\n  - { name: g, kind: pattern, with: { pattern: pipeline, agents: [ { name: w, model: m, sees: all } ] } }\n  - { name: h, kind: pattern, with: { pattern: group_chat, agents: [ { name: w, model: m, sees: task } ] } }\n  - { name: i, kind: pattern, with: { pattern: swarm, agents: [ { name: w, model: m }, { name: w, model: m } ] } }\n",
+        &[
+            "6:37: node `a`: `handoffs`: no agent `billing`",
+            "7:37: node `b`: `default_agent`: no agent `x`",
+            "8:37: node `c`: `aggregate`: unknown aggregate `majority` (did you mean `majority_vote`?)",
+            "9:37: node `d`: `aggregate: judge` needs the judge's `model`",
+            "10:37: node `e`: `pattern: fallback` takes no parameter `max_rounds`",
+            "11:37: node `f`: `read_only`: invalid tool name pattern `[`: error parsing glob '[': unclosed character class; missing ']'",
+            "12:37: node `g`: `agents`: `w`: `sees`: unknown value `all`",
+            "13:37: node `h`: `agents` takes no parameter `sees`",
+            "14:37: node `i`: agent name `w` is used twice, or reserved by the pattern: give each agent a name of its own",
+        ],
+    ),
 ];
 
 #[test]
