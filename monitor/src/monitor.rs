@@ -358,7 +358,7 @@ impl Monitor {
     /// (answers interrupts) and cancels runs, an [admin](Role::Admin) also deletes and prunes
     /// them. A tenant's token sees only the tenant's runs, threads, events and memory: another
     /// tenant's run is 404 on every route, its lists show only the tenant's, and the runs it
-    /// starts are the tenant's (through the queue of workers too, [`queue`](Monitor::queue):
+    /// starts are the tenant's (through the queue of workers too, `Monitor::queue`:
     /// its jobs are the tenant's, and `/api/queue/jobs` lists the tenant's only). A route its
     /// role does not admit is 403; so are the routes that span tenants (`/metrics`,
     /// `/api/queue`, `/api/workers`) for a tenant's token.
