@@ -124,7 +124,8 @@ pub(crate) enum Command {
     /// are written as segments joined by `/` (`users/ann`).
     Memory(MemoryArgs),
     /// List the jobs of the queue of workers (a PostgreSQL store's): runs to start, threads'
-    /// inputs and answers, oldest first, with their status, graph, run and worker.
+    /// inputs and answers, oldest first, with their status, graph, run, worker, tenant and who
+    /// queued them (with `--tenant`, the tenant's jobs only).
     Jobs(JobsArgs),
     /// List the workers of the queue (a PostgreSQL store's): the graphs each runs, when it was
     /// last seen, how many jobs it holds, whether it stopped.

@@ -228,3 +228,60 @@ fn the_queue_of_workers_is_listed() {
     let refused = common::failure(embedded.path(), &["jobs"]);
     assert!(refused.contains("only a PostgreSQL store"), "{refused}");
 }
+
+#[test]
+fn jobs_with_a_tenant_are_the_tenants() {
+    use agentgraph_checkpoint::TenantId;
+    use agentgraph_postgres::worker::Queue;
+    let url = fresh_url("queue_tenants");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(PostgresStore::connect(&url)).unwrap();
+    let queue = Queue::new(&store);
+    let acme = queue
+        .clone()
+        .tenant(TenantId::new("acme").unwrap())
+        .caller("alice");
+    let globex = queue.clone().tenant(TenantId::new("globex").unwrap());
+    rt.block_on(async {
+        assert!(
+            acme.submit_with_id("steps", "acme-1", serde_json::json!({}))
+                .await
+                .unwrap()
+        );
+        assert!(
+            globex
+                .submit_with_id("steps", "globex-1", serde_json::json!({}))
+                .await
+                .unwrap()
+        );
+    });
+    let path = std::path::Path::new(&url);
+    let jobs = json(path, &["--tenant", "acme", "jobs"]);
+    let jobs = jobs.as_array().unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(
+        (&jobs[0]["run_id"], &jobs[0]["tenant"], &jobs[0]["caller"]),
+        (
+            &serde_json::json!("acme-1"),
+            &serde_json::json!("acme"),
+            &serde_json::json!("alice")
+        )
+    );
+    let text = stdout(path, &["jobs", "--tenant", "globex"]);
+    assert!(
+        text.contains("globex-1") && !text.contains("acme"),
+        "{text}"
+    );
+    // Over every tenant: both, each with its tenant.
+    let text = stdout(path, &["jobs"]);
+    assert!(text.contains("TENANT"), "{text}");
+    let line = text.lines().find(|l| l.contains("acme-1")).unwrap();
+    assert!(
+        line.contains(" acme ") && line.contains(" alice "),
+        "{line}"
+    );
+    assert!(text.contains("globex-1"), "{text}");
+    // The workers serve every tenant: not for a tenant's eyes.
+    let refused = common::failure(path, &["--tenant", "acme", "workers"]);
+    assert!(refused.contains("without `--tenant`"), "{refused}");
+}

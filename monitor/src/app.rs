@@ -231,6 +231,20 @@ fn table() -> Vec<(
             Small,
             post(api::prune_run),
         ),
+        (
+            "GET",
+            "/api/queue/jobs",
+            Tenant(Reader),
+            Small,
+            get(control::queue_jobs),
+        ),
+        (
+            "GET",
+            "/api/queue/jobs/{run}",
+            Tenant(Reader),
+            Small,
+            get(control::queue_job),
+        ),
     ]
 }
 

@@ -125,8 +125,10 @@ fn accepted(run_id: &str, graph: &str, queued: bool) -> Response {
 /// `POST /api/graphs/{graph}/runs`: starts a run of a registered graph, or gives a thread its
 /// next input, in this process. Answers 202 once the run has started (its first event), with
 /// its id; an error that stops it before (a busy thread, one waiting to be resumed, bad
-/// input) is the answer instead.
+/// input) is the answer instead. With a queue of workers, queues the job instead, as the
+/// caller's tenant's and naming the caller ([`audit_name`]).
 pub(crate) async fn start(
+    State(all): State<AppState>,
     Scoped(state, caller): Scoped,
     ApiPath(graph_name): ApiPath<String>,
     body: Result<Json<StartBody>, axum::extract::rejection::JsonRejection>,
@@ -137,15 +139,12 @@ pub(crate) async fn start(
     }
     #[cfg(feature = "postgres")]
     if let Some(queue) = &state.queue {
-        if caller.tenant().is_some() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "a tenant's token cannot start runs through the queue of workers (the queue's \
-                 jobs carry no tenant): use a token over every tenant",
-            ));
+        if let (Some(_), Some(thread)) = (caller.tenant(), &body.thread) {
+            queued::thread_is_theirs(&all, &state, thread).await?;
         }
-        return queued::start(queue, &graph_name, body).await;
+        return queued::start(&queued::for_caller(queue, &caller), &graph_name, body).await;
     }
+    let _ = all;
     let control = control(&state)?;
     let graph = control.registry.get(&graph_name).ok_or_else(|| {
         ApiError::not_found(format!("no graph `{graph_name}` is registered here"))
@@ -178,7 +177,7 @@ pub(crate) async fn resume(
     #[cfg(feature = "postgres")]
     if let Some(queue) = &state.queue {
         owned(&state, &caller, &run).await?;
-        return queued::resume(queue, &run, resume).await;
+        return queued::resume(&queued::for_caller(queue, &caller), &run, resume).await;
     }
     let control = control(&state)?;
     if control.active().contains_key(&run) {
@@ -222,11 +221,13 @@ pub(crate) async fn cancel(
     ApiPath(run): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     check_run(&run)?;
-    owned(&state, &caller, &run).await?;
     #[cfg(feature = "postgres")]
     if let Some(queue) = &state.queue {
-        return queued::cancel(queue, &run).await;
+        // A tenant's job queued and not run yet has no run in the store: the queue, which
+        // knows the jobs' tenants, says whose it is.
+        return queued::cancel(&state, &caller, &queued::for_caller(queue, &caller), &run).await;
     }
+    owned(&state, &caller, &run).await?;
     let control = control(&state)?;
     let Some(handle) = control.active().get(&run).cloned() else {
         return Err(ApiError::new(
@@ -370,6 +371,89 @@ pub(crate) async fn workers(State(state): State<AppState>) -> Result<Response, A
     ))
 }
 
+/// The query of `GET /api/queue/jobs`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobsQuery {
+    /// Only the jobs with this status.
+    status: Option<String>,
+    /// The page after this job id.
+    after: Option<i64>,
+    /// At most this many (1 to 1000; 100 when left out).
+    limit: Option<u32>,
+}
+
+/// The statuses a job may have.
+const JOB_STATUSES: [&str; 6] = [
+    "queued",
+    "running",
+    "done",
+    "interrupted",
+    "failed",
+    "cancelled",
+];
+
+/// `GET /api/queue/jobs?status=&after=&limit=`: a page of the jobs of the queue of workers
+/// (feature `postgres`), oldest first: for a tenant's token, the tenant's only.
+pub(crate) async fn queue_jobs(
+    Scoped(state, caller): Scoped,
+    crate::api::ApiQuery(q): crate::api::ApiQuery<JobsQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(status) = &q.status
+        && !JOB_STATUSES.contains(&status.as_str())
+    {
+        return Err(ApiError::bad_request(format!(
+            "`status` is one of {}",
+            JOB_STATUSES.join(", ")
+        )));
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(queue) = &state.queue {
+        let limit = q
+            .limit
+            .unwrap_or(100)
+            .clamp(1, crate::api::MAX_LIMIT as u32);
+        let jobs = queued::for_caller(queue, &caller)
+            .jobs(q.status.as_deref(), q.after.unwrap_or(0).max(0), limit)
+            .await
+            .map_err(store_error)?;
+        let next = (jobs.len() == limit as usize)
+            .then(|| jobs.last().map(|j| j.id))
+            .flatten();
+        return Ok(Json(serde_json::json!({ "jobs": jobs, "next": next })).into_response());
+    }
+    let _ = (state, caller, q.after, q.limit);
+    Err(ApiError::not_found(
+        "this monitor has no queue of workers (Monitor::queue)",
+    ))
+}
+
+/// `GET /api/queue/jobs/{run}`: the newest job of a run (or thread) in the queue of workers
+/// (feature `postgres`); 404 when it has none (for a tenant's token: none of the tenant's).
+pub(crate) async fn queue_job(
+    Scoped(state, caller): Scoped,
+    ApiPath(run): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    check_run(&run)?;
+    #[cfg(feature = "postgres")]
+    if let Some(queue) = &state.queue {
+        return match queued::for_caller(queue, &caller)
+            .job(&run)
+            .await
+            .map_err(store_error)?
+        {
+            Some(job) => Ok(Json(job).into_response()),
+            None => Err(ApiError::not_found(format!(
+                "run `{run}` has no job in the queue"
+            ))),
+        };
+    }
+    let _ = (state, caller);
+    Err(ApiError::not_found(
+        "this monitor has no queue of workers (Monitor::queue)",
+    ))
+}
+
 /// The control API over a PostgreSQL queue: jobs submitted, answered and cancelled in the
 /// database, for the workers.
 #[cfg(feature = "postgres")]
@@ -378,12 +462,53 @@ mod queued {
     use agentgraph_postgres::worker::{NotQueued, Queue};
 
     fn queue_error(e: StoreError) -> ApiError {
-        if let StoreError::Backend(source) = &e
-            && source.downcast_ref::<NotQueued>().is_some()
-        {
-            return ApiError::not_found(e.to_string());
+        match &e {
+            StoreError::Backend(source) if source.downcast_ref::<NotQueued>().is_some() => {
+                ApiError::not_found(e.to_string())
+            }
+            StoreError::NotInTenant { .. } => ApiError::not_found(e.to_string()),
+            _ => store_error(e),
         }
-        store_error(e)
+    }
+
+    /// The queue as `caller` acts on it: the caller's tenant's jobs only (every job for a
+    /// caller over every tenant), and the jobs it queues naming the caller ([`audit_name`]).
+    pub(super) fn for_caller(queue: &Queue, caller: &crate::Caller) -> Queue {
+        let queue = queue.clone().caller(audit_name(caller));
+        match caller.tenant() {
+            Some(tenant) => queue.tenant(tenant.clone()),
+            None => queue,
+        }
+    }
+
+    /// 404 when `thread` is a run in the store that the tenant's view of it (`scoped`) does
+    /// not show: another tenant's (or no tenant's). A thread not in the store yet is anyone's
+    /// to start (the queue refuses one whose jobs are another tenant's).
+    pub(super) async fn thread_is_theirs(
+        all: &AppState,
+        scoped: &AppState,
+        thread: &str,
+    ) -> Result<(), ApiError> {
+        let mine = scoped
+            .inspector
+            .store()
+            .get_run(thread)
+            .await
+            .map_err(store_error)?;
+        if mine.is_none()
+            && all
+                .inspector
+                .store()
+                .get_run(thread)
+                .await
+                .map_err(store_error)?
+                .is_some()
+        {
+            return Err(ApiError::not_found(format!(
+                "no run `{thread}` in the store"
+            )));
+        }
+        Ok(())
     }
 
     pub(super) async fn start(
@@ -432,13 +557,30 @@ mod queued {
         Ok(accepted(run, &graph, true))
     }
 
-    pub(super) async fn cancel(queue: &Queue, run: &str) -> Result<Response, ApiError> {
+    pub(super) async fn cancel(
+        state: &AppState,
+        caller: &crate::Caller,
+        queue: &Queue,
+        run: &str,
+    ) -> Result<Response, ApiError> {
         if queue.cancel(run).await.map_err(queue_error)? {
             Ok((
                 StatusCode::ACCEPTED,
                 Json(serde_json::json!({ "run_id": run, "cancelled": true })),
             )
                 .into_response())
+        } else if caller.tenant().is_some()
+            && queue.job(run).await.map_err(queue_error)?.is_none()
+            && state
+                .inspector
+                .store()
+                .get_run(run)
+                .await
+                .map_err(store_error)?
+                .is_none()
+        {
+            // Neither a job nor a run of the tenant's.
+            Err(ApiError::not_found(format!("no run `{run}` in the store")))
         } else {
             Err(ApiError::new(
                 StatusCode::CONFLICT,

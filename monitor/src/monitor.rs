@@ -271,10 +271,18 @@ impl Monitor {
     /// `POST /api/graphs/{graph}/runs` submits the run (or the thread's input) to `queue`,
     /// for whichever [`Worker`](agentgraph_postgres::worker::Worker) has the graph;
     /// `POST /api/runs/{run}/resume` queues the answers, `POST /api/runs/{run}/cancel` asks the
-    /// worker running it to stop, and `GET /api/queue` tells the queue's depth. Each answers
-    /// 202 with `{"run_id", "graph", "url", "queued": true}` once the job is in the database.
-    /// It takes the place of [`control`](Monitor::control)'s in-process runs, and needs the
-    /// token as they do.
+    /// worker running it to stop, `GET /api/queue` tells the queue's depth,
+    /// `GET /api/queue/jobs` lists its jobs and `GET /api/queue/jobs/{run}` shows a run's
+    /// newest job. The controls answer 202 with `{"run_id", "graph", "url", "queued": true}`
+    /// once the job is in the database. It takes the place of
+    /// [`control`](Monitor::control)'s in-process runs, and needs the token as they do.
+    ///
+    /// A job carries the caller's tenant and name ([`TokenGrant::named`](crate::TokenGrant::named);
+    /// `token` or `anonymous` without one): the worker runs it as the tenant's run, and its
+    /// audit trail names the caller
+    /// ([`Queue::tenant`](agentgraph_postgres::worker::Queue::tenant),
+    /// [`Queue::caller`](agentgraph_postgres::worker::Queue::caller)). A tenant's token lists,
+    /// cancels and resumes its tenant's jobs only; another tenant's are 404.
     ///
     /// # Examples
     ///
@@ -350,8 +358,10 @@ impl Monitor {
     /// (answers interrupts) and cancels runs, an [admin](Role::Admin) also deletes and prunes
     /// them. A tenant's token sees only the tenant's runs, threads, events and memory: another
     /// tenant's run is 404 on every route, its lists show only the tenant's, and the runs it
-    /// starts are the tenant's. A route its role does not admit is 403; so are the routes that
-    /// span tenants (`/metrics`, `/api/queue`, `/api/workers`) for a tenant's token.
+    /// starts are the tenant's (through the queue of workers too, `Monitor::queue`:
+    /// its jobs are the tenant's, and `/api/queue/jobs` lists the tenant's only). A route its
+    /// role does not admit is 403; so are the routes that span tenants (`/metrics`,
+    /// `/api/queue`, `/api/workers`) for a tenant's token.
     /// [`routes`](crate::routes) says who may call what. Handlers find the caller's grant as a
     /// [`Caller`](crate::Caller) in the request's extensions.
     ///

@@ -4,7 +4,9 @@
 //! controls too), lists show only its tenant's runs and memory, a role a route does not admit
 //! is 403, and the routes that span tenants are 403 to a tenant's token. The list of routes is
 //! the monitor's own (`agentgraph_monitor::routes`): a route added without a case here fails
-//! the test.
+//! the test. The walk is made twice: over an in-memory store with runs in the monitor's
+//! process, and (feature `postgres`) over a PostgreSQL queue of workers, whose jobs carry their
+//! tenant and caller.
 
 mod common;
 
@@ -85,6 +87,12 @@ async fn seed(store: &Arc<dyn CheckpointStore>, name: &str, prefix: &str) -> Ids
             "{e:?}"
         );
     }
+    ids(store, name, prefix).await
+}
+
+/// Puts an item of `name`'s own under `users/ann`; the ids of its runs `{prefix}-run` (and its
+/// subgraph run) and `{prefix}-spare`.
+async fn ids(store: &Arc<dyn CheckpointStore>, name: &str, prefix: &str) -> Ids {
     let mut batch = WriteBatch::new();
     batch.put_item(Item::new(
         Namespace::new(["users", "ann"]),
@@ -109,6 +117,12 @@ async fn seed(store: &Arc<dyn CheckpointStore>, name: &str, prefix: &str) -> Ids
 }
 
 async fn serve(store: Arc<dyn CheckpointStore>) -> Server {
+    monitor(store).serve().await.unwrap()
+}
+
+/// A monitor of `store` with both tenants' tokens of each role (named `{tenant}-{role}`), the
+/// all-tenants admin's, and the control API over `ask`.
+fn monitor(store: Arc<dyn CheckpointStore>) -> Monitor {
     let mut tokens = Tokens::new();
     for name in ["acme", "globex"] {
         for role in [Role::Reader, Role::Operator, Role::Admin] {
@@ -127,9 +141,6 @@ async fn serve(store: Arc<dyn CheckpointStore>) -> Server {
         .tokens(tokens)
         .prometheus(PrometheusBuilder::new().build_recorder().handle())
         .control(registry, RunConfig::new().monitored())
-        .serve()
-        .await
-        .unwrap()
 }
 
 /// A request of `route`, aimed at `target`'s ids (the run, or its subgraph's run for the
@@ -198,15 +209,8 @@ fn names_a_run(route: &RouteInfo) -> bool {
     route.path.contains("{run}") || route.path == "/api/graphs/{graph}/runs"
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
-    let store = store();
-    let acme = seed(&store, "acme", "a").await;
-    let globex = seed(&store, "globex", "g").await;
-    let server = serve(store.clone()).await;
-    let before = StoreInspector::new(store.clone()).runs().await.unwrap();
-
-    // The routes this test covers: every route the monitor serves, no more, no less.
+/// The routes the walk covers: every route the monitor serves, no more, no less.
+fn check_coverage() {
     let covered: BTreeSet<(&str, &str)> = [
         ("GET", "/"),
         ("GET", "/app.js"),
@@ -233,6 +237,8 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
         ("GET", "/api/workers"),
         ("DELETE", "/api/runs/{run}"),
         ("POST", "/api/runs/{run}/prune"),
+        ("GET", "/api/queue/jobs"),
+        ("GET", "/api/queue/jobs/{run}"),
     ]
     .into_iter()
     .collect();
@@ -241,18 +247,28 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
         served, covered,
         "a route was added or removed: give it its case in this test"
     );
+}
 
+/// Whether a route reads the queue of workers' jobs (404 on a monitor without a queue).
+fn reads_jobs(route: &RouteInfo) -> bool {
+    route.path.starts_with("/api/queue/jobs")
+}
+
+/// Tries every route with each tenant's tokens on the other tenant's ids, and the tenants'
+/// readers on their own; `queued`: the monitor has a queue of workers. Returns how many
+/// requests it made.
+async fn walk(server: &Server, acme: &Ids, globex: &Ids, queued: bool) -> usize {
     let mut tried = 0;
     for route in routes() {
         for (me, mine, other, theirs) in [
-            ("acme", &acme, "globex", &globex),
-            ("globex", &globex, "acme", &acme),
+            ("acme", acme, "globex", globex),
+            ("globex", globex, "acme", acme),
         ] {
             // Without a token, or with a wrong one: 401 (the page and health routes are
             // public).
             let (method, path, body) = request(&route, theirs, false);
             for bad in [None, Some("not-a-token")] {
-                let (status, _) = send(&server, method.clone(), &path, bad, body.clone()).await;
+                let (status, _) = send(server, method.clone(), &path, bad, body.clone()).await;
                 if route.access == Access::Public {
                     assert!(status.is_success(), "{path}: {status}");
                 } else {
@@ -267,7 +283,7 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
                     }
                     let (method, path, body) = request(&route, theirs, child);
                     let (status, text) =
-                        send(&server, method.clone(), &path, Some(&token), body).await;
+                        send(server, method.clone(), &path, Some(&token), body).await;
                     tried += 1;
                     let what = format!("{} {path} as {me}'s {role}: {status} {text}", route.method);
                     match route.access {
@@ -282,6 +298,10 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
                             assert_eq!(status, StatusCode::NOT_FOUND, "{what}");
                             assert!(!text.contains(other), "{what}");
                         }
+                        // No queue: nothing to list.
+                        Access::Tenant(_) if reads_jobs(&route) && !queued => {
+                            assert_eq!(status, StatusCode::NOT_FOUND, "{what}");
+                        }
                         Access::Tenant(_) => {
                             assert_eq!(status, StatusCode::OK, "{what}");
                             assert!(!leaks(&text, other), "{what}");
@@ -292,18 +312,21 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
                 // The event stream takes its token as `?token=` too: the same 404.
                 if route.path == "/api/runs/{run}/events" {
                     let path = format!("/api/runs/{}/events?token={token}", theirs.run);
-                    let (status, _) = send(&server, Method::GET, &path, None, None).await;
+                    let (status, _) = send(server, Method::GET, &path, None, None).await;
                     assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
                 }
             }
             // The tenant's own: its reader reads its runs (the 404s above are not everyone's).
-            if route.method == "GET" && route.access == Access::Tenant(Role::Reader) {
+            if route.method == "GET"
+                && route.access == Access::Tenant(Role::Reader)
+                && (queued || !reads_jobs(&route))
+            {
                 let (method, path, body) = request(&route, mine, false);
                 let (status, text) =
-                    send(&server, method, &path, Some(&token(me, Role::Reader)), body).await;
+                    send(server, method, &path, Some(&token(me, Role::Reader)), body).await;
                 assert_eq!(status, StatusCode::OK, "{path} as {me}: {text}");
                 match route.path {
-                    "/api/runs" | "/api/memory" => {
+                    "/api/runs" | "/api/memory" | "/api/queue/jobs" => {
                         assert!(leaks(&text, me), "{path} as {me} shows its own: {text}");
                     }
                     "/api/memory/namespaces" => assert!(text.contains("ann"), "{text}"),
@@ -312,16 +335,29 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
             }
         }
         // The all-tenants admin (`Monitor::token`) is let through everywhere.
-        let (method, path, body) = request(&route, &globex, false);
+        let (method, path, body) = request(&route, globex, false);
         let method_is_write = method != Method::GET;
         if !method_is_write {
-            let (status, _) = send(&server, method, &path, Some(ROOT), body).await;
+            let (status, _) = send(server, method, &path, Some(ROOT), body).await;
             assert!(
                 status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN,
                 "{path} as root: {status}"
             );
         }
     }
+    tried
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
+    let store = store();
+    let acme = seed(&store, "acme", "a").await;
+    let globex = seed(&store, "globex", "g").await;
+    let server = serve(store.clone()).await;
+    let before = StoreInspector::new(store.clone()).runs().await.unwrap();
+
+    check_coverage();
+    let tried = walk(&server, &acme, &globex, false).await;
     assert!(tried > 100, "{tried} requests");
 
     // Nothing of either tenant changed: no run resumed, pruned, deleted or continued.
@@ -414,4 +450,229 @@ async fn every_route_keeps_tenants_apart_and_roles_in_their_place() {
     );
     assert!(store.get_run(&globex.spare).await.unwrap().is_some());
     server.shutdown().await.unwrap();
+}
+
+/// The same walk over a PostgreSQL queue of workers (`Monitor::queue`): the tenants' runs were
+/// queued as theirs and run by a worker; a tenant's token queues, lists, resumes and cancels
+/// its tenant's jobs only, and its jobs run as the tenant's, naming the token in their audit
+/// trails.
+#[cfg(feature = "postgres")]
+mod over_the_queue {
+    use std::time::Duration;
+
+    use agentgraph_checkpoint::audit::AuditAction;
+    use agentgraph_engine::RunStatus;
+    use agentgraph_postgres::worker::{Queue, Worker};
+    use agentgraph_postgres::{PostgresOptions, PostgresStore};
+
+    use super::common::control::until_status;
+    use super::*;
+
+    async fn fresh_store() -> PostgresStore {
+        let base = std::env::var("AGENTGRAPH_TEST_POSTGRES_URL").unwrap_or_else(|_| {
+            panic!(
+                "AGENTGRAPH_TEST_POSTGRES_URL is not set: this test needs a PostgreSQL server. \
+                 Run it with ./scripts/test (which starts one), or start one with `scripts/postgres \
+                 start DIR` and export AGENTGRAPH_TEST_POSTGRES_URL=<the URL it prints>"
+            )
+        });
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!("mon_tenants_{}_{nanos}", std::process::id());
+        let options = PostgresOptions::new(&base)
+            .unwrap()
+            .with_schema(&schema)
+            .unwrap();
+        PostgresStore::connect_with(options).await.unwrap()
+    }
+
+    /// Queues `name`'s runs `{prefix}-run` and `{prefix}-spare` as the tenant's; waits until
+    /// the worker has run them to their interrupts.
+    async fn seed_queued(
+        pg: &PostgresStore,
+        store: &Arc<dyn CheckpointStore>,
+        name: &str,
+        prefix: &str,
+    ) -> Ids {
+        let queue = Queue::new(pg).tenant(tenant(name)).caller("seed");
+        for id in [format!("{prefix}-run"), format!("{prefix}-spare")] {
+            assert!(queue.submit_with_id("ask", &id, json!({})).await.unwrap());
+            until_status(&**store, &id, RunStatus::Interrupted).await;
+            assert_eq!(
+                store.get_run(&id).await.unwrap().unwrap().tenant,
+                Some(tenant(name))
+            );
+        }
+        ids(store, name, prefix).await
+    }
+
+    /// The actions and callers of `run`'s audit trail.
+    async fn trail(store: &Arc<dyn CheckpointStore>, run: &str) -> Vec<(AuditAction, String)> {
+        store
+            .audit(run)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.record.action, e.record.caller))
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_route_keeps_tenants_apart_over_the_queue_of_workers() {
+        let pg = fresh_store().await;
+        let store: Arc<dyn CheckpointStore> = Arc::new(pg.clone());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = Worker::new(pg.clone(), GraphRegistry::new().with("ask", ask()), "tw")
+            .poll_interval(Duration::from_millis(50))
+            .shutdown_timeout(Duration::from_secs(5))
+            .run_config(|| RunConfig::new().monitored());
+        let worker = tokio::spawn(worker.run_until(async move {
+            let _ = stopped.await;
+        }));
+        let acme = seed_queued(&pg, &store, "acme", "a").await;
+        let globex = seed_queued(&pg, &store, "globex", "g").await;
+        let server = monitor(store.clone())
+            .queue(Queue::new(&pg))
+            .serve()
+            .await
+            .unwrap();
+        let all = Queue::new(&pg);
+        let jobs_before = all.jobs(None, 0, 1000).await.unwrap();
+        let runs_before = StoreInspector::new(store.clone()).runs().await.unwrap();
+
+        check_coverage();
+        let tried = walk(&server, &acme, &globex, true).await;
+        assert!(tried > 100, "{tried} requests");
+
+        // Nothing was queued, cancelled, resumed or run by the other tenant's requests.
+        assert_eq!(all.jobs(None, 0, 1000).await.unwrap(), jobs_before);
+        let runs_after = StoreInspector::new(store.clone()).runs().await.unwrap();
+        assert_eq!(
+            runs_after
+                .iter()
+                .map(|r| (&r.run_id, r.status, r.last_step))
+                .collect::<Vec<_>>(),
+            runs_before
+                .iter()
+                .map(|r| (&r.run_id, r.status, r.last_step))
+                .collect::<Vec<_>>()
+        );
+
+        // acme's operator queues a run: the job and the run are acme's, and name the token.
+        let operator = token("acme", Role::Operator);
+        let (status, text) = send(
+            &server,
+            Method::POST,
+            "/api/graphs/ask/runs",
+            Some(&operator),
+            Some(json!({ "run_id": "a-new", "input": {} })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        assert!(text.contains("\"queued\":true"), "{text}");
+        until_status(&*store, "a-new", RunStatus::Interrupted).await;
+        assert_eq!(
+            store.get_run("a-new").await.unwrap().unwrap().tenant,
+            Some(tenant("acme"))
+        );
+        assert_eq!(
+            trail(&store, "a-new").await[0],
+            (AuditAction::Started, "acme-operator".to_owned())
+        );
+        let (status, text) = send(
+            &server,
+            Method::GET,
+            "/api/queue/jobs/a-new",
+            Some(&token("acme", Role::Reader)),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        let job: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (&job["tenant"], &job["caller"], &job["status"]),
+            (
+                &json!("acme"),
+                &json!("acme-operator"),
+                &json!("interrupted")
+            )
+        );
+        let (status, _) = send(
+            &server,
+            Method::GET,
+            "/api/queue/jobs/a-new",
+            Some(&token("globex", Role::Admin)),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+
+        // acme's operator answers its interrupt through the queue: the trail names it.
+        let (status, text) = send(
+            &server,
+            Method::POST,
+            "/api/runs/a-new/resume",
+            Some(&operator),
+            Some(json!({ "value": "mine" })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        until_status(&*store, "a-new", RunStatus::Completed).await;
+        let actions = trail(&store, "a-new").await;
+        assert!(
+            actions.contains(&(AuditAction::Resumed, "acme-operator".to_owned())),
+            "{actions:?}"
+        );
+
+        // A job no worker runs yet (no run in the store): globex's operator gets 404 for it,
+        // acme's cancels it.
+        let (status, text) = send(
+            &server,
+            Method::POST,
+            "/api/graphs/idle/runs",
+            Some(&operator),
+            Some(json!({ "run_id": "a-idle" })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        for (method, path) in [
+            (Method::POST, "/api/runs/a-idle/cancel"),
+            (Method::GET, "/api/queue/jobs/a-idle"),
+        ] {
+            let (status, text) = send(
+                &server,
+                method,
+                path,
+                Some(&token("globex", Role::Admin)),
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {text}");
+        }
+        assert_eq!(all.job("a-idle").await.unwrap().unwrap().status, "queued");
+        let (status, text) = send(
+            &server,
+            Method::POST,
+            "/api/runs/a-idle/cancel",
+            Some(&operator),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{text}");
+        assert_eq!(
+            all.job("a-idle").await.unwrap().unwrap().status,
+            "cancelled"
+        );
+
+        // The all-tenants admin lists every tenant's jobs.
+        let (status, text) = send(&server, Method::GET, "/api/queue/jobs", Some(ROOT), None).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.contains("a-run") && text.contains("g-run"), "{text}");
+
+        let _ = stop.send(());
+        worker.await.unwrap().unwrap();
+        server.shutdown().await.unwrap();
+    }
 }

@@ -180,6 +180,14 @@ BEGIN
 END
 $audit$;
 "#,
+    // 7: the tenant and the caller of a job (see `worker::Queue::tenant` and `Queue::caller`):
+    // the worker runs the job as the tenant's run, its audit trail naming the caller. Both
+    // NULL for jobs queued before (and by a queue that names neither).
+    r#"
+ALTER TABLE jobs ADD COLUMN tenant text;
+ALTER TABLE jobs ADD COLUMN caller text;
+CREATE INDEX jobs_tenant ON jobs (tenant, id) WHERE tenant IS NOT NULL;
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.

@@ -10,12 +10,15 @@ use super::Ctx;
 use crate::cli::JobsArgs;
 use crate::output;
 
-/// The queue of the store the command line names, which must be a PostgreSQL store.
-async fn queue(ctx: &Ctx, command: &str) -> Result<Queue> {
+/// The queue of the store the command line names, which must be a PostgreSQL store: with
+/// `--tenant`, the tenant's jobs only (`Queue::tenant`). (No command queues jobs, so `--as`
+/// names no one here.)
+/// `spans_tenants`: the command reads what serves every tenant, and refuses `--tenant`.
+async fn queue(ctx: &Ctx, command: &str, spans_tenants: bool) -> Result<Queue> {
     let store = ctx.open_store().await?;
-    if store.tenant_bound {
+    if store.tenant_bound && spans_tenants {
         bail!(
-            "`{command}` reads the queue of workers, which spans every tenant: run it without `--tenant`"
+            "`{command}` reads the workers of the queue, which serve every tenant: run it without `--tenant`"
         );
     }
     let Some(postgres) = &store.postgres else {
@@ -23,7 +26,11 @@ async fn queue(ctx: &Ctx, command: &str) -> Result<Queue> {
             "`{command}` reads the queue of workers, which only a PostgreSQL store has: pass `--store postgres://...`"
         );
     };
-    Ok(Queue::new(postgres))
+    let queue = Queue::new(postgres);
+    Ok(match &ctx.tenant {
+        Some(tenant) => queue.tenant(tenant.clone()),
+        None => queue,
+    })
 }
 
 /// A job as `jobs --json` prints it.
@@ -41,10 +48,14 @@ struct JobJson {
     /// When it may be claimed (ms since the Unix epoch): in the future for a queued job
     /// whose run waits for a retry.
     available_at_ms: i64,
+    /// The tenant whose run it is.
+    tenant: Option<String>,
+    /// Who queued it.
+    caller: Option<String>,
 }
 
 pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
-    let queue = queue(ctx, "jobs").await?;
+    let queue = queue(ctx, "jobs", false).await?;
     let jobs = queue
         .jobs(args.status.as_deref(), args.after, args.limit)
         .await?;
@@ -62,6 +73,8 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
                 cancel_requested: j.cancel_requested,
                 error: j.error,
                 available_at_ms: j.available_at_ms,
+                tenant: j.tenant.map(|t| t.as_str().to_owned()),
+                caller: j.caller,
             })
             .collect();
         return Ok(output::json(&mut ctx.out, &list)?);
@@ -72,8 +85,8 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
     }
     writeln!(
         ctx.out,
-        "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {:<5} READY",
-        "JOB", "STATUS", "KIND", "GRAPH", "RUN", "WORKER", "TRIES"
+        "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {:<5} {:<10} {:<12} READY",
+        "JOB", "STATUS", "KIND", "GRAPH", "RUN", "WORKER", "TRIES", "TENANT", "BY"
     )?;
     let now = output::now_ms();
     for j in &jobs {
@@ -87,7 +100,7 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
         };
         writeln!(
             ctx.out,
-            "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {:<5} {}",
+            "{:<8} {:<11} {:<7} {:<16} {:<24} {:<12} {:<5} {:<10} {:<12} {}",
             j.id,
             j.status,
             j.kind,
@@ -95,6 +108,8 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
             j.run,
             j.worker.as_deref().unwrap_or("-"),
             j.attempts,
+            j.tenant.as_ref().map_or("-", |t| t.as_str()),
+            j.caller.as_deref().unwrap_or("-"),
             ready
         )?;
     }
@@ -102,7 +117,7 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
 }
 
 pub(crate) async fn workers(ctx: &mut Ctx) -> Result<()> {
-    let queue = queue(ctx, "workers").await?;
+    let queue = queue(ctx, "workers", true).await?;
     let workers = queue.workers().await?;
     if ctx.json {
         return Ok(output::json(&mut ctx.out, &workers)?);

@@ -24,6 +24,11 @@
 //!   listens first and then looks at the table, and it also looks on a timer.
 //! - **Cancellation** ([`Queue::cancel`]) reaches the worker running the run, which cancels
 //!   it through its handle.
+//! - **Tenants and callers**: a job queued through [`Queue::tenant`] is run as the tenant's
+//!   run (`RunConfig::tenant`: its record carries the tenant, and a run or thread of another
+//!   tenant is not found by it), and one queued through [`Queue::caller`] names its submitter
+//!   in the run's audit trail (`RunConfig::caller`). Such a queue sees and controls only the
+//!   tenant's jobs.
 //! - **Graceful shutdown** ([`Worker::run_until`]): stop claiming, let the running runs end
 //!   for up to [`Worker::shutdown_timeout`], then cancel the rest and hand their jobs back.
 //! - **Metrics** (the `metrics` facade, feature `metrics`): `agentgraph_queue_depth` (gauge),
@@ -81,7 +86,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use agentgraph_checkpoint::{CheckpointStore, Result, RunStatus, StoreError};
+use agentgraph_checkpoint::{CheckpointStore, Result, RunStatus, StoreError, TenantId};
 use agentgraph_engine::{DynOutcome, DynResume, DynRun, Error, GraphRegistry, RunConfig};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
@@ -114,7 +119,7 @@ const CLAIM: &str = "WITH \
      claimed_at = clock_timestamp(), claim_until = clock_timestamp() + $2::bigint * interval '1 millisecond' \
      FROM c WHERE j.id = c.id \
      RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested, \
-        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step";
+        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller";
 const HEARTBEAT: &str = "UPDATE jobs SET claim_until = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING cancel_requested";
 const FINISH: &str = "UPDATE jobs SET status = $3, output = $4::text::jsonb, error = $5, \
@@ -283,6 +288,10 @@ struct Job {
     cancel_requested: bool,
     /// A thread job's: the thread's last step before its input was given (-1: none).
     base_step: Option<i64>,
+    /// The tenant whose run it is, as stored (checked when the job begins).
+    tenant: Option<String>,
+    /// Who queued it.
+    caller: Option<String>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -444,7 +453,8 @@ impl Worker {
     }
 
     /// The [`RunConfig`] each run starts from (durability, timeouts, limits...); the worker
-    /// sets its store, lease TTL, inline backoff limit and run id on it. Default:
+    /// sets its store, lease TTL, inline backoff limit and run id on it, and the job's tenant
+    /// and caller when it has them ([`Queue::tenant`], [`Queue::caller`]). Default:
     /// [`RunConfig::new`].
     ///
     /// # Examples
@@ -641,6 +651,8 @@ impl Worker {
                 attempts: row.get(5),
                 cancel_requested: row.get(6),
                 base_step: row.get(8),
+                tenant: row.get(9),
+                caller: row.get(10),
             });
         }
         Ok(jobs)
@@ -727,10 +739,22 @@ async fn begin(shared: &Shared, job: &Job) -> std::result::Result<DynRun, Error>
         what: "the job's graph".into(),
         message: format!("graph `{}` is not registered", job.graph),
     })?;
-    let config = (shared.config)()
+    let mut config = (shared.config)()
         .store(shared.store.clone())
         .lease_ttl(shared.lease_ttl)
         .max_inline_backoff(shared.max_inline_backoff);
+    // The job's tenant and caller: its run is the tenant's (the engine refuses another's as
+    // not found) and its audit trail names who queued it.
+    if let Some(tenant) = &job.tenant {
+        let tenant = TenantId::new(tenant).map_err(|e| Error::Json {
+            what: "the job's tenant".into(),
+            message: e.to_string(),
+        })?;
+        config = config.tenant(tenant);
+    }
+    if let Some(caller) = &job.caller {
+        config = config.caller(caller.clone());
+    }
     let input: serde_json::Value = match &job.input {
         Some(text) => serde_json::from_str(text).map_err(|e| Error::Json {
             what: "the job's input".into(),

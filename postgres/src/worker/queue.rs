@@ -2,32 +2,52 @@
 
 use std::fmt;
 
-use agentgraph_checkpoint::{Result, StoreError};
+use std::sync::Arc;
+
+use agentgraph_checkpoint::{Result, StoreError, TenantId};
 use agentgraph_engine::DynResume;
 use serde_json::Value;
 
 use crate::PostgresStore;
 
-const SUBMIT: &str = "INSERT INTO jobs (kind, graph, run_id, input) \
-     VALUES ('start', $1, coalesce($2, 'run-' || gen_random_uuid()::text), $3::text::jsonb) \
+// In every statement below, a NULL tenant ($n::text IS NULL) is a queue over every tenant.
+const SUBMIT: &str = "INSERT INTO jobs (kind, graph, run_id, input, tenant, caller) \
+     VALUES ('start', $1, coalesce($2, 'run-' || gen_random_uuid()::text), $3::text::jsonb, \
+             $4::text, $5::text) \
      ON CONFLICT (run_id) WHERE kind = 'start' DO NOTHING RETURNING run_id";
-const SUBMIT_THREAD: &str = "INSERT INTO jobs (kind, graph, run_id, input) \
-     VALUES ('thread', $1, $2, $3::text::jsonb) RETURNING id";
-const RESUME: &str = "INSERT INTO jobs (kind, graph, run_id, input) \
-     SELECT 'resume', graph, run_id, $2::text::jsonb FROM jobs WHERE run_id = $1 \
+/// A thread's next input: refused (no row) for a tenant when a job of the thread is another's
+/// (or no tenant's); over every tenant, the job takes the tenant of the thread's jobs before.
+const SUBMIT_THREAD: &str = "INSERT INTO jobs (kind, graph, run_id, input, tenant, caller) \
+     SELECT 'thread', $1, $2, $3::text::jsonb, \
+            coalesce($4::text, (SELECT tenant FROM jobs WHERE run_id = $2 ORDER BY id DESC LIMIT 1)), \
+            $5::text \
+     WHERE $4::text IS NULL \
+        OR NOT EXISTS (SELECT 1 FROM jobs WHERE run_id = $2 AND tenant IS DISTINCT FROM $4::text) \
+     RETURNING id";
+/// The resumption of a run, as a job of the tenant of the run's jobs: for a tenant, only of a
+/// run whose every job is the tenant's.
+const RESUME: &str = "INSERT INTO jobs (kind, graph, run_id, input, tenant, caller) \
+     SELECT 'resume', graph, run_id, $2::text::jsonb, tenant, $4::text FROM jobs \
+     WHERE run_id = $1 \
+       AND ($3::text IS NULL \
+            OR NOT EXISTS (SELECT 1 FROM jobs o WHERE o.run_id = $1 AND o.tenant IS DISTINCT FROM $3::text)) \
      ORDER BY id DESC LIMIT 1 RETURNING id";
 const CANCEL: &str = "UPDATE jobs SET cancel_requested = true, \
      finished_at = CASE WHEN status = 'queued' THEN clock_timestamp() END, \
      status = CASE WHEN status = 'queued' THEN 'cancelled' ELSE status END \
-     WHERE run_id = $1 AND status IN ('queued', 'running') RETURNING id";
-const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
+     WHERE run_id = $1 AND status IN ('queued', 'running') \
+       AND ($2::text IS NULL OR tenant = $2::text) RETURNING id";
+const DEPTH: &str =
+    "SELECT count(*) FROM jobs WHERE status = 'queued' AND ($1::text IS NULL OR tenant = $1::text)";
 const JOB: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
-     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint \
-     FROM jobs WHERE run_id = $1 ORDER BY id DESC LIMIT 1";
+     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint, tenant, caller \
+     FROM jobs WHERE run_id = $1 AND ($2::text IS NULL OR tenant = $2::text) \
+     ORDER BY id DESC LIMIT 1";
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 const JOBS: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
-     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint \
-     FROM jobs WHERE ($1::text IS NULL OR status = $1) AND id > $2 ORDER BY id LIMIT $3";
+     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint, tenant, caller \
+     FROM jobs WHERE ($1::text IS NULL OR status = $1) AND id > $2 \
+       AND ($4::text IS NULL OR tenant = $4::text) ORDER BY id LIMIT $3";
 const WORKERS: &str = "SELECT w.id, w.graphs, w.concurrency, \
      (extract(epoch FROM w.started_at) * 1000)::bigint, \
      (extract(epoch FROM w.last_seen) * 1000)::bigint, w.stopped_at IS NOT NULL, \
@@ -76,7 +96,7 @@ impl std::error::Error for NotQueued {}
 /// # Examples
 ///
 /// See [`Queue`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[non_exhaustive]
 pub struct JobInfo {
     /// The job's id in the queue.
@@ -98,13 +118,20 @@ pub struct JobInfo {
     pub output: Option<Value>,
     /// The error of a `failed` job.
     pub error: Option<String>,
-    /// The run (or thread) it is for.
+    /// The run (or thread) it is for (`run_id` in JSON).
+    #[serde(rename = "run_id")]
     pub run: String,
     /// When it may be claimed, in milliseconds since the Unix epoch: when it was queued, or,
     /// for a job put back in the queue, when it is due again (a run waiting for a retry, see
     /// [`Worker::max_inline_backoff`](crate::worker::Worker::max_inline_backoff), or one that
     /// was busy). A `queued` job with a time in the future waits for it.
     pub available_at_ms: i64,
+    /// The tenant whose run it is ([`Queue::tenant`]): the worker runs it with
+    /// `RunConfig::tenant`. `None` for a job queued over every tenant.
+    pub tenant: Option<TenantId>,
+    /// Who queued it ([`Queue::caller`]): what the audit trail's `started` or `resumed` entry
+    /// of its run names.
+    pub caller: Option<String>,
 }
 
 /// A worker, as it last told the database: see [`Queue::workers`].
@@ -155,12 +182,18 @@ pub struct WorkerInfo {
 pub struct Queue {
     store: PostgresStore,
     channel: String,
+    /// The tenant the queue acts for ([`Queue::tenant`]); `None`: every tenant.
+    tenant: Option<TenantId>,
+    /// Who submits through it ([`Queue::caller`]).
+    caller: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Queue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Queue")
             .field("store", &self.store)
+            .field("tenant", &self.tenant)
+            .field("caller", &self.caller)
             .finish_non_exhaustive()
     }
 }
@@ -180,6 +213,11 @@ fn job_info(row: &tokio_postgres::Row) -> JobInfo {
         error: row.get(8),
         run: row.get(9),
         available_at_ms: row.get(10),
+        // Written from a `TenantId`; a value put there by hand that is not one reads as none.
+        tenant: row
+            .get::<_, Option<String>>(11)
+            .and_then(|t| TenantId::new(t).ok()),
+        caller: row.get(12),
     }
 }
 
@@ -223,7 +261,14 @@ impl Queue {
         Queue {
             channel: channel(store.options().schema()),
             store: store.clone(),
+            tenant: None,
+            caller: None,
         }
+    }
+
+    /// The tenant's id as the statements take it.
+    fn tenant_param(&self) -> Option<&str> {
+        self.tenant.as_ref().map(TenantId::as_str)
     }
 
     async fn notify(&self, payload: &str) -> Result<()> {
@@ -249,7 +294,17 @@ impl Queue {
         let input = json_text(&input)?;
         let rows = self
             .store
-            .query(SUBMIT, &[&graph, &None::<String>, &input], false)
+            .query(
+                SUBMIT,
+                &[
+                    &graph,
+                    &None::<String>,
+                    &input,
+                    &self.tenant_param(),
+                    &self.caller.as_deref(),
+                ],
+                false,
+            )
             .await?;
         let run = rows
             .first()
@@ -280,7 +335,17 @@ impl Queue {
         let input = json_text(&input)?;
         let rows = self
             .store
-            .query(SUBMIT, &[&graph, &Some(run), &input], true)
+            .query(
+                SUBMIT,
+                &[
+                    &graph,
+                    &Some(run),
+                    &input,
+                    &self.tenant_param(),
+                    &self.caller.as_deref(),
+                ],
+                true,
+            )
             .await?;
         if rows.is_empty() {
             return Ok(false);
@@ -292,10 +357,13 @@ impl Queue {
     /// Queues `input` (the JSON of an update of the state) as `thread`'s next input
     /// ([`DynGraph::invoke_thread`](agentgraph_engine::DynGraph::invoke_thread)). A
     /// thread's inputs are run one at a time, in the order they were queued; the thread's
-    /// run id is its name.
+    /// run id is its name. A queue over every tenant gives the job the tenant of the thread's
+    /// jobs before, if any.
     ///
     /// # Errors
     ///
+    /// [`StoreError::NotInTenant`] for a queue of a tenant ([`Queue::tenant`]) when a job of
+    /// the thread is another tenant's (or was queued over every tenant); nothing is queued.
     /// [`StoreError::Unavailable`] when the server cannot be reached.
     ///
     /// # Examples
@@ -307,18 +375,36 @@ impl Queue {
     /// ```
     pub async fn submit_thread(&self, graph: &str, thread: &str, input: Value) -> Result<()> {
         let input = json_text(&input)?;
-        self.store
-            .query(SUBMIT_THREAD, &[&graph, &thread, &input], false)
+        let rows = self
+            .store
+            .query(
+                SUBMIT_THREAD,
+                &[
+                    &graph,
+                    &thread,
+                    &input,
+                    &self.tenant_param(),
+                    &self.caller.as_deref(),
+                ],
+                false,
+            )
             .await?;
+        if rows.is_empty() {
+            return Err(StoreError::NotInTenant {
+                run: thread.to_owned(),
+            });
+        }
         self.notify(QUEUED).await
     }
 
     /// Queues the resumption of `run` (a run some job of this queue ran, interrupted or
-    /// stopped) with `resume`'s answers and update, for a worker with the run's graph.
+    /// stopped) with `resume`'s answers and update, for a worker with the run's graph. The job
+    /// is the tenant's of the run's jobs, and names this queue's [`caller`](Queue::caller).
     ///
     /// # Errors
     ///
-    /// [`StoreError::Backend`] holding a [`NotQueued`] when no job of the queue ran `run`;
+    /// [`StoreError::Backend`] holding a [`NotQueued`] when no job of the queue ran `run` (for
+    /// a queue of a tenant: when a job of `run` is not the tenant's);
     /// [`StoreError::Unavailable`] when the server cannot be reached.
     ///
     /// # Examples
@@ -331,7 +417,14 @@ impl Queue {
     /// ```
     pub async fn resume(&self, run: &str, resume: DynResume) -> Result<()> {
         let input = json_text(&resume)?;
-        let rows = self.store.query(RESUME, &[&run, &input], false).await?;
+        let rows = self
+            .store
+            .query(
+                RESUME,
+                &[&run, &input, &self.tenant_param(), &self.caller.as_deref()],
+                false,
+            )
+            .await?;
         if rows.is_empty() {
             return Err(StoreError::Backend(Box::new(NotQueued {
                 run: run.to_owned(),
@@ -344,7 +437,8 @@ impl Queue {
     /// it cancels the run (it stops at its next step, its finished work checkpointed; a
     /// [`resume`](Queue::resume) goes on). A job back in the queue until its run's retry is
     /// due is cancelled there (its run stays as it stopped, status `retry_scheduled`, and a
-    /// `resume` continues it). Returns whether a queued or running job was found.
+    /// `resume` continues it). Returns whether a queued or running job was found (for a queue
+    /// of a tenant: a job of the tenant's).
     ///
     /// # Errors
     ///
@@ -359,7 +453,10 @@ impl Queue {
     /// # Ok(()) }
     /// ```
     pub async fn cancel(&self, run: &str) -> Result<bool> {
-        let rows = self.store.query(CANCEL, &[&run], true).await?;
+        let rows = self
+            .store
+            .query(CANCEL, &[&run, &self.tenant_param()], true)
+            .await?;
         if rows.is_empty() {
             return Ok(false);
         }
@@ -367,7 +464,8 @@ impl Queue {
         Ok(true)
     }
 
-    /// How many jobs wait to be claimed (queued, whether or not their time has come).
+    /// How many jobs wait to be claimed (queued, whether or not their time has come); for a
+    /// queue of a tenant, how many of the tenant's.
     ///
     /// # Errors
     ///
@@ -377,11 +475,15 @@ impl Queue {
     ///
     /// See [`Queue`].
     pub async fn depth(&self) -> Result<u64> {
-        let rows = self.store.query(DEPTH, &[], true).await?;
+        let rows = self
+            .store
+            .query(DEPTH, &[&self.tenant_param()], true)
+            .await?;
         Ok(rows.first().map_or(0, |row| row.get::<_, i64>(0) as u64))
     }
 
-    /// The newest job of `run` (or of the thread `run`), or `None` when none was queued.
+    /// The newest job of `run` (or of the thread `run`), or `None` when none was queued (for
+    /// a queue of a tenant: the newest of the tenant's jobs of `run`).
     ///
     /// # Errors
     ///
@@ -391,12 +493,16 @@ impl Queue {
     ///
     /// See [`Queue`].
     pub async fn job(&self, run: &str) -> Result<Option<JobInfo>> {
-        let rows = self.store.query(JOB, &[&run], true).await?;
+        let rows = self
+            .store
+            .query(JOB, &[&run, &self.tenant_param()], true)
+            .await?;
         Ok(rows.first().map(job_info))
     }
 
     /// The jobs, oldest first, after job id `after` (0 for the first page), at most `limit`,
-    /// only those with `status` when one is given (`queued`, `running`, ...).
+    /// only those with `status` when one is given (`queued`, `running`, ...); for a queue of a
+    /// tenant, only the tenant's.
     ///
     /// # Errors
     ///
@@ -415,13 +521,13 @@ impl Queue {
         let limit = i64::from(limit.clamp(1, 10_000));
         let rows = self
             .store
-            .query(JOBS, &[&status, &after, &limit], true)
+            .query(JOBS, &[&status, &after, &limit, &self.tenant_param()], true)
             .await?;
         Ok(rows.iter().map(job_info).collect())
     }
 
     /// The workers that ever told this database they were there, by id: what they run, when
-    /// they were last seen, how many jobs they hold. A worker registers when it starts, says
+    /// they were last seen, how many jobs they hold (of every tenant, whatever the queue's). A worker registers when it starts, says
     /// it is there at every poll, and that it stopped at a graceful shutdown; one not seen for
     /// longer than its lease was killed or cut off.
     ///
@@ -452,5 +558,61 @@ impl Queue {
                 running: row.get(6),
             })
             .collect())
+    }
+
+    /// The queue as `tenant` sees it and submits to it: the jobs it queues are the tenant's
+    /// (the worker that claims one runs it with `RunConfig::tenant`, so its run's record
+    /// carries the tenant and another tenant's run is not found by it), and its reads and
+    /// controls ([`job`](Queue::job), [`jobs`](Queue::jobs), [`depth`](Queue::depth),
+    /// [`cancel`](Queue::cancel), [`resume`](Queue::resume), a thread's next input) see only
+    /// the tenant's jobs: another tenant's are not found. [`workers`](Queue::workers), which
+    /// serve every tenant, are listed whole.
+    ///
+    /// Run ids are the store's, shared by all tenants: a run id another tenant submitted is
+    /// refused by [`submit_with_id`](Queue::submit_with_id) as already submitted.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(queue: agentgraph_postgres::worker::Queue) -> Result<(), Box<dyn std::error::Error>> {
+    /// use agentgraph_checkpoint::TenantId;
+    ///
+    /// let acme = queue.clone().tenant(TenantId::new("acme")?).caller("alice");
+    /// let globex = queue.clone().tenant(TenantId::new("globex")?);
+    /// let run = acme.submit("report", serde_json::json!({ "topic": "tides" })).await?;
+    /// let job = acme.job(&run).await?.expect("acme's own job");
+    /// assert_eq!(job.tenant.as_ref().map(TenantId::as_str), Some("acme"));
+    /// assert_eq!(job.caller.as_deref(), Some("alice"));
+    /// // globex neither sees nor cancels it.
+    /// assert!(globex.job(&run).await?.is_none());
+    /// assert!(!globex.cancel(&run).await?);
+    /// assert!(globex.jobs(None, 0, 100).await?.iter().all(|j| j.run != run));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn tenant(mut self, tenant: TenantId) -> Queue {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// Names who submits through this queue: the jobs it queues carry `caller`
+    /// ([`JobInfo::caller`]), and the worker runs each with `RunConfig::caller`, so the audit
+    /// trail's `started` entry of a submitted run (`resumed` for [`resume`](Queue::resume) and
+    /// for a job a worker claims again) names it. Without it, the worker's own
+    /// [`run_config`](crate::worker::Worker::run_config) says who (`unknown` by default).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(queue: agentgraph_postgres::worker::Queue) -> agentgraph_checkpoint::Result<()> {
+    /// let as_ci = queue.caller("ci-nightly");
+    /// let run = as_ci.submit("report", serde_json::json!({})).await?;
+    /// assert_eq!(as_ci.job(&run).await?.unwrap().caller.as_deref(), Some("ci-nightly"));
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn caller(mut self, caller: impl Into<String>) -> Queue {
+        self.caller = Some(Arc::from(caller.into()));
+        self
     }
 }
