@@ -330,12 +330,12 @@ impl CancelHandle {
     /// let run = tokio::spawn(run.into_future());
     /// // Once `slow` has started, the operator cancels.
     /// while let Some(Ok(event)) = events.next().await {
-    ///     if matches!(&event.kind, EventKind::NodeStarted { node, .. } if node == "slow") {
+    ///     if matches!(&event.kind, EventKind::NodeStarted { node, .. } if &**node == "slow") {
     ///         cancel.cancel_as("bob");
     ///     }
     /// }
     /// assert!(matches!(run.await?, Err(Error::Cancelled { .. })));
-    /// let trail = store.get_audit("r-1").await?;
+    /// let trail = store.audit("r-1").await?;
     /// let last = &trail.last().unwrap().record;
     /// assert_eq!((last.action, last.caller.as_str()), (AuditAction::Cancelled, "bob"));
     /// assert_eq!(last.details["invoked_by"], "alice");
