@@ -55,10 +55,11 @@ where
     fn abort(&mut self) {
         // Aborted when dropped, but kept until their tasks are gone (`poll_aborted`).
         let running = std::mem::take(&mut self.running);
-        self.aborted.extend(running.into_iter().map(|attempt| {
-            attempt.handle.abort();
-            attempt
-        }));
+        self.aborted.extend(
+            running
+                .into_iter()
+                .inspect(|attempt| attempt.handle.abort()),
+        );
     }
 
     fn poll_aborted(&mut self, cx: &mut Context<'_>) -> Poll<()> {
