@@ -157,7 +157,8 @@ pub mod run {
     #[cfg_attr(docsrs, doc(cfg(feature = "encryption")))]
     pub use agentgraph_engine::Encryption;
     pub use agentgraph_engine::{
-        Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, TenantBudget,
+        Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, RunUsage,
+        TenantBudget,
     };
     pub use agentgraph_engine::{
         CancelHandle, Durability, DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun,

@@ -51,8 +51,9 @@ pub(crate) struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
 
-    /// Who runs the command, as the audit trails of the runs it starts, resumes, prunes or
-    /// deletes record it (`agentgraph audit list RUN`); the OS user when left out.
+    /// Who runs the command, as the audit trails of the runs it starts, resumes, cancels
+    /// (Ctrl-C during `run` or `resume`), prunes or deletes record it (`agentgraph audit list
+    /// RUN`); the OS user when left out.
     #[arg(
         long = "as",
         global = true,
@@ -140,7 +141,9 @@ pub(crate) enum Command {
     /// Run a graph file: `--input` is the state's JSON (or, with `--thread`, the thread's next
     /// input), events are printed as they come (JSON lines with `--json`), then the final state
     /// or the interrupts the run waits on. With `--store`, the run is checkpointed there (an
-    /// embedded store is created when missing) and can be resumed.
+    /// embedded store is created when missing) and can be resumed. Ctrl-C cancels the run as
+    /// `--as` (it stops at its next step boundary, checkpointed, resumable, and its audit
+    /// trail names who cancelled it); a second Ctrl-C quits at once.
     Run(RunFileArgs),
     /// Resume a run of a graph file that stopped at interrupts (or failed): `--answer` answers
     /// its only interrupt, `--answer-to ID=VALUE` one of several (a value that is not JSON is

@@ -24,7 +24,8 @@
 //! The store comes from `--store PATH` or `AGENTGRAPH_STORE`. `--json` prints one JSON
 //! document per command (JSON lines for `events`) for scripts. Errors go to stderr with exit
 //! code 1 (2 for a command line that does not parse, 3 for a broken audit chain). `--as NAME`
-//! names who runs the command in the audit trails (the OS user otherwise).
+//! names who runs the command in the audit trails (the OS user otherwise); Ctrl-C during `run`
+//! or `resume` cancels the run as that caller.
 //!
 //! A sled store is open in one process at a time: while a program runs, the tool cannot open
 //! its store and says so; follow the program's runs with

@@ -200,3 +200,74 @@ fn a_removed_newest_entry_is_found_with_the_head_kept_elsewhere() {
     let err = failure(dir.path(), &["audit", "verify", "done", "--head", "xyz"]);
     assert!(err.contains("64 hex digits"), "{err}");
 }
+
+/// Ctrl-C during `agentgraph run` cancels the run as `--as` says: it ends cancelled,
+/// checkpointed, and its audit trail's `cancelled` entry names that caller.
+#[test]
+fn ctrl_c_cancels_a_run_as_the_caller() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    // A server that accepts and never answers: the `fetch` node waits (its timeout is 30 s).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let file = dir.path().join("slow.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 1
+state:
+  - {{ name: item, type: any }}
+nodes:
+  - {{ name: fetch, kind: http, with: {{ url: \"http://{}/slow\", output: item }} }}
+edges:
+  - {{ from: START, to: fetch }}
+  - {{ from: fetch, to: END }}
+",
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let store = dir.path().join("store");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentgraph"))
+        .arg("--store")
+        .arg(&store)
+        .args(["--json", "--as", "dave", "run"])
+        .arg(&file)
+        .args(["--thread", "slow-1"])
+        .env_remove("AGENTGRAPH_STORE")
+        .env_remove("AGENTGRAPH_CALLER")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once `fetch` has started, Ctrl-C.
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("the run prints fetch's start").unwrap();
+        if line.contains("node_started") && line.contains("fetch") {
+            break;
+        }
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cancelling run slow-1 as dave"), "{stderr}");
+    drop(silent);
+
+    let run = json(&store, &["show", "slow-1"]);
+    assert_eq!(run["run"]["status"], "cancelled", "{run}");
+    let trail = json(&store, &["audit", "list", "slow-1"]);
+    let entries = trail["entries"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{trail}"));
+    let last = entries.last().unwrap();
+    assert_eq!(last["action"], "cancelled", "{trail}");
+    assert_eq!(last["caller"], "dave", "{trail}");
+}

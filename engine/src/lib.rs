@@ -56,7 +56,8 @@ pub use plan::describe::{
 };
 pub use registry::{DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun, GraphRegistry};
 pub use run::budget::{
-    Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, TenantBudget,
+    Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, RunUsage,
+    TenantBudget,
 };
 pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};

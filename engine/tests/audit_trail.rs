@@ -152,10 +152,8 @@ async fn a_large_answer_is_recorded_by_its_digest_and_no_caller_is_unknown() {
     let _ = stop;
 }
 
-#[tokio::test]
-async fn a_cancelled_run_and_a_thread_are_recorded() {
-    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
-    let reached = Arc::new(Notify::new());
+/// START -> one -> slow (says it started, then sleeps for an hour) -> END.
+fn slow_graph(reached: &Arc<Notify>) -> CompiledGraph<Doc> {
     let mut b = GraphBuilder::<Doc>::new();
     let at_slow = reached.clone();
     b.add_node("one", |_, _| async { Ok(DocUpdate::new().n(1)) })
@@ -170,7 +168,14 @@ async fn a_cancelled_run_and_a_thread_are_recorded() {
         .add_edge(START, "one")
         .add_edge("one", "slow")
         .add_edge("slow", END);
-    let graph = b.compile().unwrap();
+    b.compile().unwrap()
+}
+
+#[tokio::test]
+async fn a_cancelled_run_and_a_thread_are_recorded() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let reached = Arc::new(Notify::new());
+    let graph = slow_graph(&reached);
     let config = RunConfig::new()
         .store(store.clone())
         .run_id("c")
@@ -209,4 +214,67 @@ async fn a_cancelled_run_and_a_thread_are_recorded() {
         trail(&entries),
         [(AuditAction::Invoked, "tom"), (AuditAction::Invoked, "tom")]
     );
+}
+
+#[tokio::test]
+async fn a_cancellation_names_who_cancelled() {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::new());
+    let reached = Arc::new(Notify::new());
+    let graph = slow_graph(&reached);
+    let config = |run: &str| {
+        RunConfig::new()
+            .store(store.clone())
+            .run_id(run)
+            .caller("ann")
+    };
+
+    // Through the run's cancel handle: the first name counts.
+    let run = graph.run_with(Doc::default(), config("by-handle"));
+    let (cancel, other) = (run.cancel_handle(), run.cancel_handle());
+    let handle = run.spawn();
+    reached.notified().await;
+    cancel.cancel_as("operator-1");
+    other.cancel_as("operator-2");
+    assert!(matches!(handle.await, Err(Error::Cancelled { .. })));
+    let entries = store.audit("by-handle").await.unwrap();
+    assert_eq!(
+        trail(&entries),
+        [
+            (AuditAction::Started, "ann"),
+            (AuditAction::Cancelled, "operator-1")
+        ]
+    );
+    let details = &entries[1].record.details;
+    assert_eq!(details["invoked_by"], "ann");
+    assert_eq!(details["step"], 1);
+    assert!(audit::verify(&*store, "by-handle").await.unwrap().is_ok());
+
+    // Through the spawned run's handle, after a resume by someone else.
+    let run = graph.resume_with("by-handle", Resume::new(), config("by-handle").caller("cy"));
+    let handle = run.spawn();
+    reached.notified().await;
+    handle.cancel_as("operator-3");
+    assert!(matches!(handle.await, Err(Error::Cancelled { .. })));
+    let entries = store.audit("by-handle").await.unwrap();
+    assert_eq!(
+        trail(&entries)[2..],
+        [
+            (AuditAction::Resumed, "cy"),
+            (AuditAction::Cancelled, "operator-3")
+        ]
+    );
+    assert_eq!(entries[3].record.details["invoked_by"], "cy");
+
+    // A name given after an unnamed cancellation does not replace the invocation's caller.
+    let run = graph.run_with(Doc::default(), config("unnamed"));
+    let cancel = run.cancel_handle();
+    let handle = run.spawn();
+    reached.notified().await;
+    cancel.cancel();
+    cancel.cancel_as("too-late");
+    assert!(matches!(handle.await, Err(Error::Cancelled { .. })));
+    let entries = store.audit("unnamed").await.unwrap();
+    assert_eq!(entries[1].record.action, AuditAction::Cancelled);
+    assert_eq!(entries[1].record.caller, "ann");
+    assert!(entries[1].record.details.get("invoked_by").is_none());
 }

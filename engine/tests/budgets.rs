@@ -3,7 +3,8 @@
 //! event; resuming with a higher budget goes on without running a finished step again; the
 //! counters are stored with the checkpoints (a resume from a reopened sled store counts on from
 //! them); thread budgets count across a thread's invocations; a tenant's budget counts across
-//! its runs and caps its runs in flight.
+//! its runs and caps its runs in flight. A run lets go of its store before it returns, however
+//! it ends: a sled store reopens at once (no retry).
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use agentgraph_checkpoint::SledStore;
 use agentgraph_engine::{
     Budget, BudgetExceeded, BudgetKind, BudgetScope, CheckpointStore, CompiledGraph, Context, END,
-    Error, EventKind, GraphBuilder, PriceTable, Run, RunStatus, START, TenantBudget,
+    Error, EventKind, GraphBuilder, Mode, PriceTable, Run, RunStatus, START, TenantBudget,
 };
 use common::{Calls, Trace, TraceUpdate, cfg, memory};
 use futures_util::StreamExt;
@@ -197,7 +198,9 @@ async fn counters_survive_a_resume_from_a_reopened_sled_store() {
         assert_eq!((stop.used, stop.step), (200, 3));
         store.flush().await.unwrap();
     }
-    let store: Arc<dyn CheckpointStore> = Arc::new(reopen(dir.path()).await);
+    // Nothing of the run holds the store once it returned (its lease's heartbeat is gone):
+    // a blocking open on this current-thread runtime succeeds at once.
+    let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(dir.path()).unwrap());
     assert_eq!(status(&store, "s").await, RunStatus::BudgetExceeded);
     // The same budget: stopped again before step 3, from the stored count.
     let stop = exceeded(
@@ -438,18 +441,78 @@ async fn a_subgraph_counts_for_its_parent() {
     assert_eq!((stop.used, stop.step), (200, 3));
 }
 
-/// Opens the sled store the first handle left: the run's background tasks (its lease, its
-/// writer) drop their handles of it on this test's runtime, which a blocking open would not
-/// let run, so the open is retried with an async pause, for up to 10 s.
-async fn reopen(path: &std::path::Path) -> SledStore {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match SledStore::open(path) {
-            Ok(store) => return store,
-            Err(_) if std::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("cannot reopen {}: {e}", path.display()),
+/// However a run ends (completed, over its budget, failed, cancelled; sequential or parallel),
+/// nothing it spawned holds its sled store once it returned: a blocking open right after it,
+/// on this current-thread runtime that has not run anything since, succeeds.
+#[tokio::test]
+async fn a_run_lets_go_of_its_store_before_it_returns() {
+    let calls = Calls::default();
+    let graph = looping(3, &calls, |_| {});
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("fail", |_, _| async { Err::<TraceUpdate, _>("no".into()) })
+        .add_edge(START, "fail")
+        .add_edge("fail", END);
+    let failing = b.compile().unwrap();
+    let reached = Arc::new(Notify::new());
+    let at_slow = reached.clone();
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("slow", move |_, _| {
+        let at_slow = at_slow.clone();
+        async move {
+            at_slow.notify_one();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(TraceUpdate::new())
+        }
+    })
+    .add_edge(START, "slow")
+    .add_edge("slow", END);
+    let slow = b.compile().unwrap();
+
+    for mode in [Mode::Sequential, Mode::Parallel] {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || -> Arc<dyn CheckpointStore> {
+            Arc::new(SledStore::open(dir.path()).expect("the run let go of the store"))
+        };
+        let config = |store: &Arc<dyn CheckpointStore>, run: &str| cfg(store, run).mode(mode);
+
+        let store = open();
+        graph
+            .run_with(Trace::default(), config(&store, "done"))
+            .await
+            .unwrap();
+        drop(store);
+        let store = open();
+        let budget = Budget::new().max_steps(1);
+        exceeded(
+            graph
+                .run_with(Trace::default(), config(&store, "over").budget(budget))
+                .await,
+        );
+        drop(store);
+        let store = open();
+        assert!(
+            failing
+                .run_with(Trace::default(), config(&store, "failed"))
+                .await
+                .is_err()
+        );
+        drop(store);
+        let store = open();
+        let run = slow.run_with(Trace::default(), config(&store, "cancelled"));
+        let cancel = run.cancel_handle();
+        let handle = run.spawn();
+        reached.notified().await;
+        cancel.cancel();
+        assert!(matches!(handle.await, Err(Error::Cancelled { .. })));
+        drop(store);
+        let store = open();
+        for (run, want) in [
+            ("done", RunStatus::Completed),
+            ("over", RunStatus::BudgetExceeded),
+            ("failed", RunStatus::Failed),
+            ("cancelled", RunStatus::Cancelled),
+        ] {
+            assert_eq!(status(&store, run).await, want, "{run} ({mode:?})");
         }
     }
 }

@@ -152,6 +152,9 @@
     const list = $('runs');
     clear(list);
     $('runs-count').textContent = `(${runs.length})`;
+    // The tenant column, only when some run has a tenant (empty for the runs without one).
+    const tenants = runs.some((r) => r.tenant != null);
+    list.dataset.tenants = tenants ? 'true' : 'false';
     // Newest first (generated ids are time-ordered), subgraph runs under their parent: a
     // subgraph run is named `{parent}/@{node}/{task}`, and only those have `/@` in their id.
     const sorted = runs.slice().sort((a, b) => {
@@ -171,6 +174,7 @@
       el('span', { class: 'id' }, run.run_id),
       ...session(run),
       el('span', { class: 'meta' },
+        ...(tenants ? [el('span', { class: 'tenant', title: 'tenant' }, run.tenant == null ? '' : run.tenant)] : []),
         el('span', { class: 'badge', 'data-status': run.status }, run.status),
         el('span', {}, run.last_step == null ? 'no checkpoint' : `step ${run.last_step}`),
         el('span', {}, time(run.updated_at_ms))));
@@ -339,7 +343,15 @@
     fact('events', d.last_event == null ? 0 : d.last_event + 1);
     fact('started', new Date(d.created_at_ms).toLocaleString());
     fact('updated', time(d.updated_at_ms));
+    if (d.tenant != null) fact('tenant', d.tenant);
     if (d.forked_from) fact('forked from', `${d.forked_from.run_id} @ ${d.forked_from.step}`);
+    // What the run used, as stored with its newest checkpoint, and the budget that stopped it.
+    if (d.usage) {
+      const u = d.usage.total;
+      fact('usage', `${u.steps} steps · ${u.tokens} tokens · $${(u.cost_nanos / 1e9).toFixed(6)} · ${u.tool_calls} tool calls`);
+      const stop = d.usage.stopped_by;
+      if (stop) fact('stopped by', `${stop.scope} budget of ${stop.budget} (${stop.used} of ${stop.limit}), before step ${stop.step}`);
+    }
     const m = d.metadata || {};
     if (m.title) fact('title', m.title);
     if (m.user) fact('user', m.user);

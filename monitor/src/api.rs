@@ -235,6 +235,10 @@ struct RunDetail {
     /// invocation, which pruning keeps); 1 for a run that is not a thread, `null` without a
     /// checkpoint.
     invocations: Option<u32>,
+    /// What it used, as stored with its newest checkpoint (steps, tokens, cost, tool calls,
+    /// wall time), and the budget that stopped it: `null` without a checkpoint or for a
+    /// checkpoint written before usage was stored.
+    usage: Option<agentgraph_engine::RunUsage>,
 }
 
 /// `GET /api/runs/{run}`.
@@ -255,6 +259,11 @@ pub(crate) async fn run(
         .map(|c| (c.next.clone(), c.finished.clone()))
         .unwrap_or_default();
     let invocations = checkpoints.last().map(|c| c.invocation);
+    let usage = if checkpoints.is_empty() {
+        None
+    } else {
+        state.inspector.usage(&run).await?
+    };
     let pending = if record.status == RunStatus::Completed || checkpoints.is_empty() {
         Vec::new()
     } else {
@@ -269,6 +278,7 @@ pub(crate) async fn run(
         pending,
         checkpoints: checkpoints.len(),
         invocations,
+        usage,
     })
     .into_response())
 }

@@ -215,7 +215,8 @@ pub(crate) async fn resume(
 }
 
 /// `POST /api/runs/{run}/cancel`: cancels a run this monitor started that is running. The
-/// run stops at its next step boundary, checkpointed and resumable.
+/// run stops at its next step boundary, checkpointed and resumable; its audit trail's
+/// `cancelled` entry names the caller (see [`audit_name`]).
 pub(crate) async fn cancel(
     Scoped(state, caller): Scoped,
     ApiPath(run): ApiPath<String>,
@@ -235,7 +236,7 @@ pub(crate) async fn cancel(
             format!("run `{run}` is not running in this process"),
         ));
     };
-    handle.cancel();
+    handle.cancel_as(audit_name(&caller));
     Ok((
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "run_id": run, "cancelled": true })),

@@ -8,6 +8,10 @@
 //! atomically after each delivery: a dispatcher killed at any point starts again from there,
 //! so no event is lost, and the event being delivered when it died is delivered again (the
 //! receiver tells a repeat by its `X-Agentgraph-Delivery` id).
+//!
+//! A webhook [`for a tenant`](Webhook::tenant) gets the events of that tenant's runs only
+//! (`RunConfig::tenant`); a webhook without one gets every run's, whatever its tenant (the
+//! deployment's own receiver). The body of an event of a tenant's run names the tenant.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use agentgraph_checkpoint::CheckpointStore;
+use agentgraph_checkpoint::{CheckpointStore, RunRecord, TenantId};
 use agentgraph_engine::{Event, StoreInspector};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use hmac::{Hmac, KeyInit, Mac};
@@ -98,6 +102,8 @@ pub struct Webhook {
     max_attempts: u32,
     retry_delay: Duration,
     timeout: Duration,
+    /// The tenant whose runs it gets; every run's without one.
+    tenant: Option<TenantId>,
 }
 
 impl Webhook {
@@ -115,6 +121,7 @@ impl Webhook {
             max_attempts: 8,
             retry_delay: Duration::from_millis(200),
             timeout: Duration::from_secs(10),
+            tenant: None,
         }
     }
 
@@ -213,6 +220,57 @@ impl Webhook {
         let kind = event.kind.name();
         self.events.iter().any(|e| e == kind)
     }
+
+    /// Scopes the webhook to `tenant`: it gets the events of the tenant's runs only
+    /// (`RunConfig::tenant`), and never another tenant's or a run without a tenant. A webhook
+    /// left unscoped gets every run's events, whatever their tenant.
+    ///
+    /// Where a scoped webhook got to is kept apart from an unscoped one's to the same URL.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_checkpoint::TenantId;
+    /// use agentgraph_monitor::webhook::Webhook;
+    /// let acme = TenantId::new("acme")?;
+    /// let hook = Webhook::new("https://acme.example.com/hooks").tenant(acme.clone());
+    /// assert_eq!(hook.tenant_scope(), Some(&acme));
+    /// assert_eq!(Webhook::new("https://example.com/hooks").tenant_scope(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn tenant(mut self, tenant: TenantId) -> Self {
+        self.tenant = Some(tenant);
+        self
+    }
+
+    /// The tenant the webhook is scoped to ([`tenant`](Webhook::tenant)); `None` for one that
+    /// gets every run's events.
+    ///
+    /// # Examples
+    ///
+    /// See [`tenant`](Webhook::tenant).
+    pub fn tenant_scope(&self) -> Option<&TenantId> {
+        self.tenant.as_ref()
+    }
+
+    /// Whether the webhook gets the events of `run`: any run's without a tenant scope, else
+    /// only its tenant's.
+    fn covers(&self, run: &RunRecord) -> bool {
+        match &self.tenant {
+            None => true,
+            Some(tenant) => run.tenant.as_ref() == Some(tenant),
+        }
+    }
+
+    /// Its key in the cursor file: the URL, and the tenant for a scoped webhook (a space
+    /// cannot be in a tenant id nor unescaped in a URL).
+    fn cursor_key(&self) -> String {
+        match &self.tenant {
+            None => self.url.clone(),
+            Some(tenant) => format!("{} tenant={}", self.url, tenant.as_str()),
+        }
+    }
 }
 
 /// The signature of a delivery: `sha256=` and the hex HMAC-SHA256 under `secret` of
@@ -249,13 +307,17 @@ struct Payload<'a> {
     delivery: &'a str,
     run_id: &'a str,
     event: &'a Event,
+    /// The run's tenant, for a tenant's run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a TenantId>,
 }
 
 /// Where each webhook got to in each run: the newest event handled.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Cursor {
     version: u32,
-    /// By webhook URL, then run.
+    /// By webhook (its URL; for one scoped to a tenant, the URL, a space and `tenant=ID`),
+    /// then run.
     hooks: BTreeMap<String, BTreeMap<String, Seen>>,
 }
 
@@ -421,10 +483,11 @@ impl Webhooks {
         let runs = self.inspector.runs().await?;
         let mut delivered = 0;
         for hook in &self.hooks {
-            for record in &runs {
+            let key = hook.cursor_key();
+            for record in runs.iter().filter(|r| hook.covers(r)) {
                 let seen = cursor
                     .hooks
-                    .get(&hook.url)
+                    .get(&key)
                     .and_then(|runs| runs.get(&record.run_id))
                     .copied()
                     .unwrap_or_default();
@@ -441,13 +504,13 @@ impl Webhooks {
                     }
                     for event in &page {
                         let wanted = hook.wants(event);
-                        if wanted && !deliver(client, hook, event).await {
+                        if wanted && !deliver(client, hook, event, record.tenant.as_ref()).await {
                             break 'pages;
                         }
                         at = Some(event.seq);
                         cursor
                             .hooks
-                            .entry(hook.url.clone())
+                            .entry(key.clone())
                             .or_default()
                             .insert(record.run_id.clone(), Seen { seq: at });
                         if wanted {
@@ -521,12 +584,18 @@ fn client() -> Result<reqwest::Client, WebhookError> {
 
 /// POSTs `event` to `hook`, retrying failed attempts (no answer, or not 2xx); whether it was
 /// delivered.
-async fn deliver(client: &reqwest::Client, hook: &Webhook, event: &Event) -> bool {
+async fn deliver(
+    client: &reqwest::Client,
+    hook: &Webhook,
+    event: &Event,
+    tenant: Option<&TenantId>,
+) -> bool {
     let delivery = format!("{}/{}", event.run_id, event.seq);
     let body = serde_json::to_vec(&Payload {
         delivery: &delivery,
         run_id: &event.run_id,
         event,
+        tenant,
     })
     .expect("an event is JSON");
     let mut backoff = ExponentialBuilder::default()

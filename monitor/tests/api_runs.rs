@@ -479,3 +479,76 @@ async fn runs_are_listed_by_their_session() {
     assert_eq!(run["ttl_ms"], 3_600_000);
     server.shutdown().await.unwrap();
 }
+
+/// A run's detail carries the usage stored with its newest checkpoint, and the budget that
+/// stopped it; a run that used nothing countable shows zeros.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_shows_its_stored_usage_and_the_budget_that_stopped_it() {
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let addr = server.local_addr();
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("ask", |_, ctx: Context| async move {
+        ctx.record_model_usage("gpt-x", 100, 50);
+        ctx.record_tool_calls(1);
+        Ok::<_, BoxError>(DocUpdate::new().rounds(1))
+    })
+    .add_edge(START, "ask")
+    .add_conditional_edges(
+        "ask",
+        ["ask", END],
+        |d: &Doc| {
+            if d.rounds < 5 { "ask" } else { END }
+        },
+    );
+    let graph = b.compile().unwrap();
+    let prices = agentgraph_engine::PriceTable::new().price("gpt-x", 2.0, 4.0);
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("spender")
+        .monitored()
+        .prices(prices)
+        .budget(agentgraph_engine::Budget::new().max_tokens(300));
+    let result = graph.run_with(Doc::default(), config).await;
+    assert!(matches!(
+        result,
+        Err(agentgraph_engine::Error::BudgetExceeded(_))
+    ));
+
+    let (status, run) = get(addr, "/api/runs/spender").await;
+    assert_eq!(status, 200, "{run}");
+    assert_eq!(run["status"], "budget_exceeded");
+    let usage = &run["usage"];
+    assert_eq!(usage["step"], 2, "{usage}");
+    assert_eq!(usage["total"]["steps"], 2);
+    assert_eq!(usage["total"]["tokens"], 300);
+    assert_eq!(usage["total"]["tool_calls"], 2);
+    // 2 x (100 prompt tokens at $2/M + 50 completion tokens at $4/M) = $0.0008.
+    assert_eq!(usage["total"]["cost_nanos"], 800_000);
+    assert_eq!(
+        usage["stopped_by"],
+        json!({
+            "run_id": "spender", "scope": "run", "budget": "tokens",
+            "limit": 300, "used": 300, "step": 3,
+        })
+    );
+    let inspector = agentgraph_engine::StoreInspector::new(store.clone());
+    let stored = inspector.usage("spender").await.unwrap().unwrap();
+    assert_eq!(*usage, serde_json::to_value(&stored).unwrap());
+
+    // A completed run: its totals, no budget.
+    let gate = Gate::open();
+    let input = Doc {
+        target: 2,
+        ..Doc::default()
+    };
+    let config = RunConfig::new()
+        .store(store.clone())
+        .run_id("plain")
+        .monitored();
+    demo(&gate).run_with(input, config).await.unwrap();
+    let (_, run) = get(addr, "/api/runs/plain").await;
+    assert_eq!(run["usage"]["total"]["tokens"], 0);
+    assert_eq!(run["usage"]["stopped_by"], Value::Null);
+    assert!(run["usage"]["total"]["steps"].as_u64().unwrap() > 0);
+}

@@ -815,3 +815,93 @@ async fn the_page_shows_memory_a_run_wrote() {
     client.close().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+/// The runs list has a tenant column only when some run has a tenant (empty for a run without
+/// one), and a run's detail shows its tenant, its stored usage and the budget that stopped it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_tenants_and_a_runs_usage() {
+    use agentgraph_checkpoint::TenantId;
+    use agentgraph_engine::{
+        BoxError, Budget, Context, END, Error, GraphBuilder, PriceTable, START,
+    };
+
+    let store = store();
+    let server = monitor(store.clone()).await;
+    let input = || Doc {
+        target: 1,
+        ..Doc::default()
+    };
+    let config = |run: &str| {
+        RunConfig::new()
+            .store(store.clone())
+            .run_id(run)
+            .monitored()
+    };
+    demo(&Gate::open())
+        .run_with(input(), config("plain"))
+        .await
+        .unwrap();
+
+    let (_driver, client) = start_browser().await;
+    client.goto(&server.url()).await.unwrap();
+    until("the plain run in the list", || {
+        text_of(&client, "button.run-item[data-run=\"plain\"] .id")
+    })
+    .await;
+    let columns = client
+        .find_all(Locator::Css("#runs .tenant"))
+        .await
+        .unwrap();
+    assert!(columns.is_empty(), "no tenant column without tenants");
+
+    // A tenant's run that its token budget stops.
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("ask", |_, ctx: Context| async move {
+        ctx.record_model_usage("gpt-x", 100, 50);
+        ctx.record_tool_calls(1);
+        Ok::<_, BoxError>(DocUpdate::new().rounds(1))
+    })
+    .add_edge(START, "ask")
+    .add_conditional_edges(
+        "ask",
+        ["ask", END],
+        |d: &Doc| {
+            if d.rounds < 5 { "ask" } else { END }
+        },
+    );
+    let spender = config("spender")
+        .tenant(TenantId::new("acme").unwrap())
+        .prices(PriceTable::new().price("gpt-x", 2.0, 4.0))
+        .budget(Budget::new().max_tokens(300));
+    let result = b.compile().unwrap().run_with(input(), spender).await;
+    assert!(matches!(result, Err(Error::BudgetExceeded(_))));
+
+    let tenant = until("the tenant column", || {
+        text_of(&client, "button.run-item[data-run=\"spender\"] .tenant")
+    })
+    .await;
+    assert_eq!(tenant, "acme");
+    let plain = text_of(&client, "button.run-item[data-run=\"plain\"] .tenant").await;
+    assert_eq!(
+        plain.as_deref(),
+        Some(""),
+        "empty for a run without a tenant"
+    );
+
+    client
+        .find(Locator::Css("button.run-item[data-run=\"spender\"]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let usage = until("the run's usage", || fact(&client, "usage")).await;
+    assert_eq!(usage, "2 steps · 300 tokens · $0.000800 · 2 tool calls");
+    assert_eq!(fact(&client, "tenant").await.as_deref(), Some("acme"));
+    assert_eq!(
+        fact(&client, "stopped by").await.as_deref(),
+        Some("run budget of tokens (300 of 300), before step 3")
+    );
+    client.close().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -208,3 +208,53 @@ async fn control_needs_the_token_and_health_routes_do_not() {
         .await;
     assert!(matches!(without, Err(Error::ControlWithoutToken)));
 }
+
+/// The `cancelled` entry of a run's audit trail names who cancelled it (the cancelling
+/// token's name), not who started it; the starter is in its details as `invoked_by`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancellation_is_audited_as_the_cancelling_token() {
+    use agentgraph_monitor::{Role, TokenGrant, Tokens};
+    let store = store();
+    let tokens = Tokens::new()
+        .add("starter-token", TokenGrant::new(Role::Operator).named("ci"))
+        .add(
+            "stopper-token",
+            TokenGrant::new(Role::Operator).named("on-call"),
+        );
+    let server = Monitor::new(store.clone())
+        .bind(([127, 0, 0, 1], 0).into())
+        .tokens(tokens)
+        .metrics(false)
+        .control(registry(), RunConfig::new().monitored())
+        .serve()
+        .await
+        .unwrap();
+    let send = |path: &str, token: &str| {
+        reqwest::Client::new()
+            .post(url(server.local_addr(), path))
+            .bearer_auth(token)
+            .json(&json!({ "run_id": "s2" }))
+            .send()
+    };
+    let started = send("/api/graphs/slow/runs", "starter-token")
+        .await
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 202);
+    let cancelled = send("/api/runs/s2/cancel", "stopper-token").await.unwrap();
+    assert_eq!(cancelled.status().as_u16(), 202);
+    until_status(&*store, "s2", RunStatus::Cancelled).await;
+    let trail = store.audit("s2").await.unwrap();
+    let who: Vec<(&str, String)> = trail
+        .iter()
+        .map(|e| (e.record.caller.as_str(), e.record.action.to_string()))
+        .collect();
+    assert_eq!(
+        who,
+        [
+            ("ci", "started".to_owned()),
+            ("on-call", "cancelled".to_owned())
+        ]
+    );
+    assert_eq!(trail[1].record.details["invoked_by"], "ci");
+    server.shutdown().await.unwrap();
+}

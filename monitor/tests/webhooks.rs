@@ -216,3 +216,70 @@ async fn a_dispatcher_stopped_mid_delivery_loses_nothing() {
         "{deliveries:?}"
     );
 }
+
+/// A webhook scoped to a tenant gets only that tenant's runs' events (never another tenant's
+/// nor those of runs without a tenant), and its body names the tenant; an unscoped webhook
+/// gets every run's. Their cursors are kept apart, even to the same URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_webhook_gets_only_its_tenants_runs() {
+    use agentgraph_checkpoint::TenantId;
+
+    let store = store();
+    let mut b = GraphBuilder::<Doc>::new();
+    b.add_node("work", |_, _| async { Ok(DocUpdate::new().rounds(1)) })
+        .add_edge(START, "work")
+        .add_edge("work", END);
+    let graph = b.compile().unwrap();
+    let (acme, globex) = (
+        TenantId::new("acme").unwrap(),
+        TenantId::new("globex").unwrap(),
+    );
+    for (run, tenant) in [
+        ("acme-1", Some(&acme)),
+        ("acme-2", Some(&acme)),
+        ("globex-1", Some(&globex)),
+        ("untenanted", None),
+    ] {
+        let mut config = RunConfig::new()
+            .store(store.clone())
+            .store_events(true)
+            .run_id(run);
+        if let Some(tenant) = tenant {
+            config = config.tenant(tenant.clone());
+        }
+        graph.run_with(Doc::default(), config).await.unwrap();
+    }
+    let receiver = Receiver::default();
+    let url = serve(receiver.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cursor = dir.path().join("cursor.json");
+
+    let scoped = Webhooks::new(store.clone(), &cursor)
+        .hook(Webhook::new(&url).secret(SECRET).tenant(acme.clone()));
+    assert_eq!(scoped.pass().await.unwrap(), 2);
+    let got = receiver.got.lock().unwrap().clone();
+    let runs: Vec<&str> = got
+        .iter()
+        .map(|(_, b)| b["run_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs, ["acme-1", "acme-2"]);
+    assert!(
+        got.iter().all(|(_, body)| body["tenant"] == "acme"),
+        "{got:?}"
+    );
+
+    // An unscoped webhook to the same URL and cursor file: every run's, once; the body of an
+    // untenanted run has no tenant.
+    let everyone = Webhooks::new(store.clone(), &cursor).hook(Webhook::new(&url).secret(SECRET));
+    assert_eq!(everyone.pass().await.unwrap(), 4);
+    let got = receiver.got.lock().unwrap().clone();
+    let untenanted = got
+        .iter()
+        .find(|(_, body)| body["run_id"] == "untenanted")
+        .unwrap();
+    assert!(untenanted.1.get("tenant").is_none(), "{untenanted:?}");
+    assert_eq!(got.len(), 6);
+    // Both scopes have their cursors: nothing is sent again.
+    assert_eq!(scoped.pass().await.unwrap(), 0);
+    assert_eq!(everyone.pass().await.unwrap(), 0);
+}

@@ -202,9 +202,34 @@ pub(super) async fn follow(ctx: &mut Ctx, run: Run<DynState>) -> Result<()> {
     let handle = run.spawn();
     let run_id = handle.run_id().to_owned();
     let mut printer = Printer::default();
-    while let Some(event) = events.next().await {
-        if let Ok(event) = event {
-            printer.print(&mut ctx.out, ctx.json, &event)?;
+    // Ctrl-C cancels the run as the caller (`--as`, the OS user): it stops at its next step
+    // boundary, checkpointed and resumable, and its audit trail says who cancelled it. A
+    // second Ctrl-C quits at once.
+    // Polled first, so that Ctrl-C is caught from before the first event is printed.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            biased;
+            signal = &mut ctrl_c => {
+                signal.context("cannot listen for Ctrl-C")?;
+                if interrupted {
+                    std::process::exit(130);
+                }
+                interrupted = true;
+                eprintln!(
+                    "cancelling run {run_id} as {} (Ctrl-C again to quit at once)",
+                    ctx.caller
+                );
+                handle.cancel_as(ctx.caller.clone());
+                ctrl_c.set(tokio::signal::ctrl_c());
+            }
+            event = events.next() => match event {
+                Some(Ok(event)) => printer.print(&mut ctx.out, ctx.json, &event)?,
+                Some(Err(_)) => {}
+                None => break,
+            },
         }
     }
     printer.close(&mut ctx.out)?;

@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::io::Write;
 
-use agentgraph_engine::{Fingerprint, Interrupt, PendingTask, RunStatus};
+use agentgraph_engine::{BudgetKind, Fingerprint, Interrupt, PendingTask, RunStatus, RunUsage};
 use anyhow::Result;
 use serde::Serialize;
 
@@ -33,6 +33,10 @@ struct ShowJson<'a> {
     subgraph_runs: Vec<String>,
     /// The graph it stored (runs made with `RunConfig::monitored()`).
     graph: Option<GraphJson>,
+    /// What it used, as stored with its newest checkpoint (steps, tokens, cost in
+    /// nano-dollars, tool calls, wall time), and the budget that stopped it: `null` without a
+    /// checkpoint (see `StoreInspector::usage`).
+    usage: Option<RunUsage>,
 }
 
 /// The size of a stored graph.
@@ -78,6 +82,14 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
         nodes: g.nodes.len(),
         edges: g.edges.len(),
     });
+    let usage = if checkpoints.is_empty() {
+        None
+    } else {
+        inspector
+            .usage(run)
+            .await
+            .map_err(|e| engine_error(run, e))?
+    };
     let all = inspector.runs().await?;
     let ids: HashSet<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
     let subgraph_runs = inspector.subgraph_runs(run).await?;
@@ -91,6 +103,7 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
         pending,
         subgraph_runs,
         graph,
+        usage,
     };
     if ctx.json {
         return Ok(output::json(&mut ctx.out, &show)?);
@@ -183,6 +196,30 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
         label(out, "graph")?;
         writeln!(out, "{} nodes, {} edges", graph.nodes, graph.edges)?;
     }
+    if let Some(usage) = &show.usage {
+        let total = &usage.total;
+        label(out, "usage")?;
+        writeln!(
+            out,
+            "{} steps, {} tokens, {}, {} tool calls, {} running",
+            total.steps,
+            total.tokens,
+            amount(BudgetKind::Cost, total.cost_nanos),
+            total.tool_calls,
+            amount(BudgetKind::WallTime, total.wall_ms)
+        )?;
+        if let Some(stop) = &usage.stopped_by {
+            label(out, "stopped by")?;
+            writeln!(
+                out,
+                "its {} budget of {} ({} used), before step {}",
+                stop.scope.as_str(),
+                amount(stop.budget, stop.limit),
+                amount(stop.budget, stop.used),
+                stop.step
+            )?;
+        }
+    }
     if let Some((from, step)) = &record.forked_from {
         label(out, "forked from")?;
         writeln!(out, "{from} at step {step}")?;
@@ -224,4 +261,19 @@ pub(crate) async fn run(ctx: &mut Ctx, run: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An amount of `kind` for people: `$0.000450` for a cost, `1.5s` for a wall time,
+/// `300 tokens`.
+fn amount(kind: BudgetKind, n: u64) -> String {
+    match kind {
+        BudgetKind::Cost => format!("${:.6}", n as f64 / 1e9),
+        BudgetKind::WallTime => {
+            humantime::format_duration(std::time::Duration::from_millis(n)).to_string()
+        }
+        BudgetKind::Steps => format!("{n} steps"),
+        BudgetKind::Tokens => format!("{n} tokens"),
+        BudgetKind::ToolCalls => format!("{n} tool calls"),
+        _ => format!("{n} {}", kind.as_str().replace('_', " ")),
+    }
 }

@@ -20,6 +20,11 @@ use crate::run::interrupt::Interrupt;
 /// How many events a page of [`StoreInspector`] reads at a time.
 const PAGE: usize = 1024;
 
+/// How many of a run's last events [`StoreInspector::usage`] looks through for the
+/// `BudgetExceeded` event that stopped it (the last it emits; streamed tokens' journal entries
+/// may follow it).
+const BUDGET_EVENT_WINDOW: u64 = 16;
+
 /// The runs of a store, read without the state type of the program that made them: their
 /// records, checkpoints, interrupts and events, the graph they ran and their state as JSON
 /// (for runs with [`RunConfig::monitored`](crate::RunConfig::monitored)); and prune or
@@ -313,6 +318,64 @@ impl StoreInspector {
     /// [`Error::Corrupt`] for an event that does not decode, [`Error::Store`].
     pub async fn events(&self, run: &str, after: Option<u64>, limit: usize) -> Result<Vec<Event>> {
         self.reader.events(run, after, limit).await
+    }
+
+    /// What `run` used, as stored with its newest checkpoint (steps, model tokens, cost, tool
+    /// calls, wall time), and, for a run stopped by a budget that stores its events, which
+    /// budget: see [`RunUsage`](crate::RunUsage), whose example shows it. `None` for a run
+    /// without a checkpoint, or whose newest checkpoint was written before usage was stored.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::RunNotFound`], [`Error::Corrupt`] when no checkpoint of the run decodes,
+    /// [`Error::Store`].
+    pub async fn usage(&self, run: &str) -> Result<Option<crate::run::budget::RunUsage>> {
+        let record = self.reader.run(run).await?;
+        if record.last_step.is_none() {
+            return Ok(None);
+        }
+        let Some((step, total)) = self.reader.usage(run).await? else {
+            return Ok(None);
+        };
+        let stopped_by = if record.status == agentgraph_checkpoint::RunStatus::BudgetExceeded {
+            self.budget_stop(run).await?
+        } else {
+            None
+        };
+        Ok(Some(crate::run::budget::RunUsage {
+            step,
+            total,
+            stopped_by,
+        }))
+    }
+
+    /// The newest `BudgetExceeded` event of `run`, among its last few events (it is the last
+    /// one a run stopped by its budget emits; `None` when it stored none).
+    async fn budget_stop(&self, run: &str) -> Result<Option<crate::run::budget::BudgetExceeded>> {
+        let Some(last) = self.last_event(run).await? else {
+            return Ok(None);
+        };
+        let after = last.checked_sub(BUDGET_EVENT_WINDOW);
+        let events = self
+            .events(run, after, BUDGET_EVENT_WINDOW as usize + 1)
+            .await?;
+        Ok(events.into_iter().rev().find_map(|e| match e.kind {
+            EventKind::BudgetExceeded {
+                step,
+                scope,
+                budget,
+                limit,
+                used,
+            } => Some(crate::run::budget::BudgetExceeded {
+                run_id: run.to_owned(),
+                scope,
+                budget,
+                limit,
+                used,
+                step,
+            }),
+            _ => None,
+        }))
     }
 
     /// The sequence number of the newest stored event of `run`.

@@ -1,7 +1,7 @@
 //! Owning a run: the store's lease, renewed in the background while the run is alive, and a
 //! view of the store that stamps every batch of the run with the lease's fencing epoch.
 
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use agentgraph_checkpoint::items::{Hit, Item, ItemIndex, ItemQuery, Namespace};
@@ -28,8 +28,8 @@ pub(crate) struct RunOwnership {
     /// The store, fencing every batch with the lease's epoch.
     fenced: Arc<dyn CheckpointStore>,
     /// `None` outside a tokio runtime (an inspection driven by another executor): the lease
-    /// then lives its TTL unrenewed.
-    heartbeat: Option<JoinHandle<()>>,
+    /// then lives its TTL unrenewed; `None` too once [`release`](RunOwnership::release)d.
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for RunOwnership {
@@ -63,7 +63,7 @@ impl RunOwnership {
         Ok(RunOwnership {
             lease,
             fenced,
-            heartbeat,
+            heartbeat: Mutex::new(heartbeat),
         })
     }
 
@@ -86,9 +86,35 @@ impl RunOwnership {
     }
 }
 
+impl RunOwnership {
+    /// Stops the heartbeat and waits until its task is gone, with its handle of the store.
+    ///
+    /// Dropping the owner only aborts the heartbeat: its task, and the store it holds, lives
+    /// on until the runtime next polls it. On a current-thread runtime that is after the run's
+    /// caller yields, so a caller that reopens an embedded store (sled holds a file lock while
+    /// a handle lives) right after the run returned would find it still held. The run
+    /// releases its lease this way before it returns.
+    pub(crate) async fn release(&self) {
+        let heartbeat = self
+            .heartbeat
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(heartbeat) = heartbeat {
+            heartbeat.abort();
+            // Cancelled (or ended): either way its future is dropped once this returns.
+            let _ = heartbeat.await;
+        }
+    }
+}
+
 impl Drop for RunOwnership {
     fn drop(&mut self) {
-        if let Some(heartbeat) = &self.heartbeat {
+        let heartbeat = self
+            .heartbeat
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(heartbeat) = heartbeat {
             heartbeat.abort();
         }
     }

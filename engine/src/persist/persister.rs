@@ -312,6 +312,9 @@ impl<S: State> Persister<S> {
             }
             store.commit(batch).await?;
             store.flush().await?;
+            for owner in leases {
+                owner.release().await;
+            }
         }
         let mut p = Persister::new(
             store,
@@ -379,6 +382,25 @@ impl<S: State> Persister<S> {
             self.audit
                 .push(AuditRecord::new(&**caller, action).with_details(details));
         }
+    }
+
+    /// Records the run's cancellation: by `by` when the cancel handle named who cancelled
+    /// (the invocation's caller then in the details as `invoked_by`), else by the
+    /// invocation's caller.
+    fn audit_cancelled(&mut self, by: Option<&str>) {
+        let Some(caller) = self.caller.clone() else {
+            return;
+        };
+        let mut details = serde_json::json!({ "step": self.last_step });
+        let by = match by {
+            Some(by) => {
+                details["invoked_by"] = serde_json::Value::from(&*caller);
+                by
+            }
+            None => &*caller,
+        };
+        self.audit
+            .push(AuditRecord::new(by, AuditAction::Cancelled).with_details(details));
     }
 
     /// Moves the audit entries waiting into `batch`.
@@ -923,6 +945,7 @@ impl<S: State> Persister<S> {
         error: Option<String>,
         drop_pending: Option<u64>,
         log: Vec<Event>,
+        cancelled_by: Option<&str>,
     ) -> Result<()> {
         let mut batch = WriteBatch::new();
         if self.store_events && !self.broken && self.last_step.is_some() {
@@ -955,10 +978,7 @@ impl<S: State> Persister<S> {
             batch.delete_pending_writes(&self.run_id, step);
         }
         if status == RunStatus::Cancelled {
-            self.audit(
-                AuditAction::Cancelled,
-                serde_json::json!({ "step": self.last_step }),
-            );
+            self.audit_cancelled(cancelled_by);
         }
         self.put_audit(&mut batch);
         batch.put_run(self.run_record(status, error));
@@ -1073,6 +1093,16 @@ impl<S: State> Persister<S> {
         }
         self.writer.drain().await?;
         Ok(self.store.flush().await?)
+    }
+
+    /// Lets the run go, and waits until nothing it started holds the store any more: its
+    /// background writer has stopped and its lease's heartbeat is gone (see
+    /// [`RunOwnership::release`]). A run calls it before it returns, however it ended.
+    pub(crate) async fn release(mut self) {
+        // A writer still running (a run that ended without its last write) stops once what
+        // it holds is written; its error was or will be reported by the run's own.
+        let _ = self.writer.drain().await;
+        self.lease.release().await;
     }
 
     /// Waits for the background writer, and reports its error.

@@ -200,6 +200,16 @@ impl Reader {
         })
     }
 
+    /// The step of `run`'s newest intact checkpoint and the totals stored with it (`None`
+    /// for a checkpoint written before usage was stored).
+    pub(crate) async fn usage(
+        &self,
+        run: &str,
+    ) -> Result<Option<(u64, crate::run::budget::BudgetUsage)>> {
+        let (_, checkpoint) = newest_record(&*self.store, run).await?;
+        Ok(checkpoint.usage.map(|u| (checkpoint.step, u.total.into())))
+    }
+
     /// The interrupts `run` waits on.
     pub(crate) async fn interrupts(&self, run: &str) -> Result<Vec<Interrupt>> {
         let (record, checkpoint) = newest_record(&*self.store, run).await?;

@@ -271,6 +271,7 @@ impl<S: State> CompiledGraph<S> {
             cancel: CancellationToken::new(),
             config,
             usage: Default::default(),
+            cancelled_by: Default::default(),
         });
         Run {
             plan: self.plan.clone(),

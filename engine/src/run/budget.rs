@@ -573,6 +573,54 @@ impl Counters {
     }
 }
 
+/// What a run used, as stored with its newest checkpoint, and the budget that stopped it:
+/// what [`StoreInspector::usage`](crate::StoreInspector::usage) reads (and the monitor's run
+/// API and `agentgraph show` print).
+///
+/// # Examples
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use agentgraph_engine::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+/// # #[state(crate = agentgraph_engine)]
+/// # struct Count { #[reducer(add)] n: u64 }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut b = GraphBuilder::<Count>::new();
+/// b.add_node("ask", |_, ctx: Context| async move {
+///     ctx.record_model_usage("gpt-x", 120, 30);
+///     ctx.record_tool_calls(2);
+///     Ok(CountUpdate::new().n(1))
+/// })
+/// .add_edge(START, "ask")
+/// .add_conditional_edges("ask", ["ask", END], |c: &Count| if c.n < 3 { "ask" } else { END });
+/// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+/// let config = RunConfig::new()
+///     .store(store.clone())
+///     .run_id("r")
+///     .store_events(true)
+///     .budget(Budget::new().max_tokens(300));
+/// assert!(matches!(b.compile()?.run_with(Count::default(), config).await, Err(Error::BudgetExceeded(_))));
+///
+/// let usage = StoreInspector::new(store).usage("r").await?.expect("stored with its checkpoints");
+/// assert_eq!((usage.total.steps, usage.total.tokens, usage.total.tool_calls), (2, 300, 4));
+/// let stop = usage.stopped_by.expect("its budget stopped it");
+/// assert_eq!((stop.budget, stop.limit, stop.step), (BudgetKind::Tokens, 300, 3));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct RunUsage {
+    /// The checkpoint the totals are stored with (the run's newest).
+    pub step: u64,
+    /// The run's totals by then: steps, model tokens, their cost, tool calls, wall time.
+    pub total: BudgetUsage,
+    /// The budget that stopped the run, for a run whose status is `budget_exceeded` and that
+    /// stores its events (`RunConfig::store_events`, `monitored`): its newest
+    /// `BudgetExceeded` event. `None` otherwise (the run record's error says it in words).
+    pub stopped_by: Option<BudgetExceeded>,
+}
+
 /// The scheduler's side of a run's usage: the steps it counted, the wall time used before this
 /// process took the run on, and the totals at the invocation's start.
 #[derive(Debug)]

@@ -27,6 +27,9 @@ pub(crate) struct RunShared {
     pub(crate) config: crate::run::config::RunConfig,
     /// The tokens, cost and tool calls its nodes reported (for budgets).
     pub(crate) usage: crate::run::budget::Counters,
+    /// Who cancelled the run, when its cancel handle was given a name
+    /// ([`CancelHandle::cancel_as`](crate::CancelHandle::cancel_as)): the first one named.
+    pub(crate) cancelled_by: Arc<std::sync::OnceLock<Arc<str>>>,
 }
 
 impl RunShared {

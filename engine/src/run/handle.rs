@@ -54,6 +54,7 @@ impl<S: State> Run<S> {
     pub fn cancel_handle(&self) -> CancelHandle {
         CancelHandle {
             token: self.shared.cancel.clone(),
+            by: self.shared.cancelled_by.clone(),
         }
     }
 
@@ -212,6 +213,40 @@ impl<S: State> RunHandle<S> {
             shared.cancel.cancel();
         }
     }
+
+    /// Cancels the run on behalf of `caller`, whom its audit trail's `cancelled` entry
+    /// names: see [`CancelHandle::cancel_as`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("slow", |_, _| async {
+    ///     tokio::time::sleep(Duration::from_secs(3600)).await;
+    ///     Ok(CountUpdate::new().n(1))
+    /// })
+    /// .add_edge(START, "slow")
+    /// .add_edge("slow", END);
+    /// let handle = b.compile()?.run(Count::default()).spawn();
+    /// handle.cancel_as("bob");
+    /// assert!(matches!(handle.await, Err(Error::Cancelled { .. })));
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel_as(&self, caller: impl Into<String>) {
+        if let Some(shared) = self.shared.upgrade() {
+            CancelHandle {
+                token: shared.cancel.clone(),
+                by: shared.cancelled_by.clone(),
+            }
+            .cancel_as(caller);
+        }
+    }
 }
 
 /// Cancels a run from outside. Cheap to clone.
@@ -246,6 +281,8 @@ impl<S: State> RunHandle<S> {
 #[derive(Debug, Clone)]
 pub struct CancelHandle {
     token: CancellationToken,
+    /// Who cancelled, when [`cancel_as`](CancelHandle::cancel_as) named them.
+    by: Arc<std::sync::OnceLock<Arc<str>>>,
 }
 
 impl CancelHandle {
@@ -257,6 +294,58 @@ impl CancelHandle {
     /// Whether the run was cancelled.
     pub fn is_cancelled(&self) -> bool {
         self.token.is_cancelled()
+    }
+
+    /// Cancels the run, like [`cancel`](CancelHandle::cancel), on behalf of `caller`: the
+    /// `cancelled` entry of the run's audit trail names `caller` (and, in its details, the
+    /// invocation's own caller as `invoked_by`). Without a name, the entry names the
+    /// invocation's caller ([`RunConfig::caller`](crate::RunConfig::caller)). The first
+    /// cancellation counts: a run already cancelled keeps who cancelled it first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use agentgraph_engine::*;
+    /// # use agentgraph_checkpoint::audit::AuditAction;
+    /// # use futures_util::StreamExt;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Count { #[reducer(add)] n: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Count>::new();
+    /// b.add_node("quick", |_, _| async { Ok(CountUpdate::new().n(1)) })
+    ///     .add_node("slow", |_, _| async {
+    ///         tokio::time::sleep(Duration::from_secs(3600)).await;
+    ///         Ok(CountUpdate::new().n(1))
+    ///     })
+    ///     .add_edge(START, "quick")
+    ///     .add_edge("quick", "slow")
+    ///     .add_edge("slow", END);
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = RunConfig::new().store(store.clone()).run_id("r-1").caller("alice");
+    /// let run = b.compile()?.run_with(Count::default(), config);
+    /// let cancel = run.cancel_handle();
+    /// let mut events = run.events();
+    /// let run = tokio::spawn(run.into_future());
+    /// // Once `slow` has started, the operator cancels.
+    /// while let Some(Ok(event)) = events.next().await {
+    ///     if matches!(&event.kind, EventKind::NodeStarted { node, .. } if &**node == "slow") {
+    ///         cancel.cancel_as("bob");
+    ///     }
+    /// }
+    /// assert!(matches!(run.await?, Err(Error::Cancelled { .. })));
+    /// let trail = store.audit("r-1").await?;
+    /// let last = &trail.last().unwrap().record;
+    /// assert_eq!((last.action, last.caller.as_str()), (AuditAction::Cancelled, "bob"));
+    /// assert_eq!(last.details["invoked_by"], "alice");
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel_as(&self, caller: impl Into<String>) {
+        if !self.token.is_cancelled() {
+            let _ = self.by.set(Arc::from(caller.into()));
+        }
+        self.token.cancel();
     }
 }
 

@@ -389,8 +389,24 @@ impl<S: State> Scheduler<S> {
         }
     }
 
-    /// Runs the graph to the end: from `input`, or from the run's last checkpoint.
+    /// Runs the graph to the end: from `input`, or from the run's last checkpoint. Returns
+    /// only once nothing the run started holds its store (see `Persister::release`), so its
+    /// caller may reopen an embedded store at once.
     pub(crate) async fn run(mut self, start: Start<S>) -> Result<S> {
+        let mut persist = None;
+        let result = self.run_to_end(start, &mut persist).await;
+        if let Some(p) = persist.take() {
+            p.release().await;
+        }
+        result
+    }
+
+    /// [`run`](Scheduler::run), with the run's persister left in `persist` for its release.
+    async fn run_to_end(
+        &mut self,
+        start: Start<S>,
+        persist: &mut Option<Persister<S>>,
+    ) -> Result<S> {
         let started = Instant::now();
         // A timeout too long to be an instant (`Duration::MAX`) is no limit.
         self.deadline = self
@@ -399,7 +415,6 @@ impl<S: State> Scheduler<S> {
             .run_timeout
             .and_then(|t| started.checked_add(t));
         let mut step = 0;
-        let mut persist = None;
         // A tenant's run takes a place among its runs in flight, or is refused before it
         // writes anything.
         let _in_flight = match &self.shared.config.tenant_budget {
@@ -417,7 +432,7 @@ impl<S: State> Scheduler<S> {
             },
             None => None,
         };
-        let result = self.run_steps(start, &mut step, &mut persist).await;
+        let result = self.run_steps(start, &mut step, persist).await;
         if let Some(tenant) = &self.shared.config.tenant_budget {
             let wall = self.book.total(&self.shared.usage).wall_ms;
             tenant.add_wall(wall.saturating_sub(self.book.wall_reported));
@@ -470,7 +485,13 @@ impl<S: State> Scheduler<S> {
                     // The end is recorded; if even that fails, the run's own error says more.
                     let log = events.take_journal();
                     let _ = p
-                        .finish(status, error, pending.discarded_at(step), log)
+                        .finish(
+                            status,
+                            error,
+                            pending.discarded_at(step),
+                            log,
+                            self.shared.cancelled_by.get().map(|by| &**by),
+                        )
                         .await;
                 }
                 Err(e)
@@ -520,7 +541,13 @@ impl<S: State> Scheduler<S> {
                     // encode) leaves the run as it was: waiting where it waited.
                     let (status, error) = (loaded.run.status, loaded.run.error.clone());
                     let _ = p
-                        .finish(status, error, None, self.shared.events.take_journal())
+                        .finish(
+                            status,
+                            error,
+                            None,
+                            self.shared.events.take_journal(),
+                            self.shared.cancelled_by.get().map(|by| &**by),
+                        )
                         .await;
                     *persist = None;
                     return Err(e.into());
@@ -532,7 +559,7 @@ impl<S: State> Scheduler<S> {
                 let pending = self.restore(&loaded)?;
                 if self.frontier.is_empty() && self.saga.compensating.is_none() {
                     // A completed run: nothing to do but say so again.
-                    p.finish(RunStatus::Completed, None, None, Vec::new())
+                    p.finish(RunStatus::Completed, None, None, Vec::new(), None)
                         .await?;
                 }
                 let restored = pending.iter().filter(|t| t.standing.is_done()).count();

@@ -108,8 +108,15 @@ pub(super) trait TaskRunner<S: State, F> {
     /// The next attempt to finish. Pending while none has, and for ever when none runs.
     fn poll_finished(&mut self, cx: &mut Context<'_>) -> Poll<Finished<S>>;
 
-    /// Drops the attempts still running.
+    /// Drops the attempts still running (aborts those spawned on the runtime).
     fn abort(&mut self);
+
+    /// Ready once the attempts [`abort`](TaskRunner::abort) aborted are gone: an attempt
+    /// spawned on the runtime holds the run (its store among the rest) until its task is
+    /// dropped, which an abort alone leaves to the runtime's next turn.
+    fn poll_aborted(&mut self, _cx: &mut Context<'_>) -> Poll<()> {
+        Poll::Ready(())
+    }
 }
 
 /// A task of a step, as an [`OutcomeSink`] records it.
@@ -287,10 +294,12 @@ impl<'a, S: State> StepRun<'a, S> {
             }
         }
         if self.remaining > 0 {
-            // Dropping the running attempts aborts them; CPU-bound ones learn it from the
-            // token. The run ends with this step, so the token is not needed again.
-            runner.abort();
+            // The running attempts are aborted and waited for; CPU-bound ones learn it from
+            // the token (their closures run on until they look at it). The run ends with this
+            // step, so the token is not needed again.
             scheduler.tasks_token.cancel();
+            runner.abort();
+            std::future::poll_fn(|cx| runner.poll_aborted(cx)).await;
         }
         if let Some(e) = self.store_error.take() {
             return Err(e);

@@ -14,12 +14,15 @@ use crate::define::state::State;
 /// attempts finish in any order. Dropping it aborts the attempts still running.
 pub(super) struct Parallel<S: State> {
     running: FuturesUnordered<Spawned<S>>,
+    /// The attempts aborted, until their tasks are gone.
+    aborted: Vec<Spawned<S>>,
 }
 
 impl<S: State> Parallel<S> {
     pub(super) fn new() -> Self {
         Parallel {
             running: FuturesUnordered::new(),
+            aborted: Vec::new(),
         }
     }
 }
@@ -50,7 +53,22 @@ where
     }
 
     fn abort(&mut self) {
-        self.running.clear();
+        // Aborted when dropped, but kept until their tasks are gone (`poll_aborted`).
+        let running = std::mem::take(&mut self.running);
+        self.aborted.extend(
+            running
+                .into_iter()
+                .inspect(|attempt| attempt.handle.abort()),
+        );
+    }
+
+    fn poll_aborted(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while let Some(attempt) = self.aborted.last_mut() {
+            // Aborted, or it ended just before: either way its task is dropped once ready.
+            std::task::ready!(Pin::new(&mut attempt.handle).poll(cx)).ok();
+            self.aborted.pop();
+        }
+        Poll::Ready(())
     }
 }
 
