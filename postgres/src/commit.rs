@@ -41,6 +41,7 @@ mod table {
     pub(super) const BLOBS: u8 = 4;
     pub(super) const PENDING: u8 = 8;
     pub(super) const EVENTS: u8 = 16;
+    pub(super) const AUDIT: u8 = 32;
     pub(super) const NONE: u8 = 0;
 }
 
@@ -96,9 +97,11 @@ const DELETE_RUNS: [(&str, u8); 5] = [
     ),
 ];
 
-/// One audit entry, numbered and chained by the database (migration 6). One statement per
-/// entry: the entries of a batch are chained in their order.
-const APPEND_AUDIT: &str = "SELECT append_audit($1::bytea, $2::bytea)";
+/// Audit entries, numbered and chained by the database in their order (`audit_rows`,
+/// migration 8), written by one `INSERT`: a data-modifying statement, so it can be a `WITH`
+/// query of the one-statement form (which runs it after the fence check).
+const PUT_AUDIT: &str = "INSERT INTO audit (run_id, seq, entry) \
+     SELECT * FROM audit_rows($1::bytea[], $2::bytea[])";
 
 const BUMP_ITEMS: &str = "UPDATE item_changes SET version = version + 1 WHERE id = 1";
 const PUT_ITEMS: &str = "INSERT INTO items (namespace, key, item, expires_at_ms, seq) \
@@ -128,7 +131,8 @@ fn kind(op: &Op) -> u8 {
         Op::Fence { .. } => 10,
         Op::PutItem(_) => 11,
         Op::DeleteItem { .. } => 12,
-        _ => 13,
+        Op::PutAudit { .. } => 13,
+        _ => 14,
     }
 }
 
@@ -143,6 +147,7 @@ fn tables_of(kind: u8) -> u8 {
         4 => EVENTS,
         8 => CHECKPOINTS | BLOBS | PENDING,
         9 => RUNS | CHECKPOINTS | BLOBS | PENDING | EVENTS,
+        13 => AUDIT,
         _ => NONE,
     }
 }
@@ -598,15 +603,16 @@ fn group_statements(ops: Vec<Op>, out: &mut Vec<Statement>) -> Result<()> {
             push!(DELETE_ITEMS, table::NONE, spaces, keys, conditions);
         }
         Op::PutAudit { .. } => {
+            // Every entry is kept, in its order: `audit_rows` chains them.
+            let mut bodies = Vec::with_capacity(ops.len());
             for op in ops {
                 let Op::PutAudit { run, record } = op else {
                     unreachable!()
                 };
-                let body = agentgraph_checkpoint::audit::encode_body(&record)?;
-                // Not a table of the one-statement form: a batch with an audit entry is a
-                // transaction (the function reads the run's newest entry).
-                push!(APPEND_AUDIT, table::NONE, run.into_bytes(), body);
+                bodies.push(agentgraph_checkpoint::audit::encode_body(&record)?);
+                runs.push(run.into_bytes());
             }
+            push!(PUT_AUDIT, table::AUDIT, runs, bodies);
         }
         _ => unreachable!("fences are taken out before"),
     }
@@ -753,6 +759,59 @@ mod tests {
         let planned = plan(batch, true).unwrap();
         assert_eq!(planned.statements.len(), 6);
         assert!(one_statement(&planned).is_none());
+    }
+
+    fn entry(n: u64) -> agentgraph_checkpoint::audit::AuditRecord {
+        agentgraph_checkpoint::audit::AuditRecord::new(
+            "test",
+            agentgraph_checkpoint::audit::AuditAction::Started,
+        )
+        .at(n)
+    }
+
+    #[test]
+    fn a_batch_with_audit_entries_is_one_statement() {
+        // A run's first step: its record, checkpoint and blobs, and the `started` entry.
+        let mut batch = WriteBatch::new();
+        batch
+            .fence("r", 3)
+            .put_run(agentgraph_checkpoint::RunRecord::new(
+                "r",
+                agentgraph_checkpoint::RunStatus::Running,
+                7,
+                0,
+            ))
+            .put_audit("r", entry(1))
+            .put_blob("r", 0, 1, vec![1])
+            .put_checkpoint("r", 1, vec![3])
+            .put_audit("r", entry(2));
+        let planned = plan(batch, true).unwrap();
+        let one = one_statement(&planned).expect("one statement");
+        // By kind: runs 6, checkpoints 3, blobs 4, audit 2 (both entries), the fence's 2.
+        assert_eq!(one.params.len(), 17);
+        assert!(
+            one.sql.contains(
+                "w3 AS (INSERT INTO audit (run_id, seq, entry) \
+                 SELECT * FROM audit_rows($14::bytea[], $15::bytea[]))"
+            ),
+            "{}",
+            one.sql
+        );
+        assert!(
+            one.sql
+                .ends_with("SELECT fence($16::bytea[], $17::bigint[])")
+        );
+        assert!(!one.sql.contains("append_audit"));
+        // Not grouped: the two entries are two statements writing one table, a transaction.
+        let mut batch = WriteBatch::new();
+        batch.put_audit("r", entry(1)).put_audit("r", entry(2));
+        assert!(one_statement(&plan(batch, false).unwrap()).is_none());
+        // A deleted run's last entry goes with its deletion (the trail is kept).
+        let mut batch = WriteBatch::new();
+        batch.delete_run("r").put_audit("r", entry(3));
+        let planned = plan(batch, true).unwrap();
+        let one = one_statement(&planned).expect("one statement");
+        assert!(one.sql.ends_with("SELECT 1"), "{}", one.sql);
     }
 
     fn batch_of_one() -> WriteBatch {

@@ -164,9 +164,11 @@ const ACQUIRE: &str = "INSERT INTO leases (run_id, epoch, expires_at) \
 /// Whether the store holds neither the run ($1) nor a run of its subgraphs (ids from $2,
 /// `{run}/@`, up to $3, `{run}/A`): asked right after the lease is taken, in a statement of
 /// its own (its snapshot follows the lease's commit, and every later write of the run is
-/// fenced by the lease).
-const VACANT: &str =
-    "SELECT NOT EXISTS (SELECT 1 FROM runs WHERE run_id = $1 OR (run_id >= $2 AND run_id < $3))";
+/// fenced by the lease). Two `EXISTS`, each an index probe whatever the parameters: one
+/// `WHERE run_id = $1 OR (run_id >= $2 AND ...)` was planned, once the prepared statement's
+/// plan went generic, as a scan of the whole table (every new run read every run).
+const VACANT: &str = "SELECT NOT EXISTS (SELECT 1 FROM runs WHERE run_id = $1) \
+     AND NOT EXISTS (SELECT 1 FROM runs WHERE run_id >= $2 AND run_id < $3)";
 const RENEW: &str = "UPDATE leases SET expires_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE run_id = $1 AND epoch = $2 RETURNING epoch";
 const EPOCH: &str = "SELECT epoch FROM leases WHERE run_id = $1";
@@ -905,5 +907,56 @@ impl CheckpointStore for PostgresStore {
             drop(lease);
             self.release(&run, epoch).await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::VACANT;
+
+    /// The vacancy check asked when a lease is taken reads the runs' index, not the table,
+    /// under the generic plan a prepared statement ends up with (the plan of a table of
+    /// 20,000 runs, statistics up to date, for a run that is not there).
+    #[tokio::test]
+    async fn the_vacancy_check_reads_the_index() {
+        let url = std::env::var("AGENTGRAPH_TEST_POSTGRES_URL")
+            .expect("AGENTGRAPH_TEST_POSTGRES_URL names the test server (scripts/test)");
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!("t_vacant_{}_{nanos}", std::process::id());
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema}; SET search_path TO {schema};
+                 CREATE TABLE runs (run_id bytea PRIMARY KEY, record bytea NOT NULL);
+                 INSERT INTO runs SELECT convert_to('run-' || i, 'UTF8'), '\\x00'
+                     FROM generate_series(1, 20000) i;
+                 ANALYZE runs;
+                 SET plan_cache_mode = force_generic_plan;"
+            ))
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!("PREPARE vacant(bytea, bytea, bytea) AS {VACANT}"))
+            .await
+            .unwrap();
+        let plan: String = client
+            .query("EXPLAIN EXECUTE vacant('new', 'new/@', 'new/A')", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, String>(0) + "\n")
+            .collect();
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(plan.contains("runs_pkey"), "{plan}");
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
     }
 }

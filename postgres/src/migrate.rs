@@ -188,6 +188,60 @@ ALTER TABLE jobs ADD COLUMN tenant text;
 ALTER TABLE jobs ADD COLUMN caller text;
 CREATE INDEX jobs_tenant ON jobs (tenant, id) WHERE tenant IS NOT NULL;
 "#,
+    // 8: a batch's audit entries in the batch's one statement. `audit_rows` numbers and links
+    // the entries (runs and bodies in the batch's order) as `append_audit` does, and returns
+    // them for the statement's `INSERT INTO audit` (a data-modifying `WITH` query, so the batch
+    // stays one statement). It takes the runs' transaction-scoped advisory locks first, in run
+    // order (the key `append_audit` takes, so both serialise on a run during an upgrade), and
+    // only then reads each run's newest entry (a volatile function's query sees what
+    // committed before it): two transactions never take the same number. Entries of one run
+    // later in the batch link to the earlier ones.
+    r#"
+CREATE FUNCTION audit_rows(p_runs bytea[], p_bodies bytea[])
+RETURNS TABLE (o_run bytea, o_seq bigint, o_entry bytea)
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $audit$
+DECLARE
+    n integer := coalesce(array_length(p_runs, 1), 0);
+    locked bytea;
+    seqs bigint[] := '{}';
+    entries bytea[] := '{}';
+    last_seq bigint;
+    last_entry bytea;
+    prev bytea;
+BEGIN
+    FOR locked IN SELECT DISTINCT u FROM unnest(p_runs) u ORDER BY 1 LOOP
+        PERFORM pg_advisory_xact_lock(hashtext('agentgraph-audit'), hashtext(encode(locked, 'hex')));
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        last_seq := NULL;
+        last_entry := NULL;
+        FOR j IN REVERSE i - 1 .. 1 LOOP
+            IF p_runs[j] = p_runs[i] THEN
+                last_seq := seqs[j];
+                last_entry := entries[j];
+                EXIT;
+            END IF;
+        END LOOP;
+        IF last_seq IS NULL THEN
+            SELECT a.seq, a.entry INTO last_seq, last_entry FROM audit a
+                WHERE a.run_id = p_runs[i] ORDER BY a.seq DESC LIMIT 1;
+        END IF;
+        prev := decode(repeat('00', 32), 'hex');
+        IF last_seq IS NOT NULL AND length(last_entry) >= 64 THEN
+            prev := substring(last_entry FROM 33 FOR 32);
+        END IF;
+        seqs[i] := coalesce(last_seq, 0) + 1;
+        entries[i] := prev || sha256(convert_to('agentgraph-audit-1', 'UTF8')
+            || int4send(length(p_runs[i])) || p_runs[i] || int8send(seqs[i]) || prev
+            || p_bodies[i]) || p_bodies[i];
+        o_run := p_runs[i];
+        o_seq := seqs[i];
+        o_entry := entries[i];
+        RETURN NEXT;
+    END LOOP;
+END
+$audit$;
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.
@@ -210,6 +264,11 @@ pub(crate) fn unflip(x: i64) -> u64 {
 ///
 /// [`StoreError::Backend`] (a [`SchemaTooNew`]) when the schema is newer than [`MIGRATIONS`].
 pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
+    migrate_to(client, schema, MIGRATIONS.len()).await
+}
+
+/// [`migrate`], applying the first `upto` migrations only (a test makes an older schema).
+async fn migrate_to(client: &mut Client, schema: &str, upto: usize) -> Result<()> {
     let tx = client.transaction().await.map_err(db)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('agentgraph-postgres migrate ' || $1::text))",
@@ -241,7 +300,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<()> {
             known,
         })));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (i, sql) in MIGRATIONS[..upto].iter().enumerate().skip(found as usize) {
         tx.batch_execute(sql).await.map_err(db)?;
         tx.execute(
             "INSERT INTO schema_version (version) VALUES ($1)",
@@ -271,5 +330,86 @@ mod tests {
         for x in xs {
             assert_eq!(unflip(flip(x)), x);
         }
+    }
+
+    /// A database at schema 6 (audit entries appended one statement each by `append_audit`)
+    /// upgrades to the latest (8) at connect, and the trail it had goes on: the next entries, written by
+    /// `audit_rows` in the batch's one statement, link to the old ones and the whole chain
+    /// verifies in Rust.
+    #[tokio::test]
+    async fn a_database_at_schema_6_upgrades() {
+        use agentgraph_checkpoint::audit::{self, AuditAction, AuditRecord};
+        use agentgraph_checkpoint::{CheckpointStore, WriteBatch};
+
+        let url = std::env::var("AGENTGRAPH_TEST_POSTGRES_URL")
+            .expect("AGENTGRAPH_TEST_POSTGRES_URL names the test server (scripts/test)");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        let schema = format!("t_upgrade6_{}_{nanos}", std::process::id());
+        let (mut client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        migrate_to(&mut client, &schema, 6).await.unwrap();
+        let entry = |action, n: u64| AuditRecord::new("upgrade", action).at(n);
+        for n in 1..=2 {
+            let body = audit::encode_body(&entry(AuditAction::StateEdited, n)).unwrap();
+            client
+                .execute(
+                    &format!("SELECT {schema}.append_audit($1, $2)"),
+                    &[&b"r".as_slice(), &body],
+                )
+                .await
+                .unwrap();
+        }
+        let found: i32 = client
+            .query_one(
+                &format!("SELECT max(version) FROM {schema}.schema_version"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 6);
+
+        let options = crate::PostgresOptions::new(&url)
+            .unwrap()
+            .with_schema(&schema)
+            .unwrap();
+        let store = crate::PostgresStore::connect_with(options).await.unwrap();
+        let found: i32 = client
+            .query_one(
+                &format!("SELECT max(version) FROM {schema}.schema_version"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(found, 7);
+        let mut batch = WriteBatch::new();
+        batch
+            .put_audit("r", entry(AuditAction::Resumed, 3))
+            .put_audit("r", entry(AuditAction::Cancelled, 4));
+        store.commit(batch).await.unwrap();
+        let entries = store.audit("r").await.unwrap();
+        assert_eq!(
+            entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(
+            entries[2].prev, entries[1].hash,
+            "the new entries go on the old chain"
+        );
+        let head = audit::verify(&store, "r")
+            .await
+            .unwrap()
+            .unwrap_or_else(|broken| panic!("the upgraded chain verifies: {broken}"));
+        assert_eq!(head.entries, 4);
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
     }
 }
