@@ -387,7 +387,7 @@ mod tests {
             .await
             .unwrap()
             .get(0);
-        assert_eq!(found, 7);
+        assert_eq!(found, crate::SCHEMA_VERSION);
         let mut batch = WriteBatch::new();
         batch
             .put_audit("r", entry(AuditAction::Resumed, 3))
