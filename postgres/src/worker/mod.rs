@@ -368,10 +368,11 @@ impl Worker {
         self
     }
 
-    /// How long a claim and a run's lease last without a heartbeat (renewed every third of
-    /// it): a killed worker's runs are taken over this long after its last heartbeat (a claim
-    /// not renewed yet lasts a quarter longer, so that it outlives the run's lease, taken
-    /// just after it).
+    /// How long a run's lease lasts without a heartbeat (renewed every third of it): a
+    /// killed worker's runs are taken over about this long after its last heartbeat. A job's
+    /// claim lasts a quarter longer, taken and renewed, so that it outlives the lease of its
+    /// run (taken and renewed just after it): the worker that takes an expired claim over
+    /// finds the run's lease expired too.
     ///
     /// # Examples
     ///
@@ -628,9 +629,8 @@ impl Worker {
                 &[
                     &shared.id,
                     // The claim outlives the run's lease, which is taken after it: a claim
-                    // that expires (its worker died before renewing it) finds the lease
-                    // expired too. Renewals, which follow the lease's, give the TTL itself.
-                    &ms(shared.lease_ttl + shared.lease_ttl / 4),
+                    // that expires (its worker died) finds the lease expired too.
+                    &ms(claim_ttl(shared.lease_ttl)),
                     &graphs,
                     &(limit.min(1_000) as i64),
                 ],
@@ -905,6 +905,12 @@ async fn requeue_at(shared: &Shared, job: &Job, due_at_ms: u64) -> Result<()> {
         .map(drop)
 }
 
+/// How long a claim lasts after it is taken or renewed: a quarter longer than the run's lease
+/// (see [`Worker::lease_ttl`]), so that it never expires before the lease it covers.
+fn claim_ttl(lease_ttl: Duration) -> Duration {
+    lease_ttl + lease_ttl / 4
+}
+
 /// Follows a started run: renews the claim, passes cancellations on, and says how it ended.
 async fn drive(
     shared: &Shared,
@@ -937,7 +943,11 @@ async fn drive(
             .store
             .query(
                 HEARTBEAT,
-                &[&job.id, &job.attempts, &ms(shared.lease_ttl)],
+                // A quarter longer than the lease, as when claimed: the run's lease is
+                // renewed on its own clock, a little after the claim, so a claim renewed to
+                // the TTL itself expired a few milliseconds before the lease of a killed
+                // worker's run, and the worker that took the job over found the run busy.
+                &[&job.id, &job.attempts, &ms(claim_ttl(shared.lease_ttl))],
                 true,
             )
             .await
