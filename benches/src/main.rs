@@ -165,6 +165,12 @@ struct Line {
     ratio_to_rust: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reps: Option<usize>,
+    /// `agent_turn` on sled: the median raw sled insert + `flush_async` of the same process run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_flush_us: Option<f64>,
+    /// `agent_turn` on sled: the median `SledStore` commit + flush of the same process run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store_commit_flush_us: Option<f64>,
 }
 
 impl Line {
@@ -971,6 +977,23 @@ fn run_agent_turn(rt: &Runtime, reps: Reps) {
         let (long, raw_long) = (us(median(&mut long)), us(median(&mut raw_long)));
         let per_turn = short - raw_short;
         let per_token = ((long - raw_long) - per_turn) / (LONG_ANSWER - 1) as f64;
+        // The disk's limit in this process run: the one flush a durable turn must wait for.
+        let (raw_flush, store_flush) = if kind == "sled" {
+            let mut baseline = SledBaseline::new();
+            let mut samples = BaselineSamples::default();
+            baseline.sample(
+                rt,
+                BASELINE_SAMPLES_PER_REP,
+                &mut BaselineSamples::default(),
+            );
+            baseline.sample(rt, BASELINE_SAMPLES_PER_REP * reps.timed, &mut samples);
+            (
+                Some(us(median(&mut samples.insert_flush_async))),
+                Some(us(median(&mut samples.store_commit_flush))),
+            )
+        } else {
+            (None, None)
+        };
         Line {
             workload: "agent_turn",
             mode,
@@ -983,6 +1006,8 @@ fn run_agent_turn(rt: &Runtime, reps: Reps) {
             store: Some(kind),
             durability: Some(durability_name(Durability::Async)),
             reps: Some(reps.timed),
+            raw_flush_us: raw_flush,
+            store_commit_flush_us: store_flush,
             ..Line::default()
         }
         .print();

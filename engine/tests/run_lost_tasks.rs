@@ -144,7 +144,12 @@ fn panicking_store() -> Arc<dyn CheckpointStore> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_writer_that_panics_is_a_lost_writer() {
     let store = panicking_store();
-    let graph = common::chain(3, |_, _| async { Ok(TraceUpdate::new().count(1)) });
+    // Steps slower than the writer's delay (2 ms), so that the writer commits before the run
+    // ends (a run that ends sooner commits what the writer held itself).
+    let graph = common::chain(3, |_, _| async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(TraceUpdate::new().count(1))
+    });
     let config = RunConfig::new()
         .durability(Durability::Async)
         .run_id("w")

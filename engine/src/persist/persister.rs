@@ -1050,8 +1050,7 @@ impl<S: State> Persister<S> {
     async fn commit_now(&mut self) -> Result<()> {
         let result = async {
             if self.durability == Durability::Async {
-                self.writer.close().await?;
-                self.committed = self.writer.committed().or(self.committed);
+                self.reclaim().await?;
             }
             if !self.held.is_empty() {
                 let held = std::mem::take(&mut self.held);
@@ -1077,12 +1076,26 @@ impl<S: State> Persister<S> {
         Ok(())
     }
 
-    /// The last writes of an `Async` run: committed once the writer's groups are, then, with
-    /// `flush`, flushed with them, once (see `writer`); the writer has stopped then, so no
-    /// write of the run outlives it.
-    async fn end_async(&mut self, flush: bool) -> Result<()> {
-        self.writer.close().await?;
+    /// Stops the `Async` writer and puts the writes it had queued and not committed back in
+    /// front of `held`, so that they are committed with the run's next writes, in one batch.
+    async fn reclaim(&mut self) -> Result<()> {
+        let (mut group, step) = self.writer.close().await?;
         self.committed = self.writer.committed().or(self.committed);
+        if !group.is_empty() {
+            group.extend(std::mem::take(&mut self.held).into_ops());
+            self.held = group;
+            if self.held_step.is_none() {
+                self.held_step = step;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last writes of an `Async` run: committed with what the writer had not committed
+    /// yet, in one batch, then, with `flush`, flushed with everything the writer committed,
+    /// once (see `writer`); the writer has stopped then, so no write of the run outlives it.
+    async fn end_async(&mut self, flush: bool) -> Result<()> {
+        self.reclaim().await?;
         if !self.held.is_empty() {
             let held = std::mem::take(&mut self.held);
             self.store.commit(held).await?;
@@ -1091,8 +1104,10 @@ impl<S: State> Persister<S> {
         if !flush {
             return Ok(());
         }
+        // The flush first: the writer, stopped, only has to end its thread meanwhile.
+        let flushed = self.store.flush().await;
         self.writer.drain().await?;
-        Ok(self.store.flush().await?)
+        Ok(flushed?)
     }
 
     /// Lets the run go, and waits until nothing it started holds the store any more: its

@@ -1,17 +1,20 @@
 //! The background writer of [`Durability::Async`](crate::Durability::Async): a group commit
 //! that keeps draining. Writes queue up while a group is being committed; the writer commits
 //! whatever has queued, until nothing has, so a finished step never waits in memory for the
-//! run's next write (a node that runs for an hour leaves the steps before it in the store,
-//! and a monitor sees them).
+//! run's next write, only for the delay below (a node that runs for an hour leaves the steps
+//! before it in the store, and a monitor sees them).
 //!
-//! **Flushes are grouped too.** A flush makes everything committed before it durable, and
-//! stalls the commits that overlap it (sled's do), so the writer flushes once its first
-//! unflushed commit is [`FLUSH_DELAY`] old, not after every group: a run whose steps come
-//! faster than that is flushed once per delay, and a run that ends sooner is flushed once, by
-//! its end (`Persister::end_async`), which commits its last writes after the writer's and
-//! flushes them all. So a killed process loses at most the steps of the last
-//! [`FLUSH_DELAY`] plus one flush, never reorders them, and a finished run is durable when it
-//! returns.
+//! **Commits and flushes are grouped by time.** A flush makes everything committed before it
+//! durable, and stalls the commits that overlap it (sled's do); a sled commit also writes its
+//! log on both sides of the batch, so each commit costs synced writes of its own. The writer
+//! therefore commits a group once its oldest write is [`FLUSH_DELAY`] old, and flushes right
+//! after: a run whose steps come faster than that is committed and flushed once per delay,
+//! and a run that ends sooner is written once, by its end (`Persister::end_async`), which
+//! takes back the group the writer has not committed, commits it with its last writes in one
+//! batch and flushes. So a killed process loses at most the steps of the last
+//! [`FLUSH_DELAY`] plus one commit and flush, never reorders them, and a finished run is
+//! durable when it returns. A monitor sees a step at most that long after it ended, whatever
+//! the run does next.
 //!
 //! The writer holds the run's lease only while it has a group to commit (a flush writes
 //! nothing new), so a resume never races a group still being written.
@@ -25,8 +28,8 @@ use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 
-/// How long a commit of the writer may stay unflushed: the longest a killed process may
-/// lose of an `Async` run, beyond the flush under way.
+/// How long a write of an `Async` run may wait to be committed and flushed: the longest a
+/// killed process may lose of it, beyond the commit and flush under way.
 pub(crate) const FLUSH_DELAY: Duration = Duration::from_millis(2);
 
 /// What waits to be written, and what became of the writes so far.
@@ -36,12 +39,14 @@ struct Queue {
     held: WriteBatch,
     /// The newest checkpoint step in `held`.
     held_step: Option<u64>,
+    /// When the oldest write in `held` was queued.
+    held_since: Option<Instant>,
     /// Whether a writer is running (it drains `held` before it stops).
     running: bool,
     /// Whether the writer took a group it has not committed yet.
     committing: bool,
-    /// The run is ending: the writer commits what is queued and stops without flushing (the
-    /// end flushes).
+    /// The run is ending (or must see its writes committed now): the writer stops without
+    /// committing or flushing anything more; `close` takes back what is queued.
     closing: bool,
     /// The run's ownership while a group waits to be committed (`None` otherwise).
     lease: Option<Arc<super::RunOwnership>>,
@@ -59,6 +64,7 @@ impl Queue {
         self.error = Some(e);
         self.held = WriteBatch::new();
         self.held_step = None;
+        self.held_since = None;
         self.running = false;
         self.committing = false;
         self.lease = None;
@@ -108,8 +114,8 @@ impl Drop for WakeOnDrop<'_> {
 
 /// What the writer does next.
 enum Next {
+    /// Commit the group, then flush.
     Commit(WriteBatch, Option<u64>),
-    Flush,
     Stop,
 }
 
@@ -131,6 +137,7 @@ impl GroupWriter {
             // Reported by the run's end (`close`, `drain`).
             return Ok(());
         }
+        let was_empty = queue.held.is_empty();
         queue.held.extend(batch.into_ops());
         if step.is_some() {
             queue.held_step = step;
@@ -138,13 +145,19 @@ impl GroupWriter {
         if queue.held.is_empty() {
             return Ok(());
         }
+        if was_empty {
+            queue.held_since = Some(Instant::now());
+        }
         queue.closing = false;
         if queue.lease.is_none() {
             queue.lease = Some(lease.clone());
         }
         if queue.running {
             drop(queue);
-            self.shared.work.notify_one();
+            if was_empty {
+                // A writer waiting with nothing queued learns when this group is due.
+                self.shared.work.notify_one();
+            }
             return Ok(());
         }
         queue.running = true;
@@ -153,10 +166,8 @@ impl GroupWriter {
         let runtime = tokio::runtime::Handle::current();
         self.handle = Some(tokio::task::spawn_blocking(move || {
             let _wake = WakeOnDrop(&shared);
-            // When the oldest commit not flushed yet was made.
-            let mut dirty: Option<Instant> = None;
             loop {
-                match next(&shared, dirty) {
+                match next(&shared) {
                     Next::Stop => return,
                     Next::Commit(group, step) => {
                         let committed = runtime.block_on(store.commit(group));
@@ -176,15 +187,11 @@ impl GroupWriter {
                             }
                         };
                         drop(released);
-                        dirty.get_or_insert_with(Instant::now);
                         shared.progress.notify_waiters();
-                    }
-                    Next::Flush => {
                         if let Err(e) = runtime.block_on(store.flush()) {
                             shared.lock().fail(e);
                             return;
                         }
-                        dirty = None;
                     }
                 }
             }
@@ -192,10 +199,11 @@ impl GroupWriter {
         Ok(())
     }
 
-    /// Waits until every group queued is committed (not flushed), and stops the writer
-    /// without its flush: the caller commits the run's last writes and flushes them all.
-    /// Reports a failed group.
-    pub(crate) async fn close(&mut self) -> Result<()> {
+    /// Stops the writer: waits until the group it is committing (if any) is committed, and
+    /// hands back, in write order, what it had queued and not committed, with the newest
+    /// checkpoint step in it: the caller commits that before anything else (with the run's
+    /// last writes, in one batch) and flushes. Reports a failed group.
+    pub(crate) async fn close(&mut self) -> Result<(WriteBatch, Option<u64>)> {
         self.shared.lock().closing = true;
         self.shared.work.notify_one();
         let shared = self.shared.clone();
@@ -208,13 +216,20 @@ impl GroupWriter {
                 if let Some(e) = q.error.take() {
                     return Err(e.into());
                 }
-                if !q.lost && q.held.is_empty() && !q.committing {
-                    return Ok(());
+                if !q.lost && !q.committing {
+                    let group = std::mem::take(&mut q.held);
+                    let step = q.held_step.take();
+                    q.held_since = None;
+                    // The caller writes the group under its own ownership of the run.
+                    let lease = q.lease.take();
+                    drop(q);
+                    drop(lease);
+                    return Ok((group, step));
                 }
                 q.lost
             };
             if lost {
-                return self.drain().await;
+                return self.drain().await.map(|()| (WriteBatch::new(), None));
             }
             notified.await;
         }
@@ -239,34 +254,28 @@ impl GroupWriter {
     }
 }
 
-/// The writer's next move: commit what queued (flushing first when its oldest commit not
-/// flushed is [`FLUSH_DELAY`] old), flush once that delay is up, or stop when nothing is
-/// left (without a flush when the run is ending: its end flushes).
-fn next(shared: &Shared, dirty: Option<Instant>) -> Next {
+/// The writer's next move: commit (and flush) what queued once its oldest write is
+/// [`FLUSH_DELAY`] old, or stop when nothing is queued or the run is closing it (`close`
+/// takes back what is queued then).
+fn next(shared: &Shared) -> Next {
     let mut q = shared.lock();
     loop {
-        let due = dirty.map(|since| FLUSH_DELAY.saturating_sub(since.elapsed()));
-        if !q.held.is_empty() {
-            if due.is_some_and(|left| left.is_zero()) && !q.closing {
-                return Next::Flush;
-            }
+        if q.closing || q.held.is_empty() {
+            q.running = false;
+            return Next::Stop;
+        }
+        let left = q.held_since.map_or(Duration::ZERO, |since| {
+            FLUSH_DELAY.saturating_sub(since.elapsed())
+        });
+        if left.is_zero() {
             q.committing = true;
+            q.held_since = None;
             return Next::Commit(std::mem::take(&mut q.held), q.held_step.take());
         }
-        match due {
-            _ if q.closing => {}
-            Some(left) if left.is_zero() => return Next::Flush,
-            Some(left) => {
-                q = shared
-                    .work
-                    .wait_timeout(q, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                continue;
-            }
-            None => {}
-        }
-        q.running = false;
-        return Next::Stop;
+        q = shared
+            .work
+            .wait_timeout(q, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
     }
 }

@@ -32,9 +32,10 @@ pub enum Durability {
     /// Each checkpoint, and the pending writes before it, is flushed before the next step
     /// starts: a crash loses no finished step.
     Sync,
-    /// Checkpoints are committed in the background while the next steps run, and flushed in
-    /// groups: once the oldest unflushed commit is 2 ms old, and once more when the run ends
-    /// (the run waits for that last flush only). A crash may lose the steps of the last few
+    /// Checkpoints are written in the background while the next steps run, committed and
+    /// flushed in groups: once the oldest write not committed is 2 ms old, and once more when
+    /// the run ends, which commits what is left in one batch and flushes (the run waits for
+    /// that last commit and flush only). A crash may lose the steps of the last few
     /// milliseconds, but never corrupts or reorders them; a run that returns is durable.
     #[default]
     Async,
