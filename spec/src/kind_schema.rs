@@ -379,6 +379,10 @@ enum PatternParams {
         handoffs: Option<BTreeMap<String, Vec<String>>>,
         /// At most this many handoffs per turn (8 when left out).
         max_handoffs: Option<u32>,
+        /// A string field of the state that keeps the active agent (the one that spoke last)
+        /// between invocations of a thread, so the next message goes to it; without one each
+        /// invocation starts at the default agent.
+        active_field: Option<String>,
     },
     /// Agents answering side by side, one answer picked.
     Ensemble {

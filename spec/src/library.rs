@@ -147,6 +147,7 @@ pub(crate) mod keys {
                 "default_agent",
                 "handoffs",
                 "max_handoffs",
+                "active_field",
             ],
         ),
         (
@@ -1017,12 +1018,32 @@ mod model {
         let input_field = messages.clone();
         let (t_schema, t_messages, t_input) =
             (schema.clone(), messages.clone(), input_field.clone());
-        let team = move |graph: agentgraph_engine::CompiledGraph<TeamState>| {
+        // `active`: a state field that keeps a swarm's active agent between invocations (the
+        // agent that spoke last gets the next message).
+        let team = move |graph: agentgraph_engine::CompiledGraph<TeamState>,
+                         active: Option<String>| {
+            let read = active.clone();
             FileSubgraph::new(
                 graph,
-                move |s: &DynState| TeamState::from_messages(marked_input(s, &t_input)),
+                move |s: &DynState| {
+                    let mut team = TeamState::from_messages(marked_input(s, &t_input));
+                    if let Some(field) = &read {
+                        team.active = s
+                            .get(field)
+                            .and_then(Value::as_str)
+                            .filter(|name| !name.is_empty())
+                            .map(str::to_owned);
+                    }
+                    team
+                },
                 move |done: TeamState| {
-                    conversation_update(&t_schema, &t_messages, adds, done.messages)
+                    let update = conversation_update(&t_schema, &t_messages, adds, done.messages);
+                    match (&active, done.active) {
+                        (Some(field), Some(name)) => update
+                            .set(field, Value::String(name))
+                            .expect("checked when the node was made: a string field"),
+                        _ => update,
+                    }
                 },
             )
         };
@@ -1048,7 +1069,7 @@ mod model {
                 if let Some(s) = opt_str(p.with, "system")? {
                     sup = sup.system_prompt(s);
                 }
-                Ok(team(sup.compile().map_err(|e| e.to_string())?))
+                Ok(team(sup.compile().map_err(|e| e.to_string())?, None))
             }
             "swarm" => {
                 let mut swarm = Swarm::new();
@@ -1092,28 +1113,31 @@ mod model {
                 if let Some(n) = opt_u32(p.with, "max_handoffs")? {
                     swarm = swarm.max_handoffs(n);
                 }
-                Ok(team(compiled(swarm.compile())?))
+                let active =
+                    field_named(p.schema, p.with, "active_field", None, &[JsonType::String])?
+                        .map(|(_, name)| name);
+                Ok(team(compiled(swarm.compile())?, active))
             }
             "ensemble" => {
                 let mut ensemble = Ensemble::new(aggregate(p)?);
                 for m in team_members {
                     ensemble = ensemble.agent(m);
                 }
-                Ok(team(compiled(ensemble.compile())?))
+                Ok(team(compiled(ensemble.compile())?, None))
             }
             "fallback" => {
                 let mut chain = Fallback::new();
                 for m in team_members {
                     chain = chain.agent(m);
                 }
-                Ok(team(compiled(chain.compile())?))
+                Ok(team(compiled(chain.compile())?, None))
             }
             "pipeline" => {
                 let mut line = Pipeline::new();
                 for m in team_members {
                     line = line.agent(m);
                 }
-                Ok(team(compiled(line.compile())?))
+                Ok(team(compiled(line.compile())?, None))
             }
             "planning" => {
                 let mut planners = team_members.into_iter();
@@ -1140,7 +1164,7 @@ mod model {
                 if let Some(b) = opt_bool(p.with, "approval")? {
                     planning = planning.approval(b);
                 }
-                Ok(team(compiled(planning.compile())?))
+                Ok(team(compiled(planning.compile())?, None))
             }
             _ => {
                 let mut chat = GroupChat::new();

@@ -307,6 +307,71 @@ async fn a_swarm_from_a_file_hands_the_conversation_over() {
     assert_eq!(offered, ["transfer_to_billing", "transfer_to_support"]);
 }
 
+/// With `active_field`, the agent that spoke last is kept in the state: the next invocation,
+/// given that state, goes to it, not to the default agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swarms_active_agent_is_kept_in_a_state_field() {
+    let server = Scripted::start_keyed([
+        (
+            "triage",
+            vec![calls(&[(
+                "h1",
+                "transfer_to_billing",
+                json!({ "message": "a refund" }),
+            )])],
+        ),
+        ("billing", vec![say("Refunded."), say("It is on its way.")]),
+    ])
+    .await;
+    let file = team_file(
+        &server.base_url,
+        &["triage", "billing"],
+        r#"      pattern: swarm
+      default_agent: triage
+      active_field: active
+      agents:
+        - { name: triage, model: triage }
+        - { name: billing, model: billing }"#,
+    )
+    .replace(
+        "state: [ { name: messages, type: messages, reducer: messages } ]",
+        "state: [ { name: messages, type: messages, reducer: messages }, { name: active, type: string } ]",
+    );
+    let graph = compile(&file);
+    let input = DynState::from_json(graph.schema(), user("My money back!")).unwrap();
+    let out = graph.invoke(input).await.unwrap();
+    assert_eq!(out.get("active"), Some(&json!("billing")));
+
+    let mut next = out.to_json();
+    next["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "role": "user", "content": "When?" }));
+    let out = graph
+        .invoke(DynState::from_json(graph.schema(), next).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(server.keys(), ["triage", "billing", "billing"]);
+    assert_eq!(
+        said(&out).last().map(String::as_str),
+        Some("billing: It is on its way.")
+    );
+
+    // The field must be a string field of the state.
+    let wrong = GraphSpec::from_yaml_str(
+        "g.yaml",
+        &file.replace("active_field: active", "active_field: messages"),
+    )
+    .unwrap()
+    .compile(&registry(Arc::default()))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        wrong.contains("`active_field`: field `messages` is"),
+        "{wrong}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ensemble_from_a_file_votes() {
     let server = Scripted::start_keyed([
