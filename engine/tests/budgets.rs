@@ -14,10 +14,12 @@ use std::time::Duration;
 use agentgraph_checkpoint::SledStore;
 use agentgraph_engine::{
     Budget, BudgetExceeded, BudgetKind, BudgetScope, CheckpointStore, CompiledGraph, Context, END,
-    Error, EventKind, GraphBuilder, Mode, PriceTable, Run, RunStatus, START, TenantBudget,
+    Error, EventKind, GraphBuilder, Mode, PendingStatus, PriceTable, Run, RunStatus, START,
+    StoreInspector, TenantBudget,
 };
 use common::{Calls, Trace, TraceUpdate, cfg, memory};
 use futures_util::StreamExt;
+use std::future::IntoFuture;
 use tokio::sync::Notify;
 
 /// `START -> work -> work ... -> END`: `work` runs `steps` times, calling `report` with its
@@ -515,4 +517,239 @@ async fn a_run_lets_go_of_its_store_before_it_returns() {
             assert_eq!(status(&store, run).await, want, "{run} ({mode:?})");
         }
     }
+}
+
+/// `START -> [a, b, c] -> END` in one step, run in parallel: `a` and `b` take one tool call
+/// each, `c` (once both finished) takes `c_calls`. Each notes its name.
+fn charging(calls: &Calls, c_calls: u64) -> CompiledGraph<Trace> {
+    let both = Arc::new(tokio::sync::Semaphore::new(0));
+    let mut b = GraphBuilder::<Trace>::new();
+    for name in ["a", "b"] {
+        let (calls, both) = (calls.clone(), both.clone());
+        b.add_node(name, move |_, ctx: Context| {
+            calls.hit(name);
+            let both = both.clone();
+            async move {
+                ctx.charge_tool_calls(1)?;
+                both.add_permits(1);
+                Ok(TraceUpdate::note(name).count(1))
+            }
+        });
+    }
+    let (c, both) = (calls.clone(), both.clone());
+    b.add_node("c", move |_, ctx: Context| {
+        c.hit("c");
+        let both = both.clone();
+        async move {
+            // After `a` and `b` have taken their calls (once they have, the permits stay: a
+            // resumed run, which does not run them again, does not wait).
+            if both.available_permits() < 2 {
+                drop(both.acquire_many(2).await);
+            }
+            ctx.charge_tool_calls(c_calls)?;
+            Ok(TraceUpdate::note("c").count(c_calls))
+        }
+    });
+    b.add_edge(START, "a")
+        .add_edge(START, "b")
+        .add_edge(START, "c")
+        .add_edge("a", END)
+        .add_edge("b", END)
+        .add_edge("c", END);
+    b.compile().unwrap()
+}
+
+/// A task refused by the budget of tool calls ends its step as an interrupt does: the other
+/// tasks of the step finish and keep their writes, the run stops at the step with the typed
+/// error, its event and status; a resume with the same budget runs nothing (what the finished
+/// tasks used is kept with the refused task); one with a higher budget runs the refused task
+/// only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_refused_by_its_budget_stops_the_step_and_runs_alone_on_resume() {
+    for mode in [Mode::Parallel, Mode::Sequential] {
+        let store = memory();
+        let calls = Calls::default();
+        let graph = charging(&calls, 3);
+        let config = |calls: u64| {
+            cfg(&store, "r")
+                .mode(mode)
+                .store_events(true)
+                .budget(Budget::new().max_tool_calls(calls))
+        };
+        let run = graph.run_with(Trace::default(), config(2));
+        let (result, events) = run_with_events(run).await;
+        let stop = exceeded(result);
+        assert_eq!(
+            (stop.scope, stop.budget, stop.limit, stop.used, stop.step),
+            (BudgetScope::Run, BudgetKind::ToolCalls, 2, 2, 1),
+            "{mode:?}"
+        );
+        assert_eq!(
+            events,
+            [EventKind::BudgetExceeded {
+                step: 1,
+                scope: BudgetScope::Run,
+                budget: BudgetKind::ToolCalls,
+                limit: 2,
+                used: 2
+            }]
+        );
+        assert_eq!(status(&store, "r").await, RunStatus::BudgetExceeded);
+        let pending = graph.history(store.clone()).pending("r").await.unwrap();
+        let standing: Vec<_> = pending
+            .iter()
+            .map(|p| (p.node.as_str(), p.status))
+            .collect();
+        assert_eq!(
+            standing,
+            [
+                ("a", PendingStatus::Done),
+                ("b", PendingStatus::Done),
+                ("c", PendingStatus::OverBudget)
+            ]
+        );
+        let usage = StoreInspector::new(store.clone())
+            .usage("r")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(usage.total.tool_calls, 2, "what a and b took is stored");
+        assert_eq!(usage.stopped_by.map(|s| s.step), Some(1));
+
+        // The same budget: a and b used it, so the run stops before the step, running nothing.
+        let again = exceeded(graph.resume("r", config(2)).await);
+        assert_eq!((again.used, again.step), (2, 1));
+        // Still too little for c's 3 calls: refused again, nothing else runs.
+        let again = exceeded(graph.resume("r", config(4)).await);
+        assert_eq!((again.limit, again.used, again.step), (4, 2, 1));
+        assert_eq!((calls.get("a"), calls.get("b"), calls.get("c")), (1, 1, 2));
+
+        let done = graph.resume("r", config(5)).await.unwrap();
+        let mut log = done.log.clone();
+        log.sort();
+        assert_eq!(log, ["a", "b", "c"], "{mode:?}");
+        assert_eq!(done.count, 5);
+        assert_eq!(
+            (calls.get("a"), calls.get("b"), calls.get("c")),
+            (1, 1, 3),
+            "only the refused task ran again"
+        );
+        let usage = StoreInspector::new(store.clone())
+            .usage("r")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(usage.total.tool_calls, 5);
+        assert_eq!(status(&store, "r").await, RunStatus::Completed);
+    }
+}
+
+/// `check_budget` refuses a task once the run used its tokens, though the step began within
+/// budget: `spend` reports 100 tokens, then `ask`, in the same step, is refused before its
+/// (model) call; resumed with more tokens, `ask` runs and `spend` does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_budget_refuses_a_call_once_the_tokens_are_used() {
+    let store = memory();
+    let calls = Calls::default();
+    let spent = Arc::new(Notify::new());
+    let mut b = GraphBuilder::<Trace>::new();
+    let (c, s) = (calls.clone(), spent.clone());
+    b.add_node("spend", move |_, ctx: Context| {
+        c.hit("spend");
+        let s = s.clone();
+        async move {
+            ctx.record_model_usage("m", 80, 20);
+            s.notify_one();
+            Ok(TraceUpdate::note("spend"))
+        }
+    });
+    let (c, s) = (calls.clone(), spent.clone());
+    b.add_node("ask", move |_, ctx: Context| {
+        // The first run's `ask` waits for `spend`'s tokens; the resumed one does not.
+        let first = c.hit("ask") == 1;
+        let s = s.clone();
+        async move {
+            if first {
+                s.notified().await;
+            }
+            ctx.check_budget(BudgetKind::Tokens)?;
+            ctx.check_budget(BudgetKind::Cost)?;
+            ctx.record_model_usage("m", 30, 10);
+            Ok(TraceUpdate::note("ask"))
+        }
+    });
+    b.add_edge(START, "spend")
+        .add_edge(START, "ask")
+        .add_edge("spend", END)
+        .add_edge("ask", END);
+    let graph = b.compile().unwrap();
+    let config = |tokens: u64| {
+        cfg(&store, "t")
+            .mode(Mode::Parallel)
+            .budget(Budget::new().max_tokens(tokens))
+    };
+    let stop = exceeded(graph.run_with(Trace::default(), config(100)).await);
+    assert_eq!(
+        (stop.scope, stop.budget, stop.limit, stop.used, stop.step),
+        (BudgetScope::Run, BudgetKind::Tokens, 100, 100, 1)
+    );
+    let done = graph.resume("t", config(1_000)).await.unwrap();
+    assert_eq!(done.log, ["spend", "ask"]);
+    assert_eq!((calls.get("spend"), calls.get("ask")), (1, 2));
+    let usage = StoreInspector::new(store)
+        .usage("t")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(usage.total.tokens, 140);
+}
+
+/// A tenant's budget of tool calls is taken from atomically by the runs that share it: two
+/// runs, each asking for 3 calls in 3 parallel tasks, under a tenant limit of 4: 4 calls are
+/// made in all, and the runs stop with the tenant named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_budget_of_tool_calls_is_shared_exactly() {
+    let tenant = TenantBudget::new(Budget::new().max_tool_calls(4));
+    let made = Calls::default();
+    let mut b = GraphBuilder::<Trace>::new();
+    for name in ["x", "y", "z"] {
+        let made = made.clone();
+        b.add_node(name, move |_, ctx: Context| {
+            let made = made.clone();
+            async move {
+                ctx.charge_tool_calls(1)?;
+                made.hit("call");
+                Ok(TraceUpdate::note(name))
+            }
+        });
+        b.add_edge(START, name).add_edge(name, END);
+    }
+    let graph = b.compile().unwrap();
+    let store = memory();
+    let runs = ["r1", "r2"].map(|id| {
+        graph.run_with(
+            Trace::default(),
+            cfg(&store, id)
+                .mode(Mode::Parallel)
+                .tenant_budget(tenant.clone()),
+        )
+    });
+    let [r1, r2] = runs;
+    let (r1, r2) = tokio::join!(r1.into_future(), r2.into_future());
+    assert_eq!(made.get("call"), 4);
+    assert_eq!(tenant.usage().tool_calls, 4);
+    let stopped: Vec<_> = [r1, r2]
+        .into_iter()
+        .filter_map(|r| r.err())
+        .map(|e| match e {
+            Error::BudgetExceeded(b) => (b.scope, b.budget, b.limit),
+            other => panic!("expected a budget stop, got {other:?}"),
+        })
+        .collect();
+    assert!(!stopped.is_empty());
+    assert!(
+        stopped
+            .iter()
+            .all(|s| *s == (BudgetScope::Tenant, BudgetKind::ToolCalls, 4))
+    );
 }
