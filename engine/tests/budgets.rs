@@ -753,3 +753,87 @@ async fn a_tenant_budget_of_tool_calls_is_shared_exactly() {
             .all(|s| *s == (BudgetScope::Tenant, BudgetKind::ToolCalls, 4))
     );
 }
+
+/// `START -> warm -> [t0 .. t{n-1}] -> END`: `warm` takes `used` tool calls, then each `t`
+/// task takes one, in parallel, and counts its run in `ran`.
+fn fan_of_calls(n: usize, used: u64, ran: &Calls) -> CompiledGraph<Trace> {
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("warm", move |_, ctx: Context| async move {
+        ctx.charge_tool_calls(used)?;
+        Ok(TraceUpdate::new())
+    })
+    .add_edge(START, "warm");
+    for i in 0..n {
+        let name = format!("t{i}");
+        let (ran, node) = (ran.clone(), name.clone());
+        b.add_node(name.clone(), move |_, ctx: Context| {
+            let (ran, node) = (ran.clone(), node.clone());
+            async move {
+                ctx.charge_tool_calls(1)?;
+                ran.hit(&node);
+                Ok(TraceUpdate::note(node).count(1))
+            }
+        })
+        .add_edge("warm", &name)
+        .add_edge(&name, END);
+    }
+    b.compile().unwrap()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// For any limit `L`, `used <= L` calls taken before, and `N` parallel calls: exactly
+    /// `min(L - used, N)` calls run before the run stops (none stops it when all fit), each
+    /// resume with a limit raised by `raises[i]` runs exactly as many more as fit, and once
+    /// the run ends every call ran exactly once.
+    #[test]
+    fn parallel_calls_run_as_far_as_the_budget_goes_and_each_once(
+        n in 1usize..7,
+        limit in 0u64..9,
+        used in 0u64..9,
+        raises in proptest::collection::vec(1u64..4, 8),
+    ) {
+        let used = used.min(limit);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let store = memory();
+            let ran = Calls::default();
+            let graph = fan_of_calls(n, used, &ran);
+            let config = |limit: u64| {
+                cfg(&store, "p")
+                    .mode(Mode::Parallel)
+                    .budget(Budget::new().max_tool_calls(limit))
+            };
+            let total = |ran: &Calls| (0..n).map(|i| ran.get(&format!("t{i}"))).sum::<u32>() as u64;
+            let mut limit = limit;
+            let mut result = graph.run_with(Trace::default(), config(limit)).await;
+            let mut raises = raises.into_iter();
+            loop {
+                let fit = (limit - used).min(n as u64);
+                assert_eq!(total(&ran), fit, "limit {limit}, used {used}, {n} calls");
+                match result {
+                    Ok(done) => {
+                        assert_eq!(done.count, n as u64);
+                        break;
+                    }
+                    Err(Error::BudgetExceeded(stop)) => {
+                        assert_eq!(stop.budget, BudgetKind::ToolCalls);
+                        assert!(fit < n as u64, "stopped though all {n} calls fit in {limit}");
+                        // Whatever is raised, it fits all in the end.
+                        limit += raises.next().unwrap_or(n as u64);
+                        result = graph.resume("p", config(limit)).await;
+                    }
+                    Err(e) => panic!("unexpected error: {e}"),
+                }
+            }
+            for i in 0..n {
+                assert_eq!(ran.get(&format!("t{i}")), 1, "t{i} ran once");
+            }
+        });
+    }
+}
