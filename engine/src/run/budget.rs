@@ -777,10 +777,10 @@ impl crate::run::context::RunShared {
     /// tool calls are checked (the scheduler checks steps and wall time before each step).
     pub(crate) fn reached(&self, kind: BudgetKind) -> Option<Refusal> {
         let (run, thread, tenant) = limits_of(&self.config, kind);
-        if run.is_some() || thread.is_some() {
-            if let Some(refused) = self.usage.reached(kind, run, thread) {
-                return Some(refused);
-            }
+        if (run.is_some() || thread.is_some())
+            && let Some(refused) = self.usage.reached(kind, run, thread)
+        {
+            return Some(refused);
         }
         if let Some((tenant, limit)) = tenant
             && let Some(refused) = refusal(
