@@ -8,7 +8,12 @@
 //! ran. The counts are stored with each checkpoint, so a resumed run counts on from them.
 //! Budgets are checked before each step starts: a run over one stops there, checkpointed, with
 //! [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) and status `budget_exceeded`;
-//! resuming it with a higher budget goes on from that step.
+//! resuming it with a higher budget goes on from that step. Within a step, a task takes tool
+//! calls from the budgets before making them
+//! ([`Context::charge_tool_calls`](crate::Context::charge_tool_calls)) and checks that tokens
+//! and cost are not used up before a model call
+//! ([`Context::check_budget`](crate::Context::check_budget)); a task refused so stops the run
+//! in its step, the step's other tasks keeping their writes, and runs again on a resume.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -166,7 +171,9 @@ impl std::str::FromStr for BudgetScope {
 /// Give it to a run with [`RunConfig::budget`](crate::RunConfig::budget) or
 /// [`RunConfig::thread_budget`](crate::RunConfig::thread_budget), or to a
 /// [`TenantBudget`]. A limit of N lets the run use N: before each step, a run that used N or
-/// more of something stops with [`Error::BudgetExceeded`](crate::Error::BudgetExceeded).
+/// more of something stops with [`Error::BudgetExceeded`](crate::Error::BudgetExceeded); within
+/// a step, a charge of tool calls that would pass N is refused
+/// ([`Context::charge_tool_calls`](crate::Context::charge_tool_calls)).
 ///
 /// # Examples
 ///
@@ -404,10 +411,14 @@ pub struct BudgetExceeded {
     pub budget: BudgetKind,
     /// The limit.
     pub limit: u64,
-    /// What was used (the limit or more).
+    /// What was used: the limit or more for a run stopped before a step (or refused by
+    /// [`Context::check_budget`](crate::Context::check_budget)); for a charge refused by
+    /// [`Context::charge_tool_calls`](crate::Context::charge_tool_calls), what was used before
+    /// it (which with the charge would pass the limit).
     pub used: u64,
-    /// The step the run stopped before (0 for a start or resume refused for the tenant's runs
-    /// in flight).
+    /// The step the run stopped before, or in, for a task refused within a step (its finished
+    /// tasks keep their writes); either way a resume goes on with this step. 0 for a start or
+    /// resume refused for the tenant's runs in flight.
     pub step: u64,
 }
 
@@ -436,7 +447,9 @@ impl std::error::Error for BudgetExceeded {}
 /// not shared with other processes. Keep one per tenant for the life of the process (or
 /// rebuild it from your own accounting). A run over the cap on runs in flight is refused
 /// before it starts or resumes (nothing is written); one over another limit stops before its
-/// next step, like a run over its own budget.
+/// next step, like a run over its own budget, and tool calls charged by a task are taken from
+/// the tenant's total at once, across its runs
+/// ([`Context::charge_tool_calls`](crate::Context::charge_tool_calls)).
 ///
 /// # Examples
 ///
