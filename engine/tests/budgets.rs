@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use agentgraph_checkpoint::SledStore;
 use agentgraph_engine::{
-    Budget, BudgetExceeded, BudgetKind, BudgetScope, CheckpointStore, CompiledGraph, Context, END,
-    Error, EventKind, GraphBuilder, Mode, PendingStatus, PriceTable, Run, RunStatus, START,
-    StoreInspector, TenantBudget,
+    Budget, BudgetExceeded, BudgetKind, BudgetScope, CheckpointStore, CompiledGraph, Context,
+    Durability, END, Error, EventKind, GraphBuilder, Mode, PendingStatus, PriceTable, Run,
+    RunStatus, START, StoreInspector, TenantBudget,
 };
 use common::{Calls, Trace, TraceUpdate, cfg, memory};
 use futures_util::StreamExt;
@@ -443,6 +443,72 @@ async fn a_subgraph_counts_for_its_parent() {
     assert_eq!((stop.used, stop.step), (200, 3));
 }
 
+/// A subgraph's task takes its tool calls from its parent's budget: refused there, the child
+/// run stops, and so does the parent, in the subgraph's step, the parent's other task of that
+/// step keeping its write; a resume with a higher budget resumes the child, whose refused
+/// task runs once, and the parent's finished task does not run again. The thread's budget is
+/// the one that refuses here (the run has none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subgraph_task_is_refused_by_its_parents_budget() {
+    let calls = Calls::default();
+    let child = {
+        let mut b = GraphBuilder::<Trace>::new();
+        let c = calls.clone();
+        b.add_node("search", move |_, ctx: Context| {
+            c.hit("search");
+            async move {
+                ctx.charge_tool_calls(2)?;
+                Ok(TraceUpdate::note("searched").count(2))
+            }
+        })
+        .add_edge(START, "search")
+        .add_edge("search", END);
+        b.compile().unwrap()
+    };
+    let mut b = GraphBuilder::<Trace>::new();
+    let c = calls.clone();
+    b.add_subgraph(
+        "sub",
+        child,
+        |_: &Trace| Trace::default(),
+        |child: Trace| TraceUpdate::new().log(child.log).count(child.count),
+    )
+    .add_node("side", move |_, _| {
+        c.hit("side");
+        async { Ok(TraceUpdate::note("side")) }
+    })
+    .add_edge(START, "sub")
+    .add_edge(START, "side")
+    .add_edge("sub", END)
+    .add_edge("side", END);
+    let graph = b.compile().unwrap();
+    let store = memory();
+    let config = |calls: u64| {
+        cfg(&store, "p")
+            .mode(Mode::Sequential)
+            .thread_budget(Budget::new().max_tool_calls(calls))
+    };
+    let stop = exceeded(graph.run_with(Trace::default(), config(1)).await);
+    assert_eq!(
+        (
+            stop.run_id.as_str(),
+            stop.scope,
+            stop.budget,
+            stop.limit,
+            stop.used,
+            stop.step
+        ),
+        ("p", BudgetScope::Thread, BudgetKind::ToolCalls, 1, 0, 1)
+    );
+    assert_eq!((calls.get("search"), calls.get("side")), (1, 1));
+    let done = graph.resume("p", config(2)).await.unwrap();
+    let mut log = done.log.clone();
+    log.sort();
+    assert_eq!(log, ["searched", "side"]);
+    assert_eq!(done.count, 2);
+    assert_eq!((calls.get("search"), calls.get("side")), (2, 1));
+}
+
 /// However a run ends (completed, over its budget, failed, cancelled; sequential or parallel),
 /// nothing it spawned holds its sled store once it returned: a blocking open right after it,
 /// on this current-thread runtime that has not run anything since, succeeds.
@@ -566,13 +632,19 @@ fn charging(calls: &Calls, c_calls: u64) -> CompiledGraph<Trace> {
 /// only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_task_refused_by_its_budget_stops_the_step_and_runs_alone_on_resume() {
-    for mode in [Mode::Parallel, Mode::Sequential] {
+    let cases = [
+        (Mode::Parallel, Durability::Async),
+        (Mode::Sequential, Durability::Sync),
+        (Mode::Parallel, Durability::Exit),
+    ];
+    for (mode, durability) in cases {
         let store = memory();
         let calls = Calls::default();
         let graph = charging(&calls, 3);
         let config = |calls: u64| {
             cfg(&store, "r")
                 .mode(mode)
+                .durability(durability)
                 .store_events(true)
                 .budget(Budget::new().max_tool_calls(calls))
         };
