@@ -789,6 +789,12 @@ impl crate::run::context::RunShared {
     /// limit on `kind` already: the first one reached, in that order. Only tokens, cost and
     /// tool calls are checked (the scheduler checks steps and wall time before each step).
     pub(crate) fn reached(&self, kind: BudgetKind) -> Option<Refusal> {
+        if !matches!(
+            kind,
+            BudgetKind::Tokens | BudgetKind::Cost | BudgetKind::ToolCalls
+        ) {
+            return None;
+        }
         let (run, thread, tenant) = limits_of(&self.config, kind);
         if (run.is_some() || thread.is_some())
             && let Some(refused) = self.usage.reached(kind, run, thread)
