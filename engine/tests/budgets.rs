@@ -909,3 +909,32 @@ proptest::proptest! {
         });
     }
 }
+
+/// `check_budget` checks what tasks use (tokens, cost, tool calls); steps and wall time are
+/// the scheduler's, checked before each step: a task's check of them passes, even in the step
+/// that reaches its tenant's limit on steps (which would stop the run before a next one).
+#[tokio::test]
+async fn check_budget_leaves_steps_and_wall_time_to_the_scheduler() {
+    let tenant = TenantBudget::new(Budget::new().max_steps(1));
+    let mut b = GraphBuilder::<Trace>::new();
+    b.add_node("only", |_, ctx: Context| async move {
+        ctx.check_budget(BudgetKind::Steps)?;
+        ctx.check_budget(BudgetKind::WallTime)?;
+        ctx.check_budget(BudgetKind::RunsInFlight)?;
+        ctx.check_budget(BudgetKind::ToolCalls)?;
+        Ok(TraceUpdate::note("ran"))
+    })
+    .add_edge(START, "only")
+    .add_edge("only", END);
+    let done = b
+        .compile()
+        .unwrap()
+        .run_with(
+            Trace::default(),
+            agentgraph_engine::RunConfig::new().tenant_budget(tenant.clone()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.log, ["ran"]);
+    assert_eq!(tenant.usage().steps, 1);
+}
