@@ -579,7 +579,8 @@ pub enum Error {
         end: TaskEnd,
     },
     /// The run used a limit of its budget, its thread's or its tenant's
-    /// ([`RunConfig::budget`](crate::RunConfig::budget)): it stopped before a step,
+    /// ([`RunConfig::budget`](crate::RunConfig::budget)): it stopped before a step, or in one
+    /// whose task a budget refused (the step's finished tasks keep their writes),
     /// checkpointed with status `budget_exceeded` (a start refused for the tenant's runs in
     /// flight wrote nothing). Resume it with a higher budget to go on; see
     /// [`BudgetExceeded`](crate::BudgetExceeded).

@@ -47,6 +47,9 @@ pub(crate) fn print(out: &mut Out, tasks: &[PendingTask], indent: &str) -> Resul
                 t.error.as_deref().unwrap_or("")
             ),
             PendingStatus::Interrupted => format!("waiting on {}", t.interrupts.join(", ")),
+            PendingStatus::OverBudget => {
+                "refused by a budget: runs on a resume with a higher one".to_owned()
+            }
             _ => t.error.clone().unwrap_or_default(),
         };
         table.row(vec![

@@ -111,10 +111,14 @@ pub enum PendingStatus {
     Failed,
     /// It waits at interrupts; a resume with answers runs it again.
     Interrupted,
+    /// A budget refused it before a costly call
+    /// ([`Context::charge_tool_calls`](crate::Context::charge_tool_calls)); a resume with a
+    /// higher budget runs it again.
+    OverBudget,
 }
 
 impl PendingStatus {
-    /// Its name, as serialized: `done`, `retrying`, `failed` or `interrupted`.
+    /// Its name, as serialized: `done`, `retrying`, `failed`, `interrupted` or `over_budget`.
     ///
     /// # Examples
     ///
@@ -130,6 +134,7 @@ impl PendingStatus {
             PendingStatus::Retrying => "retrying",
             PendingStatus::Failed => "failed",
             PendingStatus::Interrupted => "interrupted",
+            PendingStatus::OverBudget => "over_budget",
         }
     }
 }

@@ -45,10 +45,15 @@ impl<S> Loaded<S> {
         crate::run::budget::BudgetUsage,
         crate::run::budget::BudgetUsage,
     ) {
-        self.record
+        let (total, base) = self
+            .record
             .usage
             .map(|u| (u.total.into(), u.base.into()))
-            .unwrap_or_default()
+            .unwrap_or_default();
+        (
+            super::pending::with_refused_step(total, &self.pending),
+            base,
+        )
     }
 
     /// The invocation (the thread's turn, from 1) the checkpoint belongs to.

@@ -152,6 +152,7 @@ pub(super) fn pending_task(
             None,
             raised.iter().map(|r| r.id.clone()).collect(),
         ),
+        PendingOutcome::OverBudget { .. } => (PendingStatus::OverBudget, None, None, Vec::new()),
     };
     PendingTask {
         step,
@@ -223,4 +224,23 @@ pub(super) fn split_next(
         }
     }
     (will_run, finished)
+}
+
+/// The totals `total` of a checkpoint, with what its next step used before a budget refused
+/// one of its tasks (its `OverBudget` records): the step's finished tasks do not run again, so
+/// what they used still counts. Steps are not taken from them: the step counts as it runs
+/// again.
+pub(super) fn with_refused_step(
+    mut total: crate::run::budget::BudgetUsage,
+    pending: &[(u32, PendingWriteRecord)],
+) -> crate::run::budget::BudgetUsage {
+    for (_, p) in pending {
+        if let PendingOutcome::OverBudget { used, .. } = &p.outcome {
+            total.tokens = total.tokens.max(used.tokens);
+            total.cost_nanos = total.cost_nanos.max(used.cost_nanos);
+            total.tool_calls = total.tool_calls.max(used.tool_calls);
+            total.wall_ms = total.wall_ms.max(used.wall_ms);
+        }
+    }
+    total
 }

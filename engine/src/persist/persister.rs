@@ -161,6 +161,12 @@ pub(crate) enum Unfinished<'a> {
         raised: &'a [Interrupt],
         answers: &'a [(String, String)],
     },
+    /// A budget refused the task, with the answers it was given; `used` is what the run used
+    /// by then.
+    OverBudget {
+        answers: &'a [(String, String)],
+        used: &'a BudgetUsage,
+    },
 }
 
 impl Unfinished<'_> {
@@ -179,6 +185,10 @@ impl Unfinished<'_> {
             Unfinished::Interrupted { raised, answers } => PendingOutcome::Interrupted {
                 raised: raised.iter().map(Interrupt::to_record).collect(),
                 answers: answers.to_vec(),
+            },
+            Unfinished::OverBudget { answers, used } => PendingOutcome::OverBudget {
+                answers: answers.to_vec(),
+                used: used.into(),
             },
         }
     }

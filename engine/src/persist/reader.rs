@@ -207,7 +207,12 @@ impl Reader {
         run: &str,
     ) -> Result<Option<(u64, crate::run::budget::BudgetUsage)>> {
         let (_, checkpoint) = newest_record(&*self.store, run).await?;
-        Ok(checkpoint.usage.map(|u| (checkpoint.step, u.total.into())))
+        let Some(usage) = checkpoint.usage else {
+            return Ok(None);
+        };
+        let pending = load_pending(&*self.store, run, checkpoint.step + 1).await?;
+        let total = super::pending::with_refused_step(usage.total.into(), &pending);
+        Ok(Some((checkpoint.step, total)))
     }
 
     /// The interrupts `run` waits on.

@@ -361,6 +361,14 @@ pub(super) enum PendingOutcome {
         goto: Option<RouteRecord>,
         memory: Vec<MemoryRecord>,
     },
+    /// The task was refused by a budget before a costly call (issue 16): it did not finish,
+    /// and a resume runs it again with `answers`, the answers it was given. `used` holds the
+    /// run's totals when its step stopped, with what the step's finished tasks used (which a
+    /// resume does not run again): a resume counts on from them, not from the checkpoint's.
+    OverBudget {
+        answers: Vec<(String, String)>,
+        used: UsageAmounts,
+    },
 }
 
 /// A long-term memory write of a finished task, as its pending write keeps it.

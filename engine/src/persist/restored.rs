@@ -220,7 +220,9 @@ fn standing<S: State>(record: &PendingWriteRecord) -> Standing<S> {
             answers: answers.clone(),
         },
         PendingOutcome::Failed { .. } => Standing::Failed,
-        PendingOutcome::Interrupted { answers, .. } => Standing::Interrupted {
+        // Refused by a budget: it runs again, with its answers (it passed its gate).
+        PendingOutcome::Interrupted { answers, .. }
+        | PendingOutcome::OverBudget { answers, .. } => Standing::Interrupted {
             answers: answers.clone(),
         },
     }

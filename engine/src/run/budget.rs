@@ -8,7 +8,12 @@
 //! ran. The counts are stored with each checkpoint, so a resumed run counts on from them.
 //! Budgets are checked before each step starts: a run over one stops there, checkpointed, with
 //! [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) and status `budget_exceeded`;
-//! resuming it with a higher budget goes on from that step.
+//! resuming it with a higher budget goes on from that step. Within a step, a task takes tool
+//! calls from the budgets before making them
+//! ([`Context::charge_tool_calls`](crate::Context::charge_tool_calls)) and checks that tokens
+//! and cost are not used up before a model call
+//! ([`Context::check_budget`](crate::Context::check_budget)); a task refused so stops the run
+//! in its step, the step's other tasks keeping their writes, and runs again on a resume.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -166,7 +171,9 @@ impl std::str::FromStr for BudgetScope {
 /// Give it to a run with [`RunConfig::budget`](crate::RunConfig::budget) or
 /// [`RunConfig::thread_budget`](crate::RunConfig::thread_budget), or to a
 /// [`TenantBudget`]. A limit of N lets the run use N: before each step, a run that used N or
-/// more of something stops with [`Error::BudgetExceeded`](crate::Error::BudgetExceeded).
+/// more of something stops with [`Error::BudgetExceeded`](crate::Error::BudgetExceeded); within
+/// a step, a charge of tool calls that would pass N is refused
+/// ([`Context::charge_tool_calls`](crate::Context::charge_tool_calls)).
 ///
 /// # Examples
 ///
@@ -404,10 +411,14 @@ pub struct BudgetExceeded {
     pub budget: BudgetKind,
     /// The limit.
     pub limit: u64,
-    /// What was used (the limit or more).
+    /// What was used: the limit or more for a run stopped before a step (or refused by
+    /// [`Context::check_budget`](crate::Context::check_budget)); for a charge refused by
+    /// [`Context::charge_tool_calls`](crate::Context::charge_tool_calls), what was used before
+    /// it (which with the charge would pass the limit).
     pub used: u64,
-    /// The step the run stopped before (0 for a start or resume refused for the tenant's runs
-    /// in flight).
+    /// The step the run stopped before, or in, for a task refused within a step (its finished
+    /// tasks keep their writes); either way a resume goes on with this step. 0 for a start or
+    /// resume refused for the tenant's runs in flight.
     pub step: u64,
 }
 
@@ -425,6 +436,8 @@ impl fmt::Display for BudgetExceeded {
     }
 }
 
+impl std::error::Error for BudgetExceeded {}
+
 /// A budget shared by the runs of one tenant, in this process: the same limits as a
 /// [`Budget`] over the totals of every run given it, and a cap on its runs in flight
 /// ([`Budget::max_runs_in_flight`]). Cheap to clone (an `Arc` of atomics); give a clone to each
@@ -434,7 +447,9 @@ impl fmt::Display for BudgetExceeded {
 /// not shared with other processes. Keep one per tenant for the life of the process (or
 /// rebuild it from your own accounting). A run over the cap on runs in flight is refused
 /// before it starts or resumes (nothing is written); one over another limit stops before its
-/// next step, like a run over its own budget.
+/// next step, like a run over its own budget, and tool calls charged by a task are taken from
+/// the tenant's total at once, across its runs
+/// ([`Context::charge_tool_calls`](crate::Context::charge_tool_calls)).
 ///
 /// # Examples
 ///
@@ -524,6 +539,22 @@ impl TenantBudget {
         }
     }
 
+    /// Takes `n` tool calls from the tenant's total if that keeps it within `limit`; else
+    /// says what the tenant used.
+    fn take_tool_calls(&self, n: u64, limit: u64) -> Result<(), u64> {
+        self.inner
+            .tool_calls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&now| now <= limit)
+            })
+            .map(drop)
+    }
+
+    /// Gives back tool calls taken (a charge another scope refused).
+    fn give_back_tool_calls(&self, n: u64) {
+        self.inner.tool_calls.fetch_sub(n, Ordering::AcqRel);
+    }
+
     pub(crate) fn add_step(&self) {
         self.inner.steps.fetch_add(1, Ordering::Relaxed);
     }
@@ -543,13 +574,45 @@ impl Drop for InFlight {
     }
 }
 
-/// The counters nodes add to while a run runs: tokens, their cost, tool calls. Inline in the
-/// run's shared part: nothing allocated, and nothing touched by a step that reports nothing.
+/// The counters nodes add to while a run runs: tokens, their cost, tool calls, and the same
+/// totals when the invocation began (the run budget counts from them, and a task checking or
+/// charging its budget reads them). Inline in the run's shared part: nothing allocated, and
+/// nothing touched by a step that reports nothing.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) tokens: AtomicU64,
     pub(crate) cost_nanos: AtomicU64,
     pub(crate) tool_calls: AtomicU64,
+    base_tokens: AtomicU64,
+    base_cost_nanos: AtomicU64,
+    base_tool_calls: AtomicU64,
+    /// Held by a charge that another scope may refuse after the run's counter took it, so
+    /// that no other charge of the run sees the amount before it is given back (only with
+    /// such limits: a run without them never takes it).
+    charging: std::sync::Mutex<()>,
+}
+
+/// Why a charge or check was refused: whose budget, of what, its limit, what was used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) scope: BudgetScope,
+    pub(crate) kind: BudgetKind,
+    pub(crate) limit: u64,
+    pub(crate) used: u64,
+}
+
+impl Refusal {
+    /// As the error a task returns; the run stops with its own (`Scheduler::over_budget`).
+    pub(crate) fn exceeded(self, run_id: &str, step: u64) -> BudgetExceeded {
+        BudgetExceeded {
+            run_id: run_id.to_owned(),
+            scope: self.scope,
+            budget: self.kind,
+            limit: self.limit,
+            used: self.used,
+            step,
+        }
+    }
 }
 
 impl Counters {
@@ -565,11 +628,190 @@ impl Counters {
         }
     }
 
-    /// Sets the counters to what a checkpoint stored.
-    pub(crate) fn set(&self, usage: &BudgetUsage) {
+    /// Sets the counters to what a checkpoint stored, and the invocation's base.
+    pub(crate) fn set(&self, usage: &BudgetUsage, base: &BudgetUsage) {
         self.tokens.store(usage.tokens, Ordering::Relaxed);
         self.cost_nanos.store(usage.cost_nanos, Ordering::Relaxed);
         self.tool_calls.store(usage.tool_calls, Ordering::Relaxed);
+        self.base_tokens.store(base.tokens, Ordering::Relaxed);
+        self.base_cost_nanos
+            .store(base.cost_nanos, Ordering::Relaxed);
+        self.base_tool_calls
+            .store(base.tool_calls, Ordering::Relaxed);
+    }
+
+    /// The counter of `kind` and its base (`None` for the kinds the scheduler counts).
+    fn of(&self, kind: BudgetKind) -> Option<(&AtomicU64, &AtomicU64)> {
+        match kind {
+            BudgetKind::Tokens => Some((&self.tokens, &self.base_tokens)),
+            BudgetKind::Cost => Some((&self.cost_nanos, &self.base_cost_nanos)),
+            BudgetKind::ToolCalls => Some((&self.tool_calls, &self.base_tool_calls)),
+            _ => None,
+        }
+    }
+
+    /// The first of the run's and the thread's limits on `kind` that the counter reaches
+    /// already (`used >= limit`).
+    pub(crate) fn reached(
+        &self,
+        kind: BudgetKind,
+        run: Option<u64>,
+        thread: Option<u64>,
+    ) -> Option<Refusal> {
+        let (counter, base) = self.of(kind)?;
+        let total = counter.load(Ordering::Acquire);
+        let since = total.saturating_sub(base.load(Ordering::Relaxed));
+        refusal(BudgetScope::Run, kind, run, since)
+            .or_else(|| refusal(BudgetScope::Thread, kind, thread, total))
+    }
+
+    /// Takes `n` tool calls if the run's total since its invocation began stays within `run`
+    /// and its total within `thread`; else says which limit refused them.
+    fn take_tool_calls(
+        &self,
+        n: u64,
+        run: Option<u64>,
+        thread: Option<u64>,
+    ) -> Result<(), Refusal> {
+        let base = self.base_tool_calls.load(Ordering::Relaxed);
+        let fits = |now: u64| {
+            run.is_none_or(|l| now.saturating_sub(base) <= l) && thread.is_none_or(|l| now <= l)
+        };
+        self.tool_calls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|&now| fits(now))
+            })
+            .map(drop)
+            .map_err(|used| {
+                let kind = BudgetKind::ToolCalls;
+                let since = used.saturating_sub(base);
+                match run.filter(|l| since.saturating_add(n) > *l) {
+                    Some(limit) => Refusal {
+                        scope: BudgetScope::Run,
+                        kind,
+                        limit,
+                        used: since,
+                    },
+                    None => Refusal {
+                        scope: BudgetScope::Thread,
+                        kind,
+                        limit: thread.unwrap_or(0),
+                        used,
+                    },
+                }
+            })
+    }
+}
+
+/// The refusal of `scope`'s `limit` on `kind` once `used` reaches it.
+fn refusal(scope: BudgetScope, kind: BudgetKind, limit: Option<u64>, used: u64) -> Option<Refusal> {
+    let limit = limit?;
+    (used >= limit).then_some(Refusal {
+        scope,
+        kind,
+        limit,
+        used,
+    })
+}
+
+/// The limits on `kind` of a run's own budget, its thread's and its tenant's (with the
+/// tenant's budget).
+fn limits_of(
+    config: &crate::run::config::RunConfig,
+    kind: BudgetKind,
+) -> (Option<u64>, Option<u64>, Option<(&TenantBudget, u64)>) {
+    (
+        config.budget.as_ref().and_then(|b| b.limit(kind)),
+        config.thread_budget.as_ref().and_then(|b| b.limit(kind)),
+        config
+            .tenant_budget
+            .as_ref()
+            .and_then(|t| Some((t, t.limits().limit(kind)?))),
+    )
+}
+
+impl crate::run::context::RunShared {
+    /// Takes `n` tool calls from the run's, its thread's and its tenant's budgets (and, in a
+    /// subgraph, its parent run's), all or none: refused when one of them would go past its
+    /// limit. Without limits on tool calls, the same few atomic additions as
+    /// [`add_usage`](crate::run::context::RunShared::add_usage).
+    pub(crate) fn charge_tool_calls(&self, n: u64) -> Result<(), Refusal> {
+        let (run, thread, tenant) = limits_of(&self.config, BudgetKind::ToolCalls);
+        let parent = self.config.usage_parent.as_deref();
+        if run.is_none() && thread.is_none() && tenant.is_none() && parent.is_none() {
+            self.add_usage(0, 0, n);
+            return Ok(());
+        }
+        // A later scope may refuse what an earlier one took: the amount is given back, and
+        // meanwhile no other charge of this run may see it.
+        let own = run.is_some() || thread.is_some();
+        let _serial = (own && tenant.is_some() || parent.is_some()).then(|| {
+            self.usage
+                .charging
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        });
+        if own {
+            self.usage.take_tool_calls(n, run, thread)?;
+        } else {
+            self.usage.tool_calls.fetch_add(n, Ordering::Relaxed);
+        }
+        match (tenant, &self.config.tenant_budget) {
+            (Some((tenant, limit)), _) => {
+                if let Err(used) = tenant.take_tool_calls(n, limit) {
+                    self.usage.tool_calls.fetch_sub(n, Ordering::AcqRel);
+                    return Err(Refusal {
+                        scope: BudgetScope::Tenant,
+                        kind: BudgetKind::ToolCalls,
+                        limit,
+                        used,
+                    });
+                }
+            }
+            (None, Some(tenant)) => tenant.add(0, 0, n),
+            (None, None) => {}
+        }
+        if let Some(parent) = parent
+            && let Err(refused) = parent.charge_tool_calls(n)
+        {
+            self.usage.tool_calls.fetch_sub(n, Ordering::AcqRel);
+            if let Some((tenant, _)) = tenant {
+                tenant.give_back_tool_calls(n);
+            } else if let Some(tenant) = &self.config.tenant_budget {
+                tenant.give_back_tool_calls(n);
+            }
+            return Err(refused);
+        }
+        Ok(())
+    }
+
+    /// Whether the run, its thread or its tenant (or, in a subgraph, its parent run) used a
+    /// limit on `kind` already: the first one reached, in that order. Only tokens, cost and
+    /// tool calls are checked (the scheduler checks steps and wall time before each step).
+    pub(crate) fn reached(&self, kind: BudgetKind) -> Option<Refusal> {
+        if !matches!(
+            kind,
+            BudgetKind::Tokens | BudgetKind::Cost | BudgetKind::ToolCalls
+        ) {
+            return None;
+        }
+        let (run, thread, tenant) = limits_of(&self.config, kind);
+        if (run.is_some() || thread.is_some())
+            && let Some(refused) = self.usage.reached(kind, run, thread)
+        {
+            return Some(refused);
+        }
+        if let Some((tenant, limit)) = tenant
+            && let Some(refused) = refusal(
+                BudgetScope::Tenant,
+                kind,
+                Some(limit),
+                tenant.usage().get(kind),
+            )
+        {
+            return Some(refused);
+        }
+        self.config.usage_parent.as_deref()?.reached(kind)
     }
 }
 
@@ -662,7 +904,7 @@ impl Book {
 
     /// Takes the run on from what a checkpoint stored: its totals and its invocation's base.
     pub(crate) fn restore(&mut self, counters: &Counters, total: &BudgetUsage, base: BudgetUsage) {
-        counters.set(total);
+        counters.set(total, &base);
         self.steps = total.steps;
         self.wall_before = total.wall_ms;
         self.started = std::time::Instant::now();

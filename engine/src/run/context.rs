@@ -434,6 +434,100 @@ impl Context {
     pub fn record_tool_calls(&self, calls: u64) {
         self.inner.run.add_usage(0, 0, calls);
     }
+
+    /// Takes `calls` tool calls from the run's budget before they are made: from the run's,
+    /// its thread's and its tenant's budgets of tool calls at once (in a subgraph, its parent
+    /// run's too), or from none of them when one would go past its limit. Call it instead of
+    /// [`record_tool_calls`](Context::record_tool_calls), before running the tools; the node
+    /// library's agent charges each tool call so.
+    ///
+    /// Return the error from the node as it is (the `?` operator does; wrapped as the
+    /// `source` of another error, it is found too): the task is refused. Its step ends as at
+    /// an interrupt: the step's other tasks finish and keep their writes, the refused task's
+    /// update is not applied, and the run stops with
+    /// [`Error::BudgetExceeded`](crate::Error::BudgetExceeded) (status `budget_exceeded`, a
+    /// `BudgetExceeded` event) at this step. Resumed with a higher budget, the run runs the
+    /// refused tasks again, not the finished ones.
+    ///
+    /// Without a limit on tool calls this is [`record_tool_calls`](Context::record_tool_calls):
+    /// a few atomic additions; with one, an atomic compare-and-swap per scope.
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExceeded`](crate::BudgetExceeded) when the calls would take the run, its thread
+    /// or its tenant past its limit on tool calls: its `used` is what was used before them
+    /// (nothing is taken).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_engine::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize, agentgraph_macros::State)]
+    /// # #[state(crate = agentgraph_engine)]
+    /// # struct Calls { #[reducer(add)] made: u64 }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut b = GraphBuilder::<Calls>::new();
+    /// b.add_node("search", |_, ctx: Context| async move {
+    ///     ctx.charge_tool_calls(3)?; // before the three calls
+    ///     Ok(CallsUpdate::new().made(3))
+    /// })
+    /// .add_edge(START, "search")
+    /// .add_edge("search", END);
+    /// let graph = b.compile()?;
+    /// let store: Arc<dyn CheckpointStore> = Arc::new(agentgraph_checkpoint::MemoryStore::new());
+    /// let config = |calls| RunConfig::new().store(store.clone()).run_id("s")
+    ///     .budget(Budget::new().max_tool_calls(calls));
+    /// let Err(Error::BudgetExceeded(stop)) = graph.run_with(Calls::default(), config(2)).await else {
+    ///     panic!("3 calls do not fit in 2");
+    /// };
+    /// assert_eq!((stop.budget, stop.limit, stop.used, stop.step), (BudgetKind::ToolCalls, 2, 0, 1));
+    /// let done = graph.resume("s", config(3)).await?;
+    /// assert_eq!(done.made, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn charge_tool_calls(&self, calls: u64) -> Result<(), crate::BudgetExceeded> {
+        let run = &self.inner.run;
+        run.charge_tool_calls(calls)
+            .map_err(|refused| refused.exceeded(&run.run_id, self.inner.step))
+    }
+
+    /// Checks, before a call whose use is only known after it (a model call: its tokens and
+    /// their cost), that the run, its thread and its tenant (in a subgraph, its parent run)
+    /// have not used their limit on `kind` already. Of the kinds, tokens, cost and tool calls
+    /// are checked here; steps, wall time and runs in flight are the scheduler's, checked
+    /// before each step, and always pass. The node library's model nodes and agent check
+    /// tokens and cost before each model call.
+    ///
+    /// A call that passes may still take the run past its limit (by what it uses); the next
+    /// check, or the check before the next step, stops it. Return the error as
+    /// [`charge_tool_calls`](Context::charge_tool_calls) says: the task is refused and runs
+    /// again on a resume with a higher budget. A few atomic loads; nothing without a limit.
+    ///
+    /// # Errors
+    ///
+    /// [`BudgetExceeded`](crate::BudgetExceeded) naming the first limit reached (the run's,
+    /// then the thread's, then the tenant's).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use agentgraph_engine::*;
+    /// async fn ask(ctx: &Context) -> Result<(), BoxError> {
+    ///     ctx.check_budget(BudgetKind::Tokens)?;
+    ///     ctx.check_budget(BudgetKind::Cost)?;
+    ///     // ... call the model, then:
+    ///     ctx.record_model_usage("gpt-4o-mini", 1_200, 300);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn check_budget(&self, kind: crate::BudgetKind) -> Result<(), crate::BudgetExceeded> {
+        let run = &self.inner.run;
+        match run.reached(kind) {
+            Some(refused) => Err(refused.exceeded(&run.run_id, self.inner.step)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl fmt::Debug for Context {

@@ -286,8 +286,10 @@ pub(crate) async fn answer(
             Approval::Edit { arguments } => call.arguments = ToolArguments::Json(arguments),
         }
     }
-    // A call the agent hands its tools counts for the run's budget of tool calls.
-    ctx.record_tool_calls(1);
+    // A call the agent hands its tools is taken from the run's budget of tool calls first:
+    // over it, the call is not made and the task is refused (it runs on a resume with a
+    // higher budget).
+    ctx.charge_tool_calls(1)?;
     Ok(agent
         .tools
         .answer(&call, ToolContext::from_context(ctx))

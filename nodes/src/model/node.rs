@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use agentgraph_engine::{BoxError, Context};
+use agentgraph_engine::{BoxError, BudgetExceeded, BudgetKind, Context};
 use futures_util::future::BoxFuture;
 
 use crate::model::{ChatModel, ChatRequest, ChatResponse};
@@ -19,10 +19,20 @@ use crate::model::{ChatModel, ChatRequest, ChatResponse};
 /// [`Context::emit_token`](agentgraph_engine::Context::emit_token). Events cost nothing when
 /// no one subscribes; a run that stores its events stores them coalesced.
 ///
+/// **Budgets.** Before the call, the node checks that the run (its thread, its tenant) has not
+/// used its limit on tokens or cost already
+/// ([`Context::check_budget`](agentgraph_engine::Context::check_budget)): if it has, the call
+/// is not made, the task is refused and the run stops with
+/// [`Error::BudgetExceeded`](agentgraph_engine::Error::BudgetExceeded) at this step, the
+/// step's other tasks keeping their writes; a resume with a higher budget makes the call. The
+/// answer's usage, when it has one, is reported after the call
+/// ([`Context::record_model_usage`](agentgraph_engine::Context::record_model_usage)).
+///
 /// # Errors
 ///
 /// The node fails with the call's [`ModelError`](crate::model::ModelError) (a history with an
-/// unanswered tool call, the server's errors, a cut stream).
+/// unanswered tool call, the server's errors, a cut stream), or is refused with the
+/// [`BudgetExceeded`](agentgraph_engine::BudgetExceeded) of a budget used up.
 ///
 /// # Examples
 ///
@@ -80,6 +90,7 @@ where
         let parts = parts.clone();
         Box::pin(async move {
             let (model, request, update) = &*parts;
+            check_model_budget(&ctx)?;
             let stream = model.stream(request(&state)).await?;
             let mut index = 0;
             let response = stream
@@ -96,4 +107,11 @@ where
             Ok(update(&state, response))
         })
     }
+}
+
+/// Refuses a model call when the run, its thread or its tenant has used its limit on tokens
+/// or on cost already (what a call uses is only known after it).
+pub(crate) fn check_model_budget(ctx: &Context) -> Result<(), BudgetExceeded> {
+    ctx.check_budget(BudgetKind::Tokens)?;
+    ctx.check_budget(BudgetKind::Cost)
 }

@@ -1504,6 +1504,7 @@ fn select_turn(
             let candidates = chat.candidates(&state);
             let names: Vec<&str> = candidates.iter().map(|&i| &*chat.names[i]).collect();
             let request = selection_request(&chat, &selector, &state, &names);
+            crate::model::check_model_budget(&ctx)?;
             let response = selector.model.chat(request).await?;
             if let Some(usage) = response.usage {
                 ctx.record_model_usage(

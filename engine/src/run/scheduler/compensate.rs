@@ -283,7 +283,8 @@ impl<S: State> Scheduler<S> {
                     .stop_step(&tasks, outcomes, &prior, stop, step, persist.as_mut())
                     .await;
                 return Err(match e {
-                    Error::Interrupted(_) => e,
+                    // Stopped, not failed: a resume goes on with the compensation.
+                    Error::Interrupted(_) | Error::BudgetExceeded(_) => e,
                     e => Error::CompensationFailed {
                         error,
                         node: plan.nodes[node as usize].name.to_string(),

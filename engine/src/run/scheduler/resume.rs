@@ -170,6 +170,7 @@ impl<S: State> Scheduler<S> {
         mut persist: Option<&mut Persister<S>>,
     ) -> Error {
         let mut failure = None;
+        let mut refused = None;
         let mut interrupts = Vec::new();
         let mut unfinished = Vec::new();
         let mut retries = Vec::new();
@@ -210,6 +211,23 @@ impl<S: State> Scheduler<S> {
                     interrupts.extend(raised);
                     saved
                 }
+                // Refused by a budget: it runs again on a resume, with its answers; the record
+                // keeps what the run used by now, with what the step's finished tasks used.
+                Err(TaskFailure::OverBudget(b)) => {
+                    refused.get_or_insert(b);
+                    match persist.as_deref_mut() {
+                        Some(p) => {
+                            let used = self.book.total(&self.shared.usage);
+                            let unfinished = Unfinished::OverBudget {
+                                answers: prior.start(i).answers.as_deref().unwrap_or_default(),
+                                used: &used,
+                            };
+                            p.unfinished(step, index, id, name, attempts, unfinished)
+                                .await
+                        }
+                        None => Ok(()),
+                    }
+                }
                 Err(TaskFailure::Failed(f)) => {
                     let e = self.failure_error(task, step, attempts, f);
                     let unfinished = Unfinished::Failed {
@@ -231,6 +249,13 @@ impl<S: State> Scheduler<S> {
         }
         if let Some(e) = failure {
             return e;
+        }
+        // A task refused by a budget stops the run as the check before a step does, at this
+        // step (which a resume with a higher budget finishes).
+        if matches!(stop, Some(Stop::Sibling) | None)
+            && let Some(b) = refused
+        {
+            return self.over_budget(b.scope, b.budget, b.limit, b.used, step);
         }
         match stop {
             Some(Stop::Cancelled) => Error::Cancelled { step },

@@ -130,7 +130,10 @@ impl<S: State> Scheduler<S> {
                 },
                 Ok(Err(e)) => match raised_interrupts(e, &name, step, task_id) {
                     Ok(raised) => Err(TaskFailure::Interrupted(raised)),
-                    Err(e) => Err(TaskFailure::Failed(Failure::Error(e))),
+                    Err(e) => match refused_budget(&*e) {
+                        Some(refused) => Err(TaskFailure::OverBudget(refused)),
+                        None => Err(TaskFailure::Failed(Failure::Error(e))),
+                    },
                 },
                 Err(panic) => Err(TaskFailure::Failed(Failure::Panic(panic_message(panic)))),
             };
@@ -145,7 +148,11 @@ impl<S: State> Scheduler<S> {
                         duration,
                     });
                 }
-                Err(TaskFailure::Interrupted(_) | TaskFailure::Cancelled) => {}
+                Err(
+                    TaskFailure::Interrupted(_)
+                    | TaskFailure::Cancelled
+                    | TaskFailure::OverBudget(_),
+                ) => {}
                 Err(f) => {
                     crate::observe::metrics::node_failed(&name);
                     let span = tracing::Span::current();
@@ -234,4 +241,23 @@ fn raised_interrupts(
             .collect()),
         Err(e) => Err(e),
     }
+}
+
+/// The budget refusal a node's error carries: a [`BudgetExceeded`] from
+/// [`Context::charge_tool_calls`] or [`Context::check_budget`], or a subgraph's child run
+/// stopped by its parent's budget, found in the error or among its sources.
+fn refused_budget(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<Box<crate::run::budget::BudgetExceeded>> {
+    let mut at = Some(e);
+    while let Some(e) = at {
+        if let Some(refused) = e.downcast_ref::<crate::run::budget::BudgetExceeded>() {
+            return Some(Box::new(refused.clone()));
+        }
+        if let Some(Error::BudgetExceeded(refused)) = e.downcast_ref::<Error>() {
+            return Some(refused.clone());
+        }
+        at = e.source();
+    }
+    None
 }

@@ -39,6 +39,13 @@ pub(super) enum TaskFailure {
     Interrupted(Vec<Interrupt>),
     /// It was cancelled before it finished.
     Cancelled,
+    /// Its budget refused it before a costly call ([`Context::charge_tool_calls`],
+    /// [`Context::check_budget`]): the step ends as at an interrupt, and a resume runs the
+    /// task again.
+    ///
+    /// [`Context::charge_tool_calls`]: crate::Context::charge_tool_calls
+    /// [`Context::check_budget`]: crate::Context::check_budget
+    OverBudget(Box<crate::run::budget::BudgetExceeded>),
     /// It failed and its next attempt is due at this time (Unix ms), later than the run
     /// waits inline (`RunConfig::max_inline_backoff`): the run stops until then. Its pending
     /// record (`Retrying`) is written.
@@ -67,6 +74,7 @@ impl TaskFailure {
             TaskFailure::Failed(Failure::Route(e)) => e.to_string(),
             TaskFailure::Interrupted(i) => format!("interrupted at {} interrupt(s)", i.len()),
             TaskFailure::Cancelled => "cancelled".to_owned(),
+            TaskFailure::OverBudget(b) => b.to_string(),
             TaskFailure::RetryLater(at) => format!("retrying at {at} ms since the epoch"),
         }
     }
