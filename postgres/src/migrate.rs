@@ -242,6 +242,140 @@ BEGIN
 END
 $audit$;
 "#,
+    // 9: caps on a tenant's jobs in flight, across every worker (see
+    // `worker::Queue::set_tenant_limit`). `claim_jobs` is the workers' claim: one statement
+    // (`FOR UPDATE SKIP LOCKED`, as before) while `tenant_limits` is empty; otherwise first the
+    // jobs of tenants without a limit, then, tenant by tenant (the one whose oldest job has
+    // waited longest first), the jobs of a capped tenant, under a transaction-scoped advisory
+    // lock of the tenant taken with `pg_try_advisory_xact_lock` (a tenant another claim holds is
+    // skipped, as `SKIP LOCKED` skips a row: no claim waits, none deadlocks), counting its live
+    // claims (`running`, claim not expired) in a statement that starts after the lock is taken
+    // (a volatile function's query sees what committed before it) and taking at most the places
+    // left. The lock is held until the claim commits, so two claims never both take the last
+    // place. An expired claim is no place: a killed worker's place is free once its claim
+    // expires. The function returns the columns the claim returned before.
+    r#"
+CREATE TABLE tenant_limits (
+    tenant text PRIMARY KEY,
+    max_in_flight integer NOT NULL CHECK (max_in_flight >= 0),
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX jobs_tenant_running ON jobs (tenant, claim_until)
+    WHERE status = 'running' AND tenant IS NOT NULL;
+CREATE INDEX jobs_tenant_queued ON jobs (tenant, available_at, id)
+    WHERE status = 'queued' AND tenant IS NOT NULL;
+-- The tenants with no place left: as many live claims as their cap, or more.
+CREATE FUNCTION held_tenants() RETURNS TABLE (tenant text)
+LANGUAGE sql VOLATILE SET search_path FROM CURRENT AS $held$
+    SELECT l.tenant FROM tenant_limits l
+    WHERE l.max_in_flight <= (SELECT count(*) FROM jobs r WHERE r.tenant = l.tenant
+                              AND r.status = 'running' AND r.claim_until > clock_timestamp())
+$held$;
+CREATE FUNCTION claim_jobs(p_worker text, p_ttl_ms bigint, p_graphs text[], p_limit bigint)
+RETURNS TABLE (o_id bigint, o_kind text, o_graph text, o_run text, o_input text,
+               o_attempts integer, o_cancel boolean, o_waited float8, o_base_step bigint,
+               o_tenant text, o_caller text)
+LANGUAGE plpgsql VOLATILE SET search_path FROM CURRENT AS $claim$
+DECLARE
+    got bigint := 0;
+    n bigint;
+    cap record;
+    live bigint;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM tenant_limits) THEN
+        -- No tenant has a cap: the claim as it was, one statement.
+        RETURN QUERY WITH
+        queued AS (SELECT id, available_at AS ready_at FROM jobs
+              WHERE status = 'queued' AND available_at <= clock_timestamp() AND graph = ANY(p_graphs)
+                AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                                AND e.status IN ('queued', 'running'))
+              ORDER BY available_at, id LIMIT p_limit FOR UPDATE SKIP LOCKED),
+        expired AS (SELECT id, claim_until AS ready_at FROM jobs
+              WHERE status = 'running' AND claim_until <= clock_timestamp() AND graph = ANY(p_graphs)
+                AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                                AND e.status IN ('queued', 'running'))
+              ORDER BY claim_until LIMIT p_limit FOR UPDATE SKIP LOCKED),
+        c AS (SELECT id, ready_at FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) ready
+              ORDER BY ready_at, id LIMIT p_limit)
+        UPDATE jobs j SET status = 'running', worker = p_worker, attempts = j.attempts + 1,
+            claimed_at = clock_timestamp(), claim_until = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
+        FROM c WHERE j.id = c.id
+        RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested,
+            extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller;
+        RETURN;
+    END IF;
+    -- The jobs of tenants without a cap (and of no tenant).
+    RETURN QUERY WITH
+    queued AS (SELECT id, available_at AS ready_at FROM jobs
+          WHERE status = 'queued' AND available_at <= clock_timestamp() AND graph = ANY(p_graphs)
+            AND (tenant IS NULL OR NOT EXISTS (SELECT 1 FROM tenant_limits l WHERE l.tenant = jobs.tenant))
+            AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                            AND e.status IN ('queued', 'running'))
+          ORDER BY available_at, id LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    expired AS (SELECT id, claim_until AS ready_at FROM jobs
+          WHERE status = 'running' AND claim_until <= clock_timestamp() AND graph = ANY(p_graphs)
+            AND (tenant IS NULL OR NOT EXISTS (SELECT 1 FROM tenant_limits l WHERE l.tenant = jobs.tenant))
+            AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                            AND e.status IN ('queued', 'running'))
+          ORDER BY claim_until LIMIT p_limit FOR UPDATE SKIP LOCKED),
+    c AS (SELECT id, ready_at FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) ready
+          ORDER BY ready_at, id LIMIT p_limit)
+    UPDATE jobs j SET status = 'running', worker = p_worker, attempts = j.attempts + 1,
+        claimed_at = clock_timestamp(), claim_until = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
+    FROM c WHERE j.id = c.id
+    RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested,
+        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller;
+    GET DIAGNOSTICS got = ROW_COUNT;
+    -- The capped tenants with a job ready, the longest waiting first.
+    FOR cap IN
+        SELECT l.tenant, l.max_in_flight, r.ready_at FROM tenant_limits l
+        CROSS JOIN LATERAL (
+            SELECT min(x.ready_at) AS ready_at FROM (
+                (SELECT q.available_at AS ready_at FROM jobs q
+                 WHERE q.tenant = l.tenant AND q.status = 'queued'
+                   AND q.available_at <= clock_timestamp() AND q.graph = ANY(p_graphs)
+                 ORDER BY q.available_at LIMIT 1)
+                UNION ALL
+                (SELECT ex.claim_until FROM jobs ex
+                 WHERE ex.tenant = l.tenant AND ex.status = 'running'
+                   AND ex.claim_until <= clock_timestamp() AND ex.graph = ANY(p_graphs)
+                 ORDER BY ex.claim_until LIMIT 1)) x) r
+        WHERE r.ready_at IS NOT NULL AND l.max_in_flight > 0
+        ORDER BY r.ready_at, l.tenant
+    LOOP
+        EXIT WHEN got >= p_limit;
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(hashtext('agentgraph-tenant-cap'), hashtext(cap.tenant));
+        SELECT count(*) INTO live FROM jobs
+            WHERE tenant = cap.tenant AND status = 'running' AND claim_until > clock_timestamp();
+        CONTINUE WHEN live >= cap.max_in_flight;
+        RETURN QUERY WITH
+        queued AS (SELECT id, available_at AS ready_at FROM jobs
+              WHERE tenant = cap.tenant AND status = 'queued' AND available_at <= clock_timestamp()
+                AND graph = ANY(p_graphs)
+                AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                                AND e.status IN ('queued', 'running'))
+              ORDER BY available_at, id LIMIT least(p_limit - got, cap.max_in_flight - live)
+              FOR UPDATE SKIP LOCKED),
+        expired AS (SELECT id, claim_until AS ready_at FROM jobs
+              WHERE tenant = cap.tenant AND status = 'running' AND claim_until <= clock_timestamp()
+                AND graph = ANY(p_graphs)
+                AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                                AND e.status IN ('queued', 'running'))
+              ORDER BY claim_until LIMIT least(p_limit - got, cap.max_in_flight - live)
+              FOR UPDATE SKIP LOCKED),
+        c AS (SELECT id, ready_at FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) ready
+              ORDER BY ready_at, id LIMIT least(p_limit - got, cap.max_in_flight - live))
+        UPDATE jobs j SET status = 'running', worker = p_worker, attempts = j.attempts + 1,
+            claimed_at = clock_timestamp(), claim_until = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
+        FROM c WHERE j.id = c.id
+        RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested,
+            extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        got := got + n;
+    END LOOP;
+END
+$claim$;
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.
@@ -333,7 +467,7 @@ mod tests {
     }
 
     /// A database at schema 6 (audit entries appended one statement each by `append_audit`)
-    /// upgrades to the latest (8) at connect, and the trail it had goes on: the next entries, written by
+    /// upgrades to the latest at connect, and the trail it had goes on: the next entries, written by
     /// `audit_rows` in the batch's one statement, link to the old ones and the whole chain
     /// verifies in Rust.
     #[tokio::test]

@@ -92,34 +92,20 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_postgres::{AsyncMessage, NoTls};
 
-pub use queue::{JobInfo, NotQueued, Queue, WorkerInfo};
+pub use queue::{JobInfo, NotQueued, Queue, TenantLimit, TenantScoped, WorkerInfo};
 
 use crate::PostgresStore;
 use queue::{CANCELLED, NOTIFY, QUEUED};
 
-/// Claims up to $4 ready jobs of the graphs $3: queued ones whose time came, in the order
-/// they became ready (the partial index `jobs_queued`), and running ones whose claim expired
-/// (`jobs_claimed`), each the oldest active job of its run, locked with `SKIP LOCKED`. Both
-/// are read from their partial indexes, so a claim costs what is ready, not the queue's
-/// history of finished jobs.
-const CLAIM: &str = "WITH \
-     queued AS (SELECT id, available_at AS ready_at FROM jobs \
-           WHERE status = 'queued' AND available_at <= clock_timestamp() AND graph = ANY($3) \
-             AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id \
-                             AND e.status IN ('queued', 'running')) \
-           ORDER BY available_at, id LIMIT $4 FOR UPDATE SKIP LOCKED), \
-     expired AS (SELECT id, claim_until AS ready_at FROM jobs \
-           WHERE status = 'running' AND claim_until <= clock_timestamp() AND graph = ANY($3) \
-             AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id \
-                             AND e.status IN ('queued', 'running')) \
-           ORDER BY claim_until LIMIT $4 FOR UPDATE SKIP LOCKED), \
-     c AS (SELECT id, ready_at FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) ready \
-           ORDER BY ready_at, id LIMIT $4) \
-     UPDATE jobs j SET status = 'running', worker = $1, attempts = j.attempts + 1, \
-     claimed_at = clock_timestamp(), claim_until = clock_timestamp() + $2::bigint * interval '1 millisecond' \
-     FROM c WHERE j.id = c.id \
-     RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested, \
-        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller";
+/// Claims up to $4 ready jobs of the graphs $3 for worker $1, each claim lasting $2 ms: queued
+/// ones whose time came, in the order they became ready (the partial index `jobs_queued`), and
+/// running ones whose claim expired (`jobs_claimed`), each the oldest active job of its run,
+/// locked with `SKIP LOCKED`; a capped tenant's ([`Queue::set_tenant_limit`]) only while it has
+/// places left, counted across every worker under a lock of the tenant. Both are read from
+/// their partial indexes, so a claim costs what is ready, not the queue's history of finished
+/// jobs. The function is migration 9's `claim_jobs` (see `migrate.rs`): while no tenant has a
+/// cap, it runs the one statement the claim was before.
+const CLAIM: &str = "SELECT * FROM claim_jobs($1, $2::bigint, $3, $4::bigint)";
 const HEARTBEAT: &str = "UPDATE jobs SET claim_until = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING cancel_requested";
 const FINISH: &str = "UPDATE jobs SET status = $3, output = $4::text::jsonb, error = $5, \
@@ -135,7 +121,11 @@ const FINISH_RELEASE: &str = "WITH lease AS (UPDATE leases SET expires_at = NULL
 const RELEASE: &str = "UPDATE jobs SET status = 'queued', worker = NULL, claim_until = NULL, \
      available_at = clock_timestamp() + $3::bigint * interval '1 millisecond' \
      WHERE id = $1 AND attempts = $2 AND status = 'running'";
-const DEPTH: &str = "SELECT count(*) FROM jobs WHERE status = 'queued'";
+/// The jobs waiting to be claimed, and those of them held by their tenant's cap (see
+/// [`Queue::set_tenant_limit`]; the second count costs a look at each capped tenant's live
+/// claims, nothing while no tenant has a cap).
+const DEPTH: &str = "SELECT count(*), count(*) FILTER (WHERE tenant IN (SELECT tenant FROM held_tenants())) \
+     FROM jobs WHERE status = 'queued'";
 /// A worker says it is there (at start and at every poll) and that it stopped.
 const HELLO: &str = "INSERT INTO workers (id, graphs, concurrency) VALUES ($1, $2, $3) \
      ON CONFLICT (id) DO UPDATE SET graphs = $2, concurrency = $3, \
@@ -156,6 +146,12 @@ mod metric {
         #[cfg(feature = "metrics")]
         metrics::gauge!("agentgraph_queue_depth").set(depth as f64);
         let _ = depth;
+    }
+
+    pub(super) fn held_by_tenant_cap(jobs: i64) {
+        #[cfg(feature = "metrics")]
+        metrics::gauge!("agentgraph_queue_held_by_tenant_cap").set(jobs as f64);
+        let _ = jobs;
     }
 
     pub(super) fn claim_latency(seconds: f64) {
@@ -562,7 +558,9 @@ impl Worker {
                     let _ = self.shared.store.query(SEEN, &[&self.shared.id], true).await;
                     if let Ok(rows) = self.shared.store.query(DEPTH, &[], true).await {
                         let depth = rows.first().map_or(0, |r| r.get::<_, i64>(0));
+                        let held = rows.first().map_or(0, |r| r.get::<_, i64>(1));
                         metric::queue_depth(depth);
+                        metric::held_by_tenant_cap(held);
                     }
                 }
                 Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {

@@ -40,14 +40,27 @@ const CANCEL: &str = "UPDATE jobs SET cancel_requested = true, \
 const DEPTH: &str =
     "SELECT count(*) FROM jobs WHERE status = 'queued' AND ($1::text IS NULL OR tenant = $1::text)";
 const JOB: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
-     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint, tenant, caller \
+     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint, tenant, caller, \
+     status = 'queued' AND tenant IN (SELECT tenant FROM held_tenants()) \
      FROM jobs WHERE run_id = $1 AND ($2::text IS NULL OR tenant = $2::text) \
      ORDER BY id DESC LIMIT 1";
 pub(crate) const NOTIFY: &str = "SELECT pg_notify($1, $2)";
 const JOBS: &str = "SELECT id, kind, graph, status, worker, attempts, cancel_requested, \
-     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint, tenant, caller \
+     output::text, error, run_id, (extract(epoch FROM available_at) * 1000)::bigint, tenant, caller, \
+     status = 'queued' AND tenant IN (SELECT tenant FROM held_tenants()) \
      FROM jobs WHERE ($1::text IS NULL OR status = $1) AND id > $2 \
        AND ($4::text IS NULL OR tenant = $4::text) ORDER BY id LIMIT $3";
+/// A tenant's cap on its jobs in flight ($1 the tenant, $2 the cap).
+const SET_LIMIT: &str = "INSERT INTO tenant_limits (tenant, max_in_flight) VALUES ($1, $2) \
+     ON CONFLICT (tenant) DO UPDATE SET max_in_flight = EXCLUDED.max_in_flight, \
+     updated_at = clock_timestamp()";
+const CLEAR_LIMIT: &str = "DELETE FROM tenant_limits WHERE tenant = $1 RETURNING tenant";
+/// A tenant's cap, its live claims (not expired) and its queued jobs.
+const LIMIT: &str = "SELECT l.max_in_flight, \
+     (SELECT count(*) FROM jobs r WHERE r.tenant = l.tenant AND r.status = 'running' \
+        AND r.claim_until > clock_timestamp()), \
+     (SELECT count(*) FROM jobs q WHERE q.tenant = l.tenant AND q.status = 'queued') \
+     FROM tenant_limits l WHERE l.tenant = $1";
 const WORKERS: &str = "SELECT w.id, w.graphs, w.concurrency, \
      (extract(epoch FROM w.started_at) * 1000)::bigint, \
      (extract(epoch FROM w.last_seen) * 1000)::bigint, w.stopped_at IS NOT NULL, \
@@ -132,7 +145,57 @@ pub struct JobInfo {
     /// Who queued it ([`Queue::caller`]): what the audit trail's `started` or `resumed` entry
     /// of its run names.
     pub caller: Option<String>,
+    /// Whether it is `queued` and its tenant has no place left under its cap
+    /// ([`Queue::set_tenant_limit`]): it is claimed when one of the tenant's runs in flight
+    /// ends, is handed back, or loses its claim.
+    pub held_by_tenant_cap: bool,
 }
+
+/// A tenant's cap on its jobs in flight, across every worker, and where it stands: see
+/// [`Queue::tenant_limit`].
+///
+/// # Examples
+///
+/// See [`Queue::set_tenant_limit`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct TenantLimit {
+    /// The most of the tenant's jobs claimed at once.
+    pub max_in_flight: u32,
+    /// The tenant's jobs claimed now (`running`, their claim not expired), by every worker.
+    pub in_flight: u64,
+    /// The tenant's jobs waiting to be claimed (`queued`).
+    pub queued: u64,
+}
+
+/// A queue of one tenant ([`Queue::tenant`]) asked to set or clear a tenant's cap on its jobs
+/// in flight ([`Queue::set_tenant_limit`]): only a queue over every tenant does (in a
+/// [`StoreError::Backend`]).
+///
+/// # Examples
+///
+/// ```
+/// use agentgraph_checkpoint::TenantId;
+/// let e = agentgraph_postgres::worker::TenantScoped { tenant: TenantId::new("acme").unwrap() };
+/// assert!(e.to_string().contains("queue of tenant `acme`"));
+/// ```
+#[derive(Debug)]
+pub struct TenantScoped {
+    /// The queue's tenant.
+    pub tenant: TenantId,
+}
+
+impl fmt::Display for TenantScoped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "a queue of tenant `{}` cannot set tenants' caps on jobs in flight; use a queue over every tenant",
+            self.tenant.as_str()
+        )
+    }
+}
+
+impl std::error::Error for TenantScoped {}
 
 /// A worker, as it last told the database: see [`Queue::workers`].
 ///
@@ -218,6 +281,7 @@ fn job_info(row: &tokio_postgres::Row) -> JobInfo {
             .get::<_, Option<String>>(11)
             .and_then(|t| TenantId::new(t).ok()),
         caller: row.get(12),
+        held_by_tenant_cap: row.get::<_, Option<bool>>(13).unwrap_or(false),
     }
 }
 
@@ -558,6 +622,103 @@ impl Queue {
                 running: row.get(6),
             })
             .collect())
+    }
+
+    /// Caps `tenant`'s jobs in flight at `max_in_flight`, across every worker of the queue: a
+    /// worker claims a job of the tenant only while fewer of its jobs are claimed (`running`,
+    /// their claim not expired), counted in the claim under a lock of the tenant, so that two
+    /// workers claiming at once never both take the last place. The jobs over the cap stay
+    /// `queued` ([`JobInfo::held_by_tenant_cap`]) and are claimed when a place frees: a run
+    /// ends, is handed back, or its worker dies and its claim expires. Runs already claimed
+    /// are not stopped by a lower cap; 0 holds all of the tenant's jobs. Setting it again
+    /// replaces it. A job without a tenant is never capped.
+    ///
+    /// The cap counts jobs, so a run the tenant starts in process (not through the queue) is
+    /// not among them: for those, `TenantBudget`'s `max_runs_in_flight` counts in process.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] holding a [`TenantScoped`] for a queue of a tenant
+    /// ([`Queue::tenant`]): setting caps is for a queue over every tenant (an operator's);
+    /// [`StoreError::Unavailable`] when the server cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn f(queue: agentgraph_postgres::worker::Queue) -> Result<(), Box<dyn std::error::Error>> {
+    /// use agentgraph_checkpoint::TenantId;
+    ///
+    /// let acme = TenantId::new("acme")?;
+    /// queue.set_tenant_limit(&acme, 2).await?;
+    /// let limit = queue.tenant_limit(&acme).await?.expect("just set");
+    /// assert_eq!(limit.max_in_flight, 2);
+    /// assert!(limit.in_flight <= 2);
+    /// assert!(queue.clear_tenant_limit(&acme).await?);
+    /// assert!(queue.tenant_limit(&acme).await?.is_none());
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_tenant_limit(&self, tenant: &TenantId, max_in_flight: u32) -> Result<()> {
+        self.refuse_scoped()?;
+        let cap = i32::try_from(max_in_flight).unwrap_or(i32::MAX);
+        self.store
+            .query(SET_LIMIT, &[&tenant.as_str(), &cap], true)
+            .await?;
+        // A raised cap frees places: the workers look.
+        self.notify(QUEUED).await
+    }
+
+    /// Removes `tenant`'s cap on its jobs in flight ([`set_tenant_limit`](Queue::set_tenant_limit)):
+    /// its jobs are claimed as any others. Returns whether it had one.
+    ///
+    /// # Errors
+    ///
+    /// As [`set_tenant_limit`](Queue::set_tenant_limit)'s.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue::set_tenant_limit`].
+    pub async fn clear_tenant_limit(&self, tenant: &TenantId) -> Result<bool> {
+        self.refuse_scoped()?;
+        let rows = self
+            .store
+            .query(CLEAR_LIMIT, &[&tenant.as_str()], true)
+            .await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        self.notify(QUEUED).await?;
+        Ok(true)
+    }
+
+    /// `tenant`'s cap on its jobs in flight, with its jobs claimed now and queued; `None` when
+    /// it has none (and, for a queue of a tenant, for another tenant).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the server cannot be reached.
+    ///
+    /// # Examples
+    ///
+    /// See [`Queue::set_tenant_limit`].
+    pub async fn tenant_limit(&self, tenant: &TenantId) -> Result<Option<TenantLimit>> {
+        if self.tenant.as_ref().is_some_and(|own| own != tenant) {
+            return Ok(None);
+        }
+        let rows = self.store.query(LIMIT, &[&tenant.as_str()], true).await?;
+        Ok(rows.first().map(|row| TenantLimit {
+            max_in_flight: u32::try_from(row.get::<_, i32>(0)).unwrap_or(0),
+            in_flight: row.get::<_, i64>(1) as u64,
+            queued: row.get::<_, i64>(2) as u64,
+        }))
+    }
+
+    fn refuse_scoped(&self) -> Result<()> {
+        match &self.tenant {
+            Some(tenant) => Err(StoreError::Backend(Box::new(TenantScoped {
+                tenant: tenant.clone(),
+            }))),
+            None => Ok(()),
+        }
     }
 
     /// The queue as `tenant` sees it and submits to it: the jobs it queues are the tenant's
