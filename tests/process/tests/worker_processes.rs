@@ -434,3 +434,65 @@ async fn a_killed_workers_thread_invocation_is_resumed_not_given_again() {
     assert_eq!(started(&counts, "s2"), 1, "{counts:?}");
     second.stop();
 }
+
+/// A tenant capped at one job in flight, its place held by a worker that is SIGKILLed: the
+/// tenant's other job waits `queued` (held by the cap) while the killed worker's claim lasts,
+/// and the place frees when the claim expires: another worker runs both runs, one after the
+/// other (their tasks never interleave), resuming the killed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_place_under_its_tenants_cap_frees_when_its_claim_expires() {
+    use agentgraph::store::TenantId;
+
+    let schema = fresh_schema("cap_kill");
+    let dir = tempfile::tempdir().unwrap();
+    let effects_file = dir.path().join("effects");
+    let all = queue(&schema).await;
+    let tenant = TenantId::new("acme").unwrap();
+    all.set_tenant_limit(&tenant, 1).await.unwrap();
+    let acme = all.clone().tenant(tenant.clone());
+    acme.submit_with_id("chain", "cap-a", json!({}))
+        .await
+        .unwrap();
+    acme.submit_with_id("chain", "cap-b", json!({}))
+        .await
+        .unwrap();
+
+    // The first worker could run 4 jobs at once: it runs one of acme's.
+    let first = WorkerChild::start(&schema, "first", 1_000, &effects_file, 300);
+    wait_effects(&effects_file, "start of s3", |c| started(c, "s3") > 0);
+    let held = acme.job("cap-b").await.unwrap().unwrap();
+    assert_eq!((held.status.as_str(), held.attempts), ("queued", 0));
+    assert!(held.held_by_tenant_cap, "{held:?}");
+    first.signal("-KILL");
+    drop(first);
+
+    let second = WorkerChild::start(&schema, "second", 1_000, &effects_file, 300);
+    let a = wait_job(&acme, "cap-a", "done").await;
+    let b = wait_job(&acme, "cap-b", "done").await;
+    assert_eq!((a.worker.as_deref(), a.attempts), (Some("second"), 2));
+    assert_eq!((b.worker.as_deref(), b.attempts), (Some("second"), 1));
+    let notes = json!(["s1", "s2", "s3", "s4", "s5"]);
+    assert_eq!(
+        (
+            a.output.unwrap()["notes"].clone(),
+            b.output.unwrap()["notes"].clone()
+        ),
+        (notes.clone(), notes)
+    );
+    // One run at a time: the effects file's lines, by run, in blocks: `cap-a` until the kill,
+    // then `cap-b` whole and the rest of `cap-a` (or `cap-a`'s rest first).
+    let text = std::fs::read_to_string(&effects_file).unwrap();
+    let mut blocks: Vec<&str> = Vec::new();
+    for run in text.lines().filter_map(|l| l.split(' ').nth(1)) {
+        if blocks.last() != Some(&run) {
+            blocks.push(run);
+        }
+    }
+    assert!(
+        blocks == ["cap-a", "cap-b", "cap-a"] || blocks == ["cap-a", "cap-b"],
+        "acme's runs ran one at a time: {text}"
+    );
+    let limit = all.tenant_limit(&tenant).await.unwrap().unwrap();
+    assert_eq!((limit.in_flight, limit.queued), (0, 0));
+    second.stop();
+}
