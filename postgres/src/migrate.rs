@@ -244,16 +244,19 @@ $audit$;
 "#,
     // 9: caps on a tenant's jobs in flight, across every worker (see
     // `worker::Queue::set_tenant_limit`). `claim_jobs` is the workers' claim: one statement
-    // (`FOR UPDATE SKIP LOCKED`, as before) while `tenant_limits` is empty; otherwise first the
-    // jobs of tenants without a limit, then, tenant by tenant (the one whose oldest job has
-    // waited longest first), the jobs of a capped tenant, under a transaction-scoped advisory
-    // lock of the tenant taken with `pg_try_advisory_xact_lock` (a tenant another claim holds is
-    // skipped, as `SKIP LOCKED` skips a row: no claim waits, none deadlocks), counting its live
-    // claims (`running`, claim not expired) in a statement that starts after the lock is taken
-    // (a volatile function's query sees what committed before it) and taking at most the places
-    // left. The lock is held until the claim commits, so two claims never both take the last
-    // place. An expired claim is no place: a killed worker's place is free once its claim
-    // expires. The function returns the columns the claim returned before.
+    // (`FOR UPDATE SKIP LOCKED`, as before) while `tenant_limits` is empty; otherwise first,
+    // tenant by tenant (the one whose oldest ready job has waited longest first), the jobs of
+    // the capped tenants with places left, then those of tenants without a cap (a capped
+    // tenant takes at most its places, so neither starves the other). A capped tenant's jobs
+    // are claimed under a transaction-scoped advisory lock of the tenant taken with
+    // `pg_try_advisory_xact_lock` (a tenant another claim holds is skipped, as `SKIP LOCKED`
+    // skips a row: no claim waits, none deadlocks), counting its live claims (`running`, claim
+    // not expired) in a statement that starts after the lock is taken (a volatile function's
+    // query sees what committed before it), and taking at most the places left. The lock is
+    // held until the claim commits, so two claims never both take the last place. An expired
+    // claim is no place: a killed worker's place is free once its claim expires. The function
+    // returns the columns the claim returned before. `held_tenants` lists the tenants with no
+    // place left (what `JobInfo::held_by_tenant_cap` and the queue's depth read).
     r#"
 CREATE TABLE tenant_limits (
     tenant text PRIMARY KEY,
@@ -304,28 +307,6 @@ BEGIN
             extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller;
         RETURN;
     END IF;
-    -- The jobs of tenants without a cap (and of no tenant).
-    RETURN QUERY WITH
-    queued AS (SELECT id, available_at AS ready_at FROM jobs
-          WHERE status = 'queued' AND available_at <= clock_timestamp() AND graph = ANY(p_graphs)
-            AND (tenant IS NULL OR NOT EXISTS (SELECT 1 FROM tenant_limits l WHERE l.tenant = jobs.tenant))
-            AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
-                            AND e.status IN ('queued', 'running'))
-          ORDER BY available_at, id LIMIT p_limit FOR UPDATE SKIP LOCKED),
-    expired AS (SELECT id, claim_until AS ready_at FROM jobs
-          WHERE status = 'running' AND claim_until <= clock_timestamp() AND graph = ANY(p_graphs)
-            AND (tenant IS NULL OR NOT EXISTS (SELECT 1 FROM tenant_limits l WHERE l.tenant = jobs.tenant))
-            AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
-                            AND e.status IN ('queued', 'running'))
-          ORDER BY claim_until LIMIT p_limit FOR UPDATE SKIP LOCKED),
-    c AS (SELECT id, ready_at FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) ready
-          ORDER BY ready_at, id LIMIT p_limit)
-    UPDATE jobs j SET status = 'running', worker = p_worker, attempts = j.attempts + 1,
-        claimed_at = clock_timestamp(), claim_until = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
-    FROM c WHERE j.id = c.id
-    RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested,
-        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller;
-    GET DIAGNOSTICS got = ROW_COUNT;
     -- The capped tenants with a job ready, the longest waiting first.
     FOR cap IN
         SELECT l.tenant, l.max_in_flight, r.ready_at FROM tenant_limits l
@@ -340,7 +321,10 @@ BEGIN
                  WHERE ex.tenant = l.tenant AND ex.status = 'running'
                    AND ex.claim_until <= clock_timestamp() AND ex.graph = ANY(p_graphs)
                  ORDER BY ex.claim_until LIMIT 1)) x) r
-        WHERE r.ready_at IS NOT NULL AND l.max_in_flight > 0
+        WHERE r.ready_at IS NOT NULL
+          -- Places left, as far as this snapshot sees (counted again under the lock).
+          AND l.max_in_flight > (SELECT count(*) FROM jobs lc WHERE lc.tenant = l.tenant
+                                 AND lc.status = 'running' AND lc.claim_until > clock_timestamp())
         ORDER BY r.ready_at, l.tenant
     LOOP
         EXIT WHEN got >= p_limit;
@@ -373,6 +357,30 @@ BEGIN
         GET DIAGNOSTICS n = ROW_COUNT;
         got := got + n;
     END LOOP;
+    IF got >= p_limit THEN
+        RETURN;
+    END IF;
+    -- The jobs of tenants without a cap (and of no tenant).
+    RETURN QUERY WITH
+    queued AS (SELECT id, available_at AS ready_at FROM jobs
+          WHERE status = 'queued' AND available_at <= clock_timestamp() AND graph = ANY(p_graphs)
+            AND (tenant IS NULL OR NOT EXISTS (SELECT 1 FROM tenant_limits l WHERE l.tenant = jobs.tenant))
+            AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                            AND e.status IN ('queued', 'running'))
+          ORDER BY available_at, id LIMIT p_limit - got FOR UPDATE SKIP LOCKED),
+    expired AS (SELECT id, claim_until AS ready_at FROM jobs
+          WHERE status = 'running' AND claim_until <= clock_timestamp() AND graph = ANY(p_graphs)
+            AND (tenant IS NULL OR NOT EXISTS (SELECT 1 FROM tenant_limits l WHERE l.tenant = jobs.tenant))
+            AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.run_id = jobs.run_id AND e.id < jobs.id
+                            AND e.status IN ('queued', 'running'))
+          ORDER BY claim_until LIMIT p_limit - got FOR UPDATE SKIP LOCKED),
+    c AS (SELECT id, ready_at FROM (SELECT * FROM queued UNION ALL SELECT * FROM expired) ready
+          ORDER BY ready_at, id LIMIT p_limit - got)
+    UPDATE jobs j SET status = 'running', worker = p_worker, attempts = j.attempts + 1,
+        claimed_at = clock_timestamp(), claim_until = clock_timestamp() + p_ttl_ms * interval '1 millisecond'
+    FROM c WHERE j.id = c.id
+    RETURNING j.id, j.kind, j.graph, j.run_id, j.input::text, j.attempts, j.cancel_requested,
+        extract(epoch FROM clock_timestamp() - c.ready_at)::float8, j.base_step, j.tenant, j.caller;
 END
 $claim$;
 "#,
