@@ -1,6 +1,6 @@
-//! The workers' metrics (feature `metrics`): claim latency, lease renewals, queue depth, and a
-//! fenced write, counted when the run's lease is taken from under its worker (the run then
-//! resumed by the next claim).
+//! The workers' metrics (feature `metrics`): claim latency, lease renewals, queue depth, jobs
+//! held by their tenant's cap, and a fenced write, counted when the run's lease is taken from
+//! under its worker (the run then resumed by the next claim).
 #![cfg(feature = "metrics")]
 
 mod support;
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use agentgraph::prelude::*;
 use agentgraph::run::GraphRegistry;
+use agentgraph::store::TenantId;
 use agentgraph_postgres::worker::{Queue, Worker};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::{CompositeKey, MetricKind};
@@ -41,7 +42,7 @@ fn a_worker_records_its_metrics_and_counts_a_fenced_write() {
     let snapshotter = recorder.snapshotter();
     // A local recorder sees what this thread records: everything runs on a current-thread
     // runtime.
-    metrics::with_local_recorder(&recorder, || {
+    let mut snapshots: Vec<Snapshot> = metrics::with_local_recorder(&recorder, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -98,29 +99,73 @@ fn a_worker_records_its_metrics_and_counts_a_fenced_write() {
             assert_eq!(job.attempts, 2, "claimed again once the claim expired");
             assert_eq!(job.output.unwrap()["notes"], json!(["a", "b", "c"]));
             assert_eq!((stats.fenced(), stats.completed()), (1, 1));
+
+            // A job of a tenant capped at 0 waits in the queue: the gauge of held jobs says 1
+            // at the worker's next poll. (A snapshot drains what it reads: they are all kept.)
+            let acme = TenantId::new("acme").unwrap();
+            queue.set_tenant_limit(&acme, 0).await.unwrap();
+            queue
+                .clone()
+                .tenant(acme)
+                .submit("chain", json!({}))
+                .await
+                .unwrap();
+            let mut snapshots = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let snapshot: Snapshot = snapshotter.snapshot().into_vec();
+                let held = matches!(
+                    find(&snapshot, MetricKind::Gauge, "agentgraph_queue_held_by_tenant_cap"),
+                    Some(DebugValue::Gauge(held)) if held.into_inner() == 1.0
+                );
+                snapshots.push(snapshot);
+                if held {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no held job in the gauge within 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             stop.send(()).ok();
             running.await.unwrap().unwrap();
-        });
+            snapshots
+        })
     });
-    let snapshot: Snapshot = snapshotter.snapshot().into_vec();
-    assert!(
-        matches!(
-            find(
-                &snapshot,
-                MetricKind::Counter,
-                "agentgraph_worker_fenced_writes_total"
-            ),
-            Some(DebugValue::Counter(1))
-        ),
+    snapshots.push(snapshotter.snapshot().into_vec());
+    let counter = |name: &str| -> u64 {
+        snapshots
+            .iter()
+            .filter_map(|s| match find(s, MetricKind::Counter, name) {
+                Some(DebugValue::Counter(n)) => Some(*n),
+                _ => None,
+            })
+            .sum()
+    };
+    let samples = |name: &str| -> usize {
+        snapshots
+            .iter()
+            .filter_map(|s| match find(s, MetricKind::Histogram, name) {
+                Some(DebugValue::Histogram(h)) => Some(h.len()),
+                _ => None,
+            })
+            .sum()
+    };
+    assert_eq!(
+        counter("agentgraph_worker_fenced_writes_total"),
+        1,
         "one fenced write"
     );
-    assert!(matches!(
-        find(&snapshot, MetricKind::Counter, "agentgraph_worker_lease_renewals_total"),
-        Some(DebugValue::Counter(n)) if *n > 0
-    ));
-    assert!(matches!(
-        find(&snapshot, MetricKind::Histogram, "agentgraph_worker_claim_latency_seconds"),
-        Some(DebugValue::Histogram(h)) if h.len() == 2
-    ));
-    assert!(find(&snapshot, MetricKind::Gauge, "agentgraph_queue_depth").is_some());
+    assert!(counter("agentgraph_worker_lease_renewals_total") > 0);
+    assert_eq!(
+        samples("agentgraph_worker_claim_latency_seconds"),
+        2,
+        "two claims; the held job is never claimed"
+    );
+    assert!(
+        snapshots
+            .iter()
+            .any(|s| find(s, MetricKind::Gauge, "agentgraph_queue_depth").is_some())
+    );
 }

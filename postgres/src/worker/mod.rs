@@ -29,12 +29,18 @@
 //!   tenant is not found by it), and one queued through [`Queue::caller`] names its submitter
 //!   in the run's audit trail (`RunConfig::caller`). Such a queue sees and controls only the
 //!   tenant's jobs.
+//! - **A tenant's runs in flight** ([`Queue::set_tenant_limit`]): a worker claims a job of a
+//!   capped tenant only while fewer of the tenant's jobs are claimed, by every worker, than its
+//!   cap, counted in the claim under a lock of the tenant; the others wait `queued`
+//!   ([`JobInfo::held_by_tenant_cap`]) until a place frees (a run ends, is handed back, or its
+//!   claim expires).
 //! - **Graceful shutdown** ([`Worker::run_until`]): stop claiming, let the running runs end
 //!   for up to [`Worker::shutdown_timeout`], then cancel the rest and hand their jobs back.
 //! - **Metrics** (the `metrics` facade, feature `metrics`): `agentgraph_queue_depth` (gauge),
 //!   `agentgraph_worker_claim_latency_seconds` (histogram: from a job being ready to its
 //!   claim), `agentgraph_worker_lease_renewals_total`, `agentgraph_worker_fenced_writes_total`,
-//!   `agentgraph_worker_retries_scheduled_total`.
+//!   `agentgraph_worker_retries_scheduled_total`, `agentgraph_queue_held_by_tenant_cap` (gauge:
+//!   queued jobs whose tenant has no place left).
 //!
 //! # Examples
 //!
