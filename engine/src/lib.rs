@@ -63,6 +63,7 @@ pub use run::config::{Durability, FailurePolicy, Mode, RunConfig};
 pub use run::context::{Context, InputError};
 pub use run::handle::{CancelHandle, Run, RunHandle, RunOutcome};
 pub use run::interrupt::{Interrupt, InterruptKind, InterruptSignal, Interrupted, Resume};
+pub use run::ledger::TenantLedger;
 pub use run::memory::{Memory, MemoryError};
 pub use run::retry_at::{RetryAt, RetryTask};
 

@@ -54,6 +54,7 @@
 
 mod commit;
 mod error;
+mod ledger;
 mod migrate;
 mod options;
 pub mod worker;
@@ -73,6 +74,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 pub use error::SchemaTooNew;
+pub use ledger::PostgresLedger;
 pub use options::{DEFAULT_SCHEMA, PostgresOptions};
 
 use crate::migrate::{flip, unflip};

@@ -384,6 +384,21 @@ BEGIN
 END
 $claim$;
 "#,
+    // 10: tenants' usage totals, shared by the processes that keep them here (see
+    // `ledger::PostgresLedger`, an `agentgraph_engine::TenantLedger`): each add is one
+    // `INSERT .. ON CONFLICT DO UPDATE .. RETURNING` of the deltas. Plain bigints (amounts, not
+    // orderings: they never near 2^63).
+    r#"
+CREATE TABLE tenant_usage (
+    tenant text PRIMARY KEY,
+    steps bigint NOT NULL DEFAULT 0,
+    tokens bigint NOT NULL DEFAULT 0,
+    cost_nanos bigint NOT NULL DEFAULT 0,
+    tool_calls bigint NOT NULL DEFAULT 0,
+    wall_ms bigint NOT NULL DEFAULT 0,
+    updated_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"#,
 ];
 
 /// The SQLSTATE of a failed fence check.

@@ -21,7 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use agentgraph_checkpoint::TenantId;
 use serde::{Deserialize, Serialize};
+
+use crate::run::ledger::{SharedTotals, Tally, TenantLedger};
 
 /// What a budget bounds.
 ///
@@ -438,14 +441,16 @@ impl fmt::Display for BudgetExceeded {
 
 impl std::error::Error for BudgetExceeded {}
 
-/// A budget shared by the runs of one tenant, in this process: the same limits as a
+/// A budget shared by the runs of one tenant, in this process (or, made with
+/// [`TenantBudget::shared`], by every process that keeps the tenant's totals in one
+/// [`TenantLedger`]): the same limits as a
 /// [`Budget`] over the totals of every run given it, and a cap on its runs in flight
 /// ([`Budget::max_runs_in_flight`]). Cheap to clone (an `Arc` of atomics); give a clone to each
 /// run of the tenant with [`RunConfig::tenant_budget`](crate::RunConfig::tenant_budget).
 ///
-/// The totals live in this object, not in a store: they start at 0 when it is made and are
-/// not shared with other processes. Keep one per tenant for the life of the process (or
-/// rebuild it from your own accounting). A run over the cap on runs in flight is refused
+/// Made with [`TenantBudget::new`], the totals live in this object, not in a store: they start
+/// at 0 when it is made and are not shared with other processes. Keep one per tenant for the
+/// life of the process (or rebuild it from your own accounting). A run over the cap on runs in flight is refused
 /// before it starts or resumes (nothing is written); one over another limit stops before its
 /// next step, like a run over its own budget, and tool calls charged by a task are taken from
 /// the tenant's total at once, across its runs
@@ -469,11 +474,11 @@ pub struct TenantBudget {
 struct TenantInner {
     limits: Budget,
     in_flight: AtomicU64,
-    steps: AtomicU64,
-    tokens: AtomicU64,
-    cost_nanos: AtomicU64,
-    tool_calls: AtomicU64,
-    wall_ms: AtomicU64,
+    /// What the tenant's runs used: in process, the totals; with a ledger, what was not
+    /// pushed to it yet.
+    counts: Tally,
+    /// The ledger's side, for a budget shared through one ([`TenantBudget::shared`]).
+    shared: Option<SharedTotals>,
 }
 
 impl TenantBudget {
@@ -483,11 +488,56 @@ impl TenantBudget {
             inner: Arc::new(TenantInner {
                 limits,
                 in_flight: AtomicU64::new(0),
-                steps: AtomicU64::new(0),
-                tokens: AtomicU64::new(0),
-                cost_nanos: AtomicU64::new(0),
-                tool_calls: AtomicU64::new(0),
-                wall_ms: AtomicU64::new(0),
+                counts: Tally::default(),
+                shared: None,
+            }),
+        }
+    }
+
+    /// A tenant's budget whose totals are kept in `ledger`, shared with every process that
+    /// keeps `tenant`'s there (each with a `TenantBudget::shared` of its own): the limits
+    /// bound the totals of all their runs. `agentgraph-postgres`'s `PostgresLedger` keeps them
+    /// in a table.
+    ///
+    /// A run given it pushes what it used to the ledger at each step boundary (one call of
+    /// [`TenantLedger::add`] per step of the run) and when it ends, and the check before its
+    /// next step reads the totals the ledger returned: another run's use counts once that run
+    /// pushed it, so the tenant may go over a limit by at most one step's use per run of the
+    /// tenant running at the time (as a run goes over its own by its last step). A push that
+    /// fails is logged and kept for the next; the check then reads what this process knows.
+    /// [`Budget::max_runs_in_flight`] still counts this process's runs only (PostgreSQL workers
+    /// cap a tenant's runs across processes at claim: `Queue::set_tenant_limit`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::{Arc, Mutex};
+    /// # use agentgraph_engine::{BoxError, Budget, BudgetUsage, TenantBudget, TenantLedger};
+    /// # use agentgraph_checkpoint::{BoxFuture, TenantId};
+    /// # #[derive(Debug, Default)] struct One(Mutex<BudgetUsage>);
+    /// # impl TenantLedger for One {
+    /// #     fn add<'a>(&'a self, _: &'a str, d: BudgetUsage) -> BoxFuture<'a, Result<BudgetUsage, BoxError>> {
+    /// #         Box::pin(async move { let mut t = self.0.lock().unwrap(); t.tokens += d.tokens; t.steps += d.steps; Ok(*t) })
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+    /// let ledger: Arc<dyn TenantLedger> = Arc::new(One::default()); // e.g. a PostgresLedger
+    /// let acme = TenantId::new("acme")?;
+    /// let here = TenantBudget::shared(Budget::new().max_tokens(1_000_000), &acme, ledger.clone());
+    /// // What another process's runs of acme pushed:
+    /// ledger.add("acme", BudgetUsage { tokens: 300, ..BudgetUsage::default() }).await?;
+    /// assert_eq!(here.usage().tokens, 0); // not asked yet
+    /// assert_eq!(here.sync().await?.tokens, 300);
+    /// assert_eq!(here.usage().tokens, 300);
+    /// # Ok(()) }
+    /// ```
+    pub fn shared(limits: Budget, tenant: &TenantId, ledger: Arc<dyn TenantLedger>) -> Self {
+        TenantBudget {
+            inner: Arc::new(TenantInner {
+                limits,
+                in_flight: AtomicU64::new(0),
+                counts: Tally::default(),
+                shared: Some(SharedTotals::new(ledger, tenant.as_str().to_owned())),
             }),
         }
     }
@@ -497,21 +547,51 @@ impl TenantBudget {
         &self.inner.limits
     }
 
-    /// What the tenant's runs used so far, in total.
+    /// What the tenant's runs used so far, in total: for a [`shared`](TenantBudget::shared)
+    /// budget, the ledger's totals as last returned to this process, with what this process
+    /// counted since ([`sync`](TenantBudget::sync) to ask the ledger).
     pub fn usage(&self) -> BudgetUsage {
-        let i = &self.inner;
-        BudgetUsage {
-            steps: i.steps.load(Ordering::Relaxed),
-            tokens: i.tokens.load(Ordering::Relaxed),
-            cost_nanos: i.cost_nanos.load(Ordering::Relaxed),
-            tool_calls: i.tool_calls.load(Ordering::Relaxed),
-            wall_ms: i.wall_ms.load(Ordering::Relaxed),
+        let counted = self.inner.counts.load();
+        match &self.inner.shared {
+            None => counted,
+            Some(shared) => shared.total(counted),
         }
     }
 
-    /// How many of the tenant's runs are in flight.
+    /// How many of the tenant's runs are in flight (in this process).
     pub fn in_flight(&self) -> u64 {
         self.inner.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the totals are kept in a ledger ([`TenantBudget::shared`]).
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
+    /// Pushes what this process counted to the ledger and returns the tenant's totals with
+    /// it, every process's; for an in-process budget, [`usage`](TenantBudget::usage).
+    ///
+    /// # Errors
+    ///
+    /// The ledger's, when it cannot be reached; what was counted is kept for the next push.
+    ///
+    /// # Examples
+    ///
+    /// See [`TenantBudget::shared`].
+    pub async fn sync(&self) -> Result<BudgetUsage, crate::BoxError> {
+        match &self.inner.shared {
+            None => Ok(self.usage()),
+            Some(shared) => shared.push(&self.inner.counts).await,
+        }
+    }
+
+    /// Pushes to the ledger, for the scheduler: a failure is logged (the counts are kept).
+    pub(crate) async fn push(&self) {
+        if let Some(shared) = &self.inner.shared
+            && let Err(e) = shared.push(&self.inner.counts).await
+        {
+            tracing::warn!(error = %e, "pushing a tenant's usage to its ledger failed; it is pushed with the next");
+        }
     }
 
     /// Takes a place among the runs in flight, or says the cap (and the runs in flight).
@@ -527,7 +607,7 @@ impl TenantBudget {
     }
 
     pub(crate) fn add(&self, tokens: u64, cost_nanos: u64, tool_calls: u64) {
-        let i = &self.inner;
+        let i = &self.inner.counts;
         if tokens > 0 {
             i.tokens.fetch_add(tokens, Ordering::Relaxed);
         }
@@ -541,26 +621,43 @@ impl TenantBudget {
 
     /// Takes `n` tool calls from the tenant's total if that keeps it within `limit`; else
     /// says what the tenant used.
+    ///
+    /// For a [`shared`](TenantBudget::shared) budget, the total is the ledger's as last
+    /// returned (and the pushes under way) with this process's count since.
     fn take_tool_calls(&self, n: u64, limit: u64) -> Result<(), u64> {
+        let elsewhere = self
+            .inner
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.total(BudgetUsage::default()).tool_calls);
         self.inner
+            .counts
             .tool_calls
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(n).filter(|&now| now <= limit)
+                used.checked_add(n)
+                    .filter(|&now| elsewhere.saturating_add(now) <= limit)
             })
             .map(drop)
+            .map_err(|used| elsewhere.saturating_add(used))
     }
 
-    /// Gives back tool calls taken (a charge another scope refused).
+    /// Gives back tool calls taken (a charge another scope refused). A shared budget's push
+    /// may have sent them to the ledger meanwhile: they stay counted there (never below 0
+    /// here), an overcount on the safe side.
     fn give_back_tool_calls(&self, n: u64) {
-        self.inner.tool_calls.fetch_sub(n, Ordering::AcqRel);
+        let _ = self.inner.counts.tool_calls.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            |used| Some(used.saturating_sub(n)),
+        );
     }
 
     pub(crate) fn add_step(&self) {
-        self.inner.steps.fetch_add(1, Ordering::Relaxed);
+        self.inner.counts.steps.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn add_wall(&self, ms: u64) {
-        self.inner.wall_ms.fetch_add(ms, Ordering::Relaxed);
+        self.inner.counts.wall_ms.fetch_add(ms, Ordering::Relaxed);
     }
 }
 

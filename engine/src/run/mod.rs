@@ -6,6 +6,7 @@ pub(crate) mod config;
 pub(crate) mod context;
 pub(crate) mod handle;
 pub(crate) mod interrupt;
+pub(crate) mod ledger;
 pub(crate) mod memory;
 pub(crate) mod retry_at;
 pub(crate) mod scheduler;

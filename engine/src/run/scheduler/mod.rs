@@ -436,6 +436,10 @@ impl<S: State> Scheduler<S> {
         if let Some(tenant) = &self.shared.config.tenant_budget {
             let wall = self.book.total(&self.shared.usage).wall_ms;
             tenant.add_wall(wall.saturating_sub(self.book.wall_reported));
+            // The run's last step, to the tenant's ledger (when it has one).
+            if tenant.is_shared() {
+                tenant.push().await;
+            }
         }
         let events = &self.shared.events;
         match result {
@@ -610,7 +614,7 @@ impl<S: State> Scheduler<S> {
                 return Err(Error::TotalStepsLimit { limit }.into());
             }
             if self.config().has_budgets() {
-                self.check_budgets(*step)?;
+                self.check_budgets(*step).await?;
             }
             if taken >= self.config().recursion_limit {
                 return Err(Error::RecursionLimit {
@@ -714,14 +718,24 @@ impl<S: State> Scheduler<S> {
 
     /// Stops the run before the step after `step` if it used a limit of its budget, its
     /// thread's or its tenant's (in that order; the first limit reached is the one named).
-    fn check_budgets(&mut self, step: u64) -> Result<()> {
+    ///
+    /// A tenant budget shared through a ledger ([`TenantBudget::shared`](crate::TenantBudget::shared))
+    /// pushes what the tenant's runs in this process used to it first, and the check reads the
+    /// totals it returns: one call of the ledger per step, for those runs only.
+    async fn check_budgets(&mut self, step: u64) -> Result<()> {
         let shared = self.shared.clone();
         let total = self.book.total(&shared.usage);
-        let tenant = shared.config.tenant_budget.as_ref().map(|t| {
-            t.add_wall(total.wall_ms.saturating_sub(self.book.wall_reported));
-            self.book.wall_reported = total.wall_ms;
-            (t.limits(), t.usage())
-        });
+        let tenant = match shared.config.tenant_budget.as_ref() {
+            Some(t) => {
+                t.add_wall(total.wall_ms.saturating_sub(self.book.wall_reported));
+                self.book.wall_reported = total.wall_ms;
+                if t.is_shared() {
+                    t.push().await;
+                }
+                Some((t.limits(), t.usage()))
+            }
+            None => None,
+        };
         let reached = first_reached([
             (
                 BudgetScope::Run,

@@ -1,0 +1,117 @@
+//! Tenant totals shared through PostgreSQL (issue 16, item 7): two `TenantBudget`s of one
+//! tenant, each over its own pool (as two processes would be), keep their totals in one
+//! `PostgresLedger`: their runs together stop near the tenant's limit, each with
+//! `Error::BudgetExceeded` of scope `Tenant`, and resumed with a higher limit they go on to
+//! their end, each step counted once.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentgraph::prelude::*;
+use agentgraph::run::{Budget, BudgetKind, BudgetScope, TenantBudget};
+use agentgraph_checkpoint::TenantId;
+use agentgraph_engine::TenantLedger;
+use agentgraph_postgres::{PostgresLedger, PostgresStore};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, State)]
+struct Chat {
+    #[reducer(add)]
+    turns: u64,
+}
+
+/// 12 turns, each reporting 100 model tokens: 1,200 a run.
+fn chat() -> CompiledGraph<Chat> {
+    let mut b = GraphBuilder::<Chat>::new();
+    b.add_node("turn", |_, ctx: Context| async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        ctx.record_model_usage("m", 60, 40);
+        Ok(ChatUpdate::new().turns(1))
+    })
+    .add_edge(START, "turn")
+    .add_conditional_edges("turn", ["turn", END], |c: &Chat| {
+        if c.turns < 12 { "turn" } else { END }
+    });
+    b.compile().unwrap()
+}
+
+fn config(store: &PostgresStore, run: &str, budget: TenantBudget) -> RunConfig {
+    RunConfig::new()
+        .store(store.clone())
+        .run_id(run)
+        .tenant(TenantId::new("acme").unwrap())
+        .tenant_budget(budget)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_share_a_tenants_totals_and_stop_together() {
+    let schema = support::fresh_schema("ledger");
+    let here = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let there = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let (ledger_here, ledger_there): (Arc<dyn TenantLedger>, Arc<dyn TenantLedger>) = (
+        Arc::new(PostgresLedger::new(&here)),
+        Arc::new(PostgresLedger::new(&there)),
+    );
+    let acme = TenantId::new("acme").unwrap();
+    let limit = |tokens| Budget::new().max_tokens(tokens);
+    let graph = chat();
+
+    // Each run alone would use 1,200 tokens; the tenant may use 1,000.
+    let a = TenantBudget::shared(limit(1_000), &acme, ledger_here.clone());
+    let b = TenantBudget::shared(limit(1_000), &acme, ledger_there.clone());
+    let (ra, rb) = tokio::join!(
+        graph.run_with(Chat::default(), config(&here, "chat-a", a.clone())),
+        graph.run_with(Chat::default(), config(&there, "chat-b", b.clone())),
+    );
+    for result in [ra, rb] {
+        let Err(Error::BudgetExceeded(stop)) = result else {
+            panic!("the tenant's budget stops both runs: {result:?}");
+        };
+        assert_eq!(
+            (stop.scope, stop.budget),
+            (BudgetScope::Tenant, BudgetKind::Tokens)
+        );
+        assert!(stop.used >= 1_000, "{stop:?}");
+    }
+    let ledger = PostgresLedger::new(&here);
+    let total = ledger.usage(&acme).await.unwrap().unwrap();
+    // Each run pushes its use at every step boundary and checks the totals returned: the
+    // tenant goes over by at most one step (100 tokens) per run running.
+    assert!(
+        (1_000..1_200).contains(&total.tokens),
+        "the two runs stopped together near the limit: {total:?}"
+    );
+    let history = graph.history(here.clone());
+    let (ta, tb) = (
+        history.state("chat-a", None).await.unwrap().turns,
+        history.state("chat-b", None).await.unwrap().turns,
+    );
+    assert_eq!(
+        (ta + tb) * 100,
+        total.tokens,
+        "every turn's tokens counted once"
+    );
+    assert!(ta < 12 && tb < 12, "neither finished: {ta} and {tb} turns");
+    // Each budget knows the totals the ledger last returned to it, both runs' together.
+    assert!(a.usage().tokens >= 1_000 && b.usage().tokens >= 1_000);
+
+    // Raised, in new budgets over the same ledger: both runs go on to their end.
+    let a = TenantBudget::shared(limit(10_000), &acme, ledger_here);
+    let b = TenantBudget::shared(limit(10_000), &acme, ledger_there);
+    let (ra, rb) = tokio::join!(
+        graph.resume("chat-a", config(&here, "chat-a", a.clone())),
+        graph.resume("chat-b", config(&there, "chat-b", b.clone())),
+    );
+    assert_eq!((ra.unwrap().turns, rb.unwrap().turns), (12, 12));
+    let total = ledger.usage(&acme).await.unwrap().unwrap();
+    assert_eq!(total.tokens, 2 * 1_200, "no turn ran (or counted) twice");
+    assert_eq!(a.sync().await.unwrap().tokens, 2_400);
+    assert!(ledger.reset(&acme).await.unwrap());
+    assert!(ledger.usage(&acme).await.unwrap().is_none());
+}
