@@ -24,11 +24,32 @@ struct Chat {
 
 /// 12 turns, each reporting 100 model tokens: 1,200 a run.
 fn chat() -> CompiledGraph<Chat> {
+    chat_meeting(None)
+}
+
+/// [`chat`], whose runs' first turns wait (30 s at most, else they fail) until `met` counts two
+/// of them: the runs are running at once.
+fn chat_meeting(met: Option<Arc<std::sync::atomic::AtomicUsize>>) -> CompiledGraph<Chat> {
+    use std::sync::atomic::Ordering;
+
     let mut b = GraphBuilder::<Chat>::new();
-    b.add_node("turn", |_, ctx: Context| async move {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        ctx.record_model_usage("m", 60, 40);
-        Ok(ChatUpdate::new().turns(1))
+    b.add_node("turn", move |chat: Arc<Chat>, ctx: Context| {
+        let met = met.clone();
+        async move {
+            if let Some(met) = met.filter(|_| chat.turns == 0) {
+                met.fetch_add(1, Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while met.load(Ordering::SeqCst) < 2 {
+                    if std::time::Instant::now() > deadline {
+                        return Err::<ChatUpdate, BoxError>("the other run never started".into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            ctx.record_model_usage("m", 60, 40);
+            Ok(ChatUpdate::new().turns(1))
+        }
     })
     .add_edge(START, "turn")
     .add_conditional_edges("turn", ["turn", END], |c: &Chat| {
@@ -114,4 +135,109 @@ async fn two_pools_share_a_tenants_totals_and_stop_together() {
     assert_eq!(a.sync().await.unwrap().tokens, 2_400);
     assert!(ledger.reset(&acme).await.unwrap());
     assert!(ledger.usage(&acme).await.unwrap().is_none());
+}
+
+/// Two workers, each on a pool of its own, give the runs of acme's jobs a shared budget over
+/// the ledger (`Worker::tenant_budget`): acme's two jobs stop together near its limit (their
+/// jobs `failed` with the budget's message); with the limit raised, `Queue::resume` takes both
+/// to their end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_give_a_tenants_runs_its_shared_budget() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use agentgraph::run::{DynResume, GraphRegistry};
+    use agentgraph_postgres::worker::{JobInfo, Queue, Worker};
+    use serde_json::json;
+
+    async fn wait_for(queue: &Queue, run: &str, status: &str) -> JobInfo {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = queue.job(run).await.unwrap();
+            if let Some(job) = job.as_ref().filter(|j| j.status == status) {
+                return job.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {run} is not {status} within 60 s: {job:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    let schema = support::fresh_schema("ledger_workers");
+    let limit = Arc::new(AtomicU64::new(1_000));
+    let met = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for id in ["w1", "w2"] {
+        let store = PostgresStore::connect_with(support::options(&schema))
+            .await
+            .unwrap();
+        let ledger: Arc<dyn TenantLedger> = Arc::new(PostgresLedger::new(&store));
+        let limit = limit.clone();
+        let worker = Worker::new(
+            store,
+            GraphRegistry::new().with("chat", chat_meeting(Some(met.clone()))),
+            id,
+        )
+        .concurrency(1)
+        .lease_ttl(Duration::from_secs(2))
+        .poll_interval(Duration::from_millis(50))
+        .tenant_budget(move |tenant| {
+            let tokens = limit.load(Ordering::SeqCst);
+            Some(TenantBudget::shared(
+                Budget::new().max_tokens(tokens),
+                tenant,
+                ledger.clone(),
+            ))
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(worker.run_until(async {
+            stopped.await.ok();
+        }));
+        workers.push((stop, task));
+    }
+    let store = PostgresStore::connect_with(support::options(&schema))
+        .await
+        .unwrap();
+    let acme = TenantId::new("acme").unwrap();
+    let queue = Queue::new(&store).tenant(acme.clone());
+    for run in ["job-a", "job-b"] {
+        queue.submit_with_id("chat", run, json!({})).await.unwrap();
+    }
+    let mut workers_of = std::collections::HashSet::new();
+    for run in ["job-a", "job-b"] {
+        let job = wait_for(&queue, run, "failed").await;
+        let error = job.error.unwrap();
+        assert!(
+            error.contains("tenant budget of 1000 tokens"),
+            "{run}: {error}"
+        );
+        workers_of.insert(job.worker.unwrap());
+    }
+    assert_eq!(
+        workers_of.len(),
+        2,
+        "one job on each worker (they ran at once)"
+    );
+    let ledger = PostgresLedger::new(&store);
+    let total = ledger.usage(&acme).await.unwrap().unwrap();
+    assert!(
+        (1_000..1_200).contains(&total.tokens),
+        "the two workers' runs stopped together near the limit: {total:?}"
+    );
+
+    limit.store(10_000, Ordering::SeqCst);
+    for run in ["job-a", "job-b"] {
+        queue.resume(run, DynResume::default()).await.unwrap();
+    }
+    for run in ["job-a", "job-b"] {
+        let job = wait_for(&queue, run, "done").await;
+        assert_eq!(job.output.unwrap()["turns"], 12);
+    }
+    let total = ledger.usage(&acme).await.unwrap().unwrap();
+    assert_eq!(total.tokens, 2_400, "each turn counted once");
+    for (stop, task) in workers {
+        stop.send(()).ok();
+        task.await.unwrap().unwrap();
+    }
 }

@@ -93,7 +93,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentgraph_checkpoint::{CheckpointStore, Result, RunStatus, StoreError, TenantId};
-use agentgraph_engine::{DynOutcome, DynResume, DynRun, Error, GraphRegistry, RunConfig};
+use agentgraph_engine::{
+    DynOutcome, DynResume, DynRun, Error, GraphRegistry, RunConfig, TenantBudget,
+};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -243,6 +245,9 @@ fn bump(counter: &AtomicU64) {
 /// id on it).
 type ConfigFn = Arc<dyn Fn() -> RunConfig + Send + Sync>;
 
+/// A tenant's budget, for the runs of its jobs ([`Worker::tenant_budget`]).
+type TenantBudgetFn = Arc<dyn Fn(&TenantId) -> Option<TenantBudget> + Send + Sync>;
+
 /// A worker: claims the queue's jobs for the graphs of its [`GraphRegistry`] and runs them on
 /// a [`PostgresStore`] (see the [module](self) documentation for what it guarantees).
 ///
@@ -265,6 +270,7 @@ struct Shared {
     busy_delay: Duration,
     max_inline_backoff: Duration,
     config: ConfigFn,
+    tenant_budget: Option<TenantBudgetFn>,
     stats: Arc<WorkerStats>,
 }
 
@@ -326,6 +332,7 @@ impl Worker {
                 busy_delay: Duration::from_millis(200),
                 max_inline_backoff: Duration::from_secs(1),
                 config: Arc::new(RunConfig::new),
+                tenant_budget: None,
                 stats: Arc::default(),
             }),
             concurrency: 8,
@@ -471,6 +478,39 @@ impl Worker {
     #[must_use]
     pub fn run_config(mut self, config: impl Fn() -> RunConfig + Send + Sync + 'static) -> Self {
         self.shared_mut().config = Arc::new(config);
+        self
+    }
+
+    /// The budget of each job's tenant: the run of a job with a tenant ([`Queue::tenant`]) is
+    /// given `budget(&tenant)` as its `RunConfig::tenant_budget` (none when it returns
+    /// `None`). With a [`TenantBudget::shared`] over a [`PostgresLedger`](crate::PostgresLedger),
+    /// the tenant's totals are those of its runs on every worker: each run pushes its use at
+    /// its step boundaries, and a run over the tenant's limit stops before its next step (its
+    /// job ends `failed` with the [`BudgetExceeded`](agentgraph_engine::BudgetExceeded)
+    /// message; [`Queue::resume`] it once the limit is raised). Return the same budget for a
+    /// tenant each time if its `max_runs_in_flight` is to count this worker's runs (the queue's
+    /// cap across workers is [`Queue::set_tenant_limit`]).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn f(w: agentgraph_postgres::worker::Worker, store: agentgraph_postgres::PostgresStore) {
+    /// use std::sync::Arc;
+    /// use agentgraph_engine::{Budget, TenantBudget, TenantLedger};
+    /// use agentgraph_postgres::PostgresLedger;
+    ///
+    /// let ledger: Arc<dyn TenantLedger> = Arc::new(PostgresLedger::new(&store));
+    /// let w = w.tenant_budget(move |tenant| {
+    ///     Some(TenantBudget::shared(Budget::new().max_cost(20.0), tenant, ledger.clone()))
+    /// });
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn tenant_budget(
+        mut self,
+        budget: impl Fn(&TenantId) -> Option<TenantBudget> + Send + Sync + 'static,
+    ) -> Self {
+        self.shared_mut().tenant_budget = Some(Arc::new(budget));
         self
     }
 
@@ -754,6 +794,9 @@ async fn begin(shared: &Shared, job: &Job) -> std::result::Result<DynRun, Error>
             what: "the job's tenant".into(),
             message: e.to_string(),
         })?;
+        if let Some(budget) = shared.tenant_budget.as_ref().and_then(|f| f(&tenant)) {
+            config = config.tenant_budget(budget);
+        }
         config = config.tenant(tenant);
     }
     if let Some(caller) = &job.caller {
