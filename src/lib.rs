@@ -158,7 +158,7 @@ pub mod run {
     pub use agentgraph_engine::Encryption;
     pub use agentgraph_engine::{
         Budget, BudgetExceeded, BudgetKind, BudgetScope, BudgetUsage, PriceTable, RunUsage,
-        TenantBudget,
+        TenantBudget, TenantLedger,
     };
     pub use agentgraph_engine::{
         CancelHandle, Durability, DynGraph, DynOutcome, DynOutcomeFuture, DynResume, DynRun,

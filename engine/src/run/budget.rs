@@ -1,6 +1,7 @@
 //! Budgets and quotas: [`Budget`] (the limits), [`BudgetUsage`] (what was used),
 //! [`PriceTable`] (what tokens cost), [`TenantBudget`] (limits shared by the runs of a tenant,
-//! in process) and [`BudgetExceeded`] (why a run stopped).
+//! in process or, over a [`TenantLedger`], by processes) and [`BudgetExceeded`] (why a run
+//! stopped).
 //!
 //! A run counts its steps (the scheduler), its model tokens, their cost and its tool calls (the
 //! nodes report them through [`Context::record_model_usage`](crate::Context::record_model_usage)
