@@ -206,7 +206,7 @@ fn table() -> Vec<(
         (
             "GET",
             "/api/queue",
-            AllTenants(Reader),
+            Tenant(Reader),
             Control,
             get(control::queue),
         ),

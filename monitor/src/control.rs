@@ -345,14 +345,24 @@ fn store_error(e: StoreError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-/// `GET /api/queue`: the depth of the queue of workers (feature `postgres`).
-pub(crate) async fn queue(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `GET /api/queue`: the depth of the queue of workers (feature `postgres`): for a tenant's
+/// token, the tenant's jobs only, with the tenant's cap on its jobs in flight when it has one
+/// (`limit`: `max_in_flight`, `in_flight`, `queued`; `null` without).
+pub(crate) async fn queue(Scoped(state, caller): Scoped) -> Result<Response, ApiError> {
     #[cfg(feature = "postgres")]
     if let Some(queue) = &state.queue {
+        let queue = queued::for_caller(queue, &caller);
         let depth = queue.depth().await.map_err(store_error)?;
-        return Ok(Json(serde_json::json!({ "depth": depth })).into_response());
+        let body = match caller.tenant() {
+            Some(tenant) => {
+                let limit = queue.tenant_limit(tenant).await.map_err(store_error)?;
+                serde_json::json!({ "depth": depth, "limit": limit })
+            }
+            None => serde_json::json!({ "depth": depth }),
+        };
+        return Ok(Json(body).into_response());
     }
-    let _ = state;
+    let _ = (state, caller);
     Err(ApiError::not_found(
         "this monitor has no queue of workers (Monitor::queue)",
     ))

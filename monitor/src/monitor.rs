@@ -359,9 +359,9 @@ impl Monitor {
     /// them. A tenant's token sees only the tenant's runs, threads, events and memory: another
     /// tenant's run is 404 on every route, its lists show only the tenant's, and the runs it
     /// starts are the tenant's (through the queue of workers too, `Monitor::queue`:
-    /// its jobs are the tenant's, and `/api/queue/jobs` lists the tenant's only). A route its
-    /// role does not admit is 403; so are the routes that span tenants (`/metrics`,
-    /// `/api/queue`, `/api/workers`) for a tenant's token.
+    /// its jobs are the tenant's, `/api/queue/jobs` lists the tenant's only and `/api/queue`
+    /// counts them). A route its role does not admit is 403; so are the routes that span
+    /// tenants (`/metrics`, `/api/workers`) for a tenant's token.
     /// [`routes`](crate::routes) says who may call what. Handlers find the caller's grant as a
     /// [`Caller`](crate::Caller) in the request's extensions.
     ///
@@ -395,7 +395,7 @@ impl Monitor {
     /// assert_eq!(get("/api/runs", "acme-reader-token").await?.status(), 200);
     /// assert_eq!(get("/api/runs", "wrong").await?.status(), 401);
     /// // A tenant's token may not read what spans tenants.
-    /// assert_eq!(get("/api/queue", "acme-reader-token").await?.status(), 403);
+    /// assert_eq!(get("/api/workers", "acme-reader-token").await?.status(), 403);
     /// server.shutdown().await?;
     /// # Ok(()) }
     /// ```

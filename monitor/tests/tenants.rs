@@ -249,9 +249,9 @@ fn check_coverage() {
     );
 }
 
-/// Whether a route reads the queue of workers' jobs (404 on a monitor without a queue).
+/// Whether a route reads the queue of workers (404 on a monitor without a queue).
 fn reads_jobs(route: &RouteInfo) -> bool {
-    route.path.starts_with("/api/queue/jobs")
+    route.path == "/api/queue" || route.path.starts_with("/api/queue/jobs")
 }
 
 /// Tries every route with each tenant's tokens on the other tenant's ids, and the tenants'
@@ -652,6 +652,31 @@ mod over_the_queue {
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {text}");
         }
         assert_eq!(all.job("a-idle").await.unwrap().unwrap().status, "queued");
+        // The queue's depth, as each tenant sees it: its own jobs only (acme's `a-idle`), and
+        // its cap on jobs in flight when it has one.
+        all.set_tenant_limit(&tenant("acme"), 3).await.unwrap();
+        for (who, depth) in [("acme", 1), ("globex", 0)] {
+            let (status, text) = send(
+                &server,
+                Method::GET,
+                "/api/queue",
+                Some(&token(who, Role::Reader)),
+                None,
+            )
+            .await;
+            assert_eq!(status, StatusCode::OK, "{text}");
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["depth"], depth, "{who}: {text}");
+            if who == "acme" {
+                assert_eq!(
+                    body["limit"],
+                    json!({ "max_in_flight": 3, "in_flight": 0, "queued": 1 })
+                );
+            } else {
+                assert_eq!(body["limit"], Value::Null, "{text}");
+            }
+        }
+        all.clear_tenant_limit(&tenant("acme")).await.unwrap();
         let (status, text) = send(
             &server,
             Method::POST,
