@@ -281,6 +281,17 @@ fn jobs_with_a_tenant_are_the_tenants() {
         "{line}"
     );
     assert!(text.contains("globex-1"), "{text}");
+    assert_eq!(jobs[0]["held_by_tenant_cap"], serde_json::json!(false));
+    // acme capped at 0: its job waits for a place, and says so.
+    rt.block_on(queue.set_tenant_limit(&TenantId::new("acme").unwrap(), 0))
+        .unwrap();
+    let jobs = json(path, &["--tenant", "acme", "jobs"]);
+    assert_eq!(jobs[0]["held_by_tenant_cap"], serde_json::json!(true));
+    let text = stdout(path, &["jobs"]);
+    let line = text.lines().find(|l| l.contains("acme-1")).unwrap();
+    assert!(line.ends_with("tenant cap"), "{line}");
+    let line = text.lines().find(|l| l.contains("globex-1")).unwrap();
+    assert!(line.ends_with("now"), "{line}");
     // The workers serve every tenant: not for a tenant's eyes.
     let refused = common::failure(path, &["--tenant", "acme", "workers"]);
     assert!(refused.contains("without `--tenant`"), "{refused}");

@@ -52,6 +52,8 @@ struct JobJson {
     tenant: Option<String>,
     /// Who queued it.
     caller: Option<String>,
+    /// Queued, and its tenant has no place left under its cap on jobs in flight.
+    held_by_tenant_cap: bool,
 }
 
 pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
@@ -75,6 +77,7 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
                 available_at_ms: j.available_at_ms,
                 tenant: j.tenant.map(|t| t.as_str().to_owned()),
                 caller: j.caller,
+                held_by_tenant_cap: j.held_by_tenant_cap,
             })
             .collect();
         return Ok(output::json(&mut ctx.out, &list)?);
@@ -90,8 +93,10 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
     )?;
     let now = output::now_ms();
     for j in &jobs {
-        // A queued job waits until its time (a run waiting for a retry, a busy run).
+        // A queued job waits until its time (a run waiting for a retry, a busy run), or for
+        // a place under its tenant's cap on jobs in flight.
         let ready = match u64::try_from(j.available_at_ms) {
+            _ if j.held_by_tenant_cap => "tenant cap".to_owned(),
             Ok(at) if j.status == "queued" && at > now => {
                 format!("in {:.1} s", (at - now) as f64 / 1000.0)
             }
