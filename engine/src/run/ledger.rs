@@ -194,3 +194,75 @@ impl SharedTotals {
         }
     }
 }
+
+/// [`TenantLedger`] stays object safe.
+fn _obj_safe(_: &dyn TenantLedger) {}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    /// A ledger in memory that refuses adds while `down` is set.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        totals: Mutex<BudgetUsage>,
+        down: AtomicBool,
+    }
+
+    impl TenantLedger for Flaky {
+        fn add<'a>(
+            &'a self,
+            _tenant: &'a str,
+            delta: BudgetUsage,
+        ) -> BoxFuture<'a, Result<BudgetUsage, BoxError>> {
+            Box::pin(async move {
+                if self.down.load(Ordering::SeqCst) {
+                    return Err("the ledger is down".into());
+                }
+                let mut t = self.totals.lock().unwrap();
+                *t = plus(*t, delta);
+                Ok(*t)
+            })
+        }
+    }
+
+    fn tokens(n: u64) -> BudgetUsage {
+        BudgetUsage {
+            tokens: n,
+            steps: 1,
+            ..BudgetUsage::default()
+        }
+    }
+
+    /// A push the ledger refuses keeps its counts for the next, which carries both; the
+    /// totals read meanwhile are what this process knows, and other processes' adds show
+    /// after the next push.
+    #[tokio::test]
+    async fn a_refused_push_is_kept_for_the_next() {
+        let ledger = Arc::new(Flaky::default());
+        let shared = SharedTotals::new(ledger.clone(), "acme".into());
+        let pending = Tally::default();
+        pending.add(&tokens(100));
+        assert_eq!(shared.push(&pending).await.unwrap().tokens, 100);
+        assert_eq!(pending.load(), BudgetUsage::default());
+
+        ledger.down.store(true, Ordering::SeqCst);
+        pending.add(&tokens(30));
+        assert!(shared.push(&pending).await.is_err());
+        assert_eq!(pending.load(), tokens(30), "kept");
+        assert_eq!(shared.total(pending.load()).tokens, 130);
+        assert_eq!(ledger.totals.lock().unwrap().tokens, 100, "not added");
+
+        // Another process adds 500; the next push carries the 30 kept and 20 more.
+        ledger.down.store(false, Ordering::SeqCst);
+        ledger.add("acme", tokens(500)).await.unwrap();
+        pending.add(&tokens(20));
+        let total = shared.push(&pending).await.unwrap();
+        assert_eq!((total.tokens, total.steps), (650, 4));
+        assert_eq!(ledger.totals.lock().unwrap().tokens, 650);
+        assert_eq!(shared.total(pending.load()), total);
+    }
+}
