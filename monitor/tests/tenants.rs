@@ -500,12 +500,28 @@ mod over_the_queue {
         for id in [format!("{prefix}-run"), format!("{prefix}-spare")] {
             assert!(queue.submit_with_id("ask", &id, json!({})).await.unwrap());
             until_status(&**store, &id, RunStatus::Interrupted).await;
+            // The run's record says interrupted before the worker ends its job: wait for the
+            // job too, so that the jobs the test compares before and after are settled.
+            until_job_status(&queue, &id, "interrupted").await;
             assert_eq!(
                 store.get_run(&id).await.unwrap().unwrap().tenant,
                 Some(tenant(name))
             );
         }
         ids(store, name, prefix).await
+    }
+
+    /// Waits (up to a minute) until the newest job of `run` has `status`.
+    async fn until_job_status(queue: &Queue, run: &str, status: &str) {
+        for _ in 0..6000 {
+            if let Some(job) = queue.job(run).await.unwrap()
+                && job.status == status
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the job of `{run}` never reached {status}");
     }
 
     /// The actions and callers of `run`'s audit trail.
