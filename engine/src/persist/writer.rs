@@ -16,9 +16,11 @@
 //! durable when it returns. A monitor sees a step at most that long after it ended, whatever
 //! the run does next.
 //!
-//! The writer waits for its first group to be due on the runtime's timer (a task, not a
-//! thread), and takes a thread of the blocking pool only then, for the commits and flushes
-//! (stores may block: sled does): a run that ends within [`FLUSH_DELAY`] wakes no thread.
+//! On a multi-threaded runtime, the writer waits for its first group to be due on the
+//! runtime's timer (a task, not a thread), and takes a thread of the blocking pool only then,
+//! for the commits and flushes (stores may block: sled does): a run that ends within
+//! [`FLUSH_DELAY`] wakes no thread. On a current-thread runtime, where a node that blocks
+//! holds the one thread, it waits on the blocking pool from the start.
 //!
 //! The writer holds the run's lease only while it has a group to commit (a flush writes
 //! nothing new), so a resume never races a group still being written.
@@ -27,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use agentgraph_checkpoint::{CheckpointStore, StoreError, WriteBatch};
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -171,21 +174,29 @@ impl GroupWriter {
         drop(queue);
         let (shared, store) = (self.shared.clone(), store.clone());
         let runtime = tokio::runtime::Handle::current();
-        // The writer waits for its first group to be due on the runtime's timer, and takes a
-        // thread of the blocking pool only then: a run that ends sooner (most runs of a few
-        // steps) wakes no thread and switches to none, its end writing everything.
-        self.handle = Some(tokio::spawn(async move {
-            if !wait_due(&shared).await {
-                return;
-            }
-            let writing =
-                tokio::task::spawn_blocking(move || write_groups(&shared, &store, &runtime));
-            if let Err(e) = writing.await
-                && e.is_panic()
-            {
-                std::panic::resume_unwind(e.into_panic());
-            }
-        }));
+        // On a multi-threaded runtime, the writer waits for its first group to be due on the
+        // runtime's timer, and takes a thread of the blocking pool only then: a run that ends
+        // sooner (most runs of a few steps) wakes no thread and switches to none, its end
+        // writing everything. On a current-thread runtime it waits on the blocking pool from
+        // the start, so that a node that holds the one thread for long does not hold back the
+        // commits of the steps before it.
+        let on_timer = runtime.runtime_flavor() == RuntimeFlavor::MultiThread;
+        self.handle = Some(if on_timer {
+            tokio::spawn(async move {
+                if !wait_due(&shared).await {
+                    return;
+                }
+                let writing =
+                    tokio::task::spawn_blocking(move || write_groups(&shared, &store, &runtime));
+                if let Err(e) = writing.await
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            })
+        } else {
+            tokio::task::spawn_blocking(move || write_groups(&shared, &store, &runtime))
+        });
         Ok(())
     }
 
