@@ -149,6 +149,19 @@ impl MemoryStore {
 }
 
 impl Tables {
+    /// Whether neither `run` nor a run of its subgraphs (`{run}/@..`) has a record.
+    fn vacant(&self, run: &str) -> bool {
+        if self.runs.contains_key(run) {
+            return false;
+        }
+        let children = format!("{run}{}", crate::SUBGRAPH_MARK);
+        !self
+            .runs
+            .range::<str, _>((Bound::Included(children.as_str()), Bound::Unbounded))
+            .next()
+            .is_some_and(|(id, _)| id.starts_with(&children))
+    }
+
     fn apply(&mut self, op: Ready) {
         let op = match op {
             Ready::Run(run, bytes) => {
@@ -457,11 +470,17 @@ impl CheckpointStore for MemoryStore {
 
     fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Lease>> {
         Box::pin(async move {
-            self.leases.acquire(run, ttl, || {
+            let lease = self.leases.acquire(run, ttl, || {
                 let mut t = self.tables();
                 let epoch = t.epochs.entry(run.to_owned()).or_insert(0);
                 *epoch += 1;
                 Ok(*epoch)
+            })?;
+            // Two lookups tell a new run: the engine then reads nothing before it starts.
+            Ok(if self.tables().vacant(run) {
+                lease.with_vacant_run()
+            } else {
+                lease
             })
         })
     }

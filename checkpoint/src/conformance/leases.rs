@@ -44,6 +44,29 @@ fn expect_fenced<T: Debug>(result: Result<T>, run: &str, epoch: u64, current: u6
     }
 }
 
+/// A lease never says its run is vacant ([`Lease::run_vacant`](crate::Lease::run_vacant)) while the store holds the
+/// run's record or a record of one of its subgraph runs (`{run}/@..`); a store that does not
+/// know says `false`.
+pub async fn vacant_runs(store: &dyn CheckpointStore) {
+    const C: &str = "vacant_runs";
+    expect_empty(store, C).await;
+    let runs = ["vacant-1", "vacant-2/@sub/1", "vacant-30"];
+    let mut batch = WriteBatch::new();
+    for run in runs {
+        batch.put_run(record(run, RunStatus::Completed, 1));
+    }
+    commit(store, batch, C).await;
+    for (run, why) in [
+        ("vacant-1", "its record is stored"),
+        ("vacant-2", "a run of its subgraphs is stored"),
+    ] {
+        let lease = ok(store.acquire_lease(run, LONG).await, C);
+        assert!(!lease.run_vacant(), "{C}: `{run}` is not vacant: {why}");
+        ok(store.release_lease(lease).await, C);
+    }
+    delete_runs(store, &runs, C).await;
+}
+
 /// Run leases ([`acquire_lease`](CheckpointStore::acquire_lease)): one live lease per run;
 /// each new lease has a greater epoch (after a release, and after the run was deleted); a
 /// batch fenced with the current epoch applies, one fenced with a stale epoch applies nothing

@@ -72,6 +72,7 @@ pub async fn run_all(store: &dyn CheckpointStore, put_raw_run: PutRawRun<'_>) {
     invalid_run_ids(store).await;
     graph_names(store).await;
     run_leases(store).await;
+    vacant_runs(store).await;
     lease_expiry(store).await;
     run_metadata(store).await;
     sweeps(store).await;

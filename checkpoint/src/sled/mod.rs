@@ -6,7 +6,7 @@ mod values;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crate::audit::{encode_body, seal};
@@ -104,10 +104,39 @@ pub struct SledStore {
     /// (sled isolates single-key reads from a batch, not iterators).
     commit_lock: Arc<RwLock<()>>,
     leases: Holders,
+    /// The epochs of leases granted since the run's last commit, written with its next fenced
+    /// batch (not on their own: a sled write of its own costs a synced log write at the next
+    /// commit). Changed under the commit lock.
+    unwritten_epochs: Arc<UnwrittenEpochs>,
     /// Values of at least [`FILE_MIN`] bytes, kept in files of their own.
     values: Arc<ValueFiles>,
     /// The vectors of the items, for semantic searches.
     index: Arc<ItemIndex>,
+}
+
+/// The lease epochs granted since their runs' last commits (see `SledStore::bump_epoch`),
+/// written when the store's last clone goes, so that a lease outlives a reopening of the store
+/// in the same process as it did when each epoch was written at once.
+#[derive(Debug)]
+struct UnwrittenEpochs {
+    epochs: Mutex<HashMap<String, u64>>,
+    db: ::sled::Db,
+}
+
+impl Drop for UnwrittenEpochs {
+    fn drop(&mut self) {
+        let epochs = std::mem::take(
+            self.epochs
+                .get_mut()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for (run, epoch) in epochs {
+            // Flushed as the tree goes, after this (this holds one of its handles).
+            if let Err(e) = self.db.insert(lease_key(&run), &epoch.to_be_bytes()) {
+                tracing::warn!(run, error = %e, "a lease epoch was not written");
+            }
+        }
+    }
 }
 
 impl SledStore {
@@ -179,10 +208,14 @@ impl SledStore {
         };
         let values = Arc::new(ValueFiles::open(&path, &db)?);
         Ok(SledStore {
-            db,
+            db: db.clone(),
             path,
             commit_lock: Arc::default(),
             leases: Holders::default(),
+            unwritten_epochs: Arc::new(UnwrittenEpochs {
+                epochs: Mutex::default(),
+                db,
+            }),
             values,
             index: Arc::default(),
         })
@@ -221,11 +254,23 @@ impl SledStore {
             .unwrap_or_else(PoisonError::into_inner);
         // Fences first, under the commit lock that acquisitions take too: no lease changes
         // hands between the check and the batch.
+        let mut epochs = Vec::new();
         for op in batch.ops() {
             if let Op::Fence { run, epoch } = op {
                 check_fence(run, *epoch, self.epoch_now(run)?)?;
+                epochs.push(run.as_str());
             }
         }
+        // The epochs granted since the fenced runs' last commits go with this batch: every
+        // batch fenced with an epoch holds it or follows one that did, and sled recovers a
+        // prefix of its batches, so an epoch lost to a crash fenced nothing that survived it.
+        let epochs: Vec<(String, u64)> = {
+            let unwritten = self.unwritten_epochs();
+            epochs
+                .into_iter()
+                .filter_map(|run| unwritten.get(run).map(|e| (run.to_owned(), *e)))
+                .collect()
+        };
         // The item operations, for the index (nothing is copied for a batch without any).
         let item_ops: Vec<Op> = if batch.ops().iter().any(is_item_op) {
             batch
@@ -245,6 +290,11 @@ impl SledStore {
         for op in batch.into_ops() {
             staged.apply(op)?;
         }
+        for (run, epoch) in &epochs {
+            staged
+                .writes
+                .insert(lease_key(run), Some(epoch.to_be_bytes().to_vec()));
+        }
         let mut owners = self.values.owners();
         let (mut created, mut removed) = (Vec::new(), Vec::new());
         let result = self
@@ -254,6 +304,13 @@ impl SledStore {
             Ok(()) => {
                 self.values.committed(&mut owners, created, removed);
                 self.index.committed(&item_ops);
+                if !epochs.is_empty() {
+                    // Still under the commit lock: no lease was granted since.
+                    let mut unwritten = self.unwritten_epochs();
+                    for (run, _) in &epochs {
+                        unwritten.remove(run);
+                    }
+                }
             }
             Err(_) => self
                 .values
@@ -315,8 +372,19 @@ impl SledStore {
         }
     }
 
-    /// The stored lease epoch of `run` (0 before its first lease).
+    /// The epochs granted and not written yet.
+    fn unwritten_epochs(&self) -> MutexGuard<'_, HashMap<String, u64>> {
+        self.unwritten_epochs
+            .epochs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lease epoch of `run`: the last granted (0 before its first lease).
     fn epoch_now(&self, run: &str) -> Result<u64> {
+        if let Some(epoch) = self.unwritten_epochs().get(run) {
+            return Ok(*epoch);
+        }
         match self.db.get(lease_key(run)).map_err(backend)? {
             None => Ok(0),
             Some(v) => <[u8; 8]>::try_from(&v[..])
@@ -325,20 +393,32 @@ impl SledStore {
         }
     }
 
-    /// Stores and returns `run`'s next lease epoch, serial with commits.
+    /// Grants and returns `run`'s next lease epoch, serial with commits. It is written with
+    /// the run's next fenced batch (see `commit_now`), so a lease that writes nothing costs
+    /// no write, and one that does costs none of its own.
     fn bump_epoch(&self, run: &str) -> Result<u64> {
         let _serial = self
             .commit_lock
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         let epoch = self.epoch_now(run)? + 1;
-        // Not flushed here: every batch fenced with the epoch is committed after it, and sled
-        // recovers a prefix of its writes, so an epoch lost to a crash fenced nothing that
-        // survived it.
-        self.db
-            .insert(lease_key(run), &epoch.to_be_bytes())
-            .map_err(backend)?;
+        self.unwritten_epochs().insert(run.to_owned(), epoch);
         Ok(epoch)
+    }
+
+    /// Whether neither `run` nor a run of its subgraphs (`{run}/@..`) has a record.
+    fn vacant(&self, run: &str) -> Result<bool> {
+        if self.db.contains_key(run_key(run)).map_err(backend)? {
+            return Ok(false);
+        }
+        let children = run_key(&format!("{run}{}", crate::SUBGRAPH_MARK));
+        Ok(self
+            .db
+            .scan_prefix(children)
+            .next()
+            .transpose()
+            .map_err(backend)?
+            .is_none())
     }
 
     /// Holds off commits while a multi-key read runs.
@@ -752,7 +832,15 @@ impl CheckpointStore for SledStore {
     }
 
     fn acquire_lease<'a>(&'a self, run: &'a str, ttl: Duration) -> BoxFuture<'a, Result<Lease>> {
-        Box::pin(async move { self.leases.acquire(run, ttl, || self.bump_epoch(run)) })
+        Box::pin(async move {
+            let lease = self.leases.acquire(run, ttl, || self.bump_epoch(run))?;
+            // Two lookups tell a new run: the engine then reads nothing before it starts.
+            Ok(if self.vacant(run)? {
+                lease.with_vacant_run()
+            } else {
+                lease
+            })
+        })
     }
 
     fn renew_lease<'a>(&'a self, lease: &'a Lease, ttl: Duration) -> BoxFuture<'a, Result<()>> {

@@ -16,6 +16,12 @@
 //! durable when it returns. A monitor sees a step at most that long after it ended, whatever
 //! the run does next.
 //!
+//! On a multi-threaded runtime, the writer waits for its first group to be due on the
+//! runtime's timer (a task, not a thread), and takes a thread of the blocking pool only then,
+//! for the commits and flushes (stores may block: sled does): a run that ends within
+//! [`FLUSH_DELAY`] wakes no thread. On a current-thread runtime, where a node that blocks
+//! holds the one thread, it waits on the blocking pool from the start.
+//!
 //! The writer holds the run's lease only while it has a group to commit (a flush writes
 //! nothing new), so a resume never races a group still being written.
 
@@ -23,6 +29,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use agentgraph_checkpoint::{CheckpointStore, StoreError, WriteBatch};
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -77,6 +84,9 @@ impl Queue {
 struct Shared {
     queue: Mutex<Queue>,
     work: Condvar,
+    /// Wakes a writer that waits for its first group to be due (`wait_due`) when the run
+    /// closes it.
+    closed: Notify,
     progress: Notify,
 }
 
@@ -164,38 +174,29 @@ impl GroupWriter {
         drop(queue);
         let (shared, store) = (self.shared.clone(), store.clone());
         let runtime = tokio::runtime::Handle::current();
-        self.handle = Some(tokio::task::spawn_blocking(move || {
-            let _wake = WakeOnDrop(&shared);
-            loop {
-                match next(&shared) {
-                    Next::Stop => return,
-                    Next::Commit(group, step) => {
-                        let committed = runtime.block_on(store.commit(group));
-                        let released = {
-                            let mut q = shared.lock();
-                            q.committing = false;
-                            if let Err(e) = committed {
-                                // What queued after the failed group is dropped, never written.
-                                q.fail(e);
-                                return;
-                            }
-                            q.committed = step.or(q.committed);
-                            if q.held.is_empty() {
-                                q.lease.take()
-                            } else {
-                                None
-                            }
-                        };
-                        drop(released);
-                        shared.progress.notify_waiters();
-                        if let Err(e) = runtime.block_on(store.flush()) {
-                            shared.lock().fail(e);
-                            return;
-                        }
-                    }
+        // On a multi-threaded runtime, the writer waits for its first group to be due on the
+        // runtime's timer, and takes a thread of the blocking pool only then: a run that ends
+        // sooner (most runs of a few steps) wakes no thread and switches to none, its end
+        // writing everything. On a current-thread runtime it waits on the blocking pool from
+        // the start, so that a node that holds the one thread for long does not hold back the
+        // commits of the steps before it.
+        let on_timer = runtime.runtime_flavor() == RuntimeFlavor::MultiThread;
+        self.handle = Some(if on_timer {
+            tokio::spawn(async move {
+                if !wait_due(&shared).await {
+                    return;
                 }
-            }
-        }));
+                let writing =
+                    tokio::task::spawn_blocking(move || write_groups(&shared, &store, &runtime));
+                if let Err(e) = writing.await
+                    && e.is_panic()
+                {
+                    std::panic::resume_unwind(e.into_panic());
+                }
+            })
+        } else {
+            tokio::task::spawn_blocking(move || write_groups(&shared, &store, &runtime))
+        });
         Ok(())
     }
 
@@ -206,6 +207,7 @@ impl GroupWriter {
     pub(crate) async fn close(&mut self) -> Result<(WriteBatch, Option<u64>)> {
         self.shared.lock().closing = true;
         self.shared.work.notify_one();
+        self.shared.closed.notify_one();
         let shared = self.shared.clone();
         loop {
             let notified = shared.progress.notified();
@@ -251,6 +253,72 @@ impl GroupWriter {
     /// The newest checkpoint step the writer committed.
     pub(crate) fn committed(&self) -> Option<u64> {
         self.shared.lock().committed
+    }
+}
+
+/// The writer's work on the blocking pool: commits each group once due, then flushes, until
+/// nothing is queued or the run closes it.
+fn write_groups(
+    shared: &Shared,
+    store: &Arc<dyn CheckpointStore>,
+    runtime: &tokio::runtime::Handle,
+) {
+    let _wake = WakeOnDrop(shared);
+    loop {
+        match next(shared) {
+            Next::Stop => return,
+            Next::Commit(group, step) => {
+                let committed = runtime.block_on(store.commit(group));
+                let released = {
+                    let mut q = shared.lock();
+                    q.committing = false;
+                    if let Err(e) = committed {
+                        // What queued after the failed group is dropped, never written.
+                        q.fail(e);
+                        return;
+                    }
+                    q.committed = step.or(q.committed);
+                    if q.held.is_empty() {
+                        q.lease.take()
+                    } else {
+                        None
+                    }
+                };
+                drop(released);
+                shared.progress.notify_waiters();
+                if let Err(e) = runtime.block_on(store.flush()) {
+                    shared.lock().fail(e);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits on the runtime's timer until the oldest queued write is [`FLUSH_DELAY`] old: `true`
+/// then, `false` (the writer stopped) when the run closed the writer or took everything first.
+async fn wait_due(shared: &Shared) -> bool {
+    loop {
+        let closed = shared.closed.notified();
+        tokio::pin!(closed);
+        closed.as_mut().enable();
+        let due = {
+            let mut q = shared.lock();
+            if q.closing || q.held.is_empty() {
+                q.running = false;
+                drop(q);
+                shared.progress.notify_waiters();
+                return false;
+            }
+            q.held_since.map(|since| since + FLUSH_DELAY)
+        };
+        match due {
+            Some(due) if due > Instant::now() => {
+                // Due, or closed: either way the state says what is next.
+                let _ = tokio::time::timeout_at(due.into(), &mut closed).await;
+            }
+            _ => return true,
+        }
     }
 }
 
