@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 
 #[path = "../../nodes/tests/support/mod.rs"]
-mod support;
+pub(crate) mod support;
 
 use support::{Reply, Scripted, finish_chunk, text_chunk, tool_chunk};
 

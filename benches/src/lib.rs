@@ -15,6 +15,7 @@
 //! ```
 
 mod agent;
+mod chaos;
 mod durable;
 mod file;
 mod group_chat;
@@ -28,6 +29,7 @@ mod workers;
 mod workloads;
 
 pub use agent::time_agent_turns;
+pub use chaos::run_chaos;
 pub use durable::{
     BaselineSamples, BenchStore, CheckpointedRun, RAW_VALUE_LEN, RedbBaseline, RedbSamples,
     ResumeTiming, SledBaseline, fill_store, run_checkpointed, time_resume, time_runs_each,

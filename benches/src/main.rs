@@ -46,6 +46,7 @@ const WORKLOADS: &[&str] = &[
     "workers",
     "layers_breaker",
     "layers_batch",
+    "chaos",
     "memory_search_100k",
     "memory_put",
     "file_compile_1000",
@@ -241,6 +242,10 @@ fn main() -> ExitCode {
             "layers_batch" => {
                 let r = Reps::for_size(false, reps);
                 agentgraph_benches::run_layers_batch(&rt, 1_000, 100, r.warmup, r.timed);
+            }
+            "chaos" => {
+                let r = Reps::for_size(true, reps);
+                agentgraph_benches::run_chaos(&rt, r.warmup, r.timed);
             }
             "memory_search_100k" => run_memory_search(&rt, reps),
             "memory_put" => run_memory_put(&rt, Reps::for_size(false, reps)),
