@@ -64,6 +64,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use error::ModelError;
+#[cfg(feature = "patterns")]
 pub(crate) use node::check_model_budget;
 pub use node::model_node;
 pub use observe::{ObservedCall, observe_call};
