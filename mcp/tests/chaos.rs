@@ -1,0 +1,189 @@
+//! Chaos tests over MCP's streamable HTTP: a node that calls the `add` tool of
+//! `mcp_test_server --http` (a child process) through the fault-injecting proxy of the node
+//! library's tests (`nodes/tests/support/chaos.rs`, included by path), wrapped in a fallback
+//! (the same tool reached directly), a circuit breaker and a timeout, as the README's
+//! "Circuit breaker, fallback and timeout" stacks them.
+//!
+//! For each fault the run ends with the right sum, from the primary when it survives the
+//! fault, else from the fallback; the breaker opens after three failures and the primary is
+//! not called again while it is open. Each node call connects a new client (so the fault set
+//! applies to it). Runs are awaited under a loose guard (60 s) so that a fault the middleware
+//! does not contain fails the test instead of hanging it; no tight timing is asserted.
+
+#[path = "../../nodes/tests/support/chaos.rs"]
+mod chaos;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use agentgraph_engine::{
+    BoxError, CompiledGraph, Context, END, GraphBuilder, NodeBuilder, RetryPolicy, START,
+    async_node,
+};
+use agentgraph_layers::{CircuitBreakerLayer, CircuitState, FallbackLayer, TimeoutLayer};
+use agentgraph_mcp::McpClient;
+use agentgraph_nodes::tool::{Tool, ToolContext};
+use chaos::{Fault, Proxy};
+use serde_json::json;
+
+/// The server, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server() -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp_test_server"))
+        .arg("--http")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the test server starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (Server(child), line.trim().to_owned())
+}
+
+#[derive(
+    Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, agentgraph_macros::State,
+)]
+#[state(crate = agentgraph_engine)]
+struct Sum {
+    a: i64,
+    b: i64,
+    sum: String,
+}
+
+/// `http://127.0.0.1:{port}/{path}` with the port replaced by the proxy's.
+fn through(proxy: &Proxy, url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let path = rest.split_once('/').map_or("", |(_, p)| p);
+    format!("http://{}/{path}", proxy.addr)
+}
+
+/// The socket address of an `http://host:port/...` URL.
+fn addr_of(url: &str) -> std::net::SocketAddr {
+    let rest = url.strip_prefix("http://").unwrap();
+    rest.split('/').next().unwrap().parse().unwrap()
+}
+
+/// A node that connects to `url` and calls `add` with the state's numbers; `calls` counts
+/// the times it is called.
+fn add_node(url: String, calls: Arc<AtomicU64>) -> impl agentgraph_engine::Node<Sum> {
+    async_node(move |s: Arc<Sum>, _: Context| {
+        let url = url.clone();
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            let client = McpClient::connect_http(&url).await?;
+            let add = client
+                .tools()
+                .into_iter()
+                .find(|t| t.name() == "add")
+                .ok_or("no add tool")?;
+            let out = add
+                .call(json!({ "a": s.a, "b": s.b }), ToolContext::new("k"))
+                .await?;
+            Ok::<_, BoxError>(SumUpdate::new().sum(out.content.to_text().into_owned()))
+        }
+    })
+}
+
+fn graph(
+    url: &str,
+    proxy: &Proxy,
+    breaker: &CircuitBreakerLayer,
+    primary_calls: &Arc<AtomicU64>,
+) -> CompiledGraph<Sum> {
+    let node = NodeBuilder::new()
+        .layer(FallbackLayer::new(add_node(url.to_owned(), Arc::default())))
+        .layer(breaker.clone())
+        .layer(TimeoutLayer::new(Duration::from_secs(1)))
+        .node(add_node(through(proxy, url), primary_calls.clone()));
+    let mut b = GraphBuilder::<Sum>::new();
+    b.add_node_with("add", node)
+        .retry("add", RetryPolicy::new(1))
+        .add_edge(START, "add")
+        .add_edge("add", END);
+    b.compile().unwrap()
+}
+
+async fn run(graph: &CompiledGraph<Sum>, a: i64, b: i64) -> String {
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        graph.invoke(Sum {
+            a,
+            b,
+            ..Sum::default()
+        }),
+    )
+    .await
+    .expect("the middleware contains the fault long before the guard")
+    .expect("the run ends with an answer");
+    done.sum
+}
+
+/// Every call of the primary fails: the fallback answers, the breaker opens after three
+/// failures, then the primary is not called.
+async fn contained(fault: Fault) {
+    let (_server, url) = server();
+    let proxy = Proxy::start(addr_of(&url)).await;
+    let breaker =
+        CircuitBreakerLayer::consecutive_failures(3).recovery_timeout(Duration::from_secs(600));
+    let calls = Arc::new(AtomicU64::new(0));
+    proxy.set_fault(fault);
+    for i in 1..=3 {
+        let g = graph(&url, &proxy, &breaker, &calls);
+        assert_eq!(run(&g, 20, i).await, (20 + i).to_string(), "{fault:?}");
+    }
+    assert_eq!(breaker.state(), CircuitState::Open, "{fault:?}");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    let g = graph(&url, &proxy, &breaker, &calls);
+    assert_eq!(run(&g, 1, 1).await, "2", "{fault:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "{fault:?}: the open breaker failed fast"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_below_the_timeout_still_gets_the_primary_answer() {
+    let (_server, url) = server();
+    let proxy = Proxy::start(addr_of(&url)).await;
+    proxy.set_fault(Fault::Latency(Duration::from_millis(100)));
+    let breaker = CircuitBreakerLayer::consecutive_failures(3);
+    let calls = Arc::new(AtomicU64::new(0));
+    let g = graph(&url, &proxy, &breaker, &calls);
+    assert_eq!(run(&g, 20, 22).await, "42");
+    assert_eq!(breaker.state(), CircuitState::Closed);
+    assert!(proxy.accepted() > 0, "the call went through the proxy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_go_to_the_fallback_and_open_the_breaker() {
+    contained(Fault::Drop).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_is_cut_by_the_timeout() {
+    contained(Fault::Blackhole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_in_its_headers_is_a_failure() {
+    contained(Fault::CutAfter(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_connection_is_a_failure() {
+    contained(Fault::Reset).await;
+}
