@@ -873,9 +873,8 @@ impl crate::run::context::RunShared {
             && let Err(refused) = parent.charge_tool_calls(n)
         {
             self.usage.tool_calls.fetch_sub(n, Ordering::AcqRel);
-            if let Some((tenant, _)) = tenant {
-                tenant.give_back_tool_calls(n);
-            } else if let Some(tenant) = &self.config.tenant_budget {
+            // Taken above from the tenant whether or not it has a limit.
+            if let Some(tenant) = &self.config.tenant_budget {
                 tenant.give_back_tool_calls(n);
             }
             return Err(refused);
