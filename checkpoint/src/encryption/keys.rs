@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use base64::Engine as _;
-use chacha20poly1305::{KeyInit, XChaCha20Poly1305};
+use ring::rand::{SecureRandom as _, SystemRandom};
 use sha2::{Digest, Sha256};
 
 use super::EncryptionError;
@@ -39,8 +39,8 @@ pub struct Key(Arc<Inner>);
 
 struct Inner {
     id: String,
-    /// The cipher holds the key; it wipes it when dropped (chacha20poly1305's `zeroize`).
-    cipher: XChaCha20Poly1305,
+    /// The key material, wiped when dropped.
+    secret: zeroize::Zeroizing<[u8; 32]>,
     /// The first bytes of a hash of the key, stored with each record: a wrong key under the
     /// right id is told from a tampered record.
     check: [u8; 8],
@@ -71,9 +71,13 @@ impl Key {
         let digest = hash.finalize();
         let mut check = [0; 8];
         check.copy_from_slice(&digest[..8]);
-        let cipher = XChaCha20Poly1305::new(&secret.into());
+        let key = Key(Arc::new(Inner {
+            id,
+            secret: zeroize::Zeroizing::new(secret),
+            check,
+        }));
         zeroize::Zeroize::zeroize(&mut secret);
-        Ok(Key(Arc::new(Inner { id, cipher, check })))
+        Ok(key)
     }
 
     /// A new random key under `id`, from the operating system's random number generator.
@@ -92,9 +96,10 @@ impl Key {
     /// assert!(!a.same_secret(&b));
     /// ```
     pub fn generate(id: impl Into<String>) -> Result<Key, EncryptionError> {
-        use chacha20poly1305::aead::Generate as _;
-        let mut secret =
-            <[u8; 32]>::try_generate().map_err(|e| EncryptionError::Random(e.to_string()))?;
+        let mut secret = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut secret)
+            .map_err(|_| EncryptionError::Random("no random bytes for a key".into()))?;
         let key = Key::new(id, secret);
         zeroize::Zeroize::zeroize(&mut secret);
         key
@@ -167,8 +172,8 @@ impl Key {
         self.0.check == other.0.check
     }
 
-    pub(super) fn cipher(&self) -> &XChaCha20Poly1305 {
-        &self.0.cipher
+    pub(super) fn secret(&self) -> &[u8; 32] {
+        &self.0.secret
     }
 
     pub(super) fn check(&self) -> [u8; 8] {

@@ -5,8 +5,16 @@
 //! each record carries, so that records of older keys stay readable after a rotation.
 //!
 //! An encrypted record is an envelope of codec 3 (see [`envelope`]): the
-//! key id, a check of the key, a random 24-byte nonce, then the whole record as it would
+//! key id, a check of the key, a 24-byte nonce, then the whole record as it would
 //! have been stored (compressed or not: compression comes first), encrypted, then the tag.
+//! The cipher is standard XChaCha20-Poly1305: HChaCha20 (RustCrypto's `chacha20`) derives a
+//! subkey from the key and the nonce's first 16 bytes, and ChaCha20-Poly1305 (`ring`) seals
+//! under it with the nonce's last 8 bytes. The records of one commit share a nonce prefix
+//! drawn from the operating system for that commit (so one subkey), and their last 8 bytes
+//! count up from a random start: no nonce repeats within a commit, each commit draws 192 fresh
+//! bits, and nothing is kept between commits (a forked process cannot repeat its parent's
+//! nonces). Subkeys live in `ring`'s key type for the commit and are not wiped when dropped;
+//! the keys themselves are.
 //! The associated data binds it to where it lives: its kind, its run and its place in the run
 //! (the step of a checkpoint, the field and version of a field value, the step and task of a
 //! pending write, the number of an event), so that a record copied under another run, or to
@@ -59,8 +67,9 @@ mod store;
 use std::fmt;
 use std::sync::Arc;
 
-use chacha20poly1305::aead::Generate as _;
-use chacha20poly1305::{AeadInOut, Tag, XNonce};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
+use ring::rand::{SecureRandom as _, SystemRandom};
+use zeroize::Zeroize as _;
 
 use crate::envelope::{self, Codec, HEADER_LEN, MAX_PAYLOAD, RecordKind};
 use crate::{CheckpointStore, IntoStore};
@@ -200,34 +209,23 @@ impl Encryption {
     }
 
     /// `record` (an envelope, or any bytes) encrypted under the current key, bound to `place`.
+    #[cfg(test)]
     pub(crate) fn seal(
         &self,
         kind: RecordKind,
         place: &Place<'_>,
         record: &[u8],
     ) -> Result<Vec<u8>, EncryptionError> {
-        let key = self.keys.current();
-        let id = key.id().as_bytes();
-        let nonce = XNonce::try_generate().map_err(|e| EncryptionError::Random(e.to_string()))?;
-        let start = HEADER_LEN + 1 + id.len() + CHECK_LEN + NONCE_LEN;
-        let len = start + record.len() + TAG_LEN;
-        if len - HEADER_LEN > MAX_PAYLOAD {
-            return Err(EncryptionError::TooLarge(record.len()));
+        self.sealer().seal(kind, place, record)
+    }
+
+    /// A [`Sealer`] for the records of one batch, under the current key.
+    pub(crate) fn sealer(&self) -> Sealer {
+        Sealer {
+            key: self.keys.current(),
+            batch: None,
+            aad: Vec::new(),
         }
-        let mut out = Vec::with_capacity(len);
-        out.resize(HEADER_LEN, 0);
-        out.push(id.len() as u8);
-        out.extend_from_slice(id);
-        out.extend_from_slice(&key.check());
-        out.extend_from_slice(&nonce);
-        out.extend_from_slice(record);
-        let tag = key
-            .cipher()
-            .encrypt_inout_detached(&nonce, &place.aad(kind), (&mut out[start..]).into())
-            .map_err(|_| EncryptionError::TooLarge(record.len()))?;
-        out.extend_from_slice(&tag);
-        envelope::fill_header_as(&mut out, kind, Codec::Encrypted);
-        Ok(out)
     }
 
     /// `stored` decrypted when it is an intact encrypted record of `kind` (the record it
@@ -267,20 +265,112 @@ impl Encryption {
         let nonce_at = body + CHECK_LEN;
         let text = nonce_at + NONCE_LEN;
         let tag_at = end - TAG_LEN;
-        let nonce = XNonce::try_from(&stored[nonce_at..text]).expect("24 bytes");
-        let tag = Tag::try_from(&stored[tag_at..end]).expect("16 bytes");
-        key.cipher()
-            .decrypt_inout_detached(
-                &nonce,
-                &place.aad(kind),
-                (&mut stored[text..tag_at]).into(),
-                &tag,
-            )
-            .map_err(|_| EncryptionError::Tampered { key_id })?;
+        let nonce: [u8; NONCE_LEN] = stored[nonce_at..text].try_into().expect("24 bytes");
+        let tag: [u8; TAG_LEN] = stored[tag_at..end].try_into().expect("16 bytes");
+        let aead = subkey(&key, &nonce);
+        aead.open_in_place_separate_tag(
+            inner_nonce(&nonce),
+            Aad::from(place.aad(kind)),
+            Tag::from(tag),
+            &mut stored[text..tag_at],
+            0..,
+        )
+        .map_err(|_| EncryptionError::Tampered { key_id })?;
         stored.truncate(tag_at);
         stored.drain(..text);
         Ok(stored)
     }
+}
+
+/// Seals records under one key, drawing one nonce prefix from the operating system for all
+/// the records it seals (a batch's): XChaCha20-Poly1305 derives a subkey from a nonce's first
+/// 16 bytes (HChaCha20), so the records of a batch share that prefix and its subkey, and
+/// differ in the nonce's last 8 bytes (a random start, counted up per record). Nonces never
+/// repeat within a batch, and batches draw their 192 bits afresh (nothing is kept between
+/// batches, so a forked process cannot repeat its parent's nonces). Each record stays a
+/// whole XChaCha20-Poly1305 record with its own nonce.
+pub(crate) struct Sealer {
+    key: Key,
+    /// The nonce prefix drawn for this batch and its subkey: drawn at the first record.
+    batch: Option<Batch>,
+    /// The associated data's buffer, reused.
+    aad: Vec<u8>,
+}
+
+struct Batch {
+    nonce: [u8; NONCE_LEN],
+    aead: LessSafeKey,
+}
+
+impl Sealer {
+    /// `record` (an envelope, or any bytes) encrypted under the sealer's key, bound to `place`.
+    pub(crate) fn seal(
+        &mut self,
+        kind: RecordKind,
+        place: &Place<'_>,
+        record: &[u8],
+    ) -> Result<Vec<u8>, EncryptionError> {
+        let id = self.key.id().as_bytes();
+        let start = HEADER_LEN + 1 + id.len() + CHECK_LEN + NONCE_LEN;
+        let len = start + record.len() + TAG_LEN;
+        if len - HEADER_LEN > MAX_PAYLOAD {
+            return Err(EncryptionError::TooLarge(record.len()));
+        }
+        let batch = match &mut self.batch {
+            Some(batch) => {
+                let count = u64::from_le_bytes(batch.nonce[16..].try_into().expect("8 bytes"));
+                batch.nonce[16..].copy_from_slice(&count.wrapping_add(1).to_le_bytes());
+                batch
+            }
+            None => {
+                let mut nonce = [0; NONCE_LEN];
+                SystemRandom::new()
+                    .fill(&mut nonce)
+                    .map_err(|_| EncryptionError::Random("no random bytes for a nonce".into()))?;
+                let aead = subkey(&self.key, &nonce);
+                self.batch.insert(Batch { nonce, aead })
+            }
+        };
+        let mut out = Vec::with_capacity(len);
+        out.resize(HEADER_LEN, 0);
+        out.push(id.len() as u8);
+        out.extend_from_slice(id);
+        out.extend_from_slice(&self.key.check());
+        out.extend_from_slice(&batch.nonce);
+        out.extend_from_slice(record);
+        place.aad_into(kind, &mut self.aad);
+        let tag = batch
+            .aead
+            .seal_in_place_separate_tag(
+                inner_nonce(&batch.nonce),
+                Aad::from(&self.aad[..]),
+                &mut out[start..],
+            )
+            .map_err(|_| EncryptionError::TooLarge(record.len()))?;
+        out.extend_from_slice(tag.as_ref());
+        envelope::fill_header_as(&mut out, kind, Codec::Encrypted);
+        Ok(out)
+    }
+}
+
+/// The ChaCha20-Poly1305 key of XChaCha20-Poly1305 under `key` for `nonce`: HChaCha20 of the
+/// key and the nonce's first 16 bytes (RustCrypto's `chacha20`).
+fn subkey(key: &Key, nonce: &[u8; NONCE_LEN]) -> LessSafeKey {
+    let prefix: [u8; 16] = nonce[..16].try_into().expect("16 bytes");
+    let mut sub = chacha20::hchacha::<chacha20::R20>(key.secret().into(), &prefix.into());
+    let aead = LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, &sub).expect("a 32-byte ChaCha20-Poly1305 key"),
+    );
+    sub[..].zeroize();
+    aead
+}
+
+/// The ChaCha20-Poly1305 nonce of XChaCha20-Poly1305 for `nonce`: four zero bytes, then the
+/// nonce's last 8 bytes.
+fn inner_nonce(nonce: &[u8; NONCE_LEN]) -> Nonce {
+    let mut inner = [0; 12];
+    inner[4..].copy_from_slice(&nonce[16..]);
+    Nonce::assume_unique_for_key(inner)
 }
 
 impl fmt::Debug for Encryption {
@@ -302,15 +392,22 @@ pub(crate) struct Place<'a> {
 impl Place<'_> {
     /// The associated data of a record of `kind` here.
     fn aad(&self, kind: RecordKind) -> Vec<u8> {
+        let mut aad = Vec::new();
+        self.aad_into(kind, &mut aad);
+        aad
+    }
+
+    /// [`Place::aad`], into `aad` (cleared first).
+    fn aad_into(&self, kind: RecordKind, aad: &mut Vec<u8>) {
         const DOMAIN: &[u8] = b"agentgraph encrypted record v1\0";
-        let mut aad = Vec::with_capacity(DOMAIN.len() + 1 + 4 + self.run.len() + 16);
+        aad.clear();
+        aad.reserve(DOMAIN.len() + 1 + 4 + self.run.len() + 16);
         aad.extend_from_slice(DOMAIN);
         aad.push(kind as u8);
         aad.extend_from_slice(&(self.run.len() as u32).to_le_bytes());
         aad.extend_from_slice(self.run.as_bytes());
         aad.extend_from_slice(&self.a.to_le_bytes());
         aad.extend_from_slice(&self.b.to_le_bytes());
-        aad
     }
 }
 

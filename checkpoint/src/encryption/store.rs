@@ -72,6 +72,15 @@ impl EncryptedStore {
     /// The batch with its records encrypted.
     fn seal_batch(&self, batch: WriteBatch) -> Result<WriteBatch> {
         let mut sealed = WriteBatch::new();
+        let mut sealer = self.encryption.sealer();
+        let mut seal = |kind: RecordKind, place: &Place<'_>, bytes: &[u8]| {
+            sealer
+                .seal(kind, place, bytes)
+                .map_err(|source| StoreError::Encryption {
+                    what: what(kind, place),
+                    source,
+                })
+        };
         for op in batch.into_ops() {
             let op = match op {
                 Op::PutCheckpoint { run, step, bytes } => {
@@ -80,7 +89,7 @@ impl EncryptedStore {
                         a: step,
                         b: 0,
                     };
-                    let bytes = self.seal(RecordKind::Checkpoint, &place, &bytes)?;
+                    let bytes = seal(RecordKind::Checkpoint, &place, &bytes)?;
                     Op::PutCheckpoint { run, step, bytes }
                 }
                 Op::PutBlob {
@@ -94,7 +103,7 @@ impl EncryptedStore {
                         a: u64::from(field),
                         b: version,
                     };
-                    let bytes = self.seal(RecordKind::Blob, &place, &bytes)?;
+                    let bytes = seal(RecordKind::Blob, &place, &bytes)?;
                     Op::PutBlob {
                         run,
                         field,
@@ -113,7 +122,7 @@ impl EncryptedStore {
                         a: step,
                         b: u64::from(task),
                     };
-                    let bytes = self.seal(RecordKind::PendingWrite, &place, &bytes)?;
+                    let bytes = seal(RecordKind::PendingWrite, &place, &bytes)?;
                     Op::PutPendingWrite {
                         run,
                         step,
@@ -127,7 +136,7 @@ impl EncryptedStore {
                         a: seq,
                         b: 0,
                     };
-                    let bytes = self.seal(RecordKind::Event, &place, &bytes)?;
+                    let bytes = seal(RecordKind::Event, &place, &bytes)?;
                     Op::PutEvent { run, seq, bytes }
                 }
                 other => other,
@@ -135,15 +144,6 @@ impl EncryptedStore {
             sealed.push(op);
         }
         Ok(sealed)
-    }
-
-    fn seal(&self, kind: RecordKind, place: &Place<'_>, bytes: &[u8]) -> Result<Vec<u8>> {
-        self.encryption
-            .seal(kind, place, bytes)
-            .map_err(|source| StoreError::Encryption {
-                what: what(kind, place),
-                source,
-            })
     }
 
     fn open(&self, kind: RecordKind, place: Place<'_>, bytes: Vec<u8>) -> Result<Vec<u8>> {
