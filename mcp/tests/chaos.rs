@@ -9,6 +9,12 @@
 //! not called again while it is open. Each node call connects a new client (so the fault set
 //! applies to it). Runs are awaited under a loose guard (60 s) so that a fault the middleware
 //! does not contain fails the test instead of hanging it; no tight timing is asserted.
+//!
+//! A client makes several requests (`initialize`, `notifications/initialized`, the standalone
+//! GET stream, `tools/list`, `tools/call`), some over one keep-alive connection, so a fault on
+//! a whole connection hits whichever comes first; the partial answers of `tools/call` are cut
+//! with `Fault::CutBody`, which lets everything pass but the answer to the request that
+//! names `tools/call`, and cuts that answer in its body.
 
 #[path = "../../nodes/tests/support/chaos.rs"]
 mod chaos;
@@ -20,12 +26,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use agentgraph_engine::{
-    BoxError, CompiledGraph, Context, END, GraphBuilder, NodeBuilder, RetryPolicy, START,
+    BoxError, CompiledGraph, Context, END, Error, GraphBuilder, NodeBuilder, RetryPolicy, START,
     async_node,
 };
-use agentgraph_layers::{CircuitBreakerLayer, CircuitState, FallbackLayer, TimeoutLayer};
-use agentgraph_mcp::McpClient;
-use agentgraph_nodes::tool::{Tool, ToolContext};
+use agentgraph_layers::{CircuitBreakerLayer, CircuitState, FallbackLayer, TimedOut, TimeoutLayer};
+use agentgraph_mcp::{McpClient, McpError};
+use agentgraph_nodes::tool::{Tool, ToolContext, ToolError};
 use chaos::{Fault, Proxy};
 use serde_json::json;
 
@@ -108,6 +114,25 @@ fn graph(
         .layer(breaker.clone())
         .layer(TimeoutLayer::new(Duration::from_secs(1)))
         .node(add_node(through(proxy, url), primary_calls.clone()));
+    one_node_graph(node)
+}
+
+/// The breaker and the timeout around the primary, no fallback: the run's error is the
+/// primary's.
+fn graph_without_fallback(
+    url: &str,
+    proxy: &Proxy,
+    breaker: &CircuitBreakerLayer,
+    primary_calls: &Arc<AtomicU64>,
+) -> CompiledGraph<Sum> {
+    let node = NodeBuilder::new()
+        .layer(breaker.clone())
+        .layer(TimeoutLayer::new(Duration::from_secs(1)))
+        .node(add_node(through(proxy, url), primary_calls.clone()));
+    one_node_graph(node)
+}
+
+fn one_node_graph(node: impl agentgraph_engine::Node<Sum>) -> CompiledGraph<Sum> {
     let mut b = GraphBuilder::<Sum>::new();
     b.add_node_with("add", node)
         .retry("add", RetryPolicy::new(1))
@@ -117,6 +142,13 @@ fn graph(
 }
 
 async fn run(graph: &CompiledGraph<Sum>, a: i64, b: i64) -> String {
+    try_run(graph, a, b)
+        .await
+        .expect("the run ends with an answer")
+}
+
+/// Runs the graph once under the guard: the sum, or the run's error.
+async fn try_run(graph: &CompiledGraph<Sum>, a: i64, b: i64) -> Result<String, Error> {
     let done = tokio::time::timeout(
         Duration::from_secs(60),
         graph.invoke(Sum {
@@ -126,14 +158,21 @@ async fn run(graph: &CompiledGraph<Sum>, a: i64, b: i64) -> String {
         }),
     )
     .await
-    .expect("the middleware contains the fault long before the guard")
-    .expect("the run ends with an answer");
-    done.sum
+    .expect("the middleware contains the fault long before the guard")?;
+    Ok(done.sum)
+}
+
+/// The last attempt's error of a run that failed in its node.
+fn node_error(result: Result<String, Error>) -> agentgraph_engine::BoxError {
+    match result {
+        Err(Error::NodeFailed { source, .. }) => source,
+        other => panic!("expected a failed node, got {other:?}"),
+    }
 }
 
 /// Every call of the primary fails: the fallback answers, the breaker opens after three
-/// failures, then the primary is not called.
-async fn contained(fault: Fault) {
+/// failures, then the primary is not called. The proxy, for its counters.
+async fn contained(fault: Fault) -> Proxy {
     let (_server, url) = server();
     let proxy = Proxy::start(addr_of(&url)).await;
     let breaker =
@@ -153,6 +192,7 @@ async fn contained(fault: Fault) {
         3,
         "{fault:?}: the open breaker failed fast"
     );
+    proxy
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,4 +226,78 @@ async fn a_response_cut_in_its_headers_is_a_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_connection_is_a_failure() {
     contained(Fault::Reset).await;
+}
+
+/// The answer of `tools/call` cut in the middle of its JSON-RPC message (`data:
+/// {"jsonrpc":"2.0","id":..,"result"` and no more), after its headers and after the priming
+/// event with which the server opens the SSE stream (its event id and retry interval). Since
+/// an event id came, rmcp's client resumes the stream (a GET with `Last-Event-ID`, SEP-1699)
+/// when it breaks, and again each time the resumed stream ends without the answer, with no
+/// limit: the call never ends by itself. The timeout ends it, the breaker counts it, the
+/// fallback answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_answer_cut_in_its_json_is_cut_by_the_timeout() {
+    let fault = Fault::CutBody {
+        request: "tools/call",
+        after: "\"result\"",
+    };
+    let proxy = contained(fault).await;
+    assert_eq!(
+        proxy.cuts(),
+        3,
+        "each of the primary's three calls got through initialize and tools/list and had its \
+         tools/call answer cut; the open breaker made no call"
+    );
+
+    // Without the fallback the run fails with the timeout's error: the call was neither
+    // answered nor failed before it.
+    let (_server, url) = server();
+    let proxy = Proxy::start(addr_of(&url)).await;
+    proxy.set_fault(fault);
+    let breaker = CircuitBreakerLayer::consecutive_failures(3);
+    let calls = Arc::new(AtomicU64::new(0));
+    let g = graph_without_fallback(&url, &proxy, &breaker, &calls);
+    let e = node_error(try_run(&g, 1, 2).await);
+    assert!(e.is::<TimedOut>(), "{e}");
+    assert_eq!(proxy.cuts(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// The answer of `tools/call` cut in its body before its first SSE event is whole (after
+/// `data:`), so before any event id: the client cannot resume, the call fails at once with a
+/// typed error (the transport closed under it: `McpError::ServerDied`, in the tool's error),
+/// which the breaker counts; the fallback answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_answer_cut_before_its_first_event_fails_typed() {
+    let fault = Fault::CutBody {
+        request: "tools/call",
+        after: "data:",
+    };
+    let proxy = contained(fault).await;
+    assert_eq!(
+        proxy.cuts(),
+        3,
+        "one cut tools/call answer per call of the primary"
+    );
+
+    // Without the fallback the run fails with the tool's error, not the timeout's.
+    let (_server, url) = server();
+    let proxy = Proxy::start(addr_of(&url)).await;
+    proxy.set_fault(fault);
+    let breaker = CircuitBreakerLayer::consecutive_failures(3);
+    let calls = Arc::new(AtomicU64::new(0));
+    let g = graph_without_fallback(&url, &proxy, &breaker, &calls);
+    let e = node_error(try_run(&g, 1, 2).await);
+    match e.downcast_ref::<ToolError>() {
+        Some(ToolError::Failed { source, .. }) => assert!(
+            matches!(
+                source.downcast_ref::<McpError>(),
+                Some(McpError::ServerDied { .. })
+            ),
+            "{source}"
+        ),
+        _ => panic!("expected the tool's failure, got {e}"),
+    }
+    assert_eq!(proxy.cuts(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
