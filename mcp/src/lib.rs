@@ -36,12 +36,15 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use agentgraph_nodes::tool::{
     ArgumentsValidator, Tool, ToolContext, ToolError, ToolFuture, ToolOutput,
 };
 use rmcp::model::{CallToolRequestParams, CallToolResult, ContentBlock, RequestMetaObject};
 use rmcp::service::{Peer, RunningService, ServiceError};
+use rmcp::transport::common::client_side_sse::ExponentialBackoff;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::Value;
@@ -166,6 +169,33 @@ impl Launch {
     }
 }
 
+/// How a broken answer stream (or the server's standing event stream) is resumed over
+/// streamable HTTP: [`HTTP_STREAM_RECONNECTS`] failed reconnects at most, after 250 ms,
+/// 500 ms and 1 s. rmcp's default tries again forever with doubling delays, so a call whose
+/// server went away after the answer's first event would never end without a timeout.
+fn stream_reconnects() -> ExponentialBackoff {
+    let mut policy = ExponentialBackoff::default();
+    policy.max_times = Some(HTTP_STREAM_RECONNECTS);
+    policy.base_duration = Duration::from_millis(250);
+    policy.max_delay = Some(Duration::from_secs(1));
+    policy
+}
+
+/// How many failed reconnects of a broken answer stream over streamable HTTP (resumed with
+/// the event id it had reached, after 250 ms, 500 ms, 1 s) end the call with a typed error;
+/// the next call connects again.
+///
+/// A reconnect that succeeds resets rmcp's count: a server that answers every resume with a
+/// stream that ends empty keeps the call waiting (rmcp's client, rust-sdk issue 958), so give
+/// MCP tools over HTTP a timeout (`ToolOptions::timeout`).
+///
+/// # Examples
+///
+/// ```
+/// assert_eq!(agentgraph_mcp::HTTP_STREAM_RECONNECTS, 3);
+/// ```
+pub const HTTP_STREAM_RECONNECTS: usize = 3;
+
 /// A running server: its service and process id.
 struct Connection {
     service: RunningService<RoleClient, ()>,
@@ -196,7 +226,9 @@ impl Inner {
                 (().serve(transport).await.map_err(initialize)?, pid)
             }
             Endpoint::Http(url) => {
-                let transport = StreamableHttpClientTransport::from_uri(url.as_str());
+                let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
+                config.retry_config = Arc::new(stream_reconnects());
+                let transport = StreamableHttpClientTransport::from_config(config);
                 (().serve(transport).await.map_err(initialize)?, None)
             }
         };

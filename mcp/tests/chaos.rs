@@ -232,9 +232,9 @@ async fn a_reset_connection_is_a_failure() {
 /// {"jsonrpc":"2.0","id":..,"result"` and no more), after its headers and after the priming
 /// event with which the server opens the SSE stream (its event id and retry interval). Since
 /// an event id came, rmcp's client resumes the stream (a GET with `Last-Event-ID`, SEP-1699)
-/// when it breaks, and again each time the resumed stream ends without the answer, with no
-/// limit: the call never ends by itself. The timeout ends it, the breaker counts it, the
-/// fallback answers.
+/// when it breaks, and again each time the resumed stream ends without the answer, up to
+/// `HTTP_STREAM_RECONNECTS` times (250 ms, 500 ms, 1 s apart; rmcp's own default has no
+/// limit). The 1 s timeout ends it first, the breaker counts it, the fallback answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_call_answer_cut_in_its_json_is_cut_by_the_timeout() {
     let fault = Fault::CutBody {
@@ -293,6 +293,52 @@ async fn a_tool_call_answer_cut_before_its_first_event_fails_typed() {
             matches!(
                 source.downcast_ref::<McpError>(),
                 Some(McpError::ServerDied { .. })
+            ),
+            "{source}"
+        ),
+        _ => panic!("expected the tool's failure, got {e}"),
+    }
+    assert_eq!(proxy.cuts(), 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+/// The answer of `tools/call` cut in its JSON, after which the server cannot be reached any
+/// more (the proxy drops every new connection: the server is gone), with no timeout, no
+/// breaker and no fallback: the client resumes the stream `HTTP_STREAM_RECONNECTS` times
+/// (250 ms, 500 ms, 1 s apart) and then the call fails with a typed error by itself. rmcp's
+/// default policy would try again without end, with doubling delays (this test would then
+/// hit the 60 s guard).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_whose_server_is_gone_after_a_cut_fails_by_itself() {
+    let (_server, url) = server();
+    let proxy = Arc::new(Proxy::start(addr_of(&url)).await);
+    proxy.set_fault(Fault::CutBody {
+        request: "tools/call",
+        after: "\"result\"",
+    });
+    // Once the answer is cut, nothing gets through any more.
+    let watcher = {
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            while proxy.cuts() == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            proxy.set_fault(Fault::Drop);
+        })
+    };
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut b = GraphBuilder::<Sum>::new();
+    b.add_node_with("add", add_node(through(&proxy, &url), calls.clone()))
+        .add_edge(START, "add")
+        .add_edge("add", END);
+    let g = b.compile().unwrap();
+    let e = node_error(try_run(&g, 1, 2).await);
+    watcher.await.unwrap();
+    match e.downcast_ref::<ToolError>() {
+        Some(ToolError::Failed { source, .. }) => assert!(
+            matches!(
+                source.downcast_ref::<McpError>(),
+                Some(McpError::ServerDied { .. } | McpError::Protocol { .. })
             ),
             "{source}"
         ),
