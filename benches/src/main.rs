@@ -109,6 +109,8 @@ struct Line {
     #[serde(skip_serializing_if = "Option::is_none")]
     ratio_to_plain: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    plain_per_step_us: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     resume_to_first_node_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     other_runs: Option<u64>,
@@ -471,6 +473,28 @@ fn measure_durable<S: State>(
     check: impl Fn(&S),
     mut before_each: impl FnMut(),
 ) -> (CheckpointedRun<S>, Duration) {
+    let counted = checked_run(rt, graph, input, store, base, check);
+    let warmup = store.configs(base, reps.warmup.saturating_sub(1) as u64);
+    time_runs_each(rt, graph, input, warmup);
+    let mut samples: Vec<Duration> = (0..reps.timed)
+        .map(|_| {
+            before_each();
+            time_runs_each(rt, graph, input, vec![store.config(base)])
+        })
+        .collect();
+    (counted, median(&mut samples))
+}
+
+/// The untimed first run of a checkpointed workload on `store`, checked: its final state
+/// (`check`) and its stored record (completed).
+fn checked_run<S: State>(
+    rt: &Runtime,
+    graph: &CompiledGraph<S>,
+    input: fn() -> S,
+    store: &BenchStore,
+    base: &RunConfig,
+    check: impl Fn(&S),
+) -> CheckpointedRun<S> {
     let (id, cfg) = store.named_config(base);
     let counted = run_checkpointed(rt, graph, input(), cfg);
     check(&counted.state);
@@ -483,15 +507,7 @@ fn measure_durable<S: State>(
         RunStatus::Completed,
         "the stored run completed"
     );
-    let warmup = store.configs(base, reps.warmup.saturating_sub(1) as u64);
-    time_runs_each(rt, graph, input, warmup);
-    let mut samples: Vec<Duration> = (0..reps.timed)
-        .map(|_| {
-            before_each();
-            time_runs_each(rt, graph, input, vec![store.config(base)])
-        })
-        .collect();
-    (counted, median(&mut samples))
+    counted
 }
 
 fn durability_name(durability: Durability) -> &'static str {
@@ -611,8 +627,11 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
     // 4 KiB and more, none of this small state's), then every record offered to zstd
     // (threshold 0; stored compressed only where that is smaller); then with encryption
     // (`RunConfig::encryption`: XChaCha20-Poly1305 under a random key; every checkpoint, field
-    // value and event encrypted), alone and with compression's defaults. `ratio_to_plain`:
-    // per-step time over `durable_async`'s of this run.
+    // value and event encrypted), alone and with compression's defaults. Each is timed paired
+    // with plain `durable_async` runs on a sled store of its own, alternately (a plain run and
+    // a run of the mode, either first in turn): `ratio_to_plain` is the mode's median over the paired plain
+    // runs' median (`plain_per_step_us`), so that the machine's drift between modes does not
+    // count.
     let encryption = Encryption::new(StaticKeys::new(
         Key::generate("bench").expect("a random key"),
     ));
@@ -642,16 +661,40 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
         ),
     ] {
         let store = BenchStore::sled(store);
-        let (counted, med) = measure_durable(
-            rt,
-            &graph,
-            Counter::default,
-            &store,
-            &base,
-            reps,
-            check,
-            || {},
-        );
+        let plain_store = BenchStore::sled("plain");
+        let counted = checked_run(rt, &graph, Counter::default, &store, &base, check);
+        checked_run(rt, &graph, Counter::default, &plain_store, &plain(), check);
+        let warmup = reps.warmup.saturating_sub(1) as u64;
+        time_runs_each(rt, &graph, Counter::default, store.configs(&base, warmup));
+        time_runs_each(rt, &graph, Counter::default, plain_store.configs(&plain(), warmup));
+        let (mut plain_samples, mut samples) = (Vec::new(), Vec::new());
+        for rep in 0..reps.timed {
+            let mut time_plain = || {
+                plain_samples.push(time_runs_each(
+                    rt,
+                    &graph,
+                    Counter::default,
+                    vec![plain_store.config(&plain())],
+                ));
+            };
+            let mut time_mode = || {
+                samples.push(time_runs_each(
+                    rt,
+                    &graph,
+                    Counter::default,
+                    vec![store.config(&base)],
+                ));
+            };
+            // Either goes first in turn, so that going first or second does not count.
+            if rep % 2 == 0 {
+                time_plain();
+                time_mode();
+            } else {
+                time_mode();
+                time_plain();
+            }
+        }
+        let (plain_med, med) = (median(&mut plain_samples), median(&mut samples));
         let mut line = durable_line(
             "chain_1000",
             mode,
@@ -661,7 +704,8 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
             med,
             reps,
         );
-        line.ratio_to_plain = Some(line.per_step_us.expect("a per-step time") / async_us);
+        line.ratio_to_plain = Some(med.as_secs_f64() / plain_med.as_secs_f64());
+        line.plain_per_step_us = Some(plain_med.as_secs_f64() / counted.steps as f64 * 1e6);
         line.print();
     }
 
