@@ -666,7 +666,12 @@ fn run_chain_durable(rt: &Runtime, nodes: u64, reps: Reps) -> f64 {
         checked_run(rt, &graph, Counter::default, &plain_store, &plain(), check);
         let warmup = reps.warmup.saturating_sub(1) as u64;
         time_runs_each(rt, &graph, Counter::default, store.configs(&base, warmup));
-        time_runs_each(rt, &graph, Counter::default, plain_store.configs(&plain(), warmup));
+        time_runs_each(
+            rt,
+            &graph,
+            Counter::default,
+            plain_store.configs(&plain(), warmup),
+        );
         let (mut plain_samples, mut samples) = (Vec::new(), Vec::new());
         for rep in 0..reps.timed {
             let mut time_plain = || {
