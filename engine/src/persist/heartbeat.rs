@@ -209,7 +209,11 @@ impl Keeper {
                 let Some(Reverse(Due(_, beat))) = queue.beats.pop() else {
                     break;
                 };
-                if beat.renew() {
+                // A renewal that cannot start (a panic in the runtime's spawn) ends its beat,
+                // not the keeper.
+                let renewed =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| beat.renew()));
+                if renewed.unwrap_or(false) {
                     queue.beats.push(Reverse(Due(now + beat.period, beat)));
                 }
             }
