@@ -5,8 +5,12 @@
 //! answer calling `lookup` three times, the three calls (three tasks), and a streamed final
 //! answer of `tokens` tokens. Its raw counterpart does the same work without the engine: the
 //! same two streamed requests to the same server through the same client (`OpenAiModel`), read
-//! to their end, and the three tool calls made directly. The difference is the engine's
-//! overhead: the graph, its tasks, events and checkpoints.
+//! to their end, and the three tool calls made directly. Its requests offer the same tools as
+//! the agent's (`ChatRequest::tools_from` of the same tool set): a user calling the model by
+//! hand must send their schemas too, so serializing them, and the server reading them, is
+//! not the engine's overhead (before session 11 the raw requests carried none, which counted
+//! that work against the engine). The difference is the engine's overhead: the graph, its
+//! tasks, events and checkpoints.
 
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -107,7 +111,7 @@ pub fn time_agent_turns(
         rt.block_on(async {
             let question = Message::user("look up a, b and c");
             let first = model
-                .stream(ChatRequest::new(vec![question.clone()]))
+                .stream(ChatRequest::new(vec![question.clone()]).tools_from(&tools))
                 .await
                 .expect("a stream")
                 .response()
@@ -119,7 +123,7 @@ pub fn time_agent_turns(
                 history.push(tools.answer(call, ctx).await);
             }
             let last = model
-                .stream(ChatRequest::new(history))
+                .stream(ChatRequest::new(history).tools_from(&tools))
                 .await
                 .expect("a stream")
                 .response()

@@ -1,35 +1,30 @@
 //! Owning a run: the store's lease, renewed in the background while the run is alive, and a
 //! view of the store that stamps every batch of the run with the lease's fencing epoch.
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentgraph_checkpoint::items::{Hit, Item, ItemIndex, ItemQuery, Namespace};
 
-use agentgraph_checkpoint::{
-    BoxFuture, CheckpointStore, Lease, Result as StoreResult, RunRecord, StoreError, WriteBatch,
-};
-use tokio::task::JoinHandle;
-
+use super::heartbeat::Beat;
 use crate::error::Result;
+use agentgraph_checkpoint::{
+    BoxFuture, CheckpointStore, Lease, Result as StoreResult, RunRecord, WriteBatch,
+};
 
 /// The lease time to live of the engine's short operations (fork, prune, delete).
 pub(crate) const SHORT_TTL: Duration = Duration::from_secs(30);
 
-/// How many heartbeats fit in a lease's time to live: a lease is renewed every third of it,
-/// so that two renewals can fail (a slow store, a busy runtime) before it expires.
-const BEATS_PER_TTL: u32 = 3;
-
-/// The engine's ownership of one run. While it lives, a heartbeat renews the lease; when it
-/// is dropped, the heartbeat stops and the lease is dropped (an embedded store releases the
-/// run at once; any other lets it expire).
+/// The engine's ownership of one run. While it lives, a heartbeat renews the lease (see
+/// [`heartbeat`](super::heartbeat)); when it is dropped, the heartbeat stops and the lease is
+/// dropped (an embedded store releases the run at once; any other lets it expire).
 pub(crate) struct RunOwnership {
     lease: Arc<Lease>,
     /// The store, fencing every batch with the lease's epoch.
     fenced: Arc<dyn CheckpointStore>,
     /// `None` outside a tokio runtime (an inspection driven by another executor): the lease
-    /// then lives its TTL unrenewed; `None` too once [`release`](RunOwnership::release)d.
-    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    /// then lives its TTL unrenewed.
+    heartbeat: Option<Arc<Beat>>,
 }
 
 impl std::fmt::Debug for RunOwnership {
@@ -59,11 +54,11 @@ impl RunOwnership {
         });
         let heartbeat = tokio::runtime::Handle::try_current()
             .ok()
-            .map(|runtime| runtime.spawn(heartbeat(store.clone(), Arc::downgrade(&lease), ttl)));
+            .map(|runtime| Beat::start(store, &lease, ttl, runtime));
         Ok(RunOwnership {
             lease,
             fenced,
-            heartbeat: Mutex::new(heartbeat),
+            heartbeat,
         })
     }
 
@@ -87,57 +82,25 @@ impl RunOwnership {
 }
 
 impl RunOwnership {
-    /// Stops the heartbeat and waits until its task is gone, with its handle of the store.
+    /// Stops the heartbeat and waits until no renewal of it holds the store.
     ///
-    /// Dropping the owner only aborts the heartbeat: its task, and the store it holds, lives
-    /// on until the runtime next polls it. On a current-thread runtime that is after the run's
-    /// caller yields, so a caller that reopens an embedded store (sled holds a file lock while
-    /// a handle lives) right after the run returned would find it still held. The run
-    /// releases its lease this way before it returns.
+    /// Dropping the owner only stops the heartbeat: a renewal under way, and the store it
+    /// holds, lives on until the runtime next polls it. On a current-thread runtime that is
+    /// after the run's caller yields, so a caller that reopens an embedded store (sled holds a
+    /// file lock while a handle lives) right after the run returned would find it still held.
+    /// The run releases its lease this way before it returns. Between renewals (a run shorter
+    /// than a third of its lease's TTL never has one) there is nothing to wait for.
     pub(crate) async fn release(&self) {
-        let heartbeat = self
-            .heartbeat
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(heartbeat) = heartbeat {
-            heartbeat.abort();
-            // Cancelled (or ended): either way its future is dropped once this returns.
-            let _ = heartbeat.await;
+        if let Some(heartbeat) = &self.heartbeat {
+            heartbeat.release().await;
         }
     }
 }
 
 impl Drop for RunOwnership {
     fn drop(&mut self) {
-        let heartbeat = self
-            .heartbeat
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(heartbeat) = heartbeat {
-            heartbeat.abort();
-        }
-    }
-}
-
-/// Renews the lease every third of its time to live, until the owner drops it or it is lost.
-/// A lost lease only stops the heartbeat: the run's next write is refused as fenced.
-async fn heartbeat(store: Arc<dyn CheckpointStore>, lease: Weak<Lease>, ttl: Duration) {
-    let period = (ttl / BEATS_PER_TTL).max(Duration::from_millis(1));
-    loop {
-        tokio::time::sleep(period).await;
-        let Some(lease) = lease.upgrade() else {
-            return;
-        };
-        match store.renew_lease(&lease, ttl).await {
-            Ok(()) => {}
-            Err(e @ StoreError::Fenced { .. }) => {
-                tracing::warn!(run = lease.run(), error = %e, "run lease lost");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(run = lease.run(), error = %e, "run lease renewal failed; retrying");
-            }
+        if let Some(renewal) = self.heartbeat.as_ref().and_then(|h| h.stop()) {
+            renewal.abort();
         }
     }
 }

@@ -28,6 +28,7 @@ pub(crate) mod audit;
 pub(crate) mod blob;
 pub(crate) mod events;
 pub(crate) mod fork;
+mod heartbeat;
 pub(crate) mod lease;
 pub(crate) mod load;
 pub(crate) mod packing;
