@@ -18,9 +18,8 @@
 
 #[path = "../../nodes/tests/support/chaos.rs"]
 mod chaos;
+mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,29 +33,7 @@ use agentgraph_mcp::{McpClient, McpError};
 use agentgraph_nodes::tool::{Tool, ToolContext, ToolError};
 use chaos::{Fault, Proxy};
 use serde_json::json;
-
-/// The server, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server() -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp_test_server"))
-        .arg("--http")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the test server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Server(child), line.trim().to_owned())
-}
+use support::{mcp_error, server};
 
 #[derive(
     Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize, agentgraph_macros::State,
@@ -170,6 +147,20 @@ fn node_error(result: Result<String, Error>) -> agentgraph_engine::BoxError {
     }
 }
 
+/// One run of the primary behind the breaker and the timeout, no fallback, with `fault` set:
+/// the run's node error, the proxy (for its counters) and how many times the primary was
+/// called.
+async fn failed_without_fallback(fault: Fault) -> (BoxError, Proxy, u64) {
+    let (_server, url) = server();
+    let proxy = Proxy::start(addr_of(&url)).await;
+    proxy.set_fault(fault);
+    let breaker = CircuitBreakerLayer::consecutive_failures(3);
+    let calls = Arc::new(AtomicU64::new(0));
+    let g = graph_without_fallback(&url, &proxy, &breaker, &calls);
+    let e = node_error(try_run(&g, 1, 2).await);
+    (e, proxy, calls.load(Ordering::SeqCst))
+}
+
 /// Every call of the primary fails: the fallback answers, the breaker opens after three
 /// failures, then the primary is not called. The proxy, for its counters.
 async fn contained(fault: Fault) -> Proxy {
@@ -251,16 +242,9 @@ async fn a_tool_call_answer_cut_in_its_json_is_cut_by_the_timeout() {
 
     // Without the fallback the run fails with the timeout's error: the call was neither
     // answered nor failed before it.
-    let (_server, url) = server();
-    let proxy = Proxy::start(addr_of(&url)).await;
-    proxy.set_fault(fault);
-    let breaker = CircuitBreakerLayer::consecutive_failures(3);
-    let calls = Arc::new(AtomicU64::new(0));
-    let g = graph_without_fallback(&url, &proxy, &breaker, &calls);
-    let e = node_error(try_run(&g, 1, 2).await);
+    let (e, proxy, calls) = failed_without_fallback(fault).await;
     assert!(e.is::<TimedOut>(), "{e}");
-    assert_eq!(proxy.cuts(), 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!((proxy.cuts(), calls), (1, 1));
 }
 
 /// The answer of `tools/call` cut in its body before its first SSE event is whole (after
@@ -281,25 +265,13 @@ async fn a_tool_call_answer_cut_before_its_first_event_fails_typed() {
     );
 
     // Without the fallback the run fails with the tool's error, not the timeout's.
-    let (_server, url) = server();
-    let proxy = Proxy::start(addr_of(&url)).await;
-    proxy.set_fault(fault);
-    let breaker = CircuitBreakerLayer::consecutive_failures(3);
-    let calls = Arc::new(AtomicU64::new(0));
-    let g = graph_without_fallback(&url, &proxy, &breaker, &calls);
-    let e = node_error(try_run(&g, 1, 2).await);
-    match e.downcast_ref::<ToolError>() {
-        Some(ToolError::Failed { source, .. }) => assert!(
-            matches!(
-                source.downcast_ref::<McpError>(),
-                Some(McpError::ServerDied { .. })
-            ),
-            "{source}"
-        ),
-        _ => panic!("expected the tool's failure, got {e}"),
-    }
-    assert_eq!(proxy.cuts(), 1);
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let (e, proxy, calls) = failed_without_fallback(fault).await;
+    let failed = e.downcast_ref::<ToolError>().expect("the tool's failure");
+    assert!(
+        matches!(mcp_error(failed), McpError::ServerDied { .. }),
+        "{failed}"
+    );
+    assert_eq!((proxy.cuts(), calls), (1, 1));
 }
 
 /// The answer of `tools/call` cut in its JSON, after which the server cannot be reached any
@@ -334,16 +306,14 @@ async fn a_tool_call_whose_server_is_gone_after_a_cut_fails_by_itself() {
     let g = b.compile().unwrap();
     let e = node_error(try_run(&g, 1, 2).await);
     watcher.await.unwrap();
-    match e.downcast_ref::<ToolError>() {
-        Some(ToolError::Failed { source, .. }) => assert!(
-            matches!(
-                source.downcast_ref::<McpError>(),
-                Some(McpError::ServerDied { .. } | McpError::Protocol { .. })
-            ),
-            "{source}"
+    let failed = e.downcast_ref::<ToolError>().expect("the tool's failure");
+    assert!(
+        matches!(
+            mcp_error(failed),
+            McpError::ServerDied { .. } | McpError::Protocol { .. }
         ),
-        _ => panic!("expected the tool's failure, got {e}"),
-    }
+        "{failed}"
+    );
     assert_eq!(proxy.cuts(), 1);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

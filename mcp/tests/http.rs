@@ -1,42 +1,12 @@
 //! MCP tools over streamable HTTP, against `mcp_test_server --http` (built with rmcp's
 //! server side) run as a child process.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
 
 use agentgraph_mcp::{McpClient, McpError};
-use agentgraph_nodes::tool::{Tool, ToolContext, ToolError, ToolSet};
+use agentgraph_nodes::tool::{Tool, ToolContext, ToolSet};
 use serde_json::json;
-
-/// The server, killed when dropped.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server() -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp_test_server"))
-        .arg("--http")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("the test server starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Server(child), line.trim().to_owned())
-}
-
-fn mcp_error(e: &ToolError) -> &McpError {
-    match e {
-        ToolError::Failed { source, .. } => source.downcast_ref::<McpError>().expect("an McpError"),
-        other => panic!("expected ToolError::Failed, got {other:?}"),
-    }
-}
+use support::{mcp_error, server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_and_calls_tools_over_streamable_http() {
