@@ -2,8 +2,6 @@
 //! [`TenantLedger`] that lets the [`TenantBudget`](agentgraph_engine::TenantBudget)s of
 //! several processes (workers, servers) bound one tenant's runs together.
 
-use std::fmt;
-
 use agentgraph_checkpoint::{BoxFuture, Result, TenantId};
 use agentgraph_engine::{BoxError, BudgetUsage, TenantLedger};
 
@@ -68,17 +66,9 @@ fn usage(row: &tokio_postgres::Row) -> BudgetUsage {
 /// println!("{} tokens", used.tokens);
 /// # Ok(()) }
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PostgresLedger {
     store: PostgresStore,
-}
-
-impl fmt::Debug for PostgresLedger {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresLedger")
-            .field("store", &self.store)
-            .finish()
-    }
 }
 
 impl PostgresLedger {

@@ -95,13 +95,16 @@ pub(crate) async fn jobs(ctx: &mut Ctx, args: JobsArgs) -> Result<()> {
     for j in &jobs {
         // A queued job waits until its time (a run waiting for a retry, a busy run), or for
         // a place under its tenant's cap on jobs in flight.
-        let ready = match u64::try_from(j.available_at_ms) {
-            _ if j.held_by_tenant_cap => "tenant cap".to_owned(),
-            Ok(at) if j.status == "queued" && at > now => {
-                format!("in {:.1} s", (at - now) as f64 / 1000.0)
+        let ready = if j.held_by_tenant_cap {
+            "tenant cap".to_owned()
+        } else {
+            match u64::try_from(j.available_at_ms) {
+                Ok(at) if j.status == "queued" && at > now => {
+                    format!("in {:.1} s", (at - now) as f64 / 1000.0)
+                }
+                _ if j.status == "queued" => "now".to_owned(),
+                _ => "-".to_owned(),
             }
-            _ if j.status == "queued" => "now".to_owned(),
-            _ => "-".to_owned(),
         };
         writeln!(
             ctx.out,

@@ -340,6 +340,17 @@ impl BudgetUsage {
             wall_ms: self.wall_ms.saturating_sub(base.wall_ms),
         }
     }
+
+    /// This and `other` together.
+    pub(crate) fn plus(&self, other: &BudgetUsage) -> BudgetUsage {
+        BudgetUsage {
+            steps: self.steps.saturating_add(other.steps),
+            tokens: self.tokens.saturating_add(other.tokens),
+            cost_nanos: self.cost_nanos.saturating_add(other.cost_nanos),
+            tool_calls: self.tool_calls.saturating_add(other.tool_calls),
+            wall_ms: self.wall_ms.saturating_add(other.wall_ms),
+        }
+    }
 }
 
 /// What models cost: per model name, dollars per million prompt (input) and completion

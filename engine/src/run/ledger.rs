@@ -136,16 +136,6 @@ impl Tally {
     }
 }
 
-fn plus(a: BudgetUsage, b: BudgetUsage) -> BudgetUsage {
-    BudgetUsage {
-        steps: a.steps.saturating_add(b.steps),
-        tokens: a.tokens.saturating_add(b.tokens),
-        cost_nanos: a.cost_nanos.saturating_add(b.cost_nanos),
-        tool_calls: a.tool_calls.saturating_add(b.tool_calls),
-        wall_ms: a.wall_ms.saturating_add(b.wall_ms),
-    }
-}
-
 /// A shared tenant budget's side of its ledger: the ledger, the tenant's key in it, the totals
 /// it last returned and what is being pushed.
 #[derive(Debug)]
@@ -172,7 +162,7 @@ impl SharedTotals {
     /// pushed, and `pending` (counted here, not pushed yet). Counted twice for an instant
     /// rather than missed: a push's answer is taken in before its delta leaves `pushing`.
     pub(crate) fn total(&self, pending: BudgetUsage) -> BudgetUsage {
-        plus(plus(self.known.load(), self.pushing.load()), pending)
+        self.known.load().plus(&self.pushing.load()).plus(&pending)
     }
 
     /// Pushes what `pending` holds to the ledger and takes in the totals it returns. On
@@ -194,9 +184,6 @@ impl SharedTotals {
         }
     }
 }
-
-/// [`TenantLedger`] stays object safe.
-fn _obj_safe(_: &dyn TenantLedger) {}
 
 #[cfg(test)]
 mod tests {
@@ -223,7 +210,7 @@ mod tests {
                     return Err("the ledger is down".into());
                 }
                 let mut t = self.totals.lock().unwrap();
-                *t = plus(*t, delta);
+                *t = t.plus(&delta);
                 Ok(*t)
             })
         }

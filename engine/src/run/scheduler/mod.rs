@@ -437,9 +437,7 @@ impl<S: State> Scheduler<S> {
             let wall = self.book.total(&self.shared.usage).wall_ms;
             tenant.add_wall(wall.saturating_sub(self.book.wall_reported));
             // The run's last step, to the tenant's ledger (when it has one).
-            if tenant.is_shared() {
-                tenant.push().await;
-            }
+            tenant.push().await;
         }
         let events = &self.shared.events;
         match result {
@@ -729,9 +727,7 @@ impl<S: State> Scheduler<S> {
             Some(t) => {
                 t.add_wall(total.wall_ms.saturating_sub(self.book.wall_reported));
                 self.book.wall_reported = total.wall_ms;
-                if t.is_shared() {
-                    t.push().await;
-                }
+                t.push().await;
                 Some((t.limits(), t.usage()))
             }
             None => None,
