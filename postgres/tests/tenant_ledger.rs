@@ -146,23 +146,9 @@ async fn workers_give_a_tenants_runs_its_shared_budget() {
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use agentgraph::run::{DynResume, GraphRegistry};
-    use agentgraph_postgres::worker::{JobInfo, Queue, Worker};
+    use agentgraph_postgres::worker::{Queue, Worker};
     use serde_json::json;
-
-    async fn wait_for(queue: &Queue, run: &str, status: &str) -> JobInfo {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let job = queue.job(run).await.unwrap();
-            if let Some(job) = job.as_ref().filter(|j| j.status == status) {
-                return job.clone();
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "run {run} is not {status} within 60 s: {job:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
+    use support::wait_for;
 
     let schema = support::fresh_schema("ledger_workers");
     let limit = Arc::new(AtomicU64::new(1_000));

@@ -14,10 +14,10 @@ use agentgraph::prelude::*;
 use agentgraph::run::GraphRegistry;
 use agentgraph_checkpoint::{StoreError, TenantId};
 use agentgraph_postgres::PostgresStore;
-use agentgraph_postgres::worker::{JobInfo, Queue, TenantScoped, Worker};
+use agentgraph_postgres::worker::{Queue, TenantScoped, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::oneshot;
+use support::{Running, wait_for};
 
 #[derive(Clone, Default, Serialize, Deserialize, State)]
 struct Work {
@@ -86,41 +86,18 @@ fn tenant(id: &str) -> TenantId {
     TenantId::new(id).unwrap()
 }
 
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), StoreError>>,
-}
-
 /// A worker on a pool of its own (a store connected for it) in `schema`.
 async fn start_worker(schema: &str, registry: GraphRegistry, id: &str) -> Running {
     let store = PostgresStore::connect_with(support::options(schema))
         .await
         .unwrap();
-    let worker = Worker::new(store, registry, id)
-        .concurrency(4)
-        .lease_ttl(Duration::from_secs(2))
-        .poll_interval(Duration::from_millis(50))
-        .shutdown_timeout(Duration::from_secs(5));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run_until(async {
-        stopped.await.ok();
-    }));
-    Running { stop, task }
-}
-
-async fn wait_for(queue: &Queue, run: &str, status: &str) -> JobInfo {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let job = queue.job(run).await.unwrap();
-        if let Some(job) = job.as_ref().filter(|j| j.status == status) {
-            return job.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run} is not {status} within 60 s: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::spawn(
+        Worker::new(store, registry, id)
+            .concurrency(4)
+            .lease_ttl(Duration::from_secs(2))
+            .poll_interval(Duration::from_millis(50))
+            .shutdown_timeout(Duration::from_secs(5)),
+    )
 }
 
 /// `workers` workers (4 runs at once each), acme capped at 2 with 10 jobs, globex uncapped
@@ -186,8 +163,7 @@ async fn cap_holds_across(workers: usize) {
         peak(&live, "acme")
     );
     for r in running {
-        r.stop.send(()).ok();
-        r.task.await.unwrap().unwrap();
+        r.stop().await;
     }
 }
 
@@ -269,6 +245,5 @@ async fn a_job_over_its_tenants_cap_waits_until_the_cap_is_raised() {
         assert!(!job.held_by_tenant_cap);
     }
     assert!(queue.tenant_limit(&tenant("acme")).await.unwrap().is_none());
-    worker.stop.send(()).ok();
-    worker.task.await.unwrap().unwrap();
+    worker.stop().await;
 }

@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agentgraph::prelude::*;
 use agentgraph::run::GraphRegistry;
@@ -17,6 +17,7 @@ use agentgraph_postgres::PostgresStore;
 use agentgraph_postgres::worker::{JobInfo, NotQueued, Queue, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use support::wait_for;
 
 #[derive(Clone, Default, Serialize, Deserialize, State)]
 struct Notes {
@@ -57,22 +58,6 @@ fn registry() -> GraphRegistry {
 
 fn tenant(id: &str) -> TenantId {
     TenantId::new(id).unwrap()
-}
-
-/// Waits (30 s at most) until `run`'s newest job, as `queue` sees it, has `status`.
-async fn wait_for(queue: &Queue, run: &str, status: &str) -> JobInfo {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job = queue.job(run).await.unwrap();
-        if let Some(job) = job.as_ref().filter(|j| j.status == status) {
-            return job.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run} is not {status} within 30 s: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// The actions and callers of `run`'s audit trail, in order.

@@ -14,11 +14,10 @@ use agentgraph::prelude::*;
 use agentgraph::run::{DynResume, GraphRegistry};
 use agentgraph::store::RunStatus;
 use agentgraph_postgres::PostgresStore;
-use agentgraph_postgres::worker::{JobInfo, Queue, Worker, WorkerStats};
+use agentgraph_postgres::worker::{Queue, Worker};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use support::{spawn, wait_for};
 
 #[derive(Clone, Default, Serialize, Deserialize, State)]
 struct Notes {
@@ -105,50 +104,12 @@ fn registry(effects: Effects, pause: Duration) -> (GraphRegistry, Arc<AtomicUsiz
     (registry, peak)
 }
 
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<Result<(), agentgraph::store::StoreError>>,
-    stats: Arc<WorkerStats>,
-}
-
-fn spawn(worker: Worker) -> Running {
-    let stats = worker.stats();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(worker.run_until(async {
-        stopped.await.ok();
-    }));
-    Running { stop, task, stats }
-}
-
-impl Running {
-    async fn stop(self) -> Arc<WorkerStats> {
-        self.stop.send(()).ok();
-        self.task.await.unwrap().unwrap();
-        self.stats
-    }
-}
-
 fn worker(store: &PostgresStore, registry: GraphRegistry, id: &str) -> Worker {
     Worker::new(store.clone(), registry, id)
         .lease_ttl(Duration::from_secs(2))
         .poll_interval(Duration::from_millis(200))
         .shutdown_timeout(Duration::from_secs(5))
         .run_config(|| RunConfig::new().durability(Durability::Sync))
-}
-
-async fn wait_for(queue: &Queue, run: &str, status: &str) -> JobInfo {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let job = queue.job(run).await.unwrap();
-        if let Some(job) = job.as_ref().filter(|j| j.status == status) {
-            return job.clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "run {run} is not {status} within 30 s: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,9 +2,15 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
 
+use agentgraph_checkpoint::StoreError;
+use agentgraph_postgres::worker::{JobInfo, Queue, Worker, WorkerStats};
 use agentgraph_postgres::{PostgresOptions, PostgresStore};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// The environment variable that names the test server.
 pub const URL_VAR: &str = "AGENTGRAPH_TEST_POSTGRES_URL";
@@ -61,4 +67,51 @@ pub async fn admin() -> tokio_postgres::Client {
         .expect("connecting to the test server");
     tokio::spawn(connection);
     client
+}
+
+/// Waits (60 s at most) until `run`'s newest job, as `queue` sees it, has `status`.
+///
+/// # Panics
+///
+/// When it does not by then, with the job as last seen.
+pub async fn wait_for(queue: &Queue, run: &str, status: &str) -> JobInfo {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = queue.job(run).await.unwrap();
+        if let Some(job) = job.as_ref().filter(|j| j.status == status) {
+            return job.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} is not {status} within 60 s: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker running on a task of its own until [`Running::stop`].
+pub struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), StoreError>>,
+    /// The worker's counters, shared with it.
+    pub stats: Arc<WorkerStats>,
+}
+
+/// Runs `worker` on a task of its own.
+pub fn spawn(worker: Worker) -> Running {
+    let stats = worker.stats();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(worker.run_until(async {
+        stopped.await.ok();
+    }));
+    Running { stop, task, stats }
+}
+
+impl Running {
+    /// Stops the worker, waits for it to return (it must return `Ok`), and gives its stats.
+    pub async fn stop(self) -> Arc<WorkerStats> {
+        self.stop.send(()).ok();
+        self.task.await.unwrap().unwrap();
+        self.stats
+    }
 }
