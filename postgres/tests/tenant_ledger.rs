@@ -176,11 +176,7 @@ async fn workers_give_a_tenants_runs_its_shared_budget() {
                 ledger.clone(),
             ))
         });
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(worker.run_until(async {
-            stopped.await.ok();
-        }));
-        workers.push((stop, task));
+        workers.push(support::spawn(worker));
     }
     let store = PostgresStore::connect_with(support::options(&schema))
         .await
@@ -222,8 +218,7 @@ async fn workers_give_a_tenants_runs_its_shared_budget() {
     }
     let total = ledger.usage(&acme).await.unwrap().unwrap();
     assert_eq!(total.tokens, 2_400, "each turn counted once");
-    for (stop, task) in workers {
-        stop.send(()).ok();
-        task.await.unwrap().unwrap();
+    for worker in workers {
+        worker.stop().await;
     }
 }
