@@ -1,5 +1,6 @@
 //! The embedded sled store (feature `sled`).
 
+mod journal;
 mod snapshots;
 mod values;
 
@@ -20,13 +21,16 @@ use crate::keys::{
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
 use crate::store::{BoxFuture, CheckpointStore, Lease, Op, RunRecord, WriteBatch, check_run_id};
+use journal::{JOURNAL_KEY, Writes};
 use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 
 /// A [`CheckpointStore`] in an embedded [sled](https://docs.rs/sled/0.34.7) database: one
 /// directory, one process at a time.
 ///
-/// Each [`WriteBatch`] is applied with a single sled batch, so after a crash either all of it
-/// is there or none of it; reads see a batch whole or not at all. sled's file lock keeps every
+/// After a crash, each [`WriteBatch`] is there whole or not at all: a small batch is written
+/// after a journal entry holding all of it, which opening the store replays if a crash
+/// interrupted the batch, and a large one (over 32 KiB) as a single sled batch. Reads see a
+/// batch whole or not at all. sled's file lock keeps every
 /// other process out of the directory while a store is open ([`StoreError::Locked`]), so run
 /// leases ([`acquire_lease`](CheckpointStore::acquire_lease)) are held in the process: a
 /// dropped [`Lease`] is released at once, and reopening the store frees every run (the process
@@ -42,8 +46,15 @@ use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 ///   1,200 SIGKILL cycles without losing an acknowledged record.
 /// - **A power loss or kernel crash may lose the last ~500 ms of flushed batches.** sled's
 ///   `flush` writes with `sync_file_range`, not `fsync`/`fdatasync`; sled calls `fsync`
-///   only in its background flush, every 500 ms by default. sled recovers each batch whole
-///   or not at all.
+///   only in its background flush, every 500 ms by default. Each batch is recovered whole or
+///   not at all.
+/// - **A flush costs one synced write** for the small batches committed since the last one
+///   (a `pwrite` and a `sync_file_range` of sled's log buffer). sled's own batches cost at
+///   least two, for the manifest that makes them atomic, which is why small batches go
+///   through a journal entry of the store's instead (it relies on sled recovering a prefix of
+///   its log, as sled's manifests do).
+/// - **A commit that fails** (an I/O error in the middle of a batch) may leave the batch whole
+///   after the store is reopened, never partial.
 /// - **Values of 64 KiB or more** (a large field's full value, a large update) live in files of
 ///   their own (below). A file is written before the batch that refers to it and synced
 ///   (`fdatasync`, then its directory) by a background thread moments later, off the commit
@@ -101,7 +112,7 @@ pub struct SledStore {
     path: PathBuf,
     /// Written by commits, which must be serial (a batch's range deletions read the keys it
     /// then removes); read by multi-key reads, so that they see a batch whole or not at all
-    /// (sled isolates single-key reads from a batch, not iterators).
+    /// (a batch's writes reach the tree one key at a time).
     commit_lock: Arc<RwLock<()>>,
     leases: Holders,
     /// The epochs of leases granted since the run's last commit, written with its next fenced
@@ -130,6 +141,11 @@ impl Drop for UnwrittenEpochs {
                 .get_mut()
                 .unwrap_or_else(PoisonError::into_inner),
         );
+        // The last handle is going: no commit is under way, and a journal entry left would
+        // write an older epoch over those below when the store is next opened.
+        if let Err(e) = self.db.remove(JOURNAL_KEY) {
+            tracing::warn!(error = %e, "the commit journal was not cleared");
+        }
         for (run, epoch) in epochs {
             // Flushed as the tree goes, after this (this holds one of its handles).
             if let Err(e) = self.db.insert(lease_key(&run), &epoch.to_be_bytes()) {
@@ -206,6 +222,8 @@ impl SledStore {
                 Err(e) => return Err(open_error(&path, e)),
             }
         };
+        // Before the value files are listed: the last batch may refer to files of its own.
+        replay_journal(&db)?;
         let values = Arc::new(ValueFiles::open(&path, &db)?);
         Ok(SledStore {
             db: db.clone(),
@@ -230,6 +248,12 @@ impl SledStore {
     /// damage records.
     #[doc(hidden)]
     pub fn put_raw_run_record(&self, run: &str, bytes: Vec<u8>) {
+        let _serial = self
+            .commit_lock
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Not journaled: the last commit's entry must not be replayed over it.
+        self.db.remove(JOURNAL_KEY).expect("sled remove failed");
         self.db
             .insert(run_key(run), bytes)
             .expect("sled insert failed");
@@ -299,7 +323,7 @@ impl SledStore {
         let (mut created, mut removed) = (Vec::new(), Vec::new());
         let result = self
             .sled_batch(staged.writes, &owners, &mut created, &mut removed)
-            .and_then(|out| self.db.apply_batch(out).map_err(backend));
+            .and_then(|writes| self.write(writes));
         match result {
             Ok(()) => {
                 self.values.committed(&mut owners, created, removed);
@@ -329,11 +353,11 @@ impl SledStore {
         owners: &HashMap<Vec<u8>, Option<u64>>,
         created: &mut Vec<(Vec<u8>, u64)>,
         removed: &mut Vec<Vec<u8>>,
-    ) -> Result<::sled::Batch> {
-        let mut out = ::sled::Batch::default();
+    ) -> Result<Writes> {
+        let mut out = Writes::with_capacity(writes.len() + 1);
         for (key, value) in writes {
             if owners.contains_key(&key) {
-                out.remove(ref_key(&key));
+                out.push((ref_key(&key), None));
                 removed.push(key.clone());
             }
             // Run records are small, audit entries too: always in the tree.
@@ -342,16 +366,42 @@ impl SledStore {
                 let id = self.db.generate_id().map_err(backend)?;
                 let file = self.values.write(id, v)?;
                 created.push((key.clone(), id));
-                out.insert(ref_key(&key), &file.encode()[..]);
-                out.insert(key, &[][..]);
+                out.push((ref_key(&key), Some(file.encode().to_vec())));
+                out.push((key, Some(Vec::new())));
                 continue;
             }
-            match value {
-                Some(v) => out.insert(key, v),
-                None => out.remove(key),
-            }
+            out.push((key, value));
         }
         Ok(out)
+    }
+
+    /// Writes a staged batch so that a crash leaves all of it or none of it: through the
+    /// journal (see [`journal`]) when it is small enough, else with sled's own batch.
+    fn write(&self, writes: Writes) -> Result<()> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let Some(entry) = journal::encode(&writes) else {
+            let mut batch = ::sled::Batch::default();
+            // Its writes bypass the journal: the last entry must not be replayed over them.
+            batch.remove(JOURNAL_KEY);
+            for (key, value) in writes {
+                match value {
+                    Some(v) => batch.insert(key, v),
+                    None => batch.remove(key),
+                }
+            }
+            return self.db.apply_batch(batch).map_err(backend);
+        };
+        self.db.insert(JOURNAL_KEY, entry).map_err(backend)?;
+        for (key, value) in writes {
+            match value {
+                Some(v) => self.db.insert(key, v).map(drop),
+                None => self.db.remove(key).map(drop),
+            }
+            .map_err(backend)?;
+        }
+        Ok(())
     }
 
     /// The value of the entry under `key`, whose bytes in the tree are `stored`: those bytes,
@@ -408,6 +458,7 @@ impl SledStore {
 
     /// Whether neither `run` nor a run of its subgraphs (`{run}/@..`) has a record.
     fn vacant(&self, run: &str) -> Result<bool> {
+        let _read = self.no_commit();
         if self.db.contains_key(run_key(run)).map_err(backend)? {
             return Ok(false);
         }
@@ -485,6 +536,30 @@ impl SledStore {
         }
         Ok(out)
     }
+}
+
+/// Completes the last batch written through the journal, if a crash interrupted it (see
+/// [`journal`]), and removes its entry. A damaged entry is [`StoreError::Corrupt`]: the store
+/// does not open half-read.
+fn replay_journal(db: &::sled::Db) -> Result<()> {
+    let Some(entry) = db.get(JOURNAL_KEY).map_err(backend)? else {
+        return Ok(());
+    };
+    let writes = journal::decode(&entry).map_err(|source| StoreError::Corrupt {
+        what: "the journal of the store's last commit".into(),
+        source,
+    })?;
+    let mut batch = ::sled::Batch::default();
+    for (key, value) in writes {
+        match value {
+            Some(v) => batch.insert(key, v),
+            None => batch.remove(key),
+        }
+    }
+    batch.remove(JOURNAL_KEY);
+    db.apply_batch(batch).map_err(backend)?;
+    db.flush().map_err(backend)?;
+    Ok(())
 }
 
 fn backend(e: ::sled::Error) -> StoreError {
@@ -879,6 +954,7 @@ impl CheckpointStore for SledStore {
     fn audited_runs(&self) -> BoxFuture<'_, Result<Vec<String>>> {
         Box::pin(async move {
             let mut runs = Vec::new();
+            let _read = self.no_commit();
             let mut start = Bound::Included(vec![AUDIT]);
             let end = Bound::Excluded(vec![AUDIT + 1]);
             while let Some(item) = self.db.range::<Vec<u8>, _>((start, end.clone())).next() {
@@ -932,6 +1008,133 @@ fn _assert_send_sync() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::RunStatus;
+
+    fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    /// The sled database under `dir`, opened by sled itself once the store dropped before it
+    /// has let its lock go.
+    fn raw_sled(dir: &Path) -> ::sled::Db {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match ::sled::Config::new().path(dir).open() {
+                Ok(db) => return db,
+                Err(e) if is_lock_error(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("sled does not open {}: {e}", dir.display()),
+            }
+        }
+    }
+
+    fn step_batch(step: u64) -> WriteBatch {
+        let mut record = RunRecord::new("run", RunStatus::Running, 1, 0);
+        record.last_step = Some(step);
+        let mut batch = WriteBatch::new();
+        batch
+            .put_run(record)
+            .put_checkpoint("run", step, format!("step {step}").into_bytes())
+            .delete_checkpoints_before("run", step);
+        batch
+    }
+
+    fn last_step(store: &SledStore) -> Option<u64> {
+        block_on(store.get_run("run")).unwrap().unwrap().last_step
+    }
+
+    #[test]
+    fn small_batches_are_journaled_and_a_clean_close_clears_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        block_on(store.commit(step_batch(0))).unwrap();
+        let entry = store.db.get(JOURNAL_KEY).unwrap().expect("a journal entry");
+        let writes = journal::decode(&entry).unwrap();
+        assert_eq!(
+            writes.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            vec![checkpoint_key("run", 0), run_key("run")],
+            "the entry holds the batch's writes, in key order"
+        );
+        block_on(store.flush()).unwrap();
+        drop(store);
+        let db = raw_sled(dir.path());
+        assert_eq!(db.get(JOURNAL_KEY).unwrap(), None);
+    }
+
+    #[test]
+    fn a_batch_a_crash_interrupted_is_completed_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        block_on(store.commit(step_batch(0))).unwrap();
+        block_on(store.flush()).unwrap();
+        drop(store);
+        // What a crash in the middle of the next batch leaves: its journal entry and the
+        // first of its writes (the new checkpoint), not the others (the run record, the old
+        // checkpoint's removal).
+        let db = raw_sled(dir.path());
+        let mut record = RunRecord::new("run", RunStatus::Running, 1, 0);
+        record.last_step = Some(1);
+        let writes: Writes = vec![
+            (checkpoint_key("run", 0), None),
+            (checkpoint_key("run", 1), Some(b"step 1".to_vec())),
+            (run_key("run"), Some(encode_run(&record).unwrap())),
+        ];
+        db.insert(JOURNAL_KEY, journal::encode(&writes).unwrap())
+            .unwrap();
+        db.insert(checkpoint_key("run", 1), &b"step 1"[..]).unwrap();
+        db.flush().unwrap();
+        drop(db);
+
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(last_step(&store), Some(1));
+        assert_eq!(
+            block_on(store.list_checkpoints("run", None, 10)).unwrap(),
+            vec![(1, b"step 1".to_vec())]
+        );
+        assert_eq!(store.db.get(JOURNAL_KEY).unwrap(), None, "replayed once");
+    }
+
+    #[test]
+    fn a_damaged_journal_entry_fails_the_open() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStore::open(dir.path()).unwrap());
+        let db = raw_sled(dir.path());
+        db.insert(JOURNAL_KEY, &[1, 0xde, 0xad][..]).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        match SledStore::open(dir.path()) {
+            Err(StoreError::Corrupt { what, .. }) => assert!(what.contains("journal"), "{what}"),
+            other => panic!("a damaged journal entry opened as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_that_bypass_the_journal_clear_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        // A batch too large for the journal goes through sled's own batch.
+        block_on(store.commit(step_batch(0))).unwrap();
+        assert!(store.db.get(JOURNAL_KEY).unwrap().is_some());
+        let mut large = step_batch(1);
+        large.put_checkpoint("run", 1, vec![1; journal::JOURNAL_MAX]);
+        block_on(store.commit(large)).unwrap();
+        assert_eq!(store.db.get(JOURNAL_KEY).unwrap(), None);
+        // So does a raw record (for tests).
+        block_on(store.commit(step_batch(2))).unwrap();
+        assert!(store.db.get(JOURNAL_KEY).unwrap().is_some());
+        store.put_raw_run_record("other", b"raw".to_vec());
+        assert_eq!(store.db.get(JOURNAL_KEY).unwrap(), None);
+        block_on(store.flush()).unwrap();
+        drop(store);
+        // Nothing older is replayed over them.
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(last_step(&store), Some(2));
+        assert_eq!(store.raw_run_record("other"), Some(b"raw".to_vec()));
+    }
 
     #[test]
     fn per_run_keys_of_prefix_sharing_runs_do_not_overlap() {
