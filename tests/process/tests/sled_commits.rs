@@ -12,7 +12,10 @@
 //!
 //! The test also counts the kills after which opening the store completed a torn batch (the
 //! tree sled recovers, read by sled itself from a copy, differs from the tree after the store
-//! opened), and requires some: otherwise it proved nothing about the journal.
+//! opened), and requires some: otherwise it proved nothing about the journal. About one kill
+//! in five leaves one here (one in ten when the child is slow, as under a loaded machine: a
+//! child that commits fewer batches before its kill fills fewer log buffers), so when the set
+//! number of kills left none, the test goes on until one does, up to four times that number.
 //!
 //! `AGENTGRAPH_COMMITS_KILLS` sets the number of kills (60 by default),
 //! `AGENTGRAPH_COMMITS_SEED` replays a printed seed.
@@ -97,7 +100,8 @@ fn kills_in_the_middle_of_batches_leave_each_whole_or_absent() {
     let dir = tempfile::tempdir().unwrap();
     let store_dir = dir.path().join("store");
     let mut totals = Totals::default();
-    for kill in 0..kills {
+    let mut kill = 0;
+    while kill < kills || (totals.torn_completed == 0 && kill < 4 * kills) {
         let fail = |what: String| -> ! { panic!("seed {seed}, kill {kill}: {what}") };
         let mut child = Command::new(env!("CARGO_BIN_EXE_sled_commits_child"))
             .env(CHILD_DIR, &store_dir)
@@ -155,6 +159,7 @@ fn kills_in_the_middle_of_batches_leave_each_whole_or_absent() {
         );
         totals.journal_left += u64::from(journal);
         totals.torn_completed += u64::from(journal && recovered != opened);
+        kill += 1;
     }
     eprintln!("{totals:?}");
     assert!(
