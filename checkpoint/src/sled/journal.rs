@@ -49,6 +49,20 @@ fn format() -> Configuration<LittleEndian, Fixint, Limit<{ 4 * JOURNAL_MAX }>> {
         .with_limit::<{ 4 * JOURNAL_MAX }>()
 }
 
+/// `writes` as one sled batch, which also removes the journal entry: how a batch too large for
+/// the journal is written, and how opening the store replays the entry.
+pub(super) fn sled_batch(writes: Writes) -> ::sled::Batch {
+    let mut batch = ::sled::Batch::default();
+    batch.remove(JOURNAL_KEY);
+    for (key, value) in writes {
+        match value {
+            Some(v) => batch.insert(key, v),
+            None => batch.remove(key),
+        }
+    }
+    batch
+}
+
 /// The journal entry of `writes`, or `None` when it would be larger than [`JOURNAL_MAX`].
 pub(super) fn encode(writes: &Writes) -> Option<Vec<u8>> {
     let size = 1

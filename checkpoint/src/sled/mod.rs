@@ -343,8 +343,8 @@ impl SledStore {
         result
     }
 
-    /// The sled batch of a staged one: a value of at least [`FILE_MIN`] bytes goes to a new
-    /// file (`created`) and the tree keeps an empty value plus a reference to the file. The
+    /// The sled writes of a staged batch, in order: a value of at least [`FILE_MIN`] bytes goes
+    /// to a new file (`created`) and the tree keeps an empty value plus a reference to the file. The
     /// references of the entries written or removed that had one go (`removed`; their files
     /// are deleted after the next flush).
     fn sled_batch(
@@ -382,16 +382,12 @@ impl SledStore {
             return Ok(());
         }
         let Some(entry) = journal::encode(&writes) else {
-            let mut batch = ::sled::Batch::default();
-            // Its writes bypass the journal: the last entry must not be replayed over them.
-            batch.remove(JOURNAL_KEY);
-            for (key, value) in writes {
-                match value {
-                    Some(v) => batch.insert(key, v),
-                    None => batch.remove(key),
-                }
-            }
-            return self.db.apply_batch(batch).map_err(backend);
+            // Its writes bypass the journal: the batch removes the last entry, which must not
+            // be replayed over them.
+            return self
+                .db
+                .apply_batch(journal::sled_batch(writes))
+                .map_err(backend);
         };
         self.db.insert(JOURNAL_KEY, entry).map_err(backend)?;
         for (key, value) in writes {
@@ -549,15 +545,8 @@ fn replay_journal(db: &::sled::Db) -> Result<()> {
         what: "the journal of the store's last commit".into(),
         source,
     })?;
-    let mut batch = ::sled::Batch::default();
-    for (key, value) in writes {
-        match value {
-            Some(v) => batch.insert(key, v),
-            None => batch.remove(key),
-        }
-    }
-    batch.remove(JOURNAL_KEY);
-    db.apply_batch(batch).map_err(backend)?;
+    db.apply_batch(journal::sled_batch(writes))
+        .map_err(backend)?;
     db.flush().map_err(backend)?;
     Ok(())
 }

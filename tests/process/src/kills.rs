@@ -1,7 +1,10 @@
-//! What the crash tests share: the seeded draws of their kill instants, and their settings
-//! from the environment.
+//! What the crash tests share: the seeded draws of their kill instants, their settings from
+//! the environment, and copies of a killed child's store directory.
 
 #![allow(dead_code, unreachable_pub)]
+
+use std::fs;
+use std::path::Path;
 
 use rand::SeedableRng;
 use rand::distr::{Distribution, Uniform};
@@ -33,4 +36,38 @@ pub fn env_u64(name: &str) -> Option<u64> {
         v.parse()
             .unwrap_or_else(|_| panic!("{name}={v:?} is not a whole number"))
     })
+}
+
+/// The seed in the environment variable `name` (to replay a printed one), else one drawn from
+/// the clock and the process id.
+pub fn seed(name: &str) -> u64 {
+    env_u64(name).unwrap_or_else(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        now.as_nanos() as u64 ^ u64::from(std::process::id())
+    })
+}
+
+/// Copies the directory `from` (a store's) to `to`, recursively.
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// sled itself (without the store's own recovery) opening a copy of the sled store in `dir`,
+/// which leaves the store as it was; the copy lives as long as the returned directory.
+pub fn raw_sled_copy(dir: &Path) -> (tempfile::TempDir, sled::Result<sled::Db>) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(dir, copy.path());
+    let db = sled::Config::new().path(copy.path()).open();
+    (copy, db)
 }

@@ -219,12 +219,7 @@ fn sigkill_at_random_instants_loses_no_acknowledged_step_on_redb() {
 fn crash_test(kind: &str) {
     let budget = env_u64("AGENTGRAPH_CRASH_KILLS").unwrap_or(50) as usize;
     assert!(budget > 0, "AGENTGRAPH_CRASH_KILLS must be at least 1");
-    let seed = env_u64("AGENTGRAPH_CRASH_SEED").unwrap_or_else(|| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap();
-        now.as_nanos() as u64 ^ u64::from(std::process::id())
-    });
+    let seed = kills::seed("AGENTGRAPH_CRASH_SEED");
     eprintln!(
         "crash test on {kind}: {budget} kills, seed {seed} (AGENTGRAPH_CRASH_SEED={seed} replays)"
     );

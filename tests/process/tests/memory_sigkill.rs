@@ -21,7 +21,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kills::{Draws, env_u64};
+use kills::Draws;
 use memory::{CHILD_DIR, KIND, LEVELS, NODES, RUN, graph, open, space};
 
 const CHILD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,12 +37,7 @@ fn spawn_child(dir: &Path, kind: &str) -> Child {
 }
 
 fn crash_test(kind: &str) {
-    let seed = env_u64("AGENTGRAPH_MEMORY_CRASH_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = kills::seed("AGENTGRAPH_MEMORY_CRASH_SEED");
     eprintln!("memory crash test on {kind}: AGENTGRAPH_MEMORY_CRASH_SEED={seed}");
     let mut draws = Draws::new(seed);
     let dir = tempfile::tempdir().unwrap();

@@ -26,7 +26,6 @@ mod kills;
 mod sled_commits;
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -34,7 +33,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use agentgraph::store::SledStore;
-use kills::{Draws, env_u64};
+use kills::{Draws, env_u64, raw_sled_copy, seed};
 use sled_commits::{ACKED, CHILD_DIR, OPEN, held_step};
 
 /// The store's journal entry (its key is the tag `J` alone).
@@ -43,25 +42,11 @@ const JOURNAL_KEY: &[u8] = b"J";
 const WINDOW_MS: u64 = 60;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// The tree sled itself recovers from a copy of the store in `dir` (the store's own recovery
 /// left out), without the journal entry, and whether that entry was there.
 fn raw_tree(dir: &Path) -> (BTreeMap<Vec<u8>, Vec<u8>>, bool) {
-    let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir, copy.path());
-    let db = sled::Config::new().path(copy.path()).open().unwrap();
+    let (_copy, db) = raw_sled_copy(dir);
+    let db = db.unwrap();
     let mut journal = false;
     let mut tree = BTreeMap::new();
     for entry in db.iter() {
@@ -89,12 +74,7 @@ struct Totals {
 #[test]
 fn kills_in_the_middle_of_batches_leave_each_whole_or_absent() {
     let kills = env_u64("AGENTGRAPH_COMMITS_KILLS").unwrap_or(60);
-    let seed = env_u64("AGENTGRAPH_COMMITS_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed("AGENTGRAPH_COMMITS_SEED");
     eprintln!("seed {seed} (replay with AGENTGRAPH_COMMITS_SEED={seed})");
     let mut rng = Draws::new(seed);
     let dir = tempfile::tempdir().unwrap();

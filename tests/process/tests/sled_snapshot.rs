@@ -21,7 +21,7 @@ mod kills;
 mod sled_snapshot;
 
 use agentgraph::store::{CheckpointStore, RunRecord, RunStatus, SledStore, StoreError, WriteBatch};
-use kills::{Draws, env_u64};
+use kills::{Draws, env_u64, raw_sled_copy, seed};
 use sled_snapshot::{ACKED, CHILD_DIR, OPEN, OPENING, RUN, block_on, step_bytes, write_steps};
 
 /// Writes `n` small checkpoints of another run, so that sled's page table (its snapshot)
@@ -75,24 +75,9 @@ fn unfinished(dir: &Path) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Whether sled itself (without the store's recovery) opens a copy of the store in `dir`.
 fn raw_sled_opens(dir: &Path) -> bool {
-    let copy = tempfile::tempdir().unwrap();
-    copy_dir(dir, copy.path());
-    sled::Config::new().path(copy.path()).open().is_ok()
+    raw_sled_copy(dir).1.is_ok()
 }
 
 #[test]
@@ -252,12 +237,7 @@ struct Totals {
 fn kills_while_the_store_opens_never_leave_it_unopenable() {
     let kills = env_u64("AGENTGRAPH_SNAPSHOT_KILLS").unwrap_or(300);
     let budget = Duration::from_secs(env_u64("AGENTGRAPH_SNAPSHOT_SECS").unwrap_or(90));
-    let seed = env_u64("AGENTGRAPH_SNAPSHOT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
+    let seed = seed("AGENTGRAPH_SNAPSHOT_SEED");
     eprintln!("seed {seed} (replay with AGENTGRAPH_SNAPSHOT_SEED={seed})");
     let mut rng = Draws::new(seed);
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,9 @@
 //!
 //! They need a PostgreSQL server: `AGENTGRAPH_TEST_POSTGRES_URL` (scripts/test starts one).
 
+#[path = "../src/kills.rs"]
+mod kills;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -283,15 +286,7 @@ async fn workers_killed_at_random_lose_no_run_and_no_acknowledged_task() {
     // What a kill can cut between a task's end and its step's commit: 4 runs at once per
     // worker, 3 parallel tasks per step.
     const CUT_PER_KILL: usize = 4 * 3;
-    let seed = std::env::var("AGENTGRAPH_TORTURE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = kills::seed("AGENTGRAPH_TORTURE_SEED");
     eprintln!("torture seed {seed} (AGENTGRAPH_TORTURE_SEED to replay the kill schedule)");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let schema = fresh_schema("torture");
