@@ -1,5 +1,6 @@
 //! The embedded sled store (feature `sled`).
 
+mod flusher;
 mod journal;
 mod snapshots;
 mod values;
@@ -21,6 +22,7 @@ use crate::keys::{
 use crate::lease::{Holders, check_fence};
 use crate::record::{check_op, decode_run, encode_run};
 use crate::store::{BoxFuture, CheckpointStore, Lease, Op, RunRecord, WriteBatch, check_run_id};
+use flusher::Flusher;
 use journal::{JOURNAL_KEY, Writes};
 use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 
@@ -52,7 +54,8 @@ use values::{FILE_MIN, FileRef, ValueFiles, corrupt_ref, ref_key};
 ///   (a `pwrite` and a `sync_file_range` of sled's log buffer). sled's own batches cost at
 ///   least two, for the manifest that makes them atomic, which is why small batches go
 ///   through a journal entry of the store's instead (it relies on sled recovering a prefix of
-///   its log, as sled's manifests do).
+///   its log, as sled's manifests do). Flushes run on a thread of the store's own, started by
+///   the first: one sled flush serves all the flushes asked for before it began.
 /// - **A commit that fails** (an I/O error in the middle of a batch) may leave the batch whole
 ///   after the store is reopened, never partial.
 /// - **Values of 64 KiB or more** (a large field's full value, a large update) live in files of
@@ -123,6 +126,8 @@ pub struct SledStore {
     values: Arc<ValueFiles>,
     /// The vectors of the items, for semantic searches.
     index: Arc<ItemIndex>,
+    /// The thread that flushes (see [`flusher`]).
+    flusher: Arc<Flusher>,
 }
 
 /// The lease epochs granted since their runs' last commits (see `SledStore::bump_epoch`),
@@ -236,6 +241,7 @@ impl SledStore {
             }),
             values,
             index: Arc::default(),
+            flusher: Arc::default(),
         })
     }
 
@@ -783,10 +789,9 @@ impl CheckpointStore for SledStore {
             // The files whose references were removed before the flush go once it made the
             // removal durable.
             let removed = self.values.before_flush()?;
-            let flushed = self.db.flush_async().await;
+            let flushed = self.flusher.flush(&self.db).await;
             self.values.after_flush(removed, flushed.is_ok());
-            flushed.map_err(backend)?;
-            Ok(())
+            flushed
         })
     }
 
