@@ -357,8 +357,9 @@ pub struct SledBaseline {
 /// The per-sample times of [`SledBaseline::sample`].
 #[derive(Debug, Clone, Default)]
 pub struct BaselineSamples {
-    /// One `sled::Tree::insert` of [`RAW_VALUE_LEN`] bytes and an awaited `flush_async`, as
-    /// `SledStore::flush` does it.
+    /// One `sled::Tree::insert` of [`RAW_VALUE_LEN`] bytes and an awaited `flush_async`, sled's
+    /// own asynchronous flush (`SledStore::flush` calls the blocking `flush` on a thread of
+    /// the store's own since session 13: `insert_flush` below is that call's limit).
     pub insert_flush_async: Vec<Duration>,
     /// One insert and a blocking `flush`.
     pub insert_flush: Vec<Duration>,
