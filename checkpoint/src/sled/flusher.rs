@@ -52,9 +52,8 @@ impl Flusher {
             db: db.clone(),
             done,
         };
-        if let Err(request) = self.send(request) {
+        if !self.send(request) {
             // No thread: sled's pool does it.
-            drop(request);
             return db.flush_async().await.map(drop).map_err(super::backend);
         }
         match outcome.await {
@@ -67,12 +66,12 @@ impl Flusher {
     }
 
     /// Sends `request` to the thread, starting one if none runs (the first flush, or after
-    /// the last one panicked). Hands the request back if no thread can be started.
-    fn send(&self, request: Request) -> std::result::Result<(), Request> {
+    /// the last one panicked). `false` if no thread can be started.
+    fn send(&self, request: Request) -> bool {
         let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
         let request = match requests.as_ref() {
             Some(sender) => match sender.send(request) {
-                Ok(()) => return Ok(()),
+                Ok(()) => return true,
                 // The thread ended (a flush panicked): a new one takes over.
                 Err(std::sync::mpsc::SendError(request)) => request,
             },
@@ -85,10 +84,10 @@ impl Flusher {
         if let Err(e) = spawned {
             tracing::warn!(error = %e, "no thread for the sled store's flushes; using sled's pool");
             *requests = None;
-            return Err(request);
+            return false;
         }
         // The thread holds the receiver until it ends, and it has not ended yet.
-        let sent = sender.send(request).map_err(|e| e.0);
+        let sent = sender.send(request).is_ok();
         *requests = Some(sender);
         sent
     }

@@ -1,10 +1,15 @@
 //! What the crash tests share: the seeded draws of their kill instants, their settings from
-//! the environment, and copies of a killed child's store directory.
+//! the environment, a child process with the lines it prints, and copies of a killed child's
+//! store directory.
 
 #![allow(dead_code, unreachable_pub)]
 
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
 
 use rand::SeedableRng;
 use rand::distr::{Distribution, Uniform};
@@ -70,4 +75,40 @@ pub fn raw_sled_copy(dir: &Path) -> (tempfile::TempDir, sled::Result<sled::Db>) 
     copy_dir(dir, copy.path());
     let db = sled::Config::new().path(copy.path()).open();
     (copy, db)
+}
+
+/// A child process and the lines it prints, each with when it arrived. Dropping it kills the
+/// child (if it still runs) and reaps it.
+pub struct Running {
+    pub child: Child,
+    pub lines: mpsc::Receiver<(String, Instant)>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary `exe` with `var` naming the directory `dir` (its store), its standard
+/// output read line by line on a thread of its own.
+pub fn spawn_child(exe: &str, var: &str, dir: &Path) -> Running {
+    let mut child = Command::new(exe)
+        .env(var, dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().unwrap();
+    let (send, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send((line, Instant::now())).is_err() {
+                return;
+            }
+        }
+    });
+    Running { child, lines }
 }

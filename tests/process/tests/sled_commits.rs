@@ -26,14 +26,11 @@ mod kills;
 mod sled_commits;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use agentgraph::store::SledStore;
-use kills::{Draws, env_u64, raw_sled_copy, seed};
+use kills::{Draws, env_u64, raw_sled_copy, seed, spawn_child};
 use sled_commits::{ACKED, CHILD_DIR, OPEN, held_step};
 
 /// The store's journal entry (its key is the tag `J` alone).
@@ -83,37 +80,26 @@ fn kills_in_the_middle_of_batches_leave_each_whole_or_absent() {
     let mut kill = 0;
     while kill < kills || (totals.torn_completed == 0 && kill < 4 * kills) {
         let fail = |what: String| -> ! { panic!("seed {seed}, kill {kill}: {what}") };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sled_commits_child"))
-            .env(CHILD_DIR, &store_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn the child");
-        let stdout = child.stdout.take().unwrap();
-        let (send, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if send.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        match lines.recv_timeout(CHILD_TIMEOUT) {
-            Ok(line) if line == OPEN => {}
+        let mut child = spawn_child(
+            env!("CARGO_BIN_EXE_sled_commits_child"),
+            CHILD_DIR,
+            &store_dir,
+        );
+        match child.lines.recv_timeout(CHILD_TIMEOUT) {
+            Ok((line, _)) if line == OPEN => {}
             other => {
-                let _ = child.kill();
-                let status = child.wait().unwrap();
+                let _ = child.child.kill();
+                let status = child.child.wait().unwrap();
                 fail(format!(
                     "the child did not open its store ({other:?}, {status})"
                 ))
             }
         }
         std::thread::sleep(Duration::from_micros(1000 + rng.below(WINDOW_MS * 1000)));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.child.kill().unwrap();
+        child.child.wait().unwrap();
         // An acknowledged step is one the child said it flushed, before the kill.
-        while let Ok(line) = lines.recv_timeout(Duration::from_millis(20)) {
+        while let Ok((line, _)) = child.lines.recv_timeout(Duration::from_millis(20)) {
             if let Some(step) = line.strip_prefix(ACKED) {
                 totals.max_acked = totals.max_acked.max(Some(step.parse().unwrap()));
             }

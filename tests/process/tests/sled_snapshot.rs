@@ -9,9 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +19,7 @@ mod kills;
 mod sled_snapshot;
 
 use agentgraph::store::{CheckpointStore, RunRecord, RunStatus, SledStore, StoreError, WriteBatch};
-use kills::{Draws, env_u64, raw_sled_copy, seed};
+use kills::{Draws, env_u64, raw_sled_copy, seed, spawn_child};
 use sled_snapshot::{ACKED, CHILD_DIR, OPEN, OPENING, RUN, block_on, step_bytes, write_steps};
 
 /// Writes `n` small checkpoints of another run, so that sled's page table (its snapshot)
@@ -153,40 +151,6 @@ fn a_leftover_of_a_store_open_elsewhere_is_left_alone() {
 const WINDOW_MS: u64 = 40;
 const CHILD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A child and the lines it prints, each with when it arrived.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<(String, Instant)>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_child(dir: &Path) -> Running {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sled_snapshot_child"))
-        .env(CHILD_DIR, dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().unwrap();
-    let (send, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if send.send((line, Instant::now())).is_err() {
-                return;
-            }
-        }
-    });
-    Running { child, lines }
-}
-
 /// Where a kill is aimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Aim {
@@ -261,7 +225,11 @@ fn kills_while_the_store_opens_never_leave_it_unopenable() {
         };
         let window = Duration::from_micros(rng.below(WINDOW_MS * 1000));
         let at_snapshot = Duration::from_micros(rng.below(300));
-        let mut child = spawn_child(&store_dir);
+        let mut child = spawn_child(
+            env!("CARGO_BIN_EXE_sled_snapshot_child"),
+            CHILD_DIR,
+            &store_dir,
+        );
         let mut kill_at: Option<Instant> = None;
         let (mut opening, mut opened) = (false, false);
         let deadline = Instant::now() + CHILD_TIMEOUT;
