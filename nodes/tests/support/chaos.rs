@@ -268,13 +268,19 @@ async fn handle(
                     }
                     _ => (n, false),
                 };
-                if client_write.write_all(&buf[..n]).await.is_err() {
-                    break;
-                }
-                sent += n;
+                // Counted before the write: the client may read the bytes, finish its run
+                // and ask for the counts before this task runs again.
                 forwarded.fetch_add(n as u64, Ordering::SeqCst);
                 if cut {
                     cuts.fetch_add(1, Ordering::SeqCst);
+                }
+                if client_write.write_all(&buf[..n]).await.is_err() {
+                    // The client went away: these bytes never reached it.
+                    forwarded.fetch_sub(n as u64, Ordering::SeqCst);
+                    break;
+                }
+                sent += n;
+                if cut {
                     break;
                 }
             }
