@@ -171,7 +171,9 @@ impl Launch {
 
 /// How a broken answer stream (or the server's standing event stream) is resumed over
 /// streamable HTTP: [`HTTP_STREAM_RECONNECTS`] failed reconnects at most, after 250 ms,
-/// 500 ms and 1 s. rmcp's default tries again forever with doubling delays, so a call whose
+/// 500 ms and 1 s, or after the server's own interval when it announced a longer one (the
+/// `retry` field of its SSE stream, which rmcp honours as SEP-1699 asks; a stream that ended
+/// cleanly is first resumed after that interval). rmcp's default tries again forever with doubling delays, so a call whose
 /// server went away after the answer's first event would never end without a timeout.
 fn stream_reconnects() -> ExponentialBackoff {
     let mut policy = ExponentialBackoff::default();
@@ -182,8 +184,13 @@ fn stream_reconnects() -> ExponentialBackoff {
 }
 
 /// How many failed reconnects of a broken answer stream over streamable HTTP (resumed with
-/// the event id it had reached, after 250 ms, 500 ms, 1 s) end the call with a typed error;
-/// the next call connects again.
+/// the event id it had reached, after 250 ms, 500 ms, 1 s, or the longer `retry` interval
+/// the server announced) end the call with a typed error; the next call connects again.
+///
+/// A server restarted under the same URL no longer knows the client's session: rmcp answers
+/// its 404 by opening a new session and sending the request again
+/// (`reinit_on_expired_session`, which the client sets), and if that fails the client drops
+/// the connection and the next call connects again.
 ///
 /// A reconnect that succeeds resets rmcp's count: a server that answers every resume with a
 /// stream that ends empty keeps the call waiting (rmcp's client, rust-sdk issue 958), so give
@@ -228,6 +235,9 @@ impl Inner {
             Endpoint::Http(url) => {
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 config.retry_config = Arc::new(stream_reconnects());
+                // A restarted server's 404 for the old session: a new session, the request
+                // sent again (rmcp's default today; set so that a change of default shows).
+                config.reinit_on_expired_session = true;
                 let transport = StreamableHttpClientTransport::from_config(config);
                 (().serve(transport).await.map_err(initialize)?, None)
             }

@@ -112,7 +112,7 @@ edges: [ {{ from: START, to: agent }}, {{ from: agent, to: END }} ]
     offered.sort();
     assert_eq!(
         offered,
-        ["add", "echo", "key"],
+        ["add", "echo", "key", "pid"],
         "the denied tools are not offered"
     );
     drop(graph);

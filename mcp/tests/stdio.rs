@@ -33,7 +33,7 @@ async fn lists_the_servers_tools_with_their_schemas() {
     let client = client().await;
     let mut names: Vec<String> = client.tools().iter().map(|t| t.name().to_owned()).collect();
     names.sort();
-    assert_eq!(names, ["add", "echo", "fail", "key", "sleep"]);
+    assert_eq!(names, ["add", "echo", "fail", "key", "pid", "sleep"]);
     let add = client
         .tools()
         .into_iter()
@@ -97,6 +97,7 @@ async fn allow_and_deny_lists_filter_mcp_tools() {
     let tools = tool_set(&client)
         .deny("fail")
         .deny("key")
+        .deny("pid")
         .deny_pattern("s*")
         .unwrap();
     let mut offered: Vec<&str> = tools.offered().map(|t| t.name()).collect();

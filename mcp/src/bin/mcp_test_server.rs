@@ -1,6 +1,9 @@
 //! The MCP server the tests of agentgraph-mcp run: tools `add {a, b}`, `echo {text}`,
-//! `sleep {ms}`, `key {}` (the idempotency key in the call's `_meta`) and `fail {}` over stdio, built with rmcp's server side. With `--http` it
-//! serves streamable HTTP on 127.0.0.1 (a free port) instead, and prints its URL on stdout.
+//! `sleep {ms}`, `key {}` (the idempotency key in the call's `_meta`), `pid {}` (its process
+//! id, to tell which server answered) and `fail {}` over stdio, built with rmcp's server side.
+//! With `--http` it serves streamable HTTP on 127.0.0.1 instead, on a free port or the one
+//! given with `--port N` (to start a server again where the last one was), and prints its
+//! URL on stdout.
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, ContentBlock, RequestMetaObject};
@@ -36,6 +39,9 @@ struct FailArgs {}
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct KeyArgs {}
 
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+struct PidArgs {}
+
 #[tool_router(server_handler)]
 impl TestServer {
     #[tool(description = "Adds two integers.")]
@@ -62,6 +68,11 @@ impl TestServer {
             .to_owned()
     }
 
+    #[tool(description = "Answers the server's process id.")]
+    fn pid(&self, Parameters(PidArgs {}): Parameters<PidArgs>) -> String {
+        std::process::id().to_string()
+    }
+
     #[tool(description = "Always fails (a result marked isError).")]
     fn fail(&self, Parameters(FailArgs {}): Parameters<FailArgs>) -> CallToolResult {
         CallToolResult::error(vec![ContentBlock::text("this tool always fails")])
@@ -70,15 +81,29 @@ impl TestServer {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    if std::env::args().any(|a| a == "--http") {
-        return serve_http().await;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--http") {
+        return serve_http(port(&args)?).await;
     }
     let service = TestServer.serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
     Ok(())
 }
 
-async fn serve_http() -> Result<(), Box<dyn std::error::Error>> {
+/// The port given with `--port N`, else 0 (a free port).
+fn port(args: &[String]) -> Result<u16, Box<dyn std::error::Error>> {
+    match args.iter().position(|a| a == "--port") {
+        None => Ok(0),
+        Some(i) => {
+            let value = args.get(i + 1).ok_or("`--port` needs a port number")?;
+            Ok(value
+                .parse()
+                .map_err(|e| format!("`--port {value}`: not a port number: {e}"))?)
+        }
+    }
+}
+
+async fn serve_http(port: u16) -> Result<(), Box<dyn std::error::Error>> {
     use rmcp::transport::streamable_http_server::{
         StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager,
     };
@@ -91,7 +116,7 @@ async fn serve_http() -> Result<(), Box<dyn std::error::Error>> {
             StreamableHttpServerConfig::default().with_sse_keep_alive(None),
         );
     let router = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let url = format!("http://{}/mcp\n", listener.local_addr()?);
     let mut stdout = tokio::io::stdout();
     stdout.write_all(url.as_bytes()).await?;

@@ -7,8 +7,8 @@ use std::process::{Child, Command, Stdio};
 use agentgraph_mcp::McpError;
 use agentgraph_nodes::tool::ToolError;
 
-/// The server, killed when dropped.
-pub(crate) struct Server(Child);
+/// The server, killed (SIGKILL) when dropped; its process id is `.0.id()`.
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -17,10 +17,15 @@ impl Drop for Server {
     }
 }
 
-/// `mcp_test_server --http` started, and the URL it printed.
+/// `mcp_test_server --http` started on a free port, and the URL it printed.
 pub(crate) fn server() -> (Server, String) {
+    server_on(0)
+}
+
+/// `mcp_test_server --http --port {port}` started (0: a free port), and the URL it printed.
+pub(crate) fn server_on(port: u16) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcp_test_server"))
-        .arg("--http")
+        .args(["--http", "--port", &port.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .expect("the test server starts");
@@ -28,6 +33,10 @@ pub(crate) fn server() -> (Server, String) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    assert!(
+        !line.is_empty(),
+        "the test server printed no URL (port {port} taken?)"
+    );
     (Server(child), line.trim().to_owned())
 }
 
