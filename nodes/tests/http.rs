@@ -1,11 +1,11 @@
 //! The HTTP request node against a small axum server: URL templates expanded and encoded, a
 //! secret header read from the environment (and kept out of `Debug` and errors), retries on
-//! 503 honouring `Retry-After` with one idempotency key on every attempt, statuses that fail
-//! or are accepted, and the node in a checkpointed graph.
+//! 503 and 429 honouring `Retry-After` with one idempotency key on every attempt, a timeout
+//! (not retried), statuses that fail or are accepted, and the node in a checkpointed graph.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentgraph_checkpoint::MemoryStore;
 use agentgraph_engine::{CheckpointStore, END, Error, GraphBuilder, RunConfig, START};
@@ -25,8 +25,21 @@ struct Trip {
     status: u16,
 }
 
-/// Attempts per idempotency key.
-type Attempts = Arc<Mutex<HashMap<String, u32>>>;
+/// The arrival times of the attempts, per idempotency key (`""` without one).
+type Attempts = Arc<Mutex<HashMap<String, Vec<Instant>>>>;
+
+/// Records an attempt under its idempotency key; its key and how many attempts that key has
+/// made, this one included.
+fn arrive(attempts: &Attempts, headers: &HeaderMap) -> (String, usize) {
+    let key = headers
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let mut a = attempts.lock().unwrap();
+    let arrivals = a.entry(key.clone()).or_default();
+    arrivals.push(Instant::now());
+    (key, arrivals.len())
+}
 
 async fn server() -> (String, Attempts) {
     let attempts = Attempts::default();
@@ -48,16 +61,7 @@ async fn server() -> (String, Attempts) {
             "/pay",
             post(
                 |State(attempts): State<Attempts>, headers: HeaderMap, body: String| async move {
-                    let key = headers
-                        .get("idempotency-key")
-                        .map(|v| v.to_str().unwrap().to_owned())
-                        .unwrap_or_default();
-                    let n = {
-                        let mut a = attempts.lock().unwrap();
-                        let n = a.entry(key.clone()).or_default();
-                        *n += 1;
-                        *n
-                    };
+                    let (key, n) = arrive(&attempts, &headers);
                     if n < 3 {
                         return (
                             StatusCode::SERVICE_UNAVAILABLE,
@@ -67,6 +71,33 @@ async fn server() -> (String, Attempts) {
                             .into_response();
                     }
                     axum::Json(json!({ "paid": body, "key": key, "attempt": n })).into_response()
+                },
+            ),
+        )
+        .route(
+            "/limited",
+            post(
+                |State(attempts): State<Attempts>, headers: HeaderMap| async move {
+                    let (key, n) = arrive(&attempts, &headers);
+                    if n == 1 {
+                        return (
+                            StatusCode::TOO_MANY_REQUESTS,
+                            [("retry-after", "1")],
+                            "slow down",
+                        )
+                            .into_response();
+                    }
+                    axum::Json(json!({ "key": key, "attempt": n })).into_response()
+                },
+            ),
+        )
+        .route(
+            "/slow",
+            get(
+                |State(attempts): State<Attempts>, headers: HeaderMap| async move {
+                    arrive(&attempts, &headers);
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    "too late"
                 },
             ),
         )
@@ -161,7 +192,7 @@ async fn busy_answers_are_retried_with_one_idempotency_key() {
         1,
         "one key for the three attempts: {attempts:?}"
     );
-    assert_eq!(attempts.get(&state.answer), Some(&3));
+    assert_eq!(attempts.get(&state.answer).map(Vec::len), Some(3));
     assert!(!state.answer.is_empty());
 
     // With fewer retries, the last 503 fails the call.
@@ -175,6 +206,74 @@ async fn busy_answers_are_retried_with_one_idempotency_key() {
         .add_edge("pay", END);
     let e = b.compile().unwrap().invoke(trip("Rome")).await.unwrap_err();
     assert!(e.to_string().contains("503"), "{e}");
+}
+
+#[tokio::test]
+async fn a_429_is_retried_after_its_retry_after_with_the_same_key() {
+    let (base, attempts) = server().await;
+    let node = HttpNode::<Trip>::post(&format!("{base}/limited"))
+        .unwrap()
+        .idempotency_header("Idempotency-Key")
+        // The backoff alone would wait about 10 ms.
+        .retries(2, Duration::from_millis(10))
+        .response(|_, r| {
+            let v: Value = r.json()?;
+            Ok(TripUpdate::new()
+                .answer(v["key"].as_str().unwrap_or_default().to_owned())
+                .status(r.status))
+        });
+    let state = run(node, trip("Oslo")).await.unwrap();
+    assert_eq!(state.status, 200);
+    assert!(!state.answer.is_empty(), "an idempotency key was sent");
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(
+        attempts.keys().collect::<Vec<_>>(),
+        [&state.answer],
+        "one key for both attempts"
+    );
+    let arrivals = &attempts[&state.answer];
+    assert_eq!(arrivals.len(), 2);
+    // The server's `retry-after: 1` is honoured.
+    let waited = arrivals[1] - arrivals[0];
+    assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
+}
+
+#[tokio::test]
+async fn a_timeout_fails_the_call_without_a_retry() {
+    let (base, attempts) = server().await;
+    // Retries are allowed, but they are for 429, 5xx and connection failures only.
+    let node = HttpNode::<Trip>::get(&format!("{base}/slow?page=1"))
+        .unwrap()
+        .timeout(Duration::from_millis(200))
+        .retries(2, Duration::from_millis(1));
+    let started = Instant::now();
+    let e = run(node, trip("x")).await.unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    let Error::NodeFailed { source, .. } = &e else {
+        panic!("{e:?}");
+    };
+    match source.downcast_ref::<HttpError>() {
+        Some(
+            timeout @ HttpError::Timeout {
+                method, url, after, ..
+            },
+        ) => {
+            assert_eq!(method, "GET");
+            assert_eq!(url, &format!("{base}/slow"), "the URL without its query");
+            assert_eq!(*after, Duration::from_millis(200));
+            assert_eq!(
+                timeout.to_string(),
+                format!("GET {base}/slow timed out after 200ms")
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let attempts = attempts.lock().unwrap().clone();
+    assert_eq!(
+        attempts.get("").map(Vec::len),
+        Some(1),
+        "one attempt: {attempts:?}"
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! The OpenAI-compatible provider against a scripted server: whole and streamed answers,
 //! tool calls streamed in pieces (the name after the arguments), retries on 429 (honouring
-//! `Retry-After`) and 500, malformed answers, cut streams, unknown fields and values, the API
-//! key kept secret, structured output with repairs, and the model node in a checkpointed
-//! graph streaming its text as events.
+//! `Retry-After`) and 500, a whole answer that times out (not retried), malformed answers, cut
+//! streams, unknown fields and values, the API key kept secret, structured output with
+//! repairs, and the model node in a checkpointed graph streaming its text as events.
 
 mod support;
 
@@ -776,6 +776,54 @@ async fn a_cut_stream_fails_the_task_and_the_engine_retries_it() {
     assert_eq!(done.messages.len(), 2);
     assert_eq!(done.messages[1].text(), Some("Kept."));
     assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_whole_answer_later_than_the_timeout_is_a_timeout_not_retried() {
+    let server = Scripted::start([
+        Reply::json(completion("too late")).delayed(Duration::from_secs(2)),
+        Reply::json(completion("never asked for")),
+    ])
+    .await;
+    // Retries are allowed, but they are for 429, 5xx and connection failures only.
+    let m = OpenAiModel::builder("m")
+        .base_url(&server.base_url)
+        .no_api_key()
+        .timeout(Duration::from_millis(200))
+        .retry_delay(Duration::from_millis(5))
+        .max_retries(3)
+        .build()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = m.chat(question()).await.unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    assert!(
+        matches!(err, ModelError::Timeout(after) if after == Duration::from_millis(200)),
+        "{err:?}"
+    );
+    assert_eq!(err.to_string(), "the model call timed out after 200ms");
+    assert_eq!(server.requests().len(), 1, "not sent again");
+    assert_eq!(server.left(), 1);
+    // Whoever runs the call (the engine, for a model node) may try it again.
+    assert!(err.is_retryable());
+
+    // The timeout is of the whole answer: a body whose pieces each come sooner than it, but
+    // that ends later, times out too.
+    let server = Scripted::start([
+        Reply::sse((0..10).map(|_| text_chunk("."))).paced(Duration::from_millis(50)),
+        Reply::json(completion("never asked for")),
+    ])
+    .await;
+    let m = OpenAiModel::builder("m")
+        .base_url(&server.base_url)
+        .no_api_key()
+        .timeout(Duration::from_millis(200))
+        .retry_delay(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let err = m.chat(question()).await.unwrap_err();
+    assert!(matches!(err, ModelError::Timeout(_)), "{err:?}");
+    assert_eq!(server.requests().len(), 1, "not sent again");
 }
 
 #[tokio::test]

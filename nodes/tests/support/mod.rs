@@ -23,11 +23,12 @@ use serde_json::{Value, json};
 /// One canned reply.
 #[derive(Debug, Clone)]
 pub enum Reply {
-    /// A whole body with a status and headers.
+    /// A whole body with a status and headers, sent `delay` after the request arrived.
     Body {
         status: u16,
         headers: Vec<(&'static str, String)>,
         body: String,
+        delay: Duration,
     },
     /// An SSE stream: each item sent as `data: {item}\n\n`, `pause` apart; then `[DONE]`
     /// when `done`; then, when `cut`, the connection is broken instead of ended.
@@ -46,6 +47,7 @@ impl Reply {
             status: 200,
             headers: vec![("content-type", "application/json".into())],
             body: body.to_string(),
+            delay: Duration::ZERO,
         }
     }
 
@@ -55,6 +57,7 @@ impl Reply {
             status,
             headers: vec![("content-type", "application/json".into())],
             body: json!({ "error": { "message": message, "type": "server_error" } }).to_string(),
+            delay: Duration::ZERO,
         }
     }
 
@@ -72,7 +75,17 @@ impl Reply {
             status: 200,
             headers: vec![("content-type", "application/json".into())],
             body: body.to_owned(),
+            delay: Duration::ZERO,
         }
+    }
+
+    /// Answers a whole body only this long after the request arrived (its arrival is recorded
+    /// at once): a server slower than a client's timeout.
+    pub fn delayed(mut self, by: Duration) -> Self {
+        if let Reply::Body { delay, .. } = &mut self {
+            *delay = by;
+        }
+        self
     }
 
     /// A complete stream of these chunks.
@@ -253,7 +266,11 @@ async fn answer(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             status,
             headers,
             body,
+            delay,
         } => {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let mut response = Response::builder().status(StatusCode::from_u16(status).unwrap());
             for (name, value) in headers {
                 response = response.header(name, value);
