@@ -138,6 +138,19 @@ fn a_killed_agent_resumes_without_repeating_finished_tool_calls() {
         "a b and c are looked up"
     );
     assert_eq!(effects(), log, "no tool ran after the second kill");
+    // The call of `c` that ran again kept the killed attempt's idempotency key; each call has
+    // its own.
+    let keys = lines(dir, "keys.log");
+    let key_of = |call: &str| -> Vec<&str> {
+        keys.iter()
+            .filter_map(|l| l.strip_prefix(call)?.strip_prefix(' '))
+            .collect()
+    };
+    let (a, b, c) = (key_of("a"), key_of("b"), key_of("c"));
+    assert_eq!((a.len(), b.len(), c.len()), (1, 1, 2), "{keys:?}");
+    assert_eq!(c[0], c[1], "{keys:?}");
+    assert!(a[0] != b[0] && b[0] != c[0] && a[0] != c[0], "{keys:?}");
+    assert!(!c[0].is_empty());
     let requests = server.requests();
     assert_eq!(requests.len(), 3, "one more model call: the cut answer's");
     // The last two calls asked the same thing: the history with the three results.

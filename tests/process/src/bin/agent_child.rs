@@ -2,9 +2,9 @@
 //! `AGENTGRAPH_AGENT_CHILD_DIR` and `AGENTGRAPH_AGENT_BASE_URL` set and one argument: a user
 //! message, which it gives the tool-calling agent on the thread `research` of
 //! `$AGENTGRAPH_AGENT_CHILD_DIR/store`, or `--resume`, which resumes the thread's unfinished
-//! invocation. Its tool `lookup` records every start and end in `effects.log`; every streamed
-//! token goes to `tokens.log`. It prints the agent's final answer. Started without the
-//! variables, it fails.
+//! invocation. Its tool `lookup` records every start and end in `effects.log`, and each call's
+//! idempotency key in `keys.log`; every streamed token goes to `tokens.log`. It prints the
+//! agent's final answer. Started without the variables, it fails.
 
 #[path = "../agent.rs"]
 mod agent;
@@ -18,7 +18,7 @@ use agent::{BASE_URL, CHILD_DIR, HANG_ON, THREAD, record};
 use agentgraph::nodes::agent::{Agent, AgentStateUpdate};
 use agentgraph::nodes::message::Message;
 use agentgraph::nodes::model::openai::OpenAiModel;
-use agentgraph::nodes::tool::{ToolSet, tool_fn};
+use agentgraph::nodes::tool::{ToolContext, ToolSet, tool_fn_with_context};
 use agentgraph::prelude::*;
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -63,18 +63,24 @@ async fn child(dir: PathBuf, base_url: String, hang_on: Option<String>, arg: Str
         .build()
         .expect("a model");
     let effects = Arc::new(dir.clone());
-    let tools = ToolSet::new().with(tool_fn("lookup", "Looks a key up.", move |args: Lookup| {
-        let dir = effects.clone();
-        let hang = hang_on.as_deref() == Some(args.key.as_str());
-        async move {
-            record(&dir, "effects.log", &format!("start {}", args.key));
-            if hang {
-                tokio::time::sleep(Duration::from_secs(3600)).await;
+    let tools = ToolSet::new().with(tool_fn_with_context(
+        "lookup",
+        "Looks a key up.",
+        move |args: Lookup, ctx: ToolContext| {
+            let dir = effects.clone();
+            let hang = hang_on.as_deref() == Some(args.key.as_str());
+            let key = ctx.idempotency_key().to_owned();
+            async move {
+                record(&dir, "effects.log", &format!("start {}", args.key));
+                record(&dir, "keys.log", &format!("{} {key}", args.key));
+                if hang {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                record(&dir, "effects.log", &format!("done {}", args.key));
+                Ok::<_, std::convert::Infallible>(format!("value of {}", args.key))
             }
-            record(&dir, "effects.log", &format!("done {}", args.key));
-            Ok::<_, std::convert::Infallible>(format!("value of {}", args.key))
-        }
-    }));
+        },
+    ));
     let graph = Agent::new(Arc::new(model))
         .tools(tools)
         .compile()
