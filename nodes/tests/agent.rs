@@ -13,13 +13,15 @@ use std::time::Duration;
 
 use agentgraph_checkpoint::{CheckpointStore, MemoryStore};
 use agentgraph_engine::{
-    CompiledGraph, Durability, Error, Mode, PendingStatus, Resume, RunConfig, RunOutcome,
+    CompiledGraph, Durability, Error, Mode, PendingStatus, Resume, RetryPolicy, RunConfig,
+    RunOutcome,
 };
 use agentgraph_nodes::agent::{
     Agent, AgentError, AgentState, AgentStateUpdate, Approval, ApprovalRequest, InvalidToolCalls,
     TOOL_NODE,
 };
 use agentgraph_nodes::message::{Message, MessageError, ToolCall};
+use agentgraph_nodes::model::ModelError;
 use agentgraph_nodes::model::openai::OpenAiModel;
 use agentgraph_nodes::tool::{ToolContext, ToolOptions, ToolSet, tool_fn_with_context};
 use serde::Deserialize;
@@ -840,4 +842,166 @@ async fn parallel_approvals_are_answered_by_id() {
         done.messages[3].content.to_text(),
         "the call of tool `delete` was rejected"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model calls: retries, timeout, the limit per run
+// ---------------------------------------------------------------------------------------------
+
+/// A stream that sends some text, then breaks its connection.
+fn cut_stream() -> Reply {
+    Reply::sse_raw(
+        [
+            text_chunk("Lost").to_string(),
+            text_chunk(" words").to_string(),
+        ],
+        false,
+        true,
+    )
+    .paced(Duration::from_millis(30))
+}
+
+/// The model error a failed run ends with.
+fn model_error(e: &Error) -> &ModelError {
+    match e {
+        Error::NodeFailed { source, .. } => source
+            .downcast_ref::<ModelError>()
+            .unwrap_or_else(|| panic!("not a model error: {source}")),
+        other => panic!("expected a node failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_cut_model_stream_is_called_again_by_default() {
+    let server = Scripted::start([cut_stream(), say("found it")]).await;
+    let graph = Agent::new(model(&server)).compile().unwrap();
+    let store = store();
+    let done = graph
+        .run_with(question("find"), cfg(&store, "cut"))
+        .await
+        .unwrap();
+    assert_eq!(done.reply().and_then(Message::text), Some("found it"));
+    assert_eq!(server.requests().len(), 2);
+    // The failed attempt left nothing in the state: one answer.
+    assert_eq!(done.messages.len(), 2);
+}
+
+#[tokio::test]
+async fn a_model_call_over_its_timeout_is_called_again() {
+    let server = Scripted::start([
+        Reply::sse([text_chunk("Slow"), text_chunk("."), finish_chunk("stop")])
+            .paced(Duration::from_secs(2)),
+        say("Quick."),
+    ])
+    .await;
+    let graph = Agent::new(model(&server))
+        .model_timeout(Duration::from_millis(200))
+        .model_retry(
+            Agent::default_model_retry()
+                .backoff(Duration::from_millis(1), Duration::from_millis(5)),
+        )
+        .compile()
+        .unwrap();
+    let done = graph.invoke(question("hurry")).await.unwrap();
+    assert_eq!(done.reply().and_then(Message::text), Some("Quick."));
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn model_retries_can_be_turned_off() {
+    let server = Scripted::start([cut_stream(), say("not asked")]).await;
+    let graph = Agent::new(model(&server))
+        .model_retry(RetryPolicy::never())
+        .compile()
+        .unwrap();
+    let e = graph.invoke(question("find")).await.unwrap_err();
+    assert!(
+        matches!(model_error(&e), ModelError::StreamCut { .. }),
+        "{e}"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn an_error_the_provider_gave_up_on_is_not_retried_again() {
+    // The provider retries 5xx itself (here `max_retries(0)`): the agent does not add its own.
+    let server = Scripted::start([Reply::error(503, "overloaded"), say("not asked")]).await;
+    let graph = Agent::new(model(&server)).compile().unwrap();
+    let e = graph.invoke(question("find")).await.unwrap_err();
+    assert!(
+        matches!(model_error(&e), ModelError::Status { status: 503, .. }),
+        "{e}"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn the_model_call_limit_counts_across_the_invocations_of_a_thread() {
+    let server = Scripted::start([
+        say("Hello."),
+        calls(&[("c1", "lookup", json!({ "q": "rome" }))]),
+        say("not asked"),
+    ])
+    .await;
+    let log = Log::default();
+    let graph = Agent::new(model(&server))
+        .tools(tools(&log, ToolOptions::new(), ToolOptions::new()))
+        .max_model_calls(2)
+        .compile()
+        .unwrap();
+    let store = store();
+    let config = || RunConfig::new().store(store.clone());
+    let hello = AgentStateUpdate::new().messages(vec![Message::user("hi")]);
+    graph.invoke_thread("chat", hello, config()).await.unwrap();
+    // The second invocation's first call is the run's second; its tool runs; a third model
+    // call is refused, although `max_turns` would allow it.
+    let rome = AgentStateUpdate::new().messages(vec![Message::user("find rome")]);
+    let e = graph
+        .invoke_thread("chat", rome, config())
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        agent_error(&e),
+        AgentError::ModelCallLimit { limit: 2 }
+    ));
+    assert_eq!(
+        agent_error(&e).to_string(),
+        "the agent made the 2 model calls this run allows"
+    );
+    assert_eq!(server.requests().len(), 2);
+    assert_eq!(log.count("lookup"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_calls_of_a_turn_run_at_the_same_time_in_parallel_mode() {
+    let server = Scripted::start([three_lookups(), say("all found")]).await;
+    // Each call waits until all three have started: run one after another, they never would.
+    let barrier = Arc::new(tokio::sync::Barrier::new(3));
+    let tools = ToolSet::new().with(tool_fn_with_context(
+        "lookup",
+        "Looks up.",
+        move |x: Query, _: ToolContext| {
+            let barrier = barrier.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), barrier.wait())
+                    .await
+                    .map_err(|_| std::io::Error::other("the other calls never started"))?;
+                Ok::<_, std::io::Error>(format!("found {}", x.q))
+            }
+        },
+    ));
+    let graph = Agent::new(model(&server)).tools(tools).compile().unwrap();
+    let store = store();
+    let done = graph
+        .run_with(question("find"), cfg(&store, "p").mode(Mode::Parallel))
+        .await
+        .unwrap();
+    let results: Vec<String> = done
+        .messages
+        .iter()
+        .filter(|m| m.call_id().is_some())
+        .map(|m| m.content.to_text().into_owned())
+        .collect();
+    assert_eq!(results, ["found a", "found b", "found c"]);
+    assert_eq!(done.reply().and_then(Message::text), Some("all found"));
 }

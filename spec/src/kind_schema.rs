@@ -55,8 +55,14 @@ struct AgentCommon {
     deny: Option<Vec<String>>,
     /// At most this many model calls per invocation (25 when left out).
     max_turns: Option<u32>,
+    /// At most this many model calls in the run (on a thread, across its invocations).
+    max_model_calls: Option<u32>,
     /// At most this many tool calls in the run.
     max_tool_calls: Option<u32>,
+    /// A time limit on each attempt of a model call, in milliseconds (a call over it, or
+    /// whose stream is cut, is made again, up to 3 attempts).
+    #[schemars(range(min = 1))]
+    model_timeout_ms: Option<u64>,
     /// The sampling temperature (the model's when left out).
     temperature: Option<f32>,
     /// The most tokens of an answer (the model's when left out).

@@ -60,7 +60,9 @@ pub(crate) mod keys {
         "allow",
         "deny",
         "max_turns",
+        "max_model_calls",
         "max_tool_calls",
+        "model_timeout_ms",
         "temperature",
         "max_tokens",
     ];
@@ -834,7 +836,7 @@ mod model {
 
     #[cfg(feature = "agent")]
     /// An agent from parameters (`model`, `system`, `tools`, `allow`, `deny`, `max_turns`,
-    /// `max_tool_calls`, `temperature`, `max_tokens`).
+    /// `max_model_calls`, `max_tool_calls`, `model_timeout_ms`, `temperature`, `max_tokens`).
     fn agent_from(
         p: &NodeParams<'_>,
         with: &Value,
@@ -865,8 +867,17 @@ mod model {
         if let Some(n) = opt_u32(with, "max_turns")? {
             agent = agent.max_turns(n);
         }
+        if let Some(n) = opt_u32(with, "max_model_calls")? {
+            agent = agent.max_model_calls(n);
+        }
         if let Some(n) = opt_u32(with, "max_tool_calls")? {
             agent = agent.max_tool_calls(n);
+        }
+        if let Some(ms) = opt_u64(with, "model_timeout_ms")? {
+            if ms == 0 {
+                return Err("`model_timeout_ms` is at least 1".to_owned());
+            }
+            agent = agent.model_timeout(std::time::Duration::from_millis(ms));
         }
         Ok(agent)
     }

@@ -61,6 +61,48 @@ fn transcript(out: &DynState) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn a_file_agents_model_call_limit_and_timeout_are_applied() {
+    let server = Scripted::start([
+        calls(&[("c1", "add", json!({ "a": 2, "b": 3 }))]),
+        say("not asked"),
+    ])
+    .await;
+    let graph = compile(&format!(
+        r#"
+version: 1
+models:
+  - {{ name: small, model: test-model, base_url: "{}", max_retries: 0 }}
+state:
+  - {{ name: messages, type: messages, reducer: messages }}
+nodes:
+  - name: assistant
+    kind: agent
+    with: {{ model: small, tools: [add], max_model_calls: 1, model_timeout_ms: 60000 }}
+edges:
+  - {{ from: START, to: assistant }}
+  - {{ from: assistant, to: END }}
+"#,
+        server.base_url
+    ));
+    let input = DynState::from_json(graph.schema(), user("2 + 3?")).unwrap();
+    let e = graph
+        .run_with(
+            input,
+            RunConfig::new().store(MemoryStore::new()).run_id("a"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{e:#}").contains("the agent made the 1 model calls this run allows")
+            || std::error::Error::source(&e)
+                .map(ToString::to_string)
+                .is_some_and(|s| s.contains("the 1 model calls")),
+        "{e}"
+    );
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[tokio::test]
 async fn a_file_agent_calls_a_registered_tool_then_answers() {
     let server = Scripted::start([
         calls(&[("c1", "add", json!({ "a": 2, "b": 3 }))]),
@@ -434,6 +476,14 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
             "9:35: node `d`: `tools`: `add`: `retry_delay_ms` is the delay between `retries`: set `retries`",
             "10:35: node `e`: `tools`: `add`: `needs_approval` is `true` or `false`",
             "11:35: node `f`: `tools`: no tool option `tol` (did you mean `tool`?)",
+        ],
+    ),
+    (
+        "an agent's limits",
+        "version: 1\nmodels:\n  - { name: m, model: m, base_url: \"http://127.0.0.1:9/v1\" }\nstate: [ { name: messages, type: messages } ]\nnodes:\n  - { name: a, kind: agent, with: { model: m, model_timeout_ms: 0 } }\n  - { name: b, kind: agent, with: { model: m, max_model_calls: -1 } }\n",
+        &[
+            "6:35: node `a`: `model_timeout_ms` is at least 1",
+            "7:35: node `b`: `max_model_calls` is a whole number",
         ],
     ),
     (

@@ -20,7 +20,11 @@ pub(super) fn build(agent: Agent) -> GraphBuilder<AgentState> {
     let mut b = GraphBuilder::<AgentState>::new();
     let stop = agent.stop.clone();
     b.add_node(MODEL_NODE, model_task(agent.clone()))
-        .add_node(TOOL_NODE, tool_task(agent))
+        .retry(MODEL_NODE, agent.model_retry.clone());
+    if let Some(timeout) = agent.model_timeout {
+        b.timeout(MODEL_NODE, timeout);
+    }
+    b.add_node(TOOL_NODE, tool_task(agent))
         .add_edge(START, MODEL_NODE)
         .add_conditional_edges(MODEL_NODE, [TOOL_NODE, END], |s: &AgentState| {
             match s.messages.last().map(Message::tool_calls) {
@@ -93,6 +97,16 @@ fn model_task(
                     limit: agent.max_turns,
                 }
                 .into());
+            }
+            if let Some(limit) = agent.max_model_calls {
+                let made = state
+                    .messages
+                    .iter()
+                    .filter(|m| matches!(m.role, Role::Assistant { .. }))
+                    .count();
+                if made >= limit as usize {
+                    return Err(AgentError::ModelCallLimit { limit }.into());
+                }
             }
             let mut retries = match agent.invalid {
                 InvalidToolCalls::RetryModel { retries } => retries,

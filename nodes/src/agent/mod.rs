@@ -22,8 +22,16 @@
 //!   at most this many calls in the run (on a thread, across its invocations), counted from
 //!   the calls the model made in the history, in order, so the count is the same on every
 //!   resume; a call beyond a limit is not run and is answered to the model as an error.
+//!   [`Agent::max_model_calls`]: at most this many model answers in the run (on a thread,
+//!   across its invocations), after which the `model` node fails with
+//!   [`AgentError::ModelCallLimit`].
 //!   [`Agent::stop_when`]: a hook on the messages, checked after each turn's tool results; when
 //!   it says stop, the run ends before the next model call.
+//! - **Model calls are tasks with a retry policy and an optional timeout.** By default
+//!   ([`Agent::default_model_retry`]) a model call that timed out or whose stream was cut is
+//!   made again, up to 3 attempts, under the same idempotency key; the provider already
+//!   retries 429s, 5xx answers and failed connections itself, so those are not retried twice.
+//!   [`Agent::model_retry`] and [`Agent::model_timeout`] change that.
 //! - **Invalid tool calls** (an unknown tool, one the allow and deny lists refuse, arguments
 //!   that are not JSON or fail the tool's schema): [`InvalidToolCalls`] says whether the error
 //!   is answered to the model (the default), the model is asked again, or the run fails.
@@ -88,13 +96,14 @@ pub(crate) use graph::answer;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use agentgraph_engine::{CompiledGraph, GraphError};
+use agentgraph_engine::{BoxError, CompiledGraph, GraphError, NodeTimedOut, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::message::{Message, MessageError, ToolCall};
-use crate::model::{ChatModel, ChatRequest};
+use crate::model::{ChatModel, ChatRequest, ModelError};
 use crate::tool::{ToolError, ToolSet};
 
 /// The name of the agent's model node.
@@ -216,6 +225,13 @@ pub enum AgentError {
     /// adds a user message (`Resume::new().update(..)`), which starts a new count.
     #[error("the agent made its {limit} model calls of this invocation without a final answer")]
     TurnLimit {
+        /// The limit.
+        limit: u32,
+    },
+    /// The run (on a thread, across its invocations) holds [`Agent::max_model_calls`] model
+    /// answers, and the model would be called again. The run fails at its `model` node.
+    #[error("the agent made the {limit} model calls this run allows")]
+    ModelCallLimit {
         /// The limit.
         limit: u32,
     },
@@ -369,7 +385,10 @@ pub struct Agent {
     pub(crate) tools: Arc<ToolSet>,
     pub(crate) system: Option<String>,
     pub(crate) max_turns: u32,
+    max_model_calls: Option<u32>,
     max_tool_calls: Option<u32>,
+    pub(crate) model_retry: RetryPolicy,
+    pub(crate) model_timeout: Option<Duration>,
     stop: Option<StopHook>,
     invalid: InvalidToolCalls,
     approve: Option<ApprovalRule>,
@@ -383,7 +402,10 @@ impl fmt::Debug for Agent {
             .field("tools", &self.tools.len())
             .field("system", &self.system.is_some())
             .field("max_turns", &self.max_turns)
+            .field("max_model_calls", &self.max_model_calls)
             .field("max_tool_calls", &self.max_tool_calls)
+            .field("model_retry", &self.model_retry)
+            .field("model_timeout", &self.model_timeout)
             .field("stop", &self.stop.is_some())
             .field("invalid", &self.invalid)
             .field("approve", &self.approve.is_some())
@@ -402,8 +424,9 @@ impl Agent {
     pub const DEFAULT_MAX_TURNS: u32 = 25;
 
     /// An agent on `model`, with no tools, no system prompt, at most
-    /// [`DEFAULT_MAX_TURNS`](Agent::DEFAULT_MAX_TURNS) model calls per invocation, invalid
-    /// calls answered to the model, and approval asked for the tools whose options say so.
+    /// [`DEFAULT_MAX_TURNS`](Agent::DEFAULT_MAX_TURNS) model calls per invocation, model calls
+    /// retried as [`default_model_retry`](Agent::default_model_retry) says, invalid calls
+    /// answered to the model, and approval asked for the tools whose options say so.
     ///
     /// # Examples
     ///
@@ -414,7 +437,10 @@ impl Agent {
             tools: Arc::new(ToolSet::new()),
             system: None,
             max_turns: Self::DEFAULT_MAX_TURNS,
+            max_model_calls: None,
             max_tool_calls: None,
+            model_retry: Self::default_model_retry(),
+            model_timeout: None,
             stop: None,
             invalid: InvalidToolCalls::default(),
             approve: None,
@@ -464,6 +490,118 @@ impl Agent {
     /// See [`Agent`].
     pub fn turn_limit(&self) -> u32 {
         self.max_turns
+    }
+
+    /// At most `calls` model calls in the run (on a thread, across its invocations), counted
+    /// as the assistant messages in the history (those the input carries too); the next model
+    /// call fails the run with [`AgentError::ModelCallLimit`]. The attempts of one call (its
+    /// retries, [`InvalidToolCalls::RetryModel`]'s questions) count once. Unlike
+    /// [`max_turns`](Agent::max_turns), a new user message does not start a new count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use agentgraph_nodes::agent::Agent;
+    /// # use agentgraph_nodes::model::{ChatFuture, ChatModel, ChatRequest, ChatResponse};
+    /// # #[derive(Debug)] struct Hello;
+    /// # impl ChatModel for Hello {
+    /// #     fn model(&self) -> &str { "hello" }
+    /// #     fn chat(&self, _: ChatRequest) -> ChatFuture<'_> { unimplemented!() }
+    /// # }
+    /// let agent = Agent::new(Arc::new(Hello)).max_model_calls(100);
+    /// assert_eq!(agent.model_call_limit(), Some(100));
+    /// ```
+    #[must_use]
+    pub fn max_model_calls(mut self, calls: u32) -> Self {
+        self.max_model_calls = Some(calls);
+        self
+    }
+
+    /// The limit set by [`max_model_calls`](Agent::max_model_calls), if any.
+    ///
+    /// # Examples
+    ///
+    /// See [`max_model_calls`](Agent::max_model_calls).
+    pub fn model_call_limit(&self) -> Option<u32> {
+        self.max_model_calls
+    }
+
+    /// The retry policy of the `model` node's tasks (by default
+    /// [`default_model_retry`](Agent::default_model_retry)). A retried call streams its answer
+    /// again under the same idempotency key; what the failed attempt streamed stays in the
+    /// events, as for any retried task. [`RetryPolicy::never`] turns retries off.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use agentgraph_engine::RetryPolicy;
+    /// # use agentgraph_nodes::agent::Agent;
+    /// # use agentgraph_nodes::model::{ChatFuture, ChatModel, ChatRequest, ChatResponse};
+    /// # #[derive(Debug)] struct Hello;
+    /// # impl ChatModel for Hello {
+    /// #     fn model(&self) -> &str { "hello" }
+    /// #     fn chat(&self, _: ChatRequest) -> ChatFuture<'_> { unimplemented!() }
+    /// # }
+    /// // Five attempts, the same errors retried, a longer wait between them.
+    /// let retry = Agent::default_model_retry()
+    ///     .backoff(Duration::from_secs(2), Duration::from_secs(30));
+    /// let agent = Agent::new(Arc::new(Hello))
+    ///     .model_retry(retry)
+    ///     .model_timeout(Duration::from_secs(120));
+    /// # drop(agent);
+    /// ```
+    #[must_use]
+    pub fn model_retry(mut self, policy: RetryPolicy) -> Self {
+        self.model_retry = policy;
+        self
+    }
+
+    /// The default retry policy of model calls: 3 attempts, 500 ms then 1 s apart (with
+    /// jitter), for the errors that calling again may cure and the provider did not retry
+    /// already: a call over its timeout ([`NodeTimedOut`], [`ModelError::Timeout`]) and a
+    /// stream cut before its end ([`ModelError::StreamCut`]). 429s, 5xx answers and failed
+    /// connections are retried by the provider itself (`OpenAiModel` honours `Retry-After`), so
+    /// retrying them here too would multiply the attempts; every other error (a bad request,
+    /// an agent's limit, an invalid call under [`InvalidToolCalls::Fail`]) fails at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use agentgraph_engine::{BoxError, NodeTimedOut};
+    /// use agentgraph_nodes::agent::Agent;
+    /// use agentgraph_nodes::model::ModelError;
+    ///
+    /// let retry = Agent::default_model_retry();
+    /// assert_eq!(retry.max_attempts(), 3);
+    /// let timeout: BoxError = ModelError::Timeout(Duration::from_secs(60)).into();
+    /// assert!(retry.should_retry(&timeout));
+    /// let refused: BoxError = ModelError::Empty.into();
+    /// assert!(!retry.should_retry(&refused));
+    /// ```
+    pub fn default_model_retry() -> RetryPolicy {
+        RetryPolicy::new(3).retry_if(|e: &BoxError| {
+            e.is::<NodeTimedOut>()
+                || e.downcast_ref::<ModelError>().is_some_and(|e| {
+                    matches!(e, ModelError::Timeout(_) | ModelError::StreamCut { .. })
+                })
+        })
+    }
+
+    /// A time limit on each attempt of a model call, streaming included (none by default:
+    /// the provider's own timeouts apply). An attempt over it fails with [`NodeTimedOut`],
+    /// which [`default_model_retry`](Agent::default_model_retry) retries.
+    ///
+    /// # Examples
+    ///
+    /// See [`model_retry`](Agent::model_retry).
+    #[must_use]
+    pub fn model_timeout(mut self, timeout: Duration) -> Self {
+        self.model_timeout = Some(timeout);
+        self
     }
 
     /// At most `calls` tool calls in the run, all tools together (on a thread, across its

@@ -282,7 +282,9 @@ impl ChatAgent {
 
     /// A model agent: `agent`'s model, system prompt, tools (one task per call, approvals,
     /// limits on calls), its [`max_turns`](Agent::max_turns) as the limit of model calls in
-    /// one turn, and its [`request_with`](Agent::request_with) hook. Invalid tool calls are
+    /// one turn, its [`model_retry`](Agent::model_retry) and
+    /// [`model_timeout`](Agent::model_timeout) for its turns' tasks, and its
+    /// [`request_with`](Agent::request_with) hook. Invalid tool calls are
     /// answered to the model as errors; the agent's `stop_when` is not used (the chat's
     /// [`Stop`] is).
     ///
@@ -1145,6 +1147,10 @@ fn build(chat: Arc<Plan>) -> Result<GraphBuilder<GroupChatState>, GroupChatError
         match &agent.kind {
             AgentKind::Model(model) => {
                 b.try_add_node(name, model_turn(chat.clone(), i, model.clone()))?;
+                b.retry(name, model.model_retry.clone());
+                if let Some(timeout) = model.model_timeout {
+                    b.timeout(name, timeout);
+                }
                 if let Some(tools) = agent.tools_node() {
                     b.try_add_node(tools, tool_turn(model.clone()))?;
                 }
