@@ -9,9 +9,11 @@
 //! ```
 //!
 //! The model: `OPENAI_BASE_URL` (and `OPENAI_API_KEY`, `OPENAI_MODEL`) when set, for OpenAI,
-//! vLLM, Ollama or any OpenAI-compatible server; otherwise a local llama.cpp server running
-//! SmolLM2-135M-Instruct, which `export OPENAI_BASE_URL=$(scripts/model-server start)` installs
-//! (once) and starts. A 135M model is no researcher: expect the protocol to work, not wisdom.
+//! vLLM, Ollama or any OpenAI-compatible server; otherwise the local llama.cpp server running
+//! SmolLM2-135M-Instruct that `scripts/model-server start` installs (once) and starts (the
+//! example finds its address in `$TMPDIR/agentgraph-model-server.pid.url`); otherwise a server
+//! on `127.0.0.1:8080`. A 135M model is no researcher: expect the protocol to work, not
+//! wisdom. Answers are capped at 400 tokens.
 //! Every turn is a thread invocation: run it again with another question and the conversation
 //! goes on (the thread's history is in `$TMPDIR/agentgraph-agent-example`).
 
@@ -141,6 +143,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
              facts in its documentation and calculate for arithmetic; answer briefly.",
         )
         .max_turns(6)
+        .request_with(|request| request.max_tokens(400))
         .compile()?;
     let dir = std::env::temp_dir().join("agentgraph-agent-example");
     let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(&dir)?);

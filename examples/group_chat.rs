@@ -11,9 +11,10 @@
 //! of the four speakers, or when someone says `TERMINATE`.
 //!
 //! The model: `OPENAI_BASE_URL` (and `OPENAI_API_KEY`, `OPENAI_MODEL`) when set, for OpenAI,
-//! vLLM, Ollama or any OpenAI-compatible server; otherwise a local llama.cpp server running
-//! SmolLM2-135M-Instruct, which `export OPENAI_BASE_URL=$(scripts/model-server start)` installs
-//! (once) and starts. A 135M model debates poorly: expect the turns, not the wit.
+//! vLLM, Ollama or any OpenAI-compatible server; otherwise the local llama.cpp server running
+//! SmolLM2-135M-Instruct that `scripts/model-server start` installs (once) and starts (found
+//! through the URL file it writes in `$TMPDIR`). A 135M model debates poorly: expect the
+//! turns, not the wit.
 
 mod common;
 

@@ -12,8 +12,9 @@
 //! ```
 //!
 //! The model: `OPENAI_BASE_URL` (and `OPENAI_API_KEY`, `OPENAI_MODEL`) when set, for OpenAI,
-//! vLLM, Ollama or any OpenAI-compatible server; otherwise a local llama.cpp server, which
-//! `export OPENAI_BASE_URL=$(scripts/model-server start)` installs (once) and starts. Its
+//! vLLM, Ollama or any OpenAI-compatible server; otherwise the local llama.cpp server that
+//! `scripts/model-server start` installs (once) and starts (found through the URL file it
+//! writes in `$TMPDIR`). Its
 //! SmolLM2-135M is no research team: expect the protocol (handoffs, reports, a final answer
 //! or the round limit), not wisdom.
 

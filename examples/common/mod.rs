@@ -10,18 +10,42 @@ use std::time::Duration;
 
 use agentgraph_nodes::model::openai::OpenAiModel;
 
-/// Where a local model server listens when `OPENAI_BASE_URL` is not set.
+/// Where a local model server listens when `OPENAI_BASE_URL` is not set and
+/// `scripts/model-server` started none: llama.cpp's `llama-server` default.
 pub(crate) const LOCAL: &str = "http://127.0.0.1:8080/v1";
 
+/// The name `scripts/model-server` serves SmolLM2 under (its `--model_alias`).
+const LOCAL_MODEL: &str = "smollm2";
+
+/// The base URL of the server `scripts/model-server start` started, if it runs: the script
+/// writes it next to its default pid file, `$TMPDIR/agentgraph-model-server.pid.url`.
+fn started_server() -> Option<String> {
+    let file = std::env::temp_dir().join("agentgraph-model-server.pid.url");
+    let url = std::fs::read_to_string(file).ok()?;
+    Some(url.trim().to_owned()).filter(|u| !u.is_empty())
+}
+
+/// A variable of the environment, unless unset or empty.
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
 /// The model the environment names (`OPENAI_BASE_URL`, `OPENAI_MODEL`, `OPENAI_API_KEY`), or
-/// the local server's, and its base URL.
+/// else the one `scripts/model-server start` serves (SmolLM2), or else a server on
+/// [`LOCAL`]; and its base URL.
 pub(crate) fn model() -> Result<(OpenAiModel, String), Box<dyn std::error::Error>> {
-    let base = std::env::var("OPENAI_BASE_URL").unwrap_or_else(|_| LOCAL.to_owned());
-    let name = std::env::var("OPENAI_MODEL").unwrap_or_else(|_| "gpt-4o-mini".to_owned());
+    let (base, default_name) = match var("OPENAI_BASE_URL") {
+        Some(base) => (base, "gpt-4o-mini"),
+        None => match started_server() {
+            Some(base) => (base, LOCAL_MODEL),
+            None => (LOCAL.to_owned(), LOCAL_MODEL),
+        },
+    };
+    let name = var("OPENAI_MODEL").unwrap_or_else(|| default_name.to_owned());
     let mut builder = OpenAiModel::builder(name)
         .base_url(&base)
         .timeout(Duration::from_secs(120));
-    if std::env::var_os("OPENAI_API_KEY").is_none() {
+    if var("OPENAI_API_KEY").is_none() {
         builder = builder.no_api_key();
     }
     Ok((builder.build()?, base))
@@ -40,7 +64,7 @@ pub(crate) async fn ensure_reachable(base: &str) -> Result<(), Box<dyn std::erro
         Ok(())
     } else {
         Err(format!(
-            "no model server answers at {base}: start one with `export OPENAI_BASE_URL=$(scripts/model-server start)`, or set OPENAI_BASE_URL and OPENAI_API_KEY"
+            "no model server answers at {base}: start one with `scripts/model-server start` (SmolLM2 on llama.cpp; installed the first time), or set OPENAI_BASE_URL and OPENAI_API_KEY"
         )
         .into())
     }
