@@ -15,10 +15,14 @@
 //! - `patterns` (feature `patterns`): multi-agent patterns over the agent: a supervisor
 //!   routing to workers, a swarm handing the conversation over, an ensemble (vote, judge),
 //!   a fallback chain, a pipeline, planning mode, the group chat.
+//! - `http` (feature `http`): the HTTP request node: a URL template, headers (secrets read from
+//!   the environment at call time), a JSON body, a timeout and retries honouring
+//!   `Retry-After`, under the task's idempotency key.
 //!
 //! Use it through the facade's `nodes` feature, as `agentgraph::nodes`. Each part is behind
-//! a feature of its own, so that a graph author compiles only what they use; MCP tools will
-//! come as a crate of their own.
+//! a feature of its own, so that a graph author compiles only what they use. MCP tools are a
+//! crate of their own, `agentgraph-mcp` (the facade's `mcp` feature): its tools go into a
+//! `ToolSet` like any other.
 //!
 //! # Examples
 //!
