@@ -208,7 +208,7 @@ pub enum InvalidToolCalls {
 }
 
 /// The errors an agent's nodes fail with (besides the model's own
-/// [`ModelError`](crate::model::ModelError)s).
+/// [`ModelError`]s).
 ///
 /// # Examples
 ///
