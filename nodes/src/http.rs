@@ -428,7 +428,11 @@ impl<S: State> HttpNode<S> {
         self
     }
 
-    /// The timeout of each attempt (default 30 s).
+    /// The time an attempt may take, its body included (default 30 s). An attempt over it
+    /// fails the call with [`HttpError::Timeout`] and is not retried by the node (the server
+    /// may still be working on it); give the node an engine retry policy
+    /// ([`GraphBuilder::retry`](agentgraph_engine::GraphBuilder::retry)) to try again under
+    /// the same idempotency key.
     ///
     /// # Examples
     ///
@@ -606,11 +610,23 @@ impl<S: State> HttpNode<S> {
                                 })
                                 .or_insert(value);
                         }
-                        let bytes = response.bytes().await.map_err(|e| HttpError::Transport {
-                            method: method.clone(),
-                            url: shown.clone(),
-                            reason: e.to_string(),
-                            attempts,
+                        // The timeout covers the body too: a body still arriving when it
+                        // ends is a timeout, as before the headers.
+                        let bytes = response.bytes().await.map_err(|e| {
+                            if e.is_timeout() {
+                                HttpError::Timeout {
+                                    method: method.clone(),
+                                    url: shown.clone(),
+                                    after: self.timeout,
+                                }
+                            } else {
+                                HttpError::Transport {
+                                    method: method.clone(),
+                                    url: shown.clone(),
+                                    reason: e.to_string(),
+                                    attempts,
+                                }
+                            }
                         })?;
                         if !(self.accept)(status) {
                             let text = String::from_utf8_lossy(&bytes);

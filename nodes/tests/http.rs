@@ -1,7 +1,7 @@
 //! The HTTP request node against a small axum server: URL templates expanded and encoded, a
 //! secret header read from the environment (and kept out of `Debug` and errors), retries on
 //! 503 and 429 honouring `Retry-After` with one idempotency key on every attempt, a timeout
-//! (not retried), statuses that fail or are accepted, and the node in a checkpointed graph.
+//! (not retried; before the headers or in the body), statuses that fail or are accepted, and the node in a checkpointed graph.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,6 +100,20 @@ async fn server() -> (String, Attempts) {
                     "too late"
                 },
             ),
+        )
+        .route(
+            "/trickle",
+            get(|| async {
+                // The headers at once, then a byte every 100 ms for 2 s.
+                let bytes = futures_util::stream::unfold(0u32, |n| async move {
+                    if n == 20 {
+                        return None;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Some((Ok::<_, std::io::Error>(vec![b'.']), n + 1))
+                });
+                axum::body::Body::from_stream(bytes)
+            }),
         )
         .route(
             "/missing",
@@ -273,6 +287,25 @@ async fn a_timeout_fails_the_call_without_a_retry() {
         attempts.get("").map(Vec::len),
         Some(1),
         "one attempt: {attempts:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_still_arriving_at_the_timeout_is_a_timeout() {
+    let (base, _) = server().await;
+    let node = HttpNode::<Trip>::get(&format!("{base}/trickle"))
+        .unwrap()
+        .timeout(Duration::from_millis(300));
+    let e = run(node, trip("x")).await.unwrap_err();
+    let Error::NodeFailed { source, .. } = &e else {
+        panic!("{e:?}");
+    };
+    assert!(
+        matches!(
+            source.downcast_ref::<HttpError>(),
+            Some(HttpError::Timeout { after, .. }) if *after == Duration::from_millis(300)
+        ),
+        "{source:?}"
     );
 }
 
