@@ -313,25 +313,53 @@ fn refusals_name_their_rule() {
     );
 }
 
-/// The events of the `agentgraph_nodes::tool` target: message and fields.
+/// The events of the `agentgraph_nodes::tool` target (message and fields), and the fields of
+/// the `execute_tool` spans, in the order they opened.
 #[derive(Clone, Default)]
-struct Recorded(Arc<Mutex<Vec<String>>>);
+struct Recorded(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<(u64, String)>>>);
+
+struct Fields(String);
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.0.push_str(&format!(" {}={value:?}", field.name()));
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.0.push_str(&format!(" {}={value}", field.name()));
+    }
+}
 
 impl<S: tracing::Subscriber> Layer<S> for Recorded {
     fn on_event(&self, event: &tracing::Event<'_>, _: LayerContext<'_, S>) {
-        struct Fields(String);
-        impl Visit for Fields {
-            fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-                self.0.push_str(&format!(" {}={value:?}", field.name()));
-            }
-            fn record_str(&mut self, field: &Field, value: &str) {
-                self.0.push_str(&format!(" {}={value}", field.name()));
-            }
-        }
         if event.metadata().target() == "agentgraph_nodes::tool" {
             let mut fields = Fields(format!("{}", event.metadata().level()));
             event.record(&mut fields);
             self.0.lock().unwrap().push(fields.0);
+        }
+    }
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        _: LayerContext<'_, S>,
+    ) {
+        if attrs.metadata().name() == "execute_tool" {
+            let mut fields = Fields(String::new());
+            attrs.record(&mut fields);
+            self.1.lock().unwrap().push((id.into_u64(), fields.0));
+        }
+    }
+    fn on_record(
+        &self,
+        id: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        _: LayerContext<'_, S>,
+    ) {
+        let mut spans = self.1.lock().unwrap();
+        if let Some((_, fields)) = spans.iter_mut().rev().find(|(s, _)| *s == id.into_u64()) {
+            let mut more = Fields(String::new());
+            values.record(&mut more);
+            fields.push_str(&more.0);
         }
     }
 }
@@ -420,6 +448,34 @@ async fn refused_and_unknown_calls_are_answered_as_errors_and_recorded() {
         events[3].contains("malformed arguments tool=fs_read key=run-1:3:agent/c4"),
         "{events:#?}"
     );
+
+    // Each call ran in an `execute_tool` span with the GenAI attributes; a failed one says
+    // how it failed.
+    let spans: Vec<String> = recorded
+        .1
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, f)| f.clone())
+        .collect();
+    let expected = [
+        ("fs_delete", "c1", Some("not_allowed")),
+        ("web_search", "c2", Some("not_allowed")),
+        ("fs_list", "c3", Some("unknown")),
+        ("fs_read", "c4", Some("malformed_arguments")),
+        ("fs_read", "c5", None),
+    ];
+    assert_eq!(spans.len(), expected.len(), "{spans:#?}");
+    for (span, (tool, call, error)) in spans.iter().zip(expected) {
+        let head = format!(
+            " otel.name=execute_tool {tool} gen_ai.operation.name=execute_tool gen_ai.tool.name={tool} gen_ai.tool.call.id={call}"
+        );
+        let whole = match error {
+            Some(kind) => format!("{head} error.type={kind}"),
+            None => head,
+        };
+        assert_eq!(span, &whole);
+    }
 }
 
 #[derive(Deserialize, JsonSchema)]

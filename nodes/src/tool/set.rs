@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::{PatternError, Tool, ToolContext, ToolError, ToolFilter, ToolOutput};
 use crate::message::{Message, ToolArguments, ToolCall};
@@ -539,7 +540,28 @@ impl ToolSet {
     /// assert!(answer.content.to_text().starts_with("the arguments of tool `add` are not valid JSON"));
     /// # }
     /// ```
+    ///
+    /// The call runs in an `execute_tool` span (at `INFO`) with the attributes of
+    /// OpenTelemetry's GenAI conventions: `gen_ai.operation.name = "execute_tool"`,
+    /// `gen_ai.tool.name`, `gen_ai.tool.call.id`, and `error.type` when it failed (`unknown`,
+    /// `not_allowed`, `malformed_arguments`, `invalid_arguments`, `invalid_schema`, `timeout`,
+    /// `failed`); `otel.name` is `execute_tool {name}`. The arguments and the result are not
+    /// recorded.
     pub async fn answer(&self, call: &ToolCall, ctx: ToolContext) -> Message {
+        let span = tracing::info_span!(
+            "execute_tool",
+            otel.name = %format_args!("execute_tool {}", call.name),
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = call.name.as_str(),
+            gen_ai.tool.call.id = call.id.as_str(),
+            error.type = tracing::field::Empty,
+        );
+        self.answer_in(call, ctx, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn answer_in(&self, call: &ToolCall, ctx: ToolContext, span: &tracing::Span) -> Message {
         let ctx = ctx.with_call_id(call.id.clone());
         let result = match &call.arguments {
             ToolArguments::Json(args) => self.call(&call.name, args.clone(), ctx).await,
@@ -565,8 +587,24 @@ impl ToolSet {
             Ok(output) => output
                 .into_message(call.id.clone())
                 .with_name(call.name.clone()),
-            Err(error) => error.to_message(call.id.clone()),
+            Err(error) => {
+                span.record("error.type", error_type(&error));
+                error.to_message(call.id.clone())
+            }
         }
+    }
+}
+
+/// The `error.type` of a failed call's span.
+fn error_type(error: &ToolError) -> &'static str {
+    match error {
+        ToolError::Unknown { .. } => "unknown",
+        ToolError::NotAllowed { .. } => "not_allowed",
+        ToolError::MalformedArguments { .. } => "malformed_arguments",
+        ToolError::InvalidArguments { .. } => "invalid_arguments",
+        ToolError::InvalidSchema { .. } => "invalid_schema",
+        ToolError::TimedOut { .. } => "timeout",
+        ToolError::Failed { .. } => "failed",
     }
 }
 
