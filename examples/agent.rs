@@ -13,7 +13,7 @@
 //! SmolLM2-135M-Instruct that `scripts/model-server start` installs (once) and starts (the
 //! example finds its address in `$TMPDIR/agentgraph-model-server.pid.url`); otherwise a server
 //! on `127.0.0.1:8080`. A 135M model is no researcher: expect the protocol to work, not
-//! wisdom. Answers are capped at 400 tokens.
+//! wisdom. Answers are capped at 400 tokens, sampled at temperature 0.
 //! Every turn is a thread invocation: run it again with another question and the conversation
 //! goes on (the thread's history is in `$TMPDIR/agentgraph-agent-example`).
 
@@ -143,7 +143,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
              facts in its documentation and calculate for arithmetic; answer briefly.",
         )
         .max_turns(6)
-        .request_with(|request| request.max_tokens(400))
+        .request_with(|request| request.max_tokens(400).temperature(0.0))
         .compile()?;
     let dir = std::env::temp_dir().join("agentgraph-agent-example");
     let store: Arc<dyn CheckpointStore> = Arc::new(SledStore::open(&dir)?);

@@ -169,12 +169,12 @@ impl Launch {
     }
 }
 
-/// How a broken answer stream (or the server's standing event stream) is resumed over
-/// streamable HTTP: [`HTTP_STREAM_RECONNECTS`] failed reconnects at most, after 250 ms,
-/// 500 ms and 1 s, or after the server's own interval when it announced a longer one (the
-/// `retry` field of its SSE stream, which rmcp honours as SEP-1699 asks; a stream that ended
-/// cleanly is first resumed after that interval). rmcp's default tries again forever with doubling delays, so a call whose
-/// server went away after the answer's first event would never end without a timeout.
+/// How a broken answer stream (or the server's standing event stream) is resumed over streamable
+/// HTTP: [`HTTP_STREAM_RECONNECTS`] failed reconnects at most, after 250 ms, 500 ms and 1 s, or
+/// after the server's own interval when it announced a longer one (the `retry` field of its SSE
+/// stream, which rmcp honours as SEP-1699 asks; a stream that ended cleanly is first resumed after
+/// that interval). rmcp's default tries again forever with doubling delays, so a call whose server
+/// went away after the answer's first event would never end without a timeout.
 fn stream_reconnects() -> ExponentialBackoff {
     let mut policy = ExponentialBackoff::default();
     policy.max_times = Some(HTTP_STREAM_RECONNECTS);
@@ -236,7 +236,7 @@ impl Inner {
                 let mut config = StreamableHttpClientTransportConfig::with_uri(url.as_str());
                 config.retry_config = Arc::new(stream_reconnects());
                 // A restarted server's 404 for the old session: a new session, the request
-                // sent again (rmcp's default today; set so that a change of default shows).
+                // sent again (rmcp's default today; set so that it stays so if that changes).
                 config.reinit_on_expired_session = true;
                 let transport = StreamableHttpClientTransport::from_config(config);
                 (().serve(transport).await.map_err(initialize)?, None)

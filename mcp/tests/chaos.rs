@@ -222,10 +222,11 @@ async fn a_reset_connection_is_a_failure() {
 /// The answer of `tools/call` cut in the middle of its JSON-RPC message (`data:
 /// {"jsonrpc":"2.0","id":..,"result"` and no more), after its headers and after the priming
 /// event with which the server opens the SSE stream (its event id and retry interval). Since
-/// an event id came, rmcp's client resumes the stream (a GET with `Last-Event-ID`, SEP-1699)
-/// when it breaks, and again each time the resumed stream ends without the answer, up to
+/// an event id came, rmcp's client resumes the stream (a GET with `Last-Event-ID`, SEP-1699) when
+/// it breaks, and again each time the resumed stream ends without the answer, up to
 /// `HTTP_STREAM_RECONNECTS` times (250 ms, 500 ms, 1 s apart, or the server's longer `retry`
-/// interval; rmcp's own default has no limit). The 1 s timeout ends it first, the breaker counts it, the fallback answers.
+/// interval; rmcp's own default has no limit). The 1 s timeout ends it first, the breaker counts
+/// it, the fallback answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_call_answer_cut_in_its_json_is_cut_by_the_timeout() {
     let fault = Fault::CutBody {
@@ -275,12 +276,11 @@ async fn a_tool_call_answer_cut_before_its_first_event_fails_typed() {
 }
 
 /// The answer of `tools/call` cut in its JSON, after which the server cannot be reached any
-/// more (the proxy drops every new connection: the server is gone), with no timeout, no
-/// breaker and no fallback: the client resumes the stream `HTTP_STREAM_RECONNECTS` times
-/// (after the server's 3 s `retry` interval, then 500 ms and 1 s: rmcp waits the longer of the
-/// server's interval and the policy's) and then the call fails with a typed error by itself. rmcp's
-/// default policy would try again without end, with doubling delays (this test would then
-/// hit the 60 s guard).
+/// more (the proxy drops every new connection: the server is gone), with no timeout, no breaker and
+/// no fallback: the client resumes the stream `HTTP_STREAM_RECONNECTS` times (after the server's 3
+/// s `retry` interval, then 500 ms and 1 s: rmcp waits the longer of the server's interval and the
+/// policy's) and then the call fails with a typed error by itself. rmcp's default policy would try
+/// again without end, with doubling delays (this test would then hit the 60 s guard).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_call_whose_server_is_gone_after_a_cut_fails_by_itself() {
     let (_server, url) = server();

@@ -1,7 +1,8 @@
-//! The HTTP request node against a small axum server: URL templates expanded and encoded, a
-//! secret header read from the environment (and kept out of `Debug` and errors), retries on
-//! 503 and 429 honouring `Retry-After` with one idempotency key on every attempt, a timeout
-//! (not retried; before the headers or in the body), statuses that fail or are accepted, and the node in a checkpointed graph.
+//! The HTTP request node against a small axum server: URL templates expanded and encoded, a secret
+//! header read from the environment (and kept out of `Debug` and errors), retries on 503 and 429
+//! honouring `Retry-After` with one idempotency key on every attempt, a timeout (not retried;
+//! before the headers or in the body), statuses that fail or are accepted, and the node in a
+//! checkpointed graph.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

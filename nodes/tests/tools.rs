@@ -471,7 +471,7 @@ async fn refused_and_unknown_calls_are_answered_as_errors_and_recorded() {
             " otel.name=execute_tool {tool} gen_ai.operation.name=execute_tool gen_ai.tool.name={tool} gen_ai.tool.call.id={call}"
         );
         let whole = match error {
-            Some(kind) => format!("{head} error.type={kind}"),
+            Some(kind) => format!("{head} error.type={kind} otel.status_code=ERROR"),
             None => head,
         };
         assert_eq!(span, &whole);

@@ -55,7 +55,8 @@ struct AgentCommon {
     deny: Option<Vec<String>>,
     /// At most this many model calls per invocation (25 when left out).
     max_turns: Option<u32>,
-    /// At most this many model calls in the run (on a thread, across its invocations).
+    /// At most this many model calls in the run (on a thread, across its invocations); an
+    /// `agent` node's only (a pattern's agents see each other's answers: use `max_turns`).
     max_model_calls: Option<u32>,
     /// At most this many tool calls in the run.
     max_tool_calls: Option<u32>,

@@ -1018,6 +1018,9 @@ mod model {
             } else {
                 keys::MEMBER
             });
+            if a.get("max_model_calls").is_some() {
+                return Err("`agents`: `max_model_calls` limits a single agent's run: in a pattern, an agent sees the others' answers too; use `max_turns`".to_owned());
+            }
             known_keys(a, "agents", &taken)?;
             let name = req_str(a, "name").map_err(|e| format!("`agents`: {e}"))?;
             let agent = agent_from(p, a).map_err(|e| format!("`agents`: `{name}`: {e}"))?;

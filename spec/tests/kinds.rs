@@ -63,6 +63,9 @@ fn transcript(out: &DynState) -> Vec<String> {
 #[tokio::test]
 async fn a_file_agents_model_call_limit_and_timeout_are_applied() {
     let server = Scripted::start([
+        // Over the timeout: the call is made again.
+        Reply::sse([text_chunk("Slow"), text_chunk("."), finish_chunk("stop")])
+            .paced(std::time::Duration::from_secs(30)),
         calls(&[("c1", "add", json!({ "a": 2, "b": 3 }))]),
         say("not asked"),
     ])
@@ -77,7 +80,7 @@ state:
 nodes:
   - name: assistant
     kind: agent
-    with: {{ model: small, tools: [add], max_model_calls: 1, model_timeout_ms: 60000 }}
+    with: {{ model: small, tools: [add], max_model_calls: 1, model_timeout_ms: 1000 }}
 edges:
   - {{ from: START, to: assistant }}
   - {{ from: assistant, to: END }}
@@ -92,14 +95,18 @@ edges:
         )
         .await
         .unwrap_err();
-    assert!(
-        format!("{e:#}").contains("the agent made the 1 model calls this run allows")
-            || std::error::Error::source(&e)
-                .map(ToString::to_string)
-                .is_some_and(|s| s.contains("the 1 model calls")),
-        "{e}"
+    let text = format!(
+        "{e}: {}",
+        std::error::Error::source(&e)
+            .map(ToString::to_string)
+            .unwrap_or_default()
     );
-    assert_eq!(server.requests().len(), 1);
+    assert!(
+        text.contains("the agent reached its limit of 1 model calls in this run"),
+        "{text}"
+    );
+    // The slow call, then the one that asked for `add`; the third was refused.
+    assert_eq!(server.requests().len(), 2);
 }
 
 #[tokio::test]
@@ -480,10 +487,11 @@ const BROKEN: &[(&str, &str, &[&str])] = &[
     ),
     (
         "an agent's limits",
-        "version: 1\nmodels:\n  - { name: m, model: m, base_url: \"http://127.0.0.1:9/v1\" }\nstate: [ { name: messages, type: messages } ]\nnodes:\n  - { name: a, kind: agent, with: { model: m, model_timeout_ms: 0 } }\n  - { name: b, kind: agent, with: { model: m, max_model_calls: -1 } }\n",
+        "version: 1\nmodels:\n  - { name: m, model: m, base_url: \"http://127.0.0.1:9/v1\" }\nstate: [ { name: messages, type: messages } ]\nnodes:\n  - { name: a, kind: agent, with: { model: m, model_timeout_ms: 0 } }\n  - { name: b, kind: agent, with: { model: m, max_model_calls: -1 } }\n  - { name: c, kind: pattern, with: { pattern: swarm, agents: [ { name: w, model: m, max_model_calls: 3 } ] } }\n",
         &[
             "6:35: node `a`: `model_timeout_ms` is at least 1",
             "7:35: node `b`: `max_model_calls` is a whole number",
+            "8:37: node `c`: `agents`: `max_model_calls` limits a single agent's run: in a pattern, an agent sees the others' answers too; use `max_turns`",
         ],
     ),
     (

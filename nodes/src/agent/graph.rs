@@ -19,11 +19,8 @@ pub(super) fn build(agent: Agent) -> GraphBuilder<AgentState> {
     let agent = Arc::new(agent);
     let mut b = GraphBuilder::<AgentState>::new();
     let stop = agent.stop.clone();
-    b.add_node(MODEL_NODE, model_task(agent.clone()))
-        .retry(MODEL_NODE, agent.model_retry.clone());
-    if let Some(timeout) = agent.model_timeout {
-        b.timeout(MODEL_NODE, timeout);
-    }
+    b.add_node(MODEL_NODE, model_task(agent.clone()));
+    agent.set_model_task(&mut b, MODEL_NODE);
     b.add_node(TOOL_NODE, tool_task(agent))
         .add_edge(START, MODEL_NODE)
         .add_conditional_edges(MODEL_NODE, [TOOL_NODE, END], |s: &AgentState| {
@@ -47,15 +44,20 @@ pub(super) fn build(agent: Agent) -> GraphBuilder<AgentState> {
 
 /// The model calls of this invocation so far: the assistant messages after the last user
 /// message (all of them when there is none).
-fn turns(messages: &[Message]) -> u32 {
+fn turns(messages: &[Message]) -> usize {
     let start = messages
         .iter()
         .rposition(|m| m.role == Role::User)
         .map_or(0, |i| i + 1);
-    messages[start..]
+    answers(&messages[start..])
+}
+
+/// The assistant messages among `messages`.
+fn answers(messages: &[Message]) -> usize {
+    messages
         .iter()
         .filter(|m| matches!(m.role, Role::Assistant { .. }))
-        .count() as u32
+        .count()
 }
 
 type Update = Result<AgentStateUpdate, AgentError>;
@@ -92,21 +94,16 @@ fn model_task(
         let call = call.clone();
         Box::pin(async move {
             ensure_answered(&state.messages).map_err(AgentError::from)?;
-            if turns(&state.messages) >= agent.max_turns {
+            if turns(&state.messages) >= agent.max_turns as usize {
                 return Err(AgentError::TurnLimit {
                     limit: agent.max_turns,
                 }
                 .into());
             }
-            if let Some(limit) = agent.max_model_calls {
-                let made = state
-                    .messages
-                    .iter()
-                    .filter(|m| matches!(m.role, Role::Assistant { .. }))
-                    .count();
-                if made >= limit as usize {
-                    return Err(AgentError::ModelCallLimit { limit }.into());
-                }
+            if let Some(limit) = agent.max_model_calls
+                && answers(&state.messages) >= limit as usize
+            {
+                return Err(AgentError::ModelCallLimit { limit }.into());
             }
             let mut retries = match agent.invalid {
                 InvalidToolCalls::RetryModel { retries } => retries,

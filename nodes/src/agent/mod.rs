@@ -229,8 +229,11 @@ pub enum AgentError {
         limit: u32,
     },
     /// The run (on a thread, across its invocations) holds [`Agent::max_model_calls`] model
-    /// answers, and the model would be called again. The run fails at its `model` node.
-    #[error("the agent made the {limit} model calls this run allows")]
+    /// answers, and the model would be called again. The run fails at its `model` node; every
+    /// later invocation of the thread would too: raise the limit, or go on in a new thread.
+    #[error(
+        "the agent reached its limit of {limit} model calls in this run: raise `max_model_calls` or go on in a new thread"
+    )]
     ModelCallLimit {
         /// The limit.
         limit: u32,
@@ -387,8 +390,8 @@ pub struct Agent {
     pub(crate) max_turns: u32,
     max_model_calls: Option<u32>,
     max_tool_calls: Option<u32>,
-    pub(crate) model_retry: RetryPolicy,
-    pub(crate) model_timeout: Option<Duration>,
+    model_retry: RetryPolicy,
+    model_timeout: Option<Duration>,
     stop: Option<StopHook>,
     invalid: InvalidToolCalls,
     approve: Option<ApprovalRule>,
@@ -498,6 +501,10 @@ impl Agent {
     /// retries, [`InvalidToolCalls::RetryModel`]'s questions) count once. Unlike
     /// [`max_turns`](Agent::max_turns), a new user message does not start a new count.
     ///
+    /// In the multi-agent patterns, where an agent's history is the view the pattern gives it
+    /// (a supervisor's or a swarm's transcript holds the other agents' answers too), use
+    /// [`max_turns`](Agent::max_turns) instead; a group chat does not apply this limit.
+    ///
     /// # Examples
     ///
     /// ```
@@ -545,9 +552,11 @@ impl Agent {
     /// #     fn model(&self) -> &str { "hello" }
     /// #     fn chat(&self, _: ChatRequest) -> ChatFuture<'_> { unimplemented!() }
     /// # }
-    /// // Five attempts, the same errors retried, a longer wait between them.
-    /// let retry = Agent::default_model_retry()
-    ///     .backoff(Duration::from_secs(2), Duration::from_secs(30));
+    /// // Five attempts for the same errors as the default, a longer wait between them.
+    /// let retry = RetryPolicy::new(5)
+    ///     .backoff(Duration::from_secs(2), Duration::from_secs(30))
+    ///     .retry_if(Agent::retryable_model_error);
+    /// assert_eq!(retry.max_attempts(), 5);
     /// let agent = Agent::new(Arc::new(Hello))
     ///     .model_retry(retry)
     ///     .model_timeout(Duration::from_secs(120));
@@ -559,13 +568,16 @@ impl Agent {
         self
     }
 
-    /// The default retry policy of model calls: 3 attempts, 500 ms then 1 s apart (with
-    /// jitter), for the errors that calling again may cure and the provider did not retry
-    /// already: a call over its timeout ([`NodeTimedOut`], [`ModelError::Timeout`]) and a
-    /// stream cut before its end ([`ModelError::StreamCut`]). 429s, 5xx answers and failed
-    /// connections are retried by the provider itself (`OpenAiModel` honours `Retry-After`), so
-    /// retrying them here too would multiply the attempts; every other error (a bad request,
-    /// an agent's limit, an invalid call under [`InvalidToolCalls::Fail`]) fails at once.
+    /// The default retry policy of model calls: 3 attempts, the second after 0.5–1 s and the
+    /// third after 1–2 s ([`RetryPolicy::new`]'s delays, with jitter), for the errors
+    /// [`retryable_model_error`](Agent::retryable_model_error) picks.
+    ///
+    /// Those are the errors calling again may cure and the provider did not retry already: a
+    /// call over its timeout ([`NodeTimedOut`], [`ModelError::Timeout`]) and a stream cut
+    /// before its end ([`ModelError::StreamCut`]). 429s, 5xx answers and failed connections
+    /// are retried by the provider itself (`OpenAiModel` honours `Retry-After`), so retrying
+    /// them here too would multiply the attempts; every other error (a bad request, an
+    /// agent's limit, an invalid call under [`InvalidToolCalls::Fail`]) fails at once.
     ///
     /// # Examples
     ///
@@ -583,17 +595,38 @@ impl Agent {
     /// assert!(!retry.should_retry(&refused));
     /// ```
     pub fn default_model_retry() -> RetryPolicy {
-        RetryPolicy::new(3).retry_if(|e: &BoxError| {
-            e.is::<NodeTimedOut>()
-                || e.downcast_ref::<ModelError>().is_some_and(|e| {
-                    matches!(e, ModelError::Timeout(_) | ModelError::StreamCut { .. })
-                })
-        })
+        RetryPolicy::new(3).retry_if(Agent::retryable_model_error)
+    }
+
+    /// Whether a model task's error is one [`default_model_retry`](Agent::default_model_retry)
+    /// retries: [`NodeTimedOut`], [`ModelError::Timeout`] or [`ModelError::StreamCut`]. For a
+    /// policy of your own with the same choice of errors.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use agentgraph_engine::BoxError;
+    /// use agentgraph_nodes::agent::Agent;
+    /// use agentgraph_nodes::model::ModelError;
+    ///
+    /// let cut: BoxError = ModelError::StreamCut { reason: "reset".into() }.into();
+    /// assert!(Agent::retryable_model_error(&cut));
+    /// let refused: BoxError = ModelError::Empty.into();
+    /// assert!(!Agent::retryable_model_error(&refused));
+    /// ```
+    pub fn retryable_model_error(e: &BoxError) -> bool {
+        e.is::<NodeTimedOut>()
+            || e.downcast_ref::<ModelError>()
+                .is_some_and(|e| matches!(e, ModelError::Timeout(_) | ModelError::StreamCut { .. }))
     }
 
     /// A time limit on each attempt of a model call, streaming included (none by default:
     /// the provider's own timeouts apply). An attempt over it fails with [`NodeTimedOut`],
     /// which [`default_model_retry`](Agent::default_model_retry) retries.
+    ///
+    /// It bounds everything the attempt does, the provider's own retries of 429s and 5xx
+    /// answers (and their `Retry-After` waits) included: an attempt cut by it starts the
+    /// provider's retries again. Make it longer than a call with those retries takes.
     ///
     /// # Examples
     ///
@@ -667,6 +700,19 @@ impl Agent {
     ) -> Self {
         self.request = Some(Arc::new(hook));
         self
+    }
+
+    /// Gives the task of node `node` of `b` (which calls the model) the agent's retry policy
+    /// and timeout.
+    pub(crate) fn set_model_task<S: agentgraph_engine::State>(
+        &self,
+        b: &mut agentgraph_engine::GraphBuilder<S>,
+        node: &str,
+    ) {
+        b.retry(node, self.model_retry.clone());
+        if let Some(timeout) = self.model_timeout {
+            b.timeout(node, timeout);
+        }
     }
 
     /// The agent's tool set (the multi-agent patterns restrict it per phase, or add handoff

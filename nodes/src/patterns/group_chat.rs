@@ -1147,10 +1147,7 @@ fn build(chat: Arc<Plan>) -> Result<GraphBuilder<GroupChatState>, GroupChatError
         match &agent.kind {
             AgentKind::Model(model) => {
                 b.try_add_node(name, model_turn(chat.clone(), i, model.clone()))?;
-                b.retry(name, model.model_retry.clone());
-                if let Some(timeout) = model.model_timeout {
-                    b.timeout(name, timeout);
-                }
+                model.set_model_task(&mut b, name);
                 if let Some(tools) = agent.tools_node() {
                     b.try_add_node(tools, tool_turn(model.clone()))?;
                 }

@@ -545,8 +545,8 @@ impl ToolSet {
     /// OpenTelemetry's GenAI conventions: `gen_ai.operation.name = "execute_tool"`,
     /// `gen_ai.tool.name`, `gen_ai.tool.call.id`, and `error.type` when it failed (`unknown`,
     /// `not_allowed`, `malformed_arguments`, `invalid_arguments`, `invalid_schema`, `timeout`,
-    /// `failed`); `otel.name` is `execute_tool {name}`. The arguments and the result are not
-    /// recorded.
+    /// `failed`, with `otel.status_code = "ERROR"`); `otel.name` is `execute_tool {name}`. The
+    /// arguments and the result are not recorded.
     pub async fn answer(&self, call: &ToolCall, ctx: ToolContext) -> Message {
         let span = tracing::info_span!(
             "execute_tool",
@@ -555,6 +555,7 @@ impl ToolSet {
             gen_ai.tool.name = call.name.as_str(),
             gen_ai.tool.call.id = call.id.as_str(),
             error.type = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         self.answer_in(call, ctx, &span)
             .instrument(span.clone())
@@ -589,6 +590,7 @@ impl ToolSet {
                 .with_name(call.name.clone()),
             Err(error) => {
                 span.record("error.type", error_type(&error));
+                span.record("otel.status_code", "ERROR");
                 error.to_message(call.id.clone())
             }
         }
