@@ -609,7 +609,7 @@ impl Agent {
     /// use agentgraph_nodes::agent::Agent;
     /// use agentgraph_nodes::model::ModelError;
     ///
-    /// let cut: BoxError = ModelError::StreamCut { reason: "reset".into() }.into();
+    /// let cut: BoxError = ModelError::StreamCut { chunks: 2, text_len: 9, reason: "reset".into() }.into();
     /// assert!(Agent::retryable_model_error(&cut));
     /// let refused: BoxError = ModelError::Empty.into();
     /// assert!(!Agent::retryable_model_error(&refused));
