@@ -511,3 +511,32 @@ async fn on_a_thread_the_next_invocation_goes_on_after_the_last_speaker() {
     assert_eq!(speakers(&second), ["a", "b", "c", "?", "a", "b", "c"]);
     assert_eq!(second.turns, 6);
 }
+
+#[tokio::test]
+async fn a_model_agents_turn_is_retried_after_a_cut_stream() {
+    let server = Scripted::start([
+        Reply::sse_raw(
+            [text_chunk("Lo").to_string(), text_chunk("st").to_string()],
+            false,
+            true,
+        )
+        .paced(Duration::from_millis(30)),
+        say("Kept."),
+    ])
+    .await;
+    let graph = GroupChat::new()
+        .agent(ChatAgent::model(
+            "writer",
+            Agent::new(model(&server)).model_retry(
+                Agent::default_model_retry()
+                    .backoff(Duration::from_millis(1), Duration::from_millis(5)),
+            ),
+        ))
+        .stop_when(Stop::max_rounds(1))
+        .compile()
+        .unwrap();
+    let done = graph.invoke(GroupChatState::new("Write.")).await.unwrap();
+    assert_eq!(speakers(&done), ["writer"]);
+    assert_eq!(done.last_turn().and_then(Message::text), Some("Kept."));
+    assert_eq!(server.requests().len(), 2);
+}
