@@ -4,7 +4,8 @@
 //! `AGENTGRAPH_MODEL_BASE_URL`, and stops it). The tests check the protocol, not the wisdom
 //! of a 135M model: a streamed answer arrives token by token as events and is checkpointed;
 //! a forced tool call is parsed, its tool runs as a task of its own, and its result goes back
-//! to the model in a second call; the runs resume to their final state and can be inspected.
+//! to the model in a second call; the runs resume to their final state and can be inspected;
+//! a run stopped before its model call resumes from the sled store and streams the call.
 //!
 //! Built only with the crate's feature `real-model-tests`; without the server's URL the tests
 //! fail, saying how to start one (they never skip).
@@ -194,6 +195,61 @@ async fn a_streamed_answer_arrives_token_by_token_and_is_checkpointed() {
     let resumed = graph.resume("story", config()).await.unwrap();
     assert_eq!(resumed, done);
     assert_eq!(model.requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_before_its_model_call_resumes_and_streams_it() {
+    let model = Recorded::new();
+    let mut b = GraphBuilder::<Chat>::new();
+    b.add_node(
+        "model",
+        model_node(
+            model.clone() as Arc<dyn ChatModel>,
+            |s: &Chat| settle(ChatRequest::new(s.messages.clone())),
+            |_, r: ChatResponse| ChatUpdate::new().messages(vec![r.message]),
+        ),
+    )
+    .add_edge(START, "model")
+    .add_edge("model", END)
+    .interrupt_before(["model"]);
+    let graph = b.compile().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = || {
+        RunConfig::new()
+            .store(store(&dir))
+            .run_id("later")
+            .store_events(true)
+    };
+    let input = Chat {
+        messages: vec![Message::user("Name one colour.")],
+    };
+    // The first process stops before the call: nothing is asked of the model.
+    graph.run_with(input, config()).await.unwrap_err();
+    assert_eq!(model.requests().len(), 0);
+    let record = graph
+        .history(store(&dir))
+        .run("later")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, RunStatus::Interrupted);
+
+    // Resumed from the sled store (reopened, as another process would): the call streams its
+    // answer as events of the resumed run, and the run completes, checkpointed.
+    let run = graph.resume("later", config());
+    let events = run.events();
+    let done = run.await.unwrap();
+    let live: Vec<Event> = events.map(Result::unwrap).collect().await;
+    assert_eq!(model.requests().len(), 1);
+    let answer = done.messages[1].text().unwrap().to_owned();
+    assert!(!answer.trim().is_empty());
+    assert_eq!(token_text(&live, "model"), answer);
+    let history = graph.history(store(&dir));
+    assert_eq!(history.state("later", None).await.unwrap(), done);
+    assert_eq!(
+        history.run("later").await.unwrap().unwrap().status,
+        RunStatus::Completed
+    );
 }
 
 /// The arguments of `get_weather`.
