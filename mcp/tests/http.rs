@@ -29,20 +29,34 @@ async fn call(tools: &ToolSet, tool: &str, args: Value, key: &str) -> Result<Str
     Ok(out.content.to_text().into_owned())
 }
 
+/// A client of the server at `url`, and its tools in a set.
+async fn connect(url: &str) -> (McpClient, ToolSet) {
+    let client = McpClient::connect_http(url).await.expect("connects");
+    let tools = client
+        .tools()
+        .into_iter()
+        .fold(ToolSet::new(), ToolSet::with);
+    (client, tools)
+}
+
+/// `e` says that no server answers at `url` (the client tried to connect again, once).
+fn assert_unreachable(e: &ToolError, url: &str) {
+    assert!(
+        matches!(mcp_error(e), McpError::Initialize { program, .. } if *program == url),
+        "{e:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_and_calls_tools_over_streamable_http() {
     let (server, url) = server();
-    let client = McpClient::connect_http(&url).await.expect("connects");
+    let (client, tools) = connect(&url).await;
     let mut names: Vec<String> = client.tools().iter().map(|t| t.name().to_owned()).collect();
     names.sort();
     assert_eq!(names, ["add", "echo", "fail", "key", "pid", "sleep"]);
     assert_eq!(client.server_pid().await, None);
 
-    let tools = client
-        .tools()
-        .into_iter()
-        .fold(ToolSet::new(), ToolSet::with)
-        .deny("sleep");
+    let tools = tools.deny("sleep");
     assert!(!tools.is_allowed("sleep"));
     let out = tools
         .call("add", json!({ "a": 20, "b": 22 }), ToolContext::new("k1"))
@@ -77,10 +91,7 @@ async fn lists_and_calls_tools_over_streamable_http() {
     .await
     .expect("the call ends")
     .unwrap_err();
-    assert!(
-        matches!(mcp_error(&e), McpError::Initialize { program, .. } if *program == url),
-        "{e:?}"
-    );
+    assert_unreachable(&e, &url);
 }
 
 /// One client across a server restart: the server is killed (SIGKILL) between two calls and
@@ -93,11 +104,7 @@ async fn lists_and_calls_tools_over_streamable_http() {
 async fn one_client_reconnects_to_a_server_restarted_on_the_same_port() {
     let (first, url) = server();
     let first_pid = first.0.id();
-    let client = McpClient::connect_http(&url).await.expect("connects");
-    let tools = client
-        .tools()
-        .into_iter()
-        .fold(ToolSet::new(), ToolSet::with);
+    let (_client, tools) = connect(&url).await;
     assert!(tools.is_allowed("pid"));
     assert_eq!(
         call(&tools, "pid", json!({}), "k1").await.unwrap(),
@@ -150,11 +157,7 @@ async fn one_client_reconnects_to_a_server_restarted_on_the_same_port() {
 async fn a_call_while_the_server_is_down_fails_and_the_next_one_reconnects() {
     let (first, url) = server();
     let first_pid = first.0.id();
-    let client = McpClient::connect_http(&url).await.expect("connects");
-    let tools = client
-        .tools()
-        .into_iter()
-        .fold(ToolSet::new(), ToolSet::with);
+    let (_client, tools) = connect(&url).await;
     assert_eq!(
         call(&tools, "pid", json!({}), "k1").await.unwrap(),
         first_pid.to_string()
@@ -164,10 +167,7 @@ async fn a_call_while_the_server_is_down_fails_and_the_next_one_reconnects() {
     let e = call(&tools, "add", json!({ "a": 1, "b": 1 }), "k2")
         .await
         .unwrap_err();
-    assert!(
-        matches!(mcp_error(&e), McpError::Initialize { program, .. } if *program == url),
-        "{e:?}"
-    );
+    assert_unreachable(&e, &url);
 
     let (second, second_url) = server_on(port_of(&url));
     assert_eq!(second_url, url);

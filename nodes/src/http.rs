@@ -540,6 +540,12 @@ impl<S: State> HttpNode<S> {
         let url = self.url(state)?;
         let shown = url.split('?').next().unwrap_or_default().to_owned();
         let method = self.method.as_str().to_owned();
+        // Before the headers or in the body: the attempt ran out of time.
+        let timed_out = |method: &str, url: &str| HttpError::Timeout {
+            method: method.to_owned(),
+            url: url.to_owned(),
+            after: self.timeout,
+        };
         let mut headers = reqwest::header::HeaderMap::new();
         for header in &self.headers {
             let (name, value, secret) = match header {
@@ -610,15 +616,9 @@ impl<S: State> HttpNode<S> {
                                 })
                                 .or_insert(value);
                         }
-                        // The timeout covers the body too: a body still arriving when it
-                        // ends is a timeout, as before the headers.
                         let bytes = response.bytes().await.map_err(|e| {
                             if e.is_timeout() {
-                                HttpError::Timeout {
-                                    method: method.clone(),
-                                    url: shown.clone(),
-                                    after: self.timeout,
-                                }
+                                timed_out(&method, &shown)
                             } else {
                                 HttpError::Transport {
                                     method: method.clone(),
@@ -650,13 +650,7 @@ impl<S: State> HttpNode<S> {
                     }
                     crate::retry_after::retry_after(response.headers())
                 }
-                Err(e) if e.is_timeout() => {
-                    return Err(HttpError::Timeout {
-                        method,
-                        url: shown,
-                        after: self.timeout,
-                    });
-                }
+                Err(e) if e.is_timeout() => return Err(timed_out(&method, &shown)),
                 Err(e) if e.is_builder() => {
                     return Err(HttpError::Url {
                         url: shown,

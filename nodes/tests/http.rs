@@ -253,6 +253,16 @@ async fn a_429_is_retried_after_its_retry_after_with_the_same_key() {
     assert!(waited >= Duration::from_millis(950), "waited {waited:?}");
 }
 
+/// The HTTP error a failed run ends with.
+fn http_error(e: &Error) -> &HttpError {
+    match e {
+        Error::NodeFailed { source, .. } => source
+            .downcast_ref::<HttpError>()
+            .unwrap_or_else(|| panic!("not an HTTP error: {source:?}")),
+        other => panic!("expected a node failure, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn a_timeout_fails_the_call_without_a_retry() {
     let (base, attempts) = server().await;
@@ -264,15 +274,10 @@ async fn a_timeout_fails_the_call_without_a_retry() {
     let started = Instant::now();
     let e = run(node, trip("x")).await.unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(190));
-    let Error::NodeFailed { source, .. } = &e else {
-        panic!("{e:?}");
-    };
-    match source.downcast_ref::<HttpError>() {
-        Some(
-            timeout @ HttpError::Timeout {
-                method, url, after, ..
-            },
-        ) => {
+    match http_error(&e) {
+        timeout @ HttpError::Timeout {
+            method, url, after, ..
+        } => {
             assert_eq!(method, "GET");
             assert_eq!(url, &format!("{base}/slow"), "the URL without its query");
             assert_eq!(*after, Duration::from_millis(200));
@@ -298,15 +303,12 @@ async fn a_body_still_arriving_at_the_timeout_is_a_timeout() {
         .unwrap()
         .timeout(Duration::from_millis(300));
     let e = run(node, trip("x")).await.unwrap_err();
-    let Error::NodeFailed { source, .. } = &e else {
-        panic!("{e:?}");
-    };
     assert!(
         matches!(
-            source.downcast_ref::<HttpError>(),
-            Some(HttpError::Timeout { after, .. }) if *after == Duration::from_millis(300)
+            http_error(&e),
+            HttpError::Timeout { after, .. } if *after == Duration::from_millis(300)
         ),
-        "{source:?}"
+        "{e:?}"
     );
 }
 

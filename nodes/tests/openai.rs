@@ -786,14 +786,17 @@ async fn a_whole_answer_later_than_the_timeout_is_a_timeout_not_retried() {
     ])
     .await;
     // Retries are allowed, but they are for 429, 5xx and connection failures only.
-    let m = OpenAiModel::builder("m")
-        .base_url(&server.base_url)
-        .no_api_key()
-        .timeout(Duration::from_millis(200))
-        .retry_delay(Duration::from_millis(5))
-        .max_retries(3)
-        .build()
-        .unwrap();
+    let impatient = |server: &Scripted| {
+        OpenAiModel::builder("m")
+            .base_url(&server.base_url)
+            .no_api_key()
+            .timeout(Duration::from_millis(200))
+            .retry_delay(Duration::from_millis(5))
+            .max_retries(3)
+            .build()
+            .unwrap()
+    };
+    let m = impatient(&server);
     let started = std::time::Instant::now();
     let err = m.chat(question()).await.unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(190));
@@ -814,14 +817,7 @@ async fn a_whole_answer_later_than_the_timeout_is_a_timeout_not_retried() {
         Reply::json(completion("never asked for")),
     ])
     .await;
-    let m = OpenAiModel::builder("m")
-        .base_url(&server.base_url)
-        .no_api_key()
-        .timeout(Duration::from_millis(200))
-        .retry_delay(Duration::from_millis(5))
-        .build()
-        .unwrap();
-    let err = m.chat(question()).await.unwrap_err();
+    let err = impatient(&server).chat(question()).await.unwrap_err();
     assert!(matches!(err, ModelError::Timeout(_)), "{err:?}");
     assert_eq!(server.requests().len(), 1, "not sent again");
 }

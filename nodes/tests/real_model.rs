@@ -124,9 +124,8 @@ fn token_text(events: &[Event], node: &str) -> String {
     text
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streamed_answer_arrives_token_by_token_and_is_checkpointed() {
-    let model = Recorded::new();
+/// `START -> model -> END`: one call of `model` on the conversation, its answer appended.
+fn one_call(model: &Arc<Recorded>) -> GraphBuilder<Chat> {
     let mut b = GraphBuilder::<Chat>::new();
     b.add_node(
         "model",
@@ -138,7 +137,13 @@ async fn a_streamed_answer_arrives_token_by_token_and_is_checkpointed() {
     )
     .add_edge(START, "model")
     .add_edge("model", END);
-    let graph = b.compile().unwrap();
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_answer_arrives_token_by_token_and_is_checkpointed() {
+    let model = Recorded::new();
+    let graph = one_call(&model).compile().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = store(&dir);
     let config = || {
@@ -200,18 +205,8 @@ async fn a_streamed_answer_arrives_token_by_token_and_is_checkpointed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stopped_before_its_model_call_resumes_and_streams_it() {
     let model = Recorded::new();
-    let mut b = GraphBuilder::<Chat>::new();
-    b.add_node(
-        "model",
-        model_node(
-            model.clone() as Arc<dyn ChatModel>,
-            |s: &Chat| settle(ChatRequest::new(s.messages.clone())),
-            |_, r: ChatResponse| ChatUpdate::new().messages(vec![r.message]),
-        ),
-    )
-    .add_edge(START, "model")
-    .add_edge("model", END)
-    .interrupt_before(["model"]);
+    let mut b = one_call(&model);
+    b.interrupt_before(["model"]);
     let graph = b.compile().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = || {

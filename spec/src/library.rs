@@ -241,16 +241,21 @@ pub(crate) fn opt_bool(with: &Value, key: &str) -> Result<Option<bool>, String> 
     }
 }
 
+/// The duration parameter `key`, in milliseconds (at least 1), if given.
+pub(crate) fn opt_timeout(with: &Value, key: &str) -> Result<Option<std::time::Duration>, String> {
+    match opt_u64(with, key)? {
+        Some(0) => Err(format!("`{key}` is at least 1")),
+        ms => Ok(ms.map(std::time::Duration::from_millis)),
+    }
+}
+
 /// The options `keys::TOOL_OPTIONS` name, from an object holding them (among other keys).
 #[cfg(feature = "tools")]
 pub(crate) fn tool_options(with: &Value) -> Result<agentgraph_nodes::tool::ToolOptions, String> {
     use std::time::Duration;
     let mut options = agentgraph_nodes::tool::ToolOptions::new();
-    if let Some(ms) = opt_u64(with, "timeout_ms")? {
-        if ms == 0 {
-            return Err("`timeout_ms` is at least 1".to_owned());
-        }
-        options = options.timeout(Duration::from_millis(ms));
+    if let Some(timeout) = opt_timeout(with, "timeout_ms")? {
+        options = options.timeout(timeout);
     }
     if let Some(n) = opt_u32(with, "retries")? {
         options = options.retries(n);
@@ -873,11 +878,8 @@ mod model {
         if let Some(n) = opt_u32(with, "max_tool_calls")? {
             agent = agent.max_tool_calls(n);
         }
-        if let Some(ms) = opt_u64(with, "model_timeout_ms")? {
-            if ms == 0 {
-                return Err("`model_timeout_ms` is at least 1".to_owned());
-            }
-            agent = agent.model_timeout(std::time::Duration::from_millis(ms));
+        if let Some(timeout) = opt_timeout(with, "model_timeout_ms")? {
+            agent = agent.model_timeout(timeout);
         }
         Ok(agent)
     }

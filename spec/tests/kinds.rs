@@ -60,6 +60,27 @@ fn transcript(out: &DynState) -> Vec<String> {
         .collect()
 }
 
+/// A file whose one node, `assistant`, is an agent on model `small` (at `base_url`, no
+/// retries of its own) with the parameters `with` (a YAML flow mapping).
+fn one_agent(base_url: &str, with: &str) -> agentgraph_engine::CompiledGraph<DynState> {
+    compile(&format!(
+        r#"
+version: 1
+models:
+  - {{ name: small, model: test-model, base_url: "{base_url}", max_retries: 0 }}
+state:
+  - {{ name: messages, type: messages, reducer: messages }}
+nodes:
+  - name: assistant
+    kind: agent
+    with: {with}
+edges:
+  - {{ from: START, to: assistant }}
+  - {{ from: assistant, to: END }}
+"#
+    ))
+}
+
 #[tokio::test]
 async fn a_file_agents_model_call_limit_and_timeout_are_applied() {
     let server = Scripted::start([
@@ -70,23 +91,10 @@ async fn a_file_agents_model_call_limit_and_timeout_are_applied() {
         say("not asked"),
     ])
     .await;
-    let graph = compile(&format!(
-        r#"
-version: 1
-models:
-  - {{ name: small, model: test-model, base_url: "{}", max_retries: 0 }}
-state:
-  - {{ name: messages, type: messages, reducer: messages }}
-nodes:
-  - name: assistant
-    kind: agent
-    with: {{ model: small, tools: [add], max_model_calls: 1, model_timeout_ms: 1000 }}
-edges:
-  - {{ from: START, to: assistant }}
-  - {{ from: assistant, to: END }}
-"#,
-        server.base_url
-    ));
+    let graph = one_agent(
+        &server.base_url,
+        "{ model: small, tools: [add], max_model_calls: 1, model_timeout_ms: 1000 }",
+    );
     let input = DynState::from_json(graph.schema(), user("2 + 3?")).unwrap();
     let e = graph
         .run_with(
@@ -116,28 +124,10 @@ async fn a_file_agent_calls_a_registered_tool_then_answers() {
         say("It is 5."),
     ])
     .await;
-    let graph = compile(&format!(
-        r#"
-version: 1
-models:
-  - {{ name: small, model: test-model, base_url: "{}", max_retries: 0 }}
-state:
-  - {{ name: messages, type: messages, reducer: messages }}
-nodes:
-  - name: assistant
-    kind: agent
-    with:
-      model: small
-      system: You add numbers.
-      tools: [add]
-      max_turns: 4
-      temperature: 0.5
-edges:
-  - {{ from: START, to: assistant }}
-  - {{ from: assistant, to: END }}
-"#,
-        server.base_url
-    ));
+    let graph = one_agent(
+        &server.base_url,
+        "{ model: small, system: You add numbers., tools: [add], max_turns: 4, temperature: 0.5 }",
+    );
     let store = MemoryStore::new();
     let input = DynState::from_json(graph.schema(), user("2 + 3?")).unwrap();
     let out = graph

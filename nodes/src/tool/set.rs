@@ -557,33 +557,30 @@ impl ToolSet {
             error.type = tracing::field::Empty,
             otel.status_code = tracing::field::Empty,
         );
-        self.answer_in(call, ctx, &span)
-            .instrument(span.clone())
-            .await
-    }
-
-    async fn answer_in(&self, call: &ToolCall, ctx: ToolContext, span: &tracing::Span) -> Message {
         let ctx = ctx.with_call_id(call.id.clone());
-        let result = match &call.arguments {
-            ToolArguments::Json(args) => self.call(&call.name, args.clone(), ctx).await,
-            ToolArguments::Malformed(raw) => {
-                let source = call
-                    .arguments
-                    .parse_error()
-                    .unwrap_or_else(|| serde_json::Error::io(std::io::Error::other("malformed")));
-                tracing::warn!(
-                    target: "agentgraph_nodes::tool",
-                    tool = call.name.as_str(),
-                    key = ctx.idempotency_key(),
-                    "tool call refused: malformed arguments"
-                );
-                Err(ToolError::MalformedArguments {
-                    tool: call.name.clone(),
-                    raw: raw.clone(),
-                    source,
-                })
+        let result = async {
+            match &call.arguments {
+                ToolArguments::Json(args) => self.call(&call.name, args.clone(), ctx).await,
+                ToolArguments::Malformed(raw) => {
+                    let source = call.arguments.parse_error().unwrap_or_else(|| {
+                        serde_json::Error::io(std::io::Error::other("malformed"))
+                    });
+                    tracing::warn!(
+                        target: "agentgraph_nodes::tool",
+                        tool = call.name.as_str(),
+                        key = ctx.idempotency_key(),
+                        "tool call refused: malformed arguments"
+                    );
+                    Err(ToolError::MalformedArguments {
+                        tool: call.name.clone(),
+                        raw: raw.clone(),
+                        source,
+                    })
+                }
             }
-        };
+        }
+        .instrument(span.clone())
+        .await;
         match result {
             Ok(output) => output
                 .into_message(call.id.clone())
